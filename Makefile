@@ -1,0 +1,41 @@
+# eventmail: the two commands a new user needs are `make test` and `make run`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TRIALS ?= 200
+RUN_DIR ?= run-data
+
+.PHONY: test run proto proto-check lint typecheck chaos bench deps venv clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian packages the tests use (installed only when run as root and missing).
+deps:
+	@tools/install-debian-packages
+
+test: venv deps
+	$(BIN)/ruff check eventmail replica tests bench chaos
+	$(BIN)/mypy eventmail replica
+	$(BIN)/python -m pytest -n 2 -q
+
+run: venv
+	$(BIN)/python tools/demo.py --dir $(RUN_DIR)
+
+proto: venv
+	$(BIN)/python tools/gen_proto.py eventmail/proto
+
+chaos: venv
+	$(BIN)/python -m pytest -q chaos --trials $(TRIALS)
+
+bench: venv
+	$(BIN)/python bench/store.py
+
+clean:
+	rm -rf $(VENV) $(RUN_DIR)

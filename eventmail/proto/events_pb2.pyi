@@ -1,0 +1,396 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SpecialUse(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SPECIAL_USE_NONE: _ClassVar[SpecialUse]
+    SPECIAL_USE_SENT: _ClassVar[SpecialUse]
+    SPECIAL_USE_ARCHIVE: _ClassVar[SpecialUse]
+    SPECIAL_USE_TRASH: _ClassVar[SpecialUse]
+    SPECIAL_USE_DRAFTS: _ClassVar[SpecialUse]
+    SPECIAL_USE_JUNK: _ClassVar[SpecialUse]
+    SPECIAL_USE_ALL: _ClassVar[SpecialUse]
+    SPECIAL_USE_FLAGGED: _ClassVar[SpecialUse]
+SPECIAL_USE_NONE: SpecialUse
+SPECIAL_USE_SENT: SpecialUse
+SPECIAL_USE_ARCHIVE: SpecialUse
+SPECIAL_USE_TRASH: SpecialUse
+SPECIAL_USE_DRAFTS: SpecialUse
+SPECIAL_USE_JUNK: SpecialUse
+SPECIAL_USE_ALL: SpecialUse
+SPECIAL_USE_FLAGGED: SpecialUse
+
+class Address(_message.Message):
+    __slots__ = ("name", "adl", "mailbox", "host", "group_end")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ADL_FIELD_NUMBER: _ClassVar[int]
+    MAILBOX_FIELD_NUMBER: _ClassVar[int]
+    HOST_FIELD_NUMBER: _ClassVar[int]
+    GROUP_END_FIELD_NUMBER: _ClassVar[int]
+    name: bytes
+    adl: bytes
+    mailbox: bytes
+    host: bytes
+    group_end: bool
+    def __init__(self, name: _Optional[bytes] = ..., adl: _Optional[bytes] = ..., mailbox: _Optional[bytes] = ..., host: _Optional[bytes] = ..., group_end: _Optional[bool] = ...) -> None: ...
+
+class Envelope(_message.Message):
+    __slots__ = ("date", "subject", "sender", "reply_to", "to", "cc", "bcc", "in_reply_to", "message_id", "has_date", "has_subject", "has_in_reply_to", "has_message_id")
+    DATE_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    FROM_FIELD_NUMBER: _ClassVar[int]
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    REPLY_TO_FIELD_NUMBER: _ClassVar[int]
+    TO_FIELD_NUMBER: _ClassVar[int]
+    CC_FIELD_NUMBER: _ClassVar[int]
+    BCC_FIELD_NUMBER: _ClassVar[int]
+    IN_REPLY_TO_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    HAS_DATE_FIELD_NUMBER: _ClassVar[int]
+    HAS_SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    HAS_IN_REPLY_TO_FIELD_NUMBER: _ClassVar[int]
+    HAS_MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    date: bytes
+    subject: bytes
+    sender: _containers.RepeatedCompositeFieldContainer[Address]
+    reply_to: _containers.RepeatedCompositeFieldContainer[Address]
+    to: _containers.RepeatedCompositeFieldContainer[Address]
+    cc: _containers.RepeatedCompositeFieldContainer[Address]
+    bcc: _containers.RepeatedCompositeFieldContainer[Address]
+    in_reply_to: bytes
+    message_id: bytes
+    has_date: bool
+    has_subject: bool
+    has_in_reply_to: bool
+    has_message_id: bool
+    def __init__(self, date: _Optional[bytes] = ..., subject: _Optional[bytes] = ..., sender: _Optional[_Iterable[_Union[Address, _Mapping]]] = ..., reply_to: _Optional[_Iterable[_Union[Address, _Mapping]]] = ..., to: _Optional[_Iterable[_Union[Address, _Mapping]]] = ..., cc: _Optional[_Iterable[_Union[Address, _Mapping]]] = ..., bcc: _Optional[_Iterable[_Union[Address, _Mapping]]] = ..., in_reply_to: _Optional[bytes] = ..., message_id: _Optional[bytes] = ..., has_date: _Optional[bool] = ..., has_subject: _Optional[bool] = ..., has_in_reply_to: _Optional[bool] = ..., has_message_id: _Optional[bool] = ..., **kwargs) -> None: ...
+
+class Param(_message.Message):
+    __slots__ = ("name", "value")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    name: bytes
+    value: bytes
+    def __init__(self, name: _Optional[bytes] = ..., value: _Optional[bytes] = ...) -> None: ...
+
+class MimePart(_message.Message):
+    __slots__ = ("type", "subtype", "params", "id", "description", "encoding", "has_id", "has_description", "header_start", "body_start", "end", "lines", "md5", "has_md5", "disposition", "disposition_params", "language", "location", "has_location", "parts", "envelope", "message", "has_disposition", "has_language")
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    SUBTYPE_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    ENCODING_FIELD_NUMBER: _ClassVar[int]
+    HAS_ID_FIELD_NUMBER: _ClassVar[int]
+    HAS_DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    HEADER_START_FIELD_NUMBER: _ClassVar[int]
+    BODY_START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    MD5_FIELD_NUMBER: _ClassVar[int]
+    HAS_MD5_FIELD_NUMBER: _ClassVar[int]
+    DISPOSITION_FIELD_NUMBER: _ClassVar[int]
+    DISPOSITION_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    LOCATION_FIELD_NUMBER: _ClassVar[int]
+    HAS_LOCATION_FIELD_NUMBER: _ClassVar[int]
+    PARTS_FIELD_NUMBER: _ClassVar[int]
+    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    HAS_DISPOSITION_FIELD_NUMBER: _ClassVar[int]
+    HAS_LANGUAGE_FIELD_NUMBER: _ClassVar[int]
+    type: bytes
+    subtype: bytes
+    params: _containers.RepeatedCompositeFieldContainer[Param]
+    id: bytes
+    description: bytes
+    encoding: bytes
+    has_id: bool
+    has_description: bool
+    header_start: int
+    body_start: int
+    end: int
+    lines: int
+    md5: bytes
+    has_md5: bool
+    disposition: bytes
+    disposition_params: _containers.RepeatedCompositeFieldContainer[Param]
+    language: _containers.RepeatedScalarFieldContainer[bytes]
+    location: bytes
+    has_location: bool
+    parts: _containers.RepeatedCompositeFieldContainer[MimePart]
+    envelope: Envelope
+    message: MimePart
+    has_disposition: bool
+    has_language: bool
+    def __init__(self, type: _Optional[bytes] = ..., subtype: _Optional[bytes] = ..., params: _Optional[_Iterable[_Union[Param, _Mapping]]] = ..., id: _Optional[bytes] = ..., description: _Optional[bytes] = ..., encoding: _Optional[bytes] = ..., has_id: _Optional[bool] = ..., has_description: _Optional[bool] = ..., header_start: _Optional[int] = ..., body_start: _Optional[int] = ..., end: _Optional[int] = ..., lines: _Optional[int] = ..., md5: _Optional[bytes] = ..., has_md5: _Optional[bool] = ..., disposition: _Optional[bytes] = ..., disposition_params: _Optional[_Iterable[_Union[Param, _Mapping]]] = ..., language: _Optional[_Iterable[bytes]] = ..., location: _Optional[bytes] = ..., has_location: _Optional[bool] = ..., parts: _Optional[_Iterable[_Union[MimePart, _Mapping]]] = ..., envelope: _Optional[_Union[Envelope, _Mapping]] = ..., message: _Optional[_Union[MimePart, _Mapping]] = ..., has_disposition: _Optional[bool] = ..., has_language: _Optional[bool] = ...) -> None: ...
+
+class MessageStructure(_message.Message):
+    __slots__ = ("envelope", "body")
+    ENVELOPE_FIELD_NUMBER: _ClassVar[int]
+    BODY_FIELD_NUMBER: _ClassVar[int]
+    envelope: Envelope
+    body: MimePart
+    def __init__(self, envelope: _Optional[_Union[Envelope, _Mapping]] = ..., body: _Optional[_Union[MimePart, _Mapping]] = ...) -> None: ...
+
+class MailboxCreated(_message.Message):
+    __slots__ = ("mailbox_id", "name", "uidvalidity", "special_use", "subscribed")
+    MAILBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    UIDVALIDITY_FIELD_NUMBER: _ClassVar[int]
+    SPECIAL_USE_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBED_FIELD_NUMBER: _ClassVar[int]
+    mailbox_id: int
+    name: str
+    uidvalidity: int
+    special_use: SpecialUse
+    subscribed: bool
+    def __init__(self, mailbox_id: _Optional[int] = ..., name: _Optional[str] = ..., uidvalidity: _Optional[int] = ..., special_use: _Optional[_Union[SpecialUse, str]] = ..., subscribed: _Optional[bool] = ...) -> None: ...
+
+class MailboxRenamed(_message.Message):
+    __slots__ = ("mailbox_id", "name", "uidvalidity")
+    MAILBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    UIDVALIDITY_FIELD_NUMBER: _ClassVar[int]
+    mailbox_id: int
+    name: str
+    uidvalidity: int
+    def __init__(self, mailbox_id: _Optional[int] = ..., name: _Optional[str] = ..., uidvalidity: _Optional[int] = ...) -> None: ...
+
+class MailboxDeleted(_message.Message):
+    __slots__ = ("mailbox_id",)
+    MAILBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    mailbox_id: int
+    def __init__(self, mailbox_id: _Optional[int] = ...) -> None: ...
+
+class MailboxSubscription(_message.Message):
+    __slots__ = ("name", "subscribed")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SUBSCRIBED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    subscribed: bool
+    def __init__(self, name: _Optional[str] = ..., subscribed: _Optional[bool] = ...) -> None: ...
+
+class MailboxSpecialUse(_message.Message):
+    __slots__ = ("mailbox_id", "special_use")
+    MAILBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    SPECIAL_USE_FIELD_NUMBER: _ClassVar[int]
+    mailbox_id: int
+    special_use: SpecialUse
+    def __init__(self, mailbox_id: _Optional[int] = ..., special_use: _Optional[_Union[SpecialUse, str]] = ...) -> None: ...
+
+class Origin(_message.Message):
+    __slots__ = ("kind", "remote_ip", "helo", "mail_from", "rcpt_to", "authentication_results", "verdict", "source", "handoff_id")
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    REMOTE_IP_FIELD_NUMBER: _ClassVar[int]
+    HELO_FIELD_NUMBER: _ClassVar[int]
+    MAIL_FROM_FIELD_NUMBER: _ClassVar[int]
+    RCPT_TO_FIELD_NUMBER: _ClassVar[int]
+    AUTHENTICATION_RESULTS_FIELD_NUMBER: _ClassVar[int]
+    VERDICT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    HANDOFF_ID_FIELD_NUMBER: _ClassVar[int]
+    kind: str
+    remote_ip: str
+    helo: str
+    mail_from: str
+    rcpt_to: _containers.RepeatedScalarFieldContainer[str]
+    authentication_results: str
+    verdict: str
+    source: str
+    handoff_id: str
+    def __init__(self, kind: _Optional[str] = ..., remote_ip: _Optional[str] = ..., helo: _Optional[str] = ..., mail_from: _Optional[str] = ..., rcpt_to: _Optional[_Iterable[str]] = ..., authentication_results: _Optional[str] = ..., verdict: _Optional[str] = ..., source: _Optional[str] = ..., handoff_id: _Optional[str] = ...) -> None: ...
+
+class MessageAdded(_message.Message):
+    __slots__ = ("mailbox_id", "uid", "blob_id", "size", "internal_date", "internal_date_tz", "flags", "structure", "origin", "message_id_hash")
+    MAILBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    BLOB_ID_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    INTERNAL_DATE_FIELD_NUMBER: _ClassVar[int]
+    INTERNAL_DATE_TZ_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    STRUCTURE_FIELD_NUMBER: _ClassVar[int]
+    ORIGIN_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ID_HASH_FIELD_NUMBER: _ClassVar[int]
+    mailbox_id: int
+    uid: int
+    blob_id: bytes
+    size: int
+    internal_date: int
+    internal_date_tz: int
+    flags: _containers.RepeatedScalarFieldContainer[str]
+    structure: MessageStructure
+    origin: Origin
+    message_id_hash: bytes
+    def __init__(self, mailbox_id: _Optional[int] = ..., uid: _Optional[int] = ..., blob_id: _Optional[bytes] = ..., size: _Optional[int] = ..., internal_date: _Optional[int] = ..., internal_date_tz: _Optional[int] = ..., flags: _Optional[_Iterable[str]] = ..., structure: _Optional[_Union[MessageStructure, _Mapping]] = ..., origin: _Optional[_Union[Origin, _Mapping]] = ..., message_id_hash: _Optional[bytes] = ...) -> None: ...
+
+class FlagsChanged(_message.Message):
+    __slots__ = ("mailbox_id", "uids", "add", "remove", "replace")
+    MAILBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    UIDS_FIELD_NUMBER: _ClassVar[int]
+    ADD_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    REPLACE_FIELD_NUMBER: _ClassVar[int]
+    mailbox_id: int
+    uids: _containers.RepeatedScalarFieldContainer[int]
+    add: _containers.RepeatedScalarFieldContainer[str]
+    remove: _containers.RepeatedScalarFieldContainer[str]
+    replace: bool
+    def __init__(self, mailbox_id: _Optional[int] = ..., uids: _Optional[_Iterable[int]] = ..., add: _Optional[_Iterable[str]] = ..., remove: _Optional[_Iterable[str]] = ..., replace: _Optional[bool] = ...) -> None: ...
+
+class MessagesExpunged(_message.Message):
+    __slots__ = ("mailbox_id", "uids")
+    MAILBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    UIDS_FIELD_NUMBER: _ClassVar[int]
+    mailbox_id: int
+    uids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, mailbox_id: _Optional[int] = ..., uids: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class MessagesCopied(_message.Message):
+    __slots__ = ("source_mailbox_id", "source_uids", "dest_mailbox_id", "dest_uids", "move", "add_flags", "remove_flags")
+    SOURCE_MAILBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_UIDS_FIELD_NUMBER: _ClassVar[int]
+    DEST_MAILBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    DEST_UIDS_FIELD_NUMBER: _ClassVar[int]
+    MOVE_FIELD_NUMBER: _ClassVar[int]
+    ADD_FLAGS_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FLAGS_FIELD_NUMBER: _ClassVar[int]
+    source_mailbox_id: int
+    source_uids: _containers.RepeatedScalarFieldContainer[int]
+    dest_mailbox_id: int
+    dest_uids: _containers.RepeatedScalarFieldContainer[int]
+    move: bool
+    add_flags: _containers.RepeatedScalarFieldContainer[str]
+    remove_flags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, source_mailbox_id: _Optional[int] = ..., source_uids: _Optional[_Iterable[int]] = ..., dest_mailbox_id: _Optional[int] = ..., dest_uids: _Optional[_Iterable[int]] = ..., move: _Optional[bool] = ..., add_flags: _Optional[_Iterable[str]] = ..., remove_flags: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AccountSetting(_message.Message):
+    __slots__ = ("key", "value")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    value: str
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+
+class ScramCredentials(_message.Message):
+    __slots__ = ("salt", "iterations", "stored_key", "server_key")
+    SALT_FIELD_NUMBER: _ClassVar[int]
+    ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    STORED_KEY_FIELD_NUMBER: _ClassVar[int]
+    SERVER_KEY_FIELD_NUMBER: _ClassVar[int]
+    salt: bytes
+    iterations: int
+    stored_key: bytes
+    server_key: bytes
+    def __init__(self, salt: _Optional[bytes] = ..., iterations: _Optional[int] = ..., stored_key: _Optional[bytes] = ..., server_key: _Optional[bytes] = ...) -> None: ...
+
+class AccountCreated(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class AccountDeleted(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class PasswordSet(_message.Message):
+    __slots__ = ("account", "argon2id", "scram_sha256")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    ARGON2ID_FIELD_NUMBER: _ClassVar[int]
+    SCRAM_SHA256_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    argon2id: str
+    scram_sha256: ScramCredentials
+    def __init__(self, account: _Optional[str] = ..., argon2id: _Optional[str] = ..., scram_sha256: _Optional[_Union[ScramCredentials, _Mapping]] = ...) -> None: ...
+
+class AddressAdded(_message.Message):
+    __slots__ = ("account", "address")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    address: str
+    def __init__(self, account: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+
+class AddressRemoved(_message.Message):
+    __slots__ = ("account", "address")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    address: str
+    def __init__(self, account: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+
+class DomainAdded(_message.Message):
+    __slots__ = ("domain",)
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    def __init__(self, domain: _Optional[str] = ...) -> None: ...
+
+class DomainRemoved(_message.Message):
+    __slots__ = ("domain",)
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    def __init__(self, domain: _Optional[str] = ...) -> None: ...
+
+class DkimSelector(_message.Message):
+    __slots__ = ("domain", "selector", "algorithm", "private_key", "active")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    ALGORITHM_FIELD_NUMBER: _ClassVar[int]
+    PRIVATE_KEY_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    selector: str
+    algorithm: str
+    private_key: bytes
+    active: bool
+    def __init__(self, domain: _Optional[str] = ..., selector: _Optional[str] = ..., algorithm: _Optional[str] = ..., private_key: _Optional[bytes] = ..., active: _Optional[bool] = ...) -> None: ...
+
+class Event(_message.Message):
+    __slots__ = ("mailbox_created", "mailbox_renamed", "mailbox_deleted", "mailbox_subscription", "message_added", "flags_changed", "messages_expunged", "messages_copied", "account_setting", "mailbox_special_use", "account_created", "account_deleted", "password_set", "address_added", "address_removed", "domain_added", "domain_removed", "dkim_selector")
+    MAILBOX_CREATED_FIELD_NUMBER: _ClassVar[int]
+    MAILBOX_RENAMED_FIELD_NUMBER: _ClassVar[int]
+    MAILBOX_DELETED_FIELD_NUMBER: _ClassVar[int]
+    MAILBOX_SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_ADDED_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_CHANGED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_EXPUNGED_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_COPIED_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_SETTING_FIELD_NUMBER: _ClassVar[int]
+    MAILBOX_SPECIAL_USE_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_CREATED_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_DELETED_FIELD_NUMBER: _ClassVar[int]
+    PASSWORD_SET_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_ADDED_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_ADDED_FIELD_NUMBER: _ClassVar[int]
+    DOMAIN_REMOVED_FIELD_NUMBER: _ClassVar[int]
+    DKIM_SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    mailbox_created: MailboxCreated
+    mailbox_renamed: MailboxRenamed
+    mailbox_deleted: MailboxDeleted
+    mailbox_subscription: MailboxSubscription
+    message_added: MessageAdded
+    flags_changed: FlagsChanged
+    messages_expunged: MessagesExpunged
+    messages_copied: MessagesCopied
+    account_setting: AccountSetting
+    mailbox_special_use: MailboxSpecialUse
+    account_created: AccountCreated
+    account_deleted: AccountDeleted
+    password_set: PasswordSet
+    address_added: AddressAdded
+    address_removed: AddressRemoved
+    domain_added: DomainAdded
+    domain_removed: DomainRemoved
+    dkim_selector: DkimSelector
+    def __init__(self, mailbox_created: _Optional[_Union[MailboxCreated, _Mapping]] = ..., mailbox_renamed: _Optional[_Union[MailboxRenamed, _Mapping]] = ..., mailbox_deleted: _Optional[_Union[MailboxDeleted, _Mapping]] = ..., mailbox_subscription: _Optional[_Union[MailboxSubscription, _Mapping]] = ..., message_added: _Optional[_Union[MessageAdded, _Mapping]] = ..., flags_changed: _Optional[_Union[FlagsChanged, _Mapping]] = ..., messages_expunged: _Optional[_Union[MessagesExpunged, _Mapping]] = ..., messages_copied: _Optional[_Union[MessagesCopied, _Mapping]] = ..., account_setting: _Optional[_Union[AccountSetting, _Mapping]] = ..., mailbox_special_use: _Optional[_Union[MailboxSpecialUse, _Mapping]] = ..., account_created: _Optional[_Union[AccountCreated, _Mapping]] = ..., account_deleted: _Optional[_Union[AccountDeleted, _Mapping]] = ..., password_set: _Optional[_Union[PasswordSet, _Mapping]] = ..., address_added: _Optional[_Union[AddressAdded, _Mapping]] = ..., address_removed: _Optional[_Union[AddressRemoved, _Mapping]] = ..., domain_added: _Optional[_Union[DomainAdded, _Mapping]] = ..., domain_removed: _Optional[_Union[DomainRemoved, _Mapping]] = ..., dkim_selector: _Optional[_Union[DkimSelector, _Mapping]] = ...) -> None: ...

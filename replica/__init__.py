@@ -1,0 +1,1 @@
+"""replica: log shipping between a primary and a secondary eventmail instance over gRPC."""
