@@ -186,7 +186,7 @@ class MailboxSpecialUse(_message.Message):
     def __init__(self, mailbox_id: _Optional[int] = ..., special_use: _Optional[_Union[SpecialUse, str]] = ...) -> None: ...
 
 class Origin(_message.Message):
-    __slots__ = ("kind", "remote_ip", "helo", "mail_from", "rcpt_to", "authentication_results", "verdict", "source", "handoff_id")
+    __slots__ = ("kind", "remote_ip", "helo", "mail_from", "rcpt_to", "authentication_results", "verdict", "source", "handoff_id", "source_lf")
     KIND_FIELD_NUMBER: _ClassVar[int]
     REMOTE_IP_FIELD_NUMBER: _ClassVar[int]
     HELO_FIELD_NUMBER: _ClassVar[int]
@@ -196,6 +196,7 @@ class Origin(_message.Message):
     VERDICT_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     HANDOFF_ID_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_LF_FIELD_NUMBER: _ClassVar[int]
     kind: str
     remote_ip: str
     helo: str
@@ -205,7 +206,8 @@ class Origin(_message.Message):
     verdict: str
     source: str
     handoff_id: str
-    def __init__(self, kind: _Optional[str] = ..., remote_ip: _Optional[str] = ..., helo: _Optional[str] = ..., mail_from: _Optional[str] = ..., rcpt_to: _Optional[_Iterable[str]] = ..., authentication_results: _Optional[str] = ..., verdict: _Optional[str] = ..., source: _Optional[str] = ..., handoff_id: _Optional[str] = ...) -> None: ...
+    source_lf: bool
+    def __init__(self, kind: _Optional[str] = ..., remote_ip: _Optional[str] = ..., helo: _Optional[str] = ..., mail_from: _Optional[str] = ..., rcpt_to: _Optional[_Iterable[str]] = ..., authentication_results: _Optional[str] = ..., verdict: _Optional[str] = ..., source: _Optional[str] = ..., handoff_id: _Optional[str] = ..., source_lf: _Optional[bool] = ...) -> None: ...
 
 class MessageAdded(_message.Message):
     __slots__ = ("mailbox_id", "uid", "blob_id", "size", "internal_date", "internal_date_tz", "flags", "structure", "origin", "message_id_hash")

@@ -1,0 +1,303 @@
+"""The `eventmail` command: keys, accounts, import/export, verify and log on a data directory."""
+
+import argparse
+import asyncio
+import getpass
+import json
+import logging
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+from google.protobuf import json_format
+
+from . import transfer
+from .proto import events_pb2 as pb
+from .store import (
+    QUEUE,
+    SYSTEM,
+    DirectoryLocked,
+    MasterKeySource,
+    MissingKey,
+    NotFound,
+    Store,
+    StoreError,
+    StreamShredded,
+    WrongKey,
+    account_stream,
+    init_directory,
+    load_master_key,
+)
+
+EXIT_USAGE = 2
+RESERVED_NAMES = {SYSTEM, QUEUE}
+
+
+class CliError(Exception):
+    """An error to print as one line, with an exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _directory(args: argparse.Namespace) -> Path:
+    return Path(args.dir)
+
+
+def _key_source(args: argparse.Namespace) -> MasterKeySource:
+    return MasterKeySource.default(_directory(args), args.key_file, args.passphrase_env)
+
+
+async def _open(args: argparse.Namespace, writable: bool) -> Store:
+    directory = _directory(args)
+    source = _key_source(args)
+    if not (directory / "keyring").exists():
+        raise MissingKey(f"{directory} is not an eventmail data directory (run `eventmail key init --dir {directory}`)")
+    return await Store.open(directory, load_master_key(directory, source), writable=writable)
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin or not sys.stdin.isatty():
+        pw = sys.stdin.readline().rstrip("\r\n")
+    else:
+        pw = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != pw:
+            raise CliError("passwords differ")
+    if not pw:
+        raise CliError("empty password")
+    return pw
+
+
+def _password_set(account: str, password: str) -> pb.PasswordSet:
+    from .sasl.credentials import make_password_set
+
+    return make_password_set(account, password)
+
+
+# ---------------------------------------------------------------- commands
+
+
+async def cmd_key_init(args: argparse.Namespace) -> None:
+    directory = _directory(args)
+    source = _key_source(args)
+    init_directory(directory, source)
+    if source.passphrase_env:
+        print(f"initialised {directory}: master key derived from ${source.passphrase_env} with Argon2id")
+        return
+    print(f"initialised {directory} with master key file {source.key_file}")
+    if source.inside(directory):
+        print(
+            "warning: the master key lies inside the data directory, so it protects nothing at rest; "
+            "move it elsewhere and use --key-file or $EVENTMAIL_KEY_FILE",
+            file=sys.stderr,
+        )
+
+
+async def cmd_key_rotate(args: argparse.Namespace) -> None:
+    store = await _open(args, writable=True)
+    try:
+        n = store.keyring.rotate()
+    finally:
+        await store.close()
+    print(f"rotated the data keys of {n} streams; older records stay readable with the older keys")
+
+
+async def cmd_account_add(args: argparse.Namespace) -> None:
+    if args.name in RESERVED_NAMES:
+        raise CliError(f"{args.name!r} is reserved")
+    password = _password_set(args.name, _read_password(True)) if args.password_stdin else None
+    store = await _open(args, writable=True)
+    try:
+        await store.create_account(args.name, [args.address], password)
+    finally:
+        await store.close()
+    print(f"account {args.name} created with address {args.address}" + ("" if password else " (no password set)"))
+
+
+async def cmd_account_list(args: argparse.Namespace) -> None:
+    store = await _open(args, writable=False)
+    try:
+        for name, info in sorted(store.system.accounts.items()):
+            pw = "password" if info.password is not None else "no password"
+            print(f"{name}\t{', '.join(info.addresses)}\t{pw}")
+    finally:
+        await store.close()
+
+
+async def cmd_account_set_password(args: argparse.Namespace) -> None:
+    store = await _open(args, writable=True)
+    try:
+        if args.name not in store.system.accounts:
+            raise NotFound(f"no account {args.name}")
+        ps = _password_set(args.name, _read_password(args.password_stdin))
+        await store.append_system([pb.Event(password_set=ps)])
+    finally:
+        await store.close()
+    print(f"password of {args.name} set")
+
+
+async def cmd_account_delete(args: argparse.Namespace) -> None:
+    store = await _open(args, writable=True)
+    try:
+        await store.delete_account(args.name)
+    finally:
+        await store.close()
+    print(f"account {args.name} deleted; its keys are gone, so its log and blobs are unreadable everywhere")
+
+
+async def cmd_import(args: argparse.Namespace) -> None:
+    path = Path(args.path)
+    if not path.exists():
+        raise CliError(f"{path} does not exist")
+    store = await _open(args, writable=True)
+    try:
+        async with store.use_account(args.name) as acct:
+            summary = await transfer.import_path(acct, path, args.mailbox, transfer.progress_bar())
+    finally:
+        await store.close()
+    for line in summary.lines():
+        print(line)
+
+
+async def cmd_export(args: argparse.Namespace) -> None:
+    at = transfer.parse_time(args.at) if args.at else None
+    store = await _open(args, writable=False)
+    try:
+        acct = await store.account(args.name)
+        n = await asyncio.to_thread(transfer.export, acct, Path(args.out), args.format, at)
+    finally:
+        await store.close()
+    print(f"exported {n} messages to {args.out} ({args.format})")
+
+
+async def cmd_verify(args: argparse.Namespace) -> None:
+    store = await _open(args, writable=False)
+    try:
+        reports = await asyncio.to_thread(store.verify)
+    finally:
+        await store.close()
+    bad = 0
+    for r in reports:
+        status = "ok" if r.error is None else f"DAMAGED: {r.error}"
+        print(f"{r.stream}\tseq {r.head.seq}\tchain {r.head.chain.hex()}\t{r.records} records\t{r.blobs} blobs\t{status}")
+        bad += r.error is not None
+    if bad:
+        raise CliError(f"{bad} stream(s) damaged", code=1)
+
+
+def _event_json(event: pb.Event, full: bool) -> str:
+    if not full and event.WhichOneof("kind") == "message_added":
+        event = pb.Event.FromString(event.SerializeToString())
+        event.message_added.ClearField("structure")
+    if event.WhichOneof("kind") == "password_set":
+        return json.dumps({"passwordSet": {"account": event.password_set.account, "secrets": "(not shown)"}})
+    return json.dumps(json_format.MessageToDict(event), separators=(",", ":"), ensure_ascii=False)
+
+
+async def cmd_log(args: argparse.Namespace) -> None:
+    stream = args.name if args.name in RESERVED_NAMES else account_stream(args.name)
+    store = await _open(args, writable=False)
+    try:
+        if stream.startswith("account/") and args.name not in store.system.accounts:
+            raise NotFound(f"no account {args.name}")
+        for c in store.stream_events(stream, args.since):
+            when = datetime.fromtimestamp(c.time_us / 1e6, UTC).isoformat(timespec="milliseconds")
+            print(f"{c.seq}\t{when}\t{_event_json(c.event, args.full)}")
+    finally:
+        await store.close()
+
+
+# ---------------------------------------------------------------- argument parsing
+
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("data directory and key")
+    g.add_argument("--dir", default=os.environ.get("EVENTMAIL_DIR", "data"), help="data directory (default: $EVENTMAIL_DIR or ./data)")
+    g.add_argument(
+        "--key-file",
+        help="master key file (default: $EVENTMAIL_KEY_FILE, else DIR/keys/master.key)",
+    )
+    g.add_argument("--passphrase-env", metavar="VAR", help="derive the master key from the passphrase in environment variable VAR (Argon2id)")
+    return p
+
+
+Handler = Callable[[argparse.Namespace], Awaitable[None]]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(prog="eventmail", description="eventmail: a mail server whose accounts are encrypted event logs.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(subparsers: "argparse._SubParsersAction[argparse.ArgumentParser]", name: str, handler: Handler, help_: str) -> argparse.ArgumentParser:
+        p = subparsers.add_parser(name, parents=[common], help=help_, description=help_)
+        p.set_defaults(handler=handler)
+        return p
+
+    key = sub.add_parser("key", help="create or rotate keys", description="create or rotate keys")
+    ksub = key.add_subparsers(dest="key_command", required=True, metavar="KEY_COMMAND")
+    add(ksub, "init", cmd_key_init, "create the master key (or use a passphrase) and the keyring of a new data directory")
+    add(ksub, "rotate", cmd_key_rotate, "give every stream a new data key; old records stay readable")
+
+    acct = sub.add_parser("account", help="manage accounts", description="manage accounts and their addresses")
+    asub = acct.add_subparsers(dest="account_command", required=True, metavar="ACCOUNT_COMMAND")
+    p = add(asub, "add", cmd_account_add, "create an account with one address and the default mailboxes")
+    p.add_argument("name")
+    p.add_argument("address")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    add(asub, "list", cmd_account_list, "list accounts and their addresses")
+    p = add(asub, "set-password", cmd_account_set_password, "set an account's password (prompted, or from stdin)")
+    p.add_argument("name")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    p = add(asub, "delete", cmd_account_delete, "delete an account and crypto-shred its data")
+    p.add_argument("name")
+
+    p = add(sub, "import", cmd_import, "import an mbox file or a Maildir tree into an account")
+    p.add_argument("name")
+    p.add_argument("path")
+    p.add_argument("--mailbox", default="INBOX", help="mailbox for a single mbox file (default INBOX)")
+
+    p = add(sub, "export", cmd_export, "export an account, as it is or as it was at a moment")
+    p.add_argument("name")
+    p.add_argument("out")
+    p.add_argument("--format", choices=["mbox", "maildir"], default="maildir")
+    p.add_argument("--at", metavar="TIME", help="the moment: ISO 8601 or seconds since the epoch (default: now)")
+
+    add(sub, "verify", cmd_verify, "check every stream's chain and every blob; print each stream's head")
+
+    p = add(sub, "log", cmd_log, "decrypt and print a stream's events, one a line (NAME: an account, system or queue)")
+    p.add_argument("name")
+    p.add_argument("--since", type=int, default=0, metavar="SEQ", help="only events after SEQ")
+    p.add_argument("--full", action="store_true", help="include each message's parsed structure")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        asyncio.run(args.handler(args))
+    except (MissingKey, WrongKey, DirectoryLocked) as e:
+        print(f"eventmail: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except StreamShredded as e:
+        print(f"eventmail: {e}", file=sys.stderr)
+        return 1
+    except CliError as e:
+        print(f"eventmail: {e}", file=sys.stderr)
+        return e.code
+    except (StoreError, OSError) as e:
+        print(f"eventmail: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+

@@ -1,0 +1,51 @@
+"""The encrypted event-log store: the only way protocol, web and replication code reach account data."""
+
+from .account import DEFAULT_MAILBOXES, Account
+from .errors import (
+    Conflict,
+    DamagedBlob,
+    DamagedLog,
+    DirectoryLocked,
+    MissingKey,
+    NotFound,
+    StoreError,
+    StoreFull,
+    StreamShredded,
+    WrongKey,
+)
+from .keys import MasterKeySource, init_directory, load_master_key
+from .projection import Mailbox, MailboxView, Message
+from .store import QUEUE, SYSTEM, Store, StreamReport, account_stream
+from .stream import Committed, Subscription
+from .system import AccountInfo, SystemView, normalize_address
+
+__all__ = [
+    "DEFAULT_MAILBOXES",
+    "QUEUE",
+    "SYSTEM",
+    "Account",
+    "AccountInfo",
+    "Committed",
+    "Conflict",
+    "DamagedBlob",
+    "DamagedLog",
+    "DirectoryLocked",
+    "Mailbox",
+    "MailboxView",
+    "MasterKeySource",
+    "Message",
+    "MissingKey",
+    "NotFound",
+    "Store",
+    "StoreError",
+    "StoreFull",
+    "StreamReport",
+    "StreamShredded",
+    "Subscription",
+    "SystemView",
+    "WrongKey",
+    "account_stream",
+    "init_directory",
+    "load_master_key",
+    "normalize_address",
+]

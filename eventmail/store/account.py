@@ -1,0 +1,275 @@
+"""An open account: its log, blobs and mailbox view, and the writer-side decisions (UIDs, mailbox ids)."""
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from ..proto import events_pb2 as pb
+from . import checkpoint, projection
+from .blobs import BlobStore
+from .errors import Conflict, NotFound
+from .log import StreamLog
+from .projection import Mailbox, MailboxView
+from .stream import Committed, StreamWriter, Subscription
+
+log = logging.getLogger(__name__)
+
+# A checkpoint after this many events bounds the replay on the next open to a few seconds.
+CHECKPOINT_EVERY = 20_000
+
+# The mailboxes of a new account (RFC 6154 special-use attributes), as issue and talk expect.
+DEFAULT_MAILBOXES: tuple[tuple[str, int], ...] = (
+    ("INBOX", pb.SPECIAL_USE_NONE),
+    ("Sent", pb.SPECIAL_USE_SENT),
+    ("Archive", pb.SPECIAL_USE_ARCHIVE),
+    ("Trash", pb.SPECIAL_USE_TRASH),
+    ("Drafts", pb.SPECIAL_USE_DRAFTS),
+    ("Junk", pb.SPECIAL_USE_JUNK),
+)
+
+SYSTEM_FLAGS = frozenset({"\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"})
+
+
+def new_uidvalidity(seq: int) -> int:
+    """UIDVALIDITY for a new mailbox: strictly increasing per account (RFC 9051 §2.3.1.1)."""
+    return (int(time.time()) + seq) & 0xFFFFFFFF or 1
+
+
+class Account:
+    """One account, open. Reads come from the in-memory view; writes go through its stream writer."""
+
+    def __init__(self, name: str, stream_id: str, log_: StreamLog, blobs: BlobStore, checkpoint_path: Path) -> None:
+        self.name = name
+        self.stream_id = stream_id
+        self.blobs = blobs
+        self._log = log_
+        self._checkpoint_path = checkpoint_path
+        self._checkpoint_seq = 0
+        self.view = MailboxView(self._load_projection())
+        self._writer = StreamWriter(log_, self._apply_committed)
+        self._lock = asyncio.Lock()
+        self._uid_reserved: dict[int, int] = {}
+        self._mailbox_reserved = 0
+        self._uidvalidity_reserved = 0
+        self.refs = 0
+        self.last_used = time.monotonic()
+
+    # ---------------------------------------------------------------- projection upkeep
+
+    def _load_projection(self) -> sqlite3.Connection:
+        keys = self._log.keys
+        cp = checkpoint.read(self._checkpoint_path, self.stream_id, keys) if keys else None
+        db = None
+        if cp is not None and cp.seq <= self._log.head.seq and self._chain_at(cp.seq) == cp.chain:
+            db = projection.from_bytes(cp.state)
+            self._checkpoint_seq = cp.seq
+        elif cp is not None:
+            log.warning("account %s: checkpoint does not match the log; rebuilding from the log", self.name)
+        if db is None:
+            db = projection.connect()
+        since = projection.MailboxView(db).seq
+        projection.apply_all(db, self._events_since(since))
+        return db
+
+    def _chain_at(self, seq: int) -> bytes | None:
+        if seq == 0:
+            return bytes(32)
+        for r in self._log.records(since=seq - 1):
+            return r.chain
+        return None
+
+    def _events_since(self, since: int) -> Iterable[tuple[int, int, pb.Event]]:
+        for record, plaintext in self._log.plaintexts(since):
+            event = pb.Event()
+            event.ParseFromString(plaintext)
+            yield record.seq, record.time_us, event
+
+    def _apply_committed(self, committed: list[Committed]) -> None:
+        projection.apply_all(self.view.db, ((c.seq, c.time_us, c.event) for c in committed))
+        if self.view.seq - self._checkpoint_seq >= CHECKPOINT_EVERY:
+            self.write_checkpoint()
+
+    def write_checkpoint(self) -> None:
+        """Seal the current projection to disk, so the next open replays only the tail."""
+        keys = self._log.keys
+        if keys is None or not self._log.writable or self.view.seq == self._checkpoint_seq:
+            return
+        state = self.view.db.serialize()
+        checkpoint.write(
+            self._checkpoint_path, self.stream_id, keys, checkpoint.Checkpoint(self.view.seq, self._log.head.chain, state)
+        )
+        self._checkpoint_seq = self.view.seq
+
+    async def close(self) -> None:
+        await self._writer.drain()
+        self.write_checkpoint()
+        self._log.close()
+
+    # ---------------------------------------------------------------- public reads
+
+    @property
+    def head_seq(self) -> int:
+        return self._log.head.seq
+
+    def subscribe(self) -> Subscription:
+        """Committed events from now on, in log order (IMAP IDLE, webmail)."""
+        return self._writer.subscribe()
+
+    def read_message(self, blob_id: bytes) -> bytes:
+        return self.blobs.get(blob_id)
+
+    def events(self, since: int = 0) -> Iterable[Committed]:
+        """Every event after `since`, decrypted (the log command, point-in-time export)."""
+        for seq, time_us, event in self._events_since(since):
+            yield Committed(self.stream_id, seq, time_us, event)
+
+    def mailbox_required(self, name: str) -> Mailbox:
+        mb = self.view.mailbox(name)
+        if mb is None:
+            raise NotFound(f"no mailbox {name!r}")
+        return mb
+
+    # ---------------------------------------------------------------- writes
+
+    async def append(self, events: Sequence[pb.Event]) -> list[Committed]:
+        """Append events as they are (callers that allocated nothing themselves)."""
+        self.last_used = time.monotonic()
+        return await self._writer.append(events)
+
+    async def create_mailbox(
+        self, name: str, special_use: int = pb.SPECIAL_USE_NONE, subscribed: bool = True
+    ) -> Mailbox:
+        async with self._lock:
+            if self.view.mailbox(name) is not None:
+                raise Conflict(f"mailbox {name!r} exists")
+            mailbox_id = max(self.view.next_mailbox_id, self._mailbox_reserved)
+            self._mailbox_reserved = mailbox_id + 1
+            uidvalidity = max(new_uidvalidity(self.view.seq), self._uidvalidity_reserved)
+            self._uidvalidity_reserved = uidvalidity + 1
+            e = pb.Event(
+                mailbox_created=pb.MailboxCreated(
+                    mailbox_id=mailbox_id, name=name, uidvalidity=uidvalidity, special_use=special_use,  # type: ignore[arg-type]
+                    subscribed=subscribed,
+                )
+            )
+            await self.append([e])
+        mb = self.view.mailbox_by_id(mailbox_id)
+        assert mb is not None
+        return mb
+
+    async def create_default_mailboxes(self) -> None:
+        for name, use in DEFAULT_MAILBOXES:
+            if self.view.mailbox(name) is None:
+                await self.create_mailbox(name, use)
+
+    async def add_message(
+        self,
+        mailbox: str | int,
+        raw: bytes,
+        flags: Iterable[str] = (),
+        internal_date: float | None = None,
+        internal_date_tz: int = 0,
+        origin: pb.Origin | None = None,
+        structure: pb.MessageStructure | None = None,
+        skip_duplicate: bool = False,
+    ) -> Committed | None:
+        """Store the message bytes (fsynced), then append its MessageAdded event (fsynced).
+
+        With `skip_duplicate`, a message whose bytes already are in the mailbox is not added again
+        and None is returned.
+        """
+        mb = self.view.mailbox_by_id(mailbox) if isinstance(mailbox, int) else self.mailbox_required(mailbox)
+        if mb is None:
+            raise NotFound(f"no mailbox id {mailbox}")
+        if structure is None:
+            structure = parse_structure(raw)
+        blob_id = await asyncio.to_thread(self.blobs.put, raw)
+        async with self._lock:
+            if skip_duplicate and self.view.uid_of_blob(mb.id, blob_id) is not None:
+                return None
+            current = self.view.mailbox_by_id(mb.id)
+            if current is None:
+                raise NotFound(f"mailbox {mb.name!r} was deleted")
+            uid = max(current.uidnext, self._uid_reserved.get(mb.id, 0))
+            self._uid_reserved[mb.id] = uid + 1
+            e = pb.Event(
+                message_added=pb.MessageAdded(
+                    mailbox_id=mb.id, uid=uid, blob_id=blob_id, size=len(raw),
+                    internal_date=int(time.time() if internal_date is None else internal_date),
+                    internal_date_tz=internal_date_tz, flags=sorted(set(flags)), structure=structure, origin=origin,
+                )
+            )
+            fut = self._writer.submit([e])
+        self.last_used = time.monotonic()
+        return (await fut)[0]
+
+    async def change_flags(
+        self, mailbox_id: int, uids: Sequence[int], add: Iterable[str] = (), remove: Iterable[str] = (),
+        replace: bool = False,
+    ) -> Committed:
+        e = pb.Event(
+            flags_changed=pb.FlagsChanged(
+                mailbox_id=mailbox_id, uids=list(uids), add=sorted(set(add)), remove=sorted(set(remove)), replace=replace
+            )
+        )
+        return (await self.append([e]))[0]
+
+    async def expunge(self, mailbox_id: int, uids: Sequence[int]) -> Committed:
+        e = pb.Event(messages_expunged=pb.MessagesExpunged(mailbox_id=mailbox_id, uids=list(uids)))
+        return (await self.append([e]))[0]
+
+    async def copy(
+        self, source_id: int, uids: Sequence[int], dest_id: int, move: bool = False,
+        add_flags: Iterable[str] = (), remove_flags: Iterable[str] = (),
+    ) -> tuple[list[int], list[int], Committed]:
+        """Copy (or move) messages; returns (source uids, their new uids in dest, the event)."""
+        async with self._lock:
+            dest = self.view.mailbox_by_id(dest_id)
+            if dest is None:
+                raise NotFound(f"no mailbox id {dest_id}")
+            present = [u for u in uids if self.view.message(source_id, u) is not None]
+            first = max(dest.uidnext, self._uid_reserved.get(dest_id, 0))
+            new_uids = list(range(first, first + len(present)))
+            self._uid_reserved[dest_id] = first + len(present)
+            e = pb.Event(
+                messages_copied=pb.MessagesCopied(
+                    source_mailbox_id=source_id, source_uids=present, dest_mailbox_id=dest_id, dest_uids=new_uids,
+                    move=move, add_flags=sorted(set(add_flags)), remove_flags=sorted(set(remove_flags)),
+                )
+            )
+            fut = self._writer.submit([e])
+        committed = (await fut)[0]
+        return present, new_uids, committed
+
+    async def rename_mailbox(self, old: str, new: str) -> None:
+        """Rename a mailbox and its children (RFC 9051 §6.3.6)."""
+        async with self._lock:
+            mb = self.mailbox_required(old)
+            if self.view.mailbox(new) is not None:
+                raise Conflict(f"mailbox {new!r} exists")
+            events = []
+            for child in self.view.mailboxes():
+                if child.id == mb.id or child.name.startswith(mb.name + "/"):
+                    name = new + child.name[len(mb.name) :]
+                    events.append(pb.Event(mailbox_renamed=pb.MailboxRenamed(
+                        mailbox_id=child.id, name=name, uidvalidity=child.uidvalidity)))
+            await self.append(events)
+
+    async def delete_mailbox(self, name: str) -> None:
+        async with self._lock:
+            mb = self.mailbox_required(name)
+            await self.append([pb.Event(mailbox_deleted=pb.MailboxDeleted(mailbox_id=mb.id))])
+
+    async def set_subscribed(self, name: str, subscribed: bool) -> None:
+        await self.append([pb.Event(mailbox_subscription=pb.MailboxSubscription(name=name, subscribed=subscribed))])
+
+
+def parse_structure(raw: bytes) -> pb.MessageStructure:
+    """The parsed envelope and MIME structure recorded with a message."""
+    from ..mime.structure import parse_structure as parse
+
+    return parse(raw)
+

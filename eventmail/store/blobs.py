@@ -1,0 +1,86 @@
+"""Encrypted message blobs: stored once per account, named by a keyed hash, fsynced before use."""
+
+import os
+import struct
+from pathlib import Path
+
+from . import crypto
+from .errors import DamagedBlob, StreamShredded
+from .fsutil import make_dirs, write_atomic
+from .keyring import StreamKeys
+
+BLOB_MAGIC = b"EMBLOB01"
+BLOB_HEAD = struct.Struct(">8sI")  # magic, key id; then the nonce and the ciphertext
+
+
+class BlobStore:
+    """The blobs of one stream (account). Names reveal nothing without the stream's keys."""
+
+    def __init__(self, stream: str, path: Path, keys: StreamKeys | None) -> None:
+        self.stream = stream
+        self.path = path
+        self.keys = keys
+
+    def _keys(self) -> StreamKeys:
+        if self.keys is None:
+            raise StreamShredded(f"stream {self.stream}: its keys were deleted")
+        return self.keys
+
+    def blob_id(self, data: bytes) -> bytes:
+        return crypto.keyed_hash(self._keys().blob_name_key, data, b"em-blob")
+
+    def _file(self, blob_id: bytes) -> Path:
+        h = blob_id.hex()
+        return self.path / h[:2] / h[2:]
+
+    def _aad(self, blob_id: bytes) -> bytes:
+        return self.stream.encode() + b"\x00" + blob_id
+
+    def put(self, data: bytes) -> bytes:
+        """Store `data` durably (fsynced file and directory) and return its id; a no-op if present."""
+        blob_id = self.blob_id(data)
+        f = self._file(blob_id)
+        if f.exists():
+            return blob_id
+        key_id, key = self._keys().current_key()
+        nonce, ct = crypto.seal(key, data, self._aad(blob_id))
+        make_dirs(f.parent)
+        write_atomic(f, BLOB_HEAD.pack(BLOB_MAGIC, key_id) + nonce + ct)
+        return blob_id
+
+    def exists(self, blob_id: bytes) -> bool:
+        return self._file(blob_id).exists()
+
+    def get(self, blob_id: bytes) -> bytes:
+        """The blob's plaintext, checked against its name. Raises DamagedBlob."""
+        f = self._file(blob_id)
+        try:
+            raw = f.read_bytes()
+        except FileNotFoundError:
+            raise DamagedBlob(f"stream {self.stream}: blob {blob_id.hex()} is missing") from None
+        head = BLOB_HEAD.size
+        if len(raw) < head + crypto.NONCE_BYTES + crypto.TAG_BYTES:
+            raise DamagedBlob(f"stream {self.stream}: blob {blob_id.hex()} is truncated")
+        magic, key_id = BLOB_HEAD.unpack_from(raw)
+        key = self._keys().keys.get(key_id)
+        if magic != BLOB_MAGIC or key is None:
+            raise DamagedBlob(f"stream {self.stream}: blob {blob_id.hex()} has a damaged header")
+        nonce = raw[head : head + crypto.NONCE_BYTES]
+        try:
+            data = crypto.unseal(key, nonce, raw[head + crypto.NONCE_BYTES :], self._aad(blob_id))
+        except crypto.DecryptError:
+            raise DamagedBlob(f"stream {self.stream}: blob {blob_id.hex()} does not decrypt (altered)") from None
+        if self.blob_id(data) != blob_id:
+            raise DamagedBlob(f"stream {self.stream}: blob {blob_id.hex()} does not match its name")
+        return data
+
+    def remove_all(self) -> None:
+        """Delete every blob file of the stream (after its keys were shredded)."""
+        if not self.path.exists():
+            return
+        for root, dirs, files in os.walk(self.path, topdown=False):
+            for name in files:
+                os.unlink(os.path.join(root, name))
+            for name in dirs:
+                os.rmdir(os.path.join(root, name))
+        self.path.rmdir()

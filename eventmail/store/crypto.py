@@ -1,0 +1,53 @@
+"""Authenticated encryption, keyed hashing and key derivation used by the store (PyNaCl, hashlib)."""
+
+import hashlib
+import os
+
+from nacl import bindings, pwhash
+from nacl.exceptions import CryptoError
+
+KEY_BYTES = bindings.crypto_aead_xchacha20poly1305_ietf_KEYBYTES  # 32
+NONCE_BYTES = bindings.crypto_aead_xchacha20poly1305_ietf_NPUBBYTES  # 24
+TAG_BYTES = 16
+HASH_BYTES = 32
+ARGON2_SALT_BYTES = pwhash.argon2id.SALTBYTES
+# MODERATE limits (3 passes, 256 MiB, ~0.6 s here): the master key is derived once per process
+# start, so a slow derivation costs nothing in service and a lot to an attacker guessing offline.
+ARGON2_OPS = pwhash.argon2id.OPSLIMIT_MODERATE
+ARGON2_MEM = pwhash.argon2id.MEMLIMIT_MODERATE
+
+
+class DecryptError(Exception):
+    """Ciphertext, associated data or key do not match."""
+
+
+def new_key() -> bytes:
+    return os.urandom(KEY_BYTES)
+
+
+def seal(key: bytes, plaintext: bytes, aad: bytes) -> tuple[bytes, bytes]:
+    """Encrypt with XChaCha20-Poly1305 under a random 24-byte nonce (safe to pick at random)."""
+    nonce = os.urandom(NONCE_BYTES)
+    ct = bindings.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, aad, nonce, key)
+    return nonce, ct
+
+
+def unseal(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+    try:
+        return bytes(bindings.crypto_aead_xchacha20poly1305_ietf_decrypt(ciphertext, aad, nonce, key))
+    except CryptoError as e:
+        raise DecryptError(str(e)) from None
+
+
+def keyed_hash(key: bytes, data: bytes, person: bytes) -> bytes:
+    """BLAKE2b-256 keyed hash; `person` separates uses of one key."""
+    return hashlib.blake2b(data, key=key, digest_size=HASH_BYTES, person=person[:16]).digest()
+
+
+def subkey(master: bytes, label: bytes) -> bytes:
+    """Derive an independent 32-byte key for one purpose from the master key."""
+    return keyed_hash(master, b"", b"em-sub:" + label)
+
+
+def passphrase_key(passphrase: bytes, salt: bytes, ops: int = ARGON2_OPS, mem: int = ARGON2_MEM) -> bytes:
+    return bytes(pwhash.argon2id.kdf(KEY_BYTES, passphrase, salt, opslimit=ops, memlimit=mem))

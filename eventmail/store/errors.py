@@ -1,0 +1,51 @@
+"""The store's typed errors: what callers catch and turn into protocol replies."""
+
+
+class StoreError(Exception):
+    """Base class of every error the store raises on purpose."""
+
+
+class KeyProblem(StoreError):
+    """The master key is missing or wrong, or a stream's key is gone (shredded)."""
+
+
+class WrongKey(KeyProblem):
+    """The master key does not open the keyring."""
+
+
+class MissingKey(KeyProblem):
+    """No master key was given or the key file does not exist."""
+
+
+class StreamShredded(KeyProblem):
+    """The stream's data keys were deleted: its records can never be read again."""
+
+
+class DamagedLog(StoreError):
+    """A record or segment is damaged somewhere other than a torn tail."""
+
+    def __init__(self, stream: str, seq: int, reason: str) -> None:
+        super().__init__(f"stream {stream}: record seq {seq}: {reason}")
+        self.stream = stream
+        self.seq = seq
+        self.reason = reason
+
+
+class DamagedBlob(StoreError):
+    """A blob file is missing, unreadable or does not match its name."""
+
+
+class StoreFull(StoreError):
+    """The disk is full: the append was not made and the log is unchanged (a temporary failure)."""
+
+
+class DirectoryLocked(StoreError):
+    """Another process is the writer of this data directory."""
+
+
+class NotFound(StoreError):
+    """A named account, mailbox or message does not exist."""
+
+
+class Conflict(StoreError):
+    """The request contradicts the current state (a name exists, a mailbox is not empty, ...)."""

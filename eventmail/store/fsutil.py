@@ -1,0 +1,56 @@
+"""Durable file operations: fsync'd writes, atomic replacement, directory syncs."""
+
+import errno
+import os
+from pathlib import Path
+
+from .errors import StoreError, StoreFull
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def raise_store_error(e: OSError, what: str) -> None:
+    """Turn an OSError into the store's typed error; disk full is a temporary failure."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        raise StoreFull(f"{what}: disk full") from e
+    raise StoreError(f"{what}: {e.strerror}") from e
+
+
+def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write `data` to `path` so that a crash leaves either the old or the new file, never a mix."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise_store_error(e, f"writing {path.name}")
+
+
+def make_dirs(path: Path) -> None:
+    """Create a directory chain, fsyncing each new entry's parent so it survives a crash."""
+    missing = []
+    p = path
+    while not p.exists():
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        try:
+            d.mkdir(mode=0o700)
+        except FileExistsError:
+            continue
+        fsync_dir(d.parent)

@@ -1,0 +1,265 @@
+"""One stream's log: segment files, recovery on open, encrypted appends with fsync, reads by seq."""
+
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import crypto
+from .errors import DamagedLog, StoreError, StreamShredded
+from .fsutil import fsync_dir, make_dirs, raise_store_error
+from .keyring import StreamKeys
+from .records import (
+    GENESIS_CHAIN,
+    SEGMENT_HEADER,
+    SEGMENT_MAGIC,
+    Record,
+    ScanEnd,
+    associated_data,
+    chain_value,
+    scan,
+    segment_header,
+)
+
+log = logging.getLogger(__name__)
+
+# Segments roll over at 64 MiB: small enough to scan the last one quickly on open, large
+# enough that a busy account has few files.
+SEGMENT_MAX_BYTES = 64 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """A stream's position: the last record's seq and chain value (0 and zeros when empty)."""
+
+    seq: int
+    chain: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    path: Path
+    first_seq: int
+
+
+class StreamLog:
+    """The segment files of one stream. Not thread-safe: one writer at a time (the store's)."""
+
+    def __init__(self, stream: str, path: Path, keys: StreamKeys | None, writable: bool) -> None:
+        self.stream = stream
+        self.path = path
+        self.keys = keys
+        self.writable = writable
+        self.head = Head(0, GENESIS_CHAIN)
+        self._segments: list[Segment] = []
+        self._fd: int | None = None
+        self._size = 0  # bytes in the last segment
+        self.cut_bytes = 0  # torn-tail bytes removed on open
+        self._open()
+
+    # ---------------------------------------------------------------- opening and recovery
+
+    def _list_segments(self) -> list[Segment]:
+        if not self.path.exists():
+            return []
+        segs = []
+        for p in self.path.iterdir():
+            if p.suffix == ".seg":
+                segs.append(Segment(p, int(p.stem)))
+        return sorted(segs, key=lambda s: s.first_seq)
+
+    def _open(self) -> None:
+        self._segments = self._list_segments()
+        if not self._segments:
+            return
+        last = self._segments[-1]
+        data = last.path.read_bytes()
+        if len(data) < SEGMENT_HEADER.size:
+            # A segment whose header never fully reached the disk holds no record: drop it.
+            if self.writable:
+                log.warning("stream %s: removing segment %s with a torn header", self.stream, last.path.name)
+                last.path.unlink()
+                fsync_dir(self.path)
+            self._segments.pop()
+            if not self._segments:
+                return
+            last = self._segments[-1]
+            data = last.path.read_bytes()
+        first_seq, prev_chain = self._read_header(last, data)
+        end = self._scan_to_end(data, first_seq, prev_chain)
+        if end.damage is not None:
+            raise DamagedLog(self.stream, end.damage_seq, end.damage)
+        if end.torn:
+            self.cut_bytes = len(data) - end.offset
+            if self.writable:
+                log.warning(
+                    "stream %s: cutting a torn tail of %d bytes at seq %d", self.stream, self.cut_bytes, end.damage_seq
+                )
+                with open(last.path, "r+b") as f:
+                    f.truncate(end.offset)
+                    os.fsync(f.fileno())
+        self._size = end.offset
+        if self.writable:
+            self._fd = os.open(last.path, os.O_WRONLY | os.O_APPEND)
+
+    def _read_header(self, seg: Segment, data: bytes) -> tuple[int, bytes]:
+        magic, first_seq, prev_chain = SEGMENT_HEADER.unpack_from(data, 0)
+        if magic != SEGMENT_MAGIC or first_seq != seg.first_seq:
+            raise DamagedLog(self.stream, seg.first_seq, f"segment {seg.path.name} has a damaged header")
+        return first_seq, prev_chain
+
+    def _scan_to_end(self, data: bytes, first_seq: int, prev_chain: bytes) -> ScanEnd:
+        head = Head(first_seq - 1, prev_chain)
+        for item in scan(data, first_seq, prev_chain):
+            if isinstance(item, ScanEnd):
+                self.head = head
+                return item
+            head = Head(item.seq, item.chain)
+        raise AssertionError("scan ends with ScanEnd")
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    # ---------------------------------------------------------------- writing
+
+    def encrypt(self, plaintexts: list[bytes], time_us: int | None = None) -> list[Record]:
+        """Seal events as the next records after the head (does not write them)."""
+        if self.keys is None:
+            raise StreamShredded(f"stream {self.stream}: its keys were deleted")
+        key_id, key = self.keys.current_key()
+        now = time.time_ns() // 1000 if time_us is None else time_us
+        seq, chain = self.head.seq, self.head.chain
+        out = []
+        for pt in plaintexts:
+            seq += 1
+            nonce, ct = crypto.seal(key, pt, associated_data(self.stream, seq, chain))
+            chain = chain_value(chain, seq, now, key_id, nonce, ct)
+            out.append(Record(seq, now, key_id, nonce, ct, chain))
+        return out
+
+    def write(self, records: list[Record]) -> Head:
+        """Append records (already sealed for this head) and fsync; all or nothing."""
+        if not self.writable:
+            raise StoreError(f"stream {self.stream} is open read-only")
+        if not records:
+            return self.head
+        if records[0].seq != self.head.seq + 1:
+            raise StoreError(f"stream {self.stream}: append at seq {records[0].seq}, head is {self.head.seq}")
+        if self._fd is None or self._size >= SEGMENT_MAX_BYTES:
+            self._new_segment(records[0].seq)
+        assert self._fd is not None
+        blob = b"".join(r.encode() for r in records)
+        try:
+            view = memoryview(blob)
+            while view:
+                view = view[os.write(self._fd, view) :]
+            os.fsync(self._fd)
+        except OSError as e:
+            self._undo(e)
+        self._size += len(blob)
+        self.head = Head(records[-1].seq, records[-1].chain)
+        return self.head
+
+    def _undo(self, error: OSError) -> None:
+        """Cut a failed append back to the last whole record, then raise the typed error."""
+        assert self._fd is not None
+        try:
+            os.ftruncate(self._fd, self._size)
+            os.fsync(self._fd)
+        except OSError:
+            # The tail could not even be cut: stop writing; reopening recovers the torn tail.
+            os.close(self._fd)
+            self._fd = None
+            self.writable = False
+            log.error("stream %s: could not cut a failed append back; stream is now read-only", self.stream)
+        raise_store_error(error, f"appending to stream {self.stream}")
+
+    def _new_segment(self, first_seq: int) -> None:
+        make_dirs(self.path)
+        path = self.path / f"{first_seq:020d}.seg"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o600)
+            try:
+                os.write(fd, segment_header(first_seq, self.head.chain))
+                os.fsync(fd)
+                fsync_dir(self.path)
+            except OSError:
+                os.close(fd)
+                path.unlink(missing_ok=True)
+                raise
+        except OSError as e:
+            raise_store_error(e, f"creating a segment of stream {self.stream}")
+        if self._fd is not None:
+            os.close(self._fd)
+        self._fd = fd
+        self._size = SEGMENT_HEADER.size
+        self._segments.append(Segment(path, first_seq))
+
+    # ---------------------------------------------------------------- reading
+
+    def records(self, since: int = 0, verify_all: bool = False) -> Iterator[Record]:
+        """Records with seq > since, in order. Raises DamagedLog at the first damaged record."""
+        segs = self._segments
+        start = 0
+        if not verify_all:
+            for i, s in enumerate(segs):
+                if s.first_seq <= since + 1:
+                    start = i
+        expected_prev: bytes | None = None
+        for i in range(start, len(segs)):
+            seg = segs[i]
+            data = seg.path.read_bytes()
+            if len(data) < SEGMENT_HEADER.size:
+                if i == len(segs) - 1:
+                    return
+                raise DamagedLog(self.stream, seg.first_seq, f"segment {seg.path.name} is truncated")
+            first_seq, prev_chain = self._read_header(seg, data)
+            if expected_prev is not None and prev_chain != expected_prev:
+                raise DamagedLog(self.stream, first_seq, f"segment {seg.path.name} does not continue the chain")
+            last_seq = first_seq - 1
+            expected_prev = prev_chain
+            for item in scan(data, first_seq, prev_chain):
+                if isinstance(item, ScanEnd):
+                    is_last = i == len(segs) - 1
+                    if item.damage is not None:
+                        raise DamagedLog(self.stream, item.damage_seq, item.damage)
+                    if item.torn and not (is_last and not self.writable):
+                        # A read-only reader may race the writer's tail; a writer already cut it.
+                        raise DamagedLog(self.stream, item.damage_seq, "torn record inside the log")
+                    break
+                last_seq = item.seq
+                expected_prev = item.chain
+                if item.seq > since:
+                    yield item
+            if i + 1 < len(segs) and segs[i + 1].first_seq != last_seq + 1:
+                raise DamagedLog(self.stream, last_seq + 1, "a segment is missing")
+
+    def decrypt(self, record: Record, prev_chain: bytes) -> bytes:
+        if self.keys is None:
+            raise StreamShredded(f"stream {self.stream}: its keys were deleted")
+        key = self.keys.keys.get(record.key_id)
+        if key is None:
+            raise DamagedLog(self.stream, record.seq, f"unknown key id {record.key_id}")
+        try:
+            return crypto.unseal(key, record.nonce, record.ciphertext, associated_data(self.stream, record.seq, prev_chain))
+        except crypto.DecryptError:
+            raise DamagedLog(self.stream, record.seq, "does not decrypt (altered, or wrong key)") from None
+
+    def chain_before(self, seq: int) -> bytes:
+        """The chain value preceding record `seq` (needed to decrypt a record read alone)."""
+        if seq <= 1:
+            return GENESIS_CHAIN
+        for r in self.records(since=seq - 2):
+            return r.chain
+        raise StoreError(f"stream {self.stream}: no record {seq - 1}")
+
+    def plaintexts(self, since: int = 0) -> Iterator[tuple[Record, bytes]]:
+        """Decrypted records with seq > since."""
+        prev = self.chain_before(since + 1)
+        for r in self.records(since):
+            yield r, self.decrypt(r, prev)
+            prev = r.chain

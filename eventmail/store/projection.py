@@ -1,0 +1,339 @@
+"""The mailbox view of an account: a pure projection of its events into an in-memory SQLite database."""
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..proto import events_pb2 as pb
+
+SCHEMA = """
+CREATE TABLE mailbox(
+  id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, uidvalidity INTEGER NOT NULL,
+  uidnext INTEGER NOT NULL, special_use INTEGER NOT NULL, highest_modseq INTEGER NOT NULL);
+CREATE TABLE subscription(name TEXT PRIMARY KEY) WITHOUT ROWID;
+CREATE TABLE message(
+  mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL, blob_id BLOB NOT NULL, size INTEGER NOT NULL,
+  internal_date INTEGER NOT NULL, internal_date_tz INTEGER NOT NULL, flags TEXT NOT NULL,
+  modseq INTEGER NOT NULL, structure BLOB NOT NULL, added_seq INTEGER NOT NULL,
+  PRIMARY KEY(mailbox_id, uid)) WITHOUT ROWID;
+CREATE INDEX message_blob ON message(mailbox_id, blob_id);
+CREATE TABLE expunged(mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL, modseq INTEGER NOT NULL,
+  PRIMARY KEY(mailbox_id, uid)) WITHOUT ROWID;
+CREATE TABLE setting(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO meta VALUES ('seq', 0), ('time_us', 0), ('next_mailbox_id', 1);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Mailbox:
+    id: int
+    name: str
+    uidvalidity: int
+    uidnext: int
+    special_use: int
+    highest_modseq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    mailbox_id: int
+    uid: int
+    blob_id: bytes
+    size: int
+    internal_date: int
+    internal_date_tz: int
+    flags: tuple[str, ...]
+    modseq: int
+
+
+def connect() -> sqlite3.Connection:
+    """A fresh, empty projection. Temporary tables stay in memory: nothing readable on disk."""
+    db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA temp_store=MEMORY")
+    db.executescript(SCHEMA)
+    return db
+
+
+def from_bytes(data: bytes) -> sqlite3.Connection:
+    """A projection restored from a checkpoint's serialized database."""
+    db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+    db.deserialize(data)
+    db.execute("PRAGMA temp_store=MEMORY")
+    return db
+
+
+def _flags(text: str) -> list[str]:
+    return text.split(" ") if text else []
+
+
+def _flag_text(flags: Iterable[str]) -> str:
+    return " ".join(sorted(set(flags)))
+
+
+def _meta(db: sqlite3.Connection, key: str) -> int:
+    row = db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+    return int(row[0])
+
+
+def _set_meta(db: sqlite3.Connection, key: str, value: int) -> None:
+    db.execute("UPDATE meta SET value=? WHERE key=?", (value, key))
+
+
+def _touch(db: sqlite3.Connection, mailbox_id: int, seq: int) -> None:
+    db.execute("UPDATE mailbox SET highest_modseq=? WHERE id=?", (seq, mailbox_id))
+
+
+def apply(db: sqlite3.Connection, seq: int, time_us: int, event: pb.Event) -> None:
+    """Fold one event into the projection. Pure: everything it needs is in the event.
+
+    Events that name something absent (a deleted mailbox, an expunged UID) change nothing, so
+    any sequence of events folds without error and replay equals the incremental state.
+    """
+    kind = event.WhichOneof("kind")
+    handler = _HANDLERS.get(kind or "")
+    if handler is not None:
+        handler(db, seq, event)
+    _set_meta(db, "seq", seq)
+    _set_meta(db, "time_us", time_us)
+
+
+def apply_all(db: sqlite3.Connection, items: Iterable[tuple[int, int, pb.Event]]) -> None:
+    db.execute("BEGIN")
+    try:
+        for seq, time_us, event in items:
+            apply(db, seq, time_us, event)
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+
+
+def _mailbox_created(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
+    m = e.mailbox_created
+    exists = db.execute("SELECT 1 FROM mailbox WHERE id=? OR name=?", (m.mailbox_id, m.name)).fetchone()
+    if exists:
+        return
+    db.execute("INSERT INTO mailbox VALUES (?,?,?,?,?,?)", (m.mailbox_id, m.name, m.uidvalidity, 1, m.special_use, seq))
+    if m.subscribed:
+        db.execute("INSERT OR IGNORE INTO subscription VALUES (?)", (m.name,))
+    _set_meta(db, "next_mailbox_id", max(_meta(db, "next_mailbox_id"), m.mailbox_id + 1))
+
+
+def _mailbox_renamed(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
+    m = e.mailbox_renamed
+    if db.execute("SELECT 1 FROM mailbox WHERE name=? AND id!=?", (m.name, m.mailbox_id)).fetchone():
+        return
+    db.execute(
+        "UPDATE mailbox SET name=?, uidvalidity=?, highest_modseq=? WHERE id=?", (m.name, m.uidvalidity, seq, m.mailbox_id)
+    )
+
+
+def _mailbox_deleted(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
+    mid = e.mailbox_deleted.mailbox_id
+    db.execute("DELETE FROM mailbox WHERE id=?", (mid,))
+    db.execute("DELETE FROM message WHERE mailbox_id=?", (mid,))
+    db.execute("DELETE FROM expunged WHERE mailbox_id=?", (mid,))
+
+
+def _mailbox_subscription(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
+    s = e.mailbox_subscription
+    if s.subscribed:
+        db.execute("INSERT OR IGNORE INTO subscription VALUES (?)", (s.name,))
+    else:
+        db.execute("DELETE FROM subscription WHERE name=?", (s.name,))
+
+
+def _mailbox_special_use(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
+    s = e.mailbox_special_use
+    db.execute("UPDATE mailbox SET special_use=? WHERE id=?", (s.special_use, s.mailbox_id))
+
+
+def _insert_message(
+    db: sqlite3.Connection, seq: int, mailbox_id: int, uid: int, blob_id: bytes, size: int,
+    date: int, tz: int, flags: str, structure: bytes,
+) -> bool:
+    mb = db.execute("SELECT uidnext FROM mailbox WHERE id=?", (mailbox_id,)).fetchone()
+    if mb is None or uid < 1 or uid < mb[0]:
+        return False  # UIDs only grow (RFC 9051 §2.3.1.1): an old UID is never reassigned
+    db.execute(
+        "INSERT INTO message VALUES (?,?,?,?,?,?,?,?,?,?)",
+        (mailbox_id, uid, blob_id, size, date, tz, flags, seq, structure, seq),
+    )
+    db.execute("UPDATE mailbox SET uidnext=?, highest_modseq=? WHERE id=?", (uid + 1, seq, mailbox_id))
+    return True
+
+
+def _message_added(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
+    m = e.message_added
+    _insert_message(
+        db, seq, m.mailbox_id, m.uid, m.blob_id, m.size, m.internal_date, m.internal_date_tz,
+        _flag_text(m.flags), m.structure.SerializeToString(deterministic=True),
+    )
+
+
+def _new_flags(old: str, add: Iterable[str], remove: Iterable[str], replace: bool) -> str:
+    current = set() if replace else set(_flags(old))
+    current |= set(add)
+    current -= set(remove)
+    return _flag_text(current)
+
+
+def _flags_changed(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
+    f = e.flags_changed
+    changed = False
+    for uid in f.uids:
+        row = db.execute("SELECT flags FROM message WHERE mailbox_id=? AND uid=?", (f.mailbox_id, uid)).fetchone()
+        if row is None:
+            continue
+        new = _new_flags(row[0], f.add, f.remove, f.replace)
+        if new != row[0]:
+            # RFC 7162 §3.1: the MODSEQ of a message changes when its metadata changes.
+            db.execute("UPDATE message SET flags=?, modseq=? WHERE mailbox_id=? AND uid=?", (new, seq, f.mailbox_id, uid))
+            changed = True
+    if changed:
+        _touch(db, f.mailbox_id, seq)
+
+
+def _expunge(db: sqlite3.Connection, seq: int, mailbox_id: int, uids: Iterable[int]) -> None:
+    gone = False
+    for uid in uids:
+        cur = db.execute("DELETE FROM message WHERE mailbox_id=? AND uid=?", (mailbox_id, uid))
+        if cur.rowcount:
+            # Kept for QRESYNC's VANISHED (RFC 7162 §3.2.10).
+            db.execute("INSERT OR REPLACE INTO expunged VALUES (?,?,?)", (mailbox_id, uid, seq))
+            gone = True
+    if gone:
+        _touch(db, mailbox_id, seq)
+
+
+def _messages_expunged(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
+    _expunge(db, seq, e.messages_expunged.mailbox_id, e.messages_expunged.uids)
+
+
+def _messages_copied(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
+    c = e.messages_copied
+    moved = []
+    for src_uid, dst_uid in zip(c.source_uids, c.dest_uids, strict=False):
+        row = db.execute(
+            "SELECT blob_id, size, internal_date, internal_date_tz, flags, structure FROM message "
+            "WHERE mailbox_id=? AND uid=?",
+            (c.source_mailbox_id, src_uid),
+        ).fetchone()
+        if row is None:
+            continue
+        flags = _new_flags(row[4], c.add_flags, c.remove_flags, False)
+        if _insert_message(db, seq, c.dest_mailbox_id, dst_uid, row[0], row[1], row[2], row[3], flags, row[5]):
+            moved.append(src_uid)
+    if c.move:
+        _expunge(db, seq, c.source_mailbox_id, moved)
+
+
+def _account_setting(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
+    db.execute("INSERT OR REPLACE INTO setting VALUES (?,?)", (e.account_setting.key, e.account_setting.value))
+
+
+_HANDLERS = {
+    "mailbox_created": _mailbox_created,
+    "mailbox_renamed": _mailbox_renamed,
+    "mailbox_deleted": _mailbox_deleted,
+    "mailbox_subscription": _mailbox_subscription,
+    "mailbox_special_use": _mailbox_special_use,
+    "message_added": _message_added,
+    "flags_changed": _flags_changed,
+    "messages_expunged": _messages_expunged,
+    "messages_copied": _messages_copied,
+    "account_setting": _account_setting,
+}
+
+
+# ---------------------------------------------------------------- queries
+
+
+def _message(r: tuple[int, int, bytes, int, int, int, str, int]) -> Message:
+    return Message(r[0], r[1], r[2], r[3], r[4], r[5], tuple(_flags(r[6])), r[7])
+
+
+class MailboxView:
+    """Read access to an account's mailbox projection."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    @property
+    def seq(self) -> int:
+        return _meta(self.db, "seq")
+
+    @property
+    def next_mailbox_id(self) -> int:
+        return _meta(self.db, "next_mailbox_id")
+
+    def mailboxes(self) -> list[Mailbox]:
+        return [Mailbox(*r) for r in self.db.execute("SELECT * FROM mailbox ORDER BY name")]
+
+    def mailbox(self, name: str) -> Mailbox | None:
+        if name.upper() == "INBOX":
+            name = "INBOX"  # RFC 9051 §5.1: INBOX is case-insensitive
+        r = self.db.execute("SELECT * FROM mailbox WHERE name=?", (name,)).fetchone()
+        return Mailbox(*r) if r else None
+
+    def mailbox_by_id(self, mailbox_id: int) -> Mailbox | None:
+        r = self.db.execute("SELECT * FROM mailbox WHERE id=?", (mailbox_id,)).fetchone()
+        return Mailbox(*r) if r else None
+
+    def subscriptions(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT name FROM subscription ORDER BY name")]
+
+    def messages(self, mailbox_id: int) -> list[Message]:
+        rows = self.db.execute(
+            "SELECT mailbox_id, uid, blob_id, size, internal_date, internal_date_tz, flags, modseq "
+            "FROM message WHERE mailbox_id=? ORDER BY uid",
+            (mailbox_id,),
+        )
+        return [_message(r) for r in rows]
+
+    def message(self, mailbox_id: int, uid: int) -> Message | None:
+        r = self.db.execute(
+            "SELECT mailbox_id, uid, blob_id, size, internal_date, internal_date_tz, flags, modseq "
+            "FROM message WHERE mailbox_id=? AND uid=?",
+            (mailbox_id, uid),
+        ).fetchone()
+        return _message(r) if r else None
+
+    def structure(self, mailbox_id: int, uid: int) -> pb.MessageStructure | None:
+        r = self.db.execute("SELECT structure FROM message WHERE mailbox_id=? AND uid=?", (mailbox_id, uid)).fetchone()
+        if r is None:
+            return None
+        s = pb.MessageStructure()
+        s.ParseFromString(r[0])
+        return s
+
+    def uid_of_blob(self, mailbox_id: int, blob_id: bytes) -> int | None:
+        r = self.db.execute(
+            "SELECT uid FROM message WHERE mailbox_id=? AND blob_id=? LIMIT 1", (mailbox_id, blob_id)
+        ).fetchone()
+        return int(r[0]) if r else None
+
+    def count(self, mailbox_id: int) -> int:
+        return int(self.db.execute("SELECT COUNT(*) FROM message WHERE mailbox_id=?", (mailbox_id,)).fetchone()[0])
+
+    def expunged_since(self, mailbox_id: int, modseq: int) -> list[int]:
+        rows = self.db.execute(
+            "SELECT uid FROM expunged WHERE mailbox_id=? AND modseq>? ORDER BY uid", (mailbox_id, modseq)
+        )
+        return [r[0] for r in rows]
+
+    def setting(self, key: str) -> str | None:
+        r = self.db.execute("SELECT value FROM setting WHERE key=?", (key,)).fetchone()
+        return str(r[0]) if r else None
+
+    def blob_ids(self) -> set[bytes]:
+        return {r[0] for r in self.db.execute("SELECT DISTINCT blob_id FROM message")}
+
+    def dump(self) -> list[tuple[object, ...]]:
+        """Every row of every table, in a canonical order: two equal states dump equal."""
+        out: list[tuple[object, ...]] = []
+        for table in ("mailbox", "subscription", "message", "expunged", "setting", "meta"):
+            rows = self.db.execute(f"SELECT * FROM {table}").fetchall()
+            out.extend((table, *r) for r in sorted(rows, key=repr))
+        return out

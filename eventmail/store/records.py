@@ -1,0 +1,130 @@
+"""The on-disk record and segment formats, and scanning a segment back into records."""
+
+import hashlib
+import struct
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from .crypto import HASH_BYTES, NONCE_BYTES
+
+SEGMENT_MAGIC = b"EMSEG001"
+# magic, first seq, chain value before the segment's first record
+SEGMENT_HEADER = struct.Struct(f">8sQ{HASH_BYTES}s")
+# body length (everything after this field), seq, time in microseconds, key id, and a CRC-32 of
+# those four: a damaged length is then told apart from a write cut short by a crash.
+RECORD_HEAD = struct.Struct(">IQqII")
+HEAD_FIELDS = struct.Struct(">IQqI")
+RECORD_FIXED = RECORD_HEAD.size + NONCE_BYTES + HASH_BYTES
+GENESIS_CHAIN = bytes(HASH_BYTES)
+# A record's ciphertext is bounded so that a damaged length field cannot make a reader allocate
+# gigabytes; events are small (message bytes live in blobs), 16 MiB leaves plenty of room.
+MAX_CIPHERTEXT = 16 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One log record: `(seq, time, key id, nonce, ciphertext, chain)`."""
+
+    seq: int
+    time_us: int
+    key_id: int
+    nonce: bytes
+    ciphertext: bytes
+    chain: bytes
+
+    def encode(self) -> bytes:
+        body_len = RECORD_FIXED - 4 + len(self.ciphertext)
+        fields = HEAD_FIELDS.pack(body_len, self.seq, self.time_us, self.key_id)
+        return (
+            fields
+            + struct.pack(">I", zlib.crc32(fields))
+            + self.nonce
+            + self.ciphertext
+            + self.chain
+        )
+
+
+def chain_value(prev_chain: bytes, seq: int, time_us: int, key_id: int, nonce: bytes, ciphertext: bytes) -> bytes:
+    """BLAKE2b over the previous chain value and this record: verifiable without any key."""
+    h = hashlib.blake2b(prev_chain, digest_size=HASH_BYTES, person=b"em-chain")
+    h.update(struct.pack(">Qqi", seq, time_us, key_id))
+    h.update(nonce)
+    h.update(ciphertext)
+    return h.digest()
+
+
+def associated_data(stream: str, seq: int, prev_chain: bytes) -> bytes:
+    """AEAD associated data: a record decrypts only in its own stream, position and history."""
+    return stream.encode() + b"\x00" + struct.pack(">Q", seq) + prev_chain
+
+
+def segment_header(first_seq: int, prev_chain: bytes) -> bytes:
+    return SEGMENT_HEADER.pack(SEGMENT_MAGIC, first_seq, prev_chain)
+
+
+@dataclass(frozen=True, slots=True)
+class ScanEnd:
+    """Where a scan of a segment stopped and why."""
+
+    offset: int  # end of the last whole, valid record
+    torn: bool  # trailing bytes that are an interrupted write (incomplete or zero-filled)
+    damage: str | None  # anything else: a reason naming what is wrong
+    damage_seq: int  # seq the damage was found at
+
+
+def scan(data: bytes, first_seq: int, prev_chain: bytes, start: int = SEGMENT_HEADER.size) -> Iterator[Record | ScanEnd]:
+    """Yield each record of a segment in order, then one ScanEnd.
+
+    A tail that is incomplete (the file ends inside a record) or all zero bytes (a crash after the
+    file grew but before the data reached the disk) is `torn`; any other mismatch is damage.
+    """
+    off = start
+    expected_seq = first_seq
+    chain = prev_chain
+    n = len(data)
+    while off < n:
+        problem = _check(data, off, n, expected_seq)
+        if problem is not None:
+            reason, torn_if_last = problem
+            if torn_if_last or not any(data[off:]):
+                yield ScanEnd(off, True, None, expected_seq)
+            else:
+                yield ScanEnd(off, False, reason, expected_seq)
+            return
+        body_len, seq, time_us, key_id, _ = RECORD_HEAD.unpack_from(data, off)
+        end = off + 4 + body_len
+        p = off + RECORD_HEAD.size
+        nonce = data[p : p + NONCE_BYTES]
+        ct = data[p + NONCE_BYTES : end - HASH_BYTES]
+        stored_chain = data[end - HASH_BYTES : end]
+        if chain_value(chain, seq, time_us, key_id, nonce, ct) != stored_chain:
+            # The chain is the last field written: all zeros at the very end of the file is a
+            # record whose final page never reached the disk, not an alteration.
+            if end == n and not any(stored_chain):
+                yield ScanEnd(off, True, None, seq)
+            else:
+                yield ScanEnd(off, False, "chain mismatch (the record was altered)", seq)
+            return
+        yield Record(seq, time_us, key_id, bytes(nonce), bytes(ct), bytes(stored_chain))
+        chain = stored_chain
+        expected_seq += 1
+        off = end
+    yield ScanEnd(off, False, None, expected_seq)
+
+
+def _check(data: bytes, off: int, n: int, expected_seq: int) -> tuple[str, bool] | None:
+    """Why the record at `off` cannot be read, and whether that is an incomplete write."""
+    if n - off < RECORD_HEAD.size:
+        return "incomplete record header", True
+    body_len, seq, _, _, crc = RECORD_HEAD.unpack_from(data, off)
+    if zlib.crc32(data[off : off + HEAD_FIELDS.size]) != crc:
+        return "record header checksum mismatch", False
+    ct_len = body_len - (RECORD_FIXED - 4)
+    if ct_len < 0 or ct_len > MAX_CIPHERTEXT:
+        return f"bad record length {body_len}", False
+    if off + 4 + body_len > n:
+        return "incomplete record", True
+    if seq != expected_seq:
+        return f"sequence number {seq} where {expected_seq} was expected", False
+    return None

@@ -1,0 +1,316 @@
+"""The store: a data directory's keyring, streams and accounts behind one small, typed API."""
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..proto import events_pb2 as pb
+from .account import Account
+from .blobs import BlobStore
+from .errors import Conflict, DamagedBlob, DamagedLog, DirectoryLocked, MissingKey, NotFound, StoreError
+from .fsutil import make_dirs
+from .keyring import Keyring
+from .log import Head, StreamLog
+from .stream import Committed, StreamWriter, Subscription
+from .system import SystemView
+
+log = logging.getLogger(__name__)
+
+SYSTEM = "system"
+QUEUE = "queue"
+ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+# Accounts nobody used for five minutes are checkpointed and closed: memory follows activity.
+IDLE_SECONDS = 300.0
+
+
+def account_stream(name: str) -> str:
+    return f"account/{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReport:
+    """What `verify` found for one stream."""
+
+    stream: str
+    head: Head
+    records: int
+    blobs: int
+    error: str | None
+
+
+class Store:
+    """A data directory. Open it with `Store.open`; one writing process per directory."""
+
+    def __init__(self, directory: Path, keyring: Keyring, writable: bool, idle_seconds: float) -> None:
+        self.directory = directory
+        self.keyring = keyring
+        self.writable = writable
+        self.idle_seconds = idle_seconds
+        self._lock_fd: int | None = None
+        self._accounts: dict[str, Account] = {}
+        self._opening: dict[str, asyncio.Lock] = {}
+        self.system = SystemView()
+        self._system_writer: StreamWriter | None = None
+        self._queue_writer: StreamWriter | None = None
+        self._reaper: asyncio.Task[None] | None = None
+
+    # ---------------------------------------------------------------- opening
+
+    @classmethod
+    async def open(
+        cls, directory: Path, master_key: bytes, writable: bool = True, idle_seconds: float = IDLE_SECONDS
+    ) -> "Store":
+        """Open a data directory. A writer takes the directory's lock; readers never modify anything."""
+        directory = Path(directory)
+        if not (directory / "keyring").exists():
+            raise MissingKey(f"{directory} is not an eventmail data directory (run `eventmail key init`)")
+        lock_fd = _take_lock(directory) if writable else None
+        try:
+            keyring = Keyring.load(directory / "keyring", master_key)
+            store = cls(directory, keyring, writable, idle_seconds)
+            store._lock_fd = lock_fd
+            await asyncio.to_thread(store._open_system)
+        except BaseException:
+            if lock_fd is not None:
+                os.close(lock_fd)
+            raise
+        if writable:
+            store._reaper = asyncio.get_running_loop().create_task(store._reap_idle())
+        return store
+
+    @staticmethod
+    def initialize(directory: Path, keyring: Keyring) -> None:
+        """Lay out a new data directory around a freshly created keyring."""
+        for sub in ("streams", "blobs", "checkpoints"):
+            make_dirs(directory / sub)
+
+    def _stream_log(self, stream: str, create: bool) -> StreamLog:
+        if not self.writable and stream not in self.keyring.streams and stream not in self.keyring.shredded:
+            # A reader of a stream that was never written: an empty log.
+            return StreamLog(stream, self.directory / "streams" / self.keyring.dir_name(stream), None, False)
+        keys = self.keyring.stream(stream, create=create and self.writable)
+        return StreamLog(stream, self.directory / "streams" / keys.dir_name, keys, self.writable)
+
+    def _open_system(self) -> None:
+        slog = self._stream_log(SYSTEM, create=True)
+        for record, plaintext in slog.plaintexts():
+            e = pb.Event()
+            e.ParseFromString(plaintext)
+            self.system.apply(record.seq, e)
+        self._system_writer = StreamWriter(slog, self._apply_system)
+        self._queue_writer = StreamWriter(self._stream_log(QUEUE, create=True), lambda c: None)
+
+    def _apply_system(self, committed: list[Committed]) -> None:
+        for c in committed:
+            self.system.apply(c.seq, c.event)
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        for name in list(self._accounts):
+            await self._close_account(name)
+        for w in (self._system_writer, self._queue_writer):
+            if w is not None:
+                await w.drain()
+                w.log.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # ---------------------------------------------------------------- system and queue streams
+
+    def _system(self) -> StreamWriter:
+        assert self._system_writer is not None
+        return self._system_writer
+
+    async def append_system(self, events: Sequence[pb.Event]) -> list[Committed]:
+        return await self._system().append(events)
+
+    def subscribe_system(self) -> Subscription:
+        return self._system().subscribe()
+
+    async def append_queue(self, events: Sequence[pb.Event]) -> list[Committed]:
+        assert self._queue_writer is not None
+        return await self._queue_writer.append(events)
+
+    def stream_events(self, stream: str, since: int = 0) -> Iterable[Committed]:
+        """Decrypted events of any stream (system, queue, account/<name>)."""
+        slog = self._stream_log(stream, create=False)
+        try:
+            for record, plaintext in slog.plaintexts(since):
+                e = pb.Event()
+                e.ParseFromString(plaintext)
+                yield Committed(stream, record.seq, record.time_us, e)
+        finally:
+            slog.close()
+
+    # ---------------------------------------------------------------- accounts
+
+    async def create_account(self, name: str, addresses: Iterable[str], password: pb.PasswordSet | None) -> None:
+        """Record the account and its addresses, and give it the default mailboxes."""
+        if not ACCOUNT_NAME.match(name):
+            raise StoreError(f"account name {name!r}: use 1-64 of a-z 0-9 . _ - (starting with a letter or digit)")
+        if name in self.system.accounts:
+            raise Conflict(f"account {name} exists")
+        events = [pb.Event(account_created=pb.AccountCreated(name=name))]
+        for addr in addresses:
+            owner = self.system.account_for(addr)
+            if owner is not None and self.system.addresses.get(addr) is not None:
+                raise Conflict(f"address {addr} belongs to account {owner}")
+            events.append(pb.Event(address_added=pb.AddressAdded(account=name, address=addr)))
+        if password is not None:
+            events.append(pb.Event(password_set=password))
+        self.keyring.stream(account_stream(name), create=True)
+        await self.append_system(events)
+        async with self.use_account(name) as acct:
+            await acct.create_default_mailboxes()
+
+    async def delete_account(self, name: str) -> None:
+        """Record the deletion, then crypto-shred the account: its keys go, then its files."""
+        if name not in self.system.accounts:
+            raise NotFound(f"no account {name}")
+        await self.append_system([pb.Event(account_deleted=pb.AccountDeleted(name=name))])
+        await self._close_account(name, checkpoint=False)
+        stream = account_stream(name)
+        keys = self.keyring.streams.get(stream)
+        self.keyring.shred(stream)
+        if keys is not None:
+            shutil.rmtree(self.directory / "streams" / keys.dir_name, ignore_errors=True)
+            BlobStore(stream, self.directory / "blobs" / keys.dir_name, None).remove_all()
+            (self.directory / "checkpoints" / keys.dir_name).unlink(missing_ok=True)
+
+    async def account(self, name: str) -> Account:
+        """The open account (opened on demand). Prefer `use_account`, which keeps it from idling out."""
+        acct = self._accounts.get(name)
+        if acct is not None:
+            return acct
+        if name not in self.system.accounts:
+            raise NotFound(f"no account {name}")
+        lock = self._opening.setdefault(name, asyncio.Lock())
+        async with lock:
+            acct = self._accounts.get(name)
+            if acct is None:
+                acct = await asyncio.to_thread(self._open_account, name)
+                self._accounts[name] = acct
+        return acct
+
+    def _open_account(self, name: str) -> Account:
+        stream = account_stream(name)
+        slog = self._stream_log(stream, create=True)
+        keys = slog.keys
+        assert keys is not None
+        return Account(
+            name,
+            stream,
+            slog,
+            BlobStore(stream, self.directory / "blobs" / keys.dir_name, keys),
+            self.directory / "checkpoints" / keys.dir_name,
+        )
+
+    @contextlib.asynccontextmanager
+    async def use_account(self, name: str) -> AsyncIterator[Account]:
+        acct = await self.account(name)
+        acct.refs += 1
+        try:
+            yield acct
+        finally:
+            acct.refs -= 1
+            acct.last_used = time.monotonic()
+
+    def open_accounts(self) -> list[str]:
+        return sorted(self._accounts)
+
+    async def _close_account(self, name: str, checkpoint: bool = True) -> None:
+        acct = self._accounts.pop(name, None)
+        if acct is None:
+            return
+        if checkpoint and self.writable:
+            await acct.close()
+        else:
+            await acct._writer.drain()
+            acct._log.close()
+
+    async def close_idle(self, now: float | None = None) -> list[str]:
+        """Checkpoint and close accounts nobody holds and nobody listens to."""
+        now = time.monotonic() if now is None else now
+        closed = []
+        for name, acct in list(self._accounts.items()):
+            if acct.refs == 0 and not acct._writer.subscribers and now - acct.last_used >= self.idle_seconds:
+                await self._close_account(name)
+                closed.append(name)
+        return closed
+
+    async def _reap_idle(self) -> None:
+        while True:
+            await asyncio.sleep(max(self.idle_seconds / 4, 1.0))
+            try:
+                await self.close_idle()
+            except StoreError:
+                log.exception("closing idle accounts")
+
+    # ---------------------------------------------------------------- verification
+
+    def verify(self) -> list[StreamReport]:
+        """Check every stream's chain and every record's decryption, and every blob the log names."""
+        reports = []
+        for stream in [SYSTEM, QUEUE, *sorted(account_stream(a) for a in self._account_names_on_disk())]:
+            reports.append(self._verify_stream(stream))
+        return reports
+
+    def _account_names_on_disk(self) -> list[str]:
+        return [s.split("/", 1)[1] for s in self.keyring.streams if s.startswith("account/")]
+
+    def _verify_stream(self, stream: str) -> StreamReport:
+        keys = self.keyring.streams[stream]
+        blobs = BlobStore(stream, self.directory / "blobs" / keys.dir_name, keys)
+        count = 0
+        seen_blobs: set[bytes] = set()
+        prev = bytes(32)
+        head = Head(0, prev)
+        slog: StreamLog | None = None
+        try:
+            slog = StreamLog(stream, self.directory / "streams" / keys.dir_name, keys, writable=False)
+            for record in slog.records(verify_all=True):
+                plaintext = slog.decrypt(record, prev)
+                prev = record.chain
+                head = Head(record.seq, record.chain)
+                count += 1
+                e = pb.Event()
+                e.ParseFromString(plaintext)
+                if e.WhichOneof("kind") == "message_added" and e.message_added.blob_id not in seen_blobs:
+                    seen_blobs.add(e.message_added.blob_id)
+                    blobs.get(e.message_added.blob_id)
+            return StreamReport(stream, head, count, len(seen_blobs), None)
+        except (DamagedLog, DamagedBlob) as err:
+            return StreamReport(stream, head, count, len(seen_blobs), str(err))
+        finally:
+            if slog is not None:
+                slog.close()
+
+
+def _take_lock(directory: Path) -> int:
+    """The data directory's writer lock: a second writer is refused, never let in beside the first."""
+    make_dirs(directory)
+    path = directory / "lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise DirectoryLocked(
+            f"data directory {directory} is in use by process {holder} (stop it, or run the command through it)"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd

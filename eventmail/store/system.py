@@ -1,0 +1,76 @@
+"""The system view: domains, accounts, addresses and credentials, a pure projection of the system stream."""
+
+from dataclasses import dataclass, field
+
+from ..proto import events_pb2 as pb
+
+
+@dataclass
+class AccountInfo:
+    name: str
+    addresses: list[str] = field(default_factory=list)
+    password: pb.PasswordSet | None = None
+
+
+@dataclass
+class SystemView:
+    """Dynamic configuration, as of `seq`."""
+
+    seq: int = 0
+    accounts: dict[str, AccountInfo] = field(default_factory=dict)
+    addresses: dict[str, str] = field(default_factory=dict)  # normalised address -> account
+    domains: set[str] = field(default_factory=set)
+    dkim: dict[tuple[str, str], pb.DkimSelector] = field(default_factory=dict)
+
+    def apply(self, seq: int, event: pb.Event) -> None:
+        kind = event.WhichOneof("kind")
+        if kind == "account_created":
+            self.accounts.setdefault(event.account_created.name, AccountInfo(event.account_created.name))
+        elif kind == "account_deleted":
+            info = self.accounts.pop(event.account_deleted.name, None)
+            for addr in info.addresses if info else []:
+                self.addresses.pop(addr, None)
+        elif kind == "password_set":
+            acct = self.accounts.get(event.password_set.account)
+            if acct is not None:
+                acct.password = event.password_set
+        elif kind == "address_added":
+            a = event.address_added
+            acct = self.accounts.get(a.account)
+            addr = normalize_address(a.address)
+            if acct is not None and addr not in self.addresses:
+                acct.addresses.append(addr)
+                self.addresses[addr] = a.account
+        elif kind == "address_removed":
+            addr = normalize_address(event.address_removed.address)
+            owner = self.addresses.pop(addr, None)
+            if owner is not None and owner in self.accounts:
+                self.accounts[owner].addresses.remove(addr)
+        elif kind == "domain_added":
+            self.domains.add(event.domain_added.domain)
+        elif kind == "domain_removed":
+            self.domains.discard(event.domain_removed.domain)
+        elif kind == "dkim_selector":
+            d = event.dkim_selector
+            self.dkim[(d.domain, d.selector)] = d
+        self.seq = seq
+
+    def account_for(self, address: str) -> str | None:
+        """The account that receives mail for `address`: exact address first, then the catch-all."""
+        addr = normalize_address(address)
+        if addr in self.addresses:
+            return self.addresses[addr]
+        _, _, domain = addr.rpartition("@")
+        return self.addresses.get("@" + domain)
+
+
+def normalize_address(address: str) -> str:
+    """Domains compare case-insensitively and as A-labels (RFC 5890); local parts are kept as given."""
+    local, at, domain = address.strip().rpartition("@")
+    if not at:
+        return address.strip()
+    try:
+        domain = domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        pass
+    return f"{local}@{domain.lower()}"

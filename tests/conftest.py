@@ -1,0 +1,77 @@
+"""Shared fixtures: data directories with keys, the CLI run in-process or as a real process, the corpus."""
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from eventmail.cli import main as cli_main
+from eventmail.store import MasterKeySource, Store, init_directory, load_master_key
+
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT / "tests" / "data" / "corpus"
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def corpus_messages(kind: str = "ham", limit: int | None = None) -> list[Path]:
+    files = sorted((CORPUS / kind).glob("*.eml"))
+    return files[:limit] if limit else files
+
+
+def message_bytes(path: Path) -> bytes:
+    """A corpus file as a stored message: the mbox From_ line dropped, CRLF line endings."""
+    data = path.read_bytes()
+    if data.startswith(b"From "):
+        data = data.split(b"\n", 1)[1]
+    if data.endswith(b"\n\n"):
+        data = data[:-1]
+    return data.replace(b"\n", b"\r\n")
+
+
+@pytest.fixture
+def keyed_dir(tmp_path: Path) -> tuple[Path, bytes]:
+    """A new data directory and its master key (the key file lives outside the directory)."""
+    d = tmp_path / "data"
+    src = MasterKeySource(key_file=tmp_path / "master.key")
+    init_directory(d, src)
+    return d, load_master_key(d, src)
+
+
+async def open_store(keyed: tuple[Path, bytes], **kw: Any) -> Store:
+    return await Store.open(keyed[0], keyed[1], **kw)
+
+
+class Cli:
+    """Runs `eventmail` with a data directory and key file preset."""
+
+    def __init__(self, directory: Path, key_file: Path) -> None:
+        self.directory = directory
+        self.key_file = key_file
+
+    def args(self, *argv: str) -> list[str]:
+        return [*argv, "--dir", str(self.directory), "--key-file", str(self.key_file)]
+
+    def __call__(self, *argv: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+        rc = cli_main(self.args(*argv))
+        out, err = capsys.readouterr()
+        return rc, out, err
+
+    def proc(self, *argv: str, stdin: str | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "eventmail", *self.args(*argv)],
+            input=stdin, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=120,
+        )
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    return Cli(tmp_path / "data", tmp_path / "keys" / "master.key")
