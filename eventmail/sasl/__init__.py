@@ -1,0 +1,54 @@
+"""SASL for SMTP submission and IMAP: credentials, mechanism state machines, failed-login limits."""
+
+from eventmail.sasl.channelbinding import TLS_EXPORTER, TLS_SERVER_END_POINT, tls_server_end_point
+from eventmail.sasl.credentials import (
+    DEFAULT_COST,
+    HashCost,
+    get_dummy_password_set,
+    make_password_set,
+    verify_password,
+    verify_password_async,
+)
+from eventmail.sasl.mechanisms import (
+    MECHANISMS,
+    Challenge,
+    Exchange,
+    Failure,
+    FailureReason,
+    Lookup,
+    Result,
+    SaslBackend,
+    Success,
+    advertised_mechanisms,
+    create_exchange,
+)
+from eventmail.sasl.ratelimit import Decision, LimitPolicy, LoginLimiter
+from eventmail.sasl.saslprep import SaslPrepError, saslprep
+
+__all__ = [
+    "DEFAULT_COST",
+    "MECHANISMS",
+    "TLS_EXPORTER",
+    "TLS_SERVER_END_POINT",
+    "Challenge",
+    "Decision",
+    "Exchange",
+    "Failure",
+    "FailureReason",
+    "HashCost",
+    "LimitPolicy",
+    "LoginLimiter",
+    "Lookup",
+    "Result",
+    "SaslBackend",
+    "SaslPrepError",
+    "Success",
+    "advertised_mechanisms",
+    "create_exchange",
+    "get_dummy_password_set",
+    "make_password_set",
+    "saslprep",
+    "tls_server_end_point",
+    "verify_password",
+    "verify_password_async",
+]
