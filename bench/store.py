@@ -1,0 +1,150 @@
+"""Store benchmark: fsync'd appends (1 and 50 writers), cold replay, and a 100,000-message checkpoint.
+
+Prints figures; asserts nothing. The baseline beside it, on the same disk in the same run, is
+SQLite in WAL mode with synchronous=FULL committing one row per transaction (a durable append
+as a widely used embedded store does it).
+"""
+
+import argparse
+import asyncio
+import os
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from eventmail.mime.structure import parse_structure  # noqa: E402
+
+from eventmail.proto import events_pb2 as pb  # noqa: E402
+from eventmail.store import MasterKeySource, Store, init_directory, load_master_key  # noqa: E402
+
+CORPUS = ROOT / "tests" / "data" / "corpus" / "ham"
+
+
+def setting(i: int) -> pb.Event:
+    return pb.Event(account_setting=pb.AccountSetting(key=f"key-{i}", value="v" * 64))
+
+
+def sqlite_baseline(directory: Path, n: int) -> float:
+    db = sqlite3.connect(directory / "baseline.sqlite", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE log(seq INTEGER PRIMARY KEY, data BLOB)")
+    start = time.perf_counter()
+    for _ in range(n):
+        db.execute("INSERT INTO log(data) VALUES (?)", (os.urandom(120),))
+    elapsed = time.perf_counter() - start
+    db.close()
+    return n / elapsed
+
+
+async def appends(store: Store, writers: int, per_writer: int) -> tuple[float, int]:
+    async with store.use_account("bench") as a:
+        batches = a._writer.batches
+
+        async def one(w: int) -> None:
+            for i in range(per_writer):
+                await a.append([setting(w * 1_000_000 + i)])
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one(w) for w in range(writers)))
+        elapsed = time.perf_counter() - start
+        return writers * per_writer / elapsed, a._writer.batches - batches
+
+
+def corpus_pool(n: int) -> list[tuple[bytes, pb.MessageStructure]]:
+    out = []
+    for f in sorted(CORPUS.glob("*.eml"))[:n]:
+        raw = f.read_bytes().split(b"\n", 1)[1].replace(b"\n", b"\r\n")
+        out.append((raw, parse_structure(raw)))
+    return out
+
+
+async def big_account(store: Store, messages: int) -> float:
+    """Fill the account with `messages` deliveries (bytes from a pool of real messages, stored once)."""
+    pool = corpus_pool(300)
+    start = time.perf_counter()
+    async with store.use_account("big") as a:
+        boxes = [a.mailbox_required(n).id for n in ("INBOX", "Archive", "Sent")]
+        blob_ids = [a.blobs.put(raw) for raw, _ in pool]
+        uid = {b: 1 for b in boxes}
+        chunk = 2000
+        for base in range(0, messages, chunk):
+            events = []
+            for i in range(base, min(base + chunk, messages)):
+                raw, structure = pool[i % len(pool)]
+                box = boxes[i % len(boxes)]
+                events.append(pb.Event(message_added=pb.MessageAdded(
+                    mailbox_id=box, uid=uid[box], blob_id=blob_ids[i % len(pool)], size=len(raw),
+                    internal_date=1_000_000_000 + i, flags=["\\Seen"] if i % 2 else [], structure=structure)))
+                uid[box] += 1
+            await a.append(events)
+    return time.perf_counter() - start
+
+
+async def main(messages: int) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="em-bench-"))
+    try:
+        d = tmp / "data"
+        src = MasterKeySource(key_file=tmp / "master.key")
+        init_directory(d, src)
+        key = load_master_key(d, src)
+        store = await Store.open(d, key)
+        await store.create_account("bench", ["bench@example.test"], None)
+        await store.create_account("big", ["big@example.test"], None)
+
+        baseline = sqlite_baseline(tmp, 500)
+        one, one_batches = await appends(store, 1, 500)
+        fifty, fifty_batches = await appends(store, 50, 40)
+        print("== appends with fsync (one event each)")
+        print(f"1 writer:    {one:10.0f} appends/s  ({one_batches} fsyncs for 500 appends)")
+        print(f"50 writers:  {fifty:10.0f} appends/s  ({fifty_batches} fsyncs for 2000 appends)")
+        print(f"group commit gain (50 writers / 1 writer): {fifty / one:.1f}x")
+        print(f"baseline SQLite WAL synchronous=FULL, 1 writer: {baseline:.0f} commits/s "
+              f"-> eventmail 1 writer at {one / baseline:.2f}x of it")
+
+        fill = await big_account(store, messages)
+        print(f"== account of {messages} messages: appended in {fill:.1f} s ({messages / fill:.0f} events/s)")
+        await store.close()
+
+        ckpt_dir = d / "checkpoints"
+        for f in ckpt_dir.iterdir():
+            f.unlink()
+        store = await Store.open(d, key)
+        proc = psutil.Process()
+        rss_before = proc.memory_info().rss
+        start = time.perf_counter()
+        acct = await store.account("big")
+        replay = time.perf_counter() - start
+        rss_after = proc.memory_info().rss
+        events = acct.head_seq
+        print(f"cold replay (decrypt + project, no checkpoint): {replay:.2f} s, {events / replay:.0f} events/s")
+        start = time.perf_counter()
+        acct._checkpoint_seq = -1
+        acct.write_checkpoint()
+        ck_time = time.perf_counter() - start
+        (ck_file,) = [f for f in ckpt_dir.iterdir() if f.stat().st_size > 100_000]
+        print(f"checkpoint: {ck_file.stat().st_size / 1e6:.1f} MB sealed, written in {ck_time:.2f} s; "
+              f"projection database {len(acct.view.db.serialize()) / 1e6:.1f} MB in memory")
+        print(f"resident memory: {rss_after / 1e6:.0f} MB after opening the account (+{(rss_after - rss_before) / 1e6:.0f} MB)")
+        await store.close()
+        store = await Store.open(d, key)
+        start = time.perf_counter()
+        await store.account("big")
+        print(f"open from checkpoint: {time.perf_counter() - start:.2f} s")
+        await store.close()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--messages", type=int, default=100_000)
+    asyncio.run(main(ap.parse_args().messages))
