@@ -187,8 +187,11 @@ def _split(raw: bytes) -> tuple[KdfParams, bytes, bytes]:
     header, sep, sealed = rest.partition(b"\n")
     if not sep or len(sealed) < crypto.NONCE_BYTES + crypto.TAG_BYTES:
         raise StoreError("keyring file is damaged (truncated)")
-    h = json.loads(header)
-    kdf = KdfParams(h["kdf"], _b(h["salt"]), h["ops"], h["mem"])
+    try:
+        h = json.loads(header)
+        kdf = KdfParams(str(h["kdf"]), _b(h["salt"]), int(h["ops"]), int(h["mem"]))
+    except (ValueError, KeyError, TypeError):
+        raise StoreError("keyring file is damaged (bad header)") from None
     return kdf, sealed[: crypto.NONCE_BYTES], sealed[crypto.NONCE_BYTES :]
 
 
