@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import hmac
 import secrets
+import threading
 import weakref
 from dataclasses import dataclass
 
@@ -176,7 +176,12 @@ async def verify_password_async(ps: events_pb2.PasswordSet, password: str) -> bo
         return await asyncio.to_thread(verify_password, ps, password)
 
 
-@functools.cache
+# One dummy per cost, kept for the life of the process. (Not functools.cache: it would key
+# `f()` and `f(DEFAULT_COST)` apart and build two.)
+_DUMMIES: dict[HashCost, events_pb2.PasswordSet] = {}
+_DUMMY_LOCK = threading.Lock()
+
+
 def dummy_password_set(cost: HashCost = DEFAULT_COST) -> events_pb2.PasswordSet:
     """A fixed credential nobody knows the password of, at `cost`, for unknown user names.
 
@@ -184,11 +189,17 @@ def dummy_password_set(cost: HashCost = DEFAULT_COST) -> events_pb2.PasswordSet:
     the same cost, so the reply time does not tell whether an account exists. Built once per
     process (blocking, ~50 ms); get_dummy_password_set is the async way to get it.
     """
-    unknowable = secrets.token_urlsafe(32)
-    encoded = argon2id.str(
-        unknowable.encode("ascii"), opslimit=cost.argon2_opslimit, memlimit=cost.argon2_memlimit
-    )
-    return events_pb2.PasswordSet(account="", argon2id=encoded.decode("ascii"))
+    with _DUMMY_LOCK:
+        dummy = _DUMMIES.get(cost)
+        if dummy is None:
+            unknowable = secrets.token_urlsafe(32)
+            encoded = argon2id.str(
+                unknowable.encode("ascii"),
+                opslimit=cost.argon2_opslimit,
+                memlimit=cost.argon2_memlimit,
+            )
+            dummy = _DUMMIES[cost] = events_pb2.PasswordSet(account="", argon2id=encoded.decode("ascii"))
+        return dummy
 
 
 async def get_dummy_password_set(cost: HashCost = DEFAULT_COST) -> events_pb2.PasswordSet:
