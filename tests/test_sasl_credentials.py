@@ -150,7 +150,8 @@ def test_verify_scram_only_record(record: events_pb2.PasswordSet) -> None:
 
 def test_verify_broken_records(record: events_pb2.PasswordSet) -> None:
     assert not credentials.verify_password(events_pb2.PasswordSet(account="alice"), "pw")
-    assert not credentials.verify_password(events_pb2.PasswordSet(argon2id="$argon2id$garbage"), "pw")
+    for broken in ("$argon2id$garbage", "$argon2id$" + "a" * 200, "h\u00e9", "$argon2i$v=19$m=8,t=1,p=1$x$y"):
+        assert not credentials.verify_password(events_pb2.PasswordSet(argon2id=broken), "pw")
     weak = events_pb2.ScramCredentials()
     weak.CopyFrom(record.scram_sha256)
     weak.iterations = 1

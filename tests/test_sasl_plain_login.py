@@ -279,6 +279,7 @@ def test_create_exchange() -> None:
     assert isinstance(create_exchange("LOGIN", backend, tls=True), LoginExchange)
     assert create_exchange("PLAIN", backend, tls=False) is None  # never without TLS
     assert create_exchange("CRAM-MD5", backend, tls=True) is None
+    assert create_exchange("PLA\u0131N", backend, tls=True) is None  # dotless i upper-cases to I
     assert create_exchange("SCRAM-SHA-256-PLUS", backend, tls=True) is None  # no binding data
     plus = create_exchange("scram-sha-256-plus", backend, tls=True, channel_bindings=cb)
     assert isinstance(plus, ScramSha256Exchange) and plus.mechanism == "SCRAM-SHA-256-PLUS"

@@ -144,7 +144,8 @@ def verify_password(ps: events_pb2.PasswordSet, password: str) -> bool:
     if ps.argon2id:
         try:
             return bool(argon2id.verify(ps.argon2id.encode("ascii"), prepared.encode("utf-8")))
-        except (nacl.exceptions.InvalidkeyError, UnicodeEncodeError):
+        except (nacl.exceptions.CryptoError, UnicodeEncodeError):
+            # InvalidkeyError: wrong password or a malformed string; nacl's ValueError: too long.
             return False
     creds = ps.scram_sha256
     if ps.HasField("scram_sha256") and creds.iterations >= SCRAM_MIN_ITERATIONS:

@@ -111,7 +111,7 @@ class Success:
 
     username: str
     authcid: str  # the identity as the client gave it, after SASLprep
-    data: bytes | None = None  # RFC 4422 §5 additional data with success; see additional_data_with_success
+    data: bytes | None = None  # RFC 4422 §3.6 additional data with success; see ScramSha256Exchange
 
     def encoded(self) -> bytes | None:
         return None if self.data is None else base64.b64encode(self.data)
@@ -272,7 +272,7 @@ class PlainExchange(Exchange):
         super().__init__(backend, "PLAIN")
 
     def _first_challenge(self) -> Result:
-        return Challenge(b"")  # RFC 4616 §2 / RFC 4422 §5: empty challenge, client sends message
+        return Challenge(b"")  # RFC 4616 §2, RFC 4954 §4: empty challenge ("334 "), client sends message
 
     async def _respond(self, data: bytes) -> Result:
         # RFC 4616 §2: message = [authzid] UTF8NUL authcid UTF8NUL passwd
@@ -326,9 +326,10 @@ class ScramSha256Exchange(Exchange):
     connection: "tls-exporter" (RFC 9266 §2, 32 bytes, label "EXPORTER-Channel-Binding") and/or
     "tls-server-end-point" (RFC 5929 §4.1, see channelbinding.tls_server_end_point). When it is
     non-empty the server is taken to advertise -PLUS, which decides the "y" rule (RFC 5802 §6).
-    With `additional_data_with_success=False` (right for SMTP, RFC 4954 §4, and IMAP, RFC 9051
-    §6.2.2) the final "v=" goes out as one more Challenge that the client answers with an empty
-    line; with True it comes back in Success.data (RFC 4422 §5).
+    With `additional_data_with_success=False` (what SMTP needs, as 235 carries no data, RFC 4954
+    §4, and what every IMAP client understands) the final "v=" goes out as one more Challenge that
+    the client answers with an empty line (RFC 4422 §4); with True it comes back in Success.data
+    for a protocol whose success reply can carry it (RFC 4422 §3.6).
     """
 
     def __init__(
@@ -356,14 +357,14 @@ class ScramSha256Exchange(Exchange):
         self._final_pending: Success | None = None
 
     def _first_challenge(self) -> Result:
-        return Challenge(b"")  # RFC 5802 §5: the client speaks first; RFC 4422 §5 empty challenge
+        return Challenge(b"")  # RFC 5802 §5: the client speaks first, so an empty challenge
 
     async def _respond(self, data: bytes) -> Result:
         if self._first is None:
             return await self._client_first(data)
         if self._final_pending is None:
             return self._client_final(data)
-        # RFC 4422 §5: additional data sent as a challenge is acknowledged by an empty response.
+        # RFC 4422 §4: additional data sent as a challenge is acknowledged by an empty response.
         if data:
             return self._fail(FailureReason.MALFORMED, "expected an empty response after v=")
         return self._final_pending
@@ -481,6 +482,8 @@ def create_exchange(
 
     None maps to SMTP `504 5.5.4` (RFC 4954 §4) and IMAP `NO` (RFC 9051 §6.2.2).
     """
+    if not mechanism.isascii():
+        return None  # RFC 4422 §3.1: names are ASCII; "plaın".upper() would be "PLAIN"
     name = mechanism.upper()
     if name not in advertised_mechanisms(tls=tls, channel_bindings=channel_bindings):
         return None
