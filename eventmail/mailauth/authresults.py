@@ -1,0 +1,129 @@
+"""Renders the Authentication-Results header field (RFC 8601) from result values, safe for hostile input.
+
+Rendered by hand rather than with `authres` so that every value is quoted or escaped by one
+set of rules we test (authres drops comments and does not escape values it is given), and so
+that nothing from the wire (explanations from SPF exp= records, d= values, local parts) can
+break out of its field: CR, LF and other control characters never reach the output, every
+line stays under RFC 5322's 998-octet limit, and values that are not tokens are quoted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+HEADER_NAME = "Authentication-Results"
+# RFC 5322 §2.1.1: lines SHOULD be at most 78 characters, MUST be at most 998 octets.
+FOLD_AT = 78
+MAX_LINE_OCTETS = 998
+# Bounds for what a value may contribute, so one token can never approach 998 octets even
+# when every octet is escaped: 2 * 256 + 2 quotes + "smtp.mailfrom=" < 600.
+MAX_VALUE_OCTETS = 256
+MAX_REASON_CHARS = 200
+
+# RFC 2045 §5.1: token := 1*<any (US-ASCII) CHAR except SPACE, CTLs, or tspecials>.
+_TSPECIALS = set('()<>@,;:\\"/[]?=')
+# RFC 8601 §2.2 keyword (method and result names) = Let-dig [Ldh-str] (RFC 5321).
+_KEYWORD = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?$")
+# RFC 5322 §3.2.3 dot-atom-text with ASCII atext, and a domain-name of LDH labels (with the
+# underscore allowed by DNS for e.g. _dmarc names and selectors).
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_DOT_ATOM = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
+_DOMAIN = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]*[A-Za-z0-9_])?)*"
+_PVALUE_ADDR = re.compile(rf"^(?:(?:{_DOT_ATOM})?@)?{_DOMAIN}$")
+_COMMENT_SAFE = re.compile(r"[^A-Za-z0-9 =._:+-]")
+
+
+@dataclass(frozen=True)
+class ResInfo:
+    """One result: `method=result [(comment)] [reason="..."] ptype.property=value ...`."""
+
+    method: str
+    result: str
+    reason: str = ""
+    properties: tuple[tuple[str, str], ...] = ()  # (("smtp.mailfrom", "a@example.org"), ...)
+    comment: str = ""
+
+
+def _truncate_utf8(text: str, limit: int) -> str:
+    raw = text.encode("utf-8")
+    if len(raw) <= limit:
+        return text
+    return raw[:limit].decode("utf-8", "ignore")
+
+
+def clean(text: str) -> str:
+    """Control characters (CR and LF included) become spaces; runs of whitespace collapse."""
+    out = "".join(
+        " " if (ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 or ch in "\u2028\u2029") else ch for ch in text
+    )
+    return " ".join(out.split())
+
+
+def quote(text: str) -> str:
+    """RFC 5322 §3.2.4 quoted-string: backslash-escape \\ and \" (the text is already clean)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def is_token(text: str) -> bool:
+    return bool(text) and all(0x20 < ord(ch) < 0x7F and ch not in _TSPECIALS for ch in text)
+
+
+def value(text: str) -> str:
+    """RFC 2045 value: the token itself, or a quoted-string."""
+    text = _truncate_utf8(clean(text), MAX_VALUE_OCTETS)
+    return text if is_token(text) else quote(text)
+
+
+def pvalue(text: str) -> str:
+    """RFC 8601 §2.2 pvalue: `[[local-part]@]domain-name` unquoted when it is one, else a value."""
+    text = _truncate_utf8(clean(text), MAX_VALUE_OCTETS)
+    if text and _PVALUE_ADDR.match(text):
+        return text
+    return value(text)
+
+
+def _keyword(text: str, fallback: str) -> str:
+    return text if _KEYWORD.match(text) else fallback
+
+
+def _ptype_property(name: str) -> str:
+    ptype, dot, prop = name.partition(".")
+    if not dot or not _KEYWORD.match(ptype) or not re.match(r"^[A-Za-z0-9_.-]+$", prop):
+        return "x-invalid.property"
+    return name
+
+
+def _resinfo_tokens(info: ResInfo) -> list[str]:
+    tokens = [f"{_keyword(info.method, 'x-invalid')}={_keyword(info.result, 'permerror')}"]
+    comment = _COMMENT_SAFE.sub("", clean(info.comment))[:80].strip()
+    if comment:
+        tokens.append(f"({comment})")
+    reason = clean(info.reason)
+    if reason:
+        # Free text from the wire: ASCII only in the header (the delivery event keeps the full
+        # text), so the field stays readable by MUAs that do not speak RFC 6532.
+        reason = "".join(ch if ord(ch) < 0x80 else "?" for ch in reason)[:MAX_REASON_CHARS]
+        tokens.append(f"reason={quote(reason)}")
+    for name, val in info.properties:
+        tokens.append(f"{_ptype_property(name)}={pvalue(val)}")
+    return tokens
+
+
+def render(authserv_id: str, results: Sequence[ResInfo]) -> str:
+    """The whole field, `Authentication-Results: ...`, folded with CRLF+TAB, without final CRLF."""
+    server = value(authserv_id) if clean(authserv_id) else "unknown"
+    lines = [f"{HEADER_NAME}: {server};" if results else f"{HEADER_NAME}: {server}; none"]
+    for i, info in enumerate(results):
+        last = i == len(results) - 1
+        tokens = _resinfo_tokens(info)
+        line = "\t" + tokens[0]
+        for token in tokens[1:]:
+            if len((line + " " + token).encode("utf-8")) > FOLD_AT:
+                lines.append(line)
+                line = "\t" + token
+            else:
+                line += " " + token
+        lines.append(line + ("" if last else ";"))
+    return "\r\n".join(lines)
