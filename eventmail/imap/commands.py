@@ -689,6 +689,9 @@ def decode_mutf7(name: str) -> str:
             raise MailboxNameError("invalid UTF-16 in mailbox name") from e
         if any(0x20 <= ord(c) <= 0x7E for c in text):
             raise MailboxNameError("printable ASCII must not be BASE64-encoded in mailbox names")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+            # RFC 9051 §5.1: mailbox names do not contain control characters
+            raise MailboxNameError("control character in mailbox name")
         out.append(text)
         i = end + 1
         prev_shift_end = i

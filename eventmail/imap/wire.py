@@ -179,9 +179,12 @@ def _literal_header(line: bytes) -> _LitHeader | None:
     return _LitHeader(m.start(), size, mark != b"", binary == b"~", bool(neg) or mark == b"-")
 
 
-def _first_words(line: bytes) -> tuple[str | None, str]:
-    """The tag (None when not a valid tag) and the upper-cased command name of a first line."""
-    tag_raw, _, rest = line.partition(b" ")
+def _first_words(line: bytes, partial: bool = False) -> tuple[str | None, str]:
+    """The tag (None when not a valid tag) and the upper-cased command name of a first line, or
+    of the start of one when `partial` (then a tag not followed by SP is not known)."""
+    tag_raw, sp, rest = line.partition(b" ")
+    if partial and not sp:
+        return None, ""
     tag = tag_raw.decode("ascii") if _TAG_RE.fullmatch(tag_raw) else None
     name_raw = rest.split(b" ", 1)[0]
     m = _ATOM_RE.fullmatch(name_raw)
@@ -342,6 +345,8 @@ class _Parser:
             raise _Syntax("control character in mailbox name")
         name = self.text(raw, "mailbox name")
         if self.utf8:
+            if any(0x80 <= ord(ch) <= 0x9F for ch in name):
+                raise _Syntax("control character in mailbox name")  # C1 controls, RFC 9051 §5.1
             return name
         if not name.isascii():
             raise _Syntax("8-bit mailbox name without UTF8=ACCEPT; use modified UTF-7")
@@ -1253,7 +1258,9 @@ class ImapWire:
         else:
             self._discard_sasl = False
             if not self._segments and not self._rejected:
-                self._tag, self._name = _first_words(bytes(self._buf[self._pos:self._pos + 1024]))
+                # the same prefix however the line arrived, so the tag does not depend on the split
+                head = min(1024, self.limits.max_line)
+                self._tag, self._name = _first_words(bytes(self._buf[self._pos:self._pos + head]), partial=True)
             if not self._rejected:
                 self._pending = c.ProtocolError(self._tag, "BAD", "command line too long", "TOOBIG")
             self._rejected = True
