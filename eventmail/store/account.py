@@ -10,7 +10,7 @@ from pathlib import Path
 from ..proto import events_pb2 as pb
 from . import checkpoint, projection
 from .blobs import BlobStore
-from .errors import Conflict, NotFound
+from .errors import Conflict, NotFound, StoreError
 from .log import StreamLog
 from .projection import Mailbox, MailboxView
 from .stream import Committed, StreamWriter, Subscription
@@ -105,7 +105,11 @@ class Account:
 
     async def close(self) -> None:
         await self._writer.drain()
-        self.write_checkpoint()
+        try:
+            self.write_checkpoint()
+        except StoreError as e:
+            # A checkpoint only shortens the next open's replay: losing it loses nothing.
+            log.warning("account %s: no checkpoint written: %s", self.name, e)
         self._log.close()
 
     # ---------------------------------------------------------------- public reads

@@ -111,8 +111,9 @@ def apply_all(db: sqlite3.Connection, items: Iterable[tuple[int, int, pb.Event]]
 
 def _mailbox_created(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
     m = e.mailbox_created
-    exists = db.execute("SELECT 1 FROM mailbox WHERE id=? OR name=?", (m.mailbox_id, m.name)).fetchone()
-    if exists:
+    if m.mailbox_id < _meta(db, "next_mailbox_id"):
+        return  # mailbox ids are allocated increasing and never reused, even after a delete
+    if db.execute("SELECT 1 FROM mailbox WHERE name=?", (m.name,)).fetchone():
         return
     db.execute("INSERT INTO mailbox VALUES (?,?,?,?,?,?)", (m.mailbox_id, m.name, m.uidvalidity, 1, m.special_use, seq))
     if m.subscribed:

@@ -20,7 +20,7 @@ from .fsutil import make_dirs
 from .keyring import Keyring
 from .log import Head, StreamLog
 from .stream import Committed, StreamWriter, Subscription
-from .system import SystemView
+from .system import SystemView, normalize_address
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,7 @@ class Store:
         directory = Path(directory)
         if not (directory / "keyring").exists():
             raise MissingKey(f"{directory} is not an eventmail data directory (run `eventmail key init`)")
+        Keyring.load(directory / "keyring", master_key)  # a wrong key is refused before anything is written
         lock_fd = _take_lock(directory) if writable else None
         try:
             keyring = Keyring.load(directory / "keyring", master_key)
@@ -164,8 +165,8 @@ class Store:
             raise Conflict(f"account {name} exists")
         events = [pb.Event(account_created=pb.AccountCreated(name=name))]
         for addr in addresses:
-            owner = self.system.account_for(addr)
-            if owner is not None and self.system.addresses.get(addr) is not None:
+            owner = self.system.addresses.get(normalize_address(addr))
+            if owner is not None:
                 raise Conflict(f"address {addr} belongs to account {owner}")
             events.append(pb.Event(address_added=pb.AddressAdded(account=name, address=addr)))
         if password is not None:

@@ -65,12 +65,13 @@ class SystemView:
 
 
 def normalize_address(address: str) -> str:
-    """Domains compare case-insensitively and as A-labels (RFC 5890); local parts are kept as given."""
+    """The form addresses are looked up by: the domain as a lower-case A-label (RFC 5890), and
+    the local part case-folded, as most mail systems compare it (RFC 5321 §2.4 allows either)."""
     local, at, domain = address.strip().rpartition("@")
     if not at:
-        return address.strip()
+        return address.strip().lower()
     try:
         domain = domain.encode("idna").decode("ascii")
     except UnicodeError:
         pass
-    return f"{local}@{domain.lower()}"
+    return f"{local.lower()}@{domain.lower()}"
