@@ -1,0 +1,5 @@
+"""MIME parsing done once at delivery (structure, envelope, offsets) and its IMAP renderings."""
+
+from .structure import DEFAULT_LIMITS, MimeLimits, parse_structure
+
+__all__ = ["DEFAULT_LIMITS", "MimeLimits", "parse_structure"]

@@ -1,0 +1,195 @@
+"""RFC 5322 address-list parsing over raw bytes into IMAP ENVELOPE address structures."""
+
+from __future__ import annotations
+
+import re
+
+from eventmail.proto import events_pb2
+
+from .headers import unquote
+
+# Placeholders for a missing local part or domain. An empty host with a mailbox would read as a
+# group start and an all-empty address as a group end (RFC 3501 §7.4.2), so a broken address
+# must not leave them empty. These are the names Dovecot uses, which clients already show.
+MISSING_MAILBOX = b"MISSING_MAILBOX"
+MISSING_DOMAIN = b"MISSING_DOMAIN"
+
+# One lexical token of RFC 5322 §3.2: WSP, quoted-string (may be unterminated), domain literal,
+# comment start, a special, an atom (lenient: any run of non-specials, 8-bit included, RFC 6532).
+_TOKEN_RE = re.compile(
+    rb'([ \t\r\n]+)|"((?:[^"\\]|\\.)*)"?|(\[(?:[^\]\\]|\\.)*\]?)|(\()|([.,:;<>@])|([^ \t\r\n"(),.:;<>@\[\]\\]+)|(.)',
+    re.S,
+)
+
+# Token kinds.
+_WORD, _QUOTED, _LITERAL, _COMMENT, _SPECIAL = range(5)
+
+_Token = tuple[int, bytes, bool]  # (kind, value, preceded by white space or a comment)
+
+
+def _comment_end(v: bytes, i: int) -> int:
+    n = len(v)
+    depth = 0
+    while i < n:
+        c = v[i]
+        if c == 0x5C:
+            i += 2
+            continue
+        if c == 0x28:
+            depth += 1
+        elif c == 0x29:
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return n
+
+
+def _tokens(v: bytes) -> list[_Token]:
+    out: list[_Token] = []
+    i = 0
+    n = len(v)
+    space = False
+    match = _TOKEN_RE.match
+    while i < n:
+        m = match(v, i)
+        if m is None:  # cannot happen: the last alternative takes any byte
+            break
+        kind = m.lastindex
+        if kind == 1:
+            space = True
+            i = m.end()
+            continue
+        if kind == 4:
+            end = _comment_end(v, i)
+            body = v[i + 1 : end - 1] if v[end - 1 : end] == b")" else v[i + 1 : end]
+            out.append((_COMMENT, body, space))
+            space = True
+            i = end
+            continue
+        if kind == 2:
+            out.append((_QUOTED, unquote(m.group(2)), space))
+        elif kind == 3:
+            out.append((_LITERAL, m.group(3), space))
+        elif kind == 5:
+            out.append((_SPECIAL, m.group(5), space))
+        elif kind == 6:
+            out.append((_WORD, m.group(6), space))
+        else:  # a stray backslash or bracket: keep it as part of a word
+            out.append((_WORD, m.group(7), space))
+        space = False
+        i = m.end()
+    return out
+
+
+def _phrase(toks: list[_Token]) -> bytes:
+    """A display name or group name: words joined by one space where the source had WSP.
+
+    RFC 3501 §9 (addr-name): the phrase "after removing [RFC-2822] quoting"; encoded words stay.
+    """
+    out: list[bytes] = []
+    for kind, value, space in toks:
+        if kind == _COMMENT or not value:
+            continue
+        if out and space:
+            out.append(b" ")
+        out.append(value)
+    return b"".join(out)
+
+
+def _joined(toks: list[_Token]) -> bytes:
+    """A local part or domain: tokens joined without the CFWS between them (RFC 5322 §4.4)."""
+    return b"".join(value for kind, value, _ in toks if kind != _COMMENT)
+
+
+def _address(name: bytes, adl: bytes, spec: list[_Token]) -> events_pb2.Address:
+    at = -1
+    for i, (kind, value, _) in enumerate(spec):
+        if kind == _SPECIAL and value == b"@":
+            at = i
+    if at < 0:
+        local, host = _joined(spec), b""
+    else:
+        local, host = _joined(spec[:at]), _joined(spec[at + 1 :])
+    return events_pb2.Address(
+        name=name, adl=adl, mailbox=local or MISSING_MAILBOX, host=host or MISSING_DOMAIN
+    )
+
+
+def _mailbox(phrase: list[_Token], angle: list[_Token] | None) -> events_pb2.Address | None:
+    comment = b""
+    for kind, value, _ in phrase:
+        if kind == _COMMENT:
+            comment = value  # Dovecot also takes the last comment as the name of a bare addr-spec
+    if angle is None:
+        words = [t for t in phrase if t[0] != _COMMENT]
+        if not words:
+            return None  # RFC 5322 §4.4 obs-addr-list: empty list elements are ignored
+        return _address(comment.strip(), b"", words)
+    name = _phrase(phrase)
+    adl = b""
+    spec = [t for t in angle if t[0] != _COMMENT]
+    if spec and spec[0][0] == _SPECIAL and spec[0][1] == b"@":
+        # RFC 5322 §4.4 obs-route: "@a,@b:" before the addr-spec is the source route (adl)
+        for i, (kind, value, _) in enumerate(spec):
+            if kind == _SPECIAL and value == b":":
+                adl = _joined(spec[:i])
+                spec = spec[i + 1 :]
+                break
+    return _address(name or comment.strip(), adl, spec)
+
+
+def parse_address_list(value: bytes) -> list[events_pb2.Address]:
+    """The address-list of an unfolded header value, with groups, per RFC 5322 §3.4.
+
+    Lenient: never raises. Groups become a start marker (mailbox = group name, host empty) and an
+    end marker (all empty), as RFC 3501 §7.4.2 renders them.
+    """
+    out: list[events_pb2.Address] = []
+    phrase: list[_Token] = []
+    angle: list[_Token] | None = None
+    in_angle = False
+    in_group = False
+
+    def flush() -> None:
+        nonlocal phrase, angle
+        addr = _mailbox(phrase, angle)
+        if addr is not None:
+            out.append(addr)
+        phrase = []
+        angle = None
+
+    for tok in _tokens(value):
+        kind, val, _ = tok
+        if in_angle:
+            if kind == _SPECIAL and val == b">":
+                in_angle = False
+            elif angle is not None:
+                angle.append(tok)
+            continue
+        if kind != _SPECIAL:
+            if angle is None or kind == _COMMENT:
+                phrase.append(tok)
+            continue  # words after "<...>" are junk
+        if val == b"<":
+            if angle is None:
+                angle = []
+                in_angle = True
+            continue
+        if val == b",":
+            flush()
+        elif val == b":" and not in_group and angle is None and any(t[0] != _COMMENT for t in phrase):
+            out.append(events_pb2.Address(mailbox=_phrase(phrase)))  # RFC 5322 §3.4 group
+            phrase = []
+            in_group = True
+        elif val == b";":
+            flush()
+            if in_group:
+                out.append(events_pb2.Address(group_end=True))
+                in_group = False
+        elif angle is None:
+            phrase.append(tok)  # "." and "@" of an addr-spec; a stray ">" or ":"
+    flush()
+    if in_group:
+        out.append(events_pb2.Address(group_end=True))  # a group without its ";"
+    return out

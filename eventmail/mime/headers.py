@@ -1,0 +1,216 @@
+"""Header-field helpers over raw bytes: field scanning, unfolding, MIME values with parameters, RFC 2231."""
+
+from __future__ import annotations
+
+import re
+
+# RFC 5322 §2.2: a field is a name, a colon, and a value that continues on lines starting with WSP.
+# Lenient: any run of non-space, non-colon bytes is a name (obs-optional allows WSP before the colon,
+# RFC 5322 §4.5.1). Lines that are not fields (no colon, a stray continuation) are skipped.
+FIELD_RE = re.compile(rb"^([^\s:]+)[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)", re.M)
+
+_WSP = b" \t\r\n"
+
+
+def unfold(value: bytes) -> bytes:
+    """RFC 5322 §2.2.3: unfolding removes the CRLF before WSP; the result is also stripped of WSP."""
+    if b"\n" in value:
+        value = value.replace(b"\r\n", b"").replace(b"\n", b"")
+    return value.strip(_WSP)
+
+
+def header_fields(raw: bytes, start: int, end: int) -> list[tuple[bytes, bytes, int, int]]:
+    """Every field in raw[start:end] as (lower-cased name, raw value, field start, field end).
+
+    The field end includes the line break of its last line; `start` must be at a line start.
+    """
+    out: list[tuple[bytes, bytes, int, int]] = []
+    n = len(raw)
+    for m in FIELD_RE.finditer(raw, start, end):
+        stop = m.end()
+        if stop < n and raw[stop] == 0x0A:  # the field's own line break
+            stop += 1
+        out.append((m.group(1).lower(), m.group(2), m.start(), stop))
+    return out
+
+
+# ---------------------------------------------------------------- MIME values: type/subtype; params
+
+
+def _skip_quoted(v: bytes, i: int) -> int:
+    """Index just past the quoted-string that starts at v[i] == '"' (or len(v) if it never closes)."""
+    n = len(v)
+    i += 1
+    while i < n:
+        c = v[i]
+        if c == 0x5C:  # backslash: quoted-pair, RFC 5322 §3.2.1
+            i += 2
+            continue
+        if c == 0x22:
+            return i + 1
+        i += 1
+    return n
+
+
+def _skip_comment(v: bytes, i: int) -> int:
+    """Index just past the (possibly nested) comment starting at v[i] == '(' (RFC 5322 §3.2.2)."""
+    n = len(v)
+    depth = 0
+    while i < n:
+        c = v[i]
+        if c == 0x5C:
+            i += 2
+            continue
+        if c == 0x28:
+            depth += 1
+        elif c == 0x29:
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+    return n
+
+
+_SEP_RE = re.compile(rb'[;"(]')
+
+
+def _split_semicolons(v: bytes) -> list[bytes]:
+    """Split a MIME header value at ';' that are outside quoted strings and comments."""
+    if b'"' not in v and b"(" not in v:
+        return v.split(b";")
+    out: list[bytes] = []
+    seg = 0
+    i = 0
+    while True:
+        m = _SEP_RE.search(v, i)
+        if m is None:
+            break
+        j = m.start()
+        c = v[j]
+        if c == 0x3B:
+            out.append(v[seg:j])
+            seg = i = j + 1
+        elif c == 0x22:
+            i = _skip_quoted(v, j)
+        else:
+            i = _skip_comment(v, j)
+    out.append(v[seg:])
+    return out
+
+
+def strip_comments(v: bytes) -> bytes:
+    """Remove RFC 5322 comments outside quoted strings, then surrounding WSP."""
+    if b"(" not in v:
+        return v.strip(_WSP)
+    parts: list[bytes] = []
+    i = 0
+    n = len(v)
+    seg = 0
+    while i < n:
+        c = v[i]
+        if c == 0x22:
+            i = _skip_quoted(v, i)
+        elif c == 0x28:
+            parts.append(v[seg:i])
+            i = seg = _skip_comment(v, i)
+            parts.append(b" ")
+        elif c == 0x5C:
+            i += 2
+        else:
+            i += 1
+    parts.append(v[seg:])
+    return b"".join(parts).strip(_WSP)
+
+
+_QPAIR_RE = re.compile(rb"\\(.)", re.S)
+
+
+def unquote(v: bytes) -> bytes:
+    """The content of a quoted-string without its quoted-pairs (RFC 5322 §3.2.4)."""
+    if b"\\" in v:
+        return _QPAIR_RE.sub(rb"\1", v)
+    return v
+
+
+def _param_value(v: bytes) -> bytes:
+    v = v.strip(_WSP)
+    if v[:1] == b'"':
+        stop = _skip_quoted(v, 0)
+        inner = v[1 : stop - 1] if stop <= len(v) and v[stop - 1 : stop] == b'"' and stop > 1 else v[1:]
+        return unquote(inner)
+    # RFC 2045 §5.1 allows comments here ("charset=us-ascii (Plain text)").
+    return strip_comments(v)
+
+
+def parse_mime_value(value: bytes) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """A Content-Type/Content-Disposition value: (main value without comments/WSP, params as sent).
+
+    RFC 2045 §5.1 syntax, read leniently: a parameter value that should have been quoted (a
+    boundary with '=', a filename with spaces) runs to the next ';'. Parameters without '=' are
+    dropped. RFC 2231 continuations are merged by `merge_rfc2231`.
+    """
+    segs = _split_semicolons(value)
+    main = strip_comments(segs[0])
+    if b" " in main or b"\t" in main:
+        main = main.replace(b" ", b"").replace(b"\t", b"")
+    params: list[tuple[bytes, bytes]] = []
+    for seg in segs[1:]:
+        eq = seg.find(b"=")
+        if eq < 0:
+            continue
+        name = strip_comments(seg[:eq])
+        if not name:
+            continue
+        params.append((name, _param_value(seg[eq + 1 :])))
+    return main, params
+
+
+_ATTR_CHARS = frozenset(b"!#$&+-.0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ^_`abcdefghijklmnopqrstuvwxyz{|}~")
+
+
+def _pct(v: bytes) -> bytes:
+    """RFC 2231 §7 extended-other-values: %-encode everything that is not an attribute-char."""
+    return b"".join(bytes((c,)) if c in _ATTR_CHARS else b"%%%02X" % c for c in v)
+
+
+_SECTION_RE = re.compile(rb"^(.*?)\*([0-9]{1,9})(\*?)$", re.S)
+
+
+def merge_rfc2231(params: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Join RFC 2231 §3 continuations (name*0, name*1*, ...) into one parameter.
+
+    Values are not charset-decoded: a merged extended value keeps the §4 form
+    `charset'language'%XX...` under the name `name*`, which IMAP clients decode (this is also
+    what Dovecot sends). Plain sections joined with extended ones are %-encoded (§4.1). The
+    merged parameter takes the place of its first section.
+    """
+    if not any(b"*" in name for name, _ in params):
+        return params
+    out: list[tuple[bytes, bytes]] = []
+    slots: dict[bytes, tuple[int, bytes, list[tuple[int, bool, bytes]]]] = {}
+    for name, value in params:
+        m = _SECTION_RE.match(name)
+        if m is None:
+            out.append((name, value))
+            continue
+        key = m.group(1).lower()
+        entry = slots.get(key)
+        if entry is None:
+            entry = slots[key] = (len(out), m.group(1), [])
+            out.append((b"", b""))
+        entry[2].append((int(m.group(2)), m.group(3) == b"*", value))
+    for slot, base, sections in slots.values():
+        seen: set[int] = set()
+        ordered: list[tuple[bool, bytes]] = []
+        for index, ext, val in sorted(sections, key=lambda s: s[0]):
+            if index not in seen:  # a repeated section number: the first one wins
+                seen.add(index)
+                ordered.append((ext, val))
+        if any(ext for ext, _ in ordered):
+            pieces = [
+                val if ext else (b"''" if i == 0 else b"") + _pct(val) for i, (ext, val) in enumerate(ordered)
+            ]
+            out[slot] = (base + b"*", b"".join(pieces))
+        else:
+            out[slot] = (base, b"".join(val for _, val in ordered))
+    return out
