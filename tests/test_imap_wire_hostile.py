@@ -362,3 +362,27 @@ def test_invalid_compressed_data_closes() -> None:
     got = wire.receive(b"\xff\xff\xff\xff garbage")
     assert got == [c.ProtocolError(None, "BYE", "invalid compressed data", close=True)]
     assert wire.closed
+
+
+def test_refusal_comes_after_the_skipped_literal() -> None:
+    # the client is sending the literal anyway; the BAD follows the end of the command
+    wire = ImapWire(Limits(max_literal=100))
+    assert wire.receive(b"a LOGIN {150+}\r\n" + b"x" * 149) == []
+    assert wire.receive(b"x") == []
+    assert wire.receive(b" pw\r\n") == [c.ProtocolError("a", "BAD", "literal too big", "TOOBIG")]
+    # a refused synchronising literal is answered at once: the client is waiting
+    assert wire.receive(b"b LOGIN {150}\r\n") == [c.ProtocolError("b", "BAD", "literal too big", "TOOBIG")]
+
+
+def test_large_append_streams_through() -> None:
+    wire = ImapWire()
+    size = 20 * 1024 * 1024
+    got = wire.receive(b"a APPEND INBOX {%d}\r\n" % size)
+    assert got == [c.Continuation("a")]
+    chunk = b"0123456789abcdef" * 4096
+    for _ in range(size // len(chunk)):
+        assert wire.receive(chunk) == []
+    got = wire.receive(b"\r\n")
+    assert len(got) == 1 and isinstance(got[0], c.Append)
+    assert len(got[0].messages[0].data) == size
+    assert wire.buffered == 0

@@ -100,7 +100,8 @@ class Continuation:
 
 @dataclass(frozen=True)
 class IdleDone:
-    """The bare `DONE` line that ends IDLE (RFC 2177 §3, RFC 9051 §6.3.13)."""
+    """The bare `DONE` line that ends IDLE (RFC 2177 §3, RFC 9051 §6.3.13). The wire returns it
+    for any first line that is `DONE`; a session that is not idling answers `* BAD`."""
 
 
 @dataclass(frozen=True)

@@ -1068,7 +1068,18 @@ class _Mode(enum.Enum):
 
 
 class ImapWire:
-    """IMAP server-side framing and parsing for one connection; does no I/O."""
+    """IMAP server-side framing and parsing for one connection; does no I/O.
+
+    What the session does with each item of receive():
+      Command        handle it and encode its responses;
+      Continuation   encode ContinuationRequest() (`+ Ready for literal data`);
+      ProtocolError  encode error_response(item); if item.close, then BYE and close;
+      IdleDone       end IDLE (answer BAD if not idling);
+      SaslResponse / SaslCancel  continue / abort the AUTHENTICATE exchange.
+    And the calls that switch modes: enable_utf8() after ENABLE of UTF8=ACCEPT or IMAP4rev2;
+    start_tls() when the TLS handshake starts after OK to STARTTLS; start_compression() right
+    after encoding OK to COMPRESS. Encoding the tagged answer to AUTHENTICATE ends SASL mode.
+    """
 
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits if limits is not None else Limits()
@@ -1261,22 +1272,16 @@ class ImapWire:
                 # the same prefix however the line arrived, so the tag does not depend on the split
                 head = min(1024, self.limits.max_line)
                 self._tag, self._name = _first_words(bytes(self._buf[self._pos:self._pos + head]), partial=True)
-            if not self._rejected:
-                self._pending = c.ProtocolError(self._tag, "BAD", "command line too long", "TOOBIG")
-            self._rejected = True
-            self._segments = []
-            self._literals = []
+            self._reject("BAD", "command line too long", "TOOBIG")
         self._tail = b""
         self._mode = _Mode.DISCARD
 
     def _end_discard(self, out: list[c.Item]) -> None:
-        if self._pending is not None:
-            out.append(self._pending)
-            self._pending = None
         tail, self._tail = self._tail, b""
         self._mode = _Mode.LINE
         if self._discard_sasl:
             self._discard_sasl = False
+            self._flush(out)
             return
         self._after_rejected_line(tail, out)
 
@@ -1288,11 +1293,11 @@ class ImapWire:
                 return
             self._tag, self._name = _first_words(line)
             if self._tag is None:
-                self._reject(out, "BAD", "empty command line" if not line else "invalid tag")
+                self._reject("BAD", "empty command line" if not line else "invalid tag")
             elif self._name == "UID":
                 pass
             elif self._name not in _HANDLERS:
-                self._reject(out, "BAD", f"unknown command {self._name}" if self._name else "missing command")
+                self._reject("BAD", f"unknown command {self._name}" if self._name else "missing command")
             if self._rejected:
                 self._after_rejected_line(line, out)
                 return
@@ -1301,7 +1306,7 @@ class ImapWire:
             return
         self._size += len(line) + 2
         if self._size > self.limits.max_command:
-            self._reject(out, "BAD", "command too long", "TOOBIG")
+            self._reject("BAD", "command too long", "TOOBIG")
             self._after_rejected_line(line, out)
             return
         hdr = _literal_header(line)
@@ -1318,17 +1323,17 @@ class ImapWire:
         is_append = self._name == "APPEND"
         if n is None or hdr.invalid:
             # RFC 9051 §9 literal = "{" number64 ["+"] "}"; RFC 7888 has no `{n-}` form
-            self._reject(out, "BAD", "invalid literal")
+            self._reject("BAD", "invalid literal")
         elif len(self._literals) >= limits.max_literals:
-            self._reject(out, "BAD", "too many literals in one command", "LIMIT")
+            self._reject("BAD", "too many literals in one command", "LIMIT")
         elif hdr.nonsync and limits.literal_minus and n > LITERAL_MINUS_MAX:
             # RFC 7888 §4: LITERAL- servers refuse larger non-synchronising literals with BAD
-            self._reject(out, "BAD", "non-synchronizing literal over 4096 octets", "TOOBIG")
+            self._reject("BAD", "non-synchronizing literal over 4096 octets", "TOOBIG")
         elif is_append and (n > limits.max_append or self._append_size + n > limits.max_append_total):
             # RFC 7889 §3 APPENDLIMIT; RFC 5530 §3 TOOBIG
-            self._reject(out, "NO", "message too big", "TOOBIG")
+            self._reject("NO", "message too big", "TOOBIG")
         elif not is_append and (n > limits.max_literal or self._size + n > limits.max_command):
-            self._reject(out, "BAD", "literal too big", "TOOBIG")
+            self._reject("BAD", "literal too big", "TOOBIG")
         if self._rejected:
             self._after_rejected_line(line, out)
             return
@@ -1344,11 +1349,14 @@ class ImapWire:
         self._mode = _Mode.LITERAL
 
     def _after_rejected_line(self, line: bytes, out: list[c.Item]) -> None:
-        """A line of a command already answered with an error. A non-synchronising literal it
-        announces is on its way and is skipped; anything else ends the command, since a client
-        must not send a synchronising literal that was not invited (RFC 9051 §7.5)."""
+        """A line of a command that has been refused. A non-synchronising literal it announces
+        is on its way: it is skipped, octet by octet, and framing goes on. Anything else ends
+        the command, since a client must not send a synchronising literal that was not invited
+        (RFC 9051 §7.5, RFC 7888 §4); only then is the refusal returned, so the session answers
+        after the client has finished sending the command."""
         hdr = _literal_header(line)
         if hdr is None or hdr.size is None or not hdr.nonsync:
+            self._flush(out)
             self._reset()
             return
         if hdr.size > self.limits.max_discard:
@@ -1390,13 +1398,22 @@ class ImapWire:
 
     # -- state helpers -----------------------------------------------------------------------
 
-    def _reject(self, out: list[c.Item], status: c.ErrorStatus, text: str, code: str | None = None) -> None:
-        out.append(c.ProtocolError(self._tag, status, text, code))
+    def _reject(self, status: c.ErrorStatus, text: str, code: str | None = None) -> None:
+        """Refuse the command being framed (the first reason wins); it is returned by _flush
+        once the command's framing ends."""
+        if not self._rejected:
+            self._pending = c.ProtocolError(self._tag, status, text, code)
         self._rejected = True
         self._segments = []
         self._literals = []
 
+    def _flush(self, out: list[c.Item]) -> None:
+        if self._pending is not None:
+            out.append(self._pending)
+            self._pending = None
+
     def _fatal(self, out: list[c.Item], tag: str | None, text: str) -> None:
+        self._flush(out)
         out.append(c.ProtocolError(tag, "BYE", text, close=True))
         self._reset()
         self._drop_input()
