@@ -25,6 +25,10 @@ from .records import (
 
 log = logging.getLogger(__name__)
 
+# One position in 256 of the last segment is remembered, so reading from a seq near the head
+# (a checkpoint's tail, a follower's position) does not rescan the whole segment.
+INDEX_EVERY = 256
+
 # Segments roll over at 64 MiB: small enough to scan the last one quickly on open, large
 # enough that a busy account has few files.
 SEGMENT_MAX_BYTES = 64 << 20
@@ -57,6 +61,8 @@ class StreamLog:
         self._fd: int | None = None
         self._size = 0  # bytes in the last segment
         self.cut_bytes = 0  # torn-tail bytes removed on open
+        # (seq, offset, chain before it) for positions in the last segment
+        self._index: list[tuple[int, int, bytes]] = []
         self._open()
 
     # ---------------------------------------------------------------- opening and recovery
@@ -112,11 +118,15 @@ class StreamLog:
 
     def _scan_to_end(self, data: bytes, first_seq: int, prev_chain: bytes) -> ScanEnd:
         head = Head(first_seq - 1, prev_chain)
+        offset = SEGMENT_HEADER.size
+        self._index = [(first_seq, offset, prev_chain)]
         for item in scan(data, first_seq, prev_chain):
             if isinstance(item, ScanEnd):
                 self.head = head
                 return item
             head = Head(item.seq, item.chain)
+            if (item.seq + 1 - first_seq) % INDEX_EVERY == 0:
+                self._index.append((item.seq + 1, item.end, item.chain))
         raise AssertionError("scan ends with ScanEnd")
 
     def close(self) -> None:
@@ -152,7 +162,8 @@ class StreamLog:
         if self._fd is None or self._size >= SEGMENT_MAX_BYTES:
             self._new_segment(records[0].seq)
         assert self._fd is not None
-        blob = b"".join(r.encode() for r in records)
+        encoded = [r.encode() for r in records]
+        blob = b"".join(encoded)
         try:
             view = memoryview(blob)
             while view:
@@ -160,6 +171,11 @@ class StreamLog:
             os.fsync(self._fd)
         except OSError as e:
             self._undo(e)
+        offset = self._size
+        for r, data in zip(records, encoded, strict=True):
+            offset += len(data)
+            if (r.seq + 1 - self._index[0][0]) % INDEX_EVERY == 0:
+                self._index.append((r.seq + 1, offset, r.chain))
         self._size += len(blob)
         self.head = Head(records[-1].seq, records[-1].chain)
         return self.head
@@ -198,6 +214,7 @@ class StreamLog:
         self._fd = fd
         self._size = SEGMENT_HEADER.size
         self._segments.append(Segment(path, first_seq))
+        self._index = [(first_seq, self._size, self.head.chain)]
 
     # ---------------------------------------------------------------- reading
 
@@ -222,7 +239,13 @@ class StreamLog:
                 raise DamagedLog(self.stream, first_seq, f"segment {seg.path.name} does not continue the chain")
             last_seq = first_seq - 1
             expected_prev = prev_chain
-            for item in scan(data, first_seq, prev_chain):
+            scan_seq, offset = first_seq, SEGMENT_HEADER.size
+            if not verify_all and i == len(segs) - 1 and self._index and self._index[0][0] == first_seq:
+                for seq, off, chain in self._index:
+                    if seq <= since + 1:
+                        scan_seq, offset, prev_chain = seq, off, chain
+                last_seq = scan_seq - 1
+            for item in scan(data, scan_seq, prev_chain, start=offset):
                 if isinstance(item, ScanEnd):
                     is_last = i == len(segs) - 1
                     if item.damage is not None:

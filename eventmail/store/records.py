@@ -32,6 +32,7 @@ class Record:
     nonce: bytes
     ciphertext: bytes
     chain: bytes
+    end: int = 0  # where the record ends in its segment file (0 when not read from one)
 
     def encode(self) -> bytes:
         body_len = RECORD_FIXED - 4 + len(self.ciphertext)
@@ -106,7 +107,7 @@ def scan(data: bytes, first_seq: int, prev_chain: bytes, start: int = SEGMENT_HE
             else:
                 yield ScanEnd(off, False, "chain mismatch (the record was altered)", seq)
             return
-        yield Record(seq, time_us, key_id, bytes(nonce), bytes(ct), bytes(stored_chain))
+        yield Record(seq, time_us, key_id, bytes(nonce), bytes(ct), bytes(stored_chain), end)
         chain = stored_chain
         expected_seq += 1
         off = end
