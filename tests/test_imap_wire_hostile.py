@@ -386,3 +386,20 @@ def test_large_append_streams_through() -> None:
     assert len(got) == 1 and isinstance(got[0], c.Append)
     assert len(got[0].messages[0].data) == size
     assert wire.buffered == 0
+
+
+@pytest.mark.parametrize(
+    ("prefix", "limit_status"),
+    [(b"a LOGIN ", "BAD"), (b"a LOGIN alice ", "BAD"), (b"a SEARCH SUBJECT ", "BAD"), (b"a SEARCH CHARSET ", "BAD"),
+     (b"a APPEND INBOX ", "NO"), (b"a APPEND INBOX (\\Seen) ", "NO"), (b"a APPEND ", "NO")],
+)
+@pytest.mark.parametrize("nonsync", [False, True])
+def test_oversize_literal_in_login_search_append(prefix: bytes, limit_status: str, nonsync: bool) -> None:
+    limits = Limits(max_literal=16, max_append=32)
+    n = 40
+    header = b"{%d%s}\r\n" % (n, b"+" if nonsync else b"")
+    # a non-synchronising literal's bytes arrive anyway (and look like commands); a refused
+    # synchronising one is not sent by the client
+    body = (b"b LOGOUT\r\n" * 4) + b" rest\r\n" if nonsync else b""
+    err = refused_then_next(prefix + header + body, limits)
+    assert (err.status, err.code) == (limit_status, "TOOBIG")
