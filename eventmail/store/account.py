@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from ..mime.structure import parse_structure
 from ..proto import events_pb2 as pb
 from . import checkpoint, projection
 from .blobs import BlobStore
@@ -271,9 +272,4 @@ class Account:
         await self.append([pb.Event(mailbox_subscription=pb.MailboxSubscription(name=name, subscribed=subscribed))])
 
 
-def parse_structure(raw: bytes) -> pb.MessageStructure:
-    """The parsed envelope and MIME structure recorded with a message."""
-    from ..mime.structure import parse_structure as parse
-
-    return parse(raw)
 
