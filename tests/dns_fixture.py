@@ -80,6 +80,8 @@ class DnsServer:
     host: str
     zone_dir: Path
     stderr_path: Path
+    zone_paths: tuple[Path, ...] = ()
+    behaviour_args: tuple[str, ...] = ()
 
     @classmethod
     def start(
@@ -97,9 +99,10 @@ class DnsServer:
             path = zone_dir / f"{origin.rstrip('.')}.zone"
             path.write_text(text, encoding="utf-8")
             paths.append(path)
-        args = [sys.executable, str(SERVER_SCRIPT), "--host", host, "--port", "0"]
+        behaviour_args: list[str] = []
         for name, mode in (behaviours or {}).items():
-            args += ["--behaviour", f"{name}={mode}"]
+            behaviour_args += ["--behaviour", f"{name}={mode}"]
+        args = [sys.executable, str(SERVER_SCRIPT), "--host", host, "--port", "0", *behaviour_args]
         args += [str(p) for p in paths]
         stderr_path = zone_dir / "dnsserver.stderr"
         with stderr_path.open("wb") as err:
@@ -118,7 +121,9 @@ class DnsServer:
             process.kill()
             process.wait(5)
             raise RuntimeError(f"dnsserver did not start: {line!r} {stderr_path.read_text(errors='replace')}")
-        return cls(process, int(line.split()[1]), host, zone_dir, stderr_path)
+        return cls(
+            process, int(line.split()[1]), host, zone_dir, stderr_path, tuple(paths), tuple(behaviour_args)
+        )
 
     def resolver(self, **overrides: float) -> Resolver:
         """A Resolver pointed at this server, with short timeouts suited to tests."""

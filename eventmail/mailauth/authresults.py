@@ -88,11 +88,27 @@ def _keyword(text: str, fallback: str) -> str:
     return text if _KEYWORD.match(text) else fallback
 
 
+# RFC 8601 §2.2: ptype = "smtp" / "header" / "body" / "policy".
+PTYPES = frozenset({"smtp", "header", "body", "policy"})
+
+
 def _ptype_property(name: str) -> str:
     ptype, dot, prop = name.partition(".")
-    if not dot or not _KEYWORD.match(ptype) or not re.match(r"^[A-Za-z0-9_.-]+$", prop):
-        return "x-invalid.property"
+    if not dot or ptype not in PTYPES or not re.match(r"^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$", prop):
+        return "policy.x-invalid"
     return name
+
+
+def authserv_id(text: str) -> str:
+    """The authserv-id as a token (RFC 8601 §2.5 suggests the host name); other octets become "-".
+
+    RFC 8601 also allows a quoted-string, but common parsers (authres among them) accept only
+    a dot-atom, and the id is our own configured host name anyway.
+    """
+    cleaned = clean(text)[:MAX_VALUE_OCTETS]
+    token = "".join(ch if 0x20 < ord(ch) < 0x7F and ch not in _TSPECIALS else "-" for ch in cleaned)
+    # Also an RFC 5322 dot-atom (no empty labels), which is what a host name is.
+    return ".".join(part for part in token.split(".") if part) or "unknown"
 
 
 def _resinfo_tokens(info: ResInfo) -> list[str]:
@@ -111,9 +127,9 @@ def _resinfo_tokens(info: ResInfo) -> list[str]:
     return tokens
 
 
-def render(authserv_id: str, results: Sequence[ResInfo]) -> str:
+def render(authserv_id_text: str, results: Sequence[ResInfo]) -> str:
     """The whole field, `Authentication-Results: ...`, folded with CRLF+TAB, without final CRLF."""
-    server = value(authserv_id) if clean(authserv_id) else "unknown"
+    server = authserv_id(authserv_id_text)
     lines = [f"{HEADER_NAME}: {server};" if results else f"{HEADER_NAME}: {server}; none"]
     for i, info in enumerate(results):
         last = i == len(results) - 1

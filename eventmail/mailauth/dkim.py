@@ -313,8 +313,7 @@ async def verify_dkim(
 # -- signing ----------------------------------------------------------------------------------
 
 
-def headers_to_sign(message: bytes) -> list[bytes]:
-    """The h= list for `message`: present fields of SIGNED_HEADERS, over-signed where listed."""
+def _header_counts(message: bytes) -> dict[str, int]:
     head = message.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
     counts: dict[str, int] = {}
     for line in re.split(rb"\r?\n", head):
@@ -324,6 +323,16 @@ def headers_to_sign(message: bytes) -> list[bytes]:
         if sep:
             key = name.strip().lower().decode("ascii", "replace")
             counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def _has_from(message: bytes) -> bool:
+    return _header_counts(message).get("from", 0) > 0
+
+
+def headers_to_sign(message: bytes) -> list[bytes]:
+    """The h= list for `message`: present fields of SIGNED_HEADERS, over-signed where listed."""
+    counts = _header_counts(message)
     out: list[bytes] = []
     for name in SIGNED_HEADERS:
         n = counts.get(name, 0) + (1 if name in OVERSIGNED_HEADERS else 0)
@@ -354,9 +363,11 @@ def sign_sync(
     key = private_key
     if algorithm == "ed25519-sha256" and len(key) == 32:
         key = base64.b64encode(key)
+    if not _has_from(message):
+        raise DkimSignError("message has no From field (RFC 6376 §5.4: From MUST be signed)")
     include = [h.lower().encode() for h in headers] if headers is not None else headers_to_sign(message)
     if b"from" not in include:
-        raise DkimSignError("message has no From field (RFC 6376 §5.4: From MUST be signed)")
+        raise DkimSignError("From must be among the signed header fields (RFC 6376 §5.4)")
     try:
         d = dkimpy.DKIM(message, logger=_dkimpy_log, signature_algorithm=algorithm.encode())
         return bytes(

@@ -64,19 +64,24 @@ class AuthVerdict:
         spf = self.spf
         spf_props: list[tuple[str, str]] = []
         if spf.identity == "helo":
-            spf_props.append(("smtp.helo", spf.domain or spf.helo))
+            if spf.domain or spf.helo:
+                spf_props.append(("smtp.helo", spf.domain or spf.helo))
         elif spf.sender:
             spf_props.append(("smtp.mailfrom", spf.sender))
         results.append(ResInfo("spf", spf.result, spf.reason, tuple(spf_props)))
         if not self.dkim:
             results.append(ResInfo("dkim", "none"))
         for sig in self.dkim:
-            props = [("header.d", sig.domain), ("header.s", sig.selector)]
-            if sig.identity:
-                props.append(("header.i", sig.identity))
-            props.append(("header.a", sig.algorithm))
-            if sig.b_prefix:
-                props.append(("header.b", sig.b_prefix[:8]))  # RFC 6008 §4: at least 8 characters
+            # header.b last: base64 may need quoting, and some parsers (authres 1.2) accept a
+            # quoted value only at the end of a result. RFC 6008 §4: at least 8 characters.
+            candidates = [
+                ("header.d", sig.domain),
+                ("header.s", sig.selector),
+                ("header.i", sig.identity),
+                ("header.a", sig.algorithm),
+                ("header.b", sig.b_prefix[:8]),
+            ]
+            props = [(k, v) for k, v in candidates if v]  # an empty d= or s= says nothing
             comment = ""
             if sig.key_bits:
                 comment = f"{sig.key_bits}-bit {sig.algorithm.split('-')[0]} key"
