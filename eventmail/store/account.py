@@ -55,6 +55,7 @@ class Account:
         self._uid_reserved: dict[int, int] = {}
         self._mailbox_reserved = 0
         self._uidvalidity_reserved = 0
+        self._keys_pending: set[bytes] = set()
         self.refs = 0
         self.last_used = time.monotonic()
 
@@ -180,11 +181,12 @@ class Account:
         origin: pb.Origin | None = None,
         structure: pb.MessageStructure | None = None,
         skip_duplicate: bool = False,
+        delivery_key: bytes = b"",
     ) -> Committed | None:
         """Store the message bytes (fsynced), then append its MessageAdded event (fsynced).
 
         With `skip_duplicate`, a message whose bytes already are in the mailbox is not added again
-        and None is returned.
+        and None is returned; likewise a message whose `delivery_key` was delivered before.
         """
         mb = self.view.mailbox_by_id(mailbox) if isinstance(mailbox, int) else self.mailbox_required(mailbox)
         if mb is None:
@@ -194,6 +196,8 @@ class Account:
         blob_id = await asyncio.to_thread(self.blobs.put, raw)
         async with self._lock:
             if skip_duplicate and self.view.uid_of_blob(mb.id, blob_id) is not None:
+                return None
+            if delivery_key and (self.view.delivered(delivery_key) or delivery_key in self._keys_pending):
                 return None
             current = self.view.mailbox_by_id(mb.id)
             if current is None:
@@ -205,11 +209,26 @@ class Account:
                     mailbox_id=mb.id, uid=uid, blob_id=blob_id, size=len(raw),
                     internal_date=int(time.time() if internal_date is None else internal_date),
                     internal_date_tz=internal_date_tz, flags=sorted(set(flags)), structure=structure, origin=origin,
+                    message_id_hash=delivery_key,
                 )
             )
             fut = self._writer.submit([e])
+            if delivery_key:
+                self._keys_pending.add(delivery_key)
         self.last_used = time.monotonic()
-        return (await fut)[0]
+        try:
+            return (await fut)[0]
+        finally:
+            self._keys_pending.discard(delivery_key)
+
+    def delivery_key(self, message: bytes) -> bytes:
+        """A keyed hash of a message's Message-ID and bytes: the same retried delivery has the same key."""
+        message_id = b""
+        for line in message.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
+            if line[:11].lower() == b"message-id:":
+                message_id = line[11:].strip()
+                break
+        return self.blobs.blob_id(b"delivery\x00" + message_id + b"\x00" + message)
 
     async def change_flags(
         self, mailbox_id: int, uids: Sequence[int], add: Iterable[str] = (), remove: Iterable[str] = (),

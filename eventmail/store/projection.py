@@ -19,6 +19,7 @@ CREATE TABLE message(
 CREATE INDEX message_blob ON message(mailbox_id, blob_id);
 CREATE TABLE expunged(mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL, modseq INTEGER NOT NULL,
   PRIMARY KEY(mailbox_id, uid)) WITHOUT ROWID;
+CREATE TABLE delivery_key(hash BLOB PRIMARY KEY, mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE setting(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT INTO meta VALUES ('seq', 0), ('time_us', 0), ('next_mailbox_id', 1);
@@ -167,10 +168,13 @@ def _insert_message(
 
 def _message_added(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
     m = e.message_added
-    _insert_message(
+    added = _insert_message(
         db, seq, m.mailbox_id, m.uid, m.blob_id, m.size, m.internal_date, m.internal_date_tz,
         _flag_text(m.flags), m.structure.SerializeToString(deterministic=True),
     )
+    if added and m.message_id_hash:
+        # Remembered even after an expunge: a retried SMTP transaction is never a new message.
+        db.execute("INSERT OR IGNORE INTO delivery_key VALUES (?,?,?)", (m.message_id_hash, m.mailbox_id, m.uid))
 
 
 def _new_flags(old: str, add: Iterable[str], remove: Iterable[str], replace: bool) -> str:
@@ -324,6 +328,10 @@ class MailboxView:
         )
         return [r[0] for r in rows]
 
+    def delivered(self, key: bytes) -> bool:
+        """Whether a delivery with this key (Message-ID and content) was already made."""
+        return self.db.execute("SELECT 1 FROM delivery_key WHERE hash=?", (key,)).fetchone() is not None
+
     def setting(self, key: str) -> str | None:
         r = self.db.execute("SELECT value FROM setting WHERE key=?", (key,)).fetchone()
         return str(r[0]) if r else None
@@ -334,7 +342,7 @@ class MailboxView:
     def dump(self) -> list[tuple[object, ...]]:
         """Every row of every table, in a canonical order: two equal states dump equal."""
         out: list[tuple[object, ...]] = []
-        for table in ("mailbox", "subscription", "message", "expunged", "setting", "meta"):
+        for table in ("mailbox", "subscription", "message", "expunged", "delivery_key", "setting", "meta"):
             rows = self.db.execute(f"SELECT * FROM {table}").fetchall()
             out.extend((table, *r) for r in sorted(rows, key=repr))
         return out

@@ -61,6 +61,7 @@ class Store:
         self._system_writer: StreamWriter | None = None
         self._queue_writer: StreamWriter | None = None
         self._reaper: asyncio.Task[None] | None = None
+        self.queue_blobs: BlobStore | None = None
 
     # ---------------------------------------------------------------- opening
 
@@ -107,7 +108,10 @@ class Store:
             e.ParseFromString(plaintext)
             self.system.apply(record.seq, e)
         self._system_writer = StreamWriter(slog, self._apply_system)
-        self._queue_writer = StreamWriter(self._stream_log(QUEUE, create=True), lambda c: None)
+        qlog = self._stream_log(QUEUE, create=True)
+        self._queue_writer = StreamWriter(qlog, lambda c: None)
+        if qlog.keys is not None:
+            self.queue_blobs = BlobStore(QUEUE, self.directory / "blobs" / qlog.keys.dir_name, qlog.keys)
 
     def _apply_system(self, committed: list[Committed]) -> None:
         for c in committed:
@@ -143,6 +147,19 @@ class Store:
     async def append_queue(self, events: Sequence[pb.Event]) -> list[Committed]:
         assert self._queue_writer is not None
         return await self._queue_writer.append(events)
+
+    def subscribe_queue(self) -> Subscription:
+        assert self._queue_writer is not None
+        return self._queue_writer.subscribe()
+
+    async def put_queue_blob(self, data: bytes) -> bytes:
+        """Store an outbound message's bytes (fsynced) before the queue event naming them."""
+        assert self.queue_blobs is not None
+        return await asyncio.to_thread(self.queue_blobs.put, data)
+
+    def read_queue_blob(self, blob_id: bytes) -> bytes:
+        assert self.queue_blobs is not None
+        return self.queue_blobs.get(blob_id)
 
     def stream_events(self, stream: str, since: int = 0) -> Iterable[Committed]:
         """Decrypted events of any stream (system, queue, account/<name>)."""
@@ -288,9 +305,14 @@ class Store:
                 count += 1
                 e = pb.Event()
                 e.ParseFromString(plaintext)
-                if e.WhichOneof("kind") == "message_added" and e.message_added.blob_id not in seen_blobs:
-                    seen_blobs.add(e.message_added.blob_id)
-                    blobs.get(e.message_added.blob_id)
+                kind = e.WhichOneof("kind")
+                blob_id = (
+                    e.message_added.blob_id if kind == "message_added"
+                    else e.outbound_queued.blob_id if kind == "outbound_queued" else None
+                )
+                if blob_id is not None and blob_id not in seen_blobs:
+                    seen_blobs.add(blob_id)
+                    blobs.get(blob_id)
             return StreamReport(stream, head, count, len(seen_blobs), None)
         except (DamagedLog, DamagedBlob) as err:
             return StreamReport(stream, head, count, len(seen_blobs), str(err))
