@@ -1,0 +1,129 @@
+"""Static settings from one TOML file (listeners, hostname, data directory, TLS, resolver), validated by key."""
+
+import ipaddress
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+LISTENER_KINDS = ("smtp", "submission", "submissions", "imap", "imaps")
+
+
+class ConfigError(Exception):
+    """A setting is missing or wrong; the message names the key."""
+
+
+@dataclass(frozen=True)
+class Listener:
+    kind: str  # one of LISTENER_KINDS
+    address: str
+    port: int
+
+
+@dataclass(frozen=True)
+class ResolverSettings:
+    nameservers: tuple[str, ...] = ("127.0.0.1",)
+    port: int = 53
+
+
+@dataclass(frozen=True)
+class Config:
+    hostname: str
+    data_dir: Path
+    key_file: Path | None
+    passphrase_env: str | None
+    tls_cert: Path
+    tls_key: Path
+    listeners: tuple[Listener, ...]
+    resolver: ResolverSettings = field(default_factory=ResolverSettings)
+    # Plaintext passwords only where no network sees them: localserve on loopback.
+    allow_plaintext_auth: bool = False
+    # localserve: every outgoing message is delivered to this account instead of leaving.
+    deliver_all_to: str | None = None
+    # Submission relays remote mail through this host:port (a smarthost) when set.
+    smarthost: str | None = None
+    max_message_bytes: int = 50 << 20
+
+
+def _take(table: dict[str, Any], key: str, kind: type, where: str, default: Any = ...) -> Any:
+    if key not in table:
+        if default is ...:
+            raise ConfigError(f"{where}{key}: missing")
+        return default
+    value = table[key]
+    if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
+        raise ConfigError(f"{where}{key}: expected {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _check_address(value: str, where: str) -> None:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not an IP address") from None
+
+
+def parse(text: str, base: Path) -> Config:
+    """Parse and validate; relative paths are taken from `base` (the config file's directory)."""
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"not valid TOML: {e}") from None
+    known = {"hostname", "data_dir", "key_file", "passphrase_env", "tls", "listener", "resolver",
+             "allow_plaintext_auth", "deliver_all_to", "smarthost", "max_message_bytes"}
+    for key in doc:
+        if key not in known:
+            raise ConfigError(f"{key}: unknown setting")
+    hostname = _take(doc, "hostname", str, "")
+    if not hostname or " " in hostname:
+        raise ConfigError("hostname: must be a host name")
+    key_file = _take(doc, "key_file", str, "", None)
+    passphrase_env = _take(doc, "passphrase_env", str, "", None)
+    if key_file and passphrase_env:
+        raise ConfigError("key_file, passphrase_env: set one, not both")
+    tls = _take(doc, "tls", dict, "")
+    listeners = []
+    for i, item in enumerate(_take(doc, "listener", list, "")):
+        where = f"listener[{i}]."
+        if not isinstance(item, dict):
+            raise ConfigError(f"listener[{i}]: expected a table")
+        kind = _take(item, "kind", str, where)
+        if kind not in LISTENER_KINDS:
+            raise ConfigError(f"{where}kind: {kind!r} is not one of {', '.join(LISTENER_KINDS)}")
+        address = _take(item, "address", str, where)
+        _check_address(address, where + "address")
+        port = _take(item, "port", int, where)
+        if not 0 < port < 65536:
+            raise ConfigError(f"{where}port: {port} is not a port number")
+        listeners.append(Listener(kind, address, port))
+    if not listeners:
+        raise ConfigError("listener: at least one listener is needed")
+    res = _take(doc, "resolver", dict, "", {})
+    servers = tuple(_take(res, "nameservers", list, "resolver.", ["127.0.0.1"]))
+    for s in servers:
+        _check_address(str(s), "resolver.nameservers")
+    max_bytes = _take(doc, "max_message_bytes", int, "", 50 << 20)
+    if max_bytes < 1024:
+        raise ConfigError("max_message_bytes: too small")
+    return Config(
+        hostname=hostname,
+        data_dir=base / _take(doc, "data_dir", str, ""),
+        key_file=base / key_file if key_file else None,
+        passphrase_env=passphrase_env,
+        tls_cert=base / _take(tls, "cert", str, "tls."),
+        tls_key=base / _take(tls, "key", str, "tls."),
+        listeners=tuple(listeners),
+        resolver=ResolverSettings(tuple(str(s) for s in servers), _take(res, "port", int, "resolver.", 53)),
+        allow_plaintext_auth=_take(doc, "allow_plaintext_auth", bool, "", False),
+        deliver_all_to=_take(doc, "deliver_all_to", str, "", None),
+        smarthost=_take(doc, "smarthost", str, "", None),
+        max_message_bytes=max_bytes,
+    )
+
+
+def load(path: Path) -> Config:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: {e.strerror}") from None
+    return parse(text, path.parent.resolve())
