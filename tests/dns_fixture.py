@@ -6,6 +6,10 @@ Test modules wrap these in their own fixtures, for example:
     def dns_server(tmp_path_factory):
         with DnsServer.start(tmp_path_factory.mktemp("dns"), {"example.test": "..."}) as server:
             yield server
+
+or use the function-scoped factory fixture `dns_servers` (bind it in the test module with
+`dns_servers = dns_fixture.dns_servers`): `server = dns_servers({"x.test": zone_text(...)})`; every
+server it started is stopped after the test.
 """
 
 from __future__ import annotations
@@ -19,13 +23,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 import nacl.signing
+import pytest
 
 from eventmail.mailauth.resolver import Resolver, ResolverConfig
 
@@ -154,6 +159,25 @@ class DnsServer:
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+@pytest.fixture
+def dns_servers(tmp_path: Path) -> Iterator[Callable[..., DnsServer]]:
+    """Factory fixture: `dns_servers(zones, zone_files=(), behaviours=None)` starts a server."""
+    started: list[DnsServer] = []
+
+    def start(
+        zones: Mapping[str, str] | None = None,
+        zone_files: Iterable[Path] = (),
+        behaviours: Mapping[str, str] | None = None,
+    ) -> DnsServer:
+        server = DnsServer.start(tmp_path / f"dns-{len(started)}", zones, zone_files, behaviours)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
 
 
 # -- DKIM keys made by the tests ------------------------------------------------------------------

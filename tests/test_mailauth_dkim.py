@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -13,11 +14,14 @@ from pathlib import Path
 
 import dkim as dkimpy
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from eventmail.mailauth.dkim import (
     OVERSIGNED_HEADERS,
     DkimResult,
     DkimSignError,
+    dnsfunc_for,
     headers_to_sign,
     public_key_record,
     sign,
@@ -394,3 +398,60 @@ def test_result_round_trip() -> None:
     r = DkimResult("fail", "d.test", "s", "rsa-sha256", 2048, "@d.test", "abcdefgh", "why")
     assert DkimResult.from_dict(r.to_dict()) == r
     assert DkimResult.from_dict({"result": "nonsense", "key_bits": True}).key_bits is None
+
+
+@async_test
+async def test_dkimpy_dnsfunc_shim_uses_our_resolver(resolver: Resolver, keys: Keys) -> None:
+    signed = sign_sync(MESSAGE, "dkim.test", "rsa", "rsa-sha256", keys.rsa.private_key) + MESSAGE
+    dnsfunc = dnsfunc_for(resolver)
+    assert await asyncio.to_thread(dkimpy.verify, signed, dnsfunc=dnsfunc)
+    broken = sign_sync(MESSAGE, "dkim.test", "broken", "ed25519-sha256", keys.ed.private_key) + MESSAGE
+    assert not await asyncio.to_thread(dkimpy.verify, broken, dnsfunc=dnsfunc)  # SERVFAIL: False, no raise
+
+
+SIGNATURE_TEXT = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=200)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "v=1",
+                "a=rsa-sha256",
+                "a=ed25519-sha256",
+                "a=rsa-sha1",
+                "d=dkim.test",
+                "d=x..y",
+                "s=ed",
+                "s=rsa",
+                "s=",
+                "h=from",
+                "h=from:to",
+                "bh=",
+                "bh=AAAA",
+                "b=",
+                "b=AAAA",
+                "c=relaxed/relaxed",
+                "c=bogus",
+                "l=5",
+                "l=-1",
+                "x=1",
+                "t=99999999999",
+                "i=@dkim.test",
+                "i=@evil.test",
+                "q=dns/txt",
+                "q=http",
+            ]
+        )
+        | SIGNATURE_TEXT,
+        max_size=12,
+    ),
+    st.binary(max_size=200),
+)
+def test_hostile_signatures_never_raise(resolver: Resolver, tags: list[str], body: bytes) -> None:
+    field = b"DKIM-Signature: " + "; ".join(tags).encode() + b"\r\n"
+    results = asyncio.run(verify_dkim(field + MESSAGE + body, resolver))
+    assert len(results) == 1
+    assert results[0].result in ("pass", "fail", "neutral", "policy", "temperror", "permerror")
+    assert results[0].result != "pass"

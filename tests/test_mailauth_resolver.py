@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,10 @@ from eventmail.mailauth.resolver import (
     Resolver,
     ResolverConfig,
 )
+from tests import dns_fixture
 from tests.dns_fixture import DATA_DIR, DnsServer, async_test, txt_rdata, zone_text
+
+dns_servers = dns_fixture.dns_servers
 
 ZONE = zone_text(
     "res.test",
@@ -82,6 +85,16 @@ def test_server_prints_port_and_stops_by_pid(tmp_path: Path) -> None:
     assert s.port > 0 and s.process.poll() is None
     s.stop()
     assert s.process.returncode is not None
+
+
+def test_factory_fixture_serves_several_zones(dns_servers: Callable[..., DnsServer]) -> None:
+    server = dns_servers(
+        {"a.test": zone_text("a.test", ["@ A 192.0.2.1"])}, zone_files=[DATA_DIR / "spf.test.zone"]
+    )
+    r = server.resolver()
+    assert asyncio.run(r.query("a.test", "A")).addresses() == ("192.0.2.1",)
+    assert asyncio.run(r.query("ip4.spf.test", "TXT")).txt() == (b"v=spf1 ip4:192.0.2.0/24 -all",)
+    assert server.process.poll() is None
 
 
 def test_server_refuses_bad_zone(tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 import spf as pyspf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from eventmail.mailauth import spf as mspf
 from eventmail.mailauth.resolver import Resolver
@@ -171,3 +173,21 @@ def test_result_round_trip() -> None:
     r = SpfResult("softfail", "ex.test", "helo", "postmaster@ex.test", "ex.test", "192.0.2.1", "~all", "why")
     assert SpfResult.from_dict(r.to_dict()) == r
     assert SpfResult.from_dict({"result": "bogus"}).result == "permerror"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.one_of(
+        st.sampled_from(["192.0.2.5", "2001:db8::1", "::ffff:10.0.0.1", "[::1]"]), st.text(max_size=40)
+    ),
+    st.one_of(
+        st.sampled_from(["a@ip4.spf.test", "a@macro.spf.test", "", "<>", "@", "a@", "a@b@c.spf.test"]),
+        st.text(max_size=80),
+        st.builds(lambda local, d: f"{local}@{d}.spf.test", st.text(max_size=20), st.text(max_size=20)),
+    ),
+    st.text(max_size=60),
+)
+def test_hostile_envelopes_never_raise(resolver: Resolver, ip: str, mail_from: str, helo: str) -> None:
+    result = asyncio.run(check_spf(ip, mail_from, helo, resolver, timeout=5))
+    assert result.result in mspf.SPF_RESULTS
+    assert SpfResult.from_dict(result.to_dict()) == result

@@ -22,7 +22,7 @@ import base64
 import binascii
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, cast
 
@@ -34,7 +34,7 @@ import nacl.exceptions
 import nacl.signing
 
 from .domains import DomainError, to_ascii_domain
-from .resolver import DnsAnswer, DnsStatus, Resolver
+from .resolver import DnsAnswer, DnsLookupFailed, DnsStatus, Resolver
 
 DkimResultCode = Literal["pass", "fail", "neutral", "policy", "temperror", "permerror"]
 DKIM_RESULTS: frozenset[str] = frozenset({"pass", "fail", "neutral", "policy", "temperror", "permerror"})
@@ -308,6 +308,22 @@ async def verify_dkim(
     if not any(isinstance(i, _Pending) for i in items):
         return tuple(i for i in items if isinstance(i, DkimResult))
     return await asyncio.to_thread(_verify_all, d, items, answers)
+
+
+def dnsfunc_for(resolver: Resolver) -> Callable[..., bytes | None]:
+    """A dkimpy `dnsfunc` (for `dkim.verify`, `dkim.arc_verify`, ...) that asks `resolver`.
+
+    Blocking: call dkimpy from a worker thread. DNS failures become `dkim.DnsTimeoutError`,
+    which dkimpy reports as a failed verification instead of raising.
+    """
+
+    def dnsfunc(name: bytes, timeout: float = 5.0) -> bytes | None:
+        try:
+            return resolver.dkim_txt(name, timeout)
+        except DnsLookupFailed as exc:
+            raise dkimpy.DnsTimeoutError(str(exc)) from None
+
+    return dnsfunc
 
 
 # -- signing ----------------------------------------------------------------------------------
