@@ -146,10 +146,17 @@ class ResolverConfig:
 
     @classmethod
     def from_system(cls, **overrides: object) -> ResolverConfig:
-        """Nameservers from /etc/resolv.conf (via dnspython), other fields from `overrides`."""
-        system = dns.resolver.Resolver(configure=True)
-        servers = tuple(str(ns) for ns in system.nameservers)
-        base = cls(nameservers=servers or ("127.0.0.1",), port=int(system.port))
+        """Nameservers from /etc/resolv.conf (via dnspython), other fields from `overrides`.
+
+        Without a usable resolv.conf the default is 127.0.0.1:53 (a local validating resolver,
+        which is what a mail server should use anyway).
+        """
+        try:
+            system = dns.resolver.Resolver(configure=True)
+            servers, port = tuple(str(ns) for ns in system.nameservers), int(system.port)
+        except (dns.exception.DNSException, OSError):
+            servers, port = (), 53
+        base = cls(nameservers=servers or ("127.0.0.1",), port=port)
         return replace(base, **overrides)  # type: ignore[arg-type]
 
 
