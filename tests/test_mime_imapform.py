@@ -232,3 +232,20 @@ def test_decode_mixed_parts() -> None:
     st = parse_structure(MIXED)
     assert decode_part(MIXED, st.body.parts[0].parts[0]) == "Hello é".encode()
     assert decode_part(MIXED, st.body.parts[1]) == b"%PD"
+
+
+def test_hostile_sections() -> None:
+    st = parse_structure(MIXED)
+    for section in [
+        "9" * 5000,
+        "HEADER.FIELDS (\ud800 \udcff)",
+        "1." * 10_000 + "1",
+        "HEADER.FIELDS (" + "A " * 10_000 + ")",
+        "1.1.1",
+        "(",
+        ")",
+        "\x00",
+    ]:
+        extract_section(MIXED, st, section)  # no exception
+    raw = msg("Content-Type: multipart/mixed; boundary=zz", "", "no delimiter", "")
+    assert extract_section(raw, parse_structure(raw), "1.1") is None

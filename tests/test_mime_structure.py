@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from eventmail.mime import MimeLimits, parse_structure
+from eventmail.mime.structure import MAX_DEPTH_CEILING
 from eventmail.mime.imapform import render_bodystructure, render_envelope
 from eventmail.proto import events_pb2
 
@@ -449,6 +450,21 @@ def test_default_depth_limit_survives_protobuf_round_trip() -> None:
     # Nested message/rfc822 the same way, envelope included.
     raw = b"Subject: x\r\nContent-Type: message/rfc822\r\n\r\n" * 200 + b"\r\nend"
     st = parse_structure(raw)
+    assert events_pb2.MessageStructure.FromString(st.SerializeToString()) == st
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        nested(120),
+        b"To: a@b\r\nContent-Type: message/rfc822\r\n\r\n" * 120 + b"x",
+        b"Content-Type: multipart/mixed; boundary=a\r\n\r\n--a\r\nContent-Type: message/rfc822\r\n\r\n"
+        b"To: a@b\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n" * 60,
+    ],
+)
+def test_depth_ceiling_survives_protobuf_round_trip(raw: bytes) -> None:
+    st = parse_structure(raw, MimeLimits(max_depth=MAX_DEPTH_CEILING))
+    assert max(d for _, d in walk(st.body)) == MAX_DEPTH_CEILING
     assert events_pb2.MessageStructure.FromString(st.SerializeToString()) == st
 
 

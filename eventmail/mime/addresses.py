@@ -6,7 +6,7 @@ import re
 
 from eventmail.proto import events_pb2
 
-from .headers import unquote
+from .headers import comment_end, unquote
 
 # Placeholders for a missing local part or domain. An empty host with a mailbox would read as a
 # group start and an all-empty address as a group end (RFC 3501 §7.4.2), so a broken address
@@ -27,24 +27,6 @@ _WORD, _QUOTED, _LITERAL, _COMMENT, _SPECIAL = range(5)
 _Token = tuple[int, bytes, bool]  # (kind, value, preceded by white space or a comment)
 
 
-def _comment_end(v: bytes, i: int) -> int:
-    n = len(v)
-    depth = 0
-    while i < n:
-        c = v[i]
-        if c == 0x5C:
-            i += 2
-            continue
-        if c == 0x28:
-            depth += 1
-        elif c == 0x29:
-            depth -= 1
-            if depth == 0:
-                return i + 1
-        i += 1
-    return n
-
-
 def _tokens(v: bytes) -> list[_Token]:
     out: list[_Token] = []
     i = 0
@@ -61,7 +43,7 @@ def _tokens(v: bytes) -> list[_Token]:
             i = m.end()
             continue
         if kind == 4:
-            end = _comment_end(v, i)
+            end = comment_end(v, i)
             body = v[i + 1 : end - 1] if v[end - 1 : end] == b")" else v[i + 1 : end]
             out.append((_COMMENT, body, space))
             space = True

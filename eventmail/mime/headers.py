@@ -25,10 +25,9 @@ def header_fields(raw: bytes, start: int, end: int) -> list[tuple[bytes, bytes, 
     The field end includes the line break of its last line; `start` must be at a line start.
     """
     out: list[tuple[bytes, bytes, int, int]] = []
-    n = len(raw)
     for m in FIELD_RE.finditer(raw, start, end):
         stop = m.end()
-        if stop < n and raw[stop] == 0x0A:  # the field's own line break
+        if stop < end and raw[stop] == 0x0A:  # the field's own line break
             stop += 1
         out.append((m.group(1).lower(), m.group(2), m.start(), stop))
     return out
@@ -52,7 +51,7 @@ def _skip_quoted(v: bytes, i: int) -> int:
     return n
 
 
-def _skip_comment(v: bytes, i: int) -> int:
+def comment_end(v: bytes, i: int) -> int:
     """Index just past the (possibly nested) comment starting at v[i] == '(' (RFC 5322 §3.2.2)."""
     n = len(v)
     depth = 0
@@ -93,7 +92,7 @@ def _split_semicolons(v: bytes) -> list[bytes]:
         elif c == 0x22:
             i = _skip_quoted(v, j)
         else:
-            i = _skip_comment(v, j)
+            i = comment_end(v, j)
     out.append(v[seg:])
     return out
 
@@ -112,7 +111,7 @@ def strip_comments(v: bytes) -> bytes:
             i = _skip_quoted(v, i)
         elif c == 0x28:
             parts.append(v[seg:i])
-            i = seg = _skip_comment(v, i)
+            i = seg = comment_end(v, i)
             parts.append(b" ")
         elif c == 0x5C:
             i += 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import binascii
 import re
-from typing import Any
+from collections.abc import Sequence
 
 from eventmail.proto import events_pb2
 
@@ -27,19 +27,20 @@ def imap_string(value: bytes) -> bytes:
     return b"{%d}\r\n" % len(value) + value
 
 
-def imap_nstring(value: bytes, present: bool = True) -> bytes:
-    """NIL when absent (or when `present` is true but the value is empty and that means absent)."""
+def imap_nstring(value: bytes, present: bool) -> bytes:
+    """An nstring: NIL when the header or field is absent, else `value` (possibly "")."""
     return imap_string(value) if present else _NIL
 
 
 def _opt(value: bytes) -> bytes:
+    """An nstring for a proto field where empty means absent (the parts of an address)."""
     return imap_string(value) if value else _NIL
 
 
 # ---------------------------------------------------------------- ENVELOPE
 
 
-def _addresses(out: list[bytes], addrs: Any) -> None:
+def _addresses(out: list[bytes], addrs: Sequence[events_pb2.Address]) -> None:
     if not addrs:
         out.append(_NIL)
         return
@@ -53,7 +54,7 @@ def _addresses(out: list[bytes], addrs: Any) -> None:
 
 
 def _envelope(out: list[bytes], env: events_pb2.Envelope) -> None:
-    from_ = getattr(env, "from")
+    from_: Sequence[events_pb2.Address] = getattr(env, "from")  # "from" is a Python keyword
     out.append(b"(")
     out.append(imap_nstring(env.date, env.has_date))
     out.append(b" ")
@@ -90,7 +91,7 @@ _EMPTY_BODY = b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0)'
 _EMPTY_BODYSTRUCTURE = b'("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 0 0 NIL NIL NIL NIL)'
 
 
-def _params(params: Any) -> bytes:
+def _params(params: Sequence[events_pb2.Param]) -> bytes:
     if not params:
         return _NIL
     return b"(" + b" ".join(imap_string(p.name) + b" " + imap_string(p.value) for p in params) + b")"
@@ -179,7 +180,9 @@ def render_bodystructure(part: events_pb2.MimePart, extensible: bool, *, imap4re
 
 # ---------------------------------------------------------------- BODY[section]
 
-_SECTION_RE = re.compile(r"\s*((?:[0-9]+\.)*[0-9]+)?\.?([A-Za-z.]*)\s*(?:\((.*)\))?\s*", re.S)
+# section-part *("." section-msgtext ...) of RFC 9051 §9, leniently spaced; part numbers are
+# capped at 9 digits so that a hostile section cannot make int() raise.
+_SECTION_RE = re.compile(r"\s*((?:[0-9]{1,9}\.)*[0-9]{1,9})?\.?([A-Za-z.]*)\s*(?:\((.*)\))?\s*", re.S)
 _FIELD_NAME_RE = re.compile(r'"((?:[^"\\]|\\.)*)"|([^\s()"]+)', re.S)
 _QPAIR_RE = re.compile(r"\\(.)", re.S)
 _TEXT_SPECS = frozenset(("", "HEADER", "TEXT", "MIME", "HEADER.FIELDS", "HEADER.FIELDS.NOT"))
@@ -199,7 +202,8 @@ def _resolve(
 ) -> events_pb2.MimePart | _Placeholder | None:
     """The part named by a numeric section path (RFC 9051 §6.4.5), or None if there is none."""
     node: events_pb2.MimePart | None = None
-    for n in nums:
+    last = len(nums) - 1
+    for i, n in enumerate(nums):
         if node is None:
             container = structure.body
         elif _is_message(node):
@@ -207,13 +211,13 @@ def _resolve(
         elif node.type == b"multipart":
             container = node
         else:
-            return (
-                None  # a leaf has no sub-parts (Dovecot answers "1.1" of a leaf in a multipart with the leaf)
-            )
+            # A leaf has no sub-parts. (Dovecot answers "1.1" of a leaf inside a multipart with
+            # the leaf itself, but "1.1" of a single-part message with nothing.)
+            return None
         if container.type == b"multipart":
             if 1 <= n <= len(container.parts):
                 node = container.parts[n - 1]
-            elif n == 1 and not container.parts and n == nums[-1]:
+            elif n == 1 and not container.parts and i == last:
                 return _Placeholder()
             else:
                 return None
@@ -281,7 +285,7 @@ def extract_section(raw: bytes, structure: events_pb2.MessageStructure, section:
     wanted: set[bytes] = set()
     for quoted, atom in _FIELD_NAME_RE.findall(names or ""):
         name = _QPAIR_RE.sub(r"\1", quoted) if quoted else atom
-        wanted.add(name.lower().encode("utf-8", "surrogateescape"))
+        wanted.add(name.lower().encode("utf-8", "surrogatepass"))  # never raises; field names are ASCII
     return _header_subset(raw, msg, wanted, text.endswith(".NOT"))
 
 
