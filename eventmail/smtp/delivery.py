@@ -1,0 +1,158 @@
+"""Inbound delivery: recipients decided at RCPT, mail authentication, trace headers, and the log append before 250."""
+
+import asyncio
+import email.utils
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from ..mailauth.resolver import Resolver
+from ..mailauth.verdict import AuthVerdict, evaluate
+from ..mime.structure import parse_structure
+from ..proto import events_pb2 as pb
+from ..store import Store, StoreError, StoreFull
+from .reply import Reply
+
+log = logging.getLogger(__name__)
+
+# RFC 2046 puts no bound on nesting; real mail rarely nests past 5. 30 levels or 2,000 parts is
+# hostile (a "MIME bomb") rather than mail, and each level costs parsing and IMAP rendering.
+MAX_MIME_DEPTH = 30
+MAX_MIME_PARTS = 2000
+
+
+@dataclass
+class Transaction:
+    """One SMTP transaction as the policy layer sees it."""
+
+    remote_ip: str
+    helo: str
+    tls: bool
+    mail_from: str = ""
+    authenticated: str | None = None  # the account, on submission
+    smtputf8: bool = False
+    recipients: dict[str, str] = field(default_factory=dict)  # address -> account
+
+    @property
+    def transaction_id(self) -> str:
+        return self._id
+
+    def __post_init__(self) -> None:
+        self._id = secrets.token_hex(6)
+
+
+def mime_shape(structure: pb.MessageStructure) -> tuple[int, int]:
+    """(depth, parts) of a message's MIME tree."""
+    depth = parts = 0
+    stack = [(structure.body, 1)]
+    while stack:
+        part, d = stack.pop()
+        parts += 1
+        depth = max(depth, d)
+        stack.extend((p, d + 1) for p in part.parts)
+        if part.HasField("message"):
+            stack.append((part.message, d + 1))
+    return depth, parts
+
+
+def received_header(tx: Transaction, hostname: str, recipient: str | None) -> bytes:
+    """The trace field of RFC 5321 §4.4, with the protocol named as RFC 3848 has it."""
+    proto = "ESMTP" + ("S" if tx.tls else "") + ("A" if tx.authenticated else "")
+    if tx.smtputf8:
+        proto = "UTF8" + proto.replace("ESMTP", "SMTP")
+    for_part = f"\r\n\tfor <{recipient}>" if recipient else ""
+    date = email.utils.format_datetime(email.utils.localtime())
+    return (
+        f"Received: from {tx.helo} ([{tx.remote_ip}])\r\n\tby {hostname} (eventmail) with {proto} id {tx.transaction_id}"
+        f"{for_part}; {date}\r\n"
+    ).encode()
+
+
+def strip_our_authentication_results(message: bytes, authserv_id: str) -> bytes:
+    """Remove Authentication-Results fields that claim our authserv-id (RFC 8601 §5): a sender
+    must not be able to forge our verdict."""
+    head, sep, body = message.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    out: list[bytes] = []
+    skipping = False
+    ours = authserv_id.lower().encode()
+    for line in lines:
+        if line[:1] in (b" ", b"\t"):
+            if not skipping:
+                out.append(line)
+            continue
+        name, _, value = line.partition(b":")
+        skipping = name.strip().lower() == b"authentication-results" and value.strip().lower().split(b";")[0].strip() == ours
+        if not skipping:
+            out.append(line)
+    return b"\r\n".join(out) + sep + body
+
+
+Evaluator = Callable[[bytes, str, str, str], Awaitable[AuthVerdict]]
+
+
+class InboundDelivery:
+    """The MX's policy and its writes. One per server; stateless between transactions."""
+
+    def __init__(self, store: Store, resolver: Resolver, hostname: str) -> None:
+        self.store = store
+        self.resolver = resolver
+        self.hostname = hostname
+
+    def recipient_account(self, address: str) -> str | None:
+        """RCPT TO: the account receiving mail for the address (addresses, then catch-alls)."""
+        return self.store.system.account_for(address)
+
+    async def verdict(self, tx: Transaction, message: bytes) -> AuthVerdict:
+        return await evaluate(message, tx.remote_ip, tx.helo, tx.mail_from, self.resolver, receiver=self.hostname)
+
+    async def deliver(self, tx: Transaction, message: bytes) -> Reply:
+        """Authenticate, add trace headers, append one event per recipient account; 250 only after fsync."""
+        structure = parse_structure(message)
+        depth, parts = mime_shape(structure)
+        if depth > MAX_MIME_DEPTH or parts > MAX_MIME_PARTS:
+            log.info("tx %s from %s: refused, MIME depth %d parts %d", tx.transaction_id, tx.remote_ip, depth, parts)
+            return Reply(554, "5.6.0", "message structure too complex")
+        verdict = await self.verdict(tx, message)
+        if verdict.disposition == "reject":
+            log.info("tx %s from %s: refused by DMARC policy: %s", tx.transaction_id, tx.remote_ip, verdict.reasons[0])
+            return Reply(550, "5.7.1", "rejected by the sender domain's DMARC policy")
+        mailbox = "Junk" if verdict.disposition == "quarantine" else "INBOX"
+        body = strip_our_authentication_results(message, self.hostname)
+        auth_results = verdict.authentication_results(self.hostname)
+        by_account: dict[str, list[str]] = {}
+        for address, account in tx.recipients.items():
+            by_account.setdefault(account, []).append(address)
+        try:
+            await asyncio.gather(
+                *(self._deliver_one(tx, account, addrs, body, message, auth_results, verdict, mailbox)
+                  for account, addrs in by_account.items())
+            )
+        except StoreFull:
+            log.error("tx %s: disk full, answered 452", tx.transaction_id)
+            return Reply(452, "4.3.1", "insufficient system storage, try again later")
+        except StoreError as e:
+            log.error("tx %s: store error %s, answered 451", tx.transaction_id, e)
+            return Reply(451, "4.3.0", "local error in processing, try again later")
+        log.info(
+            "tx %s from %s: delivered to %s (%s, %s)",
+            tx.transaction_id, tx.remote_ip, ",".join(sorted(by_account)), mailbox, verdict.method,
+        )
+        return Reply(250, "2.0.0", f"queued as {tx.transaction_id}")
+
+    async def _deliver_one(
+        self, tx: Transaction, account: str, addresses: list[str], body: bytes, original: bytes,
+        auth_results: str, verdict: AuthVerdict, mailbox: str,
+    ) -> None:
+        trace = received_header(tx, self.hostname, addresses[0] if len(addresses) == 1 else None)
+        final = trace + auth_results.encode() + b"\r\n" + body
+        origin = pb.Origin(
+            kind="smtp", remote_ip=tx.remote_ip, helo=tx.helo, mail_from=tx.mail_from, rcpt_to=addresses,
+            authentication_results=auth_results, verdict=verdict.to_json(),
+        )
+        async with self.store.use_account(account) as acct:
+            key = acct.delivery_key(original)
+            added = await acct.add_message(mailbox, final, origin=origin, delivery_key=key)
+            if added is None:
+                log.info("tx %s: %s already had this message (a retried transaction)", tx.transaction_id, account)

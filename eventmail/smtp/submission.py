@@ -1,0 +1,126 @@
+"""Submission: the sender's From checked, Date and Message-ID added, DKIM-signed, queued, copied to Sent, local mail delivered."""
+
+import asyncio
+import email.utils
+import logging
+import secrets
+from email.headerregistry import Address
+from email.parser import BytesHeaderParser
+from email.policy import SMTP as SMTP_POLICY
+
+from ..mailauth.dkim import DkimSignError, sign
+from ..proto import events_pb2 as pb
+from ..store import Store, StoreError, StoreFull, normalize_address
+from .delivery import Transaction, received_header
+from .reply import Reply
+
+log = logging.getLogger(__name__)
+
+# Ed25519 first (RFC 8463 §3 suggests signing with both while verifiers catch up).
+SIGNING_ORDER = ("ed25519-sha256", "rsa-sha256")
+
+
+def from_addresses(message: bytes) -> list[str]:
+    """The addresses of the From field(s), as written."""
+    headers = BytesHeaderParser(policy=SMTP_POLICY).parsebytes(message)
+    out: list[str] = []
+    for value in headers.get_all("From") or []:
+        try:
+            addresses: tuple[Address, ...] = value.addresses
+        except (AttributeError, ValueError, IndexError):
+            continue
+        out.extend(a.addr_spec for a in addresses if a.addr_spec)
+    return out
+
+
+def add_missing_fields(message: bytes, hostname: str) -> bytes:
+    """RFC 6409 §8.2/§8.3: a submission server may add Date and Message-ID when they are missing."""
+    head = message.split(b"\r\n\r\n", 1)[0].lower()
+    names = {line.split(b":", 1)[0].strip() for line in head.split(b"\r\n") if b":" in line and line[:1] not in b" \t"}
+    extra = b""
+    if b"date" not in names:
+        extra += f"Date: {email.utils.format_datetime(email.utils.localtime())}\r\n".encode()
+    if b"message-id" not in names:
+        extra += f"Message-ID: <{secrets.token_hex(12)}@{hostname}>\r\n".encode()
+    return extra + message
+
+
+class Submission:
+    """The submission listener's policy and writes (RFC 6409)."""
+
+    def __init__(self, store: Store, hostname: str, deliver_all_to: str | None = None) -> None:
+        self.store = store
+        self.hostname = hostname
+        self.deliver_all_to = deliver_all_to
+
+    def owns(self, account: str, address: str) -> bool:
+        """Whether `address` is one of the account's addresses (a catch-all covers its domain)."""
+        return self.store.system.account_for(address) == account
+
+    async def dkim_headers(self, message: bytes, from_domain: str) -> bytes:
+        selectors = [
+            d for (domain, _), d in sorted(self.store.system.dkim.items()) if domain == from_domain and d.active
+        ]
+        selectors.sort(key=lambda d: SIGNING_ORDER.index(d.algorithm) if d.algorithm in SIGNING_ORDER else 9)
+        out = b""
+        for d in selectors:
+            try:
+                out += await sign(message, d.domain, d.selector, d.algorithm, d.private_key)
+            except DkimSignError as e:
+                log.error("DKIM signing with %s._domainkey.%s failed: %s", d.selector, d.domain, e)
+        return out
+
+    async def submit(self, tx: Transaction, message: bytes) -> Reply:
+        account = tx.authenticated
+        if account is None:
+            return Reply(530, "5.7.0", "authentication required")
+        senders = from_addresses(message)
+        if not senders or not all(self.owns(account, a) for a in senders):
+            log.info("tx %s: %s tried to send as %s", tx.transaction_id, account, senders)
+            return Reply(550, "5.7.1", "the From address is not one of this account's addresses")
+        message = add_missing_fields(message, self.hostname)
+        from_domain = normalize_address(senders[0]).rpartition("@")[2]
+        signed = await self.dkim_headers(message, from_domain) + message
+        local: dict[str, list[str]] = {}
+        remote: list[str] = []
+        for rcpt in tx.recipients:
+            target = self.store.system.account_for(rcpt) or self.deliver_all_to
+            if target is None:
+                remote.append(rcpt)
+            else:
+                local.setdefault(target, []).append(rcpt)
+        origin = pb.Origin(kind="submission", remote_ip=tx.remote_ip, mail_from=tx.mail_from, rcpt_to=list(tx.recipients))
+        try:
+            writes = [self._sent_copy(account, signed, origin)]
+            writes += [self._deliver_local(tx, target, rcpts, signed) for target, rcpts in local.items()]
+            if remote:
+                writes.append(self._queue(tx, account, remote, signed))
+            await asyncio.gather(*writes)
+        except StoreFull:
+            return Reply(452, "4.3.1", "insufficient system storage, try again later")
+        except StoreError as e:
+            log.error("tx %s: store error %s", tx.transaction_id, e)
+            return Reply(451, "4.3.0", "local error in processing, try again later")
+        log.info(
+            "tx %s: %s submitted to %d local and %d remote recipients", tx.transaction_id, account,
+            sum(len(r) for r in local.values()), len(remote),
+        )
+        return Reply(250, "2.0.0", f"queued as {tx.transaction_id}")
+
+    async def _sent_copy(self, account: str, signed: bytes, origin: pb.Origin) -> None:
+        async with self.store.use_account(account) as acct:
+            await acct.add_message("Sent", signed, flags=["\\Seen"], origin=origin)
+
+    async def _deliver_local(self, tx: Transaction, account: str, rcpts: list[str], signed: bytes) -> None:
+        final = received_header(tx, self.hostname, rcpts[0] if len(rcpts) == 1 else None) + signed
+        origin = pb.Origin(kind="submission-local", remote_ip=tx.remote_ip, mail_from=tx.mail_from, rcpt_to=rcpts)
+        async with self.store.use_account(account) as acct:
+            await acct.add_message("INBOX", final, origin=origin, delivery_key=acct.delivery_key(signed))
+
+    async def _queue(self, tx: Transaction, account: str, rcpts: list[str], signed: bytes) -> None:
+        final = received_header(tx, self.hostname, None) + signed
+        blob_id = await self.store.put_queue_blob(final)
+        await self.store.append_queue([pb.Event(outbound_queued=pb.OutboundQueued(
+            id=tx.transaction_id, account=account, mail_from=tx.mail_from, rcpt_to=rcpts, blob_id=blob_id,
+            size=len(final),
+        ))])
