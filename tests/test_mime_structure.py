@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from eventmail.mime import MimeLimits, parse_structure
-from eventmail.mime.structure import MAX_DEPTH_CEILING
 from eventmail.mime.imapform import render_bodystructure, render_envelope
+from eventmail.mime.structure import MAX_DEPTH_CEILING
 from eventmail.proto import events_pb2
 
 FIXTURES = Path(__file__).resolve().parent / "data" / "mime"
@@ -321,6 +321,9 @@ def test_envelope_header_values_stay_raw() -> None:
         ("john . doe @ example . com", [(b"", b"", b"john.doe", b"example.com")]),
         ("<unclosed@example.com", [(b"", b"", b"unclosed", b"example.com")]),
         ('"unterminated <a@b>', [(b"", b"", b"unterminated <a@b>", b"MISSING_DOMAIN")]),
+        ('"": a@b;', [(b"", b"", b"a", b"b")]),  # a group without a name would read as a group end
+        ("g: h: a@b;", [(b"", b"", b"g", b""), (b"", b"", b"a", b"b"), None]),  # no nested groups
+        ("a@b (c1) (c2)", [(b"c2", b"", b"a", b"b")]),  # the last comment names a bare addr-spec
     ],
 )
 def test_address_lists(header: str, expected: list[tuple[bytes, bytes, bytes, bytes] | None]) -> None:

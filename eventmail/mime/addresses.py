@@ -160,17 +160,21 @@ def parse_address_list(value: bytes) -> list[events_pb2.Address]:
             continue
         if val == b",":
             flush()
-        elif val == b":" and not in_group and angle is None and any(t[0] != _COMMENT for t in phrase):
-            out.append(events_pb2.Address(mailbox=_phrase(phrase)))  # RFC 5322 §3.4 group
+        elif val == b":" and angle is None:
+            # RFC 5322 §3.4 group. A nameless or nested one has no place in the IMAP form: only
+            # its members are kept.
+            name = _phrase(phrase)
+            if name and not in_group:
+                out.append(events_pb2.Address(mailbox=name))
+                in_group = True
             phrase = []
-            in_group = True
         elif val == b";":
             flush()
             if in_group:
                 out.append(events_pb2.Address(group_end=True))
                 in_group = False
         elif angle is None:
-            phrase.append(tok)  # "." and "@" of an addr-spec; a stray ">" or ":"
+            phrase.append(tok)  # "." and "@" of an addr-spec; a stray ">"
     flush()
     if in_group:
         out.append(events_pb2.Address(group_end=True))  # a group without its ";"
