@@ -10,6 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from google.protobuf import json_format
 
@@ -30,6 +31,9 @@ from .store import (
     init_directory,
     load_master_key,
 )
+
+if TYPE_CHECKING:
+    from . import serve
 
 EXIT_USAGE = 2
 RESERVED_NAMES = {SYSTEM, QUEUE}
@@ -213,6 +217,138 @@ async def cmd_log(args: argparse.Namespace) -> None:
         await store.close()
 
 
+async def cmd_dkim_add(args: argparse.Namespace) -> None:
+    from .mailauth.dkim import public_key_record
+
+    private_key = _new_dkim_key(args.algorithm)
+    domain = args.domain.strip().lower().encode("idna").decode("ascii")
+    store = await _open(args, writable=True)
+    try:
+        if (domain, args.selector) in store.system.dkim:
+            raise CliError(f"selector {args.selector} of {domain} exists")
+        await store.append_system([pb.Event(dkim_selector=pb.DkimSelector(
+            domain=domain, selector=args.selector, algorithm=args.algorithm, private_key=private_key, active=True,
+        ))])
+    finally:
+        await store.close()
+    print(f"{args.selector}._domainkey.{domain}. TXT \"{public_key_record(args.algorithm, private_key)}\"")
+
+
+def _new_dkim_key(algorithm: str) -> bytes:
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    if algorithm == "ed25519-sha256":
+        return base64.b64encode(os.urandom(32))  # RFC 8463 §4: the private key is the 32-byte seed
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+async def cmd_dkim_list(args: argparse.Namespace) -> None:
+    from .mailauth.dkim import public_key_record
+
+    store = await _open(args, writable=False)
+    try:
+        for (domain, selector), d in sorted(store.system.dkim.items()):
+            state = "active" if d.active else "inactive"
+            print(f"{selector}._domainkey.{domain}. TXT \"{public_key_record(d.algorithm, d.private_key)}\"  ; {state}")
+    finally:
+        await store.close()
+
+
+# ---------------------------------------------------------------- servers
+
+
+LOCALSERVE_PORTS = {"smtp": 1025, "submission": 1587, "submissions": 1465, "imap": 1143, "imaps": 1993}
+LOCALSERVE_ACCOUNT = "you"
+LOCALSERVE_ADDRESS = "you@localhost"
+
+
+def _print_started(running: "serve.Running", extra: list[str]) -> None:
+    names = {
+        "smtp": "MX (SMTP)", "submission": "submission (STARTTLS)", "submissions": "submission (TLS)",
+        "imap": "IMAP (STARTTLS)", "imaps": "IMAP (TLS)",
+    }
+    for kind, port in running.ports.items():
+        print(f"{names[kind]:<24} 127.0.0.1 port {port}")
+    for line in extra:
+        print(line)
+    print("stop with ctrl-c", flush=True)
+
+
+async def cmd_localserve(args: argparse.Namespace) -> None:
+    from . import config as config_mod
+    from . import serve
+    from .tls.certs import make_self_signed
+
+    directory = Path(args.dir)
+    source = MasterKeySource(key_file=Path(args.key_file) if args.key_file else directory / "keys" / "master.key")
+    if not (directory / "keyring").exists():
+        init_directory(directory, source)
+        print(f"created {directory} (a local instance: its key lies inside it, which protects nothing at rest)")
+    cert, key = directory / "tls" / "cert.pem", directory / "tls" / "key.pem"
+    if not cert.exists():
+        make_self_signed(cert, key, ["localhost", "127.0.0.1", "::1"])
+    store = await Store.open(directory, load_master_key(directory, source))
+    password = args.password or _generate_password()
+    try:
+        if LOCALSERVE_ACCOUNT not in store.system.accounts:
+            await store.create_account(LOCALSERVE_ACCOUNT, [LOCALSERVE_ADDRESS], None)
+        await store.append_system([pb.Event(password_set=_password_set(LOCALSERVE_ACCOUNT, password))])
+    except BaseException:
+        await store.close()
+        raise
+    import importlib.util
+
+    imap_ready = importlib.util.find_spec("eventmail.imap.server") is not None
+    ports = {k: getattr(args, f"{k}_port") for k in LOCALSERVE_PORTS if imap_ready or not k.startswith("imap")}
+    nameservers, dns_port = _dns(args.dns)
+    cfg = config_mod.Config(
+        hostname="localhost", data_dir=directory, key_file=source.key_file, passphrase_env=None,
+        tls_cert=cert, tls_key=key,
+        listeners=tuple(config_mod.Listener(k, "127.0.0.1", p) for k, p in ports.items()),
+        resolver=config_mod.ResolverSettings(nameservers, dns_port),
+        allow_plaintext_auth=True, deliver_all_to=LOCALSERVE_ACCOUNT,
+    )
+    extra = [
+        f"account: {LOCALSERVE_ADDRESS} (login {LOCALSERVE_ADDRESS} or {LOCALSERVE_ACCOUNT}), password: {password}",
+        f"certificate (self-signed): {cert}",
+        "every message you send is delivered to this account; nothing leaves the machine",
+        f"HTTP port {args.http_port} is reserved for the web pages (not served yet)",
+    ]
+    await serve.run_until_signalled(lambda: serve.start(cfg, store), lambda r: _print_started(r, extra))
+
+
+def _generate_password() -> str:
+    import secrets
+
+    return secrets.token_urlsafe(12)
+
+
+def _dns(text: str | None) -> tuple[tuple[str, ...], int]:
+    """--dns HOST[:PORT], else the system's resolvers."""
+    if not text:
+        from .mailauth.resolver import ResolverConfig
+
+        rc = ResolverConfig.from_system()
+        return rc.nameservers, rc.port
+    host, _, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "53")
+    return (host,), int(port or 53)
+
+
+async def cmd_serve(args: argparse.Namespace) -> None:
+    from . import config as config_mod
+    from . import serve
+
+    try:
+        cfg = config_mod.load(Path(args.config))
+    except config_mod.ConfigError as e:
+        raise CliError(f"{args.config}: {e}", code=EXIT_USAGE) from None
+    await serve.run_until_signalled(lambda: serve.start(cfg), lambda r: _print_started(r, []))
+
+
 # ---------------------------------------------------------------- argument parsing
 
 
@@ -259,6 +395,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(asub, "delete", cmd_account_delete, "delete an account and crypto-shred its data")
     p.add_argument("name")
 
+    dkim = sub.add_parser("dkim", help="DKIM signing keys", description="DKIM signing keys of the domains")
+    dsub = dkim.add_subparsers(dest="dkim_command", required=True, metavar="DKIM_COMMAND")
+    p = add(dsub, "add", cmd_dkim_add, "create a signing key for a domain and print its DNS record")
+    p.add_argument("domain")
+    p.add_argument("selector")
+    p.add_argument("--algorithm", choices=["ed25519-sha256", "rsa-sha256"], default="ed25519-sha256")
+    add(dsub, "list", cmd_dkim_list, "print the DNS record of every signing key")
+
     p = add(sub, "import", cmd_import, "import an mbox file or a Maildir tree into an account")
     p.add_argument("name")
     p.add_argument("path")
@@ -276,12 +420,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--since", type=int, default=0, metavar="SEQ", help="only events after SEQ")
     p.add_argument("--full", action="store_true", help="include each message's parsed structure")
+
+    p = sub.add_parser(
+        "localserve", help="a complete local mail server on loopback, for trying eventmail with any mail client",
+        description="a complete local mail server on loopback: one account you@localhost, a self-signed "
+        "certificate, and every outgoing message delivered locally",
+    )
+    p.set_defaults(handler=cmd_localserve)
+    p.add_argument("--dir", default=os.environ.get("EVENTMAIL_DIR", "localserve-data"), help="data directory (default ./localserve-data)")
+    p.add_argument("--key-file", help="master key file (default DIR/keys/master.key)")
+    p.add_argument("--passphrase-env", help=argparse.SUPPRESS)
+    p.add_argument("--password", help="the account's password (default: a new random one, printed)")
+    p.add_argument("--dns", metavar="HOST[:PORT]", help="DNS server for SPF/DKIM/DMARC checks (default: the system's)")
+    for kind, port in LOCALSERVE_PORTS.items():
+        p.add_argument(f"--{kind}-port", type=int, default=port, help=f"{kind} port (default {port})")
+    p.add_argument("--http-port", type=int, default=1080, help="HTTP port (default 1080)")
+
+    p = add(sub, "serve", cmd_serve, "run the server with the static settings of a TOML file")
+    p.add_argument("--config", required=True, help="the TOML configuration file")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    server = args.handler in (cmd_localserve, cmd_serve)
+    logging.basicConfig(
+        level=logging.INFO if server else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if server else "%(levelname)s %(name)s: %(message)s",
+    )
     try:
         asyncio.run(args.handler(args))
     except (MissingKey, WrongKey, DirectoryLocked) as e:

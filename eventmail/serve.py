@@ -1,0 +1,114 @@
+"""Running a server process: the store, the listeners of the configuration, the queue runner, until stopped."""
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import signal
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config
+from .mailauth.resolver import Resolver, ResolverConfig
+from .sasl.ratelimit import LoginLimiter
+from .smtp.delivery import InboundDelivery
+from .smtp.outbound import QueueRunner
+from .smtp.submission import Submission
+from .store import MasterKeySource, Store, load_master_key
+from .tls.certs import server_context
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Running:
+    """What a started server holds, for tests and for stopping it."""
+
+    store: Store
+    servers: list[asyncio.Server]
+    tasks: list["asyncio.Task[None]"]
+    ports: dict[str, int]
+
+    async def stop(self) -> None:
+        for s in self.servers:
+            s.close()
+        for t in self.tasks:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        for s in self.servers:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(s.wait_closed(), 5)
+        await self.store.close()
+
+
+async def start(cfg: Config, store: Store | None = None) -> Running:
+    """Open the store and start every listener of `cfg`; port 0 picks a free port (see `ports`)."""
+    if store is None:
+        source = MasterKeySource.default(cfg.data_dir, str(cfg.key_file) if cfg.key_file else None, cfg.passphrase_env)
+        store = await Store.open(cfg.data_dir, load_master_key(cfg.data_dir, source))
+    tls = server_context(cfg.tls_cert, cfg.tls_key)
+    resolver = Resolver(ResolverConfig(nameservers=cfg.resolver.nameservers, port=cfg.resolver.port))
+    inbound = InboundDelivery(store, resolver, cfg.hostname)
+    submission = Submission(store, cfg.hostname, cfg.deliver_all_to)
+    limiter = LoginLimiter(time.monotonic)
+    servers: list[asyncio.Server] = []
+    ports: dict[str, int] = {}
+    for listener in cfg.listeners:
+        server = await _start_listener(listener.kind, listener.address, listener.port, cfg, store, tls,
+                                       inbound, submission, limiter)
+        servers.append(server)
+        ports[listener.kind] = server.sockets[0].getsockname()[1]
+        log.info("%s listening on %s port %d", listener.kind, listener.address, ports[listener.kind])
+    tasks = []
+    if cfg.smarthost:
+        runner = QueueRunner(store, cfg.smarthost, cfg.hostname)
+        tasks.append(asyncio.get_running_loop().create_task(runner.run()))
+    return Running(store, servers, tasks, ports)
+
+
+async def _start_listener(
+    kind: str, address: str, port: int, cfg: Config, store: Store, tls: ssl.SSLContext,
+    inbound: InboundDelivery, submission: Submission, limiter: LoginLimiter,
+) -> asyncio.Server:
+    if kind in ("imap", "imaps"):
+        # Imported by name until the IMAP server module lands beside this one.
+        start_imap = importlib.import_module("eventmail.imap.server").start_imap
+        server: asyncio.Server = await start_imap(
+            store, address, port,
+            tls_context=tls if kind == "imaps" else None,
+            starttls_context=tls if kind == "imap" else None,
+            allow_plaintext_auth=cfg.allow_plaintext_auth,
+        )
+        return server
+    from .smtp.server import SmtpRole, start_smtp
+
+    role = SmtpRole.MX if kind == "smtp" else SmtpRole.SUBMISSION
+    return await start_smtp(
+        address, port, role=role, hostname=cfg.hostname, store=store,
+        inbound=inbound, submission=submission, limiter=limiter,
+        tls_context=tls, implicit_tls=kind == "submissions",
+        allow_plaintext_auth=cfg.allow_plaintext_auth, max_message_bytes=cfg.max_message_bytes,
+    )
+
+
+async def run_until_signalled(starter: Callable[[], Awaitable[Running]], on_started: Callable[[Running], None]) -> None:
+    """Start, report, and stop cleanly on SIGINT or SIGTERM."""
+    running = await starter()
+    on_started(running)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        await running.stop()
+
+
+def default_localserve_dir() -> Path:
+    return Path.home() / ".local" / "share" / "eventmail-localserve"

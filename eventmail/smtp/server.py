@@ -1,0 +1,270 @@
+"""The SMTP listeners (MX and submission): asyncio around the sans-IO core, with per-IP limits and logging."""
+
+import asyncio
+import enum
+import itertools
+import logging
+import ssl
+from collections import defaultdict
+
+from ..proto import events_pb2 as pb
+from ..sasl.mechanisms import (
+    Challenge,
+    Exchange,
+    SaslBackend,
+    Success,
+    advertised_mechanisms,
+    create_exchange,
+)
+from ..sasl.ratelimit import LoginLimiter
+from ..store import Store
+from .config import Limits, SmtpConfig
+from .delivery import InboundDelivery, Transaction
+from .events import (
+    AuthResponse,
+    AuthStart,
+    DataStart,
+    Event,
+    Helo,
+    MailFrom,
+    MessageComplete,
+    ProtocolError,
+    Quit,
+    RcptTo,
+    StartTls,
+)
+from .reply import Reply
+from .submission import Submission
+from .wire import SmtpConnection
+
+log = logging.getLogger(__name__)
+
+# Per remote address: a handful of parallel connections is what a busy MTA opens (Postfix's
+# default smtpd_client_connection_count_limit is 50 for a whole site; 20 per IP is generous).
+MAX_CONNECTIONS_PER_IP = 20
+# RFC 5321 §4.5.3.2.7: the server's timeout waiting for the next command is at least 5 minutes.
+IDLE_TIMEOUT = 300.0
+_conn_ids = itertools.count(1)
+
+
+class SmtpRole(enum.Enum):
+    MX = "mx"
+    SUBMISSION = "submission"
+
+
+class _Limits:
+    def __init__(self) -> None:
+        self.connections: dict[str, int] = defaultdict(int)
+
+
+def password_lookup(store: Store, username: str) -> pb.PasswordSet | None:
+    """Credentials for a login name: an account name or one of its addresses."""
+    account = store.system.account_for(username) if "@" in username else username
+    info = store.system.accounts.get(account or "")
+    return info.password if info is not None else None
+
+
+class SmtpSession:
+    """One connection: feeds the core, answers its events with the policy of the role."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, role: SmtpRole, config: SmtpConfig,
+        tls_context: ssl.SSLContext | None, inbound: InboundDelivery, submission: Submission,
+        backend: SaslBackend, limiter: LoginLimiter, store: Store, plaintext_auth: bool,
+    ) -> None:
+        self.reader, self.writer = reader, writer
+        self.role = role
+        self.conn = SmtpConnection(config)
+        self.tls_context = tls_context
+        self.inbound, self.submission = inbound, submission
+        self.backend, self.limiter = backend, limiter
+        self.store = store
+        self.plaintext_auth = plaintext_auth
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        self.remote_ip = str(peer[0])
+        self.id = next(_conn_ids)
+        self.tx: Transaction | None = None
+        self.exchange: Exchange | None = None
+        self.tls = config.implicit_tls
+
+    async def run(self) -> None:
+        self.writer.write(self.conn.greeting())
+        events = self.conn.next_events()
+        while not self.conn.closed:
+            for event in events:
+                self.writer.write(await self.answer(event))
+                if isinstance(event, StartTls) and self.conn.phase.name == "TLS_HANDSHAKE":
+                    await self.writer.drain()
+                    await self._start_tls()
+                    break
+            await self.writer.drain()
+            if self.conn.closed:
+                break
+            events = self.conn.next_events()
+            if not events:
+                data = await asyncio.wait_for(self.reader.read(65536), IDLE_TIMEOUT)
+                if not data:
+                    break
+                events = self.conn.receive(data)
+
+    async def _start_tls(self) -> None:
+        assert self.tls_context is not None
+        await self.writer.start_tls(self.tls_context)
+        self.tls = True
+        dropped = self.conn.tls_started(self._mechanisms())
+        if dropped:
+            log.warning("smtp %d %s: dropped %d octets pipelined behind STARTTLS", self.id, self.remote_ip, dropped)
+
+    def _mechanisms(self) -> tuple[str, ...]:
+        if self.role is not SmtpRole.SUBMISSION:
+            return ()
+        return advertised_mechanisms(tls=self.tls or self.plaintext_auth)
+
+    async def answer(self, event: Event) -> bytes:
+        c = self.conn
+        if isinstance(event, ProtocolError):
+            log.info("smtp %d %s: %d %s", self.id, self.remote_ip, event.reply.code, event.reply.lines[0])
+            return c.send(event.reply)
+        if isinstance(event, Helo):
+            return c.accept_helo()
+        if isinstance(event, StartTls):
+            if self.tls_context is None:
+                return c.reject(Reply(454, "4.7.0", "TLS not available"))
+            return c.accept_starttls()
+        if isinstance(event, AuthStart):
+            return await self._auth_start(event)
+        if isinstance(event, AuthResponse):
+            return await self._auth_step(event)
+        if isinstance(event, MailFrom):
+            return self._mail(event)
+        if isinstance(event, RcptTo):
+            return self._rcpt(event)
+        if isinstance(event, DataStart):
+            return c.accept_data()
+        if isinstance(event, MessageComplete):
+            return await self._message(event)
+        if isinstance(event, Quit):
+            return c.send(c.default_reply(event))
+        return c.send(c.default_reply(event))
+
+    # ------------------------------------------------------------ AUTH (submission only)
+
+    async def _auth_start(self, event: AuthStart) -> bytes:
+        decision = self.limiter.check(self.remote_ip)
+        if not decision.allowed:
+            log.warning("smtp %d %s: login refused, too many failures", self.id, self.remote_ip)
+            return self.conn.auth_failed(Reply(454, "4.7.0", "too many failed logins, try again later"))
+        if decision.delay:
+            await asyncio.sleep(decision.delay)
+        self.exchange = create_exchange(event.mechanism, self.backend, tls=self.tls or self.plaintext_auth)
+        if self.exchange is None:
+            return self.conn.auth_failed(Reply(504, "5.5.4", "mechanism not available"))
+        return self._auth_result(await self.exchange.start(event.initial_response))
+
+    async def _auth_step(self, event: AuthResponse) -> bytes:
+        assert self.exchange is not None
+        return self._auth_result(await self.exchange.step(event.data))
+
+    def _auth_result(self, result: object) -> bytes:
+        if isinstance(result, Challenge):
+            return self.conn.auth_challenge(result.data)
+        self.exchange = None
+        if isinstance(result, Success):
+            self.limiter.record_success(self.remote_ip, result.username)
+            log.info("smtp %d %s: authenticated as %s", self.id, self.remote_ip, result.username)
+            return self.conn.auth_succeeded(result.username)
+        authcid = getattr(result, "authcid", None)
+        self.limiter.record_failure(self.remote_ip, authcid)
+        reason = getattr(result, "reason", None)
+        log.warning("smtp %d %s: authentication failed for %r", self.id, self.remote_ip, authcid)
+        code, enhanced, text = reason.smtp_reply if reason is not None else (535, "5.7.8", "authentication failed")
+        return self.conn.auth_failed(Reply(code, enhanced, text))
+
+    # ------------------------------------------------------------ transaction
+
+    def _mail(self, event: MailFrom) -> bytes:
+        user = self.conn.authenticated_user
+        if self.role is SmtpRole.SUBMISSION:
+            if user is None:
+                return self.conn.reject_mail(Reply(530, "5.7.0", "authentication required"))
+            if event.address and not self.submission.owns(user, event.address):
+                return self.conn.reject_mail(Reply(553, "5.7.1", "that sender address is not yours"))
+        self.tx = Transaction(
+            remote_ip=self.remote_ip, helo=self.conn.helo_name or "", tls=self.tls, mail_from=event.address,
+            authenticated=user, smtputf8=event.params.smtputf8,
+        )
+        return self.conn.accept_mail()
+
+    def _rcpt(self, event: RcptTo) -> bytes:
+        assert self.tx is not None
+        if self.role is SmtpRole.SUBMISSION:
+            self.tx.recipients[event.address] = ""
+            return self.conn.accept_rcpt()
+        account = self.inbound.recipient_account(event.address)
+        if account is None:
+            log.info("smtp %d %s: unknown recipient %s", self.id, self.remote_ip, event.address)
+            return self.conn.reject_rcpt(Reply(550, "5.1.1", "no such user here"))
+        self.tx.recipients[event.address] = account
+        return self.conn.accept_rcpt()
+
+    async def _message(self, event: MessageComplete) -> bytes:
+        assert self.tx is not None
+        tx, self.tx = self.tx, None
+        if self.role is SmtpRole.SUBMISSION:
+            reply = await self.submission.submit(tx, event.data)
+        else:
+            reply = await self.inbound.deliver(tx, event.data)
+        if reply.positive:
+            return self.conn.accept_message(reply)
+        return self.conn.reject_message(reply)
+
+
+async def start_smtp(
+    host: str, port: int, *, role: SmtpRole, hostname: str, store: Store, inbound: InboundDelivery,
+    submission: Submission, limiter: LoginLimiter, tls_context: ssl.SSLContext | None, implicit_tls: bool = False,
+    allow_plaintext_auth: bool = False, max_message_bytes: int = 50 << 20,
+) -> asyncio.Server:
+    """Listen for SMTP. MX: STARTTLS offered, no AUTH. Submission: AUTH after TLS (465 implicit, 587 STARTTLS)."""
+    backend = SaslBackend(lookup=lambda name: password_lookup(store, name))
+    per_ip = _Limits()
+    config = SmtpConfig(
+        hostname=hostname,
+        limits=Limits(max_message_size=max_message_bytes),
+        starttls=tls_context is not None and not implicit_tls,
+        implicit_tls=implicit_tls,
+        auth_mechanisms=advertised_mechanisms(tls=True) if role is SmtpRole.SUBMISSION else (),
+        allow_plaintext_auth=allow_plaintext_auth,
+    )
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername") or ("?", 0)
+        ip = str(peer[0])
+        if per_ip.connections[ip] >= MAX_CONNECTIONS_PER_IP:
+            log.warning("smtp %s: too many connections, refused", ip)
+            writer.write(b"421 4.7.0 too many connections from your address\r\n")
+            await writer.drain()
+            writer.close()
+            return
+        per_ip.connections[ip] += 1
+        session = SmtpSession(reader, writer, role, config, tls_context, inbound, submission, backend, limiter,
+                              store, allow_plaintext_auth)
+        try:
+            await session.run()
+        except TimeoutError:
+            log.info("smtp %d %s: idle timeout", session.id, ip)
+            writer.write(b"421 4.4.2 idle timeout\r\n")
+        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as e:
+            log.info("smtp %d %s: connection ended: %s", session.id, ip, e)
+        except Exception:
+            log.exception("smtp %d %s: internal error", session.id, ip)
+            writer.write(b"421 4.3.0 internal error\r\n")
+        finally:
+            per_ip.connections[ip] -= 1
+            if per_ip.connections[ip] <= 0:
+                del per_ip.connections[ip]
+            try:
+                writer.close()
+            except Exception:
+                pass
+
+    return await asyncio.start_server(handle, host, port, ssl=tls_context if implicit_tls else None)

@@ -1,0 +1,157 @@
+"""Test helper: a real `eventmail serve` process with its own data directory, key, certificate, DNS and ports."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from eventmail.store import MasterKeySource, Store, load_master_key
+from eventmail.tls.certs import make_self_signed
+
+from .conftest import ROOT
+
+PORT_LINE = re.compile(r"^(MX \(SMTP\)|submission \(STARTTLS\)|submission \(TLS\)|IMAP \(STARTTLS\)|IMAP \(TLS\))\s+127\.0\.0\.1 port (\d+)")
+KIND = {"MX (SMTP)": "smtp", "submission (STARTTLS)": "submission", "submission (TLS)": "submissions",
+        "IMAP (STARTTLS)": "imap", "IMAP (TLS)": "imaps"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def eventmail(directory: Path, key_file: Path, *argv: str, stdin: str | None = None) -> str:
+    """Run one CLI command on the instance's data directory; its stdout."""
+    p = subprocess.run(
+        [sys.executable, "-m", "eventmail", *argv, "--dir", str(directory), "--key-file", str(key_file)],
+        input=stdin, capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+    if p.returncode != 0:
+        raise AssertionError(f"eventmail {' '.join(argv)}: {p.stderr}")
+    return p.stdout
+
+
+@dataclass
+class MailServer:
+    """An instance. `start()` runs `eventmail serve`; `ports` maps listener kinds to ports."""
+
+    base: Path
+    hostname: str = "mail.test"
+    dns_port: int = 1
+    smarthost: str | None = None
+    allow_plaintext_auth: bool = False
+    ports: dict[str, int] = field(default_factory=dict)
+    proc: subprocess.Popen[str] | None = None
+    log_lines: list[str] = field(default_factory=list)
+
+    @property
+    def directory(self) -> Path:
+        return self.base / "data"
+
+    @property
+    def key_file(self) -> Path:
+        return self.base / "master.key"
+
+    @property
+    def cert(self) -> Path:
+        return self.base / "cert.pem"
+
+    def init(self) -> None:
+        eventmail(self.directory, self.key_file, "key", "init")
+        make_self_signed(self.cert, self.base / "key.pem", ["localhost", self.hostname, "127.0.0.1"])
+
+    def cli(self, *argv: str, stdin: str | None = None) -> str:
+        return eventmail(self.directory, self.key_file, *argv, stdin=stdin)
+
+    def add_account(self, name: str, address: str, password: str) -> None:
+        self.cli("account", "add", name, address, "--password-stdin", stdin=password + "\n")
+
+    def write_config(self) -> Path:
+        listeners = "".join(
+            f'[[listener]]\nkind = "{k}"\naddress = "127.0.0.1"\nport = {self.ports.get(k) or free_port()}\n'
+            for k in ("smtp", "submission", "submissions")
+        )
+        extra = f'smarthost = "{self.smarthost}"\n' if self.smarthost else ""
+        text = (
+            f'hostname = "{self.hostname}"\ndata_dir = "data"\nkey_file = "master.key"\n'
+            f"allow_plaintext_auth = {'true' if self.allow_plaintext_auth else 'false'}\n{extra}"
+            f'[tls]\ncert = "cert.pem"\nkey = "key.pem"\n'
+            f'[resolver]\nnameservers = ["127.0.0.1"]\nport = {self.dns_port}\n{listeners}'
+        )
+        path = self.base / "eventmail.toml"
+        path.write_text(text)
+        return path
+
+    def start(self) -> MailServer:
+        config = self.write_config()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "eventmail", "serve", "--config", str(config)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+        )
+        ready = threading.Event()
+
+        def read() -> None:
+            assert self.proc is not None and self.proc.stdout is not None
+            for line in self.proc.stdout:
+                self.log_lines.append(line.rstrip())
+                m = PORT_LINE.match(line)
+                if m:
+                    self.ports[KIND[m.group(1)]] = int(m.group(2))
+                if line.startswith("stop with"):
+                    ready.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        if not ready.wait(60):
+            self.stop()
+            raise AssertionError("server did not start:\n" + "\n".join(self.log_lines))
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def messages(self, account: str, mailbox: str = "INBOX") -> list[bytes]:
+        """The messages of a mailbox, read through a read-only store beside the running server."""
+
+        async def read() -> list[bytes]:
+            key = load_master_key(self.directory, MasterKeySource(key_file=self.key_file))
+            store = await Store.open(self.directory, key, writable=False)
+            try:
+                acct = await store.account(account)
+                mb = acct.mailbox_required(mailbox)
+                return [acct.read_message(m.blob_id) for m in acct.view.messages(mb.id)]
+            finally:
+                await store.close()
+
+        return asyncio.run(read())
+
+    def wait_for(self, account: str, count: int, mailbox: str = "INBOX", timeout: float = 20) -> list[bytes]:
+        deadline = time.time() + timeout
+        while True:
+            msgs = self.messages(account, mailbox)
+            if len(msgs) >= count or time.time() > deadline:
+                return msgs
+            time.sleep(0.2)
+
+
+def swaks(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["swaks", "--timeout", "20", *argv], capture_output=True, text=True, timeout=timeout)
+
