@@ -58,12 +58,14 @@ def _key_source(args: argparse.Namespace) -> MasterKeySource:
     return MasterKeySource.default(_directory(args), args.key_file, args.passphrase_env)
 
 
-async def _open(args: argparse.Namespace, writable: bool) -> Store:
+async def _open(args: argparse.Namespace, writable: bool, tolerate_damage: bool = False) -> Store:
     directory = _directory(args)
     source = _key_source(args)
     if not (directory / "keyring").exists():
         raise MissingKey(f"{directory} is not an eventmail data directory (run `eventmail key init --dir {directory}`)")
-    return await Store.open(directory, load_master_key(directory, source), writable=writable)
+    return await Store.open(
+        directory, load_master_key(directory, source), writable=writable, tolerate_damage=tolerate_damage
+    )
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -181,7 +183,7 @@ async def cmd_export(args: argparse.Namespace) -> None:
 
 
 async def cmd_verify(args: argparse.Namespace) -> None:
-    store = await _open(args, writable=False)
+    store = await _open(args, writable=False, tolerate_damage=True)
     try:
         reports = await asyncio.to_thread(store.verify)
     finally:

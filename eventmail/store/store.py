@@ -67,7 +67,8 @@ class Store:
 
     @classmethod
     async def open(
-        cls, directory: Path, master_key: bytes, writable: bool = True, idle_seconds: float = IDLE_SECONDS
+        cls, directory: Path, master_key: bytes, writable: bool = True, idle_seconds: float = IDLE_SECONDS,
+        tolerate_damage: bool = False,
     ) -> "Store":
         """Open a data directory. A writer takes the directory's lock; readers never modify anything."""
         directory = Path(directory)
@@ -79,7 +80,12 @@ class Store:
             keyring = Keyring.load(directory / "keyring", master_key)
             store = cls(directory, keyring, writable, idle_seconds)
             store._lock_fd = lock_fd
-            await asyncio.to_thread(store._open_system)
+            try:
+                await asyncio.to_thread(store._open_system)
+            except DamagedLog:
+                # `verify` still has to look at everything and say what is wrong.
+                if writable or not tolerate_damage:
+                    raise
         except BaseException:
             if lock_fd is not None:
                 os.close(lock_fd)
