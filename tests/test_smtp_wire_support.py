@@ -118,8 +118,8 @@ class Server:
             _, user, password = base64.b64decode(data, validate=True).split(b"\0")
         except ValueError:
             return self.conn.auth_failed(Reply(501, "5.5.2", "Cannot Base64-decode client response"))
-        if password.decode() == PASSWORD:
-            return self.conn.auth_succeeded(user.decode())
+        if password == PASSWORD.encode():
+            return self.conn.auth_succeeded(user.decode("utf-8", "replace"))
         return self.conn.auth_failed()
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["Limits", "SmtpConfig"]
+__all__ = ["Limits", "SmtpConfig", "ehlo_keywords"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,3 +80,27 @@ class SmtpConfig:
             raise ValueError("RFC 6531 §3.1: SMTPUTF8 requires 8BITMIME")
         if not self.hostname or any(c in self.hostname for c in " \r\n\t"):
             raise ValueError(f"bad hostname {self.hostname!r}")
+
+
+def ehlo_keywords(config: SmtpConfig, *, tls: bool, auth: tuple[str, ...]) -> list[str]:
+    """The extension lines of the EHLO reply (RFC 5321 §4.1.1.1) for a connection that is (or
+    is not) in TLS and offers the `auth` mechanisms (empty: AUTH not offered)."""
+    keywords = []
+    if config.pipelining:
+        keywords.append("PIPELINING")  # RFC 2920
+    keywords.append(f"SIZE {config.limits.max_message_size}")  # RFC 1870 §4
+    if config.eightbitmime:
+        keywords.append("8BITMIME")  # RFC 6152
+    if config.smtputf8:
+        keywords.append("SMTPUTF8")  # RFC 6531 §3.1
+    if config.enhanced_status_codes:
+        keywords.append("ENHANCEDSTATUSCODES")  # RFC 2034
+    if config.chunking:
+        keywords.append("CHUNKING")  # RFC 3030
+    if config.starttls and not tls:
+        keywords.append("STARTTLS")  # RFC 3207 §4.2: not once TLS is in use
+    if auth:
+        keywords.append("AUTH " + " ".join(auth))  # RFC 4954 §3
+    if config.requiretls and tls:
+        keywords.append("REQUIRETLS")  # RFC 8689 §4: only over TLS
+    return keywords

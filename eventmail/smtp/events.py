@@ -30,6 +30,7 @@ __all__ = [
     "Reset",
     "StartTls",
     "Vrfy",
+    "positive_reply",
 ]
 
 
@@ -174,3 +175,34 @@ Event = (
     | Help
     | ProtocolError
 )
+
+
+def positive_reply(event: Event, hostname: str) -> Reply:
+    """The usual positive answer to `event` (for ProtocolError: its own reply). EHLO's list of
+    extensions and AUTH's answers depend on the connection: see SmtpConnection."""
+    if isinstance(event, ProtocolError):
+        return event.reply
+    if isinstance(event, ChunkReceived):
+        return Reply(250, "2.0.0", f"{event.size} octets received")  # RFC 3030 §2
+    if isinstance(event, Helo):
+        return Reply(250, None, hostname)  # RFC 2034 §3: no enhanced code for HELO/EHLO
+    if isinstance(event, Quit):
+        return Reply(221, "2.0.0", f"{hostname} closing connection")  # RFC 5321 §4.1.1.10
+    if isinstance(event, AuthStart | AuthResponse):
+        raise ValueError("AUTH is answered by the SASL exchange, not with a fixed reply")
+    return _POSITIVE[type(event)]
+
+
+_POSITIVE: dict[type, Reply] = {
+    StartTls: Reply(220, "2.0.0", "Ready to start TLS"),  # RFC 3207 §4
+    MailFrom: Reply(250, "2.1.0", "OK"),  # RFC 3463 §3.2: X.1.0 other address status
+    RcptTo: Reply(250, "2.1.5", "OK"),  # X.1.5 destination address valid
+    DataStart: Reply(354, None, "End data with <CR><LF>.<CR><LF>"),  # RFC 5321 §4.1.1.4
+    MessageComplete: Reply(250, "2.0.0", "OK: queued"),
+    Reset: Reply(250, "2.0.0", "OK"),  # RFC 5321 §4.1.1.5
+    Noop: Reply(250, "2.0.0", "OK"),  # RFC 5321 §4.1.1.9
+    # RFC 5321 §3.5.3 and §7.3: 252 when the server will not say who exists.
+    Vrfy: Reply(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery"),
+    Expn: Reply(252, "2.5.0", "Cannot EXPN list, but will accept message and attempt delivery"),
+    Help: Reply(214, "2.0.0", "See RFC 5321 https://www.rfc-editor.org/rfc/rfc5321"),  # §4.1.1.8
+}

@@ -49,7 +49,7 @@ from eventmail.smtp.address import (
     parse_rcpt_params,
     split_path_argument,
 )
-from eventmail.smtp.config import SmtpConfig
+from eventmail.smtp.config import SmtpConfig, ehlo_keywords
 from eventmail.smtp.content import ContentSink, DotReader
 from eventmail.smtp.events import (
     AuthResponse,
@@ -69,6 +69,7 @@ from eventmail.smtp.events import (
     Reset,
     StartTls,
     Vrfy,
+    positive_reply,
 )
 from eventmail.smtp.reply import Reply, SmtpError, SmtpUsageError
 
@@ -230,7 +231,7 @@ class SmtpConnection:
             elif self._phase is Phase.GREETING or (self._pending is not None and self._strict):
                 self._violation()  # RFC 2920 §3.1: sent before the reply it had to wait for
             elif self._pending is not None and len(self._buf) + len(data) > self._limits.max_buffered_input:
-                self._buf.clear()
+                self._drop_input()
                 self._doom = Reply(421, "4.7.0", "Too much pipelined input, closing connection")
             else:
                 self._buf += data
@@ -248,9 +249,15 @@ class SmtpConnection:
             isinstance(self._pending, ProtocolError) and self._pending.close
         )
 
-    def _violation(self) -> None:
+    def _drop_input(self) -> int:
+        dropped = len(self._buf)
         self._buf.clear()
         self._scan = 0
+        self._discarding_line = False
+        return dropped
+
+    def _violation(self) -> None:
+        self._drop_input()
         self._doom = _SYNC_ERROR
 
     def _emit(
@@ -261,13 +268,11 @@ class SmtpConnection:
         self._strict = strict
         if strict and self._buf:
             if isinstance(event, StartTls):
-                self._discarded += len(self._buf)  # RFC 3207 §4.2 / CVE-2011-0411
-                self._buf.clear()
+                self._discarded += self._drop_input()  # RFC 3207 §4.2 / CVE-2011-0411
             elif isinstance(event, Quit):
-                self._buf.clear()
+                self._drop_input()
             else:
                 self._violation()
-            self._scan = 0
         return [event]
 
     def _advance(self) -> list[Event]:
@@ -324,12 +329,9 @@ class SmtpConnection:
             return self._emit(ProtocolError(Reply(500, "5.5.2", "Line too long")))
         verb, _, arg = line.partition(b" ")
         verb = verb.upper()
-        strict = verb in _GROUP_END
         if b"\r" in line or b"\n" in line:
             # RFC 5321 §2.3.8: CR and LF only as CRLF. A bare one never ends a command.
-            return self._emit(
-                ProtocolError(Reply(500, "5.5.2", "Bare CR or LF in command line")), strict=strict
-            )
+            return self._emit(ProtocolError(Reply(500, "5.5.2", "Bare CR or LF in command line")))
         limit = (
             self._limits.max_auth_line
             if verb == b"AUTH"
@@ -338,7 +340,9 @@ class SmtpConnection:
             else self._limits.max_command_line
         )
         if len(line) + 2 > limit:
-            return self._emit(ProtocolError(Reply(500, "5.5.2", "Line too long")), strict=strict)
+            return self._emit(ProtocolError(Reply(500, "5.5.2", "Line too long")))
+        # A malformed line above is no command, so it cannot end a group; this one can.
+        strict = verb in _GROUP_END
         if self._refused and verb != b"QUIT":
             return self._emit(ProtocolError(Reply(503, _BAD_SEQUENCE, "No SMTP service here")), strict=strict)
         if verb.decode("latin-1") in self.config.forbidden_commands:
@@ -653,8 +657,9 @@ class SmtpConnection:
         elif isinstance(event, StartTls):
             if reply.code == 220:
                 self._phase = Phase.TLS_HANDSHAKE
-                self._discarded += len(self._buf)
-                self._buf.clear()
+                self._discarded += self._drop_input()
+            else:
+                self._discarded = 0  # refused: the client goes on in the clear
         elif isinstance(event, AuthStart | AuthResponse):
             self._phase = Phase.AUTH if reply.code == 334 else Phase.COMMAND
         elif isinstance(event, MailFrom):
@@ -702,7 +707,7 @@ class SmtpConnection:
 
     def _close(self) -> None:
         self._phase = Phase.CLOSED
-        self._buf.clear()
+        self._drop_input()
         self._sink = None
         self._dot = None
 
@@ -711,9 +716,10 @@ class SmtpConnection:
         self._rcpts = 0
         self._bdat_used = False
         self._bdat_failed = None
-        if self._phase is not Phase.BDAT:
-            self._sink = None
-            self._dot = None
+        # Content is never being read while an event waits for its answer, so this drops only
+        # what a BDAT transaction had stored.
+        self._sink = None
+        self._dot = None
 
     def _end_transaction(self, reply: Reply) -> None:
         self._reset_transaction()
@@ -727,54 +733,20 @@ class SmtpConnection:
     # -----------------------------------------------------------------------------------------
 
     def default_reply(self, event: Event) -> Reply:
-        """The positive answer to `event` (for ProtocolError: its reply)."""
-        host = self.config.hostname
-        if isinstance(event, Helo):
-            return self.ehlo_reply() if event.extended else Reply(250, None, host)
-        if isinstance(event, ProtocolError):
-            return event.reply
+        """The positive answer to `event` (for ProtocolError: its reply; for EHLO: the list of
+        extensions as they stand now)."""
+        if isinstance(event, Helo) and event.extended:
+            return self.ehlo_reply()
         if isinstance(event, AuthStart | AuthResponse):
             raise SmtpUsageError("AUTH is answered with auth_challenge/auth_succeeded/auth_failed")
-        replies: dict[type, Reply] = {
-            StartTls: Reply(220, "2.0.0", "Ready to start TLS"),  # RFC 3207 §4
-            MailFrom: Reply(250, "2.1.0", "OK"),  # RFC 3463 §3.2: X.1.0 other address status
-            RcptTo: Reply(250, "2.1.5", "OK"),  # X.1.5 destination address valid
-            DataStart: Reply(354, None, "End data with <CR><LF>.<CR><LF>"),
-            MessageComplete: Reply(250, "2.0.0", "OK: queued"),
-            Reset: Reply(250, "2.0.0", "OK"),
-            Noop: Reply(250, "2.0.0", "OK"),
-            Quit: Reply(221, "2.0.0", f"{host} closing connection"),
-            # RFC 5321 §3.5.3 and §7.3: 252 when we will not say who exists.
-            Vrfy: Reply(252, "2.5.0", "Cannot VRFY user, but will accept message and attempt delivery"),
-            Expn: Reply(252, "2.5.0", "Cannot EXPN list, but will accept message and attempt delivery"),
-            Help: Reply(214, "2.0.0", "See RFC 5321 https://www.rfc-editor.org/rfc/rfc5321"),
-        }
-        if isinstance(event, ChunkReceived):
-            return Reply(250, "2.0.0", f"{event.size} octets received")
-        return replies[type(event)]
+        return positive_reply(event, self.config.hostname)
 
     def ehlo_reply(self) -> Reply:
         """The EHLO reply for the connection's state now (RFC 5321 §4.1.1.1, one keyword a line)."""
-        cfg = self.config
-        lines = [cfg.hostname]
-        if cfg.pipelining:
-            lines.append("PIPELINING")  # RFC 2920
-        lines.append(f"SIZE {self._limits.max_message_size}")  # RFC 1870 §4
-        if cfg.eightbitmime:
-            lines.append("8BITMIME")  # RFC 6152
-        if cfg.smtputf8:
-            lines.append("SMTPUTF8")  # RFC 6531 §3.1
-        if cfg.enhanced_status_codes:
-            lines.append("ENHANCEDSTATUSCODES")  # RFC 2034
-        if cfg.chunking:
-            lines.append("CHUNKING")  # RFC 3030
-        if cfg.starttls and not self._tls:
-            lines.append("STARTTLS")  # RFC 3207 §4.2: not after TLS
-        if self.auth_offered:
-            lines.append("AUTH " + " ".join(self._mechanisms))  # RFC 4954 §3
-        if cfg.requiretls and self._tls:
-            lines.append("REQUIRETLS")  # RFC 8689 §4: only over TLS
-        return Reply(250, None, tuple(lines))
+        keywords = ehlo_keywords(
+            self.config, tls=self._tls, auth=self._mechanisms if self.auth_offered else ()
+        )
+        return Reply(250, None, (self.config.hostname, *keywords))
 
     def accept(self, reply: Reply | None = None) -> bytes:
         """Answer the outstanding event positively (default_reply unless `reply` is given)."""
@@ -835,9 +807,7 @@ class SmtpConnection:
         configured list from now on (say, -PLUS mechanisms once channel binding exists)."""
         if self._phase is not Phase.TLS_HANDSHAKE:
             raise SmtpUsageError("tls_started() without an accepted STARTTLS")
-        dropped = self._discarded + len(self._buf)
-        self._buf.clear()
-        self._scan = 0
+        dropped = self._discarded + self._drop_input()
         self._discarded = 0
         self._tls = True
         self._phase = Phase.COMMAND
