@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TRIALS ?= 200
 RUN_DIR ?= run-data
 
-.PHONY: test run proto proto-check lint typecheck chaos bench deps venv clean
+.PHONY: test run demo proto proto-check lint typecheck chaos bench deps venv clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,8 +25,13 @@ test: venv deps
 	$(BIN)/mypy eventmail replica
 	$(BIN)/python -m pytest -n 2 -q
 
+# The local mail server: you@localhost on loopback (ports printed at start).
 run: venv
-	$(BIN)/python tools/demo.py --dir $(RUN_DIR)
+	$(BIN)/eventmail localserve --dir $(RUN_DIR)
+
+# A walk through the CLI on a throwaway data directory.
+demo: venv
+	$(BIN)/python tools/demo.py --dir demo-data
 
 proto: venv
 	$(BIN)/python tools/gen_proto.py eventmail/proto

@@ -148,14 +148,17 @@ def test_submission_checks_the_from_address(server: MailServer) -> None:
     assert "553 5.7.1" in p.stdout
 
 
-def test_submission_signs_copies_to_sent_and_delivers_locally(server: MailServer, tmp_path: Path) -> None:
+@pytest.mark.parametrize("port_kind", ["submission", "submissions"])
+def test_submission_signs_copies_to_sent_and_delivers_locally(server: MailServer, tmp_path: Path, port_kind: str) -> None:
     sent_before = len(server.messages("alice", "Sent"))
-    p = swaks("-s", "127.0.0.1", "-p", str(server.ports["submissions"]), "--tls-on-connect", "-a", "LOGIN",
+    tls = ["--tls-on-connect"] if port_kind == "submissions" else ["-tls"]
+    subject = f"signed hello via {port_kind}"
+    p = swaks("-s", "127.0.0.1", "-p", str(server.ports[port_kind]), *tls, "-a", "LOGIN",
               "-au", "alice@mail.test", "-ap", PASSWORD, "-f", "alice@mail.test", "--h-From", "alice@mail.test",
-              "-t", "bob@mail.test", "--h-Subject", "signed hello")
+              "-t", "bob@mail.test", "--h-Subject", subject)
     assert p.returncode == 0, p.stdout
     assert len(server.messages("alice", "Sent")) == sent_before + 1
-    delivered = next(m for m in server.messages("bob") if b"signed hello" in m)
+    delivered = next(m for m in server.messages("bob") if subject.encode() in m)
     assert b"DKIM-Signature:" in delivered and b"d=mail.test" in delivered and b"a=ed25519-sha256" in delivered
     # An independent verifier in its own process, asking the DNS server process for the key.
     msg = tmp_path / "signed.eml"
@@ -219,3 +222,46 @@ def test_tls_certificate_is_served_on_implicit_tls(server: MailServer) -> None:
     with smtplib.SMTP_SSL("127.0.0.1", server.ports["submissions"], context=ctx) as s:
         code, _ = s.ehlo()
         assert code == 250 and s.has_extn("auth")
+
+
+def test_size_and_recipient_limits(server: MailServer, tmp_path: Path) -> None:
+    with smtplib.SMTP("127.0.0.1", server.ports["smtp"]) as s:
+        s.ehlo("client.example.test")
+        limit = int(s.esmtp_features["size"])
+        code, text = s.mail("s@example.test", [f"SIZE={limit + 1}"])
+        assert code == 552 and text.startswith(b"5.3.4")
+        s.rset()
+        s.mail("s@example.test")
+        codes = [s.rcpt("alice@mail.test")[0] for _ in range(120)]
+        assert codes[0] == 250 and 452 in codes  # RFC 5321 §4.5.3.1.8: too many recipients
+    big = tmp_path / "big.eml"
+    big.write_bytes(b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * (limit // 1000 + 10))
+    p = swaks("-s", "127.0.0.1", "-p", smtp_port(server), "-f", "s@example.test", "-t", "alice@mail.test",
+              "--data", f"@{big}", timeout=120)
+    assert "552 5.3.4" in p.stdout
+    assert not any(m.endswith(b"x" * 998 + b"\r\n") and len(m) > limit for m in server.messages("alice"))
+
+
+def test_localserve_starts_and_delivers(tmp_path: Path) -> None:
+    """`eventmail localserve` (what `make run` starts): ports and password printed, mail goes in."""
+    from .mailserver import free_port
+
+    ports = {k: free_port() for k in ("smtp", "submission", "submissions", "imap", "imaps")}
+    args = [sys.executable, "-m", "eventmail", "localserve", "--dir", str(tmp_path / "ls"), "--password", "pw-local-1",
+            "--dns", "127.0.0.1:9"] + [f"--{k}-port={v}" for k, v in ports.items()]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = []
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith("stop with"):
+                break
+        text = "".join(lines)
+        assert f"port {ports['smtp']}" in text and "password: pw-local-1" in text
+        p = swaks("-s", "127.0.0.1", "-p", str(ports["submission"]), "-a", "PLAIN", "-au", "you@localhost",
+                  "-ap", "pw-local-1", "-f", "you@localhost", "-t", "anyone@example.org", "--h-Subject", "local")
+        assert p.returncode == 0, p.stdout
+    finally:
+        proc.terminate()
+        proc.wait(30)
