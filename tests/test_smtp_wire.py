@@ -835,6 +835,20 @@ def test_data_after_bdat_is_refused() -> None:
     assert s.write(b"DATA\r\n").startswith(b"354 ")
 
 
+def test_bdat_after_refused_data_is_refused() -> None:
+    conn = SmtpConnection(config())
+    conn.greeting()
+    for line in (b"EHLO c\r\n", b"MAIL FROM:<a@b.example>\r\n", b"RCPT TO:<c@d.example>\r\n"):
+        conn.receive(line)
+        conn.accept()
+    conn.receive(b"DATA\r\n")
+    conn.send(Reply(451, "4.3.0", "Not now"))
+    (event,) = conn.receive(b"BDAT 3 LAST\r\nabc")
+    assert event == ProtocolError(Reply(503, "5.5.1", "BDAT cannot follow DATA in one transaction"))
+    conn.send(event.reply)
+    assert conn.mail_from is None  # LAST ended the transaction
+
+
 def test_bdat_without_transaction_still_reads_its_octets() -> None:
     s = Session()
     s.write(b"EHLO c.example\r\n")

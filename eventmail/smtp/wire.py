@@ -154,6 +154,7 @@ class SmtpConnection:
         self._sink: ContentSink | None = None
         self._dot: DotReader | None = None
         self._bdat_used = False  # RFC 3030 §2: no DATA in a transaction that used BDAT
+        self._data_used = False  # ... and no BDAT in one that tried DATA
         self._bdat_failed: Reply | None = None  # a chunk was refused: refuse the rest alike
         self._bdat_size = 0
         self._bdat_left = 0
@@ -484,6 +485,8 @@ class SmtpConnection:
             refusal = Reply(502, _BAD_SEQUENCE, "BDAT not available")
         elif self._mail is None:
             refusal = Reply(503, _BAD_SEQUENCE, "Need MAIL command")
+        elif self._data_used:
+            refusal = Reply(503, _BAD_SEQUENCE, "BDAT cannot follow DATA in one transaction")
         elif not self._rcpts:
             refusal = Reply(554, _BAD_SEQUENCE, "No valid recipients")
         elif self._bdat_failed is not None:
@@ -669,6 +672,7 @@ class SmtpConnection:
             if reply.positive:
                 self._rcpts += 1
         elif isinstance(event, DataStart):
+            self._data_used = True
             if reply.code == 354:
                 self._sink = ContentSink(self._limits)
                 self._dot = DotReader(self._sink)
@@ -715,6 +719,7 @@ class SmtpConnection:
         self._mail = None
         self._rcpts = 0
         self._bdat_used = False
+        self._data_used = False
         self._bdat_failed = None
         # Content is never being read while an event waits for its answer, so this drops only
         # what a BDAT transaction had stored.
