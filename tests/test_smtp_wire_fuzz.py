@@ -192,7 +192,7 @@ def feed(s: Session, data: bytes, cuts: list[int], eager: bool) -> None:
     check_invariants(s, len(data))
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     data=st.binary(max_size=4000),
     cuts=st.lists(st.integers(min_value=1, max_value=4000), max_size=10),
@@ -235,7 +235,7 @@ TOKENS = [
 ]
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     parts=st.lists(st.sampled_from(TOKENS), max_size=40),
     mutations=st.lists(st.tuples(st.integers(min_value=0), st.binary(max_size=4)), max_size=6),
