@@ -21,7 +21,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from eventmail.mime.structure import parse_structure  # noqa: E402
-
 from eventmail.proto import events_pb2 as pb  # noqa: E402
 from eventmail.store import MasterKeySource, Store, init_directory, load_master_key  # noqa: E402
 
