@@ -1,0 +1,211 @@
+"""FETCH: the data items one message's response holds (RFC 9051 §6.4.5, §7.5.2; RFC 3516 BINARY; RFC 7162 MODSEQ)."""
+
+from __future__ import annotations
+
+import datetime
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from eventmail.imap import responses as r
+from eventmail.imap.commands import Fetch, FetchAttr, Section
+from eventmail.imap.errors import no
+from eventmail.imap.selected import flag_atoms
+from eventmail.mime import parse_structure
+from eventmail.mime.imapform import decode_part, extract_section, render_bodystructure, render_envelope
+from eventmail.proto import events_pb2 as pb
+from eventmail.store import Account, Message
+
+# Items that need the parsed structure, and items that need the message bytes.
+_STRUCTURE_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE", "BODY", "BINARY", "BINARY.SIZE",
+                              "RFC822.HEADER", "RFC822.TEXT"})
+_RAW_ITEMS = frozenset({"BINARY", "BINARY.SIZE", "RFC822", "RFC822.HEADER", "RFC822.TEXT"})
+# RFC 9051 §6.4.5: these set \Seen unless .PEEK (RFC822 and RFC822.TEXT are BODY[] and BODY[TEXT]).
+_SEEN_ITEMS = frozenset({"RFC822", "RFC822.TEXT"})
+
+# Rendered ENVELOPE / BODYSTRUCTURE / BODY of recently fetched messages, by blob id (the bytes,
+# hence the structure, of a blob never change). A client syncing a mailbox asks for these of
+# every message; keeping the renderings spares reparsing them for the next session or command.
+_RENDER_CACHE_SIZE = 10_000
+
+
+class _RenderCache:
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.entries: OrderedDict[tuple[bytes, str], bytes] = OrderedDict()
+
+    def get(self, key: tuple[bytes, str]) -> bytes | None:
+        value = self.entries.get(key)
+        if value is not None:
+            self.entries.move_to_end(key)
+        return value
+
+    def put(self, key: tuple[bytes, str], value: bytes) -> None:
+        self.entries[key] = value
+        if len(self.entries) > self.size:
+            self.entries.popitem(last=False)
+
+
+RENDERED = _RenderCache(_RENDER_CACHE_SIZE)
+
+
+@dataclass(frozen=True)
+class FetchPlan:
+    """What a FETCH command asks of each message, worked out once per command."""
+
+    items: tuple[FetchAttr, ...]
+    sets_seen: bool  # some item implicitly sets \Seen (RFC 9051 §6.4.5)
+    wants_flags: bool
+
+
+def make_plan(cmd: Fetch) -> FetchPlan:
+    items = list(cmd.items)
+    names = {i.name for i in items}
+    if cmd.uid and "UID" not in names:
+        items.insert(0, FetchAttr("UID"))  # RFC 9051 §6.4.9: UID FETCH always returns the UID
+    if cmd.changedsince is not None and "MODSEQ" not in names:
+        items.append(FetchAttr("MODSEQ"))  # RFC 7162 §3.1.4.1: CHANGEDSINCE implies MODSEQ
+    sets_seen = any(
+        (i.name in ("BODY", "BINARY") and i.section is not None and not i.peek) or i.name in _SEEN_ITEMS
+        for i in items
+    )
+    return FetchPlan(tuple(items), sets_seen, "FLAGS" in names)
+
+
+class MessageData:
+    """One message's bytes and structure, read when an item first needs them."""
+
+    def __init__(self, acct: Account, msg: Message) -> None:
+        self.acct = acct
+        self.msg = msg
+        self._raw: bytes | None = None
+        self._structure: pb.MessageStructure | None = None
+
+    def raw(self) -> bytes:
+        if self._raw is None:
+            self._raw = self.acct.read_message(self.msg.blob_id)
+        return self._raw
+
+    def structure(self) -> pb.MessageStructure:
+        if self._structure is None:
+            st = self.acct.view.structure(self.msg.mailbox_id, self.msg.uid)
+            # A message expunged since (still held for this session) has no row: parse its bytes.
+            self._structure = st if st is not None else parse_structure(self.raw())
+        return self._structure
+
+    def rendered(self, what: str, rev2: bool) -> bytes:
+        key = (self.msg.blob_id, what + ("2" if rev2 else ""))
+        cached = RENDERED.get(key)
+        if cached is not None:
+            return cached
+        st = self.structure()
+        if what == "ENVELOPE":
+            value = render_envelope(st.envelope)
+        else:
+            value = render_bodystructure(st.body, what == "BODYSTRUCTURE", imap4rev2=rev2)
+        RENDERED.put(key, value)
+        return value
+
+
+def internal_date(msg: Message) -> datetime.datetime:
+    tz = datetime.timezone(datetime.timedelta(minutes=msg.internal_date_tz))
+    return datetime.datetime.fromtimestamp(msg.internal_date, tz)
+
+
+def _partial(data: bytes, partial: tuple[int, int] | None) -> bytes:
+    if partial is None:
+        return data
+    origin, count = partial
+    return data[origin : origin + count]  # RFC 9051 §6.4.5: past the end gives an empty string
+
+
+def find_part(structure: pb.MessageStructure, path: tuple[int, ...]) -> pb.MimePart | None:
+    """The MIME part a section number names (RFC 9051 §6.4.5): numbers go into multiparts and
+    through message/rfc822 parts; a non-multipart message has only part 1, its body."""
+    node: pb.MimePart | None = None
+    for n in path:
+        if node is None:
+            container = structure.body
+        elif node.type == b"message" and node.subtype in (b"rfc822", b"global") and node.HasField("message"):
+            container = node.message
+        elif node.type == b"multipart":
+            container = node
+        else:
+            return None
+        if container.type == b"multipart":
+            if not 1 <= n <= len(container.parts):
+                return None
+            node = container.parts[n - 1]
+        elif n == 1:
+            node = container
+        else:
+            return None
+    return node
+
+
+def _binary(data: MessageData, section: Section) -> bytes | None:
+    """The decoded content of BINARY[part] (RFC 3516 §4.2); None when there is no such part."""
+    if not section.part:
+        return data.raw()
+    part = find_part(data.structure(), section.part)
+    if part is None:
+        return None
+    decoded = decode_part(data.raw(), part)
+    if decoded is None:
+        raise no("unknown content-transfer-encoding", "UNKNOWN-CTE")  # RFC 3516 §4.3
+    return decoded
+
+
+def _body_section(data: MessageData, section: Section) -> bytes | None:
+    if section.part or section.text is not None:
+        return extract_section(data.raw(), data.structure(), str(section))
+    return data.raw()
+
+
+def render(
+    plan: FetchPlan, seq: int, msg: Message, data: MessageData, *, recent: bool, rev2: bool, seen_now: bool
+) -> r.FetchResponse:
+    """The FETCH response of one message. `seen_now` when this fetch just set \\Seen: the new
+    flags then go with it even if not asked for (RFC 9051 §6.4.5)."""
+    out: list[tuple[str, r.Value]] = []
+    for item in plan.items:
+        name = item.name
+        value: r.Value
+        if name == "UID":
+            value = msg.uid
+        elif name == "FLAGS":
+            value = flag_atoms(msg.flags, recent)
+        elif name == "RFC822.SIZE":
+            value = msg.size
+        elif name == "INTERNALDATE":
+            value = internal_date(msg)
+        elif name == "MODSEQ":
+            value = (msg.modseq,)
+        elif name in ("ENVELOPE", "BODYSTRUCTURE") or (name == "BODY" and item.section is None):
+            value = r.Raw(data.rendered(name, rev2))
+        elif name == "BODY":
+            assert item.section is not None
+            body = _body_section(data, item.section)
+            value = None if body is None else r.Literal(_partial(body, item.partial))
+        elif name == "BINARY":
+            assert item.section is not None
+            body = _binary(data, item.section)
+            value = None if body is None else r.Literal(_partial(body, item.partial), binary=b"\x00" in body)
+        elif name == "BINARY.SIZE":
+            assert item.section is not None
+            body = _binary(data, item.section)
+            value = None if body is None else len(body)
+        elif name == "RFC822":
+            value = r.Literal(data.raw())
+        elif name == "RFC822.HEADER":
+            value = r.Literal(extract_section(data.raw(), data.structure(), "HEADER") or b"")
+        elif name == "RFC822.TEXT":
+            value = r.Literal(extract_section(data.raw(), data.structure(), "TEXT") or b"")
+        else:  # pragma: no cover - the wire only produces the names above
+            raise no(f"unsupported fetch item {name}")
+        out.append((item.response_name(), value))
+    if seen_now and not plan.wants_flags:
+        out.append(("FLAGS", flag_atoms(msg.flags, recent)))
+    return r.FetchResponse(seq, tuple(out))
+
+
+__all__ = ["RENDERED", "FetchPlan", "MessageData", "find_part", "internal_date", "make_plan", "render"]

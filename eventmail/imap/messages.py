@@ -1,0 +1,344 @@
+"""The message commands: APPEND, FETCH, STORE, SEARCH, COPY, MOVE, EXPUNGE (RFC 9051 §6.3.12, §6.4)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import time
+from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING
+
+from eventmail.imap import commands as c
+from eventmail.imap import responses as r
+from eventmail.imap.errors import bad, no
+from eventmail.imap.fetch import MessageData, make_plan, render
+from eventmail.imap.search import Candidate, SearchContext, matches, needs_text, uses_modseq
+from eventmail.imap.selected import SYSTEM_FLAGS, Selected, flag_atoms, uid_set
+from eventmail.proto import events_pb2 as pb
+from eventmail.store import MailboxView, Message
+
+if TYPE_CHECKING:
+    from eventmail.imap.session import Session
+
+_SYSTEM = {f.upper(): f for f in SYSTEM_FLAGS}
+# Past this many messages one query for the whole mailbox beats one query per message.
+_BULK = 64
+# Yield to other connections after this many messages of one long FETCH or SEARCH.
+_SLICE = 100
+
+# The junk filter's training signals (issue 6, item 3): where a message is moved or copied to
+# says what its owner thinks of it, and the copy event records the flags that say so.
+JUNK, NOT_JUNK = "$Junk", "$NotJunk"
+
+
+def junk_signal(source_use: int, source_name: str, dest_use: int, dest_name: str) -> tuple[list[str], list[str]]:
+    """(flags to add, flags to remove) on messages copied or moved from source to dest."""
+    if dest_use == pb.SPECIAL_USE_JUNK:
+        return [JUNK], [NOT_JUNK]
+    from_junk = source_use == pb.SPECIAL_USE_JUNK
+    if dest_use == pb.SPECIAL_USE_ARCHIVE or (dest_use == pb.SPECIAL_USE_TRASH and not from_junk):
+        return [NOT_JUNK], [JUNK]
+    if from_junk and dest_name == "INBOX":
+        return [NOT_JUNK], [JUNK]
+    # Junk → Trash is how junk is thrown away: it says nothing about the message being wanted.
+    return [], []
+
+
+def check_flags(flags: Iterable[str]) -> list[str]:
+    """Flags a client may set: the system flags but \\Recent (RFC 9051 §2.3.2: the server sets it,
+    and IMAP4rev2 has none), and keywords. Another `\\word` is not a flag we know: BAD."""
+    out: list[str] = []
+    for f in flags:
+        if f.startswith("\\"):
+            known = _SYSTEM.get(f.upper())
+            if known is None:
+                if f.upper() == "\\RECENT":
+                    continue
+                raise bad(f"unknown system flag {f}")
+            out.append(known)
+        else:
+            out.append(f)
+    return out
+
+
+def _lookup(view: MailboxView, mailbox_id: int, uids: list[int]) -> dict[int, Message]:
+    if len(uids) > _BULK:
+        wanted = set(uids)
+        return {m.uid: m for m in view.messages(mailbox_id) if m.uid in wanted}
+    out: dict[int, Message] = {}
+    for uid in uids:
+        m = view.message(mailbox_id, uid)
+        if m is not None:
+            out[uid] = m
+    return out
+
+
+# ---------------------------------------------------------------------- APPEND
+
+
+async def append(s: Session, cmd: c.Append) -> AsyncIterator[r.Response]:
+    acct = s.need_acct()
+    mb = acct.view.mailbox(cmd.mailbox)
+    if mb is None:
+        raise no(f"no mailbox {cmd.mailbox}", "TRYCREATE")  # RFC 9051 §6.3.12
+    uids: list[int] = []
+    for m in cmd.messages:
+        if m.utf8 and not s.utf8:
+            raise bad("APPEND UTF8 needs ENABLE UTF8=ACCEPT")  # RFC 6855 §4
+        if not m.data:
+            raise no("empty message")
+        flags = check_flags(m.flags)
+        when = m.internal_date
+        if when is None:
+            stamp, tz = time.time(), 0
+        else:
+            offset = when.utcoffset() or datetime.timedelta(0)
+            stamp, tz = when.timestamp(), int(offset.total_seconds()) // 60
+        committed = await acct.add_message(
+            mb.id, m.data, flags, stamp, tz, origin=pb.Origin(kind="imap-append", remote_ip=s.peer)
+        )
+        assert committed is not None
+        uids.append(committed.event.message_added.uid)
+    # RFC 4315 §3 APPENDUID (a set for MULTIAPPEND, RFC 3502)
+    yield r.ok(cmd.tag, "APPEND completed", r.ResponseCode("APPENDUID", (mb.uidvalidity, uid_set(uids))))
+
+
+# ---------------------------------------------------------------------- FETCH
+
+
+async def fetch(s: Session, cmd: c.Fetch) -> AsyncIterator[r.Response]:
+    sel = s.need_selected()
+    acct = s.need_acct()
+    view = acct.view
+    if cmd.changedsince is not None or any(i.name == "MODSEQ" for i in cmd.items):
+        s.condstore = True  # RFC 7162 §3.1: CONDSTORE-enabling
+    if cmd.vanished and not s.qresync:
+        raise bad("VANISHED needs ENABLE QRESYNC")  # RFC 7162 §3.2.6
+    plan = make_plan(cmd)
+    uids = sel.resolve(cmd.sequence_set, cmd.uid)
+    if cmd.vanished and cmd.changedsince is not None:
+        # RFC 7162 §3.2.6: UIDs in the set expunged since the given mod-sequence
+        largest = max(sel.uids[-1] if sel.uids else 0, 1)
+        gone = [u for u in view.expunged_since(sel.mailbox_id, cmd.changedsince)
+                if cmd.sequence_set.contains(u, largest)]
+        if gone:
+            yield r.vanished(uid_set(gone), earlier=True)
+    found = _lookup(view, sel.mailbox_id, uids)
+    seen_now: set[int] = set()
+    if plan.sets_seen and not sel.readonly:
+        unseen = [u for u in uids if u in found and "\\Seen" not in found[u].flags]
+        if unseen:
+            committed = await acct.change_flags(sel.mailbox_id, unseen, add=["\\Seen"])
+            s.suppressed.add(committed.seq)  # the FETCH responses below carry the new flags
+            seen_now = set(unseen)
+            found.update(_lookup(view, sel.mailbox_id, unseen))
+    missing = False
+    for n, uid in enumerate(uids):
+        msg = found.get(uid)
+        if msg is None:
+            missing = True  # expunged by another session, not yet told (RFC 2180 §4.1.2)
+            continue
+        if cmd.changedsince is not None and msg.modseq <= cmd.changedsince:
+            continue
+        seq = sel.seq(uid)
+        assert seq is not None
+        yield render(plan, seq, msg, MessageData(acct, msg), recent=uid in sel.recent, rev2=s.rev2,
+                     seen_now=uid in seen_now)
+        if n % _SLICE == _SLICE - 1:
+            await asyncio.sleep(0)
+    if missing:
+        raise no("some of the messages no longer exist", "EXPUNGEISSUED")  # RFC 5530 §3
+    yield r.ok(cmd.tag, "FETCH completed")
+
+
+# ---------------------------------------------------------------------- STORE
+
+
+def _new_flags(old: Iterable[str], mode: c.StoreMode, flags: list[str]) -> set[str]:
+    if mode is c.StoreMode.REPLACE:
+        return set(flags)
+    if mode is c.StoreMode.ADD:
+        return set(old) | set(flags)
+    return set(old) - set(flags)
+
+
+async def store(s: Session, cmd: c.Store) -> AsyncIterator[r.Response]:
+    sel = s.need_selected()
+    acct = s.need_acct()
+    if sel.readonly:
+        raise no("the mailbox is read-only (EXAMINE)", "READ-ONLY")
+    flags = check_flags(cmd.flags)
+    if cmd.unchangedsince is not None:
+        s.condstore = True  # RFC 7162 §3.1
+    uids = sel.resolve(cmd.sequence_set, cmd.uid)
+    found = _lookup(acct.view, sel.mailbox_id, uids)
+    live = [u for u in uids if u in found]
+    modified: list[int] = []
+    if cmd.unchangedsince is not None:
+        # RFC 7162 §3.1.3: messages changed after the client's mod-sequence are left alone
+        modified = [u for u in live if found[u].modseq > cmd.unchangedsince]
+        live = [u for u in live if found[u].modseq <= cmd.unchangedsince]
+    changing = [u for u in live if _new_flags(found[u].flags, cmd.mode, flags) != set(found[u].flags)]
+    if changing:
+        if cmd.mode is c.StoreMode.REPLACE:
+            committed = await acct.change_flags(sel.mailbox_id, changing, add=flags, replace=True)
+        elif cmd.mode is c.StoreMode.ADD:
+            committed = await acct.change_flags(sel.mailbox_id, changing, add=flags)
+        else:
+            committed = await acct.change_flags(sel.mailbox_id, changing, remove=flags)
+        s.suppressed.add(committed.seq)
+    if not cmd.silent or s.condstore:
+        # RFC 9051 §6.4.6: FETCH with the new flags; RFC 7162 §3.1.3: with MODSEQ, even .SILENT
+        fresh = _lookup(acct.view, sel.mailbox_id, live)
+        for uid in live:
+            msg = fresh.get(uid)
+            seq = sel.seq(uid)
+            if msg is None or seq is None:
+                continue
+            items: list[tuple[str, r.Value]] = []
+            if cmd.uid or s.condstore:
+                items.append(("UID", uid))
+            if not cmd.silent:
+                items.append(("FLAGS", flag_atoms(msg.flags, uid in sel.recent)))
+            if s.condstore:
+                items.append(("MODSEQ", (msg.modseq,)))
+            yield r.FetchResponse(seq, tuple(items))
+    code = None
+    if modified:
+        numbers = modified if cmd.uid else [sel.seq(u) or 0 for u in modified]
+        code = r.ResponseCode("MODIFIED", (uid_set(numbers),))
+    yield r.ok(cmd.tag, "STORE completed" if code is None else "conditional STORE failed for some", code)
+
+
+# ---------------------------------------------------------------------- SEARCH
+
+
+async def search(s: Session, cmd: c.Search) -> AsyncIterator[r.Response]:
+    sel = s.need_selected()
+    acct = s.need_acct()
+    with_modseq = uses_modseq(cmd.key)
+    if with_modseq:
+        s.condstore = True  # RFC 7162 §3.1
+    by_uid = {m.uid: m for m in acct.view.messages(sel.mailbox_id)}
+
+    def resolve(seqset: c.SequenceSet, uid: bool) -> set[int]:
+        return set(_resolve_lenient(sel, seqset, uid))
+
+    ctx = SearchContext(resolve, time.time())
+    slow = needs_text(cmd.key)
+    found: list[tuple[int, Message]] = []
+    for seq, uid in enumerate(sel.uids, 1):
+        msg = by_uid.get(uid)
+        if msg is None or uid in sel.gone:
+            continue
+        if matches(cmd.key, Candidate(msg, seq, uid in sel.recent, MessageData(acct, msg)), ctx):
+            found.append((seq, msg))
+        if slow and seq % 20 == 0:
+            await asyncio.sleep(0)  # text search reads and decrypts messages: let others run
+    numbers = [m.uid if cmd.uid else seq for seq, m in found]
+    highest = max((m.modseq for _s, m in found), default=None) if with_modseq else None
+    returns = cmd.return_options
+    if returns is None and not s.rev2:
+        yield r.search_response(numbers, highest)  # RFC 3501 §7.2.5; RFC 7162 §3.1.5 (MODSEQ n)
+    else:
+        # RFC 4731 ESEARCH; RFC 9051 §6.4.4 answers every SEARCH so. RETURN () means ALL.
+        opts = set(returns) if returns else {"ALL"}
+        if "SAVE" in opts:
+            _save(sel, opts, [m.uid for _s, m in found])
+            opts.discard("SAVE")
+        if opts:
+            results: list[tuple[str, int | c.SequenceSet]] = []
+            if numbers and "MIN" in opts:
+                results.append(("MIN", min(numbers)))
+            if numbers and "MAX" in opts:
+                results.append(("MAX", max(numbers)))
+            if "COUNT" in opts:
+                results.append(("COUNT", len(numbers)))
+            if numbers and "ALL" in opts:
+                results.append(("ALL", uid_set(numbers)))
+            if highest is not None:
+                results.append(("MODSEQ", highest))
+            yield r.esearch_response(cmd.tag, cmd.uid, results)
+    yield r.ok(cmd.tag, "SEARCH completed")
+
+
+def _save(sel: Selected, opts: set[str], uids: list[int]) -> None:
+    """RFC 5182 §2.1: SAVE keeps all matches, or only MIN / MAX when those are all that is asked."""
+    if uids and ("MIN" in opts or "MAX" in opts) and not ({"ALL", "COUNT"} & opts):
+        keep = set()
+        if "MIN" in opts:
+            keep.add(min(uids))
+        if "MAX" in opts:
+            keep.add(max(uids))
+        sel.saved = sorted(keep)
+    else:
+        sel.saved = sorted(uids)
+
+
+def _resolve_lenient(sel: Selected, seqset: c.SequenceSet, uid: bool) -> list[int]:
+    """A set inside a search key: numbers past the end match nothing rather than fail."""
+    if uid or seqset.saved:
+        return sel.resolve(seqset, uid)
+    n = sel.exists
+    out: list[int] = []
+    for lo, hi in seqset.iter_bounds(n):
+        lo, hi = max(lo, 1), min(hi, n)
+        if lo <= hi:
+            out.extend(sel.uids[lo - 1 : hi])
+    return out
+
+
+# ---------------------------------------------------------------------- COPY / MOVE / EXPUNGE
+
+
+async def copy(s: Session, cmd: c.Copy | c.Move) -> AsyncIterator[r.Response]:
+    sel = s.need_selected()
+    acct = s.need_acct()
+    move = isinstance(cmd, c.Move)
+    if move and sel.readonly:
+        raise no("the mailbox is read-only (EXAMINE)", "READ-ONLY")
+    dest = acct.view.mailbox(cmd.mailbox)
+    if dest is None:
+        raise no(f"no mailbox {cmd.mailbox}", "TRYCREATE")  # RFC 9051 §6.4.7
+    uids = sel.resolve(cmd.sequence_set, cmd.uid)
+    found = _lookup(acct.view, sel.mailbox_id, uids)
+    if any(u not in found for u in uids):
+        raise no("some of the messages no longer exist", "EXPUNGEISSUED")
+    name = type(cmd).__name__.upper()
+    if not uids:
+        yield r.ok(cmd.tag, f"{name} completed (no messages)")
+        return
+    source = acct.view.mailbox_by_id(sel.mailbox_id)
+    add, remove = junk_signal(source.special_use if source else 0, sel.name, dest.special_use, dest.name)
+    src_uids, new_uids, _committed = await acct.copy(
+        sel.mailbox_id, uids, dest.id, move=move, add_flags=add, remove_flags=remove)
+    if not src_uids:
+        raise no("the messages no longer exist", "EXPUNGEISSUED")
+    code = r.ResponseCode("COPYUID", (dest.uidvalidity, uid_set(src_uids), uid_set(new_uids)))  # RFC 4315 §3
+    if move:
+        # RFC 6851 §4.3: COPYUID goes in an untagged OK before the expunges
+        yield r.ok(None, "moved", code)
+        yield r.ok(cmd.tag, "MOVE completed")
+    else:
+        yield r.ok(cmd.tag, "COPY completed", code)
+
+
+async def expunge(s: Session, cmd: c.Expunge) -> AsyncIterator[r.Response]:
+    sel = s.need_selected()
+    acct = s.need_acct()
+    if sel.readonly:
+        raise no("the mailbox is read-only (EXAMINE)", "READ-ONLY")
+    candidates = sel.resolve(cmd.uids, True) if cmd.uids is not None else [u for u in sel.uids if u not in sel.gone]
+    found = _lookup(acct.view, sel.mailbox_id, candidates)
+    doomed = [u for u in candidates if u in found and "\\Deleted" in found[u].flags]
+    if doomed:
+        await acct.expunge(sel.mailbox_id, doomed)
+    code = None
+    if s.condstore:
+        mb = acct.view.mailbox_by_id(sel.mailbox_id)
+        if mb is not None:
+            code = r.ResponseCode("HIGHESTMODSEQ", (mb.highest_modseq,))  # RFC 7162 §3.1.12
+    yield r.ok(cmd.tag, "EXPUNGE completed", code)
+
+
+__all__ = ["JUNK", "NOT_JUNK", "append", "check_flags", "copy", "expunge", "fetch", "junk_signal", "search", "store"]

@@ -1,0 +1,243 @@
+"""SEARCH: whether a message matches a search key (RFC 9051 §6.4.4), reading its text only when a key needs it."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import datetime
+import email.utils
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from eventmail.imap import commands as c
+from eventmail.imap.fetch import MessageData
+from eventmail.mime.headers import header_fields, unfold
+from eventmail.mime.imapform import decode_part
+from eventmail.proto import events_pb2 as pb
+from eventmail.store import Message
+
+# RFC 2047 §2 encoded-word; whitespace between two adjacent encoded words is dropped (§6.2).
+_ENCODED_WORD_RE = re.compile(rb"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
+_BETWEEN_WORDS_RE = re.compile(rb"(\?=)[ \t\r\n]+(=\?)")
+_QP_HEX_RE = re.compile(rb"=([0-9A-Fa-f]{2})")
+
+
+def _charset_decode(data: bytes, charset: str) -> str:
+    name = charset.split("*", 1)[0].strip().lower() or "us-ascii"  # RFC 2231 §5 language suffix
+    try:
+        codecs.lookup(name)
+    except LookupError:
+        name = "utf-8"
+    if name in ("us-ascii", "ascii"):
+        name = "utf-8"  # 8-bit bytes under a 7-bit label are usually UTF-8 in practice
+    try:
+        return data.decode(name)
+    except UnicodeDecodeError:
+        return data.decode("latin-1") if name == "utf-8" else data.decode(name, errors="replace")
+
+
+def decode_words(value: bytes) -> str:
+    """A header value as text: RFC 2047 encoded words decoded, 8-bit bytes read as UTF-8."""
+    value = _BETWEEN_WORDS_RE.sub(rb"\1\2", value)
+    out: list[str] = []
+    pos = 0
+    for m in _ENCODED_WORD_RE.finditer(value):
+        out.append(_charset_decode(value[pos : m.start()], "utf-8"))
+        charset, enc, text = m.group(1).decode("ascii", "replace"), m.group(2).upper(), m.group(3)
+        try:
+            if enc == b"B":
+                raw = base64.b64decode(text + b"=" * (-len(text) % 4))
+            else:
+                raw = _QP_HEX_RE.sub(lambda h: bytes([int(h.group(1), 16)]), text.replace(b"_", b" "))
+        except (binascii.Error, ValueError):
+            raw = m.group(0)
+        out.append(_charset_decode(raw, charset))
+        pos = m.end()
+    out.append(_charset_decode(value[pos:], "utf-8"))
+    return "".join(out)
+
+
+def _param(part: pb.MimePart, name: bytes) -> str:
+    for p in part.params:
+        if p.name.lower() == name:
+            return p.value.decode("ascii", "replace")
+    return ""
+
+
+@dataclass
+class Candidate:
+    """One message being searched, with its text worked out at most once."""
+
+    msg: Message
+    seq: int
+    recent: bool
+    data: MessageData
+    _headers: list[tuple[str, str]] | None = field(default=None, repr=False)
+    _body: str | None = field(default=None, repr=False)
+
+    def headers(self) -> list[tuple[str, str]]:
+        """(upper-case name, decoded and case-folded value) of the top-level header fields."""
+        if self._headers is None:
+            raw = self.data.raw()
+            body = self.data.structure().body
+            self._headers = [
+                (name.decode("latin-1").upper(), decode_words(unfold(value)).casefold())
+                for name, value, _s, _e in header_fields(raw, body.header_start, body.body_start)
+            ]
+        return self._headers
+
+    def body(self) -> str:
+        """The text of the body's text parts, transfer- and charset-decoded, case-folded."""
+        if self._body is None:
+            raw = self.data.raw()
+            chunks: list[str] = []
+            _part_text(raw, self.data.structure().body, chunks, top=True)
+            self._body = "\n".join(chunks).casefold()
+        return self._body
+
+
+def _part_text(raw: bytes, part: pb.MimePart, out: list[str], top: bool = False) -> None:
+    if part.type == b"multipart":
+        for child in part.parts:
+            _part_text(raw, child, out)
+        return
+    if part.type == b"message" and part.HasField("message"):
+        inner = part.message
+        out.extend(decode_words(unfold(v)) for _n, v, _s, _e in header_fields(raw, inner.header_start, inner.body_start))
+        _part_text(raw, inner, out)
+        return
+    if part.type in (b"text", b""):
+        decoded = decode_part(raw, part)
+        data = raw[part.body_start : part.end] if decoded is None else decoded
+        out.append(_charset_decode(data, _param(part, b"charset")))
+
+
+_ADDRESS_KEYS = {"FROM": "FROM", "TO": "TO", "CC": "CC", "BCC": "BCC", "SUBJECT": "SUBJECT"}
+
+
+def _header_has(cand: Candidate, name: str, needle: str) -> bool:
+    for field_name, value in cand.headers():
+        if field_name == name and needle in value:
+            return True
+    return False
+
+
+def _sent_date(cand: Candidate) -> datetime.date:
+    """The Date: header's calendar date in its own zone (RFC 9051 §6.4.4: "disregarding time and
+    timezone"); the internal date when the header is missing or unreadable."""
+    env = cand.data.structure().envelope
+    if env.has_date:
+        parsed = email.utils.parsedate_tz(env.date.decode("latin-1"))
+        if parsed is not None:
+            try:
+                return datetime.date(parsed[0], parsed[1], parsed[2])
+            except ValueError:
+                pass
+    return _internal_date(cand.msg)
+
+
+def _internal_date(msg: Message) -> datetime.date:
+    tz = datetime.timezone(datetime.timedelta(minutes=msg.internal_date_tz))
+    return datetime.datetime.fromtimestamp(msg.internal_date, tz).date()
+
+
+def _compare(which: str, have: datetime.date, want: datetime.date) -> bool:
+    if which.endswith("BEFORE"):
+        return have < want
+    if which.endswith("ON"):
+        return have == want
+    return have >= want  # SINCE
+
+
+@dataclass
+class SearchContext:
+    """What keys need besides the message: the UID sets `n` and `$` name, and the time."""
+
+    resolve: Callable[[c.SequenceSet, bool], set[int]]
+    now: float
+    _sets: dict[int, set[int]] = field(default_factory=dict)
+
+    def uids(self, key: c.SearchSeq) -> set[int]:
+        got = self._sets.get(id(key))
+        if got is None:
+            got = self._sets[id(key)] = self.resolve(key.set, key.uid)
+        return got
+
+
+def needs_text(key: c.SearchKey) -> bool:
+    if isinstance(key, c.SearchText | c.SearchHeader):
+        return True
+    if isinstance(key, c.SearchDate):
+        return key.which.startswith("SENT")
+    if isinstance(key, c.SearchNot):
+        return needs_text(key.key)
+    if isinstance(key, c.SearchOr):
+        return needs_text(key.left) or needs_text(key.right)
+    if isinstance(key, c.SearchAnd):
+        return any(needs_text(k) for k in key.keys)
+    return False
+
+
+def uses_modseq(key: c.SearchKey) -> bool:
+    """RFC 7162 §3.1.5: a SEARCH with a MODSEQ key reports the highest mod-sequence it found."""
+    if isinstance(key, c.SearchModseq):
+        return True
+    if isinstance(key, c.SearchNot):
+        return uses_modseq(key.key)
+    if isinstance(key, c.SearchOr):
+        return uses_modseq(key.left) or uses_modseq(key.right)
+    if isinstance(key, c.SearchAnd):
+        return any(uses_modseq(k) for k in key.keys)
+    return False
+
+
+def matches(key: c.SearchKey, cand: Candidate, ctx: SearchContext) -> bool:
+    msg = cand.msg
+    if isinstance(key, c.SearchAll):
+        return True
+    if isinstance(key, c.SearchFlag):
+        if key.flag == "\\Recent":
+            have = cand.recent
+        else:
+            want = key.flag.upper()
+            have = any(f.upper() == want for f in msg.flags)
+        return have == key.present
+    if isinstance(key, c.SearchAnd):
+        # cheap keys first: flags and numbers decide most messages without reading them
+        return all(matches(k, cand, ctx) for k in sorted(key.keys, key=needs_text))
+    if isinstance(key, c.SearchOr):
+        return matches(key.left, cand, ctx) or matches(key.right, cand, ctx)
+    if isinstance(key, c.SearchNot):
+        return not matches(key.key, cand, ctx)
+    if isinstance(key, c.SearchSeq):
+        return msg.uid in ctx.uids(key)
+    if isinstance(key, c.SearchSize):
+        return msg.size > key.size if key.larger else msg.size < key.size
+    if isinstance(key, c.SearchModseq):
+        return msg.modseq >= key.modseq
+    if isinstance(key, c.SearchAge):  # RFC 5032 §3: OLDER / YOUNGER in seconds
+        age = ctx.now - msg.internal_date
+        return age >= key.seconds if key.older else age <= key.seconds
+    if isinstance(key, c.SearchDate):
+        if key.which.startswith("SENT"):
+            return _compare(key.which, _sent_date(cand), key.date)
+        return _compare(key.which, _internal_date(msg), key.date)
+    if isinstance(key, c.SearchHeader):
+        needle = key.value.casefold()
+        if not needle:
+            return any(name == key.field for name, _v in cand.headers())  # RFC 9051: empty matches any
+        return _header_has(cand, key.field, needle)
+    if isinstance(key, c.SearchText):
+        needle = key.value.casefold()
+        if key.where in _ADDRESS_KEYS:
+            return _header_has(cand, _ADDRESS_KEYS[key.where], needle)
+        if key.where == "BODY":
+            return needle in cand.body()
+        # TEXT: header and body
+        return any(needle in v or needle in n.casefold() for n, v in cand.headers()) or needle in cand.body()
+    raise AssertionError(f"unknown search key {key!r}")  # pragma: no cover
+
+
+__all__ = ["Candidate", "SearchContext", "decode_words", "matches", "needs_text", "uses_modseq"]

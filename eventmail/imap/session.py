@@ -1,0 +1,521 @@
+"""One IMAP connection's session: its states, the commands of each, and the store behind them."""
+
+# RFC 9051 §3 states: not authenticated → authenticated ⇄ selected → logout. The session takes
+# the items ImapWire.receive() returns and yields the responses to encode; it never touches a
+# socket. What the connection must do besides writing (start TLS, start compression, close)
+# it says in `action`, which the server reads after each item. It reaches account data only
+# through the store's public API: reads from the account's view, writes as events, and other
+# writers' changes from the account's subscription (see selected.py).
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import enum
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from eventmail.imap import commands as c
+from eventmail.imap import mailboxes, messages
+from eventmail.imap import responses as r
+from eventmail.imap.auth import Authenticator, plain_response, wire_form
+from eventmail.imap.errors import ImapError, MailboxGone, bad, no
+from eventmail.imap.selected import Notify, Selected, flag_atoms, uid_set
+from eventmail.imap.wire import ImapWire, Limits
+from eventmail.sasl import Challenge, Exchange, Failure, FailureReason, Success
+from eventmail.store import Account, Committed, Conflict, NotFound, Store, StoreError, StoreFull, Subscription
+
+log = logging.getLogger("eventmail.imap")
+
+# RFC 9051 §5.4: an autologout timer for authenticated sessions must be at least 30 minutes
+# (and IDLE clients re-issue IDLE within 29, RFC 2177 §3).
+AUTOLOGOUT = 30 * 60.0
+# Before login nothing is worth waiting for: a client logs in within seconds of connecting.
+PREAUTH_TIMEOUT = 60.0
+# Failed logins one connection may make before it is closed (the limiter counts across them).
+MAX_AUTH_FAILURES = 5
+SERVER_ID = (("name", "eventmail"), ("vendor", "eventmail"), ("support-url", "https://example.invalid/eventmail"))
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """What every session of one listener shares."""
+
+    store: Store
+    auth: Authenticator
+    limits: Limits
+    starttls: bool  # this listener offers STARTTLS
+    autologout: float = AUTOLOGOUT
+    preauth_timeout: float = PREAUTH_TIMEOUT
+
+
+class State(enum.Enum):
+    NOT_AUTHENTICATED = "not authenticated"
+    AUTHENTICATED = "authenticated"
+    SELECTED = "selected"
+    LOGOUT = "logout"
+
+
+_ANY = (c.Capability, c.Noop, c.Logout, c.Id)
+_NOT_AUTH = (c.StartTls, c.Authenticate, c.Login)
+_SELECTED_ONLY = (c.Check, c.Close, c.Unselect, c.Expunge, c.Search, c.Fetch, c.Store, c.Copy, c.Move)
+# Commands that may tell expunges (RFC 9051 §7.5.1): all but FETCH, STORE, SEARCH by number.
+_NO_EXPUNGE = (c.Fetch, c.Store, c.Search)
+# Commands after which a held selection's changes are not worth telling first.
+_NO_PRESYNC = (c.Select, c.Close, c.Unselect, c.Logout, c.Idle)
+
+
+class Session:
+    """The session of one connection. `handle()` each wire item; write what it yields."""
+
+    def __init__(self, opts: ServerOptions, wire: ImapWire, *, conn: str, peer: str, tls: bool) -> None:
+        self.opts = opts
+        self.wire = wire
+        self.conn = conn  # connection id for logs
+        self.peer = peer
+        self.tls = tls
+        self.state = State.NOT_AUTHENTICATED
+        self.action: str | None = None  # "starttls", "compress" or "close", for the server
+        self.idle_tag: str | None = None
+        self.account: str | None = None
+        self.acct: Account | None = None
+        self.sub: Subscription | None = None
+        self.selected: Selected | None = None
+        self.condstore = False  # RFC 7162 §3.1: on after any CONDSTORE-enabling command
+        self.qresync = False
+        self.rev2 = False  # ENABLE IMAP4rev2 (RFC 9051 §6.3.1)
+        self.utf8 = False  # ENABLE UTF8=ACCEPT (RFC 6855) or IMAP4rev2
+        self.suppressed: set[int] = set()  # own writes whose FETCHes the command sent itself
+        self._events: collections.deque[Committed] = collections.deque()
+        self._sasl: tuple[str, Exchange] | None = None
+        self._auth_failures = 0
+        self._stack = contextlib.AsyncExitStack()
+
+    # ------------------------------------------------------------------ what the server asks
+
+    @property
+    def timeout(self) -> float:
+        return self.opts.preauth_timeout if self.state is State.NOT_AUTHENTICATED else self.opts.autologout
+
+    def greeting(self) -> r.Response:
+        return r.ok(None, "eventmail IMAP4rev2 server ready", r.capability_code(self.capabilities()))
+
+    def tls_started(self) -> None:
+        self.tls = True
+
+    async def close(self) -> None:
+        self.selected = None
+        self.sub = None
+        self.acct = None
+        await self._stack.aclose()
+
+    def capabilities(self) -> list[str]:
+        limits = self.opts.limits
+        caps = ["IMAP4rev1", "IMAP4rev2", "LITERAL-" if limits.literal_minus else "LITERAL+"]
+        if self.state is State.NOT_AUTHENTICATED:
+            if self.opts.starttls and not self.tls:
+                caps.append("STARTTLS")
+            mechs = self.opts.auth.mechanisms(self.tls, self.peer)
+            if mechs:
+                caps.extend(f"AUTH={m}" for m in mechs)
+                caps.append("SASL-IR")
+            else:
+                caps.append("LOGINDISABLED")  # RFC 9051 §6.2.3
+        caps += [
+            "ENABLE", "IDLE", "NAMESPACE", "ID", "UNSELECT", "UIDPLUS", "MOVE", "CHILDREN", "SPECIAL-USE",
+            "CREATE-SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "SEARCHRES", "WITHIN",
+            "CONDSTORE", "QRESYNC", "BINARY", "MULTIAPPEND", f"APPENDLIMIT={limits.max_append}", "UTF8=ACCEPT",
+            "STATUS=SIZE",
+        ]
+        if not self.wire.compressing:
+            caps.append("COMPRESS=DEFLATE")
+        return caps
+
+    async def wait_change(self) -> None:
+        """While idling: wait for the next committed event of the account (cancel-safe)."""
+        if self.sub is None:
+            await asyncio.Event().wait()  # nothing can change before login
+            return
+        self._events.append(await self.sub.get())
+
+    def idle_updates(self) -> list[r.Response]:
+        """What to tell an idling client about the changes received so far."""
+        try:
+            return self._sync(None)
+        except MailboxGone:
+            self.action = "close"
+            return [r.bye("the selected mailbox was deleted")]
+
+    # ------------------------------------------------------------------ items
+
+    async def handle(self, item: c.Item) -> AsyncIterator[r.Response]:
+        if isinstance(item, c.Continuation):
+            yield r.ContinuationRequest()
+        elif isinstance(item, c.ProtocolError):
+            if self._sasl is not None and item.tag == self._sasl[0]:
+                # the wire refused a SASL line (and ended the exchange): a failed attempt
+                self._sasl_failed(Failure(FailureReason.BAD_ENCODING, None, item.text))
+            yield r.error_response(item)
+            if item.close:
+                yield r.bye("closing connection")
+                self.action = "close"
+        elif isinstance(item, c.IdleDone):
+            if self.idle_tag is None:
+                yield r.bad(None, "unexpected DONE")
+                return
+            tag, self.idle_tag = self.idle_tag, None
+            for resp in self.idle_updates():
+                yield resp
+            if self.action != "close":
+                yield r.ok(tag, "IDLE terminated")
+        elif isinstance(item, c.SaslResponse | c.SaslCancel):
+            async for resp in self._sasl_step(item):
+                yield resp
+        else:
+            if self.idle_tag is not None:
+                # RFC 2177 §3: only DONE may follow IDLE
+                tag, self.idle_tag = self.idle_tag, None
+                yield r.bad(tag, "expected DONE")
+            async for resp in self._command(item):
+                yield resp
+
+    async def _command(self, cmd: c.Command) -> AsyncIterator[r.Response]:
+        handler = _HANDLERS[type(cmd)]
+        refusal = self._state_refusal(cmd)
+        if refusal is not None:
+            yield r.bad(cmd.tag, refusal)
+            return
+        self.suppressed = set()
+        try:
+            if self.selected is not None and not isinstance(cmd, _NO_PRESYNC):
+                for resp in self._sync(cmd):
+                    yield resp
+            async for resp in handler(self, cmd):
+                if isinstance(resp, r.StatusResponse) and resp.tag == cmd.tag:
+                    for update in self._sync(cmd):
+                        yield update
+                yield resp
+        except ImapError as e:
+            for update in self._sync(cmd):
+                yield update
+            yield r.StatusResponse(e.status, e.text, cmd.tag, e.code)
+        except MailboxGone:
+            self.action = "close"
+            yield r.bye("the selected mailbox was deleted")
+        except StoreFull:
+            yield r.no(cmd.tag, "mail storage is full; try again later", r.ResponseCode("UNAVAILABLE"))
+        except NotFound as e:
+            yield r.no(cmd.tag, str(e), r.ResponseCode("NONEXISTENT"))
+        except Conflict as e:
+            yield r.no(cmd.tag, str(e), r.ResponseCode("ALREADYEXISTS"))
+        except StoreError as e:
+            log.exception("imap %s: store error in %s", self.conn, type(cmd).__name__)
+            yield r.no(cmd.tag, f"store error: {type(e).__name__}", r.ResponseCode("SERVERBUG"))
+        except Exception:
+            # a bug: this command fails, the connection and the server go on (STYLE §5)
+            log.exception("imap %s: internal error in %s", self.conn, type(cmd).__name__)
+            yield r.no(cmd.tag, "internal server error", r.ResponseCode("SERVERBUG"))
+        finally:
+            self.suppressed = set()
+
+    def _state_refusal(self, cmd: c.Command) -> str | None:
+        if isinstance(cmd, _ANY):
+            return None
+        if self.state is State.NOT_AUTHENTICATED:
+            return None if isinstance(cmd, _NOT_AUTH) else "log in first"
+        if isinstance(cmd, _NOT_AUTH):
+            return "already authenticated"
+        if isinstance(cmd, _SELECTED_ONLY) and self.selected is None:
+            return "no mailbox selected"
+        return None
+
+    def _sync(self, cmd: c.Command | None) -> list[r.Response]:
+        """Changes committed since the last look, as untagged responses (selected.py)."""
+        if self.sub is None:
+            return []
+        events = [*self._events, *self.sub.pending()]
+        self._events.clear()
+        if self.selected is None or self.acct is None or not events:
+            return []
+        expunge_ok = cmd is None or not isinstance(cmd, _NO_EXPUNGE) or bool(getattr(cmd, "uid", False))
+        notify = Notify(expunge_ok, self.condstore, self.qresync, frozenset(self.suppressed))
+        return self.selected.apply(events, self.acct.view, notify)
+
+    def unselect(self) -> None:
+        self.selected = None
+        self.state = State.AUTHENTICATED
+
+    def need_selected(self) -> Selected:
+        if self.selected is None:
+            raise bad("no mailbox selected")
+        return self.selected
+
+    def need_acct(self) -> Account:
+        if self.acct is None:
+            raise bad("log in first")
+        return self.acct
+
+    # ------------------------------------------------------------------ any state
+
+    async def _capability(self, cmd: c.Capability) -> AsyncIterator[r.Response]:
+        yield r.capability(self.capabilities())
+        yield r.ok(cmd.tag, "CAPABILITY completed")
+
+    async def _noop(self, cmd: c.Noop | c.Check) -> AsyncIterator[r.Response]:
+        yield r.ok(cmd.tag, f"{type(cmd).__name__.upper()} completed")
+
+    async def _logout(self, cmd: c.Logout) -> AsyncIterator[r.Response]:
+        self.state = State.LOGOUT
+        self.action = "close"
+        yield r.bye("logging out")
+        yield r.ok(cmd.tag, "LOGOUT completed")
+
+    async def _id(self, cmd: c.Id) -> AsyncIterator[r.Response]:
+        if cmd.params:
+            log.info("imap %s: client id %s", self.conn, ", ".join(f"{k}={v}" for k, v in cmd.params[:10]))
+        yield r.id_response(SERVER_ID)  # RFC 2971 §3.2
+        yield r.ok(cmd.tag, "ID completed")
+
+    # ------------------------------------------------------------------ not authenticated
+
+    async def _starttls(self, cmd: c.StartTls) -> AsyncIterator[r.Response]:
+        if self.tls:
+            raise bad("TLS is already active")
+        if not self.opts.starttls:
+            raise bad("STARTTLS is not offered on this port")
+        self.action = "starttls"  # RFC 9051 §6.2.1: the handshake starts after this OK
+        yield r.ok(cmd.tag, "begin TLS negotiation now")
+
+    async def _login(self, cmd: c.Login) -> AsyncIterator[r.Response]:
+        auth = self.opts.auth
+        if not auth.may_send_password(self.tls, self.peer):
+            # RFC 9051 §6.2.3 LOGINDISABLED; RFC 5530 §3 PRIVACYREQUIRED
+            raise no("use STARTTLS or port 993 to log in", "PRIVACYREQUIRED")
+        await auth.gate(self.peer, cmd.username, self.conn)
+        exchange = auth.exchange("PLAIN", self.tls, self.peer)
+        assert exchange is not None
+        result = await exchange.start(plain_response(cmd.username, cmd.password))
+        if isinstance(result, Success):
+            async for resp in self._logged_in(cmd.tag, result):
+                yield resp
+            return
+        failure = result if isinstance(result, Failure) else Failure(FailureReason.SEQUENCE, cmd.username)
+        if failure.authcid is None:
+            failure = Failure(failure.reason, cmd.username, failure.detail)
+        self._sasl_failed(failure)
+        raise no("authentication failed", "AUTHENTICATIONFAILED")
+
+    async def _authenticate(self, cmd: c.Authenticate) -> AsyncIterator[r.Response]:
+        auth = self.opts.auth
+        if not auth.may_send_password(self.tls, self.peer):
+            raise no("use STARTTLS or port 993 to authenticate", "PRIVACYREQUIRED")
+        exchange = auth.exchange(cmd.mechanism, self.tls, self.peer)
+        if exchange is None:
+            raise no(f"mechanism {cmd.mechanism} is not available", "CANNOT")
+        await auth.gate(self.peer, None, self.conn)
+        result = await exchange.start(wire_form(cmd.initial_response, initial=True))
+        async for resp in self._sasl_result(cmd.tag, exchange, result):
+            yield resp
+
+    async def _sasl_step(self, item: c.SaslResponse | c.SaslCancel) -> AsyncIterator[r.Response]:
+        if self._sasl is None or self._sasl[0] != item.tag:
+            yield r.bad(None, "no authentication in progress")
+            return
+        tag, exchange = self._sasl
+        data = b"*" if isinstance(item, c.SaslCancel) else wire_form(item.data, initial=False)
+        assert data is not None
+        result = await exchange.step(data)
+        async for resp in self._sasl_result(tag, exchange, result):
+            yield resp
+
+    async def _sasl_result(
+        self, tag: str, exchange: Exchange, result: Challenge | Success | Failure
+    ) -> AsyncIterator[r.Response]:
+        self._sasl = None
+        if isinstance(result, Challenge):
+            self._sasl = (tag, exchange)
+            yield r.ContinuationRequest(challenge=result.data)  # RFC 9051 §6.2.2: `+ base64`
+        elif isinstance(result, Success):
+            async for resp in self._logged_in(tag, result):
+                yield resp
+        else:
+            self._sasl_failed(result)
+            status, code = result.reason.imap_reply
+            text = "authentication cancelled" if result.reason is FailureReason.CANCELLED else "authentication failed"
+            yield r.StatusResponse("BAD" if status == "BAD" else "NO", text, tag,
+                                   r.ResponseCode(code) if code else None)
+            if self._auth_failures >= MAX_AUTH_FAILURES:
+                self.action = "close"
+                yield r.bye("too many failed authentication attempts")
+
+    def _sasl_failed(self, failure: Failure) -> None:
+        self._sasl = None
+        self._auth_failures += 1
+        self.opts.auth.failed(self.peer, failure, self.conn)
+
+    async def _logged_in(self, tag: str, result: Success) -> AsyncIterator[r.Response]:
+        self.opts.auth.succeeded(self.peer, result.username, self.conn)
+        self.account = result.username
+        self.acct = await self._stack.enter_async_context(self.opts.store.use_account(result.username))
+        sub = self.acct.subscribe()
+        self._stack.callback(sub.close)
+        self.sub = sub
+        self.state = State.AUTHENTICATED
+        # RFC 9051 §6.2.2: capabilities may change with authentication, so send them again
+        yield r.ok(tag, "logged in", r.capability_code(self.capabilities()))
+
+    # ------------------------------------------------------------------ authenticated
+
+    async def _enable(self, cmd: c.Enable) -> AsyncIterator[r.Response]:
+        done: list[str] = []
+        for cap in cmd.capabilities:  # RFC 5161 §3.1: unknown ones are ignored
+            if cap == "CONDSTORE" and not self.condstore:
+                self.condstore = True
+                done.append("CONDSTORE")
+            elif cap == "QRESYNC" and not self.qresync:
+                self.qresync = self.condstore = True  # RFC 7162 §3.2.3: QRESYNC implies CONDSTORE
+                done.append("QRESYNC")
+            elif cap == "UTF8=ACCEPT" and not self.utf8:
+                self.utf8 = True
+                self.wire.enable_utf8()
+                done.append("UTF8=ACCEPT")
+            elif cap == "IMAP4REV2" and not self.rev2:
+                self.rev2 = True
+                self.utf8 = True
+                self.wire.enable_utf8()  # RFC 9051 §5.1: UTF-8 mailbox names
+                done.append("IMAP4rev2")
+        yield r.enabled(done)
+        yield r.ok(cmd.tag, "ENABLE completed")
+
+    async def _namespace(self, cmd: c.Namespace) -> AsyncIterator[r.Response]:
+        yield r.namespace_response([("", mailboxes.SEP)])  # one personal namespace, no others
+        yield r.ok(cmd.tag, "NAMESPACE completed")
+
+    async def _idle(self, cmd: c.Idle) -> AsyncIterator[r.Response]:
+        self.idle_tag = cmd.tag  # RFC 2177: updates flow until DONE
+        yield r.ContinuationRequest("idling")
+        for resp in self._sync(None):
+            yield resp
+
+    async def _compress(self, cmd: c.Compress) -> AsyncIterator[r.Response]:
+        if cmd.mechanism != "DEFLATE":
+            raise bad(f"unknown compression mechanism {cmd.mechanism}")
+        if self.wire.compressing:
+            raise no("compression is already active", "COMPRESSIONACTIVE")  # RFC 4978 §3
+        self.action = "compress"
+        yield r.ok(cmd.tag, "DEFLATE active")
+
+    async def _select(self, cmd: c.Select) -> AsyncIterator[r.Response]:
+        acct = self.need_acct()
+        if self.selected is not None:
+            # RFC 9051 §6.3.2: the old mailbox is closed first, even if this SELECT fails
+            self.selected = None
+            self.state = State.AUTHENTICATED
+            yield r.ok(None, "previous mailbox closed", r.ResponseCode("CLOSED"))  # RFC 7162 §3.2.11
+        if cmd.qresync is not None and not self.qresync:
+            raise bad("QRESYNC is not enabled")  # RFC 7162 §3.2.5
+        if cmd.condstore:
+            self.condstore = True
+        mb = acct.view.mailbox(cmd.mailbox)
+        if mb is None:
+            raise no(f"no mailbox {cmd.mailbox}", "NONEXISTENT")
+        if self.sub is not None:
+            self.sub.pending()  # the snapshot below already holds every event committed so far
+        self._events.clear()
+        msgs = acct.view.messages(mb.id)
+        sel = Selected(mb, cmd.readonly, msgs)
+        yield r.flags(sel.flag_names())
+        permanent: tuple[r.Value, ...] = () if cmd.readonly else (*flag_atoms(sel.flag_names()), r.Atom("\\*"))
+        yield r.ok(None, "flags permitted", r.ResponseCode("PERMANENTFLAGS", (permanent,)))
+        yield r.exists(sel.exists)
+        if not self.rev2:
+            yield r.Untagged((0, r.Atom("RECENT")))  # RFC 3501 §7.3.2
+            first_unseen = next((i for i, m in enumerate(msgs, 1) if "\\Seen" not in m.flags), None)
+            if first_unseen is not None:
+                yield r.ok(None, "first unseen", r.ResponseCode("UNSEEN", (first_unseen,)))
+        yield r.ok(None, "UIDs valid", r.ResponseCode("UIDVALIDITY", (mb.uidvalidity,)))
+        yield r.ok(None, "predicted next UID", r.ResponseCode("UIDNEXT", (mb.uidnext,)))
+        yield r.ok(None, "highest", r.ResponseCode("HIGHESTMODSEQ", (mb.highest_modseq,)))  # RFC 7162 §3.1.2.1
+        yield r.ok(None, "mailbox id", r.ResponseCode("MAILBOXID", ((r.Atom(mailboxes.mailbox_object_id(mb)),),)))
+        if cmd.qresync is not None and cmd.qresync.uidvalidity == mb.uidvalidity:
+            for resp in _qresync_responses(sel, cmd.qresync, acct, msgs):
+                yield resp
+        self.selected = sel
+        self.state = State.SELECTED
+        code = "READ-ONLY" if cmd.readonly else "READ-WRITE"
+        yield r.ok(cmd.tag, f"{'EXAMINE' if cmd.readonly else 'SELECT'} completed", r.ResponseCode(code))
+
+    async def _close(self, cmd: c.Close | c.Unselect) -> AsyncIterator[r.Response]:
+        sel = self.need_selected()
+        acct = self.need_acct()
+        if isinstance(cmd, c.Close) and not sel.readonly:
+            # RFC 9051 §6.4.1: expunge \Deleted messages, silently
+            doomed = [m.uid for m in acct.view.messages(sel.mailbox_id)
+                      if "\\Deleted" in m.flags and sel.seq(m.uid) is not None]
+            if doomed:
+                await acct.expunge(sel.mailbox_id, doomed)
+        self.selected = None
+        self.state = State.AUTHENTICATED
+        yield r.ok(cmd.tag, f"{type(cmd).__name__.upper()} completed")
+
+
+def _qresync_responses(sel: Selected, q: c.QresyncParams, acct: Account, msgs: list[Any]) -> list[r.Response]:
+    """RFC 7162 §3.2.5.1: what changed since the client's mod-sequence: VANISHED (EARLIER) for
+    expunged UIDs it knows, then FETCH of every message changed since."""
+    out: list[r.Response] = []
+    known: set[int] | None = None
+    if q.known_uids is not None:
+        known = set()
+        largest = max((m.uid for m in msgs), default=0)
+        for lo, hi in q.known_uids.iter_bounds(max(largest, sel.uids[-1] if sel.uids else 0)):
+            if hi - lo > 1_000_000:
+                known = None  # a huge range: treat as "everything", as with no list at all
+                break
+            known.update(range(lo, hi + 1))
+    gone = [u for u in acct.view.expunged_since(sel.mailbox_id, q.modseq) if known is None or u in known]
+    if gone:
+        out.append(r.vanished(uid_set(gone), earlier=True))
+    for seq, m in enumerate(msgs, 1):
+        if m.modseq > q.modseq:
+            out.append(sel.flags_fetch(seq, m, True))
+    return out
+
+
+Handler = Callable[[Session, Any], AsyncIterator[r.Response]]
+_HANDLERS: dict[type, Handler] = {
+    c.Capability: Session._capability,
+    c.Noop: Session._noop,
+    c.Check: Session._noop,
+    c.Logout: Session._logout,
+    c.Id: Session._id,
+    c.StartTls: Session._starttls,
+    c.Login: Session._login,
+    c.Authenticate: Session._authenticate,
+    c.Enable: Session._enable,
+    c.Namespace: Session._namespace,
+    c.Idle: Session._idle,
+    c.Compress: Session._compress,
+    c.Select: Session._select,
+    c.Close: Session._close,
+    c.Unselect: Session._close,
+    c.List: mailboxes.list_,
+    c.Lsub: mailboxes.lsub,
+    c.Status: mailboxes.status,
+    c.Create: mailboxes.create,
+    c.Delete: mailboxes.delete,
+    c.Rename: mailboxes.rename,
+    c.Subscribe: mailboxes.subscribe,
+    c.Unsubscribe: mailboxes.subscribe,
+    c.Append: messages.append,
+    c.Fetch: messages.fetch,
+    c.Store: messages.store,
+    c.Search: messages.search,
+    c.Copy: messages.copy,
+    c.Move: messages.copy,
+    c.Expunge: messages.expunge,
+}
+
+__all__ = ["AUTOLOGOUT", "PREAUTH_TIMEOUT", "ServerOptions", "Session", "State"]
