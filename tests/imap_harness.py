@@ -1,5 +1,5 @@
-"""Harness for the IMAP tests (no tests here): a store and IMAP listeners on an event loop in a
-background thread, on free loopback ports with a self-signed certificate, plus a raw client."""
+"""Harness for the IMAP tests: a store and IMAP listeners on an event loop in a background thread,
+on free loopback ports with a self-signed certificate, and a raw client for transcript tests."""
 
 from __future__ import annotations
 
@@ -195,7 +195,7 @@ class RawClient:
                 if not chunk:
                     return True
                 self.buf += chunk
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             return False
         except (ConnectionError, ssl.SSLError):
             return True
@@ -209,7 +209,7 @@ def corpus(n: int, kind: str = "ham") -> list[bytes]:
 
 
 def simple_message(subject: str = "hello", body: str = "hello world", **headers: str) -> bytes:
-    lines = [f"From: Bob <bob@example.test>", "To: alice@example.test", f"Subject: {subject}",
+    lines = ["From: Bob <bob@example.test>", "To: alice@example.test", f"Subject: {subject}",
              "Date: Mon, 7 Feb 1994 21:52:25 -0800", "Message-ID: <m1@example.test>"]
     lines += [f"{k.replace('_', '-')}: {v}" for k, v in headers.items()]
     return ("\r\n".join(lines) + "\r\n\r\n" + body + "\r\n").encode()
