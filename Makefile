@@ -40,8 +40,9 @@ proto: venv
 chaos: venv
 	EVENTMAIL_KILL_TRIALS=$(TRIALS) $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_crash.py
 
-bench: venv
+bench: venv deps
 	$(BIN)/python bench/store.py
+	$(BIN)/python bench/smtp.py
 
 clean:
 	rm -rf $(VENV) $(RUN_DIR)

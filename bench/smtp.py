@@ -1,0 +1,437 @@
+"""SMTP benchmark: messages/s accepted by eventmail's MX beside Postfix delivering to Dovecot over LMTP, as a ratio.
+
+    python bench/smtp.py [--messages 1000] [--clients 10] [--size 20000] [--reps 3] [--dir DIR]
+
+The same load goes to both, in alternating runs (the median of --reps is reported):
+real messages from tests/data/corpus/ham, each padded with real body lines (or trimmed at a line
+boundary) to about --size bytes, given a From in the sender domain, a unique X-Bench-Seq header,
+and a DKIM signature (rsa-sha256, 2048 bits) made before the clock starts. --clients threads send
+over raw sockets, one message per connection as an inbound MX sees it: EHLO, MAIL (SIZE=, and
+BODY=8BITMIME when the message has 8-bit octets), RCPT, DATA, QUIT, no pipelining.
+
+- eventmail: `eventmail serve` as its own process; every message gets SPF, DKIM and DMARC
+  (policy p=reject) evaluated against a local DNS server process (tests/dnsserver.py) serving the
+  sender's zone, and its 250 comes only after the delivery event is fsynced into the log (there is
+  no switch to turn fsync off). A 250 there is end-to-end delivery: the message is in the INBOX.
+  After the runs every stored message is read back and its Authentication-Results checked.
+- Postfix -> Dovecot: bench/peers.py's isolated instances (Postfix's 250 comes after its queue
+  file is fsynced; Dovecot's LMTP delivery is fsynced before it answers). Postfix does no
+  SPF/DKIM/DMARC in this setup. Its delivered msgs/s (until the last message is in the maildir)
+  is reported beside its accepted msgs/s.
+
+CPU is the core-seconds each server's process tree used during a run (bench/smtp_cpu.py).
+Prints figures; asserts nothing. Postfix and Dovecot need root and the Debian packages postfix,
+dovecot-imapd and dovecot-lmtpd; without them only eventmail's figures are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import secrets
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from peers import Peers, PeersUnavailable  # noqa: E402
+from smtp_cpu import CpuWindow, loadavg  # noqa: E402
+
+from eventmail.mailauth.dkim import sign_sync  # noqa: E402
+from tests.dns_fixture import DnsServer, make_rsa_key, txt_rdata, zone_text  # noqa: E402
+from tests.mailserver import MailServer  # noqa: E402
+
+CORPUS = ROOT / "tests" / "data" / "corpus" / "ham"
+SENDER_DOMAIN = "bench-sender.test"
+# The author is in a subdomain, so DMARC finds the policy at the organizational domain (RFC 7489
+# §6.6.3) and checks relaxed alignment with d= and the MAIL FROM domain.
+AUTHOR = f"newsletter@news.{SENDER_DOMAIN}"
+MAIL_FROM = f"bounce@{SENDER_DOMAIN}"
+HELO = f"out.{SENDER_DOMAIN}"
+SELECTOR = "bench"
+RECIPIENT_DOMAIN = "example.test"
+DROP_FIELDS = (b"from", b"dkim-signature", b"domainkey-signature", b"authentication-results", b"return-path")
+
+
+# -- messages ---------------------------------------------------------------------------------
+
+
+def corpus_raw(path: Path) -> bytes:
+    """A corpus file with its mbox From_ line dropped and LF line endings."""
+    data = path.read_bytes().replace(b"\r\n", b"\n")
+    if data.startswith(b"From "):
+        data = data.split(b"\n", 1)[1] if b"\n" in data else b""
+    return data
+
+
+def padding_lines(raws: list[bytes]) -> list[bytes]:
+    """Plain text lines from real bodies, used to grow messages to the wanted size."""
+    pool = []
+    for raw in raws:
+        for line in raw.partition(b"\n\n")[2].split(b"\n"):
+            if 20 <= len(line) <= 76 and not line.startswith((b"--", b">", b".", b"Content-")):
+                pool.append(line + b"\n")
+    return pool or [b"The quick brown fox jumps over the lazy dog, again and again.\n"]
+
+
+def header_fields(head: bytes) -> list[bytes]:
+    """Unfolded-aware split of a header block into fields (each with its continuation lines)."""
+    fields: list[bytes] = []
+    for line in head.split(b"\n"):
+        if line[:1] in (b" ", b"\t") and fields:
+            fields[-1] += b"\n" + line
+        elif line:
+            fields.append(line)
+    return fields
+
+
+@dataclass(frozen=True)
+class Payload:
+    wire: bytes  # dot-stuffed, ending in CRLF.CRLF
+    size: int  # octets of the message itself
+    eight_bit: bool
+
+
+def signed_message(raw: bytes, size: int, index: int, pool: list[bytes], key: bytes) -> bytes:
+    """A corpus message as the sender's domain sends it: our From, about `size` octets, CRLF, DKIM-signed."""
+    head, _, body = raw.partition(b"\n\n")
+    kept = [f for f in header_fields(head) if f.split(b":", 1)[0].strip().lower() not in DROP_FIELDS]
+    head = b"\n".join([f"From: Bench Newsletter <{AUTHOR}>".encode(), *kept]) + b"\n"
+    room = max(0, size - len(head) - 1 - 650)  # the DKIM-Signature and X-Bench-Seq fields come on top
+    if len(body) > room:
+        cut = body.rfind(b"\n", 0, room)
+        body = body[: cut + 1] if cut > 0 else body[:room] + b"\n"
+    else:
+        if body and not body.endswith(b"\n"):
+            body += b"\n"
+        parts, n, k = [body], len(body), index
+        while n < room:
+            parts.append(pool[k % len(pool)])
+            n += len(parts[-1])
+            k += 7
+        body = b"".join(parts)
+    message = (head + b"\n" + body).replace(b"\n", b"\r\n")
+    return sign_sync(message, SENDER_DOMAIN, SELECTOR, "rsa-sha256", key) + message
+
+
+def make_payload(signed: bytes, seq: int, tag: str) -> Payload:
+    """One transaction's DATA: a unique X-Bench-Seq field (outside the signature's h=, so the signature
+    stays valid) makes every message distinct, as the receiver deduplicates identical retries."""
+    message = f"X-Bench-Seq: {tag}-{seq}\r\n".encode() + signed
+    stuffed = message.replace(b"\r\n.", b"\r\n..")
+    if stuffed.startswith(b"."):
+        stuffed = b"." + stuffed
+    return Payload(stuffed + b".\r\n", len(message), any(b > 127 for b in message))
+
+
+def build_payloads(count: int, size: int, tags: list[str], key: bytes) -> dict[str, list[Payload]]:
+    """For each tag, `count` payloads cycling through the corpus (each corpus message signed once)."""
+    files = sorted(CORPUS.glob("*.eml"))[:count]
+    if not files:
+        sys.exit(f"no corpus messages in {CORPUS}")
+    raws = [corpus_raw(f) for f in files]
+    pool = padding_lines(raws)
+    signed = [signed_message(raw, size, i, pool, key) for i, raw in enumerate(raws)]
+    return {tag: [make_payload(signed[i % len(signed)], i, tag) for i in range(count)] for tag in tags}
+
+
+# -- load generator ---------------------------------------------------------------------------
+
+
+class SmtpFailure(Exception):
+    def __init__(self, stage: str, reply: str) -> None:
+        super().__init__(f"{stage} {reply}")
+        self.stage, self.reply = stage, reply
+
+
+class Client:
+    """One SMTP connection over a raw socket (no library between the load and the server)."""
+
+    def __init__(self, port: int, timeout: float = 60.0) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.file = self.sock.makefile("rb")
+        self.expect("greeting", 220)
+        lines = self.command(b"EHLO " + HELO.encode(), "ehlo", 250)
+        self.extensions = {line[4:].split(b" ")[0].upper() for line in lines[1:]}
+
+    def reply(self, stage: str) -> tuple[int, list[bytes]]:
+        lines = []
+        while True:
+            line = self.file.readline(4096)
+            if not line:
+                raise SmtpFailure(stage, "connection closed")
+            lines.append(line.rstrip(b"\r\n"))
+            if line[3:4] != b"-":
+                break
+        try:
+            return int(lines[-1][:3]), lines
+        except ValueError:
+            raise SmtpFailure(stage, repr(lines[-1][:40])) from None
+
+    def expect(self, stage: str, code: int) -> list[bytes]:
+        got, lines = self.reply(stage)
+        if got != code:
+            raise SmtpFailure(stage, lines[-1][:60].decode("ascii", "replace"))
+        return lines
+
+    def command(self, line: bytes, stage: str, code: int) -> list[bytes]:
+        self.sock.sendall(line + b"\r\n")
+        return self.expect(stage, code)
+
+    def close(self) -> None:
+        try:
+            self.sock.sendall(b"QUIT\r\n")
+            self.reply("quit")
+        except (OSError, SmtpFailure):
+            pass
+        self.file.close()
+        self.sock.close()
+
+
+@dataclass
+class LoadResult:
+    accepted: int = 0
+    octets: int = 0
+    latencies: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    first: float = 0.0
+    last_accept: float = 0.0
+
+    @property
+    def accept_seconds(self) -> float:
+        return max(self.last_accept - self.first, 1e-9)
+
+    @property
+    def accepted_per_s(self) -> float:
+        return self.accepted / self.accept_seconds
+
+    def latency_ms(self, q: float) -> float:
+        if not self.latencies:
+            return float("nan")
+        ordered = sorted(self.latencies)
+        return 1000 * ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def send_load(port: int, rcpt: str, payloads: list[Payload], clients: int) -> LoadResult:
+    """Send every payload once, `clients` at a time, one message per connection."""
+    result = LoadResult()
+    lock = threading.Lock()
+    queue = iter(range(len(payloads)))
+    go = threading.Event()
+
+    def worker() -> None:
+        go.wait()
+        while True:
+            with lock:
+                seq = next(queue, None)
+            if seq is None:
+                return
+            p = payloads[seq]
+            client: Client | None = None
+            try:
+                client = Client(port)
+                params = b" SIZE=%d" % p.size if b"SIZE" in client.extensions else b""
+                if p.eight_bit and b"8BITMIME" in client.extensions:
+                    params += b" BODY=8BITMIME"
+                t0 = time.perf_counter()
+                client.command(b"MAIL FROM:<" + MAIL_FROM.encode() + b">" + params, "mail", 250)
+                client.command(b"RCPT TO:<" + rcpt.encode() + b">", "rcpt", 250)
+                client.command(b"DATA", "data", 354)
+                client.sock.sendall(p.wire)
+                client.expect("end of data", 250)
+                t1 = time.perf_counter()
+                with lock:
+                    result.accepted += 1
+                    result.octets += p.size
+                    result.latencies.append(t1 - t0)
+                    result.last_accept = max(result.last_accept, t1)
+            except SmtpFailure as e:
+                with lock:
+                    result.errors[f"{e.stage}: {e.reply}"] += 1
+            except OSError as e:
+                with lock:
+                    result.errors[f"socket: {type(e).__name__}"] += 1
+            finally:
+                if client is not None:
+                    client.close()
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    result.first = time.perf_counter()
+    go.set()
+    for t in threads:
+        t.join()
+    return result
+
+
+def maildir_count(maildir: Path) -> int:
+    n = 0
+    for sub in ("new", "cur"):
+        try:
+            n += sum(1 for e in (maildir / sub).iterdir() if not e.name.startswith("."))
+        except FileNotFoundError:
+            pass
+    return n
+
+
+# -- one run against each ---------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    load: LoadResult
+    cpu: dict[str, float | None]
+    delivered: int = 0
+    delivered_per_s: float = 0.0
+
+
+def run_eventmail(server: MailServer, dns: DnsServer, payloads: list[Payload], clients: int) -> Run:
+    assert server.proc is not None
+    cpu = CpuWindow({"eventmail": server.proc.pid, "dns server": dns.process.pid}).start()
+    load = send_load(server.ports["smtp"], f"bench@{RECIPIENT_DOMAIN}", payloads, clients)
+    cpu.settle()
+    cpu.stop()
+    # The 250 is sent after the delivery event is fsynced: accepted is delivered.
+    return Run(load, cpu.result, load.accepted, load.accepted_per_s)
+
+
+def run_postfix(peers: Peers, payloads: list[Payload], clients: int, timeout: float = 300.0) -> Run:
+    assert peers.postfix_pid is not None and peers.dovecot_pid is not None
+    before = maildir_count(peers.maildir)
+    cpu = CpuWindow({"postfix": peers.postfix_pid, "dovecot": peers.dovecot_pid}).start()
+    load = send_load(peers.smtp_port, peers.user, payloads, clients)
+    deadline = time.monotonic() + timeout
+    delivered = maildir_count(peers.maildir) - before
+    while delivered < load.accepted and time.monotonic() < deadline:
+        time.sleep(0.02)
+        delivered = maildir_count(peers.maildir) - before
+    end = time.perf_counter()
+    cpu.settle()
+    cpu.stop()
+    return Run(load, cpu.result, delivered, delivered / max(end - load.first, 1e-9))
+
+
+# -- setup ------------------------------------------------------------------------------------
+
+
+def sender_zone(dkim_txt: str) -> str:
+    return zone_text(SENDER_DOMAIN, [
+        '@ TXT "v=spf1 ip4:127.0.0.0/8 -all"',
+        f"{SELECTOR}._domainkey TXT {txt_rdata(dkim_txt)}",
+        '_dmarc TXT "v=DMARC1; p=reject; adkim=r; aspf=r"',
+        "news MX 10 mx",
+        "mx A 127.0.0.1",
+    ])
+
+
+def check_stored(server: MailServer, expected: int) -> str:
+    """Read back every delivered message: the count and the verdicts in Authentication-Results."""
+    messages = server.messages("bench")
+    verdicts: Counter[str] = Counter()
+    for m in messages:
+        head = m.split(b"\r\n\r\n", 1)[0].replace(b"\r\n\t", b" ").replace(b"\r\n ", b" ")
+        ar = next((line for line in head.split(b"\r\n") if line.lower().startswith(b"authentication-results:")), b"")
+        verdicts[" ".join(f"{k}={'pass' if k.encode() + b'=pass' in ar else 'NOT pass'}"
+                          for k in ("spf", "dkim", "dmarc"))] += 1
+    summary = ", ".join(f"{n} with {v}" for v, n in verdicts.most_common())
+    return f"{len(messages)} messages in bench's INBOX (expected {expected}): {summary or 'none'}"
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def describe(label: str, runs: list[Run], trees: tuple[str, ...]) -> dict[str, float]:
+    acc = median([r.load.accepted_per_s for r in runs])
+    dlv = median([r.delivered_per_s for r in runs])
+    p50 = median([r.load.latency_ms(0.5) for r in runs])
+    p99 = median([r.load.latency_ms(0.99) for r in runs])
+    per_msg = {t: median([1000 * (r.cpu.get(t) or 0.0) / max(r.load.accepted, 1) for r in runs]) for t in trees}
+    errors: Counter[str] = Counter()
+    for r in runs:
+        errors.update(r.load.errors)
+    cpu = "  ".join(f"{t} {v:.2f}" for t, v in per_msg.items())
+    print(f"{label:<34} {acc:>9.1f} {dlv:>10.1f} {p50:>8.1f} {p99:>8.1f}   CPU ms/msg: {cpu}")
+    print(f"{'':<34} runs (accepted msgs/s): {', '.join(f'{r.load.accepted_per_s:.1f}' for r in runs)}; "
+          f"accepted {sum(r.load.accepted for r in runs)}, delivered {sum(r.delivered for r in runs)}, "
+          f"errors {sum(errors.values())}{' ' + str(dict(errors)) if errors else ''}")
+    return {"accepted": acc, "delivered": dlv}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--messages", type=int, default=1000, help="messages per run")
+    ap.add_argument("--clients", type=int, default=10)
+    ap.add_argument("--size", type=int, default=20000, help="message size in octets (about)")
+    ap.add_argument("--reps", type=int, default=3, help="runs against each server; the median is reported")
+    ap.add_argument("--dir", type=Path, help="scratch directory (default: a new temporary one, removed after)")
+    ap.add_argument("--no-peers", action="store_true", help="measure eventmail only")
+    a = ap.parse_args()
+
+    scratch = Path(tempfile.mkdtemp(prefix="smtp-bench-", dir=a.dir)) if a.dir else Path(tempfile.mkdtemp(prefix="smtp-bench-"))
+    scratch.chmod(0o755)
+    key = make_rsa_key(2048)
+    tags = [f"r{rep}-{secrets.token_hex(3)}" for rep in range(a.reps)]
+    t0 = time.perf_counter()
+    payloads = build_payloads(a.messages, a.size, tags, key.private_key)
+    avg = statistics.mean(p.size for ps in payloads.values() for p in ps)
+    eight = sum(p.eight_bit for p in payloads[tags[0]])
+    print(f"SMTP in: {a.messages} messages per run (avg {avg:.0f} octets, {eight} with 8-bit octets, DKIM rsa-sha256 "
+          f"signed; prepared in {time.perf_counter() - t0:.1f} s), {a.clients} clients, one message per connection, "
+          f"{a.reps} runs each; load average {loadavg()}")
+
+    dns = DnsServer.start(scratch / "dns", {SENDER_DOMAIN: sender_zone(key.txt)})
+    server = MailServer(scratch / "eventmail", dns_port=dns.port)
+    peers: Peers | None = None
+    ours: list[Run] = []
+    theirs: list[Run] = []
+    try:
+        server.init()
+        server.add_account("bench", f"bench@{RECIPIENT_DOMAIN}", base64.b64encode(secrets.token_bytes(12)).decode())
+        server.start()
+        if not a.no_peers:
+            try:
+                peers = Peers(scratch / "peers", domain=RECIPIENT_DOMAIN).up()
+            except PeersUnavailable as e:
+                print(f"Postfix -> Dovecot not measured: {e}")
+        for rep, tag in enumerate(tags):
+            ours.append(run_eventmail(server, dns, payloads[tag], a.clients))
+            print(f"  run {rep + 1}: eventmail {ours[-1].load.accepted_per_s:.1f} msgs/s accepted", end="")
+            if peers is not None:
+                theirs.append(run_postfix(peers, payloads[tag], a.clients))
+                print(f", Postfix {theirs[-1].load.accepted_per_s:.1f} accepted / "
+                      f"{theirs[-1].delivered_per_s:.1f} delivered to Dovecot", end="")
+            print(flush=True)
+        print()
+        print(f"{'':<34} {'accepted':>9} {'delivered':>10} {'p50 ms':>8} {'p99 ms':>8}   (msgs/s; latency MAIL..250)")
+        mine = describe("eventmail (SPF+DKIM+DMARC, fsync)", ours, ("eventmail", "dns server"))
+        if theirs:
+            ref = describe("Postfix -> Dovecot LMTP", theirs, ("postfix", "dovecot"))
+            print()
+            print(f"ratio eventmail / Postfix, accepted msgs/s: {mine['accepted'] / ref['accepted']:.2f}")
+            print(f"ratio eventmail / Postfix->Dovecot, delivered msgs/s: {mine['delivered'] / ref['delivered']:.2f}")
+        print()
+        print("check: " + check_stored(server, sum(r.load.accepted for r in ours)))
+    finally:
+        server.stop()
+        if peers is not None:
+            peers.down()
+        dns.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
