@@ -186,7 +186,7 @@ class MailboxSpecialUse(_message.Message):
     def __init__(self, mailbox_id: _Optional[int] = ..., special_use: _Optional[_Union[SpecialUse, str]] = ...) -> None: ...
 
 class Origin(_message.Message):
-    __slots__ = ("kind", "remote_ip", "helo", "mail_from", "rcpt_to", "authentication_results", "verdict", "source", "handoff_id", "source_lf")
+    __slots__ = ("kind", "remote_ip", "helo", "mail_from", "rcpt_to", "authentication_results", "verdict", "source", "handoff_id", "source_lf", "junk")
     KIND_FIELD_NUMBER: _ClassVar[int]
     REMOTE_IP_FIELD_NUMBER: _ClassVar[int]
     HELO_FIELD_NUMBER: _ClassVar[int]
@@ -197,6 +197,7 @@ class Origin(_message.Message):
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     HANDOFF_ID_FIELD_NUMBER: _ClassVar[int]
     SOURCE_LF_FIELD_NUMBER: _ClassVar[int]
+    JUNK_FIELD_NUMBER: _ClassVar[int]
     kind: str
     remote_ip: str
     helo: str
@@ -207,10 +208,61 @@ class Origin(_message.Message):
     source: str
     handoff_id: str
     source_lf: bool
-    def __init__(self, kind: _Optional[str] = ..., remote_ip: _Optional[str] = ..., helo: _Optional[str] = ..., mail_from: _Optional[str] = ..., rcpt_to: _Optional[_Iterable[str]] = ..., authentication_results: _Optional[str] = ..., verdict: _Optional[str] = ..., source: _Optional[str] = ..., handoff_id: _Optional[str] = ..., source_lf: _Optional[bool] = ...) -> None: ...
+    junk: JunkVerdict
+    def __init__(self, kind: _Optional[str] = ..., remote_ip: _Optional[str] = ..., helo: _Optional[str] = ..., mail_from: _Optional[str] = ..., rcpt_to: _Optional[_Iterable[str]] = ..., authentication_results: _Optional[str] = ..., verdict: _Optional[str] = ..., source: _Optional[str] = ..., handoff_id: _Optional[str] = ..., source_lf: _Optional[bool] = ..., junk: _Optional[_Union[JunkVerdict, _Mapping]] = ...) -> None: ...
+
+class JunkVerdict(_message.Message):
+    __slots__ = ("accept", "method", "score", "threshold", "jitter", "ham_words", "spam_words", "reasons", "mailbox")
+    ACCEPT_FIELD_NUMBER: _ClassVar[int]
+    METHOD_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    JITTER_FIELD_NUMBER: _ClassVar[int]
+    HAM_WORDS_FIELD_NUMBER: _ClassVar[int]
+    SPAM_WORDS_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    MAILBOX_FIELD_NUMBER: _ClassVar[int]
+    accept: bool
+    method: str
+    score: float
+    threshold: float
+    jitter: float
+    ham_words: _containers.RepeatedScalarFieldContainer[str]
+    spam_words: _containers.RepeatedScalarFieldContainer[str]
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    mailbox: str
+    def __init__(self, accept: _Optional[bool] = ..., method: _Optional[str] = ..., score: _Optional[float] = ..., threshold: _Optional[float] = ..., jitter: _Optional[float] = ..., ham_words: _Optional[_Iterable[str]] = ..., spam_words: _Optional[_Iterable[str]] = ..., reasons: _Optional[_Iterable[str]] = ..., mailbox: _Optional[str] = ...) -> None: ...
+
+class JunkFeatures(_message.Message):
+    __slots__ = ("words", "from_address", "from_domain", "from_org_domain", "from_validated", "dkim_domains", "spf_domain", "ip_nets", "sent_to", "destined_mailbox_id", "reject_key", "list_id")
+    WORDS_FIELD_NUMBER: _ClassVar[int]
+    FROM_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    FROM_DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    FROM_ORG_DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    FROM_VALIDATED_FIELD_NUMBER: _ClassVar[int]
+    DKIM_DOMAINS_FIELD_NUMBER: _ClassVar[int]
+    SPF_DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    IP_NETS_FIELD_NUMBER: _ClassVar[int]
+    SENT_TO_FIELD_NUMBER: _ClassVar[int]
+    DESTINED_MAILBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    REJECT_KEY_FIELD_NUMBER: _ClassVar[int]
+    LIST_ID_FIELD_NUMBER: _ClassVar[int]
+    words: _containers.RepeatedScalarFieldContainer[str]
+    from_address: str
+    from_domain: str
+    from_org_domain: str
+    from_validated: bool
+    dkim_domains: _containers.RepeatedScalarFieldContainer[str]
+    spf_domain: str
+    ip_nets: _containers.RepeatedScalarFieldContainer[str]
+    sent_to: _containers.RepeatedScalarFieldContainer[str]
+    destined_mailbox_id: int
+    reject_key: bytes
+    list_id: str
+    def __init__(self, words: _Optional[_Iterable[str]] = ..., from_address: _Optional[str] = ..., from_domain: _Optional[str] = ..., from_org_domain: _Optional[str] = ..., from_validated: _Optional[bool] = ..., dkim_domains: _Optional[_Iterable[str]] = ..., spf_domain: _Optional[str] = ..., ip_nets: _Optional[_Iterable[str]] = ..., sent_to: _Optional[_Iterable[str]] = ..., destined_mailbox_id: _Optional[int] = ..., reject_key: _Optional[bytes] = ..., list_id: _Optional[str] = ...) -> None: ...
 
 class MessageAdded(_message.Message):
-    __slots__ = ("mailbox_id", "uid", "blob_id", "size", "internal_date", "internal_date_tz", "flags", "structure", "origin", "message_id_hash")
+    __slots__ = ("mailbox_id", "uid", "blob_id", "size", "internal_date", "internal_date_tz", "flags", "structure", "origin", "message_id_hash", "junk")
     MAILBOX_ID_FIELD_NUMBER: _ClassVar[int]
     UID_FIELD_NUMBER: _ClassVar[int]
     BLOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -221,6 +273,7 @@ class MessageAdded(_message.Message):
     STRUCTURE_FIELD_NUMBER: _ClassVar[int]
     ORIGIN_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_ID_HASH_FIELD_NUMBER: _ClassVar[int]
+    JUNK_FIELD_NUMBER: _ClassVar[int]
     mailbox_id: int
     uid: int
     blob_id: bytes
@@ -231,7 +284,8 @@ class MessageAdded(_message.Message):
     structure: MessageStructure
     origin: Origin
     message_id_hash: bytes
-    def __init__(self, mailbox_id: _Optional[int] = ..., uid: _Optional[int] = ..., blob_id: _Optional[bytes] = ..., size: _Optional[int] = ..., internal_date: _Optional[int] = ..., internal_date_tz: _Optional[int] = ..., flags: _Optional[_Iterable[str]] = ..., structure: _Optional[_Union[MessageStructure, _Mapping]] = ..., origin: _Optional[_Union[Origin, _Mapping]] = ..., message_id_hash: _Optional[bytes] = ...) -> None: ...
+    junk: JunkFeatures
+    def __init__(self, mailbox_id: _Optional[int] = ..., uid: _Optional[int] = ..., blob_id: _Optional[bytes] = ..., size: _Optional[int] = ..., internal_date: _Optional[int] = ..., internal_date_tz: _Optional[int] = ..., flags: _Optional[_Iterable[str]] = ..., structure: _Optional[_Union[MessageStructure, _Mapping]] = ..., origin: _Optional[_Union[Origin, _Mapping]] = ..., message_id_hash: _Optional[bytes] = ..., junk: _Optional[_Union[JunkFeatures, _Mapping]] = ...) -> None: ...
 
 class FlagsChanged(_message.Message):
     __slots__ = ("mailbox_id", "uids", "add", "remove", "replace")

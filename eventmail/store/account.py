@@ -7,6 +7,8 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from ..junk.features import message_features, sent_recipients
+from ..junk.projection import JunkView
 from ..mime.structure import parse_structure
 from ..proto import events_pb2 as pb
 from . import checkpoint, projection
@@ -50,6 +52,7 @@ class Account:
         self._checkpoint_path = checkpoint_path
         self._checkpoint_seq = 0
         self.view = MailboxView(self._load_projection())
+        self.junk = JunkView(self.view.db)
         self._writer = StreamWriter(log_, self._apply_committed)
         self._lock = asyncio.Lock()
         self._uid_reserved: dict[int, int] = {}
@@ -182,6 +185,7 @@ class Account:
         structure: pb.MessageStructure | None = None,
         skip_duplicate: bool = False,
         delivery_key: bytes = b"",
+        junk: pb.JunkFeatures | None = None,
     ) -> Committed | None:
         """Store the message bytes (fsynced), then append its MessageAdded event (fsynced).
 
@@ -193,6 +197,10 @@ class Account:
             raise NotFound(f"no mailbox id {mailbox}")
         if structure is None:
             structure = parse_structure(raw)
+        if junk is None:
+            # What the junk projections need, extracted now so that replay never reads blobs.
+            sent_to = sent_recipients(raw, origin) if mb.special_use == pb.SPECIAL_USE_SENT else ()
+            junk = await asyncio.to_thread(message_features, raw, sent_to=sent_to)
         blob_id = await asyncio.to_thread(self.blobs.put, raw)
         async with self._lock:
             if skip_duplicate and self.view.uid_of_blob(mb.id, blob_id) is not None:
@@ -209,7 +217,7 @@ class Account:
                     mailbox_id=mb.id, uid=uid, blob_id=blob_id, size=len(raw),
                     internal_date=int(time.time() if internal_date is None else internal_date),
                     internal_date_tz=internal_date_tz, flags=sorted(set(flags)), structure=structure, origin=origin,
-                    message_id_hash=delivery_key,
+                    message_id_hash=delivery_key, junk=junk,
                 )
             )
             fut = self._writer.submit([e])

@@ -4,6 +4,7 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from ..junk import projection as junk
 from ..proto import events_pb2 as pb
 
 SCHEMA = """
@@ -53,6 +54,7 @@ def connect() -> sqlite3.Connection:
     db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
     db.execute("PRAGMA temp_store=MEMORY")
     db.executescript(SCHEMA)
+    junk.install(db)
     return db
 
 
@@ -61,6 +63,9 @@ def from_bytes(data: bytes) -> sqlite3.Connection:
     db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
     db.deserialize(data)
     db.execute("PRAGMA temp_store=MEMORY")
+    if not junk.installed(db):
+        # A checkpoint from before the junk projections: rebuilding from the log fills them.
+        return connect()
     return db
 
 
@@ -95,6 +100,8 @@ def apply(db: sqlite3.Connection, seq: int, time_us: int, event: pb.Event) -> No
     handler = _HANDLERS.get(kind or "")
     if handler is not None:
         handler(db, seq, event)
+    # The junk statistics and reputation index read the flags the mailbox view now holds.
+    junk.apply(db, seq, event)
     _set_meta(db, "seq", seq)
     _set_meta(db, "time_us", time_us)
 

@@ -1,0 +1,132 @@
+"""What the junk projections learn from a message, extracted once when it enters the log (JunkFeatures)."""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import re
+from collections.abc import Iterable
+
+from ..mailauth.dmarc import from_fields
+from ..mailauth.domains import DomainError, to_ascii_domain
+from ..mailauth.psl import organizational_domain
+from ..mailauth.verdict import AuthVerdict
+from ..proto import events_pb2 as pb
+from .tokenize import tokenize
+
+# The subnets of the reputation index, narrow to wide, as Mox has them: a /32 is one server,
+# a /26 a small hosting block, a /21 a provider's range. IPv6: /64 is one site (RFC 6177), /48 a
+# customer allocation, /32 a provider.
+IPV4_PREFIXES = (32, 26, 21)
+IPV6_PREFIXES = (64, 48, 32)
+
+_LIST_ID = re.compile(r"<([^>]+)>")
+
+
+def ip_nets(remote_ip: str) -> list[str]:
+    """The sending address masked to each prefix, narrow to wide ("" values for a bad address)."""
+    try:
+        ip = ipaddress.ip_address(remote_ip)
+    except ValueError:
+        return []
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    prefixes = IPV4_PREFIXES if ip.version == 4 else IPV6_PREFIXES
+    return [str(ipaddress.ip_network(f"{ip}/{p}", strict=False)) for p in prefixes]
+
+
+def _domain(text: str) -> str:
+    try:
+        return to_ascii_domain(text)
+    except DomainError:
+        return ""
+
+
+def normalize(address: str) -> str:
+    """Lower-cased address with an A-label domain ("" when it is not an address)."""
+    local, at, domain = address.strip().rpartition("@")
+    d = _domain(domain) if at and local else ""
+    return f"{local.lower()}@{d}" if d else ""
+
+
+def from_address(message: bytes) -> str:
+    """The first address of the first From field, normalized ("" when there is none)."""
+    for _name, addr in email.utils.getaddresses(from_fields(message)):
+        a = normalize(addr)
+        if a:
+            return a
+    return ""
+
+
+def header_value(message: bytes, name: str) -> str:
+    """The unfolded value of the first header field `name` ("" when absent)."""
+    head = message.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    value: list[bytes] | None = None
+    for line in re.split(rb"\r?\n", head):
+        if value is not None:
+            if line[:1] in (b" ", b"\t"):
+                value.append(line.strip())
+                continue
+            break
+        n, sep, v = line.partition(b":")
+        if sep and n.strip().lower() == name.lower().encode():
+            value = [v.strip()]
+    return b" ".join(value).decode("utf-8", "replace") if value is not None else ""
+
+
+def list_id(message: bytes) -> str:
+    """RFC 2919 List-Id: the identifier between angle brackets, lower-cased."""
+    m = _LIST_ID.search(header_value(message, "List-Id"))
+    return m.group(1).strip().lower() if m else ""
+
+
+def names_recipient(message: bytes, recipients: Iterable[str]) -> bool:
+    """Whether To or Cc names one of `recipients` (mail that does not is often bulk)."""
+    wanted = {normalize(r) for r in recipients}
+    fields = [header_value(message, "To"), header_value(message, "Cc")]
+    return any(normalize(a) in wanted for _n, a in email.utils.getaddresses([f for f in fields if f]))
+
+
+def org(domain: str) -> str:
+    return organizational_domain(domain) if domain else ""
+
+
+def message_features(
+    message: bytes,
+    *,
+    auth: AuthVerdict | None = None,
+    remote_ip: str = "",
+    sent_to: Iterable[str] = (),
+    forwarder: bool = False,
+) -> pb.JunkFeatures:
+    """Tokens and sender identities of a message.
+
+    Only what was verified counts as an identity: the From address and domain when DMARC
+    passed, DKIM domains of passing signatures, the SPF domain when SPF passed. For mail from
+    a configured forwarder the forwarder's IP and SPF domain are left out (they say nothing
+    about the author, and the forwarder must not gather reputation from what it forwards).
+    """
+    f = pb.JunkFeatures(words=tokenize(message))
+    addr = from_address(message)
+    if addr:
+        f.from_address = addr
+        f.from_domain = addr.rpartition("@")[2]
+        f.from_org_domain = org(f.from_domain)
+    f.list_id = list_id(message)
+    if auth is not None:
+        f.from_validated = auth.dmarc.result == "pass" and bool(addr) and auth.dmarc.from_domain == f.from_domain
+        f.dkim_domains.extend(sorted({s.domain.lower() for s in auth.dkim if s.passed and s.domain}))
+        if auth.spf.result == "pass" and not forwarder:
+            f.spf_domain = auth.spf.domain.lower()
+    if remote_ip and not forwarder:
+        f.ip_nets.extend(ip_nets(remote_ip))
+    f.sent_to.extend(sorted({a for a in (normalize(r) for r in sent_to) if a}))
+    return f
+
+
+def sent_recipients(message: bytes, origin: pb.Origin | None) -> list[str]:
+    """The addresses a Sent copy went to: the SMTP recipients of a submission, else To, Cc and Bcc."""
+    if origin is not None and origin.kind == "submission" and origin.rcpt_to:
+        return list(origin.rcpt_to)
+    fields = [v for v in (header_value(message, n) for n in ("To", "Cc", "Bcc")) if v]
+    return [a for _n, a in email.utils.getaddresses(fields) if a]

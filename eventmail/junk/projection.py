@@ -1,0 +1,341 @@
+"""The junk statistics and the sender reputation index: pure projections of an account's events.
+
+They live in the same in-memory SQLite database as the mailbox view (so they are checkpointed
+with it, sealed, and nothing of them is readable at rest) and are folded right after the
+mailbox view has taken each event: a message's classification is read from the flags the
+mailbox view now holds (`$Junk` wins over `$NotJunk`), so whatever path changed them (STORE,
+a move that set flags, import) trains the filter the same way.
+
+- Word statistics: per word, the number of ham and spam messages counting it. A word counts
+  only from its second sighting (Mox keeps a Bloom filter of words seen once; here the word's
+  row is the exact record of having been seen), so one-off tokens -- ids, typos -- never
+  weigh. Which words of a message were counted is kept as a bit mask, so un-training removes
+  exactly what training added, and the statistics always equal a rebuild from the log.
+- Reputation index: per message its class, the mailbox it was meant for (a Rejects copy is
+  meant for INBOX), its date, and its verified sender identities (From address, domain and
+  organizational domain when DMARC passed, DKIM domains, the SPF domain, IP subnets).
+- The addresses the user wrote to (Sent copies), with the time of the last one.
+- The Rejects copies by their dedup key (Message-ID, or content hash).
+
+No I/O, no clock, no randomness: everything needed is in the events (JunkFeatures).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from ..proto import events_pb2 as pb
+
+JUNK, NOT_JUNK = "$Junk", "$NotJunk"
+HAM, SPAM = 1, 2
+
+SCHEMA = """
+CREATE TABLE junk_word(word TEXT PRIMARY KEY, ham INTEGER NOT NULL, spam INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE junk_content(blob_id BLOB PRIMARY KEY, words BLOB NOT NULL, refs INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE junk_msg(
+  mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL, blob_id BLOB NOT NULL, class INTEGER NOT NULL,
+  counted BLOB NOT NULL, destined INTEGER NOT NULL, received INTEGER NOT NULL,
+  PRIMARY KEY(mailbox_id, uid)) WITHOUT ROWID;
+CREATE TABLE junk_key(kind TEXT NOT NULL, value TEXT NOT NULL, mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL,
+  PRIMARY KEY(kind, value, mailbox_id, uid)) WITHOUT ROWID;
+CREATE INDEX junk_key_msg ON junk_key(mailbox_id, uid);
+CREATE TABLE junk_sent(address TEXT PRIMARY KEY, last INTEGER NOT NULL, count INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE junk_reject(mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL, key BLOB NOT NULL,
+  received INTEGER NOT NULL, PRIMARY KEY(mailbox_id, uid)) WITHOUT ROWID;
+CREATE INDEX junk_reject_key ON junk_reject(key);
+CREATE TABLE junk_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+INSERT INTO junk_meta VALUES ('hams', 0), ('spams', 0);
+"""
+
+TABLES = ("junk_word", "junk_content", "junk_msg", "junk_key", "junk_sent", "junk_reject", "junk_meta")
+_CHUNK = 500  # SQLite's default limit on host parameters is 32,766; small chunks stay fast
+
+
+def installed(db: sqlite3.Connection) -> bool:
+    return db.execute("SELECT 1 FROM sqlite_master WHERE name='junk_meta'").fetchone() is not None
+
+
+def install(db: sqlite3.Connection) -> None:
+    """Create the junk tables in a new projection database."""
+    if not installed(db):
+        db.executescript(SCHEMA)
+
+
+def _encode_words(words: Sequence[str]) -> bytes:
+    return zlib.compress(pb.JunkFeatures(words=words).SerializeToString(deterministic=True), 1)
+
+
+def _decode_words(data: bytes) -> list[str]:
+    return list(pb.JunkFeatures.FromString(zlib.decompress(data)).words)
+
+
+def _class(flags: str) -> int:
+    names = set(flags.split(" ")) if flags else set()
+    if JUNK in names:
+        return SPAM
+    if NOT_JUNK in names:
+        return HAM
+    return 0
+
+
+def _chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for i in range(0, len(items), _CHUNK):
+        yield items[i : i + _CHUNK]
+
+
+def _known(db: sqlite3.Connection, words: Sequence[str]) -> set[str]:
+    out: set[str] = set()
+    for chunk in _chunks(words):
+        q = f"SELECT word FROM junk_word WHERE word IN ({','.join('?' * len(chunk))})"
+        out.update(r[0] for r in db.execute(q, chunk))
+    return out
+
+
+def _bump_meta(db: sqlite3.Connection, cls: int, delta: int) -> None:
+    db.execute("UPDATE junk_meta SET value=value+? WHERE key=?", (delta, "hams" if cls == HAM else "spams"))
+
+
+def _train(db: sqlite3.Connection, words: Sequence[str], cls: int) -> bytes:
+    """Count a message's words for `cls`; returns the mask of the words that were counted."""
+    known = _known(db, words)
+    mask = bytearray((len(words) + 7) // 8)
+    col = "ham" if cls == HAM else "spam"
+    counted = []
+    for i, w in enumerate(words):
+        if w in known:
+            mask[i // 8] |= 1 << (i % 8)
+            counted.append((w,))
+    db.executemany("INSERT INTO junk_word VALUES (?,0,0)", [(w,) for w in words if w not in known])
+    db.executemany(f"UPDATE junk_word SET {col}={col}+1 WHERE word=?", counted)
+    _bump_meta(db, cls, 1)
+    return bytes(mask)
+
+
+def _untrain(db: sqlite3.Connection, words: Sequence[str], cls: int, mask: bytes) -> None:
+    col = "ham" if cls == HAM else "spam"
+    counted = [(w,) for i, w in enumerate(words) if i // 8 < len(mask) and mask[i // 8] & (1 << (i % 8))]
+    db.executemany(f"UPDATE junk_word SET {col}={col}-1 WHERE word=?", counted)
+    _bump_meta(db, cls, -1)
+
+
+def _words_of(db: sqlite3.Connection, blob_id: bytes) -> list[str]:
+    row = db.execute("SELECT words FROM junk_content WHERE blob_id=?", (blob_id,)).fetchone()
+    return _decode_words(row[0]) if row else []
+
+
+def _sync_class(db: sqlite3.Connection, mailbox_id: int, uid: int) -> None:
+    """Make the message's trained class equal to what its flags say now."""
+    row = db.execute("SELECT flags FROM message WHERE mailbox_id=? AND uid=?", (mailbox_id, uid)).fetchone()
+    jm = db.execute("SELECT blob_id, class, counted FROM junk_msg WHERE mailbox_id=? AND uid=?", (mailbox_id, uid)).fetchone()
+    if row is None or jm is None:
+        return
+    new = _class(row[0])
+    blob_id, old, counted = jm
+    if new == old:
+        return
+    words = _words_of(db, blob_id)
+    if old:
+        _untrain(db, words, old, counted)
+    mask = _train(db, words, new) if new else b""
+    db.execute("UPDATE junk_msg SET class=?, counted=? WHERE mailbox_id=? AND uid=?", (new, mask, mailbox_id, uid))
+
+
+def _added_now(db: sqlite3.Connection, seq: int, mailbox_id: int, uid: int) -> bool:
+    """Whether the mailbox view took this message in with this event (it refuses some)."""
+    row = db.execute("SELECT added_seq FROM message WHERE mailbox_id=? AND uid=?", (mailbox_id, uid)).fetchone()
+    return row is not None and row[0] == seq
+
+
+def _ref_content(db: sqlite3.Connection, blob_id: bytes, words: Iterable[str]) -> None:
+    cur = db.execute("UPDATE junk_content SET refs=refs+1 WHERE blob_id=?", (blob_id,))
+    if not cur.rowcount:
+        db.execute("INSERT INTO junk_content VALUES (?,?,1)", (blob_id, _encode_words(sorted(set(words)))))
+
+
+def _identity_keys(f: pb.JunkFeatures) -> list[tuple[str, str]]:
+    keys: list[tuple[str, str]] = []
+    if f.from_validated and f.from_address:
+        keys.append(("from", f.from_address))
+        if f.from_domain:
+            keys.append(("domain", f.from_domain))
+        if f.from_org_domain:
+            keys.append(("org", f.from_org_domain))
+    keys.extend(("dkim", d) for d in f.dkim_domains if d)
+    if f.spf_domain:
+        keys.append(("spf", f.spf_domain))
+    keys.extend(("ip", n) for n in f.ip_nets if n)
+    return sorted(set(keys))
+
+
+def _message_added(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
+    m = e.message_added
+    if not _added_now(db, seq, m.mailbox_id, m.uid):
+        return
+    f = m.junk
+    _ref_content(db, m.blob_id, f.words)
+    destined = f.destined_mailbox_id or m.mailbox_id
+    db.execute("INSERT INTO junk_msg VALUES (?,?,?,0,?,?,?)", (m.mailbox_id, m.uid, m.blob_id, b"", destined, m.internal_date))
+    db.executemany(
+        "INSERT OR IGNORE INTO junk_key VALUES (?,?,?,?)", [(k, v, m.mailbox_id, m.uid) for k, v in _identity_keys(f)]
+    )
+    for address in sorted(set(f.sent_to)):
+        db.execute(
+            "INSERT INTO junk_sent VALUES (?,?,1) ON CONFLICT(address) DO UPDATE SET last=max(last, excluded.last), "
+            "count=count+1",
+            (address, m.internal_date),
+        )
+    if f.reject_key:
+        db.execute("INSERT INTO junk_reject VALUES (?,?,?,?)", (m.mailbox_id, m.uid, f.reject_key, m.internal_date))
+    _sync_class(db, m.mailbox_id, m.uid)
+
+
+def _remove(db: sqlite3.Connection, mailbox_id: int, uid: int) -> None:
+    jm = db.execute("SELECT blob_id, class, counted FROM junk_msg WHERE mailbox_id=? AND uid=?", (mailbox_id, uid)).fetchone()
+    if jm is None:
+        return
+    blob_id, cls, counted = jm
+    if cls:
+        _untrain(db, _words_of(db, blob_id), cls, counted)
+    db.execute("DELETE FROM junk_msg WHERE mailbox_id=? AND uid=?", (mailbox_id, uid))
+    db.execute("DELETE FROM junk_key WHERE mailbox_id=? AND uid=?", (mailbox_id, uid))
+    db.execute("DELETE FROM junk_reject WHERE mailbox_id=? AND uid=?", (mailbox_id, uid))
+    db.execute("UPDATE junk_content SET refs=refs-1 WHERE blob_id=?", (blob_id,))
+    db.execute("DELETE FROM junk_content WHERE blob_id=? AND refs<=0", (blob_id,))
+
+
+def _remove_gone(db: sqlite3.Connection, mailbox_id: int, uids: Iterable[int]) -> None:
+    for uid in uids:
+        if db.execute("SELECT 1 FROM message WHERE mailbox_id=? AND uid=?", (mailbox_id, uid)).fetchone() is None:
+            _remove(db, mailbox_id, uid)
+
+
+def _flags_changed(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
+    f = e.flags_changed
+    for uid in sorted(set(f.uids)):
+        _sync_class(db, f.mailbox_id, uid)
+
+
+def _messages_copied(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
+    c = e.messages_copied
+    for src, dst in zip(c.source_uids, c.dest_uids, strict=False):
+        if not _added_now(db, seq, c.dest_mailbox_id, dst):
+            continue
+        jm = db.execute(
+            "SELECT blob_id, destined, received FROM junk_msg WHERE mailbox_id=? AND uid=?", (c.source_mailbox_id, src)
+        ).fetchone()
+        if jm is None:
+            continue
+        blob_id, destined, received = jm
+        db.execute("UPDATE junk_content SET refs=refs+1 WHERE blob_id=?", (blob_id,))
+        db.execute("INSERT INTO junk_msg VALUES (?,?,?,0,?,?,?)", (c.dest_mailbox_id, dst, blob_id, b"", destined, received))
+        db.execute(
+            "INSERT OR IGNORE INTO junk_key SELECT kind, value, ?, ? FROM junk_key WHERE mailbox_id=? AND uid=?",
+            (c.dest_mailbox_id, dst, c.source_mailbox_id, src),
+        )
+        _sync_class(db, c.dest_mailbox_id, dst)
+    if c.move:
+        _remove_gone(db, c.source_mailbox_id, c.source_uids)
+
+
+def _messages_expunged(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
+    _remove_gone(db, e.messages_expunged.mailbox_id, e.messages_expunged.uids)
+
+
+def _mailbox_deleted(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
+    mid = e.mailbox_deleted.mailbox_id
+    if db.execute("SELECT 1 FROM mailbox WHERE id=?", (mid,)).fetchone() is not None:
+        return
+    for (uid,) in db.execute("SELECT uid FROM junk_msg WHERE mailbox_id=? ORDER BY uid", (mid,)).fetchall():
+        _remove(db, mid, uid)
+
+
+_HANDLERS = {
+    "message_added": _message_added,
+    "flags_changed": _flags_changed,
+    "messages_copied": _messages_copied,
+    "messages_expunged": _messages_expunged,
+    "mailbox_deleted": _mailbox_deleted,
+}
+
+
+def apply(db: sqlite3.Connection, seq: int, event: pb.Event) -> None:
+    """Fold one event, after the mailbox view has folded it. Pure."""
+    handler = _HANDLERS.get(event.WhichOneof("kind") or "")
+    if handler is not None:
+        handler(db, seq, event)
+
+
+# ---------------------------------------------------------------- queries
+
+
+@dataclass(frozen=True, slots=True)
+class Sighting:
+    """One classified message of a sender's history."""
+
+    spam: bool
+    received: int
+
+
+class JunkView:
+    """Read access to the junk statistics and the reputation index of an account."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def totals(self) -> tuple[int, int]:
+        """(ham messages, spam messages) trained."""
+        rows = dict(self.db.execute("SELECT key, value FROM junk_meta"))
+        return int(rows.get("hams", 0)), int(rows.get("spams", 0))
+
+    def word_counts(self, words: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """(ham, spam) counts of the words that have been counted at least once."""
+        out: dict[str, tuple[int, int]] = {}
+        words = sorted(set(words))
+        for chunk in _chunks(words):
+            q = f"SELECT word, ham, spam FROM junk_word WHERE word IN ({','.join('?' * len(chunk))}) AND ham+spam>0"
+            for w, h, s in self.db.execute(q, chunk):
+                out[w] = (int(h), int(s))
+        return out
+
+    def history(self, kind: str, values: Sequence[str], destined: int, since: int, limit: int) -> list[Sighting]:
+        """The newest classified messages meant for `destined` with one of the identities, since `since`."""
+        if not values:
+            return []
+        q = (
+            "SELECT DISTINCT m.mailbox_id, m.uid, m.class, m.received FROM junk_key k "
+            "JOIN junk_msg m ON m.mailbox_id=k.mailbox_id AND m.uid=k.uid "
+            f"WHERE k.kind=? AND k.value IN ({','.join('?' * len(values))}) AND m.destined=? AND m.class!=0 "
+            "AND m.received>=? ORDER BY m.received DESC, m.mailbox_id, m.uid LIMIT ?"
+        )
+        rows = self.db.execute(q, (kind, *values, destined, since, limit))
+        return [Sighting(r[2] == SPAM, int(r[3])) for r in rows]
+
+    def wrote_to(self, address: str, since: int) -> bool:
+        """Whether the user sent mail to `address` since `since`."""
+        r = self.db.execute("SELECT 1 FROM junk_sent WHERE address=? AND last>=?", (address, since)).fetchone()
+        return r is not None
+
+    def rejects(self, key: bytes) -> list[tuple[int, int]]:
+        """The Rejects copies with this dedup key, as (mailbox id, uid)."""
+        return [(int(a), int(b)) for a, b in self.db.execute(
+            "SELECT mailbox_id, uid FROM junk_reject WHERE key=? ORDER BY mailbox_id, uid", (key,))]
+
+    def reject_copies(self, mailbox_id: int) -> list[tuple[int, int]]:
+        """(uid, received) of the Rejects copies in a mailbox, oldest first."""
+        return [(int(a), int(b)) for a, b in self.db.execute(
+            "SELECT uid, received FROM junk_reject WHERE mailbox_id=? ORDER BY received, uid", (mailbox_id,))]
+
+    def message_words(self, mailbox_id: int, uid: int) -> list[str]:
+        r = self.db.execute("SELECT blob_id FROM junk_msg WHERE mailbox_id=? AND uid=?", (mailbox_id, uid)).fetchone()
+        return _words_of(self.db, r[0]) if r else []
+
+    def dump(self) -> list[tuple[object, ...]]:
+        """Every row of every junk table, in a canonical order: two equal states dump equal."""
+        out: list[tuple[object, ...]] = []
+        for table in TABLES:
+            rows = self.db.execute(f"SELECT * FROM {table}").fetchall()
+            out.extend((table, *r) for r in sorted(rows, key=repr))
+        return out

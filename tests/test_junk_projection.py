@@ -1,0 +1,186 @@
+"""The junk statistics and reputation index are pure projections: after any sequence of classification
+changes they equal a rebuild from the log, and they count exactly what the classified messages hold."""
+
+import asyncio
+import tempfile
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eventmail.junk import projection as jp
+from eventmail.proto import events_pb2 as pb
+from eventmail.store import MasterKeySource, Store, init_directory, load_master_key
+from eventmail.store import projection as proj
+
+MAILBOX_IDS = st.integers(1, 3)
+UIDS = st.lists(st.integers(1, 8), max_size=4)
+FLAGS = st.lists(st.sampled_from(["\\Seen", "$Junk", "$NotJunk", "work"]), max_size=3)
+WORDS = st.lists(st.sampled_from(["cheap", "pills", "meeting", "lunch", "viagra", "click here", "s:hello", "url:x.test"]),
+                 max_size=6)
+
+features = st.builds(
+    lambda w, a, v, ip, rk: pb.JunkFeatures(
+        words=w, from_address=a, from_domain=a.rpartition("@")[2], from_org_domain=a.rpartition("@")[2],
+        from_validated=v, ip_nets=ip, reject_key=rk,
+    ),
+    WORDS, st.sampled_from(["a@x.test", "b@y.test", ""]), st.booleans(),
+    st.lists(st.sampled_from(["192.0.2.1/32", "192.0.2.0/26"]), max_size=2), st.sampled_from([b"", b"k1", b"k2"]),
+)
+
+events = st.one_of(
+    st.builds(
+        lambda i: pb.Event(mailbox_created=pb.MailboxCreated(mailbox_id=i, name=f"m{i}", uidvalidity=i)), MAILBOX_IDS
+    ),
+    st.builds(lambda i: pb.Event(mailbox_deleted=pb.MailboxDeleted(mailbox_id=i)), MAILBOX_IDS),
+    st.builds(
+        lambda i, u, f, b, j, d: pb.Event(
+            message_added=pb.MessageAdded(mailbox_id=i, uid=u, blob_id=bytes([b]) * 32, size=10, internal_date=d,
+                                          flags=f, junk=j)
+        ),
+        MAILBOX_IDS, st.integers(1, 8), FLAGS, st.integers(0, 5), features, st.integers(1_700_000_000, 1_700_000_100),
+    ),
+    st.builds(
+        lambda i, u, a, r, rep: pb.Event(flags_changed=pb.FlagsChanged(mailbox_id=i, uids=u, add=a, remove=r, replace=rep)),
+        MAILBOX_IDS, UIDS, FLAGS, FLAGS, st.booleans(),
+    ),
+    st.builds(lambda i, u: pb.Event(messages_expunged=pb.MessagesExpunged(mailbox_id=i, uids=u)), MAILBOX_IDS, UIDS),
+    st.builds(
+        lambda s, su, d, du, mv, af, rf: pb.Event(
+            messages_copied=pb.MessagesCopied(
+                source_mailbox_id=s, source_uids=su, dest_mailbox_id=d, dest_uids=du, move=mv, add_flags=af,
+                remove_flags=rf,
+            )
+        ),
+        MAILBOX_IDS, UIDS, MAILBOX_IDS, UIDS, st.booleans(), FLAGS, FLAGS,
+    ),
+)
+
+
+def recount(db: object) -> tuple[dict[str, list[int]], int, int]:
+    """Word counts recomputed from the classified messages and their counted-word masks."""
+    import sqlite3
+
+    assert isinstance(db, sqlite3.Connection)
+    counts: dict[str, list[int]] = {}
+    hams = spams = 0
+    view = jp.JunkView(db)
+    for mailbox_id, uid, cls, mask in db.execute("SELECT mailbox_id, uid, class, counted FROM junk_msg"):
+        flags = db.execute("SELECT flags FROM message WHERE mailbox_id=? AND uid=?", (mailbox_id, uid)).fetchone()[0]
+        expected = jp.SPAM if "$Junk" in flags.split() else jp.HAM if "$NotJunk" in flags.split() else 0
+        assert cls == expected, (flags, cls)  # the trained class is what the flags say now
+        if not cls:
+            continue
+        hams += cls == jp.HAM
+        spams += cls == jp.SPAM
+        for i, w in enumerate(view.message_words(mailbox_id, uid)):
+            if mask[i // 8] & (1 << (i % 8)):
+                counts.setdefault(w, [0, 0])[cls - 1] += 1
+    return counts, hams, spams
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(events, max_size=60), st.sets(st.integers(0, 60), max_size=3))
+def test_statistics_equal_a_rebuild_after_any_classification_changes(evs: list[pb.Event], cps: set[int]) -> None:
+    items = [(seq, 1000 * seq, e) for seq, e in enumerate(evs, 1)]
+    incremental = proj.connect()
+    for i, item in enumerate(items):
+        if i in cps:
+            incremental = proj.from_bytes(incremental.serialize())  # a checkpoint round trip
+        proj.apply_all(incremental, [item])
+    rebuilt = proj.connect()
+    proj.apply_all(rebuilt, items)
+    assert jp.JunkView(incremental).dump() == jp.JunkView(rebuilt).dump()
+
+    counts, hams, spams = recount(rebuilt)
+    view = jp.JunkView(rebuilt)
+    assert view.totals() == (hams, spams)
+    stored = {w: [h, s] for w, h, s in rebuilt.execute("SELECT word, ham, spam FROM junk_word") if h or s}
+    assert stored == counts
+    # Every junk row belongs to a message the mailbox view holds, and every message has one.
+    msgs = set(rebuilt.execute("SELECT mailbox_id, uid FROM message"))
+    assert set(rebuilt.execute("SELECT mailbox_id, uid FROM junk_msg")) == msgs
+
+
+def test_a_word_counts_from_its_second_sighting() -> None:
+    db = proj.connect()
+    evs = [pb.Event(mailbox_created=pb.MailboxCreated(mailbox_id=1, name="INBOX", uidvalidity=1))]
+    for uid in (1, 2, 3):
+        evs.append(pb.Event(message_added=pb.MessageAdded(
+            mailbox_id=1, uid=uid, blob_id=bytes([uid]) * 32, flags=["$Junk"],
+            junk=pb.JunkFeatures(words=["pills", f"once{uid}"]))))
+    proj.apply_all(db, [(i, i, e) for i, e in enumerate(evs, 1)])
+    view = jp.JunkView(db)
+    assert view.totals() == (0, 3)
+    # Seen three times: counted twice. Words seen once are not counted at all.
+    assert view.word_counts(["pills", "once1", "once2"]) == {"pills": (0, 2)}
+    # Un-junking the second message removes exactly what it added.
+    proj.apply_all(db, [(5, 5, pb.Event(flags_changed=pb.FlagsChanged(mailbox_id=1, uids=[2], remove=["$Junk"])))])
+    assert view.word_counts(["pills"]) == {"pills": (0, 1)}
+    assert view.totals() == (0, 2)
+
+
+def test_reputation_history_follows_moves_and_the_destined_mailbox() -> None:
+    db = proj.connect()
+    f = pb.JunkFeatures(words=["w"], from_address="a@x.test", from_domain="x.test", from_validated=True)
+    evs = [
+        pb.Event(mailbox_created=pb.MailboxCreated(mailbox_id=1, name="INBOX", uidvalidity=1)),
+        pb.Event(mailbox_created=pb.MailboxCreated(mailbox_id=2, name="Junk", uidvalidity=2)),
+        pb.Event(mailbox_created=pb.MailboxCreated(mailbox_id=3, name="Rejects", uidvalidity=3)),
+        pb.Event(message_added=pb.MessageAdded(mailbox_id=1, uid=1, blob_id=b"a" * 32, internal_date=100, junk=f)),
+        pb.Event(messages_copied=pb.MessagesCopied(source_mailbox_id=1, source_uids=[1], dest_mailbox_id=2,
+                                                   dest_uids=[1], move=True, add_flags=["$Junk"])),
+    ]
+    proj.apply_all(db, [(i, i, e) for i, e in enumerate(evs, 1)])
+    view = jp.JunkView(db)
+    assert view.history("from", ["a@x.test"], 1, 0, 10) == [jp.Sighting(True, 100)]
+    assert view.history("from", ["a@x.test"], 2, 0, 10) == []  # per destination mailbox
+    # A Rejects copy is neutral until moved out; then it counts for the mailbox it was meant for.
+    rf = pb.JunkFeatures(words=["w"], from_address="a@x.test", from_domain="x.test", from_validated=True,
+                         destined_mailbox_id=1, reject_key=b"k")
+    more = [
+        pb.Event(message_added=pb.MessageAdded(mailbox_id=3, uid=1, blob_id=b"b" * 32, internal_date=200, junk=rf)),
+    ]
+    proj.apply_all(db, [(10, 10, more[0])])
+    assert view.history("from", ["a@x.test"], 1, 0, 10) == [jp.Sighting(True, 100)]
+    assert view.rejects(b"k") == [(3, 1)]
+    proj.apply_all(db, [(11, 11, pb.Event(messages_copied=pb.MessagesCopied(
+        source_mailbox_id=3, source_uids=[1], dest_mailbox_id=1, dest_uids=[2], move=True, add_flags=["$NotJunk"])))])
+    assert view.history("from", ["a@x.test"], 1, 0, 10) == [jp.Sighting(False, 200), jp.Sighting(True, 100)]
+    assert view.rejects(b"k") == []
+
+
+def test_store_junk_view_equals_replay_of_its_log_and_nothing_of_it_on_disk() -> None:
+    """Through the real store: statistics survive close (sealed checkpoint) and a cold rebuild alike."""
+
+    async def go() -> None:
+        with tempfile.TemporaryDirectory() as t:
+            d = Path(t) / "data"
+            src = MasterKeySource(key_file=Path(t) / "k")
+            init_directory(d, src)
+            key = load_master_key(d, src)
+            store = await Store.open(d, key)
+            await store.create_account("a", ["a@example.test"], None)
+            async with store.use_account("a") as acct:
+                await acct.create_default_mailboxes()
+                for i in range(6):
+                    raw = (f"From: s{i}@spam.test\r\nSubject: zorblax offer {i}\r\n\r\nquixotic zorblax pills\r\n").encode()
+                    await acct.add_message("Junk", raw, flags=["$Junk"])
+                live = acct.junk.dump()
+                assert acct.junk.word_counts(["zorblax"]) == {"zorblax": (0, 5)}
+            await store.close()
+            for f in d.rglob("*"):
+                if f.is_file():
+                    assert b"zorblax" not in f.read_bytes(), f
+            store = await Store.open(d, key)
+            async with store.use_account("a") as acct:
+                assert acct.junk.dump() == live  # from the sealed checkpoint
+            await store.close()
+            for cp in (d / "checkpoints").iterdir():
+                cp.unlink()
+            store = await Store.open(d, key)
+            async with store.use_account("a") as acct:
+                assert acct.junk.dump() == live  # rebuilt from the log alone
+            await store.close()
+
+    asyncio.run(go())
