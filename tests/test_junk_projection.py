@@ -133,8 +133,8 @@ def test_reputation_history_follows_moves_and_the_destined_mailbox() -> None:
     ]
     proj.apply_all(db, [(i, i, e) for i, e in enumerate(evs, 1)])
     view = jp.JunkView(db)
-    assert view.history("from", ["a@x.test"], 1, 0, 10) == [jp.Sighting(True, 100)]
-    assert view.history("from", ["a@x.test"], 2, 0, 10) == []  # per destination mailbox
+    assert view.history([("from", "a@x.test")], 1, 0, 10) == [jp.Sighting(True, 100)]
+    assert view.history([("from", "a@x.test")], 2, 0, 10) == []  # per destination mailbox
     # A Rejects copy is neutral until moved out; then it counts for the mailbox it was meant for.
     rf = pb.JunkFeatures(words=["w"], from_address="a@x.test", from_domain="x.test", from_validated=True,
                          destined_mailbox_id=1, reject_key=b"k")
@@ -142,11 +142,11 @@ def test_reputation_history_follows_moves_and_the_destined_mailbox() -> None:
         pb.Event(message_added=pb.MessageAdded(mailbox_id=3, uid=1, blob_id=b"b" * 32, internal_date=200, junk=rf)),
     ]
     proj.apply_all(db, [(10, 10, more[0])])
-    assert view.history("from", ["a@x.test"], 1, 0, 10) == [jp.Sighting(True, 100)]
+    assert view.history([("from", "a@x.test")], 1, 0, 10) == [jp.Sighting(True, 100)]
     assert view.rejects(b"k") == [(3, 1)]
     proj.apply_all(db, [(11, 11, pb.Event(messages_copied=pb.MessagesCopied(
         source_mailbox_id=3, source_uids=[1], dest_mailbox_id=1, dest_uids=[2], move=True, add_flags=["$NotJunk"])))])
-    assert view.history("from", ["a@x.test"], 1, 0, 10) == [jp.Sighting(False, 200), jp.Sighting(True, 100)]
+    assert view.history([("from", "a@x.test")], 1, 0, 10) == [jp.Sighting(False, 200), jp.Sighting(True, 100)]
     assert view.rejects(b"k") == []
 
 

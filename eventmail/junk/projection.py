@@ -300,18 +300,21 @@ class JunkView:
                 out[w] = (int(h), int(s))
         return out
 
-    def history(self, kind: str, values: Sequence[str], destined: int, since: int, limit: int) -> list[Sighting]:
-        """The newest classified messages meant for `destined` with one of the identities, since `since`."""
-        if not values:
-            return []
+    def history(self, keys: Sequence[tuple[str, str]], destined: int, since: int, limit: int) -> list[Sighting]:
+        """The newest classified messages meant for `destined` having any of the (kind, value)
+        identities, received since `since`, newest first."""
+        found: dict[tuple[int, int], tuple[int, int]] = {}
         q = (
-            "SELECT DISTINCT m.mailbox_id, m.uid, m.class, m.received FROM junk_key k "
+            "SELECT m.mailbox_id, m.uid, m.class, m.received FROM junk_key k "
             "JOIN junk_msg m ON m.mailbox_id=k.mailbox_id AND m.uid=k.uid "
-            f"WHERE k.kind=? AND k.value IN ({','.join('?' * len(values))}) AND m.destined=? AND m.class!=0 "
-            "AND m.received>=? ORDER BY m.received DESC, m.mailbox_id, m.uid LIMIT ?"
+            "WHERE k.kind=? AND k.value=? AND m.destined=? AND m.class!=0 AND m.received>=? "
+            "ORDER BY m.received DESC, m.mailbox_id, m.uid LIMIT ?"
         )
-        rows = self.db.execute(q, (kind, *values, destined, since, limit))
-        return [Sighting(r[2] == SPAM, int(r[3])) for r in rows]
+        for kind, value in keys:
+            for mailbox_id, uid, cls, received in self.db.execute(q, (kind, value, destined, since, limit)):
+                found[(mailbox_id, uid)] = (cls, received)
+        newest = sorted(found.items(), key=lambda x: (-x[1][1], x[0]))[:limit]
+        return [Sighting(cls == SPAM, int(received)) for _k, (cls, received) in newest]
 
     def wrote_to(self, address: str, since: int) -> bool:
         """Whether the user sent mail to `address` since `since`."""
