@@ -112,6 +112,12 @@ class ImapServer:
         async def stop() -> None:
             for s in self.servers:
                 s.close()
+            # Connections a failed test left open end here, on their loop, rather than as
+            # coroutines garbage-collected later on another thread.
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
             for s in self.servers:
                 await s.wait_closed()
             await self.store.close()

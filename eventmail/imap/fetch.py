@@ -57,13 +57,15 @@ class FetchPlan:
     wants_flags: bool
 
 
-def make_plan(cmd: Fetch) -> FetchPlan:
+def make_plan(cmd: Fetch, condstore: bool = False) -> FetchPlan:
     items = list(cmd.items)
     names = {i.name for i in items}
     if cmd.uid and "UID" not in names:
         items.insert(0, FetchAttr("UID"))  # RFC 9051 §6.4.9: UID FETCH always returns the UID
-    if cmd.changedsince is not None and "MODSEQ" not in names:
-        items.append(FetchAttr("MODSEQ"))  # RFC 7162 §3.1.4.1: CHANGEDSINCE implies MODSEQ
+    if "MODSEQ" not in names and (cmd.changedsince is not None or (condstore and "FLAGS" in names)):
+        # RFC 7162 §3.1.4.1: CHANGEDSINCE implies MODSEQ; once CONDSTORE is on, flags go with
+        # their mod-sequence (§3.1.3 for STORE; Dovecot does the same for FETCH FLAGS)
+        items.append(FetchAttr("MODSEQ"))
     sets_seen = any(
         (i.name in ("BODY", "BINARY") and i.section is not None and not i.peek) or i.name in _SEEN_ITEMS
         for i in items
@@ -189,7 +191,12 @@ def render(
         elif name == "BINARY":
             assert item.section is not None
             body = _binary(data, item.section)
-            value = None if body is None else r.Literal(_partial(body, item.partial), binary=b"\x00" in body)
+            if body is None:
+                value = None
+            else:
+                piece = _partial(body, item.partial)
+                # RFC 3516 §4.2: literal8 only when the octets sent hold NUL
+                value = r.Literal(piece, binary=b"\x00" in piece)
         elif name == "BINARY.SIZE":
             assert item.section is not None
             body = _binary(data, item.section)

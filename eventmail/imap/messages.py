@@ -26,24 +26,6 @@ _BULK = 64
 # Yield to other connections after this many messages of one long FETCH or SEARCH.
 _SLICE = 100
 
-# The junk filter's training signals (issue 6, item 3): where a message is moved or copied to
-# says what its owner thinks of it, and the copy event records the flags that say so.
-JUNK, NOT_JUNK = "$Junk", "$NotJunk"
-
-
-def junk_signal(source_use: int, source_name: str, dest_use: int, dest_name: str) -> tuple[list[str], list[str]]:
-    """(flags to add, flags to remove) on messages copied or moved from source to dest."""
-    if dest_use == pb.SPECIAL_USE_JUNK:
-        return [JUNK], [NOT_JUNK]
-    from_junk = source_use == pb.SPECIAL_USE_JUNK
-    if dest_use == pb.SPECIAL_USE_ARCHIVE or (dest_use == pb.SPECIAL_USE_TRASH and not from_junk):
-        return [NOT_JUNK], [JUNK]
-    if from_junk and dest_name == "INBOX":
-        return [NOT_JUNK], [JUNK]
-    # Junk → Trash is how junk is thrown away: it says nothing about the message being wanted.
-    return [], []
-
-
 def check_flags(flags: Iterable[str]) -> list[str]:
     """Flags a client may set: the system flags but \\Recent (RFC 9051 §2.3.2: the server sets it,
     and IMAP4rev2 has none), and keywords. Another `\\word` is not a flag we know: BAD."""
@@ -114,7 +96,7 @@ async def fetch(s: Session, cmd: c.Fetch) -> AsyncIterator[r.Response]:
         s.condstore = True  # RFC 7162 §3.1: CONDSTORE-enabling
     if cmd.vanished and not s.qresync:
         raise bad("VANISHED needs ENABLE QRESYNC")  # RFC 7162 §3.2.6
-    plan = make_plan(cmd)
+    plan = make_plan(cmd, s.condstore)
     uids = sel.resolve(cmd.sequence_set, cmd.uid)
     if cmd.vanished and cmd.changedsince is not None:
         # RFC 7162 §3.2.6: UIDs in the set expunged since the given mod-sequence
@@ -308,10 +290,8 @@ async def copy(s: Session, cmd: c.Copy | c.Move) -> AsyncIterator[r.Response]:
     if not uids:
         yield r.ok(cmd.tag, f"{name} completed (no messages)")
         return
-    source = acct.view.mailbox_by_id(sel.mailbox_id)
-    add, remove = junk_signal(source.special_use if source else 0, sel.name, dest.special_use, dest.name)
-    src_uids, new_uids, _committed = await acct.copy(
-        sel.mailbox_id, uids, dest.id, move=move, add_flags=add, remove_flags=remove)
+    # the store adds the junk training flags a move into or out of Junk means
+    src_uids, new_uids, _committed = await acct.copy(sel.mailbox_id, uids, dest.id, move=move)
     if not src_uids:
         raise no("the messages no longer exist", "EXPUNGEISSUED")
     code = r.ResponseCode("COPYUID", (dest.uidvalidity, uid_set(src_uids), uid_set(new_uids)))  # RFC 4315 §3
@@ -341,4 +321,4 @@ async def expunge(s: Session, cmd: c.Expunge) -> AsyncIterator[r.Response]:
     yield r.ok(cmd.tag, "EXPUNGE completed", code)
 
 
-__all__ = ["JUNK", "NOT_JUNK", "append", "check_flags", "copy", "expunge", "fetch", "junk_signal", "search", "store"]
+__all__ = ["append", "check_flags", "copy", "expunge", "fetch", "search", "store"]

@@ -1,6 +1,6 @@
 """The encrypted event-log store: the only way protocol, web and replication code reach account data."""
 
-from .account import DEFAULT_MAILBOXES, Account
+from .account import DEFAULT_MAILBOXES, JUNK, NOT_JUNK, Account, junk_training_flags
 from .errors import (
     Conflict,
     DamagedBlob,
@@ -21,6 +21,8 @@ from .system import AccountInfo, SystemView, normalize_address
 
 __all__ = [
     "DEFAULT_MAILBOXES",
+    "JUNK",
+    "NOT_JUNK",
     "QUEUE",
     "SYSTEM",
     "Account",
@@ -46,6 +48,7 @@ __all__ = [
     "WrongKey",
     "account_stream",
     "init_directory",
+    "junk_training_flags",
     "load_master_key",
     "normalize_address",
 ]

@@ -35,6 +35,27 @@ DEFAULT_MAILBOXES: tuple[tuple[str, int], ...] = (
 
 SYSTEM_FLAGS = frozenset({"\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"})
 
+# The junk filter's training signals (RFC 5788 keywords; issue 6 item 3).
+JUNK, NOT_JUNK = "$Junk", "$NotJunk"
+
+
+def junk_training_flags(source: Mailbox, dest: Mailbox) -> tuple[list[str], list[str]]:
+    """(flags to add, flags to remove) on messages moved or copied from `source` to `dest`.
+
+    Where the owner puts a message says what they think of it: into Junk means junk; into
+    Archive or Trash, or from Junk back to INBOX, means wanted. Junk → Trash is how junk is
+    thrown away and says nothing. Account.copy applies this to every copy and move, so every
+    writer (IMAP, webmail) records the same signal in the same event.
+    """
+    from_junk = source.special_use == pb.SPECIAL_USE_JUNK
+    if dest.special_use == pb.SPECIAL_USE_JUNK:
+        return [JUNK], [NOT_JUNK]
+    if dest.special_use == pb.SPECIAL_USE_ARCHIVE or (dest.special_use == pb.SPECIAL_USE_TRASH and not from_junk):
+        return [NOT_JUNK], [JUNK]
+    if from_junk and dest.name == "INBOX":
+        return [NOT_JUNK], [JUNK]
+    return [], []
+
 
 def new_uidvalidity(seq: int) -> int:
     """UIDVALIDITY for a new mailbox: strictly increasing per account (RFC 9051 §2.3.1.1)."""
@@ -257,11 +278,18 @@ class Account:
         self, source_id: int, uids: Sequence[int], dest_id: int, move: bool = False,
         add_flags: Iterable[str] = (), remove_flags: Iterable[str] = (),
     ) -> tuple[list[int], list[int], Committed]:
-        """Copy (or move) messages; returns (source uids, their new uids in dest, the event)."""
+        """Copy (or move) messages; returns (source uids, their new uids in dest, the event).
+
+        The copies also get the junk training flags of `junk_training_flags` for this pair of
+        mailboxes, besides `add_flags` / `remove_flags`."""
         async with self._lock:
             dest = self.view.mailbox_by_id(dest_id)
-            if dest is None:
-                raise NotFound(f"no mailbox id {dest_id}")
+            source = self.view.mailbox_by_id(source_id)
+            if dest is None or source is None:
+                raise NotFound(f"no mailbox id {dest_id if dest is None else source_id}")
+            junk_add, junk_remove = junk_training_flags(source, dest)
+            add_flags = set(add_flags) | set(junk_add)
+            remove_flags = (set(remove_flags) | set(junk_remove)) - add_flags
             present = [u for u in uids if self.view.message(source_id, u) is not None]
             first = max(dest.uidnext, self._uid_reserved.get(dest_id, 0))
             new_uids = list(range(first, first + len(present)))
