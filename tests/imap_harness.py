@@ -100,6 +100,13 @@ class ImapServer:
                 return [c.event for c in acct.events()]
         return self.call(go())
 
+    def head_seq(self) -> int:
+        """The account log's last seq: the MODSEQ of the latest change (RFC 7162 over the log)."""
+        async def go() -> int:
+            async with self.store.use_account(USER) as acct:
+                return acct.head_seq
+        return self.call(go())
+
     def view_flags(self, mailbox: str) -> dict[int, tuple[str, ...]]:
         async def go() -> dict[int, tuple[str, ...]]:
             async with self.store.use_account(USER) as acct:

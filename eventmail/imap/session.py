@@ -238,9 +238,12 @@ class Session:
             return []
         events = [*self._events, *self.sub.pending()]
         self._events.clear()
-        if self.selected is None or self.acct is None or not events:
+        if self.selected is None or self.acct is None:
             return []
         expunge_ok = cmd is None or not isinstance(cmd, _NO_EXPUNGE) or bool(getattr(cmd, "uid", False))
+        if not events:
+            # expunges held back during an earlier FETCH / STORE / SEARCH are told now
+            return self.selected.flush_expunges(self.qresync) if expunge_ok else []
         notify = Notify(expunge_ok, self.condstore, self.qresync, frozenset(self.suppressed))
         return self.selected.apply(events, self.acct.view, notify)
 
