@@ -48,6 +48,26 @@ class BlobStore:
         write_atomic(f, BLOB_HEAD.pack(BLOB_MAGIC, key_id) + nonce + ct)
         return blob_id
 
+    def raw_file(self, blob_id: bytes) -> bytes:
+        """The encrypted file as it is on disk (replication ships it verbatim)."""
+        try:
+            return self._file(blob_id).read_bytes()
+        except FileNotFoundError:
+            raise DamagedBlob(f"stream {self.stream}: blob {blob_id.hex()} is missing") from None
+
+    def put_raw_file(self, blob_id: bytes, data: bytes) -> None:
+        """Store a replicated blob file (fsynced) after checking it opens and matches its name."""
+        f = self._file(blob_id)
+        if f.exists():
+            return
+        make_dirs(f.parent)
+        write_atomic(f, data)
+        try:
+            self.get(blob_id)
+        except DamagedBlob:
+            f.unlink()
+            raise
+
     def exists(self, blob_id: bytes) -> bool:
         return self._file(blob_id).exists()
 

@@ -49,3 +49,11 @@ class NotFound(StoreError):
 
 class Conflict(StoreError):
     """The request contradicts the current state (a name exists, a mailbox is not empty, ...)."""
+
+
+class NotWriter(StoreError):
+    """This node is not the writer of the stream (it follows, or a newer epoch fenced it off)."""
+
+
+class ReplicationTimeout(StoreError):
+    """Synchronous replication: the secondary did not acknowledge in time (a temporary failure)."""

@@ -122,6 +122,26 @@ class Keyring:
         self.save()
         return keys
 
+    def adopt(self, other: "Keyring") -> None:
+        """Take another node's keyring as ours (replication), keeping the StreamKeys objects that
+        open logs hold, so they see new key ids at once."""
+        self.naming_key = other.naming_key
+        for sid, keys in other.streams.items():
+            mine = self.streams.get(sid)
+            if mine is None:
+                self.streams[sid] = keys
+            else:
+                mine.keys.update(keys.keys)
+                mine.current = keys.current
+                mine.dir_name = keys.dir_name
+                mine.blob_name_key = keys.blob_name_key
+        for sid in other.shredded:
+            gone = self.streams.pop(sid, None)
+            if gone is not None:
+                gone.keys.clear()
+            self.shredded.add(sid)
+        self.save()
+
     def rotate(self) -> int:
         """Give every stream a new current data key; returns how many streams were rotated."""
         for s in self.streams.values():

@@ -219,8 +219,13 @@ class StreamLog:
     # ---------------------------------------------------------------- reading
 
     def records(self, since: int = 0, verify_all: bool = False) -> Iterator[Record]:
-        """Records with seq > since, in order. Raises DamagedLog at the first damaged record."""
-        segs = self._segments
+        """Records with seq > since, in order. Raises DamagedLog at the first damaged record.
+
+        A writer's own reads stop at what it has committed (a batch being written in another
+        thread is invisible); a read-only reader tolerates a tail that is being written.
+        """
+        segs = list(self._segments)
+        head_size = self._size
         start = 0
         if not verify_all:
             for i, s in enumerate(segs):
@@ -229,37 +234,52 @@ class StreamLog:
         expected_prev: bytes | None = None
         for i in range(start, len(segs)):
             seg = segs[i]
-            data = seg.path.read_bytes()
-            if len(data) < SEGMENT_HEADER.size:
-                if i == len(segs) - 1:
-                    return
-                raise DamagedLog(self.stream, seg.first_seq, f"segment {seg.path.name} is truncated")
-            first_seq, prev_chain = self._read_header(seg, data)
-            if expected_prev is not None and prev_chain != expected_prev:
-                raise DamagedLog(self.stream, first_seq, f"segment {seg.path.name} does not continue the chain")
-            last_seq = first_seq - 1
-            expected_prev = prev_chain
-            scan_seq, offset = first_seq, SEGMENT_HEADER.size
-            if not verify_all and i == len(segs) - 1 and self._index and self._index[0][0] == first_seq:
-                for seq, off, chain in self._index:
-                    if seq <= since + 1:
-                        scan_seq, offset, prev_chain = seq, off, chain
-                last_seq = scan_seq - 1
-            for item in scan(data, scan_seq, prev_chain, start=offset):
+            is_last = i == len(segs) - 1
+            with open(seg.path, "rb") as f:
+                header = f.read(SEGMENT_HEADER.size)
+                if len(header) < SEGMENT_HEADER.size:
+                    if is_last:
+                        return
+                    raise DamagedLog(self.stream, seg.first_seq, f"segment {seg.path.name} is truncated")
+                first_seq, prev_chain = self._read_header(seg, header)
+                if expected_prev is not None and prev_chain != expected_prev:
+                    raise DamagedLog(self.stream, first_seq, f"segment {seg.path.name} does not continue the chain")
+                expected_prev = prev_chain
+                scan_seq, offset = first_seq, SEGMENT_HEADER.size
+                if not verify_all and is_last and self._index and self._index[0][0] == first_seq:
+                    for seq, off, chain in self._index:
+                        if seq <= since + 1:
+                            scan_seq, offset, prev_chain = seq, off, chain
+                f.seek(offset)
+                limit = head_size - offset if (is_last and self.writable and self._fd is not None) else -1
+                data = f.read(limit)
+            last_seq = scan_seq - 1
+            for item in scan(data, scan_seq, prev_chain, start=0):
                 if isinstance(item, ScanEnd):
-                    is_last = i == len(segs) - 1
                     if item.damage is not None:
                         raise DamagedLog(self.stream, item.damage_seq, item.damage)
                     if item.torn and not (is_last and not self.writable):
-                        # A read-only reader may race the writer's tail; a writer already cut it.
                         raise DamagedLog(self.stream, item.damage_seq, "torn record inside the log")
                     break
                 last_seq = item.seq
                 expected_prev = item.chain
                 if item.seq > since:
                     yield item
-            if i + 1 < len(segs) and segs[i + 1].first_seq != last_seq + 1:
+            if not is_last and segs[i + 1].first_seq != last_seq + 1:
                 raise DamagedLog(self.stream, last_seq + 1, "a segment is missing")
+
+    def write_verbatim(self, records: list[Record]) -> Head:
+        """Append records made elsewhere (replication): their chain must continue ours exactly."""
+        chain = self.head.chain
+        seq = self.head.seq
+        for r in records:
+            seq += 1
+            if r.seq != seq:
+                raise DamagedLog(self.stream, r.seq, f"replicated record out of order (expected {seq})")
+            if chain_value(chain, r.seq, r.time_us, r.key_id, r.nonce, r.ciphertext) != r.chain:
+                raise DamagedLog(self.stream, r.seq, "replicated record does not continue the chain")
+            chain = r.chain
+        return self.write(records)
 
     def decrypt(self, record: Record, prev_chain: bytes) -> bytes:
         if self.keys is None:

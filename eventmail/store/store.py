@@ -8,7 +8,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from .errors import Conflict, DamagedBlob, DamagedLog, DirectoryLocked, MissingK
 from .fsutil import make_dirs
 from .keyring import Keyring
 from .log import Head, StreamLog
+from .records import Record
 from .stream import Committed, StreamWriter, Subscription
 from .system import SystemView, normalize_address
 
@@ -62,6 +63,10 @@ class Store:
         self._queue_writer: StreamWriter | None = None
         self._reaper: asyncio.Task[None] | None = None
         self.queue_blobs: BlobStore | None = None
+        self._other_writers: dict[str, StreamWriter] = {}
+        self._gate: Callable[[str, int], Awaitable[None]] | None = None
+        self._fenced: Callable[[str], str | None] = lambda stream: None
+        self._commit_signal = asyncio.Event()
 
     # ---------------------------------------------------------------- opening
 
@@ -113,9 +118,9 @@ class Store:
             e = pb.Event()
             e.ParseFromString(plaintext)
             self.system.apply(record.seq, e)
-        self._system_writer = StreamWriter(slog, self._apply_system)
+        self._system_writer = self._attach(StreamWriter(slog, self._apply_system))
         qlog = self._stream_log(QUEUE, create=True)
-        self._queue_writer = StreamWriter(qlog, lambda c: None)
+        self._queue_writer = self._attach(StreamWriter(qlog, lambda c: None))
         if qlog.keys is not None:
             self.queue_blobs = BlobStore(QUEUE, self.directory / "blobs" / qlog.keys.dir_name, qlog.keys)
 
@@ -225,6 +230,7 @@ class Store:
             acct = self._accounts.get(name)
             if acct is None:
                 acct = await asyncio.to_thread(self._open_account, name)
+                self._attach(acct._writer)
                 self._accounts[name] = acct
         return acct
 
@@ -281,6 +287,141 @@ class Store:
                 await self.close_idle()
             except StoreError:
                 log.exception("closing idle accounts")
+
+    # ---------------------------------------------------------------- replication
+
+    def _attach(self, writer: StreamWriter) -> StreamWriter:
+        writer.gate = self._gate
+        writer.fenced = self._fenced(writer.log.stream)
+        writer.notify = self._commit_signal.set
+        return writer
+
+    def _writers(self) -> list[StreamWriter]:
+        out = [w for w in (self._system_writer, self._queue_writer) if w is not None]
+        out += [a._writer for a in self._accounts.values()]
+        out += list(self._other_writers.values())
+        return out
+
+    def set_replication(
+        self, gate: Callable[[str, int], Awaitable[None]] | None, fenced: Callable[[str], str | None]
+    ) -> None:
+        """How appends relate to replication: `gate` is awaited after each local commit (sync
+        mode); `fenced(stream)` says why this node may not write a stream, or None."""
+        self._gate = gate
+        self._fenced = fenced
+        for w in self._writers():
+            self._attach(w)
+
+    async def wait_commit(self, timeout: float) -> None:
+        """Return after the next commit to any stream, or after `timeout` seconds."""
+        try:
+            await asyncio.wait_for(self._commit_signal.wait(), timeout)
+        except TimeoutError:
+            pass
+        self._commit_signal.clear()
+
+    def stream_names(self) -> list[str]:
+        """Every stream this data directory holds keys for."""
+        return sorted(self.keyring.streams)
+
+    async def _writer_for(self, stream: str) -> StreamWriter:
+        if stream == SYSTEM:
+            return self._system()
+        if stream == QUEUE:
+            assert self._queue_writer is not None
+            return self._queue_writer
+        if stream.startswith("account/"):
+            name = stream.split("/", 1)[1]
+            if name in self.system.accounts:
+                return (await self.account(name))._writer
+        w = self._other_writers.get(stream)
+        if w is None:
+            w = self._attach(StreamWriter(self._stream_log(stream, create=False), lambda c: None))
+            self._other_writers[stream] = w
+        return w
+
+    async def head(self, stream: str) -> Head:
+        return (await self._writer_for(stream)).log.head
+
+    async def raw_records(self, stream: str, since: int, limit: int = 512) -> list[Record]:
+        """Up to `limit` records after `since`, verbatim (for shipping to a follower)."""
+        log_ = (await self._writer_for(stream)).log
+
+        def read() -> list[Record]:
+            out = []
+            for r in log_.records(since):
+                out.append(r)
+                if len(out) >= limit:
+                    break
+            return out
+
+        return await asyncio.to_thread(read)
+
+    async def chain_at(self, stream: str, seq: int) -> bytes | None:
+        """The chain value at `seq` (None when this log is shorter)."""
+        if seq == 0:
+            return bytes(32)
+        records = await self.raw_records(stream, seq - 1, limit=1)
+        return records[0].chain if records else None
+
+    def referenced_blobs(self, stream: str, records: list[Record]) -> list[bytes]:
+        """Blob ids the records' events refer to (the leader sends these before the records)."""
+        keys = self.keyring.streams.get(stream)
+        if keys is None or not records:
+            return []
+        log_ = StreamLog(stream, self.directory / "streams" / keys.dir_name, keys, writable=False)
+        out = []
+        prev: bytes | None = None
+        for r in records:
+            if prev is None:
+                prev = log_.chain_before(r.seq)
+            e = pb.Event()
+            e.ParseFromString(log_.decrypt(r, prev))
+            prev = r.chain
+            kind = e.WhichOneof("kind")
+            if kind == "message_added":
+                out.append(e.message_added.blob_id)
+            elif kind == "outbound_queued":
+                out.append(e.outbound_queued.blob_id)
+            elif kind == "handoff_queued":
+                out.append(e.handoff_queued.blob_id)
+        return out
+
+    async def append_raw(self, stream: str, records: list[Record]) -> None:
+        """Append another node's records verbatim (chain verified), fsynced, then published."""
+        if stream not in self.keyring.streams:
+            raise StoreError(f"no keys for stream {stream} (the keyring must arrive first)")
+        await (await self._writer_for(stream)).append_raw(records)
+
+    def _blob_store(self, stream: str) -> BlobStore:
+        keys = self.keyring.streams[stream]
+        return BlobStore(stream, self.directory / "blobs" / keys.dir_name, keys)
+
+    def blob_file(self, stream: str, blob_id: bytes) -> bytes:
+        return self._blob_store(stream).raw_file(blob_id)
+
+    async def put_blob_file(self, stream: str, blob_id: bytes, data: bytes) -> None:
+        await asyncio.to_thread(self._blob_store(stream).put_raw_file, blob_id, data)
+
+    def has_blob(self, stream: str, blob_id: bytes) -> bool:
+        return self._blob_store(stream).exists(blob_id)
+
+    def keyring_file(self) -> bytes:
+        return self.keyring.path.read_bytes()
+
+    async def install_keyring(self, data: bytes) -> None:
+        """Adopt the leader's keyring (sealed with the master key both nodes hold)."""
+        tmp = self.directory / "keyring.incoming"
+        tmp.write_bytes(data)
+        try:
+            other = Keyring.load(tmp, self.keyring.master)
+        finally:
+            tmp.unlink(missing_ok=True)
+        self.keyring.adopt(other)
+
+    def ensure_stream_keys(self, stream: str) -> None:
+        """Create keys for a stream another node will write (a backup MX's hand-off stream)."""
+        self.keyring.stream(stream, create=True)
 
     # ---------------------------------------------------------------- verification
 

@@ -2,10 +2,11 @@
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from ..proto import events_pb2 as pb
+from .errors import NotWriter
 from .log import StreamLog
 from .records import Record
 
@@ -62,9 +63,17 @@ class StreamWriter:
         self._pending: list[tuple[list[pb.Event], asyncio.Future[list[Committed]]]] = []
         self._task: asyncio.Task[None] | None = None
         self.batches = 0  # fsyncs done, for metrics and the group-commit benchmark
+        # Set by the store: awaited after the local fsync and before callers are answered
+        # (synchronous replication waits there for the secondary's acknowledgement).
+        self.gate: Callable[[str, int], Awaitable[None]] | None = None
+        # Set by the store when this node is not the stream's writer (a follower, or fenced).
+        self.fenced: str | None = None
+        self.notify: Callable[[], None] = lambda: None
 
     def submit(self, events: Sequence[pb.Event]) -> "asyncio.Future[list[Committed]]":
         """Queue events for the next commit. Synchronous, so the log order is the order of calls."""
+        if self.fenced is not None:
+            raise NotWriter(f"stream {self.log.stream}: {self.fenced}")
         fut: asyncio.Future[list[Committed]] = asyncio.get_running_loop().create_future()
         self._pending.append((list(events), fut))
         if self._task is None or self._task.done():
@@ -88,15 +97,43 @@ class StreamWriter:
                 continue
             self.batches += 1
             committed = [Committed(self.log.stream, r.seq, r.time_us, ev) for r, ev in zip(records, flat, strict=True)]
-            self.on_commit(committed)
-            for sub in list(self.subscribers):
-                for c in committed:
-                    sub._put(c)
+            self._publish(committed)
+            error: Exception | None = None
+            if self.gate is not None:
+                try:
+                    await self.gate(self.log.stream, records[-1].seq)
+                except Exception as e:
+                    error = e
             i = 0
             for events, fut in batch:
                 if not fut.done():
-                    fut.set_result(committed[i : i + len(events)])
+                    if error is not None:
+                        fut.set_exception(error)
+                    else:
+                        fut.set_result(committed[i : i + len(events)])
                 i += len(events)
+
+    def _publish(self, committed: list[Committed]) -> None:
+        self.on_commit(committed)
+        for sub in list(self.subscribers):
+            for c in committed:
+                sub._put(c)
+        self.notify()
+
+    async def append_raw(self, records: list[Record]) -> list[Committed]:
+        """Append records made by another node, verbatim (their chain checked), then publish them."""
+        await self.drain()
+        prev = self.log.head.chain
+        await asyncio.to_thread(self.log.write_verbatim, records)
+        committed = []
+        if self.log.keys is not None:
+            for r in records:
+                event = pb.Event()
+                event.ParseFromString(self.log.decrypt(r, prev))
+                prev = r.chain
+                committed.append(Committed(self.log.stream, r.seq, r.time_us, event))
+        self._publish(committed)
+        return committed
 
     def _seal_and_write(self, plaintexts: list[bytes]) -> list[Record]:
         records = self.log.encrypt(plaintexts)
