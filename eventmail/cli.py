@@ -33,6 +33,7 @@ from .store import (
 )
 
 if TYPE_CHECKING:
+    from . import config as config_mod
     from . import serve
 
 EXIT_USAGE = 2
@@ -351,6 +352,67 @@ async def cmd_serve(args: argparse.Namespace) -> None:
     await serve.run_until_signalled(lambda: serve.start(cfg), lambda r: _print_started(r, []))
 
 
+# ---------------------------------------------------------------- replication
+
+
+def _replication_settings(args: argparse.Namespace) -> "config_mod.ReplicationSettings":
+    from . import config as config_mod
+
+    try:
+        cfg = config_mod.load(Path(args.config))
+    except config_mod.ConfigError as e:
+        raise CliError(f"{args.config}: {e}", code=EXIT_USAGE) from None
+    if cfg.replication is None:
+        raise CliError(f"{args.config}: no [replication] table", code=EXIT_USAGE)
+    return cfg.replication
+
+
+def _control(args: argparse.Namespace, command: str) -> dict[str, object]:
+    from replica.service import control_request
+
+    settings = _replication_settings(args)
+    try:
+        return control_request(settings.control, command)
+    except OSError as e:
+        raise CliError(f"no running server answers on {settings.control}: {e.strerror or e}") from None
+
+
+async def cmd_replica_status(args: argparse.Namespace) -> None:
+    status = _control(args, "metrics" if args.metrics else "status")
+    if args.metrics:
+        print(status["metrics"], end="")
+        return
+    if args.json:
+        print(json.dumps(status, indent=2))
+        return
+    print(f"node {status['node']}: {status['role']} in epoch {status['epoch']}, mode {status['mode']}, "
+          f"peer {status['peer']} ({'follows us' if status['peer_follows_us'] else 'not following us'}; "
+          f"{'we follow it' if status['we_follow_peer'] else 'we are not connected to it'})")
+    print(f"{'stream':<32} {'role':<9} {'position':>9} {'peer':>9} {'lag rec':>8} {'lag s':>8}  mode")
+    streams = status["streams"]
+    assert isinstance(streams, list)
+    for st in streams:
+        lag_s = "-" if st["lag_seconds"] is None else f"{st['lag_seconds']:.3f}"
+        mode = status["mode"] if st["role"] == "writer" else "follow"
+        print(f"{st['stream']:<32} {st['role']:<9} {st['position']:>9} {st['peer_position']:>9} "
+              f"{st['lag_records']:>8} {lag_s:>8}  {mode}")
+
+
+async def cmd_replica_promote(args: argparse.Namespace) -> None:
+    reply = _control(args, "promote")
+    if reply.get("before") == reply.get("epoch"):
+        print(f"already the primary in epoch {reply['epoch']}")
+    else:
+        print(f"promoted: epoch {reply['before']} -> {reply['epoch']}; this node now writes every stream")
+
+
+async def cmd_replica_cert(args: argparse.Namespace) -> None:
+    from .tls.certs import make_self_signed
+
+    make_self_signed(Path(args.cert), Path(args.key), [args.node], days=args.days)
+    print(f"certificate for node {args.node}: {args.cert} (give it to the peer as its peer_cert); key: {args.key}")
+
+
 # ---------------------------------------------------------------- argument parsing
 
 
@@ -440,6 +502,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add(sub, "serve", cmd_serve, "run the server with the static settings of a TOML file")
     p.add_argument("--config", required=True, help="the TOML configuration file")
+
+    repl = sub.add_parser("replica", help="replication between a primary and a secondary",
+                          description="replication between a primary and a secondary (docs/replication.md)")
+    rsub = repl.add_subparsers(dest="replica_command", required=True, metavar="REPLICA_COMMAND")
+    p = rsub.add_parser("status", help="per stream: position, lag in records and seconds, mode")
+    p.set_defaults(handler=cmd_replica_status)
+    p.add_argument("--config", required=True, help="the running server's TOML configuration file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--metrics", action="store_true", help="print the replication metrics (Prometheus text)")
+    p = rsub.add_parser("promote", help="make this node the primary in a new epoch (takeover or switch back)")
+    p.set_defaults(handler=cmd_replica_promote)
+    p.add_argument("--config", required=True, help="the running server's TOML configuration file")
+    p = rsub.add_parser("cert", help="make a node's replication certificate and key (pinned by the peer)")
+    p.set_defaults(handler=cmd_replica_cert)
+    p.add_argument("node", help="the node's name, as in replication.node")
+    p.add_argument("--cert", required=True)
+    p.add_argument("--key", required=True)
+    p.add_argument("--days", type=int, default=3650)
     return parser
 
 

@@ -27,6 +27,24 @@ class ResolverSettings:
 
 
 @dataclass(frozen=True)
+class ReplicationSettings:
+    """The [replication] table: this node, its peer, mutual TLS, and the mode (docs/replication.md)."""
+
+    node: str
+    peer_node: str
+    listen: str  # host:port of this node's replication service
+    peer: str  # host:port of the peer's replication service
+    cert: Path  # this node's certificate and key (it presents them as server and as client)
+    key: Path
+    peer_cert: Path  # the only certificate accepted from the peer (pinned, both directions)
+    control: Path  # the local control socket (`eventmail replica status|promote`)
+    initial_role: str = "secondary"  # until the node state records an epoch
+    mode: str = "async"  # or "sync"
+    sync_timeout: float = 5.0
+    on_timeout: str = "tempfail"  # or "degrade"
+
+
+@dataclass(frozen=True)
 class Config:
     hostname: str
     data_dir: Path
@@ -43,6 +61,7 @@ class Config:
     # Submission relays remote mail through this host:port (a smarthost) when set.
     smarthost: str | None = None
     max_message_bytes: int = 50 << 20
+    replication: ReplicationSettings | None = None
 
 
 def _take(table: dict[str, Any], key: str, kind: type, where: str, default: Any = ...) -> Any:
@@ -70,7 +89,7 @@ def parse(text: str, base: Path) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"not valid TOML: {e}") from None
     known = {"hostname", "data_dir", "key_file", "passphrase_env", "tls", "listener", "resolver",
-             "allow_plaintext_auth", "deliver_all_to", "smarthost", "max_message_bytes"}
+             "allow_plaintext_auth", "deliver_all_to", "smarthost", "max_message_bytes", "replication"}
     for key in doc:
         if key not in known:
             raise ConfigError(f"{key}: unknown setting")
@@ -105,7 +124,9 @@ def parse(text: str, base: Path) -> Config:
     max_bytes = _take(doc, "max_message_bytes", int, "", 50 << 20)
     if max_bytes < 1024:
         raise ConfigError("max_message_bytes: too small")
+    repl = _take(doc, "replication", dict, "", None)
     return Config(
+        replication=_replication(repl, base) if repl is not None else None,
         hostname=hostname,
         data_dir=base / _take(doc, "data_dir", str, ""),
         key_file=base / key_file if key_file else None,
@@ -118,6 +139,47 @@ def parse(text: str, base: Path) -> Config:
         deliver_all_to=_take(doc, "deliver_all_to", str, "", None),
         smarthost=_take(doc, "smarthost", str, "", None),
         max_message_bytes=max_bytes,
+    )
+
+
+def _hostport(value: str, where: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{where}: {value!r} is not host:port")
+    _check_address(host.strip("[]"), where)
+    return value
+
+
+def _replication(t: dict[str, Any], base: Path) -> ReplicationSettings:
+    w = "replication."
+    known = {"node", "peer_node", "listen", "peer", "cert", "key", "peer_cert", "control", "role", "mode",
+             "sync_timeout", "on_timeout"}
+    for key in t:
+        if key not in known:
+            raise ConfigError(f"{w}{key}: unknown setting")
+    role = _take(t, "role", str, w, "secondary")
+    mode = _take(t, "mode", str, w, "async")
+    on_timeout = _take(t, "on_timeout", str, w, "tempfail")
+    if role not in ("primary", "secondary"):
+        raise ConfigError(f"{w}role: {role!r} is not primary or secondary")
+    if mode not in ("async", "sync"):
+        raise ConfigError(f"{w}mode: {mode!r} is not async or sync")
+    if on_timeout not in ("tempfail", "degrade"):
+        raise ConfigError(f"{w}on_timeout: {on_timeout!r} is not tempfail or degrade")
+    timeout = t.get("sync_timeout", 5.0)
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0 < timeout <= 600:
+        raise ConfigError(f"{w}sync_timeout: seconds, more than 0 and at most 600")
+    node, peer_node = _take(t, "node", str, w), _take(t, "peer_node", str, w)
+    if not node or not peer_node or node == peer_node or "/" in node + peer_node:
+        raise ConfigError(f"{w}node, peer_node: two different names without '/'")
+    return ReplicationSettings(
+        node=node, peer_node=peer_node,
+        listen=_hostport(_take(t, "listen", str, w), w + "listen"),
+        peer=_hostport(_take(t, "peer", str, w), w + "peer"),
+        cert=base / _take(t, "cert", str, w), key=base / _take(t, "key", str, w),
+        peer_cert=base / _take(t, "peer_cert", str, w),
+        control=base / _take(t, "control", str, w, "replica.sock"),
+        initial_role=role, mode=mode, sync_timeout=float(timeout), on_timeout=on_timeout,
     )
 
 

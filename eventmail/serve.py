@@ -8,7 +8,7 @@ import signal
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Config
@@ -31,6 +31,8 @@ class Running:
     servers: list[asyncio.Server]
     tasks: list["asyncio.Task[None]"]
     ports: dict[str, int]
+    # Stopped before the store closes (replication: its gRPC server, follower, control socket).
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def stop(self) -> None:
         for s in self.servers:
@@ -42,17 +44,29 @@ class Running:
         for s in self.servers:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(s.wait_closed(), 5)
+        for close in self.closers:
+            await close()
         await self.store.close()
 
 
 async def start(cfg: Config, store: Store | None = None) -> Running:
     """Open the store and start every listener of `cfg`; port 0 picks a free port (see `ports`)."""
     if store is None:
+        if cfg.replication is not None:
+            from replica.service import bootstrap
+
+            await bootstrap(cfg)
         source = MasterKeySource.default(cfg.data_dir, str(cfg.key_file) if cfg.key_file else None, cfg.passphrase_env)
         store = await Store.open(cfg.data_dir, load_master_key(cfg.data_dir, source))
     tls = server_context(cfg.tls_cert, cfg.tls_key)
     resolver = Resolver(ResolverConfig(nameservers=cfg.resolver.nameservers, port=cfg.resolver.port))
     inbound = InboundDelivery(store, resolver, cfg.hostname)
+    closers: list[Callable[[], Awaitable[None]]] = []
+    if cfg.replication is not None:
+        from replica.service import start as start_replication
+
+        replication, inbound.handoff = await start_replication(store, cfg.replication)
+        closers.append(replication.stop)
     submission = Submission(store, cfg.hostname, cfg.deliver_all_to)
     limiter = LoginLimiter(time.monotonic)
     servers: list[asyncio.Server] = []
@@ -67,7 +81,7 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
     if cfg.smarthost:
         runner = QueueRunner(store, cfg.smarthost, cfg.hostname)
         tasks.append(asyncio.get_running_loop().create_task(runner.run()))
-    return Running(store, servers, tasks, ports)
+    return Running(store, servers, tasks, ports, closers)
 
 
 async def _start_listener(

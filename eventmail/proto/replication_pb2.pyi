@@ -22,25 +22,33 @@ class RawRecord(_message.Message):
     chain: bytes
     def __init__(self, seq: _Optional[int] = ..., time_us: _Optional[int] = ..., key_id: _Optional[int] = ..., nonce: _Optional[bytes] = ..., ciphertext: _Optional[bytes] = ..., chain: _Optional[bytes] = ...) -> None: ...
 
-class StreamPosition(_message.Message):
-    __slots__ = ("stream", "seq", "chain")
+class Epoch(_message.Message):
+    __slots__ = ("number", "primary")
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    number: int
+    primary: str
+    def __init__(self, number: _Optional[int] = ..., primary: _Optional[str] = ...) -> None: ...
+
+class StreamPoints(_message.Message):
+    __slots__ = ("stream", "seqs", "chains")
     STREAM_FIELD_NUMBER: _ClassVar[int]
-    SEQ_FIELD_NUMBER: _ClassVar[int]
-    CHAIN_FIELD_NUMBER: _ClassVar[int]
+    SEQS_FIELD_NUMBER: _ClassVar[int]
+    CHAINS_FIELD_NUMBER: _ClassVar[int]
     stream: str
-    seq: int
-    chain: bytes
-    def __init__(self, stream: _Optional[str] = ..., seq: _Optional[int] = ..., chain: _Optional[bytes] = ...) -> None: ...
+    seqs: _containers.RepeatedScalarFieldContainer[int]
+    chains: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, stream: _Optional[str] = ..., seqs: _Optional[_Iterable[int]] = ..., chains: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class Hello(_message.Message):
-    __slots__ = ("node", "epoch", "positions")
+    __slots__ = ("node", "epoch", "points")
     NODE_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
-    POSITIONS_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
     node: str
-    epoch: int
-    positions: _containers.RepeatedCompositeFieldContainer[StreamPosition]
-    def __init__(self, node: _Optional[str] = ..., epoch: _Optional[int] = ..., positions: _Optional[_Iterable[_Union[StreamPosition, _Mapping]]] = ...) -> None: ...
+    epoch: Epoch
+    points: _containers.RepeatedCompositeFieldContainer[StreamPoints]
+    def __init__(self, node: _Optional[str] = ..., epoch: _Optional[_Union[Epoch, _Mapping]] = ..., points: _Optional[_Iterable[_Union[StreamPoints, _Mapping]]] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ("stream", "seq")
@@ -82,23 +90,35 @@ class KeyringFile(_message.Message):
     data: bytes
     def __init__(self, data: _Optional[bytes] = ...) -> None: ...
 
+class StreamHead(_message.Message):
+    __slots__ = ("stream", "seq", "chain", "time_us")
+    STREAM_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_FIELD_NUMBER: _ClassVar[int]
+    TIME_US_FIELD_NUMBER: _ClassVar[int]
+    stream: str
+    seq: int
+    chain: bytes
+    time_us: int
+    def __init__(self, stream: _Optional[str] = ..., seq: _Optional[int] = ..., chain: _Optional[bytes] = ..., time_us: _Optional[int] = ...) -> None: ...
+
 class Heartbeat(_message.Message):
     __slots__ = ("epoch", "time_us", "heads")
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     TIME_US_FIELD_NUMBER: _ClassVar[int]
     HEADS_FIELD_NUMBER: _ClassVar[int]
-    epoch: int
+    epoch: Epoch
     time_us: int
-    heads: _containers.RepeatedCompositeFieldContainer[StreamPosition]
-    def __init__(self, epoch: _Optional[int] = ..., time_us: _Optional[int] = ..., heads: _Optional[_Iterable[_Union[StreamPosition, _Mapping]]] = ...) -> None: ...
+    heads: _containers.RepeatedCompositeFieldContainer[StreamHead]
+    def __init__(self, epoch: _Optional[_Union[Epoch, _Mapping]] = ..., time_us: _Optional[int] = ..., heads: _Optional[_Iterable[_Union[StreamHead, _Mapping]]] = ...) -> None: ...
 
 class Refused(_message.Message):
     __slots__ = ("reason", "epoch")
     REASON_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     reason: str
-    epoch: int
-    def __init__(self, reason: _Optional[str] = ..., epoch: _Optional[int] = ...) -> None: ...
+    epoch: Epoch
+    def __init__(self, reason: _Optional[str] = ..., epoch: _Optional[_Union[Epoch, _Mapping]] = ...) -> None: ...
 
 class FollowMessage(_message.Message):
     __slots__ = ("records", "blob", "keyring", "heartbeat", "refused")
@@ -113,3 +133,9 @@ class FollowMessage(_message.Message):
     heartbeat: Heartbeat
     refused: Refused
     def __init__(self, records: _Optional[_Union[RecordBatch, _Mapping]] = ..., blob: _Optional[_Union[BlobFile, _Mapping]] = ..., keyring: _Optional[_Union[KeyringFile, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., refused: _Optional[_Union[Refused, _Mapping]] = ...) -> None: ...
+
+class KeyringRequest(_message.Message):
+    __slots__ = ("node",)
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    node: str
+    def __init__(self, node: _Optional[str] = ...) -> None: ...

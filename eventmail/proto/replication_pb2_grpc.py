@@ -39,6 +39,11 @@ class ReplicationStub:
                 request_serializer=eventmail_dot_proto_dot_replication__pb2.FollowRequest.SerializeToString,
                 response_deserializer=eventmail_dot_proto_dot_replication__pb2.FollowMessage.FromString,
                 _registered_method=True)
+        self.GetKeyring = channel.unary_unary(
+                '/eventmail.Replication/GetKeyring',
+                request_serializer=eventmail_dot_proto_dot_replication__pb2.KeyringRequest.SerializeToString,
+                response_deserializer=eventmail_dot_proto_dot_replication__pb2.KeyringFile.FromString,
+                _registered_method=True)
 
 
 class ReplicationServicer:
@@ -46,7 +51,14 @@ class ReplicationServicer:
 
     def Follow(self, request_iterator, context):
         """The follower opens one call and keeps it: Hello first, then Acks; the leader sends the
-        keyring, then for every stream the blobs and records after the follower's position.
+        keyring, then for every stream it writes the blobs and records after the common point.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetKeyring(self, request, context):
+        """A new secondary's first step: the primary's keyring, to lay out its data directory.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -59,6 +71,11 @@ def add_ReplicationServicer_to_server(servicer, server):
                     servicer.Follow,
                     request_deserializer=eventmail_dot_proto_dot_replication__pb2.FollowRequest.FromString,
                     response_serializer=eventmail_dot_proto_dot_replication__pb2.FollowMessage.SerializeToString,
+            ),
+            'GetKeyring': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetKeyring,
+                    request_deserializer=eventmail_dot_proto_dot_replication__pb2.KeyringRequest.FromString,
+                    response_serializer=eventmail_dot_proto_dot_replication__pb2.KeyringFile.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -88,6 +105,33 @@ class Replication:
             '/eventmail.Replication/Follow',
             eventmail_dot_proto_dot_replication__pb2.FollowRequest.SerializeToString,
             eventmail_dot_proto_dot_replication__pb2.FollowMessage.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetKeyring(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/eventmail.Replication/GetKeyring',
+            eventmail_dot_proto_dot_replication__pb2.KeyringRequest.SerializeToString,
+            eventmail_dot_proto_dot_replication__pb2.KeyringFile.FromString,
             options,
             channel_credentials,
             insecure,

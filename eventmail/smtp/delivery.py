@@ -90,6 +90,9 @@ def strip_our_authentication_results(message: bytes, authserv_id: str) -> bytes:
 
 
 Evaluator = Callable[[bytes, str, str, str], Awaitable[AuthVerdict]]
+# (account, mailbox, final bytes, bytes as received, origin) -> True when recorded for hand-off
+# to the primary instead of delivered here (a backup MX; see replica.handoff).
+HandoffHook = Callable[[str, str, bytes, bytes, pb.Origin], Awaitable[bool]]
 
 
 class InboundDelivery:
@@ -99,6 +102,7 @@ class InboundDelivery:
         self.store = store
         self.resolver = resolver
         self.hostname = hostname
+        self.handoff: HandoffHook | None = None
 
     def recipient_account(self, address: str) -> str | None:
         """RCPT TO: the account receiving mail for the address (addresses, then catch-alls)."""
@@ -151,8 +155,12 @@ class InboundDelivery:
             kind="smtp", remote_ip=tx.remote_ip, helo=tx.helo, mail_from=tx.mail_from, rcpt_to=addresses,
             authentication_results=auth_results, verdict=verdict.to_json(),
         )
+        if self.handoff is not None and await self.handoff(account, mailbox, final, original, origin):
+            return
         async with self.store.use_account(account) as acct:
             key = acct.delivery_key(original)
             added = await acct.add_message(mailbox, final, origin=origin, delivery_key=key)
             if added is None:
                 log.info("tx %s: %s already had this message (a retried transaction)", tx.transaction_id, account)
+                # The first copy may still await the secondary (sync replication): so does this 250.
+                await self.store.await_replicated(acct.stream_id)

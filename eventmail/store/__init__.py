@@ -8,14 +8,18 @@ from .errors import (
     DirectoryLocked,
     MissingKey,
     NotFound,
+    NotWriter,
+    ReplicationTimeout,
     StoreError,
     StoreFull,
     StreamShredded,
     WrongKey,
 )
 from .keys import MasterKeySource, init_directory, load_master_key
+from .log import Head
 from .projection import Mailbox, MailboxView, Message
-from .store import QUEUE, SYSTEM, Store, StreamReport, account_stream
+from .records import Record
+from .store import QUEUE, SYSTEM, Store, StreamReport, account_stream, handoff_stream
 from .stream import Committed, Subscription
 from .system import AccountInfo, SystemView, normalize_address
 
@@ -32,12 +36,16 @@ __all__ = [
     "DamagedBlob",
     "DamagedLog",
     "DirectoryLocked",
+    "Head",
     "Mailbox",
     "MailboxView",
     "MasterKeySource",
     "Message",
     "MissingKey",
     "NotFound",
+    "NotWriter",
+    "Record",
+    "ReplicationTimeout",
     "Store",
     "StoreError",
     "StoreFull",
@@ -47,6 +55,7 @@ __all__ = [
     "SystemView",
     "WrongKey",
     "account_stream",
+    "handoff_stream",
     "init_directory",
     "junk_training_flags",
     "load_master_key",

@@ -45,6 +45,7 @@ class Keyring:
     naming_key: bytes
     streams: dict[str, StreamKeys] = field(default_factory=dict)
     shredded: set[str] = field(default_factory=set)
+    version: int = 0  # bumped on every save, so replication knows when to ship the keyring again
 
     # ---------------------------------------------------------------- persistence
 
@@ -66,6 +67,11 @@ class Keyring:
             raw = path.read_bytes()
         except FileNotFoundError:
             raise MissingKey(f"no keyring in {path.parent} (run `eventmail key init`)") from None
+        return cls.from_bytes(path, raw, master)
+
+    @classmethod
+    def from_bytes(cls, path: Path, raw: bytes, master: bytes) -> "Keyring":
+        """A keyring from its sealed file contents (a replica receives them over the wire)."""
         kdf, nonce, ct = _split(raw)
         try:
             body = crypto.unseal(crypto.subkey(master, b"keyring"), nonce, ct, KEYRING_MAGIC)
@@ -102,6 +108,7 @@ class Keyring:
             {"kdf": self.kdf.kind, "salt": _h(self.kdf.salt), "ops": self.kdf.ops, "mem": self.kdf.mem}
         ).encode()
         write_atomic(self.path, KEYRING_MAGIC + header + b"\n" + nonce + ct)
+        self.version += 1
 
     # ---------------------------------------------------------------- streams
 
@@ -125,7 +132,8 @@ class Keyring:
     def adopt(self, other: "Keyring") -> None:
         """Take another node's keyring as ours (replication), keeping the StreamKeys objects that
         open logs hold, so they see new key ids at once."""
-        self.naming_key = other.naming_key
+        if other.naming_key != self.naming_key:
+            raise StoreError("this data directory was not made from the primary's keyring (naming keys differ)")
         for sid, keys in other.streams.items():
             mine = self.streams.get(sid)
             if mine is None:

@@ -246,18 +246,20 @@ class StreamLog:
                     raise DamagedLog(self.stream, first_seq, f"segment {seg.path.name} does not continue the chain")
                 expected_prev = prev_chain
                 scan_seq, offset = first_seq, SEGMENT_HEADER.size
+                limited = is_last and self.writable and self._fd is not None
                 if not verify_all and is_last and self._index and self._index[0][0] == first_seq:
-                    for seq, off, chain in self._index:
-                        if seq <= since + 1:
+                    for seq, off, chain in list(self._index):
+                        if seq <= since + 1 and not (limited and off > head_size):
                             scan_seq, offset, prev_chain = seq, off, chain
                 f.seek(offset)
-                limit = head_size - offset if (is_last and self.writable and self._fd is not None) else -1
-                data = f.read(limit)
+                data = f.read(max(0, head_size - offset) if limited else -1)
             last_seq = scan_seq - 1
             for item in scan(data, scan_seq, prev_chain, start=0):
                 if isinstance(item, ScanEnd):
                     if item.damage is not None:
                         raise DamagedLog(self.stream, item.damage_seq, item.damage)
+                    if item.torn and limited:
+                        break  # the writer rolled over or wrote on meanwhile: stop at what we saw
                     if item.torn and not (is_last and not self.writable):
                         raise DamagedLog(self.stream, item.damage_seq, "torn record inside the log")
                     break
@@ -280,6 +282,38 @@ class StreamLog:
                 raise DamagedLog(self.stream, r.seq, "replicated record does not continue the chain")
             chain = r.chain
         return self.write(records)
+
+    def truncate(self, seq: int) -> Head:
+        """Cut the log back to end at `seq` (a follower dropping a divergent tail), fsynced."""
+        if not self.writable:
+            raise StoreError(f"stream {self.stream} is open read-only")
+        if seq >= self.head.seq:
+            return self.head
+        self.close()
+        try:
+            for seg in reversed(self._segments):
+                if seg.first_seq > seq:
+                    seg.path.unlink()
+                    continue
+                data = seg.path.read_bytes()
+                first_seq, prev_chain = self._read_header(seg, data)
+                end = SEGMENT_HEADER.size
+                for item in scan(data, first_seq, prev_chain):
+                    if isinstance(item, ScanEnd) or item.seq > seq:
+                        break
+                    end = item.end
+                with open(seg.path, "r+b") as f:
+                    f.truncate(end)
+                    os.fsync(f.fileno())
+                break
+            fsync_dir(self.path)
+        except OSError as e:
+            raise_store_error(e, f"truncating stream {self.stream}")
+        self.head = Head(0, GENESIS_CHAIN)
+        self._size = 0
+        self._index = []
+        self._open()
+        return self.head
 
     def decrypt(self, record: Record, prev_chain: bytes) -> bytes:
         if self.keys is None:

@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import re
@@ -16,7 +17,7 @@ from ..proto import events_pb2 as pb
 from .account import Account
 from .blobs import BlobStore
 from .errors import Conflict, DamagedBlob, DamagedLog, DirectoryLocked, MissingKey, NotFound, StoreError
-from .fsutil import make_dirs
+from .fsutil import make_dirs, write_atomic
 from .keyring import Keyring
 from .log import Head, StreamLog
 from .records import Record
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 SYSTEM = "system"
 QUEUE = "queue"
+NODE_STATE = "node-state.json"
 ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 # Accounts nobody used for five minutes are checkpointed and closed: memory follows activity.
 IDLE_SECONDS = 300.0
@@ -34,6 +36,11 @@ IDLE_SECONDS = 300.0
 
 def account_stream(name: str) -> str:
     return f"account/{name}"
+
+
+def handoff_stream(node: str) -> str:
+    """The stream in which node `node` records mail it accepted while not the primary."""
+    return f"handoff/{node}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +142,7 @@ class Store:
                 await self._reaper
         for name in list(self._accounts):
             await self._close_account(name)
-        for w in (self._system_writer, self._queue_writer):
+        for w in (self._system_writer, self._queue_writer, *self._other_writers.values()):
             if w is not None:
                 await w.drain()
                 w.log.close()
@@ -334,6 +341,9 @@ class Store:
             name = stream.split("/", 1)[1]
             if name in self.system.accounts:
                 return (await self.account(name))._writer
+            # An account stream whose account the system stream does not (yet) name: never a
+            # second writer beside the account's own.
+            raise NotFound(f"stream {stream}: no such account")
         w = self._other_writers.get(stream)
         if w is None:
             w = self._attach(StreamWriter(self._stream_log(stream, create=False), lambda c: None))
@@ -351,6 +361,25 @@ class Store:
             out = []
             for r in log_.records(since):
                 out.append(r)
+                if len(out) >= limit:
+                    break
+            return out
+
+        return await asyncio.to_thread(read)
+
+    async def read_events(self, stream: str, since: int, limit: int = 512) -> list[Committed]:
+        """Up to `limit` decrypted events after `since`, read through the stream's writer (so a
+        stream another task appends to is read only up to what is committed)."""
+        log_ = (await self._writer_for(stream)).log
+
+        def read() -> list[Committed]:
+            out: list[Committed] = []
+            prev = log_.chain_before(since + 1)
+            for r in log_.records(since):
+                e = pb.Event()
+                e.ParseFromString(log_.decrypt(r, prev))
+                prev = r.chain
+                out.append(Committed(stream, r.seq, r.time_us, e))
                 if len(out) >= limit:
                     break
             return out
@@ -385,6 +414,7 @@ class Store:
                 out.append(e.outbound_queued.blob_id)
             elif kind == "handoff_queued":
                 out.append(e.handoff_queued.blob_id)
+        log_.close()
         return out
 
     async def append_raw(self, stream: str, records: list[Record]) -> None:
@@ -409,26 +439,108 @@ class Store:
     def keyring_file(self) -> bytes:
         return self.keyring.path.read_bytes()
 
+    @property
+    def keyring_version(self) -> int:
+        """Changes whenever the keyring is saved (new stream, rotation, shredding, adoption)."""
+        return self.keyring.version
+
     async def install_keyring(self, data: bytes) -> None:
         """Adopt the leader's keyring (sealed with the master key both nodes hold)."""
-        tmp = self.directory / "keyring.incoming"
-        tmp.write_bytes(data)
-        try:
-            other = Keyring.load(tmp, self.keyring.master)
-        finally:
-            tmp.unlink(missing_ok=True)
-        self.keyring.adopt(other)
+        other = Keyring.from_bytes(self.keyring.path, data, self.keyring.master)
+        await asyncio.to_thread(self.keyring.adopt, other)
+
+    @staticmethod
+    def initialize_replica(directory: Path, keyring_data: bytes, master_key: bytes) -> None:
+        """Lay out a new data directory around the primary's keyring (a new secondary)."""
+        directory = Path(directory)
+        if (directory / "keyring").exists():
+            raise StoreError(f"{directory} already has a keyring")
+        make_dirs(directory)
+        ring = Keyring.from_bytes(directory / "keyring", keyring_data, master_key)
+        ring.save()
+        Store.initialize(directory, ring)
 
     def ensure_stream_keys(self, stream: str) -> None:
         """Create keys for a stream another node will write (a backup MX's hand-off stream)."""
         self.keyring.stream(stream, create=True)
+
+    def has_stream(self, stream: str) -> bool:
+        return stream in self.keyring.streams
+
+    def subscribe_stream(self, stream: str) -> Subscription:
+        """Committed events of any stream from now on (the primary follows hand-off streams)."""
+        if stream == SYSTEM:
+            return self.subscribe_system()
+        if stream == QUEUE:
+            return self.subscribe_queue()
+        w = self._other_writers.get(stream)
+        if w is None:
+            w = self._attach(StreamWriter(self._stream_log(stream, create=False), lambda c: None))
+            self._other_writers[stream] = w
+        return w.subscribe()
+
+    async def append_stream(self, stream: str, events: Sequence[pb.Event]) -> list[Committed]:
+        """Append to a stream that is neither system, queue nor an account (a hand-off stream)."""
+        return await (await self._writer_for(stream)).append(events)
+
+    async def put_stream_blob(self, stream: str, data: bytes) -> bytes:
+        return await asyncio.to_thread(self._blob_store(stream).put, data)
+
+    def read_stream_blob(self, stream: str, blob_id: bytes) -> bytes:
+        return self._blob_store(stream).get(blob_id)
+
+    async def await_replicated(self, stream: str) -> None:
+        """Wait as an append would (sync replication) for the stream's current head."""
+        if self._gate is not None:
+            head = await self.head(stream)
+            if head.seq:
+                await self._gate(stream, head.seq)
+
+    async def truncate_stream(self, stream: str, seq: int) -> None:
+        """Cut a stream back to `seq` (a former primary dropping its divergent tail) and rebuild
+        what was projected from the tail. The caller hands the tail over first."""
+        if stream == SYSTEM or stream == QUEUE:
+            w = self._system() if stream == SYSTEM else self._queue_writer
+            assert w is not None
+            await w.drain()
+            await asyncio.to_thread(w.log.truncate, seq)
+            if stream == SYSTEM:
+                self.system = SystemView()
+                for c in self.stream_events(SYSTEM):
+                    self.system.apply(c.seq, c.event)
+            return
+        if stream.startswith("account/"):
+            name = stream.split("/", 1)[1]
+            await self._close_account(name, checkpoint=False)
+            keys = self.keyring.streams[stream]
+            slog = StreamLog(stream, self.directory / "streams" / keys.dir_name, keys, True)
+            try:
+                await asyncio.to_thread(slog.truncate, seq)
+            finally:
+                slog.close()
+            return
+        w = await self._writer_for(stream)
+        await w.drain()
+        await asyncio.to_thread(w.log.truncate, seq)
+
+    def read_node_state(self) -> dict[str, object] | None:
+        """The replication state of this node (epoch and primary), None before the first write."""
+        try:
+            return dict(json.loads((self.directory / NODE_STATE).read_text()))
+        except FileNotFoundError:
+            return None
+
+    def write_node_state(self, state: dict[str, object]) -> None:
+        """Replace the node state durably (promotion and fencing depend on it surviving a crash)."""
+        write_atomic(self.directory / NODE_STATE, json.dumps(state, sort_keys=True).encode())
 
     # ---------------------------------------------------------------- verification
 
     def verify(self) -> list[StreamReport]:
         """Check every stream's chain and every record's decryption, and every blob the log names."""
         reports = []
-        for stream in [SYSTEM, QUEUE, *sorted(account_stream(a) for a in self._account_names_on_disk())]:
+        handoffs = sorted(s for s in self.keyring.streams if s.startswith("handoff/"))
+        for stream in [SYSTEM, QUEUE, *sorted(account_stream(a) for a in self._account_names_on_disk()), *handoffs]:
             reports.append(self._verify_stream(stream))
         return reports
 
@@ -455,7 +567,8 @@ class Store:
                 kind = e.WhichOneof("kind")
                 blob_id = (
                     e.message_added.blob_id if kind == "message_added"
-                    else e.outbound_queued.blob_id if kind == "outbound_queued" else None
+                    else e.outbound_queued.blob_id if kind == "outbound_queued"
+                    else e.handoff_queued.blob_id if kind == "handoff_queued" else None
                 )
                 if blob_id is not None and blob_id not in seen_blobs:
                     seen_blobs.add(blob_id)

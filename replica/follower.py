@@ -1,0 +1,192 @@
+"""The follower side: receives the peer's streams, verifies and stores them verbatim, acknowledges."""
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import grpc
+
+from eventmail.proto import replication_pb2 as rpb
+from eventmail.proto import replication_pb2_grpc as rpc
+from eventmail.store import DamagedLog, Record, StoreError
+
+from . import handoff, tlsauth
+from .leader import epoch_msg
+from .node import Epoch, FollowState, ReplicaNode
+
+log = logging.getLogger(__name__)
+
+RETRY_SECONDS = 1.0
+PROGRESS_EVERY = 5.0
+
+
+class Diverged(Exception):
+    """Our copy disagrees with the leader's and we were never its writer: an operator must look."""
+
+
+def from_wire(r: rpb.RawRecord) -> Record:
+    return Record(r.seq, r.time_us, r.key_id, r.nonce, r.ciphertext, r.chain)
+
+
+class Follower:
+    """Keeps one call open to the peer's leader service and applies what arrives."""
+
+    def __init__(self, node: ReplicaNode) -> None:
+        self.node = node
+        self.store = node.store
+        s = node.settings
+        self.credentials = tlsauth.channel_credentials(s.cert, s.key, s.peer_cert)
+        self.options = tlsauth.client_options(s.peer_node)
+        self._applied_since_report = 0
+        self._last_report = time.monotonic()
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._session()
+            except grpc.aio.AioRpcError as e:
+                log.info("replication: link to %s: %s %s", self.node.peer_node, e.code().name, e.details())
+            except (StoreError, Diverged) as e:
+                log.error("replication: following %s stopped: %s", self.node.peer_node, e)
+                await asyncio.sleep(5 * RETRY_SECONDS)
+            finally:
+                self.node.leader_connected = False
+            await asyncio.sleep(RETRY_SECONDS)
+
+    async def _points(self) -> list[rpb.StreamPoints]:
+        out = []
+        for stream in self.store.stream_names():
+            if self.node.writes(stream) and not self.node.rejoin:
+                continue
+            try:
+                head = await self.store.head(stream)
+            except StoreError:
+                continue
+            seqs, seq, step = [], head.seq, 1
+            while seq > 0:
+                seqs.append(seq)
+                seq -= step
+                step *= 2
+            seqs.append(0)
+            chains = [await self.store.chain_at(stream, s) or b"" for s in seqs]
+            out.append(rpb.StreamPoints(stream=stream, seqs=seqs, chains=chains))
+        return out
+
+    async def _session(self) -> None:
+        s = self.node.settings
+        outbox: asyncio.Queue[rpb.FollowRequest] = asyncio.Queue()
+        hello = rpb.Hello(node=self.node.node, epoch=epoch_msg(self.node.epoch), points=await self._points())
+        outbox.put_nowait(rpb.FollowRequest(hello=hello))
+
+        async def requests() -> AsyncIterator[rpb.FollowRequest]:
+            while True:
+                yield await outbox.get()
+
+        async with grpc.aio.secure_channel(s.peer, self.credentials, options=self.options) as channel:
+            stub = rpc.ReplicationStub(channel)  # type: ignore[no-untyped-call]
+            call = stub.Follow(requests())
+            async for msg in call:
+                kind = msg.WhichOneof("kind")
+                if kind == "heartbeat":
+                    if not await self._heartbeat(msg.heartbeat):
+                        call.cancel()
+                        return
+                elif kind == "keyring":
+                    await self.store.install_keyring(msg.keyring.data)
+                elif kind == "blob":
+                    await self.store.put_blob_file(msg.blob.stream, msg.blob.blob_id, msg.blob.data)
+                elif kind == "records":
+                    seq = await self._apply(msg.records)
+                    if seq is not None:
+                        outbox.put_nowait(rpb.FollowRequest(ack=rpb.Ack(stream=msg.records.stream, seq=seq)))
+                elif kind == "refused":
+                    log.warning("replication: %s refused us: %s", self.node.peer_node, msg.refused.reason)
+                    return
+
+    async def _heartbeat(self, hb: rpb.Heartbeat) -> bool:
+        leader = Epoch(hb.epoch.number, hb.epoch.primary)
+        if leader < self.node.epoch:
+            # A stale leader: it learns our epoch from our Hello on the next connection.
+            log.warning("replication: %s is at epoch %s, older than ours (%s); not following it",
+                        self.node.peer_node, leader, self.node.epoch)
+            await asyncio.sleep(RETRY_SECONDS)
+            return False
+        self.node.observe(leader)
+        if not self.node.leader_connected:
+            self.node.leader_connected = True
+            log.info("replication: following %s (epoch %s)", self.node.peer_node, self.node.epoch)
+        caught_up = True
+        for h in hb.heads:
+            if self.node.writes(h.stream) or not self.store.has_stream(h.stream):
+                continue
+            local = await self.store.head(h.stream)
+            if local.seq > h.seq:
+                # Everything up to the leader's head has been compared record by record: what we
+                # hold beyond it is a divergent tail from our time as primary.
+                await self._diverged(h.stream, h.seq)
+                local = await self.store.head(h.stream)
+            f = self.node.following.setdefault(h.stream, FollowState())
+            f.local_seq = local.seq
+            f.leader_seq = max(h.seq, f.leader_seq)
+            if h.time_us:
+                f.leader_time_us = h.time_us
+            if f.lag_records:
+                caught_up = False
+        if caught_up:
+            self.node.rejoined()
+        self.node.update_lag_metrics()
+        return True
+
+    async def _diverged(self, stream: str, common: int) -> None:
+        if not self.node.rejoin:
+            raise Diverged(f"{stream}: our copy differs from {self.node.peer_node}'s after seq {common}, "
+                           "and this node was not its writer")
+        await handoff.hand_over_tail(self.node, stream, common)
+
+    async def _apply(self, batch: rpb.RecordBatch) -> int | None:
+        stream = batch.stream
+        if self.node.writes(stream):
+            log.error("replication: %s sent records of %s, which we write; ignored", self.node.peer_node, stream)
+            return None
+        if not batch.records:
+            return None
+        if not self.store.has_stream(stream):
+            raise StoreError(f"records of {stream} arrived before its keys")
+        records = [from_wire(r) for r in batch.records]
+        head = await self.store.head(stream)
+        # Records we hold already (the leader starts at a common point that may lie below our
+        # head) are compared; the first that differs marks the start of our divergent tail.
+        while records and records[0].seq <= head.seq:
+            mine = await self.store.chain_at(stream, records[0].seq)
+            if mine != records[0].chain:
+                await self._diverged(stream, records[0].seq - 1)
+                head = await self.store.head(stream)
+                break
+            records.pop(0)
+        if records:
+            if records[0].seq != head.seq + 1:
+                raise DamagedLog(stream, records[0].seq, f"replicated records skip ahead of our head {head.seq}")
+            await self.store.append_raw(stream, records)
+            self.node.metrics.applied.inc(len(records))
+            self._applied_since_report += len(records)
+        last = batch.records[-1]
+        f = self.node.following.setdefault(stream, FollowState())
+        f.local_seq = last.seq
+        f.local_time_us = last.time_us
+        f.leader_seq = max(f.leader_seq, last.seq)
+        self._report_progress()
+        return last.seq
+
+    def _report_progress(self) -> None:
+        now = time.monotonic()
+        if now - self._last_report < PROGRESS_EVERY:
+            return
+        behind = sum(f.lag_records for f in self.node.following.values())
+        rate = self._applied_since_report / (now - self._last_report)
+        if behind:
+            log.info("replication: catching up with %s: %d records behind, %.0f records/s",
+                     self.node.peer_node, behind, rate)
+        self._applied_since_report = 0
+        self._last_report = now
+        self.node.update_lag_metrics()

@@ -1,0 +1,261 @@
+"""A replicating node: its epoch and role, fencing, the synchronous-mode gate, and its status."""
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from eventmail.config import ReplicationSettings
+from eventmail.store import ReplicationTimeout, Store, handoff_stream
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, order=True)
+class Epoch:
+    """A term of writing. Ordered by (number, primary): two nodes that promote themselves at
+    the same time get different epochs, so one stream never has two writers in one epoch."""
+
+    number: int
+    primary: str
+
+    def __str__(self) -> str:
+        return f"{self.number}/{self.primary}"
+
+
+@dataclass
+class FollowState:
+    """One stream this node follows: where its copy ends and where the leader's ends."""
+
+    local_seq: int = 0
+    local_time_us: int = 0
+    leader_seq: int = 0
+    leader_time_us: int = 0
+
+    @property
+    def lag_records(self) -> int:
+        return max(0, self.leader_seq - self.local_seq)
+
+    @property
+    def lag_seconds(self) -> float:
+        if self.lag_records == 0 or not self.leader_time_us:
+            return 0.0
+        return max(0.0, (self.leader_time_us - self.local_time_us) / 1e6)
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.lag_records = Gauge("eventmail_replica_lag_records", "records the follower is behind, all streams", registry=r)
+        self.lag_seconds = Gauge("eventmail_replica_lag_seconds", "largest lag in seconds of any followed stream", registry=r)
+        self.applied = Counter("eventmail_replica_records_applied", "records received and made durable", registry=r)
+        self.degraded = Gauge("eventmail_replica_degraded", "1 while sync mode has degraded to async", registry=r)
+        self.sync_timeouts = Counter("eventmail_replica_sync_timeouts", "sync waits that timed out", registry=r)
+        self.handoffs = Counter("eventmail_replica_handoffs_delivered", "hand-off entries delivered", registry=r)
+        self.connected = Gauge("eventmail_replica_follower_connected", "1 while the peer follows us", registry=r)
+        self.epoch = Gauge("eventmail_replica_epoch", "the epoch number this node is in", registry=r)
+
+
+class ReplicaNode:
+    """What one node knows and decides about replication; the leader, follower and hand-off
+    tasks share it. State that must survive a crash (the epoch) goes through the store."""
+
+    def __init__(self, store: Store, settings: ReplicationSettings) -> None:
+        self.store = store
+        self.settings = settings
+        self.node = settings.node
+        self.peer_node = settings.peer_node
+        state = store.read_node_state()
+        if state is None:
+            first = self.node if settings.initial_role == "primary" else self.peer_node
+            self.epoch = Epoch(1, first)
+            self.rejoin = False
+            self._save()
+        else:
+            self.epoch = Epoch(int(str(state["epoch"])), str(state["primary"]))
+            self.rejoin = bool(state.get("rejoin", False))
+        self.mode = settings.mode
+        self.degraded = False
+        self.acked: dict[str, int] = {}
+        self.shipped: dict[str, int] = {}
+        self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
+        self.follower_connected = False
+        self.following: dict[str, FollowState] = {}
+        self.leader_connected = False
+        self.role_changed = asyncio.Event()
+        self.metrics = Metrics()
+        self.metrics.epoch.set(self.epoch.number)
+        self.last_takeover_seconds: float | None = None
+        self.apply_fencing()
+
+    # ------------------------------------------------------------ roles
+
+    @property
+    def is_primary(self) -> bool:
+        return self.epoch.primary == self.node
+
+    def writes(self, stream: str) -> bool:
+        """Whether this node is the writer of `stream` in its current epoch."""
+        if stream.startswith("handoff/"):
+            return stream == handoff_stream(self.node)
+        return self.is_primary
+
+    def fenced(self, stream: str) -> str | None:
+        if self.writes(stream):
+            return None
+        return f"node {self.node} is not the writer in epoch {self.epoch} (the primary is {self.epoch.primary})"
+
+    def apply_fencing(self) -> None:
+        self.store.set_replication(self.gate, self.fenced)
+        if self.is_primary:
+            # The primary owns the keyring: it makes the keys of both hand-off streams, so that
+            # each node can read the other's.
+            for n in (self.node, self.peer_node):
+                self.store.ensure_stream_keys(handoff_stream(n))
+
+    def _save(self) -> None:
+        self.store.write_node_state({"epoch": self.epoch.number, "primary": self.epoch.primary, "rejoin": self.rejoin})
+
+    def observe(self, other: Epoch) -> bool:
+        """A peer's epoch: adopt it when newer. Returns True when this node's role changed."""
+        if other <= self.epoch:
+            return False
+        was_primary = self.is_primary
+        log.warning("replication: epoch %s is newer than ours (%s): following %s", other, self.epoch, other.primary)
+        self.epoch = other
+        if was_primary:
+            # Our log may hold records the new primary never received: hand them over and
+            # truncate when following resumes.
+            self.rejoin = True
+        self._save()
+        self.metrics.epoch.set(self.epoch.number)
+        self.apply_fencing()
+        self._wake_waiters_on_role_change()
+        self.role_changed.set()
+        return was_primary != self.is_primary
+
+    def promote(self) -> Epoch:
+        """Become the writer of every stream in a new, higher epoch (`eventmail replica promote`)."""
+        started = time.monotonic()
+        if self.is_primary:
+            return self.epoch
+        self.epoch = Epoch(self.epoch.number + 1, self.node)
+        self._save()
+        self.metrics.epoch.set(self.epoch.number)
+        self.apply_fencing()
+        self.role_changed.set()
+        self.last_takeover_seconds = time.monotonic() - started
+        log.warning("replication: promoted to primary in epoch %s", self.epoch)
+        return self.epoch
+
+    def rejoined(self) -> None:
+        """The divergent tail (if any) is handed over and the copy follows the leader again."""
+        if self.rejoin:
+            self.rejoin = False
+            self._save()
+            log.info("replication: rejoined as follower of %s", self.epoch.primary)
+
+    # ------------------------------------------------------------ synchronous mode
+
+    async def gate(self, stream: str, seq: int) -> None:
+        """Awaited after each local commit: in sync mode, until the follower has `seq` durably."""
+        if self.mode != "sync" or stream.startswith("handoff/") or not self.writes(stream) or self.degraded:
+            return
+        if self.acked.get(stream, 0) >= seq:
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters = self._waiters.setdefault(stream, [])
+        waiters.append((seq, fut))
+        try:
+            await asyncio.wait_for(fut, self.settings.sync_timeout)
+            return
+        except TimeoutError:
+            pass
+        finally:
+            if (seq, fut) in waiters:
+                waiters.remove((seq, fut))
+        self.metrics.sync_timeouts.inc()
+        if self.settings.on_timeout == "degrade":
+            if not self.degraded:
+                log.warning(
+                    "replication: DEGRADED to async: %s seq %d not acknowledged by %s within %.1f s; "
+                    "acknowledging without the secondary until it has caught up",
+                    stream, seq, self.peer_node, self.settings.sync_timeout,
+                )
+            self.degraded = True
+            self.metrics.degraded.set(1)
+            return
+        log.warning("replication: %s seq %d not acknowledged within %.1f s: answering a temporary failure",
+                    stream, seq, self.settings.sync_timeout)
+        raise ReplicationTimeout(f"the secondary did not acknowledge {stream} seq {seq} in time")
+
+    def _wake_waiters_on_role_change(self) -> None:
+        for waiters in self._waiters.values():
+            for _, fut in waiters:
+                if not fut.done():
+                    fut.set_exception(ReplicationTimeout("this node stopped being the primary"))
+        self._waiters.clear()
+
+    def on_ack(self, stream: str, seq: int) -> None:
+        if seq > self.acked.get(stream, 0):
+            self.acked[stream] = seq
+        waiters = self._waiters.get(stream)
+        if waiters:
+            for s, fut in list(waiters):
+                if s <= seq and not fut.done():
+                    fut.set_result(None)
+                    waiters.remove((s, fut))
+
+    def caught_up(self) -> None:
+        """The leader shipped everything and the follower acknowledged it all."""
+        if self.degraded and all(self.acked.get(s, 0) >= seq for s, seq in self.shipped.items()):
+            self.degraded = False
+            self.metrics.degraded.set(0)
+            log.warning("replication: secondary %s has caught up: back to sync mode", self.peer_node)
+
+    # ------------------------------------------------------------ status
+
+    def mode_name(self) -> str:
+        if self.mode == "sync" and self.degraded:
+            return "sync(degraded)"
+        if self.mode == "sync":
+            return f"sync({self.settings.on_timeout})"
+        return "async"
+
+    def update_lag_metrics(self) -> None:
+        self.metrics.lag_records.set(sum(f.lag_records for f in self.following.values()))
+        self.metrics.lag_seconds.set(max((f.lag_seconds for f in self.following.values()), default=0.0))
+
+    async def status(self) -> dict[str, object]:
+        streams = []
+        for stream in sorted(set(self.store.stream_names())):
+            if self.writes(stream):
+                try:
+                    head = (await self.store.head(stream)).seq
+                except Exception:  # a stream without an open writer here (e.g. deleted account)
+                    continue
+                acked = self.acked.get(stream, 0)
+                streams.append({"stream": stream, "role": "writer", "position": head, "peer_position": acked,
+                                "lag_records": max(0, head - acked), "lag_seconds": None})
+            else:
+                f = self.following.get(stream)
+                if f is None:
+                    try:
+                        seq = (await self.store.head(stream)).seq
+                    except Exception:
+                        continue
+                    f = FollowState(local_seq=seq, leader_seq=seq)
+                streams.append({"stream": stream, "role": "follower", "position": f.local_seq,
+                                "peer_position": f.leader_seq, "lag_records": f.lag_records,
+                                "lag_seconds": round(f.lag_seconds, 3)})
+        return {
+            "node": self.node, "peer": self.peer_node, "epoch": str(self.epoch), "primary": self.epoch.primary,
+            "role": "primary" if self.is_primary else "secondary", "mode": self.mode_name(),
+            "peer_follows_us": self.follower_connected, "we_follow_peer": self.leader_connected,
+            "rejoining": self.rejoin, "streams": streams,
+        }

@@ -1,0 +1,141 @@
+"""Starting and stopping a node's replication: bootstrap, gRPC leader, follower, hand-off, control socket."""
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from prometheus_client import generate_latest
+
+from eventmail.config import Config, ReplicationSettings
+from eventmail.proto import replication_pb2 as rpb
+from eventmail.proto import replication_pb2_grpc as rpc
+from eventmail.store import Store
+from eventmail.store.keyring import load_key_file
+
+from . import tlsauth
+from .follower import Follower
+from .handoff import HandoffDeliverer, HandoffRecorder
+from .leader import ReplicationService
+from .node import ReplicaNode
+
+log = logging.getLogger(__name__)
+
+CONTROL_LINE_LIMIT = 4096
+
+
+async def bootstrap(cfg: Config) -> None:
+    """A new secondary's data directory is made from the primary's keyring (same master key file),
+    so both nodes name and encrypt every stream alike. Waits until the primary answers."""
+    s = cfg.replication
+    assert s is not None
+    if (cfg.data_dir / "keyring").exists():
+        return
+    if cfg.key_file is None:
+        raise SystemExit("replication: a new secondary needs key_file (the primary's master key file)")
+    master = load_key_file(cfg.key_file)
+    creds = tlsauth.channel_credentials(s.cert, s.key, s.peer_cert)
+    while True:
+        try:
+            async with grpc.aio.secure_channel(s.peer, creds, options=tlsauth.client_options(s.peer_node)) as ch:
+                stub = rpc.ReplicationStub(ch)  # type: ignore[no-untyped-call]
+                reply = await stub.GetKeyring(rpb.KeyringRequest(node=s.node), timeout=10)
+            Store.initialize_replica(cfg.data_dir, reply.data, master)
+            log.info("replication: data directory %s created from %s's keyring", cfg.data_dir, s.peer_node)
+            return
+        except grpc.aio.AioRpcError as e:
+            log.info("replication: waiting for the primary %s to hand out its keyring: %s", s.peer_node, e.code().name)
+            await asyncio.sleep(1.0)
+
+
+@dataclass
+class RunningReplica:
+    node: ReplicaNode
+    server: grpc.aio.Server
+    control: asyncio.Server
+    tasks: list["asyncio.Task[None]"] = field(default_factory=list)
+
+    async def stop(self) -> None:
+        for t in self.tasks:
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self.control.close()
+        await self.server.stop(1.0)
+        with contextlib.suppress(OSError):
+            os.unlink(self.node.settings.control)
+
+
+async def start(store: Store, settings: ReplicationSettings) -> tuple[RunningReplica, HandoffRecorder]:
+    """Run replication for an open store; returns the runner and the MX's hand-off hook."""
+    node = ReplicaNode(store, settings)
+    server = grpc.aio.server(options=tlsauth.SERVER_OPTIONS)
+    rpc.add_ReplicationServicer_to_server(ReplicationService(node), server)  # type: ignore[no-untyped-call]
+    creds = tlsauth.server_credentials(settings.cert, settings.key, settings.peer_cert)
+    if server.add_secure_port(settings.listen, creds) == 0:
+        raise OSError(f"replication: cannot listen on {settings.listen}")
+    await server.start()
+    control = await _control_server(node, settings.control)
+    loop = asyncio.get_running_loop()
+    tasks = [loop.create_task(Follower(node).run()), loop.create_task(HandoffDeliverer(node).run())]
+    log.info("replication: node %s, epoch %s (%s), mode %s, listening on %s, peer %s at %s",
+             node.node, node.epoch, "primary" if node.is_primary else "secondary", node.mode_name(),
+             settings.listen, settings.peer_node, settings.peer)
+    return RunningReplica(node, server, control, tasks), HandoffRecorder(node)
+
+
+async def _control_server(node: ReplicaNode, path: Path) -> asyncio.Server:
+    """A Unix socket (mode 0600) for the local CLI: status, promote, metrics."""
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), 10)
+            try:
+                command = json.loads(line[:CONTROL_LINE_LIMIT]).get("command")
+            except (ValueError, AttributeError):
+                command = None
+            if command == "status":
+                reply: dict[str, object] = await node.status()
+            elif command == "promote":
+                before = str(node.epoch)
+                reply = {"epoch": str(node.promote()), "before": before,
+                         "takeover_seconds": node.last_takeover_seconds}
+            elif command == "metrics":
+                reply = {"metrics": generate_latest(node.metrics.registry).decode()}
+            else:
+                reply = {"error": "unknown command"}
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+        except (OSError, TimeoutError) as e:
+            log.info("replication control: %s", e)
+        finally:
+            writer.close()
+
+    old = os.umask(0o177)
+    try:
+        server = await asyncio.start_unix_server(handle, path=str(path))
+    finally:
+        os.umask(old)
+    return server
+
+
+def control_request(path: Path, command: str, timeout: float = 30.0) -> dict[str, object]:
+    """The CLI's side of the control socket."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(path))
+        s.sendall(json.dumps({"command": command}).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return dict(json.loads(data))
