@@ -57,7 +57,7 @@ class Follower:
     async def _points(self) -> list[rpb.StreamPoints]:
         out = []
         for stream in self.store.stream_names():
-            if self.node.writes(stream) and not self.node.rejoin:
+            if self.node.writes(stream):
                 continue
             try:
                 head = await self.store.head(stream)
@@ -110,9 +110,10 @@ class Follower:
             # A stale leader: it learns our epoch from our Hello on the next connection.
             log.warning("replication: %s is at epoch %s, older than ours (%s); not following it",
                         self.node.peer_node, leader, self.node.epoch)
-            await asyncio.sleep(RETRY_SECONDS)
             return False
-        self.node.observe(leader)
+        if self.node.observe(leader):
+            # Our role changed: say hello again, with the positions of every stream we now follow.
+            return False
         if not self.node.leader_connected:
             self.node.leader_connected = True
             log.info("replication: following %s (epoch %s)", self.node.peer_node, self.node.epoch)

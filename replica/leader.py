@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 
 # Records per batch: large enough to catch up at thousands of records a second, small enough
 # that a batch (without blobs) stays well under a megabyte.
-BATCH_RECORDS = 256
+BATCH_RECORDS = 512
 IDLE_WAIT = 1.0
 
 
@@ -82,7 +82,7 @@ class ReplicationService(rpc.ReplicationServicer):
                     records = await self.store.raw_records(stream, seq, BATCH_RECORDS)
                     if not records:
                         continue
-                    for blob_id in await asyncio.to_thread(self.store.referenced_blobs, stream, records):
+                    for blob_id in await self.store.referenced_blobs(stream, records):
                         if (stream, blob_id) in blobs_sent:
                             continue
                         blobs_sent.add((stream, blob_id))

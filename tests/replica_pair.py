@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from eventmail.tls.certs import make_self_signed
+from replica.service import control_request
 
 from .conftest import ROOT
 from .mailserver import MailServer, free_port
+
+RESERVED: set[int] = set()
+
+
+def reserve_port() -> int:
+    """A free port that listeners of the nodes will not be given."""
+    while True:
+        port = free_port()
+        if port not in RESERVED:
+            RESERVED.add(port)
+            return port
 
 
 @dataclass
@@ -34,6 +46,15 @@ class Node(MailServer):
         return self.base / "eventmail.toml"
 
     def write_config(self) -> Path:
+        # Listener ports must not take a port reserved for replication (free_port() may hand
+        # the same number out again once the reserving socket is closed).
+        taken = set(RESERVED) | set(self.ports.values())
+        for kind in ("smtp", "submission", "submissions"):
+            while not self.ports.get(kind):
+                port = free_port()
+                if port not in taken:
+                    self.ports[kind] = port
+                    taken.add(port)
         path = super().write_config()
         path.write_text(path.read_text() + (
             f'[replication]\nnode = "{self.name}"\npeer_node = "{self.peer_name}"\nrole = "{self.role}"\n'
@@ -53,8 +74,12 @@ class Node(MailServer):
             raise AssertionError(f"replica {' '.join(argv)}: {p.stderr}")
         return p
 
-    def status(self) -> dict[str, object]:
-        return dict(json.loads(self.replica("status", "--json").stdout))
+    def status(self) -> dict[str, Any]:
+        """The running node's replication status, straight from its control socket."""
+        return control_request(self.base / "replica.sock", "status")
+
+    def positions(self) -> dict[str, int]:
+        return {r["stream"]: r["position"] for r in self.status()["streams"]}
 
     def heads(self) -> dict[str, tuple[int, str]]:
         """Every stream's head as `eventmail verify` prints it (fails on any damage)."""
@@ -82,7 +107,7 @@ def make_pair(base: Path, mode: str = "async", on_timeout: str = "tempfail", syn
     make_self_signed(b.cert, b.base / "key.pem", ["localhost", b.hostname, "127.0.0.1"])
     for n in (a, b):
         make_self_signed(n.base / "repl-cert.pem", n.base / "repl-key.pem", [n.name])
-        n.repl_port = free_port()
+        n.repl_port = reserve_port()
     shutil.copy(a.base / "repl-cert.pem", b.base / "peer-cert.pem")
     shutil.copy(b.base / "repl-cert.pem", a.base / "peer-cert.pem")
     a.peer_address = f"127.0.0.1:{b.repl_port}"
@@ -101,6 +126,10 @@ def wait_until(predicate: object, timeout: float = 30, what: str = "condition") 
 
 
 def caught_up(secondary: Node, primary: Node) -> bool:
-    """Every stream the primary writes has the same head on the secondary."""
-    ph, sh = primary.heads(), secondary.heads()
-    return all(sh.get(s) == h for s, h in ph.items() if not s.startswith("handoff/"))
+    """Every stream the primary writes is at the same position on the secondary."""
+    try:
+        ps, ss = primary.status(), secondary.positions()
+    except OSError:
+        return False
+    mine = [r for r in ps["streams"] if r["role"] == "writer" and not r["stream"].startswith("handoff/")]
+    return bool(mine) and all(ss.get(r["stream"]) == r["position"] for r in mine)

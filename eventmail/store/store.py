@@ -393,29 +393,29 @@ class Store:
         records = await self.raw_records(stream, seq - 1, limit=1)
         return records[0].chain if records else None
 
-    def referenced_blobs(self, stream: str, records: list[Record]) -> list[bytes]:
+    async def referenced_blobs(self, stream: str, records: list[Record]) -> list[bytes]:
         """Blob ids the records' events refer to (the leader sends these before the records)."""
-        keys = self.keyring.streams.get(stream)
-        if keys is None or not records:
+        if stream not in self.keyring.streams or not records:
             return []
-        log_ = StreamLog(stream, self.directory / "streams" / keys.dir_name, keys, writable=False)
-        out = []
-        prev: bytes | None = None
-        for r in records:
-            if prev is None:
-                prev = log_.chain_before(r.seq)
-            e = pb.Event()
-            e.ParseFromString(log_.decrypt(r, prev))
-            prev = r.chain
-            kind = e.WhichOneof("kind")
-            if kind == "message_added":
-                out.append(e.message_added.blob_id)
-            elif kind == "outbound_queued":
-                out.append(e.outbound_queued.blob_id)
-            elif kind == "handoff_queued":
-                out.append(e.handoff_queued.blob_id)
-        log_.close()
-        return out
+        log_ = (await self._writer_for(stream)).log
+
+        def read() -> list[bytes]:
+            out = []
+            prev = log_.chain_before(records[0].seq)
+            for r in records:
+                e = pb.Event()
+                e.ParseFromString(log_.decrypt(r, prev))
+                prev = r.chain
+                kind = e.WhichOneof("kind")
+                if kind == "message_added":
+                    out.append(e.message_added.blob_id)
+                elif kind == "outbound_queued":
+                    out.append(e.outbound_queued.blob_id)
+                elif kind == "handoff_queued":
+                    out.append(e.handoff_queued.blob_id)
+            return out
+
+        return await asyncio.to_thread(read)
 
     async def append_raw(self, stream: str, records: list[Record]) -> None:
         """Append another node's records verbatim (chain verified), fsynced, then published."""

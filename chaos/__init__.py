@@ -1,0 +1,1 @@
+"""Fault injection on a replicating pair of real eventmail processes (`make chaos`)."""
