@@ -21,7 +21,7 @@ deps:
 	@tools/install-debian-packages
 
 test: venv deps
-	$(BIN)/ruff check eventmail replica tests bench tools
+	$(BIN)/ruff check eventmail replica tests bench tools chaos
 	$(BIN)/mypy eventmail replica
 	$(BIN)/python -m pytest -n 2 -q
 
@@ -39,6 +39,7 @@ proto: venv
 # Fault injection with more trials than `make test` runs (TRIALS settable).
 chaos: venv
 	EVENTMAIL_KILL_TRIALS=$(TRIALS) $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_crash.py
+	GRPC_VERBOSITY=ERROR $(BIN)/python -m chaos.run --trials $(TRIALS)
 
 bench: venv deps
 	$(BIN)/python bench/store.py
