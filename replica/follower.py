@@ -134,7 +134,7 @@ class Follower:
                 f.leader_time_us = h.time_us
             if f.lag_records:
                 caught_up = False
-        if caught_up:
+        if caught_up and hb.heads:
             self.node.rejoined()
         self.node.update_lag_metrics()
         return True

@@ -63,7 +63,8 @@ class ReplicationService(rpc.ReplicationServicer):
         self.node.follower_connected = True
         self.node.metrics.connected.set(1)
         try:
-            yield self._heartbeat(positions)
+            # Epochs first; heads only once they mean "everything up to here was shipped".
+            yield self._heartbeat({})
             keyring_sent = -1
             blobs_sent: set[tuple[str, bytes]] = set()
             while not acks.done():

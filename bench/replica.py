@@ -1,0 +1,169 @@
+"""Replication figures on a real pair on loopback: lag at a steady rate, catch-up rate, sync/async throughput.
+
+    python bench/replica.py [--rate 20] [--seconds 10] [--backlog 3000] [--clients 4]
+
+There is no real peer to put beside replication here (no other mail server with log shipping
+runs on this machine), so the figures are eventmail's own: async lag, catch-up records/s, and
+sync mode's SMTP throughput as a ratio of async mode's on the same pair.
+"""
+
+import argparse
+import asyncio
+import os
+import smtplib
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from eventmail.store import MasterKeySource, Store, load_master_key  # noqa: E402
+from tests.replica_pair import Node, caught_up, make_pair, wait_until  # noqa: E402
+
+
+def message(subject: str) -> bytes:
+    return (f"From: s@example.test\r\nTo: alice@mail.test\r\nSubject: {subject}\r\n"
+            f"Message-ID: <{subject}@example.test>\r\n\r\n" + "body line\r\n" * 40).encode()
+
+
+def send(port: int, subject: str) -> None:
+    with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+        s.sendmail("s@example.test", ["alice@mail.test"], message(subject))
+
+
+def position(node: Node, stream: str = "account/alice") -> int:
+    return int(node.positions().get(stream, 0))
+
+
+def lag(a: Node, b: Node, rate: float, seconds: float) -> list[float]:
+    """Send at a steady rate; for each 250, the time until the secondary holds that record."""
+    seen: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        last = -1
+        while not stop.is_set():
+            p = position(b)
+            if p != last:
+                seen.append((time.monotonic(), p))
+                last = p
+            time.sleep(0.002)
+
+    base = position(a)
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    acked: list[tuple[float, int]] = []
+    start = time.monotonic()
+    n = int(rate * seconds)
+    for i in range(n):
+        due = start + i / rate
+        time.sleep(max(0.0, due - time.monotonic()))
+        send(a.ports["smtp"], f"lag-{i}")
+        acked.append((time.monotonic(), base + i + 1))
+    wait_until(lambda: caught_up(b, a), what="the secondary to catch up")
+    time.sleep(0.1)
+    stop.set()
+    watcher.join()
+    out = []
+    for t_ack, seq in acked:
+        t_seen = next((t for t, p in seen if p >= seq), None)
+        if t_seen is not None:
+            out.append(max(0.0, t_seen - t_ack))
+    return out
+
+
+def throughput(port: int, clients: int, seconds: float, tag: str) -> float:
+    count = [0]
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def client(c: int) -> None:
+        i = 0
+        while time.monotonic() < stop:
+            send(port, f"{tag}-{c}-{i}")
+            i += 1
+            with lock:
+                count[0] += 1
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return count[0] / (time.monotonic() - t0)
+
+
+async def backlog(directory: Path, key_file: Path, n: int) -> None:
+    """Append `n` deliveries to the stopped primary directly (group-committed, 50 at a time)."""
+    store = await Store.open(directory, load_master_key(directory, MasterKeySource(key_file=key_file)))
+    try:
+        async with store.use_account("alice") as acct:
+            for i in range(0, n, 50):
+                await asyncio.gather(*(acct.add_message("INBOX", message(f"backlog-{j}")) for j in range(i, min(n, i + 50))))
+    finally:
+        await store.close()
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p / 100 * len(values)))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--rate", type=float, default=20.0, help="deliveries per second for the lag figure")
+    ap.add_argument("--seconds", type=float, default=10.0)
+    ap.add_argument("--backlog", type=int, default=3000, help="records the secondary catches up on")
+    ap.add_argument("--clients", type=int, default=4)
+    args = ap.parse_args()
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    with tempfile.TemporaryDirectory(prefix="eventmail-bench-replica-") as tmp:
+        results: dict[str, float] = {}
+        for mode in ("async", "sync"):
+            a, b = make_pair(Path(tmp) / mode, mode=mode, on_timeout="tempfail", sync_timeout=10.0)
+            a.start()
+            b.start()
+            try:
+                wait_until(lambda a=a, b=b: caught_up(b, a), what="initial catch-up")  # type: ignore[misc]
+                if mode == "async":
+                    lags = lag(a, b, args.rate, args.seconds)
+                    results["lag_p50_ms"] = statistics.median(lags) * 1000
+                    results["lag_p99_ms"] = pct(lags, 99) * 1000
+                    results["lag_n"] = len(lags)
+                results[f"{mode}_msgs_per_s"] = throughput(a.ports["smtp"], args.clients, args.seconds, mode)
+                if mode == "async":
+                    b.stop()
+                    a.stop()
+                    asyncio.run(backlog(a.directory, a.key_file, args.backlog))
+                    a.ports.clear()
+                    b.ports.clear()
+                    a.start()
+                    target = position(a)
+                    t0 = time.monotonic()
+                    b.start()
+                    wait_until(lambda a=a, b=b: caught_up(b, a), timeout=600, what="catch-up")  # type: ignore[misc]
+                    elapsed = time.monotonic() - t0
+                    results["catchup_records"] = args.backlog
+                    results["catchup_s"] = elapsed
+                    results["catchup_records_per_s"] = args.backlog / elapsed
+                    results["catchup_target_seq"] = target
+            finally:
+                a.stop()
+                b.stop()
+    print("replication on loopback, two `eventmail serve` processes, mutual TLS, 2-core machine")
+    print(f"async lag at {args.rate:.0f} deliveries/s over {args.seconds:.0f} s ({results['lag_n']:.0f} messages): "
+          f"p50 {results['lag_p50_ms']:.1f} ms, p99 {results['lag_p99_ms']:.1f} ms (250 to record durable on the secondary)")
+    print(f"catch-up: {args.backlog} records (each a delivery with its blob) in {results['catchup_s']:.1f} s "
+          f"= {results['catchup_records_per_s']:.0f} records/s (includes the secondary's start)")
+    ratio = results["sync_msgs_per_s"] / results["async_msgs_per_s"]
+    print(f"SMTP throughput, {args.clients} clients: async {results['async_msgs_per_s']:.1f} msg/s, "
+          f"sync {results['sync_msgs_per_s']:.1f} msg/s, sync/async = {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
