@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TRIALS ?= 200
 RUN_DIR ?= run-data
+# Extra localserve flags, e.g. RUN_ARGS='--password pw --smtp-port 2525'.
+RUN_ARGS ?=
 
 .PHONY: test run demo proto proto-check lint typecheck chaos bench deps venv clean
 
@@ -27,7 +29,7 @@ test: venv deps
 
 # The local mail server: you@localhost on loopback (ports printed at start).
 run: venv
-	$(BIN)/eventmail localserve --dir $(RUN_DIR)
+	$(BIN)/eventmail localserve --dir $(RUN_DIR) $(RUN_ARGS)
 
 # A walk through the CLI on a throwaway data directory.
 demo: venv

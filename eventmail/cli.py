@@ -127,6 +127,25 @@ async def cmd_account_add(args: argparse.Namespace) -> None:
     print(f"account {args.name} created with address {args.address}" + ("" if password else " (no password set)"))
 
 
+async def cmd_account_add_address(args: argparse.Namespace) -> None:
+    store = await _open(args, writable=True)
+    try:
+        await store.add_address(args.name, args.address)
+    finally:
+        await store.close()
+    kind = "catch-all for " + args.address[1:] if args.address.startswith("@") else "address " + args.address
+    print(f"account {args.name}: {kind} added")
+
+
+async def cmd_account_remove_address(args: argparse.Namespace) -> None:
+    store = await _open(args, writable=True)
+    try:
+        await store.remove_address(args.name, args.address)
+    finally:
+        await store.close()
+    print(f"account {args.name}: {args.address} removed")
+
+
 async def cmd_account_list(args: argparse.Namespace) -> None:
     store = await _open(args, writable=False)
     try:
@@ -453,6 +472,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("address")
     p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
     add(asub, "list", cmd_account_list, "list accounts and their addresses")
+    p = add(asub, "add-address", cmd_account_add_address, "give an account another address, or @DOMAIN as catch-all")
+    p.add_argument("name")
+    p.add_argument("address")
+    p = add(asub, "remove-address", cmd_account_remove_address, "take an address or catch-all from an account")
+    p.add_argument("name")
+    p.add_argument("address")
     p = add(asub, "set-password", cmd_account_set_password, "set an account's password (prompted, or from stdin)")
     p.add_argument("name")
     p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")

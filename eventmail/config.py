@@ -45,6 +45,21 @@ class ReplicationSettings:
 
 
 @dataclass(frozen=True)
+class ServerLimits:
+    """Per remote address limits of the listeners ([limits] in the file); the defaults are safe."""
+
+    # A busy MTA opens a handful of parallel connections; Postfix's
+    # smtpd_client_connection_count_limit is 50 for a whole site, so 20 per address is generous.
+    connections_per_ip: int = 20
+    # RFC 5321 §4.5.3.2.7: a server waits at least 5 minutes for the next command.
+    idle_timeout: float = 300.0
+    # Failed logins per address before each further try is delayed, and before refusal for a
+    # cool-down (eventmail.sasl.ratelimit.DEFAULT_ADDRESS_POLICY explains the numbers).
+    login_failures_before_delay: int = 5
+    login_failures_before_refusal: int = 20
+
+
+@dataclass(frozen=True)
 class Config:
     hostname: str
     data_dir: Path
@@ -62,6 +77,7 @@ class Config:
     smarthost: str | None = None
     max_message_bytes: int = 50 << 20
     replication: ReplicationSettings | None = None
+    limits: ServerLimits = field(default_factory=ServerLimits)
 
 
 def _take(table: dict[str, Any], key: str, kind: type, where: str, default: Any = ...) -> Any:
@@ -89,7 +105,8 @@ def parse(text: str, base: Path) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"not valid TOML: {e}") from None
     known = {"hostname", "data_dir", "key_file", "passphrase_env", "tls", "listener", "resolver",
-             "allow_plaintext_auth", "deliver_all_to", "smarthost", "max_message_bytes", "replication"}
+             "allow_plaintext_auth", "deliver_all_to", "smarthost", "max_message_bytes", "replication",
+             "limits"}
     for key in doc:
         if key not in known:
             raise ConfigError(f"{key}: unknown setting")
@@ -127,6 +144,7 @@ def parse(text: str, base: Path) -> Config:
     repl = _take(doc, "replication", dict, "", None)
     return Config(
         replication=_replication(repl, base) if repl is not None else None,
+        limits=_limits(_take(doc, "limits", dict, "", {})),
         hostname=hostname,
         data_dir=base / _take(doc, "data_dir", str, ""),
         key_file=base / key_file if key_file else None,
@@ -181,6 +199,26 @@ def _replication(t: dict[str, Any], base: Path) -> ReplicationSettings:
         control=base / _take(t, "control", str, w, "replica.sock"),
         initial_role=role, mode=mode, sync_timeout=float(timeout), on_timeout=on_timeout,
     )
+
+
+def _limits(table: dict[str, Any]) -> ServerLimits:
+    d = ServerLimits()
+    for key in table:
+        if key not in ServerLimits.__dataclass_fields__:
+            raise ConfigError(f"limits.{key}: unknown setting")
+    conns = _take(table, "connections_per_ip", int, "limits.", d.connections_per_ip)
+    idle = table.get("idle_timeout", d.idle_timeout)
+    delay = _take(table, "login_failures_before_delay", int, "limits.", d.login_failures_before_delay)
+    refuse = _take(table, "login_failures_before_refusal", int, "limits.", d.login_failures_before_refusal)
+    if conns < 1:
+        raise ConfigError("limits.connections_per_ip: must be at least 1")
+    if isinstance(idle, bool) or not isinstance(idle, int | float) or idle <= 0:
+        raise ConfigError("limits.idle_timeout: expected a number of seconds above 0")
+    if delay < 1:
+        raise ConfigError("limits.login_failures_before_delay: must be at least 1")
+    if refuse < delay:
+        raise ConfigError("limits.login_failures_before_refusal: must be at least login_failures_before_delay")
+    return ServerLimits(conns, float(idle), delay, refuse)
 
 
 def load(path: Path) -> Config:

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import dataclasses
 import importlib
 import logging
 import signal
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from .config import Config
 from .mailauth.resolver import Resolver, ResolverConfig
-from .sasl.ratelimit import LoginLimiter
+from .sasl.ratelimit import DEFAULT_ADDRESS_POLICY, LoginLimiter
 from .smtp.delivery import InboundDelivery
 from .smtp.outbound import QueueRunner
 from .smtp.submission import Submission
@@ -68,7 +69,10 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
         replication, inbound.handoff = await start_replication(store, cfg.replication)
         closers.append(replication.stop)
     submission = Submission(store, cfg.hostname, cfg.deliver_all_to)
-    limiter = LoginLimiter(time.monotonic)
+    limiter = LoginLimiter(time.monotonic, address_policy=dataclasses.replace(
+        DEFAULT_ADDRESS_POLICY, delay_after=cfg.limits.login_failures_before_delay,
+        refuse_after=cfg.limits.login_failures_before_refusal,
+    ))
     servers: list[asyncio.Server] = []
     ports: dict[str, int] = {}
     for listener in cfg.listeners:
@@ -98,7 +102,7 @@ async def _start_listener(
             allow_plaintext_auth=cfg.allow_plaintext_auth,
         )
         return server
-    from .smtp.server import SmtpRole, start_smtp
+    from .smtp.server import SmtpRole, start_smtp, tls_channel_bindings
 
     role = SmtpRole.MX if kind == "smtp" else SmtpRole.SUBMISSION
     return await start_smtp(
@@ -106,6 +110,8 @@ async def _start_listener(
         inbound=inbound, submission=submission, limiter=limiter,
         tls_context=tls, implicit_tls=kind == "submissions",
         allow_plaintext_auth=cfg.allow_plaintext_auth, max_message_bytes=cfg.max_message_bytes,
+        max_connections_per_ip=cfg.limits.connections_per_ip, idle_timeout=cfg.limits.idle_timeout,
+        channel_bindings=tls_channel_bindings(cfg.tls_cert),
     )
 
 

@@ -49,6 +49,7 @@ class MailServer:
     dns_port: int = 1
     smarthost: str | None = None
     allow_plaintext_auth: bool = False
+    extra_config: str = ""  # TOML tables appended to the file, e.g. "[limits]\nidle_timeout = 2\n"
     ports: dict[str, int] = field(default_factory=dict)
     proc: subprocess.Popen[str] | None = None
     log_lines: list[str] = field(default_factory=list)
@@ -85,7 +86,7 @@ class MailServer:
             f'hostname = "{self.hostname}"\ndata_dir = "data"\nkey_file = "master.key"\n'
             f"allow_plaintext_auth = {'true' if self.allow_plaintext_auth else 'false'}\n{extra}"
             f'[tls]\ncert = "cert.pem"\nkey = "key.pem"\n'
-            f'[resolver]\nnameservers = ["127.0.0.1"]\nport = {self.dns_port}\n{listeners}'
+            f'[resolver]\nnameservers = ["127.0.0.1"]\nport = {self.dns_port}\n{listeners}{self.extra_config}'
         )
         path = self.base / "eventmail.toml"
         path.write_text(text)

@@ -11,7 +11,7 @@ from ..mailauth.resolver import Resolver
 from ..mailauth.verdict import AuthVerdict, evaluate
 from ..mime.structure import parse_structure
 from ..proto import events_pb2 as pb
-from ..store import Store, StoreError, StoreFull
+from ..store import Store, StoreError, StoreFull, normalize_address
 from .reply import Reply
 
 log = logging.getLogger(__name__)
@@ -103,10 +103,21 @@ class InboundDelivery:
         self.resolver = resolver
         self.hostname = hostname
         self.handoff: HandoffHook | None = None
+        self._domains: tuple[int, frozenset[str]] = (-1, frozenset())
 
     def recipient_account(self, address: str) -> str | None:
         """RCPT TO: the account receiving mail for the address (addresses, then catch-alls)."""
         return self.store.system.account_for(address)
+
+    def is_local_domain(self, domain: str) -> bool:
+        """Whether mail for `domain` ends here (a domain of the system stream or of an address);
+        anything else at the MX is relaying, which only authenticated submission may do."""
+        system = self.store.system
+        if self._domains[0] != system.seq:
+            names = {a.rpartition("@")[2] for a in system.addresses}
+            names.update(normalize_address("x@" + d).rpartition("@")[2] for d in system.domains)
+            self._domains = (system.seq, frozenset(names))
+        return normalize_address("x@" + domain).rpartition("@")[2] in self._domains[1]
 
     async def verdict(self, tx: Transaction, message: bytes) -> AuthVerdict:
         return await evaluate(message, tx.remote_ip, tx.helo, tx.mail_from, self.resolver, receiver=self.hostname)

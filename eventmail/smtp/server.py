@@ -6,8 +6,11 @@ import itertools
 import logging
 import ssl
 from collections import defaultdict
+from collections.abc import Mapping
+from pathlib import Path
 
 from ..proto import events_pb2 as pb
+from ..sasl.channelbinding import TLS_SERVER_END_POINT, tls_server_end_point
 from ..sasl.mechanisms import (
     Challenge,
     Exchange,
@@ -39,10 +42,8 @@ from .wire import SmtpConnection
 
 log = logging.getLogger(__name__)
 
-# Per remote address: a handful of parallel connections is what a busy MTA opens (Postfix's
-# default smtpd_client_connection_count_limit is 50 for a whole site; 20 per IP is generous).
+# Defaults; eventmail.config.ServerLimits explains them and lets the configuration change them.
 MAX_CONNECTIONS_PER_IP = 20
-# RFC 5321 §4.5.3.2.7: the server's timeout waiting for the next command is at least 5 minutes.
 IDLE_TIMEOUT = 300.0
 _conn_ids = itertools.count(1)
 
@@ -71,6 +72,7 @@ class SmtpSession:
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, role: SmtpRole, config: SmtpConfig,
         tls_context: ssl.SSLContext | None, inbound: InboundDelivery, submission: Submission,
         backend: SaslBackend, limiter: LoginLimiter, store: Store, plaintext_auth: bool,
+        idle_timeout: float = IDLE_TIMEOUT, channel_bindings: Mapping[str, bytes] | None = None,
     ) -> None:
         self.reader, self.writer = reader, writer
         self.role = role
@@ -86,6 +88,8 @@ class SmtpSession:
         self.tx: Transaction | None = None
         self.exchange: Exchange | None = None
         self.tls = config.implicit_tls
+        self.idle_timeout = idle_timeout
+        self.tls_bindings = dict(channel_bindings or {})
 
     async def run(self) -> None:
         self.writer.write(self.conn.greeting())
@@ -102,7 +106,7 @@ class SmtpSession:
                 break
             events = self.conn.next_events()
             if not events:
-                data = await asyncio.wait_for(self.reader.read(65536), IDLE_TIMEOUT)
+                data = await asyncio.wait_for(self.reader.read(65536), self.idle_timeout)
                 if not data:
                     break
                 events = self.conn.receive(data)
@@ -118,7 +122,11 @@ class SmtpSession:
     def _mechanisms(self) -> tuple[str, ...]:
         if self.role is not SmtpRole.SUBMISSION:
             return ()
-        return advertised_mechanisms(tls=self.tls or self.plaintext_auth)
+        return advertised_mechanisms(tls=self.tls or self.plaintext_auth, channel_bindings=self._bindings())
+
+    def _bindings(self) -> Mapping[str, bytes] | None:
+        """Channel-binding data of this connection's TLS (RFC 5802 §6), for SCRAM-SHA-256-PLUS."""
+        return self.tls_bindings if self.tls else None
 
     async def answer(self, event: Event) -> bytes:
         c = self.conn
@@ -156,7 +164,8 @@ class SmtpSession:
             return self.conn.auth_failed(Reply(454, "4.7.0", "too many failed logins, try again later"))
         if decision.delay:
             await asyncio.sleep(decision.delay)
-        self.exchange = create_exchange(event.mechanism, self.backend, tls=self.tls or self.plaintext_auth)
+        self.exchange = create_exchange(event.mechanism, self.backend, tls=self.tls or self.plaintext_auth,
+                                        channel_bindings=self._bindings())
         if self.exchange is None:
             return self.conn.auth_failed(Reply(504, "5.5.4", "mechanism not available"))
         return self._auth_result(await self.exchange.start(event.initial_response))
@@ -186,8 +195,10 @@ class SmtpSession:
         user = self.conn.authenticated_user
         if self.role is SmtpRole.SUBMISSION:
             if user is None:
+                log.info("smtp %d %s: MAIL without authentication refused", self.id, self.remote_ip)
                 return self.conn.reject_mail(Reply(530, "5.7.0", "authentication required"))
             if event.address and not self.submission.owns(user, event.address):
+                log.info("smtp %d %s: %s may not send as %s", self.id, self.remote_ip, user, event.address)
                 return self.conn.reject_mail(Reply(553, "5.7.1", "that sender address is not yours"))
         self.tx = Transaction(
             remote_ip=self.remote_ip, helo=self.conn.helo_name or "", tls=self.tls, mail_from=event.address,
@@ -202,6 +213,11 @@ class SmtpSession:
             return self.conn.accept_rcpt()
         account = self.inbound.recipient_account(event.address)
         if account is None:
+            _, at, domain = event.address.rpartition("@")
+            if at and not self.inbound.is_local_domain(domain):
+                # RFC 5321 §3.6.2: no open relaying; RFC 3463 §3.8 (5.7.1: not authorized).
+                log.warning("smtp %d %s: relaying to %s denied", self.id, self.remote_ip, event.address)
+                return self.conn.reject_rcpt(Reply(550, "5.7.1", "relaying denied"))
             log.info("smtp %d %s: unknown recipient %s", self.id, self.remote_ip, event.address)
             return self.conn.reject_rcpt(Reply(550, "5.1.1", "no such user here"))
         self.tx.recipients[event.address] = account
@@ -219,10 +235,28 @@ class SmtpSession:
         return self.conn.reject_message(reply)
 
 
+def tls_channel_bindings(cert_file: Path) -> dict[str, bytes]:
+    """Channel-binding data our TLS certificate gives every connection: tls-server-end-point
+    (RFC 5929 §4.1, the hash of the end-entity certificate, the first in the file). Python's ssl
+    module cannot export keying material, so tls-exporter (RFC 9266) is not offered. Empty when
+    the RFC leaves the certificate's signature algorithm undefined (then no -PLUS is offered)."""
+    text = cert_file.read_text()
+    end = text.find("-----END CERTIFICATE-----")
+    if end < 0:
+        return {}
+    try:
+        der = ssl.PEM_cert_to_DER_cert(text[: end + len("-----END CERTIFICATE-----")].strip() + "\n")
+        return {TLS_SERVER_END_POINT: tls_server_end_point(der)}
+    except ValueError:
+        return {}
+
+
 async def start_smtp(
     host: str, port: int, *, role: SmtpRole, hostname: str, store: Store, inbound: InboundDelivery,
     submission: Submission, limiter: LoginLimiter, tls_context: ssl.SSLContext | None, implicit_tls: bool = False,
     allow_plaintext_auth: bool = False, max_message_bytes: int = 50 << 20,
+    max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP, idle_timeout: float = IDLE_TIMEOUT,
+    channel_bindings: Mapping[str, bytes] | None = None,
 ) -> asyncio.Server:
     """Listen for SMTP. MX: STARTTLS offered, no AUTH. Submission: AUTH after TLS (465 implicit, 587 STARTTLS)."""
     backend = SaslBackend(lookup=lambda name: password_lookup(store, name))
@@ -232,22 +266,25 @@ async def start_smtp(
         limits=Limits(max_message_size=max_message_bytes),
         starttls=tls_context is not None and not implicit_tls,
         implicit_tls=implicit_tls,
-        auth_mechanisms=advertised_mechanisms(tls=True) if role is SmtpRole.SUBMISSION else (),
+        auth_mechanisms=(
+            advertised_mechanisms(tls=True, channel_bindings=channel_bindings if implicit_tls else None)
+            if role is SmtpRole.SUBMISSION else ()
+        ),
         allow_plaintext_auth=allow_plaintext_auth,
     )
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername") or ("?", 0)
         ip = str(peer[0])
-        if per_ip.connections[ip] >= MAX_CONNECTIONS_PER_IP:
-            log.warning("smtp %s: too many connections, refused", ip)
+        if per_ip.connections[ip] >= max_connections_per_ip:
+            log.warning("smtp %s: too many connections (%d), refused with 421", ip, max_connections_per_ip)
             writer.write(b"421 4.7.0 too many connections from your address\r\n")
             await writer.drain()
             writer.close()
             return
         per_ip.connections[ip] += 1
         session = SmtpSession(reader, writer, role, config, tls_context, inbound, submission, backend, limiter,
-                              store, allow_plaintext_auth)
+                              store, allow_plaintext_auth, idle_timeout, channel_bindings)
         try:
             await session.run()
         except TimeoutError:

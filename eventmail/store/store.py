@@ -211,6 +211,24 @@ class Store:
         async with self.use_account(name) as acct:
             await acct.create_default_mailboxes()
 
+    async def add_address(self, account: str, address: str) -> None:
+        """Give an account one more address (an alias), or `@domain`: the domain's catch-all."""
+        if account not in self.system.accounts:
+            raise NotFound(f"no account {account}")
+        local, at, domain = address.rpartition("@")
+        if not at or not domain or any(c in address for c in " \t\r\n<>"):
+            raise StoreError(f"address {address!r}: expected local@domain, or @domain for a catch-all")
+        owner = self.system.addresses.get(normalize_address(address))
+        if owner is not None:
+            raise Conflict(f"address {address} belongs to account {owner}")
+        await self.append_system([pb.Event(address_added=pb.AddressAdded(account=account, address=address))])
+
+    async def remove_address(self, account: str, address: str) -> None:
+        """Take an address (or catch-all) away from an account."""
+        if self.system.addresses.get(normalize_address(address)) != account:
+            raise NotFound(f"account {account} has no address {address}")
+        await self.append_system([pb.Event(address_removed=pb.AddressRemoved(account=account, address=address))])
+
     async def delete_account(self, name: str) -> None:
         """Record the deletion, then crypto-shred the account: its keys go, then its files."""
         if name not in self.system.accounts:
