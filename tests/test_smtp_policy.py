@@ -3,6 +3,7 @@ limits, slow clients, failed logins, SCRAM-SHA-256(-PLUS), and every hostile inp
 
 import base64
 import hashlib
+import json
 import shutil
 import smtplib
 import socket
@@ -37,8 +38,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailServer]:
     srv.add_account("bob", "bob@mail.test", PASSWORD)
     assert "address info@mail.test added" in srv.cli("account", "add-address", "alice", "info@mail.test")
     assert "catch-all for catchall.test added" in srv.cli("account", "add-address", "bob", "@catchall.test")
-    zones = {"example.test": zone_text("example.test", ['@ TXT "v=spf1 ip4:127.0.0.0/8 -all"',
-                                                        '_dmarc TXT "v=DMARC1; p=none"'])}
+    srv.add_account("jose", "jösé@bücher.test", PASSWORD)
+    zones = {
+        "example.test": zone_text("example.test", ['@ TXT "v=spf1 ip4:127.0.0.0/8 -all"', '_dmarc TXT "v=DMARC1; p=none"']),
+        # IDNA: the sender's domain is looked up by its A-label (RFC 5890), the zone is written so.
+        "xn--bcher-kva.test": zone_text("xn--bcher-kva.test", ['@ TXT "v=spf1 ip4:127.0.0.0/8 -all"']),
+    }
     with DnsServer.start(base / "dns", zones) as dns:
         srv.dns_port = dns.port
         srv.start()
@@ -440,3 +445,50 @@ def test_addresses_are_managed_from_the_cli(tmp_path: Path) -> None:
     with pytest.raises(AssertionError, match="has no address"):
         srv.cli("account", "remove-address", "dave", "carol@mail.test")
     assert "carol\tcarol@mail.test\tpassword" in srv.cli("account", "list")
+
+
+def test_requiretls_is_kept_with_the_queued_message(server: MailServer) -> None:
+    """RFC 8689 §4.1: a message submitted with REQUIRETLS may only be relayed over TLS; the queue keeps the flag."""
+    ctx = ssl.create_default_context(cafile=str(server.cert))
+    with smtplib.SMTP_SSL("127.0.0.1", server.ports["submissions"], context=ctx, timeout=30,
+                          source_address=("127.0.3.1", 0)) as s:
+        s.ehlo("client.example.test")
+        assert s.has_extn("requiretls")
+        s.login("alice", PASSWORD)
+        for rcpt, options in (("tls-only@remote.example", ["REQUIRETLS"]), ("any-way@remote.example", [])):
+            assert s.sendmail("alice@mail.test", [rcpt], b"From: alice@mail.test\r\n\r\nx\r\n", mail_options=options) == {}
+    queued = [line for line in server.cli("log", "queue").splitlines() if "outboundQueued" in line]
+    flags = {("tls-only" in line, '"requiretls":true' in line.replace(" ", "")) for line in queued}
+    assert flags == {(True, True), (False, False)}, queued
+
+
+def test_idna_and_utf8_local_parts_end_to_end(server: MailServer) -> None:
+    """RFC 6531: a UTF-8 sender at an IDN, to the recipient written with a U-label and with an A-label."""
+    msg = "From: zoë@bücher.test\r\nTo: jösé@bücher.test\r\nSubject: grüße\r\n\r\nhej\r\n".encode()
+    with smtp(server) as s:
+        for rcpt in ("jösé@bücher.test", "JÖSÉ@xn--bcher-kva.test"):
+            assert s.sendmail("zoë@bücher.test", [rcpt], msg + rcpt.encode() + b"\r\n",
+                              mail_options=["SMTPUTF8", "BODY=8BITMIME"]) == {}
+        with pytest.raises(smtplib.SMTPRecipientsRefused):  # without SMTPUTF8 a UTF-8 path is refused
+            s.sendmail("s@example.test", ["jösé@bücher.test"], b"Subject: no\r\n\r\nx\r\n")
+    got = [m for m in server.wait_for("jose", 2) if "grüße".encode() in m]
+    assert len(got) == 2
+    for m in got:
+        head = m.split(b"\r\n\r\n", 1)[0].replace(b"\r\n\t", b" ").decode()
+        assert "with UTF8SMTP" in head  # RFC 6531 §4.3 trace protocol
+        assert "spf=pass" in head and "zoë@bücher.test" in head.split("spf=pass", 1)[1], head
+
+
+def test_the_verdict_is_recorded_in_the_delivery_event(server: MailServer) -> None:
+    """The verdict and its reasons are stored with the delivery; replay reads them, never asks DNS again."""
+    with smtp(server) as s:
+        assert s.sendmail("s@example.test", ["alice@mail.test"], message("verdict recorded")) == {}
+    server.wait_for("alice", 1)
+    events = [json.loads(line.split("\t", 2)[2]) for line in server.cli("log", "alice").splitlines()]
+    origin = next(e["messageAdded"]["origin"] for e in events
+                  if "messageAdded" in e and e["messageAdded"]["origin"].get("mailFrom") == "s@example.test")
+    verdict = json.loads(origin["verdict"])
+    assert verdict["spf"]["result"] == "pass" and verdict["spf"]["mechanism"] == "ip4:127.0.0.0/8"
+    assert verdict["dmarc"]["result"] == "pass" and verdict["dkim"] == []
+    assert "spf=pass example.test" in verdict["reasons"]
+    assert origin["authenticationResults"].startswith("Authentication-Results: mail.test;")

@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import authres
 import pytest
 from aiosmtpd.controller import Controller
 
@@ -123,6 +124,13 @@ def test_postfix_relays_into_our_mx(pair: tuple[MailServer, int, Sink, Path]) ->
     got = next(m for m in msgs if b"through postfix" in m)
     assert b"by mta.remote.test (Postfix)" in got  # Postfix's own trace line came through
     assert b"Received: from mta.remote.test" in got
+    # Our verdict for the relayed message, parsed by authres (an independent RFC 8601 parser).
+    head = got.split(b"\r\n\r\n", 1)[0].replace(b"\r\n\t", b" ").replace(b"\r\n ", b" ").decode()
+    field = next(line for line in head.split("\r\n") if line.startswith("Authentication-Results: mail.test;"))
+    parsed = authres.AuthenticationResultsHeader.parse(field)
+    results = {r.method: r for r in parsed.results}
+    assert results["spf"].result == "pass" and results["spf"].smtp_mailfrom == "carol@remote.test"
+    assert results["dkim"].result == "none" and results["dmarc"].result == "none"
 
 
 def test_our_submission_relays_out_through_postfix(pair: tuple[MailServer, int, Sink, Path]) -> None:

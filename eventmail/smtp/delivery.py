@@ -32,6 +32,7 @@ class Transaction:
     mail_from: str = ""
     authenticated: str | None = None  # the account, on submission
     smtputf8: bool = False
+    requiretls: bool = False  # RFC 8689 §4.1: MAIL FROM ... REQUIRETLS, kept for relaying
     recipients: dict[str, str] = field(default_factory=dict)  # address -> account
 
     @property

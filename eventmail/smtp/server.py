@@ -202,7 +202,7 @@ class SmtpSession:
                 return self.conn.reject_mail(Reply(553, "5.7.1", "that sender address is not yours"))
         self.tx = Transaction(
             remote_ip=self.remote_ip, helo=self.conn.helo_name or "", tls=self.tls, mail_from=event.address,
-            authenticated=user, smtputf8=event.params.smtputf8,
+            authenticated=user, smtputf8=event.params.smtputf8, requiretls=event.params.requiretls,
         )
         return self.conn.accept_mail()
 

@@ -122,5 +122,5 @@ class Submission:
         blob_id = await self.store.put_queue_blob(final)
         await self.store.append_queue([pb.Event(outbound_queued=pb.OutboundQueued(
             id=tx.transaction_id, account=account, mail_from=tx.mail_from, rcpt_to=rcpts, blob_id=blob_id,
-            size=len(final),
+            size=len(final), requiretls=tx.requiretls,
         ))])
