@@ -49,6 +49,7 @@ class MailServer:
     dns_port: int = 1
     smarthost: str | None = None
     allow_plaintext_auth: bool = False
+    max_message_bytes: int | None = None
     extra_config: str = ""  # TOML tables appended to the file, e.g. "[limits]\nidle_timeout = 2\n"
     ports: dict[str, int] = field(default_factory=dict)
     proc: subprocess.Popen[str] | None = None
@@ -82,6 +83,8 @@ class MailServer:
             for k in ("smtp", "submission", "submissions")
         )
         extra = f'smarthost = "{self.smarthost}"\n' if self.smarthost else ""
+        if self.max_message_bytes is not None:
+            extra += f"max_message_bytes = {self.max_message_bytes}\n"
         text = (
             f'hostname = "{self.hostname}"\ndata_dir = "data"\nkey_file = "master.key"\n'
             f"allow_plaintext_auth = {'true' if self.allow_plaintext_auth else 'false'}\n{extra}"

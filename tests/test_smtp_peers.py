@@ -39,7 +39,7 @@ def zones(dkim_record: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailServer]:
     base = tmp_path_factory.mktemp("mx")
-    srv = MailServer(base)
+    srv = MailServer(base, max_message_bytes=2 << 20)  # the oversized message below need not be 50 MB
     srv.init()
     srv.add_account("alice", "alice@mail.test", PASSWORD)
     srv.add_account("bob", "bob@mail.test", PASSWORD)
@@ -239,6 +239,7 @@ def test_size_and_recipient_limits(server: MailServer, tmp_path: Path) -> None:
     p = swaks("-s", "127.0.0.1", "-p", smtp_port(server), "-f", "s@example.test", "-t", "alice@mail.test",
               "--data", f"@{big}", timeout=120)
     assert "552 5.3.4" in p.stdout
+    assert any(": 552 Message size exceeds" in line for line in server.log_lines)
     assert not any(m.endswith(b"x" * 998 + b"\r\n") and len(m) > limit for m in server.messages("alice"))
 
 

@@ -492,3 +492,18 @@ def test_the_verdict_is_recorded_in_the_delivery_event(server: MailServer) -> No
     assert verdict["dmarc"]["result"] == "pass" and verdict["dkim"] == []
     assert "spf=pass example.test" in verdict["reasons"]
     assert origin["authenticationResults"].startswith("Authentication-Results: mail.test;")
+
+
+def test_chunking_bdat_delivers(server: MailServer) -> None:
+    """RFC 3030: the message in BDAT chunks (a chunk may end anywhere, even inside a line)."""
+    c = Raw(server.ports["smtp"], "127.0.3.2")
+    assert c.cmd(b"EHLO chunky.example.test").startswith(b"250 ")
+    first, last = b"From: s@example.test\r\nSubject: chunked\r\n\r\nfirst half, ", b"second half\r\n"
+    c.send(b"MAIL FROM:<s@example.test>\r\nRCPT TO:<alice@mail.test>\r\n")
+    assert [c.reply()[:3], c.reply()[:3]] == [b"250", b"250"]
+    c.send(b"BDAT %d\r\n" % len(first) + first)
+    assert c.reply().startswith(b"250")
+    c.send(b"BDAT %d LAST\r\n" % len(last) + last)
+    assert c.reply().startswith(b"250 2.0.0 queued as")
+    c.close()
+    assert any(b"first half, second half\r\n" in m for m in server.wait_for("alice", 1))

@@ -4,11 +4,13 @@ the test DNS server process."""
 
 import os
 import shutil
+import smtplib
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import authres
 import pytest
 
 from .dns_fixture import SERVER_SCRIPT, DnsServer, txt_rdata, zone_text
@@ -91,7 +93,7 @@ def signer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MailServe
     ed = srv.cli("dkim", "add", "mail.test", "ed").split('TXT "', 1)[1].rstrip().rstrip('"')
     rsa = srv.cli("dkim", "add", "mail.test", "rsa", "--algorithm", "rsa-sha256").split('TXT "', 1)[1].rstrip().rstrip('"')
     zone = zone_text("mail.test", [
-        '@ TXT "v=spf1 ip4:127.0.0.0/8 -all"', f"ed._domainkey TXT {txt_rdata(ed)}", f"rsa._domainkey TXT {txt_rdata(rsa)}",
+        '@ TXT "v=spf1 ip4:127.0.0.0/8 -all"', '_dmarc TXT "v=DMARC1; p=reject"', f"ed._domainkey TXT {txt_rdata(ed)}", f"rsa._domainkey TXT {txt_rdata(rsa)}",
     ])
     with DnsServer.start(base / "dns", {"mail.test": zone}) as dns:
         srv.dns_port = dns.port
@@ -125,3 +127,18 @@ def test_both_signatures_verify_with_opendkim(signer: tuple[MailServer, str], tm
     assert results["rsa.eml"] == (0, ""), results
     assert results["ed-tampered.eml"][0] != 0 and "Bad signature" in results["ed-tampered.eml"][1]
     assert results["rsa-tampered.eml"][0] != 0 and "Bad signature" in results["rsa-tampered.eml"][1]
+
+
+def test_our_mx_verifies_both_signatures(signer: tuple[MailServer, str]) -> None:
+    """The signed message sent back in through the MX: dkim=pass for ed25519-sha256 and rsa-sha256 (RFC 8463)."""
+    srv, _ = signer
+    signed = next(m for m in srv.wait_for("alice", 1, "Sent") if b"two signatures via" in m)
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=30) as s:
+        assert s.sendmail("alice@mail.test", ["bob@mail.test"], b"X-Loop: back in\r\n" + signed) == {}
+    back = next(m for m in srv.wait_for("bob", 3) if m.find(b"X-Loop: back in") >= 0)
+    head = back.split(b"\r\n\r\n", 1)[0].replace(b"\r\n\t", b" ").decode()
+    field = next(line for line in head.split("\r\n") if line.startswith("Authentication-Results: mail.test;"))
+    results = authres.AuthenticationResultsHeader.parse(field).results
+    dkim = sorted((r.result, r.header_a) for r in results if r.method == "dkim")
+    assert dkim == [("pass", "ed25519-sha256"), ("pass", "rsa-sha256")], field
+    assert [r.result for r in results if r.method in ("spf", "dmarc")] == ["pass", "pass"]
