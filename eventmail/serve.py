@@ -99,7 +99,7 @@ async def _start_listener(
             store, address, port,
             tls_context=tls if kind == "imaps" else None,
             starttls_context=tls if kind == "imap" else None,
-            allow_plaintext_auth=cfg.allow_plaintext_auth,
+            allow_plaintext_auth=cfg.allow_plaintext_auth, limiter=limiter,
         )
         return server
     from .smtp.server import SmtpRole, start_smtp, tls_channel_bindings

@@ -36,6 +36,7 @@ class ImapServer:
     def __init__(self, root: Path, *, limiter: LoginLimiter | None = None, limits: Limits | None = None,
                  autologout: float | None = None, preauth_timeout: float | None = None) -> None:
         self.root = root
+        root.mkdir(parents=True, exist_ok=True)
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="imap-test-loop", daemon=True)
         self.thread.start()

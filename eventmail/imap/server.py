@@ -154,7 +154,7 @@ class _Connection(asyncio.Protocol):
                         and self.transport.get_write_buffer_size() > WRITE_HIGH:
                     await self._drain()
             action, session.action = session.action, None
-            if action == "close" or wire.closed:
+            if action == "close":
                 await self._drain()
                 return True
             if action == "starttls":
@@ -164,6 +164,10 @@ class _Connection(asyncio.Protocol):
                 wire.start_compression()
             if self._closing():
                 return True
+        if wire.closed:
+            # the wire gave up on the input (its last item says why, with BYE): nothing more to read
+            await self._drain()
+            return True
         return False
 
     async def _start_tls(self, wire: ImapWire, session: Session) -> bool:

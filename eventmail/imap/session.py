@@ -160,7 +160,8 @@ class Session:
                 self._sasl_failed(Failure(FailureReason.BAD_ENCODING, None, item.text))
             yield r.error_response(item)
             if item.close:
-                yield r.bye("closing connection")
+                if item.status != "BYE":
+                    yield r.bye("closing connection")
                 self.action = "close"
         elif isinstance(item, c.IdleDone):
             if self.idle_tag is None:

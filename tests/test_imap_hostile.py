@@ -1,0 +1,235 @@
+"""Hostile input over real sockets: each case gets BAD or NO (or BYE) and a log line, and neither the session nor
+the server is harmed (issue 6, item 5)."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from eventmail.imap import Limits
+from eventmail.sasl import LimitPolicy, LoginLimiter
+from tests.imap_harness import HOST, ImapServer, RawClient, simple_message
+
+
+@pytest.fixture
+def srv(tmp_path: Path) -> Iterator[ImapServer]:
+    with ImapServer(tmp_path) as s:
+        s.deliver(simple_message())
+        yield s
+
+
+@pytest.fixture
+def logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.INFO, logger="eventmail.imap")
+    return caplog
+
+
+def _logged(logs: pytest.LogCaptureFixture, *needles: str) -> bool:
+    deadline = time.monotonic() + 5  # the server thread logs as it writes
+    while time.monotonic() < deadline:
+        text = "\n".join(r.getMessage() for r in logs.records)
+        if all(n in text for n in needles):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _still_serving(srv: ImapServer, c: RawClient | None = None) -> None:
+    """The session (when given) and the server both answer normally."""
+    if c is not None:
+        assert c.cmd(b"zz NOOP")[-1] == b"zz OK NOOP completed"
+    fresh = srv.raw()
+    fresh.login()
+    assert fresh.cmd(b"zs SELECT INBOX")[-1].startswith(b"zs OK")
+    fresh.close()
+
+
+@pytest.mark.parametrize(("line", "status"), [
+    (b"a LOGIN {-1}", b"BAD"),
+    (b"a LOGIN {4294967296}", b"BAD"),
+    (b"a LOGIN {99999999999999999999999}", b"BAD"),
+    (b'a LOGIN "al\x00ice" secret', b"BAD"),
+    (b'a LOGIN "al\rice" secret', b"BAD"),
+    (b"a FETCH 1 (FLAGS", b"BAD"),
+    (b"a FETCH 1 FLAGS)", b"BAD"),
+    (b"a SEARCH " + b"(" * 200 + b"ALL" + b")" * 200, b"BAD"),
+    (b"a SEARCH " + b"NOT " * 200 + b"ALL", b"BAD"),
+    (b"a SELECT &Jjo", b"BAD"),
+    (b"a SELECT &AGE-", b"BAD"),
+    (b"a CREATE \"\xff\xfe\"", b"BAD"),
+    (b"a FROB", b"BAD"),
+    (b"a FETCH 0:4294967296 FLAGS", b"BAD"),
+])
+def test_bad_lines(srv: ImapServer, logs: pytest.LogCaptureFixture, line: bytes, status: bytes) -> None:
+    c = srv.raw()
+    if b"LOGIN" not in line:
+        c.login()
+        c.cmd(b"s SELECT INBOX")
+    out = c.cmd(line)
+    assert out[-1].startswith(b"a " + status), out
+    assert _logged(logs, f"a {status.decode()}")
+    # the session keeps its state: still logged in (or not) and still selected
+    if b"LOGIN" not in line:
+        assert c.cmd(b"f FETCH 1 (UID)")[0] == b"* 1 FETCH (UID 1)"
+    else:
+        assert c.cmd(b"f SELECT INBOX")[-1].startswith(b"f BAD")
+    _still_serving(srv, c)
+    c.close()
+
+
+def test_zero_length_literal(srv: ImapServer, logs: pytest.LogCaptureFixture) -> None:
+    c = srv.raw()
+    c.send(b"a LOGIN {0}\r\n")
+    assert c.response().startswith(b"+ ")
+    c.send(b" {0}\r\n")
+    assert c.response().startswith(b"+ ")
+    c.send(b"\r\n")
+    assert c.response().startswith(b"a NO [AUTHENTICATIONFAILED]")
+    assert _logged(logs, "a NO [AUTHENTICATIONFAILED]")
+    c.login()
+    _still_serving(srv, c)
+    c.close()
+
+
+def test_oversized_nonsync_literal_is_discarded_not_parsed(srv: ImapServer, logs: pytest.LogCaptureFixture) -> None:
+    """A non-synchronising literal over the limit: its octets are read and thrown away, never
+    run as commands (RFC 7888 §4)."""
+    c = srv.raw()
+    c.login()
+    size = 70_000  # over Limits.max_literal (64 KiB) for a LOGIN / SEARCH string
+    payload = (b"x DELETE Trash\r\n" * (size // 16 + 1))[:size]
+    c.send(b"a SEARCH TEXT {%d+}\r\n" % size + payload + b"\r\n")
+    out = c.until(b"a")
+    assert out[-1].startswith(b"a BAD") or out[-1].startswith(b"a NO")
+    assert not any(line.startswith(b"x ") for line in out)
+    assert _logged(logs, "a ")
+    _still_serving(srv, c)
+    assert "Trash" in {name for name in _mailboxes(srv)}
+    c.close()
+
+
+def _mailboxes(srv: ImapServer) -> list[str]:
+    m = srv.imap()
+    names = [line.rsplit(b" ", 1)[1].strip(b'"').decode() for line in m.list()[1]]  # type: ignore[union-attr]
+    m.logout()
+    return names
+
+
+def test_huge_nonsync_literal_closes_the_connection(tmp_path: Path, logs: pytest.LogCaptureFixture) -> None:
+    with ImapServer(tmp_path, limits=Limits(max_discard=100_000)) as srv:
+        c = srv.raw()
+        c.send(b"a LOGIN {200000+}\r\n" + b"y" * 1000)
+        assert c.closed(timeout=5)
+        # RFC 7888 §4: past what it will skip the server refuses and closes, saying why
+        assert c.buf == b"a BAD [TOOBIG] literal too big\r\n* BYE literal too big to skip\r\n"
+        assert _logged(logs, "a BAD [TOOBIG]", "* BYE literal too big to skip")
+        _still_serving(srv)
+
+
+def test_literals_in_login_search_and_append(srv: ImapServer) -> None:
+    c = srv.raw()
+    c.send(b"a LOGIN {5}\r\n")
+    assert c.response().startswith(b"+")
+    c.send(b"alice {6+}\r\nsecret\r\n")
+    assert c.response().startswith(b"a OK")
+    c.cmd(b"s SELECT INBOX")
+    c.send(b"b SEARCH SUBJECT {5+}\r\nhello\r\n")
+    assert c.until(b"b")[0] == b"* SEARCH 1"
+    # a synchronising APPEND literal over APPENDLIMIT is refused before its data (RFC 7889)
+    c.send(b"c APPEND INBOX {999999999}\r\n")
+    assert c.response().startswith(b"c NO [TOOBIG]")
+    _still_serving(srv, c)
+    c.close()
+
+
+def test_overlong_line(srv: ImapServer, logs: pytest.LogCaptureFixture) -> None:
+    c = srv.raw()
+    c.login()
+    c.send(b"a NOOP " + b"x" * 70_000 + b"\r\n")
+    assert c.response().startswith(b"a BAD [TOOBIG]")
+    assert _logged(logs, "a BAD [TOOBIG]")
+    _still_serving(srv, c)
+    c.close()
+
+
+def test_commands_pipelined_behind_starttls_are_discarded(srv: ImapServer, logs: pytest.LogCaptureFixture) -> None:
+    """CVE-2011-0411 style injection: plaintext sent with STARTTLS must not run after the handshake."""
+    sock = socket.create_connection((HOST, srv.starttls_port), timeout=10)
+    f = sock.makefile("rb")
+    assert f.readline().startswith(b"* OK")
+    sock.sendall(b"a STARTTLS\r\nb CREATE Injected\r\nc LOGIN alice secret\r\n")
+    assert f.readline().startswith(b"a OK")
+    tls = srv.client_context().wrap_socket(sock, server_hostname="localhost")
+    tls.sendall(b"d SELECT INBOX\r\n")
+    reply = tls.recv(4096)
+    assert reply.startswith(b"d BAD"), reply  # not logged in: the pipelined LOGIN never ran
+    tls.sendall(b"e LOGIN alice secret\r\n")
+    assert b"e OK" in tls.recv(4096)
+    tls.close()
+    assert "Injected" not in _mailboxes(srv)
+
+
+def test_login_brute_force_is_delayed_then_refused(tmp_path: Path, logs: pytest.LogCaptureFixture) -> None:
+    clock = [1000.0]
+    limiter = LoginLimiter(
+        lambda: clock[0],
+        address_policy=LimitPolicy(delay_after=2, refuse_after=4, window=900.0, cooldown=900.0,
+                                   base_delay=0.3, max_delay=0.3),
+    )
+    with ImapServer(tmp_path, limiter=limiter) as srv:
+        times = []
+        replies = []
+        for _ in range(5):
+            c = srv.raw()
+            t = time.monotonic()
+            replies.append(c.cmd(b"a LOGIN alice wrong")[-1])
+            times.append(time.monotonic() - t)
+            c.close()
+        assert all(r.startswith(b"a NO") for r in replies)
+        assert b"[AUTHENTICATIONFAILED]" in replies[0]
+        assert times[2] >= 0.3  # after two failures each guess waits
+        assert b"[UNAVAILABLE]" in replies[4]  # after four the address is refused
+        assert _logged(logs, "authentication failed", "login refused")
+        # even the right password is refused now, from that address, until the cool-down ends
+        c = srv.raw()
+        assert b"[UNAVAILABLE]" in c.cmd(b"a LOGIN alice secret")[-1]
+        clock[0] += 901
+        assert c.cmd(b"b LOGIN alice secret")[-1].startswith(b"b OK")
+        c.close()
+
+
+def test_too_many_failures_on_one_connection_close_it(srv: ImapServer, logs: pytest.LogCaptureFixture) -> None:
+    c = srv.raw()
+    for i in range(5):
+        c.send(b"a%d AUTHENTICATE PLAIN\r\n" % i)
+        assert c.response() == b"+ "
+        c.send(b"*\r\n")
+        assert c.response().startswith(b"a%d BAD" % i)
+    assert c.closed(timeout=30)
+    assert b"* BYE" in c.buf
+    assert _logged(logs, "too many failed authentication attempts")
+
+
+def test_garbage_and_tls_garbage(srv: ImapServer, logs: pytest.LogCaptureFixture) -> None:
+    c = srv.raw()
+    # a TLS ClientHello's first bytes (no CR or LF in them) sent to the plaintext port
+    c.send(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(range(14, 256)) + b"\r\n")
+    assert c.response().startswith(b"* BAD")
+    assert _logged(logs, "* BAD")
+    _still_serving(srv, c)
+    c.close()
+    # plaintext to the implicit-TLS port: the handshake fails, the server goes on
+    s = socket.create_connection((HOST, srv.tls_port), timeout=5)
+    s.sendall(b"a LOGIN alice secret\r\n")
+    try:
+        s.recv(100)
+    except (ConnectionError, ssl.SSLError, TimeoutError):
+        pass
+    s.close()
+    _still_serving(srv)

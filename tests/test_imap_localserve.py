@@ -1,0 +1,59 @@
+"""`eventmail localserve` (what `make run` starts) serves IMAP: imaplib reads what submission delivered."""
+
+from __future__ import annotations
+
+import imaplib
+import smtplib
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.mailserver import free_port
+
+
+def test_localserve_serves_imap(tmp_path: Path) -> None:
+    ports = {k: free_port() for k in ("smtp", "submission", "submissions", "imap", "imaps")}
+    args = [sys.executable, "-m", "eventmail", "localserve", "--dir", str(tmp_path / "ls"), "--password", "pw-local-2",
+            "--dns", "127.0.0.1:9"] + [f"--{k}-port={v}" for k, v in ports.items()]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        text = ""
+        for line in proc.stdout:
+            text += line
+            if line.startswith("stop with"):
+                break
+        assert f"IMAP (STARTTLS)          127.0.0.1 port {ports['imap']}" in text
+        assert f"IMAP (TLS)               127.0.0.1 port {ports['imaps']}" in text
+        with smtplib.SMTP("127.0.0.1", ports["submission"], timeout=30) as s:
+            s.login("you@localhost", "pw-local-2")  # plaintext on loopback: localserve allows it
+            s.sendmail("you@localhost", ["someone@example.org"],
+                       b"From: you@localhost\r\nTo: someone@example.org\r\nSubject: via localserve\r\n\r\nhi\r\n")
+        # plaintext IMAP login on loopback, as a local mail client would
+        m = imaplib.IMAP4("127.0.0.1", ports["imap"], timeout=30)
+        m.login("you@localhost", "pw-local-2")
+        deadline = time.monotonic() + 20
+        found: list[bytes] = []
+        while time.monotonic() < deadline:
+            m.select("INBOX")
+            typ, data = m.search(None, "SUBJECT", '"via localserve"')
+            found = data[0].split()
+            if found:
+                break
+            time.sleep(0.2)
+        assert found
+        typ, data = m.fetch(found[0], "(BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+        assert b"Subject: via localserve" in data[0][1]  # type: ignore[index]
+        assert m.select("Sent")[1] != [b"0"]  # the submission's Sent copy
+        m.logout()
+        # and over implicit TLS with the instance's own certificate
+        ctx = ssl.create_default_context(cafile=str(tmp_path / "ls" / "tls" / "cert.pem"))
+        s2 = imaplib.IMAP4_SSL("localhost", ports["imaps"], ssl_context=ctx, timeout=30)
+        s2.login("you", "pw-local-2")
+        assert s2.select("INBOX")[0] == "OK"
+        s2.logout()
+    finally:
+        proc.terminate()
+        proc.wait(30)
