@@ -46,6 +46,7 @@ chaos: venv
 bench: venv deps
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/smtp.py
+	$(BIN)/python bench/imap.py
 
 clean:
 	rm -rf $(VENV) $(RUN_DIR)

@@ -204,7 +204,14 @@ def test_login_brute_force_is_delayed_then_refused(tmp_path: Path, logs: pytest.
         c.close()
 
 
-def test_too_many_failures_on_one_connection_close_it(srv: ImapServer, logs: pytest.LogCaptureFixture) -> None:
+def test_too_many_failures_on_one_connection_close_it(tmp_path: Path, logs: pytest.LogCaptureFixture) -> None:
+    lenient = LimitPolicy(delay_after=100, refuse_after=200, window=900.0, cooldown=900.0)
+    with ImapServer(tmp_path, limiter=LoginLimiter(time.monotonic, address_policy=lenient,
+                                                   account_policy=lenient)) as srv:
+        _too_many_failures(srv, logs)
+
+
+def _too_many_failures(srv: ImapServer, logs: pytest.LogCaptureFixture) -> None:
     c = srv.raw()
     for i in range(5):
         c.send(b"a%d AUTHENTICATE PLAIN\r\n" % i)
@@ -214,6 +221,13 @@ def test_too_many_failures_on_one_connection_close_it(srv: ImapServer, logs: pyt
     assert c.closed(timeout=30)
     assert b"* BYE" in c.buf
     assert _logged(logs, "too many failed authentication attempts")
+    c = srv.raw()
+    for i in range(4):
+        assert c.cmd(b"l%d LOGIN alice wrong%d" % (i, i))[-1].startswith(b"l%d NO" % i)
+    c.send(b"l4 LOGIN alice wrong4\r\n")
+    assert c.response().startswith(b"l4 NO [AUTHENTICATIONFAILED]")
+    assert c.response() == b"* BYE too many failed authentication attempts"
+    assert c.closed(timeout=30)
 
 
 def test_garbage_and_tls_garbage(srv: ImapServer, logs: pytest.LogCaptureFixture) -> None:

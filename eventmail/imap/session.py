@@ -310,7 +310,10 @@ class Session:
         if failure.authcid is None:
             failure = Failure(failure.reason, cmd.username, failure.detail)
         self._sasl_failed(failure)
-        raise no("authentication failed", "AUTHENTICATIONFAILED")
+        yield r.no(cmd.tag, "authentication failed", r.ResponseCode("AUTHENTICATIONFAILED"))
+        if self._auth_failures >= MAX_AUTH_FAILURES:
+            self.action = "close"
+            yield r.bye("too many failed authentication attempts")
 
     async def _authenticate(self, cmd: c.Authenticate) -> AsyncIterator[r.Response]:
         auth = self.opts.auth
