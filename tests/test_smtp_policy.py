@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from .dns_fixture import DnsServer, zone_text
-from .mailserver import MailServer
+from .mailserver import MailServer, swaks
 
 scramp = pytest.importorskip("scramp", exc_type=ImportError)
 
@@ -148,6 +148,26 @@ def test_relaying_is_refused_at_the_mx(server: MailServer) -> None:
         assert (code, text) == (550, b"5.7.1 relaying denied")
         assert s.rcpt("alice@mail.test")[0] == 250  # the transaction goes on for local recipients
     wait_log(server, "relaying to someone@elsewhere.example denied")
+
+
+@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks not installed")
+def test_swaks_pipelines_to_an_alias_and_a_catch_all(server: MailServer) -> None:
+    p = swaks("-s", "127.0.0.1", "-p", str(server.ports["smtp"]), "--pipeline", "-f", "s@example.test",
+              "-t", "info@mail.test,who.ever@catchall.test", "--h-Subject", "pipelined by swaks")
+    assert p.returncode == 0, p.stdout
+    # RFC 2920: MAIL, both RCPTs and DATA went out as one group before any reply came back.
+    lines = [line[:4] for line in p.stdout.splitlines() if line[:4] in (" -> ", "<-  ")]
+    sent_at = p.stdout.index(" -> MAIL FROM")
+    assert p.stdout.index(" -> DATA", sent_at) < p.stdout.index("<-  250", sent_at), lines
+    assert any(b"pipelined by swaks" in m for m in server.wait_for("alice", 1))
+    assert any(b"pipelined by swaks" in m for m in server.wait_for("bob", 1))
+
+
+@pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks not installed")
+def test_swaks_is_refused_relaying(server: MailServer) -> None:
+    p = swaks("-s", "127.0.0.1", "-p", str(server.ports["smtp"]), "-f", "s@example.test", "-t", "x@elsewhere.example")
+    assert p.returncode != 0
+    assert "<** 550 5.7.1 relaying denied" in p.stdout
 
 
 def test_unauthenticated_submission_is_refused(server: MailServer) -> None:
