@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from eventmail.smtp import Limits, MessageComplete, SmtpConfig
-from eventmail.smtp.content import PARTIAL_FLUSH
+from eventmail.smtp.content import PARTIAL_FLUSH, ContentSink
 from tests.test_smtp_wire_support import Session, config, plain, replay
 
 SMALL = Limits(max_message_size=2_000, max_recipients=5, max_errors=30, max_unknown_commands=10)
@@ -274,3 +275,24 @@ def test_mutated_transcripts_never_raise(valid: str, mutations: list[tuple[int, 
 
 def test_config_used_by_fuzzing_is_small() -> None:
     assert isinstance(CFG, SmtpConfig) and CFG.limits.max_message_size == 2_000
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lines=st.lists(st.integers(min_value=0, max_value=40), max_size=30),
+    ends=st.lists(st.sampled_from([b"\r\n", b"\n", b"\r", b""]), min_size=30, max_size=30),
+    cuts=st.lists(st.integers(min_value=0, max_value=2000), max_size=8),
+)
+def test_content_checks_match_a_plain_reading_at_any_split(lines: list[int], ends: list[bytes], cuts: list[int]) -> None:
+    """ContentSink's streaming checks (long lines, bare CR/LF) equal the obvious whole-content ones."""
+    limit = 20  # max_text_line: 19 octets before the LF, the CR included
+    content = b"".join(b"x" * n + ends[i] for i, n in enumerate(lines))
+    sink = ContentSink(Limits(max_text_line=limit, max_message_size=1 << 20))
+    points = sorted({0, len(content), *(c for c in cuts if c < len(content))})
+    for a, b in itertools.pairwise(points):
+        sink.feed(content[a:b])
+    assert sink.long_line == any(len(seg) > limit - 1 for seg in content.split(b"\n"))
+    bare = content.count(b"\r") != content.count(b"\r\n") or content.count(b"\n") != content.count(b"\r\n")
+    result = sink.finish()
+    assert sink.bare_newline == bare
+    assert isinstance(result, bytes) == (not bare and not sink.long_line)
