@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from eventmail.store import MasterKeySource, Store, load_master_key  # noqa: E402
-from tests.replica_pair import Node, caught_up, make_pair, wait_until  # noqa: E402
+from tests.replica_pair import Node, caught_up, close_pair, make_pair, wait_until  # noqa: E402
 
 
 def message(subject: str) -> bytes:
@@ -153,8 +153,7 @@ def main() -> None:
                     results["catchup_records_per_s"] = args.backlog / elapsed
                     results["catchup_target_seq"] = target
             finally:
-                a.stop()
-                b.stop()
+                close_pair(a, b)
     print("replication on loopback, two `eventmail serve` processes, mutual TLS, 2-core machine")
     print(f"async lag at {args.rate:.0f} deliveries/s over {args.seconds:.0f} s ({results['lag_n']:.0f} messages): "
           f"p50 {results['lag_p50_ms']:.1f} ms, p99 {results['lag_p99_ms']:.1f} ms (250 to record durable on the secondary)")

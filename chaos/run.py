@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from chaos.proxy import Proxy  # noqa: E402
-from tests.replica_pair import Node, caught_up, make_pair  # noqa: E402
+from tests.replica_pair import Node, caught_up, close_pair, make_pair  # noqa: E402
 
 SCENARIOS = {
     "a": "SIGKILL primary under load",
@@ -128,8 +128,7 @@ class Pair:
         self.cut("pass")
 
     def close(self) -> None:
-        for n in (self.a, self.b):
-            n.stop()
+        close_pair(self.a, self.b)
         self.to_a.close()
         self.to_b.close()
         if self.mount is not None:
@@ -154,21 +153,37 @@ class Pair:
                 found[subject] += 1
         return found
 
-    def settle(self, subjects: set[str]) -> tuple[float, dict[str, int]]:
+    def catch_up(self, healed: float) -> float:
+        """Seconds from `healed` until the secondary follows the primary's epoch (a former primary
+        has handed over its tail) and holds every record the primary held at that moment."""
+        deadline = healed + SETTLE_TIMEOUT
+        target: dict[str, int] | None = None
+        while time.monotonic() < deadline:
+            try:
+                if target is None:
+                    ps = self.primary.status()
+                    target = {r["stream"]: r["position"] for r in ps["streams"] if r["role"] == "writer"}
+                ss = self.secondary.status()
+                if (ss["epoch"] == self.primary.status()["epoch"] and not ss["rejoining"] and ss["we_follow_peer"]
+                        and all(self.secondary.positions().get(k, 0) >= v for k, v in target.items()
+                                if not k.startswith("handoff/"))):
+                    return time.monotonic() - healed
+            except OSError:
+                pass  # a node still starting: its control socket is not there yet
+            time.sleep(0.05)
+        return float("nan")
+
+    def settle(self, subjects: set[str]) -> dict[str, int]:
         """Wait until the secondary has caught up and every accepted message is on the primary."""
-        started = time.monotonic()
-        deadline = started + SETTLE_TIMEOUT
-        catchup: float | None = None
+        deadline = time.monotonic() + SETTLE_TIMEOUT
         counts: dict[str, int] = {}
         while time.monotonic() < deadline:
-            if catchup is None and caught_up(self.secondary, self.primary):
-                catchup = time.monotonic() - started
-            if catchup is not None:
+            if caught_up(self.secondary, self.primary):
                 counts = self.count(subjects)
                 if all(counts.values()) and self.heads_agree():
-                    return catchup, counts
+                    return counts
             time.sleep(0.3)
-        return (catchup if catchup is not None else float("nan")), (counts or self.count(subjects))
+        return counts or self.count(subjects)
 
     def heads_agree(self) -> bool:
         return self.a.heads() == self.b.heads()
@@ -214,8 +229,9 @@ def trial(pair: Pair, scenario: str, rng: random.Random, tag: str, res: Result) 
             filler = _fill(pair)
             _pause(1.0, 2.5, rng)
             filler.unlink()
+        catchup = pair.catch_up(time.monotonic())  # under continuing load
         _pause(0.3, 0.8, rng)
-    catchup, counts = pair.settle(load.accepted)
+    counts = pair.settle(load.accepted)
     res.trials += 1
     res.accepted += len(load.accepted)
     res.lost += sum(1 for c in counts.values() if c == 0)

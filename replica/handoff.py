@@ -65,19 +65,23 @@ class HandoffDeliverer:
                 await asyncio.sleep(1.0)
 
     async def _follow(self) -> None:
-        stream = handoff_stream(self.node.peer_node)
-        if not self.store.has_stream(stream):
+        # The peer's hand-off stream, and our own: entries this node accepted while it was not
+        # the primary and that the former primary had not delivered yet are ours to deliver now.
+        streams = [handoff_stream(self.node.peer_node), handoff_stream(self.node.node)]
+        if not all(self.store.has_stream(s) for s in streams):
             await asyncio.sleep(1.0)
             return
-        sub = self.store.subscribe_stream(stream)
+        sub = self.store.subscribe_stream(streams[0])
         try:
-            done = 0
+            done = dict.fromkeys(streams, 0)
             while self.node.is_primary:
-                events = await self.store.read_events(stream, done)
-                for c in events:
-                    await self.deliver(stream, c)
-                    done = c.seq
-                if events:
+                delivered = 0
+                for stream in streams:
+                    for c in await self.store.read_events(stream, done[stream]):
+                        await self.deliver(stream, c)
+                        done[stream] = c.seq
+                        delivered += 1
+                if delivered:
                     continue
                 try:
                     await asyncio.wait_for(sub.get(), 1.0)

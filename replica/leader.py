@@ -57,6 +57,8 @@ class ReplicationService(rpc.ReplicationServicer):
         positions: dict[str, tuple[int, bytes, int]] = {}
         for p in hello.points:
             positions[p.stream] = await self._common_point(p)
+            if self.node.writes(p.stream):
+                self.node.on_ack(p.stream, positions[p.stream][0])  # it holds that much durably
         log.info("replication: %s follows us (epoch %s, %d streams known to it)", hello.node, self.node.epoch,
                  len(positions))
         acks = asyncio.get_running_loop().create_task(self._read_acks(request_iterator))

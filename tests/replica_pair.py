@@ -14,6 +14,7 @@ from eventmail.tls.certs import make_self_signed
 from replica.service import control_request
 
 from .conftest import ROOT
+from .dns_fixture import DnsServer, zone_text
 from .mailserver import MailServer, free_port
 
 RESERVED: set[int] = set()
@@ -91,10 +92,15 @@ class Node(MailServer):
         return heads
 
 
-def make_pair(base: Path, mode: str = "async", on_timeout: str = "tempfail", sync_timeout: float = 2.0,
-              dns_port: int = 1) -> tuple[Node, Node]:
+_DNS: dict[int, DnsServer] = {}
+
+
+def make_pair(base: Path, mode: str = "async", on_timeout: str = "tempfail", sync_timeout: float = 2.0) -> tuple[Node, Node]:
     """Node a (primary, initialized, with account alice) and node b (a new secondary: only the
-    master key file and certificates; its data directory comes from a's keyring)."""
+    master key file and certificates; its data directory comes from a's keyring). Both use one
+    DNS server process (SPF for example.test); `close_pair` stops everything."""
+    dns = DnsServer.start(base / "dns", {"example.test": zone_text("example.test", ['@ TXT "v=spf1 ip4:127.0.0.0/8 -all"'])})
+    dns_port = dns.port
     a = Node(base / "a", name="a", peer_name="b", role="primary", mode=mode, on_timeout=on_timeout,
              sync_timeout=sync_timeout, dns_port=dns_port)
     b = Node(base / "b", name="b", peer_name="a", role="secondary", mode=mode, on_timeout=on_timeout,
@@ -112,7 +118,16 @@ def make_pair(base: Path, mode: str = "async", on_timeout: str = "tempfail", syn
     shutil.copy(b.base / "repl-cert.pem", a.base / "peer-cert.pem")
     a.peer_address = f"127.0.0.1:{b.repl_port}"
     b.peer_address = f"127.0.0.1:{a.repl_port}"
+    _DNS[id(a)] = dns
     return a, b
+
+
+def close_pair(a: Node, b: Node) -> None:
+    a.stop()
+    b.stop()
+    dns = _DNS.pop(id(a), None)
+    if dns is not None:
+        dns.stop()
 
 
 def wait_until(predicate: object, timeout: float = 30, what: str = "condition") -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from .replica_pair import caught_up, make_pair, wait_until
+from .replica_pair import caught_up, close_pair, make_pair, wait_until
 
 
 def send(port: int, subject: str, to: str = "alice@mail.test") -> None:
@@ -45,8 +45,7 @@ def test_secondary_copies_every_stream_verbatim_and_sees_new_accounts(tmp_path: 
         text = b.replica("status").stdout
         assert "account/bob" in text and "follower" in text
     finally:
-        a.stop()
-        b.stop()
+        close_pair(a, b)
 
 
 @pytest.mark.peers
@@ -65,5 +64,4 @@ def test_a_node_without_the_pinned_certificate_is_refused(tmp_path: Path) -> Non
         time.sleep(4)
         assert not (b.directory / "keyring").exists()
     finally:
-        a.stop()
-        b.stop()
+        close_pair(a, b)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from .replica_pair import caught_up, make_pair, wait_until
+from .replica_pair import caught_up, close_pair, make_pair, wait_until
 from .test_replica import send
 
 
@@ -35,8 +35,7 @@ def test_sync_tempfail_answers_4xx_without_the_secondary_and_the_retry_lands_onc
         assert count(a, "while-down") == 1
         wait_until(lambda: count(b, "while-down") == 1, what="b to hold the retried message")
     finally:
-        a.stop()
-        b.stop()
+        close_pair(a, b)
 
 
 @pytest.mark.peers
@@ -57,8 +56,7 @@ def test_sync_degrade_acknowledges_says_so_and_returns_to_sync(tmp_path: Path) -
         wait_until(lambda: a.status()["mode"] == "sync(degrade)", what="back to sync")
         assert count(b, "degraded") == 1
     finally:
-        a.stop()
-        b.stop()
+        close_pair(a, b)
 
 
 @pytest.mark.peers
@@ -86,8 +84,7 @@ def test_backup_mx_hands_over_to_the_primary_exactly_once_across_restarts(tmp_pa
         assert count(b, "via-backup") == 1
         assert sum("hand-off" in line and "delivered to alice" in line for line in a.log_lines) == 1
     finally:
-        a.stop()
-        b.stop()
+        close_pair(a, b)
 
 
 @pytest.mark.peers
@@ -118,5 +115,4 @@ def test_promotion_fences_the_old_primary_and_switching_back_is_the_same_command
         assert a.heads() == b.heads()
         assert count(b, "after-switch-back") == 1
     finally:
-        a.stop()
-        b.stop()
+        close_pair(a, b)
