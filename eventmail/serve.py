@@ -84,7 +84,9 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
     tasks = []
     if cfg.smarthost:
         runner = QueueRunner(store, cfg.smarthost, cfg.hostname)
-        tasks.append(asyncio.get_running_loop().create_task(runner.run()))
+        # Of a pair, only the primary sends the queue out (else both nodes would send each message).
+        work = replication.while_primary(runner.run) if cfg.replication is not None else runner.run()
+        tasks.append(asyncio.get_running_loop().create_task(work))
     return Running(store, servers, tasks, ports, closers)
 
 

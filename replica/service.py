@@ -6,8 +6,10 @@ import json
 import logging
 import os
 import socket
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from prometheus_client import generate_latest
@@ -59,6 +61,25 @@ class RunningReplica:
     server: grpc.aio.Server
     control: asyncio.Server
     tasks: list["asyncio.Task[None]"] = field(default_factory=list)
+
+    async def while_primary(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run `work` while this node is the primary; cancel it when the node is fenced."""
+        while True:
+            while not self.node.is_primary:
+                self.node.role_changed.clear()
+                await self.node.role_changed.wait()
+            task = asyncio.get_running_loop().create_task(work())
+            try:
+                while self.node.is_primary and not task.done():
+                    self.node.role_changed.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self.node.role_changed.wait(), 1.0)
+            finally:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if task.done() and self.node.is_primary:
+                await asyncio.sleep(1.0)
 
     async def stop(self) -> None:
         for t in self.tasks:

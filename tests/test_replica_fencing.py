@@ -88,3 +88,37 @@ def test_sync_gate_without_acknowledgement(keyed_dir: tuple[Path, bytes], tmp_pa
             await store.close()
 
     run(go())
+
+
+def test_queue_work_runs_only_while_primary(keyed_dir: tuple[Path, bytes], tmp_path: Path) -> None:
+    from replica.service import RunningReplica
+
+    async def go() -> None:
+        store = await open_store(keyed_dir)
+        try:
+            node = ReplicaNode(store, settings(tmp_path))
+            runner = RunningReplica(node, server=None, control=None)  # type: ignore[arg-type]
+            running = asyncio.Event()
+            stopped = asyncio.Event()
+
+            async def work() -> None:
+                running.set()
+                try:
+                    await asyncio.sleep(3600)
+                finally:
+                    stopped.set()
+
+            sup = asyncio.ensure_future(runner.while_primary(work))
+            await asyncio.wait_for(running.wait(), 2)
+            node.observe(Epoch(2, "b"))  # fenced: the outbound queue must stop being sent
+            await asyncio.wait_for(stopped.wait(), 2)
+            running.clear()
+            await asyncio.sleep(0.1)
+            assert not running.is_set()
+            node.promote()
+            await asyncio.wait_for(running.wait(), 2)
+            sup.cancel()
+        finally:
+            await store.close()
+
+    run(go())
