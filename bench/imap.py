@@ -8,7 +8,8 @@ so that all --messages are distinct, CRLF line ends. Then, in alternating runs (
 --reps is reported):
 
 - (a) mbsync (isync): a fresh full pull of INBOX into an empty maildir (`Sync Pull`, `Create
-  Near`): wall time including connect and login; the maildir is checked to hold every message.
+  Near`, `FSync no` so the client's disk does not dominate): wall time including connect and
+  login; the maildir is checked to hold every message.
 - (b) imaplib, after LOGIN and EXAMINE: `UID FETCH 1:* (UID FLAGS ENVELOPE BODYSTRUCTURE
   RFC822.SIZE)`, the command alone, and the octets it returned.
 - (c) the same for `UID FETCH 1:* BODY.PEEK[]`.
@@ -140,7 +141,9 @@ def mbsync_pull(t: Target, scratch: Path, expected: int) -> float:
         (home / "mail").mkdir()
         rc = home / "mbsyncrc"
         rc.write_text(
-            f'IMAPAccount b\nHost 127.0.0.1\nPort {t.port}\nUser "{t.user}"\nPass "{t.password}"\n'
+            # FSync no: the client's own fsync of each maildir file would otherwise dominate (and
+            # depend on whatever else the disk is doing), hiding the server being measured
+            f'FSync no\n\nIMAPAccount b\nHost 127.0.0.1\nPort {t.port}\nUser "{t.user}"\nPass "{t.password}"\n'
             "SSLType None\nAuthMechs LOGIN PLAIN\n\nIMAPStore far\nAccount b\n\n"
             f"MaildirStore near\nPath {home}/mail/\nInbox {home}/mail/INBOX\nSubFolders Verbatim\n\n"
             "Channel c\nFar :far:INBOX\nNear :near:INBOX\nCreate Near\nSync Pull\nExpunge None\nSyncState *\n"

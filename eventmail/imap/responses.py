@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal as TypingLiteral
@@ -178,7 +179,9 @@ def format_datetime(value: datetime.datetime) -> str:
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def _atom(text: str) -> bytes:
+    # cached: flags and keywords repeat on every FETCH response of a mailbox
     raw = text.encode("ascii", errors="strict") if text.isascii() else b""
     if not raw or any(b not in _ATOM_SAFE for b in raw):
         raise EncodeError(f"not an atom: {text!r}")
@@ -213,6 +216,7 @@ def encode_value(value: Value, *, utf8: bool = False, binary: bool = False) -> b
     return b"(" + b" ".join(encode_value(v, utf8=utf8, binary=binary) for v in value) + b")"
 
 
+@functools.lru_cache(maxsize=1024)
 def _item_name(name: str) -> bytes:
     """A FETCH item name such as `BODY[HEADER.FIELDS (FROM TO)]<0>`: printable ASCII, with SP
     allowed only inside the brackets."""

@@ -32,6 +32,9 @@ log = logging.getLogger("eventmail.imap")
 READ_HIGH = 1 << 20
 # Output queued in the transport before the session waits for the client to read it.
 WRITE_HIGH = 1 << 20
+# Responses of one command are gathered up to this size before they are written: a FETCH of
+# thousands of messages then costs a few send() calls instead of one per message.
+BATCH_BYTES = 64 * 1024
 # A TLS handshake that has not finished in this time is abandoned.
 TLS_HANDSHAKE_TIMEOUT = 30.0
 
@@ -53,6 +56,9 @@ class _Connection(asyncio.Protocol):
         self._writable = asyncio.Event()
         self._writable.set()
         self._task: asyncio.Task[None] | None = None
+        # responses of the command being run, written together (None: write at once)
+        self._batch: list[bytes] | None = None
+        self._batch_size = 0
 
     # ------------------------------------------------------------------ asyncio.Protocol
 
@@ -107,10 +113,27 @@ class _Connection(asyncio.Protocol):
             log.exception("imap %s: cannot encode a response", self.cid)
             data = wire.encode(r.no(None, "a response could not be sent", r.ResponseCode("SERVERBUG")))
         assert self.transport is not None
-        if not self.transport.is_closing():
-            self.transport.write(data)
-            if isinstance(resp, r.ContinuationRequest) and resp.challenge is None:
-                self._ack_literal_at_once()
+        if self.transport.is_closing():
+            return
+        if self._batch is not None and not isinstance(resp, r.ContinuationRequest):
+            self._batch.append(data)
+            self._batch_size += len(data)
+            if self._batch_size >= BATCH_BYTES:
+                self._flush()
+            return
+        self._flush()
+        self.transport.write(data)
+        if isinstance(resp, r.ContinuationRequest) and resp.challenge is None:
+            self._ack_literal_at_once()
+
+    def _flush(self) -> None:
+        """Write the responses batched so far in one go (one send() rather than one per FETCH)."""
+        if self._batch:
+            data = b"".join(self._batch)
+            self._batch.clear()
+            self._batch_size = 0
+            if self.transport is not None and not self.transport.is_closing():
+                self.transport.write(data)
 
     def _ack_literal_at_once(self) -> None:
         """After `+ Ready` the client sends the literal and, in a second write, the CRLF that ends
@@ -161,11 +184,16 @@ class _Connection(asyncio.Protocol):
     async def _feed(self, wire: ImapWire, session: Session, data: bytes) -> bool:
         """Run what `data` completes; True when the connection is to close."""
         for item in wire.receive(data):
-            async for resp in session.handle(item):
-                self._write(wire, resp)
-                if session.action is None and self.transport is not None \
-                        and self.transport.get_write_buffer_size() > WRITE_HIGH:
-                    await self._drain()
+            self._batch = []
+            try:
+                async for resp in session.handle(item):
+                    self._write(wire, resp)
+                    if session.action is None and self.transport is not None \
+                            and self.transport.get_write_buffer_size() > WRITE_HIGH:
+                        await self._drain()
+                self._flush()
+            finally:
+                self._batch = None
             action, session.action = session.action, None
             if action == "close":
                 await self._drain()
