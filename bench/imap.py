@@ -15,8 +15,9 @@ so that all --messages are distinct, CRLF line ends. Then, in alternating runs (
 - (c) the same for `UID FETCH 1:* BODY.PEEK[]`.
 
 eventmail runs as its own `eventmail serve` process (encrypted log and blobs, plaintext login
-allowed on loopback); Dovecot is bench/peers.py's isolated instance (maildir, plaintext login).
-Neither uses TLS. The APPEND rate of the population step (one client, LITERAL+) is printed too:
+allowed on loopback); Dovecot is bench/peers.py's isolated instance (maildir, plaintext login)
+with its imap_zlib plugin added. Neither uses TLS; both offer COMPRESS=DEFLATE, which mbsync
+uses (imaplib does not). The APPEND rate of the population step (one client, LITERAL+) is printed too:
 eventmail answers each APPEND after its blob and event are fsynced; Dovecot with its default
 fsync settings.
 Prints figures; asserts nothing. Dovecot needs root and the Debian packages dovecot-imapd,
@@ -75,6 +76,14 @@ class ImapMailServer(MailServer):
         port = self.ports.get("imap") or free_port()
         path.write_text(path.read_text() + f'[[listener]]\nkind = "imap"\naddress = "127.0.0.1"\nport = {port}\n')
         return path
+
+
+class ZlibPeers(Peers):
+    """bench/peers.py's Dovecot with its imap_zlib plugin, so that it offers COMPRESS=DEFLATE as
+    eventmail does and mbsync compresses with both (like for like)."""
+
+    def dovecot_conf(self) -> str:
+        return super().dovecot_conf() + "protocol imap {\n  mail_plugins = $mail_plugins imap_zlib\n}\n"
 
 
 @dataclass
@@ -218,7 +227,7 @@ def main() -> int:
         targets.append(Target("eventmail", server.ports["imap"], USER, PASSWORD))
         if not a.no_peers:
             try:
-                peers = Peers(scratch / "peers", domain=DOMAIN).up()
+                peers = ZlibPeers(scratch / "peers", domain=DOMAIN).up()
                 targets.append(Target("Dovecot", peers.imap_port, peers.user, PEER_PASSWORD))
             except PeersUnavailable as e:
                 print(f"Dovecot not measured: {e}")

@@ -107,28 +107,32 @@ class _Connection(asyncio.Protocol):
         if isinstance(resp, r.StatusResponse) and resp.status in ("NO", "BAD", "BYE"):
             code = f" [{resp.code.name}]" if resp.code is not None else ""
             log.info("imap %s: %s %s%s %s", self.cid, resp.tag or "*", resp.status, code, resp.text)
+        batching = self._batch is not None and not isinstance(resp, r.ContinuationRequest)
         try:
-            data = wire.encode(resp)
+            data = wire.encode(resp, flush=not batching)
         except r.EncodeError:
             log.exception("imap %s: cannot encode a response", self.cid)
-            data = wire.encode(r.no(None, "a response could not be sent", r.ResponseCode("SERVERBUG")))
+            data = wire.encode(r.no(None, "a response could not be sent", r.ResponseCode("SERVERBUG")),
+                               flush=not batching)
         assert self.transport is not None
         if self.transport.is_closing():
             return
-        if self._batch is not None and not isinstance(resp, r.ContinuationRequest):
+        if batching:
+            assert self._batch is not None
             self._batch.append(data)
             self._batch_size += len(data)
             if self._batch_size >= BATCH_BYTES:
-                self._flush()
+                self._flush(wire)
             return
-        self._flush()
+        self._flush(wire)
         self.transport.write(data)
         if isinstance(resp, r.ContinuationRequest) and resp.challenge is None:
             self._ack_literal_at_once()
 
-    def _flush(self) -> None:
+    def _flush(self, wire: ImapWire) -> None:
         """Write the responses batched so far in one go (one send() rather than one per FETCH)."""
         if self._batch:
+            self._batch.append(wire.flush())
             data = b"".join(self._batch)
             self._batch.clear()
             self._batch_size = 0
@@ -191,7 +195,7 @@ class _Connection(asyncio.Protocol):
                     if session.action is None and self.transport is not None \
                             and self.transport.get_write_buffer_size() > WRITE_HIGH:
                         await self._drain()
-                self._flush()
+                self._flush(wire)
             finally:
                 self._batch = None
             action, session.action = session.action, None

@@ -45,6 +45,9 @@ NUMBER_MAX = 2**32 - 1
 # Deflated input is inflated in pieces of this size, so a small compressed "bomb" never
 # becomes one large buffer (RFC 4978 §6 warns of this).
 INFLATE_CHUNK = 64 * 1024
+# COMPRESS=DEFLATE output level: 1 keeps most of the gain on mail text (headers and bodies
+# compress well at any level) for a fraction of level 6's CPU, which a busy server needs more.
+DEFLATE_LEVEL = 1
 # receive() hands the parser at most this many bytes at a time: a big read never becomes a
 # big line buffer before the line limit is checked.
 FEED_CHUNK = 64 * 1024
@@ -1151,10 +1154,11 @@ class ImapWire:
                 break
         return out
 
-    def encode(self, response: Response) -> bytes:
+    def encode(self, response: Response, flush: bool = True) -> bytes:
         """The bytes for one response (deflated once compression is on). Encoding the tagged
         answer to AUTHENTICATE ends the SASL exchange; to STARTTLS or COMPRESS ends the hold
-        on input those commands put in place."""
+        on input those commands put in place. With `flush=False` deflated output may stay in
+        the compressor until flush() (one sync flush for a run of responses, not one each)."""
         data = encode_response(response, utf8=self._utf8)
         if isinstance(response, StatusResponse) and response.tag is not None:
             if response.tag == self._sasl_tag:
@@ -1162,8 +1166,15 @@ class ImapWire:
             if response.tag == self._hold_tag:
                 self._release_hold()
         if self._deflater is not None:
-            data = self._deflater.compress(data) + self._deflater.flush(zlib.Z_SYNC_FLUSH)
+            data = self._deflater.compress(data)
+            if flush:
+                data += self._deflater.flush(zlib.Z_SYNC_FLUSH)
         return data
+
+    def flush(self) -> bytes:
+        """What the compressor still holds, ending on a byte boundary (RFC 4978 §4: the
+        client can then read every response sent so far); b"" without compression."""
+        return self._deflater.flush(zlib.Z_SYNC_FLUSH) if self._deflater is not None else b""
 
     def enable_utf8(self) -> None:
         """Switch to UTF-8 mailbox names and strings: after ENABLE UTF8=ACCEPT (RFC 6855 §3) or
@@ -1193,7 +1204,7 @@ class ImapWire:
         if self._mode is _Mode.HOLD:
             self._mode = _Mode.LINE
         self._inflater = zlib.decompressobj(-15)
-        self._deflater = zlib.compressobj(6, zlib.DEFLATED, -15)
+        self._deflater = zlib.compressobj(DEFLATE_LEVEL, zlib.DEFLATED, -15)
 
     # -- framing -----------------------------------------------------------------------------
 
