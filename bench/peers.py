@@ -33,6 +33,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from smtp_cpu import descendants  # the same /proc walk the CPU accounting uses
+
 HOST = "127.0.0.1"
 PASSWORD = "benchpass"
 MAIL_UID = 1999  # numeric only, no /etc/passwd entry needed
@@ -85,25 +87,6 @@ def alive(pid: int | None, comm: str | None = None) -> bool:
     if st[st.rfind(")") + 2 :].split()[0] == "Z":
         return False
     return comm is None or st[st.find("(") + 1 : st.rfind(")")] == comm
-
-
-def descendants(root: int) -> list[int]:
-    kids: dict[int, list[int]] = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{name}/stat") as f:
-                st = f.read()
-        except OSError:
-            continue
-        kids.setdefault(int(st[st.rfind(")") + 2 :].split()[1]), []).append(int(name))
-    out, stack = [], [root]
-    while stack:
-        for child in kids.get(stack.pop(), []):
-            out.append(child)
-            stack.append(child)
-    return out
 
 
 def stop_pid(pid: int, label: str, timeout: float = 15.0) -> None:
