@@ -36,6 +36,8 @@ HEADER_VALUES = ("x-mailer", "user-agent", "list-id", "precedence")
 _WORD = re.compile(r"[^\W_]+(?:['’.-][^\W_]+)*", re.UNICODE)
 _URL_HOST = re.compile(r"https?://([a-z0-9.-]+)", re.IGNORECASE)
 _DIGITS = re.compile(r"^\d+$")
+_UPPER = re.compile(r"\b[A-Z]{3,24}\b")
+_MESSAGE_ID_HOST = re.compile(r"@([A-Za-z0-9.-]+)>")
 
 
 class _HtmlText(html.parser.HTMLParser):
@@ -155,9 +157,23 @@ def tokenize(message: bytes) -> list[str]:
         header = msg.get(name)
         if header:
             _add(tokens, [f"{name}:{' '.join(str(header).lower().split())[:60]}"])
-    _add(tokens, [f"ct:{msg.get_content_type()}"])
+    # The shape of the message: which headers it has, its parts' types and charsets, where its
+    # Message-ID was made. Bulk mailers leave fingerprints here that people's mail programs don't.
+    _add(tokens, (f"h:{k.lower()}" for k in msg.keys() if len(k) <= 40))
+    mid = _MESSAGE_ID_HOST.search(str(msg.get("message-id", "")))
+    if mid:
+        _add(tokens, [f"mid:{mid.group(1).lower()}"])
+    for n, part in enumerate(msg.walk()):
+        if n >= MAX_PARTS:
+            break
+        _add(tokens, [f"ct:{part.get_content_type()}"])
+        charset = part.get_param("charset")
+        if isinstance(charset, str):
+            _add(tokens, [f"cs:{charset.lower()[:30]}"])
     for text in body_texts(msg):
         ws = words(text)
+        # Shouting is a signal of its own: words in capitals are kept as such, too.
+        _add(tokens, (f"uc:{w}" for w in _UPPER.findall(text)))
         _add(tokens, ws)
         _add(tokens, (f"{a} {b}" for a, b in itertools.pairwise(ws)))
         _add(tokens, (f"url:{h.lower().rstrip('.')}" for h in _URL_HOST.findall(text)))

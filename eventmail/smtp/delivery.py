@@ -7,6 +7,9 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from ..junk.analyze import header as junk_header
+from ..junk.delivery import JunkFilter, Plan, strip_header
+from ..junk.features import message_features
 from ..mailauth.resolver import Resolver
 from ..mailauth.verdict import AuthVerdict, evaluate
 from ..mime.structure import parse_structure
@@ -99,12 +102,13 @@ HandoffHook = Callable[[str, str, bytes, bytes, pb.Origin], Awaitable[bool]]
 class InboundDelivery:
     """The MX's policy and its writes. One per server; stateless between transactions."""
 
-    def __init__(self, store: Store, resolver: Resolver, hostname: str) -> None:
+    def __init__(self, store: Store, resolver: Resolver, hostname: str, junk: JunkFilter | None = None) -> None:
         self.store = store
         self.resolver = resolver
         self.hostname = hostname
         self.handoff: HandoffHook | None = None
         self._domains: tuple[int, frozenset[str]] = (-1, frozenset())
+        self.junk = junk or JunkFilter(resolver)
 
     def recipient_account(self, address: str) -> str | None:
         """RCPT TO: the account receiving mail for the address (addresses, then catch-alls)."""
@@ -131,18 +135,34 @@ class InboundDelivery:
             log.info("tx %s from %s: refused, MIME depth %d parts %d", tx.transaction_id, tx.remote_ip, depth, parts)
             return Reply(554, "5.6.0", "message structure too complex")
         verdict = await self.verdict(tx, message)
-        if verdict.disposition == "reject":
-            log.info("tx %s from %s: refused by DMARC policy: %s", tx.transaction_id, tx.remote_ip, verdict.reasons[0])
-            return Reply(550, "5.7.1", "rejected by the sender domain's DMARC policy")
-        mailbox = "Junk" if verdict.disposition == "quarantine" else "INBOX"
-        body = strip_our_authentication_results(message, self.hostname)
-        auth_results = verdict.authentication_results(self.hostname)
         by_account: dict[str, list[str]] = {}
         for address, account in tx.recipients.items():
             by_account.setdefault(account, []).append(address)
+        # The junk filter decides per account, from that account's history (eventmail/junk/).
+        base = await asyncio.to_thread(message_features, message, auth=verdict, remote_ip=tx.remote_ip)
+        plans: dict[str, Plan] = {}
+        try:
+            for account, addrs in by_account.items():
+                async with self.store.use_account(account) as acct:
+                    plans[account] = await self.junk.plan(
+                        acct, message, base, verdict, remote_ip=tx.remote_ip, tls=tx.tls, recipients=addrs)
+        except StoreError as e:
+            log.error("tx %s: store error %s, answered 451", tx.transaction_id, e)
+            return Reply(451, "4.3.0", "local error in processing, try again later")
+        # Mail through a configured mailing list or forwarder is not held to the author's DMARC
+        # policy: the list or forwarder broke the alignment, not a forger.
+        trusted = all(p.trusted for p in plans.values())
+        if verdict.disposition == "reject" and not trusted:
+            log.info("tx %s from %s: refused by DMARC policy: %s", tx.transaction_id, tx.remote_ip, verdict.reasons[0])
+            return Reply(550, "5.7.1", "rejected by the sender domain's DMARC policy")
+        quarantine = verdict.disposition == "quarantine"
+        body = strip_our_authentication_results(message, self.hostname)
+        body = strip_header(body, "X-Eventmail-Junk")
+        auth_results = verdict.authentication_results(self.hostname)
         try:
             await asyncio.gather(
-                *(self._deliver_one(tx, account, addrs, body, message, auth_results, verdict, mailbox)
+                *(self._deliver_one(tx, account, addrs, body, message, auth_results, verdict, plans[account],
+                                    quarantine and not plans[account].trusted)
                   for account, addrs in by_account.items())
             )
         except StoreFull:
@@ -151,28 +171,52 @@ class InboundDelivery:
         except StoreError as e:
             log.error("tx %s: store error %s, answered 451", tx.transaction_id, e)
             return Reply(451, "4.3.0", "local error in processing, try again later")
+        summary = ", ".join(
+            f"{a}: {'accepted' if p.verdict.accept else 'rejected'} by {p.verdict.method}" for a, p in sorted(plans.items()))
+        if not quarantine and not any(p.verdict.accept for p in plans.values()):
+            # The talk's answer to junk: a temporary error with a generic text, so the sending
+            # server retries and at last tells its user; the copy waits in Rejects.
+            log.info("tx %s from %s: junk, answered 451 (%s)", tx.transaction_id, tx.remote_ip, summary)
+            return Reply(451, "4.3.0", "temporary failure, try again later")
         log.info(
-            "tx %s from %s: delivered to %s (%s, %s)",
-            tx.transaction_id, tx.remote_ip, ",".join(sorted(by_account)), mailbox, verdict.method,
+            "tx %s from %s: delivered (%s; %s)", tx.transaction_id, tx.remote_ip, summary, verdict.method,
         )
         return Reply(250, "2.0.0", f"queued as {tx.transaction_id}")
 
+    def _backup(self) -> bool:
+        """Whether this node is a backup MX just now (replica.handoff.HandoffRecorder has the node)."""
+        node = getattr(self.handoff, "node", None)
+        return node is not None and not bool(getattr(node, "is_primary", True))
+
     async def _deliver_one(
         self, tx: Transaction, account: str, addresses: list[str], body: bytes, original: bytes,
-        auth_results: str, verdict: AuthVerdict, mailbox: str,
+        auth_results: str, verdict: AuthVerdict, plan: Plan, quarantine: bool,
     ) -> None:
         trace = received_header(tx, self.hostname, addresses[0] if len(addresses) == 1 else None)
-        final = trace + auth_results.encode() + b"\r\n" + body
+        final = trace + auth_results.encode() + b"\r\n" + junk_header(plan.verdict).encode() + b"\r\n" + body
         origin = pb.Origin(
             kind="smtp", remote_ip=tx.remote_ip, helo=tx.helo, mail_from=tx.mail_from, rcpt_to=addresses,
-            authentication_results=auth_results, verdict=verdict.to_json(),
+            authentication_results=auth_results, verdict=verdict.to_json(), junk=plan.verdict,
         )
-        if self.handoff is not None and await self.handoff(account, mailbox, final, original, origin):
+        rejected = not plan.verdict.accept and not quarantine
+        mailbox = "Junk" if quarantine else plan.mailbox.name
+        if rejected and self._backup():
+            # A backup MX does not write the account's stream: no Rejects copy here. The sender
+            # retries; the primary decides again and keeps the copy.
+            log.info("tx %s: %s: rejected as backup MX (%s)", tx.transaction_id, account, plan.verdict.method)
+            return
+        if not rejected and self.handoff is not None and await self.handoff(account, mailbox, final, original, origin):
             return
         async with self.store.use_account(account) as acct:
+            if rejected:
+                if not await self.junk.store_reject(acct, final, original, plan, origin):
+                    log.info("tx %s: %s already holds this message in Rejects", tx.transaction_id, account)
+                return
             key = acct.delivery_key(original)
-            added = await acct.add_message(mailbox, final, origin=origin, delivery_key=key)
+            added = await acct.add_message(mailbox, final, origin=origin, delivery_key=key, junk=plan.features)
             if added is None:
                 log.info("tx %s: %s already had this message (a retried transaction)", tx.transaction_id, account)
                 # The first copy may still await the secondary (sync replication): so does this 250.
                 await self.store.await_replicated(acct.stream_id)
+            if await self.junk.accepted(acct, original):
+                log.info("tx %s: %s: an earlier rejected copy left Rejects", tx.transaction_id, account)

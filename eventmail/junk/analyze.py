@@ -1,0 +1,125 @@
+"""The junk decision for one incoming message and one account: mailing list, reputation, DNSBL, then Bayes.
+
+One straight function returning at the first decision with a value that says why (STYLE 2).
+It is pure: the clock (`now`) and the threshold's random draw (`draw`) come in as arguments
+and the result records them, so the delivery event holds the decision and a replay never
+decides again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..proto import events_pb2 as pb
+from .bayes import DEFAULT_PARAMS, BayesParams, classify
+from .projection import JunkView
+from .reputation import Reputation, reputation
+
+
+@dataclass(frozen=True)
+class JunkConfig:
+    """The content filter's settings (Mox's defaults where it has them)."""
+
+    threshold: float = 0.95  # spam probability above which content rejects
+    jitter: float = 0.02  # +- this much random on the threshold, so probing finds no sharp edge
+    plaintext_penalty: float = 0.05  # stricter for mail that came without TLS
+    unnamed_penalty: float = 0.05  # stricter for mail whose To/Cc does not name the recipient
+    hint: float = 0.05  # how far an unclear reputation moves the threshold
+    min_trained: int = 10  # Bayes decides only with this many ham and spam messages trained
+    params: BayesParams = DEFAULT_PARAMS
+
+
+DEFAULT_CONFIG = JunkConfig()
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the SMTP transaction knows about the message beside its features."""
+
+    tls: bool = True
+    names_recipient: bool = True
+    mailing_list: str = ""  # the configured list domain it came through, when it did
+    forwarder: str = ""  # the configured forwarder it came through, when it did
+    dnsbl: str = ""  # the DNSBL zone that lists the sender (looked up only without reputation)
+
+
+def _verdict(accept: bool, method: str, mailbox: str, *reasons: str) -> pb.JunkVerdict:
+    return pb.JunkVerdict(accept=accept, method=method, mailbox=mailbox, reasons=[r for r in reasons if r])
+
+
+def analyze(
+    view: JunkView, f: pb.JunkFeatures, destined: int, mailbox: str, now: int, draw: float,
+    ctx: Context = Context(), config: JunkConfig = DEFAULT_CONFIG,
+) -> pb.JunkVerdict:
+    """Accept or reject `f` for `mailbox` (id `destined`) of the account whose projection is `view`.
+
+    `draw` in [0, 1) is the random draw for the threshold's jitter.
+    """
+    if ctx.mailing_list:
+        # Mox's ListAllowDomain: list mail was verified to come through a list the user reads;
+        # its authors' reputations and DMARC policies do not apply to the list's rewriting.
+        return _verdict(True, "mailing-list", mailbox, f"verified mailing list {ctx.mailing_list}")
+    rep = reputation(view, f, destined, now)
+    if rep.conclusive:
+        return _verdict(not rep.spam, rep.method, mailbox, rep.reason)
+    if rep.spam is None and ctx.dnsbl:
+        return _verdict(False, "dnsbl", mailbox, f"sender without history, listed by {ctx.dnsbl}")
+    return _content(view, f, mailbox, draw, ctx, config, rep)
+
+
+def _content(
+    view: JunkView, f: pb.JunkFeatures, mailbox: str, draw: float, ctx: Context, config: JunkConfig, rep: Reputation,
+) -> pb.JunkVerdict:
+    hams, spams = view.totals()
+    reasons = [rep.reason]
+    if ctx.forwarder:
+        reasons.append(f"forwarded by {ctx.forwarder}: its address and SPF domain not used")
+    if hams < config.min_trained or spams < config.min_trained:
+        reasons.append(f"too little training for the content filter ({hams} not junk, {spams} junk)")
+        return _verdict(True, "bayes:untrained", mailbox, *reasons)
+    words = list(f.words)
+    result = classify(words, view.word_counts(words), hams, spams, config.params)
+    jitter = round((2 * draw - 1) * config.jitter, 6)
+    threshold = config.threshold + jitter
+    if not ctx.tls:
+        threshold -= config.plaintext_penalty
+        reasons.append("came without TLS: stricter")
+    if not ctx.names_recipient:
+        threshold -= config.unnamed_penalty
+        reasons.append("To/Cc do not name the recipient: stricter")
+    if rep.spam is not None:
+        # History that is not clear still leans one way.
+        threshold += -config.hint if rep.spam else config.hint
+    threshold = min(max(threshold, 0.5), 0.999)
+    accept = result.probability <= threshold
+    reasons.append(f"spam probability {result.probability:.4f} against threshold {threshold:.4f}")
+    return pb.JunkVerdict(
+        accept=accept, method="bayes", score=result.probability, threshold=threshold, jitter=jitter,
+        ham_words=[w for w, _p in result.ham_words], spam_words=[w for w, _p in result.spam_words],
+        reasons=[r for r in reasons if r], mailbox=mailbox,
+    )
+
+
+def header(v: pb.JunkVerdict) -> str:
+    """The header field that shows the user the decision (without CRLF)."""
+    parts = [("accept" if v.accept else "reject"), f"method={v.method}"]
+    if v.method == "bayes":
+        parts.append(f"score={v.score:.4f}")
+        parts.append(f"threshold={v.threshold:.4f}")
+    value = "; ".join(parts)
+    if v.ham_words:
+        value += "\r\n\tham=" + _words(v.ham_words[:5])
+    if v.spam_words:
+        value += "\r\n\tspam=" + _words(v.spam_words[:5])
+    if v.reasons and v.method != "bayes":
+        value += "\r\n\t(" + _clean(v.reasons[0]) + ")"
+    return "X-Eventmail-Junk: " + value
+
+
+def _clean(text: str) -> str:
+    return "".join(c if c.isprintable() and c not in "();" else " " for c in text)[:200]
+
+
+def _words(words: Iterable[str]) -> str:
+    return '"' + ", ".join(_clean(w).replace('"', " ") for w in words) + '"'

@@ -1,0 +1,227 @@
+"""The junk filter at SMTP time: per-account settings, the verdict, the optional DNSBL, and the Rejects mailbox.
+
+The MX calls `JunkFilter.plan()` for each recipient account, then delivers accepted mail with
+`accepted()` and rejected mail with `store_reject()`. Everything that decides goes into the
+delivery event (`Origin.junk`); everything the projections learn goes into `MessageAdded.junk`.
+
+Account settings (AccountSetting events, so a secondary has them too):
+- `junk.list-domains`: comma-separated domains of mailing lists the user reads. List mail
+  (List-Id) whose SPF or DKIM domain is one of them, or under one, is accepted and its
+  author's DMARC policy is not enforced (the list rewrote it).
+- `junk.forwarders`: comma-separated domains or IP networks of servers that forward mail to
+  the user. Their mail is not held to the author's DMARC policy, and the forwarder's IP and
+  SPF domain are left out of the reputation (it would otherwise gather its senders' blame).
+- `junk.dnsbl`: comma-separated DNSBL zones, consulted only for senders without history.
+  Off by default: a DNSBL learns whom the user talks to, and it must not break mail from
+  people with a history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ..mailauth.resolver import Resolver
+from ..mailauth.verdict import AuthVerdict
+from ..proto import events_pb2 as pb
+from ..store import Account, Conflict, Mailbox, NotFound
+from .analyze import DEFAULT_CONFIG, Context, JunkConfig, analyze
+from .features import header_value, names_recipient
+from .reputation import reputation
+
+log = logging.getLogger(__name__)
+
+REJECTS = "Rejects"
+# The talk's fixed-size Rejects mailbox: two weeks is longer than any sender retries (RFC 5321
+# §4.5.4.1 suggests giving up after 4-5 days), and 1,000 messages bound its size.
+REJECTS_DAYS = 14
+REJECTS_MAX = 1000
+DAY = 86400
+# A DNSBL answer later than this is treated as "not listed": mail is not held up for it.
+DNSBL_TIMEOUT = 5.0
+
+SETTING_LISTS = "junk.list-domains"
+SETTING_FORWARDERS = "junk.forwarders"
+SETTING_DNSBL = "junk.dnsbl"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the filter decided for one account."""
+
+    verdict: pb.JunkVerdict
+    features: pb.JunkFeatures  # as recorded for this account (a forwarder's identities left out)
+    mailbox: Mailbox  # where the message was meant to go
+    trusted: str  # the mailing list or forwarder it came through, "" when neither
+
+
+def _setting_list(acct: Account, key: str) -> list[str]:
+    return [x.strip().lower() for x in (acct.view.setting(key) or "").split(",") if x.strip()]
+
+
+def _under(domain: str, parents: Iterable[str]) -> str:
+    for p in parents:
+        if domain == p or domain.endswith("." + p):
+            return p
+    return ""
+
+
+def _in_networks(ip: str, entries: Iterable[str]) -> str:
+    try:
+        addr = ipaddress.ip_address(ip)
+    except ValueError:
+        return ""
+    for e in entries:
+        try:
+            if addr in ipaddress.ip_network(e, strict=False):
+                return e
+        except ValueError:
+            continue
+    return ""
+
+
+def strip_header(message: bytes, name: str) -> bytes:
+    """Remove every field `name` (and its continuation lines): senders must not forge our verdict."""
+    head, sep, body = message.partition(b"\r\n\r\n")
+    out: list[bytes] = []
+    skipping = False
+    lname = name.lower().encode()
+    for line in head.split(b"\r\n"):
+        if line[:1] in (b" ", b"\t"):
+            if not skipping:
+                out.append(line)
+            continue
+        skipping = line.split(b":", 1)[0].strip().lower() == lname
+        if not skipping:
+            out.append(line)
+    return b"\r\n".join(out) + sep + body
+
+
+def dnsbl_name(ip: str, zone: str) -> str:
+    """The DNSBL query name (RFC 5782 §2.1 IPv4, §2.4 IPv6 nibbles)."""
+    addr = ipaddress.ip_address(ip)
+    if addr.version == 4:
+        return ".".join(reversed(str(addr).split("."))) + "." + zone
+    return ".".join(reversed(addr.exploded.replace(":", ""))) + "." + zone
+
+
+class JunkFilter:
+    """Per-server: the filter's configuration, the clock and the jitter's source of randomness."""
+
+    def __init__(
+        self, resolver: Resolver | None = None, config: JunkConfig = DEFAULT_CONFIG,
+        clock: Callable[[], float] = time.time, draw: Callable[[], float] = random.random,
+    ) -> None:
+        self.resolver = resolver
+        self.config = config
+        self.clock = clock
+        self.draw = draw
+
+    def trusted_path(self, acct: Account, f: pb.JunkFeatures, remote_ip: str) -> tuple[str, str]:
+        """(mailing list domain, forwarder) the message came through, as the account configured them."""
+        verified = [*f.dkim_domains, *([f.spf_domain] if f.spf_domain else [])]
+        lists = _setting_list(acct, SETTING_LISTS)
+        listed = ""
+        if f.list_id and lists:
+            listed = next((p for p in (_under(d, lists) for d in verified) if p), "")
+        forwarders = _setting_list(acct, SETTING_FORWARDERS)
+        fwd = _in_networks(remote_ip, forwarders) or next((p for p in (_under(d, forwarders) for d in verified) if p), "")
+        return listed, fwd
+
+    async def _dnsbl(self, remote_ip: str, zones: list[str]) -> str:
+        if self.resolver is None or not remote_ip:
+            return ""
+        for zone in zones:
+            try:
+                answer = await asyncio.wait_for(self.resolver.query(dnsbl_name(remote_ip, zone), "A"), DNSBL_TIMEOUT)
+            except (TimeoutError, ValueError):
+                continue
+            # RFC 5782 §2.1: listed entries answer with an address in 127.0.0.0/8.
+            if answer.ok and any(a.startswith("127.") for a in answer.addresses()):
+                return zone
+        return ""
+
+    async def plan(
+        self, acct: Account, message: bytes, base: pb.JunkFeatures, auth: AuthVerdict | None, *,
+        remote_ip: str, tls: bool, recipients: list[str], mailbox: str = "INBOX",
+    ) -> Plan:
+        """Decide for one account. `base` are the message's features (computed once for all accounts)."""
+        dest = acct.view.mailbox(mailbox) or acct.mailbox_required("INBOX")
+        f = pb.JunkFeatures()
+        f.CopyFrom(base)
+        listed, fwd = self.trusted_path(acct, f, remote_ip)
+        if fwd:
+            del f.ip_nets[:]
+            f.spf_domain = ""
+        now = int(self.clock())
+        ctx = Context(tls=tls, names_recipient=names_recipient(message, recipients), mailing_list=listed, forwarder=fwd)
+        zones = _setting_list(acct, SETTING_DNSBL)
+        if zones and not listed and reputation(acct.junk, f, dest.id, now).spam is None:
+            ctx = Context(ctx.tls, ctx.names_recipient, listed, fwd, await self._dnsbl(remote_ip, zones))
+        verdict = analyze(acct.junk, f, dest.id, dest.name, now, self.draw(), ctx, self.config)
+        return Plan(verdict, f, dest, listed or fwd)
+
+    def reject_key(self, acct: Account, original: bytes) -> bytes:
+        """The Rejects dedup key: the Message-ID when there is one, else the content (as the talk has it)."""
+        message_id = header_value(original, "Message-ID").strip()
+        basis = b"mid\x00" + message_id.encode() if message_id else b"content\x00" + original
+        return acct.blobs.blob_id(b"reject\x00" + basis)
+
+    async def accepted(self, acct: Account, original: bytes) -> int:
+        """A retry was accepted after all: its copies leave Rejects. Returns how many were removed."""
+        copies = acct.junk.rejects(self.reject_key(acct, original))
+        for mailbox_id, uid in copies:
+            await acct.expunge(mailbox_id, [uid])
+        return len(copies)
+
+    async def _rejects_mailbox(self, acct: Account) -> Mailbox:
+        mb = acct.view.mailbox(REJECTS)
+        if mb is not None:
+            return mb
+        try:
+            return await acct.create_mailbox(REJECTS, subscribed=True)
+        except Conflict:
+            return acct.mailbox_required(REJECTS)
+
+    async def store_reject(
+        self, acct: Account, final: bytes, original: bytes, plan: Plan, origin: pb.Origin,
+    ) -> bool:
+        """Keep a rejected message in Rejects (unless a copy is there already); False for a duplicate."""
+        key = self.reject_key(acct, original)
+        if acct.junk.rejects(key):
+            return False
+        mb = await self._rejects_mailbox(acct)
+        f = pb.JunkFeatures()
+        f.CopyFrom(plan.features)
+        f.destined_mailbox_id = plan.mailbox.id
+        f.reject_key = key
+        now = int(self.clock())
+        # \Seen, and neither $Junk nor $NotJunk: a reject is neutral, so that it does not make
+        # the sender's next attempt fail on reputation (Mox does the same).
+        try:
+            await acct.add_message(mb.id, final, flags=["\\Seen"], origin=origin, junk=f, internal_date=now)
+        except NotFound:
+            mb = await self._rejects_mailbox(acct)
+            await acct.add_message(mb.id, final, flags=["\\Seen"], origin=origin, junk=f, internal_date=now)
+        await self.prune(acct, now)
+        return True
+
+    async def prune(self, acct: Account, now: int) -> list[int]:
+        """Keep Rejects to the newest REJECTS_DAYS days and at most REJECTS_MAX messages."""
+        mb = acct.view.mailbox(REJECTS)
+        if mb is None:
+            return []
+        msgs = acct.view.messages(mb.id)
+        cutoff = now - REJECTS_DAYS * DAY
+        old = {m.uid for m in msgs if m.internal_date < cutoff}
+        keep = [m for m in msgs if m.uid not in old]
+        excess = sorted(keep, key=lambda m: (m.internal_date, m.uid))[: max(0, len(keep) - REJECTS_MAX)]
+        gone = sorted(old | {m.uid for m in excess})
+        if gone:
+            await acct.expunge(mb.id, gone)
+        return gone
