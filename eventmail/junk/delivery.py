@@ -30,13 +30,13 @@ from ..mailauth.resolver import Resolver
 from ..mailauth.verdict import AuthVerdict
 from ..proto import events_pb2 as pb
 from ..store import Account, Conflict, Mailbox, NotFound
+from ..store.account import REJECTS
 from .analyze import DEFAULT_CONFIG, Context, JunkConfig, analyze
 from .features import header_value, names_recipient
 from .reputation import reputation
 
 log = logging.getLogger(__name__)
 
-REJECTS = "Rejects"
 # The talk's fixed-size Rejects mailbox: two weeks is longer than any sender retries (RFC 5321
 # §4.5.4.1 suggests giving up after 4-5 days), and 1,000 messages bound its size.
 REJECTS_DAYS = 14

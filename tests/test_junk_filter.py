@@ -1,0 +1,261 @@
+"""The junk filter's parts: tokenizer, word probabilities, reputation steps, the decision, training rules, Rejects."""
+
+import asyncio
+import tempfile
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from eventmail.junk.analyze import Context, analyze, header
+from eventmail.junk.bayes import BayesParams, classify, word_probability
+from eventmail.junk.delivery import REJECTS_MAX, JunkFilter, dnsbl_name, strip_header
+from eventmail.junk.features import ip_nets, message_features, names_recipient
+from eventmail.junk.projection import JunkView
+from eventmail.junk.reputation import reputation
+from eventmail.junk.tokenize import html_to_text, tokenize
+from eventmail.proto import events_pb2 as pb
+from eventmail.store import MasterKeySource, Store, init_directory, load_master_key
+from eventmail.store import projection as proj
+from eventmail.store.account import junk_training_flags
+from eventmail.store.projection import Mailbox
+
+DAY = 86400
+NOW = 1_800_000_000
+
+
+# ---------------------------------------------------------------- tokenizer
+
+
+def test_tokens_come_from_text_html_and_selected_headers_once_each() -> None:
+    raw = (
+        b"From: Deal Maker <deals@spam.test>\r\nTo: you@example.test\r\nSubject: Cheap Pills cheap\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=b\r\n\r\n--b\r\n"
+        b"Content-Type: text/plain\r\n\r\nbuy cheap pills buy\r\n--b\r\nContent-Type: text/html\r\n\r\n"
+        b"<html><style>.hidden{color:red}</style><p>VISIT <a href='http://pills.example/x'>our shop</a></p>"
+        b"<script>var secretword=1</script></html>\r\n--b--\r\n"
+    )
+    t = tokenize(raw)
+    assert len(t) == len(set(t))  # each token once per message
+    assert {"buy", "cheap", "pills", "buy cheap", "visit", "our shop", "url:pills.example", "uc:VISIT"} <= set(t)
+    assert {"s:cheap", "s:pills", "f:deal", "f:spam.test", "ct:text/html"} <= set(t)
+    assert not any("secretword" in x or "hidden" in x for x in t)  # script and style are not text
+    assert not any("you@example.test" in x or x.startswith("t:") for x in t)  # To is not tokenized
+
+
+def test_html_reduces_to_text() -> None:
+    assert " ".join(html_to_text("<p>Hello&nbsp;<b>world</b></p><script>x()</script>").split()) == "Hello world"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=3000))
+def test_tokenizer_never_raises_on_hostile_bytes(data: bytes) -> None:
+    t = tokenize(data)
+    assert len(t) == len(set(t))
+
+
+# ---------------------------------------------------------------- Bayes
+
+
+def test_word_probability_clamps_and_pulls_rare_words_toward_half() -> None:
+    p = BayesParams()
+    assert word_probability(0, 500, 1000, 1000, p) == 1 - p.max_power  # clamped
+    assert word_probability(500, 0, 1000, 1000, p) == p.max_power
+    once, often = word_probability(0, 1, 100, 100, p), word_probability(0, 40, 100, 100, p)
+    assert 0.5 < once < often  # a word seen once is weaker evidence than one seen 40 times
+
+
+def test_classify_combines_hammiest_and_spammiest_and_ignores_neutral_words() -> None:
+    counts = {f"spam{i}": (0, 50) for i in range(15)} | {"ham1": (50, 0), "neutral": (50, 50)}
+    r = classify(["ham1", "neutral", *counts.keys()], counts, 100, 100, BayesParams(top_words=10))
+    assert r.probability > 0.99
+    assert len(r.spam_words) == 10 and [w for w, _ in r.ham_words] == ["ham1"]
+    assert "neutral" not in {w for w, _ in r.spam_words + r.ham_words}
+    assert classify(["unknown"], counts, 100, 100).probability == 0.5
+
+
+# ---------------------------------------------------------------- reputation and the decision
+
+
+def scratch() -> tuple[JunkView, list[pb.Event]]:
+    db = proj.connect()
+    evs = [
+        pb.Event(mailbox_created=pb.MailboxCreated(mailbox_id=1, name="INBOX", uidvalidity=1)),
+        pb.Event(mailbox_created=pb.MailboxCreated(mailbox_id=2, name="Archive", uidvalidity=2)),
+    ]
+    proj.apply_all(db, [(i, i, e) for i, e in enumerate(evs, 1)])
+    return JunkView(db), evs
+
+
+def add(view: JunkView, uid: int, f: pb.JunkFeatures, spam: bool, when: int, mailbox: int = 1) -> None:
+    seq = proj.MailboxView(view.db).seq + 1
+    e = pb.Event(message_added=pb.MessageAdded(mailbox_id=mailbox, uid=uid, blob_id=b"%d" % uid, internal_date=when,
+                                               flags=["$Junk" if spam else "$NotJunk"], junk=f))
+    proj.apply_all(view.db, [(seq, seq, e)])
+
+
+def sender(addr: str = "a@x.test", ip: str = "192.0.2.10", validated: bool = True) -> pb.JunkFeatures:
+    d = addr.rpartition("@")[2]
+    return pb.JunkFeatures(from_address=addr, from_domain=d, from_org_domain=d, from_validated=validated,
+                           ip_nets=ip_nets(ip), words=["hello"])
+
+
+def test_from_address_decides_first_and_only_when_dmarc_aligned() -> None:
+    view, _ = scratch()
+    add(view, 1, sender(), True, NOW - DAY)
+    r = reputation(view, sender(), 1, NOW)
+    assert (r.method, r.spam, r.conclusive) == ("reputation:from-address", True, True)
+    # Not aligned: the From address is not evidence; the IP (one message, min 2) is only a hint.
+    r = reputation(view, sender(validated=False), 1, NOW)
+    assert (r.method, r.spam, r.conclusive) == ("reputation:ip-narrow", True, False)
+    # Other destination mailbox: nothing known.
+    assert reputation(view, sender(), 2, NOW).spam is None
+    # Outside the window: forgotten.
+    assert reputation(view, sender(), 1, NOW + 400 * DAY).spam is None
+
+
+def test_mixed_history_is_not_conclusive_and_newest_three_decide() -> None:
+    view, _ = scratch()
+    add(view, 1, sender(), True, NOW - 10 * DAY)
+    add(view, 2, sender(), False, NOW - 5 * DAY)
+    r = reputation(view, sender(), 1, NOW)
+    assert r.method == "reputation:from-address" and not r.conclusive
+    for uid in (3, 4, 5):
+        add(view, uid, sender(), False, NOW - 4 * DAY + uid)
+    r = reputation(view, sender(), 1, NOW)
+    assert (r.spam, r.conclusive) == (False, True)  # the newest three are all wanted
+
+
+def test_wrote_to_then_domain_then_ip_ranges() -> None:
+    view, _ = scratch()
+    sent = pb.JunkFeatures(sent_to=["friend@y.test"])
+    seq = proj.MailboxView(view.db).seq + 1
+    proj.apply_all(view.db, [(seq, seq, pb.Event(message_added=pb.MessageAdded(
+        mailbox_id=2, uid=1, blob_id=b"s", internal_date=NOW - DAY, junk=sent)))])
+    r = reputation(view, sender("friend@y.test", "198.51.100.1"), 1, NOW)
+    assert (r.method, r.spam, r.conclusive) == ("reputation:wrote-to", False, True)
+    for uid in (2, 3):
+        add(view, uid, sender(f"u{uid}@z.test", "203.0.113.5"), True, NOW - uid)
+    r = reputation(view, sender("new@z.test", "198.51.100.1"), 1, NOW)
+    assert (r.method, r.spam, r.conclusive) == ("reputation:from-domain", True, True)
+    # Unvalidated, same /26 as the junk: 2 messages, /26 needs 5: a hint only.
+    r = reputation(view, sender("x@q.test", "203.0.113.9", validated=False), 1, NOW)
+    assert (r.method, r.spam, r.conclusive) == ("reputation:ip-medium", True, False)
+
+
+def trained(n: int = 20) -> JunkView:
+    view, _ = scratch()
+    for i in range(n):
+        add(view, 100 + 2 * i, pb.JunkFeatures(words=["viagra", "cheap", f"s{i}"], ip_nets=ip_nets(f"10.0.{i}.1")),
+            True, NOW - 1000 + i)
+        add(view, 101 + 2 * i, pb.JunkFeatures(words=["meeting", "agenda", f"h{i}"], ip_nets=ip_nets(f"10.1.{i}.1")),
+            False, NOW - 1000 + i)
+    return view
+
+
+def test_bayes_decides_for_first_time_senders_with_recorded_jitter_and_strictness() -> None:
+    view = trained()
+    spam = pb.JunkFeatures(words=["viagra", "cheap", "meeting"])
+    v = analyze(view, spam, 1, "INBOX", NOW, 0.5)
+    assert (v.accept, v.method) == (False, "bayes") and v.score > v.threshold
+    assert v.spam_words[:2] == ["viagra", "cheap"]  # ties: the longer word first and v.ham_words == ["meeting"]
+    ham = pb.JunkFeatures(words=["meeting", "agenda"])
+    v = analyze(view, ham, 1, "INBOX", NOW, 0.0)
+    assert v.accept and v.jitter == -0.02 and abs(v.threshold - 0.93) < 1e-9
+    v = analyze(view, ham, 1, "INBOX", NOW, 0.999999, Context(tls=False, names_recipient=False))
+    assert abs(v.threshold - (0.95 + v.jitter - 0.10)) < 1e-9 and len(v.reasons) >= 3
+    # Too little training: the content filter does not reject.
+    v = analyze(trained(3), spam, 1, "INBOX", NOW, 0.5)
+    assert (v.accept, v.method) == (True, "bayes:untrained")
+
+
+def test_lists_and_dnsbl() -> None:
+    view = trained()
+    spam = pb.JunkFeatures(words=["viagra", "cheap"])
+    assert analyze(view, spam, 1, "INBOX", NOW, 0.5, Context(mailing_list="lists.test")).method == "mailing-list"
+    v = analyze(view, spam, 1, "INBOX", NOW, 0.5, Context(dnsbl="bl.test"))
+    assert (v.accept, v.method) == (False, "dnsbl")
+    assert dnsbl_name("192.0.2.99", "bl.test") == "99.2.0.192.bl.test"
+    assert dnsbl_name("2001:db8::1", "bl.test").startswith("1.0.0.0.") and dnsbl_name("2001:db8::1", "bl.test").endswith(
+        ".8.b.d.0.1.0.0.2.bl.test")
+
+
+def test_header_shows_the_verdict_and_forged_ones_are_removed() -> None:
+    v = pb.JunkVerdict(accept=False, method="bayes", score=0.99, threshold=0.95, spam_words=["viagra"],
+                       ham_words=["agenda"])
+    h = header(v)
+    assert h.startswith("X-Eventmail-Junk: reject; method=bayes; score=0.9900; threshold=0.9500")
+    assert 'spam="viagra"' in h and 'ham="agenda"' in h
+    msg = b"X-Eventmail-Junk: accept;\r\n\tforged\r\nSubject: s\r\n\r\nbody X-Eventmail-Junk: stays\r\n"
+    assert strip_header(msg, "X-Eventmail-Junk") == b"Subject: s\r\n\r\nbody X-Eventmail-Junk: stays\r\n"
+
+
+def test_features_and_recipient_naming() -> None:
+    raw = b"From: A <A@Example.TEST>\r\nTo: you@x.test\r\nList-Id: Talk <talk.lists.test>\r\n\r\nhi\r\n"
+    f = message_features(raw, remote_ip="2001:db8:1:2::5", sent_to=["B@Y.test"])
+    assert (f.from_address, f.from_domain, f.list_id) == ("a@example.test", "example.test", "talk.lists.test")
+    assert list(f.ip_nets) == ["2001:db8:1:2::/64", "2001:db8:1::/48", "2001:db8::/32"]
+    assert list(f.sent_to) == ["b@y.test"] and not f.from_validated
+    assert names_recipient(raw, ["YOU@x.test"]) and not names_recipient(raw, ["other@x.test"])
+    assert message_features(raw, remote_ip="192.0.2.1", forwarder=True).ip_nets == []
+
+
+# ---------------------------------------------------------------- training rules
+
+
+def mb(name: str, use: int = pb.SPECIAL_USE_NONE) -> Mailbox:
+    return Mailbox(1, name, 1, 1, use, 0)
+
+
+def test_moves_say_junk_or_not_junk_and_rejects_is_neutral() -> None:
+    inbox, junk, rejects = mb("INBOX"), mb("Junk", pb.SPECIAL_USE_JUNK), mb("Rejects")
+    archive, trash, work = mb("Archive", pb.SPECIAL_USE_ARCHIVE), mb("Trash", pb.SPECIAL_USE_TRASH), mb("Work")
+    assert junk_training_flags(inbox, junk) == (["$Junk"], ["$NotJunk"])
+    assert junk_training_flags(inbox, work) == (["$NotJunk"], ["$Junk"])  # a mailbox of the user's own
+    assert junk_training_flags(rejects, inbox) == (["$NotJunk"], ["$Junk"])  # out of Rejects: wanted
+    assert junk_training_flags(rejects, archive) == (["$NotJunk"], ["$Junk"])
+    assert junk_training_flags(rejects, trash) == ([], [])  # throwing a reject away says nothing
+    assert junk_training_flags(work, inbox) == ([], [])  # INBOX is neutral
+    assert junk_training_flags(inbox, rejects) == ([], [])  # so is Rejects
+
+
+# ---------------------------------------------------------------- Rejects upkeep, through the store
+
+
+def test_rejects_dedup_prune_and_removal_on_acceptance() -> None:
+    async def go() -> None:
+        with tempfile.TemporaryDirectory() as t:
+            d = Path(t) / "data"
+            src = MasterKeySource(key_file=Path(t) / "k")
+            init_directory(d, src)
+            store = await Store.open(d, load_master_key(d, src))
+            await store.create_account("a", ["a@example.test"], None)
+            clock = [float(NOW)]
+            jf = JunkFilter(clock=lambda: clock[0], draw=lambda: 0.5)
+            async with store.use_account("a") as acct:
+                raw = b"From: s@x.test\r\nMessage-ID: <1@x.test>\r\nSubject: s\r\n\r\nbody\r\n"
+                plan = await jf.plan(acct, raw, message_features(raw), None, remote_ip="192.0.2.1", tls=True,
+                                     recipients=["a@example.test"])
+                origin = pb.Origin(kind="smtp", junk=plan.verdict)
+                assert await jf.store_reject(acct, b"X: 1\r\n" + raw, raw, plan, origin)
+                # A retry with other trace headers but the same Message-ID: not stored again.
+                assert not await jf.store_reject(acct, b"X: 2\r\n" + raw, raw, plan, origin)
+                rejects = acct.mailbox_required("Rejects")
+                assert acct.view.count(rejects.id) == 1
+                (m,) = acct.view.messages(rejects.id)
+                assert m.flags == ("\\Seen",)  # neutral: neither $Junk nor $NotJunk
+                assert acct.junk.history([("ip", "192.0.2.1/32")], plan.mailbox.id, 0, 10) == []
+                # Accepted later: the copy leaves Rejects.
+                assert await jf.accepted(acct, raw) == 1
+                assert acct.view.count(rejects.id) == 0
+                # Without a Message-ID the content is the key; 15 days later a copy is pruned.
+                for i in range(3):
+                    other = b"From: s@x.test\r\nSubject: n\r\n\r\nbody %d\r\n" % i
+                    assert await jf.store_reject(acct, other, other, plan, origin)
+                    clock[0] += 8 * DAY
+                assert acct.view.count(rejects.id) == 2
+                assert await jf.prune(acct, int(clock[0])) == [3]
+                assert REJECTS_MAX == 1000
+            await store.close()
+
+    asyncio.run(go())
