@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from google.protobuf import json_format
 
 from . import transfer
+from .junk.cli import add_commands as add_junk_commands
 from .proto import events_pb2 as pb
 from .store import (
     QUEUE,
@@ -524,6 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
     for kind, port in LOCALSERVE_PORTS.items():
         p.add_argument(f"--{kind}-port", type=int, default=port, help=f"{kind} port (default {port})")
     p.add_argument("--http-port", type=int, default=1080, help="HTTP port (default 1080)")
+
+    add_junk_commands(sub, add)
 
     p = add(sub, "serve", cmd_serve, "run the server with the static settings of a TOML file")
     p.add_argument("--config", required=True, help="the TOML configuration file")

@@ -125,6 +125,15 @@ class Account:
         if self.view.seq - self._checkpoint_seq >= CHECKPOINT_EVERY:
             self.write_checkpoint()
 
+    def rebuild_projection(self) -> None:
+        """Rebuild the mailbox view and the junk projections from the log alone, and checkpoint them."""
+        db = projection.connect()
+        projection.apply_all(db, self._events_since(0))
+        self.view.db = db
+        self.junk.db = db
+        self._checkpoint_seq = 0
+        self.write_checkpoint()
+
     def write_checkpoint(self) -> None:
         """Seal the current projection to disk, so the next open replays only the tail."""
         keys = self._log.keys
