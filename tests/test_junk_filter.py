@@ -259,3 +259,21 @@ def test_rejects_dedup_prune_and_removal_on_acceptance() -> None:
             await store.close()
 
     asyncio.run(go())
+
+
+def test_our_trace_fields_change_no_token_and_stored_verdicts_give_back_identities() -> None:
+    from eventmail.junk.features import origin_features
+    from eventmail.mailauth.dmarc import DmarcResult
+    from eventmail.mailauth.spf import SpfResult
+    from eventmail.mailauth.verdict import AuthVerdict
+
+    raw = b"From: A <a@x.test>\r\nSubject: hi there\r\n\r\nplain words\r\n"
+    traced = (b"Received: from h ([192.0.2.1])\r\n\tby mx.test\r\nAuthentication-Results: mx.test; spf=pass\r\n"
+              b"X-Eventmail-Junk: accept; method=bayes\r\n" + raw)
+    assert tokenize(traced) == tokenize(raw)
+    auth = AuthVerdict(SpfResult("pass", "x.test", "mailfrom", "a@x.test", "h", "192.0.2.1"), (),
+                       DmarcResult("pass", "none", from_domain="x.test"), "dmarc-pass", ())
+    origin = pb.Origin(kind="smtp", remote_ip="192.0.2.1", verdict=auth.to_json())
+    f = origin_features(traced, origin)
+    assert f.from_validated and f.spf_domain == "x.test" and f.ip_nets[0] == "192.0.2.1/32"
+    assert not origin_features(traced, pb.Origin(kind="imap-append")).from_validated

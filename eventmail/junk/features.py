@@ -124,6 +124,20 @@ def message_features(
     return f
 
 
+def origin_features(message: bytes, origin: pb.Origin | None, sent_to: Iterable[str] = ()) -> pb.JunkFeatures:
+    """Features of a message stored without them (hand-off from a backup MX, restore): the sender's
+    verified identities come back from the authentication verdict its delivery event recorded."""
+    auth: AuthVerdict | None = None
+    remote_ip = ""
+    if origin is not None and origin.kind == "smtp" and origin.verdict:
+        try:
+            auth = AuthVerdict.from_json(origin.verdict)
+        except (ValueError, TypeError, KeyError):
+            auth = None
+        remote_ip = origin.remote_ip
+    return message_features(message, auth=auth, remote_ip=remote_ip, sent_to=sent_to)
+
+
 def sent_recipients(message: bytes, origin: pb.Origin | None) -> list[str]:
     """The addresses a Sent copy went to: the SMTP recipients of a submission, else To, Cc and Bcc."""
     if origin is not None and origin.kind == "submission" and origin.rcpt_to:

@@ -32,6 +32,9 @@ MIN_WORD, MAX_WORD = 2, 24
 # about this one delivery, or would make the recipient's own address a "ham word".
 HEADER_WORDS = ("subject", "from", "reply-to")
 HEADER_VALUES = ("x-mailer", "user-agent", "list-id", "precedence")
+# Fields that receiving servers (ours included) add: they tell nothing about the sender, and a
+# message must give the same tokens before and after our own trace fields are prepended.
+TRACE_HEADERS = frozenset({"received", "authentication-results", "x-eventmail-junk", "return-path", "delivered-to"})
 
 _WORD = re.compile(r"[^\W_]+(?:['’.-][^\W_]+)*", re.UNICODE)
 _URL_HOST = re.compile(r"https?://([a-z0-9.-]+)", re.IGNORECASE)
@@ -159,7 +162,7 @@ def tokenize(message: bytes) -> list[str]:
             _add(tokens, [f"{name}:{' '.join(str(header).lower().split())[:60]}"])
     # The shape of the message: which headers it has, its parts' types and charsets, where its
     # Message-ID was made. Bulk mailers leave fingerprints here that people's mail programs don't.
-    _add(tokens, (f"h:{k.lower()}" for k in msg.keys() if len(k) <= 40))
+    _add(tokens, (f"h:{k.lower()}" for k in msg.keys() if len(k) <= 40 and k.lower() not in TRACE_HEADERS))
     mid = _MESSAGE_ID_HOST.search(str(msg.get("message-id", "")))
     if mid:
         _add(tokens, [f"mid:{mid.group(1).lower()}"])

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from ..junk.features import message_features, sent_recipients
+from ..junk.features import origin_features, sent_recipients
 from ..junk.projection import JunkView
 from ..mime.structure import parse_structure
 from ..proto import events_pb2 as pb
@@ -237,7 +237,7 @@ class Account:
         if junk is None:
             # What the junk projections need, extracted now so that replay never reads blobs.
             sent_to = sent_recipients(raw, origin) if mb.special_use == pb.SPECIAL_USE_SENT else ()
-            junk = await asyncio.to_thread(message_features, raw, sent_to=sent_to)
+            junk = await asyncio.to_thread(origin_features, raw, origin, sent_to)
         blob_id = await asyncio.to_thread(self.blobs.put, raw)
         async with self._lock:
             if skip_duplicate and self.view.uid_of_blob(mb.id, blob_id) is not None:
