@@ -15,7 +15,7 @@ from eventmail.proto import events_pb2 as pb
 from eventmail.store import MasterKeySource, Store, load_master_key
 
 from .dns_fixture import DnsServer, zone_text
-from .replica_pair import Node, caught_up, make_pair, wait_until
+from .replica_pair import Node, caught_up, close_pair, make_pair, wait_until
 
 pytestmark = [pytest.mark.peers, pytest.mark.skipif(shutil.which("swaks") is None, reason="swaks not installed")]
 
@@ -41,7 +41,8 @@ def with_from(raw: bytes, address: str) -> bytes:
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, Node]]:
     base = tmp_path_factory.mktemp("junkpair")
     with DnsServer.start(base / "dns", zones()) as dns:
-        a, b = make_pair(base, dns_port=dns.port)
+        a, b = make_pair(base)
+        a.dns_port = b.dns_port = dns.port  # our zones (the pair's own DNS server has only example.test)
 
         async def train(store: Store) -> None:
             hams, spams = corpus("ham"), corpus("spam")
@@ -72,8 +73,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, Node]
             wait_until(lambda: caught_up(b, a), 60, "the secondary to catch up")
             yield a, b
         finally:
-            b.stop()
-            a.stop()
+            close_pair(a, b)
 
 
 def send(node: Node, sender: str, raw: bytes) -> int:
