@@ -118,7 +118,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rate", type=float, default=20.0, help="deliveries per second for the lag figure")
     ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--backlog", type=int, default=3000, help="records the secondary catches up on")
+    ap.add_argument("--backlog", type=int, default=5000, help="records the secondary catches up on")
     ap.add_argument("--clients", type=int, default=4)
     args = ap.parse_args()
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
@@ -143,22 +143,22 @@ def main() -> None:
                     a.ports.clear()
                     b.ports.clear()
                     a.start()
-                    target = position(a)
                     t0 = time.monotonic()
                     b.start()
+                    t1 = time.monotonic()  # the secondary's process is up; from here on it catches up
                     wait_until(lambda a=a, b=b: caught_up(b, a), timeout=600, what="catch-up")  # type: ignore[misc]
-                    elapsed = time.monotonic() - t0
-                    results["catchup_records"] = args.backlog
-                    results["catchup_s"] = elapsed
-                    results["catchup_records_per_s"] = args.backlog / elapsed
-                    results["catchup_target_seq"] = target
+                    done = time.monotonic()
+                    results["catchup_s"] = done - t1
+                    results["catchup_with_start_s"] = done - t0
+                    results["catchup_records_per_s"] = args.backlog / (done - t1)
             finally:
                 close_pair(a, b)
     print("replication on loopback, two `eventmail serve` processes, mutual TLS, 2-core machine")
     print(f"async lag at {args.rate:.0f} deliveries/s over {args.seconds:.0f} s ({results['lag_n']:.0f} messages): "
           f"p50 {results['lag_p50_ms']:.1f} ms, p99 {results['lag_p99_ms']:.1f} ms (250 to record durable on the secondary)")
     print(f"catch-up: {args.backlog} records (each a delivery with its blob) in {results['catchup_s']:.1f} s "
-          f"= {results['catchup_records_per_s']:.0f} records/s (includes the secondary's start)")
+          f"= {results['catchup_records_per_s']:.0f} records/s once the secondary runs "
+          f"({results['catchup_with_start_s']:.1f} s including its start)")
     ratio = results["sync_msgs_per_s"] / results["async_msgs_per_s"]
     print(f"SMTP throughput, {args.clients} clients: async {results['async_msgs_per_s']:.1f} msg/s, "
           f"sync {results['sync_msgs_per_s']:.1f} msg/s, sync/async = {ratio:.2f}")
