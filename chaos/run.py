@@ -115,7 +115,7 @@ class Pair:
         if small_disk:
             self.mount = self.b.base / "data"
             self.mount.mkdir()
-            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(self.mount)], check=True)
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96m", "tmpfs", str(self.mount)], check=True)
         self.primary, self.secondary = self.a, self.b
         self.a.start()
         self.b.start()
@@ -267,10 +267,21 @@ def _send_direct(node: Node, subject: str, load: Load, t0: float, taken: list[fl
 def _fill(pair: Pair) -> Path:
     assert pair.mount is not None, "scenario e needs the small filesystem"
     filler = pair.mount / "filler"
-    free = shutil.disk_usage(pair.mount).free
-    with open(filler, "wb") as f:
+    chunk = b"\0" * (1 << 20)
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        # Unbuffered writes until the filesystem refuses: then it is full to the last block.
+        while True:
+            try:
+                if os.write(fd, chunk) == 0:
+                    break
+            except OSError:
+                if len(chunk) <= 512:
+                    break
+                chunk = chunk[: len(chunk) // 2]
+    finally:
         with contextlib.suppress(OSError):
-            f.write(b"\0" * max(0, free - 4096))
+            os.close(fd)
     return filler
 
 
