@@ -3,7 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-TRIALS ?= 200
+TRIALS ?= 20
+KILL_TRIALS ?= 200
 RUN_DIR ?= run-data
 # Extra localserve flags, e.g. RUN_ARGS='--password pw --smtp-port 2525'.
 RUN_ARGS ?=
@@ -38,9 +39,10 @@ demo: venv
 proto: venv
 	$(BIN)/python tools/gen_proto.py eventmail/proto
 
-# Fault injection with more trials than `make test` runs (TRIALS settable).
+# Fault injection with more trials than `make test` runs: the store's SIGKILL trials
+# (KILL_TRIALS) and every replication scenario in both modes (TRIALS each).
 chaos: venv
-	EVENTMAIL_KILL_TRIALS=$(TRIALS) $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_crash.py
+	EVENTMAIL_KILL_TRIALS=$(KILL_TRIALS) $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_crash.py
 	GRPC_VERBOSITY=ERROR $(BIN)/python -m chaos.run --trials $(TRIALS)
 
 bench: venv deps
