@@ -132,6 +132,18 @@ class MailServer:
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 
+    def wait_log(self, needle: str, timeout: float = 10.0) -> str:
+        """The first log line containing `needle`. The log is read by a thread, so a line the
+        server wrote before its reply may not be in `log_lines` yet when the reply arrives."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in list(self.log_lines):
+                if needle in line:
+                    return line
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no log line with {needle!r}; last lines:\n" + "\n".join(self.log_lines[-20:]))
+            time.sleep(0.05)
+
     def messages(self, account: str, mailbox: str = "INBOX") -> list[bytes]:
         """The messages of a mailbox, read through a read-only store beside the running server."""
 

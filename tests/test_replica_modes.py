@@ -48,7 +48,7 @@ def test_sync_degrade_acknowledges_says_so_and_returns_to_sync(tmp_path: Path) -
         b.stop()
         send(a.ports["smtp"], "degraded")
         assert a.status()["mode"] == "sync(degraded)"
-        assert any("DEGRADED to async" in line for line in a.log_lines)
+        a.wait_log("DEGRADED to async")
         metrics = a.replica("status", "--metrics").stdout
         assert "eventmail_replica_degraded 1.0" in metrics
         b.ports.clear()

@@ -52,15 +52,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailServer]:
 
 
 def wait_log(srv: MailServer, needle: str, timeout: float = 10.0) -> str:
-    """The first server log line containing `needle` (the log is read by a thread, so wait)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        for line in list(srv.log_lines):
-            if needle in line:
-                return line
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no log line with {needle!r}; last lines:\n" + "\n".join(srv.log_lines[-20:]))
-        time.sleep(0.05)
+    return srv.wait_log(needle, timeout)
 
 
 class Raw:
