@@ -53,16 +53,12 @@ class ReplicationServicer:
         """The follower opens one call and keeps it: Hello first, then Acks; the leader sends the
         keyring, then for every stream it writes the blobs and records after the common point.
         """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, 'Method not implemented!')
 
     def GetKeyring(self, request, context):
         """A new secondary's first step: the primary's keyring, to lay out its data directory.
         """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, 'Method not implemented!')
 
 
 def add_ReplicationServicer_to_server(servicer, server):
