@@ -17,8 +17,7 @@ from prometheus_client import generate_latest
 from eventmail.config import Config, ReplicationSettings
 from eventmail.proto import replication_pb2 as rpb
 from eventmail.proto import replication_pb2_grpc as rpc
-from eventmail.store import Store
-from eventmail.store.keyring import load_key_file
+from eventmail.store import MasterKeySource, Store, load_master_key
 
 from . import tlsauth
 from .follower import Follower
@@ -40,7 +39,7 @@ async def bootstrap(cfg: Config) -> None:
         return
     if cfg.key_file is None:
         raise SystemExit("replication: a new secondary needs key_file (the primary's master key file)")
-    master = load_key_file(cfg.key_file)
+    master = load_master_key(cfg.data_dir, MasterKeySource(key_file=cfg.key_file))
     creds = tlsauth.channel_credentials(s.cert, s.key, s.peer_cert)
     while True:
         try:

@@ -15,9 +15,8 @@ from eventmail.junk.projection import JunkView
 from eventmail.junk.reputation import reputation
 from eventmail.junk.tokenize import html_to_text, tokenize
 from eventmail.proto import events_pb2 as pb
-from eventmail.store import MasterKeySource, Store, init_directory, load_master_key
+from eventmail.store import MasterKeySource, Store, init_directory, junk_training_flags, load_master_key
 from eventmail.store import projection as proj
-from eventmail.store.account import junk_training_flags
 from eventmail.store.projection import Mailbox
 
 DAY = 86400

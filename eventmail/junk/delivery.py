@@ -29,8 +29,7 @@ from dataclasses import dataclass
 from ..mailauth.resolver import Resolver
 from ..mailauth.verdict import AuthVerdict
 from ..proto import events_pb2 as pb
-from ..store import Account, Conflict, Mailbox, NotFound
-from ..store.account import REJECTS
+from ..store import REJECTS, Account, Conflict, Mailbox, NotFound
 from .analyze import DEFAULT_CONFIG, Context, JunkConfig, analyze
 from .features import header_value, names_recipient
 from .reputation import reputation

@@ -1,6 +1,6 @@
 """The encrypted event-log store: the only way protocol, web and replication code reach account data."""
 
-from .account import DEFAULT_MAILBOXES, JUNK, NOT_JUNK, Account, junk_training_flags
+from .account import DEFAULT_MAILBOXES, JUNK, NOT_JUNK, REJECTS, Account, junk_training_flags
 from .errors import (
     Conflict,
     DamagedBlob,
@@ -28,6 +28,7 @@ __all__ = [
     "JUNK",
     "NOT_JUNK",
     "QUEUE",
+    "REJECTS",
     "SYSTEM",
     "Account",
     "AccountInfo",
