@@ -323,10 +323,7 @@ async def cmd_localserve(args: argparse.Namespace) -> None:
     except BaseException:
         await store.close()
         raise
-    import importlib.util
-
-    imap_ready = importlib.util.find_spec("eventmail.imap.server") is not None
-    ports = {k: getattr(args, f"{k}_port") for k in LOCALSERVE_PORTS if imap_ready or not k.startswith("imap")}
+    ports = {k: getattr(args, f"{k}_port") for k in LOCALSERVE_PORTS}
     nameservers, dns_port = _dns(args.dns)
     cfg = config_mod.Config(
         hostname="localhost", data_dir=directory, key_file=source.key_file, passphrase_env=None,

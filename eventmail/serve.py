@@ -3,7 +3,6 @@
 import asyncio
 import contextlib
 import dataclasses
-import importlib
 import logging
 import signal
 import ssl
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import Config
+from .imap.server import start_imap
 from .mailauth.resolver import Resolver, ResolverConfig
 from .sasl.ratelimit import DEFAULT_ADDRESS_POLICY, LoginLimiter
 from .smtp.delivery import InboundDelivery
@@ -95,8 +95,6 @@ async def _start_listener(
     inbound: InboundDelivery, submission: Submission, limiter: LoginLimiter,
 ) -> asyncio.Server:
     if kind in ("imap", "imaps"):
-        # Imported by name until the IMAP server module lands beside this one.
-        start_imap = importlib.import_module("eventmail.imap.server").start_imap
         server: asyncio.Server = await start_imap(
             store, address, port,
             tls_context=tls if kind == "imaps" else None,
