@@ -201,6 +201,15 @@ def status_values(
     return out
 
 
+def existing_mailbox(view: MailboxView, name: str, code: str = "NONEXISTENT") -> Mailbox:
+    """The named mailbox, or NO with `code`: NONEXISTENT (RFC 5530 §3), or TRYCREATE where a
+    client may create it and retry (APPEND, COPY and MOVE; RFC 9051 §6.3.12, §6.4.7)."""
+    mb = view.mailbox(name)
+    if mb is None:
+        raise no(f"no mailbox {name}", code)
+    return mb
+
+
 def mailbox_object_id(mb: Mailbox) -> str:
     return f"M{mb.id}x{mb.uidvalidity}"
 
@@ -242,9 +251,7 @@ async def lsub(s: Session, cmd: Lsub) -> AsyncIterator[r.Response]:
 
 async def status(s: Session, cmd: Status) -> AsyncIterator[r.Response]:
     acct = s.need_acct()
-    mb = acct.view.mailbox(cmd.mailbox)
-    if mb is None:
-        raise no(f"no mailbox {cmd.mailbox}", "NONEXISTENT")
+    mb = existing_mailbox(acct.view, cmd.mailbox)
     if "HIGHESTMODSEQ" in cmd.items:
         s.condstore = True  # RFC 7162 §3.1
     values = status_values(acct.view, mb, cmd.items, appendlimit=s.opts.limits.max_append, recent=_recent(s, mb))
@@ -279,9 +286,7 @@ async def delete(s: Session, cmd: Delete) -> AsyncIterator[r.Response]:
     acct = s.need_acct()
     if cmd.mailbox.upper() == "INBOX":
         raise no("INBOX cannot be deleted", "CANNOT")  # RFC 9051 §6.3.5
-    mb = acct.view.mailbox(cmd.mailbox)
-    if mb is None:
-        raise no(f"no mailbox {cmd.mailbox}", "NONEXISTENT")
+    mb = existing_mailbox(acct.view, cmd.mailbox)
     if s.selected is not None and s.selected.mailbox_id == mb.id:
         s.unselect()
     await acct.delete_mailbox(mb.name)
@@ -290,9 +295,7 @@ async def delete(s: Session, cmd: Delete) -> AsyncIterator[r.Response]:
 
 async def rename(s: Session, cmd: Rename) -> AsyncIterator[r.Response]:
     acct = s.need_acct()
-    old = acct.view.mailbox(cmd.mailbox)
-    if old is None:
-        raise no(f"no mailbox {cmd.mailbox}", "NONEXISTENT")
+    old = existing_mailbox(acct.view, cmd.mailbox)
     new = check_name(cmd.new_name)
     if new == "INBOX" or acct.view.mailbox(new) is not None:
         raise no(f"mailbox {new} exists", "ALREADYEXISTS")

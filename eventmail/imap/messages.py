@@ -12,6 +12,7 @@ from eventmail.imap import commands as c
 from eventmail.imap import responses as r
 from eventmail.imap.errors import bad, no
 from eventmail.imap.fetch import MessageData, make_plan, render
+from eventmail.imap.mailboxes import existing_mailbox
 from eventmail.imap.search import Candidate, SearchContext, matches, needs_text, uses_modseq
 from eventmail.imap.selected import SYSTEM_FLAGS, Selected, flag_atoms, uid_set
 from eventmail.proto import events_pb2 as pb
@@ -60,9 +61,7 @@ def _lookup(view: MailboxView, mailbox_id: int, uids: list[int]) -> dict[int, Me
 
 async def append(s: Session, cmd: c.Append) -> AsyncIterator[r.Response]:
     acct = s.need_acct()
-    mb = acct.view.mailbox(cmd.mailbox)
-    if mb is None:
-        raise no(f"no mailbox {cmd.mailbox}", "TRYCREATE")  # RFC 9051 §6.3.12
+    mb = existing_mailbox(acct.view, cmd.mailbox, "TRYCREATE")
     uids: list[int] = []
     for m in cmd.messages:
         if m.utf8 and not s.utf8:
@@ -279,9 +278,7 @@ async def copy(s: Session, cmd: c.Copy | c.Move) -> AsyncIterator[r.Response]:
     move = isinstance(cmd, c.Move)
     if move and sel.readonly:
         raise no("the mailbox is read-only (EXAMINE)", "READ-ONLY")
-    dest = acct.view.mailbox(cmd.mailbox)
-    if dest is None:
-        raise no(f"no mailbox {cmd.mailbox}", "TRYCREATE")  # RFC 9051 §6.4.7
+    dest = existing_mailbox(acct.view, cmd.mailbox, "TRYCREATE")
     uids = sel.resolve(cmd.sequence_set, cmd.uid)
     found = _lookup(acct.view, sel.mailbox_id, uids)
     if any(u not in found for u in uids):

@@ -166,31 +166,28 @@ class SearchContext:
         return got
 
 
-def needs_text(key: c.SearchKey) -> bool:
-    if isinstance(key, c.SearchText | c.SearchHeader):
+def any_key(key: c.SearchKey, test: Callable[[c.SearchKey], bool]) -> bool:
+    """Whether `test` holds for any key in the tree under NOT, OR and AND."""
+    if test(key):
         return True
-    if isinstance(key, c.SearchDate):
-        return key.which.startswith("SENT")
     if isinstance(key, c.SearchNot):
-        return needs_text(key.key)
+        return any_key(key.key, test)
     if isinstance(key, c.SearchOr):
-        return needs_text(key.left) or needs_text(key.right)
+        return any_key(key.left, test) or any_key(key.right, test)
     if isinstance(key, c.SearchAnd):
-        return any(needs_text(k) for k in key.keys)
+        return any(any_key(k, test) for k in key.keys)
     return False
+
+
+def needs_text(key: c.SearchKey) -> bool:
+    """Whether the search reads message bytes (text, headers, or the Date header's SENT* keys)."""
+    return any_key(key, lambda k: isinstance(k, c.SearchText | c.SearchHeader)
+                   or (isinstance(k, c.SearchDate) and k.which.startswith("SENT")))
 
 
 def uses_modseq(key: c.SearchKey) -> bool:
     """RFC 7162 §3.1.5: a SEARCH with a MODSEQ key reports the highest mod-sequence it found."""
-    if isinstance(key, c.SearchModseq):
-        return True
-    if isinstance(key, c.SearchNot):
-        return uses_modseq(key.key)
-    if isinstance(key, c.SearchOr):
-        return uses_modseq(key.left) or uses_modseq(key.right)
-    if isinstance(key, c.SearchAnd):
-        return any(uses_modseq(k) for k in key.keys)
-    return False
+    return any_key(key, lambda k: isinstance(k, c.SearchModseq))
 
 
 def matches(key: c.SearchKey, cand: Candidate, ctx: SearchContext) -> bool:

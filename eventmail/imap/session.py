@@ -426,9 +426,7 @@ class Session:
             raise bad("QRESYNC is not enabled")  # RFC 7162 §3.2.5
         if cmd.condstore:
             self.condstore = True
-        mb = acct.view.mailbox(cmd.mailbox)
-        if mb is None:
-            raise no(f"no mailbox {cmd.mailbox}", "NONEXISTENT")
+        mb = mailboxes.existing_mailbox(acct.view, cmd.mailbox)
         if self.sub is not None:
             self.sub.pending()  # the snapshot below already holds every event committed so far
         self._events.clear()
