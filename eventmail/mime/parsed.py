@@ -26,10 +26,11 @@ class ParsedMessage:
         """The structure of `prefix + raw`, where `prefix` is `prefix_len` bytes of whole header fields
         (trace fields, Authentication-Results, a DKIM-Signature), each ending in CRLF.
 
-        Prepending whole fields moves every offset by the prefix's length and changes nothing
-        else: the top-level header still ends at the same blank line (a message without one is
-        all header, with or without the prefix), and the prepended fields are none of those the
-        structure reads (MIME and envelope fields).
+        Prepending whole fields moves every offset by the prefix's length, except the start of the
+        top-level header (still 0: the prefix is part of it), and changes nothing else: the header
+        still ends at the same blank line (a message without one is all header, with or without
+        the prefix), and the prepended fields are none of those the structure reads (MIME and
+        envelope fields).
         """
         if prefix_len == 0:
             return self.structure
@@ -44,6 +45,7 @@ class ParsedMessage:
             stack.extend(part.parts)
             if part.HasField("message"):
                 stack.append(part.message)
+        st.body.header_start = 0
         return st
 
 
