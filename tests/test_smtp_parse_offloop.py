@@ -93,3 +93,40 @@ def test_a_big_multipart_to_two_accounts_does_not_stall_other_clients(server: Ma
     longest = max(gaps)
     # Before: one parse at DATA and one per account on the loop, ~3 × parse_seconds without an answer.
     assert longest < parse_seconds / 2, f"longest NOOP gap {longest:.3f}s, one parse takes {parse_seconds:.3f}s"
+
+
+def test_a_big_append_does_not_stall_other_clients(server: MailServer) -> None:
+    message = crafted()
+    started = time.perf_counter()
+    parse_structure(message)
+    parse_seconds = time.perf_counter() - started
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    other_user = imaplib.IMAP4_SSL("127.0.0.1", server.ports["imaps"], ssl_context=ctx, timeout=120)
+    other_user.login("alice", "offloop password")
+    gaps: list[float] = []
+    done = threading.Event()
+
+    def noop_client() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            assert other_user.noop()[0] == "OK"
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    other = threading.Thread(target=noop_client)
+    other.start()
+    try:
+        with imaplib.IMAP4_SSL("127.0.0.1", server.ports["imaps"], ssl_context=ctx, timeout=300) as c:
+            c.login("bob", "offloop password")
+            typ, data = c.append("INBOX", None, None, message)
+            assert typ == "OK", data
+    finally:
+        done.set()
+        other.join(60)
+        other_user.logout()
+    assert gaps
+    longest = max(gaps)
+    assert longest < parse_seconds / 2, f"longest NOOP gap {longest:.3f}s, one parse takes {parse_seconds:.3f}s"
