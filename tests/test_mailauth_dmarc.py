@@ -17,12 +17,12 @@ from eventmail.mailauth.dmarc import (
     author_domains,
     check_dmarc,
     evaluate_policy,
-    from_fields,
     parse_record,
 )
 from eventmail.mailauth.resolver import Resolver
 from eventmail.mailauth.spf import SpfResult
 from eventmail.mailauth.verdict import AuthVerdict, evaluate
+from eventmail.mime.addresses import read_author
 from tests.dns_fixture import DATA_DIR, DkimKey, DnsServer, async_test, make_ed25519_key, txt_rdata, zone_text
 
 GOOD_IP = "192.0.2.10"  # authorised by the SPF records of the fixture domains
@@ -274,9 +274,11 @@ def test_evaluate_policy_is_pure_and_ordered() -> None:
     assert temp_unaligned.result == "fail"  # a temperror elsewhere does not save the message
 
 
-def test_from_fields_unfolds_and_decodes() -> None:
+def test_author_domains_read_every_from_field_unfolded() -> None:
     raw = 'From: "Jörg, the\r\n boss" <jörg@bücher.test>\r\nfrom : x@y.test\r\nSubject: s\r\n\r\nFrom: body@z.test\r\n'
-    assert from_fields(raw.encode()) == ['"Jörg, the boss" <jörg@bücher.test>', "x@y.test"]
+    author = read_author(raw.encode())
+    assert author.fields == 2 and author.space_before_colon and author.ambiguous
+    assert [a.name for a in author.addresses] == ["Jörg, the boss".encode()]
     assert author_domains(raw.encode()) == (("xn--bcher-kva.test", "y.test"), "")
     assert author_domains(b"From: undisclosed-recipients:;\r\n\r\n")[0] == ()
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from eventmail.imap import commands as c
 from eventmail.imap.fetch import MessageData
-from eventmail.mime.headers import header_fields, unfold
+from eventmail.mime.headers import MAX_HEADER_BYTES, header_fields, unfold
 from eventmail.mime.imapform import decode_part
 from eventmail.proto import events_pb2 as pb
 from eventmail.store import Message
@@ -82,9 +82,11 @@ class Candidate:
         if self._headers is None:
             raw = self.data.raw()
             body = self.data.structure().body
+            # The window ENVELOPE is read from (MAX_HEADER_BYTES), so SEARCH FROM sees the same From.
+            end = min(body.body_start, body.header_start + MAX_HEADER_BYTES)
             self._headers = [
                 (name.decode("latin-1").upper(), decode_words(unfold(value)).casefold())
-                for name, value, _s, _e in header_fields(raw, body.header_start, body.body_start)
+                for name, value, _s, _e in header_fields(raw, body.header_start, end)
             ]
         return self._headers
 

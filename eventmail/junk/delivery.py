@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 from ..mailauth.resolver import Resolver
 from ..mailauth.verdict import AuthVerdict
+from ..mime.headers import without_fields
 from ..proto import events_pb2 as pb
 from ..store import REJECTS, Account, Conflict, Mailbox, NotFound
 from .analyze import DEFAULT_CONFIG, Context, JunkConfig, analyze
@@ -86,19 +87,8 @@ def _in_networks(ip: str, entries: Iterable[str]) -> str:
 
 def strip_header(message: bytes, name: str) -> bytes:
     """Remove every field `name` (and its continuation lines): senders must not forge our verdict."""
-    head, sep, body = message.partition(b"\r\n\r\n")
-    out: list[bytes] = []
-    skipping = False
     lname = name.lower().encode()
-    for line in head.split(b"\r\n"):
-        if line[:1] in (b" ", b"\t"):
-            if not skipping:
-                out.append(line)
-            continue
-        skipping = line.split(b":", 1)[0].strip().lower() == lname
-        if not skipping:
-            out.append(line)
-    return b"\r\n".join(out) + sep + body
+    return without_fields(message, lambda f: f.name == lname)
 
 
 def dnsbl_name(ip: str, zone: str) -> str:

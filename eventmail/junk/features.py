@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import email.utils
 import ipaddress
 import re
 from collections.abc import Iterable
 
-from ..mailauth.dmarc import from_fields
 from ..mailauth.domains import DomainError, to_ascii_domain
 from ..mailauth.psl import organizational_domain
 from ..mailauth.verdict import AuthVerdict
+from ..mime.addresses import addr_spec, parse_address_list, read_author, usable
+from ..mime.headers import first_value
 from ..proto import events_pb2 as pb
 from .tokenize import tokenize
 
@@ -50,9 +50,10 @@ def normalize(address: str) -> str:
 
 
 def from_address(message: bytes) -> str:
-    """The first address of the first From field, normalized ("" when there is none)."""
-    for _name, addr in email.utils.getaddresses(from_fields(message)):
-        a = normalize(addr)
+    """The first address of the author (the first From field, as ENVELOPE serves it), normalized
+    ("" when there is none)."""
+    for address in read_author(message).addresses:
+        a = normalize(addr_spec(address)) if usable(address) else ""
         if a:
             return a
     return ""
@@ -60,18 +61,18 @@ def from_address(message: bytes) -> str:
 
 def header_value(message: bytes, name: str) -> str:
     """The unfolded value of the first header field `name` ("" when absent)."""
-    head = message.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
-    value: list[bytes] | None = None
-    for line in re.split(rb"\r?\n", head):
-        if value is not None:
-            if line[:1] in (b" ", b"\t"):
-                value.append(line.strip())
-                continue
-            break
-        n, sep, v = line.partition(b":")
-        if sep and n.strip().lower() == name.lower().encode():
-            value = [v.strip()]
-    return b" ".join(value).decode("utf-8", "replace") if value is not None else ""
+    value = first_value(message, name.lower().encode())
+    return value.decode("utf-8", "replace") if value is not None else ""
+
+
+def _addresses(message: bytes, names: Iterable[str]) -> list[str]:
+    """local@domain of every address in the first field of each of `names`."""
+    out: list[str] = []
+    for name in names:
+        value = first_value(message, name.encode())
+        if value:
+            out.extend(addr_spec(a) for a in parse_address_list(value) if usable(a))
+    return out
 
 
 def list_id(message: bytes) -> str:
@@ -83,8 +84,7 @@ def list_id(message: bytes) -> str:
 def names_recipient(message: bytes, recipients: Iterable[str]) -> bool:
     """Whether To or Cc names one of `recipients` (mail that does not is often bulk)."""
     wanted = {normalize(r) for r in recipients}
-    fields = [header_value(message, "To"), header_value(message, "Cc")]
-    return any(normalize(a) in wanted for _n, a in email.utils.getaddresses([f for f in fields if f]))
+    return any(normalize(a) in wanted for a in _addresses(message, ("to", "cc")))
 
 
 def org(domain: str) -> str:
@@ -142,5 +142,4 @@ def sent_recipients(message: bytes, origin: pb.Origin | None) -> list[str]:
     """The addresses a Sent copy went to: the SMTP recipients of a submission, else To, Cc and Bcc."""
     if origin is not None and origin.kind == "submission" and origin.rcpt_to:
         return list(origin.rcpt_to)
-    fields = [v for v in (header_value(message, n) for n in ("To", "Cc", "Bcc")) if v]
-    return [a for _n, a in email.utils.getaddresses(fields) if a]
+    return _addresses(message, ("to", "cc", "bcc"))

@@ -33,6 +33,7 @@ import nacl.encoding
 import nacl.exceptions
 import nacl.signing
 
+from ..mime.headers import top_fields
 from .domains import DomainError, to_ascii_domain
 from .resolver import DnsAnswer, DnsLookupFailed, DnsStatus, Resolver
 
@@ -330,15 +331,11 @@ def dnsfunc_for(resolver: Resolver) -> Callable[..., bytes | None]:
 
 
 def _header_counts(message: bytes) -> dict[str, int]:
-    head = message.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]
+    """How many fields of each name the header has, as the server's one header reader counts them."""
     counts: dict[str, int] = {}
-    for line in re.split(rb"\r?\n", head):
-        if not line or line[:1] in (b" ", b"\t"):
-            continue
-        name, sep, _ = line.partition(b":")
-        if sep:
-            key = name.strip().lower().decode("ascii", "replace")
-            counts[key] = counts.get(key, 0) + 1
+    for f in top_fields(message):
+        key = f.name.decode("ascii", "replace")
+        counts[key] = counts.get(key, 0) + 1
     return counts
 
 

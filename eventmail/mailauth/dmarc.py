@@ -14,12 +14,12 @@ walk of DMARCbis; reporting (rua/ruf) is parsed but not sent.
 
 from __future__ import annotations
 
-import email.utils
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Literal, cast
 
+from ..mime.addresses import Author, read_author, usable
 from .dkim import DkimResult
 from .domains import DomainError, to_ascii_domain
 from .psl import organizational_domain
@@ -302,48 +302,23 @@ def evaluate_policy(
 # -- the RFC5322.From domain ------------------------------------------------------------------
 
 
-def _header_block(message: bytes) -> bytes:
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        idx = message.find(sep)
-        if idx >= 0:
-            return message[:idx]
-    return message
+def author_domains(message: bytes | Author) -> tuple[tuple[str, ...], str]:
+    """(A-label author domains, error). RFC 7489 §6.6.1: the domain of RFC5322.From.
 
-
-def from_fields(message: bytes) -> list[str]:
-    """The unfolded values of all From header fields (RFC 5322 §3.6.2), decoded as UTF-8 (RFC 6532)."""
-    lines = re.split(rb"\r?\n", _header_block(message))
-    fields: list[bytes] = []
-    current: bytes | None = None
-    for line in lines:
-        if line[:1] in (b" ", b"\t") and current is not None:
-            current += b" " + line.strip()  # RFC 5322 §2.2.3 unfolding
-            continue
-        if current is not None:
-            fields.append(current)
-        current = line
-    if current is not None:
-        fields.append(current)
-    out = []
-    for field_ in fields:
-        name, sep, value = field_.partition(b":")
-        if sep and name.strip().lower() == b"from":
-            out.append(value.decode("utf-8", "replace").strip())
-    return out
-
-
-def author_domains(message: bytes) -> tuple[tuple[str, ...], str]:
-    """(A-label author domains, error). RFC 7489 §6.6.1: the domain of RFC5322.From."""
-    values = from_fields(message)
-    if not values:
+    The author is the server's one reading of From (eventmail.mime.addresses.read_author), the
+    same that IMAP ENVELOPE serves. Every domain of every From field counts: with one field that
+    is the domains ENVELOPE shows; a message with several (refused at the MX and at submission)
+    cannot dodge a policy by adding one.
+    """
+    author = message if isinstance(message, Author) else read_author(message)
+    if not author.fields:
         return (), "no From header field (RFC 7489 §6.6.1)"
     domains: list[str] = []
-    for _name, addr in email.utils.getaddresses(values):
-        local, at, domain = addr.rpartition("@")
-        if not at or not domain:
+    for address in author.every_address:
+        if not usable(address):
             continue
         try:
-            ascii_domain = to_ascii_domain(domain)
+            ascii_domain = to_ascii_domain(address.host.decode("utf-8", "replace"))
         except DomainError:
             continue
         if ascii_domain not in domains:

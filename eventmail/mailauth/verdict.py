@@ -16,6 +16,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+from ..mime.addresses import Author
 from .authresults import ResInfo, render
 from .dkim import DkimResult, verify_dkim
 from .dmarc import (
@@ -180,16 +181,18 @@ async def evaluate(
     *,
     sample: float | None = None,
     receiver: str = "",
+    author: Author | None = None,
 ) -> AuthVerdict:
     """Evaluate SPF (RFC 7208), every DKIM signature (RFC 6376) and DMARC (RFC 7489) for one message.
 
     `mail_from` is the MAIL FROM path ("" for the null path), `helo` the EHLO/HELO argument,
     `remote_ip` the client address. `sample` in [0, 1) is the draw for DMARC pct= sampling;
-    by default a fresh random number (the decision, not the draw, is recorded). Never raises on
+    by default a fresh random number (the decision, not the draw, is recorded). `author` is the
+    message's author as the caller's parse read it (read here when not given). Never raises on
     bad DNS or hostile messages: failures are temperror/permerror results with reasons.
     """
     draw = random.random() if sample is None else sample
-    domains, from_error = author_domains(message)
+    domains, from_error = author_domains(author if author is not None else message)
     spf_r, dkim_r, discoveries = await asyncio.gather(
         _bounded(check_spf(remote_ip, mail_from, helo, resolver, receiver=receiver), SPF_TIMEOUT + 2.0),
         _bounded(verify_dkim(message, resolver), DKIM_TIMEOUT),

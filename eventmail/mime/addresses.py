@@ -1,12 +1,13 @@
-"""RFC 5322 address-list parsing over raw bytes into IMAP ENVELOPE address structures."""
+"""RFC 5322 address lists over raw bytes into IMAP ENVELOPE addresses, and the one definition of a message's author."""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from eventmail.proto import events_pb2
 
-from .headers import comment_end, unquote
+from .headers import MAX_HEADER_BYTES, comment_end, header_end, read_fields, unfold, unquote
 
 # Placeholders for a missing local part or domain. An empty host with a mailbox would read as a
 # group start and an all-empty address as a group end (RFC 3501 §7.4.2), so a broken address
@@ -179,3 +180,73 @@ def parse_address_list(value: bytes) -> list[events_pb2.Address]:
     if in_group:
         out.append(events_pb2.Address(group_end=True))  # a group without its ";"
     return out
+
+
+# ---------------------------------------------------------------- the author
+
+
+def usable(address: events_pb2.Address) -> bool:
+    """Whether an address of a list is a mailbox with a local part and a domain (not a group
+    marker, not a placeholder for a missing part)."""
+    return (
+        not address.group_end and bool(address.host) and address.mailbox != MISSING_MAILBOX
+        and address.host != MISSING_DOMAIN
+    )
+
+
+def addr_spec(address: events_pb2.Address) -> str:
+    """local@domain of an address, as text (RFC 6532: 8-bit read as UTF-8)."""
+    return (address.mailbox + b"@" + address.host).decode("utf-8", "replace")
+
+
+@dataclass(frozen=True, slots=True)
+class Author:
+    """Who wrote a message (RFC 5322 §3.6.2 From), as every part of the server reads it.
+
+    The author is unambiguous when the header has exactly one From field (RFC 5322 §3.6 allows
+    one; several are only the obsolete syntax of §4.5, with no meaning given) whose address list
+    is one or more mailboxes with a local part and a domain. Then `addresses` is exactly what IMAP
+    ENVELOPE serves as its from, what SEARCH FROM matches, what the submission check allows and
+    what DMARC aligns with.
+    """
+
+    # The addresses of the first From field: what ENVELOPE serves (RFC 3501 §7.4.2 takes the first).
+    addresses: tuple[events_pb2.Address, ...]
+    # The addresses of every From field (DMARC checks them all, so adding one cannot dodge a policy).
+    every_address: tuple[events_pb2.Address, ...]
+    fields: int  # how many From fields the header has
+    space_before_colon: bool  # some From field is written "From :" (RFC 5322 §4.5 obs-optional)
+    problem: str  # why the author is ambiguous; "" when it is not
+
+    @property
+    def ambiguous(self) -> bool:
+        return bool(self.problem)
+
+    def mailboxes(self) -> list[str]:
+        """local@domain of each address of the (first) From field."""
+        return [addr_spec(a) for a in self.addresses if usable(a)]
+
+
+def read_author(raw: bytes, start: int = 0, end: int | None = None, limit: int = MAX_HEADER_BYTES) -> Author:
+    """The author of the message whose top-level header is raw[start:end] (by default: found here).
+
+    Reads the same window of the header as the stored MIME structure (`limit` bytes), so a From
+    field past it is seen by neither.
+    """
+    if end is None:
+        end = header_end(raw) if start == 0 else len(raw)
+    froms = [f for f in read_fields(raw, start, min(end, start + limit)) if f.name == b"from"]
+    lists = [tuple(parse_address_list(unfold(f.value))) for f in froms]
+    first = lists[0] if lists else ()
+    every = tuple(a for lst in lists for a in lst)
+    if not froms:
+        problem = "no From field"
+    elif len(froms) > 1:
+        problem = f"{len(froms)} From fields (RFC 5322 §3.6 allows one)"
+    elif not first:
+        problem = "no address in From"
+    elif not all(usable(a) for a in first):
+        problem = "an address in From without a local part or domain, or a group"
+    else:
+        problem = ""
+    return Author(first, every, len(froms), any(f.space_before_colon for f in froms), problem)

@@ -1,13 +1,31 @@
-"""Header-field helpers over raw bytes: field scanning, unfolding, MIME values with parameters, RFC 2231."""
+"""The server's one header reader over raw bytes: field scanning, unfolding, MIME values with parameters, RFC 2231.
+
+Every part of the server that reads a header field (MIME structure and ENVELOPE, SEARCH, FETCH
+HEADER.FIELDS, the submission From check, DMARC, DKIM's signed-field list, the junk features,
+trace-field stripping) reads it through `FIELD_RE` and `read_fields` here, so that no two parts can
+disagree on which fields a message has. The author (From) is read by `addresses.read_author`.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import NamedTuple
 
 # RFC 5322 §2.2: a field is a name, a colon, and a value that continues on lines starting with WSP.
-# Lenient: any run of non-space, non-colon bytes is a name (obs-optional allows WSP before the colon,
-# RFC 5322 §4.5.1). Lines that are not fields (no colon, a stray continuation) are skipped.
+# RFC 5322 §3.6.8 forbids white space in a name and before the colon, but the obsolete syntax
+# allows WSP before the colon (§4.5, obs-optional = field-name *WSP ":" unstructured CRLF), and a
+# reader must accept obs- syntax (§4). So "From :" IS a From field, everywhere in this server.
+# Lenient: any run of non-space, non-colon bytes is a name. Lines that are not fields (no colon,
+# a name containing white space, a stray continuation) are skipped by every reader alike.
 FIELD_RE = re.compile(rb"^([^\s:]+)[ \t]*:([^\n]*(?:\n[ \t][^\n]*)*)", re.M)
+
+# Header bytes of one entity that are searched for fields (Exim's header_maxsize default is
+# 1 MiB). Equal to MimeLimits.max_header_bytes, the window of the stored structure and ENVELOPE.
+MAX_HEADER_BYTES = 1 << 20
+
+# End of a header: the blank line (RFC 5322 §2.1); lines may end in CRLF or, leniently, LF.
+_BLANK_RE = re.compile(rb"\n\r?\n")
 
 _WSP = b" \t\r\n"
 
@@ -19,18 +37,71 @@ def unfold(value: bytes) -> bytes:
     return value.strip(_WSP)
 
 
-def header_fields(raw: bytes, start: int, end: int) -> list[tuple[bytes, bytes, int, int]]:
-    """Every field in raw[start:end] as (lower-cased name, raw value, field start, field end).
+class Field(NamedTuple):
+    """One header field as the server reads it."""
 
-    The field end includes the line break of its last line; `start` must be at a line start.
-    """
-    out: list[tuple[bytes, bytes, int, int]] = []
+    name: bytes  # lower-cased
+    value: bytes  # raw: folded, not stripped
+    start: int  # offset of the name
+    end: int  # past the line break of its last line
+    space_before_colon: bool  # RFC 5322 §4.5 obs-optional: "From :", legal to read, forbidden to write
+
+
+def read_fields(raw: bytes, start: int, end: int) -> list[Field]:
+    """Every field in raw[start:end]; `start` must be at a line start."""
+    out: list[Field] = []
     for m in FIELD_RE.finditer(raw, start, end):
         stop = m.end()
         if stop < end and raw[stop] == 0x0A:  # the field's own line break
             stop += 1
-        out.append((m.group(1).lower(), m.group(2), m.start(), stop))
+        out.append(Field(m.group(1).lower(), m.group(2), m.start(), stop, m.start(2) - 1 > m.end(1)))
     return out
+
+
+def header_fields(raw: bytes, start: int, end: int) -> list[tuple[bytes, bytes, int, int]]:
+    """Every field in raw[start:end] as (lower-cased name, raw value, field start, field end)."""
+    return [(f.name, f.value, f.start, f.end) for f in read_fields(raw, start, end)]
+
+
+def header_end(raw: bytes) -> int:
+    """Where the body of a top-level message starts: past the blank line that ends its header.
+
+    The same rule as the MIME structure's top level: a message that starts with a blank line has
+    no header fields; one without a blank line is all header.
+    """
+    if raw[:1] == b"\n":
+        return 1
+    if raw[:2] == b"\r\n":
+        return 2
+    m = _BLANK_RE.search(raw)
+    return m.end() if m is not None else len(raw)
+
+
+def top_fields(raw: bytes, limit: int = MAX_HEADER_BYTES) -> list[Field]:
+    """The fields of a top-level message's header, within the window the stored structure reads."""
+    return read_fields(raw, 0, min(header_end(raw), limit))
+
+
+def first_value(raw: bytes, name: bytes) -> bytes | None:
+    """The unfolded value of the first top-level field `name` (lower-case), or None."""
+    for f in top_fields(raw):
+        if f.name == name:
+            return unfold(f.value)
+    return None
+
+
+def without_fields(raw: bytes, drop: Callable[[Field], bool]) -> bytes:
+    """The message without the top-level fields for which `drop` is true (each with its folded lines)."""
+    cut = [f for f in top_fields(raw) if drop(f)]
+    if not cut:
+        return raw
+    out: list[bytes] = []
+    pos = 0
+    for f in cut:
+        out.append(raw[pos : f.start])
+        pos = f.end
+    out.append(raw[pos:])
+    return b"".join(out)
 
 
 # ---------------------------------------------------------------- MIME values: type/subtype; params

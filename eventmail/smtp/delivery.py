@@ -12,7 +12,8 @@ from ..junk.delivery import JunkFilter, Plan, strip_header
 from ..junk.features import message_features
 from ..mailauth.resolver import Resolver
 from ..mailauth.verdict import AuthVerdict, evaluate
-from ..mime.structure import parse_structure
+from ..mime.headers import without_fields
+from ..mime.parsed import ParsedMessage, parse_message
 from ..proto import events_pb2 as pb
 from ..store import Store, StoreError, StoreFull, normalize_address
 from .reply import Reply
@@ -76,21 +77,11 @@ def received_header(tx: Transaction, hostname: str, recipient: str | None) -> by
 def strip_our_authentication_results(message: bytes, authserv_id: str) -> bytes:
     """Remove Authentication-Results fields that claim our authserv-id (RFC 8601 §5): a sender
     must not be able to forge our verdict."""
-    head, sep, body = message.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    out: list[bytes] = []
-    skipping = False
     ours = authserv_id.lower().encode()
-    for line in lines:
-        if line[:1] in (b" ", b"\t"):
-            if not skipping:
-                out.append(line)
-            continue
-        name, _, value = line.partition(b":")
-        skipping = name.strip().lower() == b"authentication-results" and value.strip().lower().split(b";")[0].strip() == ours
-        if not skipping:
-            out.append(line)
-    return b"\r\n".join(out) + sep + body
+    return without_fields(
+        message,
+        lambda f: f.name == b"authentication-results" and f.value.strip().lower().split(b";")[0].strip() == ours,
+    )
 
 
 Evaluator = Callable[[bytes, str, str, str], Awaitable[AuthVerdict]]
@@ -124,17 +115,29 @@ class InboundDelivery:
             self._domains = (system.seq, frozenset(names))
         return normalize_address("x@" + domain).rpartition("@")[2] in self._domains[1]
 
-    async def verdict(self, tx: Transaction, message: bytes) -> AuthVerdict:
-        return await evaluate(message, tx.remote_ip, tx.helo, tx.mail_from, self.resolver, receiver=self.hostname)
+    async def verdict(self, tx: Transaction, message: bytes, parsed: ParsedMessage | None = None) -> AuthVerdict:
+        author = parsed.author if parsed is not None else None
+        return await evaluate(
+            message, tx.remote_ip, tx.helo, tx.mail_from, self.resolver, receiver=self.hostname, author=author)
 
     async def deliver(self, tx: Transaction, message: bytes) -> Reply:
         """Authenticate, add trace headers, append one event per recipient account; 250 only after fsync."""
-        structure = parse_structure(message)
-        depth, parts = mime_shape(structure)
+        # What is stored is the message without forged verdicts of ours, behind per-account trace
+        # fields; it is parsed once, off the event loop, and every account gets that parse.
+        body = strip_our_authentication_results(message, self.hostname)
+        body = strip_header(body, "X-Eventmail-Junk")
+        parsed = await asyncio.to_thread(parse_message, body)
+        depth, parts = mime_shape(parsed.structure)
         if depth > MAX_MIME_DEPTH or parts > MAX_MIME_PARTS:
             log.info("tx %s from %s: refused, MIME depth %d parts %d", tx.transaction_id, tx.remote_ip, depth, parts)
             return Reply(554, "5.6.0", "message structure too complex")
-        verdict = await self.verdict(tx, message)
+        if parsed.author.fields > 1:
+            # RFC 7489 §6.6.1: messages with several From fields are typically rejected. ENVELOPE
+            # can show only one of them and the sender picks which; OpenDMARC refuses them
+            # (RequiredHeaders) and Mox evaluates no author for them (message.From).
+            log.info("tx %s from %s: refused, %s", tx.transaction_id, tx.remote_ip, parsed.author.problem)
+            return Reply(550, "5.7.1", "a message must have exactly one From field")
+        verdict = await self.verdict(tx, message, parsed)
         by_account: dict[str, list[str]] = {}
         for address, account in tx.recipients.items():
             by_account.setdefault(account, []).append(address)
@@ -156,12 +159,10 @@ class InboundDelivery:
             log.info("tx %s from %s: refused by DMARC policy: %s", tx.transaction_id, tx.remote_ip, verdict.reasons[0])
             return Reply(550, "5.7.1", "rejected by the sender domain's DMARC policy")
         quarantine = verdict.disposition == "quarantine"
-        body = strip_our_authentication_results(message, self.hostname)
-        body = strip_header(body, "X-Eventmail-Junk")
         auth_results = verdict.authentication_results(self.hostname)
         try:
             await asyncio.gather(
-                *(self._deliver_one(tx, account, addrs, body, message, auth_results, verdict, plans[account],
+                *(self._deliver_one(tx, account, addrs, parsed, message, auth_results, verdict, plans[account],
                                     quarantine and not plans[account].trusted)
                   for account, addrs in by_account.items())
             )
@@ -189,11 +190,12 @@ class InboundDelivery:
         return node is not None and not bool(getattr(node, "is_primary", True))
 
     async def _deliver_one(
-        self, tx: Transaction, account: str, addresses: list[str], body: bytes, original: bytes,
+        self, tx: Transaction, account: str, addresses: list[str], parsed: ParsedMessage, original: bytes,
         auth_results: str, verdict: AuthVerdict, plan: Plan, quarantine: bool,
     ) -> None:
         trace = received_header(tx, self.hostname, addresses[0] if len(addresses) == 1 else None)
-        final = trace + auth_results.encode() + b"\r\n" + junk_header(plan.verdict).encode() + b"\r\n" + body
+        prefix = trace + auth_results.encode() + b"\r\n" + junk_header(plan.verdict).encode() + b"\r\n"
+        final = prefix + parsed.raw
         origin = pb.Origin(
             kind="smtp", remote_ip=tx.remote_ip, helo=tx.helo, mail_from=tx.mail_from, rcpt_to=addresses,
             authentication_results=auth_results, verdict=verdict.to_json(), junk=plan.verdict,
@@ -212,8 +214,9 @@ class InboundDelivery:
                 if not await self.junk.store_reject(acct, final, original, plan, origin):
                     log.info("tx %s: %s already holds this message in Rejects", tx.transaction_id, account)
                 return
-            key = acct.delivery_key(original)
-            added = await acct.add_message(mailbox, final, origin=origin, delivery_key=key, junk=plan.features)
+            key = await asyncio.to_thread(acct.delivery_key, original)
+            added = await acct.add_message(mailbox, final, origin=origin, delivery_key=key, junk=plan.features,
+                                           structure=parsed.structure_with_prefix(len(prefix)))
             if added is None:
                 log.info("tx %s: %s already had this message (a retried transaction)", tx.transaction_id, account)
                 # The first copy may still await the secondary (sync replication): so does this 250.

@@ -4,11 +4,11 @@ import asyncio
 import email.utils
 import logging
 import secrets
-from email.headerregistry import Address
-from email.parser import BytesHeaderParser
-from email.policy import SMTP as SMTP_POLICY
 
 from ..mailauth.dkim import DkimSignError, sign
+from ..mime.addresses import Author
+from ..mime.headers import top_fields
+from ..mime.parsed import ParsedMessage, parse_message
 from ..proto import events_pb2 as pb
 from ..store import Store, StoreError, StoreFull, normalize_address
 from .delivery import Transaction, received_header
@@ -20,23 +20,25 @@ log = logging.getLogger(__name__)
 SIGNING_ORDER = ("ed25519-sha256", "rsa-sha256")
 
 
-def from_addresses(message: bytes) -> list[str]:
-    """The addresses of the From field(s), as written."""
-    headers = BytesHeaderParser(policy=SMTP_POLICY).parsebytes(message)
-    out: list[str] = []
-    for value in headers.get_all("From") or []:
-        try:
-            addresses: tuple[Address, ...] = value.addresses
-        except (AttributeError, ValueError, IndexError):
-            continue
-        out.extend(a.addr_spec for a in addresses if a.addr_spec)
-    return out
+def author_refusal(author: Author) -> str:
+    """Why a submitted message's author cannot be checked ("" when it can).
+
+    Only a message with exactly one From field, written as RFC 5322 §3.6.2 writes it, and an
+    address list of mailboxes is checked against the account: anything else leaves the reader of
+    the message to pick an author, and a forger to choose which one the check sees. "From :" is
+    read as From everywhere (RFC 5322 §4.5 obs-optional), but no mail program writes it, and
+    RFC 5322 §4 says obsolete syntax MUST NOT be generated: refused at submission, as a spoof.
+    """
+    if author.problem:
+        return author.problem
+    if author.space_before_colon:
+        return "white space before the colon of From (RFC 5322 §4.5 obsolete syntax)"
+    return ""
 
 
 def add_missing_fields(message: bytes, hostname: str) -> bytes:
     """RFC 6409 §8.2/§8.3: a submission server may add Date and Message-ID when they are missing."""
-    head = message.split(b"\r\n\r\n", 1)[0].lower()
-    names = {line.split(b":", 1)[0].strip() for line in head.split(b"\r\n") if b":" in line and line[:1] not in b" \t"}
+    names = {f.name for f in top_fields(message)}
     extra = b""
     if b"date" not in names:
         extra += f"Date: {email.utils.format_datetime(email.utils.localtime())}\r\n".encode()
@@ -74,13 +76,20 @@ class Submission:
         account = tx.authenticated
         if account is None:
             return Reply(530, "5.7.0", "authentication required")
-        senders = from_addresses(message)
-        if not senders or not all(self.owns(account, a) for a in senders):
+        message = add_missing_fields(message, self.hostname)
+        # One parse, off the event loop: the From checked here is the one ENVELOPE will serve.
+        parsed = await asyncio.to_thread(parse_message, message)
+        refusal = author_refusal(parsed.author)
+        if refusal:
+            log.info("tx %s: %s: refused, ambiguous author: %s", tx.transaction_id, account, refusal)
+            return Reply(550, "5.7.1", "the message must have exactly one From field with an address")
+        senders = parsed.author.mailboxes()
+        if not all(self.owns(account, a) for a in senders):
             log.info("tx %s: %s tried to send as %s", tx.transaction_id, account, senders)
             return Reply(550, "5.7.1", "the From address is not one of this account's addresses")
-        message = add_missing_fields(message, self.hostname)
         from_domain = normalize_address(senders[0]).rpartition("@")[2]
-        signed = await self.dkim_headers(message, from_domain) + message
+        dkim = await self.dkim_headers(message, from_domain)
+        signed = dkim + message
         local: dict[str, list[str]] = {}
         remote: list[str] = []
         for rcpt in tx.recipients:
@@ -91,8 +100,8 @@ class Submission:
                 local.setdefault(target, []).append(rcpt)
         origin = pb.Origin(kind="submission", remote_ip=tx.remote_ip, mail_from=tx.mail_from, rcpt_to=list(tx.recipients))
         try:
-            writes = [self._sent_copy(account, signed, origin)]
-            writes += [self._deliver_local(tx, target, rcpts, signed) for target, rcpts in local.items()]
+            writes = [self._sent_copy(account, signed, parsed, len(dkim), origin)]
+            writes += [self._deliver_local(tx, target, rcpts, signed, parsed, len(dkim)) for target, rcpts in local.items()]
             if remote:
                 writes.append(self._queue(tx, account, remote, signed))
             await asyncio.gather(*writes)
@@ -107,15 +116,23 @@ class Submission:
         )
         return Reply(250, "2.0.0", f"queued as {tx.transaction_id}")
 
-    async def _sent_copy(self, account: str, signed: bytes, origin: pb.Origin) -> None:
+    async def _sent_copy(
+        self, account: str, signed: bytes, parsed: ParsedMessage, prefix: int, origin: pb.Origin
+    ) -> None:
+        structure = parsed.structure_with_prefix(prefix)
         async with self.store.use_account(account) as acct:
-            await acct.add_message("Sent", signed, flags=["\\Seen"], origin=origin)
+            await acct.add_message("Sent", signed, flags=["\\Seen"], origin=origin, structure=structure)
 
-    async def _deliver_local(self, tx: Transaction, account: str, rcpts: list[str], signed: bytes) -> None:
-        final = received_header(tx, self.hostname, rcpts[0] if len(rcpts) == 1 else None) + signed
+    async def _deliver_local(
+        self, tx: Transaction, account: str, rcpts: list[str], signed: bytes, parsed: ParsedMessage, prefix: int
+    ) -> None:
+        trace = received_header(tx, self.hostname, rcpts[0] if len(rcpts) == 1 else None)
+        final = trace + signed
+        structure = parsed.structure_with_prefix(len(trace) + prefix)
         origin = pb.Origin(kind="submission-local", remote_ip=tx.remote_ip, mail_from=tx.mail_from, rcpt_to=rcpts)
         async with self.store.use_account(account) as acct:
-            await acct.add_message("INBOX", final, origin=origin, delivery_key=acct.delivery_key(signed))
+            key = await asyncio.to_thread(acct.delivery_key, signed)
+            await acct.add_message("INBOX", final, origin=origin, delivery_key=key, structure=structure)
 
     async def _queue(self, tx: Transaction, account: str, rcpts: list[str], signed: bytes) -> None:
         final = received_header(tx, self.hostname, None) + signed

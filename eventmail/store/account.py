@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..junk.features import origin_features, sent_recipients
 from ..junk.projection import JunkView
+from ..mime.headers import first_value
 from ..mime.structure import parse_structure
 from ..proto import events_pb2 as pb
 from . import checkpoint, projection
@@ -233,7 +234,9 @@ class Account:
         if mb is None:
             raise NotFound(f"no mailbox id {mailbox}")
         if structure is None:
-            structure = parse_structure(raw)
+            # CPU-bound and linear in the message (tens of MB): off the event loop. Callers that
+            # parsed already (SMTP delivery to several accounts) pass their `structure`.
+            structure = await asyncio.to_thread(parse_structure, raw)
         if junk is None:
             # What the junk projections need, extracted now so that replay never reads blobs.
             sent_to = sent_recipients(raw, origin) if mb.special_use == pb.SPECIAL_USE_SENT else ()
@@ -268,11 +271,7 @@ class Account:
 
     def delivery_key(self, message: bytes) -> bytes:
         """A keyed hash of a message's Message-ID and bytes: the same retried delivery has the same key."""
-        message_id = b""
-        for line in message.split(b"\r\n\r\n", 1)[0].split(b"\r\n"):
-            if line[:11].lower() == b"message-id:":
-                message_id = line[11:].strip()
-                break
+        message_id = first_value(message, b"message-id") or b""
         return self.blobs.blob_id(b"delivery\x00" + message_id + b"\x00" + message)
 
     async def change_flags(
