@@ -132,12 +132,14 @@ class MailServer:
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
 
-    def wait_log(self, needle: str, timeout: float = 10.0) -> str:
-        """The first log line containing `needle`. The log is read by a thread, so a line the
-        server wrote before its reply may not be in `log_lines` yet when the reply arrives."""
+    def wait_log(self, needle: str, timeout: float = 10.0, after: int = 0) -> str:
+        """The first log line containing `needle`, among the lines after the first `after` ones
+        (give `len(log_lines)` from before an action to wait for a line of that action). The log is
+        read by a thread, so a line the server wrote before its reply may not be in `log_lines`
+        yet when the reply arrives."""
         deadline = time.monotonic() + timeout
         while True:
-            for line in list(self.log_lines):
+            for line in list(self.log_lines)[after:]:
                 if needle in line:
                     return line
             if time.monotonic() > deadline:
