@@ -247,3 +247,52 @@ def test_garbage_and_tls_garbage(srv: ImapServer, logs: pytest.LogCaptureFixture
         pass
     s.close()
     _still_serving(srv)
+
+
+# -- NUL bytes (issue 10, item 8) ------------------------------------------------------------------
+
+NUL_MESSAGE = (b"Subject: nul\r\nContent-Type: application/octet-stream\r\n"
+               b"Content-Transfer-Encoding: binary\r\n\r\n\x00-\xe4\r\n")
+
+
+def test_nul_is_refused_in_a_plain_append_literal_and_accepted_in_literal8(
+    srv: ImapServer, logs: pytest.LogCaptureFixture
+) -> None:
+    """RFC 9051 §9: a literal is CHAR8 (no NUL); RFC 3516 §4.4: APPEND takes NUL in literal8."""
+    c = srv.raw()
+    c.login()
+    c.send(b"a APPEND INBOX {%d}\r\n" % len(NUL_MESSAGE))
+    assert c.response().startswith(b"+ ")
+    c.send(NUL_MESSAGE + b"\r\n")
+    assert c.response() == b"a BAD NUL in literal (use literal8)"
+    assert _logged(logs, "a BAD NUL in literal")
+    c.send(b"b APPEND INBOX ~{%d}\r\n" % len(NUL_MESSAGE))
+    assert c.response().startswith(b"+ ")
+    c.send(NUL_MESSAGE + b"\r\n")
+    assert c.response().startswith(b"b OK [APPENDUID ")
+    _still_serving(srv, c)
+    c.close()
+
+
+@pytest.mark.parametrize("how", ["literal8", "store"])
+def test_nul_goes_out_only_in_literal8_and_as_0x80_otherwise(srv: ImapServer, how: str) -> None:
+    """BINARY[] of a message with NUL is a literal8 (RFC 3516 §4.3); BODY[], BODY[1] and RFC822
+    are plain literals, which may not hold NUL (RFC 9051 §4.3): each NUL is sent as 0x80, as
+    Dovecot does. A message already in a store with NUL is served the same way."""
+    c = srv.raw()
+    c.login()
+    if how == "literal8":
+        assert c.cmd(b"a APPEND INBOX ~{%d+}\r\n" % len(NUL_MESSAGE) + NUL_MESSAGE)[-1].startswith(b"a OK")
+    else:
+        srv.deliver(NUL_MESSAGE)
+    c.cmd(b"s SELECT INBOX")
+    cleaned = NUL_MESSAGE.replace(b"\x00", b"\x80")
+    n = len(NUL_MESSAGE)
+    assert c.cmd(b"f FETCH 2 BODY.PEEK[]")[0] == b"* 2 FETCH (BODY[] {%d}\r\n%s)" % (n, cleaned)
+    assert c.cmd(b"f FETCH 2 BODY.PEEK[1]")[0] == b"* 2 FETCH (BODY[1] {5}\r\n\x80-\xe4\r\n)"
+    assert c.cmd(b"f FETCH 2 BINARY.PEEK[]")[0] == b"* 2 FETCH (BINARY[] ~{%d}\r\n%s)" % (n, NUL_MESSAGE)
+    assert c.cmd(b"f FETCH 2 BINARY.PEEK[1]")[0] == b"* 2 FETCH (BINARY[1] ~{5}\r\n\x00-\xe4\r\n)"
+    out = c.cmd(b"f FETCH 2 RFC822")
+    assert out[0].startswith(b"* 2 FETCH (RFC822 {%d}\r\n%s" % (n, cleaned)), out
+    assert not any(b"\x00" in line for line in out)
+    c.close()
