@@ -124,12 +124,61 @@ def _mailboxes(srv: ImapServer) -> list[str]:
 def test_huge_nonsync_literal_closes_the_connection(tmp_path: Path, logs: pytest.LogCaptureFixture) -> None:
     with ImapServer(tmp_path, limits=Limits(max_discard=100_000)) as srv:
         c = srv.raw()
-        c.send(b"a LOGIN {200000+}\r\n" + b"y" * 1000)
+        c.login()
+        c.send(b"a SEARCH TEXT {200000+}\r\n" + b"y" * 1000)
         assert c.closed(timeout=5)
         # RFC 7888 §4: past what it will skip the server refuses and closes, saying why
         assert c.buf == b"a BAD [TOOBIG] literal too big\r\n* BYE literal too big to skip\r\n"
         assert _logged(logs, "a BAD [TOOBIG]", "* BYE literal too big to skip")
         _still_serving(srv)
+
+
+@pytest.mark.parametrize("command", [b"a LOGIN {%d}", b"a LOGIN alice {%d}", b"a APPEND INBOX {%d}",
+                                     b"a ID ({%d}", b"a FROB {%d}"])
+def test_big_synchronising_literal_before_login_is_refused_without_continuation(
+    srv: ImapServer, logs: pytest.LogCaptureFixture, command: bytes
+) -> None:
+    """Before login a literal is held to Limits.max_preauth_literal (4096): over it, BAD
+    [TOOBIG] and no `+` (RFC 9051 §7.5), so none of it is sent or buffered."""
+    c = srv.raw()
+    c.send(command % 4097 + b"\r\n")
+    assert c.response() in (b"a BAD [TOOBIG] literal too big before login", b"a BAD unknown command FROB")
+    assert _logged(logs, "a BAD ")
+    # one at the limit is invited, and the session is as it was: not logged in
+    c.send(b"b ID ({4096}\r\n")
+    assert c.response().startswith(b"+ ")
+    c.send(b"k" * 4096 + b" NIL)\r\n")
+    assert c.until(b"b")[-1] == b"b OK ID completed"
+    assert c.cmd(b"f SELECT INBOX")[-1].startswith(b"f BAD")
+    c.login()
+    _still_serving(srv, c)
+    c.close()
+
+
+@pytest.mark.parametrize("command", [b"a LOGIN {%d+}", b"a APPEND INBOX {%d+}", b"a FROB {%d+}"])
+def test_big_non_synchronising_literal_before_login_closes(
+    srv: ImapServer, logs: pytest.LogCaptureFixture, command: bytes
+) -> None:
+    """`a APPEND INBOX {50000000+}` before login: BYE at once, nothing of it is read into memory."""
+    c = srv.raw()
+    c.send(command % 50_000_000 + b"\r\n" + b"x" * 65536)
+    assert c.closed(timeout=5)
+    assert c.buf.endswith(b"* BYE literal too big before login\r\n") or \
+        c.buf.endswith(b"* BYE literal too big to skip\r\n"), c.buf
+    assert _logged(logs, "* BYE literal too big")
+    _still_serving(srv)
+
+
+def test_big_literals_are_fine_after_login(srv: ImapServer) -> None:
+    c = srv.raw()
+    c.login()
+    body = simple_message("after login", "x" * 10_000)
+    c.send(b"a APPEND INBOX {%d}\r\n" % len(body))
+    assert c.response().startswith(b"+ ")
+    c.send(body + b"\r\n")
+    assert c.response().startswith(b"a OK [APPENDUID")
+    assert c.cmd(b"b APPEND INBOX {%d+}\r\n" % len(body) + body)[-1].startswith(b"b OK [APPENDUID")
+    c.close()
 
 
 def test_literals_in_login_search_and_append(srv: ImapServer) -> None:

@@ -208,7 +208,7 @@ def test_error_response() -> None:
 
 
 def test_wire_encode_modes() -> None:
-    wire = ImapWire()
+    wire = ImapWire(authenticated=True)
     assert wire.encode(r.list_response([], "/", "ü")) == b'* LIST () "/" "&APw-"\r\n'
     wire.enable_utf8()
     assert wire.utf8

@@ -371,6 +371,7 @@ class Session:
         self._stack.callback(sub.close)
         self.sub = sub
         self.state = State.AUTHENTICATED
+        self.wire.authenticated()  # literals may now be as large as Limits allows
         # RFC 9051 §6.2.2: capabilities may change with authentication, so send them again
         yield r.ok(tag, "logged in", r.capability_code(self.capabilities()))
 

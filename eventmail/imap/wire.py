@@ -83,10 +83,17 @@ class Limits:
     # Advertise LITERAL- rather than LITERAL+ (RFC 7888 §4): non-synchronising literals over
     # 4096 octets are then refused with BAD.
     literal_minus: bool = False
+    # Any literal before login. What a client legitimately sends then is a user name and a
+    # password (LOGIN), an ID value (at most 1024 octets, RFC 2971 §3.3) or a mailbox name in a
+    # command that will be refused; AUTHENTICATE data comes in lines, not literals. 4096 is the
+    # size RFC 7888 §4 (LITERAL-) already holds every client to, and what Dovecot's login
+    # process buffers. Over it: a synchronising literal gets BAD [TOOBIG] and no `+`, a
+    # non-synchronising one BYE (nothing of it is read into memory).
+    max_preauth_literal: int = 4096
 
     def __post_init__(self) -> None:
         for name in ("max_line", "max_literal", "max_append", "max_append_total", "max_command",
-                     "max_literals", "max_depth", "max_discard"):
+                     "max_literals", "max_depth", "max_discard", "max_preauth_literal"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Limits.{name} must be positive")
 
@@ -1084,8 +1091,10 @@ class ImapWire:
     after encoding OK to COMPRESS. Encoding the tagged answer to AUTHENTICATE ends SASL mode.
     """
 
-    def __init__(self, limits: Limits | None = None) -> None:
+    def __init__(self, limits: Limits | None = None, *, authenticated: bool = False) -> None:
         self.limits = limits if limits is not None else Limits()
+        # Before login every literal is held to Limits.max_preauth_literal (see authenticated())
+        self._authenticated = authenticated
         self._buf = bytearray()
         self._pos = 0  # consumed prefix of _buf
         self._scan = 0  # where to resume looking for CRLF in _buf
@@ -1180,6 +1189,11 @@ class ImapWire:
         """Switch to UTF-8 mailbox names and strings: after ENABLE UTF8=ACCEPT (RFC 6855 §3) or
         ENABLE IMAP4rev2 (RFC 9051 §5.1). Commands already returned were parsed before it."""
         self._utf8 = True
+
+    def authenticated(self) -> None:
+        """Call when a login succeeds: literals may now be as large as Limits allows. Items
+        already returned (pipelined behind the login) were framed under the pre-login limit."""
+        self._authenticated = True
 
     def end_authentication(self) -> None:
         """The AUTHENTICATE exchange is over: read commands again."""
@@ -1331,12 +1345,20 @@ class ImapWire:
     def _literal_start(self, hdr: _LitHeader, line: bytes, out: list[c.Item]) -> None:
         limits = self.limits
         n = hdr.size
-        is_append = self._name == "APPEND"
+        # before login nothing is a message: every literal counts against max_command
+        is_append = self._name == "APPEND" and self._authenticated
         if n is None or hdr.invalid:
             # RFC 9051 §9 literal = "{" number64 ["+"] "}"; RFC 7888 has no `{n-}` form
             self._reject("BAD", "invalid literal")
         elif len(self._literals) >= limits.max_literals:
             self._reject("BAD", "too many literals in one command", "LIMIT")
+        elif not self._authenticated and n > limits.max_preauth_literal:
+            if hdr.nonsync:
+                # its octets are on their way and are not worth reading: close (RFC 7888 §4)
+                self._fatal(out, self._tag, "literal too big before login")
+                return
+            # RFC 9051 §7.5: no `+`, so the client does not send it; RFC 5530 §3 TOOBIG
+            self._reject("BAD", "literal too big before login", "TOOBIG")
         elif hdr.nonsync and limits.literal_minus and n > LITERAL_MINUS_MAX:
             # RFC 7888 §4: LITERAL- servers refuse larger non-synchronising literals with BAD
             self._reject("BAD", "non-synchronizing literal over 4096 octets", "TOOBIG")
@@ -1370,7 +1392,7 @@ class ImapWire:
             self._flush(out)
             self._reset()
             return
-        if hdr.size > self.limits.max_discard:
+        if hdr.size > (self.limits.max_discard if self._authenticated else self.limits.max_preauth_literal):
             self._fatal(out, self._tag, "literal too big to skip")
             return
         self._need = hdr.size
