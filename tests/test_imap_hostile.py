@@ -7,6 +7,7 @@ import logging
 import socket
 import ssl
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -345,3 +346,68 @@ def test_nul_goes_out_only_in_literal8_and_as_0x80_otherwise(srv: ImapServer, ho
     assert out[0].startswith(b"* 2 FETCH (RFC822 {%d}\r\n%s" % (n, cleaned)), out
     assert not any(b"\x00" in line for line in out)
     c.close()
+
+
+# -- COMPRESS=DEFLATE bombs (issue 10, item 6) --------------------------------------------------------
+
+
+class _Deflated:
+    """A logged-in raw client after `COMPRESS DEFLATE` (RFC 4978): deflates what it sends,
+    inflates what it reads."""
+
+    def __init__(self, c: RawClient) -> None:
+        assert c.cmd(b"z COMPRESS DEFLATE") == [b"z OK DEFLATE active"]
+        self.c = c
+        self.out = zlib.compressobj(1, zlib.DEFLATED, -15)
+        self.inp = zlib.decompressobj(-15)
+        self.buf = b""
+
+    def send(self, *pieces: bytes) -> None:
+        for p in pieces:
+            self.c.sock.sendall(self.out.compress(p))
+        self.c.sock.sendall(self.out.flush(zlib.Z_SYNC_FLUSH))
+
+    def line(self) -> bytes:
+        while b"\r\n" not in self.buf:
+            chunk = self.c.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed")
+            self.buf += self.inp.decompress(chunk)
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+
+def test_compression_bomb_closes_the_connection(srv: ImapServer, logs: pytest.LogCaptureFixture) -> None:
+    """256 MiB of one line in ~250 KB deflated: the server inflates only past the line limit,
+    answers BYE with a log line and closes (RFC 4978 §6); other clients are served."""
+    c = srv.raw()
+    c.login()
+    d = _Deflated(c)
+    piece = b"x" * (1 << 20)
+    try:
+        d.send(*([piece] * 256))
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the server may close before it has read the whole bomb
+    assert d.line() == b"* BYE command line too long in compressed input"
+    assert c.closed(timeout=5)
+    assert _logged(logs, "* BYE command line too long in compressed input")
+    _still_serving(srv)
+
+
+def test_big_compressed_append_is_inflated_in_slices(srv: ImapServer) -> None:
+    """A 3 MiB APPEND over COMPRESS is inflated a bounded slice per receive(), yet arrives whole."""
+    c = srv.raw()
+    c.login()
+    d = _Deflated(c)
+    body = simple_message("deflated", "line of text\r\n" * (3 * 1024 * 1024 // 14))
+    d.send(b"a APPEND INBOX {%d+}\r\n" % len(body), body, b"\r\nb NOOP\r\n")
+    assert d.line().startswith(b"a OK [APPENDUID ")
+    assert d.line() == b"b OK NOOP completed"
+    assert srv.call(_message_size(srv)) == len(body)
+    c.close()
+
+
+async def _message_size(srv: ImapServer) -> int:
+    async with srv.store.use_account("alice") as acct:
+        inbox = next(mb for mb in acct.view.mailboxes() if mb.name == "INBOX")
+        return max(acct.view.messages(inbox.id), key=lambda m: m.uid).size

@@ -8,7 +8,7 @@ import pytest
 
 from eventmail.imap import commands as c
 from eventmail.imap.responses import ok
-from eventmail.imap.wire import ImapWire, Limits
+from eventmail.imap.wire import INFLATE_PER_RECEIVE, ImapWire, Limits
 
 NEXT = b"z NOOP\r\n"
 
@@ -340,18 +340,72 @@ def test_compress_round_trip() -> None:
     assert out == b"c OK done\r\nd OK done\r\n"
 
 
-def test_compression_bomb_stays_bounded() -> None:
-    limits = Limits(max_line=4096)
+def _compressed_wire(limits: Limits | None = None) -> ImapWire:
     wire = ImapWire(limits, authenticated=True)
     wire.receive(b"a COMPRESS DEFLATE\r\n")
     wire.encode(ok("a"))
     wire.start_compression()
+    return wire
+
+
+def _deflate(*pieces: bytes) -> bytes:
     client = zlib.compressobj(9, zlib.DEFLATED, -15)
-    bomb = client.compress(b"x" * (20 * 1024 * 1024)) + client.compress(b"\r\n" + NEXT) + client.flush(zlib.Z_SYNC_FLUSH)
+    return b"".join(client.compress(p) for p in pieces) + client.flush(zlib.Z_SYNC_FLUSH)
+
+
+def _drain(wire: ImapWire, first: list[c.Item]) -> list[c.Item]:
+    """The items of one receive() and of the receive(b"") calls input_pending asks for."""
+    got = list(first)
+    while wire.input_pending:
+        got += wire.receive(b"")
+    return got
+
+
+def test_compression_bomb_line_closes() -> None:
+    """20 MiB of one line in < 100 KB deflated: past max_line the connection is closed (RFC 4978
+    §6), rather than inflating and discarding the rest of the line."""
+    wire = _compressed_wire(Limits(max_line=4096))
+    bomb = _deflate(b"x" * (20 * 1024 * 1024), b"\r\n" + NEXT)
     assert len(bomb) < 100_000
     got = wire.receive(bomb)
-    assert got == [c.ProtocolError(None, "BAD", "command line too long", "TOOBIG"), c.Noop("z")]
+    assert got == [c.ProtocolError(None, "BYE", "command line too long in compressed input", close=True)]
+    assert wire.closed and not wire.input_pending
     assert wire.buffered < 10_000
+
+
+def test_one_receive_inflates_a_bounded_slice() -> None:
+    """A deflated run of 512 Ki NOOPs (4 MiB inflated) is not framed in one receive(): each call
+    inflates at most INFLATE_PER_RECEIVE, input_pending says more is there, and the commands
+    come out whole and in order over the following receive(b"") calls."""
+    count = 512 * 1024
+    wire = _compressed_wire()
+    first = wire.receive(_deflate(b"n NOOP\r\n" * count))
+    assert len(first) <= INFLATE_PER_RECEIVE // len(b"n NOOP\r\n")
+    assert wire.input_pending
+    got = _drain(wire, first)
+    assert len(got) == count and set(got) == {c.Noop("n")}
+    assert not wire.input_pending
+
+
+def test_big_rejected_literal_in_compressed_input_closes() -> None:
+    wire = _compressed_wire(Limits(max_literal=100))
+    got = wire.receive(_deflate(b"a SEARCH TEXT {200000+}\r\n" + b"x" * 200_000 + b"\r\n" + NEXT))
+    assert got == [c.ProtocolError("a", "BAD", "literal too big", "TOOBIG"),
+                   c.ProtocolError("a", "BYE", "literal too big to skip in compressed input", close=True)]
+    assert wire.closed
+
+
+def test_small_rejected_literal_in_compressed_input_is_skipped() -> None:
+    wire = _compressed_wire()
+    got = _drain(wire, wire.receive(_deflate(b"a FROB {5+}\r\nhello\r\n" + NEXT)))
+    assert got == [c.ProtocolError("a", "BAD", "unknown command FROB"), c.Noop("z")]
+
+
+def test_big_append_arrives_over_several_receives() -> None:
+    body = bytes(range(1, 256)) * (3 * 1024 * 1024 // 255)  # 3 MiB, little to compress away
+    wire = _compressed_wire()
+    got = _drain(wire, wire.receive(_deflate(b"a APPEND INBOX {%d+}\r\n" % len(body) + body + b"\r\n" + NEXT)))
+    assert got == [c.Append("a", "INBOX", (c.AppendMessage(body),)), c.Noop("z")]
 
 
 def test_invalid_compressed_data_closes() -> None:
