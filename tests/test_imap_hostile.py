@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from eventmail.imap import Limits
+from eventmail.mime import MAX_MIME_DEPTH
 from eventmail.sasl import LimitPolicy, LoginLimiter
 from tests.imap_harness import HOST, ImapServer, RawClient, simple_message
+from tests.test_mime_depth import nested
 
 
 @pytest.fixture
@@ -411,3 +413,25 @@ async def _message_size(srv: ImapServer) -> int:
     async with srv.store.use_account("alice") as acct:
         inbox = next(mb for mb in acct.view.mailboxes() if mb.name == "INBOX")
         return max(acct.view.messages(inbox.id), key=lambda m: m.uid).size
+
+
+# -- MIME nesting (issue 10, item 10) -------------------------------------------------------------
+
+
+def test_append_nested_past_the_mime_limit_gets_no_limit(srv: ImapServer, logs: pytest.LogCaptureFixture) -> None:
+    """1,000 levels answered NO [SERVERBUG] (RecursionError in the junk tokenizer): now NO [LIMIT]
+    (RFC 5530 §3) with a log line; at the limit the message is stored and every form of it served."""
+    c = srv.raw()
+    c.login()
+    for depth in (1000, MAX_MIME_DEPTH + 1):
+        m = nested(["multipart", "message"] * (depth // 2) + ["multipart"] * (depth % 2))
+        out = c.cmd(b"a APPEND INBOX {%d+}\r\n" % len(m) + m)
+        assert out[-1] == b"a NO [LIMIT] message refused: MIME parts nested deeper than %d" % MAX_MIME_DEPTH
+    assert _logged(logs, "a NO [LIMIT] message refused: MIME parts nested deeper than")
+    ok = nested(["multipart", "message"] * (MAX_MIME_DEPTH // 2))
+    assert c.cmd(b"b APPEND INBOX {%d+}\r\n" % len(ok) + ok)[-1].startswith(b"b OK [APPENDUID")
+    c.cmd(b"s SELECT INBOX")
+    assert c.cmd(b"f FETCH 2 (BODYSTRUCTURE ENVELOPE BODY)")[-1] == b"f OK FETCH completed"
+    assert c.cmd(b"g SEARCH TEXT innermost")[0] == b"* SEARCH 2"
+    _still_serving(srv, c)
+    c.close()

@@ -353,8 +353,7 @@ def test_deeply_nested_mime_is_refused(server: MailServer) -> None:
         assert (info.value.smtp_code, info.value.smtp_error[:5]) == (554, b"5.6.0")
         assert s.sendmail("s@example.test", ["alice@mail.test"], message("after the bomb")) == {}
     assert b"nested bomb" not in subjects(server, "alice")
-    line = wait_log(server, "refused, MIME depth 4")
-    assert int(line.split("MIME depth ")[1].split()[0]) > 30
+    wait_log(server, "refused, MIME nesting deeper than 30")  # mime.MAX_MIME_DEPTH
 
 
 def test_huge_mime_is_refused(server: MailServer) -> None:

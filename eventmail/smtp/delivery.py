@@ -12,16 +12,16 @@ from ..junk.delivery import JunkFilter, Plan, strip_header
 from ..junk.features import message_features
 from ..mailauth.resolver import Resolver
 from ..mailauth.verdict import AuthVerdict, evaluate
-from ..mime.structure import parse_structure
+from ..mime.structure import MAX_MIME_DEPTH, MimeTooDeep, parse_incoming
 from ..proto import events_pb2 as pb
 from ..store import Store, StoreError, StoreFull, normalize_address
 from .reply import Reply
 
 log = logging.getLogger(__name__)
 
-# RFC 2046 puts no bound on nesting; real mail rarely nests past 5. 30 levels or 2,000 parts is
-# hostile (a "MIME bomb") rather than mail, and each level costs parsing and IMAP rendering.
-MAX_MIME_DEPTH = 30
+# RFC 2046 puts no bound on nesting or parts; real mail rarely nests past 5. Nesting past the
+# server's MAX_MIME_DEPTH (mime.structure) or 2,000 parts is hostile (a "MIME bomb") rather than
+# mail, and each part costs parsing and IMAP rendering.
 MAX_MIME_PARTS = 2000
 
 
@@ -129,9 +129,15 @@ class InboundDelivery:
 
     async def deliver(self, tx: Transaction, message: bytes) -> Reply:
         """Authenticate, add trace headers, append one event per recipient account; 250 only after fsync."""
-        structure = parse_structure(message)
+        try:
+            structure = parse_incoming(message)
+        except MimeTooDeep:
+            # RFC 3463 §3.7 X.6.0: other media error (Postfix's mime_nesting_limit answers alike)
+            log.info("tx %s from %s: refused, MIME nesting deeper than %d", tx.transaction_id, tx.remote_ip,
+                     MAX_MIME_DEPTH)
+            return Reply(554, "5.6.0", "MIME parts nested too deep")
         depth, parts = mime_shape(structure)
-        if depth > MAX_MIME_DEPTH or parts > MAX_MIME_PARTS:
+        if parts > MAX_MIME_PARTS:
             log.info("tx %s from %s: refused, MIME depth %d parts %d", tx.transaction_id, tx.remote_ip, depth, parts)
             return Reply(554, "5.6.0", "message structure too complex")
         verdict = await self.verdict(tx, message)
