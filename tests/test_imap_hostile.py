@@ -16,6 +16,7 @@ import pytest
 from eventmail.imap import Limits
 from eventmail.mime import MAX_MIME_DEPTH
 from eventmail.sasl import LimitPolicy, LoginLimiter
+from eventmail.store import MAX_KEYWORDS_PER_MAILBOX, MAX_KEYWORDS_PER_MESSAGE
 from tests.imap_harness import HOST, ImapServer, RawClient, simple_message
 from tests.test_mime_depth import nested
 
@@ -433,5 +434,63 @@ def test_append_nested_past_the_mime_limit_gets_no_limit(srv: ImapServer, logs: 
     c.cmd(b"s SELECT INBOX")
     assert c.cmd(b"f FETCH 2 (BODYSTRUCTURE ENVELOPE BODY)")[-1] == b"f OK FETCH completed"
     assert c.cmd(b"g SEARCH TEXT innermost")[0] == b"* SEARCH 2"
+    _still_serving(srv, c)
+    c.close()
+
+
+# -- keyword caps (issue 10, item 10) ----------------------------------------------------------------
+
+
+def _kw(prefix: str, n: int) -> bytes:
+    return b" ".join(b"%s%d" % (prefix.encode(), i) for i in range(n))
+
+
+def test_keywords_per_message_are_capped(srv: ImapServer, logs: pytest.LogCaptureFixture) -> None:
+    """5,000 keywords on one message were accepted: STORE and APPEND past 64 get NO [LIMIT]."""
+    c = srv.raw()
+    c.login()
+    c.cmd(b"s SELECT INBOX")
+    over = _kw("k", MAX_KEYWORDS_PER_MESSAGE + 1)
+    assert c.cmd(b"a STORE 1 +FLAGS (" + over + b")")[-1] == \
+        b"a NO [LIMIT] at most %d keywords per message" % MAX_KEYWORDS_PER_MESSAGE
+    assert _logged(logs, "a NO [LIMIT] at most")
+    assert c.cmd(b"b STORE 1 FLAGS (" + _kw("k", 5000) + b")")[-1].startswith(b"b NO [LIMIT]")
+    m = simple_message("many keywords")
+    assert c.cmd(b"c APPEND INBOX (" + over + b") {%d+}\r\n" % len(m) + m)[-1].startswith(b"c NO [LIMIT]")
+    # at the cap all is well, and \Seen and friends never count
+    at = _kw("k", MAX_KEYWORDS_PER_MESSAGE)
+    assert c.cmd(b"d STORE 1 +FLAGS.SILENT (\\Seen \\Flagged " + at + b")")[-1] == b"d OK STORE completed"
+    assert c.cmd(b"e APPEND INBOX (\\Seen " + at + b") {%d+}\r\n" % len(m) + m)[-1].startswith(b"e OK")
+    _still_serving(srv, c)
+    c.close()
+
+
+def test_keywords_per_mailbox_are_capped_for_store_append_copy_and_move(
+    srv: ImapServer, logs: pytest.LogCaptureFixture
+) -> None:
+    per = MAX_KEYWORDS_PER_MESSAGE
+    full = MAX_KEYWORDS_PER_MAILBOX // per
+    for i in range(full):  # the mailbox reaches its cap: 256 keywords over 4 messages
+        srv.deliver(simple_message(f"kw {i}"), flags=tuple(f"m{i}x{j}" for j in range(per)))
+    c = srv.raw()
+    c.login()
+    assert c.cmd(b"x CREATE Other")[-1].startswith(b"x OK")
+    m = simple_message("with a new keyword")
+    assert c.cmd(b"y APPEND Other (brandnew) {%d+}\r\n" % len(m) + m)[-1].startswith(b"y OK")
+    out = c.cmd(b"s SELECT INBOX")
+    permanent = next(line for line in out if b"PERMANENTFLAGS" in line)
+    assert b"\\*" not in permanent and b"m0x0" in permanent  # RFC 9051 §7.1: no new keywords
+    assert c.cmd(b"a STORE 1 +FLAGS (brandnew)")[-1] == \
+        b"a NO [LIMIT] at most %d keywords per mailbox" % MAX_KEYWORDS_PER_MAILBOX
+    assert c.cmd(b"b APPEND INBOX (brandnew) {%d+}\r\n" % len(m) + m)[-1].startswith(b"b NO [LIMIT]")
+    assert c.cmd(b"o SELECT Other")[-1].startswith(b"o OK")
+    assert c.cmd(b"c COPY 1 INBOX")[-1].startswith(b"c NO [LIMIT]")
+    assert c.cmd(b"d MOVE 1 INBOX")[-1].startswith(b"d NO [LIMIT]")
+    assert _logged(logs, "a NO [LIMIT] at most 256 keywords per mailbox", "c NO [LIMIT]", "d NO [LIMIT]")
+    # keywords the mailbox already has are still fine, and so is a keyword-less copy
+    c.cmd(b"i SELECT INBOX")
+    assert c.cmd(b"e STORE 1 +FLAGS.SILENT (m3x1 \\Seen)")[-1] == b"e OK STORE completed"
+    assert c.cmd(b"f APPEND INBOX (m2x2) {%d+}\r\n" % len(m) + m)[-1].startswith(b"f OK")
+    assert c.cmd(b"g COPY 1 Other")[-1].startswith(b"g OK")
     _still_serving(srv, c)
     c.close()
