@@ -132,7 +132,7 @@ class InboundDelivery:
         try:
             structure = parse_incoming(message)
         except MimeTooDeep:
-            # RFC 3463 §3.7 X.6.0: other media error (Postfix's mime_nesting_limit answers alike)
+            # RFC 3463 §3.7 X.6.0: other or undefined media error, as for the parts limit below
             log.info("tx %s from %s: refused, MIME nesting deeper than %d", tx.transaction_id, tx.remote_ip,
                      MAX_MIME_DEPTH)
             return Reply(554, "5.6.0", "MIME parts nested too deep")
