@@ -94,7 +94,8 @@ def test_full_disk_gives_an_error_and_leaves_the_log_intact(tmp_path: Path) -> N
                 # Small appends keep failing or succeeding cleanly, never tearing the log.
                 for i in range(2000):
                     try:
-                        await a.change_flags(1, [1], add=[f"k{i}" * 50])
+                        # one keyword at a time (replace): within the keyword caps
+                        await a.change_flags(1, [1], add=[f"k{i}" * 50], replace=True)
                         acked += 1
                     except StoreFull:
                         failures += 1

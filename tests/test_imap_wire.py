@@ -17,7 +17,7 @@ from eventmail.imap.wire import ImapWire, Limits
 
 
 def items(data: bytes, *, utf8: bool = False, **limits: int | bool) -> list[c.Item]:
-    wire = ImapWire(Limits(**limits))  # type: ignore[arg-type]
+    wire = ImapWire(Limits(**limits), authenticated=True)  # type: ignore[arg-type]
     if utf8:
         wire.enable_utf8()
     return wire.receive(data)
@@ -96,7 +96,7 @@ def test_login_forms() -> None:
 
 
 def test_authenticate_and_sasl_lines() -> None:
-    wire = ImapWire()
+    wire = ImapWire(authenticated=True)
     assert wire.receive(b"a AUTHENTICATE PLAIN\r\n") == [c.Authenticate("a", "PLAIN")]
     # RFC 9051 §6.2.2: continuation lines are raw base64, not commands
     assert wire.receive(b"AGFsaWNlAHNlY3JldA==\r\n") == [c.SaslResponse("a", b"\x00alice\x00secret")]
@@ -115,7 +115,7 @@ def test_authenticate_sasl_ir_and_cancel() -> None:
     assert one(b"a AUTHENTICATE EXTERNAL =\r\n") == c.Authenticate("a", "EXTERNAL", b"")
     bad(b"a AUTHENTICATE PLAIN AGF!\r\n")
     bad(b"a AUTHENTICATE PLAIN AGF\r\n")  # bad padding
-    wire = ImapWire()
+    wire = ImapWire(authenticated=True)
     wire.receive(b"a AUTHENTICATE SCRAM-SHA-256\r\n")
     assert wire.receive(b"*\r\nb NOOP\r\n") == [c.SaslCancel("a"), c.Noop("b")]
     wire.receive(b"c AUTHENTICATE PLAIN\r\n")
@@ -124,7 +124,7 @@ def test_authenticate_sasl_ir_and_cancel() -> None:
 
 
 def test_authenticate_end_authentication_method() -> None:
-    wire = ImapWire()
+    wire = ImapWire(authenticated=True)
     wire.receive(b"a AUTHENTICATE PLAIN =\r\n")
     wire.end_authentication()
     assert wire.receive(b"b NOOP\r\n") == [c.Noop("b")]

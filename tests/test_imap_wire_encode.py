@@ -118,7 +118,7 @@ def test_mailbox_names_in_responses() -> None:
         ("café", False, b"{5}\r\ncaf\xc3\xa9"),  # 8-bit needs a literal without UTF8=ACCEPT
         ("café", True, '"café"'.encode()),
         (b"caf\xe9", True, b"{4}\r\ncaf\xe9"),  # not UTF-8: literal even when enabled
-        (b"nul\x00", False, b"{4}\r\nnul\x00"),
+        (b"nul\x00", False, b"{4}\r\nnul\x80"),  # RFC 9051 §4.3: never NUL in a plain literal
         (None, False, b"NIL"),
         (0, False, b"0"),
         (2**63 - 1, False, b"9223372036854775807"),
@@ -183,7 +183,8 @@ def test_fetch_binary_uses_literal8_for_binary_content() -> None:
     # RFC 3516 §4.3: BINARY content with NUL goes out as literal8
     resp = r.FetchResponse(1, (("BINARY[2]", b"\x89PNG\x00\x01"), ("BINARY.SIZE[2]", 6), ("BINARY[1]", b"text\r\n")))
     assert enc(resp) == b"* 1 FETCH (BINARY[2] ~{6}\r\n\x89PNG\x00\x01 BINARY.SIZE[2] 6 BINARY[1] {6}\r\ntext\r\n)\r\n"
-    assert enc(r.FetchResponse(1, (("BODY[]", b"a\x00b"),))) == b"* 1 FETCH (BODY[] {3}\r\na\x00b)\r\n"
+    assert enc(r.FetchResponse(1, (("BODY[]", b"a\x00b"),))) == b"* 1 FETCH (BODY[] {3}\r\na\x80b)\r\n"
+    assert enc(r.FetchResponse(1, (("BODY[]", Literal(b"a\x00b")),))) == b"* 1 FETCH (BODY[] {3}\r\na\x80b)\r\n"
     assert enc(r.FetchResponse(1, (("BINARY[]", NIL),))) == b"* 1 FETCH (BINARY[] NIL)\r\n"
 
 
@@ -207,7 +208,7 @@ def test_error_response() -> None:
 
 
 def test_wire_encode_modes() -> None:
-    wire = ImapWire()
+    wire = ImapWire(authenticated=True)
     assert wire.encode(r.list_response([], "/", "ü")) == b'* LIST () "/" "&APw-"\r\n'
     wire.enable_utf8()
     assert wire.utf8

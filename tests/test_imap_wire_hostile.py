@@ -8,13 +8,13 @@ import pytest
 
 from eventmail.imap import commands as c
 from eventmail.imap.responses import ok
-from eventmail.imap.wire import ImapWire, Limits
+from eventmail.imap.wire import INFLATE_PER_RECEIVE, ImapWire, Limits
 
 NEXT = b"z NOOP\r\n"
 
 
 def run(data: bytes, limits: Limits | None = None) -> list[c.Item]:
-    return ImapWire(limits or Limits()).receive(data)
+    return ImapWire(limits or Limits(), authenticated=True).receive(data)
 
 
 def refused_then_next(data: bytes, limits: Limits | None = None, tag: str | None = "a") -> c.ProtocolError:
@@ -67,7 +67,7 @@ def test_huge_synchronising_literal_is_refused_without_waiting() -> None:
 
 
 def test_huge_non_synchronising_literal_closes() -> None:
-    wire = ImapWire()
+    wire = ImapWire(authenticated=True)
     got = wire.receive(b"a LOGIN {4294967296+}\r\n" + NEXT)
     assert got == [
         c.ProtocolError("a", "BAD", "literal too big", "TOOBIG"),
@@ -113,7 +113,7 @@ def test_literal_minus_limit() -> None:
 
 
 def test_discard_cap_closes() -> None:
-    wire = ImapWire(Limits(max_literal=10, max_discard=100))
+    wire = ImapWire(Limits(max_literal=10, max_discard=100), authenticated=True)
     got = wire.receive(b"a LOGIN {101+}\r\n" + b"x" * 101 + b"\r\n" + NEXT)
     assert got[-1] == c.ProtocolError("a", "BYE", "literal too big to skip", close=True)
     assert wire.closed
@@ -183,7 +183,7 @@ def test_invalid_utf8_is_refused(data: bytes) -> None:
 
 
 def test_invalid_utf8_mailbox_in_utf8_mode() -> None:
-    wire = ImapWire()
+    wire = ImapWire(authenticated=True)
     wire.enable_utf8()
     got = wire.receive(b"a SELECT {2+}\r\n\xc3\x28\r\n" + NEXT)
     assert got[0] == c.ProtocolError("a", "BAD", "invalid UTF-8 in mailbox name")
@@ -250,7 +250,7 @@ def test_overlong_line_discarded_then_bad() -> None:
 
 def test_overlong_line_fed_slowly_stays_bounded() -> None:
     limits = Limits(max_line=1000)
-    wire = ImapWire(limits)
+    wire = ImapWire(limits, authenticated=True)
     got: list[c.Item] = []
     got += wire.receive(b"a SEARCH TEXT ")
     for _ in range(200):
@@ -278,7 +278,7 @@ def test_overlong_continuation_line() -> None:
 
 
 def test_overlong_sasl_line() -> None:
-    wire = ImapWire(Limits(max_line=100))
+    wire = ImapWire(Limits(max_line=100), authenticated=True)
     wire.receive(b"a AUTHENTICATE PLAIN\r\n")
     got = wire.receive(b"A" * 1000 + b"\r\n" + NEXT)
     assert got == [c.ProtocolError("a", "BAD", "SASL response line too long"), c.Noop("z")]
@@ -306,7 +306,7 @@ def test_syntax_error_after_literal_keeps_sync() -> None:
 
 def test_starttls_drops_pipelined_plaintext() -> None:
     # RFC 9051 §6.2.1: commands sent before the TLS negotiation must not be run
-    wire = ImapWire()
+    wire = ImapWire(authenticated=True)
     assert wire.receive(b"a STARTTLS\r\nb LOGIN mallory x\r\n") == [c.StartTls("a")]
     assert wire.receive(b"c LOGIN mallory x\r\n") == []
     wire.encode(ok("a", "begin TLS"))
@@ -315,7 +315,7 @@ def test_starttls_drops_pipelined_plaintext() -> None:
 
 
 def test_refused_starttls_resumes() -> None:
-    wire = ImapWire()
+    wire = ImapWire(authenticated=True)
     wire.receive(b"a STARTTLS\r\n")
     from eventmail.imap.responses import bad
 
@@ -324,7 +324,7 @@ def test_refused_starttls_resumes() -> None:
 
 
 def test_compress_round_trip() -> None:
-    wire = ImapWire()
+    wire = ImapWire(authenticated=True)
     assert wire.receive(b"a COMPRESS DEFLATE\r\nb NOOP\r\n") == [c.Compress("a", "DEFLATE")]
     assert wire.encode(ok("a", "DEFLATE active")) == b"a OK DEFLATE active\r\n"
     wire.start_compression()
@@ -340,22 +340,76 @@ def test_compress_round_trip() -> None:
     assert out == b"c OK done\r\nd OK done\r\n"
 
 
-def test_compression_bomb_stays_bounded() -> None:
-    limits = Limits(max_line=4096)
-    wire = ImapWire(limits)
+def _compressed_wire(limits: Limits | None = None) -> ImapWire:
+    wire = ImapWire(limits, authenticated=True)
     wire.receive(b"a COMPRESS DEFLATE\r\n")
     wire.encode(ok("a"))
     wire.start_compression()
+    return wire
+
+
+def _deflate(*pieces: bytes) -> bytes:
     client = zlib.compressobj(9, zlib.DEFLATED, -15)
-    bomb = client.compress(b"x" * (20 * 1024 * 1024)) + client.compress(b"\r\n" + NEXT) + client.flush(zlib.Z_SYNC_FLUSH)
+    return b"".join(client.compress(p) for p in pieces) + client.flush(zlib.Z_SYNC_FLUSH)
+
+
+def _drain(wire: ImapWire, first: list[c.Item]) -> list[c.Item]:
+    """The items of one receive() and of the receive(b"") calls input_pending asks for."""
+    got = list(first)
+    while wire.input_pending:
+        got += wire.receive(b"")
+    return got
+
+
+def test_compression_bomb_line_closes() -> None:
+    """20 MiB of one line in < 100 KB deflated: past max_line the connection is closed (RFC 4978
+    §6), rather than inflating and discarding the rest of the line."""
+    wire = _compressed_wire(Limits(max_line=4096))
+    bomb = _deflate(b"x" * (20 * 1024 * 1024), b"\r\n" + NEXT)
     assert len(bomb) < 100_000
     got = wire.receive(bomb)
-    assert got == [c.ProtocolError(None, "BAD", "command line too long", "TOOBIG"), c.Noop("z")]
+    assert got == [c.ProtocolError(None, "BYE", "command line too long in compressed input", close=True)]
+    assert wire.closed and not wire.input_pending
     assert wire.buffered < 10_000
 
 
+def test_one_receive_inflates_a_bounded_slice() -> None:
+    """A deflated run of 512 Ki NOOPs (4 MiB inflated) is not framed in one receive(): each call
+    inflates at most INFLATE_PER_RECEIVE, input_pending says more is there, and the commands
+    come out whole and in order over the following receive(b"") calls."""
+    count = 512 * 1024
+    wire = _compressed_wire()
+    first = wire.receive(_deflate(b"n NOOP\r\n" * count))
+    assert len(first) <= INFLATE_PER_RECEIVE // len(b"n NOOP\r\n")
+    assert wire.input_pending
+    got = _drain(wire, first)
+    assert len(got) == count and set(got) == {c.Noop("n")}
+    assert not wire.input_pending
+
+
+def test_big_rejected_literal_in_compressed_input_closes() -> None:
+    wire = _compressed_wire(Limits(max_literal=100))
+    got = wire.receive(_deflate(b"a SEARCH TEXT {200000+}\r\n" + b"x" * 200_000 + b"\r\n" + NEXT))
+    assert got == [c.ProtocolError("a", "BAD", "literal too big", "TOOBIG"),
+                   c.ProtocolError("a", "BYE", "literal too big to skip in compressed input", close=True)]
+    assert wire.closed
+
+
+def test_small_rejected_literal_in_compressed_input_is_skipped() -> None:
+    wire = _compressed_wire()
+    got = _drain(wire, wire.receive(_deflate(b"a FROB {5+}\r\nhello\r\n" + NEXT)))
+    assert got == [c.ProtocolError("a", "BAD", "unknown command FROB"), c.Noop("z")]
+
+
+def test_big_append_arrives_over_several_receives() -> None:
+    body = bytes(range(1, 256)) * (3 * 1024 * 1024 // 255)  # 3 MiB, little to compress away
+    wire = _compressed_wire()
+    got = _drain(wire, wire.receive(_deflate(b"a APPEND INBOX {%d+}\r\n" % len(body) + body + b"\r\n" + NEXT)))
+    assert got == [c.Append("a", "INBOX", (c.AppendMessage(body),)), c.Noop("z")]
+
+
 def test_invalid_compressed_data_closes() -> None:
-    wire = ImapWire()
+    wire = ImapWire(authenticated=True)
     wire.receive(b"a COMPRESS DEFLATE\r\n")
     wire.encode(ok("a"))
     wire.start_compression()
@@ -366,7 +420,7 @@ def test_invalid_compressed_data_closes() -> None:
 
 def test_refusal_comes_after_the_skipped_literal() -> None:
     # the client is sending the literal anyway; the BAD follows the end of the command
-    wire = ImapWire(Limits(max_literal=100))
+    wire = ImapWire(Limits(max_literal=100), authenticated=True)
     assert wire.receive(b"a LOGIN {150+}\r\n" + b"x" * 149) == []
     assert wire.receive(b"x") == []
     assert wire.receive(b" pw\r\n") == [c.ProtocolError("a", "BAD", "literal too big", "TOOBIG")]
@@ -375,7 +429,7 @@ def test_refusal_comes_after_the_skipped_literal() -> None:
 
 
 def test_large_append_streams_through() -> None:
-    wire = ImapWire()
+    wire = ImapWire(authenticated=True)
     size = 20 * 1024 * 1024
     got = wire.receive(b"a APPEND INBOX {%d}\r\n" % size)
     assert got == [c.Continuation("a")]

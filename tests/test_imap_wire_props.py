@@ -57,7 +57,7 @@ TRANSCRIPTS: list[bytes] = [
 
 
 def feed(chunks: list[bytes], limits: Limits = SMALL) -> list[c.Item]:
-    wire = ImapWire(limits)
+    wire = ImapWire(limits, authenticated=True)
     got: list[c.Item] = []
     for chunk in chunks:
         got += wire.receive(chunk)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from eventmail.mime import MimeLimits, parse_structure
+from eventmail.mime import MAX_MIME_DEPTH, MimeLimits, parse_structure
 from eventmail.mime.imapform import render_bodystructure, render_envelope
 from eventmail.mime.structure import MAX_DEPTH_CEILING
 from eventmail.proto import events_pb2
@@ -447,7 +447,7 @@ def test_depth_limit_makes_an_opaque_leaf() -> None:
 def test_default_depth_limit_survives_protobuf_round_trip() -> None:
     raw = nested(200)
     st = parse_structure(raw)
-    assert max(d for _, d in walk(st.body)) == 50
+    assert max(d for _, d in walk(st.body)) == MAX_MIME_DEPTH  # the one limit of the server
     again = events_pb2.MessageStructure.FromString(st.SerializeToString())
     assert again == st
     # Nested message/rfc822 the same way, envelope included.

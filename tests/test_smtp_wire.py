@@ -378,7 +378,7 @@ def data_session(cfg: SmtpConfig | None = None) -> Session:
         (b"a\r\n...\r\nb\r\n.\r\n", b"a\r\n..\r\nb\r\n"),
         (b".x\r\n.\r\n", b"x\r\n"),  # RFC 5321 §4.5.2: the first dot goes, whatever follows
         (b"x\r\n. \r\n.\r\n", b"x\r\n \r\n"),
-        (b"\x00\x80\xff binary-ish 8bit\r\n.\r\n", b"\x00\x80\xff binary-ish 8bit\r\n"),
+        (b"\x01\x80\xff binary-ish 8bit\r\n.\r\n", b"\x01\x80\xff binary-ish 8bit\r\n"),  # NUL: refused
     ],
 )
 def test_data_dot_unstuffing(wire: bytes, content: bytes) -> None:

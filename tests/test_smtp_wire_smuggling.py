@@ -134,13 +134,35 @@ def test_dot_line_with_bare_lf_is_not_unstuffed_into_an_end() -> None:
     assert isinstance(s.events[-1], ProtocolError)
 
 
-def test_nul_and_other_controls_are_content() -> None:
-    """Only CR and LF frame lines; a NUL before the dot does not make an end either."""
+def test_nul_does_not_end_data_and_is_refused() -> None:
+    """Only CR and LF frame lines: a NUL before the dot does not make an end either. The message
+    is then refused for its NUL (554 5.6.0), and the connection serves the next transaction."""
     s = Session()
     start_data(s)
     out = s.write(b"hi\r\n\x00.\r\nMAIL FROM:<evil@x.example>\r\n.\r\n")
-    assert out == b"250 2.0.0 OK: queued as 1\r\n"
-    assert s.server.messages == [b"hi\r\n\x00.\r\nMAIL FROM:<evil@x.example>\r\n"]
+    assert out == b"554 5.6.0 Message contains NUL bytes\r\n"
+    assert s.server.messages == []
+    assert [e.address for e in s.events if isinstance(e, MailFrom)] == ["alice@client.example"]
+    s.write(b"MAIL FROM:<alice@client.example>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n")
+    assert s.write(b"clean\r\n.\r\n") == b"250 2.0.0 OK: queued as 1\r\n"
+    assert s.server.messages == [b"clean\r\n"]
+
+
+@pytest.mark.parametrize("cut", [0, 1, 5, 9])
+def test_nul_in_any_bdat_chunk_is_refused(cut: int) -> None:
+    """BDAT: a NUL in any chunk (or split across chunk edges) refuses the message at LAST."""
+    s = Session()
+    s.write(b"EHLO client.example\r\n")
+    body = b"Subject: x\r\n\r\nab\x00cd\r\n"
+    first, last = body[:cut], body[cut:]
+    out = s.write(
+        b"MAIL FROM:<alice@client.example>\r\nRCPT TO:<bob@example.org>\r\n"
+        + b"BDAT %d\r\n" % len(first) + first + b"BDAT %d LAST\r\n" % len(last) + last
+    )
+    assert codes(out) == [250, 250, 250, 554]
+    assert out.endswith(b"554 5.6.0 Message contains NUL bytes\r\n")
+    assert s.server.messages == []
+    assert codes(s.write(b"RSET\r\nNOOP\r\n")) == [250, 250]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from eventmail.imap.fetch import MessageData, make_plan, render
 from eventmail.imap.mailboxes import existing_mailbox
 from eventmail.imap.search import Candidate, SearchContext, matches, needs_text, uses_modseq
 from eventmail.imap.selected import SYSTEM_FLAGS, Selected, flag_atoms, uid_set
+from eventmail.mime import MimeTooDeep, parse_incoming
 from eventmail.proto import events_pb2 as pb
 from eventmail.store import MailboxView, Message
 
@@ -75,8 +76,13 @@ async def append(s: Session, cmd: c.Append) -> AsyncIterator[r.Response]:
         else:
             offset = when.utcoffset() or datetime.timedelta(0)
             stamp, tz = when.timestamp(), int(offset.total_seconds()) // 60
+        try:
+            structure = await asyncio.to_thread(parse_incoming, m.data)
+        except MimeTooDeep as e:
+            raise no(f"message refused: {e}", "LIMIT") from e  # RFC 5530 §3 LIMIT
         committed = await acct.add_message(
-            mb.id, m.data, flags, stamp, tz, origin=pb.Origin(kind="imap-append", remote_ip=s.peer)
+            mb.id, m.data, flags, stamp, tz, origin=pb.Origin(kind="imap-append", remote_ip=s.peer),
+            structure=structure,
         )
         assert committed is not None
         uids.append(committed.event.message_added.uid)

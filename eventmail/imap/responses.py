@@ -31,7 +31,8 @@ class Atom:
 
 @dataclass(frozen=True)
 class Literal:
-    """Always sent as a literal `{n}`, or as a literal8 `~{n}` when `binary` (RFC 3516 §4.3)."""
+    """Always sent as a literal `{n}`, or as a literal8 `~{n}` when `binary` and the data holds
+    NUL (RFC 3516 §4.3); a plain literal never carries NUL (RFC 9051 §4.3: it becomes 0x80)."""
 
     data: bytes
     binary: bool = False
@@ -142,14 +143,28 @@ def _needs_literal(data: bytes, utf8: bool) -> bool:
     return False
 
 
+# RFC 9051 §4.3 / §9: a literal is CHAR8, which excludes NUL; only literal8 (RFC 3516 §4.3)
+# carries it. A message stored with NUL (APPEND of a literal8, or an older store) is sent in a
+# plain literal with each NUL as 0x80, as Dovecot does ("IMAP literals must not contain NULs.
+# change them to 0x80 characters", lib-imap-storage/imap-msgpart.c); the size is unchanged.
+_NO_NUL = bytes.maketrans(b"\x00", b"\x80")
+
+
+def _literal(raw: bytes, binary: bool) -> bytes:
+    """`{n}` with NUL as 0x80, or `~{n}` as it is when `binary` and the data holds NUL."""
+    if b"\x00" not in raw:
+        return b"{%d}\r\n" % len(raw) + raw
+    if binary:
+        return b"~{%d}\r\n" % len(raw) + raw
+    return b"{%d}\r\n" % len(raw) + raw.translate(_NO_NUL)
+
+
 def encode_string(data: bytes | str, *, utf8: bool = False, binary: bool = False) -> bytes:
     """A string as quoted or literal. With `binary`, content with NUL is sent as literal8
-    (RFC 3516 §4.3); without it NUL goes in an ordinary literal (best effort: RFC 9051 CHAR8
-    excludes NUL, but BODY[] of a message with NUL has no other form)."""
+    (RFC 3516 §4.3); without it every NUL goes out as 0x80 (see _NO_NUL)."""
     raw = data.encode("utf-8") if isinstance(data, str) else data
     if _needs_literal(raw, utf8):
-        prefix = b"~" if binary and b"\x00" in raw else b""
-        return prefix + b"{%d}\r\n" % len(raw) + raw
+        return _literal(raw, binary)
     return b'"' + raw.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
 
 
@@ -203,7 +218,7 @@ def encode_value(value: Value, *, utf8: bool = False, binary: bool = False) -> b
     if isinstance(value, Atom):
         return _atom(value.text)
     if isinstance(value, Literal):
-        return (b"~" if value.binary else b"") + b"{%d}\r\n" % len(value.data) + value.data
+        return _literal(value.data, value.binary)
     if isinstance(value, Raw):
         return value.data
     if isinstance(value, Mailbox):

@@ -15,6 +15,7 @@ from eventmail.imap import commands as c
 from eventmail.imap.fetch import MessageData
 from eventmail.mime.headers import MAX_HEADER_BYTES, header_fields, unfold
 from eventmail.mime.imapform import decode_part
+from eventmail.mime.structure import MAX_MIME_DEPTH
 from eventmail.proto import events_pb2 as pb
 from eventmail.store import Message
 
@@ -100,15 +101,17 @@ class Candidate:
         return self._body
 
 
-def _part_text(raw: bytes, part: pb.MimePart, out: list[str], top: bool = False) -> None:
+def _part_text(raw: bytes, part: pb.MimePart, out: list[str], top: bool = False, depth: int = 0) -> None:
+    if depth >= MAX_MIME_DEPTH and (part.type == b"multipart" or part.HasField("message")):
+        return  # deeper than the parser ever descends (a structure from elsewhere): no text
     if part.type == b"multipart":
         for child in part.parts:
-            _part_text(raw, child, out)
+            _part_text(raw, child, out, depth=depth + 1)
         return
     if part.type == b"message" and part.HasField("message"):
         inner = part.message
         out.extend(decode_words(unfold(v)) for _n, v, _s, _e in header_fields(raw, inner.header_start, inner.body_start))
-        _part_text(raw, inner, out)
+        _part_text(raw, inner, out, depth=depth + 1)
         return
     if part.type in (b"text", b""):
         decoded = decode_part(raw, part)

@@ -242,6 +242,10 @@ class _Connection(asyncio.Protocol):
         end of input, or after the autologout timer ran out (RFC 9051 §5.4)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + session.timeout
+        if wire.input_pending:
+            # compressed input is inflated a bounded slice per receive(): let others run first
+            await asyncio.sleep(0)
+            return b""
         while True:
             if self._buf:
                 return self._take()

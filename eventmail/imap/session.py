@@ -26,7 +26,18 @@ from eventmail.imap.errors import ImapError, MailboxGone, bad, no
 from eventmail.imap.selected import Notify, Selected, flag_atoms, uid_set
 from eventmail.imap.wire import ImapWire, Limits
 from eventmail.sasl import Challenge, Exchange, Failure, FailureReason, Success
-from eventmail.store import Account, Committed, Conflict, NotFound, Store, StoreError, StoreFull, Subscription
+from eventmail.store import (
+    Account,
+    Committed,
+    Conflict,
+    LimitExceeded,
+    NotFound,
+    Store,
+    StoreError,
+    StoreFull,
+    Subscription,
+    keywords_at_cap,
+)
 
 log = logging.getLogger("eventmail.imap")
 
@@ -212,6 +223,8 @@ class Session:
             yield r.no(cmd.tag, str(e), r.ResponseCode("NONEXISTENT"))
         except Conflict as e:
             yield r.no(cmd.tag, str(e), r.ResponseCode("ALREADYEXISTS"))
+        except LimitExceeded as e:
+            yield r.no(cmd.tag, str(e), r.ResponseCode("LIMIT"))  # RFC 5530 §3
         except StoreError as e:
             log.exception("imap %s: store error in %s", self.conn, type(cmd).__name__)
             yield r.no(cmd.tag, f"store error: {type(e).__name__}", r.ResponseCode("SERVERBUG"))
@@ -371,6 +384,7 @@ class Session:
         self._stack.callback(sub.close)
         self.sub = sub
         self.state = State.AUTHENTICATED
+        self.wire.authenticated()  # literals may now be as large as Limits allows
         # RFC 9051 §6.2.2: capabilities may change with authentication, so send them again
         yield r.ok(tag, "logged in", r.capability_code(self.capabilities()))
 
@@ -433,7 +447,9 @@ class Session:
         msgs = acct.view.messages(mb.id)
         sel = Selected(mb, cmd.readonly, msgs)
         yield r.flags(sel.flag_names())
-        permanent: tuple[r.Value, ...] = () if cmd.readonly else (*flag_atoms(sel.flag_names()), r.Atom("\\*"))
+        # RFC 9051 §7.1: `\*` (new keywords may be created) only while the mailbox is under its cap
+        new_ok = () if keywords_at_cap(sel.keywords) else (r.Atom("\\*"),)
+        permanent: tuple[r.Value, ...] = () if cmd.readonly else (*flag_atoms(sel.flag_names()), *new_ok)
         yield r.ok(None, "flags permitted", r.ResponseCode("PERMANENTFLAGS", (permanent,)))
         yield r.exists(sel.exists)
         if not self.rev2:

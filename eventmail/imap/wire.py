@@ -45,6 +45,12 @@ NUMBER_MAX = 2**32 - 1
 # Deflated input is inflated in pieces of this size, so a small compressed "bomb" never
 # becomes one large buffer (RFC 4978 §6 warns of this).
 INFLATE_CHUNK = 64 * 1024
+# One receive() inflates at most this much; what the client sent beyond it stays compressed in
+# the wire (input_pending) until the next receive(), so the server lets other connections run
+# in between. 1 MiB is what the server reads from a socket before it pauses reading (its
+# READ_HIGH): compressed input then costs one receive() no more than plain input does. Deflate
+# expands at most ~1032:1, so a 1 MiB read of a bomb is ~1000 such slices, each bounded.
+INFLATE_PER_RECEIVE = 1024 * 1024
 # COMPRESS=DEFLATE output level: 1 keeps most of the gain on mail text (headers and bodies
 # compress well at any level) for a fraction of level 6's CPU, which a busy server needs more.
 DEFLATE_LEVEL = 1
@@ -83,10 +89,17 @@ class Limits:
     # Advertise LITERAL- rather than LITERAL+ (RFC 7888 §4): non-synchronising literals over
     # 4096 octets are then refused with BAD.
     literal_minus: bool = False
+    # Any literal before login. What a client legitimately sends then is a user name and a
+    # password (LOGIN), an ID value (at most 1024 octets, RFC 2971 §3.3) or a mailbox name in a
+    # command that will be refused; AUTHENTICATE data comes in lines, not literals. 4096 is the
+    # size RFC 7888 §4 (LITERAL-) already holds every client to, and what Dovecot's login
+    # process buffers. Over it: a synchronising literal gets BAD [TOOBIG] and no `+`, a
+    # non-synchronising one BYE (nothing of it is read into memory).
+    max_preauth_literal: int = 4096
 
     def __post_init__(self) -> None:
         for name in ("max_line", "max_literal", "max_append", "max_append_total", "max_command",
-                     "max_literals", "max_depth", "max_discard"):
+                     "max_literals", "max_depth", "max_discard", "max_preauth_literal"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Limits.{name} must be positive")
 
@@ -1084,8 +1097,10 @@ class ImapWire:
     after encoding OK to COMPRESS. Encoding the tagged answer to AUTHENTICATE ends SASL mode.
     """
 
-    def __init__(self, limits: Limits | None = None) -> None:
+    def __init__(self, limits: Limits | None = None, *, authenticated: bool = False) -> None:
         self.limits = limits if limits is not None else Limits()
+        # Before login every literal is held to Limits.max_preauth_literal (see authenticated())
+        self._authenticated = authenticated
         self._buf = bytearray()
         self._pos = 0  # consumed prefix of _buf
         self._scan = 0  # where to resume looking for CRLF in _buf
@@ -1112,6 +1127,8 @@ class ImapWire:
         # RFC 4978 COMPRESS=DEFLATE
         self._inflater: zlib._Decompress | None = None
         self._deflater: zlib._Compress | None = None
+        self._zin = b""  # compressed input not inflated yet (over INFLATE_PER_RECEIVE)
+        self._zmore = False  # the inflater may hold output for input already given
 
     # -- public API --------------------------------------------------------------------------
 
@@ -1130,6 +1147,13 @@ class ImapWire:
         return self._mode is _Mode.CLOSED
 
     @property
+    def input_pending(self) -> bool:
+        """True when compressed input is left over from receive(): call receive(b"") again
+        (after letting other connections run) even if the client sends nothing more."""
+        return self._inflater is not None and (bool(self._zin) or self._zmore) \
+            and self._mode not in (_Mode.CLOSED, _Mode.HOLD)
+
+    @property
     def buffered(self) -> int:
         """Octets currently held for this connection (for tests and metrics)."""
         held = len(self._buf) - self._pos + len(self._lit) + len(self._tail)
@@ -1141,17 +1165,22 @@ class ImapWire:
         if self._inflater is None:
             self._feed(data, out)
             return out
-        chunk = data
-        while self._mode is not _Mode.CLOSED:
+        # Inflate a piece at a time and frame each piece at once, so the line, literal and
+        # command limits see inflated octets as they appear (and close on a command that passes
+        # them, see _overlong and _after_rejected_line); stop after INFLATE_PER_RECEIVE.
+        self._zin += data
+        budget = INFLATE_PER_RECEIVE
+        while budget > 0 and (self._zin or self._zmore) and self._mode not in (_Mode.CLOSED, _Mode.HOLD):
+            want = min(INFLATE_CHUNK, budget)
             try:
-                plain = self._inflater.decompress(chunk, INFLATE_CHUNK)
+                plain = self._inflater.decompress(self._zin, want)
             except zlib.error:
                 self._fatal(out, None, "invalid compressed data")
                 break
+            self._zin = self._inflater.unconsumed_tail
+            self._zmore = len(plain) == want
+            budget -= len(plain)
             self._feed(plain, out)
-            chunk = self._inflater.unconsumed_tail
-            if not chunk and len(plain) < INFLATE_CHUNK:
-                break
         return out
 
     def encode(self, response: Response, flush: bool = True) -> bytes:
@@ -1180,6 +1209,11 @@ class ImapWire:
         """Switch to UTF-8 mailbox names and strings: after ENABLE UTF8=ACCEPT (RFC 6855 §3) or
         ENABLE IMAP4rev2 (RFC 9051 §5.1). Commands already returned were parsed before it."""
         self._utf8 = True
+
+    def authenticated(self) -> None:
+        """Call when a login succeeds: literals may now be as large as Limits allows. Items
+        already returned (pipelined behind the login) were framed under the pre-login limit."""
+        self._authenticated = True
 
     def end_authentication(self) -> None:
         """The AUTHENTICATE exchange is over: read commands again."""
@@ -1272,7 +1306,15 @@ class ImapWire:
 
     def _overlong(self, out: list[c.Item]) -> None:
         """A line passed max_line: drop it to its CRLF, then answer BAD (and keep framing: its
-        end may still announce a literal that must be skipped)."""
+        end may still announce a literal that must be skipped). With compression on, closes:
+        a few compressed octets may inflate to an endless line, and discarding it would cost
+        the server CPU without bound (RFC 4978 §6)."""
+        if self._inflater is not None:
+            tag = self._sasl_tag if self._mode is _Mode.SASL else self._tag
+            if self._mode is not _Mode.SASL and not self._segments and not self._rejected:
+                tag, _ = _first_words(bytes(self._buf[self._pos:self._pos + 1024]), partial=True)
+            self._fatal(out, tag, "command line too long in compressed input")
+            return
         if self._mode is _Mode.SASL:
             self._discard_sasl = True
             self._pending = c.ProtocolError(self._sasl_tag, "BAD", "SASL response line too long")
@@ -1331,12 +1373,20 @@ class ImapWire:
     def _literal_start(self, hdr: _LitHeader, line: bytes, out: list[c.Item]) -> None:
         limits = self.limits
         n = hdr.size
-        is_append = self._name == "APPEND"
+        # before login nothing is a message: every literal counts against max_command
+        is_append = self._name == "APPEND" and self._authenticated
         if n is None or hdr.invalid:
             # RFC 9051 §9 literal = "{" number64 ["+"] "}"; RFC 7888 has no `{n-}` form
             self._reject("BAD", "invalid literal")
         elif len(self._literals) >= limits.max_literals:
             self._reject("BAD", "too many literals in one command", "LIMIT")
+        elif not self._authenticated and n > limits.max_preauth_literal:
+            if hdr.nonsync:
+                # its octets are on their way and are not worth reading: close (RFC 7888 §4)
+                self._fatal(out, self._tag, "literal too big before login")
+                return
+            # RFC 9051 §7.5: no `+`, so the client does not send it; RFC 5530 §3 TOOBIG
+            self._reject("BAD", "literal too big before login", "TOOBIG")
         elif hdr.nonsync and limits.literal_minus and n > LITERAL_MINUS_MAX:
             # RFC 7888 §4: LITERAL- servers refuse larger non-synchronising literals with BAD
             self._reject("BAD", "non-synchronizing literal over 4096 octets", "TOOBIG")
@@ -1370,7 +1420,11 @@ class ImapWire:
             self._flush(out)
             self._reset()
             return
-        if hdr.size > self.limits.max_discard:
+        if self._inflater is not None and hdr.size > self.limits.max_literal:
+            # compressed: skipping would inflate up to max_discard for nothing (RFC 4978 §6)
+            self._fatal(out, self._tag, "literal too big to skip in compressed input")
+            return
+        if hdr.size > (self.limits.max_discard if self._authenticated else self.limits.max_preauth_literal):
             self._fatal(out, self._tag, "literal too big to skip")
             return
         self._need = hdr.size
@@ -1442,6 +1496,8 @@ class ImapWire:
         self._mode = _Mode.LINE
 
     def _drop_input(self) -> None:
+        self._zin = b""
+        self._zmore = False
         self._pos = len(self._buf)
         self._scan = self._pos
         self._tail = b""
@@ -1454,4 +1510,5 @@ class ImapWire:
             self._mode = _Mode.LINE
 
 
-__all__ = ["FEED_CHUNK", "INFLATE_CHUNK", "LITERAL_MINUS_MAX", "ImapWire", "Limits", "parse_command"]
+__all__ = ["FEED_CHUNK", "INFLATE_CHUNK", "INFLATE_PER_RECEIVE", "LITERAL_MINUS_MAX", "ImapWire", "Limits",
+           "parse_command"]

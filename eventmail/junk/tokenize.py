@@ -12,12 +12,15 @@ import email
 import email.errors
 import email.header
 import email.message
+import email.parser
 import email.policy
 import html
 import html.parser
 import itertools
 import re
 from collections.abc import Iterable
+
+from eventmail.mime import MAX_MIME_DEPTH, decode_part, parse_structure
 
 # Bounds: a hostile or huge message must not cost more than a normal one. 200 KB of text
 # covers any human-written mail; 2,000 distinct tokens per message keep the projection small
@@ -149,9 +152,49 @@ def _add(tokens: dict[str, None], items: Iterable[str]) -> None:
         tokens.setdefault(t, None)
 
 
+def _may_nest_deep(message: bytes) -> bool:
+    """True when the stdlib parser could nest past MAX_MIME_DEPTH (it recurses once a level, and
+    hits RecursionError some hundreds deep). Each level needs a Content-Type naming multipart/
+    or message/, so a message with few of those cannot; the rare others take the bounded path."""
+    lower = message.lower()
+    return lower.count(b"multipart/") + lower.count(b"message/") > MAX_MIME_DEPTH
+
+
+def _structure_parts(message: bytes) -> tuple[list[str], list[str], list[str]]:
+    """Content types, charsets and text of the parts, from our own parser (bounded by
+    MAX_MIME_DEPTH), walked without recursion: for messages the stdlib could nest too deep."""
+    types: list[str] = []
+    charsets: list[str] = []
+    texts: list[str] = []
+    stack = [parse_structure(message).body]
+    while stack and len(types) < MAX_PARTS:
+        part = stack.pop()
+        ctype = (part.type + b"/" + part.subtype).decode("ascii", "replace").lower()
+        types.append(ctype)
+        params = {p.name.decode("ascii", "replace").lower(): p.value.decode("ascii", "replace") for p in part.params}
+        if "charset" in params:
+            charsets.append(params["charset"].lower()[:30])
+        stack.extend(reversed(part.parts))
+        if part.HasField("message"):
+            stack.append(part.message)
+        if ctype in ("text/plain", "text/html") and part.disposition != b"attachment":
+            payload = (decode_part(message, part) or b"")[: MAX_TEXT_CHARS * 2]
+            try:
+                text = payload.decode(params.get("charset", "utf-8"), "replace")
+            except LookupError:
+                text = payload.decode("latin-1")
+            texts.append((html_to_text(text) if ctype == "text/html" else text)[:MAX_TEXT_CHARS])
+    return types, charsets, texts
+
+
 def tokenize(message: bytes) -> list[str]:
     """The distinct tokens of a message, in first-seen order (bounded by MAX_TOKENS)."""
-    msg = email.message_from_bytes(message, policy=email.policy.compat32)
+    deep = _may_nest_deep(message)
+    if deep:
+        # headers only from the stdlib; the parts from our parser (see _structure_parts)
+        msg = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(message)
+    else:
+        msg = email.message_from_bytes(message, policy=email.policy.compat32)
     tokens: dict[str, None] = {}
     for name in HEADER_WORDS:
         for value in msg.get_all(name) or []:
@@ -166,14 +209,20 @@ def tokenize(message: bytes) -> list[str]:
     mid = _MESSAGE_ID_HOST.search(str(msg.get("message-id", "")))
     if mid:
         _add(tokens, [f"mid:{mid.group(1).lower()}"])
-    for n, part in enumerate(msg.walk()):
-        if n >= MAX_PARTS:
-            break
-        _add(tokens, [f"ct:{part.get_content_type()}"])
-        charset = part.get_param("charset")
-        if isinstance(charset, str):
-            _add(tokens, [f"cs:{charset.lower()[:30]}"])
-    for text in body_texts(msg):
+    if deep:
+        types, charsets, texts = _structure_parts(message)
+        _add(tokens, (f"ct:{t}" for t in types))
+        _add(tokens, (f"cs:{cs}" for cs in charsets))
+    else:
+        for n, part in enumerate(msg.walk()):
+            if n >= MAX_PARTS:
+                break
+            _add(tokens, [f"ct:{part.get_content_type()}"])
+            charset = part.get_param("charset")
+            if isinstance(charset, str):
+                _add(tokens, [f"cs:{charset.lower()[:30]}"])
+        texts = body_texts(msg)
+    for text in texts:
         ws = words(text)
         # Shouting is a signal of its own: words in capitals are kept as such, too.
         _add(tokens, (f"uc:{w}" for w in _UPPER.findall(text)))

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from eventmail.proto import events_pb2
 
 from .headers import header_fields
+from .structure import MAX_MIME_DEPTH
 
 _NIL = b"NIL"
 # RFC 9051 §4.3: a quoted string holds 7-bit text without CR, LF, NUL; '"' and '\' would need
@@ -116,12 +117,21 @@ def _extension(out: list[bytes], part: events_pb2.MimePart) -> None:
     out.append(imap_nstring(part.location, part.has_location))
 
 
-def _body(out: list[bytes], part: events_pb2.MimePart, ext: bool, rev2: bool) -> None:
+def _body(out: list[bytes], part: events_pb2.MimePart, ext: bool, rev2: bool, depth: int = 0) -> None:
+    # Past MAX_MIME_DEPTH a container is shown as the opaque leaf the parser makes of one, so a
+    # structure from anywhere (a replica, an older store) cannot make this recurse without bound.
+    if depth >= MAX_MIME_DEPTH and (part.type == b"multipart" or part.HasField("message")):
+        leaf = events_pb2.MimePart()
+        leaf.CopyFrom(part)
+        leaf.ClearField("parts")
+        leaf.ClearField("message")
+        leaf.type, leaf.subtype = b"application", b"octet-stream"
+        part = leaf
     if part.type == b"multipart":
         out.append(b"(")
         if part.parts:
             for child in part.parts:
-                _body(out, child, ext, rev2)
+                _body(out, child, ext, rev2, depth + 1)
         else:
             out.append(_EMPTY_BODYSTRUCTURE if ext else _EMPTY_BODY)
         out.append(b" ")
@@ -152,7 +162,7 @@ def _body(out: list[bytes], part: events_pb2.MimePart, ext: bool, rev2: bool) ->
         if part.HasField("message"):
             _envelope(out, part.envelope)
             out.append(b" ")
-            _body(out, part.message, ext, rev2)
+            _body(out, part.message, ext, rev2, depth + 1)
         else:
             _envelope(out, events_pb2.Envelope())
             out.append(b" ")

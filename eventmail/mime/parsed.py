@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from eventmail.proto import events_pb2
 
 from .addresses import Author, read_author
-from .structure import DEFAULT_LIMITS, MimeLimits, parse_structure
+from .structure import DEFAULT_LIMITS, MimeLimits, parse_incoming
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +53,10 @@ def parse_message(raw: bytes, limits: MimeLimits = DEFAULT_LIMITS) -> ParsedMess
     """Parse `raw` once: its MIME structure and, from the same header window, its author.
 
     CPU-bound and up to linear in the size of the message (tens of MB): call it through
-    `asyncio.to_thread`, never on the event loop.
+    `asyncio.to_thread`, never on the event loop. Raises MimeTooDeep past limits.max_depth: mail
+    being accepted is refused rather than stored with a truncated tree.
     """
-    st = parse_structure(raw, limits)
+    st = parse_incoming(raw, limits)
     top = st.body
     author = read_author(raw, top.header_start, top.body_start, limits.max_header_bytes)
     return ParsedMessage(raw, st, author)

@@ -15,16 +15,24 @@ from .headers import FIELD_RE, merge_rfc2231, parse_mime_value, strip_comments, 
 # level costs one level of nesting (MimePart.parts or MimePart.message); MessageStructure, the
 # top MimePart, and Envelope -> Address at the bottom add 4. 90 keeps a margin under 100.
 MAX_DEPTH_CEILING = 90
+# The one MIME nesting limit of the whole server: a part may sit inside at most this many
+# multipart or message/rfc822 parts. Structure parsing stops there (deeper containers become
+# opaque leaves), every walker of a structure or of raw MIME (IMAP BODYSTRUCTURE, SEARCH, the
+# junk tokenizer) stops there too, so none can recurse without bound, and mail coming in over
+# SMTP or APPEND that goes deeper is refused (parse_incoming). The 3,000 corpus messages go 3
+# deep; Dovecot and Postfix allow 100 (MESSAGE_PARSER_DEFAULT_MAX_NESTED_MIME_PARTS,
+# mime_nesting_limit), which protobuf's nesting limit rules out (MAX_DEPTH_CEILING); 30 is ten
+# times what real mail uses and was the SMTP limit before it was the server's.
+MAX_MIME_DEPTH = 30
 
 
 @dataclass(frozen=True, slots=True)
 class MimeLimits:
     """Bounds on the work one message can cause. Past a limit the rest is an opaque leaf."""
 
-    # Nesting of multiparts and message/rfc822 parts (the top-level body is depth 0). The 3,000
-    # corpus messages go 3 deep; Dovecot allows 100 (MESSAGE_PARSER_DEFAULT_MAX_NESTED_MIME_PARTS),
-    # which protobuf's nesting limit rules out (MAX_DEPTH_CEILING); 50 is far above real mail.
-    max_depth: int = 50
+    # Nesting of multiparts and message/rfc822 parts (the top-level body is depth 0): a
+    # container at this depth is an opaque leaf. See MAX_MIME_DEPTH.
+    max_depth: int = MAX_MIME_DEPTH
     # Total MIME parts. Dovecot's default since CVE-2020-12100 (MESSAGE_PARSER_DEFAULT_MAX_TOTAL_MIME_PARTS).
     max_parts: int = 10_000
     # Header bytes of one part that are searched for fields. Exim's default header_maxsize is
@@ -117,13 +125,14 @@ _NO_BOUNDARIES = _Boundaries()
 
 
 class _Parser:
-    __slots__ = ("limits", "n", "parts", "raw")
+    __slots__ = ("limits", "n", "parts", "raw", "too_deep")
 
     def __init__(self, raw: bytes, limits: MimeLimits) -> None:
         self.raw = raw
         self.n = len(raw)
         self.limits = limits
         self.parts = 0
+        self.too_deep = False  # a container was made opaque for the depth limit
 
     # ------------------------------------------------------------ boundary scanning
 
@@ -242,6 +251,7 @@ class _Parser:
             if room:
                 hit = self._multipart(part, body_start, bnd, boundary, depth, subtype == b"digest")
                 return hit
+            self.too_deep |= depth >= self.limits.max_depth
             _make_opaque(part)
             ctype = part.type
         elif ctype == b"message" and subtype in _MESSAGE_SUBTYPES and part.encoding.lower() in _IDENTITY:
@@ -251,6 +261,7 @@ class _Parser:
                 part.end = inner.end
                 part.lines = raw.count(b"\n", body_start, inner.end)
                 return hit
+            self.too_deep |= depth >= self.limits.max_depth
             _make_opaque(part)
             ctype = part.type
         # A leaf (or a multipart without a boundary, which RFC 2046 §5.1.1 does not allow: it has
@@ -396,3 +407,35 @@ def parse_structure(raw: bytes, limits: MimeLimits = DEFAULT_LIMITS) -> events_p
     st = events_pb2.MessageStructure()
     _Parser(raw, limits).entity(st.body, 0, _NO_BOUNDARIES, 0, False, st.envelope)
     return st
+
+
+class MimeTooDeep(ValueError):
+    """A message coming in nests MIME parts deeper than its limits allow (MAX_MIME_DEPTH)."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"MIME parts nested deeper than {limit}")
+        self.limit = limit
+
+
+def parse_incoming(raw: bytes, limits: MimeLimits = DEFAULT_LIMITS) -> events_pb2.MessageStructure:
+    """parse_structure for mail being accepted (SMTP, APPEND): raises MimeTooDeep when a part is
+    nested deeper than limits.max_depth, which those refuse rather than store a truncated tree."""
+    st = events_pb2.MessageStructure()
+    parser = _Parser(raw, limits)
+    parser.entity(st.body, 0, _NO_BOUNDARIES, 0, False, st.envelope)
+    if parser.too_deep:
+        raise MimeTooDeep(limits.max_depth)
+    return st
+
+
+def structure_depth(part: events_pb2.MimePart) -> int:
+    """How deep the parts under `part` nest (a leaf is 0), without recursion."""
+    deepest = 0
+    stack = [(part, 0)]
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        stack.extend((p, d + 1) for p in node.parts)
+        if node.HasField("message"):
+            stack.append((node.message, d + 1))
+    return deepest

@@ -6,6 +6,8 @@ with 550 5.6.0, as Postfix's smtpd_forbid_bare_newline does, so no smuggled end-
 reach a downstream server), §4.5.3.1.6 (a text line is at most 1000 octets with its CRLF),
 §4.5.3.1.10 and RFC 1870 §6.3 (552 5.3.4 when the content passes the size limit; the rest is
 read and thrown away so the stream stays in step, and nothing past the limit is kept).
+NUL is refused with 554 5.6.0 (RFC 5322 §2.1 and RFC 5321 §4.5.2: mail is text without NUL; a
+NUL byte stored would reach IMAP, where RFC 9051 §4.3 allows it in no literal but literal8).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 from eventmail.smtp.config import Limits
 from eventmail.smtp.reply import Reply
 
-__all__ = ["PARTIAL_FLUSH", "ContentSink", "DotReader"]
+__all__ = ["NUL_BYTE", "PARTIAL_FLUSH", "ContentSink", "DotReader"]
 
 # A DATA line with no CRLF yet is handed on in pieces once it passes this many octets, so an
 # endless line never becomes an endless buffer. Must stay > 3 so ".\r\n" is always seen whole.
@@ -21,6 +23,8 @@ PARTIAL_FLUSH = 8192
 
 TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")  # RFC 1870 §6.3
 BARE_NEWLINE = Reply(550, "5.6.0", "Message contains bare CR or LF; lines must end with CRLF")
+# RFC 3463 §3.7 X.6.0 "other or undefined media error": the content cannot be carried as mail.
+NUL_BYTE = Reply(554, "5.6.0", "Message contains NUL bytes")
 LINE_TOO_LONG = Reply(
     500, "5.5.2", "Line too long (RFC 5321 §4.5.3.1.6)"
 )  # §4.5.3.1.10's "500 Line too long"
@@ -42,6 +46,7 @@ class ContentSink:
         self.oversize = False
         self.bare_newline = False
         self.long_line = False
+        self.nul = False
 
     @property
     def size(self) -> int:
@@ -68,6 +73,8 @@ class ContentSink:
             ):
                 self.bare_newline = True
             self._last_cr = bool(ends_cr)
+        if not self.nul and b"\x00" in piece:
+            self.nul = True
         if not self.long_line:
             first = piece.find(b"\n")
             if first < 0:
@@ -92,13 +99,16 @@ class ContentSink:
                 self._data += piece
 
     def finish(self) -> bytes | Reply:
-        """The content, or the reply that refuses it (size first, then line endings, then length)."""
+        """The content, or the reply that refuses it (size first, then line endings, then NUL,
+        then length)."""
         if self._last_cr:
             self.bare_newline = True  # a CR as the very last octet
         if self.oversize:
             return TOO_BIG
         if self.bare_newline:
             return BARE_NEWLINE
+        if self.nul:
+            return NUL_BYTE
         if self.long_line:
             return LINE_TOO_LONG
         data = bytes(self._data)

@@ -14,15 +14,16 @@ from ..mailauth.resolver import Resolver
 from ..mailauth.verdict import AuthVerdict, evaluate
 from ..mime.headers import without_fields
 from ..mime.parsed import ParsedMessage, parse_message
+from ..mime.structure import MAX_MIME_DEPTH, MimeTooDeep
 from ..proto import events_pb2 as pb
 from ..store import Store, StoreError, StoreFull, normalize_address
 from .reply import Reply
 
 log = logging.getLogger(__name__)
 
-# RFC 2046 puts no bound on nesting; real mail rarely nests past 5. 30 levels or 2,000 parts is
-# hostile (a "MIME bomb") rather than mail, and each level costs parsing and IMAP rendering.
-MAX_MIME_DEPTH = 30
+# RFC 2046 puts no bound on nesting or parts; real mail rarely nests past 5. Nesting past the
+# server's MAX_MIME_DEPTH (mime.structure) or 2,000 parts is hostile (a "MIME bomb") rather than
+# mail, and each part costs parsing and IMAP rendering.
 MAX_MIME_PARTS = 2000
 
 
@@ -126,9 +127,15 @@ class InboundDelivery:
         # fields; it is parsed once, off the event loop, and every account gets that parse.
         body = strip_our_authentication_results(message, self.hostname)
         body = strip_header(body, "X-Eventmail-Junk")
-        parsed = await asyncio.to_thread(parse_message, body)
+        try:
+            parsed = await asyncio.to_thread(parse_message, body)
+        except MimeTooDeep:
+            # RFC 3463 §3.7 X.6.0: other or undefined media error, as for the parts limit below
+            log.info("tx %s from %s: refused, MIME nesting deeper than %d", tx.transaction_id, tx.remote_ip,
+                     MAX_MIME_DEPTH)
+            return Reply(554, "5.6.0", "MIME parts nested too deep")
         depth, parts = mime_shape(parsed.structure)
-        if depth > MAX_MIME_DEPTH or parts > MAX_MIME_PARTS:
+        if parts > MAX_MIME_PARTS:
             log.info("tx %s from %s: refused, MIME depth %d parts %d", tx.transaction_id, tx.remote_ip, depth, parts)
             return Reply(554, "5.6.0", "message structure too complex")
         if parsed.author.fields > 1:

@@ -6,6 +6,7 @@ import logging
 import secrets
 
 from ..mailauth.dkim import DkimSignError, sign
+from ..mime import MimeTooDeep
 from ..mime.addresses import Author
 from ..mime.headers import top_fields
 from ..mime.parsed import ParsedMessage, parse_message
@@ -78,7 +79,12 @@ class Submission:
             return Reply(530, "5.7.0", "authentication required")
         message = add_missing_fields(message, self.hostname)
         # One parse, off the event loop: the From checked here is the one ENVELOPE will serve.
-        parsed = await asyncio.to_thread(parse_message, message)
+        try:
+            parsed = await asyncio.to_thread(parse_message, message)
+        except MimeTooDeep as e:
+            # RFC 3463 §3.7 X.6.0, as the MX answers it (smtp.delivery)
+            log.info("tx %s: %s: refused, %s", tx.transaction_id, account, e)
+            return Reply(554, "5.6.0", "MIME parts nested too deep")
         refusal = author_refusal(parsed.author)
         if refusal:
             log.info("tx %s: %s: refused, ambiguous author: %s", tx.transaction_id, account, refusal)

@@ -16,6 +16,7 @@ from .errors import (
     WrongKey,
 )
 from .keys import MasterKeySource, init_directory, load_master_key
+from .keywords import MAX_KEYWORDS_PER_MAILBOX, MAX_KEYWORDS_PER_MESSAGE, LimitExceeded, keywords_at_cap
 from .log import Head
 from .projection import Mailbox, MailboxView, Message
 from .records import Record
@@ -26,6 +27,8 @@ from .system import AccountInfo, SystemView, normalize_address
 __all__ = [
     "DEFAULT_MAILBOXES",
     "JUNK",
+    "MAX_KEYWORDS_PER_MAILBOX",
+    "MAX_KEYWORDS_PER_MESSAGE",
     "NOT_JUNK",
     "QUEUE",
     "REJECTS",
@@ -38,6 +41,7 @@ __all__ = [
     "DamagedLog",
     "DirectoryLocked",
     "Head",
+    "LimitExceeded",
     "Mailbox",
     "MailboxView",
     "MasterKeySource",
@@ -59,6 +63,7 @@ __all__ = [
     "handoff_stream",
     "init_directory",
     "junk_training_flags",
+    "keywords_at_cap",
     "load_master_key",
     "normalize_address",
 ]

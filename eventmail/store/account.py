@@ -15,6 +15,7 @@ from ..proto import events_pb2 as pb
 from . import checkpoint, projection
 from .blobs import BlobStore
 from .errors import Conflict, NotFound, StoreError
+from .keywords import check_keywords
 from .log import StreamLog
 from .projection import Mailbox, MailboxView
 from .stream import Committed, StreamWriter, Subscription
@@ -233,6 +234,8 @@ class Account:
         mb = self.view.mailbox_by_id(mailbox) if isinstance(mailbox, int) else self.mailbox_required(mailbox)
         if mb is None:
             raise NotFound(f"no mailbox id {mailbox}")
+        flags = list(flags)
+        check_keywords(self.view, mb.id, [flags])
         if structure is None:
             # CPU-bound and linear in the message (tens of MB): off the event loop. Callers that
             # parsed already (SMTP delivery to several accounts) pass their `structure`.
@@ -278,6 +281,12 @@ class Account:
         self, mailbox_id: int, uids: Sequence[int], add: Iterable[str] = (), remove: Iterable[str] = (),
         replace: bool = False,
     ) -> Committed:
+        add = list(add)
+        if any(not f.startswith("\\") for f in add):  # keywords added: check the caps
+            remove = list(remove)
+            check_keywords(self.view, mailbox_id, (
+                set(add) if replace else (set(m.flags) | set(add)) - set(remove)
+                for m in (self.view.message(mailbox_id, u) for u in uids) if m is not None))
         e = pb.Event(
             flags_changed=pb.FlagsChanged(
                 mailbox_id=mailbox_id, uids=list(uids), add=sorted(set(add)), remove=sorted(set(remove)), replace=replace
@@ -305,7 +314,9 @@ class Account:
             junk_add, junk_remove = junk_training_flags(source, dest)
             add_flags = set(add_flags) | set(junk_add)
             remove_flags = (set(remove_flags) | set(junk_remove)) - add_flags
-            present = [u for u in uids if self.view.message(source_id, u) is not None]
+            copies = [m for m in (self.view.message(source_id, u) for u in uids) if m is not None]
+            check_keywords(self.view, dest_id, ((set(m.flags) | add_flags) - remove_flags for m in copies))
+            present = [m.uid for m in copies]
             first = max(dest.uidnext, self._uid_reserved.get(dest_id, 0))
             new_uids = list(range(first, first + len(present)))
             self._uid_reserved[dest_id] = first + len(present)

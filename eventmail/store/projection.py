@@ -296,6 +296,11 @@ class MailboxView:
     def subscriptions(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT name FROM subscription ORDER BY name")]
 
+    def keywords(self, mailbox_id: int) -> set[str]:
+        """Every flag some message of the mailbox has (system flags included)."""
+        rows = self.db.execute("SELECT DISTINCT flags FROM message WHERE mailbox_id=?", (mailbox_id,))
+        return {f for (text,) in rows for f in _flags(text)}
+
     def messages(self, mailbox_id: int) -> list[Message]:
         rows = self.db.execute(
             "SELECT mailbox_id, uid, blob_id, size, internal_date, internal_date_tz, flags, modseq "
