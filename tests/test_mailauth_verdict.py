@@ -11,7 +11,7 @@ from pathlib import Path
 
 import authres
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from eventmail.mailauth.authresults import (
@@ -254,6 +254,9 @@ def check_structure(field: str) -> None:
         max_size=5,
     ),
 )
+# A regular expression's `$` also matches before a final LF: keywords must match in full.
+@example("", [ResInfo(method="dkim", result="pass\n")])
+@example("", [ResInfo(method="dkim\n", result="pass", properties=(("header.d", "example.org\n"),))])
 def test_render_never_breaks_out_of_the_field(server_id: str, infos: list[ResInfo]) -> None:
     check_structure(render(server_id, infos))
 

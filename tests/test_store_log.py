@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from eventmail.proto import events_pb2 as pb
-from eventmail.store import DamagedLog, Store, StreamShredded, WrongKey
+from eventmail.store import DamagedLog, Store, StoreError, StreamShredded, WrongKey
 from eventmail.store.records import SEGMENT_HEADER, Record, scan
 
 from .conftest import open_store, run
@@ -267,5 +267,21 @@ def test_idle_accounts_close_and_reopen_on_demand(keyed_dir: Keyed) -> None:
         async with store.use_account("alice") as a:
             assert a.view.setting("k1") == "v1"
         await store.close()
+
+    run(go())
+
+
+@pytest.mark.parametrize("name", ["alice\n", "Alice", "a/b", "", "-x", "a" * 65])
+def test_an_account_name_outside_the_pattern_is_refused(keyed_dir: tuple[Path, bytes], name: str) -> None:
+    """The whole name must match (a regex `$` alone would let "alice\n" through into stream paths)."""
+
+    async def go() -> None:
+        store = await open_store(keyed_dir)
+        try:
+            with pytest.raises(StoreError, match="account name"):
+                await store.create_account(name, [], None)
+            assert name not in store.system.accounts
+        finally:
+            await store.close()
 
     run(go())

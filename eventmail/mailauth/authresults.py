@@ -79,13 +79,13 @@ def value(text: str) -> str:
 def pvalue(text: str) -> str:
     """RFC 8601 §2.2 pvalue: `[[local-part]@]domain-name` unquoted when it is one, else a value."""
     text = _truncate_utf8(clean(text), MAX_VALUE_OCTETS)
-    if text and _PVALUE_ADDR.match(text):
+    if text and _PVALUE_ADDR.fullmatch(text):
         return text
     return value(text)
 
 
 def _keyword(text: str, fallback: str) -> str:
-    return text if _KEYWORD.match(text) else fallback
+    return text if _KEYWORD.fullmatch(text) else fallback
 
 
 # RFC 8601 §2.2: ptype = "smtp" / "header" / "body" / "policy".
@@ -94,7 +94,7 @@ PTYPES = frozenset({"smtp", "header", "body", "policy"})
 
 def _ptype_property(name: str) -> str:
     ptype, dot, prop = name.partition(".")
-    if not dot or ptype not in PTYPES or not re.match(r"^[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*$", prop):
+    if not dot or ptype not in PTYPES or not re.fullmatch(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*", prop):
         return "policy.x-invalid"
     return name
 

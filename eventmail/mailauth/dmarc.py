@@ -95,7 +95,7 @@ def parse_record(text: str) -> DmarcRecord:
             continue
         name, sep, value = item.partition("=")
         name = name.strip().lower()
-        if not sep or not _TAG_RE.match(name):
+        if not sep or not _TAG_RE.fullmatch(name):
             if i == 0:
                 raise DmarcRecordError("malformed version tag")
             continue  # not a tag=value pair: ignored like an unknown tag

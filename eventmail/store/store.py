@@ -194,7 +194,7 @@ class Store:
 
     async def create_account(self, name: str, addresses: Iterable[str], password: pb.PasswordSet | None) -> None:
         """Record the account and its addresses, and give it the default mailboxes."""
-        if not ACCOUNT_NAME.match(name):
+        if not ACCOUNT_NAME.fullmatch(name):
             raise StoreError(f"account name {name!r}: use 1-64 of a-z 0-9 . _ - (starting with a letter or digit)")
         if name in self.system.accounts:
             raise Conflict(f"account {name} exists")
