@@ -78,6 +78,8 @@ class Config:
     max_message_bytes: int = 50 << 20
     replication: ReplicationSettings | None = None
     limits: ServerLimits = field(default_factory=ServerLimits)
+    # Accept a master key file that group or others may read (refused by default, as ssh does).
+    allow_key_file_mode: bool = False
 
 
 def _take(table: dict[str, Any], key: str, kind: type, where: str, default: Any = ...) -> Any:
@@ -107,6 +109,7 @@ def parse(text: str, base: Path) -> Config:
     known = {"hostname", "data_dir", "key_file", "passphrase_env", "tls", "listener", "resolver",
              "allow_plaintext_auth", "deliver_all_to", "smarthost", "max_message_bytes", "replication",
              "limits"}
+    known |= {"allow_key_file_mode"}
     for key in doc:
         if key not in known:
             raise ConfigError(f"{key}: unknown setting")
@@ -157,6 +160,7 @@ def parse(text: str, base: Path) -> Config:
         deliver_all_to=_take(doc, "deliver_all_to", str, "", None),
         smarthost=_take(doc, "smarthost", str, "", None),
         max_message_bytes=max_bytes,
+        allow_key_file_mode=_take(doc, "allow_key_file_mode", bool, "", False),
     )
 
 

@@ -57,7 +57,8 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
             from replica.service import bootstrap
 
             await bootstrap(cfg)
-        source = MasterKeySource.default(cfg.data_dir, str(cfg.key_file) if cfg.key_file else None, cfg.passphrase_env)
+        source = MasterKeySource.default(cfg.data_dir, str(cfg.key_file) if cfg.key_file else None, cfg.passphrase_env,
+                                         allow_loose_mode=cfg.allow_key_file_mode)
         store = await Store.open(cfg.data_dir, load_master_key(cfg.data_dir, source))
     tls = server_context(cfg.tls_cert, cfg.tls_key)
     resolver = Resolver(ResolverConfig(nameservers=cfg.resolver.nameservers, port=cfg.resolver.port))

@@ -39,7 +39,8 @@ async def bootstrap(cfg: Config) -> None:
         return
     if cfg.key_file is None:
         raise SystemExit("replication: a new secondary needs key_file (the primary's master key file)")
-    master = load_master_key(cfg.data_dir, MasterKeySource(key_file=cfg.key_file))
+    source = MasterKeySource(key_file=cfg.key_file, allow_loose_mode=cfg.allow_key_file_mode)
+    master = load_master_key(cfg.data_dir, source)
     creds = tlsauth.channel_credentials(s.cert, s.key, s.peer_cert)
     while True:
         try:

@@ -51,6 +51,7 @@ class MailServer:
     allow_plaintext_auth: bool = False
     max_message_bytes: int | None = None
     extra_config: str = ""  # TOML tables appended to the file, e.g. "[limits]\nidle_timeout = 2\n"
+    settings: str = ""  # top-level TOML settings, e.g. "allow_key_file_mode = true\n"
     ports: dict[str, int] = field(default_factory=dict)
     proc: subprocess.Popen[str] | None = None
     log_lines: list[str] = field(default_factory=list)
@@ -86,7 +87,7 @@ class MailServer:
         if self.max_message_bytes is not None:
             extra += f"max_message_bytes = {self.max_message_bytes}\n"
         text = (
-            f'hostname = "{self.hostname}"\ndata_dir = "data"\nkey_file = "master.key"\n'
+            f'{self.settings}hostname = "{self.hostname}"\ndata_dir = "data"\nkey_file = "master.key"\n'
             f"allow_plaintext_auth = {'true' if self.allow_plaintext_auth else 'false'}\n{extra}"
             f'[tls]\ncert = "cert.pem"\nkey = "key.pem"\n'
             f'[resolver]\nnameservers = ["127.0.0.1"]\nport = {self.dns_port}\n{listeners}{self.extra_config}'
