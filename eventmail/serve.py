@@ -14,7 +14,7 @@ from pathlib import Path
 from .config import Config
 from .imap.server import start_imap
 from .mailauth.resolver import Resolver, ResolverConfig
-from .sasl.ratelimit import DEFAULT_ADDRESS_POLICY, LoginLimiter
+from .sasl.ratelimit import DEFAULT_ACCOUNT_POLICY, DEFAULT_ADDRESS_POLICY, LoginLimiter
 from .smtp.delivery import InboundDelivery
 from .smtp.outbound import QueueRunner
 from .smtp.submission import Submission
@@ -73,6 +73,9 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
     limiter = LoginLimiter(time.monotonic, address_policy=dataclasses.replace(
         DEFAULT_ADDRESS_POLICY, delay_after=cfg.limits.login_failures_before_delay,
         refuse_after=cfg.limits.login_failures_before_refusal,
+    ), account_policy=dataclasses.replace(
+        DEFAULT_ACCOUNT_POLICY, delay_after=cfg.limits.login_account_failures_before_delay,
+        refuse_after=cfg.limits.login_account_failures_before_refusal,
     ))
     servers: list[asyncio.Server] = []
     ports: dict[str, int] = {}
