@@ -16,6 +16,7 @@ from google.protobuf import json_format
 
 from . import transfer
 from .junk.cli import add_commands as add_junk_commands
+from .logfmt import EscapingFormatter
 from .proto import events_pb2 as pb
 from .store import (
     QUEUE,
@@ -557,10 +558,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     server = args.handler in (cmd_localserve, cmd_serve)
-    logging.basicConfig(
-        level=logging.INFO if server else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if server else "%(levelname)s %(name)s: %(message)s",
-    )
+    # One record, one line: client text in a message can neither span nor forge lines (logfmt).
+    handler = logging.StreamHandler()
+    handler.setFormatter(EscapingFormatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s" if server else "%(levelname)s %(name)s: %(message)s"
+    ))
+    logging.basicConfig(level=logging.INFO if server else logging.WARNING, handlers=[handler])
     try:
         asyncio.run(args.handler(args))
     except (MissingKey, WrongKey, KeyFileExposed, DirectoryLocked) as e:

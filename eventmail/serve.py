@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .config import Config
 from .imap.server import start_imap
+from .imap.wire import Limits as ImapLimits
 from .mailauth.resolver import Resolver, ResolverConfig
 from .sasl.ratelimit import DEFAULT_ACCOUNT_POLICY, DEFAULT_ADDRESS_POLICY, LoginLimiter
 from .smtp.delivery import InboundDelivery
@@ -104,6 +105,7 @@ async def _start_listener(
             tls_context=tls if kind == "imaps" else None,
             starttls_context=tls if kind == "imap" else None,
             allow_plaintext_auth=cfg.allow_plaintext_auth, limiter=limiter,
+            limits=ImapLimits(max_errors=cfg.limits.protocol_errors),
         )
         return server
     from .smtp.server import SmtpRole, start_smtp, tls_channel_bindings
@@ -116,6 +118,7 @@ async def _start_listener(
         allow_plaintext_auth=cfg.allow_plaintext_auth, max_message_bytes=cfg.max_message_bytes,
         max_connections_per_ip=cfg.limits.connections_per_ip, idle_timeout=cfg.limits.idle_timeout,
         channel_bindings=tls_channel_bindings(cfg.tls_cert),
+        max_errors=cfg.limits.protocol_errors,
     )
 
 

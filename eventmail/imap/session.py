@@ -92,6 +92,7 @@ class Session:
         self._events: collections.deque[Committed] = collections.deque()
         self._sasl: tuple[str, GuardedExchange] | None = None
         self._auth_failures = 0
+        self._errors = 0  # BAD responses so far (Limits.max_errors)
         self._stack = contextlib.AsyncExitStack()
 
     # ------------------------------------------------------------------ what the server asks
@@ -152,6 +153,18 @@ class Session:
     # ------------------------------------------------------------------ items
 
     async def handle(self, item: c.Item) -> AsyncIterator[r.Response]:
+        async for resp in self._handle(item):
+            if isinstance(resp, r.StatusResponse) and resp.status == "BAD":
+                self._errors += 1
+            yield resp
+        if self._errors >= self.opts.limits.max_errors and self.action != "close":
+            # Each BAD is a log line: a client sending nothing but errors is closed before it
+            # can flood the log (and it is no client that will ever work).
+            log.warning("imap %s: %d protocol errors, closing the connection", self.conn, self._errors)
+            self.action = "close"
+            yield r.bye("too many errors")
+
+    async def _handle(self, item: c.Item) -> AsyncIterator[r.Response]:
         if isinstance(item, c.Continuation):
             yield r.ContinuationRequest()
         elif isinstance(item, c.ProtocolError):

@@ -83,10 +83,14 @@ class Limits:
     # Advertise LITERAL- rather than LITERAL+ (RFC 7888 §4): non-synchronising literals over
     # 4096 octets are then refused with BAD.
     literal_minus: bool = False
+    # BAD responses (syntax errors, unknown commands, commands in the wrong state) before
+    # `* BYE too many errors` and close: Postfix's smtpd_hard_error_limit, as for SMTP. A real
+    # client makes none; each is a log line, so this bounds what one connection can log.
+    max_errors: int = 20
 
     def __post_init__(self) -> None:
         for name in ("max_line", "max_literal", "max_append", "max_append_total", "max_command",
-                     "max_literals", "max_depth", "max_discard"):
+                     "max_literals", "max_depth", "max_discard", "max_errors"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Limits.{name} must be positive")
 

@@ -258,14 +258,14 @@ async def start_smtp(
     submission: Submission, limiter: LoginLimiter, tls_context: ssl.SSLContext | None, implicit_tls: bool = False,
     allow_plaintext_auth: bool = False, max_message_bytes: int = 50 << 20,
     max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP, idle_timeout: float = IDLE_TIMEOUT,
-    channel_bindings: Mapping[str, bytes] | None = None,
+    channel_bindings: Mapping[str, bytes] | None = None, max_errors: int = 20,
 ) -> asyncio.Server:
     """Listen for SMTP. MX: STARTTLS offered, no AUTH. Submission: AUTH after TLS (465 implicit, 587 STARTTLS)."""
     backend = SaslBackend(lookup=lambda name: password_lookup(store, name))
     per_ip = _Limits()
     config = SmtpConfig(
         hostname=hostname,
-        limits=Limits(max_message_size=max_message_bytes),
+        limits=Limits(max_message_size=max_message_bytes, max_errors=max_errors),
         starttls=tls_context is not None and not implicit_tls,
         implicit_tls=implicit_tls,
         auth_mechanisms=(
