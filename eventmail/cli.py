@@ -17,6 +17,7 @@ from google.protobuf import json_format
 from . import transfer
 from .junk.cli import add_commands as add_junk_commands
 from .logfmt import EscapingFormatter
+from .privileges import PrivilegeError
 from .proto import events_pb2 as pb
 from .store import (
     QUEUE,
@@ -371,7 +372,16 @@ async def cmd_serve(args: argparse.Namespace) -> None:
         cfg = config_mod.load(Path(args.config))
     except config_mod.ConfigError as e:
         raise CliError(f"{args.config}: {e}", code=EXIT_USAGE) from None
-    await serve.run_until_signalled(lambda: serve.start(cfg), lambda r: _print_started(r, []))
+    if os.geteuid() == 0 and cfg.user is None:
+        # A mail server parses hostile input all day: as root, any bug is the machine's.
+        raise CliError(f"{args.config}: running as root: set `user` to the account to run as once the ports "
+                       "are bound (or `user = \"root\"` to stay root deliberately)", code=EXIT_USAGE)
+    if os.geteuid() == 0 and cfg.user == "root":
+        logging.getLogger("eventmail.serve").warning("running as root (user = \"root\"): every bug is root's")
+    try:
+        await serve.run_until_signalled(lambda: serve.start(cfg), lambda r: _print_started(r, []))
+    except PrivilegeError as e:
+        raise CliError(f"{args.config}: {e}", code=EXIT_USAGE) from None
 
 
 # ---------------------------------------------------------------- replication

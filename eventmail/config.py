@@ -88,6 +88,8 @@ class Config:
     limits: ServerLimits = field(default_factory=ServerLimits)
     # Accept a master key file that group or others may read (refused by default, as ssh does).
     allow_key_file_mode: bool = False
+    # Started as root: the user to run as once the ports are bound (eventmail.privileges).
+    user: str | None = None
 
 
 def _take(table: dict[str, Any], key: str, kind: type, where: str, default: Any = ...) -> Any:
@@ -117,7 +119,7 @@ def parse(text: str, base: Path) -> Config:
     known = {"hostname", "data_dir", "key_file", "passphrase_env", "tls", "listener", "resolver",
              "allow_plaintext_auth", "deliver_all_to", "smarthost", "max_message_bytes", "replication",
              "limits"}
-    known |= {"allow_key_file_mode"}
+    known |= {"allow_key_file_mode", "user"}
     for key in doc:
         if key not in known:
             raise ConfigError(f"{key}: unknown setting")
@@ -169,6 +171,7 @@ def parse(text: str, base: Path) -> Config:
         smarthost=_take(doc, "smarthost", str, "", None),
         max_message_bytes=max_bytes,
         allow_key_file_mode=_take(doc, "allow_key_file_mode", bool, "", False),
+        user=_take(doc, "user", str, "", None) or None,
     )
 
 

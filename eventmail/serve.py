@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import privileges
 from .config import Config
 from .imap.server import start_imap
 from .imap.wire import Limits as ImapLimits
@@ -52,23 +53,33 @@ class Running:
 
 
 async def start(cfg: Config, store: Store | None = None) -> Running:
-    """Open the store and start every listener of `cfg`; port 0 picks a free port (see `ports`)."""
+    """Open the store and start every listener of `cfg`; port 0 picks a free port (see `ports`).
+
+    Started as root with `cfg.user` set, the keys are read and the ports bound as root, and
+    everything else runs as that user (eventmail.privileges)."""
+    who = privileges.target(cfg.user) if store is None else None
+    if who is not None:
+        privileges.check_owned(cfg.data_dir, who)
+    tls = server_context(cfg.tls_cert, cfg.tls_key)
     if store is None:
         if cfg.replication is not None:
             from replica.service import bootstrap
 
-            await bootstrap(cfg)
+            with privileges.acting_as(who):
+                await bootstrap(cfg)
         source = MasterKeySource.default(cfg.data_dir, str(cfg.key_file) if cfg.key_file else None, cfg.passphrase_env,
                                          allow_loose_mode=cfg.allow_key_file_mode)
-        store = await Store.open(cfg.data_dir, load_master_key(cfg.data_dir, source))
-    tls = server_context(cfg.tls_cert, cfg.tls_key)
+        master = load_master_key(cfg.data_dir, source)  # as root: the key file may be root's alone
+        with privileges.acting_as(who):  # what the store creates is the user's
+            store = await Store.open(cfg.data_dir, master)
     resolver = Resolver(ResolverConfig(nameservers=cfg.resolver.nameservers, port=cfg.resolver.port))
     inbound = InboundDelivery(store, resolver, cfg.hostname)
     closers: list[Callable[[], Awaitable[None]]] = []
     if cfg.replication is not None:
         from replica.service import start as start_replication
 
-        replication, inbound.handoff = await start_replication(store, cfg.replication)
+        with privileges.acting_as(who):
+            replication, inbound.handoff = await start_replication(store, cfg.replication)
         closers.append(replication.stop)
     submission = Submission(store, cfg.hostname, cfg.deliver_all_to)
     limiter = LoginLimiter(time.monotonic, address_policy=dataclasses.replace(
@@ -86,6 +97,7 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
         servers.append(server)
         ports[listener.kind] = server.sockets[0].getsockname()[1]
         log.info("%s listening on %s port %d", listener.kind, listener.address, ports[listener.kind])
+    privileges.drop(who)  # every port is bound: root is not needed any more
     tasks = []
     if cfg.smarthost:
         runner = QueueRunner(store, cfg.smarthost, cfg.hostname)
