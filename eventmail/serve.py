@@ -62,13 +62,15 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
         privileges.check_owned(cfg.data_dir, who)
     tls = server_context(cfg.tls_cert, cfg.tls_key)
     if store is None:
+        source = MasterKeySource.default(cfg.data_dir, str(cfg.key_file) if cfg.key_file else None, cfg.passphrase_env,
+                                         allow_loose_mode=cfg.allow_key_file_mode)
         if cfg.replication is not None:
             from replica.service import bootstrap
 
+            # A new secondary is made from the primary's keyring with our key file, read as root.
+            early = load_master_key(cfg.data_dir, source) if cfg.key_file is not None else None
             with privileges.acting_as(who):
-                await bootstrap(cfg)
-        source = MasterKeySource.default(cfg.data_dir, str(cfg.key_file) if cfg.key_file else None, cfg.passphrase_env,
-                                         allow_loose_mode=cfg.allow_key_file_mode)
+                await bootstrap(cfg, early)
         master = load_master_key(cfg.data_dir, source)  # as root: the key file may be root's alone
         with privileges.acting_as(who):  # what the store creates is the user's
             store = await Store.open(cfg.data_dir, master)
