@@ -16,11 +16,14 @@ from google.protobuf import json_format
 
 from . import transfer
 from .junk.cli import add_commands as add_junk_commands
+from .logfmt import EscapingFormatter
+from .privileges import PrivilegeError
 from .proto import events_pb2 as pb
 from .store import (
     QUEUE,
     SYSTEM,
     DirectoryLocked,
+    KeyFileExposed,
     MasterKeySource,
     MissingKey,
     NotFound,
@@ -38,6 +41,7 @@ if TYPE_CHECKING:
     from . import serve
 
 EXIT_USAGE = 2
+ALLOW_KEY_FILE_MODE_HELP = "use a master key file that group or others may read (refused by default, as ssh does)"
 RESERVED_NAMES = {SYSTEM, QUEUE}
 
 
@@ -57,7 +61,8 @@ def _directory(args: argparse.Namespace) -> Path:
 
 
 def _key_source(args: argparse.Namespace) -> MasterKeySource:
-    return MasterKeySource.default(_directory(args), args.key_file, args.passphrase_env)
+    return MasterKeySource.default(_directory(args), args.key_file, args.passphrase_env,
+                                   allow_loose_mode=args.allow_key_file_mode)
 
 
 async def _open(args: argparse.Namespace, writable: bool, tolerate_damage: bool = False) -> Store:
@@ -307,7 +312,8 @@ async def cmd_localserve(args: argparse.Namespace) -> None:
     from .tls.certs import make_self_signed
 
     directory = Path(args.dir)
-    source = MasterKeySource(key_file=Path(args.key_file) if args.key_file else directory / "keys" / "master.key")
+    source = MasterKeySource(key_file=Path(args.key_file) if args.key_file else directory / "keys" / "master.key",
+                             allow_loose_mode=args.allow_key_file_mode)
     if not (directory / "keyring").exists():
         init_directory(directory, source)
         print(f"created {directory} (a local instance: its key lies inside it, which protects nothing at rest)")
@@ -366,7 +372,16 @@ async def cmd_serve(args: argparse.Namespace) -> None:
         cfg = config_mod.load(Path(args.config))
     except config_mod.ConfigError as e:
         raise CliError(f"{args.config}: {e}", code=EXIT_USAGE) from None
-    await serve.run_until_signalled(lambda: serve.start(cfg), lambda r: _print_started(r, []))
+    if os.geteuid() == 0 and cfg.user is None:
+        # A mail server parses hostile input all day: as root, any bug is the machine's.
+        raise CliError(f"{args.config}: running as root: set `user` to the account to run as once the ports "
+                       "are bound (or `user = \"root\"` to stay root deliberately)", code=EXIT_USAGE)
+    if os.geteuid() == 0 and cfg.user == "root":
+        logging.getLogger("eventmail.serve").warning("running as root (user = \"root\"): every bug is root's")
+    try:
+        await serve.run_until_signalled(lambda: serve.start(cfg), lambda r: _print_started(r, []))
+    except PrivilegeError as e:
+        raise CliError(f"{args.config}: {e}", code=EXIT_USAGE) from None
 
 
 # ---------------------------------------------------------------- replication
@@ -442,6 +457,7 @@ def _common() -> argparse.ArgumentParser:
         help="master key file (default: $EVENTMAIL_KEY_FILE, else DIR/keys/master.key)",
     )
     g.add_argument("--passphrase-env", metavar="VAR", help="derive the master key from the passphrase in environment variable VAR (Argon2id)")
+    g.add_argument("--allow-key-file-mode", action="store_true", help=ALLOW_KEY_FILE_MODE_HELP)
     return p
 
 
@@ -516,6 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_localserve)
     p.add_argument("--dir", default=os.environ.get("EVENTMAIL_DIR", "localserve-data"), help="data directory (default ./localserve-data)")
     p.add_argument("--key-file", help="master key file (default DIR/keys/master.key)")
+    p.add_argument("--allow-key-file-mode", action="store_true", help=ALLOW_KEY_FILE_MODE_HELP)
     p.add_argument("--passphrase-env", help=argparse.SUPPRESS)
     p.add_argument("--password", help="the account's password (default: a new random one, printed)")
     p.add_argument("--dns", metavar="HOST[:PORT]", help="DNS server for SPF/DKIM/DMARC checks (default: the system's)")
@@ -551,13 +568,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     server = args.handler in (cmd_localserve, cmd_serve)
-    logging.basicConfig(
-        level=logging.INFO if server else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s" if server else "%(levelname)s %(name)s: %(message)s",
-    )
+    # One record, one line: client text in a message can neither span nor forge lines (logfmt).
+    handler = logging.StreamHandler()
+    handler.setFormatter(EscapingFormatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s" if server else "%(levelname)s %(name)s: %(message)s"
+    ))
+    logging.basicConfig(level=logging.INFO if server else logging.WARNING, handlers=[handler])
     try:
         asyncio.run(args.handler(args))
-    except (MissingKey, WrongKey, DirectoryLocked) as e:
+    except (MissingKey, WrongKey, KeyFileExposed, DirectoryLocked) as e:
         print(f"eventmail: {e}", file=sys.stderr)
         return EXIT_USAGE
     except StreamShredded as e:

@@ -57,6 +57,14 @@ class ServerLimits:
     # cool-down (eventmail.sasl.ratelimit.DEFAULT_ADDRESS_POLICY explains the numbers).
     login_failures_before_delay: int = 5
     login_failures_before_refusal: int = 20
+    # The same per account, from networks the account has not logged in from (the account's own
+    # networks are exempt, see docs/security.md; DEFAULT_ACCOUNT_POLICY explains the numbers).
+    login_account_failures_before_delay: int = 10
+    login_account_failures_before_refusal: int = 50
+    # Protocol errors one connection may make before it is closed (SMTP: error replies, `421
+    # 4.7.0`; IMAP: BAD responses, `* BYE`): Postfix's smtpd_hard_error_limit. A real client
+    # makes none or one; a probe or a log flooder makes thousands.
+    protocol_errors: int = 20
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,10 @@ class Config:
     max_message_bytes: int = 50 << 20
     replication: ReplicationSettings | None = None
     limits: ServerLimits = field(default_factory=ServerLimits)
+    # Accept a master key file that group or others may read (refused by default, as ssh does).
+    allow_key_file_mode: bool = False
+    # Started as root: the user to run as once the ports are bound (eventmail.privileges).
+    user: str | None = None
 
 
 def _take(table: dict[str, Any], key: str, kind: type, where: str, default: Any = ...) -> Any:
@@ -107,6 +119,7 @@ def parse(text: str, base: Path) -> Config:
     known = {"hostname", "data_dir", "key_file", "passphrase_env", "tls", "listener", "resolver",
              "allow_plaintext_auth", "deliver_all_to", "smarthost", "max_message_bytes", "replication",
              "limits"}
+    known |= {"allow_key_file_mode", "user"}
     for key in doc:
         if key not in known:
             raise ConfigError(f"{key}: unknown setting")
@@ -157,6 +170,8 @@ def parse(text: str, base: Path) -> Config:
         deliver_all_to=_take(doc, "deliver_all_to", str, "", None),
         smarthost=_take(doc, "smarthost", str, "", None),
         max_message_bytes=max_bytes,
+        allow_key_file_mode=_take(doc, "allow_key_file_mode", bool, "", False),
+        user=_take(doc, "user", str, "", None) or None,
     )
 
 
@@ -208,17 +223,23 @@ def _limits(table: dict[str, Any]) -> ServerLimits:
             raise ConfigError(f"limits.{key}: unknown setting")
     conns = _take(table, "connections_per_ip", int, "limits.", d.connections_per_ip)
     idle = table.get("idle_timeout", d.idle_timeout)
-    delay = _take(table, "login_failures_before_delay", int, "limits.", d.login_failures_before_delay)
-    refuse = _take(table, "login_failures_before_refusal", int, "limits.", d.login_failures_before_refusal)
     if conns < 1:
         raise ConfigError("limits.connections_per_ip: must be at least 1")
     if isinstance(idle, bool) or not isinstance(idle, int | float) or idle <= 0:
         raise ConfigError("limits.idle_timeout: expected a number of seconds above 0")
-    if delay < 1:
-        raise ConfigError("limits.login_failures_before_delay: must be at least 1")
-    if refuse < delay:
-        raise ConfigError("limits.login_failures_before_refusal: must be at least login_failures_before_delay")
-    return ServerLimits(conns, float(idle), delay, refuse)
+    logins: dict[str, int] = {}
+    for prefix in ("login_failures_", "login_account_failures_"):
+        delay = _take(table, prefix + "before_delay", int, "limits.", getattr(d, prefix + "before_delay"))
+        refuse = _take(table, prefix + "before_refusal", int, "limits.", getattr(d, prefix + "before_refusal"))
+        if delay < 1:
+            raise ConfigError(f"limits.{prefix}before_delay: must be at least 1")
+        if refuse < delay:
+            raise ConfigError(f"limits.{prefix}before_refusal: must be at least {prefix}before_delay")
+        logins[prefix + "before_delay"], logins[prefix + "before_refusal"] = delay, refuse
+    errors = _take(table, "protocol_errors", int, "limits.", d.protocol_errors)
+    if errors < 1:
+        raise ConfigError("limits.protocol_errors: must be at least 1")
+    return ServerLimits(connections_per_ip=conns, idle_timeout=float(idle), protocol_errors=errors, **logins)
 
 
 def load(path: Path) -> Config:

@@ -11,10 +11,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import privileges
 from .config import Config
 from .imap.server import start_imap
+from .imap.wire import Limits as ImapLimits
 from .mailauth.resolver import Resolver, ResolverConfig
-from .sasl.ratelimit import DEFAULT_ADDRESS_POLICY, LoginLimiter
+from .sasl.ratelimit import DEFAULT_ACCOUNT_POLICY, DEFAULT_ADDRESS_POLICY, LoginLimiter
 from .smtp.delivery import InboundDelivery
 from .smtp.outbound import QueueRunner
 from .smtp.submission import Submission
@@ -51,27 +53,43 @@ class Running:
 
 
 async def start(cfg: Config, store: Store | None = None) -> Running:
-    """Open the store and start every listener of `cfg`; port 0 picks a free port (see `ports`)."""
+    """Open the store and start every listener of `cfg`; port 0 picks a free port (see `ports`).
+
+    Started as root with `cfg.user` set, the keys are read and the ports bound as root, and
+    everything else runs as that user (eventmail.privileges)."""
+    who = privileges.target(cfg.user) if store is None else None
+    if who is not None:
+        privileges.check_owned(cfg.data_dir, who)
+    tls = server_context(cfg.tls_cert, cfg.tls_key)
     if store is None:
+        source = MasterKeySource.default(cfg.data_dir, str(cfg.key_file) if cfg.key_file else None, cfg.passphrase_env,
+                                         allow_loose_mode=cfg.allow_key_file_mode)
         if cfg.replication is not None:
             from replica.service import bootstrap
 
-            await bootstrap(cfg)
-        source = MasterKeySource.default(cfg.data_dir, str(cfg.key_file) if cfg.key_file else None, cfg.passphrase_env)
-        store = await Store.open(cfg.data_dir, load_master_key(cfg.data_dir, source))
-    tls = server_context(cfg.tls_cert, cfg.tls_key)
+            # A new secondary is made from the primary's keyring with our key file, read as root.
+            early = load_master_key(cfg.data_dir, source) if cfg.key_file is not None else None
+            with privileges.acting_as(who):
+                await bootstrap(cfg, early)
+        master = load_master_key(cfg.data_dir, source)  # as root: the key file may be root's alone
+        with privileges.acting_as(who):  # what the store creates is the user's
+            store = await Store.open(cfg.data_dir, master)
     resolver = Resolver(ResolverConfig(nameservers=cfg.resolver.nameservers, port=cfg.resolver.port))
     inbound = InboundDelivery(store, resolver, cfg.hostname)
     closers: list[Callable[[], Awaitable[None]]] = []
     if cfg.replication is not None:
         from replica.service import start as start_replication
 
-        replication, inbound.handoff = await start_replication(store, cfg.replication)
+        with privileges.acting_as(who):
+            replication, inbound.handoff = await start_replication(store, cfg.replication)
         closers.append(replication.stop)
     submission = Submission(store, cfg.hostname, cfg.deliver_all_to)
     limiter = LoginLimiter(time.monotonic, address_policy=dataclasses.replace(
         DEFAULT_ADDRESS_POLICY, delay_after=cfg.limits.login_failures_before_delay,
         refuse_after=cfg.limits.login_failures_before_refusal,
+    ), account_policy=dataclasses.replace(
+        DEFAULT_ACCOUNT_POLICY, delay_after=cfg.limits.login_account_failures_before_delay,
+        refuse_after=cfg.limits.login_account_failures_before_refusal,
     ))
     servers: list[asyncio.Server] = []
     ports: dict[str, int] = {}
@@ -81,6 +99,7 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
         servers.append(server)
         ports[listener.kind] = server.sockets[0].getsockname()[1]
         log.info("%s listening on %s port %d", listener.kind, listener.address, ports[listener.kind])
+    privileges.drop(who)  # every port is bound: root is not needed any more
     tasks = []
     if cfg.smarthost:
         runner = QueueRunner(store, cfg.smarthost, cfg.hostname)
@@ -100,6 +119,7 @@ async def _start_listener(
             tls_context=tls if kind == "imaps" else None,
             starttls_context=tls if kind == "imap" else None,
             allow_plaintext_auth=cfg.allow_plaintext_auth, limiter=limiter,
+            limits=ImapLimits(max_errors=cfg.limits.protocol_errors),
         )
         return server
     from .smtp.server import SmtpRole, start_smtp, tls_channel_bindings
@@ -112,6 +132,7 @@ async def _start_listener(
         allow_plaintext_auth=cfg.allow_plaintext_auth, max_message_bytes=cfg.max_message_bytes,
         max_connections_per_ip=cfg.limits.connections_per_ip, idle_timeout=cfg.limits.idle_timeout,
         channel_bindings=tls_channel_bindings(cfg.tls_cert),
+        max_errors=cfg.limits.protocol_errors,
     )
 
 

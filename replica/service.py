@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 CONTROL_LINE_LIMIT = 4096
 
 
-async def bootstrap(cfg: Config) -> None:
+async def bootstrap(cfg: Config, master: bytes | None = None) -> None:
     """A new secondary's data directory is made from the primary's keyring (same master key file),
     so both nodes name and encrypt every stream alike. Waits until the primary answers."""
     s = cfg.replication
@@ -39,7 +39,9 @@ async def bootstrap(cfg: Config) -> None:
         return
     if cfg.key_file is None:
         raise SystemExit("replication: a new secondary needs key_file (the primary's master key file)")
-    master = load_master_key(cfg.data_dir, MasterKeySource(key_file=cfg.key_file))
+    if master is None:  # else read already (as root, before dropping it: eventmail.privileges)
+        source = MasterKeySource(key_file=cfg.key_file, allow_loose_mode=cfg.allow_key_file_mode)
+        master = load_master_key(cfg.data_dir, source)
     creds = tlsauth.channel_credentials(s.cert, s.key, s.peer_cert)
     while True:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import signal
 import socket
@@ -51,6 +52,9 @@ class MailServer:
     allow_plaintext_auth: bool = False
     max_message_bytes: int | None = None
     extra_config: str = ""  # TOML tables appended to the file, e.g. "[limits]\nidle_timeout = 2\n"
+    settings: str = ""  # top-level TOML settings, e.g. "allow_key_file_mode = true\n"
+    python: str = sys.executable  # the interpreter `serve` runs on, and its environment (None: ours)
+    env: dict[str, str] | None = None
     ports: dict[str, int] = field(default_factory=dict)
     proc: subprocess.Popen[str] | None = None
     log_lines: list[str] = field(default_factory=list)
@@ -85,8 +89,10 @@ class MailServer:
         extra = f'smarthost = "{self.smarthost}"\n' if self.smarthost else ""
         if self.max_message_bytes is not None:
             extra += f"max_message_bytes = {self.max_message_bytes}\n"
+        # Run as root (the tests may be): say so, as `serve` refuses root without a `user`.
+        root = 'user = "root"\n' if os.geteuid() == 0 and "user =" not in self.settings else ""
         text = (
-            f'hostname = "{self.hostname}"\ndata_dir = "data"\nkey_file = "master.key"\n'
+            f'{self.settings}{root}hostname = "{self.hostname}"\ndata_dir = "data"\nkey_file = "master.key"\n'
             f"allow_plaintext_auth = {'true' if self.allow_plaintext_auth else 'false'}\n{extra}"
             f'[tls]\ncert = "cert.pem"\nkey = "key.pem"\n'
             f'[resolver]\nnameservers = ["127.0.0.1"]\nport = {self.dns_port}\n{listeners}{self.extra_config}'
@@ -98,8 +104,8 @@ class MailServer:
     def start(self) -> MailServer:
         config = self.write_config()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "eventmail", "serve", "--config", str(config)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+            [self.python, "-m", "eventmail", "serve", "--config", str(config)],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=self.env,
         )
         ready = threading.Event()
 

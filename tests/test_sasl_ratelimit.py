@@ -15,6 +15,7 @@ from eventmail.sasl.ratelimit import (
     LimitPolicy,
     LoginLimiter,
     address_key,
+    network_key,
 )
 
 
@@ -118,15 +119,44 @@ def test_stricter_answer_wins() -> None:
     assert not lim.check("192.0.2.1", "alice").allowed
 
 
-def test_success_resets_account_not_address() -> None:
+def test_success_exempts_its_network_and_resets_nothing() -> None:
     clock = FakeClock()
     lim = limiter(clock, address_policy=POLICY, account_policy=POLICY)
     for _ in range(4):
         lim.record_failure("192.0.2.1", "alice")
     assert lim.check("192.0.2.9", "alice").delay == 2.0
-    lim.record_success("192.0.2.1", "alice")
-    assert lim.check("192.0.2.9", "alice") == Decision(True)
+    lim.record_success("198.51.100.7", "alice")
+    # the owner's network (its /24) is exempt from the account's count ...
+    assert lim.check("198.51.100.200", "alice") == Decision(True)
+    assert lim.known_network("198.51.100.200", "ALICE")
+    # ... and a failure from it counts for its address only
+    lim.record_failure("198.51.100.8", "alice")
+    assert lim.check("192.0.2.9", "alice").delay == 2.0  # still 4 failures for strangers
+    # a success does not reset the account: the owner's client logging in every few minutes
+    # would otherwise hand a distributed guesser a fresh budget each time
+    for _ in range(2):
+        lim.record_failure("203.0.113.1", "alice")
+    assert not lim.check("203.0.113.50", "alice").allowed
+    assert lim.check("198.51.100.9", "alice") == Decision(True)
     assert lim.check("192.0.2.1").delay == 2.0  # the address keeps its record
+    clock.advance(31 * 86400)  # the exemption lasts a month
+    assert not lim.known_network("198.51.100.9", "alice")
+
+
+def test_known_networks_are_bounded() -> None:
+    clock = FakeClock()
+    lim = limiter(clock, max_entries=4)
+    for i in range(20):
+        lim.record_success(f"10.{i}.0.1", "alice")
+        lim.record_success("10.0.0.1", f"user{i}")
+    assert lim.tracked_networks() <= 4 * 8
+    assert lim.known_network("10.19.0.1", "alice") and not lim.known_network("10.0.0.1", "alice")
+
+
+def test_network_keys() -> None:
+    assert network_key("192.0.2.77") == "192.0.2.0/24"
+    assert network_key("::ffff:192.0.2.77") == "192.0.2.0/24"
+    assert network_key("2001:db8:1:2:3:4:5:6") == "2001:db8:1:2::/64"
 
 
 def test_address_keys() -> None:
@@ -237,3 +267,4 @@ def test_random_sequences_keep_invariants(sequence: list[tuple[str, int, int | N
         assert decision.allowed or decision.retry_after <= POLICY.cooldown
         addresses, accounts = lim.tracked()
         assert addresses <= 8 and accounts <= 8
+        assert lim.tracked_networks() <= 8 * 8

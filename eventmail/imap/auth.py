@@ -1,33 +1,27 @@
-"""Who may log in, how: the TLS rule, credential lookup, and failed-login limits shared by all IMAP listeners."""
+"""Who may log in, how: the TLS rule and credential lookup of all IMAP listeners; the failed-login
+limits are sasl.guard's, shared with SMTP."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import ipaddress
 import logging
 import time
 
-from eventmail.imap.errors import no
 from eventmail.proto import events_pb2 as pb
 from eventmail.sasl import (
-    Exchange,
     Failure,
+    GuardedExchange,
     LoginLimiter,
     SaslBackend,
     advertised_mechanisms,
     create_exchange,
+    guarded,
+    is_loopback,
+    may_send_password,
 )
 from eventmail.store import Store, normalize_address
 
 log = logging.getLogger("eventmail.imap")
-
-
-def is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
 
 
 class Authenticator:
@@ -50,36 +44,27 @@ class Authenticator:
     def may_send_password(self, tls: bool, peer: str) -> bool:
         """RFC 9051 §11.1 / RFC 8314: credentials only over TLS, unless this server was told to
         allow them in the clear and the client is on this machine (localserve)."""
-        return tls or (self.allow_plaintext and is_loopback(peer))
+        return may_send_password(tls=tls, peer=peer, allow_plaintext=self.allow_plaintext)
 
     def mechanisms(self, tls: bool, peer: str) -> tuple[str, ...]:
         if not self.may_send_password(tls, peer):
             return ()
         return advertised_mechanisms(tls=True)
 
-    def exchange(self, mechanism: str, tls: bool, peer: str) -> Exchange | None:
+    def exchange(self, mechanism: str, tls: bool, peer: str, conn: str) -> GuardedExchange | None:
+        """An exchange under the failed-login limits (sasl.guard), or None if not offered here."""
         if not self.may_send_password(tls, peer):
             return None
-        return create_exchange(mechanism, self.backend, tls=True)
-
-    async def gate(self, peer: str, account: str | None, conn: str) -> None:
-        """Wait out the limiter's delay, or refuse (RFC 5530 UNAVAILABLE: try again later)."""
-        decision = self.limiter.check(peer, account)
-        if not decision.allowed:
-            log.warning("imap %s: login refused for %.0f s more after repeated failures", conn, decision.retry_after)
-            raise no("too many failed logins; try again later", "UNAVAILABLE")
-        if decision.delay > 0:
-            await asyncio.sleep(decision.delay)
+        exchange = create_exchange(mechanism, self.backend, tls=True)
+        return guarded(exchange, self.limiter, peer=peer, conn=f"imap {conn}") if exchange is not None else None
 
     def failed(self, peer: str, failure: Failure, conn: str) -> None:
-        self.limiter.record_failure(peer, failure.authcid)
         log.warning(
             "imap %s: authentication failed for %r from %s: %s (%s)",
             conn, failure.authcid, peer, failure.reason.value, failure.detail,
         )
 
     def succeeded(self, peer: str, account: str, conn: str) -> None:
-        self.limiter.record_success(peer, account)
         log.info("imap %s: logged in as %s", conn, account)
 
 

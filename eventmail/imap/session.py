@@ -25,7 +25,7 @@ from eventmail.imap.auth import Authenticator, plain_response, wire_form
 from eventmail.imap.errors import ImapError, MailboxGone, bad, no
 from eventmail.imap.selected import Notify, Selected, flag_atoms, uid_set
 from eventmail.imap.wire import ImapWire, Limits
-from eventmail.sasl import Challenge, Exchange, Failure, FailureReason, Success
+from eventmail.sasl import Challenge, Failure, FailureReason, GuardedExchange, Success
 from eventmail.store import (
     Account,
     Committed,
@@ -101,8 +101,9 @@ class Session:
         self.utf8 = False  # ENABLE UTF8=ACCEPT (RFC 6855) or IMAP4rev2
         self.suppressed: set[int] = set()  # own writes whose FETCHes the command sent itself
         self._events: collections.deque[Committed] = collections.deque()
-        self._sasl: tuple[str, Exchange] | None = None
+        self._sasl: tuple[str, GuardedExchange] | None = None
         self._auth_failures = 0
+        self._errors = 0  # BAD responses so far (Limits.max_errors)
         self._stack = contextlib.AsyncExitStack()
 
     # ------------------------------------------------------------------ what the server asks
@@ -163,12 +164,24 @@ class Session:
     # ------------------------------------------------------------------ items
 
     async def handle(self, item: c.Item) -> AsyncIterator[r.Response]:
+        async for resp in self._handle(item):
+            if isinstance(resp, r.StatusResponse) and resp.status == "BAD":
+                self._errors += 1
+            yield resp
+        if self._errors >= self.opts.limits.max_errors and self.action != "close":
+            # Each BAD is a log line: a client sending nothing but errors is closed before it
+            # can flood the log (and it is no client that will ever work).
+            log.warning("imap %s: %d protocol errors, closing the connection", self.conn, self._errors)
+            self.action = "close"
+            yield r.bye("too many errors")
+
+    async def _handle(self, item: c.Item) -> AsyncIterator[r.Response]:
         if isinstance(item, c.Continuation):
             yield r.ContinuationRequest()
         elif isinstance(item, c.ProtocolError):
             if self._sasl is not None and item.tag == self._sasl[0]:
                 # the wire refused a SASL line (and ended the exchange): a failed attempt
-                self._sasl_failed(Failure(FailureReason.BAD_ENCODING, None, item.text))
+                self._sasl_failed(self._sasl[1].abandon(item.text))
             yield r.error_response(item)
             if item.close:
                 if item.status != "BYE":
@@ -311,8 +324,7 @@ class Session:
         if not auth.may_send_password(self.tls, self.peer):
             # RFC 9051 §6.2.3 LOGINDISABLED; RFC 5530 §3 PRIVACYREQUIRED
             raise no("use STARTTLS or port 993 to log in", "PRIVACYREQUIRED")
-        await auth.gate(self.peer, cmd.username, self.conn)
-        exchange = auth.exchange("PLAIN", self.tls, self.peer)
+        exchange = auth.exchange("PLAIN", self.tls, self.peer, self.conn)
         assert exchange is not None
         result = await exchange.start(plain_response(cmd.username, cmd.password))
         if isinstance(result, Success):
@@ -323,7 +335,8 @@ class Session:
         if failure.authcid is None:
             failure = Failure(failure.reason, cmd.username, failure.detail)
         self._sasl_failed(failure)
-        yield r.no(cmd.tag, "authentication failed", r.ResponseCode("AUTHENTICATIONFAILED"))
+        _, code = failure.reason.imap_reply
+        yield r.no(cmd.tag, _failure_text(failure), r.ResponseCode(code or "AUTHENTICATIONFAILED"))
         if self._auth_failures >= MAX_AUTH_FAILURES:
             self.action = "close"
             yield r.bye("too many failed authentication attempts")
@@ -332,10 +345,9 @@ class Session:
         auth = self.opts.auth
         if not auth.may_send_password(self.tls, self.peer):
             raise no("use STARTTLS or port 993 to authenticate", "PRIVACYREQUIRED")
-        exchange = auth.exchange(cmd.mechanism, self.tls, self.peer)
+        exchange = auth.exchange(cmd.mechanism, self.tls, self.peer, self.conn)
         if exchange is None:
             raise no(f"mechanism {cmd.mechanism} is not available", "CANNOT")
-        await auth.gate(self.peer, None, self.conn)
         result = await exchange.start(wire_form(cmd.initial_response, initial=True))
         async for resp in self._sasl_result(cmd.tag, exchange, result):
             yield resp
@@ -352,7 +364,7 @@ class Session:
             yield resp
 
     async def _sasl_result(
-        self, tag: str, exchange: Exchange, result: Challenge | Success | Failure
+        self, tag: str, exchange: GuardedExchange, result: Challenge | Success | Failure
     ) -> AsyncIterator[r.Response]:
         self._sasl = None
         if isinstance(result, Challenge):
@@ -364,7 +376,7 @@ class Session:
         else:
             self._sasl_failed(result)
             status, code = result.reason.imap_reply
-            text = "authentication cancelled" if result.reason is FailureReason.CANCELLED else "authentication failed"
+            text = _failure_text(result)
             yield r.StatusResponse("BAD" if status == "BAD" else "NO", text, tag,
                                    r.ResponseCode(code) if code else None)
             if self._auth_failures >= MAX_AUTH_FAILURES:
@@ -481,6 +493,14 @@ class Session:
         self.selected = None
         self.state = State.AUTHENTICATED
         yield r.ok(cmd.tag, f"{type(cmd).__name__.upper()} completed")
+
+
+def _failure_text(failure: Failure) -> str:
+    if failure.reason is FailureReason.CANCELLED:
+        return "authentication cancelled"
+    if failure.reason is FailureReason.LIMITED:
+        return "too many failed logins; try again later"
+    return "authentication failed"
 
 
 def _qresync_responses(sel: Selected, q: c.QresyncParams, acct: Account, msgs: list[Any]) -> list[r.Response]:

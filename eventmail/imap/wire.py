@@ -97,9 +97,14 @@ class Limits:
     # non-synchronising one BYE (nothing of it is read into memory).
     max_preauth_literal: int = 4096
 
+    # BAD responses (syntax errors, unknown commands, commands in the wrong state) before
+    # `* BYE too many errors` and close: Postfix's smtpd_hard_error_limit, as for SMTP. A real
+    # client makes none; each is a log line, so this bounds what one connection can log.
+    max_errors: int = 20
+
     def __post_init__(self) -> None:
         for name in ("max_line", "max_literal", "max_append", "max_append_total", "max_command",
-                     "max_literals", "max_depth", "max_discard", "max_preauth_literal"):
+                     "max_literals", "max_depth", "max_discard", "max_preauth_literal", "max_errors"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Limits.{name} must be positive")
 

@@ -1,4 +1,4 @@
-"""SASL for SMTP submission and IMAP: credentials, mechanism state machines, failed-login limits."""
+"""SASL for SMTP submission and IMAP: credentials, mechanism state machines, failed-login limits and the guard that applies them."""
 
 from eventmail.sasl.channelbinding import TLS_EXPORTER, TLS_SERVER_END_POINT, tls_server_end_point
 from eventmail.sasl.credentials import (
@@ -9,6 +9,7 @@ from eventmail.sasl.credentials import (
     verify_password,
     verify_password_async,
 )
+from eventmail.sasl.guard import GuardedExchange, guarded, is_loopback, may_send_password
 from eventmail.sasl.mechanisms import (
     MECHANISMS,
     Challenge,
@@ -35,6 +36,7 @@ __all__ = [
     "Exchange",
     "Failure",
     "FailureReason",
+    "GuardedExchange",
     "HashCost",
     "LimitPolicy",
     "LoginLimiter",
@@ -46,7 +48,10 @@ __all__ = [
     "advertised_mechanisms",
     "create_exchange",
     "get_dummy_password_set",
+    "guarded",
+    "is_loopback",
     "make_password_set",
+    "may_send_password",
     "saslprep",
     "tls_server_end_point",
     "verify_password",

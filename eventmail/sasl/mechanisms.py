@@ -26,6 +26,7 @@ from eventmail.sasl.saslprep import SaslPrepError, saslprep
 __all__ = [
     "MAX_CLIENT_DATA",
     "MECHANISMS",
+    "Admit",
     "Challenge",
     "Exchange",
     "Failure",
@@ -67,6 +68,7 @@ class FailureReason(enum.Enum):
     AUTHZ_MISMATCH = "authzid-mismatch"  # asked to act as another identity (we allow only oneself)
     CHANNEL_BINDING = "channel-binding"  # gs2 flag against the rules, unknown type, or c= mismatch
     SEQUENCE = "sequence"  # start()/step() called when the exchange does not expect it
+    LIMITED = "too-many-failures"  # refused by the failed-login limits (sasl.guard), no check made
 
     @property
     def smtp_reply(self) -> tuple[int, str, str]:
@@ -84,6 +86,8 @@ class FailureReason(enum.Enum):
 _SMTP_REPLIES: Final = {
     FailureReason.CANCELLED: (501, "5.7.0", "Authentication cancelled"),
     FailureReason.BAD_ENCODING: (501, "5.5.2", "Cannot Base64-decode client response"),
+    # RFC 4954 §6: 454 4.7.0 temporary authentication failure: try again later.
+    FailureReason.LIMITED: (454, "4.7.0", "too many failed logins, try again later"),
 }
 # RFC 9051 §6.2.2 (and RFC 3501 §6.2.2): "*" or invalid base64 MUST get a tagged BAD. RFC 5530
 # §3: AUTHORIZATIONFAILED when the authzid is refused, AUTHENTICATIONFAILED otherwise.
@@ -91,6 +95,7 @@ _IMAP_REPLIES: Final = {
     FailureReason.CANCELLED: ("BAD", None),
     FailureReason.BAD_ENCODING: ("BAD", None),
     FailureReason.AUTHZ_MISMATCH: ("NO", "AUTHORIZATIONFAILED"),
+    FailureReason.LIMITED: ("NO", "UNAVAILABLE"),  # RFC 5530 §3: temporary, try again later
 }
 
 
@@ -127,6 +132,9 @@ class Failure:
 
 
 Result = Challenge | Success | Failure
+
+Admit = Callable[[str], Awaitable[Failure | None]]
+"""account -> None to go on, or the Failure that ends the exchange (see Exchange.admit)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,11 +200,36 @@ class Exchange(abc.ABC):
         self._started = False
         self._done = False
         self._authcid: str | None = None
+        self._account: str | None = None
+        self._found: events_pb2.PasswordSet | None = None
+        # Asked once the client has named the account, before any credential is looked at
+        # (sasl.guard sets it to apply the per-account failed-login limit).
+        self.admit: Admit | None = None
 
     @property
     def done(self) -> bool:
         """True once a Success or Failure has been returned."""
         return self._done
+
+    @property
+    def authcid(self) -> str | None:
+        """The identity the client gave, after SASLprep, once known."""
+        return self._authcid
+
+    @property
+    def account(self) -> str | None:
+        """The account the client named, once known: the account its authcid belongs to, or the
+        authcid itself when there is no such account (so guessed names count too)."""
+        return self._account
+
+    async def _identify(self, authcid: str) -> Failure | None:
+        """The client named `authcid`: look it up once and ask `admit` before going on."""
+        self._authcid = authcid
+        self._found = await self._backend.find(authcid)
+        self._account = (self._found.account if self._found is not None else "") or authcid
+        if self.admit is None:
+            return None
+        return await self.admit(self._account)
 
     async def start(self, initial_response: bytes | None) -> Result:
         """Begin. `initial_response` is None when the client sent none, else its wire form:
@@ -247,8 +280,9 @@ class Exchange(abc.ABC):
         """Handle one decoded client response."""
 
     async def _check_password(self, authcid: str, password: str) -> Result:
-        """Look up `authcid` and check `password`, doing the same KDF work whether or not it exists."""
-        found = await self._backend.find(authcid)
+        """Check `password` for `authcid` (looked up by _identify), doing the same KDF work
+        whether or not it exists."""
+        found = self._found if authcid == self._authcid else await self._backend.find(authcid)
         known = found is not None and bool(found.argon2id or found.HasField("scram_sha256"))
         target = found if found is not None and known else await self._backend.dummy_password_set()
         matched = await self._backend.verify(target, password)
@@ -282,13 +316,16 @@ class PlainExchange(Exchange):
         raw_authzid, raw_authcid, raw_passwd = parts
         if not raw_authcid or not raw_passwd:
             return self._fail(FailureReason.MALFORMED, "empty authcid or passwd")  # 1*SAFE
-        self._authcid = _prepare_identity(_utf8(raw_authcid))
+        authcid = self._authcid = _prepare_identity(_utf8(raw_authcid))
         password = _utf8(raw_passwd)  # SASLprep'd by the verifier (RFC 4616 §2)
-        if raw_authzid and _prepare_identity(_utf8(raw_authzid)) != self._authcid:
+        if raw_authzid and _prepare_identity(_utf8(raw_authzid)) != authcid:
             # RFC 4616 §2: the server checks the authcid may act as the authzid. Policy: only as
-            # itself. Refused before any password work; this depends on client input alone.
+            # itself. Refused before any lookup or password work; this depends on client input alone.
             return self._fail(FailureReason.AUTHZ_MISMATCH, "authzid differs from authcid")
-        return await self._check_password(self._authcid, password)
+        refused = await self._identify(authcid)
+        if refused is not None:
+            return refused
+        return await self._check_password(authcid, password)
 
 
 class LoginExchange(Exchange):
@@ -312,7 +349,10 @@ class LoginExchange(Exchange):
             # The draft allows the username as an initial response; it lands here too.
             if not data:
                 return self._fail(FailureReason.MALFORMED, "empty username")
-            self._username = self._authcid = _prepare_identity(_utf8(data))
+            self._username = _prepare_identity(_utf8(data))
+            refused = await self._identify(self._username)
+            if refused is not None:
+                return refused
             return Challenge(self.PASSWORD_CHALLENGE)
         if not data:
             return self._fail(FailureReason.MALFORMED, "empty password")
@@ -394,14 +434,17 @@ class ScramSha256Exchange(Exchange):
     async def _client_first(self, data: bytes) -> Result:
         first = scram.parse_client_first(data)
         # RFC 5802 §5.1: the username is SASLprep'd ("=2C"/"=3D" already decoded).
-        self._authcid = _prepare_identity(first.username)
+        authcid = self._authcid = _prepare_identity(first.username)
         failed = self._check_gs2(first)
         if failed is not None:
             return failed
-        if first.authzid is not None and _prepare_identity(first.authzid) != self._authcid:
+        if first.authzid is not None and _prepare_identity(first.authzid) != authcid:
             # RFC 5802 §5.1 "a=": policy as for PLAIN, only oneself.
             return self._fail(FailureReason.AUTHZ_MISMATCH, "authzid differs from username")
-        found = await self._backend.find(self._authcid)
+        refused = await self._identify(authcid)
+        if refused is not None:
+            return refused
+        found = self._found
         if found is not None and _usable_scram(found):
             self._known, self._creds = found, found.scram_sha256
         else:

@@ -1,6 +1,7 @@
 """The SMTP listeners (MX and submission): asyncio around the sans-IO core, with per-IP limits and logging."""
 
 import asyncio
+import dataclasses
 import enum
 import itertools
 import logging
@@ -11,9 +12,10 @@ from pathlib import Path
 
 from ..proto import events_pb2 as pb
 from ..sasl.channelbinding import TLS_SERVER_END_POINT, tls_server_end_point
+from ..sasl.guard import GuardedExchange, guarded, is_loopback
 from ..sasl.mechanisms import (
     Challenge,
-    Exchange,
+    Failure,
     SaslBackend,
     Success,
     advertised_mechanisms,
@@ -81,12 +83,15 @@ class SmtpSession:
         self.inbound, self.submission = inbound, submission
         self.backend, self.limiter = backend, limiter
         self.store = store
-        self.plaintext_auth = plaintext_auth
         peer = writer.get_extra_info("peername") or ("?", 0)
         self.remote_ip = str(peer[0])
+        # Passwords in the clear only from this machine, as for IMAP (sasl.guard.may_send_password).
+        self.plaintext_auth = plaintext_auth and is_loopback(self.remote_ip)
+        if config.allow_plaintext_auth and not self.plaintext_auth:
+            self.conn = SmtpConnection(dataclasses.replace(config, allow_plaintext_auth=False))
         self.id = next(_conn_ids)
         self.tx: Transaction | None = None
-        self.exchange: Exchange | None = None
+        self.exchange: GuardedExchange | None = None
         self.tls = config.implicit_tls
         self.idle_timeout = idle_timeout
         self.tls_bindings = dict(channel_bindings or {})
@@ -132,6 +137,10 @@ class SmtpSession:
         c = self.conn
         if isinstance(event, ProtocolError):
             log.info("smtp %d %s: %d %s", self.id, self.remote_ip, event.reply.code, event.reply.lines[0])
+            if self.exchange is not None:
+                # the core refused a line of the exchange and ended it: a failed attempt
+                self.exchange.abandon(event.reply.lines[0])
+                self.exchange = None
             return c.send(event.reply)
         if isinstance(event, Helo):
             return c.accept_helo()
@@ -158,16 +167,12 @@ class SmtpSession:
     # ------------------------------------------------------------ AUTH (submission only)
 
     async def _auth_start(self, event: AuthStart) -> bytes:
-        decision = self.limiter.check(self.remote_ip)
-        if not decision.allowed:
-            log.warning("smtp %d %s: login refused, too many failures", self.id, self.remote_ip)
-            return self.conn.auth_failed(Reply(454, "4.7.0", "too many failed logins, try again later"))
-        if decision.delay:
-            await asyncio.sleep(decision.delay)
-        self.exchange = create_exchange(event.mechanism, self.backend, tls=self.tls or self.plaintext_auth,
-                                        channel_bindings=self._bindings())
-        if self.exchange is None:
+        exchange = create_exchange(event.mechanism, self.backend, tls=self.tls or self.plaintext_auth,
+                                   channel_bindings=self._bindings())
+        if exchange is None:
             return self.conn.auth_failed(Reply(504, "5.5.4", "mechanism not available"))
+        # The failed-login limits, per address and per account, are the guard's (sasl.guard).
+        self.exchange = guarded(exchange, self.limiter, peer=self.remote_ip, conn=f"smtp {self.id} {self.remote_ip}")
         return self._auth_result(await self.exchange.start(event.initial_response))
 
     async def _auth_step(self, event: AuthResponse) -> bytes:
@@ -179,15 +184,12 @@ class SmtpSession:
             return self.conn.auth_challenge(result.data)
         self.exchange = None
         if isinstance(result, Success):
-            self.limiter.record_success(self.remote_ip, result.username)
             log.info("smtp %d %s: authenticated as %s", self.id, self.remote_ip, result.username)
             return self.conn.auth_succeeded(result.username)
-        authcid = getattr(result, "authcid", None)
-        self.limiter.record_failure(self.remote_ip, authcid)
-        reason = getattr(result, "reason", None)
-        log.warning("smtp %d %s: authentication failed for %r", self.id, self.remote_ip, authcid)
-        code, enhanced, text = reason.smtp_reply if reason is not None else (535, "5.7.8", "authentication failed")
-        return self.conn.auth_failed(Reply(code, enhanced, text))
+        assert isinstance(result, Failure)
+        log.warning("smtp %d %s: authentication failed for %r: %s (%s)", self.id, self.remote_ip, result.authcid,
+                    result.reason.value, result.detail)
+        return self.conn.auth_failed(Reply(*result.reason.smtp_reply))
 
     # ------------------------------------------------------------ transaction
 
@@ -256,14 +258,14 @@ async def start_smtp(
     submission: Submission, limiter: LoginLimiter, tls_context: ssl.SSLContext | None, implicit_tls: bool = False,
     allow_plaintext_auth: bool = False, max_message_bytes: int = 50 << 20,
     max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP, idle_timeout: float = IDLE_TIMEOUT,
-    channel_bindings: Mapping[str, bytes] | None = None,
+    channel_bindings: Mapping[str, bytes] | None = None, max_errors: int = 20,
 ) -> asyncio.Server:
     """Listen for SMTP. MX: STARTTLS offered, no AUTH. Submission: AUTH after TLS (465 implicit, 587 STARTTLS)."""
     backend = SaslBackend(lookup=lambda name: password_lookup(store, name))
     per_ip = _Limits()
     config = SmtpConfig(
         hostname=hostname,
-        limits=Limits(max_message_size=max_message_bytes),
+        limits=Limits(max_message_size=max_message_bytes, max_errors=max_errors),
         starttls=tls_context is not None and not implicit_tls,
         implicit_tls=implicit_tls,
         auth_mechanisms=(

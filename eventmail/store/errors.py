@@ -17,6 +17,10 @@ class MissingKey(KeyProblem):
     """No master key was given or the key file does not exist."""
 
 
+class KeyFileExposed(KeyProblem):
+    """The key file may be read by group or others (as ssh refuses such a private key)."""
+
+
 class StreamShredded(KeyProblem):
     """The stream's data keys were deleted: its records can never be read again."""
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import crypto
-from .errors import MissingKey, StoreError, StreamShredded, WrongKey
+from .errors import KeyFileExposed, MissingKey, StoreError, StreamShredded, WrongKey
 from .fsutil import write_atomic
 
 KEYRING_MAGIC = b"EMKEYRING1\n"
@@ -177,13 +177,35 @@ def read_kdf(path: Path) -> KdfParams:
     return _split(raw)[0]
 
 
-def load_key_file(path: Path) -> bytes:
+def load_key_file(path: Path, *, allow_loose_mode: bool = False) -> bytes:
+    """The master key in `path`. A file group or others may read is refused unless
+    `allow_loose_mode` (ssh refuses a private key so exposed, for the same reason: whoever reads it
+    reads every mailbox). Anything but our one-line format is a WrongKey, never a traceback."""
     try:
-        text = path.read_text().split()
+        fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
         raise MissingKey(f"key file {path} does not exist") from None
     except OSError as e:
         raise MissingKey(f"key file {path}: {e.strerror}") from None
+    try:
+        mode = os.fstat(fd).st_mode  # of the file we read, not of whatever the path names later
+        if mode & 0o077 and not allow_loose_mode:
+            raise KeyFileExposed(
+                f"key file {path} has mode {mode & 0o7777:04o}: group or others may read it; "
+                f"chmod 600 it, or accept it with --allow-key-file-mode (allow_key_file_mode = true in the configuration)"
+            )
+        # A key file is one short line; more than this is not one, and not worth reading.
+        raw = os.read(fd, 4097)
+    except OSError as e:
+        raise MissingKey(f"key file {path}: {e.strerror}") from None
+    finally:
+        os.close(fd)
+    try:
+        if len(raw) > 4096:
+            raise UnicodeError("too long")
+        text = raw.decode("ascii").split()
+    except UnicodeError:
+        raise WrongKey(f"{path} is not an eventmail key file") from None
     if len(text) != 2 or text[0] != KEY_FILE_MAGIC:
         raise WrongKey(f"{path} is not an eventmail key file")
     try:

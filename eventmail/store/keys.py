@@ -15,14 +15,18 @@ class MasterKeySource:
 
     key_file: Path | None = None
     passphrase_env: str | None = None
+    # Use a key file group or others may read (refused by default, see keyring.load_key_file).
+    allow_loose_mode: bool = False
 
     @classmethod
-    def default(cls, directory: Path, key_file: str | None, passphrase_env: str | None) -> "MasterKeySource":
+    def default(
+        cls, directory: Path, key_file: str | None, passphrase_env: str | None, *, allow_loose_mode: bool = False
+    ) -> "MasterKeySource":
         """`--key-file`, else $EVENTMAIL_KEY_FILE, else DIR/keys/master.key; or `--passphrase-env`."""
         if passphrase_env:
             return cls(passphrase_env=passphrase_env)
         path = key_file or os.environ.get("EVENTMAIL_KEY_FILE") or str(directory / "keys" / "master.key")
-        return cls(key_file=Path(path))
+        return cls(key_file=Path(path), allow_loose_mode=allow_loose_mode)
 
     def inside(self, directory: Path) -> bool:
         """True when the key file lies in the data directory: then it protects nothing at rest."""
@@ -50,7 +54,7 @@ def load_master_key(directory: Path, source: MasterKeySource) -> bytes:
             raise MissingKey("this data directory uses a key file, not a passphrase")
         return crypto.passphrase_key(_passphrase(source.passphrase_env), kdf.salt, kdf.ops, kdf.mem)
     assert source.key_file is not None
-    return load_key_file(source.key_file)
+    return load_key_file(source.key_file, allow_loose_mode=source.allow_loose_mode)
 
 
 def init_directory(directory: Path, source: MasterKeySource) -> Keyring:
@@ -66,7 +70,10 @@ def init_directory(directory: Path, source: MasterKeySource) -> Keyring:
     else:
         assert source.key_file is not None
         kdf = KdfParams()
-        master = load_key_file(source.key_file) if source.key_file.exists() else write_key_file(source.key_file)
+        master = (
+            load_key_file(source.key_file, allow_loose_mode=source.allow_loose_mode)
+            if source.key_file.exists() else write_key_file(source.key_file)
+        )
     ring = Keyring.create(directory / "keyring", master, kdf)
     Store.initialize(directory, ring)
     return ring
