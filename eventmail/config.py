@@ -48,15 +48,23 @@ class ReplicationSettings:
 class ServerLimits:
     """Per remote address limits of the listeners ([limits] in the file); the defaults are safe."""
 
-    # A busy MTA opens a handful of parallel connections; Postfix's
-    # smtpd_client_connection_count_limit is 50 for a whole site, so 20 per address is generous.
-    connections_per_ip: int = 20
-    # RFC 5321 §4.5.3.2.7: a server waits at least 5 minutes for the next command.
+    # Open connections per network (IPv4 address, IPv6 /64), counted from accept (TLS handshakes
+    # included) across all listeners of the server together: an attacker's budget is then one
+    # number whatever the port. An IMAP client keeps up to 5 connections open (Thunderbird's
+    # default), a busy MTA a handful, and several devices share a NAT address; Postfix's
+    # smtpd_client_connection_count_limit (per client) is 50 too.
+    connections_per_ip: int = 50
+    # RFC 5321 §4.5.3.2.7: a server waits at least 5 minutes for the next command. Also how long
+    # any client may leave pending output unread before it is closed (IMAP's autologout is
+    # longer, its pre-auth timeout shorter).
     idle_timeout: float = 300.0
     # Failed logins per address before each further try is delayed, and before refusal for a
     # cool-down (eventmail.sasl.ratelimit.DEFAULT_ADDRESS_POLICY explains the numbers).
     login_failures_before_delay: int = 5
     login_failures_before_refusal: int = 20
+    # A TLS handshake (implicit on 465/993, or after STARTTLS) not done in this many seconds is
+    # abandoned: a couple of round trips need far less, and a stalled handshake holds a slot.
+    tls_handshake_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -214,11 +222,17 @@ def _limits(table: dict[str, Any]) -> ServerLimits:
         raise ConfigError("limits.connections_per_ip: must be at least 1")
     if isinstance(idle, bool) or not isinstance(idle, int | float) or idle <= 0:
         raise ConfigError("limits.idle_timeout: expected a number of seconds above 0")
+    handshake = table.get("tls_handshake_timeout", d.tls_handshake_timeout)
+    if isinstance(handshake, bool) or not isinstance(handshake, int | float) or handshake <= 0:
+        raise ConfigError("limits.tls_handshake_timeout: expected a number of seconds above 0")
     if delay < 1:
         raise ConfigError("limits.login_failures_before_delay: must be at least 1")
     if refuse < delay:
         raise ConfigError("limits.login_failures_before_refusal: must be at least login_failures_before_delay")
-    return ServerLimits(conns, float(idle), delay, refuse)
+    return ServerLimits(
+        connections_per_ip=conns, idle_timeout=float(idle), login_failures_before_delay=delay,
+        login_failures_before_refusal=refuse, tls_handshake_timeout=float(handshake),
+    )
 
 
 def load(path: Path) -> Config:

@@ -51,6 +51,7 @@ class MailServer:
     allow_plaintext_auth: bool = False
     max_message_bytes: int | None = None
     extra_config: str = ""  # TOML tables appended to the file, e.g. "[limits]\nidle_timeout = 2\n"
+    kinds: tuple[str, ...] = ("smtp", "submission", "submissions")  # the listeners, of config.LISTENER_KINDS
     ports: dict[str, int] = field(default_factory=dict)
     proc: subprocess.Popen[str] | None = None
     log_lines: list[str] = field(default_factory=list)
@@ -80,7 +81,7 @@ class MailServer:
     def write_config(self) -> Path:
         listeners = "".join(
             f'[[listener]]\nkind = "{k}"\naddress = "127.0.0.1"\nport = {self.ports.get(k) or free_port()}\n'
-            for k in ("smtp", "submission", "submissions")
+            for k in self.kinds
         )
         extra = f'smarthost = "{self.smarthost}"\n' if self.smarthost else ""
         if self.max_message_bytes is not None:
