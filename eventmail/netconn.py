@@ -28,6 +28,7 @@ import itertools
 import logging
 import socket
 import ssl
+import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -237,14 +238,14 @@ class Connection(asyncio.Protocol):
     def _cut_off(self, t: asyncio.Transport) -> None:
         if not self._lost:
             self.log.info("%s: closed with %d octets the client did not read", self.label, t.get_write_buffer_size())
-            t.abort()
+            _reset(t)
 
     def abort(self) -> None:
-        """Close at once, dropping unsent output."""
+        """Close at once, dropping unsent output: ours, the transport's and the kernel's."""
         self._out.clear()
         self._out_size = 0
         if self.transport is not None:
-            self.transport.abort()
+            _reset(self.transport)
 
     @property
     def closing(self) -> bool:
@@ -389,6 +390,16 @@ class Connection(asyncio.Protocol):
         new.set_write_buffer_limits(high=self.limits.write_high)
         self.tls = True
         return dropped
+
+
+def _reset(t: asyncio.Transport) -> None:
+    """Abort with a TCP reset: SO_LINGER 0 makes close() drop what the kernel still holds for a
+    client that does not read, instead of keeping it as an orphan until TCP gives up."""
+    sock = t.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    t.abort()
 
 
 async def listen(host: str, port: int, service: Service) -> asyncio.Server:

@@ -161,8 +161,7 @@ class _Connection:
     async def _start_tls(self, wire: ImapWire, session: Session) -> bool:
         # Nothing has been awaited since the OK was written: the plaintext that came with or
         # after the command, in the wire or in the socket layer, is dropped; then the handshake.
-        held = wire.buffered
-        wire.start_tls()
+        held = wire.start_tls()
         assert self.starttls_context is not None
         try:
             await self.io.start_tls(self.starttls_context)
