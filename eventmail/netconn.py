@@ -143,6 +143,7 @@ class Connection(asyncio.Protocol):
         self._out_size = 0
         self._room = asyncio.Event()
         self._room.set()
+        self._transport_full = False  # between the transport's pause_writing() and resume_writing()
         self._task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ asyncio.Protocol
@@ -194,9 +195,11 @@ class Connection(asyncio.Protocol):
         self._release()
 
     def pause_writing(self) -> None:
-        pass  # _pump() stops by itself at the mark
+        self._transport_full = True  # called from inside transport.write(): _pump() stops there
 
     def resume_writing(self) -> None:
+        self._transport_full = False
+        self._room.set()
         self._pump()
 
     # ------------------------------------------------------------------ the connection's life
@@ -310,7 +313,7 @@ class Connection(asyncio.Protocol):
         if t is None or self._lost:
             return
         high = self.limits.write_high
-        while self._out and not t.is_closing() and t.get_write_buffer_size() < high:
+        while self._out and not self._transport_full and not t.is_closing():
             head = self._out[0]
             if len(head) > _SLICE:
                 piece, self._out[0] = head[:_SLICE], head[_SLICE:]
@@ -361,6 +364,17 @@ class Connection(asyncio.Protocol):
         the kernel is read by TLS as its own records (and breaks the handshake). Queued output
         goes first, in the clear. TlsFailed (logged) if the handshake fails or times out."""
         assert self.transport is not None
+        # A transport paused for output cannot be handed over (its resume_writing() would reach
+        # the TLS protocol, which never paused): let the client take its output first.
+        while self._transport_full and not self._lost:
+            self._room.clear()
+            try:
+                await asyncio.wait_for(self._room.wait(), self.limits.handshake_timeout)
+            except TimeoutError:
+                self.log.warning("%s: client read nothing for %g s before TLS; closing", self.label,
+                                 self.limits.handshake_timeout)
+                self.abort()
+                raise SendTimeout("client did not read before TLS") from None
         # No await from here to loop.start_tls()'s pause_reading(): no byte can land in between.
         dropped = self.dropped_before_tls = self.drop_input()
         self._reading_paused = False  # start_tls() pauses and resumes reading itself
@@ -387,6 +401,7 @@ class Connection(asyncio.Protocol):
             raise TlsFailed("connection closed during the TLS handshake")
         assert isinstance(new, asyncio.Transport)
         self.transport = new
+        self._transport_full = False
         new.set_write_buffer_limits(high=self.limits.write_high)
         self.tls = True
         return dropped
