@@ -184,7 +184,9 @@ class Connection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         self._eof = True
         self._input.set()
-        return None
+        # Keep a half-closed plain socket open: the replies to what the client sent before its
+        # FIN still go out, and the handler closes. (TLS cannot keep a half-closed stream.)
+        return None if self.tls else True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._eof = self._lost = True
@@ -230,11 +232,12 @@ class Connection(asyncio.Protocol):
         if t is None or self._lost:
             self._release()
             return
-        while self._out:  # what the handler wrote last (a BYE, a 421) goes out before the FIN
-            t.write(self._out.popleft())
-        self._out_size = 0
         if not t.is_closing():
+            while self._out:  # what the handler wrote last (a BYE, a 421) goes out before the FIN
+                t.write(self._out.popleft())
             t.close()
+        self._out.clear()
+        self._out_size = 0
         if t.get_write_buffer_size():
             asyncio.get_running_loop().call_later(linger, self._cut_off, t)
 

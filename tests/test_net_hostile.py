@@ -330,3 +330,19 @@ def test_smtp_client_that_never_reads_is_closed(server: MailServer) -> None:
     fresh.sendall(b"QUIT\r\n")
     assert read_line(fresh).startswith(b"221")
     fresh.close()
+
+
+@pytest.mark.parametrize("kind", ["smtp", "imap"])
+def test_a_half_closed_client_still_gets_its_replies(server: MailServer, kind: str) -> None:
+    """A client that sends its last command and shuts down its side (nc -N) is answered before
+    the server closes: the socket layer keeps a half-closed plain socket open."""
+    s = connect(server.ports[kind], "127.0.5.1")
+    read_line(s)
+    s.sendall(b"a LOGOUT\r\n" if kind == "imap" else b"QUIT\r\n")
+    s.shutdown(socket.SHUT_WR)
+    rest = b""
+    while chunk := s.recv(65536):
+        rest += chunk
+    assert rest.endswith(b"a OK LOGOUT completed\r\n" if kind == "imap" else b"\r\n")
+    assert rest.startswith(b"* BYE" if kind == "imap" else b"221 ")
+    s.close()
