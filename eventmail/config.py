@@ -48,10 +48,15 @@ class ReplicationSettings:
 class ServerLimits:
     """Per remote address limits of the listeners ([limits] in the file); the defaults are safe."""
 
-    # A busy MTA opens a handful of parallel connections; Postfix's
-    # smtpd_client_connection_count_limit is 50 for a whole site, so 20 per address is generous.
-    connections_per_ip: int = 20
-    # RFC 5321 §4.5.3.2.7: a server waits at least 5 minutes for the next command.
+    # Open connections per network (IPv4 address, IPv6 /64), counted from accept (TLS handshakes
+    # included) across all listeners of the server together: an attacker's budget is then one
+    # number whatever the port. An IMAP client keeps up to 5 connections open (Thunderbird's
+    # default), a busy MTA a handful, and several devices share a NAT address; Postfix's
+    # smtpd_client_connection_count_limit (per client) is 50 too.
+    connections_per_ip: int = 50
+    # RFC 5321 §4.5.3.2.7: a server waits at least 5 minutes for the next command. Also how long
+    # any client may leave pending output unread before it is closed (IMAP's autologout is
+    # longer, its pre-auth timeout shorter).
     idle_timeout: float = 300.0
     # Failed logins per address before each further try is delayed, and before refusal for a
     # cool-down (eventmail.sasl.ratelimit.DEFAULT_ADDRESS_POLICY explains the numbers).
@@ -65,6 +70,9 @@ class ServerLimits:
     # 4.7.0`; IMAP: BAD responses, `* BYE`): Postfix's smtpd_hard_error_limit. A real client
     # makes none or one; a probe or a log flooder makes thousands.
     protocol_errors: int = 20
+    # A TLS handshake (implicit on 465/993, or after STARTTLS) not done in this many seconds is
+    # abandoned: a couple of round trips need far less, and a stalled handshake holds a slot.
+    tls_handshake_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -239,7 +247,11 @@ def _limits(table: dict[str, Any]) -> ServerLimits:
     errors = _take(table, "protocol_errors", int, "limits.", d.protocol_errors)
     if errors < 1:
         raise ConfigError("limits.protocol_errors: must be at least 1")
-    return ServerLimits(connections_per_ip=conns, idle_timeout=float(idle), protocol_errors=errors, **logins)
+    handshake = table.get("tls_handshake_timeout", d.tls_handshake_timeout)
+    if isinstance(handshake, bool) or not isinstance(handshake, int | float) or handshake <= 0:
+        raise ConfigError("limits.tls_handshake_timeout: expected a number of seconds above 0")
+    return ServerLimits(connections_per_ip=conns, idle_timeout=float(idle), protocol_errors=errors,
+                        tls_handshake_timeout=float(handshake), **logins)
 
 
 def load(path: Path) -> Config:

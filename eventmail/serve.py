@@ -16,6 +16,7 @@ from .config import Config
 from .imap.server import start_imap
 from .imap.wire import Limits as ImapLimits
 from .mailauth.resolver import Resolver, ResolverConfig
+from .netconn import ConnectionLimiter, SocketLimits
 from .sasl.ratelimit import DEFAULT_ACCOUNT_POLICY, DEFAULT_ADDRESS_POLICY, LoginLimiter
 from .smtp.delivery import InboundDelivery
 from .smtp.outbound import QueueRunner
@@ -91,11 +92,13 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
         DEFAULT_ACCOUNT_POLICY, delay_after=cfg.limits.login_account_failures_before_delay,
         refuse_after=cfg.limits.login_account_failures_before_refusal,
     ))
+    # One count of open connections per network for all listeners (docs/security.md says why).
+    connections = ConnectionLimiter(cfg.limits.connections_per_ip)
     servers: list[asyncio.Server] = []
     ports: dict[str, int] = {}
     for listener in cfg.listeners:
         server = await _start_listener(listener.kind, listener.address, listener.port, cfg, store, tls,
-                                       inbound, submission, limiter)
+                                       inbound, submission, limiter, connections)
         servers.append(server)
         ports[listener.kind] = server.sockets[0].getsockname()[1]
         log.info("%s listening on %s port %d", listener.kind, listener.address, ports[listener.kind])
@@ -111,14 +114,16 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
 
 async def _start_listener(
     kind: str, address: str, port: int, cfg: Config, store: Store, tls: ssl.SSLContext,
-    inbound: InboundDelivery, submission: Submission, limiter: LoginLimiter,
+    inbound: InboundDelivery, submission: Submission, limiter: LoginLimiter, connections: ConnectionLimiter,
 ) -> asyncio.Server:
+    socket_limits = SocketLimits(handshake_timeout=cfg.limits.tls_handshake_timeout)
     if kind in ("imap", "imaps"):
         server: asyncio.Server = await start_imap(
             store, address, port,
             tls_context=tls if kind == "imaps" else None,
             starttls_context=tls if kind == "imap" else None,
-            allow_plaintext_auth=cfg.allow_plaintext_auth, limiter=limiter,
+            allow_plaintext_auth=cfg.allow_plaintext_auth, limiter=limiter, connections=connections,
+            send_timeout=cfg.limits.idle_timeout, socket_limits=socket_limits,
             limits=ImapLimits(max_errors=cfg.limits.protocol_errors),
         )
         return server
@@ -130,8 +135,8 @@ async def _start_listener(
         inbound=inbound, submission=submission, limiter=limiter,
         tls_context=tls, implicit_tls=kind == "submissions",
         allow_plaintext_auth=cfg.allow_plaintext_auth, max_message_bytes=cfg.max_message_bytes,
-        max_connections_per_ip=cfg.limits.connections_per_ip, idle_timeout=cfg.limits.idle_timeout,
-        channel_bindings=tls_channel_bindings(cfg.tls_cert),
+        connections=connections, idle_timeout=cfg.limits.idle_timeout,
+        channel_bindings=tls_channel_bindings(cfg.tls_cert), socket_limits=socket_limits,
         max_errors=cfg.limits.protocol_errors,
     )
 

@@ -55,6 +55,7 @@ class MailServer:
     settings: str = ""  # top-level TOML settings, e.g. "allow_key_file_mode = true\n"
     python: str = sys.executable  # the interpreter `serve` runs on, and its environment (None: ours)
     env: dict[str, str] | None = None
+    kinds: tuple[str, ...] = ("smtp", "submission", "submissions")  # the listeners, of config.LISTENER_KINDS
     ports: dict[str, int] = field(default_factory=dict)
     proc: subprocess.Popen[str] | None = None
     log_lines: list[str] = field(default_factory=list)
@@ -84,7 +85,7 @@ class MailServer:
     def write_config(self) -> Path:
         listeners = "".join(
             f'[[listener]]\nkind = "{k}"\naddress = "127.0.0.1"\nport = {self.ports.get(k) or free_port()}\n'
-            for k in ("smtp", "submission", "submissions")
+            for k in self.kinds
         )
         extra = f'smarthost = "{self.smarthost}"\n' if self.smarthost else ""
         if self.max_message_bytes is not None:

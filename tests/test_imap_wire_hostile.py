@@ -310,7 +310,7 @@ def test_starttls_drops_pipelined_plaintext() -> None:
     assert wire.receive(b"a STARTTLS\r\nb LOGIN mallory x\r\n") == [c.StartTls("a")]
     assert wire.receive(b"c LOGIN mallory x\r\n") == []
     wire.encode(ok("a", "begin TLS"))
-    wire.start_tls()
+    assert wire.start_tls() == 2 * len(b"b LOGIN mallory x\r\n")  # what was dropped, for the log
     assert wire.receive(b"d CAPABILITY\r\n") == [c.Capability("d")]
 
 

@@ -32,9 +32,10 @@ port = 2525
 
 
 def test_limits_have_safe_defaults_and_can_be_set(tmp_path: Path) -> None:
-    assert parse(BASE, tmp_path).limits == ServerLimits(20, 300.0, 5, 20)
-    text = BASE + "[limits]\nconnections_per_ip = 4\nidle_timeout = 2.5\nlogin_failures_before_delay = 1\n"
-    assert parse(text, tmp_path).limits == ServerLimits(4, 2.5, 1, 20)
+    assert parse(BASE, tmp_path).limits == ServerLimits(50, 300.0, 5, 20, tls_handshake_timeout=30.0)
+    text = BASE + ("[limits]\nconnections_per_ip = 4\nidle_timeout = 2.5\nlogin_failures_before_delay = 1\n"
+                   "tls_handshake_timeout = 3\n")
+    assert parse(text, tmp_path).limits == ServerLimits(4, 2.5, 1, 20, tls_handshake_timeout=3.0)
 
 
 @pytest.mark.parametrize(
@@ -45,6 +46,7 @@ def test_limits_have_safe_defaults_and_can_be_set(tmp_path: Path) -> None:
         ('connections_per_ip = "5"', "limits.connections_per_ip: expected int, got str"),
         ("idle_timeout = 0", "limits.idle_timeout: expected a number of seconds above 0"),
         ("idle_timeout = true", "limits.idle_timeout: expected a number of seconds above 0"),
+        ("tls_handshake_timeout = 0", "limits.tls_handshake_timeout: expected a number of seconds above 0"),
         ("login_failures_before_delay = 0", "limits.login_failures_before_delay: must be at least 1"),
         ("login_failures_before_delay = 9\nlogin_failures_before_refusal = 3",
          "limits.login_failures_before_refusal: must be at least login_failures_before_delay"),

@@ -210,7 +210,7 @@ def test_connections_per_ip_are_limited(server: MailServer) -> None:
     extra = Raw(server.ports["smtp"], "127.0.0.3", greeting=False)
     assert extra.line().startswith(b"421 4.7.0")
     assert extra.line() == b""  # and closed
-    wait_log(server, "127.0.0.3: too many connections (3), refused with 421")
+    wait_log(server, "127.0.0.3: too many connections (3 from 127.0.0.3), refused: 421 4.7.0")
     other = Raw(server.ports["smtp"], "127.0.0.4")  # another address is not affected
     assert other.cmd(b"QUIT").startswith(b"221")
     held.pop().close()

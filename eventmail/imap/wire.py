@@ -1129,6 +1129,7 @@ class ImapWire:
         # exchanges waiting for the session's answer
         self._sasl_tag: str | None = None
         self._hold_tag: str | None = None
+        self._held_dropped = 0  # octets dropped while holding after STARTTLS (for start_tls())
         # RFC 4978 COMPRESS=DEFLATE
         self._inflater: zlib._Decompress | None = None
         self._deflater: zlib._Compress | None = None
@@ -1226,12 +1227,16 @@ class ImapWire:
         if self._mode is _Mode.SASL:
             self._mode = _Mode.LINE
 
-    def start_tls(self) -> None:
+    def start_tls(self) -> int:
         """Call when the TLS handshake starts after `OK` to STARTTLS: any plaintext still
-        buffered is dropped (RFC 9051 §6.2.1: nothing sent before TLS may count after it)."""
+        buffered is dropped (RFC 9051 §6.2.1: nothing sent before TLS may count after it).
+        Returns how many octets received after the STARTTLS line were dropped, for the log."""
+        dropped = self._held_dropped + self.buffered
+        self._held_dropped = 0
         self._drop_input()
         self._hold_tag = None
         self._mode = _Mode.LINE
+        return dropped
 
     def start_compression(self) -> None:
         """Call right after encoding the tagged OK to COMPRESS DEFLATE: from now on input is
@@ -1250,6 +1255,8 @@ class ImapWire:
     def _feed(self, data: bytes, out: list[c.Item]) -> None:
         for off in range(0, len(data), FEED_CHUNK):
             if self._mode in (_Mode.CLOSED, _Mode.HOLD):
+                if self._mode is _Mode.HOLD:
+                    self._held_dropped += len(data) - off
                 return
             self._buf += data[off:off + FEED_CHUNK]
             self._run(out)
@@ -1306,6 +1313,8 @@ class ImapWire:
                 self._scan = self._pos
                 self._end_discard(out)
             else:  # HOLD, CLOSED
+                if mode is _Mode.HOLD:
+                    self._held_dropped += len(buf) - self._pos
                 self._pos = len(buf)
                 return
 

@@ -1,15 +1,18 @@
-"""The SMTP listeners (MX and submission): asyncio around the sans-IO core, with per-IP limits and logging."""
+"""The SMTP listeners (MX and submission): the sans-IO core on the shared socket layer, with policy and logging."""
+
+# The socket layer (eventmail.netconn) counts connections per network, runs implicit TLS (465)
+# with a handshake timeout, bounds input and unsent output, and drops every byte received
+# before a STARTTLS handshake; this module feeds the core and answers its events.
 
 import asyncio
 import dataclasses
 import enum
-import itertools
 import logging
 import ssl
-from collections import defaultdict
 from collections.abc import Mapping
 from pathlib import Path
 
+from ..netconn import Connection, ConnectionLimiter, SendTimeout, Service, SocketLimits, TlsFailed, listen
 from ..proto import events_pb2 as pb
 from ..sasl.channelbinding import TLS_SERVER_END_POINT, tls_server_end_point
 from ..sasl.guard import GuardedExchange, guarded, is_loopback
@@ -45,19 +48,15 @@ from .wire import SmtpConnection
 log = logging.getLogger(__name__)
 
 # Defaults; eventmail.config.ServerLimits explains them and lets the configuration change them.
-MAX_CONNECTIONS_PER_IP = 20
+MAX_CONNECTIONS_PER_IP = 50
 IDLE_TIMEOUT = 300.0
-_conn_ids = itertools.count(1)
+# RFC 5321 §3.1: a server may answer the opening of a connection with 421 and close it.
+TOO_MANY_CONNECTIONS = b"421 4.7.0 too many connections from your network\r\n"
 
 
 class SmtpRole(enum.Enum):
     MX = "mx"
     SUBMISSION = "submission"
-
-
-class _Limits:
-    def __init__(self) -> None:
-        self.connections: dict[str, int] = defaultdict(int)
 
 
 def password_lookup(store: Store, username: str) -> pb.PasswordSet | None:
@@ -71,25 +70,24 @@ class SmtpSession:
     """One connection: feeds the core, answers its events with the policy of the role."""
 
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, role: SmtpRole, config: SmtpConfig,
+        self, io: Connection, role: SmtpRole, config: SmtpConfig,
         tls_context: ssl.SSLContext | None, inbound: InboundDelivery, submission: Submission,
         backend: SaslBackend, limiter: LoginLimiter, store: Store, plaintext_auth: bool,
         idle_timeout: float = IDLE_TIMEOUT, channel_bindings: Mapping[str, bytes] | None = None,
     ) -> None:
-        self.reader, self.writer = reader, writer
+        self.io = io
         self.role = role
         self.conn = SmtpConnection(config)
         self.tls_context = tls_context
         self.inbound, self.submission = inbound, submission
         self.backend, self.limiter = backend, limiter
         self.store = store
-        peer = writer.get_extra_info("peername") or ("?", 0)
-        self.remote_ip = str(peer[0])
+        self.remote_ip = io.peer
         # Passwords in the clear only from this machine, as for IMAP (sasl.guard.may_send_password).
         self.plaintext_auth = plaintext_auth and is_loopback(self.remote_ip)
         if config.allow_plaintext_auth and not self.plaintext_auth:
             self.conn = SmtpConnection(dataclasses.replace(config, allow_plaintext_auth=False))
-        self.id = next(_conn_ids)
+        self.id = io.number
         self.tx: Transaction | None = None
         self.exchange: GuardedExchange | None = None
         self.tls = config.implicit_tls
@@ -97,32 +95,38 @@ class SmtpSession:
         self.tls_bindings = dict(channel_bindings or {})
 
     async def run(self) -> None:
-        self.writer.write(self.conn.greeting())
+        self.io.write(self.conn.greeting())
         events = self.conn.next_events()
         while not self.conn.closed:
             for event in events:
-                self.writer.write(await self.answer(event))
+                self.io.write(await self.answer(event))
                 if isinstance(event, StartTls) and self.conn.phase.name == "TLS_HANDSHAKE":
-                    await self.writer.drain()
                     await self._start_tls()
                     break
-            await self.writer.drain()
+            # A client that does not read its replies is closed after the idle timeout
+            # (RFC 5321 §4.5.3.2.7 gives the server's 5 minutes for either direction).
+            await self.io.drain(self.idle_timeout)
             if self.conn.closed:
                 break
             events = self.conn.next_events()
             if not events:
-                data = await asyncio.wait_for(self.reader.read(65536), self.idle_timeout)
+                data = await self.io.read(self.idle_timeout)
                 if not data:
                     break
                 events = self.conn.receive(data)
 
     async def _start_tls(self) -> None:
         assert self.tls_context is not None
-        await self.writer.start_tls(self.tls_context)
-        self.tls = True
-        dropped = self.conn.tls_started(self._mechanisms())
-        if dropped:
-            log.warning("smtp %d %s: dropped %d octets pipelined behind STARTTLS", self.id, self.remote_ip, dropped)
+        try:
+            await self.io.start_tls(self.tls_context)
+            self.tls = True
+        finally:
+            # RFC 3207 §4.2 (CVE-2011-0411): what came in the clear behind STARTTLS, held by the
+            # socket layer or by the core, is gone; logged whether or not the handshake worked.
+            dropped = self.io.dropped_before_tls + self.conn.tls_started(self._mechanisms())
+            if dropped:
+                log.warning("smtp %d %s: dropped %d octets pipelined behind STARTTLS", self.id, self.remote_ip,
+                            dropped)
 
     def _mechanisms(self) -> tuple[str, ...]:
         if self.role is not SmtpRole.SUBMISSION:
@@ -257,12 +261,16 @@ async def start_smtp(
     host: str, port: int, *, role: SmtpRole, hostname: str, store: Store, inbound: InboundDelivery,
     submission: Submission, limiter: LoginLimiter, tls_context: ssl.SSLContext | None, implicit_tls: bool = False,
     allow_plaintext_auth: bool = False, max_message_bytes: int = 50 << 20,
-    max_connections_per_ip: int = MAX_CONNECTIONS_PER_IP, idle_timeout: float = IDLE_TIMEOUT,
+    connections: ConnectionLimiter | None = None, idle_timeout: float = IDLE_TIMEOUT,
     channel_bindings: Mapping[str, bytes] | None = None, max_errors: int = 20,
+    socket_limits: SocketLimits = SocketLimits(),  # noqa: B008
 ) -> asyncio.Server:
-    """Listen for SMTP. MX: STARTTLS offered, no AUTH. Submission: AUTH after TLS (465 implicit, 587 STARTTLS)."""
+    """Listen for SMTP. MX: STARTTLS offered, no AUTH. Submission: AUTH after TLS (465 implicit, 587 STARTTLS).
+
+    Give every listener of one server the same `connections` (and `limiter`): the cap on
+    connections per network then holds across ports. Without one this listener counts alone.
+    """
     backend = SaslBackend(lookup=lambda name: password_lookup(store, name))
-    per_ip = _Limits()
     config = SmtpConfig(
         hostname=hostname,
         limits=Limits(max_message_size=max_message_bytes, max_errors=max_errors),
@@ -275,35 +283,24 @@ async def start_smtp(
         allow_plaintext_auth=allow_plaintext_auth,
     )
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername") or ("?", 0)
-        ip = str(peer[0])
-        if per_ip.connections[ip] >= max_connections_per_ip:
-            log.warning("smtp %s: too many connections (%d), refused with 421", ip, max_connections_per_ip)
-            writer.write(b"421 4.7.0 too many connections from your address\r\n")
-            await writer.drain()
-            writer.close()
-            return
-        per_ip.connections[ip] += 1
-        session = SmtpSession(reader, writer, role, config, tls_context, inbound, submission, backend, limiter,
+    async def handle(io: Connection) -> None:
+        session = SmtpSession(io, role, config, tls_context, inbound, submission, backend, limiter,
                               store, allow_plaintext_auth, idle_timeout, channel_bindings)
         try:
             await session.run()
         except TimeoutError:
-            log.info("smtp %d %s: idle timeout", session.id, ip)
-            writer.write(b"421 4.4.2 idle timeout\r\n")
-        except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError) as e:
-            log.info("smtp %d %s: connection ended: %s", session.id, ip, e)
+            log.info("smtp %d %s: idle timeout", session.id, io.peer)
+            io.write(b"421 4.4.2 idle timeout\r\n")
+        except (SendTimeout, TlsFailed):
+            pass  # the socket layer logged it and closed the connection
+        except (ConnectionError, ssl.SSLError) as e:
+            log.info("smtp %d %s: connection ended: %s", session.id, io.peer, e)
         except Exception:
-            log.exception("smtp %d %s: internal error", session.id, ip)
-            writer.write(b"421 4.3.0 internal error\r\n")
-        finally:
-            per_ip.connections[ip] -= 1
-            if per_ip.connections[ip] <= 0:
-                del per_ip.connections[ip]
-            try:
-                writer.close()
-            except Exception:
-                pass
+            log.exception("smtp %d %s: internal error", session.id, io.peer)
+            io.write(b"421 4.3.0 internal error\r\n")
 
-    return await asyncio.start_server(handle, host, port, ssl=tls_context if implicit_tls else None)
+    service = Service(
+        name="smtp", handler=handle, log=log, limiter=connections or ConnectionLimiter(MAX_CONNECTIONS_PER_IP),
+        refusal=TOO_MANY_CONNECTIONS, implicit_tls=tls_context if implicit_tls else None, limits=socket_limits,
+    )
+    return await listen(host, port, service)
