@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from .dns_fixture import DnsServer, zone_text
-from .mailserver import MailServer, free_port
+from .mailserver import MailServer
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl missing")
 
@@ -24,8 +24,7 @@ SPOOF = b'"CEO" <ceo@bank.example>'
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailServer]:
     base = tmp_path_factory.mktemp("authors")
-    imaps = f'[[listener]]\nkind = "imaps"\naddress = "127.0.0.1"\nport = {free_port()}\n'
-    srv = MailServer(base, extra_config=imaps)
+    srv = MailServer(base, kinds=("smtp", "submission", "imaps"))
     srv.init()
     srv.add_account("alice", "alice@mail.test", PASSWORD)
     srv.add_account("bob", "bob@mail.test", PASSWORD)
