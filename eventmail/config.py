@@ -78,6 +78,8 @@ class Config:
     max_message_bytes: int = 50 << 20
     replication: ReplicationSettings | None = None
     limits: ServerLimits = field(default_factory=ServerLimits)
+    # The shortest password `account add|set-password` accept (eventmail.mail.admin says why 8).
+    min_password_length: int = 8
 
 
 def _take(table: dict[str, Any], key: str, kind: type, where: str, default: Any = ...) -> Any:
@@ -106,7 +108,7 @@ def parse(text: str, base: Path) -> Config:
         raise ConfigError(f"not valid TOML: {e}") from None
     known = {"hostname", "data_dir", "key_file", "passphrase_env", "tls", "listener", "resolver",
              "allow_plaintext_auth", "deliver_all_to", "smarthost", "max_message_bytes", "replication",
-             "limits"}
+             "limits", "min_password_length"}
     for key in doc:
         if key not in known:
             raise ConfigError(f"{key}: unknown setting")
@@ -142,6 +144,9 @@ def parse(text: str, base: Path) -> Config:
     if max_bytes < 1024:
         raise ConfigError("max_message_bytes: too small")
     repl = _take(doc, "replication", dict, "", None)
+    min_password = _take(doc, "min_password_length", int, "", 8)
+    if not 8 <= min_password <= 1024:
+        raise ConfigError("min_password_length: from 8 (NIST SP 800-63B's least) to 1024")
     return Config(
         replication=_replication(repl, base) if repl is not None else None,
         limits=_limits(_take(doc, "limits", dict, "", {})),
@@ -157,6 +162,7 @@ def parse(text: str, base: Path) -> Config:
         deliver_all_to=_take(doc, "deliver_all_to", str, "", None),
         smarthost=_take(doc, "smarthost", str, "", None),
         max_message_bytes=max_bytes,
+        min_password_length=min_password,
     )
 
 

@@ -10,9 +10,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .config import Config
+from .control import ControlServer
 from .imap.server import start_imap
+from .mail.admin import Admin, Policy
 from .mailauth.resolver import Resolver, ResolverConfig
 from .sasl.ratelimit import DEFAULT_ADDRESS_POLICY, LoginLimiter
 from .smtp.delivery import InboundDelivery
@@ -20,6 +23,9 @@ from .smtp.outbound import QueueRunner
 from .smtp.submission import Submission
 from .store import MasterKeySource, Store, load_master_key
 from .tls.certs import server_context
+
+if TYPE_CHECKING:
+    from replica.service import RunningReplica
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +87,8 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
         servers.append(server)
         ports[listener.kind] = server.sockets[0].getsockname()[1]
         log.info("%s listening on %s port %d", listener.kind, listener.address, ports[listener.kind])
+    # Last, so that a command answered through it finds every listener up; first to stop.
+    closers.insert(0, await _start_control(cfg, store, replication if cfg.replication is not None else None))
     tasks = []
     if cfg.smarthost:
         runner = QueueRunner(store, cfg.smarthost, cfg.hostname)
@@ -88,6 +96,19 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
         work = replication.while_primary(runner.run) if cfg.replication is not None else runner.run()
         tasks.append(asyncio.get_running_loop().create_task(work))
     return Running(store, servers, tasks, ports, closers)
+
+
+async def _start_control(cfg: Config, store: Store, replication: "RunningReplica | None") -> Callable[[], Awaitable[None]]:
+    """The control socket in the data directory: the mail layer's admin operations and, on a
+    replicating node, replication's commands (docs/operations.md)."""
+    control = ControlServer()
+    control.register(Admin(store, Policy(cfg.min_password_length)).commands())
+    if replication is not None:
+        control.register(replication.control_commands())
+        # The configured replication.control path: the same server, kept for existing setups.
+        await control.listen(replication.node.settings.control)
+    await control.listen_in(cfg.data_dir)
+    return control.close
 
 
 async def _start_listener(
