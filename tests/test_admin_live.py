@@ -342,3 +342,31 @@ def test_a_minimum_password_length_from_the_configuration(tmp_path: Path) -> Non
         ok(srv, "account", "set-password", "alice", "--password-stdin", stdin="twenty-four characters!!\n")
     finally:
         srv.stop()
+
+
+def test_localserve_is_administered_while_running(tmp_path: Path) -> None:
+    ports = {k: free_port() for k in ("smtp", "submission", "submissions", "imap", "imaps")}
+    directory = tmp_path / "ls"
+    args = [sys.executable, "-m", "eventmail", "localserve", "--dir", str(directory), "--password", PASSWORD,
+            "--dns", "127.0.0.1:9"] + [f"--{k}-port={v}" for k, v in ports.items()]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            if line.startswith("stop with"):
+                break
+        srv = MailServer(tmp_path, ports=ports)  # only its ports: the IMAP helpers take a MailServer
+        key_file = directory / "keys" / "master.key"
+
+        def run_cli(*argv: str, stdin: str) -> None:
+            p = subprocess.run([sys.executable, "-m", "eventmail", *argv, "--dir", str(directory), "--key-file",
+                                str(key_file)], input=stdin, capture_output=True, text=True, timeout=120, cwd=ROOT)
+            assert p.returncode == 0, p.stderr
+
+        run_cli("account", "add", "gina", "gina@localhost", "--password-stdin", stdin=PASSWORD + "\n")
+        assert imap_login(srv, "gina", PASSWORD)
+        run_cli("account", "set-password", "you", "--password-stdin", stdin=NEW_PASSWORD + "\n")
+        assert imap_login(srv, "you", NEW_PASSWORD) and not imap_login(srv, "you", PASSWORD)
+    finally:
+        proc.terminate()
+        proc.wait(30)
