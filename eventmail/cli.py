@@ -188,6 +188,10 @@ async def cmd_account_delete(args: argparse.Namespace) -> None:
     await _admin(args, "account.delete", {"name": args.name})
 
 
+async def cmd_account_set(args: argparse.Namespace) -> None:
+    await _admin(args, "account.set", {"name": args.name, "key": args.key, "value": args.value})
+
+
 async def cmd_import(args: argparse.Namespace) -> None:
     path = Path(args.path)
     if not path.exists():
@@ -479,6 +483,11 @@ def build_parser() -> argparse.ArgumentParser:
     _password_flags(p)
     p = add(asub, "delete", cmd_account_delete, "delete an account and crypto-shred its data")
     p.add_argument("name")
+    p = add(asub, "set", cmd_account_set, "set an account's junk setting: junk.list-domains, junk.forwarders "
+            "or junk.dnsbl, comma-separated (an empty VALUE clears it)")
+    p.add_argument("name")
+    p.add_argument("key")
+    p.add_argument("value", nargs="?", default="")
 
     dkim = sub.add_parser("dkim", help="DKIM signing keys", description="DKIM signing keys of the domains")
     dsub = dkim.add_subparsers(dest="dkim_command", required=True, metavar="DKIM_COMMAND")

@@ -25,7 +25,8 @@ PASSWORD = "admin test password"
 NEW_PASSWORD = "a new admin password"
 # The accounts every case starts from (name, address); each case changes only its own.
 ACCOUNTS = [("alice", "alice@mail.test"), ("carol", "carol@mail.test"), ("dave", "dave@mail.test"),
-            ("erin", "erin@mail.test"), ("pat", "pat@mail.test"), ("sam", "sam@mail.test"), ("kim", "kim@mail.test")]
+            ("erin", "erin@mail.test"), ("pat", "pat@mail.test"), ("sam", "sam@mail.test"), ("kim", "kim@mail.test"),
+            ("jo", "jo@mail.test")]
 
 
 def imap_login(srv: MailServer, user: str, password: str) -> bool:
@@ -183,6 +184,21 @@ def dkim_check(srv: MailServer, memo: dict[str, object]) -> None:
     assert b"DKIM-Signature:" in head and b"s=fresh;" in head.replace(b" ", b"")
 
 
+def setting_act(srv: MailServer, memo: dict[str, object]) -> None:
+    assert "junk.dnsbl = bl.test" in ok(srv, "account", "set", "jo", "junk.dnsbl", "BL.test")
+
+
+def setting_check(srv: MailServer, memo: dict[str, object]) -> None:
+    # jo has no mail yet, so the sender has no history with jo and the DNSBL, which lists
+    # 127.0.0.1, decides: the message is refused (a copy kept in Rejects).
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=30) as s:
+        s.ehlo("client.example.test")
+        s.mail("s@example.test")
+        assert s.rcpt("jo@mail.test")[0] == 250
+        code, text = s.data(b"From: s@example.test\r\nTo: jo@mail.test\r\nSubject: listed\r\n\r\nhello\r\n")
+    assert code == 451, text
+
+
 def rotate_act(srv: MailServer, memo: dict[str, object]) -> None:
     memo["before"] = key_id_of_last_record(srv, "kim")
     assert "rotated the data keys" in ok(srv, "key", "rotate")
@@ -204,6 +220,7 @@ CASES = {
     "account remove-address": Case("account.remove-address", remove_act, remove_check),
     "account delete": Case("account.delete", delete_act, delete_check),
     "dkim add": Case("dkim.add", dkim_act, dkim_check),
+    "account set (junk setting)": Case("account.set", setting_act, setting_check),
     "key rotate": Case("key.rotate", rotate_act, rotate_check),
 }
 
@@ -221,7 +238,8 @@ def make_server(base: Path, dns_port: int) -> MailServer:
 @pytest.fixture(scope="module")
 def dns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsServer]:
     base = tmp_path_factory.mktemp("admin-dns")
-    zones = {"example.test": zone_text("example.test", ['@ TXT "v=spf1 ip4:127.0.0.0/8 -all"'])}
+    zones = {"example.test": zone_text("example.test", ['@ TXT "v=spf1 ip4:127.0.0.0/8 -all"']),
+             "bl.test": zone_text("bl.test", ["1.0.0.127 A 127.0.0.2"])}
     with DnsServer.start(base, zones) as server:
         yield server
 
@@ -290,6 +308,10 @@ REFUSALS = [
     (["dkim", "add", "unknown.test", "sel"], None, "no account has an address at unknown.test"),
     (["dkim", "add", "mail.test", "bad_selector"], None, "selector 'bad_selector'"),
     (["dkim", "add", "mail.test", "taken"], None, "selector taken of mail.test exists"),
+    (["account", "set", "carol", "junk.nope", "x.test"], None, "setting 'junk.nope': one of"),
+    (["account", "set", "carol", "junk.forwarders", "fwd.test, 300.1.2.3/8"], None, "is not an IP network"),
+    (["account", "set", "carol", "junk.list-domains", "lists_x.test"], None, "not a host name label"),
+    (["account", "set", "nobody", "junk.dnsbl", "bl.test"], None, "no account nobody"),
 ]
 
 
@@ -320,7 +342,7 @@ def test_refusals_through_the_running_server(refusing: MailServer) -> None:
         for argv, stdin, needle in REFUSALS:
             before = len(refusing.log_lines)
             refuse(refusing, argv, stdin, needle)
-            if stdin is not None or argv[0] == "dkim" or argv[1] in ("add-address", "remove-address", "delete"):
+            if stdin is not None or argv[0] == "dkim" or argv[1] in ("add-address", "remove-address", "delete", "set"):
                 # Refused by the server's mail layer, not by the CLI before sending.
                 refusing.wait_log("refused: ", after=before)
         assert ok(refusing, "account", "list") == listing  # nothing was written

@@ -1,5 +1,5 @@
-"""Admin operations on the system configuration — accounts, addresses, catch-alls, passwords, DKIM
-selectors, data keys — each validated before anything is appended.
+"""Admin operations — accounts, addresses, catch-alls, passwords, DKIM selectors, account (junk)
+settings, data keys — each validated before anything is appended.
 
 The CLI calls them on a store it opened, or sends the same request to a running server, whose
 control socket calls them on its store (eventmail.control); either way the same function runs. A
@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import os
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..junk.delivery import SETTING_DNSBL, SETTING_FORWARDERS, SETTING_LISTS
 from ..mailauth.domains import DomainError, to_ascii_domain
 from ..proto import events_pb2 as pb
 from ..store import QUEUE, SYSTEM, Store, normalize_address
@@ -38,6 +40,11 @@ LOCAL_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+")
 LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 DKIM_ALGORITHMS = ("ed25519-sha256", "rsa-sha256")
 RESERVED_NAMES = frozenset({SYSTEM, QUEUE})
+# The account settings an operator sets (eventmail.junk.delivery says what each does), and whether
+# an item may be an IP network as well as a domain.
+ACCOUNT_SETTINGS = {SETTING_LISTS: False, SETTING_FORWARDERS: True, SETTING_DNSBL: False}
+# A setting's value is read at every delivery; a list of hundreds of domains is a mistake.
+MAX_SETTING_ITEMS = 100
 
 
 class AdminError(Exception):
@@ -113,6 +120,26 @@ def check_password(password: str, policy: Policy) -> str:
     return password
 
 
+def check_setting(key: str, value: str) -> str:
+    """An account setting's value, normalised: comma-separated domains (or networks where allowed)."""
+    if key not in ACCOUNT_SETTINGS:
+        raise AdminError(f"setting {key!r}: one of {', '.join(sorted(ACCOUNT_SETTINGS))}")
+    items = [x.strip() for x in value.split(",") if x.strip()]
+    if len(items) > MAX_SETTING_ITEMS:
+        raise AdminError(f"setting {key}: more than {MAX_SETTING_ITEMS} items")
+    out = []
+    for item in items:
+        if ACCOUNT_SETTINGS[key] and any(c.isdigit() for c in item) and ("/" in item or ":" in item or
+                                                                          item.replace(".", "").isdigit()):
+            try:
+                out.append(str(ipaddress.ip_network(item, strict=False)))
+                continue
+            except ValueError:
+                raise AdminError(f"setting {key}: {item!r} is not an IP network") from None
+        out.append(check_domain(item, f"setting {key}: domain"))
+    return ",".join(out)
+
+
 async def _password_set(account: str, password: str) -> pb.PasswordSet:
     from ..sasl.credentials import make_password_set
 
@@ -148,6 +175,7 @@ class Admin:
             "account.remove-address": self.remove_address,
             "account.set-password": self.set_password,
             "account.delete": self.account_delete,
+            "account.set": self.account_set,
             "dkim.add": self.dkim_add,
             "key.rotate": self.key_rotate,
         }
@@ -210,6 +238,14 @@ class Admin:
         name = self._existing_account(_arg(args, "name"))
         await self.store.delete_account(name)
         return {"message": f"account {name} deleted; its keys are gone, so its log and blobs are unreadable everywhere"}
+
+    async def account_set(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        name = self._existing_account(_arg(args, "name"))
+        key = _arg(args, "key")
+        value = check_setting(key, _arg(args, "value"))
+        async with self.store.use_account(name) as acct:
+            await acct.append([pb.Event(account_setting=pb.AccountSetting(key=key, value=value))])
+        return {"message": f"account {name}: {key} = {value}" if value else f"account {name}: {key} cleared"}
 
     async def dkim_add(self, args: Mapping[str, Any]) -> dict[str, Any]:
         from ..mailauth.dkim import public_key_record
