@@ -75,16 +75,56 @@ async def _open(args: argparse.Namespace, writable: bool, tolerate_damage: bool 
     )
 
 
-def _read_password(from_stdin: bool) -> str:
-    if from_stdin or not sys.stdin.isatty():
-        pw = sys.stdin.readline().rstrip("\r\n")
-    else:
-        pw = getpass.getpass("password: ")
-        if getpass.getpass("again: ") != pw:
-            raise CliError("passwords differ")
-    if not pw:
-        raise CliError("empty password")
+def _read_password(args: argparse.Namespace) -> str:
+    """The password: stdin's or a file's first line, else asked twice on the terminal. Without a
+    terminal and without either flag it is an error: an account must never end up without one."""
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if args.password_file:
+        try:
+            with open(args.password_file, encoding="utf-8") as f:
+                return f.readline().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as e:
+            raise CliError(f"--password-file {args.password_file}: {getattr(e, 'strerror', None) or e}", EXIT_USAGE) from None
+    if not sys.stdin.isatty():
+        raise CliError("no password given and no terminal to ask on: use --password-stdin or --password-file", EXIT_USAGE)
+    pw = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != pw:
+        raise CliError("passwords differ", EXIT_USAGE)
     return pw
+
+
+async def _admin(args: argparse.Namespace, command: str, params: dict[str, str]) -> None:
+    """Run an admin operation of the mail layer and print its message: through the control socket
+    of the server running on the data directory, else on the store opened here. Either way the
+    same `Admin` operation runs, with the same validation."""
+    from . import control
+    from .mail.admin import Admin, AdminError
+
+    directory = _directory(args)
+    try:
+        reply = await asyncio.to_thread(control.request_in, directory, command, params)
+        if reply is None:
+            try:
+                store = await _open(args, writable=True)
+            except DirectoryLocked:
+                # A server that took the directory after our look: its socket may answer by now.
+                await asyncio.sleep(1.0)
+                reply = await asyncio.to_thread(control.request_in, directory, command, params)
+                if reply is None:
+                    raise
+            else:
+                try:
+                    reply = await Admin(store).run(command, params)
+                except AdminError as e:
+                    raise CliError(str(e), EXIT_USAGE) from None
+                finally:
+                    await store.close()
+    except control.ControlError as e:
+        raise CliError(str(e)) from None
+    if "error" in reply:
+        raise CliError(str(reply["error"]), int(reply.get("code", 1)))
+    print(reply["message"])
 
 
 def _password_set(account: str, password: str) -> pb.PasswordSet:
@@ -113,43 +153,26 @@ async def cmd_key_init(args: argparse.Namespace) -> None:
 
 
 async def cmd_key_rotate(args: argparse.Namespace) -> None:
-    store = await _open(args, writable=True)
-    try:
-        n = store.keyring.rotate()
-    finally:
-        await store.close()
-    print(f"rotated the data keys of {n} streams; older records stay readable with the older keys")
+    await _admin(args, "key.rotate", {})
 
 
 async def cmd_account_add(args: argparse.Namespace) -> None:
-    if args.name in RESERVED_NAMES:
-        raise CliError(f"{args.name!r} is reserved")
-    password = _password_set(args.name, _read_password(True)) if args.password_stdin else None
-    store = await _open(args, writable=True)
-    try:
-        await store.create_account(args.name, [args.address], password)
-    finally:
-        await store.close()
-    print(f"account {args.name} created with address {args.address}" + ("" if password else " (no password set)"))
+    from .mail.admin import AdminError, check_account_name, check_address
+
+    try:  # before asking for a password that would be thrown away
+        check_account_name(args.name)
+        check_address(args.address)
+    except AdminError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
+    await _admin(args, "account.add", {"name": args.name, "address": args.address, "password": _read_password(args)})
 
 
 async def cmd_account_add_address(args: argparse.Namespace) -> None:
-    store = await _open(args, writable=True)
-    try:
-        await store.add_address(args.name, args.address)
-    finally:
-        await store.close()
-    kind = "catch-all for " + args.address[1:] if args.address.startswith("@") else "address " + args.address
-    print(f"account {args.name}: {kind} added")
+    await _admin(args, "account.add-address", {"name": args.name, "address": args.address})
 
 
 async def cmd_account_remove_address(args: argparse.Namespace) -> None:
-    store = await _open(args, writable=True)
-    try:
-        await store.remove_address(args.name, args.address)
-    finally:
-        await store.close()
-    print(f"account {args.name}: {args.address} removed")
+    await _admin(args, "account.remove-address", {"name": args.name, "address": args.address})
 
 
 async def cmd_account_list(args: argparse.Namespace) -> None:
@@ -163,24 +186,15 @@ async def cmd_account_list(args: argparse.Namespace) -> None:
 
 
 async def cmd_account_set_password(args: argparse.Namespace) -> None:
-    store = await _open(args, writable=True)
-    try:
-        if args.name not in store.system.accounts:
-            raise NotFound(f"no account {args.name}")
-        ps = _password_set(args.name, _read_password(args.password_stdin))
-        await store.append_system([pb.Event(password_set=ps)])
-    finally:
-        await store.close()
-    print(f"password of {args.name} set")
+    await _admin(args, "account.set-password", {"name": args.name, "password": _read_password(args)})
 
 
 async def cmd_account_delete(args: argparse.Namespace) -> None:
-    store = await _open(args, writable=True)
-    try:
-        await store.delete_account(args.name)
-    finally:
-        await store.close()
-    print(f"account {args.name} deleted; its keys are gone, so its log and blobs are unreadable everywhere")
+    await _admin(args, "account.delete", {"name": args.name})
+
+
+async def cmd_account_set(args: argparse.Namespace) -> None:
+    await _admin(args, "account.set", {"name": args.name, "key": args.key, "value": args.value})
 
 
 async def cmd_import(args: argparse.Namespace) -> None:
@@ -246,32 +260,7 @@ async def cmd_log(args: argparse.Namespace) -> None:
 
 
 async def cmd_dkim_add(args: argparse.Namespace) -> None:
-    from .mailauth.dkim import public_key_record
-
-    private_key = _new_dkim_key(args.algorithm)
-    domain = args.domain.strip().lower().encode("idna").decode("ascii")
-    store = await _open(args, writable=True)
-    try:
-        if (domain, args.selector) in store.system.dkim:
-            raise CliError(f"selector {args.selector} of {domain} exists")
-        await store.append_system([pb.Event(dkim_selector=pb.DkimSelector(
-            domain=domain, selector=args.selector, algorithm=args.algorithm, private_key=private_key, active=True,
-        ))])
-    finally:
-        await store.close()
-    print(f"{args.selector}._domainkey.{domain}. TXT \"{public_key_record(args.algorithm, private_key)}\"")
-
-
-def _new_dkim_key(algorithm: str) -> bytes:
-    import base64
-
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    if algorithm == "ed25519-sha256":
-        return base64.b64encode(os.urandom(32))  # RFC 8463 §4: the private key is the 32-byte seed
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    await _admin(args, "dkim.add", {"domain": args.domain, "selector": args.selector, "algorithm": args.algorithm})
 
 
 async def cmd_dkim_list(args: argparse.Namespace) -> None:
@@ -387,7 +376,7 @@ async def cmd_serve(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------- replication
 
 
-def _replication_settings(args: argparse.Namespace) -> "config_mod.ReplicationSettings":
+def _replication_config(args: argparse.Namespace) -> "config_mod.Config":
     from . import config as config_mod
 
     try:
@@ -396,17 +385,24 @@ def _replication_settings(args: argparse.Namespace) -> "config_mod.ReplicationSe
         raise CliError(f"{args.config}: {e}", code=EXIT_USAGE) from None
     if cfg.replication is None:
         raise CliError(f"{args.config}: no [replication] table", code=EXIT_USAGE)
-    return cfg.replication
+    return cfg
 
 
 def _control(args: argparse.Namespace, command: str) -> dict[str, object]:
-    from replica.service import control_request
+    """A replication command to the running server's control socket (in its data directory)."""
+    from . import control
 
-    settings = _replication_settings(args)
+    cfg = _replication_config(args)
+    path = control.socket_path(cfg.data_dir)
     try:
-        return control_request(settings.control, command)
-    except OSError as e:
-        raise CliError(f"no running server answers on {settings.control}: {e.strerror or e}") from None
+        reply = control.request_in(cfg.data_dir, "replica." + command)
+    except (OSError, control.ControlError) as e:
+        raise CliError(f"no running server answers on {path}: {getattr(e, 'strerror', None) or e}") from None
+    if reply is None:
+        raise CliError(f"no running server answers on {path}")
+    if "error" in reply:
+        raise CliError(str(reply["error"]), int(reply.get("code", 1)))
+    return reply
 
 
 async def cmd_replica_status(args: argparse.Namespace) -> None:
@@ -464,6 +460,12 @@ def _common() -> argparse.ArgumentParser:
 Handler = Callable[[argparse.Namespace], Awaitable[None]]
 
 
+def _password_flags(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    g.add_argument("--password-file", metavar="FILE", help="read the password from the first line of FILE (for scripts)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _common()
     parser = argparse.ArgumentParser(prog="eventmail", description="eventmail: a mail server whose accounts are encrypted event logs.")
@@ -484,7 +486,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(asub, "add", cmd_account_add, "create an account with one address and the default mailboxes")
     p.add_argument("name")
     p.add_argument("address")
-    p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    _password_flags(p)
     add(asub, "list", cmd_account_list, "list accounts and their addresses")
     p = add(asub, "add-address", cmd_account_add_address, "give an account another address, or @DOMAIN as catch-all")
     p.add_argument("name")
@@ -492,11 +494,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(asub, "remove-address", cmd_account_remove_address, "take an address or catch-all from an account")
     p.add_argument("name")
     p.add_argument("address")
-    p = add(asub, "set-password", cmd_account_set_password, "set an account's password (prompted, or from stdin)")
+    p = add(asub, "set-password", cmd_account_set_password, "set an account's password (prompted, or from stdin or a file)")
     p.add_argument("name")
-    p.add_argument("--password-stdin", action="store_true", help="read the password from the first line of stdin")
+    _password_flags(p)
     p = add(asub, "delete", cmd_account_delete, "delete an account and crypto-shred its data")
     p.add_argument("name")
+    p = add(asub, "set", cmd_account_set, "set an account's junk setting: junk.list-domains, junk.forwarders "
+            "or junk.dnsbl, comma-separated (an empty VALUE clears it)")
+    p.add_argument("name")
+    p.add_argument("key")
+    p.add_argument("value", nargs="?", default="")
 
     dkim = sub.add_parser("dkim", help="DKIM signing keys", description="DKIM signing keys of the domains")
     dsub = dkim.add_subparsers(dest="dkim_command", required=True, metavar="DKIM_COMMAND")

@@ -98,6 +98,8 @@ class Config:
     allow_key_file_mode: bool = False
     # Started as root: the user to run as once the ports are bound (eventmail.privileges).
     user: str | None = None
+    # The shortest password `account add|set-password` accept (eventmail.mail.admin says why 8).
+    min_password_length: int = 8
 
 
 def _take(table: dict[str, Any], key: str, kind: type, where: str, default: Any = ...) -> Any:
@@ -126,7 +128,7 @@ def parse(text: str, base: Path) -> Config:
         raise ConfigError(f"not valid TOML: {e}") from None
     known = {"hostname", "data_dir", "key_file", "passphrase_env", "tls", "listener", "resolver",
              "allow_plaintext_auth", "deliver_all_to", "smarthost", "max_message_bytes", "replication",
-             "limits"}
+             "limits", "min_password_length"}
     known |= {"allow_key_file_mode", "user"}
     for key in doc:
         if key not in known:
@@ -163,6 +165,9 @@ def parse(text: str, base: Path) -> Config:
     if max_bytes < 1024:
         raise ConfigError("max_message_bytes: too small")
     repl = _take(doc, "replication", dict, "", None)
+    min_password = _take(doc, "min_password_length", int, "", 8)
+    if not 8 <= min_password <= 1024:
+        raise ConfigError("min_password_length: from 8 (NIST SP 800-63B's least) to 1024")
     return Config(
         replication=_replication(repl, base) if repl is not None else None,
         limits=_limits(_take(doc, "limits", dict, "", {})),
@@ -180,6 +185,7 @@ def parse(text: str, base: Path) -> Config:
         max_message_bytes=max_bytes,
         allow_key_file_mode=_take(doc, "allow_key_file_mode", bool, "", False),
         user=_take(doc, "user", str, "", None) or None,
+        min_password_length=min_password,
     )
 
 

@@ -10,11 +10,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import privileges
 from .config import Config
+from .control import ControlServer
 from .imap.server import start_imap
 from .imap.wire import Limits as ImapLimits
+from .mail.admin import Admin, Policy
 from .mailauth.resolver import Resolver, ResolverConfig
 from .netconn import ConnectionLimiter, SocketLimits
 from .sasl.ratelimit import DEFAULT_ACCOUNT_POLICY, DEFAULT_ADDRESS_POLICY, LoginLimiter
@@ -23,6 +26,9 @@ from .smtp.outbound import QueueRunner
 from .smtp.submission import Submission
 from .store import MasterKeySource, Store, load_master_key
 from .tls.certs import server_context
+
+if TYPE_CHECKING:
+    from replica.service import RunningReplica
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +109,9 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
         ports[listener.kind] = server.sockets[0].getsockname()[1]
         log.info("%s listening on %s port %d", listener.kind, listener.address, ports[listener.kind])
     privileges.drop(who)  # every port is bound: root is not needed any more
+    # Last, so that a command answered through it finds every listener up; first to stop. After
+    # the drop, so that the socket and its directory belong to the server's user.
+    closers.insert(0, await _start_control(cfg, store, replication if cfg.replication is not None else None))
     tasks = []
     if cfg.smarthost:
         runner = QueueRunner(store, cfg.smarthost, cfg.hostname)
@@ -110,6 +119,19 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
         work = replication.while_primary(runner.run) if cfg.replication is not None else runner.run()
         tasks.append(asyncio.get_running_loop().create_task(work))
     return Running(store, servers, tasks, ports, closers)
+
+
+async def _start_control(cfg: Config, store: Store, replication: "RunningReplica | None") -> Callable[[], Awaitable[None]]:
+    """The control socket in the data directory: the mail layer's admin operations and, on a
+    replicating node, replication's commands (docs/operations.md)."""
+    control = ControlServer()
+    control.register(Admin(store, Policy(cfg.min_password_length)).commands())
+    if replication is not None:
+        control.register(replication.control_commands())
+        # The configured replication.control path: the same server, kept for existing setups.
+        await control.listen(replication.node.settings.control)
+    await control.listen_in(cfg.data_dir)
+    return control.close
 
 
 async def _start_listener(

@@ -1,12 +1,9 @@
-"""Starting and stopping a node's replication: bootstrap, gRPC leader, follower, hand-off, control socket."""
+"""Starting and stopping a node's replication: bootstrap, gRPC leader, follower, hand-off, control commands."""
 
 import asyncio
 import contextlib
-import json
 import logging
-import os
-import socket
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +11,7 @@ from typing import Any
 import grpc
 from prometheus_client import generate_latest
 
+from eventmail import control as control_socket
 from eventmail.config import Config, ReplicationSettings
 from eventmail.proto import replication_pb2 as rpb
 from eventmail.proto import replication_pb2_grpc as rpc
@@ -26,9 +24,6 @@ from .leader import ReplicationService
 from .node import ReplicaNode
 
 log = logging.getLogger(__name__)
-
-CONTROL_LINE_LIMIT = 4096
-
 
 async def bootstrap(cfg: Config, master: bytes | None = None) -> None:
     """A new secondary's data directory is made from the primary's keyring (same master key file),
@@ -60,7 +55,6 @@ async def bootstrap(cfg: Config, master: bytes | None = None) -> None:
 class RunningReplica:
     node: ReplicaNode
     server: grpc.aio.Server
-    control: asyncio.Server
     tasks: list["asyncio.Task[None]"] = field(default_factory=list)
 
     async def while_primary(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -87,10 +81,24 @@ class RunningReplica:
             t.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        self.control.close()
         await self.server.stop(1.0)
-        with contextlib.suppress(OSError):
-            os.unlink(self.node.settings.control)
+
+    def control_commands(self) -> dict[str, control_socket.Handler]:
+        """`eventmail replica status|promote` and the metrics, for the server's control socket
+        (eventmail.control, which also listens on `replication.control`)."""
+        node = self.node
+
+        async def status(args: Mapping[str, Any]) -> dict[str, Any]:
+            return dict(await node.status())
+
+        async def promote(args: Mapping[str, Any]) -> dict[str, Any]:
+            before = str(node.epoch)
+            return {"epoch": str(node.promote()), "before": before, "takeover_seconds": node.last_takeover_seconds}
+
+        async def metrics(args: Mapping[str, Any]) -> dict[str, Any]:
+            return {"metrics": generate_latest(node.metrics.registry).decode()}
+
+        return {"replica.status": status, "replica.promote": promote, "replica.metrics": metrics}
 
 
 async def start(store: Store, settings: ReplicationSettings) -> tuple[RunningReplica, HandoffRecorder]:
@@ -102,62 +110,17 @@ async def start(store: Store, settings: ReplicationSettings) -> tuple[RunningRep
     if server.add_secure_port(settings.listen, creds) == 0:
         raise OSError(f"replication: cannot listen on {settings.listen}")
     await server.start()
-    control = await _control_server(node, settings.control)
     loop = asyncio.get_running_loop()
     tasks = [loop.create_task(Follower(node).run()), loop.create_task(HandoffDeliverer(node).run())]
     log.info("replication: node %s, epoch %s (%s), mode %s, listening on %s, peer %s at %s",
              node.node, node.epoch, "primary" if node.is_primary else "secondary", node.mode_name(),
              settings.listen, settings.peer_node, settings.peer)
-    return RunningReplica(node, server, control, tasks), HandoffRecorder(node)
-
-
-async def _control_server(node: ReplicaNode, path: Path) -> asyncio.Server:
-    """A Unix socket (mode 0600) for the local CLI: status, promote, metrics."""
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            line = await asyncio.wait_for(reader.readline(), 10)
-            try:
-                command = json.loads(line[:CONTROL_LINE_LIMIT]).get("command")
-            except (ValueError, AttributeError):
-                command = None
-            if command == "status":
-                reply: dict[str, object] = await node.status()
-            elif command == "promote":
-                before = str(node.epoch)
-                reply = {"epoch": str(node.promote()), "before": before,
-                         "takeover_seconds": node.last_takeover_seconds}
-            elif command == "metrics":
-                reply = {"metrics": generate_latest(node.metrics.registry).decode()}
-            else:
-                reply = {"error": "unknown command"}
-            writer.write(json.dumps(reply).encode() + b"\n")
-            await writer.drain()
-        except (OSError, TimeoutError) as e:
-            log.info("replication control: %s", e)
-        finally:
-            writer.close()
-
-    old = os.umask(0o177)
-    try:
-        server = await asyncio.start_unix_server(handle, path=str(path))
-    finally:
-        os.umask(old)
-    return server
+    return RunningReplica(node, server, tasks), HandoffRecorder(node)
 
 
 def control_request(path: Path, command: str, timeout: float = 30.0) -> dict[str, object]:
-    """The CLI's side of the control socket."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(str(path))
-        s.sendall(json.dumps({"command": command}).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return dict(json.loads(data))
+    """The CLI's side: `command` (status, promote, metrics) to the control socket at `path`."""
+    reply = control_socket.request(path, "replica." + command, {}, timeout)
+    if reply is None:
+        raise ConnectionRefusedError(f"no server listens on {path}")
+    return dict(reply)

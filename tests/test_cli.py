@@ -20,8 +20,8 @@ HAM = corpus_messages("ham", 60)
 def init(cli: Cli, capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, err = cli("key", "init", capsys=capsys)
     assert rc == 0, err
-    rc, _, err = cli("account", "add", "alice", "alice@example.test", capsys=capsys)
-    assert rc == 0, err
+    p = cli.proc("account", "add", "alice", "alice@example.test", "--password-stdin", stdin="alice's password\n")
+    assert p.returncode == 0, p.stderr
 
 
 def make_mbox(path: Path, files: list[Path]) -> None:
@@ -74,10 +74,11 @@ def test_missing_or_wrong_key_is_one_line_exit_2_and_nothing_written(cli: Cli, t
     other = tmp_path / "other.key"
     Cli(tmp_path / "x", other).proc("key", "init")  # a valid key, but not this directory's
     for key_file in (tmp_path / "missing.key", other):
-        for argv in (["account", "list"], ["account", "add", "bob", "bob@example.test"], ["verify"], ["log", "alice"]):
+        for argv in (["account", "list"], ["account", "add", "bob", "bob@example.test", "--password-stdin"], ["verify"],
+                     ["log", "alice"]):
             p = subprocess.run(
                 [sys.executable, "-m", "eventmail", *argv, "--dir", str(cli.directory), "--key-file", str(key_file)],
-                capture_output=True, text=True,
+                capture_output=True, text=True, input="bob's password\n",
             )
             assert p.returncode == 2, (argv, p.stderr)
             assert len(p.stderr.strip().splitlines()) == 1, p.stderr
@@ -94,7 +95,8 @@ def test_passphrase_mode(tmp_path: Path) -> None:
 
     full = {**os.environ, **env}
     assert subprocess.run([*base, "key", "init", *d], env=full, capture_output=True).returncode == 0
-    assert subprocess.run([*base, "account", "add", "a", "a@example.test", *d], env=full, capture_output=True).returncode == 0
+    assert subprocess.run([*base, "account", "add", "a", "a@example.test", "--password-stdin", *d], env=full,
+                          input=b"a's password\n", capture_output=True).returncode == 0
     wrong = {**os.environ, "EM_PASS": "wrong"}
     p = subprocess.run([*base, "account", "list", *d], env=wrong, capture_output=True, text=True)
     assert p.returncode == 2 and "does not open" in p.stderr
@@ -104,19 +106,17 @@ def test_passphrase_mode(tmp_path: Path) -> None:
 
 def test_accounts_add_list_password_delete(cli: Cli, capsys: pytest.CaptureFixture[str]) -> None:
     init(cli, capsys)
-    p = cli.proc("account", "add", "bob", "Bob@Example.TEST", "--password-stdin", stdin="s3cret\n")
-    assert p.returncode == 0, p.stderr
-    rc, out, _ = cli("account", "list", capsys=capsys)
-    assert "alice\talice@example.test\tno password" in out
-    assert "bob\tbob@example.test\tpassword" in out
-    p = cli.proc("account", "set-password", "alice", "--password-stdin", stdin="another\n")
+    p = cli.proc("account", "add", "bob", "Bob@Example.TEST", "--password-stdin", stdin="s3cret-bob\n")
     assert p.returncode == 0, p.stderr
     rc, out, _ = cli("account", "list", capsys=capsys)
     assert "alice\talice@example.test\tpassword" in out
+    assert "bob\tbob@example.test\tpassword" in out
+    p = cli.proc("account", "set-password", "alice", "--password-stdin", stdin="another-one\n")
+    assert p.returncode == 0, p.stderr
     rc, out, _ = cli("log", "system", capsys=capsys)
     assert "s3cret" not in out and "another" not in out  # no secret in logs
-    rc, _, err = cli("account", "add", "carol", "bob@example.test", capsys=capsys)
-    assert rc == 1 and "belongs to account bob" in err
+    p = cli.proc("account", "add", "carol", "bob@example.test", "--password-stdin", stdin="carol's password\n")
+    assert p.returncode == 2 and "belongs to account bob" in p.stderr
     rc, out, _ = cli("account", "delete", "bob", capsys=capsys)
     assert rc == 0
     rc, out, _ = cli("account", "list", capsys=capsys)
@@ -257,7 +257,8 @@ def test_second_writer_is_refused_while_one_runs(cli: Cli, capsys: pytest.Captur
         key = load_master_key(cli.directory, MasterKeySource(key_file=cli.key_file))
         store = await Store.open(cli.directory, key)
         try:
-            p = await asyncio.to_thread(cli.proc, "account", "add", "bob", "bob@example.test")
+            p = await asyncio.to_thread(cli.proc, "account", "add", "bob", "bob@example.test", "--password-stdin",
+                                        stdin="bob's password\n")
             assert p.returncode == 2 and "in use by process" in p.stderr
             p = await asyncio.to_thread(cli.proc, "account", "list")  # readers are let in
             assert p.returncode == 0 and "alice" in p.stdout

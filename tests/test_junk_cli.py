@@ -20,7 +20,7 @@ def files(kind: str) -> list[Path]:
 def setup(tmp_path: Path) -> tuple[Path, Path]:
     d, k = tmp_path / "data", tmp_path / "master.key"
     eventmail(d, k, "key", "init")
-    eventmail(d, k, "account", "add", "ann", "ann@example.test")
+    eventmail(d, k, "account", "add", "ann", "ann@example.test", "--password-stdin", stdin="ann's password\n")
 
     async def train() -> None:
         store = await Store.open(d, load_master_key(d, MasterKeySource(key_file=k)))

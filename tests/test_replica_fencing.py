@@ -97,7 +97,7 @@ def test_queue_work_runs_only_while_primary(keyed_dir: tuple[Path, bytes], tmp_p
         store = await open_store(keyed_dir)
         try:
             node = ReplicaNode(store, settings(tmp_path))
-            runner = RunningReplica(node, server=None, control=None)  # type: ignore[arg-type]
+            runner = RunningReplica(node, server=None)  # type: ignore[arg-type]
             running = asyncio.Event()
             stopped = asyncio.Event()
 

@@ -153,8 +153,11 @@ class Keyring:
     def rotate(self) -> int:
         """Give every stream a new current data key; returns how many streams were rotated."""
         for s in self.streams.values():
-            s.current = max(s.keys) + 1
-            s.keys[s.current] = crypto.new_key()
+            # The key first, then the switch: a running server's writer (another thread) may read
+            # `current` at any moment and must find its key.
+            new_id = max(s.keys) + 1
+            s.keys[new_id] = crypto.new_key()
+            s.current = new_id
         self.save()
         return len(self.streams)
 

@@ -1,0 +1,286 @@
+"""Admin operations — accounts, addresses, catch-alls, passwords, DKIM selectors, account (junk)
+settings, data keys — each validated before anything is appended.
+
+The CLI calls them on a store it opened, or sends the same request to a running server, whose
+control socket calls them on its store (eventmail.control); either way the same function runs. A
+request is a command name and a JSON object of strings (`ADMIN_COMMANDS`); an operation answers
+with a JSON object whose "message" is what the CLI prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import ipaddress
+import os
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..junk.delivery import SETTING_DNSBL, SETTING_FORWARDERS, SETTING_LISTS
+from ..mailauth.domains import DomainError, to_ascii_domain
+from ..proto import events_pb2 as pb
+from ..store import QUEUE, SYSTEM, Store, normalize_address
+from ..store.store import ACCOUNT_NAME
+
+# NIST SP 800-63B §5.1.1.1: memorized secrets chosen by the user are at least 8 characters; its
+# 2024 revision keeps 8 as the floor when the password is not the only factor, and this server
+# has no second factor, so 8 is the least we accept; config `min_password_length` raises it.
+DEFAULT_MIN_PASSWORD_LENGTH = 8
+# Argon2id and SCRAM hash any length, but a password line of megabytes is a mistake or an attack
+# on the hashing time; 4096 characters is far beyond any passphrase (NIST asks for at least 64).
+MAX_PASSWORD_LENGTH = 4096
+# RFC 5321 §4.5.3.1.1: a local part is at most 64 octets.
+MAX_LOCAL_OCTETS = 64
+# RFC 5322 §3.2.3 atext, plus any non-ASCII character (RFC 6531 §3.3 allows UTF-8 local parts).
+# Quoted local parts are legal but refused here: no one should be given "a b"@example.org.
+LOCAL_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+")
+# RFC 1035 §2.3.1 (with RFC 1123 §2.1's leading digit): letters, digits, hyphens inside a label.
+LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+DKIM_ALGORITHMS = ("ed25519-sha256", "rsa-sha256")
+RESERVED_NAMES = frozenset({SYSTEM, QUEUE})
+# The account settings an operator sets (eventmail.junk.delivery says what each does), and whether
+# an item may be an IP network as well as a domain.
+ACCOUNT_SETTINGS = {SETTING_LISTS: False, SETTING_FORWARDERS: True, SETTING_DNSBL: False}
+# A setting's value is read at every delivery; a list of hundreds of domains is a mistake.
+MAX_SETTING_ITEMS = 100
+
+
+class AdminError(Exception):
+    """A request that was refused before anything was written: invalid, unknown, or a duplicate.
+    The text is one line, for the CLI's stderr and the control socket's reply."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    min_password_length: int = DEFAULT_MIN_PASSWORD_LENGTH
+
+
+# ---------------------------------------------------------------- validation
+
+
+def check_account_name(name: str) -> str:
+    if name in RESERVED_NAMES:
+        raise AdminError(f"account name {name!r} is reserved")
+    if not ACCOUNT_NAME.fullmatch(name):
+        raise AdminError(f"account name {name!r}: use 1-64 of a-z 0-9 . _ - (starting with a letter or digit)")
+    return name
+
+
+def check_domain(domain: str, what: str = "domain") -> str:
+    """`domain` as lower-case A-labels (IDNA 2008, UTS #46), or AdminError: each label a host-name label."""
+    try:
+        ascii_domain = to_ascii_domain(domain)
+    except DomainError as e:
+        raise AdminError(f"{what} {domain!r}: {e}") from None
+    for label in ascii_domain.split("."):
+        if not LDH_LABEL.fullmatch(label):
+            raise AdminError(
+                f"{what} {domain!r}: label {label!r} is not a host name label "
+                "(letters, digits and inner hyphens, 1-63 characters; RFC 1123 §2.1)"
+            )
+        if label[2:4] == "--":
+            # RFC 5890 §2.3.1: hyphens in the 3rd and 4th places are reserved; only "xn--"
+            # A-labels are used, and each must decode to a valid U-label (RFC 5891 §5.4).
+            if not label.startswith("xn--"):
+                raise AdminError(f"{what} {domain!r}: label {label!r} has the reserved '--' in its 3rd and 4th places")
+            try:
+                label.encode("ascii").decode("idna")  # punycode, and the round trip back to this label
+            except UnicodeError:
+                raise AdminError(f"{what} {domain!r}: label {label!r} is not a valid A-label (RFC 5891 §5.4)") from None
+    if ascii_domain.rpartition(".")[2].isdigit():
+        # RFC 3696 §2: a top-level domain is never all-numeric, so this is an IP address or a typo.
+        raise AdminError(f"{what} {domain!r}: the last label is all digits (an IP address is not a mail domain here)")
+    return ascii_domain
+
+
+def check_address(address: str, catch_all: bool = False) -> str:
+    """`local@domain` (or `@domain` when `catch_all`), the domain as A-labels; else AdminError."""
+    expected = "expected local@domain" + (", or @domain for a catch-all" if catch_all else "")
+    local, at, domain = address.rpartition("@")
+    if not at or not domain:
+        raise AdminError(f"address {address!r}: {expected}")
+    if not local:
+        if catch_all:
+            return "@" + check_domain(domain, f"address {address!r}: domain")
+        raise AdminError(f"address {address!r}: {expected}")
+    if len(local.encode()) > MAX_LOCAL_OCTETS:
+        raise AdminError(f"address {address!r}: the local part is longer than {MAX_LOCAL_OCTETS} octets (RFC 5321 §4.5.3.1.1)")
+    if not all(LOCAL_ATOM.fullmatch(atom) for atom in local.split(".")):
+        raise AdminError(f"address {address!r}: the local part is not a dot-atom (RFC 5322 §3.4.1); {expected}")
+    return f"{local}@{check_domain(domain, f'address {address!r}: domain')}"
+
+
+def check_password(password: str, policy: Policy) -> str:
+    if len(password) < policy.min_password_length:
+        raise AdminError(f"password shorter than {policy.min_password_length} characters")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise AdminError(f"password longer than {MAX_PASSWORD_LENGTH} characters")
+    return password
+
+
+def check_setting(key: str, value: str) -> str:
+    """An account setting's value, normalised: comma-separated domains (or networks where allowed)."""
+    if key not in ACCOUNT_SETTINGS:
+        raise AdminError(f"setting {key!r}: one of {', '.join(sorted(ACCOUNT_SETTINGS))}")
+    items = [x.strip() for x in value.split(",") if x.strip()]
+    if len(items) > MAX_SETTING_ITEMS:
+        raise AdminError(f"setting {key}: more than {MAX_SETTING_ITEMS} items")
+    out = []
+    for item in items:
+        if ACCOUNT_SETTINGS[key] and any(c.isdigit() for c in item) and ("/" in item or ":" in item or
+                                                                          item.replace(".", "").isdigit()):
+            try:
+                out.append(str(ipaddress.ip_network(item, strict=False)))
+                continue
+            except ValueError:
+                raise AdminError(f"setting {key}: {item!r} is not an IP network") from None
+        out.append(check_domain(item, f"setting {key}: domain"))
+    return ",".join(out)
+
+
+async def _password_set(account: str, password: str) -> pb.PasswordSet:
+    from ..sasl.credentials import make_password_set
+
+    try:
+        # Argon2id and PBKDF2 take a few hundred ms: off the loop, which serves mail meanwhile.
+        return await asyncio.to_thread(make_password_set, account, password)
+    except ValueError as e:  # SASLprep refuses control characters and the like (RFC 4013 §2.3)
+        raise AdminError(f"password refused: {e}") from None
+
+
+def _arg(args: Mapping[str, Any], name: str) -> str:
+    value = args.get(name)
+    if not isinstance(value, str):
+        raise AdminError(f"missing or non-text argument {name!r}")
+    return value
+
+
+# ---------------------------------------------------------------- operations
+
+
+class Admin:
+    """The admin operations on one open, writable store."""
+
+    def __init__(self, store: Store, policy: Policy | None = None) -> None:
+        self.store = store
+        self.policy = policy or Policy()
+
+    def commands(self) -> dict[str, Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]]:
+        """Request name -> operation; every writing CLI command is one of these."""
+        return {
+            "account.add": self.account_add,
+            "account.add-address": self.add_address,
+            "account.remove-address": self.remove_address,
+            "account.set-password": self.set_password,
+            "account.delete": self.account_delete,
+            "account.set": self.account_set,
+            "dkim.add": self.dkim_add,
+            "key.rotate": self.key_rotate,
+        }
+
+    async def run(self, command: str, args: Mapping[str, Any]) -> dict[str, Any]:
+        op = self.commands().get(command)
+        if op is None:
+            raise AdminError(f"unknown command {command!r}")
+        return await op(args)
+
+    def _existing_account(self, name: str) -> str:
+        if name not in self.store.system.accounts:
+            raise AdminError(f"no account {name}")
+        return name
+
+    def _free_address(self, address: str) -> None:
+        owner = self.store.system.addresses.get(normalize_address(address))
+        if owner is not None:
+            raise AdminError(f"address {address} belongs to account {owner}")
+
+    async def account_add(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        name = check_account_name(_arg(args, "name"))
+        address = check_address(_arg(args, "address"))
+        password = check_password(_arg(args, "password"), self.policy)
+        if name in self.store.system.accounts:
+            raise AdminError(f"account {name} exists")
+        self._free_address(address)
+        ps = await _password_set(name, password)
+        # Checked again after the hashing: another request may have taken the name meanwhile.
+        if name in self.store.system.accounts:
+            raise AdminError(f"account {name} exists")
+        self._free_address(address)
+        await self.store.create_account(name, [address], ps)
+        return {"message": f"account {name} created with address {normalize_address(address)}"}
+
+    async def add_address(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        name = self._existing_account(_arg(args, "name"))
+        address = check_address(_arg(args, "address"), catch_all=True)
+        self._free_address(address)
+        await self.store.add_address(name, address)
+        kind = "catch-all for " + address[1:] if address.startswith("@") else "address " + normalize_address(address)
+        return {"message": f"account {name}: {kind} added"}
+
+    async def remove_address(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        name = self._existing_account(_arg(args, "name"))
+        given = _arg(args, "address")
+        if self.store.system.addresses.get(normalize_address(given)) != name:
+            raise AdminError(f"account {name} has no address {given}")
+        await self.store.remove_address(name, given)
+        return {"message": f"account {name}: {given} removed"}
+
+    async def set_password(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        name = self._existing_account(_arg(args, "name"))
+        ps = await _password_set(name, check_password(_arg(args, "password"), self.policy))
+        self._existing_account(name)  # deleted while the password was hashed?
+        await self.store.append_system([pb.Event(password_set=ps)])
+        return {"message": f"password of {name} set"}
+
+    async def account_delete(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        name = self._existing_account(_arg(args, "name"))
+        await self.store.delete_account(name)
+        return {"message": f"account {name} deleted; its keys are gone, so its log and blobs are unreadable everywhere"}
+
+    async def account_set(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        name = self._existing_account(_arg(args, "name"))
+        key = _arg(args, "key")
+        value = check_setting(key, _arg(args, "value"))
+        async with self.store.use_account(name) as acct:
+            await acct.append([pb.Event(account_setting=pb.AccountSetting(key=key, value=value))])
+        return {"message": f"account {name}: {key} = {value}" if value else f"account {name}: {key} cleared"}
+
+    async def dkim_add(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        from ..mailauth.dkim import public_key_record
+
+        domain = check_domain(_arg(args, "domain"))
+        selector = _arg(args, "selector")
+        algorithm = _arg(args, "algorithm")
+        # RFC 6376 §3.1: a selector is a sub-domain, so it is made of host-name labels as well.
+        check_domain(selector, "selector")
+        selector = selector.lower()
+        if algorithm not in DKIM_ALGORITHMS:
+            raise AdminError(f"algorithm {algorithm!r}: one of {', '.join(DKIM_ALGORITHMS)}")
+        if not any(a.rpartition("@")[2] == domain for a in self.store.system.addresses):
+            raise AdminError(f"no account has an address at {domain}: a key for it would sign nothing")
+        if (domain, selector) in self.store.system.dkim:
+            raise AdminError(f"selector {selector} of {domain} exists")
+        private_key = await asyncio.to_thread(new_dkim_key, algorithm)
+        if (domain, selector) in self.store.system.dkim:
+            raise AdminError(f"selector {selector} of {domain} exists")
+        await self.store.append_system([pb.Event(dkim_selector=pb.DkimSelector(
+            domain=domain, selector=selector, algorithm=algorithm, private_key=private_key, active=True,
+        ))])
+        return {"message": f"{selector}._domainkey.{domain}. TXT \"{public_key_record(algorithm, private_key)}\""}
+
+    async def key_rotate(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        n = self.store.keyring.rotate()
+        return {"message": f"rotated the data keys of {n} streams; older records stay readable with the older keys"}
+
+
+def new_dkim_key(algorithm: str) -> bytes:
+    """A new private key: Ed25519's 32-byte seed in base64 (RFC 8463 §4), or RSA 2048 as PKCS#8 PEM."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    if algorithm == "ed25519-sha256":
+        return base64.b64encode(os.urandom(32))
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
