@@ -112,7 +112,7 @@ def test_serve_drops_root_after_binding_a_privileged_port(user: str, base: Path)
     python, env = interpreter()
     srv = MailServer(base, settings=f'user = "{user}"\n', python=python, env=env)
     srv.init()
-    srv.add_account("alice", "alice@mail.test", "pw")
+    srv.add_account("alice", "alice@mail.test", "alice long password")
     port = privileged_port()
     srv.ports["smtp"] = port
 
@@ -137,6 +137,17 @@ def test_serve_drops_root_after_binding_a_privileged_port(user: str, base: Path)
             s.ehlo("client.test")
             assert s.sendmail("x@example.test", ["alice@mail.test"], b"Subject: hi\r\n\r\nafter the drop\r\n") == {}
         assert any(b"after the drop" in m for m in srv.wait_for("alice", 1))
+        # Root's CLI administers the dropped server through its control socket (the user's now).
+        added = subprocess.run(
+            [sys.executable, "-m", "eventmail", "account", "add", "bob", "bob@mail.test", "--password-stdin",
+             "--dir", str(srv.directory), "--key-file", str(srv.key_file)],
+            input="bob's long password\n", capture_output=True, text=True, timeout=60, cwd=ROOT,
+        )
+        assert added.returncode == 0, added.stderr
+        srv.wait_log("control: account.add done")
+        with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
+            s.ehlo("client.test")
+            assert s.sendmail("x@example.test", ["bob@mail.test"], b"Subject: hi\r\n\r\nto bob\r\n") == {}
         for root, dirs, files in os.walk(srv.directory):
             for name in dirs + files:
                 assert (Path(root) / name).lstat().st_uid == entry.pw_uid, Path(root) / name
