@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from ..junk.analyze import header as junk_header
 from ..junk.delivery import JunkFilter, Plan, strip_header
 from ..junk.features import message_features
+from ..mail.roles import ROLE_NAMES, mailbox_for_role, mailbox_with_role
 from ..mailauth.resolver import Resolver
 from ..mailauth.verdict import AuthVerdict, evaluate
 from ..mime.headers import without_fields
@@ -191,6 +192,16 @@ class InboundDelivery:
         )
         return Reply(250, "2.0.0", f"queued as {tx.transaction_id}")
 
+    async def _quarantine_mailbox(self, account: str) -> str:
+        """RFC 7489 §6.3 p=quarantine: the account's Junk mailbox, whatever the user named it. A
+        backup MX cannot make one (it writes no account stream): it hands the message over with
+        the name it sees, and the primary files it (into INBOX if that mailbox is gone by then)."""
+        async with self.store.use_account(account) as acct:
+            if self._backup():
+                found = mailbox_with_role(acct, pb.SPECIAL_USE_JUNK)
+                return found.name if found is not None else ROLE_NAMES[pb.SPECIAL_USE_JUNK]
+            return (await mailbox_for_role(acct, pb.SPECIAL_USE_JUNK)).name
+
     def _backup(self) -> bool:
         """Whether this node is a backup MX just now (replica.handoff.HandoffRecorder has the node)."""
         node = getattr(self.handoff, "node", None)
@@ -208,7 +219,7 @@ class InboundDelivery:
             authentication_results=auth_results, verdict=verdict.to_json(), junk=plan.verdict,
         )
         rejected = not plan.verdict.accept and not quarantine
-        mailbox = "Junk" if quarantine else plan.mailbox.name
+        mailbox = await self._quarantine_mailbox(account) if quarantine else plan.mailbox.name
         if rejected and self._backup():
             # A backup MX does not write the account's stream: no Rejects copy here. The sender
             # retries; the primary decides again and keeps the copy.

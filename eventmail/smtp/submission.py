@@ -5,6 +5,7 @@ import email.utils
 import logging
 import secrets
 
+from ..mail.roles import mailbox_for_role
 from ..mailauth.dkim import DkimSignError, sign
 from ..mime import MimeTooDeep
 from ..mime.addresses import Author
@@ -127,7 +128,8 @@ class Submission:
     ) -> None:
         structure = parsed.structure_with_prefix(prefix)
         async with self.store.use_account(account) as acct:
-            await acct.add_message("Sent", signed, flags=["\\Seen"], origin=origin, structure=structure)
+            sent = await mailbox_for_role(acct, pb.SPECIAL_USE_SENT)  # wherever the client keeps it
+            await acct.add_message(sent.name, signed, flags=["\\Seen"], origin=origin, structure=structure)
 
     async def _deliver_local(
         self, tx: Transaction, account: str, rcpts: list[str], signed: bytes, parsed: ParsedMessage, prefix: int
