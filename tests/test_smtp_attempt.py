@@ -237,3 +237,30 @@ def test_auth_over_tls_with_aiosmtpd(tmp_path: Path, implicit: bool) -> None:
         assert bad.rcpts[0].outcome is Outcome.TEMPORARY and "authentication failed" in bad.rcpts[0].reason
     finally:
         controller.stop()
+
+
+def test_starttls_injection_arriving_late_is_refused() -> None:
+    # The injected lines come after the 220, in a later segment: they wait in the stream's
+    # buffer, and must not be read after the handshake as if they came through TLS.
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 x\r\n")
+        await reader.readline()
+        writer.write(b"250-x\r\n250 STARTTLS\r\n")
+        await reader.readline()
+        writer.write(b"220 go ahead\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"250 2.0.0 injected\r\n")
+        await writer.drain()
+        await asyncio.sleep(2)
+        writer.close()
+
+    async def body(port: int) -> None:
+        # Required TLS, so no plaintext retry: the injected reply either waits in the buffer
+        # (refused before the handshake) or arrives during it (a failed handshake).
+        result = await go(port, tls=TlsRequirement.pkix("mx.test"))
+        assert result.rcpts[0].outcome is Outcome.TEMPORARY  # type: ignore[attr-defined]
+        assert "after the 220" in (result.error or "") or "handshake" in (result.error or ""), result  # type: ignore[attr-defined]
+        assert not any(r.code == 250 and "injected" in r.text for r in result.replies)  # type: ignore[attr-defined]
+
+    run(handler, body)

@@ -218,3 +218,22 @@ def test_dane_verification(tmp_path: Path) -> None:
 def test_server_reply_text() -> None:
     r = ServerReply(550, "5.1.1", ("no", "such user"))
     assert str(r) == "550 5.1.1 no / such user" and r.permanent
+
+
+def test_auth_login_and_helo() -> None:
+    c = SmtpClient()
+    c.receive(b"220 hi\r\n")
+    assert c.ehlo("me") == b"EHLO me\r\n"
+    (a,) = c.receive(b"502 5.5.1 what\r\n")
+    assert a.command is Command.EHLO and a.capabilities == Capabilities()
+    assert c.helo("me") == b"HELO me\r\n"
+    c.receive(b"250 mx\r\n")
+    assert not c.capabilities.extended
+    c.implicit_tls()
+    assert c.auth_login("user", "pass") == b"AUTH LOGIN\r\n"
+    c.receive(b"334 VXNlcm5hbWU6\r\n")
+    assert c.auth_continue() == b"dXNlcg==\r\n"
+    c.receive(b"334 UGFzc3dvcmQ6\r\n")
+    assert c.auth_continue() == b"cGFzcw==\r\n"
+    (a,) = c.receive(b"235 2.7.0 ok\r\n")
+    assert a.command is Command.AUTH and a.reply.positive

@@ -454,6 +454,7 @@ class _Attempt:
             tls.failure = f"STARTTLS refused: {answer.reply}"
             return  # RFC 3207 §4: the session goes on in the clear
         assert self._writer is not None
+        self._nothing_in_the_clear()
         try:
             async with asyncio.timeout(self.timeouts.tls_handshake):
                 await self._writer.start_tls(
@@ -465,11 +466,19 @@ class _Attempt:
             if req.required:
                 raise _Stop(reason) from exc
             raise _HandshakeFailed(reason) from exc
+        self._nothing_in_the_clear()
         self.client.tls_started()
         self._tls_done()
         answer = await self._command(self.client.ehlo(self.helo), self.timeouts.command)
         if not answer.reply.positive:
             raise _Stop(f"EHLO after STARTTLS: {answer.reply}", _classify(answer.reply), _remote(answer))
+
+    def _nothing_in_the_clear(self) -> None:
+        """RFC 3207 §4.2: plaintext that arrived behind the 220 to STARTTLS, after our last read,
+        waits in the StreamReader's buffer, and would be read after the handshake as if it had come
+        through TLS (STARTTLS response injection). asyncio has no public way to see that buffer."""
+        if getattr(self._reader, "_buffer", b""):
+            raise ClientProtocolError("data in the clear after the 220 to STARTTLS")
 
     def _tls_done(self) -> None:
         """Record the handshake and check DANE."""

@@ -43,6 +43,7 @@ __all__ = [
     "Command",
     "Envelope",
     "PreparedMessage",
+    "Refusal",
     "ReplyParser",
     "ServerReply",
     "SmtpClient",
