@@ -9,6 +9,7 @@ from ..proto import events_pb2 as pb
 from .errors import NotWriter
 from .log import StreamLog
 from .records import Record
+from .registration import Change
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,8 @@ class Committed:
     seq: int
     time_us: int
     event: pb.Event
+    # What the event changed in the stream's projections (store.projection, and those registered).
+    changes: tuple[Change, ...] = ()
 
 
 class Subscription:
@@ -56,7 +59,7 @@ class Subscription:
 class StreamWriter:
     """Serialises appends to a stream's log and batches them into group commits."""
 
-    def __init__(self, log_: StreamLog, on_commit: Callable[[list[Committed]], None]) -> None:
+    def __init__(self, log_: StreamLog, on_commit: Callable[[list[Committed]], list[Committed]]) -> None:
         self.log = log_
         self.on_commit = on_commit
         self.subscribers: set[Subscription] = set()
@@ -97,7 +100,7 @@ class StreamWriter:
                 continue
             self.batches += 1
             committed = [Committed(self.log.stream, r.seq, r.time_us, ev) for r, ev in zip(records, flat, strict=True)]
-            self._publish(committed)
+            committed = self._publish(committed)
             error: Exception | None = None
             if self.gate is not None:
                 try:
@@ -113,12 +116,13 @@ class StreamWriter:
                         fut.set_result(committed[i : i + len(events)])
                 i += len(events)
 
-    def _publish(self, committed: list[Committed]) -> None:
-        self.on_commit(committed)
+    def _publish(self, committed: list[Committed]) -> list[Committed]:
+        committed = self.on_commit(committed)
         for sub in list(self.subscribers):
             for c in committed:
                 sub._put(c)
         self.notify()
+        return committed
 
     async def append_raw(self, records: list[Record]) -> list[Committed]:
         """Append records made by another node, verbatim (their chain checked), then publish them."""
@@ -132,8 +136,7 @@ class StreamWriter:
                 event.ParseFromString(self.log.decrypt(r, prev))
                 prev = r.chain
                 committed.append(Committed(self.log.stream, r.seq, r.time_us, event))
-        self._publish(committed)
-        return committed
+        return self._publish(committed)
 
     def _seal_and_write(self, plaintexts: list[bytes]) -> list[Record]:
         records = self.log.encrypt(plaintexts)
