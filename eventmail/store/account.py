@@ -52,6 +52,7 @@ class Account:
         self._log = log_
         self._checkpoint_path = checkpoint_path
         self._checkpoint_seq = 0
+        self._checkpointing: asyncio.Task[None] | None = None
         self.projector = self._load_projection()
         self._writer = StreamWriter(log_, self._apply_committed)
         self._lock = asyncio.Lock()
@@ -73,6 +74,11 @@ class Account:
         """The in-memory database of the mailbox view and the registered projections (read them
         through their views: MailboxView, junk.projection.JunkView)."""
         return self.projector.db
+
+    @property
+    def broken(self) -> bool:
+        """A commit failed after its write: the store reopens the account (eventmail.store.stream)."""
+        return self._writer.broken is not None
 
     def _load_projection(self) -> Projector:
         keys = self._log.keys
@@ -103,12 +109,32 @@ class Account:
             yield record.seq, record.time_us, event
 
     def _apply_committed(self, committed: list[Committed]) -> list[Committed]:
-        """Fold a commit into the projections; the commit with each event's typed changes, as
-        subscribers get it."""
+        """Fold a commit into the projections (in the writer's error boundary); the commit with
+        each event's typed changes, as subscribers get it."""
         changes = self.projector.apply((c.seq, c.time_us, c.event) for c in committed)
-        if self.view.seq - self._checkpoint_seq >= CHECKPOINT_EVERY:
-            self.write_checkpoint()
+        if self.view.seq - self._checkpoint_seq >= CHECKPOINT_EVERY and self._checkpointing is None:
+            self._start_checkpoint()
         return [dataclasses.replace(c, changes=ch) for c, ch in zip(committed, changes, strict=True)]
+
+    def _start_checkpoint(self) -> None:
+        """Checkpoint in the background: the in-memory database is copied here (a memcpy), then
+        compressed, sealed, written and fsynced in a thread while appends go on."""
+        keys = self._log.keys
+        if keys is None or not self._log.writable:
+            return
+        cp = checkpoint.Checkpoint(self.view.seq, self._log.head.chain, self.db.serialize())
+
+        async def write() -> None:
+            try:
+                await asyncio.to_thread(checkpoint.write, self._checkpoint_path, self.stream_id, keys, cp)
+                self._checkpoint_seq = max(self._checkpoint_seq, cp.seq)
+            except StoreError as e:
+                # A checkpoint only shortens the next open's replay: losing it loses nothing.
+                log.warning("account %s: no checkpoint written: %s", self.name, e)
+            finally:
+                self._checkpointing = None
+
+        self._checkpointing = asyncio.get_running_loop().create_task(write())
 
     def rebuild_projection(self) -> None:
         """Rebuild the mailbox view and the registered projections from the log alone, and checkpoint them."""
@@ -131,9 +157,11 @@ class Account:
 
     async def close(self, checkpoint: bool = True) -> None:
         await self._writer.drain()
+        if self._checkpointing is not None:
+            await self._checkpointing
         try:
-            if checkpoint:
-                self.write_checkpoint()
+            if checkpoint and not self.broken:
+                await asyncio.to_thread(self.write_checkpoint)
         except StoreError as e:
             # A checkpoint only shortens the next open's replay: losing it loses nothing.
             log.warning("account %s: no checkpoint written: %s", self.name, e)

@@ -255,6 +255,12 @@ class Store:
     async def account(self, name: str) -> Account:
         """The open account (opened on demand). Prefer `use_account`, which keeps it from idling out."""
         acct = self._accounts.get(name)
+        if acct is not None and acct.broken:
+            # Its projections are behind its log (a commit failed after its write): reopening
+            # rebuilds them from checkpoint and log.
+            log.warning("account %s: reopening after a failed commit", name)
+            await self._close_account(name, checkpoint=False)
+            acct = None
         if acct is not None:
             return acct
         if name not in self.system.accounts:
@@ -262,7 +268,7 @@ class Store:
         lock = self._opening.setdefault(name, asyncio.Lock())
         async with lock:
             acct = self._accounts.get(name)
-            if acct is None:
+            if acct is None or acct.broken:
                 acct = await asyncio.to_thread(self._open_account, name)
                 self._attach(acct._writer)
                 self._accounts[name] = acct
