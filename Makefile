@@ -26,6 +26,7 @@ deps:
 test: venv deps
 	$(BIN)/ruff check eventmail replica tests bench tools chaos
 	$(BIN)/mypy eventmail replica
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -n 2 -q
 
 # The local mail server: you@localhost on loopback (ports printed at start).

@@ -21,7 +21,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from eventmail.store import MasterKeySource, Store, load_master_key  # noqa: E402
+from eventmail.opening import open_store  # noqa: E402
+from eventmail.store import MasterKeySource, load_master_key  # noqa: E402
 from tests.replica_pair import Node, caught_up, close_pair, make_pair, wait_until  # noqa: E402
 
 
@@ -100,7 +101,7 @@ def throughput(port: int, clients: int, seconds: float, tag: str) -> float:
 
 async def backlog(directory: Path, key_file: Path, n: int) -> None:
     """Append `n` deliveries to the stopped primary directly (group-committed, 50 at a time)."""
-    store = await Store.open(directory, load_master_key(directory, MasterKeySource(key_file=key_file)))
+    store = await open_store(directory, load_master_key(directory, MasterKeySource(key_file=key_file)))
     try:
         async with store.use_account("alice") as acct:
             for i in range(0, n, 50):

@@ -50,8 +50,10 @@ from smtp_cpu import CpuWindow, loadavg  # noqa: E402
 
 from eventmail.mailauth.dkim import sign_sync  # noqa: E402
 from eventmail.mailauth.verdict import evaluate  # noqa: E402
+from eventmail.mime.headers import first_value  # noqa: E402
 from eventmail.mime.structure import parse_structure  # noqa: E402
-from eventmail.store import MasterKeySource, Store, init_directory, load_master_key  # noqa: E402
+from eventmail.opening import open_store  # noqa: E402
+from eventmail.store import MasterKeySource, init_directory, load_master_key  # noqa: E402
 from tests.dns_fixture import DnsServer, make_rsa_key, txt_rdata, zone_text  # noqa: E402
 from tests.mailserver import MailServer  # noqa: E402
 
@@ -372,13 +374,13 @@ def breakdown(directory: Path, dns: DnsServer, payloads: list[Payload]) -> str:
         out["MIME structure"] = time.process_time() - t
         source = MasterKeySource(key_file=directory / "master.key")
         init_directory(directory / "data", source)
-        store = await Store.open(directory / "data", load_master_key(directory / "data", source))
+        store = await open_store(directory / "data", load_master_key(directory / "data", source))
         try:
             await store.create_account("bench", [f"bench@{RECIPIENT_DOMAIN}"], None)
             async with store.use_account("bench") as acct:
                 t = time.process_time()
                 for m in messages:
-                    await acct.add_message("INBOX", m, delivery_key=acct.delivery_key(m))
+                    await acct.add_message("INBOX", m, delivery_key=acct.delivery_key(first_value(m, b"message-id") or b"", m))
                 out["store append (blob + event, fsync; projections)"] = time.process_time() - t
         finally:
             await store.close()

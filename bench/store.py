@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from eventmail.mime.structure import parse_structure  # noqa: E402
+from eventmail.opening import open_store  # noqa: E402
 from eventmail.proto import events_pb2 as pb  # noqa: E402
 from eventmail.store import MasterKeySource, Store, init_directory, load_master_key  # noqa: E402
 
@@ -95,7 +96,7 @@ async def main(messages: int) -> None:
         src = MasterKeySource(key_file=tmp / "master.key")
         init_directory(d, src)
         key = load_master_key(d, src)
-        store = await Store.open(d, key)
+        store = await open_store(d, key)
         await store.create_account("bench", ["bench@example.test"], None)
         await store.create_account("big", ["big@example.test"], None)
 
@@ -116,7 +117,7 @@ async def main(messages: int) -> None:
         ckpt_dir = d / "checkpoints"
         for f in ckpt_dir.iterdir():
             f.unlink()
-        store = await Store.open(d, key)
+        store = await open_store(d, key)
         proc = psutil.Process()
         rss_before = proc.memory_info().rss
         start = time.perf_counter()
@@ -134,7 +135,7 @@ async def main(messages: int) -> None:
               f"projection database {len(acct.view.db.serialize()) / 1e6:.1f} MB in memory")
         print(f"resident memory: {rss_after / 1e6:.0f} MB after opening the account (+{(rss_after - rss_before) / 1e6:.0f} MB)")
         await store.close()
-        store = await Store.open(d, key)
+        store = await open_store(d, key)
         start = time.perf_counter()
         await store.account("big")
         print(f"open from checkpoint: {time.perf_counter() - start:.2f} s")

@@ -17,6 +17,7 @@ from google.protobuf import json_format
 from . import transfer
 from .junk.cli import add_commands as add_junk_commands
 from .logfmt import EscapingFormatter
+from .opening import open_store
 from .privileges import PrivilegeError
 from .proto import events_pb2 as pb
 from .store import (
@@ -70,7 +71,7 @@ async def _open(args: argparse.Namespace, writable: bool, tolerate_damage: bool 
     source = _key_source(args)
     if not (directory / "keyring").exists():
         raise MissingKey(f"{directory} is not an eventmail data directory (run `eventmail key init --dir {directory}`)")
-    return await Store.open(
+    return await open_store(
         directory, load_master_key(directory, source), writable=writable, tolerate_damage=tolerate_damage
     )
 
@@ -309,7 +310,7 @@ async def cmd_localserve(args: argparse.Namespace) -> None:
     cert, key = directory / "tls" / "cert.pem", directory / "tls" / "key.pem"
     if not cert.exists():
         make_self_signed(cert, key, ["localhost", "127.0.0.1", "::1"])
-    store = await Store.open(directory, load_master_key(directory, source))
+    store = await open_store(directory, load_master_key(directory, source))
     password = args.password or _generate_password()
     try:
         if LOCALSERVE_ACCOUNT not in store.system.accounts:
@@ -547,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{kind}-port", type=int, default=port, help=f"{kind} port (default {port})")
     p.add_argument("--http-port", type=int, default=1080, help="HTTP port (default 1080)")
 
-    add_junk_commands(sub, add)
+    add_junk_commands(sub, add, _open)
 
     p = add(sub, "serve", cmd_serve, "run the server with the static settings of a TOML file")
     p.add_argument("--config", required=True, help="the TOML configuration file")

@@ -20,6 +20,7 @@ from .imap.wire import Limits as ImapLimits
 from .mail.admin import Admin, Policy
 from .mailauth.resolver import Resolver, ResolverConfig
 from .netconn import ConnectionLimiter, SocketLimits
+from .opening import open_store
 from .sasl.ratelimit import DEFAULT_ACCOUNT_POLICY, DEFAULT_ADDRESS_POLICY, LoginLimiter
 from .smtp.delivery import InboundDelivery
 from .smtp.outbound import QueueRunner
@@ -80,7 +81,7 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
                 await bootstrap(cfg, early)
         master = load_master_key(cfg.data_dir, source)  # as root: the key file may be root's alone
         with privileges.acting_as(who):  # what the store creates is the user's
-            store = await Store.open(cfg.data_dir, master)
+            store = await open_store(cfg.data_dir, master)
     resolver = Resolver(ResolverConfig(nameservers=cfg.resolver.nameservers, port=cfg.resolver.port))
     inbound = InboundDelivery(store, resolver, cfg.hostname)
     closers: list[Callable[[], Awaitable[None]]] = []

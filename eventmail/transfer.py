@@ -1,7 +1,6 @@
 """Import of mbox/Maildir into an account, and export of an account as it is or as it was at a moment."""
 
 import os
-import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -11,7 +10,6 @@ from pathlib import Path
 from . import mailfiles
 from .proto import events_pb2 as pb
 from .store import Account, Conflict, MailboxView
-from .store import projection as projection_mod
 
 Progress = Callable[[int, int], None]
 
@@ -81,10 +79,7 @@ def view_at(account: Account, at_us: int | None) -> MailboxView:
     """The account's mailbox view as of a moment: its log replayed up to that time into a new projection."""
     if at_us is None:
         return account.view
-    db: sqlite3.Connection = projection_mod.connect()
-    items = ((c.seq, c.time_us, c.event) for c in account.events() if c.time_us <= at_us)
-    projection_mod.apply_all(db, items)
-    return MailboxView(db)
+    return account.projector_at(at_us).view
 
 
 def origins(account: Account) -> dict[bytes, bool]:
@@ -111,14 +106,14 @@ def export(account: Account, out: Path, fmt: str, at_us: int | None) -> int:
             target.parent.mkdir(parents=True, exist_ok=True)
             with open(target, "wb") as out_file:
                 for m in msgs:
-                    out_file.write(mailfiles.mbox_entry(account.read_message(m.blob_id), m.internal_date))
+                    out_file.write(mailfiles.mbox_entry(account.read_message_sync(m.blob_id), m.internal_date))
                     written += 1
             continue
         folder = out.joinpath(*parts)
         for sub in ("cur", "new", "tmp"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         for m in msgs:
-            raw = account.read_message(m.blob_id)
+            raw = account.read_message_sync(m.blob_id)
             if lf.get(m.blob_id):
                 raw = mailfiles.to_lf(raw)
             f = folder / "cur" / mailfiles.maildir_filename(m.internal_date, m.uid, m.flags)

@@ -6,6 +6,7 @@ import secrets
 import time
 from collections import Counter
 
+from eventmail.mime.headers import first_value
 from eventmail.proto import events_pb2 as pb
 from eventmail.store import Committed, NotFound, StoreError, handoff_stream
 
@@ -32,7 +33,7 @@ class HandoffRecorder:
         if not store.has_stream(stream):
             raise StoreError(f"{stream} has no keys yet (the primary's keyring has not arrived)")
         async with store.use_account(account) as acct:
-            key = acct.delivery_key(original)
+            key = await asyncio.to_thread(lambda: acct.delivery_key(first_value(original, b"message-id") or b"", original))
         blob_id = await store.put_stream_blob(stream, final)
         entry = pb.HandoffQueued(
             id=secrets.token_hex(12), account=account, mailbox=mailbox, blob_id=blob_id, size=len(final),
@@ -98,7 +99,7 @@ class HandoffDeliverer:
         if h.account not in self.store.system.accounts:
             log.warning("hand-off %s: account %s no longer exists; dropped", h.id, h.account)
             return
-        data = self.store.read_stream_blob(stream, h.blob_id)
+        data = await self.store.read_stream_blob(stream, h.blob_id)
         origin = pb.Origin()
         origin.CopyFrom(h.origin)
         origin.handoff_id = h.id
@@ -139,8 +140,8 @@ async def hand_over_tail(node: ReplicaNode, stream: str, common: int) -> None:
                         continue
                     m = c.event.message_added
                     mb = acct.view.mailbox_by_id(m.mailbox_id)
-                    data = acct.read_message(m.blob_id)
-                    key = m.message_id_hash or acct.delivery_key(data)
+                    data = await acct.read_message(m.blob_id)
+                    key = m.message_id_hash or acct.delivery_key(first_value(data, b"message-id") or b"", data)
                     blob_id = await store.put_stream_blob(own, data)
                     entries.append(pb.Event(handoff_queued=pb.HandoffQueued(
                         id=f"tail-{key.hex()[:24]}", account=name, mailbox=mb.name if mb else "INBOX",

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from eventmail import opening
 from eventmail.cli import main as cli_main
 from eventmail.store import MasterKeySource, Store, init_directory, load_master_key
 
@@ -47,7 +48,7 @@ def keyed_dir(tmp_path: Path) -> tuple[Path, bytes]:
 
 
 async def open_store(keyed: tuple[Path, bytes], **kw: Any) -> Store:
-    return await Store.open(keyed[0], keyed[1], **kw)
+    return await opening.open_store(keyed[0], keyed[1], **kw)
 
 
 class Cli:

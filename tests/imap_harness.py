@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 from nacl.pwhash import argon2id
 
 from eventmail.imap import Limits, start_imap
+from eventmail.opening import open_store
 from eventmail.proto import events_pb2 as pb
 from eventmail.sasl import HashCost, LoginLimiter, make_password_set
 from eventmail.store import MasterKeySource, Store, init_directory, load_master_key
@@ -46,7 +47,7 @@ class ImapServer:
         self.cert, key = root / "cert.pem", root / "key.pem"
         make_self_signed(self.cert, key, ["localhost", HOST])
         ctx = server_context(self.cert, key)
-        self.store: Store = self.call(Store.open(data, load_master_key(data, src)))
+        self.store: Store = self.call(open_store(data, load_master_key(data, src)))
         self.call(self.store.create_account(USER, ["alice@example.test"], make_password_set(USER, PASSWORD, cost=CHEAP)))
         kw: dict[str, Any] = {"limits": limits or Limits(), "limiter": limiter}
         if autologout is not None:

@@ -4,6 +4,7 @@ import asyncio
 import sys
 from pathlib import Path
 
+from eventmail.opening import open_store
 from eventmail.proto import events_pb2 as pb
 from eventmail.store import NotFound, Store, load_master_key
 from eventmail.store.keys import MasterKeySource
@@ -28,7 +29,7 @@ async def writer(store: Store, tag: str, worker: int) -> None:
 
 
 async def main(directory: Path, key_file: Path, tag: str) -> None:
-    store = await Store.open(directory, load_master_key(directory, MasterKeySource(key_file=key_file)))
+    store = await open_store(directory, load_master_key(directory, MasterKeySource(key_file=key_file)))
     try:
         await store.account("victim")
     except NotFound:

@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eventmail.store import MasterKeySource, Store, load_master_key
+from eventmail.opening import open_store
+from eventmail.store import MasterKeySource, load_master_key
 from eventmail.tls.certs import make_self_signed
 
 from .conftest import ROOT
@@ -158,11 +159,11 @@ class MailServer:
 
         async def read() -> list[bytes]:
             key = load_master_key(self.directory, MasterKeySource(key_file=self.key_file))
-            store = await Store.open(self.directory, key, writable=False)
+            store = await open_store(self.directory, key, writable=False)
             try:
                 acct = await store.account(account)
                 mb = acct.mailbox_required(mailbox)
-                return [acct.read_message(m.blob_id) for m in acct.view.messages(mb.id)]
+                return [acct.read_message_sync(m.blob_id) for m in acct.view.messages(mb.id)]
             finally:
                 await store.close()
 

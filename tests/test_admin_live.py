@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from eventmail.store import MasterKeySource, Store, account_stream, load_master_key
+from eventmail.opening import open_store
+from eventmail.store import MasterKeySource, account_stream, load_master_key
 
 from .conftest import ROOT
 from .dns_fixture import DnsServer, zone_text
@@ -79,7 +80,7 @@ def key_id_of_last_record(srv: MailServer, account: str) -> int:
     """The data key id of the newest record of an account's log, read beside the server."""
 
     async def read() -> int:
-        store = await Store.open(srv.directory, load_master_key(srv.directory, MasterKeySource(key_file=srv.key_file)),
+        store = await open_store(srv.directory, load_master_key(srv.directory, MasterKeySource(key_file=srv.key_file)),
                                  writable=False)
         try:
             records = await store.raw_records(account_stream(account), 0, limit=1 << 20)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from eventmail.store import Store, StoreFull
+from eventmail.store import StoreFull
 
 from .conftest import open_store, run
 
@@ -79,7 +79,7 @@ def test_full_disk_gives_an_error_and_leaves_the_log_intact(tmp_path: Path) -> N
         key = load_master_key(d, src)
 
         async def fill() -> tuple[int, int]:
-            store = await Store.open(d, key)
+            store = await open_store((d, key))
             await store.create_account("alice", ["alice@example.test"], None)
             acked = 0
             failures = 0
@@ -107,7 +107,7 @@ def test_full_disk_gives_an_error_and_leaves_the_log_intact(tmp_path: Path) -> N
         assert failures > 0
 
         async def check() -> None:
-            store = await Store.open(d, key)
+            store = await open_store((d, key))
             assert all(r.error is None for r in store.verify())
             async with store.use_account("alice") as a:
                 assert a.head_seq >= acked

@@ -10,7 +10,8 @@ import pytest
 
 from eventmail import mailfiles
 from eventmail.cli import build_parser
-from eventmail.store import MasterKeySource, Store, load_master_key
+from eventmail.opening import open_store
+from eventmail.store import MasterKeySource, load_master_key
 
 from .conftest import Cli, corpus_messages
 
@@ -204,7 +205,7 @@ def test_export_at_gives_the_state_of_that_moment(cli: Cli, tmp_path: Path, caps
 
     async def change_history() -> None:
         key = load_master_key(cli.directory, MasterKeySource(key_file=cli.key_file))
-        store = await Store.open(cli.directory, key)
+        store = await open_store(cli.directory, key)
         async with store.use_account("alice") as a:
             inbox = a.mailbox_required("INBOX")
             archive = a.mailbox_required("Archive")
@@ -255,7 +256,7 @@ def test_second_writer_is_refused_while_one_runs(cli: Cli, capsys: pytest.Captur
 
     async def hold() -> None:
         key = load_master_key(cli.directory, MasterKeySource(key_file=cli.key_file))
-        store = await Store.open(cli.directory, key)
+        store = await open_store(cli.directory, key)
         try:
             p = await asyncio.to_thread(cli.proc, "account", "add", "bob", "bob@example.test", "--password-stdin",
                                         stdin="bob's password\n")

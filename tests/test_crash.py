@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from eventmail.store import Store
+from eventmail.opening import open_store
 
 from .conftest import ROOT
 
@@ -61,7 +61,7 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(keyed_dir: tuple[P
                 acked_messages[name] = int(rest[1])
 
         async def check(trial: int = trial) -> None:
-            store = await Store.open(directory, key)
+            store = await open_store(directory, key)
             try:
                 reports = store.verify()
                 assert all(r.error is None for r in reports), reports
@@ -73,7 +73,7 @@ def test_sigkill_at_random_moments_loses_nothing_acknowledged(keyed_dir: tuple[P
                     for name, uid in acked_messages.items():
                         m = acct.view.message(inbox.id, uid)
                         assert m is not None, f"trial {trial}: message {name} (uid {uid}) lost"
-                        assert name.encode() in acct.read_message(m.blob_id)
+                        assert name.encode() in acct.read_message_sync(m.blob_id)
             finally:
                 await store.close()
 

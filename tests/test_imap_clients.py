@@ -55,7 +55,7 @@ def server_state(srv: ImapServer) -> State:
             out: State = {}
             for mb in acct.view.mailboxes():
                 out[mb.name] = sorted(
-                    (_digest(acct.read_message(m.blob_id)), tuple(sorted(set(m.flags) & SYNCED_FLAGS)))
+                    (_digest(acct.read_message_sync(m.blob_id)), tuple(sorted(set(m.flags) & SYNCED_FLAGS)))
                     for m in acct.view.messages(mb.id))
             return out
     return srv.call(go())

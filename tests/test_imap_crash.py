@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from eventmail.store import MasterKeySource, Store, load_master_key
+from eventmail.opening import open_store
+from eventmail.store import MasterKeySource, load_master_key
 
 from .mailserver import MailServer, free_port
 
@@ -89,13 +90,13 @@ def _subjects_and_flags(srv: MailServer) -> dict[str, tuple[int, bool]]:
 
     async def read() -> dict[str, tuple[int, bool]]:
         key = load_master_key(srv.directory, MasterKeySource(key_file=srv.key_file))
-        store = await Store.open(srv.directory, key, writable=False)
+        store = await open_store(srv.directory, key, writable=False)
         try:
             acct = await store.account("alice")
             mb = acct.mailbox_required("INBOX")
             out: dict[str, tuple[int, bool]] = {}
             for m in acct.view.messages(mb.id):
-                raw = acct.read_message(m.blob_id)
+                raw = acct.read_message_sync(m.blob_id)
                 subject = raw.split(b"Subject: ", 1)[1].split(b"\r\n", 1)[0].decode()
                 count, flag = out.get(subject, (0, False))
                 out[subject] = (count + 1, flag or "\\Flagged" in m.flags)

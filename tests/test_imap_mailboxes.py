@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from eventmail.store import JUNK, NOT_JUNK
+from eventmail.junk.projection import JUNK, NOT_JUNK
 from tests.imap_harness import USER, ImapServer, simple_message
 
 

@@ -6,7 +6,8 @@ import shutil
 from pathlib import Path
 
 from eventmail.junk.play import read_message
-from eventmail.store import MasterKeySource, Store, load_master_key
+from eventmail.opening import open_store
+from eventmail.store import MasterKeySource, load_master_key
 
 from .mailserver import eventmail
 
@@ -23,7 +24,7 @@ def setup(tmp_path: Path) -> tuple[Path, Path]:
     eventmail(d, k, "account", "add", "ann", "ann@example.test", "--password-stdin", stdin="ann's password\n")
 
     async def train() -> None:
-        store = await Store.open(d, load_master_key(d, MasterKeySource(key_file=k)))
+        store = await open_store(d, load_master_key(d, MasterKeySource(key_file=k)))
         try:
             async with store.use_account("ann") as acct:
                 for p in files("ham")[:60]:

@@ -1,7 +1,9 @@
 """The junk filter's parts: tokenizer, word probabilities, reputation steps, the decision, training rules, Rejects."""
 
 import asyncio
+import sqlite3
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from hypothesis import given, settings
@@ -11,13 +13,23 @@ from eventmail.junk.analyze import Context, analyze, header
 from eventmail.junk.bayes import BayesParams, classify, word_probability
 from eventmail.junk.delivery import REJECTS_MAX, JunkFilter, dnsbl_name, strip_header
 from eventmail.junk.features import ip_nets, message_features, names_recipient
-from eventmail.junk.projection import JunkView
+from eventmail.junk.projection import JUNK_PROJECTION, JunkView, junk_view
 from eventmail.junk.reputation import reputation
 from eventmail.junk.tokenize import html_to_text, tokenize
+from eventmail.junk.training import junk_training_flags
+from eventmail.opening import open_store
 from eventmail.proto import events_pb2 as pb
-from eventmail.store import MasterKeySource, Store, init_directory, junk_training_flags, load_master_key
+from eventmail.store import MasterKeySource, init_directory, load_master_key
 from eventmail.store import projection as proj
 from eventmail.store.projection import Mailbox
+
+# The junk projection, registered as eventmail.opening registers it.
+REGISTERED = (JUNK_PROJECTION,)
+
+
+def apply_all(db: sqlite3.Connection, items: Iterable[tuple[int, int, pb.Event]]) -> None:
+    proj.apply_all(db, items, REGISTERED)
+
 
 DAY = 86400
 NOW = 1_800_000_000
@@ -77,12 +89,12 @@ def test_classify_combines_hammiest_and_spammiest_and_ignores_neutral_words() ->
 
 
 def scratch() -> tuple[JunkView, list[pb.Event]]:
-    db = proj.connect()
+    db = proj.connect(REGISTERED)
     evs = [
         pb.Event(mailbox_created=pb.MailboxCreated(mailbox_id=1, name="INBOX", uidvalidity=1)),
         pb.Event(mailbox_created=pb.MailboxCreated(mailbox_id=2, name="Archive", uidvalidity=2)),
     ]
-    proj.apply_all(db, [(i, i, e) for i, e in enumerate(evs, 1)])
+    apply_all(db, [(i, i, e) for i, e in enumerate(evs, 1)])
     return JunkView(db), evs
 
 
@@ -90,7 +102,7 @@ def add(view: JunkView, uid: int, f: pb.JunkFeatures, spam: bool, when: int, mai
     seq = proj.MailboxView(view.db).seq + 1
     e = pb.Event(message_added=pb.MessageAdded(mailbox_id=mailbox, uid=uid, blob_id=b"%d" % uid, internal_date=when,
                                                flags=["$Junk" if spam else "$NotJunk"], junk=f))
-    proj.apply_all(view.db, [(seq, seq, e)])
+    apply_all(view.db, [(seq, seq, e)])
 
 
 def sender(addr: str = "a@x.test", ip: str = "192.0.2.10", validated: bool = True) -> pb.JunkFeatures:
@@ -129,7 +141,7 @@ def test_wrote_to_then_domain_then_ip_ranges() -> None:
     view, _ = scratch()
     sent = pb.JunkFeatures(sent_to=["friend@y.test"])
     seq = proj.MailboxView(view.db).seq + 1
-    proj.apply_all(view.db, [(seq, seq, pb.Event(message_added=pb.MessageAdded(
+    apply_all(view.db, [(seq, seq, pb.Event(message_added=pb.MessageAdded(
         mailbox_id=2, uid=1, blob_id=b"s", internal_date=NOW - DAY, junk=sent)))])
     r = reputation(view, sender("friend@y.test", "198.51.100.1"), 1, NOW)
     assert (r.method, r.spam, r.conclusive) == ("reputation:wrote-to", False, True)
@@ -227,7 +239,7 @@ def test_rejects_dedup_prune_and_removal_on_acceptance() -> None:
             d = Path(t) / "data"
             src = MasterKeySource(key_file=Path(t) / "k")
             init_directory(d, src)
-            store = await Store.open(d, load_master_key(d, src))
+            store = await open_store(d, load_master_key(d, src))
             await store.create_account("a", ["a@example.test"], None)
             clock = [float(NOW)]
             jf = JunkFilter(clock=lambda: clock[0], draw=lambda: 0.5)
@@ -243,7 +255,7 @@ def test_rejects_dedup_prune_and_removal_on_acceptance() -> None:
                 assert acct.view.count(rejects.id) == 1
                 (m,) = acct.view.messages(rejects.id)
                 assert m.flags == ("\\Seen",)  # neutral: neither $Junk nor $NotJunk
-                assert acct.junk.history([("ip", "192.0.2.1/32")], plan.mailbox.id, 0, 10) == []
+                assert junk_view(acct).history([("ip", "192.0.2.1/32")], plan.mailbox.id, 0, 10) == []
                 # Accepted later: the copy leaves Rejects.
                 assert await jf.accepted(acct, raw) == 1
                 assert acct.view.count(rejects.id) == 0

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from eventmail.junk.play import read_message
+from eventmail.opening import open_store
 from eventmail.proto import events_pb2 as pb
 from eventmail.store import MasterKeySource, Store, load_master_key
 
@@ -60,7 +61,7 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Node, Node]
                 await acct.copy(inbox.id, [added.event.message_added.uid], junk.id, move=True)
 
         async def go() -> None:
-            store = await Store.open(a.directory, load_master_key(a.directory, MasterKeySource(key_file=a.key_file)))
+            store = await open_store(a.directory, load_master_key(a.directory, MasterKeySource(key_file=a.key_file)))
             try:
                 await train(store)
             finally:

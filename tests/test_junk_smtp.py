@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from eventmail.junk.play import read_message
+from eventmail.opening import open_store
 from eventmail.proto import events_pb2 as pb
 from eventmail.store import MasterKeySource, Store, load_master_key
 
@@ -73,7 +74,7 @@ def store_session(srv: MailServer, fn: object) -> object:
 
     async def go() -> object:
         key = load_master_key(srv.directory, MasterKeySource(key_file=srv.key_file))
-        store = await Store.open(srv.directory, key)
+        store = await open_store(srv.directory, key)
         try:
             return await fn(store)  # type: ignore[operator]
         finally:
@@ -196,7 +197,7 @@ def test_moving_out_of_rejects_trains_not_junk_and_the_retry_is_accepted(server:
         # ...and now moves the rejected order confirmation to INBOX: not junk, for INBOX.
         async with store.use_account("carol") as acct:
             rej, inbox = acct.mailbox_required("Rejects"), acct.mailbox_required("INBOX")
-            uid = next(m.uid for m in acct.view.messages(rej.id) if b"your order" in acct.read_message(m.blob_id))
+            uid = next(m.uid for m in acct.view.messages(rej.id) if b"your order" in acct.read_message_sync(m.blob_id))
             await acct.copy(rej.id, [uid], inbox.id, move=True)  # the move itself sets $NotJunk
 
     store_session(server, rescue)

@@ -6,8 +6,9 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from eventmail.opening import open_store
 from eventmail.proto import events_pb2 as pb
-from eventmail.store import MasterKeySource, Store, init_directory, load_master_key
+from eventmail.store import MasterKeySource, init_directory, load_master_key
 from eventmail.store import projection as proj
 
 MAILBOX_IDS = st.integers(1, 4)
@@ -91,7 +92,7 @@ def test_store_projection_equals_replay_of_its_log(evs: list[pb.Event]) -> None:
             src = MasterKeySource(key_file=Path(t) / "k")
             init_directory(d, src)
             key = load_master_key(d, src)
-            store = await Store.open(d, key)
+            store = await open_store(d, key)
             await store.create_account("a", ["a@example.test"], None)
             async with store.use_account("a") as acct:
                 await asyncio.gather(*(acct.append([e]) for e in evs))
@@ -99,7 +100,7 @@ def test_store_projection_equals_replay_of_its_log(evs: list[pb.Event]) -> None:
             await store.close()
             for cp in (d / "checkpoints").iterdir():
                 cp.unlink()
-            store = await Store.open(d, key)
+            store = await open_store(d, key)
             async with store.use_account("a") as acct:
                 assert acct.view.dump() == live
             await store.close()

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from eventmail.config import ConfigError, ServerLimits, parse
-from eventmail.store import MasterKeySource, Store, load_master_key
+from eventmail.opening import open_store
+from eventmail.store import MasterKeySource, load_master_key
 
 from .conftest import ROOT
 from .mailserver import free_port
@@ -79,11 +80,11 @@ def test_serve_refuses_a_bad_config_naming_the_key(tmp_path: Path, change: tuple
 def read_mailbox(directory: Path, account: str) -> list[bytes]:
     async def read() -> list[bytes]:
         key = load_master_key(directory, MasterKeySource(key_file=directory / "keys" / "master.key"))
-        store = await Store.open(directory, key, writable=False)
+        store = await open_store(directory, key, writable=False)
         try:
             acct = await store.account(account)
             mb = acct.mailbox_required("INBOX")
-            return [acct.read_message(m.blob_id) for m in acct.view.messages(mb.id)]
+            return [acct.read_message_sync(m.blob_id) for m in acct.view.messages(mb.id)]
         finally:
             await store.close()
 

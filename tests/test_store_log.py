@@ -180,7 +180,7 @@ def test_flipped_byte_in_a_blob_is_reported_by_verify(keyed_dir: Keyed) -> None:
 
 def test_wrong_master_key_opens_nothing(keyed_dir: Keyed) -> None:
     with pytest.raises(WrongKey):
-        run(Store.open(keyed_dir[0], os.urandom(32)))
+        run(open_store((keyed_dir[0], os.urandom(32))))
 
 
 def test_rotation_keeps_old_records_readable(keyed_dir: Keyed) -> None:

@@ -55,6 +55,7 @@ class FetchPlan:
     items: tuple[FetchAttr, ...]
     sets_seen: bool  # some item implicitly sets \Seen (RFC 9051 §6.4.5)
     wants_flags: bool
+    reads_bytes: bool  # some item needs the message's bytes: read them off the loop first
 
 
 def make_plan(cmd: Fetch, condstore: bool = False) -> FetchPlan:
@@ -70,7 +71,8 @@ def make_plan(cmd: Fetch, condstore: bool = False) -> FetchPlan:
         (i.name in ("BODY", "BINARY") and i.section is not None and not i.peek) or i.name in _SEEN_ITEMS
         for i in items
     )
-    return FetchPlan(tuple(items), sets_seen, "FLAGS" in names)
+    reads_bytes = any(i.name in _RAW_ITEMS or (i.name in ("BODY", "BINARY") and i.section is not None) for i in items)
+    return FetchPlan(tuple(items), sets_seen, "FLAGS" in names, reads_bytes)
 
 
 class MessageData:
@@ -82,9 +84,15 @@ class MessageData:
         self._raw: bytes | None = None
         self._structure: pb.MessageStructure | None = None
 
+    async def load(self) -> None:
+        """Read and decrypt the bytes off the event loop, before a rendering needs them."""
+        if self._raw is None:
+            self._raw = await self.acct.read_message(self.msg.blob_id)
+
     def raw(self) -> bytes:
         if self._raw is None:
-            self._raw = self.acct.read_message(self.msg.blob_id)
+            # Only when `load` was not awaited (a message expunged since, parsed for its structure).
+            self._raw = self.acct.read_message_sync(self.msg.blob_id)
         return self._raw
 
     def structure(self) -> pb.MessageStructure:

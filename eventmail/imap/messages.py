@@ -15,6 +15,7 @@ from eventmail.imap.fetch import MessageData, make_plan, render
 from eventmail.imap.mailboxes import existing_mailbox
 from eventmail.imap.search import Candidate, SearchContext, matches, needs_text, uses_modseq
 from eventmail.imap.selected import SYSTEM_FLAGS, Selected, flag_atoms, uid_set
+from eventmail.junk.features import stored_features
 from eventmail.mime import MimeTooDeep, parse_incoming
 from eventmail.proto import events_pb2 as pb
 from eventmail.store import MailboxView, Message
@@ -80,10 +81,9 @@ async def append(s: Session, cmd: c.Append) -> AsyncIterator[r.Response]:
             structure = await asyncio.to_thread(parse_incoming, m.data)
         except MimeTooDeep as e:
             raise no(f"message refused: {e}", "LIMIT") from e  # RFC 5530 §3 LIMIT
-        committed = await acct.add_message(
-            mb.id, m.data, flags, stamp, tz, origin=pb.Origin(kind="imap-append", remote_ip=s.peer),
-            structure=structure,
-        )
+        origin = pb.Origin(kind="imap-append", remote_ip=s.peer)
+        junk = await asyncio.to_thread(stored_features, m.data, origin, mb.special_use)
+        committed = await acct.add_message(mb.id, m.data, flags, stamp, tz, origin=origin, structure=structure, junk=junk)
         assert committed is not None
         uids.append(committed.event.message_added.uid)
     # RFC 4315 §3 APPENDUID (a set for MULTIAPPEND, RFC 3502)
@@ -129,8 +129,10 @@ async def fetch(s: Session, cmd: c.Fetch) -> AsyncIterator[r.Response]:
             continue
         seq = sel.seq(uid)
         assert seq is not None
-        yield render(plan, seq, msg, MessageData(acct, msg), recent=uid in sel.recent, rev2=s.rev2,
-                     seen_now=uid in seen_now)
+        data = MessageData(acct, msg)
+        if plan.reads_bytes:
+            await data.load()
+        yield render(plan, seq, msg, data, recent=uid in sel.recent, rev2=s.rev2, seen_now=uid in seen_now)
         if n % _SLICE == _SLICE - 1:
             await asyncio.sleep(0)
     if missing:
@@ -218,7 +220,10 @@ async def search(s: Session, cmd: c.Search) -> AsyncIterator[r.Response]:
         msg = by_uid.get(uid)
         if msg is None or uid in sel.gone:
             continue
-        if matches(cmd.key, Candidate(msg, seq, uid in sel.recent, MessageData(acct, msg)), ctx):
+        data = MessageData(acct, msg)
+        if slow:
+            await data.load()
+        if matches(cmd.key, Candidate(msg, seq, uid in sel.recent, data), ctx):
             found.append((seq, msg))
         if slow and seq % 20 == 0:
             await asyncio.sleep(0)  # text search reads and decrypts messages: let others run

@@ -9,25 +9,26 @@ from pathlib import Path
 from typing import Any
 
 from ..store import Store
-from ..store import projection as proj
 from .analyze import Context, analyze
 from .bayes import word_probability
 from .features import message_features, names_recipient
 from .play import Player, load, play, read_message
+from .projection import junk_view
 
+# How the commands open the store: given by eventmail.cli (the layer above), which registers the
+# junk projections where it opens it.
 Opener = Callable[[argparse.Namespace, bool], Awaitable[Store]]
 Adder = Callable[..., argparse.ArgumentParser]
 
 
-def _opener() -> Opener:
-    from ..cli import _open
-
-    return _open
+def _opener(args: argparse.Namespace) -> Opener:
+    opener: Opener = args.junk_opener
+    return opener
 
 
 async def cmd_analyze(args: argparse.Namespace) -> None:
     raw = read_message(Path(args.file))
-    store = await _opener()(args, False)
+    store = await _opener(args)(args, False)
     try:
         acct = await store.account(args.name)
         inbox = acct.mailbox_required(args.mailbox)
@@ -35,9 +36,10 @@ async def cmd_analyze(args: argparse.Namespace) -> None:
         recipients = [args.rcpt] if args.rcpt else list(store.system.accounts[args.name].addresses)
         ctx = Context(tls=not args.no_tls, names_recipient=names_recipient(raw, recipients))
         # The middle of the jitter's range: what the message gets on average.
-        v = analyze(acct.junk, f, inbox.id, inbox.name, int(args.now or _now()), 0.5, ctx)
-        hams, spams = acct.junk.totals()
-        counts = acct.junk.word_counts(list(v.ham_words) + list(v.spam_words))
+        junk = junk_view(acct)
+        v = analyze(junk, f, inbox.id, inbox.name, int(args.now or _now()), 0.5, ctx)
+        hams, spams = junk.totals()
+        counts = junk.word_counts(list(v.ham_words) + list(v.spam_words))
     finally:
         await store.close()
     print(f"verdict:   {'accept' if v.accept else 'reject (451 4.3.0, copy kept in Rejects)'}")
@@ -60,12 +62,12 @@ def _now() -> float:
 
 
 async def cmd_retrain(args: argparse.Namespace) -> None:
-    store = await _opener()(args, True)
+    store = await _opener(args)(args, True)
     try:
         async with store.use_account(args.name) as acct:
-            before = acct.junk.totals(), acct.junk.dump()
+            before = junk_view(acct).totals(), junk_view(acct).dump()
             await asyncio.to_thread(acct.rebuild_projection)
-            after = acct.junk.totals(), acct.junk.dump()
+            after = junk_view(acct).totals(), junk_view(acct).dump()
     finally:
         await store.close()
     (h0, s0), (h1, s1) = before[0], after[0]
@@ -78,13 +80,13 @@ async def cmd_retrain(args: argparse.Namespace) -> None:
 
 async def cmd_play(args: argparse.Namespace) -> None:
     samples = await asyncio.to_thread(load, Path(args.ham), Path(args.spam))
-    store = await _opener()(args, False)
+    store = await _opener(args)(args, False)
     try:
         acct = await store.account(args.name)
-        db = proj.from_bytes(acct.view.db.serialize())  # a scratch copy: the account is not touched
+        projector = acct.projector.copy()  # a scratch copy: the account is not touched
     finally:
         await store.close()
-    player = Player(db, seed=args.seed)
+    player = Player(projector, seed=args.seed)
     measure_from = int(len(samples) * args.train_fraction)
     score = await asyncio.to_thread(play, samples, player, measure_from)
     print(f"{len(samples)} messages in date order; the first {measure_from} only train")
@@ -94,9 +96,10 @@ async def cmd_play(args: argparse.Namespace) -> None:
     print(f"per message: classify {1000 * score.classify_seconds / n:.2f} ms, train {1000 * score.train_seconds / n:.2f} ms")
 
 
-def add_commands(sub: Any, add: Adder) -> None:
-    """Register `eventmail junk ...` (called from eventmail.cli.build_parser)."""
+def add_commands(sub: Any, add: Adder, opener: Opener) -> None:
+    """Register `eventmail junk ...` (called from eventmail.cli.build_parser, with its opener)."""
     junk = sub.add_parser("junk", help="the junk filter of an account", description="the junk filter of an account")
+    junk.set_defaults(junk_opener=opener)
     jsub = junk.add_subparsers(dest="junk_command", required=True, metavar="JUNK_COMMAND")
     p = add(jsub, "analyze", cmd_analyze, "the verdict a message would get if it arrived by SMTP now, and why")
     p.add_argument("name")

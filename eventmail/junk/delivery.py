@@ -30,10 +30,12 @@ from ..mailauth.resolver import Resolver
 from ..mailauth.verdict import AuthVerdict
 from ..mime.headers import without_fields
 from ..proto import events_pb2 as pb
-from ..store import REJECTS, Account, Conflict, Mailbox, NotFound
+from ..store import Account, Conflict, Mailbox, NotFound
 from .analyze import DEFAULT_CONFIG, Context, JunkConfig, analyze
 from .features import header_value, names_recipient
+from .projection import junk_view
 from .reputation import reputation
+from .training import REJECTS
 
 log = logging.getLogger(__name__)
 
@@ -150,9 +152,9 @@ class JunkFilter:
         now = int(self.clock())
         ctx = Context(tls=tls, names_recipient=names_recipient(message, recipients), mailing_list=listed, forwarder=fwd)
         zones = _setting_list(acct, SETTING_DNSBL)
-        if zones and not listed and reputation(acct.junk, f, dest.id, now).spam is None:
+        if zones and not listed and reputation(junk_view(acct), f, dest.id, now).spam is None:
             ctx = Context(ctx.tls, ctx.names_recipient, listed, fwd, await self._dnsbl(remote_ip, zones))
-        verdict = analyze(acct.junk, f, dest.id, dest.name, now, self.draw(), ctx, self.config)
+        verdict = analyze(junk_view(acct), f, dest.id, dest.name, now, self.draw(), ctx, self.config)
         return Plan(verdict, f, dest, listed or fwd)
 
     def reject_key(self, acct: Account, original: bytes) -> bytes:
@@ -163,7 +165,7 @@ class JunkFilter:
 
     async def accepted(self, acct: Account, original: bytes) -> int:
         """A retry was accepted after all: its copies leave Rejects. Returns how many were removed."""
-        copies = acct.junk.rejects(self.reject_key(acct, original))
+        copies = junk_view(acct).rejects(self.reject_key(acct, original))
         for mailbox_id, uid in copies:
             await acct.expunge(mailbox_id, [uid])
         return len(copies)
@@ -182,7 +184,7 @@ class JunkFilter:
     ) -> bool:
         """Keep a rejected message in Rejects (unless a copy is there already); False for a duplicate."""
         key = self.reject_key(acct, original)
-        if acct.junk.rejects(key):
+        if junk_view(acct).rejects(key):
             return False
         mb = await self._rejects_mailbox(acct)
         f = pb.JunkFeatures()

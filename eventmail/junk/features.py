@@ -143,3 +143,10 @@ def sent_recipients(message: bytes, origin: pb.Origin | None) -> list[str]:
     if origin is not None and origin.kind == "submission" and origin.rcpt_to:
         return list(origin.rcpt_to)
     return _addresses(message, ("to", "cc", "bcc"))
+
+
+def stored_features(message: bytes, origin: pb.Origin | None, special_use: int) -> pb.JunkFeatures:
+    """What the junk projections learn from a message stored without features (APPEND, import,
+    hand-off): a Sent copy also records whom the user wrote to."""
+    sent_to = sent_recipients(message, origin) if special_use == pb.SPECIAL_USE_SENT else ()
+    return origin_features(message, origin, sent_to)

@@ -11,17 +11,16 @@ import email.utils
 import ipaddress
 import random
 import re
-import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..proto import events_pb2 as pb
-from ..store import projection as proj
+from ..store import Projector, Registration
 from .analyze import DEFAULT_CONFIG, Context, JunkConfig, analyze
 from .features import message_features
-from .projection import JunkView
+from .projection import JUNK_PROJECTION, JunkView
 
 _RECEIVED_IP = re.compile(rb"\[(\d{1,3}(?:\.\d{1,3}){3})\]")
 # Messages without a usable Date sort first, in file-name order.
@@ -106,12 +105,13 @@ class Score:
 
 
 class Player:
-    """A scratch projection that messages are delivered into and classified in."""
+    """A scratch projection that messages are delivered into and classified in: a copy of an
+    account's (`Account.projector.copy()`), or a new one with the junk projection registered."""
 
-    def __init__(self, db: sqlite3.Connection | None = None, config: JunkConfig = DEFAULT_CONFIG, seed: int = 0) -> None:
-        self.db = db if db is not None else proj.connect()
-        self.view = proj.MailboxView(self.db)
-        self.junk = JunkView(self.db)
+    def __init__(self, projector: Projector | None = None, config: JunkConfig = DEFAULT_CONFIG, seed: int = 0) -> None:
+        self.projector = projector if projector is not None else Projector(Registration(projections=(JUNK_PROJECTION,)))
+        self.view = self.projector.view
+        self.junk = JunkView(self.projector.db)
         self.config = config
         self.rng = random.Random(seed)
         self.seq = self.view.seq
@@ -125,7 +125,7 @@ class Player:
 
     def _apply(self, event: pb.Event) -> None:
         self.seq += 1
-        proj.apply_all(self.db, [(self.seq, self.seq, event)])
+        self.projector.apply([(self.seq, self.seq, event)])
 
     def verdict(self, raw: bytes, now: int) -> tuple[pb.JunkVerdict, pb.JunkFeatures]:
         f = message_features(raw, remote_ip=received_ip(raw))

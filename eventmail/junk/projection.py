@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import sqlite3
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ..proto import events_pb2 as pb
+from ..store import Account, Change
 
 JUNK, NOT_JUNK = "$Junk", "$NotJunk"
 HAM, SPAM = 1, 2
@@ -50,18 +51,17 @@ CREATE TABLE junk_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROW
 INSERT INTO junk_meta VALUES ('hams', 0), ('spams', 0);
 """
 
+@dataclass(frozen=True, slots=True)
+class Trained(Change):
+    """A message's trained class changed (0 none, HAM, SPAM): the statistics moved with it."""
+
+    mailbox_id: int
+    uid: int
+    cls: int
+
+
 TABLES = ("junk_word", "junk_content", "junk_msg", "junk_key", "junk_sent", "junk_reject", "junk_meta")
 _CHUNK = 500  # SQLite's default limit on host parameters is 32,766; small chunks stay fast
-
-
-def installed(db: sqlite3.Connection) -> bool:
-    return db.execute("SELECT 1 FROM sqlite_master WHERE name='junk_meta'").fetchone() is not None
-
-
-def install(db: sqlite3.Connection) -> None:
-    """Create the junk tables in a new projection database."""
-    if not installed(db):
-        db.executescript(SCHEMA)
 
 
 def _encode_words(words: Sequence[str]) -> bytes:
@@ -126,21 +126,22 @@ def _words_of(db: sqlite3.Connection, blob_id: bytes) -> list[str]:
     return _decode_words(row[0]) if row else []
 
 
-def _sync_class(db: sqlite3.Connection, mailbox_id: int, uid: int) -> None:
+def _sync_class(db: sqlite3.Connection, mailbox_id: int, uid: int) -> list[Change]:
     """Make the message's trained class equal to what its flags say now."""
     row = db.execute("SELECT flags FROM message WHERE mailbox_id=? AND uid=?", (mailbox_id, uid)).fetchone()
     jm = db.execute("SELECT blob_id, class, counted FROM junk_msg WHERE mailbox_id=? AND uid=?", (mailbox_id, uid)).fetchone()
     if row is None or jm is None:
-        return
+        return []
     new = _class(row[0])
     blob_id, old, counted = jm
     if new == old:
-        return
+        return []
     words = _words_of(db, blob_id)
     if old:
         _untrain(db, words, old, counted)
     mask = _train(db, words, new) if new else b""
     db.execute("UPDATE junk_msg SET class=?, counted=? WHERE mailbox_id=? AND uid=?", (new, mask, mailbox_id, uid))
+    return [Trained(mailbox_id, uid, new)]
 
 
 def _added_now(db: sqlite3.Connection, seq: int, mailbox_id: int, uid: int) -> bool:
@@ -170,10 +171,10 @@ def _identity_keys(f: pb.JunkFeatures) -> list[tuple[str, str]]:
     return sorted(set(keys))
 
 
-def _message_added(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
+def _message_added(db: sqlite3.Connection, seq: int, e: pb.Event) -> list[Change]:
     m = e.message_added
     if not _added_now(db, seq, m.mailbox_id, m.uid):
-        return
+        return []
     f = m.junk
     _ref_content(db, m.blob_id, f.words)
     destined = f.destined_mailbox_id or m.mailbox_id
@@ -189,13 +190,13 @@ def _message_added(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
         )
     if f.reject_key:
         db.execute("INSERT INTO junk_reject VALUES (?,?,?,?)", (m.mailbox_id, m.uid, f.reject_key, m.internal_date))
-    _sync_class(db, m.mailbox_id, m.uid)
+    return _sync_class(db, m.mailbox_id, m.uid)
 
 
-def _remove(db: sqlite3.Connection, mailbox_id: int, uid: int) -> None:
+def _remove(db: sqlite3.Connection, mailbox_id: int, uid: int) -> list[Change]:
     jm = db.execute("SELECT blob_id, class, counted FROM junk_msg WHERE mailbox_id=? AND uid=?", (mailbox_id, uid)).fetchone()
     if jm is None:
-        return
+        return []
     blob_id, cls, counted = jm
     if cls:
         _untrain(db, _words_of(db, blob_id), cls, counted)
@@ -204,22 +205,28 @@ def _remove(db: sqlite3.Connection, mailbox_id: int, uid: int) -> None:
     db.execute("DELETE FROM junk_reject WHERE mailbox_id=? AND uid=?", (mailbox_id, uid))
     db.execute("UPDATE junk_content SET refs=refs-1 WHERE blob_id=?", (blob_id,))
     db.execute("DELETE FROM junk_content WHERE blob_id=? AND refs<=0", (blob_id,))
+    return [Trained(mailbox_id, uid, 0)] if cls else []
 
 
-def _remove_gone(db: sqlite3.Connection, mailbox_id: int, uids: Iterable[int]) -> None:
+def _remove_gone(db: sqlite3.Connection, mailbox_id: int, uids: Iterable[int]) -> list[Change]:
+    out: list[Change] = []
     for uid in uids:
         if db.execute("SELECT 1 FROM message WHERE mailbox_id=? AND uid=?", (mailbox_id, uid)).fetchone() is None:
-            _remove(db, mailbox_id, uid)
+            out += _remove(db, mailbox_id, uid)
+    return out
 
 
-def _flags_changed(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
+def _flags_changed(db: sqlite3.Connection, seq: int, e: pb.Event) -> list[Change]:
     f = e.flags_changed
+    out: list[Change] = []
     for uid in sorted(set(f.uids)):
-        _sync_class(db, f.mailbox_id, uid)
+        out += _sync_class(db, f.mailbox_id, uid)
+    return out
 
 
-def _messages_copied(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
+def _messages_copied(db: sqlite3.Connection, seq: int, e: pb.Event) -> list[Change]:
     c = e.messages_copied
+    out: list[Change] = []
     for src, dst in zip(c.source_uids, c.dest_uids, strict=False):
         if not _added_now(db, seq, c.dest_mailbox_id, dst):
             continue
@@ -235,24 +242,27 @@ def _messages_copied(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
             "INSERT OR IGNORE INTO junk_key SELECT kind, value, ?, ? FROM junk_key WHERE mailbox_id=? AND uid=?",
             (c.dest_mailbox_id, dst, c.source_mailbox_id, src),
         )
-        _sync_class(db, c.dest_mailbox_id, dst)
+        out += _sync_class(db, c.dest_mailbox_id, dst)
     if c.move:
-        _remove_gone(db, c.source_mailbox_id, c.source_uids)
+        out += _remove_gone(db, c.source_mailbox_id, c.source_uids)
+    return out
 
 
-def _messages_expunged(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
-    _remove_gone(db, e.messages_expunged.mailbox_id, e.messages_expunged.uids)
+def _messages_expunged(db: sqlite3.Connection, seq: int, e: pb.Event) -> list[Change]:
+    return _remove_gone(db, e.messages_expunged.mailbox_id, e.messages_expunged.uids)
 
 
-def _mailbox_deleted(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
+def _mailbox_deleted(db: sqlite3.Connection, seq: int, e: pb.Event) -> list[Change]:
     mid = e.mailbox_deleted.mailbox_id
     if db.execute("SELECT 1 FROM mailbox WHERE id=?", (mid,)).fetchone() is not None:
-        return
+        return []
+    out: list[Change] = []
     for (uid,) in db.execute("SELECT uid FROM junk_msg WHERE mailbox_id=? ORDER BY uid", (mid,)).fetchall():
-        _remove(db, mid, uid)
+        out += _remove(db, mid, uid)
+    return out
 
 
-_HANDLERS = {
+_HANDLERS: dict[str, Callable[[sqlite3.Connection, int, pb.Event], list[Change]]] = {
     "message_added": _message_added,
     "flags_changed": _flags_changed,
     "messages_copied": _messages_copied,
@@ -261,11 +271,25 @@ _HANDLERS = {
 }
 
 
-def apply(db: sqlite3.Connection, seq: int, event: pb.Event) -> None:
-    """Fold one event, after the mailbox view has folded it. Pure."""
-    handler = _HANDLERS.get(event.WhichOneof("kind") or "")
-    if handler is not None:
-        handler(db, seq, event)
+class JunkProjection:
+    """The junk statistics and reputation index as a projection registered with the store
+    (eventmail.opening registers it wherever the store is opened)."""
+
+    name = "junk"
+    schema = SCHEMA
+
+    def apply(self, db: sqlite3.Connection, seq: int, event: pb.Event) -> Sequence[Change]:
+        """Fold one event, after the mailbox view has folded it. Pure."""
+        handler = _HANDLERS.get(event.WhichOneof("kind") or "")
+        return handler(db, seq, event) if handler is not None else ()
+
+
+JUNK_PROJECTION = JunkProjection()
+
+
+def junk_view(acct: Account) -> JunkView:
+    """The junk statistics and reputation index of an open account."""
+    return JunkView(acct.db)
 
 
 # ---------------------------------------------------------------- queries

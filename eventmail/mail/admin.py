@@ -21,8 +21,7 @@ from typing import Any
 from ..junk.delivery import SETTING_DNSBL, SETTING_FORWARDERS, SETTING_LISTS
 from ..mailauth.domains import DomainError, to_ascii_domain
 from ..proto import events_pb2 as pb
-from ..store import QUEUE, SYSTEM, Store, normalize_address
-from ..store.store import ACCOUNT_NAME
+from ..store import ACCOUNT_NAME, QUEUE, SYSTEM, Store, normalize_address
 
 # NIST SP 800-63B §5.1.1.1: memorized secrets chosen by the user are at least 8 characters; its
 # 2024 revision keeps 8 as the floor when the password is not the only factor, and this server

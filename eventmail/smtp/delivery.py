@@ -13,7 +13,7 @@ from ..junk.features import message_features
 from ..mail.roles import ROLE_NAMES, mailbox_for_role, mailbox_with_role
 from ..mailauth.resolver import Resolver
 from ..mailauth.verdict import AuthVerdict, evaluate
-from ..mime.headers import without_fields
+from ..mime.headers import first_value, without_fields
 from ..mime.parsed import ParsedMessage, parse_message
 from ..mime.structure import MAX_MIME_DEPTH, MimeTooDeep
 from ..proto import events_pb2 as pb
@@ -232,7 +232,7 @@ class InboundDelivery:
                 if not await self.junk.store_reject(acct, final, original, plan, origin):
                     log.info("tx %s: %s already holds this message in Rejects", tx.transaction_id, account)
                 return
-            key = await asyncio.to_thread(acct.delivery_key, original)
+            key = await asyncio.to_thread(lambda: acct.delivery_key(first_value(original, b"message-id") or b"", original))
             added = await acct.add_message(mailbox, final, origin=origin, delivery_key=key, junk=plan.features,
                                            structure=parsed.structure_with_prefix(len(prefix)))
             if added is None:

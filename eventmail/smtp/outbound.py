@@ -106,7 +106,7 @@ class QueueRunner:
 
     async def _attempt(self, item: Pending) -> None:
         q = item.queued
-        data = self.store.read_queue_blob(q.blob_id)
+        data = await self.store.read_queue_blob(q.blob_id)
         rcpts = sorted(item.remaining)
         try:
             results = await asyncio.to_thread(relay, self.host, self.port, self.helo, q.mail_from, rcpts, data, self.tls)

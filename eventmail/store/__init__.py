@@ -1,6 +1,6 @@
 """The encrypted event-log store: the only way protocol, web and replication code reach account data."""
 
-from .account import DEFAULT_MAILBOXES, JUNK, NOT_JUNK, REJECTS, Account, junk_training_flags
+from .account import DEFAULT_MAILBOXES, Account
 from .errors import (
     Conflict,
     DamagedBlob,
@@ -19,25 +19,45 @@ from .errors import (
 from .keys import MasterKeySource, init_directory, load_master_key
 from .keywords import MAX_KEYWORDS_PER_MAILBOX, MAX_KEYWORDS_PER_MESSAGE, LimitExceeded, keywords_at_cap
 from .log import Head
-from .projection import Mailbox, MailboxView, Message
+from .projection import (
+    Mailbox,
+    MailboxChanged,
+    MailboxView,
+    Message,
+    MessagesChanged,
+    Projector,
+    SettingChanged,
+    SubscriptionChanged,
+)
 from .records import Record
-from .store import QUEUE, SYSTEM, Store, StreamReport, account_stream, handoff_stream
+from .registration import Change, CopyFlags, MessageFacts, Projection, Registration
+from .store import (
+    ACCOUNT_NAME,
+    IDLE_SECONDS,
+    QUEUE,
+    SYSTEM,
+    Store,
+    StreamReport,
+    account_stream,
+    handoff_stream,
+)
 from .stream import Committed, Subscription
 from .system import AccountInfo, SystemView, normalize_address
 
 __all__ = [
+    "ACCOUNT_NAME",
     "DEFAULT_MAILBOXES",
-    "JUNK",
+    "IDLE_SECONDS",
     "MAX_KEYWORDS_PER_MAILBOX",
     "MAX_KEYWORDS_PER_MESSAGE",
-    "NOT_JUNK",
     "QUEUE",
-    "REJECTS",
     "SYSTEM",
     "Account",
     "AccountInfo",
+    "Change",
     "Committed",
     "Conflict",
+    "CopyFlags",
     "DamagedBlob",
     "DamagedLog",
     "DirectoryLocked",
@@ -45,26 +65,33 @@ __all__ = [
     "KeyFileExposed",
     "LimitExceeded",
     "Mailbox",
+    "MailboxChanged",
     "MailboxView",
     "MasterKeySource",
     "Message",
+    "MessageFacts",
+    "MessagesChanged",
     "MissingKey",
     "NotFound",
     "NotWriter",
+    "Projection",
+    "Projector",
     "Record",
+    "Registration",
     "ReplicationTimeout",
+    "SettingChanged",
     "Store",
     "StoreError",
     "StoreFull",
     "StreamReport",
     "StreamShredded",
     "Subscription",
+    "SubscriptionChanged",
     "SystemView",
     "WrongKey",
     "account_stream",
     "handoff_stream",
     "init_directory",
-    "junk_training_flags",
     "keywords_at_cap",
     "load_master_key",
     "normalize_address",

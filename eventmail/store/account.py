@@ -1,23 +1,21 @@
 """An open account: its log, blobs and mailbox view, and the writer-side decisions (UIDs, mailbox ids)."""
 
 import asyncio
+import dataclasses
 import logging
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from ..junk.features import origin_features, sent_recipients
-from ..junk.projection import JunkView
-from ..mime.headers import first_value
-from ..mime.structure import parse_structure
 from ..proto import events_pb2 as pb
-from . import checkpoint, projection
+from . import checkpoint
 from .blobs import BlobStore
 from .errors import Conflict, NotFound, StoreError
 from .keywords import check_keywords
 from .log import StreamLog
-from .projection import Mailbox, MailboxView
+from .projection import Mailbox, MailboxView, Projector
+from .registration import Registration
 from .stream import Committed, StreamWriter, Subscription
 
 log = logging.getLogger(__name__)
@@ -35,37 +33,6 @@ DEFAULT_MAILBOXES: tuple[tuple[str, int], ...] = (
     ("Junk", pb.SPECIAL_USE_JUNK),
 )
 
-SYSTEM_FLAGS = frozenset({"\\Seen", "\\Answered", "\\Flagged", "\\Deleted", "\\Draft"})
-
-# The junk filter's training signals (RFC 5788 keywords; issue 6 item 3).
-JUNK, NOT_JUNK = "$Junk", "$NotJunk"
-# The junk filter's fixed-size mailbox of rejected mail (eventmail/junk/delivery.py).
-REJECTS = "Rejects"
-
-
-def junk_training_flags(source: Mailbox, dest: Mailbox) -> tuple[list[str], list[str]]:
-    """(flags to add, flags to remove) on messages moved or copied from `source` to `dest`.
-
-    Where the owner puts a message says what they think of it: into Junk means junk; into
-    Archive, Trash or a mailbox of their own, or from Junk or Rejects back to INBOX, means
-    wanted. Junk (or Rejects) → Trash is how junk is thrown away and says nothing. Account.copy applies this to every copy and move, so every
-    writer (IMAP, webmail) records the same signal in the same event.
-    """
-    from_junk = source.special_use == pb.SPECIAL_USE_JUNK or source.name == REJECTS
-    if dest.special_use == pb.SPECIAL_USE_JUNK:
-        return [JUNK], [NOT_JUNK]
-    if dest.special_use == pb.SPECIAL_USE_ARCHIVE or (dest.special_use == pb.SPECIAL_USE_TRASH and not from_junk):
-        return [NOT_JUNK], [JUNK]
-    if from_junk and dest.name == "INBOX":
-        return [NOT_JUNK], [JUNK]
-    # The junk issue's rule: a mailbox of the user's own is where wanted mail is kept; INBOX and
-    # Rejects are where mail lands unsorted, so putting something there says nothing. Moving a
-    # message out of Rejects says it was wanted (Rejects counts as Junk above).
-    if dest.special_use == pb.SPECIAL_USE_NONE and dest.name not in ("INBOX", REJECTS):
-        return [NOT_JUNK], [JUNK]
-    return [], []
-
-
 def new_uidvalidity(seq: int) -> int:
     """UIDVALIDITY for a new mailbox: strictly increasing per account (RFC 9051 §2.3.1.1)."""
     return (int(time.time()) + seq) & 0xFFFFFFFF or 1
@@ -74,15 +41,19 @@ def new_uidvalidity(seq: int) -> int:
 class Account:
     """One account, open. Reads come from the in-memory view; writes go through its stream writer."""
 
-    def __init__(self, name: str, stream_id: str, log_: StreamLog, blobs: BlobStore, checkpoint_path: Path) -> None:
+    def __init__(
+        self, name: str, stream_id: str, log_: StreamLog, blobs: BlobStore, checkpoint_path: Path,
+        registration: Registration,
+    ) -> None:
         self.name = name
         self.stream_id = stream_id
         self.blobs = blobs
+        self.registration = registration
         self._log = log_
         self._checkpoint_path = checkpoint_path
         self._checkpoint_seq = 0
-        self.view = MailboxView(self._load_projection())
-        self.junk = JunkView(self.view.db)
+        self._checkpointing: asyncio.Task[None] | None = None
+        self.projector = self._load_projection()
         self._writer = StreamWriter(log_, self._apply_committed)
         self._lock = asyncio.Lock()
         self._uid_reserved: dict[int, int] = {}
@@ -94,20 +65,35 @@ class Account:
 
     # ---------------------------------------------------------------- projection upkeep
 
-    def _load_projection(self) -> sqlite3.Connection:
+    @property
+    def view(self) -> MailboxView:
+        return self.projector.view
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The in-memory database of the mailbox view and the registered projections (read them
+        through their views: MailboxView, junk.projection.JunkView)."""
+        return self.projector.db
+
+    @property
+    def broken(self) -> bool:
+        """A commit failed after its write: the store reopens the account (eventmail.store.stream)."""
+        return self._writer.broken is not None
+
+    def _load_projection(self) -> Projector:
         keys = self._log.keys
         cp = checkpoint.read(self._checkpoint_path, self.stream_id, keys) if keys else None
-        db = None
+        projector = None
         if cp is not None and cp.seq <= self._log.head.seq and self._chain_at(cp.seq) == cp.chain:
-            db = projection.from_bytes(cp.state)
+            # None when the checkpoint lacks a registered projection: rebuilt from the log.
+            projector = Projector.restore(self.registration, cp.state)
             self._checkpoint_seq = cp.seq
         elif cp is not None:
             log.warning("account %s: checkpoint does not match the log; rebuilding from the log", self.name)
-        if db is None:
-            db = projection.connect()
-        since = projection.MailboxView(db).seq
-        projection.apply_all(db, self._events_since(since))
-        return db
+        if projector is None:
+            projector = Projector(self.registration)
+        projector.apply(self._events_since(projector.view.seq))
+        return projector
 
     def _chain_at(self, seq: int) -> bytes | None:
         if seq == 0:
@@ -122,17 +108,39 @@ class Account:
             event.ParseFromString(plaintext)
             yield record.seq, record.time_us, event
 
-    def _apply_committed(self, committed: list[Committed]) -> None:
-        projection.apply_all(self.view.db, ((c.seq, c.time_us, c.event) for c in committed))
-        if self.view.seq - self._checkpoint_seq >= CHECKPOINT_EVERY:
-            self.write_checkpoint()
+    def _apply_committed(self, committed: list[Committed]) -> list[Committed]:
+        """Fold a commit into the projections (in the writer's error boundary); the commit with
+        each event's typed changes, as subscribers get it."""
+        changes = self.projector.apply((c.seq, c.time_us, c.event) for c in committed)
+        if self.view.seq - self._checkpoint_seq >= CHECKPOINT_EVERY and self._checkpointing is None:
+            self._start_checkpoint()
+        return [dataclasses.replace(c, changes=ch) for c, ch in zip(committed, changes, strict=True)]
+
+    def _start_checkpoint(self) -> None:
+        """Checkpoint in the background: the in-memory database is copied here (a memcpy), then
+        compressed, sealed, written and fsynced in a thread while appends go on."""
+        keys = self._log.keys
+        if keys is None or not self._log.writable:
+            return
+        cp = checkpoint.Checkpoint(self.view.seq, self._log.head.chain, self.db.serialize())
+
+        async def write() -> None:
+            try:
+                await asyncio.to_thread(checkpoint.write, self._checkpoint_path, self.stream_id, keys, cp)
+                self._checkpoint_seq = max(self._checkpoint_seq, cp.seq)
+            except StoreError as e:
+                # A checkpoint only shortens the next open's replay: losing it loses nothing.
+                log.warning("account %s: no checkpoint written: %s", self.name, e)
+            finally:
+                self._checkpointing = None
+
+        self._checkpointing = asyncio.get_running_loop().create_task(write())
 
     def rebuild_projection(self) -> None:
-        """Rebuild the mailbox view and the junk projections from the log alone, and checkpoint them."""
-        db = projection.connect()
-        projection.apply_all(db, self._events_since(0))
-        self.view.db = db
-        self.junk.db = db
+        """Rebuild the mailbox view and the registered projections from the log alone, and checkpoint them."""
+        projector = Projector(self.registration)
+        projector.apply(self._events_since(0))
+        self.projector = projector
         self._checkpoint_seq = 0
         self.write_checkpoint()
 
@@ -141,16 +149,19 @@ class Account:
         keys = self._log.keys
         if keys is None or not self._log.writable or self.view.seq == self._checkpoint_seq:
             return
-        state = self.view.db.serialize()
+        state = self.db.serialize()
         checkpoint.write(
             self._checkpoint_path, self.stream_id, keys, checkpoint.Checkpoint(self.view.seq, self._log.head.chain, state)
         )
         self._checkpoint_seq = self.view.seq
 
-    async def close(self) -> None:
+    async def close(self, checkpoint: bool = True) -> None:
         await self._writer.drain()
+        if self._checkpointing is not None:
+            await self._checkpointing
         try:
-            self.write_checkpoint()
+            if checkpoint and not self.broken:
+                await asyncio.to_thread(self.write_checkpoint)
         except StoreError as e:
             # A checkpoint only shortens the next open's replay: losing it loses nothing.
             log.warning("account %s: no checkpoint written: %s", self.name, e)
@@ -163,16 +174,28 @@ class Account:
         return self._log.head.seq
 
     def subscribe(self) -> Subscription:
-        """Committed events from now on, in log order (IMAP IDLE, webmail)."""
+        """Committed events from now on, in log order, with their typed changes (IMAP IDLE, webmail)."""
         return self._writer.subscribe()
 
-    def read_message(self, blob_id: bytes) -> bytes:
+    async def read_message(self, blob_id: bytes) -> bytes:
+        """A message's bytes, read and decrypted off the event loop."""
+        return await asyncio.to_thread(self.blobs.get, blob_id)
+
+    def read_message_sync(self, blob_id: bytes) -> bytes:
+        """A message's bytes, for callers already off the event loop (export, in a thread)."""
         return self.blobs.get(blob_id)
 
     def events(self, since: int = 0) -> Iterable[Committed]:
         """Every event after `since`, decrypted (the log command, point-in-time export)."""
         for seq, time_us, event in self._events_since(since):
             yield Committed(self.stream_id, seq, time_us, event)
+
+    def projector_at(self, at_us: int) -> Projector:
+        """A scratch projection of the log up to a moment (export --at), through the same
+        registration as the account's own."""
+        projector = Projector(self.registration)
+        projector.apply((c.seq, c.time_us, c.event) for c in self.events() if c.time_us <= at_us)
+        return projector
 
     def mailbox_required(self, name: str) -> Mailbox:
         mb = self.view.mailbox(name)
@@ -236,14 +259,16 @@ class Account:
             raise NotFound(f"no mailbox id {mailbox}")
         flags = list(flags)
         check_keywords(self.view, mb.id, [flags])
-        if structure is None:
-            # CPU-bound and linear in the message (tens of MB): off the event loop. Callers that
-            # parsed already (SMTP delivery to several accounts) pass their `structure`.
-            structure = await asyncio.to_thread(parse_structure, raw)
-        if junk is None:
-            # What the junk projections need, extracted now so that replay never reads blobs.
-            sent_to = sent_recipients(raw, origin) if mb.special_use == pb.SPECIAL_USE_SENT else ()
-            junk = await asyncio.to_thread(origin_features, raw, origin, sent_to)
+        if structure is None or junk is None:
+            # Callers that parsed once at ingress pass their parse. Otherwise the hook registered
+            # from above computes it now (CPU-bound, linear in the message: off the event loop), so
+            # replay never reads blobs.
+            facts = self.registration.message_facts
+            if facts is None:
+                raise StoreError("add_message: no structure given and no message_facts registered")
+            st, jf = await asyncio.to_thread(facts, raw, origin, mb)
+            structure = st if structure is None else structure
+            junk = jf if junk is None else junk
         blob_id = await asyncio.to_thread(self.blobs.put, raw)
         async with self._lock:
             if skip_duplicate and self.view.uid_of_blob(mb.id, blob_id) is not None:
@@ -272,9 +297,9 @@ class Account:
         finally:
             self._keys_pending.discard(delivery_key)
 
-    def delivery_key(self, message: bytes) -> bytes:
-        """A keyed hash of a message's Message-ID and bytes: the same retried delivery has the same key."""
-        message_id = first_value(message, b"message-id") or b""
+    def delivery_key(self, message_id: bytes, message: bytes) -> bytes:
+        """A keyed hash of a message's Message-ID (its first field's value, as the caller read it)
+        and bytes: the same retried delivery has the same key."""
         return self.blobs.blob_id(b"delivery\x00" + message_id + b"\x00" + message)
 
     async def change_flags(
@@ -304,16 +329,17 @@ class Account:
     ) -> tuple[list[int], list[int], Committed]:
         """Copy (or move) messages; returns (source uids, their new uids in dest, the event).
 
-        The copies also get the junk training flags of `junk_training_flags` for this pair of
-        mailboxes, besides `add_flags` / `remove_flags`."""
+        The copies also get the flags the registered copy hook decides for this pair of mailboxes
+        (junk training), besides `add_flags` / `remove_flags`."""
         async with self._lock:
             dest = self.view.mailbox_by_id(dest_id)
             source = self.view.mailbox_by_id(source_id)
             if dest is None or source is None:
                 raise NotFound(f"no mailbox id {dest_id if dest is None else source_id}")
-            junk_add, junk_remove = junk_training_flags(source, dest)
-            add_flags = set(add_flags) | set(junk_add)
-            remove_flags = (set(remove_flags) | set(junk_remove)) - add_flags
+            hook = self.registration.copy_flags
+            hook_add, hook_remove = hook(source, dest) if hook is not None else ([], [])
+            add_flags = set(add_flags) | set(hook_add)
+            remove_flags = (set(remove_flags) | set(hook_remove)) - add_flags
             copies = [m for m in (self.view.message(source_id, u) for u in uids) if m is not None]
             check_keywords(self.view, dest_id, ((set(m.flags) | add_flags) - remove_flags for m in copies))
             present = [m.uid for m in copies]

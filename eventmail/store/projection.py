@@ -1,11 +1,11 @@
 """The mailbox view of an account: a pure projection of its events into an in-memory SQLite database."""
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from ..junk import projection as junk
 from ..proto import events_pb2 as pb
+from .registration import Change, Projection, Registration
 
 SCHEMA = """
 CREATE TABLE mailbox(
@@ -49,23 +49,59 @@ class Message:
     modseq: int
 
 
-def connect() -> sqlite3.Connection:
+@dataclass(frozen=True, slots=True)
+class MailboxChanged(Change):
+    """A mailbox was created, renamed, deleted or given another special use."""
+
+    mailbox_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionChanged(Change):
+    name: str
+    subscribed: bool
+
+
+@dataclass(frozen=True, slots=True)
+class MessagesChanged(Change):
+    """Messages of one mailbox that arrived, changed flags, or left (RFC 9051 §7.4: EXISTS,
+    FETCH FLAGS, EXPUNGE)."""
+
+    mailbox_id: int
+    added: tuple[int, ...] = ()
+    flags: tuple[int, ...] = ()
+    expunged: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SettingChanged(Change):
+    key: str
+
+
+def _marker(p: Projection) -> str:
+    return f"projection:{p.name}"
+
+
+def connect(registered: Sequence[Projection] = ()) -> sqlite3.Connection:
     """A fresh, empty projection. Temporary tables stay in memory: nothing readable on disk."""
     db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
     db.execute("PRAGMA temp_store=MEMORY")
     db.executescript(SCHEMA)
-    junk.install(db)
+    for p in registered:
+        db.executescript(p.schema)
+        db.execute("INSERT INTO meta VALUES (?, 1)", (_marker(p),))
     return db
 
 
-def from_bytes(data: bytes) -> sqlite3.Connection:
-    """A projection restored from a checkpoint's serialized database."""
+def from_bytes(data: bytes, registered: Sequence[Projection] = ()) -> sqlite3.Connection | None:
+    """A projection restored from a checkpoint's serialized database; None when the checkpoint
+    lacks a registered projection (it is then rebuilt from the log)."""
     db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
     db.deserialize(data)
     db.execute("PRAGMA temp_store=MEMORY")
-    if not junk.installed(db):
-        # A checkpoint from before the junk projections: rebuilding from the log fills them.
-        return connect()
+    for p in registered:
+        if db.execute("SELECT 1 FROM meta WHERE key=?", (_marker(p),)).fetchone() is None:
+            return None
     return db
 
 
@@ -90,72 +126,89 @@ def _touch(db: sqlite3.Connection, mailbox_id: int, seq: int) -> None:
     db.execute("UPDATE mailbox SET highest_modseq=? WHERE id=?", (seq, mailbox_id))
 
 
-def apply(db: sqlite3.Connection, seq: int, time_us: int, event: pb.Event) -> None:
-    """Fold one event into the projection. Pure: everything it needs is in the event.
+def apply(
+    db: sqlite3.Connection, seq: int, time_us: int, event: pb.Event, registered: Sequence[Projection] = ()
+) -> tuple[Change, ...]:
+    """Fold one event into the mailbox view, then into each registered projection; returns what
+    changed. Pure: everything it needs is in the event.
 
     Events that name something absent (a deleted mailbox, an expunged UID) change nothing, so
     any sequence of events folds without error and replay equals the incremental state.
     """
     kind = event.WhichOneof("kind")
     handler = _HANDLERS.get(kind or "")
-    if handler is not None:
-        handler(db, seq, event)
-    # The junk statistics and reputation index read the flags the mailbox view now holds.
-    junk.apply(db, seq, event)
+    changes: list[Change] = list(handler(db, seq, event)) if handler is not None else []
+    # Registered projections (junk statistics, reputation) may read what the view now holds.
+    for p in registered:
+        changes.extend(p.apply(db, seq, event))
     _set_meta(db, "seq", seq)
     _set_meta(db, "time_us", time_us)
+    return tuple(changes)
 
 
-def apply_all(db: sqlite3.Connection, items: Iterable[tuple[int, int, pb.Event]]) -> None:
+def apply_all(
+    db: sqlite3.Connection, items: Iterable[tuple[int, int, pb.Event]], registered: Sequence[Projection] = ()
+) -> list[tuple[Change, ...]]:
+    """Fold events in one transaction: all of them, or (on an error) none."""
+    out = []
     db.execute("BEGIN")
     try:
         for seq, time_us, event in items:
-            apply(db, seq, time_us, event)
+            out.append(apply(db, seq, time_us, event, registered))
     except BaseException:
         db.execute("ROLLBACK")
         raise
     db.execute("COMMIT")
+    return out
 
 
-def _mailbox_created(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
+Changes = list[Change]
+
+
+def _mailbox_created(db: sqlite3.Connection, seq: int, e: pb.Event) -> Changes:
     m = e.mailbox_created
     if m.mailbox_id < _meta(db, "next_mailbox_id"):
-        return  # mailbox ids are allocated increasing and never reused, even after a delete
+        return []  # mailbox ids are allocated increasing and never reused, even after a delete
     if db.execute("SELECT 1 FROM mailbox WHERE name=?", (m.name,)).fetchone():
-        return
+        return []
     db.execute("INSERT INTO mailbox VALUES (?,?,?,?,?,?)", (m.mailbox_id, m.name, m.uidvalidity, 1, m.special_use, seq))
     if m.subscribed:
         db.execute("INSERT OR IGNORE INTO subscription VALUES (?)", (m.name,))
     _set_meta(db, "next_mailbox_id", max(_meta(db, "next_mailbox_id"), m.mailbox_id + 1))
+    return [MailboxChanged(m.mailbox_id)]
 
 
-def _mailbox_renamed(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
+def _mailbox_renamed(db: sqlite3.Connection, seq: int, e: pb.Event) -> Changes:
     m = e.mailbox_renamed
     if db.execute("SELECT 1 FROM mailbox WHERE name=? AND id!=?", (m.name, m.mailbox_id)).fetchone():
-        return
-    db.execute(
+        return []
+    cur = db.execute(
         "UPDATE mailbox SET name=?, uidvalidity=?, highest_modseq=? WHERE id=?", (m.name, m.uidvalidity, seq, m.mailbox_id)
     )
+    return [MailboxChanged(m.mailbox_id)] if cur.rowcount else []
 
 
-def _mailbox_deleted(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
+def _mailbox_deleted(db: sqlite3.Connection, seq: int, e: pb.Event) -> Changes:
     mid = e.mailbox_deleted.mailbox_id
-    db.execute("DELETE FROM mailbox WHERE id=?", (mid,))
+    cur = db.execute("DELETE FROM mailbox WHERE id=?", (mid,))
     db.execute("DELETE FROM message WHERE mailbox_id=?", (mid,))
     db.execute("DELETE FROM expunged WHERE mailbox_id=?", (mid,))
+    return [MailboxChanged(mid)] if cur.rowcount else []
 
 
-def _mailbox_subscription(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
+def _mailbox_subscription(db: sqlite3.Connection, seq: int, e: pb.Event) -> Changes:
     s = e.mailbox_subscription
     if s.subscribed:
-        db.execute("INSERT OR IGNORE INTO subscription VALUES (?)", (s.name,))
+        cur = db.execute("INSERT OR IGNORE INTO subscription VALUES (?)", (s.name,))
     else:
-        db.execute("DELETE FROM subscription WHERE name=?", (s.name,))
+        cur = db.execute("DELETE FROM subscription WHERE name=?", (s.name,))
+    return [SubscriptionChanged(s.name, s.subscribed)] if cur.rowcount else []
 
 
-def _mailbox_special_use(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
+def _mailbox_special_use(db: sqlite3.Connection, seq: int, e: pb.Event) -> Changes:
     s = e.mailbox_special_use
-    db.execute("UPDATE mailbox SET special_use=? WHERE id=?", (s.special_use, s.mailbox_id))
+    cur = db.execute("UPDATE mailbox SET special_use=? WHERE id=?", (s.special_use, s.mailbox_id))
+    return [MailboxChanged(s.mailbox_id)] if cur.rowcount else []
 
 
 def _insert_message(
@@ -173,7 +226,7 @@ def _insert_message(
     return True
 
 
-def _message_added(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
+def _message_added(db: sqlite3.Connection, seq: int, e: pb.Event) -> Changes:
     m = e.message_added
     added = _insert_message(
         db, seq, m.mailbox_id, m.uid, m.blob_id, m.size, m.internal_date, m.internal_date_tz,
@@ -182,6 +235,7 @@ def _message_added(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
     if added and m.message_id_hash:
         # Remembered even after an expunge: a retried SMTP transaction is never a new message.
         db.execute("INSERT OR IGNORE INTO delivery_key VALUES (?,?,?)", (m.message_id_hash, m.mailbox_id, m.uid))
+    return [MessagesChanged(m.mailbox_id, added=(m.uid,))] if added else []
 
 
 def _new_flags(old: str, add: Iterable[str], remove: Iterable[str], replace: bool) -> str:
@@ -191,9 +245,9 @@ def _new_flags(old: str, add: Iterable[str], remove: Iterable[str], replace: boo
     return _flag_text(current)
 
 
-def _flags_changed(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
+def _flags_changed(db: sqlite3.Connection, seq: int, e: pb.Event) -> Changes:
     f = e.flags_changed
-    changed = False
+    changed: list[int] = []
     for uid in f.uids:
         row = db.execute("SELECT flags FROM message WHERE mailbox_id=? AND uid=?", (f.mailbox_id, uid)).fetchone()
         if row is None:
@@ -202,30 +256,35 @@ def _flags_changed(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
         if new != row[0]:
             # RFC 7162 §3.1: the MODSEQ of a message changes when its metadata changes.
             db.execute("UPDATE message SET flags=?, modseq=? WHERE mailbox_id=? AND uid=?", (new, seq, f.mailbox_id, uid))
-            changed = True
-    if changed:
-        _touch(db, f.mailbox_id, seq)
+            changed.append(uid)
+    if not changed:
+        return []
+    _touch(db, f.mailbox_id, seq)
+    return [MessagesChanged(f.mailbox_id, flags=tuple(changed))]
 
 
-def _expunge(db: sqlite3.Connection, seq: int, mailbox_id: int, uids: Iterable[int]) -> None:
-    gone = False
+def _expunge(db: sqlite3.Connection, seq: int, mailbox_id: int, uids: Iterable[int]) -> Changes:
+    gone: list[int] = []
     for uid in uids:
         cur = db.execute("DELETE FROM message WHERE mailbox_id=? AND uid=?", (mailbox_id, uid))
         if cur.rowcount:
             # Kept for QRESYNC's VANISHED (RFC 7162 §3.2.10).
             db.execute("INSERT OR REPLACE INTO expunged VALUES (?,?,?)", (mailbox_id, uid, seq))
-            gone = True
-    if gone:
-        _touch(db, mailbox_id, seq)
+            gone.append(uid)
+    if not gone:
+        return []
+    _touch(db, mailbox_id, seq)
+    return [MessagesChanged(mailbox_id, expunged=tuple(gone))]
 
 
-def _messages_expunged(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
-    _expunge(db, seq, e.messages_expunged.mailbox_id, e.messages_expunged.uids)
+def _messages_expunged(db: sqlite3.Connection, seq: int, e: pb.Event) -> Changes:
+    return _expunge(db, seq, e.messages_expunged.mailbox_id, e.messages_expunged.uids)
 
 
-def _messages_copied(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
+def _messages_copied(db: sqlite3.Connection, seq: int, e: pb.Event) -> Changes:
     c = e.messages_copied
     moved = []
+    added = []
     for src_uid, dst_uid in zip(c.source_uids, c.dest_uids, strict=False):
         row = db.execute(
             "SELECT blob_id, size, internal_date, internal_date_tz, flags, structure FROM message "
@@ -237,15 +296,19 @@ def _messages_copied(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
         flags = _new_flags(row[4], c.add_flags, c.remove_flags, False)
         if _insert_message(db, seq, c.dest_mailbox_id, dst_uid, row[0], row[1], row[2], row[3], flags, row[5]):
             moved.append(src_uid)
+            added.append(dst_uid)
+    changes: Changes = [MessagesChanged(c.dest_mailbox_id, added=tuple(added))] if added else []
     if c.move:
-        _expunge(db, seq, c.source_mailbox_id, moved)
+        changes += _expunge(db, seq, c.source_mailbox_id, moved)
+    return changes
 
 
-def _account_setting(db: sqlite3.Connection, seq: int, e: pb.Event) -> None:
+def _account_setting(db: sqlite3.Connection, seq: int, e: pb.Event) -> Changes:
     db.execute("INSERT OR REPLACE INTO setting VALUES (?,?)", (e.account_setting.key, e.account_setting.value))
+    return [SettingChanged(e.account_setting.key)]
 
 
-_HANDLERS = {
+_HANDLERS: dict[str, Callable[[sqlite3.Connection, int, pb.Event], Changes]] = {
     "mailbox_created": _mailbox_created,
     "mailbox_renamed": _mailbox_renamed,
     "mailbox_deleted": _mailbox_deleted,
@@ -358,3 +421,31 @@ class MailboxView:
             rows = self.db.execute(f"SELECT * FROM {table}").fetchall()
             out.extend((table, *r) for r in sorted(rows, key=repr))
         return out
+
+
+class Projector:
+    """An account's mailbox view and its registered projections, in one in-memory database.
+
+    The account's live state is one; `export --at` and `junk play` fold events into scratch ones,
+    through the same registration, never into the account's."""
+
+    def __init__(self, registration: Registration, db: sqlite3.Connection | None = None) -> None:
+        self.registration = registration
+        self.db = db if db is not None else connect(registration.projections)
+        self.view = MailboxView(self.db)
+
+    @classmethod
+    def restore(cls, registration: Registration, state: bytes) -> "Projector | None":
+        """From a checkpoint's serialized database; None when it lacks a registered projection."""
+        db = from_bytes(state, registration.projections)
+        return None if db is None else cls(registration, db)
+
+    def apply(self, items: Iterable[tuple[int, int, pb.Event]]) -> list[tuple[Change, ...]]:
+        """Fold events (seq, time in µs, event) in one transaction; the changes of each."""
+        return apply_all(self.db, items, self.registration.projections)
+
+    def copy(self) -> "Projector":
+        """A scratch copy: folding into it leaves this one as it is."""
+        db = from_bytes(self.db.serialize(), self.registration.projections)
+        assert db is not None
+        return Projector(self.registration, db)

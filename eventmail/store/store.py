@@ -21,6 +21,7 @@ from .fsutil import make_dirs, write_atomic
 from .keyring import Keyring
 from .log import Head, StreamLog
 from .records import Record
+from .registration import Registration
 from .stream import Committed, StreamWriter, Subscription
 from .system import SystemView, normalize_address
 
@@ -57,8 +58,11 @@ class StreamReport:
 class Store:
     """A data directory. Open it with `Store.open`; one writing process per directory."""
 
-    def __init__(self, directory: Path, keyring: Keyring, writable: bool, idle_seconds: float) -> None:
+    def __init__(
+        self, directory: Path, keyring: Keyring, writable: bool, idle_seconds: float, registration: Registration
+    ) -> None:
         self.directory = directory
+        self.registration = registration
         self.keyring = keyring
         self.writable = writable
         self.idle_seconds = idle_seconds
@@ -80,9 +84,12 @@ class Store:
     @classmethod
     async def open(
         cls, directory: Path, master_key: bytes, writable: bool = True, idle_seconds: float = IDLE_SECONDS,
-        tolerate_damage: bool = False,
+        tolerate_damage: bool = False, *, registration: Registration,
     ) -> "Store":
-        """Open a data directory. A writer takes the directory's lock; readers never modify anything."""
+        """Open a data directory. A writer takes the directory's lock; readers never modify anything.
+
+        `registration` is what the layers above add to each account (eventmail.opening.open_store
+        supplies it: open through that)."""
         directory = Path(directory)
         if not (directory / "keyring").exists():
             raise MissingKey(f"{directory} is not an eventmail data directory (run `eventmail key init`)")
@@ -90,7 +97,7 @@ class Store:
         lock_fd = _take_lock(directory) if writable else None
         try:
             keyring = Keyring.load(directory / "keyring", master_key)
-            store = cls(directory, keyring, writable, idle_seconds)
+            store = cls(directory, keyring, writable, idle_seconds, registration)
             store._lock_fd = lock_fd
             try:
                 await asyncio.to_thread(store._open_system)
@@ -127,13 +134,14 @@ class Store:
             self.system.apply(record.seq, e)
         self._system_writer = self._attach(StreamWriter(slog, self._apply_system))
         qlog = self._stream_log(QUEUE, create=True)
-        self._queue_writer = self._attach(StreamWriter(qlog, lambda c: None))
+        self._queue_writer = self._attach(StreamWriter(qlog, _unprojected))
         if qlog.keys is not None:
             self.queue_blobs = BlobStore(QUEUE, self.directory / "blobs" / qlog.keys.dir_name, qlog.keys)
 
-    def _apply_system(self, committed: list[Committed]) -> None:
+    def _apply_system(self, committed: list[Committed]) -> list[Committed]:
         for c in committed:
             self.system.apply(c.seq, c.event)
+        return committed
 
     async def close(self) -> None:
         if self._reaper is not None:
@@ -175,9 +183,10 @@ class Store:
         assert self.queue_blobs is not None
         return await asyncio.to_thread(self.queue_blobs.put, data)
 
-    def read_queue_blob(self, blob_id: bytes) -> bytes:
+    async def read_queue_blob(self, blob_id: bytes) -> bytes:
+        """An outbound message's bytes, read and decrypted off the event loop."""
         assert self.queue_blobs is not None
-        return self.queue_blobs.get(blob_id)
+        return await asyncio.to_thread(self.queue_blobs.get, blob_id)
 
     def stream_events(self, stream: str, since: int = 0) -> Iterable[Committed]:
         """Decrypted events of any stream (system, queue, account/<name>)."""
@@ -246,6 +255,12 @@ class Store:
     async def account(self, name: str) -> Account:
         """The open account (opened on demand). Prefer `use_account`, which keeps it from idling out."""
         acct = self._accounts.get(name)
+        if acct is not None and acct.broken:
+            # Its projections are behind its log (a commit failed after its write): reopening
+            # rebuilds them from checkpoint and log.
+            log.warning("account %s: reopening after a failed commit", name)
+            await self._close_account(name, checkpoint=False)
+            acct = None
         if acct is not None:
             return acct
         if name not in self.system.accounts:
@@ -253,7 +268,7 @@ class Store:
         lock = self._opening.setdefault(name, asyncio.Lock())
         async with lock:
             acct = self._accounts.get(name)
-            if acct is None:
+            if acct is None or acct.broken:
                 acct = await asyncio.to_thread(self._open_account, name)
                 self._attach(acct._writer)
                 self._accounts[name] = acct
@@ -270,6 +285,7 @@ class Store:
             slog,
             BlobStore(stream, self.directory / "blobs" / keys.dir_name, keys),
             self.directory / "checkpoints" / keys.dir_name,
+            self.registration,
         )
 
     @contextlib.asynccontextmanager
@@ -289,11 +305,7 @@ class Store:
         acct = self._accounts.pop(name, None)
         if acct is None:
             return
-        if checkpoint and self.writable:
-            await acct.close()
-        else:
-            await acct._writer.drain()
-            acct._log.close()
+        await acct.close(checkpoint=checkpoint and self.writable)
 
     async def close_idle(self, now: float | None = None) -> list[str]:
         """Checkpoint and close accounts nobody holds and nobody listens to."""
@@ -364,7 +376,7 @@ class Store:
             raise NotFound(f"stream {stream}: no such account")
         w = self._other_writers.get(stream)
         if w is None:
-            w = self._attach(StreamWriter(self._stream_log(stream, create=False), lambda c: None))
+            w = self._attach(StreamWriter(self._stream_log(stream, create=False), _unprojected))
             self._other_writers[stream] = w
         return w
 
@@ -493,7 +505,7 @@ class Store:
             return self.subscribe_queue()
         w = self._other_writers.get(stream)
         if w is None:
-            w = self._attach(StreamWriter(self._stream_log(stream, create=False), lambda c: None))
+            w = self._attach(StreamWriter(self._stream_log(stream, create=False), _unprojected))
             self._other_writers[stream] = w
         return w.subscribe()
 
@@ -504,8 +516,9 @@ class Store:
     async def put_stream_blob(self, stream: str, data: bytes) -> bytes:
         return await asyncio.to_thread(self._blob_store(stream).put, data)
 
-    def read_stream_blob(self, stream: str, blob_id: bytes) -> bytes:
-        return self._blob_store(stream).get(blob_id)
+    async def read_stream_blob(self, stream: str, blob_id: bytes) -> bytes:
+        """A blob of any stream (a hand-off entry's message), read and decrypted off the event loop."""
+        return await asyncio.to_thread(self._blob_store(stream).get, blob_id)
 
     async def await_replicated(self, stream: str) -> None:
         """Wait as an append would (sync replication) for the stream's current head."""
@@ -597,6 +610,11 @@ class Store:
         finally:
             if slog is not None:
                 slog.close()
+
+
+def _unprojected(committed: list[Committed]) -> list[Committed]:
+    """The commit hook of streams without projections (queue, hand-off)."""
+    return committed
 
 
 def _take_lock(directory: Path) -> int:

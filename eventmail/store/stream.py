@@ -6,9 +6,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from ..proto import events_pb2 as pb
-from .errors import NotWriter
+from .errors import NotWriter, StoreError
 from .log import StreamLog
 from .records import Record
+from .registration import Change
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +22,8 @@ class Committed:
     seq: int
     time_us: int
     event: pb.Event
+    # What the event changed in the stream's projections (store.projection, and those registered).
+    changes: tuple[Change, ...] = ()
 
 
 class Subscription:
@@ -53,27 +56,40 @@ class Subscription:
         return await self.get()
 
 
-class StreamWriter:
-    """Serialises appends to a stream's log and batches them into group commits."""
+Batch = list[tuple[list[pb.Event], "asyncio.Future[list[Committed]]"]]
 
-    def __init__(self, log_: StreamLog, on_commit: Callable[[list[Committed]], None]) -> None:
+
+class StreamWriter:
+    """Serialises appends to a stream's log and batches them into group commits.
+
+    The error boundary: whatever fails in a commit (sealing, writing, fsync, the replication gate,
+    the projections), every caller of that batch gets the exception; nobody waits forever. When
+    the log has the batch but the projections could not take it, the projections are behind the
+    log: the writer is `broken`, every later append fails, and the owner reopens the stream
+    (projections rebuilt from checkpoint and log: consistent again).
+    """
+
+    def __init__(self, log_: StreamLog, on_commit: Callable[[list[Committed]], list[Committed]]) -> None:
         self.log = log_
         self.on_commit = on_commit
         self.subscribers: set[Subscription] = set()
-        self._pending: list[tuple[list[pb.Event], asyncio.Future[list[Committed]]]] = []
+        self._pending: Batch = []
         self._task: asyncio.Task[None] | None = None
         self.batches = 0  # fsyncs done, for metrics and the group-commit benchmark
-        # Set by the store: awaited after the local fsync and before callers are answered
+        # Set by the store: awaited after the local fsync and before the commit is visible
         # (synchronous replication waits there for the secondary's acknowledgement).
         self.gate: Callable[[str, int], Awaitable[None]] | None = None
         # Set by the store when this node is not the stream's writer (a follower, or fenced).
         self.fenced: str | None = None
+        self.broken: BaseException | None = None
         self.notify: Callable[[], None] = lambda: None
 
     def submit(self, events: Sequence[pb.Event]) -> "asyncio.Future[list[Committed]]":
         """Queue events for the next commit. Synchronous, so the log order is the order of calls."""
         if self.fenced is not None:
             raise NotWriter(f"stream {self.log.stream}: {self.fenced}")
+        if self.broken is not None:
+            raise StoreError(f"stream {self.log.stream}: a commit failed after its write ({self.broken}); reopen it")
         fut: asyncio.Future[list[Committed]] = asyncio.get_running_loop().create_future()
         self._pending.append((list(events), fut))
         if self._task is None or self._task.done():
@@ -84,47 +100,77 @@ class StreamWriter:
         return await self.submit(events)
 
     async def _run(self) -> None:
-        while self._pending:
-            batch, self._pending = self._pending, []
-            flat = [e for events, _ in batch for e in events]
-            plaintexts = [e.SerializeToString(deterministic=True) for e in flat]
-            try:
-                records = await asyncio.to_thread(self._seal_and_write, plaintexts)
-            except Exception as e:
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(e)
-                continue
-            self.batches += 1
-            committed = [Committed(self.log.stream, r.seq, r.time_us, ev) for r, ev in zip(records, flat, strict=True)]
-            self._publish(committed)
-            error: Exception | None = None
-            if self.gate is not None:
-                try:
-                    await self.gate(self.log.stream, records[-1].seq)
-                except Exception as e:
-                    error = e
-            i = 0
-            for events, fut in batch:
-                if not fut.done():
-                    if error is not None:
-                        fut.set_exception(error)
-                    else:
-                        fut.set_result(committed[i : i + len(events)])
-                i += len(events)
+        batch: Batch = []
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                await self._commit(batch)
+                batch = []
+        except BaseException as e:
+            # Cancelled (the loop is closing) or a bug: this batch and everything queued behind
+            # it fail rather than wait forever.
+            error = e if isinstance(e, Exception) else StoreError(f"stream {self.log.stream}: commit interrupted")
+            pending, self._pending = self._pending, []
+            # The interrupted write may still land in the log: the projections cannot be trusted.
+            self.broken = self.broken or error
+            _fail(batch + pending, error)
+            raise
 
-    def _publish(self, committed: list[Committed]) -> None:
-        self.on_commit(committed)
+    async def _commit(self, batch: Batch) -> None:
+        if self.broken is not None:
+            _fail(batch, StoreError(f"stream {self.log.stream}: a commit failed after its write; reopen it"))
+            return
+        flat = [e for events, _ in batch for e in events]
+        try:
+            plaintexts = [e.SerializeToString(deterministic=True) for e in flat]
+            records = await asyncio.to_thread(self._seal_and_write, plaintexts)
+        except Exception as e:
+            # Nothing of the batch is in the log (StreamLog.write is all or nothing).
+            _fail(batch, e)
+            return
+        self.batches += 1
+        # Durable here: replication may ship it now (the gate below waits for exactly that).
+        self.notify()
+        committed = [Committed(self.log.stream, r.seq, r.time_us, ev) for r, ev in zip(records, flat, strict=True)]
+        error: Exception | None = None
+        if self.gate is not None:
+            # Synchronous replication: the commit becomes visible to other sessions (projection,
+            # subscribers) only once the secondary has it, or the gate gave up (docs/replication.md).
+            try:
+                await self.gate(self.log.stream, records[-1].seq)
+            except Exception as e:
+                error = e
+        try:
+            committed = self._publish(committed)
+        except Exception as e:
+            # The log has the batch, the projections do not: stop writing until reopened.
+            log.error("stream %s: projections failed at seq %d: %s; the stream must be reopened",
+                      self.log.stream, records[0].seq, e)
+            self.broken = e
+            _fail(batch, e)
+            return
+        i = 0
+        for events, fut in batch:
+            if not fut.done():
+                if error is not None:
+                    fut.set_exception(error)
+                else:
+                    fut.set_result(committed[i : i + len(events)])
+            i += len(events)
+
+    def _publish(self, committed: list[Committed]) -> list[Committed]:
+        committed = self.on_commit(committed)
         for sub in list(self.subscribers):
             for c in committed:
                 sub._put(c)
-        self.notify()
+        return committed
 
     async def append_raw(self, records: list[Record]) -> list[Committed]:
         """Append records made by another node, verbatim (their chain checked), then publish them."""
         await self.drain()
         prev = self.log.head.chain
         await asyncio.to_thread(self.log.write_verbatim, records)
+        self.notify()
         committed = []
         if self.log.keys is not None:
             for r in records:
@@ -132,8 +178,11 @@ class StreamWriter:
                 event.ParseFromString(self.log.decrypt(r, prev))
                 prev = r.chain
                 committed.append(Committed(self.log.stream, r.seq, r.time_us, event))
-        self._publish(committed)
-        return committed
+        try:
+            return self._publish(committed)
+        except Exception as e:
+            self.broken = e
+            raise
 
     def _seal_and_write(self, plaintexts: list[bytes]) -> list[Record]:
         records = self.log.encrypt(plaintexts)
@@ -148,4 +197,11 @@ class StreamWriter:
     async def drain(self) -> None:
         """Wait until every queued append has been committed or failed."""
         while self._task is not None and not self._task.done():
-            await asyncio.shield(self._task)
+            # asyncio.wait: neither raises what ended the task (its waiters got that) nor cancels it.
+            await asyncio.wait([self._task])
+
+
+def _fail(batch: Batch, error: BaseException) -> None:
+    for _, fut in batch:
+        if not fut.done():
+            fut.set_exception(error)

@@ -1,0 +1,63 @@
+"""What the layers above register with the store: account projections, and hooks for what the store cannot know.
+
+The store knows the log, the blobs and the mailbox view it allocates UIDs from; it knows nothing
+of junk, MIME or protocols (DESIGN.md "Layout": the store imports nothing above it). What those
+add is registered here, once, where the store is opened (eventmail.opening), so no opener can
+forget it and `export --at` and `junk play` fold events through the same projections as the
+server does.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+from ..proto import events_pb2 as pb
+
+if TYPE_CHECKING:
+    from .projection import Mailbox
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What folding one event changed in one projection, published with the commit that made it.
+
+    Subclasses are the typed changes of each projection (store.projection: the mailbox view's;
+    junk.projection: the filter's training)."""
+
+
+class Projection(Protocol):
+    """A view of an account's log that the store keeps beside its mailbox view.
+
+    Its tables (`schema`) live in the account's in-memory database, so they are checkpointed and
+    sealed with it; `apply` folds one event right after the mailbox view folded it, inside the
+    commit's transaction, and must be pure (DESIGN.md "Events are facts and decisions": a
+    projection never decides; STYLE.md §3)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def schema(self) -> str: ...
+
+    def apply(self, db: sqlite3.Connection, seq: int, event: pb.Event) -> Sequence[Change]: ...
+
+
+# (message bytes, origin, the mailbox it is added to) -> its MIME structure and what the
+# registered projections learn from it. Called off the event loop, only when the caller did not
+# pass them (callers that parsed once at ingress pass their parse).
+MessageFacts = Callable[[bytes, "pb.Origin | None", "Mailbox"], tuple[pb.MessageStructure, pb.JunkFeatures]]
+# (source mailbox, destination mailbox) -> (flags to add, flags to remove) on every copy and move:
+# a decision of the layer above, recorded in the MessagesCopied event (junk training).
+CopyFlags = Callable[["Mailbox", "Mailbox"], tuple[list[str], list[str]]]
+
+
+@dataclass(frozen=True)
+class Registration:
+    """Everything the layers above register with the store; passed to `Store.open`."""
+
+    projections: tuple[Projection, ...] = ()
+    message_facts: MessageFacts | None = None
+    copy_flags: CopyFlags | None = None
