@@ -312,7 +312,7 @@ async def subscribe(s: Session, cmd: Subscribe | Unsubscribe) -> AsyncIterator[r
     acct = s.need_acct()
     name = "INBOX" if cmd.mailbox.upper() == "INBOX" else cmd.mailbox
     # RFC 9051 §6.3.7: names need not exist (a server MAY check; we do not)
-    await mail_mailboxes.set_subscribed(acct, name, isinstance(cmd, Subscribe))
+    await mail_mailboxes.set_subscription(acct, name, isinstance(cmd, Subscribe))
     yield r.ok(cmd.tag, f"{type(cmd).__name__.upper()} completed")
 
 

@@ -33,9 +33,9 @@ async def delete(acct: Account, name: str) -> None:
     await acct.delete_mailbox(name)
 
 
-async def set_subscribed(acct: Account, name: str, subscribed: bool) -> None:
+async def set_subscription(acct: Account, name: str, subscribed: bool) -> None:
     """Subscribe or unsubscribe a name, which need not exist (RFC 9051 §6.3.7)."""
     await acct.set_subscribed(name, subscribed)
 
 
-__all__ = ["create", "delete", "rename", "set_subscribed"]
+__all__ = ["create", "delete", "rename", "set_subscription"]
