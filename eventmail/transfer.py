@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import mailfiles
+from .mail import ingest, mailboxes
 from .proto import events_pb2 as pb
 from .store import Account, Conflict, MailboxView
 
@@ -59,14 +60,12 @@ async def import_path(account: Account, path: Path, mbox_mailbox: str, progress:
         else:
             if account.view.mailbox(m.mailbox) is None:
                 try:
-                    await account.create_mailbox(m.mailbox)
+                    await mailboxes.create(account, m.mailbox)
                     summary.mailboxes_created.append(m.mailbox)
                 except Conflict:
                     pass
             origin = pb.Origin(kind="import", source=m.position, source_lf=m.source_lf)
-            added = await account.add_message(
-                m.mailbox, m.raw, m.flags, m.internal_date, origin=origin, skip_duplicate=True
-            )
+            added = await ingest.import_message(account, m.mailbox, m.raw, m.flags, m.internal_date, origin)
             if added is None:
                 summary.duplicates += 1
             else:

@@ -6,6 +6,7 @@ import secrets
 import time
 from collections import Counter
 
+from eventmail.mail import ingest
 from eventmail.mime.headers import first_value
 from eventmail.proto import events_pb2 as pb
 from eventmail.store import Committed, NotFound, StoreError, handoff_stream
@@ -105,10 +106,8 @@ class HandoffDeliverer:
         origin.handoff_id = h.id
         async with self.store.use_account(h.account) as acct:
             mailbox = h.mailbox if acct.view.mailbox(h.mailbox) is not None else "INBOX"
-            added = await acct.add_message(
-                mailbox, data, flags=list(h.flags), internal_date=h.internal_date or None, origin=origin,
-                delivery_key=h.delivery_key,
-            )
+            added = await ingest.hand_off(acct, mailbox, data, h.flags, h.internal_date or None, origin,
+                                          h.delivery_key)
         if added is not None:
             self.node.metrics.handoffs.inc()
             log.info("hand-off %s: delivered to %s (%s uid %d)", h.id, h.account, mailbox,

@@ -17,6 +17,7 @@ from eventmail.junk.projection import JUNK_PROJECTION, JunkView, junk_view
 from eventmail.junk.reputation import reputation
 from eventmail.junk.tokenize import html_to_text, tokenize
 from eventmail.junk.training import junk_training_flags
+from eventmail.mail import rejects as mail_rejects
 from eventmail.opening import open_store
 from eventmail.proto import events_pb2 as pb
 from eventmail.store import MasterKeySource, init_directory, load_master_key
@@ -230,7 +231,7 @@ def test_moves_say_junk_or_not_junk_and_rejects_is_neutral() -> None:
     assert junk_training_flags(inbox, rejects) == ([], [])  # so is Rejects
 
 
-# ---------------------------------------------------------------- Rejects upkeep, through the store
+# ---------------------------------------------------------------- Rejects upkeep, through the mail layer
 
 
 def test_rejects_dedup_prune_and_removal_on_acceptance() -> None:
@@ -248,24 +249,24 @@ def test_rejects_dedup_prune_and_removal_on_acceptance() -> None:
                 plan = await jf.plan(acct, raw, message_features(raw), None, remote_ip="192.0.2.1", tls=True,
                                      recipients=["a@example.test"])
                 origin = pb.Origin(kind="smtp", junk=plan.verdict)
-                assert await jf.store_reject(acct, b"X: 1\r\n" + raw, raw, plan, origin)
+                assert await mail_rejects.store_reject(jf, acct, b"X: 1\r\n" + raw, raw, plan, origin)
                 # A retry with other trace headers but the same Message-ID: not stored again.
-                assert not await jf.store_reject(acct, b"X: 2\r\n" + raw, raw, plan, origin)
+                assert not await mail_rejects.store_reject(jf, acct, b"X: 2\r\n" + raw, raw, plan, origin)
                 rejects = acct.mailbox_required("Rejects")
                 assert acct.view.count(rejects.id) == 1
                 (m,) = acct.view.messages(rejects.id)
                 assert m.flags == ("\\Seen",)  # neutral: neither $Junk nor $NotJunk
                 assert junk_view(acct).history([("ip", "192.0.2.1/32")], plan.mailbox.id, 0, 10) == []
                 # Accepted later: the copy leaves Rejects.
-                assert await jf.accepted(acct, raw) == 1
+                assert await mail_rejects.accepted(jf, acct, raw) == 1
                 assert acct.view.count(rejects.id) == 0
                 # Without a Message-ID the content is the key; 15 days later a copy is pruned.
                 for i in range(3):
                     other = b"From: s@x.test\r\nSubject: n\r\n\r\nbody %d\r\n" % i
-                    assert await jf.store_reject(acct, other, other, plan, origin)
+                    assert await mail_rejects.store_reject(jf, acct, other, other, plan, origin)
                     clock[0] += 8 * DAY
                 assert acct.view.count(rejects.id) == 2
-                assert await jf.prune(acct, int(clock[0])) == [3]
+                assert await mail_rejects.prune(jf, acct, int(clock[0])) == [3]
                 assert REJECTS_MAX == 1000
             await store.close()
 

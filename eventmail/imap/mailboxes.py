@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from eventmail.imap import responses as r
 from eventmail.imap.commands import Create, Delete, List, Lsub, Rename, Status, Subscribe, Unsubscribe
 from eventmail.imap.errors import no
+from eventmail.mail import mailboxes as mail_mailboxes
 from eventmail.proto import events_pb2 as pb
 from eventmail.store import Account, Mailbox, MailboxView
 
@@ -263,7 +264,7 @@ async def _create_parents(acct: Account, name: str) -> None:
     """RFC 9051 §6.3.4: the superior names a new name needs are created with it."""
     for parent in _ancestors(name):
         if acct.view.mailbox(parent) is None:
-            await acct.create_mailbox(parent, subscribed=False)
+            await mail_mailboxes.create(acct, parent, subscribed=False)
 
 
 async def create(s: Session, cmd: Create) -> AsyncIterator[r.Response]:
@@ -278,7 +279,7 @@ async def create(s: Session, cmd: Create) -> AsyncIterator[r.Response]:
             raise no("unsupported special-use attribute", "USEATTR")
         use = CREATABLE_USES[cmd.special_use[0]]
     await _create_parents(acct, name)
-    await acct.create_mailbox(name, use, subscribed=False)
+    await mail_mailboxes.create(acct, name, use, subscribed=False)
     yield r.ok(cmd.tag, "CREATE completed")
 
 
@@ -289,7 +290,7 @@ async def delete(s: Session, cmd: Delete) -> AsyncIterator[r.Response]:
     mb = existing_mailbox(acct.view, cmd.mailbox)
     if s.selected is not None and s.selected.mailbox_id == mb.id:
         s.unselect()
-    await acct.delete_mailbox(mb.name)
+    await mail_mailboxes.delete(acct, mb.name)
     yield r.ok(cmd.tag, "DELETE completed")
 
 
@@ -302,14 +303,8 @@ async def rename(s: Session, cmd: Rename) -> AsyncIterator[r.Response]:
     if new.startswith(old.name + SEP):
         raise no("a mailbox cannot be moved under itself", "CANNOT")
     await _create_parents(acct, new)
-    if old.name == "INBOX":
-        # RFC 9051 §6.3.6: renaming INBOX moves its messages to the new name; INBOX stays, empty
-        target = await acct.create_mailbox(new, subscribed=False)
-        uids = [m.uid for m in acct.view.messages(old.id)]
-        if uids:
-            await acct.copy(old.id, uids, target.id, move=True)
-    else:
-        await acct.rename_mailbox(old.name, new)
+    # RFC 9051 §6.3.6: renaming INBOX moves its messages to the new name; INBOX stays, empty
+    await mail_mailboxes.rename(acct, old, new)
     yield r.ok(cmd.tag, "RENAME completed")
 
 
@@ -317,7 +312,7 @@ async def subscribe(s: Session, cmd: Subscribe | Unsubscribe) -> AsyncIterator[r
     acct = s.need_acct()
     name = "INBOX" if cmd.mailbox.upper() == "INBOX" else cmd.mailbox
     # RFC 9051 §6.3.7: names need not exist (a server MAY check; we do not)
-    await acct.set_subscribed(name, isinstance(cmd, Subscribe))
+    await mail_mailboxes.set_subscription(acct, name, isinstance(cmd, Subscribe))
     yield r.ok(cmd.tag, f"{type(cmd).__name__.upper()} completed")
 
 

@@ -15,7 +15,7 @@ from eventmail.imap.fetch import MessageData, make_plan, render
 from eventmail.imap.mailboxes import existing_mailbox
 from eventmail.imap.search import Candidate, SearchContext, matches, needs_text, uses_modseq
 from eventmail.imap.selected import SYSTEM_FLAGS, Selected, flag_atoms, uid_set
-from eventmail.junk.features import stored_features
+from eventmail.mail import ingest, moves
 from eventmail.mime import MimeTooDeep, parse_incoming
 from eventmail.proto import events_pb2 as pb
 from eventmail.store import MailboxView, Message
@@ -82,9 +82,7 @@ async def append(s: Session, cmd: c.Append) -> AsyncIterator[r.Response]:
         except MimeTooDeep as e:
             raise no(f"message refused: {e}", "LIMIT") from e  # RFC 5530 §3 LIMIT
         origin = pb.Origin(kind="imap-append", remote_ip=s.peer)
-        junk = await asyncio.to_thread(stored_features, m.data, origin, mb.special_use)
-        committed = await acct.add_message(mb.id, m.data, flags, stamp, tz, origin=origin, structure=structure, junk=junk)
-        assert committed is not None
+        committed = await ingest.append(acct, mb.id, m.data, structure, flags, stamp, tz, origin)
         uids.append(committed.event.message_added.uid)
     # RFC 4315 §3 APPENDUID (a set for MULTIAPPEND, RFC 3502)
     yield r.ok(cmd.tag, "APPEND completed", r.ResponseCode("APPENDUID", (mb.uidvalidity, uid_set(uids))))
@@ -115,7 +113,7 @@ async def fetch(s: Session, cmd: c.Fetch) -> AsyncIterator[r.Response]:
     if plan.sets_seen and not sel.readonly:
         unseen = [u for u in uids if u in found and "\\Seen" not in found[u].flags]
         if unseen:
-            committed = await acct.change_flags(sel.mailbox_id, unseen, add=["\\Seen"])
+            committed = await moves.set_flags(acct, sel.mailbox_id, unseen, ["\\Seen"])
             s.suppressed.add(committed.seq)  # the FETCH responses below carry the new flags
             seen_now = set(unseen)
             found.update(_lookup(view, sel.mailbox_id, unseen))
@@ -170,11 +168,11 @@ async def store(s: Session, cmd: c.Store) -> AsyncIterator[r.Response]:
     changing = [u for u in live if _new_flags(found[u].flags, cmd.mode, flags) != set(found[u].flags)]
     if changing:
         if cmd.mode is c.StoreMode.REPLACE:
-            committed = await acct.change_flags(sel.mailbox_id, changing, add=flags, replace=True)
+            committed = await moves.set_flags(acct, sel.mailbox_id, changing, flags, mode="replace")
         elif cmd.mode is c.StoreMode.ADD:
-            committed = await acct.change_flags(sel.mailbox_id, changing, add=flags)
+            committed = await moves.set_flags(acct, sel.mailbox_id, changing, flags, mode="add")
         else:
-            committed = await acct.change_flags(sel.mailbox_id, changing, remove=flags)
+            committed = await moves.set_flags(acct, sel.mailbox_id, changing, flags, mode="remove")
         s.suppressed.add(committed.seq)
     if not cmd.silent or s.condstore:
         # RFC 9051 §6.4.6: FETCH with the new flags; RFC 7162 §3.1.3: with MODSEQ, even .SILENT
@@ -298,8 +296,8 @@ async def copy(s: Session, cmd: c.Copy | c.Move) -> AsyncIterator[r.Response]:
     if not uids:
         yield r.ok(cmd.tag, f"{name} completed (no messages)")
         return
-    # the store adds the junk training flags a move into or out of Junk means
-    src_uids, new_uids, _committed = await acct.copy(sel.mailbox_id, uids, dest.id, move=move)
+    # the mail layer adds the junk training flags a move into or out of Junk means
+    src_uids, new_uids, _committed = await moves.copy(acct, sel.mailbox_id, uids, dest.id, move=move)
     if not src_uids:
         raise no("the messages no longer exist", "EXPUNGEISSUED")
     code = r.ResponseCode("COPYUID", (dest.uidvalidity, uid_set(src_uids), uid_set(new_uids)))  # RFC 4315 §3
@@ -320,7 +318,7 @@ async def expunge(s: Session, cmd: c.Expunge) -> AsyncIterator[r.Response]:
     found = _lookup(acct.view, sel.mailbox_id, candidates)
     doomed = [u for u in candidates if u in found and "\\Deleted" in found[u].flags]
     if doomed:
-        await acct.expunge(sel.mailbox_id, doomed)
+        await moves.expunge(acct, sel.mailbox_id, doomed)
     code = None
     if s.condstore:
         mb = acct.view.mailbox_by_id(sel.mailbox_id)

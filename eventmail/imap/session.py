@@ -25,6 +25,7 @@ from eventmail.imap.auth import Authenticator, plain_response, wire_form
 from eventmail.imap.errors import ImapError, MailboxGone, bad, no
 from eventmail.imap.selected import Notify, Selected, flag_atoms, uid_set
 from eventmail.imap.wire import ImapWire, Limits
+from eventmail.mail import moves
 from eventmail.sasl import Challenge, Failure, FailureReason, GuardedExchange, Success
 from eventmail.store import (
     Account,
@@ -489,7 +490,7 @@ class Session:
             doomed = [m.uid for m in acct.view.messages(sel.mailbox_id)
                       if "\\Deleted" in m.flags and sel.seq(m.uid) is not None]
             if doomed:
-                await acct.expunge(sel.mailbox_id, doomed)
+                await moves.expunge(acct, sel.mailbox_id, doomed)
         self.selected = None
         self.state = State.AUTHENTICATED
         yield r.ok(cmd.tag, f"{type(cmd).__name__.upper()} completed")

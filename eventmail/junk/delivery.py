@@ -1,7 +1,8 @@
 """The junk filter at SMTP time: per-account settings, the verdict, the optional DNSBL, and the Rejects mailbox.
 
-The MX calls `JunkFilter.plan()` for each recipient account, then delivers accepted mail with
-`accepted()` and rejected mail with `store_reject()`. Everything that decides goes into the
+The MX calls `JunkFilter.plan()` for each recipient account, then delivers accepted mail, and
+keeps rejected mail in Rejects, through the mail layer (eventmail.mail.rejects: the writes;
+here: the decisions, `reject_key()` and `rejects_to_prune()`). Everything that decides goes into the
 delivery event (`Origin.junk`); everything the projections learn goes into `MessageAdded.junk`.
 
 Account settings (AccountSetting events, so a secondary has them too):
@@ -23,19 +24,18 @@ import ipaddress
 import logging
 import random
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ..mailauth.resolver import Resolver
 from ..mailauth.verdict import AuthVerdict
 from ..mime.headers import without_fields
 from ..proto import events_pb2 as pb
-from ..store import Account, Conflict, Mailbox, NotFound
+from ..store import Account, Mailbox, Message
 from .analyze import DEFAULT_CONFIG, Context, JunkConfig, analyze
 from .features import header_value, names_recipient
 from .projection import junk_view
 from .reputation import reputation
-from .training import REJECTS
 
 log = logging.getLogger(__name__)
 
@@ -163,56 +163,11 @@ class JunkFilter:
         basis = b"mid\x00" + message_id.encode() if message_id else b"content\x00" + original
         return acct.blobs.blob_id(b"reject\x00" + basis)
 
-    async def accepted(self, acct: Account, original: bytes) -> int:
-        """A retry was accepted after all: its copies leave Rejects. Returns how many were removed."""
-        copies = junk_view(acct).rejects(self.reject_key(acct, original))
-        for mailbox_id, uid in copies:
-            await acct.expunge(mailbox_id, [uid])
-        return len(copies)
 
-    async def _rejects_mailbox(self, acct: Account) -> Mailbox:
-        mb = acct.view.mailbox(REJECTS)
-        if mb is not None:
-            return mb
-        try:
-            return await acct.create_mailbox(REJECTS, subscribed=True)
-        except Conflict:
-            return acct.mailbox_required(REJECTS)
-
-    async def store_reject(
-        self, acct: Account, final: bytes, original: bytes, plan: Plan, origin: pb.Origin,
-    ) -> bool:
-        """Keep a rejected message in Rejects (unless a copy is there already); False for a duplicate."""
-        key = self.reject_key(acct, original)
-        if junk_view(acct).rejects(key):
-            return False
-        mb = await self._rejects_mailbox(acct)
-        f = pb.JunkFeatures()
-        f.CopyFrom(plan.features)
-        f.destined_mailbox_id = plan.mailbox.id
-        f.reject_key = key
-        now = int(self.clock())
-        # \Seen, and neither $Junk nor $NotJunk: a reject is neutral, so that it does not make
-        # the sender's next attempt fail on reputation (Mox does the same).
-        try:
-            await acct.add_message(mb.id, final, flags=["\\Seen"], origin=origin, junk=f, internal_date=now)
-        except NotFound:
-            mb = await self._rejects_mailbox(acct)
-            await acct.add_message(mb.id, final, flags=["\\Seen"], origin=origin, junk=f, internal_date=now)
-        await self.prune(acct, now)
-        return True
-
-    async def prune(self, acct: Account, now: int) -> list[int]:
-        """Keep Rejects to the newest REJECTS_DAYS days and at most REJECTS_MAX messages."""
-        mb = acct.view.mailbox(REJECTS)
-        if mb is None:
-            return []
-        msgs = acct.view.messages(mb.id)
-        cutoff = now - REJECTS_DAYS * DAY
-        old = {m.uid for m in msgs if m.internal_date < cutoff}
-        keep = [m for m in msgs if m.uid not in old]
-        excess = sorted(keep, key=lambda m: (m.internal_date, m.uid))[: max(0, len(keep) - REJECTS_MAX)]
-        gone = sorted(old | {m.uid for m in excess})
-        if gone:
-            await acct.expunge(mb.id, gone)
-        return gone
+def rejects_to_prune(messages: Sequence[Message], now: int) -> list[int]:
+    """The uids of Rejects to remove: older than REJECTS_DAYS days, and the oldest past REJECTS_MAX."""
+    cutoff = now - REJECTS_DAYS * DAY
+    old = {m.uid for m in messages if m.internal_date < cutoff}
+    keep = [m for m in messages if m.uid not in old]
+    excess = sorted(keep, key=lambda m: (m.internal_date, m.uid))[: max(0, len(keep) - REJECTS_MAX)]
+    return sorted(old | {m.uid for m in excess})

@@ -10,10 +10,11 @@ from dataclasses import dataclass, field
 from ..junk.analyze import header as junk_header
 from ..junk.delivery import JunkFilter, Plan, strip_header
 from ..junk.features import message_features
+from ..mail import ingest, rejects
 from ..mail.roles import ROLE_NAMES, mailbox_for_role, mailbox_with_role
 from ..mailauth.resolver import Resolver
 from ..mailauth.verdict import AuthVerdict, evaluate
-from ..mime.headers import first_value, without_fields
+from ..mime.headers import without_fields
 from ..mime.parsed import ParsedMessage, parse_message
 from ..mime.structure import MAX_MIME_DEPTH, MimeTooDeep
 from ..proto import events_pb2 as pb
@@ -229,15 +230,13 @@ class InboundDelivery:
             return
         async with self.store.use_account(account) as acct:
             if rejected:
-                if not await self.junk.store_reject(acct, final, original, plan, origin):
+                if not await rejects.store_reject(self.junk, acct, final, original, plan, origin):
                     log.info("tx %s: %s already holds this message in Rejects", tx.transaction_id, account)
                 return
-            key = await asyncio.to_thread(lambda: acct.delivery_key(first_value(original, b"message-id") or b"", original))
-            added = await acct.add_message(mailbox, final, origin=origin, delivery_key=key, junk=plan.features,
-                                           structure=parsed.structure_with_prefix(len(prefix)))
+            # A retried transaction adds nothing; its 250 waits, as the first copy's did, for the secondary.
+            added = await ingest.deliver(self.store, acct, mailbox, parsed, prefix, key_basis=original, origin=origin,
+                                         features=plan.features)
             if added is None:
                 log.info("tx %s: %s already had this message (a retried transaction)", tx.transaction_id, account)
-                # The first copy may still await the secondary (sync replication): so does this 250.
-                await self.store.await_replicated(acct.stream_id)
-            if await self.junk.accepted(acct, original):
+            if await rejects.accepted(self.junk, acct, original):
                 log.info("tx %s: %s: an earlier rejected copy left Rejects", tx.transaction_id, account)

@@ -5,12 +5,12 @@ import email.utils
 import logging
 import secrets
 
-from ..junk.features import stored_features
+from ..mail import ingest
 from ..mail.roles import mailbox_for_role
 from ..mailauth.dkim import DkimSignError, sign
 from ..mime import MimeTooDeep
 from ..mime.addresses import Author
-from ..mime.headers import first_value, top_fields
+from ..mime.headers import top_fields
 from ..mime.parsed import ParsedMessage, parse_message
 from ..proto import events_pb2 as pb
 from ..store import Store, StoreError, StoreFull, normalize_address
@@ -127,28 +127,19 @@ class Submission:
     async def _sent_copy(
         self, account: str, signed: bytes, parsed: ParsedMessage, prefix: int, origin: pb.Origin
     ) -> None:
-        structure = parsed.structure_with_prefix(prefix)
-        junk = await asyncio.to_thread(stored_features, signed, origin, pb.SPECIAL_USE_SENT)
         async with self.store.use_account(account) as acct:
             sent = await mailbox_for_role(acct, pb.SPECIAL_USE_SENT)  # wherever the client keeps it
-            await acct.add_message(sent.name, signed, flags=["\\Seen"], origin=origin, structure=structure, junk=junk)
+            await ingest.file_sent(acct, sent.name, parsed, signed[:prefix], origin)
 
     async def _deliver_local(
         self, tx: Transaction, account: str, rcpts: list[str], signed: bytes, parsed: ParsedMessage, prefix: int
     ) -> None:
         trace = received_header(tx, self.hostname, rcpts[0] if len(rcpts) == 1 else None)
-        final = trace + signed
-        structure = parsed.structure_with_prefix(len(trace) + prefix)
         origin = pb.Origin(kind="submission-local", remote_ip=tx.remote_ip, mail_from=tx.mail_from, rcpt_to=rcpts)
-        junk = await asyncio.to_thread(stored_features, final, origin, pb.SPECIAL_USE_NONE)
         async with self.store.use_account(account) as acct:
-            key = await asyncio.to_thread(lambda: acct.delivery_key(first_value(signed, b"message-id") or b"", signed))
-            await acct.add_message("INBOX", final, origin=origin, delivery_key=key, structure=structure, junk=junk)
+            await ingest.deliver(self.store, acct, "INBOX", parsed, trace + signed[:prefix], key_basis=signed,
+                                 origin=origin)
 
     async def _queue(self, tx: Transaction, account: str, rcpts: list[str], signed: bytes) -> None:
         final = received_header(tx, self.hostname, None) + signed
-        blob_id = await self.store.put_queue_blob(final)
-        await self.store.append_queue([pb.Event(outbound_queued=pb.OutboundQueued(
-            id=tx.transaction_id, account=account, mail_from=tx.mail_from, rcpt_to=rcpts, blob_id=blob_id,
-            size=len(final), requiretls=tx.requiretls,
-        ))])
+        await ingest.queue_outbound(self.store, tx.transaction_id, account, tx.mail_from, rcpts, final, tx.requiretls)

@@ -1,0 +1,114 @@
+"""Ingest: every way a message enters an account (SMTP delivery, submission's Sent copy, APPEND, import, hand-off) or the outbound queue.
+
+Callers parse the message once, off the event loop, and decide everything first (mail
+authentication, the junk plan, the target mailbox); an operation here only writes what was
+decided. Each one stores the message bytes (fsynced), then appends one event through the
+account's writer, and returns only when that event is committed: written in a group commit,
+fsynced, folded into the projections, and, in sync replication, acknowledged by the secondary.
+An operation that finds the message there already (a retried delivery, a duplicate import)
+appends nothing and returns None. Errors are the store's (StoreFull, StoreError, NotFound,
+Conflict): the protocol turns them into its replies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from ..junk.features import stored_features
+from ..mime.headers import first_value
+from ..mime.parsed import ParsedMessage
+from ..proto import events_pb2 as pb
+from ..store import Account, Committed, Store
+
+
+def _message_id(message: bytes) -> bytes:
+    return first_value(message, b"message-id") or b""
+
+
+async def deliver(
+    store: Store, acct: Account, mailbox: str, parsed: ParsedMessage, prefix: bytes, *, key_basis: bytes,
+    origin: pb.Origin, features: pb.JunkFeatures | None = None,
+) -> Committed | None:
+    """Deliver `prefix + parsed.raw` into `mailbox` (SMTP: the MX, and submission to local accounts).
+
+    `prefix` is this account's whole header fields (Received, Authentication-Results, the junk
+    verdict, a DKIM-Signature); the structure is the one parse moved past it, not a new parse.
+    `features` are the junk plan's (None: those of a message filed into that mailbox).
+
+    Deliveries are deduplicated by a keyed hash of `key_basis` (the message as the sender gave
+    it) and its Message-ID: a retried transaction adds nothing and returns None, but only once
+    the first copy is acknowledged too (sync replication), so its 250 promises what the first did.
+    """
+    final = prefix + parsed.raw
+    if features is None:
+        mb = acct.mailbox_required(mailbox)
+        features = await asyncio.to_thread(stored_features, final, origin, mb.special_use)
+    key = await asyncio.to_thread(lambda: acct.delivery_key(_message_id(key_basis), key_basis))
+    added = await acct.add_message(mailbox, final, origin=origin, delivery_key=key, junk=features,
+                                   structure=parsed.structure_with_prefix(len(prefix)))
+    if added is None:
+        await store.await_replicated(acct.stream_id)
+    return added
+
+
+async def file_sent(acct: Account, sent: str, parsed: ParsedMessage, prefix: bytes, origin: pb.Origin) -> Committed:
+    """File a submitted message, as signed (`prefix` is its DKIM-Signature fields), into the
+    account's Sent mailbox (found by role: eventmail.mail.roles), \\Seen."""
+    final = prefix + parsed.raw
+    features = await asyncio.to_thread(stored_features, final, origin, pb.SPECIAL_USE_SENT)
+    added = await acct.add_message(sent, final, flags=["\\Seen"], origin=origin,
+                                   structure=parsed.structure_with_prefix(len(prefix)), junk=features)
+    assert added is not None  # no dedup asked for
+    return added
+
+
+async def append(
+    acct: Account, mailbox_id: int, raw: bytes, structure: pb.MessageStructure, flags: Iterable[str],
+    internal_date: float, internal_date_tz: int, origin: pb.Origin,
+) -> Committed:
+    """IMAP APPEND: add the message as the client gave it, with its flags and internal date
+    (`internal_date_tz`: the date's zone, in minutes east of UTC). Never deduplicated."""
+    mb = acct.view.mailbox_by_id(mailbox_id)
+    special_use = mb.special_use if mb is not None else pb.SPECIAL_USE_NONE
+    features = await asyncio.to_thread(stored_features, raw, origin, special_use)
+    added = await acct.add_message(mailbox_id, raw, flags, internal_date, internal_date_tz, origin=origin,
+                                   structure=structure, junk=features)
+    assert added is not None  # no dedup asked for
+    return added
+
+
+async def import_message(
+    acct: Account, mailbox: str, raw: bytes, flags: Iterable[str], internal_date: float | None, origin: pb.Origin,
+) -> Committed | None:
+    """Import one message from a mailbox file into `mailbox` (which must exist); None when the
+    same bytes are in that mailbox already. The structure and features are computed by the
+    store's registered hook, off the event loop."""
+    return await acct.add_message(mailbox, raw, flags, internal_date, origin=origin, skip_duplicate=True)
+
+
+async def hand_off(
+    acct: Account, mailbox: str, raw: bytes, flags: Iterable[str], internal_date: float | None,
+    origin: pb.Origin, delivery_key: bytes,
+) -> Committed | None:
+    """Deliver a message a backup MX accepted (replica.handoff), with the delivery key it
+    computed: None when the same delivery reached the account before."""
+    return await acct.add_message(mailbox, raw, flags=list(flags), internal_date=internal_date, origin=origin,
+                                  delivery_key=delivery_key)
+
+
+async def queue_outbound(
+    store: Store, transaction_id: str, account: str, mail_from: str, rcpt_to: list[str], message: bytes,
+    requiretls: bool,
+) -> Committed:
+    """Queue a submitted message for remote recipients: its bytes (fsynced), then its
+    OutboundQueued event in the queue stream, committed as above."""
+    blob_id = await store.put_queue_blob(message)
+    (committed,) = await store.append_queue([pb.Event(outbound_queued=pb.OutboundQueued(
+        id=transaction_id, account=account, mail_from=mail_from, rcpt_to=rcpt_to, blob_id=blob_id,
+        size=len(message), requiretls=requiretls,
+    ))])
+    return committed
+
+
+__all__ = ["append", "deliver", "file_sent", "hand_off", "import_message", "queue_outbound"]

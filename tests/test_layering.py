@@ -1,0 +1,130 @@
+"""Protocol code writes no account and appends no event itself: it calls the mail layer (eventmail.mail).
+
+import-linter (the contracts in pyproject.toml) checks which modules import which; it cannot say
+"may import the store but not call its writes". This test reads the protocol modules with `ast`
+and fails on any reference to a write method of Account or Store. The write methods are read
+from the store's own source (Account's "writes" section, Store's methods named as writes), so a
+new write method is covered the day it is added.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "eventmail"
+
+# What must call the mail layer rather than write: the protocols, import/export and the junk filter.
+GUARDED = ("smtp", "imap", "web", "webapi", "jmap", "junk", "transfer.py")
+
+# Store methods that write, by their names' first word.
+STORE_WRITE_PREFIXES = ("append", "put_", "create_", "add_", "remove_", "delete_", "truncate_", "install_")
+
+# Names too common to flag on any receiver (list.append, a projector's copy(), responses.expunge):
+# flagged only on a receiver named as an account or a store is (acct, account, s.acct, self.store).
+GENERIC = frozenset({"append", "copy", "expunge"})
+STORE_LIKE = ("acct", "account", "store")
+
+# Left on purpose, each with why. The outbound worker records its delivery attempts on the
+# queue stream (its own bookkeeping, not an account's mail); it moves under the mail layer's
+# queue operations with the outbound destination-policy work.
+ALLOWED = frozenset({("smtp/outbound.py", "append_queue")})
+
+
+def _methods(tree: ast.Module, cls: str) -> Iterator[ast.FunctionDef | ast.AsyncFunctionDef]:
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == cls:
+            for item in node.body:
+                if isinstance(item, ast.FunctionDef | ast.AsyncFunctionDef):
+                    yield item
+
+
+def account_writes() -> set[str]:
+    """Account's public methods below its "writes" section comment."""
+    path = PACKAGE / "store" / "account.py"
+    source = path.read_text()
+    marker = next(i for i, line in enumerate(source.splitlines(), 1) if line.strip().startswith("# ---") and
+                  line.strip().endswith(" writes"))
+    return {f.name for f in _methods(ast.parse(source), "Account") if f.lineno > marker and not f.name.startswith("_")}
+
+
+def store_writes() -> set[str]:
+    tree = ast.parse((PACKAGE / "store" / "store.py").read_text())
+    return {f.name for f in _methods(tree, "Store") if f.name.startswith(STORE_WRITE_PREFIXES)}
+
+
+def _receiver_name(node: ast.expr) -> str:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    if isinstance(node, ast.Call):
+        return _receiver_name(node.func)
+    return ""
+
+
+def violations(source: str, writes: set[str]) -> list[tuple[int, str]]:
+    """(line, what) for each reference to a write method in `source`."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr in writes:
+            receiver = _receiver_name(node.value).lower()
+            if node.attr in GENERIC and not any(receiver.endswith(s) for s in STORE_LIKE):
+                continue
+            found.append((node.lineno, f"{receiver}.{node.attr}"))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in writes - GENERIC:
+            found.append((node.lineno, f"getattr(..., {node.value!r})"))
+    return found
+
+
+def guarded_files() -> Iterable[Path]:
+    for name in GUARDED:
+        path = PACKAGE / name
+        if path.is_dir():
+            yield from sorted(path.rglob("*.py"))
+        elif path.exists():
+            yield path
+
+
+def test_write_methods_are_found() -> None:
+    writes = account_writes()
+    assert {"add_message", "change_flags", "copy", "expunge", "append", "create_mailbox", "rename_mailbox",
+            "delete_mailbox", "set_subscribed"} <= writes
+    assert not writes & {"subscribe", "read_message", "mailbox_required", "events", "close"}
+    assert {"append_queue", "append_system", "append_stream", "put_queue_blob", "create_account"} <= store_writes()
+
+
+def test_the_check_flags_account_writes_and_not_lists() -> None:
+    writes = account_writes() | store_writes()
+    bad = """
+async def f(acct, s, self):
+    await acct.add_message("INBOX", b"")
+    await s.acct.copy(1, [1], 2)
+    await self.store.append_queue([])
+    await account.expunge(1, [2])
+    await store.append([])
+    m = getattr(acct, "change_flags")
+"""
+    assert sorted(line for line, _ in violations(bad, writes)) == [3, 4, 5, 6, 7, 8]
+    fine = """
+def f(out, projector, r, mail):
+    out.append(1)
+    projector.copy()
+    r.expunge(3)
+    mail.ingest.deliver()
+    {}.copy()
+"""
+    assert violations(fine, writes) == []
+
+
+def test_protocols_write_accounts_only_through_the_mail_layer() -> None:
+    writes = account_writes() | store_writes()
+    problems = []
+    for path in guarded_files():
+        rel = path.relative_to(PACKAGE).as_posix()
+        for line, what in violations(path.read_text(), writes):
+            if (rel, what.rpartition(".")[2]) not in ALLOWED:
+                problems.append(f"eventmail/{rel}:{line}: {what}")
+    assert not problems, "writes outside the mail layer (call eventmail.mail instead):\n" + "\n".join(problems)
