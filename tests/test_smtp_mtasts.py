@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from eventmail.mailauth.resolver import Resolver
-from eventmail.smtp.destination import DeliveryPlan, discover_sts, plan_delivery
+from eventmail.smtp.destination import DeliveryPlan, DestinationPolicy, discover_sts, plan_delivery
 from eventmail.smtp.mtasts import CachedPolicy, PolicyCache, StsPolicy
 from eventmail.smtp.mtastsfetch import FetchConfig, PolicyFetchError, fetch_policy
 from tests.dns_fixture import DnsServer, async_test, zone_text
@@ -350,3 +350,20 @@ def _other_ca_pem() -> str:
         .sign(key, hashes.SHA256())
     )
     return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+@async_test
+async def test_destination_policy_folds_each_fetched_policy_into_its_cache(dns: DnsServer, pki: Pki) -> None:
+    r = dns.resolver()
+    async with https_server(pki) as server:
+        cfg = config(pki, server)
+
+        async def fetch(d: str) -> StsPolicy:
+            return await fetch_policy(d, r, cfg)
+
+        holder = DestinationPolicy(r, fetch, rng=random.Random(0))
+        first = await holder.plan("enf.sts.test", now=NOW)
+        second = await holder.plan("enf.sts.test", now=NOW + 60, attempt=1)
+    assert first.mta_sts_update is not None and second.mta_sts_update is None
+    assert server.hits == {"enf": 1} and holder.cache.get("enf.sts.test", NOW + 60) == first.mta_sts_update
+    assert second.routes[0].tls.mode == "pkix"
