@@ -166,6 +166,8 @@ async def plan_delivery(
             if result.state == "dane":
                 requirement = TlsRequirement("dane", host.name, result.tlsa, "dane")
             elif result.state == "unusable" and policy is None:
+                # Opportunistic by our decision; Postfix uses mandatory unauthenticated TLS here
+                # (docs/operations.md "Transport security" records the open question).
                 requirement = TlsRequirement("opportunistic", policy="dane:unusable")
         elif dane and mx.secure:
             notes.append(f"addresses of {host.name} not DNSSEC-validated: no DANE (RFC 7672 §2.2.2)")
