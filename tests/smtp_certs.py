@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from eventmail.smtp.dane import Tlsa
+from eventmail.smtp.tlspolicy import Tlsa
 
 
 def _name(cn: str) -> x509.Name:

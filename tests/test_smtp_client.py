@@ -24,8 +24,9 @@ from eventmail.smtp.client import (
     plan_transaction,
     prepare_message,
 )
-from eventmail.smtp.dane import Tlsa, usable, verify_chain
+from eventmail.smtp.dane import verify_chain
 from eventmail.smtp.reply import SmtpUsageError
+from eventmail.smtp.tlspolicy import Tlsa, usable
 from tests.smtp_certs import make_certs
 
 EHLO_REPLY = (

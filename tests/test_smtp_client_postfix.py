@@ -23,7 +23,7 @@ import pytest
 from aiosmtpd.controller import Controller
 
 from eventmail.smtp.attempt import AttemptResult, Outcome, Timeouts, TlsRequirement, attempt
-from eventmail.smtp.dane import Tlsa
+from eventmail.smtp.tlspolicy import Tlsa
 from tests.mailserver import free_port
 from tests.smtp_certs import Certs, make_certs
 

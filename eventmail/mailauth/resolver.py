@@ -33,6 +33,7 @@ from dataclasses import dataclass, replace
 
 import dns.asyncresolver
 import dns.exception
+import dns.flags
 import dns.message
 import dns.name
 import dns.rdata
@@ -77,6 +78,13 @@ class DnsAnswer:
     ttl: int = 0
     error: str = ""
     from_cache: bool = False
+    # RFC 4035 §3.2.3 / RFC 6840 §5.7: the validating resolver set the AD bit, so the answer (or
+    # the denial of existence) is DNSSEC-"secure". Only meaningful when the configured resolver is
+    # a local validating one (RFC 7672 §8: DANE trusts the AD bit of a resolver on a trusted path).
+    authenticated: bool = False
+    # The owner name at the end of any CNAME chain (RFC 7672 §2.2.2 looks up TLSA there first);
+    # "" when the answer had no chain to follow or is not OK.
+    canonical_name: str = ""
 
     @property
     def ok(self) -> bool:
@@ -275,6 +283,9 @@ class Resolver:
             r.lifetime = self._config.lifetime
             r.cache = None  # our own cache, shared by both paths
             r.use_edns(0, 0, 1232)  # DNS flag day 2020: 1232-octet UDP payload, TCP beyond
+            # RFC 6840 §5.7: setting AD in the query asks a validating resolver to report, through
+            # AD in the reply, whether the answer validated; no DO bit, so no RRSIGs are sent.
+            r.flags = dns.flags.RD | dns.flags.AD
 
     @property
     def config(self) -> ResolverConfig:
@@ -320,28 +331,39 @@ class Resolver:
 
     def _from_answer(self, key: _CacheKey, ans: dns.resolver.Answer) -> DnsAnswer:
         name, rdtype = key
+        secure = ans.response is not None and bool(ans.response.flags & dns.flags.AD)
         if ans.rrset is None or len(ans.rrset) == 0:
-            answer = DnsAnswer(name, rdtype, DnsStatus.NODATA)
+            answer = DnsAnswer(name, rdtype, DnsStatus.NODATA, authenticated=secure)
             self._cache.put(key, answer, _negative_ttl(ans.response, self._config.max_negative_ttl))
             return answer
         problem = _check_records(name, rdtype, ans.rrset)
         if problem:
             return self._count(DnsAnswer(name, rdtype, DnsStatus.PERMERROR, error=problem))
         ttl = min(int(ans.rrset.ttl), self._config.max_ttl)
-        answer = DnsAnswer(name, rdtype, DnsStatus.OK, tuple(ans.rrset), ttl)
+        canonical = ans.canonical_name.to_text(omit_final_dot=True).lower()
+        answer = DnsAnswer(
+            name,
+            rdtype,
+            DnsStatus.OK,
+            tuple(ans.rrset),
+            ttl,
+            authenticated=secure,
+            canonical_name=canonical if canonical != name else "",
+        )
         self._cache.put(key, answer, ttl)
         return answer
 
     def _from_error(self, key: _CacheKey, exc: Exception) -> DnsAnswer:
         name, rdtype = key
         if isinstance(exc, dns.resolver.NXDOMAIN):
-            answer = DnsAnswer(name, rdtype, DnsStatus.NXDOMAIN)
             response: dns.message.Message | None = None
             responses = exc.kwargs.get("responses") or {}
             if isinstance(responses, dict) and responses:
                 first = next(iter(responses.values()))
                 if isinstance(first, dns.message.Message):
                     response = first
+            secure = response is not None and bool(response.flags & dns.flags.AD)
+            answer = DnsAnswer(name, rdtype, DnsStatus.NXDOMAIN, authenticated=secure)
             self._cache.put(key, answer, _negative_ttl(response, self._config.max_negative_ttl))
             return answer
         if isinstance(exc, dns.resolver.NoAnswer):

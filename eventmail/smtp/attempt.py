@@ -45,7 +45,8 @@ from eventmail.smtp.client import (
     plan_transaction,
     prepare_message,
 )
-from eventmail.smtp.dane import Tlsa, usable, verify_chain
+from eventmail.smtp.dane import verify_chain
+from eventmail.smtp.tlspolicy import TlsMode, TlsRequirement, usable
 
 __all__ = [
     "AttemptResult",
@@ -85,51 +86,6 @@ class Timeouts:
     @classmethod
     def all(cls, seconds: float) -> Timeouts:
         return cls(*([seconds] * 9))
-
-
-class TlsMode(enum.Enum):
-    OPPORTUNISTIC = "opportunistic"
-    PKIX = "pkix"
-    DANE = "dane"
-    PLAINTEXT = "plaintext"
-
-
-@dataclass(frozen=True, slots=True)
-class TlsRequirement:
-    """What TLS this attempt needs. `policy` is the label recorded ("mta-sts", "smarthost", ...)."""
-
-    mode: TlsMode
-    name: str | None = None  # the reference name: PKIX host name, DANE-TA names (with `names`)
-    names: tuple[str, ...] = ()  # further DANE reference names (RFC 7672 §3.2.2)
-    cafile: str | None = None  # PKIX trust store; None: the system's
-    tlsa: tuple[Tlsa, ...] = ()
-    implicit: bool = False  # TLS from the start (RFC 8314 §3), with PKIX verification
-    policy: str = ""
-
-    @classmethod
-    def opportunistic(cls) -> TlsRequirement:
-        return cls(TlsMode.OPPORTUNISTIC, policy="opportunistic")
-
-    @classmethod
-    def pkix(cls, name: str, *, cafile: str | None = None, implicit: bool = False, policy: str = "pkix") -> TlsRequirement:
-        return cls(TlsMode.PKIX, name=name, cafile=cafile, implicit=implicit, policy=policy)
-
-    @classmethod
-    def dane(cls, name: str, tlsa: tuple[Tlsa, ...] | list[Tlsa], *, names: tuple[str, ...] = ()) -> TlsRequirement:
-        return cls(TlsMode.DANE, name=name, names=names, tlsa=tuple(tlsa), policy="dane")
-
-    @classmethod
-    def plaintext(cls) -> TlsRequirement:
-        return cls(TlsMode.PLAINTEXT, policy="plaintext")
-
-    @property
-    def required(self) -> bool:
-        return self.mode in (TlsMode.PKIX, TlsMode.DANE) or self.implicit
-
-    @property
-    def verifies(self) -> bool:
-        """Whether a successful handshake under this requirement is an authenticated one."""
-        return self.mode is TlsMode.PKIX or (self.mode is TlsMode.DANE and bool(usable(self.tlsa)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,7 +343,7 @@ class _Attempt:
                 self.ip,
                 self.port,
                 ssl=ctx,
-                server_hostname=self.req.name or self.host if ctx else None,
+                server_hostname=self.req.host_name or self.host if ctx else None,
                 ssl_handshake_timeout=t.tls_handshake if ctx else None,
                 limit=_READ * 4,
             )
@@ -458,7 +414,7 @@ class _Attempt:
         try:
             async with asyncio.timeout(self.timeouts.tls_handshake):
                 await self._writer.start_tls(
-                    self._context(), server_hostname=req.name or self.host, ssl_handshake_timeout=self.timeouts.tls_handshake
+                    self._context(), server_hostname=req.host_name or self.host, ssl_handshake_timeout=self.timeouts.tls_handshake
                 )
         except (ssl.SSLError, OSError, TimeoutError, ConnectionError) as exc:
             reason = f"TLS handshake failed: {exc.__class__.__name__}: {exc}"
@@ -496,7 +452,7 @@ class _Attempt:
             if not records:
                 tls.failure = "no usable TLSA records: encrypted, not authenticated (RFC 7672 §2.2)"
                 return
-            check = verify_chain(_peer_chain(sslobj), records, (req.name or self.host, *req.names))
+            check = verify_chain(_peer_chain(sslobj), records, (req.host_name or self.host, *req.names))
             if not check.verified:
                 tls.failure = f"DANE: {check.reason}"
                 raise _Stop(tls.failure)  # RFC 7672 §2.2: authentication failure: defer

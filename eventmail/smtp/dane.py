@@ -27,24 +27,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from cryptography.x509 import DNSName
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
-__all__ = ["DaneResult", "Tlsa", "usable", "verify_chain"]
+from .tlspolicy import DANE_EE, Tlsa, usable
 
-DANE_TA = 2
-DANE_EE = 3
-
-
-@dataclass(frozen=True, slots=True)
-class Tlsa:
-    """One TLSA record (RFC 6698 §2.1): usage, selector, matching type, association data."""
-
-    usage: int
-    selector: int
-    mtype: int
-    data: bytes
-
-    def __str__(self) -> str:
-        return f"{self.usage} {self.selector} {self.mtype} {self.data.hex()}"
-
+__all__ = ["DaneResult", "verify_chain"]
 
 @dataclass(frozen=True, slots=True)
 class DaneResult:
@@ -52,13 +37,6 @@ class DaneResult:
     method: str | None  # "dane-ee" or "dane-ta"
     record: Tlsa | None  # the record that matched
     reason: str  # why not, or what matched
-
-
-def usable(records: tuple[Tlsa, ...] | list[Tlsa]) -> tuple[Tlsa, ...]:
-    """The records an SMTP client may use (RFC 7672 §3.1.3)."""
-    return tuple(
-        r for r in records if r.usage in (DANE_TA, DANE_EE) and r.selector in (0, 1) and r.mtype in (0, 1, 2)
-    )
 
 
 def _selected(cert: x509.Certificate, selector: int) -> bytes:
@@ -69,9 +47,9 @@ def _selected(cert: x509.Certificate, selector: int) -> bytes:
 
 def _matches(cert: x509.Certificate, record: Tlsa) -> bool:
     content = _selected(cert, record.selector)
-    if record.mtype == 1:
+    if record.matching_type == 1:
         content = hashlib.sha256(content).digest()
-    elif record.mtype == 2:
+    elif record.matching_type == 2:
         content = hashlib.sha512(content).digest()
     return content == record.data
 
@@ -98,17 +76,17 @@ def verify_chain(
     for record in records:
         if record.usage == DANE_EE:
             if _matches(leaf, record):
-                return DaneResult(True, "dane-ee", record, f"leaf matches TLSA {record.usage} {record.selector} {record.mtype}")
-            reasons.append(f"TLSA {record.usage} {record.selector} {record.mtype}: leaf does not match")
+                return DaneResult(True, "dane-ee", record, f"leaf matches TLSA {record.usage} {record.selector} {record.matching_type}")
+            reasons.append(f"TLSA {record.usage} {record.selector} {record.matching_type}: leaf does not match")
             continue
         anchors = [c for c in chain if _matches(c, record)]
         if not anchors:
-            reasons.append(f"TLSA {record.usage} {record.selector} {record.mtype}: no certificate in the chain matches")
+            reasons.append(f"TLSA {record.usage} {record.selector} {record.matching_type}: no certificate in the chain matches")
             continue
         why = _path_to(leaf, chain[1:], anchors, names, now)
         if why is None:
-            return DaneResult(True, "dane-ta", record, f"chain to trust anchor matching TLSA {record.usage} {record.selector} {record.mtype}")
-        reasons.append(f"TLSA {record.usage} {record.selector} {record.mtype}: {why}")
+            return DaneResult(True, "dane-ta", record, f"chain to trust anchor matching TLSA {record.usage} {record.selector} {record.matching_type}")
+        reasons.append(f"TLSA {record.usage} {record.selector} {record.matching_type}: {why}")
     return DaneResult(False, None, None, "; ".join(reasons))
 
 
