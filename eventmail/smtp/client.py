@@ -33,7 +33,7 @@ import enum
 import re
 from dataclasses import dataclass
 
-from eventmail.smtp.reply import SmtpUsageError
+from eventmail.smtp.reply import ReplyClass, SmtpUsageError
 
 __all__ = [
     "Answer",
@@ -73,7 +73,7 @@ class ClientProtocolError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
-class ServerReply:
+class ServerReply(ReplyClass):
     """One reply from the server: RFC 5321 §4.2 code, RFC 3463 enhanced status code, text lines."""
 
     code: int
@@ -83,22 +83,6 @@ class ServerReply:
     @property
     def text(self) -> str:
         return " / ".join(line for line in self.lines if line)
-
-    @property
-    def positive(self) -> bool:
-        return 200 <= self.code < 300
-
-    @property
-    def intermediate(self) -> bool:
-        return 300 <= self.code < 400
-
-    @property
-    def transient(self) -> bool:
-        return 400 <= self.code < 500
-
-    @property
-    def permanent(self) -> bool:
-        return self.code >= 500
 
     def __str__(self) -> str:
         return f"{self.code} {self.enhanced + ' ' if self.enhanced else ''}{self.text}".rstrip()

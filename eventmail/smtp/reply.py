@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["MAX_REPLY_LINE", "Reply", "SmtpError", "SmtpUsageError"]
+__all__ = ["MAX_REPLY_LINE", "Reply", "ReplyClass", "SmtpError", "SmtpUsageError"]
 
 # RFC 5321 §4.5.3.1.5: a reply line is at most 512 octets including the code and the CRLF.
 MAX_REPLY_LINE = 512
@@ -23,8 +23,40 @@ _ENHANCED_RE = re.compile(r"[245]\.[0-9]{1,3}\.[0-9]{1,3}")
 _UNSAFE_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
+class ReplyClass:
+    """A reply's class by its first digit (RFC 5321 §4.2.1), for the replies we send (Reply) and
+    the ones we read as a client (smtp.client.ServerReply)."""
+
+    __slots__ = ()
+    code: int
+
+    @property
+    def positive(self) -> bool:
+        """2xx: positive completion."""
+        return 200 <= self.code < 300
+
+    @property
+    def intermediate(self) -> bool:
+        """3xx: positive intermediate (354 for DATA, 334 for an AUTH challenge)."""
+        return 300 <= self.code < 400
+
+    @property
+    def transient(self) -> bool:
+        """4xx: transient negative completion; the client may try again."""
+        return 400 <= self.code < 500
+
+    @property
+    def permanent(self) -> bool:
+        """5xx: permanent negative completion."""
+        return self.code >= 500
+
+    @property
+    def error(self) -> bool:
+        return self.code >= 400
+
+
 @dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(ReplyClass):
     """One SMTP reply. `text` is one line, or a tuple of lines for a multi-line reply."""
 
     code: int
@@ -42,28 +74,6 @@ class Reply:
     @property
     def lines(self) -> tuple[str, ...]:
         return (self.text,) if isinstance(self.text, str) else (self.text or ("",))
-
-    @property
-    def positive(self) -> bool:
-        """2xx: RFC 5321 §4.2.1 positive completion."""
-        return 200 <= self.code < 300
-
-    @property
-    def intermediate(self) -> bool:
-        """3xx: positive intermediate (354 for DATA, 334 for an AUTH challenge)."""
-        return 300 <= self.code < 400
-
-    @property
-    def transient(self) -> bool:
-        return 400 <= self.code < 500
-
-    @property
-    def permanent(self) -> bool:
-        return 500 <= self.code < 600
-
-    @property
-    def error(self) -> bool:
-        return self.code >= 400
 
     def encode(self, *, enhanced: bool = True, utf8: bool = False) -> bytes:
         """The reply on the wire. `enhanced=False` leaves the status codes out (the server did
