@@ -119,9 +119,11 @@ async def test_an_implicit_mx_with_a_validated_denial_gets_dane(unbound: Validat
 
 
 @async_test
-async def test_only_pkix_usages_means_opportunistic(unbound: ValidatingDns) -> None:
+async def test_only_pkix_usages_means_tls_without_authentication(unbound: ValidatingDns) -> None:
     p = await plan(unbound, "pkixonly.dane.test")
-    assert p.ok and p.routes[0].tls.mode == "opportunistic" and p.routes[0].tls.policy == "dane:unusable"
+    tls = p.routes[0].tls
+    # RFC 7672 §2.2: TLS stays mandatory (no plaintext fallback) but nothing can be authenticated.
+    assert p.ok and tls.mode == "dane" and tls.required and not tls.verifies and tls.policy == "dane:unusable"
     result = await lookup_dane(unbound.resolver(), "mx.pkixonly.dane.test")
     assert result.state == "unusable" and "none usable" in result.reason
 

@@ -166,9 +166,11 @@ async def plan_delivery(
             if result.state == "dane":
                 requirement = TlsRequirement.dane(host.name, result.tlsa)
             elif result.state == "unusable" and policy is None:
-                # Opportunistic by our decision; Postfix uses mandatory unauthenticated TLS here
-                # (docs/operations.md "Transport security" records the open question).
-                requirement = TlsRequirement(TlsMode.OPPORTUNISTIC, policy="dane:unusable")
+                # RFC 7672 §2.2: secure TLSA records exist but none is usable: TLS is still
+                # mandatory, without authentication (no plaintext fallback), as Postfix does. The
+                # client encrypts and verifies nothing when no record is usable.
+                requirement = TlsRequirement(TlsMode.DANE, host_name=host.name, tlsa=result.tlsa,
+                                             policy="dane:unusable")
         elif dane and mx.secure:
             notes.append(f"addresses of {host.name} not DNSSEC-validated: no DANE (RFC 7672 §2.2.2)")
         if requirement is None and policy is not None and policy.mode == "enforce":
