@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -181,3 +182,11 @@ class MailServer:
 def swaks(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["swaks", "--timeout", "20", *argv], capture_output=True, text=True, timeout=timeout)
 
+
+
+def insecure_tls() -> ssl.SSLContext:
+    """A client context that takes the test server's self-signed certificate."""
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx

@@ -8,13 +8,12 @@ import imaplib
 import re
 import shutil
 import smtplib
-import ssl
 from collections.abc import Iterator
 
 import pytest
 
 from .dns_fixture import DnsServer, zone_text
-from .mailserver import MailServer
+from .mailserver import MailServer, insecure_tls
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl missing")
 
@@ -40,15 +39,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailServer]:
         srv.stop()
 
 
-def _insecure() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
 
 def imap(srv: MailServer) -> imaplib.IMAP4_SSL:
-    c = imaplib.IMAP4_SSL("127.0.0.1", srv.ports["imaps"], ssl_context=_insecure(), timeout=30)
+    c = imaplib.IMAP4_SSL("127.0.0.1", srv.ports["imaps"], ssl_context=insecure_tls(), timeout=30)
     c.login("alice", PASSWORD)
     return c
 
@@ -56,7 +49,7 @@ def imap(srv: MailServer) -> imaplib.IMAP4_SSL:
 def submit(srv: MailServer, subject: str) -> None:
     message = f"From: alice@mail.test\r\nTo: friend@example.test\r\nSubject: {subject}\r\n\r\nhi\r\n".encode()
     with smtplib.SMTP("127.0.0.1", srv.ports["submission"], timeout=30) as s:
-        s.starttls(context=_insecure())
+        s.starttls(context=insecure_tls())
         s.login("alice", PASSWORD)
         assert s.sendmail("alice@mail.test", ["friend@example.test"], message) == {}
 

@@ -7,13 +7,12 @@ import imaplib
 import re
 import shutil
 import smtplib
-import ssl
 from collections.abc import Iterator
 
 import pytest
 
 from .dns_fixture import DnsServer, zone_text
-from .mailserver import MailServer
+from .mailserver import MailServer, insecure_tls
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl missing")
 
@@ -39,18 +38,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailServer]:
         srv.stop()
 
 
-def _insecure() -> ssl.SSLContext:
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    return ctx
-
 
 def submit(srv: MailServer, header: bytes, subject: str) -> tuple[int, bytes]:
     """Submit on 587 (STARTTLS, AUTH PLAIN) as alice; the reply to the end of DATA."""
     message = header + f"To: bob@mail.test\r\nSubject: {subject}\r\n\r\nhello\r\n".encode()
     with smtplib.SMTP("127.0.0.1", srv.ports["submission"], timeout=30) as s:
-        s.starttls(context=_insecure())
+        s.starttls(context=insecure_tls())
         s.login("alice", PASSWORD)
         try:
             s.sendmail("alice@mail.test", ["bob@mail.test"], message)
@@ -65,7 +58,7 @@ def count(srv: MailServer, needle: str) -> int:
 
 def envelope_from(srv: MailServer, user: str, subject: str, mailbox: str = "INBOX") -> bytes:
     """The from part of ENVELOPE (RFC 9051 §7.5.2) of the message with `subject`, over imaplib."""
-    with imaplib.IMAP4_SSL("127.0.0.1", srv.ports["imaps"], ssl_context=_insecure(), timeout=30) as c:
+    with imaplib.IMAP4_SSL("127.0.0.1", srv.ports["imaps"], ssl_context=insecure_tls(), timeout=30) as c:
         c.login(user, PASSWORD)
         c.select(mailbox, readonly=True)
         typ, data = c.uid("SEARCH", "SUBJECT", f'"{subject}"')

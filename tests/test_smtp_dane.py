@@ -10,8 +10,8 @@ import pytest
 
 from eventmail.smtp.destination import DeliveryPlan, plan_delivery
 from eventmail.smtp.mtasts import PolicyCache, StsPolicy
-from eventmail.smtp.tlsa import is_usable, lookup_dane
-from eventmail.smtp.tlspolicy import Tlsa
+from eventmail.smtp.tlsa import lookup_dane
+from eventmail.smtp.tlspolicy import Tlsa, is_usable
 from tests.dns_fixture import async_test, zone_text
 from tests.unbound_fixture import ValidatingDns, missing_tools
 

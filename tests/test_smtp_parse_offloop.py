@@ -17,7 +17,7 @@ from eventmail.mime.structure import parse_structure
 from eventmail.smtp.delivery import MAX_MIME_DEPTH, MAX_MIME_PARTS, mime_shape
 
 from .dns_fixture import DnsServer, zone_text
-from .mailserver import MailServer
+from .mailserver import MailServer, insecure_tls
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl missing")]
 
@@ -62,9 +62,7 @@ def parse_seconds_of(message: bytes) -> float:
 
 def longest_noop_gap(server: MailServer, action: Callable[[ssl.SSLContext], None]) -> float:
     """The longest wait between answers another user's IMAP NOOPs see while `action` runs."""
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
+    ctx = insecure_tls()
     other_user = imaplib.IMAP4_SSL("127.0.0.1", server.ports["imaps"], ssl_context=ctx, timeout=120)
     other_user.login("alice", "offloop password")
     gaps: list[float] = []

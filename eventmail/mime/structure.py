@@ -9,7 +9,7 @@ from typing import Any
 from eventmail.proto import events_pb2
 
 from .addresses import parse_address_list
-from .headers import FIELD_RE, merge_rfc2231, parse_mime_value, strip_comments, unfold
+from .headers import FIELD_RE, MAX_HEADER_BYTES, merge_rfc2231, parse_mime_value, strip_comments, unfold
 
 # protobuf's decoder refuses messages nested 100 deep (its default recursion limit). Each MIME
 # level costs one level of nesting (MimePart.parts or MimePart.message); MessageStructure, the
@@ -37,7 +37,7 @@ class MimeLimits:
     max_parts: int = 10_000
     # Header bytes of one part that are searched for fields. Exim's default header_maxsize is
     # 1 MiB; fields after that are ignored (the header's extent is still found exactly).
-    max_header_bytes: int = 1 << 20
+    max_header_bytes: int = MAX_HEADER_BYTES  # the window every header reader uses (mime.headers)
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_depth <= MAX_DEPTH_CEILING:

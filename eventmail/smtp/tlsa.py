@@ -8,15 +8,10 @@ from typing import Literal
 import dns.rdatatype
 
 from ..mailauth.resolver import Resolver
-from .tlspolicy import Tlsa
+from .tlspolicy import Tlsa, is_usable
 
 DaneState = Literal["dane", "unusable", "none", "insecure", "failed"]
 
-# RFC 7672 §3.1.3: PKIX-TA(0) and PKIX-EE(1) are unusable for SMTP; only DANE-TA(2) and DANE-EE(3).
-USABLE_USAGES = frozenset({2, 3})
-# RFC 6698 §2.1.2-2.1.3: selectors Cert(0)/SPKI(1); matching Full(0)/SHA2-256(1)/SHA2-512(2), whose
-# digests are 32 and 64 octets. Anything else is a record we cannot use (RFC 7672 §2.2: "unusable").
-_DIGEST_LENGTHS = {1: 32, 2: 64}
 
 
 @dataclass(frozen=True)
@@ -37,14 +32,6 @@ class TlsaLookup:
 def tlsa_name(host: str, port: int = 25) -> str:
     """RFC 7672 §2.2 / RFC 6698 §3: _PORT._tcp.HOST."""
     return f"_{port}._tcp.{host}"
-
-
-def is_usable(record: Tlsa) -> bool:
-    if record.usage not in USABLE_USAGES or record.selector not in (0, 1):
-        return False
-    if record.matching_type == 0:
-        return len(record.data) > 0
-    return _DIGEST_LENGTHS.get(record.matching_type) == len(record.data)
 
 
 async def _lookup(resolver: Resolver, name: str) -> TlsaLookup:

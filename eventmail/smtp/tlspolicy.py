@@ -26,12 +26,23 @@ class Tlsa:
         return f"{self.usage} {self.selector} {self.matching_type} {self.data.hex()}"
 
 
+# RFC 6698 §2.1.3: SHA2-256 and SHA2-512 associations are digests of these lengths.
+_DIGEST_LENGTHS = {1: 32, 2: 64}
+
+
+def is_usable(record: Tlsa) -> bool:
+    """Whether an SMTP client may use this record: DANE-TA or DANE-EE (RFC 7672 §3.1.3), selector
+    Cert or SPKI, and association data of the matching type's form (RFC 6698 §2.1.2-2.1.3)."""
+    if record.usage not in (DANE_TA, DANE_EE) or record.selector not in (0, 1):
+        return False
+    if record.matching_type == 0:
+        return len(record.data) > 0
+    return _DIGEST_LENGTHS.get(record.matching_type) == len(record.data)
+
+
 def usable(records: tuple[Tlsa, ...] | list[Tlsa]) -> tuple[Tlsa, ...]:
-    """The records an SMTP client may use (RFC 7672 §3.1.3: DANE-TA and DANE-EE; RFC 6698 §2.1.2-3)."""
-    return tuple(
-        r for r in records
-        if r.usage in (DANE_TA, DANE_EE) and r.selector in (0, 1) and r.matching_type in (0, 1, 2)
-    )
+    """The records of `records` an SMTP client may use (is_usable)."""
+    return tuple(r for r in records if is_usable(r))
 
 
 class TlsMode(enum.StrEnum):
