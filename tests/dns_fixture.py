@@ -141,14 +141,7 @@ class DnsServer:
         return Resolver(config)
 
     def stop(self) -> None:
-        """SIGTERM by PID, then SIGKILL if it does not exit within 5 s."""
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
+        stop_process(self.process)
         if self.process.stdout is not None:
             self.process.stdout.close()
 
@@ -212,3 +205,14 @@ def make_ed25519_key() -> DkimKey:
     seed_b64 = base64.b64encode(bytes(sk))
     pub_b64 = base64.b64encode(bytes(sk.verify_key)).decode()
     return DkimKey("ed25519-sha256", seed_b64, f"v=DKIM1; k=ed25519; p={pub_b64}", 256)
+
+
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    """End a process the test started: SIGTERM by PID, then SIGKILL if it does not exit within 5 s."""
+    if process.poll() is None:
+        os.kill(process.pid, signal.SIGTERM)
+        try:
+            process.wait(5)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(5)

@@ -9,9 +9,7 @@ fake root points at 127.0.0.1, so nothing leaves loopback. `stop()` ends the pro
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -26,6 +24,8 @@ import dns.query
 import dns.rdatatype
 
 from eventmail.mailauth.resolver import Resolver, ResolverConfig
+
+from .dns_fixture import stop_process
 
 TOOLS = ("unbound", "ldns-keygen", "ldns-signzone")
 READY_TIMEOUT = 15.0
@@ -172,14 +172,7 @@ class ValidatingDns:
         return Resolver(ResolverConfig(nameservers=("127.0.0.1",), port=self.port, timeout=1.0, lifetime=3.0))
 
     def stop(self) -> None:
-        """SIGTERM by PID, SIGKILL after 5 s."""
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(5)
+        stop_process(self.process)
 
     def __enter__(self) -> ValidatingDns:
         return self
