@@ -26,10 +26,19 @@ KIND = {"MX (SMTP)": "smtp", "submission (STARTTLS)": "submission", "submission 
         "IMAP (STARTTLS)": "imap", "IMAP (TLS)": "imaps"}
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nobody listens on, never the same one twice in this process (the kernel may
+    hand a just-closed ephemeral port out again, and two listeners of one server then collide)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def eventmail(directory: Path, key_file: Path, *argv: str, stdin: str | None = None) -> str:
