@@ -10,7 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
 
@@ -100,21 +100,27 @@ async def _admin(args: argparse.Namespace, command: str, params: dict[str, str])
     of the server running on the data directory, else on the store opened here. Either way the
     same `Admin` operation runs, with the same validation."""
     from . import control
-    from .mail.admin import Admin, AdminError
+    from .mail.admin import PROGRESS, Admin, AdminError
 
     directory = _directory(args)
+    bar = transfer.progress_bar()
+
+    def ask() -> dict[str, Any] | None:
+        return control.request_in(directory, command, params, progress=bar)
+
     try:
-        reply = await asyncio.to_thread(control.request_in, directory, command, params)
+        reply = await asyncio.to_thread(ask)
         if reply is None:
             try:
                 store = await _open(args, writable=True)
             except DirectoryLocked:
                 # A server that took the directory after our look: its socket may answer by now.
                 await asyncio.sleep(1.0)
-                reply = await asyncio.to_thread(control.request_in, directory, command, params)
+                reply = await asyncio.to_thread(ask)
                 if reply is None:
                     raise
             else:
+                PROGRESS.set(bar)
                 try:
                     reply = await Admin(store).run(command, params)
                 except AdminError as e:
@@ -155,6 +161,28 @@ async def cmd_key_init(args: argparse.Namespace) -> None:
 
 async def cmd_key_rotate(args: argparse.Namespace) -> None:
     await _admin(args, "key.rotate", {})
+
+
+async def cmd_domain_add(args: argparse.Namespace) -> None:
+    await _admin(args, "domain.add", {"domain": args.domain})
+
+
+async def cmd_domain_remove(args: argparse.Namespace) -> None:
+    await _admin(args, "domain.remove", {"domain": args.domain})
+
+
+async def cmd_domain_list(args: argparse.Namespace) -> None:
+    store = await _open(args, writable=False)
+    try:
+        system = store.system
+        implied = {a.rpartition("@")[2] for a in system.addresses}
+        for domain in sorted(system.domains | implied):
+            users = sum(1 for a in system.addresses if a.rpartition("@")[2] == domain)
+            keys = [sel for (d, sel), info in sorted(system.dkim.items()) if d == domain and info.active]
+            how = "added" if domain in system.domains else "implied by its addresses"
+            print(f"{domain}\t{how}\t{users} addresses\tDKIM: {', '.join(keys) or 'none'}")
+    finally:
+        await store.close()
 
 
 async def cmd_account_add(args: argparse.Namespace) -> None:
@@ -202,14 +230,11 @@ async def cmd_import(args: argparse.Namespace) -> None:
     path = Path(args.path)
     if not path.exists():
         raise CliError(f"{path} does not exist")
-    store = await _open(args, writable=True)
-    try:
-        async with store.use_account(args.name) as acct:
-            summary = await transfer.import_path(acct, path, args.mailbox, transfer.progress_bar())
-    finally:
-        await store.close()
-    for line in summary.lines():
-        print(line)
+    await _admin(args, "import", {"name": args.name, "path": str(path.resolve()), "mailbox": args.mailbox})
+
+
+async def cmd_junk_retrain(args: argparse.Namespace) -> None:
+    await _admin(args, "junk.retrain", {"name": args.name})
 
 
 async def cmd_export(args: argparse.Namespace) -> None:
@@ -482,6 +507,14 @@ def build_parser() -> argparse.ArgumentParser:
     add(ksub, "init", cmd_key_init, "create the master key (or use a passphrase) and the keyring of a new data directory")
     add(ksub, "rotate", cmd_key_rotate, "give every stream a new data key; old records stay readable")
 
+    dom = sub.add_parser("domain", help="manage domains", description="the domains this server receives mail for")
+    domsub = dom.add_subparsers(dest="domain_command", required=True, metavar="DOMAIN_COMMAND")
+    p = add(domsub, "add", cmd_domain_add, "receive mail for a domain (its addresses are added to accounts)")
+    p.add_argument("domain")
+    p = add(domsub, "remove", cmd_domain_remove, "stop receiving mail for a domain that has no addresses left")
+    p.add_argument("domain")
+    add(domsub, "list", cmd_domain_list, "list the domains, their addresses and signing keys")
+
     acct = sub.add_parser("account", help="manage accounts", description="manage accounts and their addresses")
     asub = acct.add_subparsers(dest="account_command", required=True, metavar="ACCOUNT_COMMAND")
     p = add(asub, "add", cmd_account_add, "create an account with one address and the default mailboxes")
@@ -548,7 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{kind}-port", type=int, default=port, help=f"{kind} port (default {port})")
     p.add_argument("--http-port", type=int, default=1080, help="HTTP port (default 1080)")
 
-    add_junk_commands(sub, add, _open)
+    jsub = add_junk_commands(sub, add, _open)
+    p = add(jsub, "retrain", cmd_junk_retrain, "rebuild the account's junk statistics and reputation index from its log")
+    p.add_argument("name")
 
     p = add(sub, "serve", cmd_serve, "run the server with the static settings of a TOML file")
     p.add_argument("--config", required=True, help="the TOML configuration file")

@@ -3,7 +3,8 @@
 One server, one socket, one protocol for every local command: the admin operations of the mail
 layer (eventmail.mail.admin) and replication's status, promote and metrics. A request is one JSON
 line `{"command": NAME, "args": {...}}`; the reply is one JSON line, an object, with "error" (one
-line) and "code" (the CLI's exit status) when the request was refused.
+line) and "code" (the CLI's exit status) when the request was refused. A long operation (import)
+sends progress lines `{"progress": [DONE, TOTAL]}` before its reply, at most a few a second.
 
 The socket lives in DATA/control/ (mode 0700) with mode 0600, and the server also checks the
 peer's uid (SO_PEERCRED): only the data directory's owner (or root) is served. Neither side
@@ -21,11 +22,12 @@ import os
 import socket
 import stat
 import struct
+import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from .mail.admin import AdminError
+from .mail.admin import PROGRESS, AdminError, Progress
 from .store import StoreError
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,9 @@ MAX_REQUEST_BYTES = 64 * 1024
 REQUEST_SECONDS = 10.0
 # The CLI's wait for a reply: generous, as above.
 REPLY_SECONDS = 120.0
+# A reply holds at most an import's list of malformed messages: bounded by what the client reads.
+MAX_REPLY_BYTES = 16 * 1024 * 1024
+PROGRESS_INTERVAL = 0.2  # seconds between two progress lines of one request
 SUN_PATH_MAX = 108  # sockaddr_un.sun_path on Linux, its NUL included
 EXIT_REFUSED = 2  # a request refused by validation: the CLI's usage exit status
 EXIT_FAILED = 1
@@ -165,6 +170,7 @@ class ControlServer:
                 except (asyncio.LimitOverrunError, ValueError):
                     reply = {"error": f"request longer than {MAX_REQUEST_BYTES} bytes", "code": EXIT_REFUSED}
                 else:
+                    PROGRESS.set(_progress_lines(writer))
                     reply = await self.answer(line)
             writer.write(json.dumps(reply).encode() + b"\n")
             await writer.drain()
@@ -202,10 +208,28 @@ class ControlServer:
         return reply
 
 
+def _progress_lines(writer: asyncio.StreamWriter) -> Progress:
+    """A progress report that writes a line to the client, the last one always, the others at
+    most every PROGRESS_INTERVAL (a client that does not read only fills its socket buffer: the
+    lines are tiny and few)."""
+    last = 0.0
+
+    def report(done: int, total: int) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if done == total or now - last >= PROGRESS_INTERVAL:
+            last = now
+            writer.write(json.dumps({"progress": [done, total]}).encode() + b"\n")
+
+    return report
+
+
 def request(path: Path, command: str, args: Mapping[str, Any] | None = None,
-            timeout: float = REPLY_SECONDS) -> dict[str, Any] | None:
+            timeout: float = REPLY_SECONDS, progress: Progress | None = None) -> dict[str, Any] | None:
     """Send one request to the server listening on `path`; its reply, or None when no server
-    listens there (no socket, or a stale one left by a killed server)."""
+    listens there (no socket, or a stale one left by a killed server). Progress lines before the
+    reply go to `progress`; `timeout` is the longest silence, so a long operation that reports
+    progress is waited for."""
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -225,14 +249,19 @@ def request(path: Path, command: str, args: Mapping[str, Any] | None = None,
         except (ConnectionRefusedError, FileNotFoundError):
             return None
         s.sendall(data)
-        reply = b""
-        while not reply.endswith(b"\n"):
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            reply += chunk
+        with s.makefile("rb") as lines:
+            while True:
+                answer = _reply_line(path, lines.readline(MAX_REPLY_BYTES))
+                report = answer.get("progress")
+                if not (isinstance(report, list) and len(report) == 2 and all(isinstance(n, int) for n in report)):
+                    return answer
+                if progress is not None:
+                    progress(report[0], report[1])
+
+
+def _reply_line(path: Path, line: bytes) -> dict[str, Any]:
     try:
-        answer = json.loads(reply)
+        answer = json.loads(line)
     except ValueError:
         raise ControlError(f"the server on {path} closed the connection without a reply") from None
     if not isinstance(answer, dict):
@@ -241,9 +270,9 @@ def request(path: Path, command: str, args: Mapping[str, Any] | None = None,
 
 
 def request_in(data_dir: Path, command: str, args: Mapping[str, Any] | None = None,
-               timeout: float = REPLY_SECONDS) -> dict[str, Any] | None:
+               timeout: float = REPLY_SECONDS, progress: Progress | None = None) -> dict[str, Any] | None:
     """`request` to the server of a data directory, checking its private directory first."""
     path = socket_path(data_dir)
     if not _private_dir(path.parent, create=False):
         return None
-    return request(path, command, args, timeout)
+    return request(path, command, args, timeout, progress)

@@ -27,7 +27,7 @@ NEW_PASSWORD = "a new admin password"
 # The accounts every case starts from (name, address); each case changes only its own.
 ACCOUNTS = [("alice", "alice@mail.test"), ("carol", "carol@mail.test"), ("dave", "dave@mail.test"),
             ("erin", "erin@mail.test"), ("pat", "pat@mail.test"), ("sam", "sam@mail.test"), ("kim", "kim@mail.test"),
-            ("jo", "jo@mail.test")]
+            ("jo", "jo@mail.test"), ("lee", "lee@mail.test")]
 
 
 def imap_login(srv: MailServer, user: str, password: str) -> bool:
@@ -66,6 +66,13 @@ def rcpt(srv: MailServer, address: str) -> int:
         s.ehlo("client.example.test")
         s.mail("s@example.test")
         return s.rcpt(address)[0]
+
+
+def rcpt_reply(srv: MailServer, address: str) -> bytes:
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=30) as s:
+        s.ehlo("client.example.test")
+        s.mail("s@example.test")
+        return s.rcpt(address)[1]
 
 
 def deliver(srv: MailServer, address: str, subject: str) -> None:
@@ -213,7 +220,56 @@ def rotate_check(srv: MailServer, memo: dict[str, object]) -> None:
     assert key_id_of_last_record(srv, "kim") > before  # written with the new key
 
 
+def domain_add_act(srv: MailServer, memo: dict[str, object]) -> None:
+    assert "domain new.test added" in ok(srv, "domain", "add", "New.TEST")
+
+
+def domain_add_check(srv: MailServer, memo: dict[str, object]) -> None:
+    # A domain of this server: an unknown user there, no longer relaying; it may get a signing key.
+    assert b"no such user" in rcpt_reply(srv, "nobody@new.test")
+    assert "new.test\tadded\t0 addresses" in ok(srv, "domain", "list")
+
+
+def domain_remove_act(srv: MailServer, memo: dict[str, object]) -> None:
+    assert "domain gone.test removed" in ok(srv, "domain", "remove", "gone.test")
+
+
+def domain_remove_check(srv: MailServer, memo: dict[str, object]) -> None:
+    assert b"relaying denied" in rcpt_reply(srv, "nobody@gone.test")
+    assert "gone.test" not in ok(srv, "domain", "list")
+
+
+IMPORTED = [f"imported message {i}" for i in range(3)]
+
+
+def import_act(srv: MailServer, memo: dict[str, object]) -> None:
+    mbox = srv.directory.parent / "import.mbox"
+    mbox.write_bytes(b"".join(
+        f"From x@example.test Thu Jan  1 00:00:00 2026\nFrom: x@example.test\nSubject: {subject}\n\nbody\n\n".encode()
+        for subject in IMPORTED))
+    assert "imported 3 messages" in ok(srv, "import", "lee", str(mbox))
+
+
+def import_check(srv: MailServer, memo: dict[str, object]) -> None:
+    for subject in IMPORTED:
+        assert b"Subject: " + subject.encode() in imap_headers(srv, "lee", subject)
+
+
+def retrain_act(srv: MailServer, memo: dict[str, object]) -> None:
+    memo["out"] = ok(srv, "junk", "retrain", "alice")
+
+
+def retrain_check(srv: MailServer, memo: dict[str, object]) -> None:
+    out = memo["out"]
+    assert isinstance(out, str)
+    assert out.startswith("rebuilt alice from its log") and "equal what they were" in out
+
+
 CASES = {
+    "domain add": Case("domain.add", domain_add_act, domain_add_check),
+    "domain remove": Case("domain.remove", domain_remove_act, domain_remove_check),
+    "import": Case("import", import_act, import_check),
+    "junk retrain": Case("junk.retrain", retrain_act, retrain_check),
     "account add": Case("account.add", add_act, add_check),
     "account set-password": Case("account.set-password", password_act, password_check),
     "account add-address (alias)": Case("account.add-address", alias_act, alias_check),
@@ -233,6 +289,7 @@ def make_server(base: Path, dns_port: int) -> MailServer:
     for name, address in ACCOUNTS:
         srv.add_account(name, address, PASSWORD)
     srv.cli("account", "add-address", "dave", "dave2@mail.test")
+    srv.cli("domain", "add", "gone.test")
     return srv
 
 
@@ -306,7 +363,13 @@ REFUSALS = [
     (["account", "add-address", "carol", "@bad_domain.test"], None, "not a host name label"),
     (["account", "remove-address", "carol", "alice@mail.test"], None, "account carol has no address alice@mail.test"),
     (["account", "delete", "nobody"], None, "no account nobody"),
-    (["dkim", "add", "unknown.test", "sel"], None, "no account has an address at unknown.test"),
+    (["dkim", "add", "unknown.test", "sel"], None, "unknown.test is not a domain here and no account has an address"),
+    (["domain", "add", "bad_domain.test"], None, "not a host name label"),
+    (["domain", "add", "gone.test"], None, "domain gone.test exists"),
+    (["domain", "remove", "never.test"], None, "no domain never.test"),
+    (["domain", "remove", "busy.test"], None, "domain busy.test still has addresses (busy@busy.test): remove them first"),
+    (["import", "nobody", "/dev/null"], None, "no account nobody"),
+    (["junk", "retrain", "nobody"], None, "no account nobody"),
     (["dkim", "add", "mail.test", "bad_selector"], None, "selector 'bad_selector'"),
     (["dkim", "add", "mail.test", "taken"], None, "selector taken of mail.test exists"),
     (["account", "set", "carol", "junk.nope", "x.test"], None, "setting 'junk.nope': one of"),
@@ -328,6 +391,8 @@ def refuse(srv: MailServer, argv: list[str], stdin: str | None, needle: str) -> 
 def refusing(tmp_path_factory: pytest.TempPathFactory, dns: DnsServer) -> MailServer:
     srv = make_server(tmp_path_factory.mktemp("admin-refusing"), dns.port)
     ok(srv, "dkim", "add", "mail.test", "taken")
+    ok(srv, "domain", "add", "busy.test")
+    ok(srv, "account", "add-address", "carol", "busy@busy.test")
     return srv
 
 
@@ -343,7 +408,8 @@ def test_refusals_through_the_running_server(refusing: MailServer) -> None:
         for argv, stdin, needle in REFUSALS:
             before = len(refusing.log_lines)
             refuse(refusing, argv, stdin, needle)
-            if stdin is not None or argv[0] == "dkim" or argv[1] in ("add-address", "remove-address", "delete", "set"):
+            if (stdin is not None or argv[0] in ("dkim", "domain", "import", "junk")
+                    or argv[1] in ("add-address", "remove-address", "delete", "set")):
                 # Refused by the server's mail layer, not by the CLI before sending.
                 refusing.wait_log("refused: ", after=before)
         assert ok(refusing, "account", "list") == listing  # nothing was written

@@ -71,6 +71,33 @@ def test_modes_bounds_and_errors(keyed_dir: tuple[Path, bytes]) -> None:
     run(go())
 
 
+def test_a_long_operation_reports_progress_before_its_reply(tmp_path: Path) -> None:
+    """Progress lines reach the client's callback, the last (done == total) always, and the
+    reply after them; the lines between are thinned to PROGRESS_INTERVAL."""
+
+    async def slow(args: dict[str, Any]) -> dict[str, Any]:
+        report = control.PROGRESS.get()
+        assert report is not None
+        for i in range(1, 1001):
+            report(i, 1000)
+        return {"message": "done"}
+
+    async def go() -> None:
+        server = control.ControlServer()
+        server.register({"slow": slow})
+        try:
+            await server.listen_in(tmp_path)
+            seen: list[tuple[int, int]] = []
+            reply = await asyncio.to_thread(control.request_in, tmp_path, "slow", {},
+                                            progress=lambda d, t: seen.append((d, t)))
+            assert reply == {"message": "done"}
+            assert seen[0] == (1, 1000) and seen[-1] == (1000, 1000) and len(seen) < 10
+        finally:
+            await server.close()
+
+    run(go())
+
+
 def test_symlinks_are_refused(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()

@@ -61,23 +61,6 @@ def _now() -> float:
     return time.time()
 
 
-async def cmd_retrain(args: argparse.Namespace) -> None:
-    store = await _opener(args)(args, True)
-    try:
-        async with store.use_account(args.name) as acct:
-            before = junk_view(acct).totals(), junk_view(acct).dump()
-            await asyncio.to_thread(acct.rebuild_projection)
-            after = junk_view(acct).totals(), junk_view(acct).dump()
-    finally:
-        await store.close()
-    (h0, s0), (h1, s1) = before[0], after[0]
-    print(f"rebuilt {args.name} from its log: {h1} not junk, {s1} junk messages trained")
-    if before[1] == after[1]:
-        print("the statistics and reputation index equal what they were")
-    else:
-        print(f"the statistics changed: before {h0} not junk, {s0} junk")
-
-
 async def cmd_play(args: argparse.Namespace) -> None:
     samples = await asyncio.to_thread(load, Path(args.ham), Path(args.spam))
     store = await _opener(args)(args, False)
@@ -96,8 +79,9 @@ async def cmd_play(args: argparse.Namespace) -> None:
     print(f"per message: classify {1000 * score.classify_seconds / n:.2f} ms, train {1000 * score.train_seconds / n:.2f} ms")
 
 
-def add_commands(sub: Any, add: Adder, opener: Opener) -> None:
-    """Register `eventmail junk ...` (called from eventmail.cli.build_parser, with its opener)."""
+def add_commands(sub: Any, add: Adder, opener: Opener) -> Any:
+    """Register `eventmail junk ...` (called from eventmail.cli.build_parser, with its opener); the
+    subparsers, for the writing command `retrain`, which eventmail.cli sends through the server."""
     junk = sub.add_parser("junk", help="the junk filter of an account", description="the junk filter of an account")
     junk.set_defaults(junk_opener=opener)
     jsub = junk.add_subparsers(dest="junk_command", required=True, metavar="JUNK_COMMAND")
@@ -109,8 +93,6 @@ def add_commands(sub: Any, add: Adder, opener: Opener) -> None:
     p.add_argument("--rcpt", help="the recipient address (default: the account's addresses)")
     p.add_argument("--no-tls", action="store_true", help="as if it came without TLS (stricter)")
     p.add_argument("--now", type=float, help=argparse.SUPPRESS)
-    p = add(jsub, "retrain", cmd_retrain, "rebuild the account's junk statistics and reputation index from its log")
-    p.add_argument("name")
     p = add(jsub, "play", cmd_play,
             "replay messages in date order as if they arrived by SMTP, each classified after its verdict; "
             "print spam caught, ham rejected and the confusion counts")
@@ -120,3 +102,4 @@ def add_commands(sub: Any, add: Adder, opener: Opener) -> None:
     p.add_argument("--train-fraction", type=float, default=0.0, metavar="F",
                    help="the oldest F of the messages only train, the rest are measured (default 0)")
     p.add_argument("--seed", type=int, default=0, help="seed of the threshold jitter's draws")
+    return jsub

@@ -1,5 +1,5 @@
-"""Admin operations — accounts, addresses, catch-alls, passwords, DKIM selectors, account (junk)
-settings, data keys — each validated before anything is appended.
+"""Admin operations — domains, accounts, addresses, catch-alls, passwords, DKIM selectors, account
+(junk) settings, data keys, import and junk retraining — each validated before anything is appended.
 
 The CLI calls them on a store it opened, or sends the same request to a running server, whose
 control socket calls them on its store (eventmail.control); either way the same function runs. A
@@ -15,7 +15,9 @@ import ipaddress
 import os
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from ..junk.delivery import SETTING_DNSBL, SETTING_FORWARDERS, SETTING_LISTS
@@ -44,6 +46,18 @@ RESERVED_NAMES = frozenset({SYSTEM, QUEUE})
 ACCOUNT_SETTINGS = {SETTING_LISTS: False, SETTING_FORWARDERS: True, SETTING_DNSBL: False}
 # A setting's value is read at every delivery; a list of hundreds of domains is a mistake.
 MAX_SETTING_ITEMS = 100
+
+
+Progress = Callable[[int, int], None]
+# How a long operation (import, and later restore and backup) reports "done of total": the CLI's
+# progress bar when it runs here, progress lines on the control socket when a server runs it.
+PROGRESS: ContextVar[Progress | None] = ContextVar("admin_progress", default=None)
+
+
+def _progress(done: int, total: int) -> None:
+    report = PROGRESS.get()
+    if report is not None:
+        report(done, total)
 
 
 class AdminError(Exception):
@@ -169,6 +183,8 @@ class Admin:
     def commands(self) -> dict[str, Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]]:
         """Request name -> operation; every writing CLI command is one of these."""
         return {
+            "domain.add": self.domain_add,
+            "domain.remove": self.domain_remove,
             "account.add": self.account_add,
             "account.add-address": self.add_address,
             "account.remove-address": self.remove_address,
@@ -177,6 +193,8 @@ class Admin:
             "account.set": self.account_set,
             "dkim.add": self.dkim_add,
             "key.rotate": self.key_rotate,
+            "import": self.import_path,
+            "junk.retrain": self.junk_retrain,
         }
 
     async def run(self, command: str, args: Mapping[str, Any]) -> dict[str, Any]:
@@ -194,6 +212,38 @@ class Admin:
         owner = self.store.system.addresses.get(normalize_address(address))
         if owner is not None:
             raise AdminError(f"address {address} belongs to account {owner}")
+
+    def _domain_users(self, domain: str) -> list[str]:
+        """The addresses and catch-alls at `domain`, sorted."""
+        return sorted(a for a in self.store.system.addresses if a.rpartition("@")[2] == domain)
+
+    async def domain_add(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        domain = check_domain(_arg(args, "domain"))
+        if domain in self.store.system.domains:
+            raise AdminError(f"domain {domain} exists")
+        await self.store.append_system([pb.Event(domain_added=pb.DomainAdded(domain=domain))])
+        return {"message": f"domain {domain} added: give accounts addresses there (account add-address), "
+                           f"and a signing key (dkim add {domain} SELECTOR)"}
+
+    async def domain_remove(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        domain = check_domain(_arg(args, "domain"))
+        if domain not in self.store.system.domains:
+            raise AdminError(f"no domain {domain}")
+        users = self._domain_users(domain)
+        if users:
+            shown = ", ".join(users[:5]) + (f" and {len(users) - 5} more" if len(users) > 5 else "")
+            raise AdminError(f"domain {domain} still has addresses ({shown}): remove them first")
+        # Its signing keys stop signing with it: kept (inactive) so that the DNS records the
+        # operator removes later still match something in `dkim list`.
+        events = [pb.Event(domain_removed=pb.DomainRemoved(domain=domain))]
+        for (d, _), sel in sorted(self.store.system.dkim.items()):
+            if d == domain and sel.active:
+                inactive = pb.DkimSelector()
+                inactive.CopyFrom(sel)
+                inactive.active = False
+                events.append(pb.Event(dkim_selector=inactive))
+        await self.store.append_system(events)
+        return {"message": f"domain {domain} removed; mail for it is no longer accepted"}
 
     async def account_add(self, args: Mapping[str, Any]) -> dict[str, Any]:
         name = check_account_name(_arg(args, "name"))
@@ -257,8 +307,9 @@ class Admin:
         selector = selector.lower()
         if algorithm not in DKIM_ALGORITHMS:
             raise AdminError(f"algorithm {algorithm!r}: one of {', '.join(DKIM_ALGORITHMS)}")
-        if not any(a.rpartition("@")[2] == domain for a in self.store.system.addresses):
-            raise AdminError(f"no account has an address at {domain}: a key for it would sign nothing")
+        if domain not in self.store.system.domains and not self._domain_users(domain):
+            raise AdminError(f"{domain} is not a domain here and no account has an address at it: "
+                             "a key for it would sign nothing")
         if (domain, selector) in self.store.system.dkim:
             raise AdminError(f"selector {selector} of {domain} exists")
         private_key = await asyncio.to_thread(new_dkim_key, algorithm)
@@ -272,6 +323,41 @@ class Admin:
     async def key_rotate(self, args: Mapping[str, Any]) -> dict[str, Any]:
         n = self.store.keyring.rotate()
         return {"message": f"rotated the data keys of {n} streams; older records stay readable with the older keys"}
+
+
+    async def import_path(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """An mbox file or a Maildir tree into an account. With a server running it is the
+        server's process that reads the path, so the path must be absolute and readable to it."""
+        from ..transfer import import_path
+
+        name = self._existing_account(_arg(args, "name"))
+        path = Path(_arg(args, "path"))
+        mailbox = _arg(args, "mailbox")
+        if not path.is_absolute():
+            raise AdminError(f"{path}: expected an absolute path")
+        if not os.access(path, os.R_OK):
+            raise AdminError(f"{path} does not exist or is not readable (to the server's user, when a server runs)")
+        async with self.store.use_account(name) as acct:
+            summary = await import_path(acct, path, mailbox, _progress)
+        return {"message": "\n".join(summary.lines())}
+
+    async def junk_retrain(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """The account's projections (junk statistics and reputation among them) rebuilt from its
+        log: a check that they equal a rebuild, and the cure if they did not."""
+        from ..junk.projection import junk_view
+
+        name = self._existing_account(_arg(args, "name"))
+        async with self.store.use_account(name) as acct:
+            before = junk_view(acct).totals(), junk_view(acct).dump()
+            await asyncio.to_thread(acct.rebuild_projection)
+            after = junk_view(acct).totals(), junk_view(acct).dump()
+        (h0, s0), (h1, s1) = before[0], after[0]
+        lines = [f"rebuilt {name} from its log: {h1} not junk, {s1} junk messages trained"]
+        if before[1] == after[1]:
+            lines.append("the statistics and reputation index equal what they were")
+        else:
+            lines.append(f"the statistics changed: before {h0} not junk, {s0} junk")
+        return {"message": "\n".join(lines)}
 
 
 def new_dkim_key(algorithm: str) -> bytes:
