@@ -278,7 +278,7 @@ async def cmd_log(args: argparse.Namespace) -> None:
     try:
         if stream.startswith("account/") and args.name not in store.system.accounts:
             raise NotFound(f"no account {args.name}")
-        for c in store.stream_events(stream, args.since):
+        for c in store.stream(stream).events(args.since):
             when = datetime.fromtimestamp(c.time_us / 1e6, UTC).isoformat(timespec="milliseconds")
             print(f"{c.seq}\t{when}\t{_event_json(c.event, args.full)}")
     finally:
@@ -340,7 +340,7 @@ async def cmd_localserve(args: argparse.Namespace) -> None:
     try:
         if LOCALSERVE_ACCOUNT not in store.system.accounts:
             await store.create_account(LOCALSERVE_ACCOUNT, [LOCALSERVE_ADDRESS], None)
-        await store.append_system([pb.Event(password_set=_password_set(LOCALSERVE_ACCOUNT, password))])
+        await store.stream(SYSTEM).append([pb.Event(password_set=_password_set(LOCALSERVE_ACCOUNT, password))])
     except BaseException:
         await store.close()
         raise

@@ -56,11 +56,11 @@ class Follower:
 
     async def _points(self) -> list[rpb.StreamPoints]:
         out = []
-        for stream in self.store.stream_names():
+        for stream in self.store.replication.stream_names():
             if self.node.writes(stream):
                 continue
             try:
-                head = await self.store.head(stream)
+                head = await self.store.replication.head(stream)
             except StoreError:
                 continue
             seqs, seq, step = [], head.seq, 1
@@ -69,7 +69,7 @@ class Follower:
                 seq -= step
                 step *= 2
             seqs.append(0)
-            chains = [await self.store.chain_at(stream, s) or b"" for s in seqs]
+            chains = [await self.store.replication.chain_at(stream, s) or b"" for s in seqs]
             out.append(rpb.StreamPoints(stream=stream, seqs=seqs, chains=chains))
         return out
 
@@ -93,9 +93,9 @@ class Follower:
                         call.cancel()
                         return
                 elif kind == "keyring":
-                    await self.store.install_keyring(msg.keyring.data)
+                    await self.store.replication.install_keyring(msg.keyring.data)
                 elif kind == "blob":
-                    await self.store.put_blob_file(msg.blob.stream, msg.blob.blob_id, msg.blob.data)
+                    await self.store.replication.put_blob_file(msg.blob.stream, msg.blob.blob_id, msg.blob.data)
                 elif kind == "records":
                     seq = await self._apply(msg.records)
                     if seq is not None:
@@ -119,14 +119,14 @@ class Follower:
             log.info("replication: following %s (epoch %s)", self.node.peer_node, self.node.epoch)
         caught_up = True
         for h in hb.heads:
-            if self.node.writes(h.stream) or not self.store.has_stream(h.stream):
+            if self.node.writes(h.stream) or not self.store.replication.has_stream(h.stream):
                 continue
-            local = await self.store.head(h.stream)
+            local = await self.store.replication.head(h.stream)
             if local.seq > h.seq:
                 # Everything up to the leader's head has been compared record by record: what we
                 # hold beyond it is a divergent tail from our time as primary.
                 await self._diverged(h.stream, h.seq)
-                local = await self.store.head(h.stream)
+                local = await self.store.replication.head(h.stream)
             f = self.node.following.setdefault(h.stream, FollowState())
             f.local_seq = local.seq
             f.leader_seq = max(h.seq, f.leader_seq)
@@ -152,23 +152,23 @@ class Follower:
             return None
         if not batch.records:
             return None
-        if not self.store.has_stream(stream):
+        if not self.store.replication.has_stream(stream):
             raise StoreError(f"records of {stream} arrived before its keys")
         records = [from_wire(r) for r in batch.records]
-        head = await self.store.head(stream)
+        head = await self.store.replication.head(stream)
         # Records we hold already (the leader starts at a common point that may lie below our
         # head) are compared; the first that differs marks the start of our divergent tail.
         while records and records[0].seq <= head.seq:
-            mine = await self.store.chain_at(stream, records[0].seq)
+            mine = await self.store.replication.chain_at(stream, records[0].seq)
             if mine != records[0].chain:
                 await self._diverged(stream, records[0].seq - 1)
-                head = await self.store.head(stream)
+                head = await self.store.replication.head(stream)
                 break
             records.pop(0)
         if records:
             if records[0].seq != head.seq + 1:
                 raise DamagedLog(stream, records[0].seq, f"replicated records skip ahead of our head {head.seq}")
-            await self.store.append_raw(stream, records)
+            await self.store.replication.append_raw(stream, records)
             self.node.metrics.applied.inc(len(records))
             self._applied_since_report += len(records)
         last = batch.records[-1]

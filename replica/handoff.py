@@ -31,16 +31,16 @@ class HandoffRecorder:
         if node.is_primary:
             return False
         stream = handoff_stream(node.node)
-        if not store.has_stream(stream):
+        if not store.replication.has_stream(stream):
             raise StoreError(f"{stream} has no keys yet (the primary's keyring has not arrived)")
         async with store.use_account(account) as acct:
             key = await asyncio.to_thread(lambda: acct.delivery_key(first_value(original, b"message-id") or b"", original))
-        blob_id = await store.put_stream_blob(stream, final)
+        blob_id = await store.stream(stream).put_blob(final)
         entry = pb.HandoffQueued(
             id=secrets.token_hex(12), account=account, mailbox=mailbox, blob_id=blob_id, size=len(final),
             origin=origin, delivery_key=key, internal_date=int(time.time()),
         )
-        await store.append_stream(stream, [pb.Event(handoff_queued=entry)])
+        await store.stream(stream).append([pb.Event(handoff_queued=entry)])
         log.info("hand-off %s: accepted for %s as backup MX (primary is %s)", entry.id, account, node.epoch.primary)
         return True
 
@@ -70,16 +70,16 @@ class HandoffDeliverer:
         # The peer's hand-off stream, and our own: entries this node accepted while it was not
         # the primary and that the former primary had not delivered yet are ours to deliver now.
         streams = [handoff_stream(self.node.peer_node), handoff_stream(self.node.node)]
-        if not all(self.store.has_stream(s) for s in streams):
+        if not all(self.store.replication.has_stream(s) for s in streams):
             await asyncio.sleep(1.0)
             return
-        sub = self.store.subscribe_stream(streams[0])
+        sub = self.store.stream(streams[0]).subscribe()
         try:
             done = dict.fromkeys(streams, 0)
             while self.node.is_primary:
                 delivered = 0
                 for stream in streams:
-                    for c in await self.store.read_events(stream, done[stream]):
+                    for c in await self.store.replication.read_events(stream, done[stream]):
                         await self.deliver(stream, c)
                         done[stream] = c.seq
                         delivered += 1
@@ -100,7 +100,7 @@ class HandoffDeliverer:
         if h.account not in self.store.system.accounts:
             log.warning("hand-off %s: account %s no longer exists; dropped", h.id, h.account)
             return
-        data = await self.store.read_stream_blob(stream, h.blob_id)
+        data = await self.store.stream(stream).read_blob(h.blob_id)
         origin = pb.Origin()
         origin.CopyFrom(h.origin)
         origin.handoff_id = h.id
@@ -121,7 +121,7 @@ async def hand_over_tail(node: ReplicaNode, stream: str, common: int) -> None:
     store = node.store
     tail: list[Committed] = []
     while True:
-        more = await store.read_events(stream, tail[-1].seq if tail else common, TAIL_BATCH)
+        more = await store.replication.read_events(stream, tail[-1].seq if tail else common, TAIL_BATCH)
         if not more:
             break
         tail.extend(more)
@@ -141,7 +141,7 @@ async def hand_over_tail(node: ReplicaNode, stream: str, common: int) -> None:
                     mb = acct.view.mailbox_by_id(m.mailbox_id)
                     data = await acct.read_message(m.blob_id)
                     key = m.message_id_hash or acct.delivery_key(first_value(data, b"message-id") or b"", data)
-                    blob_id = await store.put_stream_blob(own, data)
+                    blob_id = await store.stream(own).put_blob(data)
                     entries.append(pb.Event(handoff_queued=pb.HandoffQueued(
                         id=f"tail-{key.hex()[:24]}", account=name, mailbox=mb.name if mb else "INBOX",
                         blob_id=blob_id, size=len(data), origin=m.origin, delivery_key=key,
@@ -153,8 +153,8 @@ async def hand_over_tail(node: ReplicaNode, stream: str, common: int) -> None:
         for c in tail:
             dropped[c.event.WhichOneof("kind") or "?"] += 1
     if entries:
-        await store.append_stream(handoff_stream(node.node), entries)
-    await store.truncate_stream(stream, common)
+        await store.stream(handoff_stream(node.node)).append(entries)
+    await store.replication.truncate_stream(stream, common)
     log.warning(
         "replication: %s: divergent tail of %d records after seq %d: %d messages handed over to %s, dropped %s",
         stream, len(tail), common, len(entries), node.epoch.primary, dict(dropped) or "nothing",

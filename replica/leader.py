@@ -40,7 +40,7 @@ class ReplicationService(rpc.ReplicationServicer):
     async def GetKeyring(self, request: rpb.KeyringRequest, context: grpc.aio.ServicerContext) -> rpb.KeyringFile:
         if not self.node.is_primary:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"{self.node.node} is not the primary")
-        return rpb.KeyringFile(data=self.store.keyring_file())
+        return rpb.KeyringFile(data=self.store.replication.keyring_file())
 
     async def Follow(
         self, request_iterator: AsyncIterator[rpb.FollowRequest], context: grpc.aio.ServicerContext
@@ -70,26 +70,26 @@ class ReplicationService(rpc.ReplicationServicer):
             keyring_sent = -1
             blobs_sent: set[tuple[str, bytes]] = set()
             while not acks.done():
-                if keyring_sent != self.store.keyring_version:
-                    keyring_sent = self.store.keyring_version
-                    yield rpb.FollowMessage(keyring=rpb.KeyringFile(data=self.store.keyring_file()))
+                if keyring_sent != self.store.replication.keyring_version:
+                    keyring_sent = self.store.replication.keyring_version
+                    yield rpb.FollowMessage(keyring=rpb.KeyringFile(data=self.store.replication.keyring_file()))
                 progressed = False
                 for stream in self._streams():
                     seq = positions.get(stream, (0, b"", 0))[0]
                     try:
-                        head = await self.store.head(stream)
+                        head = await self.store.replication.head(stream)
                     except NotFound:
                         continue
                     if head.seq <= seq:
                         continue
-                    records = await self.store.raw_records(stream, seq, BATCH_RECORDS)
+                    records = await self.store.replication.raw_records(stream, seq, BATCH_RECORDS)
                     if not records:
                         continue
-                    for blob_id in await self.store.referenced_blobs(stream, records):
+                    for blob_id in await self.store.replication.referenced_blobs(stream, records):
                         if (stream, blob_id) in blobs_sent:
                             continue
                         blobs_sent.add((stream, blob_id))
-                        data = await asyncio.to_thread(self.store.blob_file, stream, blob_id)
+                        data = await asyncio.to_thread(self.store.replication.blob_file, stream, blob_id)
                         yield rpb.FollowMessage(blob=rpb.BlobFile(stream=stream, blob_id=blob_id, data=data))
                     yield rpb.FollowMessage(records=rpb.RecordBatch(stream=stream, records=[to_wire(r) for r in records]))
                     last = records[-1]
@@ -99,7 +99,7 @@ class ReplicationService(rpc.ReplicationServicer):
                 if not progressed:
                     yield self._heartbeat(positions)
                     self.node.caught_up()
-                    await self.store.wait_commit(IDLE_WAIT)
+                    await self.store.replication.wait_commit(IDLE_WAIT)
         except StoreError as e:
             log.error("replication: shipping to %s stopped: %s", hello.node, e)
             await context.abort(grpc.StatusCode.INTERNAL, str(e))
@@ -111,7 +111,7 @@ class ReplicationService(rpc.ReplicationServicer):
 
     def _streams(self) -> list[str]:
         # The system stream first: it names the accounts whose streams follow.
-        names = [s for s in self.store.stream_names() if self.node.writes(s)]
+        names = [s for s in self.store.replication.stream_names() if self.node.writes(s)]
         return sorted(names, key=lambda s: (s != SYSTEM, s))
 
     def _heartbeat(self, positions: dict[str, tuple[int, bytes, int]]) -> rpb.FollowMessage:
@@ -124,16 +124,16 @@ class ReplicationService(rpc.ReplicationServicer):
 
     async def _common_point(self, p: rpb.StreamPoints) -> tuple[int, bytes, int]:
         """The highest of the follower's points where our chain agrees (0, the genesis, always does)."""
-        if not self.node.writes(p.stream) or not self.store.has_stream(p.stream):
+        if not self.node.writes(p.stream) or not self.store.replication.has_stream(p.stream):
             return (0, bytes(32), 0)
         try:
-            head = await self.store.head(p.stream)
+            head = await self.store.replication.head(p.stream)
         except NotFound:
             return (0, bytes(32), 0)
         for seq, chain in sorted(zip(p.seqs, p.chains, strict=False), reverse=True):
             if seq > head.seq:
                 continue
-            if await self.store.chain_at(p.stream, seq) == chain:
+            if await self.store.replication.chain_at(p.stream, seq) == chain:
                 return (seq, chain, 0)
         return (0, bytes(32), 0)
 

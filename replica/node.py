@@ -70,7 +70,7 @@ class ReplicaNode:
         self.settings = settings
         self.node = settings.node
         self.peer_node = settings.peer_node
-        state = store.read_node_state()
+        state = store.replication.read_node_state()
         if state is None:
             first = self.node if settings.initial_role == "primary" else self.peer_node
             self.epoch = Epoch(1, first)
@@ -111,15 +111,15 @@ class ReplicaNode:
         return f"node {self.node} is not the writer in epoch {self.epoch} (the primary is {self.epoch.primary})"
 
     def apply_fencing(self) -> None:
-        self.store.set_replication(self.gate, self.fenced)
+        self.store.replication.set_replication(self.gate, self.fenced)
         if self.is_primary:
             # The primary owns the keyring: it makes the keys of both hand-off streams, so that
             # each node can read the other's.
             for n in (self.node, self.peer_node):
-                self.store.ensure_stream_keys(handoff_stream(n))
+                self.store.replication.ensure_stream_keys(handoff_stream(n))
 
     def _save(self) -> None:
-        self.store.write_node_state({"epoch": self.epoch.number, "primary": self.epoch.primary, "rejoin": self.rejoin})
+        self.store.replication.write_node_state({"epoch": self.epoch.number, "primary": self.epoch.primary, "rejoin": self.rejoin})
 
     def observe(self, other: Epoch) -> bool:
         """A peer's epoch: adopt it when newer. Returns True when this node's role changed."""
@@ -233,10 +233,10 @@ class ReplicaNode:
 
     async def status(self) -> dict[str, object]:
         streams = []
-        for stream in sorted(set(self.store.stream_names())):
+        for stream in sorted(set(self.store.replication.stream_names())):
             if self.writes(stream):
                 try:
-                    head = (await self.store.head(stream)).seq
+                    head = (await self.store.replication.head(stream)).seq
                 except Exception:  # a stream without an open writer here (e.g. deleted account)
                     continue
                 acked = self.acked.get(stream, 0)
@@ -246,7 +246,7 @@ class ReplicaNode:
                 f = self.following.get(stream)
                 if f is None:
                     try:
-                        seq = (await self.store.head(stream)).seq
+                        seq = (await self.store.replication.head(stream)).seq
                     except Exception:
                         continue
                     f = FollowState(local_seq=seq, leader_seq=seq)

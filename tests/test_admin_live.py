@@ -90,7 +90,7 @@ def key_id_of_last_record(srv: MailServer, account: str) -> int:
         store = await open_store(srv.directory, load_master_key(srv.directory, MasterKeySource(key_file=srv.key_file)),
                                  writable=False)
         try:
-            records = await store.raw_records(account_stream(account), 0, limit=1 << 20)
+            records = await store.replication.raw_records(account_stream(account), 0, limit=1 << 20)
             return records[-1].key_id
         finally:
             await store.close()

@@ -162,10 +162,10 @@ def test_a_failed_replication_gate_fails_every_waiter_and_the_event_stays(keyed_
         store = await new_account(keyed_dir)
         try:
             async with store.use_account("alice") as acct:
-                store.set_replication(refuse, lambda stream: None)
+                store.replication.set_replication(refuse, lambda stream: None)
                 results = await one_batch(acct, "unacked")
                 assert all(isinstance(r, ReplicationTimeout) for r in results), results
-                store.set_replication(None, lambda stream: None)
+                store.replication.set_replication(None, lambda stream: None)
                 assert not acct.broken  # durable here: the projection has it, as docs/replication.md says
                 assert all(isinstance(r, list) for r in await one_batch(acct, "next"))
         finally:
@@ -185,7 +185,7 @@ def test_a_cancelled_commit_fails_every_waiter(keyed_dir: Keyed) -> None:
         store = await new_account(keyed_dir)
         try:
             acct = await store.account("alice")
-            store.set_replication(stuck, lambda stream: None)
+            store.replication.set_replication(stuck, lambda stream: None)
             waiters = [asyncio.ensure_future(acct.append([setting(f"c{i}")])) for i in range(WAITERS)]
             await asyncio.sleep(0.2)
             task = acct._writer._task
@@ -193,7 +193,7 @@ def test_a_cancelled_commit_fails_every_waiter(keyed_dir: Keyed) -> None:
             task.cancel()  # what closing the loop does to a commit in flight
             done, pending = await asyncio.wait(waiters, timeout=10)
             assert not pending and all(isinstance(w.exception(), StoreError) for w in done)
-            store.set_replication(None, lambda stream: None)
+            store.replication.set_replication(None, lambda stream: None)
             again = await store.account("alice")  # reopened: its projection from the log
             assert again is not acct and again.view.dump() == rebuilt(again)
         finally:
@@ -257,7 +257,7 @@ def test_sync_mode_shows_an_event_to_other_sessions_only_after_the_secondary_has
         try:
             async with store.use_account("alice") as acct:
                 other = acct.subscribe()  # another session (IMAP IDLE)
-                store.set_replication(gate, lambda stream: None)
+                store.replication.set_replication(gate, lambda stream: None)
                 head = acct.head_seq
                 appending = asyncio.ensure_future(acct.append([setting("replicated")]))
                 await asyncio.sleep(0.2)

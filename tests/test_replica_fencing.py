@@ -7,7 +7,7 @@ import pytest
 
 from eventmail.config import ReplicationSettings
 from eventmail.proto import events_pb2 as pb
-from eventmail.store import NotWriter, ReplicationTimeout, handoff_stream
+from eventmail.store import SYSTEM, NotWriter, ReplicationTimeout, handoff_stream
 from replica.node import Epoch, ReplicaNode
 
 from .conftest import open_store, run
@@ -32,10 +32,10 @@ def test_old_primary_refuses_writes_after_a_newer_epoch(keyed_dir: tuple[Path, b
                 with pytest.raises(NotWriter):
                     await acct.add_message("INBOX", b"Subject: after\r\n\r\nx\r\n")
             with pytest.raises(NotWriter):
-                await store.append_system([pb.Event(domain_added=pb.DomainAdded(domain="x.test"))])
+                await store.stream(SYSTEM).append([pb.Event(domain_added=pb.DomainAdded(domain="x.test"))])
             # Its own hand-off stream stays writable: that is where a backup MX puts mail.
-            await store.append_stream(handoff_stream("a"), [pb.Event(handoff_queued=pb.HandoffQueued(id="1"))])
-            assert store.read_node_state() == {"epoch": 2, "primary": "b", "rejoin": True}
+            await store.stream(handoff_stream("a")).append([pb.Event(handoff_queued=pb.HandoffQueued(id="1"))])
+            assert store.replication.read_node_state() == {"epoch": 2, "primary": "b", "rejoin": True}
         finally:
             await store.close()
 
@@ -52,7 +52,7 @@ def test_the_epoch_survives_a_restart(keyed_dir: tuple[Path, bytes], tmp_path: P
             node = ReplicaNode(store, settings(tmp_path))  # the config still says primary
             assert not node.is_primary and node.epoch == Epoch(5, "b")
             with pytest.raises(NotWriter):
-                await store.append_system([pb.Event(domain_added=pb.DomainAdded(domain="x.test"))])
+                await store.stream(SYSTEM).append([pb.Event(domain_added=pb.DomainAdded(domain="x.test"))])
         finally:
             await store.close()
 
@@ -73,16 +73,16 @@ def test_sync_gate_without_acknowledgement(keyed_dir: tuple[Path, bytes], tmp_pa
             event = pb.Event(domain_added=pb.DomainAdded(domain="x.test"))
             if on_timeout == "tempfail":
                 with pytest.raises(ReplicationTimeout):
-                    await store.append_system([event])
+                    await store.stream(SYSTEM).append([event])
                 assert not node.degraded
             else:
-                await store.append_system([event])
+                await store.stream(SYSTEM).append([event])
                 assert node.degraded
             # An acknowledgement that arrives releases the waiter at once.
             node.degraded = False
-            task = asyncio.ensure_future(store.append_system([event]))
+            task = asyncio.ensure_future(store.stream(SYSTEM).append([event]))
             await asyncio.sleep(0.05)
-            node.on_ack("system", (await store.head("system")).seq)
+            node.on_ack("system", (await store.replication.head("system")).seq)
             await asyncio.wait_for(task, 0.15)
         finally:
             await store.close()

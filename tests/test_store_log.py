@@ -219,7 +219,7 @@ def test_deleting_an_account_shreds_its_keys_and_files(keyed_dir: Keyed) -> None
             (stream_dir / name).write_bytes(data)
         store = await open_store(keyed_dir)
         with pytest.raises(StreamShredded):
-            list(store.stream_events("account/alice"))
+            list(store.stream("account/alice").events())
         await store.close()
 
     run(go())

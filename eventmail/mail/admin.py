@@ -221,7 +221,7 @@ class Admin:
         domain = check_domain(_arg(args, "domain"))
         if domain in self.store.system.domains:
             raise AdminError(f"domain {domain} exists")
-        await self.store.append_system([pb.Event(domain_added=pb.DomainAdded(domain=domain))])
+        await self.store.stream(SYSTEM).append([pb.Event(domain_added=pb.DomainAdded(domain=domain))])
         return {"message": f"domain {domain} added: give accounts addresses there (account add-address), "
                            f"and a signing key (dkim add {domain} SELECTOR)"}
 
@@ -242,7 +242,7 @@ class Admin:
                 inactive.CopyFrom(sel)
                 inactive.active = False
                 events.append(pb.Event(dkim_selector=inactive))
-        await self.store.append_system(events)
+        await self.store.stream(SYSTEM).append(events)
         return {"message": f"domain {domain} removed; mail for it is no longer accepted"}
 
     async def account_add(self, args: Mapping[str, Any]) -> dict[str, Any]:
@@ -280,7 +280,7 @@ class Admin:
         name = self._existing_account(_arg(args, "name"))
         ps = await _password_set(name, check_password(_arg(args, "password"), self.policy))
         self._existing_account(name)  # deleted while the password was hashed?
-        await self.store.append_system([pb.Event(password_set=ps)])
+        await self.store.stream(SYSTEM).append([pb.Event(password_set=ps)])
         return {"message": f"password of {name} set"}
 
     async def account_delete(self, args: Mapping[str, Any]) -> dict[str, Any]:
@@ -315,7 +315,7 @@ class Admin:
         private_key = await asyncio.to_thread(new_dkim_key, algorithm)
         if (domain, selector) in self.store.system.dkim:
             raise AdminError(f"selector {selector} of {domain} exists")
-        await self.store.append_system([pb.Event(dkim_selector=pb.DkimSelector(
+        await self.store.stream(SYSTEM).append([pb.Event(dkim_selector=pb.DkimSelector(
             domain=domain, selector=selector, algorithm=algorithm, private_key=private_key, active=True,
         ))])
         return {"message": f"{selector}._domainkey.{domain}. TXT \"{public_key_record(algorithm, private_key)}\""}

@@ -19,7 +19,7 @@ from ..junk.features import stored_features
 from ..mime.headers import first_value
 from ..mime.parsed import ParsedMessage
 from ..proto import events_pb2 as pb
-from ..store import Account, Committed, Store
+from ..store import QUEUE, Account, Committed, Store
 
 
 def _message_id(message: bytes) -> bytes:
@@ -48,7 +48,7 @@ async def deliver(
     added = await acct.add_message(mailbox, final, origin=origin, delivery_key=key, junk=features,
                                    structure=parsed.structure_with_prefix(len(prefix)))
     if added is None:
-        await store.await_replicated(acct.stream_id)
+        await store.stream(acct.stream_id).replicated()
     return added
 
 
@@ -103,8 +103,8 @@ async def queue_outbound(
 ) -> Committed:
     """Queue a submitted message for remote recipients: its bytes (fsynced), then its
     OutboundQueued event in the queue stream, committed as above."""
-    blob_id = await store.put_queue_blob(message)
-    (committed,) = await store.append_queue([pb.Event(outbound_queued=pb.OutboundQueued(
+    blob_id = await store.stream(QUEUE).put_blob(message)
+    (committed,) = await store.stream(QUEUE).append([pb.Event(outbound_queued=pb.OutboundQueued(
         id=transaction_id, account=account, mail_from=mail_from, rcpt_to=rcpt_to, blob_id=blob_id,
         size=len(message), requiretls=requiretls,
     ))])

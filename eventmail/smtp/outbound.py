@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 
 from ..proto import events_pb2 as pb
-from ..store import Store
+from ..store import QUEUE, Store
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +82,9 @@ class QueueRunner:
         self.tls = tls
 
     async def run(self) -> None:
-        sub = self.store.subscribe_queue()
+        sub = self.store.stream(QUEUE).subscribe()
         try:
-            events = [(c.time_us / 1e6, c.event) for c in self.store.stream_events("queue")]
+            events = [(c.time_us / 1e6, c.event) for c in self.store.stream(QUEUE).events()]
             pending = pending_from_log(events)
             while True:
                 now = time.time()
@@ -106,7 +106,7 @@ class QueueRunner:
 
     async def _attempt(self, item: Pending) -> None:
         q = item.queued
-        data = await self.store.read_queue_blob(q.blob_id)
+        data = await self.store.stream(QUEUE).read_blob(q.blob_id)
         rcpts = sorted(item.remaining)
         try:
             results = await asyncio.to_thread(relay, self.host, self.port, self.helo, q.mail_from, rcpts, data, self.tls)
@@ -124,6 +124,6 @@ class QueueRunner:
             if delivered or permanent:
                 item.remaining.discard(r)
             log.info("queue %s: %s -> %s %s", q.id, r, code, "delivered" if delivered else "permanent" if permanent else "retry")
-        await self.store.append_queue(events)
+        await self.store.stream(QUEUE).append(events)
         item.attempts += 1
         item.next_at = time.time() + RETRY_DELAYS[min(item.attempts - 1, len(RETRY_DELAYS) - 1)]

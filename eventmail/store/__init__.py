@@ -16,9 +16,11 @@ from .errors import (
     StreamShredded,
     WrongKey,
 )
+from .handle import StreamHandle
 from .keys import MasterKeySource, init_directory, load_master_key
 from .keywords import MAX_KEYWORDS_PER_MAILBOX, MAX_KEYWORDS_PER_MESSAGE, LimitExceeded, keywords_at_cap
 from .log import Head
+from .names import ACCOUNT_NAME, QUEUE, SYSTEM, account_stream, handoff_stream
 from .projection import (
     Mailbox,
     MailboxChanged,
@@ -31,16 +33,8 @@ from .projection import (
 )
 from .records import Record
 from .registration import Change, CopyFlags, MessageFacts, Projection, Registration
-from .store import (
-    ACCOUNT_NAME,
-    IDLE_SECONDS,
-    QUEUE,
-    SYSTEM,
-    Store,
-    StreamReport,
-    account_stream,
-    handoff_stream,
-)
+from .replication_port import ReplicationPort
+from .store import IDLE_SECONDS, Store, StreamReport
 from .stream import Committed, Subscription
 from .system import AccountInfo, SystemView, normalize_address
 
@@ -78,11 +72,13 @@ __all__ = [
     "Projector",
     "Record",
     "Registration",
+    "ReplicationPort",
     "ReplicationTimeout",
     "SettingChanged",
     "Store",
     "StoreError",
     "StoreFull",
+    "StreamHandle",
     "StreamReport",
     "StreamShredded",
     "Subscription",

@@ -3,13 +3,11 @@
 import asyncio
 import contextlib
 import fcntl
-import json
 import logging
 import os
-import re
 import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,31 +15,20 @@ from ..proto import events_pb2 as pb
 from .account import Account
 from .blobs import BlobStore
 from .errors import Conflict, DamagedBlob, DamagedLog, DirectoryLocked, MissingKey, NotFound, StoreError
-from .fsutil import make_dirs, write_atomic
+from .fsutil import make_dirs
+from .handle import StreamHandle
 from .keyring import Keyring
 from .log import Head, StreamLog
-from .records import Record
+from .names import ACCOUNT_NAME, QUEUE, SYSTEM, account_stream
 from .registration import Registration
+from .replication_port import ReplicationPort
 from .stream import Committed, StreamWriter, Subscription
 from .system import SystemView, normalize_address
 
 log = logging.getLogger(__name__)
 
-SYSTEM = "system"
-QUEUE = "queue"
-NODE_STATE = "node-state.json"
-ACCOUNT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 # Accounts nobody used for five minutes are checkpointed and closed: memory follows activity.
 IDLE_SECONDS = 300.0
-
-
-def account_stream(name: str) -> str:
-    return f"account/{name}"
-
-
-def handoff_stream(node: str) -> str:
-    """The stream in which node `node` records mail it accepted while not the primary."""
-    return f"handoff/{node}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +65,7 @@ class Store:
         self._gate: Callable[[str, int], Awaitable[None]] | None = None
         self._fenced: Callable[[str], str | None] = lambda stream: None
         self._commit_signal = asyncio.Event()
+        self.replication = ReplicationPort(self)
 
     # ---------------------------------------------------------------- opening
 
@@ -119,6 +107,17 @@ class Store:
         for sub in ("streams", "blobs", "checkpoints"):
             make_dirs(directory / sub)
 
+    @staticmethod
+    def initialize_replica(directory: Path, keyring_data: bytes, master_key: bytes) -> None:
+        """Lay out a new data directory around the primary's keyring (a new secondary)."""
+        directory = Path(directory)
+        if (directory / "keyring").exists():
+            raise StoreError(f"{directory} already has a keyring")
+        make_dirs(directory)
+        ring = Keyring.from_bytes(directory / "keyring", keyring_data, master_key)
+        ring.save()
+        Store.initialize(directory, ring)
+
     def _stream_log(self, stream: str, create: bool) -> StreamLog:
         if not self.writable and stream not in self.keyring.streams and stream not in self.keyring.shredded:
             # A reader of a stream that was never written: an empty log.
@@ -158,38 +157,31 @@ class Store:
             os.close(self._lock_fd)
             self._lock_fd = None
 
-    # ---------------------------------------------------------------- system and queue streams
+    # ---------------------------------------------------------------- streams
 
     def _system(self) -> StreamWriter:
         assert self._system_writer is not None
         return self._system_writer
 
-    async def append_system(self, events: Sequence[pb.Event]) -> list[Committed]:
-        return await self._system().append(events)
+    def stream(self, name: str) -> StreamHandle:
+        """One stream (system, queue, account/<name>, handoff/<node>): append, subscribe, events, blobs."""
+        return StreamHandle(self, name)
 
-    def subscribe_system(self) -> Subscription:
-        return self._system().subscribe()
+    def _subscribe(self, stream: str) -> Subscription:
+        if stream == SYSTEM:
+            return self._system().subscribe()
+        if stream == QUEUE:
+            assert self._queue_writer is not None
+            return self._queue_writer.subscribe()
+        if stream.startswith("account/"):
+            raise StoreError(f"{stream}: subscribe through the open account (Account.subscribe)")
+        w = self._other_writers.get(stream)
+        if w is None:
+            w = self._attach(StreamWriter(self._stream_log(stream, create=False), _unprojected))
+            self._other_writers[stream] = w
+        return w.subscribe()
 
-    async def append_queue(self, events: Sequence[pb.Event]) -> list[Committed]:
-        assert self._queue_writer is not None
-        return await self._queue_writer.append(events)
-
-    def subscribe_queue(self) -> Subscription:
-        assert self._queue_writer is not None
-        return self._queue_writer.subscribe()
-
-    async def put_queue_blob(self, data: bytes) -> bytes:
-        """Store an outbound message's bytes (fsynced) before the queue event naming them."""
-        assert self.queue_blobs is not None
-        return await asyncio.to_thread(self.queue_blobs.put, data)
-
-    async def read_queue_blob(self, blob_id: bytes) -> bytes:
-        """An outbound message's bytes, read and decrypted off the event loop."""
-        assert self.queue_blobs is not None
-        return await asyncio.to_thread(self.queue_blobs.get, blob_id)
-
-    def stream_events(self, stream: str, since: int = 0) -> Iterable[Committed]:
-        """Decrypted events of any stream (system, queue, account/<name>)."""
+    def _events(self, stream: str, since: int = 0) -> Iterable[Committed]:
         slog = self._stream_log(stream, create=False)
         try:
             for record, plaintext in slog.plaintexts(since):
@@ -216,7 +208,7 @@ class Store:
         if password is not None:
             events.append(pb.Event(password_set=password))
         self.keyring.stream(account_stream(name), create=True)
-        await self.append_system(events)
+        await self._system().append(events)
         async with self.use_account(name) as acct:
             await acct.create_default_mailboxes()
 
@@ -230,19 +222,19 @@ class Store:
         owner = self.system.addresses.get(normalize_address(address))
         if owner is not None:
             raise Conflict(f"address {address} belongs to account {owner}")
-        await self.append_system([pb.Event(address_added=pb.AddressAdded(account=account, address=address))])
+        await self._system().append([pb.Event(address_added=pb.AddressAdded(account=account, address=address))])
 
     async def remove_address(self, account: str, address: str) -> None:
         """Take an address (or catch-all) away from an account."""
         if self.system.addresses.get(normalize_address(address)) != account:
             raise NotFound(f"account {account} has no address {address}")
-        await self.append_system([pb.Event(address_removed=pb.AddressRemoved(account=account, address=address))])
+        await self._system().append([pb.Event(address_removed=pb.AddressRemoved(account=account, address=address))])
 
     async def delete_account(self, name: str) -> None:
         """Record the deletion, then crypto-shred the account: its keys go, then its files."""
         if name not in self.system.accounts:
             raise NotFound(f"no account {name}")
-        await self.append_system([pb.Event(account_deleted=pb.AccountDeleted(name=name))])
+        await self._system().append([pb.Event(account_deleted=pb.AccountDeleted(name=name))])
         await self._close_account(name, checkpoint=False)
         stream = account_stream(name)
         keys = self.keyring.streams.get(stream)
@@ -339,27 +331,15 @@ class Store:
         out += list(self._other_writers.values())
         return out
 
-    def set_replication(
-        self, gate: Callable[[str, int], Awaitable[None]] | None, fenced: Callable[[str], str | None]
-    ) -> None:
-        """How appends relate to replication: `gate` is awaited after each local commit (sync
-        mode); `fenced(stream)` says why this node may not write a stream, or None."""
-        self._gate = gate
-        self._fenced = fenced
-        for w in self._writers():
-            self._attach(w)
+    @property
+    def commit_signal(self) -> asyncio.Event:
+        return self._commit_signal
 
-    async def wait_commit(self, timeout: float) -> None:
-        """Return after the next commit to any stream, or after `timeout` seconds."""
-        try:
-            await asyncio.wait_for(self._commit_signal.wait(), timeout)
-        except TimeoutError:
-            pass
-        self._commit_signal.clear()
-
-    def stream_names(self) -> list[str]:
-        """Every stream this data directory holds keys for."""
-        return sorted(self.keyring.streams)
+    def _blob_store(self, stream: str) -> BlobStore:
+        if stream == QUEUE and self.queue_blobs is not None:
+            return self.queue_blobs
+        keys = self.keyring.streams[stream]
+        return BlobStore(stream, self.directory / "blobs" / keys.dir_name, keys)
 
     async def _writer_for(self, stream: str) -> StreamWriter:
         if stream == SYSTEM:
@@ -379,191 +359,6 @@ class Store:
             w = self._attach(StreamWriter(self._stream_log(stream, create=False), _unprojected))
             self._other_writers[stream] = w
         return w
-
-    async def head(self, stream: str) -> Head:
-        return (await self._writer_for(stream)).log.head
-
-    async def raw_records(self, stream: str, since: int, limit: int = 512) -> list[Record]:
-        """Up to `limit` records after `since`, verbatim (for shipping to a follower)."""
-        log_ = (await self._writer_for(stream)).log
-
-        def read() -> list[Record]:
-            out = []
-            for r in log_.records(since):
-                out.append(r)
-                if len(out) >= limit:
-                    break
-            return out
-
-        return await asyncio.to_thread(read)
-
-    async def read_events(self, stream: str, since: int, limit: int = 512) -> list[Committed]:
-        """Up to `limit` decrypted events after `since`, read through the stream's writer (so a
-        stream another task appends to is read only up to what is committed)."""
-        log_ = (await self._writer_for(stream)).log
-
-        def read() -> list[Committed]:
-            out: list[Committed] = []
-            prev = log_.chain_before(since + 1)
-            for r in log_.records(since):
-                e = pb.Event()
-                e.ParseFromString(log_.decrypt(r, prev))
-                prev = r.chain
-                out.append(Committed(stream, r.seq, r.time_us, e))
-                if len(out) >= limit:
-                    break
-            return out
-
-        return await asyncio.to_thread(read)
-
-    async def chain_at(self, stream: str, seq: int) -> bytes | None:
-        """The chain value at `seq` (None when this log is shorter)."""
-        if seq == 0:
-            return bytes(32)
-        records = await self.raw_records(stream, seq - 1, limit=1)
-        return records[0].chain if records else None
-
-    async def referenced_blobs(self, stream: str, records: list[Record]) -> list[bytes]:
-        """Blob ids the records' events refer to (the leader sends these before the records)."""
-        if stream not in self.keyring.streams or not records:
-            return []
-        log_ = (await self._writer_for(stream)).log
-
-        def read() -> list[bytes]:
-            out = []
-            prev = log_.chain_before(records[0].seq)
-            for r in records:
-                e = pb.Event()
-                e.ParseFromString(log_.decrypt(r, prev))
-                prev = r.chain
-                kind = e.WhichOneof("kind")
-                if kind == "message_added":
-                    out.append(e.message_added.blob_id)
-                elif kind == "outbound_queued":
-                    out.append(e.outbound_queued.blob_id)
-                elif kind == "handoff_queued":
-                    out.append(e.handoff_queued.blob_id)
-            return out
-
-        return await asyncio.to_thread(read)
-
-    async def append_raw(self, stream: str, records: list[Record]) -> None:
-        """Append another node's records verbatim (chain verified), fsynced, then published."""
-        if stream not in self.keyring.streams:
-            raise StoreError(f"no keys for stream {stream} (the keyring must arrive first)")
-        await (await self._writer_for(stream)).append_raw(records)
-
-    def _blob_store(self, stream: str) -> BlobStore:
-        keys = self.keyring.streams[stream]
-        return BlobStore(stream, self.directory / "blobs" / keys.dir_name, keys)
-
-    def blob_file(self, stream: str, blob_id: bytes) -> bytes:
-        return self._blob_store(stream).raw_file(blob_id)
-
-    async def put_blob_file(self, stream: str, blob_id: bytes, data: bytes) -> None:
-        await asyncio.to_thread(self._blob_store(stream).put_raw_file, blob_id, data)
-
-    def has_blob(self, stream: str, blob_id: bytes) -> bool:
-        return self._blob_store(stream).exists(blob_id)
-
-    def keyring_file(self) -> bytes:
-        return self.keyring.path.read_bytes()
-
-    @property
-    def keyring_version(self) -> int:
-        """Changes whenever the keyring is saved (new stream, rotation, shredding, adoption)."""
-        return self.keyring.version
-
-    async def install_keyring(self, data: bytes) -> None:
-        """Adopt the leader's keyring (sealed with the master key both nodes hold)."""
-        other = Keyring.from_bytes(self.keyring.path, data, self.keyring.master)
-        await asyncio.to_thread(self.keyring.adopt, other)
-
-    @staticmethod
-    def initialize_replica(directory: Path, keyring_data: bytes, master_key: bytes) -> None:
-        """Lay out a new data directory around the primary's keyring (a new secondary)."""
-        directory = Path(directory)
-        if (directory / "keyring").exists():
-            raise StoreError(f"{directory} already has a keyring")
-        make_dirs(directory)
-        ring = Keyring.from_bytes(directory / "keyring", keyring_data, master_key)
-        ring.save()
-        Store.initialize(directory, ring)
-
-    def ensure_stream_keys(self, stream: str) -> None:
-        """Create keys for a stream another node will write (a backup MX's hand-off stream)."""
-        self.keyring.stream(stream, create=True)
-
-    def has_stream(self, stream: str) -> bool:
-        return stream in self.keyring.streams
-
-    def subscribe_stream(self, stream: str) -> Subscription:
-        """Committed events of any stream from now on (the primary follows hand-off streams)."""
-        if stream == SYSTEM:
-            return self.subscribe_system()
-        if stream == QUEUE:
-            return self.subscribe_queue()
-        w = self._other_writers.get(stream)
-        if w is None:
-            w = self._attach(StreamWriter(self._stream_log(stream, create=False), _unprojected))
-            self._other_writers[stream] = w
-        return w.subscribe()
-
-    async def append_stream(self, stream: str, events: Sequence[pb.Event]) -> list[Committed]:
-        """Append to a stream that is neither system, queue nor an account (a hand-off stream)."""
-        return await (await self._writer_for(stream)).append(events)
-
-    async def put_stream_blob(self, stream: str, data: bytes) -> bytes:
-        return await asyncio.to_thread(self._blob_store(stream).put, data)
-
-    async def read_stream_blob(self, stream: str, blob_id: bytes) -> bytes:
-        """A blob of any stream (a hand-off entry's message), read and decrypted off the event loop."""
-        return await asyncio.to_thread(self._blob_store(stream).get, blob_id)
-
-    async def await_replicated(self, stream: str) -> None:
-        """Wait as an append would (sync replication) for the stream's current head."""
-        if self._gate is not None:
-            head = await self.head(stream)
-            if head.seq:
-                await self._gate(stream, head.seq)
-
-    async def truncate_stream(self, stream: str, seq: int) -> None:
-        """Cut a stream back to `seq` (a former primary dropping its divergent tail) and rebuild
-        what was projected from the tail. The caller hands the tail over first."""
-        if stream == SYSTEM or stream == QUEUE:
-            w = self._system() if stream == SYSTEM else self._queue_writer
-            assert w is not None
-            await w.drain()
-            await asyncio.to_thread(w.log.truncate, seq)
-            if stream == SYSTEM:
-                self.system = SystemView()
-                for c in self.stream_events(SYSTEM):
-                    self.system.apply(c.seq, c.event)
-            return
-        if stream.startswith("account/"):
-            name = stream.split("/", 1)[1]
-            await self._close_account(name, checkpoint=False)
-            keys = self.keyring.streams[stream]
-            slog = StreamLog(stream, self.directory / "streams" / keys.dir_name, keys, True)
-            try:
-                await asyncio.to_thread(slog.truncate, seq)
-            finally:
-                slog.close()
-            return
-        w = await self._writer_for(stream)
-        await w.drain()
-        await asyncio.to_thread(w.log.truncate, seq)
-
-    def read_node_state(self) -> dict[str, object] | None:
-        """The replication state of this node (epoch and primary), None before the first write."""
-        try:
-            return dict(json.loads((self.directory / NODE_STATE).read_text()))
-        except FileNotFoundError:
-            return None
-
-    def write_node_state(self, state: dict[str, object]) -> None:
-        """Replace the node state durably (promotion and fencing depend on it surviving a crash)."""
-        write_atomic(self.directory / NODE_STATE, json.dumps(state, sort_keys=True).encode())
 
     # ---------------------------------------------------------------- verification
 

@@ -1,0 +1,193 @@
+"""What replication needs of the store and nothing else uses: verbatim records, blobs and the
+keyring, heads and chains, truncation, node state and the gate of synchronous mode."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from ..proto import events_pb2 as pb
+from .errors import StoreError
+from .fsutil import write_atomic
+from .keyring import Keyring
+from .log import Head, StreamLog
+from .names import NODE_STATE, QUEUE, SYSTEM
+from .records import Record
+from .stream import Committed
+from .system import SystemView
+
+if TYPE_CHECKING:
+    from .store import Store
+
+
+class ReplicationPort:
+    """`store.replication`: the replica package's one way into a store."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def set_replication(
+        self, gate: Callable[[str, int], Awaitable[None]] | None, fenced: Callable[[str], str | None]
+    ) -> None:
+        """How appends relate to replication: `gate` is awaited after each local commit (sync
+        mode); `fenced(stream)` says why this node may not write a stream, or None."""
+        self._store._gate = gate
+        self._store._fenced = fenced
+        for w in self._store._writers():
+            self._store._attach(w)
+
+    async def wait_commit(self, timeout: float) -> None:
+        """Return after the next commit to any stream, or after `timeout` seconds."""
+        try:
+            await asyncio.wait_for(self._store._commit_signal.wait(), timeout)
+        except TimeoutError:
+            pass
+        self._store._commit_signal.clear()
+
+    def stream_names(self) -> list[str]:
+        """Every stream this data directory holds keys for."""
+        return sorted(self._store.keyring.streams)
+
+
+    async def head(self, stream: str) -> Head:
+        return (await self._store._writer_for(stream)).log.head
+
+    async def raw_records(self, stream: str, since: int, limit: int = 512) -> list[Record]:
+        """Up to `limit` records after `since`, verbatim (for shipping to a follower)."""
+        log_ = (await self._store._writer_for(stream)).log
+
+        def read() -> list[Record]:
+            out = []
+            for r in log_.records(since):
+                out.append(r)
+                if len(out) >= limit:
+                    break
+            return out
+
+        return await asyncio.to_thread(read)
+
+    async def read_events(self, stream: str, since: int, limit: int = 512) -> list[Committed]:
+        """Up to `limit` decrypted events after `since`, read through the stream's writer (so a
+        stream another task appends to is read only up to what is committed)."""
+        log_ = (await self._store._writer_for(stream)).log
+
+        def read() -> list[Committed]:
+            out: list[Committed] = []
+            prev = log_.chain_before(since + 1)
+            for r in log_.records(since):
+                e = pb.Event()
+                e.ParseFromString(log_.decrypt(r, prev))
+                prev = r.chain
+                out.append(Committed(stream, r.seq, r.time_us, e))
+                if len(out) >= limit:
+                    break
+            return out
+
+        return await asyncio.to_thread(read)
+
+    async def chain_at(self, stream: str, seq: int) -> bytes | None:
+        """The chain value at `seq` (None when this log is shorter)."""
+        if seq == 0:
+            return bytes(32)
+        records = await self.raw_records(stream, seq - 1, limit=1)
+        return records[0].chain if records else None
+
+    async def referenced_blobs(self, stream: str, records: list[Record]) -> list[bytes]:
+        """Blob ids the records' events refer to (the leader sends these before the records)."""
+        if stream not in self._store.keyring.streams or not records:
+            return []
+        log_ = (await self._store._writer_for(stream)).log
+
+        def read() -> list[bytes]:
+            out = []
+            prev = log_.chain_before(records[0].seq)
+            for r in records:
+                e = pb.Event()
+                e.ParseFromString(log_.decrypt(r, prev))
+                prev = r.chain
+                kind = e.WhichOneof("kind")
+                if kind == "message_added":
+                    out.append(e.message_added.blob_id)
+                elif kind == "outbound_queued":
+                    out.append(e.outbound_queued.blob_id)
+                elif kind == "handoff_queued":
+                    out.append(e.handoff_queued.blob_id)
+            return out
+
+        return await asyncio.to_thread(read)
+
+    async def append_raw(self, stream: str, records: list[Record]) -> None:
+        """Append another node's records verbatim (chain verified), fsynced, then published."""
+        if stream not in self._store.keyring.streams:
+            raise StoreError(f"no keys for stream {stream} (the keyring must arrive first)")
+        await (await self._store._writer_for(stream)).append_raw(records)
+
+    def blob_file(self, stream: str, blob_id: bytes) -> bytes:
+        return self._store._blob_store(stream).raw_file(blob_id)
+
+    async def put_blob_file(self, stream: str, blob_id: bytes, data: bytes) -> None:
+        await asyncio.to_thread(self._store._blob_store(stream).put_raw_file, blob_id, data)
+
+    def has_blob(self, stream: str, blob_id: bytes) -> bool:
+        return self._store._blob_store(stream).exists(blob_id)
+
+    def keyring_file(self) -> bytes:
+        return self._store.keyring.path.read_bytes()
+
+    @property
+    def keyring_version(self) -> int:
+        """Changes whenever the keyring is saved (new stream, rotation, shredding, adoption)."""
+        return self._store.keyring.version
+
+    async def install_keyring(self, data: bytes) -> None:
+        """Adopt the leader's keyring (sealed with the master key both nodes hold)."""
+        other = Keyring.from_bytes(self._store.keyring.path, data, self._store.keyring.master)
+        await asyncio.to_thread(self._store.keyring.adopt, other)
+
+    def ensure_stream_keys(self, stream: str) -> None:
+        """Create keys for a stream another node will write (a backup MX's hand-off stream)."""
+        self._store.keyring.stream(stream, create=True)
+
+    def has_stream(self, stream: str) -> bool:
+        return stream in self._store.keyring.streams
+
+    async def truncate_stream(self, stream: str, seq: int) -> None:
+        """Cut a stream back to `seq` (a former primary dropping its divergent tail) and rebuild
+        what was projected from the tail. The caller hands the tail over first."""
+        if stream == SYSTEM or stream == QUEUE:
+            w = self._store._system() if stream == SYSTEM else self._store._queue_writer
+            assert w is not None
+            await w.drain()
+            await asyncio.to_thread(w.log.truncate, seq)
+            if stream == SYSTEM:
+                self._store.system = SystemView()
+                for c in self._store._events(SYSTEM):
+                    self._store.system.apply(c.seq, c.event)
+            return
+        if stream.startswith("account/"):
+            name = stream.split("/", 1)[1]
+            await self._store._close_account(name, checkpoint=False)
+            keys = self._store.keyring.streams[stream]
+            slog = StreamLog(stream, self._store.directory / "streams" / keys.dir_name, keys, True)
+            try:
+                await asyncio.to_thread(slog.truncate, seq)
+            finally:
+                slog.close()
+            return
+        w = await self._store._writer_for(stream)
+        await w.drain()
+        await asyncio.to_thread(w.log.truncate, seq)
+
+    def read_node_state(self) -> dict[str, object] | None:
+        """The replication state of this node (epoch and primary), None before the first write."""
+        try:
+            return dict(json.loads((self._store.directory / NODE_STATE).read_text()))
+        except FileNotFoundError:
+            return None
+
+    def write_node_state(self, state: dict[str, object]) -> None:
+        """Replace the node state durably (promotion and fencing depend on it surviving a crash)."""
+        write_atomic(self._store.directory / NODE_STATE, json.dumps(state, sort_keys=True).encode())
+
