@@ -1,6 +1,6 @@
-"""Chaos scenarios (a)-(e) on a real primary/secondary pair on loopback; prints the table of results.
+"""Chaos scenarios (a)-(f) on a real primary/secondary pair on loopback; prints the table of results.
 
-    python -m chaos.run --trials N [--mode sync|async|both] [--scenarios abcde]
+    python -m chaos.run --trials N [--mode sync|async|both] [--scenarios abcdef]
 
 Every message that got a 250 from either node must end up in the primary exactly once; after
 healing, both nodes' stream heads must agree and `eventmail verify` must pass on both.
@@ -35,7 +35,10 @@ SCENARIOS = {
     "c": "link cut (drop/delay/black-hole)",
     "d": "promote while old primary cut off",
     "e": "secondary disk full",
+    "f": "primary dies, promote, mail on new",
 }
+# Scenario (f): messages sent straight to the promoted node, each answered 250 or counted refused.
+DIRECT_AFTER_PROMOTION = 10
 CLIENTS = 4
 SETTLE_TIMEOUT = 60.0
 _ids = itertools.count(1)
@@ -52,6 +55,7 @@ class Result:
     failures: list[str] = field(default_factory=list)
     catchup: list[float] = field(default_factory=list)
     takeover: list[float] = field(default_factory=list)
+    refused: int = 0  # (f): messages the promoted node refused after its promotion
 
 
 class Load:
@@ -226,6 +230,26 @@ def trial(pair: Pair, scenario: str, rng: random.Random, tag: str, res: Result) 
             pair.heal()
             direct.join(40)
             takeover = taken[0] if taken else float("nan")
+        elif scenario == "f":
+            # The shipped story: the primary dies for good, the operator promotes the secondary,
+            # and mail (SMTP in, and reading it back) must work on it at once.
+            dead = pair.primary
+            pair.restart(dead, kill=True)
+            t0 = time.monotonic()
+            pair.secondary.replica("promote")
+            pair.primary, pair.secondary = pair.secondary, dead
+            subjects = [f"{tag}-direct{i}" for i in range(DIRECT_AFTER_PROMOTION)]
+            for subject in subjects:
+                taken: list[float] = []
+                _send_direct(pair.primary, subject, load, t0, taken, deadline=5)
+                if taken:
+                    takeover = taken[0] if takeover is None else takeover
+                else:
+                    res.refused += 1
+            readable = pair.count({s for s in subjects if s in load.accepted})
+            res.refused += sum(1 for c in readable.values() if c != 1)
+            _pause(0.5, 1.5, rng)  # the promoted node alone, under the load
+            dead.start()  # the old primary returns, sees the newer epoch and rejoins
         elif scenario == "e":
             filler = _fill(pair)
             _pause(1.0, 2.5, rng)
@@ -249,10 +273,10 @@ def trial(pair: Pair, scenario: str, rng: random.Random, tag: str, res: Result) 
     print(f"  {tag}: {len(load.accepted)} accepted, {res.lost} lost, {res.duplicated} duplicated so far", flush=True)
 
 
-def _send_direct(node: Node, subject: str, load: Load, t0: float, taken: list[float]) -> None:
+def _send_direct(node: Node, subject: str, load: Load, t0: float, taken: list[float], deadline: float = 30) -> None:
     msg = (f"From: s@example.test\r\nTo: alice@mail.test\r\nSubject: {subject}\r\n"
            f"Message-ID: <{subject}@example.test>\r\n\r\ntakeover\r\n").encode()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + deadline
     while time.monotonic() < deadline:
         try:
             with smtplib.SMTP("127.0.0.1", node.ports["smtp"], timeout=10) as s:
@@ -310,10 +334,11 @@ def _fmt(values: list[float]) -> str:
 
 def table(results: list[Result]) -> str:
     lines = [f"{'scenario':<40} {'mode':<6} {'trials':>6} {'accepted':>8} {'lost':>5} {'dup':>5} "
-             f"{'catch-up s med/max':>19} {'takeover s med/max':>19}"]
+             f"{'catch-up s med/max':>19} {'takeover s med/max':>19} {'refused after promote':>21}"]
     for r in results:
+        refused = str(r.refused) if r.scenario == "f" else "-"
         lines.append(f"({r.scenario}) {SCENARIOS[r.scenario]:<36} {r.mode:<6} {r.trials:>6} {r.accepted:>8} "
-                     f"{r.lost:>5} {r.duplicated:>5} {_fmt(r.catchup):>19} {_fmt(r.takeover):>19}")
+                     f"{r.lost:>5} {r.duplicated:>5} {_fmt(r.catchup):>19} {_fmt(r.takeover):>19} {refused:>21}")
     for r in results:
         for f in r.failures:
             lines.append(f"  ({r.scenario}, {r.mode}) {f}")
@@ -330,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--trials", type=int, default=int(os.environ.get("TRIALS", "3")))
     p.add_argument("--mode", choices=["sync", "async", "both"], default="both")
-    p.add_argument("--scenarios", default="abcde")
+    p.add_argument("--scenarios", default="abcdef")
     p.add_argument("--seed", type=int)
     args = p.parse_args(argv)
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
@@ -345,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
                   f"{len(r.failures)} failures ({time.monotonic() - started:.0f} s)", flush=True)
     print()
     print(table(results))
-    bad = any(r.failures or ((r.lost or r.duplicated) and r.mode == "sync") for r in results)
+    bad = any(r.failures or r.refused or ((r.lost or r.duplicated) and r.mode == "sync") for r in results)
     return 1 if bad else 0
 
 

@@ -18,6 +18,8 @@ from .node import Epoch, FollowState, ReplicaNode
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 1.0
+RETRY_MAX_SECONDS = 8.0
+DOWN_REMINDER = 60.0
 PROGRESS_EVERY = 5.0
 
 
@@ -42,17 +44,33 @@ class Follower:
         self._last_report = time.monotonic()
 
     async def run(self) -> None:
+        delay = RETRY_SECONDS
+        down_since: float | None = None
+        said = 0.0
         while True:
             try:
                 await self._session()
             except grpc.aio.AioRpcError as e:
-                log.info("replication: link to %s: %s %s", self.node.peer_node, e.code().name, e.details())
+                # A peer that is down is an expected condition: said when it starts, then once a
+                # minute, with the retry backing off (1 s doubling to RETRY_MAX_SECONDS).
+                now = time.monotonic()
+                if self.node.leader_connected or down_since is None:
+                    down_since, said, delay = now, now, RETRY_SECONDS
+                    log.info("replication: link to %s: %s %s", self.node.peer_node, e.code().name, e.details())
+                elif now - said >= DOWN_REMINDER:
+                    said = now
+                    log.info("replication: link to %s still down after %.0f s: %s", self.node.peer_node,
+                             now - down_since, e.code().name)
+                else:
+                    delay = min(delay * 2, RETRY_MAX_SECONDS)
             except (StoreError, Diverged) as e:
                 log.error("replication: following %s stopped: %s", self.node.peer_node, e)
                 await asyncio.sleep(5 * RETRY_SECONDS)
             finally:
+                if self.node.leader_connected:  # it was up: the next failure starts a new outage
+                    delay = RETRY_SECONDS
                 self.node.leader_connected = False
-            await asyncio.sleep(RETRY_SECONDS)
+            await asyncio.sleep(delay)
 
     async def _points(self) -> list[rpb.StreamPoints]:
         out = []

@@ -12,6 +12,9 @@ from eventmail.store import ReplicationTimeout, Store, handoff_stream
 
 log = logging.getLogger(__name__)
 
+# While a promoted primary runs without a secondary, it says so at most once a minute (on writes).
+NO_PEER_REMINDER = 60.0
+
 
 @dataclass(frozen=True, order=True)
 class Epoch:
@@ -58,6 +61,8 @@ class Metrics:
         self.sync_timeouts = Counter("eventmail_replica_sync_timeouts", "sync waits that timed out", registry=r)
         self.handoffs = Counter("eventmail_replica_handoffs_delivered", "hand-off entries delivered", registry=r)
         self.connected = Gauge("eventmail_replica_follower_connected", "1 while the peer follows us", registry=r)
+        self.no_peer = Gauge("eventmail_replica_no_peer", "1 while a promoted primary acknowledges without a secondary",
+                             registry=r)
         self.epoch = Gauge("eventmail_replica_epoch", "the epoch number this node is in", registry=r)
 
 
@@ -75,10 +80,12 @@ class ReplicaNode:
             first = self.node if settings.initial_role == "primary" else self.peer_node
             self.epoch = Epoch(1, first)
             self.rejoin = False
+            self.no_peer = False
             self._save()
         else:
             self.epoch = Epoch(int(str(state["epoch"])), str(state["primary"]))
             self.rejoin = bool(state.get("rejoin", False))
+            self.no_peer = bool(state.get("no_peer", False))
         self.mode = settings.mode
         self.degraded = False
         self.acked: dict[str, int] = {}
@@ -90,6 +97,8 @@ class ReplicaNode:
         self.role_changed = asyncio.Event()
         self.metrics = Metrics()
         self.metrics.epoch.set(self.epoch.number)
+        self.metrics.no_peer.set(int(self.no_peer))
+        self._no_peer_said = 0.0
         self.last_takeover_seconds: float | None = None
         self.apply_fencing()
 
@@ -119,7 +128,8 @@ class ReplicaNode:
                 self.store.replication.ensure_stream_keys(handoff_stream(n))
 
     def _save(self) -> None:
-        self.store.replication.write_node_state({"epoch": self.epoch.number, "primary": self.epoch.primary, "rejoin": self.rejoin})
+        self.store.replication.write_node_state(
+            {"epoch": self.epoch.number, "primary": self.epoch.primary, "rejoin": self.rejoin, "no_peer": self.no_peer})
 
     def observe(self, other: Epoch) -> bool:
         """A peer's epoch: adopt it when newer. Returns True when this node's role changed."""
@@ -145,12 +155,19 @@ class ReplicaNode:
         if self.is_primary:
             return self.epoch
         self.epoch = Epoch(self.epoch.number + 1, self.node)
+        # A takeover happens because the other node is gone: waiting for its acknowledgement
+        # (sync mode) would refuse every write. Until a secondary follows again, this node
+        # acknowledges after its own fsync, and says so (docs/replication.md, "No peer").
+        self.no_peer = self.mode == "sync"
         self._save()
         self.metrics.epoch.set(self.epoch.number)
+        self.metrics.no_peer.set(int(self.no_peer))
         self.apply_fencing()
         self.role_changed.set()
         self.last_takeover_seconds = time.monotonic() - started
-        log.warning("replication: promoted to primary in epoch %s", self.epoch)
+        log.warning("replication: promoted to primary in epoch %s%s", self.epoch,
+                    "; NO PEER: acknowledging after our own fsync until a secondary follows" if self.no_peer else "")
+        self._no_peer_said = time.monotonic()
         return self.epoch
 
     def rejoined(self) -> None:
@@ -165,6 +182,13 @@ class ReplicaNode:
     async def gate(self, stream: str, seq: int) -> None:
         """Awaited after each local commit: in sync mode, until the follower has `seq` durably."""
         if self.mode != "sync" or stream.startswith("handoff/") or not self.writes(stream) or self.degraded:
+            return
+        if self.no_peer:
+            now = time.monotonic()
+            if now - self._no_peer_said >= NO_PEER_REMINDER:
+                self._no_peer_said = now
+                log.warning("replication: NO PEER: writes are acknowledged after our own fsync only, "
+                            "until %s (or a new secondary) follows", self.peer_node)
             return
         if self.acked.get(stream, 0) >= seq:
             return
@@ -213,6 +237,12 @@ class ReplicaNode:
 
     def caught_up(self) -> None:
         """The leader shipped everything and the follower acknowledged it all."""
+        if self.no_peer and all(self.acked.get(s, 0) >= seq for s, seq in self.shipped.items()):
+            self.no_peer = False
+            self._save()
+            self.metrics.no_peer.set(0)
+            log.warning("replication: secondary %s follows and has caught up: back to %s", self.peer_node,
+                        self.mode_name())
         if self.degraded and all(self.acked.get(s, 0) >= seq for s, seq in self.shipped.items()):
             self.degraded = False
             self.metrics.degraded.set(0)
@@ -221,6 +251,8 @@ class ReplicaNode:
     # ------------------------------------------------------------ status
 
     def mode_name(self) -> str:
+        if self.mode == "sync" and self.no_peer and self.is_primary:
+            return "sync(no peer)"
         if self.mode == "sync" and self.degraded:
             return "sync(degraded)"
         if self.mode == "sync":

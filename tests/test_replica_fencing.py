@@ -35,7 +35,7 @@ def test_old_primary_refuses_writes_after_a_newer_epoch(keyed_dir: tuple[Path, b
                 await store.stream(SYSTEM).append([pb.Event(domain_added=pb.DomainAdded(domain="x.test"))])
             # Its own hand-off stream stays writable: that is where a backup MX puts mail.
             await store.stream(handoff_stream("a")).append([pb.Event(handoff_queued=pb.HandoffQueued(id="1"))])
-            assert store.replication.read_node_state() == {"epoch": 2, "primary": "b", "rejoin": True}
+            assert store.replication.read_node_state() == {"epoch": 2, "primary": "b", "rejoin": True, "no_peer": False}
         finally:
             await store.close()
 

@@ -1,5 +1,6 @@
 """Sync mode's bounded wait (tempfail or degrade), the backup MX hand-off, and promotion, on real processes."""
 
+import imaplib
 import smtplib
 from pathlib import Path
 
@@ -114,5 +115,59 @@ def test_promotion_fences_the_old_primary_and_switching_back_is_the_same_command
         wait_until(lambda: caught_up(b, a), what="b to catch up")
         assert a.heads() == b.heads()
         assert count(b, "after-switch-back") == 1
+    finally:
+        close_pair(a, b)
+
+
+def imap_flag(node: object) -> tuple[str, bytes]:
+    """Set \\Flagged on alice's first INBOX message over IMAP: the tagged status and its text."""
+    port = node.ports["imap"]  # type: ignore[attr-defined]
+    with imaplib.IMAP4("127.0.0.1", port, timeout=20) as m:
+        m.login("alice", "pw-alice-123")
+        m.select("INBOX")
+        try:
+            typ, data = m.store("1", "+FLAGS", "(\\Flagged)")
+        except imaplib.IMAP4.error as e:
+            return "NO", str(e).encode()
+        return typ, b" ".join(d for d in data if isinstance(d, bytes))
+
+
+@pytest.mark.peers
+def test_a_takeover_keeps_mail_flowing_without_the_old_primary_then_returns_to_sync(tmp_path: Path) -> None:
+    """The shipped pair's story (sync, tempfail): the primary dies, the secondary is promoted and
+    accepts mail and IMAP writes at once ("no peer"); when the old primary comes back and has
+    caught up, the configured mode applies again."""
+    a, b = make_pair(tmp_path, mode="sync", on_timeout="tempfail", sync_timeout=1.5)
+    for n in (a, b):
+        n.kinds = (*n.kinds, "imap")
+        n.allow_plaintext_auth = True
+    a.start()
+    b.start()
+    try:
+        send(a.ports["smtp"], "before")
+        wait_until(lambda: caught_up(b, a), what="catch-up")
+        # A write on the secondary is an expected refusal, not a server bug.
+        typ, text = imap_flag(b)
+        assert typ == "NO" and b"UNAVAILABLE" in text and b"SERVERBUG" not in text, text
+        assert not any("Traceback" in line for line in b.log_lines)
+
+        a.stop()
+        assert "-> 2/b" in b.replica("promote").stdout
+        assert b.status()["mode"] == "sync(no peer)"
+        send(b.ports["smtp"], "after-takeover")  # a 250, not the 451 of a sync wait for a dead peer
+        assert imap_flag(b)[0] == "OK"
+        assert count(b, "after-takeover") == 1
+
+        a.ports.clear()
+        a.start()  # the old primary returns, sees epoch 2 and follows b
+        wait_until(lambda: a.status()["role"] == "secondary", what="a to follow b")
+        wait_until(lambda: caught_up(a, b), what="a to catch up")
+        wait_until(lambda: b.status()["mode"] == "sync(tempfail)", what="b back to its configured mode")
+        assert count(a, "after-takeover") == 1
+
+        a.stop()
+        with pytest.raises(smtplib.SMTPDataError) as err:
+            send(b.ports["smtp"], "peer-down-again")
+        assert err.value.smtp_code == 451
     finally:
         close_pair(a, b)

@@ -33,6 +33,8 @@ from eventmail.store import (
     Conflict,
     LimitExceeded,
     NotFound,
+    NotWriter,
+    ReplicationTimeout,
     Store,
     StoreError,
     StoreFull,
@@ -239,6 +241,12 @@ class Session:
             yield r.no(cmd.tag, str(e), r.ResponseCode("ALREADYEXISTS"))
         except LimitExceeded as e:
             yield r.no(cmd.tag, str(e), r.ResponseCode("LIMIT"))  # RFC 5530 §3
+        except (NotWriter, ReplicationTimeout) as e:
+            # Expected on a backup node, or while a synchronous secondary does not answer: not a
+            # bug, so no traceback; RFC 5530 §3 UNAVAILABLE says "try again later".
+            log.warning("imap %s: %s refused: %s", self.conn, type(cmd).__name__, e)
+            yield r.no(cmd.tag, "this server cannot write now (replication); try again later",
+                       r.ResponseCode("UNAVAILABLE"))
         except StoreError as e:
             log.exception("imap %s: store error in %s", self.conn, type(cmd).__name__)
             yield r.no(cmd.tag, f"store error: {type(e).__name__}", r.ResponseCode("SERVERBUG"))

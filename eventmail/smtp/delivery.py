@@ -18,7 +18,7 @@ from ..mime.headers import without_fields
 from ..mime.parsed import ParsedMessage, parse_message
 from ..mime.structure import MAX_MIME_DEPTH, MimeTooDeep
 from ..proto import events_pb2 as pb
-from ..store import Store, StoreError, StoreFull, normalize_address
+from ..store import NotWriter, ReplicationTimeout, Store, StoreError, StoreFull, normalize_address
 from .reply import Reply
 
 log = logging.getLogger(__name__)
@@ -178,6 +178,9 @@ class InboundDelivery:
         except StoreFull:
             log.error("tx %s: disk full, answered 452", tx.transaction_id)
             return Reply(452, "4.3.1", "insufficient system storage, try again later")
+        except (NotWriter, ReplicationTimeout) as e:
+            log.warning("tx %s: not written (%s), answered 451", tx.transaction_id, e)
+            return Reply(451, "4.3.0", "this server cannot accept mail now (replication), try again later")
         except StoreError as e:
             log.error("tx %s: store error %s, answered 451", tx.transaction_id, e)
             return Reply(451, "4.3.0", "local error in processing, try again later")

@@ -13,7 +13,7 @@ from ..mime.addresses import Author
 from ..mime.headers import top_fields
 from ..mime.parsed import ParsedMessage, parse_message
 from ..proto import events_pb2 as pb
-from ..store import Store, StoreError, StoreFull, normalize_address
+from ..store import NotWriter, ReplicationTimeout, Store, StoreError, StoreFull, normalize_address
 from .delivery import Transaction, received_header
 from .reply import Reply
 
@@ -115,6 +115,9 @@ class Submission:
             await asyncio.gather(*writes)
         except StoreFull:
             return Reply(452, "4.3.1", "insufficient system storage, try again later")
+        except (NotWriter, ReplicationTimeout) as e:
+            log.warning("tx %s: not written (%s), answered 451", tx.transaction_id, e)
+            return Reply(451, "4.3.0", "this server cannot accept mail now (replication), try again later")
         except StoreError as e:
             log.error("tx %s: store error %s", tx.transaction_id, e)
             return Reply(451, "4.3.0", "local error in processing, try again later")
