@@ -94,6 +94,7 @@ def org(domain: str) -> str:
 def message_features(
     message: bytes,
     *,
+    structure: pb.MessageStructure | None = None,
     auth: AuthVerdict | None = None,
     remote_ip: str = "",
     sent_to: Iterable[str] = (),
@@ -105,8 +106,9 @@ def message_features(
     passed, DKIM domains of passing signatures, the SPF domain when SPF passed. For mail from
     a configured forwarder the forwarder's IP and SPF domain are left out (they say nothing
     about the author, and the forwarder must not gather reputation from what it forwards).
+    `structure` is the message's parse when the caller has it (SMTP delivery parses once).
     """
-    f = pb.JunkFeatures(words=tokenize(message))
+    f = pb.JunkFeatures(words=tokenize(message, structure))
     addr = from_address(message)
     if addr:
         f.from_address = addr

@@ -8,19 +8,17 @@ prefixed with the header's name, and the host names of links.
 
 from __future__ import annotations
 
-import email
 import email.errors
 import email.header
-import email.message
-import email.parser
-import email.policy
 import html
 import html.parser
 import itertools
 import re
 from collections.abc import Iterable
 
-from eventmail.mime import MAX_MIME_DEPTH, decode_part, parse_structure
+from eventmail.mime import decode_part, parse_structure
+from eventmail.mime.headers import MAX_HEADER_BYTES, read_fields, unfold
+from eventmail.proto.events_pb2 import MessageStructure
 
 # Bounds: a hostile or huge message must not cost more than a normal one. 200 KB of text
 # covers any human-written mail; 2,000 distinct tokens per message keep the projection small
@@ -103,70 +101,32 @@ def _decode_header(value: str) -> str:
     return " ".join(out)
 
 
-def _part_text(part: email.message.Message) -> str:
-    try:
-        payload = part.get_payload(decode=True)
-    except (ValueError, TypeError, AssertionError):
-        return ""
-    if not isinstance(payload, bytes):
-        return ""
-    payload = payload[: MAX_TEXT_CHARS * 2]
-    charset = part.get_content_charset() or "utf-8"
-    try:
-        text = payload.decode(charset, "replace")
-    except LookupError:
-        text = payload.decode("latin-1")
-    if part.get_content_subtype() == "html":
-        text = html_to_text(text)
-    return text[:MAX_TEXT_CHARS]
-
-
-def body_texts(msg: email.message.Message) -> list[str]:
-    """The text/plain and text/html parts, decoded (at most MAX_PARTS of them)."""
-    out: list[str] = []
-    for n, part in enumerate(msg.walk()):
-        if n >= MAX_PARTS:
-            break
-        if part.get_content_maintype() != "text" or part.get_content_subtype() not in ("plain", "html"):
-            continue
-        if part.get_content_disposition() == "attachment":
-            continue
-        out.append(_part_text(part))
-    return out
-
-
 def words(text: str) -> list[str]:
     """Lower-cased words of `text`, within the length bounds; long numbers are left out."""
-    out = []
-    for w in _WORD.findall(text.lower()):
-        w = w.strip("'’.-")
-        if MIN_WORD <= len(w) <= MAX_WORD and not (len(w) > 4 and _DIGITS.match(w)):
-            out.append(w)
-    return out
+    stripped = (w.strip("'’.-") for w in _WORD.findall(text.lower()))
+    return [w for w in stripped if MIN_WORD <= len(w) <= MAX_WORD and not (len(w) > 4 and w.isdigit())]
 
 
 def _add(tokens: dict[str, None], items: Iterable[str]) -> None:
-    for t in items:
+    """Add the new ones of `items` in order, up to MAX_TOKENS distinct tokens in all."""
+    new = dict.fromkeys(items)  # de-duplicated in C: most of a long text's words repeat
+    if len(tokens) + len(new) <= MAX_TOKENS:
+        tokens.update(new)  # a token already there keeps its place, as with setdefault
+        return
+    for t in new:
         if len(tokens) >= MAX_TOKENS:
             return
         tokens.setdefault(t, None)
 
 
-def _may_nest_deep(message: bytes) -> bool:
-    """True when the stdlib parser could nest past MAX_MIME_DEPTH (it recurses once a level, and
-    hits RecursionError some hundreds deep). Each level needs a Content-Type naming multipart/
-    or message/, so a message with few of those cannot; the rare others take the bounded path."""
-    lower = message.lower()
-    return lower.count(b"multipart/") + lower.count(b"message/") > MAX_MIME_DEPTH
-
-
-def _structure_parts(message: bytes) -> tuple[list[str], list[str], list[str]]:
-    """Content types, charsets and text of the parts, from our own parser (bounded by
-    MAX_MIME_DEPTH), walked without recursion: for messages the stdlib could nest too deep."""
+def _parts(message: bytes, structure: MessageStructure) -> tuple[list[str], list[str], list[str]]:
+    """Content types, charsets and decoded text of the parts (text/plain and text/html that are
+    not attachments), in depth-first order, walked without recursion (the structure is bounded
+    by MAX_MIME_DEPTH)."""
     types: list[str] = []
     charsets: list[str] = []
     texts: list[str] = []
-    stack = [parse_structure(message).body]
+    stack = [structure.body]
     while stack and len(types) < MAX_PARTS:
         part = stack.pop()
         ctype = (part.type + b"/" + part.subtype).decode("ascii", "replace").lower()
@@ -187,41 +147,40 @@ def _structure_parts(message: bytes) -> tuple[list[str], list[str], list[str]]:
     return types, charsets, texts
 
 
-def tokenize(message: bytes) -> list[str]:
-    """The distinct tokens of a message, in first-seen order (bounded by MAX_TOKENS)."""
-    deep = _may_nest_deep(message)
-    if deep:
-        # headers only from the stdlib; the parts from our parser (see _structure_parts)
-        msg = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(message)
-    else:
-        msg = email.message_from_bytes(message, policy=email.policy.compat32)
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "surrogateescape")
+
+
+def tokenize(message: bytes, structure: MessageStructure | None = None) -> list[str]:
+    """The distinct tokens of a message, in first-seen order (bounded by MAX_TOKENS).
+
+    `structure` is the message's parse (eventmail.mime), made once at ingress; without it the
+    message is parsed here, with the same parser: the header fields come from mime.headers, the
+    parts from the MIME structure, so the filter reads the message as every other reader does."""
+    st = structure if structure is not None else parse_structure(message)
+    top = st.body
+    fields = read_fields(message, top.header_start, min(top.body_start, top.header_start + MAX_HEADER_BYTES))
     tokens: dict[str, None] = {}
     for name in HEADER_WORDS:
-        for value in msg.get_all(name) or []:
-            _add(tokens, (f"{name[0]}:{w}" for w in words(_decode_header(str(value)))))
+        key = name.encode()
+        for f in fields:
+            if f.name == key:
+                _add(tokens, (f"{name[0]}:{w}" for w in words(_decode_header(_text(unfold(f.value))))))
     for name in HEADER_VALUES:
-        header = msg.get(name)
-        if header:
-            _add(tokens, [f"{name}:{' '.join(str(header).lower().split())[:60]}"])
+        key = name.encode()
+        value = next((f.value for f in fields if f.name == key), None)
+        if value is not None and value.strip():
+            _add(tokens, [f"{name}:{' '.join(_text(value).lower().split())[:60]}"])
     # The shape of the message: which headers it has, its parts' types and charsets, where its
     # Message-ID was made. Bulk mailers leave fingerprints here that people's mail programs don't.
-    _add(tokens, (f"h:{k.lower()}" for k in msg.keys() if len(k) <= 40 and k.lower() not in TRACE_HEADERS))
-    mid = _MESSAGE_ID_HOST.search(str(msg.get("message-id", "")))
+    _add(tokens, (f"h:{_text(f.name)}" for f in fields if len(f.name) <= 40 and _text(f.name) not in TRACE_HEADERS))
+    message_id = next((f.value for f in fields if f.name == b"message-id"), b"")
+    mid = _MESSAGE_ID_HOST.search(_text(message_id))
     if mid:
         _add(tokens, [f"mid:{mid.group(1).lower()}"])
-    if deep:
-        types, charsets, texts = _structure_parts(message)
-        _add(tokens, (f"ct:{t}" for t in types))
-        _add(tokens, (f"cs:{cs}" for cs in charsets))
-    else:
-        for n, part in enumerate(msg.walk()):
-            if n >= MAX_PARTS:
-                break
-            _add(tokens, [f"ct:{part.get_content_type()}"])
-            charset = part.get_param("charset")
-            if isinstance(charset, str):
-                _add(tokens, [f"cs:{charset.lower()[:30]}"])
-        texts = body_texts(msg)
+    types, charsets, texts = _parts(message, st)
+    _add(tokens, (f"ct:{t}" for t in types))
+    _add(tokens, (f"cs:{cs}" for cs in charsets))
     for text in texts:
         ws = words(text)
         # Shouting is a signal of its own: words in capitals are kept as such, too.

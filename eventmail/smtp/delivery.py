@@ -151,7 +151,8 @@ class InboundDelivery:
         for address, account in tx.recipients.items():
             by_account.setdefault(account, []).append(address)
         # The junk filter decides per account, from that account's history (eventmail/junk/).
-        base = await asyncio.to_thread(message_features, message, auth=verdict, remote_ip=tx.remote_ip)
+        base = await asyncio.to_thread(
+            message_features, body, structure=parsed.structure, auth=verdict, remote_ip=tx.remote_ip)
         plans: dict[str, Plan] = {}
         try:
             for account, addrs in by_account.items():
