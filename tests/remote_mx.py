@@ -380,7 +380,8 @@ class RemoteMx:
 
     @classmethod
     def start(cls, base: Path | None = None, *, relay: bool = False) -> RemoteMx:
-        """Build and start the bed under `base` (default: a new 0755 directory Postfix can reach)."""
+        """Build and start the bed under `base` (default: a new 0755 directory). Postfix's daemons
+        run as the postfix user: every directory above `base` must be searchable by it."""
         own = base is None
         if base is None:
             # Postfix's daemons run as postfix: pytest's 0700 temporary tree is out of their reach.
