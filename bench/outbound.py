@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import smtplib
 import ssl
@@ -171,17 +170,8 @@ def run_half(bed: RemoteMx, label: str, sender_tree: tuple[str, int], port: int,
 
 
 def eventmail_server(bed: RemoteMx, base: Path, extra_config: str, smarthost: bool) -> MailServer:
-    # `serve` runs inside the bed: nsenter execs our interpreter there (the PID stays the server's).
-    wrapper = base / "python-in-bed"
-    wrapper.write_text("#!/bin/sh\nexec " + " ".join(bed.nsenter([sys.executable])) + ' "$@"\n')
-    wrapper.chmod(0o755)
-    srv = MailServer(base / "eventmail", hostname=HOSTNAME, dns_port=53, python=str(wrapper),
-                     kinds=("smtp", "submission"), extra_config=extra_config,
-                     smarthost=f"{Bed.GOOD.host}:25" if smarthost else None,
-                     # main's smarthost relay verifies with the default trust store: the bed's CA.
-                     env={**os.environ, "SSL_CERT_FILE": str(bed.certs.ca_pem)})
-    srv.base.mkdir(parents=True)
-    srv.init()
+    srv = bed.mail_server(base, hostname=HOSTNAME, kinds=("smtp", "submission"), extra_config=extra_config,
+                          smarthost=f"{Bed.GOOD.host}:25" if smarthost else None)
     srv.add_account("alice", SENDER, PASSWORD)
     return srv.start()
 

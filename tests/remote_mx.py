@@ -48,7 +48,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import TracebackType
@@ -71,6 +71,7 @@ from eventmail.smtp.mtastsfetch import FetchConfig, fetch_policy
 from eventmail.smtp.tlspolicy import TlsMode
 
 from .dns_fixture import stop_process, txt_rdata, zone_text
+from .mailserver import MailServer
 from .unbound_fixture import write_config
 
 T = TypeVar("T")
@@ -579,6 +580,21 @@ class RemoteMx:
                 break
         return results
 
+    def mail_server(self, base: Path, **settings: Any) -> MailServer:
+        """An `eventmail serve` instance (initialised, not started) that runs inside the bed: its
+        listeners on the namespace's 127.0.0.1, its resolver the bed's unbound (127.0.0.1:53), and
+        the bed's CA in its default trust store (SSL_CERT_FILE). `settings` are MailServer fields."""
+        base.mkdir(parents=True, exist_ok=True)
+        wrapper = base / "python-in-bed"
+        # nsenter execs the interpreter inside, so the PID MailServer holds is the server's own.
+        wrapper.write_text("#!/bin/sh\nexec " + " ".join(self.nsenter([sys.executable])) + ' "$@"\n')
+        wrapper.chmod(0o755)
+        settings.setdefault("env", {**os.environ, "SSL_CERT_FILE": str(self.certs.ca_pem)})
+        srv = MailServer(base / "eventmail", dns_port=53, python=str(wrapper), **settings)
+        srv.base.mkdir()
+        srv.init()
+        return srv
+
     # -- what arrived --
 
     def arrivals(self, needle: bytes) -> list[bytes]:
@@ -636,14 +652,3 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def remote_mx_fixture(relay: bool = False) -> Callable[..., Iterator[RemoteMx]]:
-    """A module-scoped pytest fixture function starting one bed; bind it in a test module:
-    `bed = pytest.fixture(scope="module")(remote_mx_fixture())`."""
-
-    def fixture() -> Iterator[RemoteMx]:
-        with RemoteMx.start(relay=relay) as bed:
-            yield bed
-
-    return fixture

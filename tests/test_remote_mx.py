@@ -13,6 +13,7 @@ import asyncio
 import smtplib
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,6 +21,7 @@ from eventmail.smtp.attempt import AttemptResult, Outcome, Timeouts, attempt
 from eventmail.smtp.destination import DeliveryPlan
 from eventmail.smtp.tlspolicy import TlsMode, TlsRequirement
 
+from .mailserver import insecure_tls
 from .remote_mx import RELAY, RELAY_PORT, Bed, RemoteMx, unavailable
 
 REASON = unavailable()
@@ -246,3 +248,25 @@ def test_postfix_delivers_by_mx_lookup_with_dane_through_the_same_dns(bed: Remot
     log = bed.relay_log()
     assert "to=<bob@badtlsa.remote.test>" in log and "status=deferred" in log, log[-2000:]
     assert bed.arrivals(b"Subject: postfix-wrong-tlsa") == []
+
+
+def test_eventmail_serve_runs_inside_the_bed(bed: RemoteMx, tmp_path: Path) -> None:
+    """`bed.mail_server` starts `eventmail serve` inside the namespace: a submission there reaches
+    the bed's MX. (It relays through `smarthost = "mx.remote.test:25"`, the name resolved by the
+    namespace's resolv.conf, until the queue delivers by MX itself.)"""
+    srv = bed.mail_server(tmp_path, hostname="mail.client.test", kinds=("submission",),
+                          smarthost=f"{Bed.GOOD.host}:25")
+    srv.add_account("alice", SENDER, "bed test password")
+    srv.start()
+    try:
+        def submit() -> None:
+            with smtplib.SMTP("127.0.0.1", srv.ports["submission"], timeout=20) as s:
+                s.starttls(context=insecure_tls())
+                s.login(SENDER, "bed test password")
+                s.sendmail(SENDER, ["bob@remote.test"], message("eventmail-in-bed"))
+
+        bed.call(submit)
+        data = bed.arrived(b"Subject: eventmail-in-bed")
+    finally:
+        srv.stop()
+    assert b"by mail.client.test (eventmail)" in data and b"(using TLSv1." in received_by_mx(data), data[:600]
