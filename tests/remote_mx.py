@@ -17,8 +17,8 @@ Domains (`Bed.*`): GOOD `remote.test` (MX with TLSA 3 1 1 of its certificate, an
 MTA-STS policy DANE takes precedence over), BAD_TLSA (TLSA that matches nothing), NO_TLS (no
 STARTTLS), OLD_TLS (STARTTLS offered, handshake fails: only TLS 1.1 and older), STS_OK and
 STS_MISMATCH (MTA-STS `enforce`, no TLSA; the second MX's certificate names another host),
-GREYLIST (4xx, then accept), REJECT (5xx), BLACKHOLE (no greeting ever), NULL_MX (RFC 7505),
-NXDOMAIN. With `relay=True` a second Postfix (relay.client.test, on RELAY:10025, open to
+GREYLIST (4xx, then accept), REJECT (5xx), BLACKHOLE (no greeting ever), IDN (bücher.remote.test,
+served by GOOD's MX), NULL_MX (RFC 7505), NXDOMAIN. With `relay=True` a second Postfix (relay.client.test, on RELAY:10025, open to
 127.0.0.0/8) delivers by MX lookup with `smtp_tls_security_level = dane` through the same DNS.
 
 Code under test joins the namespace through `bed.run(coro)`, which runs the coroutine on a
@@ -124,6 +124,8 @@ class Bed:
     # OpenSSL refuses TLS 1.1 and older on both sides: STARTTLS is offered and every handshake fails.
     OLD_TLS = Mx("oldtls.remote.test", "mx.oldtls.remote.test", "127.0.0.18",
                  smtpd=("{ smtpd_tls_protocols = <=TLSv1.1 }",))
+    # An internationalized domain (bücher.remote.test), in the DNS as its A-label, served by GOOD's MX.
+    IDN = Mx("xn--bcher-kva.remote.test", "mx.remote.test")
     NULL_MX = Mx("nullmx.remote.test")
     NXDOMAIN = Mx("nosuch.remote.test")
 
@@ -147,6 +149,8 @@ def unavailable() -> str | None:
             return f"the remote-MX bed needs {tool} (tools/install-debian-packages installs it)"
     if not POSTFIX_MASTER_CF.exists():
         return f"no {POSTFIX_MASTER_CF}"
+    if not Path("/etc/resolv.conf").exists():
+        return "no /etc/resolv.conf to bind the bed's over (in the bed's private mount namespace)"
     probe = subprocess.run(["unshare", "--net", "--mount", "true"], capture_output=True, text=True)
     if probe.returncode != 0:
         return f"cannot create a network namespace here: {probe.stderr.strip()}"
@@ -226,7 +230,10 @@ def zone(certs: BedCerts, v6: bool) -> str:
         if v is Bed.NULL_MX:
             records.append(f"{v.domain}. MX 0 .")  # RFC 7505 §3
             continue
-        records += [f"{v.domain}. MX 10 {v.host}.", f"{v.host}. A {v.address}"]
+        records.append(f"{v.domain}. MX 10 {v.host}.")
+        if not v.address:
+            continue  # another variant's MX host
+        records.append(f"{v.host}. A {v.address}")
         if v is Bed.GOOD and v6:
             records.append(f"{v.host}. AAAA ::1")
         if v.tlsa == "good":
@@ -293,7 +300,7 @@ def mx_postfix(base: Path, certs: BedCerts, maildir_base: Path, v6: bool) -> Pat
     maildir_base.mkdir(parents=True, exist_ok=True)
     shutil.chown(maildir_base, "postfix", "postfix")
     owner = pwd.getpwnam("postfix")
-    domains = ", ".join(v.domain for v in Bed.listening())
+    domains = ", ".join(v.domain for v in Bed.all() if v.host)
     (etc / "main.cf").write_text(_common_main_cf(base, spool, data, "remote-mx") + f"""myhostname = mx.remote.test
 mydomain = remote.test
 inet_interfaces = all

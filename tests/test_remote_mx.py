@@ -72,6 +72,18 @@ def test_delivered_by_mx_lookup_with_dane_verified(bed: RemoteMx) -> None:
     assert b"by mx.remote.test (Postfix)" in received and b"(using TLSv1." in received, received
 
 
+def test_an_internationalized_domain_is_looked_up_by_its_a_label(bed: RemoteMx) -> None:
+    async def go() -> tuple[DeliveryPlan, list[AttemptResult]]:
+        plan = await bed.plan("bücher.remote.test")
+        return plan, await bed.deliver(plan, SENDER, [f"bob@{Bed.IDN.domain}"], message("idn"))
+
+    plan, results = bed.run(go())
+    # IDNA2008 / RFC 5890: the U-label domain's MX RRset is the A-label's.
+    assert plan.domain == Bed.IDN.domain and {r.host for r in plan.routes} == {Bed.GOOD.host}, plan
+    assert plan.policy == "dane" and results[0].rcpts[0].outcome is Outcome.DELIVERED, results
+    assert b"for <bob@xn--bcher-kva.remote.test>" in received_by_mx(bed.arrived(b"Subject: idn"))
+
+
 def test_wrong_tlsa_means_no_delivery_under_dane(bed: RemoteMx) -> None:
     async def go(dane: bool, tag: str) -> tuple[DeliveryPlan, list[AttemptResult]]:
         plan = await bed.plan(Bed.BAD_TLSA.domain, dane=dane)
