@@ -18,13 +18,15 @@ MTA-STS policy DANE takes precedence over), BAD_TLSA (TLSA that matches nothing)
 STARTTLS), OLD_TLS (STARTTLS offered, handshake fails: only TLS 1.1 and older), STS_OK and
 STS_MISMATCH (MTA-STS `enforce`, no TLSA; the second MX's certificate names another host),
 GREYLIST (4xx, then accept), REJECT (5xx), BLACKHOLE (no greeting ever), IDN (bücher.remote.test,
-served by GOOD's MX), NULL_MX (RFC 7505), NXDOMAIN. With `relay=True` a second Postfix (relay.client.test, on RELAY:10025, open to
-127.0.0.0/8) delivers by MX lookup with `smtp_tls_security_level = dane` through the same DNS.
+served by GOOD's MX), NULL_MX (RFC 7505), NXDOMAIN. With `relay=True` a second Postfix
+(relay.client.test, on RELAY:10025, open to 127.0.0.0/8) delivers by MX lookup with
+`smtp_tls_security_level = dane` through the same DNS.
 
 Code under test joins the namespace through `bed.run(coro)`, which runs the coroutine on a
 thread that entered the namespace (setns(2) on that thread only), so plan_delivery, attempt and
 the MTA-STS fetch open real sockets to the bed's addresses; `bed.nsenter(argv)` prefixes a
-command that should run inside (an `eventmail serve`, swaks). Everything the bed starts is ended
+command that should run inside (swaks), and `bed.mail_server()` gives an `eventmail serve` that
+runs inside. Everything the bed starts is ended
 by PID; the namespace disappears with its last process. Needs root, util-linux unshare/nsenter,
 iproute2, postfix, unbound and ldnsutils: `unavailable()` says what is missing.
 """
