@@ -26,9 +26,9 @@ Code under test joins the namespace through `bed.run(coro)`, which runs the coro
 thread that entered the namespace (setns(2) on that thread only), so plan_delivery, attempt and
 the MTA-STS fetch open real sockets to the bed's addresses; `bed.nsenter(argv)` prefixes a
 command that should run inside (swaks), and `bed.mail_server()` gives an `eventmail serve` that
-runs inside. Everything the bed starts is ended
-by PID; the namespace disappears with its last process. Needs root, util-linux unshare/nsenter,
-iproute2, postfix, unbound and ldnsutils: `unavailable()` says what is missing.
+runs inside. Everything the bed starts is ended by PID; the namespace disappears with its last
+process. Needs root, util-linux unshare/nsenter, iproute2, postfix, unbound and ldnsutils:
+`unavailable()` says what is missing.
 """
 
 from __future__ import annotations
