@@ -15,7 +15,7 @@
 
 Domains (`Bed.*`): GOOD `remote.test` (MX with TLSA 3 1 1 of its certificate, and an enforced
 MTA-STS policy DANE takes precedence over), BAD_TLSA (TLSA that matches nothing), NO_TLS (no
-STARTTLS), OLD_TLS (STARTTLS offered, handshake fails: only TLS 1.1 and older), STS_OK and
+STARTTLS), DANE_NO_TLS (TLSA published, no STARTTLS), OLD_TLS (STARTTLS offered, handshake fails: only TLS 1.1 and older), STS_OK and
 STS_MISMATCH (MTA-STS `enforce`, no TLSA; the second MX's certificate names another host),
 GREYLIST (4xx, then accept), REJECT (5xx), BLACKHOLE (no greeting ever), IDN (bücher.remote.test,
 served by GOOD's MX), NULL_MX (RFC 7505), NXDOMAIN. With `relay=True` a second Postfix
@@ -110,6 +110,9 @@ class Bed:
               sts="version: STSv1\nmode: enforce\nmx: mx.remote.test\nmax_age: 86400\n", sts_address="127.0.0.20")
     BAD_TLSA = Mx("badtlsa.remote.test", "mx.badtlsa.remote.test", "127.0.0.11", tlsa="wrong")
     NO_TLS = Mx("notls.remote.test", "mx.notls.remote.test", "127.0.0.12", smtpd=("smtpd_tls_security_level=none",))
+    # A TLSA record that would match, and no STARTTLS: under DANE, no delivery (RFC 7672 §2.2).
+    DANE_NO_TLS = Mx("danenotls.remote.test", "mx.danenotls.remote.test", "127.0.0.19", tlsa="good",
+                     smtpd=("smtpd_tls_security_level=none",))
     STS_MISMATCH = Mx("stsbad.remote.test", "mx.stsbad.remote.test", "127.0.0.13",
                       smtpd=("smtpd_tls_cert_file=$WRONG_CHAIN", "smtpd_tls_key_file=$WRONG_KEY"),
                       sts="version: STSv1\nmode: enforce\nmx: mx.stsbad.remote.test\nmax_age: 86400\n",

@@ -103,6 +103,21 @@ def test_wrong_tlsa_means_no_delivery_under_dane(bed: RemoteMx) -> None:
     assert bed.arrivals(b"Subject: dane-wrong-tlsa\n") == []
 
 
+def test_no_starttls_under_dane_means_no_delivery(bed: RemoteMx) -> None:
+    async def go() -> tuple[DeliveryPlan, list[AttemptResult]]:
+        plan = await bed.plan(Bed.DANE_NO_TLS.domain)
+        return plan, await bed.deliver(plan, SENDER, ["bob@danenotls.remote.test"], message("dane-no-tls"))
+
+    plan, results = bed.run(go())
+    assert plan.policy == "dane", plan
+    result = only(results)
+    # RFC 7672 §2.2: TLS is mandatory under DANE; no plaintext fallback, the message waits.
+    assert result.rcpts[0].outcome is Outcome.TEMPORARY and not result.tls.started, result
+    assert result.error == "STARTTLS not offered and dane requires TLS", result
+    assert not any(r.stage == "mail" for r in result.replies)
+    assert bed.arrivals(b"Subject: dane-no-tls") == []
+
+
 def test_mta_sts_enforce_refuses_a_certificate_for_another_host(bed: RemoteMx) -> None:
     async def go(domain: str, tag: str) -> tuple[DeliveryPlan, list[AttemptResult]]:
         plan = await bed.plan(domain)
@@ -195,19 +210,24 @@ def test_bare_lf_is_never_relayed(bed: RemoteMx) -> None:
     assert bed.arrivals(b"raw-bare-lf") == []
 
 
-def test_greylisting_mx_defers_then_accepts(bed: RemoteMx) -> None:
-    async def go() -> list[AttemptResult]:
+def test_greylisting_mx_defers_then_accepts_per_recipient(bed: RemoteMx) -> None:
+    async def go(rcpts: list[str], tag: str) -> list[AttemptResult]:
         plan = await bed.plan(Bed.GREYLIST.domain)
-        return await bed.deliver(plan, SENDER, ["bob@grey.remote.test"], message("greylisted"))
+        return await bed.deliver(plan, SENDER, rcpts, message(tag))
 
-    first = only(bed.run(go()))
+    first = only(bed.run(go(["bob@grey.remote.test"], "greylisted")))
     rcpt = first.rcpts[0]
     assert rcpt.outcome is Outcome.TEMPORARY and rcpt.reply is not None, first
     assert rcpt.reply.stage == "rcpt" and rcpt.reply.code == 450 and rcpt.reply.enhanced == "4.7.1", rcpt
     assert bed.arrivals(b"Subject: greylisted") == []
-    second = only(bed.run(go()))  # the queue's retry
+    second = only(bed.run(go(["bob@grey.remote.test"], "greylisted")))  # the queue's retry
     assert second.rcpts[0].outcome is Outcome.DELIVERED, second
     bed.arrived(b"Subject: greylisted")
+    # One transaction, two recipients: bob is known by now, carol is new. Each gets its own result.
+    both = only(bed.run(go(["bob@grey.remote.test", "carol@grey.remote.test"], "greylisted-two")))
+    assert [(r.rcpt, r.outcome) for r in both.rcpts] == [
+        ("bob@grey.remote.test", Outcome.DELIVERED), ("carol@grey.remote.test", Outcome.TEMPORARY)], both
+    assert b"for <bob@grey.remote.test>" in received_by_mx(bed.arrived(b"Subject: greylisted-two"))
 
 
 def test_a_5xx_mx_is_permanent(bed: RemoteMx) -> None:
