@@ -81,6 +81,65 @@ def _sign(directory: Path, origin: str, text: str, corrupt: Iterable[tuple[str, 
     return signed, directory / f"{ksk}.ds"
 
 
+def write_config(
+    directory: Path,
+    signed: Mapping[str, str],
+    unsigned: Mapping[str, str] | None = None,
+    corrupt: Iterable[tuple[str, str, str]] = (),
+    *,
+    port: int,
+    interface: str = "127.0.0.1",
+) -> Path:
+    """Sign the zones and write DIRECTORY/unbound.conf for unbound on `interface`:`port`; its path.
+
+    tests/remote_mx.py starts unbound with it inside a network namespace, on port 53."""
+    directory.mkdir(parents=True, exist_ok=True)
+    corrupt = list(corrupt)
+    conf: list[str] = []
+    anchors: list[Path] = []
+    for origin, text in signed.items():
+        zone, anchor = _sign(directory, origin.rstrip("."), text, corrupt)
+        anchors.append(anchor)
+        conf += _auth_zone(origin, zone)
+    for origin, text in (unsigned or {}).items():
+        zone = directory / f"{origin.rstrip('.')}.zone"
+        zone.write_text(text, encoding="utf-8")
+        conf += _auth_zone(origin, zone)
+    (directory / "root.hints").write_text(". 3600000 NS fake-root.\nfake-root. 3600000 A 127.0.0.1\n")
+    server = [
+        "server:",
+        f"  interface: {interface}",
+        f"  port: {port}",
+        "  do-daemonize: no",
+        '  username: ""',
+        '  chroot: ""',
+        f'  directory: "{directory}"',
+        "  use-syslog: no",
+        f'  logfile: "{directory}/unbound.log"',
+        "  verbosity: 1",
+        "  val-log-level: 2",
+        "  do-ip6: no",
+        "  outgoing-interface: 127.0.0.1",
+        "  do-not-query-localhost: no",
+        "  access-control: 127.0.0.0/8 allow",
+        f'  root-hints: "{directory}/root.hints"',
+        '  module-config: "validator iterator"',
+        *[f'  trust-anchor-file: "{a}"' for a in anchors],
+        # RFC 6761 §6.2: unbound serves "test." as an empty static zone unless told not to.
+        '  local-zone: "test." nodefault',
+        # Test answers must not outlive a test's zone edits; no prefetch traffic either.
+        "  cache-max-ttl: 5",
+        "remote-control:",
+        "  control-enable: no",
+    ]
+    conf_path = directory / "unbound.conf"
+    conf_path.write_text("\n".join(server + conf) + "\n", encoding="utf-8")
+    check = subprocess.run(["unbound-checkconf", str(conf_path)], capture_output=True, text=True)
+    if check.returncode != 0:
+        raise RuntimeError(f"unbound.conf: {check.stdout}{check.stderr}")
+    return conf_path
+
+
 @dataclass
 class ValidatingDns:
     process: subprocess.Popen[bytes]
@@ -95,51 +154,8 @@ class ValidatingDns:
         unsigned: Mapping[str, str] | None = None,
         corrupt: Iterable[tuple[str, str, str]] = (),
     ) -> ValidatingDns:
-        directory.mkdir(parents=True, exist_ok=True)
-        corrupt = list(corrupt)
-        conf: list[str] = []
-        anchors: list[Path] = []
-        for origin, text in signed.items():
-            zone, anchor = _sign(directory, origin.rstrip("."), text, corrupt)
-            anchors.append(anchor)
-            conf += _auth_zone(origin, zone)
-        for origin, text in (unsigned or {}).items():
-            zone = directory / f"{origin.rstrip('.')}.zone"
-            zone.write_text(text, encoding="utf-8")
-            conf += _auth_zone(origin, zone)
-        (directory / "root.hints").write_text(". 3600000 NS fake-root.\nfake-root. 3600000 A 127.0.0.1\n")
         port = _free_port()
-        server = [
-            "server:",
-            "  interface: 127.0.0.1",
-            f"  port: {port}",
-            "  do-daemonize: no",
-            '  username: ""',
-            '  chroot: ""',
-            f'  directory: "{directory}"',
-            "  use-syslog: no",
-            f'  logfile: "{directory}/unbound.log"',
-            "  verbosity: 1",
-            "  val-log-level: 2",
-            "  do-ip6: no",
-            "  outgoing-interface: 127.0.0.1",
-            "  do-not-query-localhost: no",
-            "  access-control: 127.0.0.0/8 allow",
-            f'  root-hints: "{directory}/root.hints"',
-            '  module-config: "validator iterator"',
-            *[f'  trust-anchor-file: "{a}"' for a in anchors],
-            # RFC 6761 §6.2: unbound serves "test." as an empty static zone unless told not to.
-            '  local-zone: "test." nodefault',
-            # Test answers must not outlive a test's zone edits; no prefetch traffic either.
-            "  cache-max-ttl: 5",
-            "remote-control:",
-            "  control-enable: no",
-        ]
-        conf_path = directory / "unbound.conf"
-        conf_path.write_text("\n".join(server + conf) + "\n", encoding="utf-8")
-        check = subprocess.run(["unbound-checkconf", str(conf_path)], capture_output=True, text=True)
-        if check.returncode != 0:
-            raise RuntimeError(f"unbound.conf: {check.stdout}{check.stderr}")
+        conf_path = write_config(directory, signed, unsigned, corrupt, port=port)
         with (directory / "unbound.out").open("wb") as out:
             process = subprocess.Popen(
                 ["unbound", "-d", "-c", str(conf_path)], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
