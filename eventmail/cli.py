@@ -163,6 +163,15 @@ async def cmd_key_rotate(args: argparse.Namespace) -> None:
     await _admin(args, "key.rotate", {})
 
 
+async def cmd_queue(args: argparse.Namespace) -> None:
+    params = {"id": args.id} if getattr(args, "id", None) else {}
+    if getattr(args, "all", False):
+        params = {"all": "yes"}
+    elif args.queue_command in ("retry", "drop", "hold", "release") and not params:
+        raise CliError(f"queue {args.queue_command}: give a queue ID (or --all)", EXIT_USAGE)
+    await _admin(args, f"queue.{args.queue_command}", params)
+
+
 async def cmd_domain_add(args: argparse.Namespace) -> None:
     await _admin(args, "domain.add", {"domain": args.domain})
 
@@ -506,6 +515,17 @@ def build_parser() -> argparse.ArgumentParser:
     ksub = key.add_subparsers(dest="key_command", required=True, metavar="KEY_COMMAND")
     add(ksub, "init", cmd_key_init, "create the master key (or use a passphrase) and the keyring of a new data directory")
     add(ksub, "rotate", cmd_key_rotate, "give every stream a new data key; old records stay readable")
+
+    que = sub.add_parser("queue", help="the outbound queue", description="the outbound queue (docs/operations.md)")
+    qsub = que.add_subparsers(dest="queue_command", required=True, metavar="QUEUE_COMMAND")
+    add(qsub, "list", cmd_queue, "the queued messages: id, age, size, sender, recipients left, next try")
+    p = add(qsub, "show", cmd_queue, "one queued message and each recipient's state and last reply")
+    p.add_argument("id")
+    for name, what in (("retry", "try now"), ("drop", "drop without a notice"), ("hold", "stop trying until released"),
+                       ("release", "try again on the schedule")):
+        p = add(qsub, name, cmd_queue, f"{what}: a queued message, or --all")
+        p.add_argument("id", nargs="?")
+        p.add_argument("--all", action="store_true")
 
     dom = sub.add_parser("domain", help="manage domains", description="the domains this server receives mail for")
     domsub = dom.add_subparsers(dest="domain_command", required=True, metavar="DOMAIN_COMMAND")

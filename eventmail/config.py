@@ -27,6 +27,26 @@ class ResolverSettings:
 
 
 @dataclass(frozen=True)
+class SmarthostSettings:
+    """Relay all outbound mail through one host (docs/operations.md, "Transports")."""
+
+    host: str
+    port: int  # 587 (STARTTLS) when the config names none; 465 is implicit TLS
+    user: str | None = None
+    password: str | None = field(default=None, repr=False)  # read from `smarthost_password_file`
+
+
+@dataclass(frozen=True)
+class QueueSettings:
+    """The outbound queue's schedule (eventmail.mail.queue has the defaults and why)."""
+
+    first_retry: float = 450.0  # seconds; doubling, at most 16 h apart
+    give_up_days: float = 5.0
+    delay_notice_hours: float = 4.0
+    mx_port: int = 25  # the port of remote MX hosts: 25 (RFC 5321); other values only for tests
+
+
+@dataclass(frozen=True)
 class ReplicationSettings:
     """The [replication] table: this node, its peer, mutual TLS, and the mode (docs/replication.md)."""
 
@@ -89,8 +109,9 @@ class Config:
     allow_plaintext_auth: bool = False
     # localserve: every outgoing message is delivered to this account instead of leaving.
     deliver_all_to: str | None = None
-    # Submission relays remote mail through this host:port (a smarthost) when set.
-    smarthost: str | None = None
+    # Outbound mail goes by MX, or through this relay when set.
+    smarthost: SmarthostSettings | None = None
+    queue: QueueSettings = field(default_factory=QueueSettings)
     max_message_bytes: int = 50 << 20
     replication: ReplicationSettings | None = None
     limits: ServerLimits = field(default_factory=ServerLimits)
@@ -128,6 +149,7 @@ def parse(text: str, base: Path) -> Config:
         raise ConfigError(f"not valid TOML: {e}") from None
     known = {"hostname", "data_dir", "key_file", "passphrase_env", "tls", "listener", "resolver",
              "allow_plaintext_auth", "deliver_all_to", "smarthost", "max_message_bytes", "replication",
+             "smarthost_user", "smarthost_password_file", "queue",
              "limits", "min_password_length"}
     known |= {"allow_key_file_mode", "user"}
     for key in doc:
@@ -181,12 +203,74 @@ def parse(text: str, base: Path) -> Config:
         resolver=ResolverSettings(tuple(str(s) for s in servers), _take(res, "port", int, "resolver.", 53)),
         allow_plaintext_auth=_take(doc, "allow_plaintext_auth", bool, "", False),
         deliver_all_to=_take(doc, "deliver_all_to", str, "", None),
-        smarthost=_take(doc, "smarthost", str, "", None),
+        smarthost=_smarthost(doc, base),
+        queue=_queue(_take(doc, "queue", dict, "", {})),
         max_message_bytes=max_bytes,
         allow_key_file_mode=_take(doc, "allow_key_file_mode", bool, "", False),
         user=_take(doc, "user", str, "", None) or None,
         min_password_length=min_password,
     )
+
+
+def _smarthost(doc: dict[str, Any], base: Path) -> SmarthostSettings | None:
+    """`smarthost = "host"`, `"host:port"` or `"[v6]:port"`; port 587 when not given (RFC 6409)."""
+    text = _take(doc, "smarthost", str, "", None)
+    user = _take(doc, "smarthost_user", str, "", None)
+    password_file = _take(doc, "smarthost_password_file", str, "", None)
+    if text is None:
+        if user or password_file:
+            raise ConfigError("smarthost_user, smarthost_password_file: given without a smarthost")
+        return None
+    text = text.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port_text = rest[1:] if rest.startswith(":") else ""
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+    else:
+        host, port_text = text, ""
+    if not host or any(c in host for c in " /@"):
+        raise ConfigError(f"smarthost: {text!r} is not host or host:port")
+    if port_text and not port_text.isdigit():
+        raise ConfigError(f"smarthost: {text!r}: the port is not a number")
+    port = int(port_text) if port_text else 587
+    if not 0 < port < 65536:
+        raise ConfigError(f"smarthost: {text!r}: port out of range")
+    password = None
+    if bool(user) != bool(password_file):
+        raise ConfigError("smarthost_user and smarthost_password_file: give both or neither")
+    if password_file:
+        try:
+            password = (base / password_file).read_text().strip("\r\n")
+        except OSError as e:
+            raise ConfigError(f"smarthost_password_file: {e.strerror or e}") from None
+        if not password:
+            raise ConfigError("smarthost_password_file: the file is empty")
+    return SmarthostSettings(host, port, user or None, password)
+
+
+def _number(table: dict[str, Any], key: str, where: str, default: float) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ConfigError(f"{where}{key}: expected a number, got {type(value).__name__}")
+    return float(value)
+
+
+def _queue(t: dict[str, Any]) -> QueueSettings:
+    unknown = set(t) - {"first_retry", "give_up_days", "delay_notice_hours", "mx_port"}
+    if unknown:
+        raise ConfigError(f"queue: unknown setting {sorted(unknown)[0]!r}")
+    q = QueueSettings(
+        first_retry=_number(t, "first_retry", "queue.", 450.0),
+        give_up_days=_number(t, "give_up_days", "queue.", 5.0),
+        delay_notice_hours=_number(t, "delay_notice_hours", "queue.", 4.0),
+        mx_port=_take(t, "mx_port", int, "queue.", 25),
+    )
+    if q.first_retry <= 0 or q.give_up_days <= 0 or q.delay_notice_hours <= 0:
+        raise ConfigError("queue: times must be positive")
+    if not 0 < q.mx_port < 65536:
+        raise ConfigError("queue.mx_port: not a port number")
+    return q
 
 
 def _hostport(value: str, where: str) -> str:

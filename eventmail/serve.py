@@ -7,10 +7,12 @@ import logging
 import signal
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import generate_latest
 
 from . import privileges
 from .config import Config
@@ -18,12 +20,15 @@ from .control import ControlServer
 from .imap.server import start_imap
 from .imap.wire import Limits as ImapLimits
 from .mail.admin import Admin, Policy
+from .mail.queue import Schedule
 from .mailauth.resolver import Resolver, ResolverConfig
+from .metrics import REGISTRY
 from .netconn import ConnectionLimiter, SocketLimits
 from .opening import open_store
 from .sasl.ratelimit import DEFAULT_ACCOUNT_POLICY, DEFAULT_ADDRESS_POLICY, LoginLimiter
+from .smtp.attempt import Auth
 from .smtp.delivery import InboundDelivery
-from .smtp.outbound import QueueRunner
+from .smtp.outbound import QueueRunner, Smarthost
 from .smtp.submission import Submission
 from .store import MasterKeySource, Store, load_master_key
 from .tls.certs import server_context
@@ -114,12 +119,24 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
     # the drop, so that the socket and its directory belong to the server's user.
     closers.insert(0, await _start_control(cfg, store, replication if cfg.replication is not None else None))
     tasks = []
-    if cfg.smarthost:
-        runner = QueueRunner(store, cfg.smarthost, cfg.hostname)
+    if cfg.deliver_all_to is None:  # localserve delivers everything locally: nothing is queued
+        runner = _queue_runner(cfg, store, resolver)
         # Of a pair, only the primary sends the queue out (else both nodes would send each message).
         work = replication.while_primary(runner.run) if cfg.replication is not None else runner.run()
         tasks.append(asyncio.get_running_loop().create_task(work))
     return Running(store, servers, tasks, ports, closers)
+
+
+def _queue_runner(cfg: Config, store: Store, resolver: Resolver) -> QueueRunner:
+    q = cfg.queue
+    schedule = Schedule(first_retry=q.first_retry, give_up=q.give_up_days * 86400,
+                        delay_notice=q.delay_notice_hours * 3600)
+    smarthost = None
+    if cfg.smarthost is not None:
+        sh = cfg.smarthost
+        auth = Auth(sh.user, sh.password) if sh.user and sh.password else None
+        smarthost = Smarthost(sh.host, sh.port, auth)
+    return QueueRunner(store, cfg.hostname, resolver, smarthost=smarthost, schedule=schedule, mx_port=q.mx_port)
 
 
 async def _start_control(cfg: Config, store: Store, replication: "RunningReplica | None") -> Callable[[], Awaitable[None]]:
@@ -127,6 +144,11 @@ async def _start_control(cfg: Config, store: Store, replication: "RunningReplica
     replicating node, replication's commands (docs/operations.md)."""
     control = ControlServer()
     control.register(Admin(store, Policy(cfg.min_password_length)).commands())
+
+    async def metrics(args: Mapping[str, Any]) -> dict[str, Any]:
+        return {"metrics": generate_latest(REGISTRY).decode()}
+
+    control.register({"metrics": metrics})
     if replication is not None:
         control.register(replication.control_commands())
         # The configured replication.control path: the same server, kept for existing setups.

@@ -182,7 +182,10 @@ class Admin:
 
     def commands(self) -> dict[str, Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]]:
         """Request name -> operation; every writing CLI command is one of these."""
+        from .queue import QueueOps  # the queue's module uses AdminError from here
+
         return {
+            **QueueOps(self.store).commands(),
             "domain.add": self.domain_add,
             "domain.remove": self.domain_remove,
             "account.add": self.account_add,

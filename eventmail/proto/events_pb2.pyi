@@ -430,20 +430,54 @@ class OutboundQueued(_message.Message):
     def __init__(self, id: _Optional[str] = ..., account: _Optional[str] = ..., mail_from: _Optional[str] = ..., rcpt_to: _Optional[_Iterable[str]] = ..., blob_id: _Optional[bytes] = ..., size: _Optional[int] = ..., requiretls: _Optional[bool] = ...) -> None: ...
 
 class OutboundAttempt(_message.Message):
-    __slots__ = ("id", "rcpt_to", "delivered", "permanent", "relay", "reply")
+    __slots__ = ("id", "rcpt_to", "delivered", "permanent", "relay", "reply", "mx_host", "ip", "tls_policy", "tls", "attempt", "next_attempt", "delay_notice")
     ID_FIELD_NUMBER: _ClassVar[int]
     RCPT_TO_FIELD_NUMBER: _ClassVar[int]
     DELIVERED_FIELD_NUMBER: _ClassVar[int]
     PERMANENT_FIELD_NUMBER: _ClassVar[int]
     RELAY_FIELD_NUMBER: _ClassVar[int]
     REPLY_FIELD_NUMBER: _ClassVar[int]
+    MX_HOST_FIELD_NUMBER: _ClassVar[int]
+    IP_FIELD_NUMBER: _ClassVar[int]
+    TLS_POLICY_FIELD_NUMBER: _ClassVar[int]
+    TLS_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    DELAY_NOTICE_FIELD_NUMBER: _ClassVar[int]
     id: str
     rcpt_to: str
     delivered: bool
     permanent: bool
     relay: str
     reply: str
-    def __init__(self, id: _Optional[str] = ..., rcpt_to: _Optional[str] = ..., delivered: _Optional[bool] = ..., permanent: _Optional[bool] = ..., relay: _Optional[str] = ..., reply: _Optional[str] = ...) -> None: ...
+    mx_host: str
+    ip: str
+    tls_policy: str
+    tls: str
+    attempt: int
+    next_attempt: float
+    delay_notice: bool
+    def __init__(self, id: _Optional[str] = ..., rcpt_to: _Optional[str] = ..., delivered: _Optional[bool] = ..., permanent: _Optional[bool] = ..., relay: _Optional[str] = ..., reply: _Optional[str] = ..., mx_host: _Optional[str] = ..., ip: _Optional[str] = ..., tls_policy: _Optional[str] = ..., tls: _Optional[str] = ..., attempt: _Optional[int] = ..., next_attempt: _Optional[float] = ..., delay_notice: _Optional[bool] = ...) -> None: ...
+
+class OutboundHeld(_message.Message):
+    __slots__ = ("id", "held")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    held: bool
+    def __init__(self, id: _Optional[str] = ..., held: _Optional[bool] = ...) -> None: ...
+
+class OutboundRetry(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class OutboundDropped(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class HandoffQueued(_message.Message):
     __slots__ = ("id", "account", "mailbox", "blob_id", "size", "origin", "delivery_key", "internal_date", "flags")
@@ -468,7 +502,7 @@ class HandoffQueued(_message.Message):
     def __init__(self, id: _Optional[str] = ..., account: _Optional[str] = ..., mailbox: _Optional[str] = ..., blob_id: _Optional[bytes] = ..., size: _Optional[int] = ..., origin: _Optional[_Union[Origin, _Mapping]] = ..., delivery_key: _Optional[bytes] = ..., internal_date: _Optional[int] = ..., flags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("mailbox_created", "mailbox_renamed", "mailbox_deleted", "mailbox_subscription", "message_added", "flags_changed", "messages_expunged", "messages_copied", "account_setting", "mailbox_special_use", "account_created", "account_deleted", "password_set", "address_added", "address_removed", "domain_added", "domain_removed", "dkim_selector", "outbound_queued", "outbound_attempt", "handoff_queued")
+    __slots__ = ("mailbox_created", "mailbox_renamed", "mailbox_deleted", "mailbox_subscription", "message_added", "flags_changed", "messages_expunged", "messages_copied", "account_setting", "mailbox_special_use", "account_created", "account_deleted", "password_set", "address_added", "address_removed", "domain_added", "domain_removed", "dkim_selector", "outbound_queued", "outbound_attempt", "outbound_held", "outbound_retry", "outbound_dropped", "handoff_queued")
     MAILBOX_CREATED_FIELD_NUMBER: _ClassVar[int]
     MAILBOX_RENAMED_FIELD_NUMBER: _ClassVar[int]
     MAILBOX_DELETED_FIELD_NUMBER: _ClassVar[int]
@@ -489,6 +523,9 @@ class Event(_message.Message):
     DKIM_SELECTOR_FIELD_NUMBER: _ClassVar[int]
     OUTBOUND_QUEUED_FIELD_NUMBER: _ClassVar[int]
     OUTBOUND_ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    OUTBOUND_HELD_FIELD_NUMBER: _ClassVar[int]
+    OUTBOUND_RETRY_FIELD_NUMBER: _ClassVar[int]
+    OUTBOUND_DROPPED_FIELD_NUMBER: _ClassVar[int]
     HANDOFF_QUEUED_FIELD_NUMBER: _ClassVar[int]
     mailbox_created: MailboxCreated
     mailbox_renamed: MailboxRenamed
@@ -510,5 +547,8 @@ class Event(_message.Message):
     dkim_selector: DkimSelector
     outbound_queued: OutboundQueued
     outbound_attempt: OutboundAttempt
+    outbound_held: OutboundHeld
+    outbound_retry: OutboundRetry
+    outbound_dropped: OutboundDropped
     handoff_queued: HandoffQueued
-    def __init__(self, mailbox_created: _Optional[_Union[MailboxCreated, _Mapping]] = ..., mailbox_renamed: _Optional[_Union[MailboxRenamed, _Mapping]] = ..., mailbox_deleted: _Optional[_Union[MailboxDeleted, _Mapping]] = ..., mailbox_subscription: _Optional[_Union[MailboxSubscription, _Mapping]] = ..., message_added: _Optional[_Union[MessageAdded, _Mapping]] = ..., flags_changed: _Optional[_Union[FlagsChanged, _Mapping]] = ..., messages_expunged: _Optional[_Union[MessagesExpunged, _Mapping]] = ..., messages_copied: _Optional[_Union[MessagesCopied, _Mapping]] = ..., account_setting: _Optional[_Union[AccountSetting, _Mapping]] = ..., mailbox_special_use: _Optional[_Union[MailboxSpecialUse, _Mapping]] = ..., account_created: _Optional[_Union[AccountCreated, _Mapping]] = ..., account_deleted: _Optional[_Union[AccountDeleted, _Mapping]] = ..., password_set: _Optional[_Union[PasswordSet, _Mapping]] = ..., address_added: _Optional[_Union[AddressAdded, _Mapping]] = ..., address_removed: _Optional[_Union[AddressRemoved, _Mapping]] = ..., domain_added: _Optional[_Union[DomainAdded, _Mapping]] = ..., domain_removed: _Optional[_Union[DomainRemoved, _Mapping]] = ..., dkim_selector: _Optional[_Union[DkimSelector, _Mapping]] = ..., outbound_queued: _Optional[_Union[OutboundQueued, _Mapping]] = ..., outbound_attempt: _Optional[_Union[OutboundAttempt, _Mapping]] = ..., handoff_queued: _Optional[_Union[HandoffQueued, _Mapping]] = ...) -> None: ...
+    def __init__(self, mailbox_created: _Optional[_Union[MailboxCreated, _Mapping]] = ..., mailbox_renamed: _Optional[_Union[MailboxRenamed, _Mapping]] = ..., mailbox_deleted: _Optional[_Union[MailboxDeleted, _Mapping]] = ..., mailbox_subscription: _Optional[_Union[MailboxSubscription, _Mapping]] = ..., message_added: _Optional[_Union[MessageAdded, _Mapping]] = ..., flags_changed: _Optional[_Union[FlagsChanged, _Mapping]] = ..., messages_expunged: _Optional[_Union[MessagesExpunged, _Mapping]] = ..., messages_copied: _Optional[_Union[MessagesCopied, _Mapping]] = ..., account_setting: _Optional[_Union[AccountSetting, _Mapping]] = ..., mailbox_special_use: _Optional[_Union[MailboxSpecialUse, _Mapping]] = ..., account_created: _Optional[_Union[AccountCreated, _Mapping]] = ..., account_deleted: _Optional[_Union[AccountDeleted, _Mapping]] = ..., password_set: _Optional[_Union[PasswordSet, _Mapping]] = ..., address_added: _Optional[_Union[AddressAdded, _Mapping]] = ..., address_removed: _Optional[_Union[AddressRemoved, _Mapping]] = ..., domain_added: _Optional[_Union[DomainAdded, _Mapping]] = ..., domain_removed: _Optional[_Union[DomainRemoved, _Mapping]] = ..., dkim_selector: _Optional[_Union[DkimSelector, _Mapping]] = ..., outbound_queued: _Optional[_Union[OutboundQueued, _Mapping]] = ..., outbound_attempt: _Optional[_Union[OutboundAttempt, _Mapping]] = ..., outbound_held: _Optional[_Union[OutboundHeld, _Mapping]] = ..., outbound_retry: _Optional[_Union[OutboundRetry, _Mapping]] = ..., outbound_dropped: _Optional[_Union[OutboundDropped, _Mapping]] = ..., handoff_queued: _Optional[_Union[HandoffQueued, _Mapping]] = ...) -> None: ...

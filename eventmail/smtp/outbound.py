@@ -1,129 +1,194 @@
-"""The outbound queue: messages in the queue stream relayed through a smarthost, each attempt recorded as an event."""
+"""The outbound queue's runner: tries each due recipient by MX (or through a smarthost) and has the mail layer record what came of it.
+
+The decisions — when to retry, when to give up, which notice the sender gets — are the mail
+layer's (`eventmail.mail.queue`); this module carries messages: `plan_delivery` for the
+destination (MX lookup, MTA-STS, DANE), `attempt` for one SMTP transaction, next MX on a
+temporary failure (RFC 5321 §5.1). Of a replicating pair only the primary runs it.
+"""
+
+from __future__ import annotations
 
 import asyncio
 import logging
-import smtplib
-import ssl
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from ..proto import events_pb2 as pb
-from ..store import QUEUE, Store
+from ..mail import queue as mailqueue
+from ..mail.queue import Queued, QueueView, Schedule, TryResult
+from ..mailauth.resolver import Resolver
+from ..metrics import QUEUE_ATTEMPTS, QUEUE_MESSAGES, QUEUE_NOTICES
+from ..store import QUEUE, Committed, Store
+from .attempt import AttemptResult, Auth, Outcome, Timeouts, attempt
+from .destination import DestinationPolicy
+from .mtasts import StsPolicy
+from .mtastsfetch import fetch_policy
+from .tlspolicy import TlsMode, TlsRequirement
 
 log = logging.getLogger(__name__)
 
-# RFC 5321 §4.5.4.1: retry for at least 4-5 days, first retry after at least 30 minutes is the
-# RFC's suggestion for a busy MTA; a personal server retries sooner and backs off.
-RETRY_DELAYS = (60, 300, 900, 1800, 3600, 7200, 14400, 28800)
-GIVE_UP_AFTER = 5 * 24 * 3600
+SMTP_PORT = 25  # RFC 5321 §4.5.4.2
+SUBMISSION_PORT = 587  # RFC 6409 §3.1: a smarthost without a port is a submission server
+SUBMISSIONS_PORT = 465  # RFC 8314 §3.3: implicit TLS
+# Tries at once: a personal server's queue is short; a burst of submissions to many domains
+# should not open hundreds of connections at once.
+MAX_PARALLEL = 8
 
 
-@dataclass
-class Pending:
-    queued: pb.OutboundQueued
-    queued_at: float
-    remaining: set[str] = field(default_factory=set)
-    attempts: int = 0
-    next_at: float = 0.0
+@dataclass(frozen=True)
+class Smarthost:
+    """Relay everything through one host (config.SmarthostSettings, which reads and checks the
+    setting): STARTTLS when offered on 587 and other ports; 465 means TLS from the start with the
+    certificate verified (RFC 8314)."""
+
+    host: str
+    port: int
+    auth: Auth | None = None
+
+    def tls(self) -> TlsRequirement:
+        if self.port == SUBMISSIONS_PORT:
+            return TlsRequirement.pkix(self.host, implicit=True, policy="smarthost:implicit-tls")
+        # STARTTLS when offered (RFC 3207); AUTH is sent only over TLS (attempt refuses otherwise).
+        return TlsRequirement(TlsMode.OPPORTUNISTIC, policy="smarthost:starttls")
 
 
-def pending_from_log(events: list[tuple[float, pb.Event]]) -> dict[str, Pending]:
-    """What is still to deliver, folded from the queue stream (pure)."""
-    out: dict[str, Pending] = {}
-    for when, e in events:
-        kind = e.WhichOneof("kind")
-        if kind == "outbound_queued":
-            q = e.outbound_queued
-            out[q.id] = Pending(q, when, set(q.rcpt_to))
-        elif kind == "outbound_attempt":
-            a = e.outbound_attempt
-            p = out.get(a.id)
-            if p is None:
-                continue
-            if a.delivered or a.permanent:
-                p.remaining.discard(a.rcpt_to)
-            p.attempts += 1
-            p.next_at = when + RETRY_DELAYS[min(p.attempts - 1, len(RETRY_DELAYS) - 1)]
-    return {k: v for k, v in out.items() if v.remaining}
+def _tls_text(r: AttemptResult) -> str:
+    t = r.tls
+    if not t.started:
+        return f"none: {t.failure}" if t.failure else "none"
+    how = f"verified by {t.verified_by}" if t.verified else "not verified"
+    return f"{t.version or 'TLS'} {how}" + (f" ({t.failure})" if t.failure else "")
 
 
-def relay(host: str, port: int, helo: str, mail_from: str, rcpts: list[str], data: bytes,
-          tls: ssl.SSLContext | None) -> dict[str, tuple[int, str]]:
-    """Hand one message to a relay (blocking; run in a thread). Returns each recipient's reply."""
-    results: dict[str, tuple[int, str]] = {}
-    with smtplib.SMTP(host, port, local_hostname=helo, timeout=60) as s:
-        s.ehlo()
-        if s.has_extn("starttls"):
-            s.starttls(context=tls or ssl.create_default_context())
-            s.ehlo()
-        try:
-            refused = s.sendmail(mail_from, rcpts, data)
-        except smtplib.SMTPRecipientsRefused as e:
-            refused = e.recipients
-        except smtplib.SMTPResponseException as e:
-            err = e.smtp_error
-            text = err.decode(errors="replace") if isinstance(err, bytes) else str(err)
-            return {r: (e.smtp_code, text) for r in rcpts}
-        for r in rcpts:
-            code, msg = refused.get(r, (250, b"ok"))
-            results[r] = (code, msg.decode(errors="replace") if isinstance(msg, bytes) else str(msg))
-    return results
+def _results(r: AttemptResult, rcpts: list[str], tls_policy: str) -> dict[str, TryResult]:
+    out: dict[str, TryResult] = {}
+    for rr in r.rcpts:
+        if rr.rcpt not in rcpts:
+            continue
+        reply = str(rr.reply) if rr.reply is not None else rr.reason
+        out[rr.rcpt] = TryResult(rr.rcpt, rr.outcome is Outcome.DELIVERED, rr.outcome is Outcome.PERMANENT, reply,
+                                 r.host, r.ip, tls_policy, _tls_text(r))
+    return out
 
 
 class QueueRunner:
-    """Delivers what the queue stream holds, through `smarthost` ("host:port")."""
+    """Delivers what the queue stream holds: due recipients, grouped by domain, each group one
+    destination plan and as many MX hosts as it takes."""
 
-    def __init__(self, store: Store, smarthost: str, helo: str, tls: ssl.SSLContext | None = None) -> None:
-        host, _, port = smarthost.rpartition(":")
-        self.host = host.strip("[]")
-        self.port = int(port)
+    def __init__(
+        self, store: Store, hostname: str, resolver: Resolver, *, smarthost: Smarthost | None = None,
+        schedule: Schedule | None = None, mx_port: int = SMTP_PORT, timeouts: Timeouts | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
-        self.helo = helo
-        self.tls = tls
+        self.hostname = hostname
+        self.smarthost = smarthost
+        self.schedule = schedule or Schedule()
+        self.mx_port = mx_port
+        self.timeouts = timeouts or Timeouts()
+        self.clock = clock
+        self.view = QueueView()
+        self._seq = 0
+
+        async def fetch(domain: str) -> StsPolicy:
+            return await fetch_policy(domain, resolver)
+
+        self.policy = DestinationPolicy(resolver, fetch, self_names=frozenset({hostname.lower()}))
+        self._slots = asyncio.Semaphore(MAX_PARALLEL)
+
+    def _apply(self, committed: list[Committed]) -> None:
+        for c in committed:
+            if c.seq > self._seq:
+                self.view.apply(c.time_us / 1e6, c.event)
+                self._seq = c.seq
+        QUEUE_MESSAGES.set(len(self.view.items))
 
     async def run(self) -> None:
         sub = self.store.stream(QUEUE).subscribe()
         try:
-            events = [(c.time_us / 1e6, c.event) for c in self.store.stream(QUEUE).events()]
-            pending = pending_from_log(events)
+            self._apply(list(self.store.stream(QUEUE).events()))
+            log.info("queue: %d messages to deliver%s", len(self.view.items),
+                     f" through smarthost {self.smarthost.host}:{self.smarthost.port}" if self.smarthost else " by MX")
             while True:
-                now = time.time()
-                for item in [p for p in pending.values() if p.next_at <= now]:
-                    await self._attempt(item)
-                    if not item.remaining:
-                        pending.pop(item.queued.id, None)
-                due = min((p.next_at for p in pending.values()), default=now + 3600)
-                try:
-                    first = await asyncio.wait_for(sub.get(), timeout=max(0.05, due - time.time()))
-                except TimeoutError:
+                self._apply(sub.pending())
+                now = self.clock()
+                due = [(item, rs) for item in list(self.view.items.values()) if (rs := item.due(now))]
+                if due:
+                    done = await asyncio.gather(*(self._try(item, [r.address for r in rs], now) for item, rs in due),
+                                                return_exceptions=True)
+                    for (item, _), outcome in zip(due, done, strict=True):
+                        if isinstance(outcome, Exception):
+                            # A bug or a store error: logged; the recipients stay due, tried again
+                            # after a pause rather than in a tight loop.
+                            log.error("queue %s: try failed: %r", item.id, outcome, exc_info=outcome)
+                            for r in item.recipients.values():
+                                r.next_at = max(r.next_at, now + self.schedule.first_retry)
                     continue
-                for c in [first, *sub.pending()]:
-                    if c.event.WhichOneof("kind") == "outbound_queued":
-                        q = c.event.outbound_queued
-                        pending[q.id] = Pending(q, c.time_us / 1e6, set(q.rcpt_to))
+                nxt = self.view.next_due()
+                wait = 3600.0 if nxt is None else max(0.05, nxt - self.clock())
+                try:
+                    self._apply([await asyncio.wait_for(sub.get(), timeout=wait)])
+                except TimeoutError:
+                    pass
         finally:
             sub.close()
 
-    async def _attempt(self, item: Pending) -> None:
-        q = item.queued
-        data = await self.store.stream(QUEUE).read_blob(q.blob_id)
-        rcpts = sorted(item.remaining)
-        try:
-            results = await asyncio.to_thread(relay, self.host, self.port, self.helo, q.mail_from, rcpts, data, self.tls)
-        except (OSError, smtplib.SMTPException) as e:
-            results = {r: (451, f"relay {self.host}:{self.port} unreachable: {e}") for r in rcpts}
-        expired = time.time() - item.queued_at > GIVE_UP_AFTER
-        events = []
-        for r, (code, text) in results.items():
-            delivered = 200 <= code < 300
-            permanent = code >= 500 or (expired and not delivered)
-            events.append(pb.Event(outbound_attempt=pb.OutboundAttempt(
-                id=q.id, rcpt_to=r, delivered=delivered, permanent=permanent,
-                relay=f"{self.host}:{self.port}", reply=f"{code} {text}"[:500],
-            )))
-            if delivered or permanent:
-                item.remaining.discard(r)
-            log.info("queue %s: %s -> %s %s", q.id, r, code, "delivered" if delivered else "permanent" if permanent else "retry")
-        await self.store.stream(QUEUE).append(events)
-        item.attempts += 1
-        item.next_at = time.time() + RETRY_DELAYS[min(item.attempts - 1, len(RETRY_DELAYS) - 1)]
+    async def _try(self, item: Queued, rcpts: list[str], now: float) -> None:
+        async with self._slots:
+            message = await self.store.stream(QUEUE).read_blob(item.event.blob_id)
+            by_domain: dict[str, list[str]] = {}
+            for r in rcpts:
+                by_domain.setdefault(r.rpartition("@")[2].lower(), []).append(r)
+            results: dict[str, TryResult] = {}
+            for domain, group in by_domain.items():
+                results.update(await self._deliver(item, domain, group, message, now))
+        decisions = [mailqueue.decide(item, results[r], now, self.schedule) for r in rcpts]
+        for a in decisions:
+            state = "delivered" if a.delivered else "failed" if a.permanent else "deferred"
+            QUEUE_ATTEMPTS.labels(state).inc()
+            log.info("queue %s: %s %s via %s (%s; tls %s): %s", item.id, a.rcpt_to, state, a.relay or "-",
+                     a.tls_policy or "-", a.tls or "-", a.reply)
+        self._apply(await mailqueue.record(self.store, decisions))
+        failed = [a for a in decisions if a.permanent]
+        delayed = [a for a in decisions if a.delay_notice]
+        for attempts, is_delay in ((failed, False), (delayed, True)):
+            if attempts and await mailqueue.send_notice(self.store, self.hostname, item, attempts, delayed=is_delay):
+                QUEUE_NOTICES.labels("delay" if is_delay else "failure").inc()
+                log.info("queue %s: %s notice to %s", item.id, "delay" if is_delay else "failure", item.event.mail_from)
+
+    async def _deliver(self, item: Queued, domain: str, rcpts: list[str], message: bytes, now: float) -> dict[str, TryResult]:
+        q = item.event
+        if self.smarthost is not None:
+            sh = self.smarthost
+            r = await attempt(sh.host, sh.host, sh.port, q.mail_from, rcpts, message, tls=sh.tls(), helo=self.hostname,
+                              auth=sh.auth, timeouts=self.timeouts, requiretls=q.requiretls)
+            got = _results(r, rcpts, sh.tls().policy)
+            return {x: got.get(x) or TryResult(x, False, False, r.error or "no answer", sh.host, "", sh.tls().policy)
+                    for x in rcpts}
+        tries = min(item.recipients[x].attempts for x in rcpts)
+        plan = await self.policy.plan(domain, now, attempt=tries)
+        if plan.failure is not None:
+            reply = f"{plan.failure.code} {plan.failure.reason}"
+            return {x: TryResult(x, False, plan.failure.permanent, reply) for x in rcpts}
+        out: dict[str, TryResult] = {}  # delivered, or refused for good
+        deferred: dict[str, TryResult] = {}  # the latest temporary result
+        left = list(rcpts)
+        for route in plan.routes[: plan.max_sessions]:
+            r = await attempt(route.host, route.address, self.mx_port, q.mail_from, left, message, tls=route.tls,
+                              helo=self.hostname, timeouts=self.timeouts, requiretls=q.requiretls)
+            policy = plan.policy or route.tls.policy
+            got = _results(r, left, policy)
+            for x in left:
+                res = got.get(x)
+                if res is not None and (res.delivered or res.permanent):
+                    out[x] = res
+                else:
+                    deferred[x] = res or TryResult(x, False, False, r.error or "no answer", route.host, route.address,
+                                                   policy, _tls_text(r))
+            # RFC 5321 §5.1: after a temporary failure the next MX host (or address) is tried.
+            left = [x for x in left if x not in out]
+            if not left:
+                break
+        for x in left:
+            out[x] = deferred.get(x) or TryResult(x, False, False, "no MX host could be tried", "", "", plan.policy)
+        return out

@@ -1,0 +1,208 @@
+"""The outbound queue against real servers on loopback: delivery by MX lookup (a DNS server process
+answers the MX), retries after a temporary failure, and failure notices (RFC 3464) in the sender's
+INBOX for a 5xx, an NXDOMAIN and a null MX. The remote MX is a second `eventmail serve`."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import smtplib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from eventmail import control
+
+from .conftest import ROOT
+from .dns_fixture import DnsServer, zone_text
+from .mailserver import MailServer, free_port, insecure_tls
+
+PASSWORD = "queue test password"
+
+
+def submit(srv: MailServer, to: str, subject: str) -> None:
+    with smtplib.SMTP("127.0.0.1", srv.ports["submission"], timeout=30) as s:
+        s.starttls(context=insecure_tls())
+        s.login("alice", PASSWORD)
+        s.sendmail("alice@mail.test", [to], (f"From: alice@mail.test\r\nTo: {to}\r\nSubject: {subject}\r\n"
+                                             f"Message-ID: <{subject.replace(' ', '-')}@mail.test>\r\n\r\nhello\r\n").encode())
+
+
+def find(srv: MailServer, account: str, needle: bytes, timeout: float = 30) -> bytes:
+    deadline = time.time() + timeout
+    while True:
+        for m in srv.messages(account):
+            if needle in m:
+                return m
+        if time.time() > deadline:
+            raise AssertionError(f"nothing with {needle!r} for {account}:\n" + "\n".join(srv.log_lines[-30:]))
+        time.sleep(0.3)
+
+
+def report(notice: bytes) -> tuple[email.message.Message, list[dict[str, str]]]:
+    """The notice parsed as a mail client would, and its per-recipient delivery-status blocks."""
+    msg = email.message_from_bytes(notice, policy=email.policy.default)
+    assert msg.get_content_type() == "multipart/report"
+    assert msg.get_param("report-type") == "delivery-status"
+    parts = list(msg.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "message/delivery-status", "text/rfc822-headers"]
+    status = parts[1].get_payload()
+    blocks = [dict(block.items()) for block in status[1:]] if isinstance(status, list) else []
+    return msg, blocks
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MailServer, MailServer, DnsServer]]:
+    base = tmp_path_factory.mktemp("queue")
+    mx_port = free_port()
+    remote = MailServer(base / "remote", hostname="mx.remote.test", kinds=("smtp",), ports={"smtp": mx_port})
+    sender = MailServer(base / "sender", extra_config=f"[queue]\nfirst_retry = 1\nmx_port = {mx_port}\n")
+    for srv in (remote, sender):
+        srv.base.mkdir()
+        srv.init()
+    remote.add_account("bob", "bob@remote.test", PASSWORD)
+    remote.cli("account", "add-address", "bob", "bob@later.test")
+    sender.add_account("alice", "alice@mail.test", PASSWORD)
+    dkim_record = sender.cli("dkim", "add", "mail.test", "sel").strip()  # sel._domainkey.mail.test. TXT "..."
+    zones = {
+        "remote.test": zone_text("remote.test", ["@ MX 10 mx", "mx A 127.0.0.1", '@ TXT "v=spf1 ip4:127.0.0.0/8 -all"']),
+        "mail.test": zone_text("mail.test", ['@ TXT "v=spf1 ip4:127.0.0.0/8 -all"', dkim_record]),
+        "nullmx.test": zone_text("nullmx.test", ["@ MX 0 ."]),
+        "later.test": zone_text("later.test", ["@ MX 10 mx.remote.test."]),
+    }
+    with DnsServer.start(base / "dns", zones) as dns:
+        remote.dns_port = sender.dns_port = dns.port
+        sender.start()
+        remote.start()
+        try:
+            yield sender, remote, dns
+        finally:
+            sender.stop()
+            remote.stop()
+
+
+def test_delivered_by_mx_lookup_signed_and_recorded(pair: tuple[MailServer, MailServer, DnsServer]) -> None:
+    sender, remote, _ = pair
+    submit(sender, "bob@remote.test", "by mx")
+    got = find(remote, "bob", b"Subject: by mx")
+    assert b"DKIM-Signature:" in got and b"s=sel;" in got.replace(b" ", b"")
+    assert b"dkim=pass" in got  # the remote verified our signature against the DNS
+    line = sender.wait_log("bob@remote.test delivered")
+    assert "via mx.remote.test [127.0.0.1]" in line and "opportunistic" in line
+    log = sender.cli("log", "queue")
+    assert '"deliveredTo"' not in log and '"delivered":true' in log and '"tlsPolicy":"opportunistic"' in log
+
+
+def test_a_5xx_comes_back_as_a_failure_notice(pair: tuple[MailServer, MailServer, DnsServer]) -> None:
+    sender, _, _ = pair
+    submit(sender, "nobody@remote.test", "to nobody")
+    notice = find(sender, "alice", b"Final-Recipient: rfc822; nobody@remote.test")
+    msg, blocks = report(notice)
+    assert msg["To"].addresses[0].addr_spec == "alice@mail.test" and msg["Auto-Submitted"] == "auto-replied"
+    assert blocks[0]["Action"] == "failed" and blocks[0]["Status"] == "5.1.1"
+    assert blocks[0]["Remote-MTA"] == "dns; mx.remote.test"
+    assert "550" in blocks[0]["Diagnostic-Code"]
+    assert b"Subject: to nobody" in notice  # the original's header travels with it
+
+
+@pytest.mark.parametrize(("domain", "status"), [("nowhere.test", "5.1.2"), ("nullmx.test", "5.1.10")])
+def test_nxdomain_and_null_mx_fail_at_once(pair: tuple[MailServer, MailServer, DnsServer], domain: str,
+                                           status: str) -> None:
+    sender, _, _ = pair
+    submit(sender, f"someone@{domain}", f"to {domain}")
+    notice = find(sender, "alice", f"Final-Recipient: rfc822; someone@{domain}".encode())
+    _, blocks = report(notice)
+    assert blocks[0]["Status"] == status
+
+
+def test_a_temporary_failure_is_retried_then_delivered(pair: tuple[MailServer, MailServer, DnsServer]) -> None:
+    sender, remote, dns = pair
+    remote.stop()  # the MX is down: connection refused, a temporary failure
+    before = len(sender.log_lines)
+    submit(sender, "bob@later.test", "after a retry")
+    sender.wait_log("bob@later.test deferred", after=before, timeout=30)
+    remote.start()
+    find(remote, "bob", b"Subject: after a retry", timeout=60)
+    line = sender.wait_log("bob@later.test delivered", after=before, timeout=30)
+    assert "mx.remote.test" in line
+    # No failure notice for a recipient that was only deferred.
+    assert not any(b"someone@later.test" in m or b"bob@later.test" in m for m in sender.messages("alice"))
+
+
+def submit_id(srv: MailServer, to: str, subject: str) -> str:
+    """Submit and return the queue id from the 250 reply ("queued as ID")."""
+    with smtplib.SMTP("127.0.0.1", srv.ports["submission"], timeout=30) as s:
+        s.starttls(context=insecure_tls())
+        s.login("alice", PASSWORD)
+        s.mail("alice@mail.test")
+        s.rcpt(to)
+        code, text = s.data(f"From: alice@mail.test\r\nTo: {to}\r\nSubject: {subject}\r\n\r\nhello\r\n".encode())
+    assert code == 250, text
+    return text.decode().rsplit(" ", 1)[1]
+
+
+def test_the_queue_commands_through_the_running_server(pair: tuple[MailServer, MailServer, DnsServer]) -> None:
+    sender, remote, _ = pair
+    remote.stop()
+    try:
+        before = len(sender.log_lines)
+        queue_id = submit_id(sender, "bob@remote.test", "stuck for a while")
+        sender.wait_log(f"queue {queue_id}: bob@remote.test deferred", after=before, timeout=30)
+        assert queue_id in sender.cli("queue", "list")
+        shown = sender.cli("queue", "show", queue_id)
+        assert "<bob@remote.test>" in shown and "tries" in shown
+        assert "held" in sender.cli("queue", "hold", queue_id)
+        sender.wait_log("control: queue.hold done", after=before)
+        assert f"{queue_id}\t" in sender.cli("queue", "list") and "held" in sender.cli("queue", "list")
+        assert "released" in sender.cli("queue", "release", queue_id)
+        assert "dropped" in sender.cli("queue", "drop", queue_id)
+        assert queue_id not in sender.cli("queue", "list")
+        p = subprocess.run([sys.executable, "-m", "eventmail", "queue", "show", "nosuchid", "--dir", str(sender.directory),
+                            "--key-file", str(sender.key_file)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert p.returncode == 2 and "no queued message nosuchid" in p.stderr
+    finally:
+        remote.start()
+
+
+def test_metrics_count_tries_by_result(pair: tuple[MailServer, MailServer, DnsServer]) -> None:
+    sender, _, _ = pair
+    submit(sender, "bob@remote.test", "counted")
+    sender.wait_log("bob@remote.test delivered", timeout=30)
+    reply = control.request_in(sender.directory, "metrics")
+    assert reply is not None
+    samples = {(s.name, tuple(sorted(s.labels.items()))): s.value
+               for family in text_string_to_metric_families(reply["metrics"]) for s in family.samples}
+    assert samples[("eventmail_queue_attempts_total", (("result", "delivered"),))] >= 1
+    assert samples[("eventmail_queue_attempts_total", (("result", "failed"),))] >= 1  # the 5xx test's
+    assert ("eventmail_queue_messages", ()) in samples
+
+
+def test_the_queue_survives_a_sigkill_without_a_second_delivery(pair: tuple[MailServer, MailServer, DnsServer]) -> None:
+    """Deferred messages are delivered after the sender is killed and restarted, each once; the
+    delivered ones before the kill are not sent again (their attempts are in the stream)."""
+    sender, remote, _ = pair
+    submit(sender, "bob@remote.test", "before the kill")
+    find(remote, "bob", b"Subject: before the kill")
+    remote.stop()
+    subjects = [f"killed {i}" for i in range(3)]
+    before = len(sender.log_lines)
+    for s in subjects:
+        submit(sender, "bob@remote.test", s)
+    sender.wait_log("bob@remote.test deferred", after=before, timeout=30)
+    sender.kill()
+    remote.start()
+    sender.ports.pop("submission", None)
+    sender.start()
+    for s in subjects:
+        find(remote, "bob", f"Subject: {s}\r\n".encode(), timeout=60)
+    deadline = time.time() + 30
+    while "the queue is empty" not in sender.cli("queue", "list"):  # nothing left that could be sent again
+        assert time.time() < deadline, sender.cli("queue", "list")
+        time.sleep(0.3)
+    msgs = remote.messages("bob")
+    for s in [*subjects, "before the kill"]:
+        assert sum(f"Subject: {s}\r\n".encode() in m for m in msgs) == 1, s
