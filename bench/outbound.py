@@ -225,7 +225,9 @@ def main() -> int:
                     half = run_half(bed, label, ("eventmail", srv.proc.pid), srv.ports["submission"], True, args)
                     halves.append(half)
                     if half.arrived < half.load.submitted:
-                        print("eventmail's last log lines:\n    " + "\n    ".join(srv.log_lines[-8:]))
+                        odd = [line for line in srv.log_lines if " deferred " in line or " failed " in line
+                               or "ERROR" in line or ("WARNING" in line and "running as root" not in line)]
+                        print("eventmail's deferrals, failures and warnings:\n    " + "\n    ".join(odd[:10] or ["(none)"]))
                 finally:
                     srv.stop()
     finally:

@@ -129,7 +129,7 @@ class Mbsync:
         self.rc = home / "mbsyncrc"
         self.rc.write_text(
             f"IMAPAccount t\nHost localhost\nPort {srv.starttls_port}\nUser {USER}\nPass {PASSWORD}\n"
-            f"SSLType STARTTLS\nCertificateFile {srv.cert}\nAuthMechs PLAIN\n\n"
+            f"SSLType STARTTLS\nCertificateFile {srv.cert}\n\n"
             "IMAPStore far\nAccount t\n\n"
             f"MaildirStore near\nPath {self.root}/\nInbox {self.inbox}\nSubFolders Verbatim\n\n"
             "Channel c\nFar :far:\nNear :near:\nPatterns *\nCreate Both\nExpunge Both\nSyncState *\n"

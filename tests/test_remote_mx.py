@@ -284,8 +284,7 @@ def test_postfix_delivers_by_mx_lookup_with_dane_through_the_same_dns(bed: Remot
 
 def test_eventmail_serve_runs_inside_the_bed(bed: RemoteMx, tmp_path: Path) -> None:
     """`bed.mail_server` starts `eventmail serve` inside the namespace: a submission there reaches
-    the bed's MX. (It relays through `smarthost = "mx.remote.test:25"`, the name resolved by the
-    namespace's resolv.conf, until the queue delivers by MX itself.)"""
+    the bed's MX through `smarthost = "mx.remote.test:25"` (the smarthost transport)."""
     srv = bed.mail_server(tmp_path, hostname="mail.client.test", kinds=("submission",),
                           smarthost=f"{Bed.GOOD.host}:25")
     srv.add_account("alice", SENDER, "bed test password")
@@ -302,3 +301,40 @@ def test_eventmail_serve_runs_inside_the_bed(bed: RemoteMx, tmp_path: Path) -> N
     finally:
         srv.stop()
     assert b"by mail.client.test (eventmail)" in data and b"(using TLSv1." in received_by_mx(data), data[:600]
+
+
+def test_the_queue_delivers_by_mx_with_dane_and_bounces_what_cannot_go(bed: RemoteMx, tmp_path: Path) -> None:
+    """`eventmail serve` with no smarthost, inside the bed: the queue finds the MX through the
+    validating resolver, delivers under DANE and records it; a wrong TLSA defers (never sent in
+    the clear); a 5xx and a null MX come back as failure notices in the sender's INBOX."""
+    srv = bed.mail_server(tmp_path, hostname="mail.client.test", kinds=("submission",),
+                          extra_config="[queue]\nfirst_retry = 300\n")
+    srv.add_account("alice", SENDER, "bed test password")
+    srv.start()
+    try:
+        def submit(to: str, subject: str) -> None:
+            with smtplib.SMTP("127.0.0.1", srv.ports["submission"], timeout=20) as s:
+                s.starttls(context=insecure_tls())
+                s.login(SENDER, "bed test password")
+                s.sendmail(SENDER, [to], message(subject))
+
+        bed.call(submit, "bob@remote.test", "queue-dane")
+        data = bed.arrived(b"Subject: queue-dane")
+        assert b"by mail.client.test (eventmail)" in data and b"(using TLSv1." in received_by_mx(data)
+        line = srv.wait_log("bob@remote.test delivered", timeout=30)
+        assert "via mx.remote.test [" in line and "(dane; tls TLSv1.3 verified by dane-ee)" in line, line
+        bed.call(submit, f"bob@{Bed.BAD_TLSA.domain}", "queue-bad-tlsa")
+        srv.wait_log(f"bob@{Bed.BAD_TLSA.domain} deferred", timeout=60)
+        assert bed.arrivals(b"Subject: queue-bad-tlsa") == []
+        for domain, status in ((Bed.REJECT.domain, "5."), (Bed.NULL_MX.domain, "5.1.10")):
+            bed.call(submit, f"bob@{domain}", f"queue-{domain}")
+            notice = srv.wait_for("alice", 1, timeout=60)
+            found = [m for m in srv.messages("alice") if f"Final-Recipient: rfc822; bob@{domain}".encode() in m]
+            deadline = time.monotonic() + 60
+            while not found and time.monotonic() < deadline:
+                time.sleep(0.3)
+                found = [m for m in srv.messages("alice") if f"Final-Recipient: rfc822; bob@{domain}".encode() in m]
+            assert found, notice
+            assert f"Status: {status}".encode() in found[0] and b"Action: failed" in found[0]
+    finally:
+        srv.stop()

@@ -72,7 +72,8 @@ def test_make_password_set_at_default_cost() -> None:
     # RFC 9106 §4 second recommended option (t=3, 64 MiB) with libsodium's p=1
     assert ps.argon2id.startswith("$argon2id$v=19$m=65536,t=3,p=1$")
     creds = ps.scram_sha256
-    assert creds.iterations == credentials.SCRAM_ITERATIONS == 600_000
+    # Within what Cyrus SASL (mbsync) accepts (at most 65,536) and RFC 7677 §4 asks (at least 4096)
+    assert creds.iterations == credentials.SCRAM_ITERATIONS and 4096 <= creds.iterations <= 65_536
     assert len(creds.salt) == 16 and len(creds.stored_key) == 32 and len(creds.server_key) == 32
     assert credentials.verify_password(ps, "correct horse")
     assert not credentials.verify_password(ps, "correct horse ")
@@ -211,3 +212,43 @@ def test_dummy_scram_credentials() -> None:
     keyed = credentials.dummy_scram_credentials("mallory", key=b"k" * 32, iterations=5000)
     assert keyed.salt != a1.salt and keyed.iterations == 5000
     assert keyed.salt == credentials.dummy_scram_credentials("mallory", key=b"k" * 32).salt
+
+
+def test_a_verified_password_is_not_hashed_again_until_it_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The verified-credential cache: the second login with the same password costs no Argon2id;
+    a wrong password always does; a new password record (a password change) misses."""
+    calls: list[str] = []
+    real = credentials.verify_password
+
+    def counting(ps: events_pb2.PasswordSet, password: str) -> bool:
+        calls.append(password)
+        return real(ps, password)
+
+    monkeypatch.setattr(credentials, "verify_password", counting)
+    monkeypatch.setattr(credentials, "VERIFIED", credentials.VerifiedCache(size=2, ttl=3600))
+    ps = credentials.make_password_set("alice", "correct horse", cost=CHEAP)
+
+    async def go() -> None:
+        assert await credentials.verify_password_async(ps, "correct horse")
+        assert await credentials.verify_password_async(ps, "correct horse")
+        assert calls == ["correct horse"]  # the second one came from the cache
+        for _ in range(2):
+            assert not await credentials.verify_password_async(ps, "wrong horse")
+        assert calls.count("wrong horse") == 2  # failures are never cached
+        changed = credentials.make_password_set("alice", "correct horse", cost=CHEAP)  # new salt: a new record
+        assert await credentials.verify_password_async(changed, "correct horse")
+        assert calls.count("correct horse") == 2
+        credentials.VERIFIED.clear()
+        assert await credentials.verify_password_async(ps, "correct horse")
+        assert calls.count("correct horse") == 3
+
+    run(go())
+    cache = credentials.VerifiedCache(size=2, ttl=0.0)
+    key = cache.key(ps, "correct horse")
+    cache.add(key)
+    assert not cache.hit(key)  # expired at once
+    assert len(cache._entries) == 0
+    for i in range(3):
+        cache.ttl = 3600
+        cache.add(cache.key(ps, str(i)))
+    assert len(cache._entries) == 2  # bounded

@@ -274,13 +274,16 @@ def test_advertised_mechanisms() -> None:
 
 def test_create_exchange() -> None:
     backend = SaslBackend(lookup=lambda name: None)
-    cb = {"tls-server-end-point": b"x" * 32}
+    cb = {"tls-exporter": b"x" * 32}
     assert isinstance(create_exchange("plain", backend, tls=True), PlainExchange)
     assert isinstance(create_exchange("LOGIN", backend, tls=True), LoginExchange)
     assert create_exchange("PLAIN", backend, tls=False) is None  # never without TLS
     assert create_exchange("CRAM-MD5", backend, tls=True) is None
     assert create_exchange("PLA\u0131N", backend, tls=True) is None  # dotless i upper-cases to I
     assert create_exchange("SCRAM-SHA-256-PLUS", backend, tls=True) is None  # no binding data
+    # tls-server-end-point alone: no -PLUS (clients that pick -PLUS by themselves cannot do it)
+    assert create_exchange("SCRAM-SHA-256-PLUS", backend, tls=True,
+                           channel_bindings={"tls-server-end-point": b"x" * 32}) is None
     plus = create_exchange("scram-sha-256-plus", backend, tls=True, channel_bindings=cb)
     assert isinstance(plus, ScramSha256Exchange) and plus.mechanism == "SCRAM-SHA-256-PLUS"
     scram = create_exchange("SCRAM-SHA-256", backend, tls=False)

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 
 from eventmail.mime import decode_part, parse_structure
 from eventmail.mime.headers import MAX_HEADER_BYTES, read_fields, unfold
-from eventmail.proto.events_pb2 import MessageStructure
+from eventmail.proto.events_pb2 import MessageStructure, MimePart
 
 # Bounds: a hostile or huge message must not cost more than a normal one. 200 KB of text
 # covers any human-written mail; 2,000 distinct tokens per message keep the projection small
@@ -102,13 +102,17 @@ def _decode_header(value: str) -> str:
 
 
 def words(text: str) -> list[str]:
-    """Lower-cased words of `text`, within the length bounds; long numbers are left out."""
-    stripped = (w.strip("'’.-") for w in _WORD.findall(text.lower()))
-    return [w for w in stripped if MIN_WORD <= len(w) <= MAX_WORD and not (len(w) > 4 and w.isdigit())]
+    """Lower-cased words of `text`, within the length bounds; long numbers are left out. (_WORD
+    starts and ends every match with a letter or digit: nothing to strip.)"""
+    return [w for w in _WORD.findall(text.lower())
+            if MIN_WORD <= (n := len(w)) <= MAX_WORD and not (n > 4 and w.isdigit())]
 
 
 def _add(tokens: dict[str, None], items: Iterable[str]) -> None:
-    """Add the new ones of `items` in order, up to MAX_TOKENS distinct tokens in all."""
+    """Add the new ones of `items` in order, up to MAX_TOKENS distinct tokens in all (`items`
+    is not even read once the cap is reached)."""
+    if len(tokens) >= MAX_TOKENS:
+        return
     new = dict.fromkeys(items)  # de-duplicated in C: most of a long text's words repeat
     if len(tokens) + len(new) <= MAX_TOKENS:
         tokens.update(new)  # a token already there keeps its place, as with setdefault
@@ -119,32 +123,38 @@ def _add(tokens: dict[str, None], items: Iterable[str]) -> None:
         tokens.setdefault(t, None)
 
 
-def _parts(message: bytes, structure: MessageStructure) -> tuple[list[str], list[str], list[str]]:
-    """Content types, charsets and decoded text of the parts (text/plain and text/html that are
-    not attachments), in depth-first order, walked without recursion (the structure is bounded
-    by MAX_MIME_DEPTH)."""
+def _parts(message: bytes, structure: MessageStructure) -> tuple[list[str], list[str], list[MimePart]]:
+    """Content types and charsets of the parts, and the text parts (text/plain and text/html that
+    are not attachments), in depth-first order, walked without recursion (the structure is
+    bounded by MAX_MIME_DEPTH). The text is decoded by `_part_text`, only while it can add tokens."""
     types: list[str] = []
     charsets: list[str] = []
-    texts: list[str] = []
+    texts: list[MimePart] = []
     stack = [structure.body]
     while stack and len(types) < MAX_PARTS:
         part = stack.pop()
         ctype = (part.type + b"/" + part.subtype).decode("ascii", "replace").lower()
         types.append(ctype)
-        params = {p.name.decode("ascii", "replace").lower(): p.value.decode("ascii", "replace") for p in part.params}
-        if "charset" in params:
-            charsets.append(params["charset"].lower()[:30])
+        charset = next((p.value for p in part.params if p.name.lower() == b"charset"), None)
+        if charset is not None:
+            charsets.append(charset.decode("ascii", "replace").lower()[:30])
         stack.extend(reversed(part.parts))
         if part.HasField("message"):
             stack.append(part.message)
         if ctype in ("text/plain", "text/html") and part.disposition != b"attachment":
-            payload = (decode_part(message, part) or b"")[: MAX_TEXT_CHARS * 2]
-            try:
-                text = payload.decode(params.get("charset", "utf-8"), "replace")
-            except LookupError:
-                text = payload.decode("latin-1")
-            texts.append((html_to_text(text) if ctype == "text/html" else text)[:MAX_TEXT_CHARS])
+            texts.append(part)
     return types, charsets, texts
+
+
+def _part_text(message: bytes, part: MimePart) -> str:
+    """A text part decoded (transfer encoding, then charset), HTML reduced to its text."""
+    payload = (decode_part(message, part) or b"")[: MAX_TEXT_CHARS * 2]
+    charset = next((p.value for p in part.params if p.name.lower() == b"charset"), b"utf-8")
+    try:
+        text = payload.decode(charset.decode("ascii", "replace"), "replace")
+    except LookupError:
+        text = payload.decode("latin-1")
+    return (html_to_text(text) if part.subtype.lower() == b"html" else text)[:MAX_TEXT_CHARS]
 
 
 def _text(value: bytes) -> str:
@@ -178,14 +188,17 @@ def tokenize(message: bytes, structure: MessageStructure | None = None) -> list[
     mid = _MESSAGE_ID_HOST.search(_text(message_id))
     if mid:
         _add(tokens, [f"mid:{mid.group(1).lower()}"])
-    types, charsets, texts = _parts(message, st)
+    types, charsets, text_parts = _parts(message, st)
     _add(tokens, (f"ct:{t}" for t in types))
     _add(tokens, (f"cs:{cs}" for cs in charsets))
-    for text in texts:
+    for part in text_parts:
+        if len(tokens) >= MAX_TOKENS:
+            break  # full: the rest (an HTML alternative, say) could add nothing
+        text = _part_text(message, part)
         ws = words(text)
         # Shouting is a signal of its own: words in capitals are kept as such, too.
         _add(tokens, (f"uc:{w}" for w in _UPPER.findall(text)))
         _add(tokens, ws)
-        _add(tokens, (f"{a} {b}" for a, b in itertools.pairwise(ws)))
+        _add(tokens, map(" ".join, itertools.pairwise(ws)))
         _add(tokens, (f"url:{h.lower().rstrip('.')}" for h in _URL_HOST.findall(text)))
     return list(tokens)

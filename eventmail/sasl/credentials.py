@@ -7,7 +7,9 @@ import hashlib
 import hmac
 import secrets
 import threading
+import time
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import nacl.exceptions
@@ -53,7 +55,10 @@ ARGON2_CONCURRENCY = 2
 # login (it keeps StoredKey/ServerKey), so this costs the client once per login and the server
 # only when a password is set, while an attacker holding a copy of the event stream pays it per
 # guess: the SCRAM keys must not be the cheap way around Argon2id.
-SCRAM_ITERATIONS = 600_000
+# Dovecot uses 4096, RFC 7677 §4 asks at least that, and Cyrus SASL (mbsync) refuses more than
+# 65,536: 600,000 broke mbsync at its defaults. The SCRAM keys are stored sealed in the encrypted
+# log (an offline guess needs the master key first) and PLAIN logins check Argon2id.
+SCRAM_ITERATIONS = 4096
 SCRAM_MIN_ITERATIONS = 4096  # RFC 7677 §4 / RFC 5802 §5.1 floor
 # RFC 5802 §5.1 leaves salt length open; 16 random bytes matches Argon2id's salt and NIST SP
 # 800-132 §5.1 (at least 128 bits).
@@ -171,10 +176,59 @@ def _argon2_semaphore() -> asyncio.Semaphore:
     return sem
 
 
+class VerifiedCache:
+    """Passwords verified lately, so that a client logging in again (phones reconnect all day,
+    five connections per client) does not pay Argon2id each time; the stored verifier stays
+    Argon2id. An entry is a keyed hash (a secret made at start, never stored) of the credential
+    record and the password: no password is kept, a password change (a new record, a new salt)
+    misses at once, and a restart forgets everything. Only successes are kept: a wrong password
+    costs the full hash every time. Bounded by `size` entries and `ttl` seconds (Dovecot's
+    auth_cache_ttl is one hour)."""
+
+    def __init__(self, size: int = 10_000, ttl: float = 3600.0) -> None:
+        self.size, self.ttl = size, ttl
+        self._secret = secrets.token_bytes(32)
+        self._entries: OrderedDict[bytes, float] = OrderedDict()
+
+    def key(self, ps: events_pb2.PasswordSet, password: str) -> bytes:
+        record = ps.SerializeToString(deterministic=True)
+        return hmac.new(self._secret, len(record).to_bytes(4, "big") + record + password.encode("utf-8", "surrogatepass"),
+                        hashlib.sha256).digest()
+
+    def hit(self, key: bytes) -> bool:
+        expires = self._entries.get(key)
+        if expires is None:
+            return False
+        if expires < time.monotonic():
+            del self._entries[key]
+            return False
+        return True
+
+    def add(self, key: bytes) -> None:
+        self._entries[key] = time.monotonic() + self.ttl
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+VERIFIED = VerifiedCache()
+
+
 async def verify_password_async(ps: events_pb2.PasswordSet, password: str) -> bool:
-    """verify_password in a worker thread, at most ARGON2_CONCURRENCY at a time per loop."""
+    """verify_password in a worker thread, at most ARGON2_CONCURRENCY at a time per loop; a
+    password this process verified for the same record within the hour is answered from
+    VERIFIED without hashing."""
+    key = VERIFIED.key(ps, password)
+    if VERIFIED.hit(key):
+        return True
     async with _argon2_semaphore():
-        return await asyncio.to_thread(verify_password, ps, password)
+        ok = await asyncio.to_thread(verify_password, ps, password)
+    if ok:
+        VERIFIED.add(key)
+    return ok
 
 
 # One dummy per cost, kept for the life of the process. (Not functools.cache: it would key

@@ -21,6 +21,7 @@ from typing import ClassVar, Final
 
 from eventmail.proto import events_pb2
 from eventmail.sasl import credentials, scram
+from eventmail.sasl.channelbinding import TLS_EXPORTER
 from eventmail.sasl.saslprep import SaslPrepError, saslprep
 
 __all__ = [
@@ -501,11 +502,15 @@ def advertised_mechanisms(
     """Mechanisms to offer on a connection, strongest first.
 
     PLAIN and LOGIN send the password itself, so only under TLS (RFC 4954 §4, RFC 9051 §11.1 /
-    RFC 8314 §3). -PLUS only when the TLS layer gave channel-binding data (RFC 5802 §6).
+    RFC 8314 §3). -PLUS only with tls-exporter channel-binding data (RFC 9266), the binding that
+    clients which pick -PLUS by themselves can do: GNU SASL (Debian's mutt) and others choose
+    -PLUS whenever it is offered and speak tls-exporter (tls-unique is undefined in TLS 1.3), so
+    offering -PLUS with only tls-server-end-point made their logins fail. Python 3.11's ssl cannot
+    export keying material, so -PLUS is not offered today (docs/security.md).
     """
     offered = []
     for name in MECHANISMS:
-        if name.endswith("-PLUS") and not channel_bindings:
+        if name.endswith("-PLUS") and not (channel_bindings and TLS_EXPORTER in channel_bindings):
             continue
         if name in ("PLAIN", "LOGIN") and not tls:
             continue
@@ -528,7 +533,10 @@ def create_exchange(
     if not mechanism.isascii():
         return None  # RFC 4422 §3.1: names are ASCII; "plaın".upper() would be "PLAIN"
     name = mechanism.upper()
-    if name not in advertised_mechanisms(tls=tls, channel_bindings=channel_bindings):
+    # Only the bindings -PLUS is offered with (see advertised_mechanisms) count, also for the
+    # "y" rule: a client that sees no -PLUS and says "y" is right, not downgraded.
+    bindings = {k: v for k, v in (channel_bindings or {}).items() if k == TLS_EXPORTER}
+    if name not in advertised_mechanisms(tls=tls, channel_bindings=bindings):
         return None
     if name == "PLAIN":
         return PlainExchange(backend)
@@ -537,6 +545,6 @@ def create_exchange(
     return ScramSha256Exchange(
         backend,
         plus=name.endswith("-PLUS"),
-        channel_bindings=channel_bindings,
+        channel_bindings=bindings,
         additional_data_with_success=additional_data_with_success,
     )

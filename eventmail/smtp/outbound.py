@@ -88,7 +88,8 @@ class QueueRunner:
         self.timeouts = timeouts or Timeouts()
         self.clock = clock
         self.view = QueueView()
-        self._seq = 0
+        self._loaded = 0  # the last seq of the first read of the stream
+        self._own: set[int] = set()  # seqs of our own records, folded already
 
         async def fetch(domain: str) -> StsPolicy:
             return await fetch_policy(domain, resolver)
@@ -96,17 +97,27 @@ class QueueRunner:
         self.policy = DestinationPolicy(resolver, fetch, self_names=frozenset({hostname.lower()}))
         self._slots = asyncio.Semaphore(MAX_PARALLEL)
 
-    def _apply(self, committed: list[Committed]) -> None:
+    def _apply(self, committed: list[Committed], own: bool = False) -> None:
+        """Fold events into the view: those of the stream (the subscription: a submission, an
+        operator's command) and our own tries' records, folded as soon as they are committed so
+        the next round does not try the same recipients again. Each event is folded once: the
+        subscription brings our own back (skipped by seq), and the first read of the stream may
+        overlap what the subscription has (skipped by the read's last seq)."""
         for c in committed:
-            if c.seq > self._seq:
-                self.view.apply(c.time_us / 1e6, c.event)
-                self._seq = c.seq
+            if own:
+                self._own.add(c.seq)
+            elif c.seq <= self._loaded or c.seq in self._own:
+                self._own.discard(c.seq)
+                continue
+            self.view.apply(c.time_us / 1e6, c.event)
         QUEUE_MESSAGES.set(len(self.view.items))
 
     async def run(self) -> None:
         sub = self.store.stream(QUEUE).subscribe()
         try:
-            self._apply(list(self.store.stream(QUEUE).events()))
+            first = list(self.store.stream(QUEUE).events())
+            self._apply(first)
+            self._loaded = first[-1].seq if first else 0
             log.info("queue: %d messages to deliver%s", len(self.view.items),
                      f" through smarthost {self.smarthost.host}:{self.smarthost.port}" if self.smarthost else " by MX")
             while True:
@@ -148,7 +159,7 @@ class QueueRunner:
             QUEUE_ATTEMPTS.labels(state).inc()
             log.info("queue %s: %s %s via %s (%s; tls %s): %s", item.id, a.rcpt_to, state, a.relay or "-",
                      a.tls_policy or "-", a.tls or "-", a.reply)
-        self._apply(await mailqueue.record(self.store, decisions))
+        self._apply(await mailqueue.record(self.store, decisions), own=True)
         failed = [a for a in decisions if a.permanent]
         delayed = [a for a in decisions if a.delay_notice]
         for attempts, is_delay in ((failed, False), (delayed, True)):
