@@ -14,6 +14,11 @@ log = logging.getLogger(__name__)
 
 # While a promoted primary runs without a secondary, it says so at most once a minute (on writes).
 NO_PEER_REMINDER = 60.0
+# A node that starts believing it is the primary has not yet heard whether the peer was promoted
+# meanwhile; work with effects outside the store (the outbound queue) waits for that word, or for
+# this long without any contact (a peer that is down cannot have been promoted... unless the link
+# alone is cut: docs/replication.md says what that costs).
+CONFIRM_GRACE_SECONDS = 30.0
 
 
 @dataclass(frozen=True, order=True)
@@ -100,6 +105,9 @@ class ReplicaNode:
         self.metrics.no_peer.set(int(self.no_peer))
         self._no_peer_said = 0.0
         self.last_takeover_seconds: float | None = None
+        # Whether the peer has told us no newer epoch exists (or we made ours by promoting).
+        self.confirmed = False
+        self._started = time.monotonic()
         self.apply_fencing()
 
     # ------------------------------------------------------------ roles
@@ -107,6 +115,11 @@ class ReplicaNode:
     @property
     def is_primary(self) -> bool:
         return self.epoch.primary == self.node
+
+    def primary_confirmed(self) -> bool:
+        """Primary, and either the peer said no newer epoch exists, or we promoted ourselves, or
+        no word came for CONFIRM_GRACE_SECONDS since the start (a peer that is down)."""
+        return self.is_primary and (self.confirmed or time.monotonic() - self._started >= CONFIRM_GRACE_SECONDS)
 
     def writes(self, stream: str) -> bool:
         """Whether this node is the writer of `stream` in its current epoch."""
@@ -134,6 +147,9 @@ class ReplicaNode:
     def observe(self, other: Epoch) -> bool:
         """A peer's epoch: adopt it when newer. Returns True when this node's role changed."""
         if other <= self.epoch:
+            if not self.confirmed:
+                self.confirmed = True
+                self.role_changed.set()
             return False
         was_primary = self.is_primary
         log.warning("replication: epoch %s is newer than ours (%s): following %s", other, self.epoch, other.primary)
@@ -155,6 +171,7 @@ class ReplicaNode:
         if self.is_primary:
             return self.epoch
         self.epoch = Epoch(self.epoch.number + 1, self.node)
+        self.confirmed = True  # our own, new epoch: no one has a newer one
         # A takeover happens because the other node is gone: waiting for its acknowledgement
         # (sync mode) would refuse every write. Until a secondary follows again, this node
         # acknowledges after its own fsync, and says so (docs/replication.md, "No peer").

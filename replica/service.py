@@ -58,11 +58,14 @@ class RunningReplica:
     tasks: list["asyncio.Task[None]"] = field(default_factory=list)
 
     async def while_primary(self, work: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        """Run `work` while this node is the primary; cancel it when the node is fenced."""
+        """Run `work` while this node is the primary, and only once that is confirmed (a node that
+        restarts as the primary of an old epoch must not send mail a promoted peer sends too);
+        cancel it when the node is fenced."""
         while True:
-            while not self.node.is_primary:
+            while not self.node.primary_confirmed():
                 self.node.role_changed.clear()
-                await self.node.role_changed.wait()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.node.role_changed.wait(), 1.0)
             task = asyncio.get_running_loop().create_task(work())
             try:
                 while self.node.is_primary and not task.done():

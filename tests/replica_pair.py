@@ -95,11 +95,13 @@ class Node(MailServer):
 _DNS: dict[int, DnsServer] = {}
 
 
-def make_pair(base: Path, mode: str = "async", on_timeout: str = "tempfail", sync_timeout: float = 2.0) -> tuple[Node, Node]:
+def make_pair(base: Path, mode: str = "async", on_timeout: str = "tempfail", sync_timeout: float = 2.0,
+              zones: dict[str, str] | None = None) -> tuple[Node, Node]:
     """Node a (primary, initialized, with account alice) and node b (a new secondary: only the
     master key file and certificates; its data directory comes from a's keyring). Both use one
     DNS server process (SPF for example.test); `close_pair` stops everything."""
-    dns = DnsServer.start(base / "dns", {"example.test": zone_text("example.test", ['@ TXT "v=spf1 ip4:127.0.0.0/8 -all"'])})
+    dns = DnsServer.start(base / "dns", {"example.test": zone_text("example.test", ['@ TXT "v=spf1 ip4:127.0.0.0/8 -all"']),
+                                         **(zones or {})})
     dns_port = dns.port
     a = Node(base / "a", name="a", peer_name="b", role="primary", mode=mode, on_timeout=on_timeout,
              sync_timeout=sync_timeout, dns_port=dns_port)

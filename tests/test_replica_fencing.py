@@ -109,7 +109,12 @@ def test_queue_work_runs_only_while_primary(keyed_dir: tuple[Path, bytes], tmp_p
                     stopped.set()
 
             sup = asyncio.ensure_future(runner.while_primary(work))
-            await asyncio.wait_for(running.wait(), 2)
+            # Started as the primary of epoch 1, but nobody has said that no newer epoch exists:
+            # the queue (mail leaving the pair) waits for that word.
+            await asyncio.sleep(1.5)
+            assert not running.is_set()
+            node.observe(Epoch(1, "a"))  # the peer's word: epoch 1 is the newest
+            await asyncio.wait_for(running.wait(), 3)
             node.observe(Epoch(2, "b"))  # fenced: the outbound queue must stop being sent
             await asyncio.wait_for(stopped.wait(), 2)
             running.clear()
