@@ -390,6 +390,16 @@ def breakdown(directory: Path, dns: DnsServer, payloads: list[Payload]) -> str:
     return "; ".join(f"{k} {1000 * v / len(messages):.2f}" for k, v in parts.items())
 
 
+def rss(pid: int) -> str:
+    """Resident memory of the server's process and of each child (the analysis worker), in MB."""
+    import psutil
+
+    proc = psutil.Process(pid)
+    parts = [f"server {proc.memory_info().rss / 1e6:.0f} MB"]
+    parts += [f"child {c.pid} {c.memory_info().rss / 1e6:.0f} MB" for c in proc.children(recursive=True)]
+    return ", ".join(parts)
+
+
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
@@ -464,6 +474,8 @@ def main() -> int:
             print(f"ratio eventmail / Postfix, accepted msgs/s: {mine['accepted'] / ref['accepted']:.2f}")
             print(f"ratio eventmail / Postfix->Dovecot, delivered msgs/s: {mine['delivered'] / ref['delivered']:.2f}")
         print()
+        assert server.proc is not None
+        print(f"eventmail RSS after {sum(r.load.accepted for r in ours)} deliveries: {rss(server.proc.pid)}")
         print("check: " + check_stored(server, sum(r.load.accepted for r in ours)))
         print("eventmail CPU ms/msg by step (one at a time, in this process): "
               + breakdown(scratch / "breakdown", dns, payloads[tags[0]][:200]))

@@ -119,6 +119,9 @@ class Config:
     allow_key_file_mode: bool = False
     # Started as root: the user to run as once the ports are bound (eventmail.privileges).
     user: str | None = None
+    # Processes that parse and tokenize incoming mail beside the server's (eventmail/smtp/analysis.py).
+    # 0: in a thread of the server. Each costs about 40 MB; measured gain on 2 cores: 6 %.
+    analysis_workers: int = 0
     # The shortest password `account add|set-password` accept (eventmail.mail.admin says why 8).
     min_password_length: int = 8
 
@@ -149,7 +152,7 @@ def parse(text: str, base: Path) -> Config:
         raise ConfigError(f"not valid TOML: {e}") from None
     known = {"hostname", "data_dir", "key_file", "passphrase_env", "tls", "listener", "resolver",
              "allow_plaintext_auth", "deliver_all_to", "smarthost", "max_message_bytes", "replication",
-             "smarthost_user", "smarthost_password_file", "queue",
+             "smarthost_user", "smarthost_password_file", "queue", "analysis_workers",
              "limits", "min_password_length"}
     known |= {"allow_key_file_mode", "user"}
     for key in doc:
@@ -209,6 +212,7 @@ def parse(text: str, base: Path) -> Config:
         allow_key_file_mode=_take(doc, "allow_key_file_mode", bool, "", False),
         user=_take(doc, "user", str, "", None) or None,
         min_password_length=min_password,
+        analysis_workers=_analysis_workers(doc),
     )
 
 
@@ -247,6 +251,13 @@ def _smarthost(doc: dict[str, Any], base: Path) -> SmarthostSettings | None:
         if not password:
             raise ConfigError("smarthost_password_file: the file is empty")
     return SmarthostSettings(host, port, user or None, password)
+
+
+def _analysis_workers(doc: dict[str, Any]) -> int:
+    n = _take(doc, "analysis_workers", int, "", 0)
+    if not 0 <= n <= 64:
+        raise ConfigError("analysis_workers: from 0 (in the server's process) to 64")
+    return int(n)
 
 
 def _number(table: dict[str, Any], key: str, where: str, default: float) -> float:

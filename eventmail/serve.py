@@ -26,6 +26,7 @@ from .metrics import REGISTRY
 from .netconn import ConnectionLimiter, SocketLimits
 from .opening import open_store
 from .sasl.ratelimit import DEFAULT_ACCOUNT_POLICY, DEFAULT_ADDRESS_POLICY, LoginLimiter
+from .smtp.analysis import Analyzer
 from .smtp.attempt import Auth
 from .smtp.delivery import InboundDelivery
 from .smtp.outbound import QueueRunner, Smarthost
@@ -88,8 +89,14 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
         with privileges.acting_as(who):  # what the store creates is the user's
             store = await open_store(cfg.data_dir, master)
     resolver = Resolver(ResolverConfig(nameservers=cfg.resolver.nameservers, port=cfg.resolver.port))
-    inbound = InboundDelivery(store, resolver, cfg.hostname)
+    analyzer = Analyzer(cfg.analysis_workers)  # parsing and tokenizing: eventmail/smtp/analysis.py
+    inbound = InboundDelivery(store, resolver, cfg.hostname, analyzer=analyzer)
     closers: list[Callable[[], Awaitable[None]]] = []
+
+    async def close_analyzer() -> None:
+        analyzer.close()
+
+    closers.append(close_analyzer)
     if cfg.replication is not None:
         from replica.service import start as start_replication
 

@@ -91,6 +91,48 @@ def org(domain: str) -> str:
     return organizational_domain(domain) if domain else ""
 
 
+def content_features(message: bytes, structure: pb.MessageStructure | None = None) -> pb.JunkFeatures:
+    """What the message itself says: its tokens, its author (not yet verified) and List-Id. Pure
+    and CPU-bound: SMTP delivery computes it in its analysis process (eventmail.smtp.analysis)."""
+    f = pb.JunkFeatures(words=tokenize(message, structure))
+    addr = from_address(message)
+    if addr:
+        f.from_address = addr
+        f.from_domain = addr.rpartition("@")[2]
+        f.from_org_domain = org(f.from_domain)
+    f.list_id = list_id(message)
+    return f
+
+
+def with_identities(
+    content: pb.JunkFeatures,
+    *,
+    auth: AuthVerdict | None = None,
+    remote_ip: str = "",
+    sent_to: Iterable[str] = (),
+    forwarder: bool = False,
+) -> pb.JunkFeatures:
+    """`content` and the sender identities that were verified.
+
+    Only what was verified counts as an identity: the From address and domain when DMARC
+    passed, DKIM domains of passing signatures, the SPF domain when SPF passed. For mail from
+    a configured forwarder the forwarder's IP and SPF domain are left out (they say nothing
+    about the author, and the forwarder must not gather reputation from what it forwards).
+    """
+    f = pb.JunkFeatures()
+    f.CopyFrom(content)
+    if auth is not None:
+        f.from_validated = (auth.dmarc.result == "pass" and bool(f.from_address)
+                            and auth.dmarc.from_domain == f.from_domain)
+        f.dkim_domains.extend(sorted({s.domain.lower() for s in auth.dkim if s.passed and s.domain}))
+        if auth.spf.result == "pass" and not forwarder:
+            f.spf_domain = auth.spf.domain.lower()
+    if remote_ip and not forwarder:
+        f.ip_nets.extend(ip_nets(remote_ip))
+    f.sent_to.extend(sorted({a for a in (normalize(r) for r in sent_to) if a}))
+    return f
+
+
 def message_features(
     message: bytes,
     *,
@@ -100,30 +142,9 @@ def message_features(
     sent_to: Iterable[str] = (),
     forwarder: bool = False,
 ) -> pb.JunkFeatures:
-    """Tokens and sender identities of a message.
-
-    Only what was verified counts as an identity: the From address and domain when DMARC
-    passed, DKIM domains of passing signatures, the SPF domain when SPF passed. For mail from
-    a configured forwarder the forwarder's IP and SPF domain are left out (they say nothing
-    about the author, and the forwarder must not gather reputation from what it forwards).
-    `structure` is the message's parse when the caller has it (SMTP delivery parses once).
-    """
-    f = pb.JunkFeatures(words=tokenize(message, structure))
-    addr = from_address(message)
-    if addr:
-        f.from_address = addr
-        f.from_domain = addr.rpartition("@")[2]
-        f.from_org_domain = org(f.from_domain)
-    f.list_id = list_id(message)
-    if auth is not None:
-        f.from_validated = auth.dmarc.result == "pass" and bool(addr) and auth.dmarc.from_domain == f.from_domain
-        f.dkim_domains.extend(sorted({s.domain.lower() for s in auth.dkim if s.passed and s.domain}))
-        if auth.spf.result == "pass" and not forwarder:
-            f.spf_domain = auth.spf.domain.lower()
-    if remote_ip and not forwarder:
-        f.ip_nets.extend(ip_nets(remote_ip))
-    f.sent_to.extend(sorted({a for a in (normalize(r) for r in sent_to) if a}))
-    return f
+    """Tokens and sender identities of a message: `content_features` then `with_identities`."""
+    return with_identities(content_features(message, structure), auth=auth, remote_ip=remote_ip, sent_to=sent_to,
+                           forwarder=forwarder)
 
 
 def origin_features(message: bytes, origin: pb.Origin | None, sent_to: Iterable[str] = ()) -> pb.JunkFeatures:

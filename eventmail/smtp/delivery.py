@@ -9,16 +9,17 @@ from dataclasses import dataclass, field
 
 from ..junk.analyze import header as junk_header
 from ..junk.delivery import JunkFilter, Plan, strip_header
-from ..junk.features import message_features
+from ..junk.features import with_identities
 from ..mail import ingest, rejects
 from ..mail.roles import ROLE_NAMES, mailbox_for_role, mailbox_with_role
 from ..mailauth.resolver import Resolver
 from ..mailauth.verdict import AuthVerdict, evaluate
 from ..mime.headers import without_fields
-from ..mime.parsed import ParsedMessage, parse_message
+from ..mime.parsed import ParsedMessage
 from ..mime.structure import MAX_MIME_DEPTH, MimeTooDeep
 from ..proto import events_pb2 as pb
 from ..store import NotWriter, ReplicationTimeout, Store, StoreError, StoreFull, normalize_address
+from .analysis import Analyzer
 from .reply import Reply
 
 log = logging.getLogger(__name__)
@@ -96,8 +97,10 @@ HandoffHook = Callable[[str, str, bytes, bytes, pb.Origin], Awaitable[bool]]
 class InboundDelivery:
     """The MX's policy and its writes. One per server; stateless between transactions."""
 
-    def __init__(self, store: Store, resolver: Resolver, hostname: str, junk: JunkFilter | None = None) -> None:
+    def __init__(self, store: Store, resolver: Resolver, hostname: str, junk: JunkFilter | None = None,
+                 analyzer: Analyzer | None = None) -> None:
         self.store = store
+        self.analyzer = analyzer or Analyzer()
         self.resolver = resolver
         self.hostname = hostname
         self.handoff: HandoffHook | None = None
@@ -130,7 +133,7 @@ class InboundDelivery:
         body = strip_our_authentication_results(message, self.hostname)
         body = strip_header(body, "X-Eventmail-Junk")
         try:
-            parsed = await asyncio.to_thread(parse_message, body)
+            parsed, content = await self.analyzer.analyze(body)
         except MimeTooDeep:
             # RFC 3463 §3.7 X.6.0: other or undefined media error, as for the parts limit below
             log.info("tx %s from %s: refused, MIME nesting deeper than %d", tx.transaction_id, tx.remote_ip,
@@ -151,8 +154,7 @@ class InboundDelivery:
         for address, account in tx.recipients.items():
             by_account.setdefault(account, []).append(address)
         # The junk filter decides per account, from that account's history (eventmail/junk/).
-        base = await asyncio.to_thread(
-            message_features, body, structure=parsed.structure, auth=verdict, remote_ip=tx.remote_ip)
+        base = with_identities(content, auth=verdict, remote_ip=tx.remote_ip)
         plans: dict[str, Plan] = {}
         try:
             for account, addrs in by_account.items():

@@ -1,0 +1,40 @@
+"""`analysis_workers = 1`: incoming mail is parsed and tokenized in a worker process, with the same
+results as in the server's own (a message, its junk features, and the refusal of a too-deep one)."""
+
+from __future__ import annotations
+
+import smtplib
+from pathlib import Path
+
+import psutil
+
+from .mailserver import MailServer
+
+
+def test_a_worker_process_parses_and_the_refusals_cross_back(tmp_path: Path) -> None:
+    srv = MailServer(tmp_path, settings="analysis_workers = 1\n", kinds=("smtp",))
+    srv.init()
+    srv.add_account("alice", "alice@mail.test", "worker test password")
+    srv.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=30) as s:
+            s.sendmail("s@example.test", ["alice@mail.test"],
+                       b"From: s@example.test\r\nSubject: parsed elsewhere\r\n\r\nhello there\r\n")
+        assert srv.proc is not None
+        workers = psutil.Process(srv.proc.pid).children(recursive=True)
+        assert workers, "no analysis process"
+        body = b""
+        for level in range(40):
+            body = f'Content-Type: multipart/mixed; boundary="b{level}"\r\n\r\n--b{level}\r\n'.encode() + body
+            body += f"\r\n--b{level}--\r\n".encode()
+        with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=30) as s:
+            s.ehlo("client.example.test")
+            assert s.mail("s@example.test")[0] == 250 and s.rcpt("alice@mail.test")[0] == 250
+            code, _ = s.data(b"From: s@example.test\r\nSubject: deep\r\nMIME-Version: 1.0\r\n" + body)
+        assert code == 554  # MimeTooDeep, raised in the worker, answered here
+        got = srv.wait_for("alice", 1)
+        assert b"Subject: parsed elsewhere" in got[0]
+        # Its junk features were recorded with the delivery (tokens from the worker).
+        assert '"words":' in srv.cli("log", "alice") and "hello" in srv.cli("log", "alice")
+    finally:
+        srv.stop()
