@@ -163,6 +163,11 @@ async def cmd_key_rotate(args: argparse.Namespace) -> None:
     await _admin(args, "key.rotate", {})
 
 
+async def cmd_queue_suppression(args: argparse.Namespace) -> None:
+    params = {k: v for k in ("account", "address", "reason") if isinstance(v := getattr(args, k, None), str)}
+    await _admin(args, f"queue.{args.queue_command}", params)
+
+
 async def cmd_queue(args: argparse.Namespace) -> None:
     params = {"id": args.id} if getattr(args, "id", None) else {}
     if getattr(args, "all", False):
@@ -526,6 +531,16 @@ def build_parser() -> argparse.ArgumentParser:
         p = add(qsub, name, cmd_queue, f"{what}: a queued message, or --all")
         p.add_argument("id", nargs="?")
         p.add_argument("--all", action="store_true")
+
+    p = add(qsub, "suppress", cmd_queue_suppression, "stop sending an account's mail to an address")
+    p.add_argument("account")
+    p.add_argument("address")
+    p.add_argument("--reason", default="")
+    p = add(qsub, "unsuppress", cmd_queue_suppression, "take an address off an account's suppression list")
+    p.add_argument("account")
+    p.add_argument("address")
+    p = add(qsub, "suppressions", cmd_queue_suppression, "the suppression lists (hard bounces and manual entries)")
+    p.add_argument("account", nargs="?")
 
     dom = sub.add_parser("domain", help="manage domains", description="the domains this server receives mail for")
     domsub = dom.add_subparsers(dest="domain_command", required=True, metavar="DOMAIN_COMMAND")

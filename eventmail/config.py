@@ -44,6 +44,8 @@ class QueueSettings:
     give_up_days: float = 5.0
     delay_notice_hours: float = 4.0
     mx_port: int = 25  # the port of remote MX hosts: 25 (RFC 5321); other values only for tests
+    messages_per_day: int = 1000  # per account (Mox's default)
+    first_time_recipients_per_day: int = 200  # per account (Mox's default)
 
 
 @dataclass(frozen=True)
@@ -268,7 +270,8 @@ def _number(table: dict[str, Any], key: str, where: str, default: float) -> floa
 
 
 def _queue(t: dict[str, Any]) -> QueueSettings:
-    unknown = set(t) - {"first_retry", "give_up_days", "delay_notice_hours", "mx_port"}
+    unknown = set(t) - {"first_retry", "give_up_days", "delay_notice_hours", "mx_port", "messages_per_day",
+                        "first_time_recipients_per_day"}
     if unknown:
         raise ConfigError(f"queue: unknown setting {sorted(unknown)[0]!r}")
     q = QueueSettings(
@@ -276,7 +279,11 @@ def _queue(t: dict[str, Any]) -> QueueSettings:
         give_up_days=_number(t, "give_up_days", "queue.", 5.0),
         delay_notice_hours=_number(t, "delay_notice_hours", "queue.", 4.0),
         mx_port=_take(t, "mx_port", int, "queue.", 25),
+        messages_per_day=_take(t, "messages_per_day", int, "queue.", 1000),
+        first_time_recipients_per_day=_take(t, "first_time_recipients_per_day", int, "queue.", 200),
     )
+    if q.messages_per_day < 1 or q.first_time_recipients_per_day < 1:
+        raise ConfigError("queue: the daily limits must be at least 1")
     if q.first_retry <= 0 or q.give_up_days <= 0 or q.delay_notice_hours <= 0:
         raise ConfigError("queue: times must be positive")
     if not 0 < q.mx_port < 65536:

@@ -20,7 +20,7 @@ from .control import ControlServer
 from .imap.server import start_imap
 from .imap.wire import Limits as ImapLimits
 from .mail.admin import Admin, Policy
-from .mail.queue import Schedule
+from .mail.queue import OutboundPolicy, Schedule
 from .mailauth.resolver import Resolver, ResolverConfig
 from .metrics import REGISTRY
 from .netconn import ConnectionLimiter, SocketLimits
@@ -103,7 +103,18 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
         with privileges.acting_as(who):
             replication, inbound.handoff = await start_replication(store, cfg.replication)
         closers.append(replication.stop)
-    submission = Submission(store, cfg.hostname, cfg.deliver_all_to)
+    # The suppression list and the daily sending limits, folded from the queue stream for the life
+    # of the server (eventmail/mail/queue.py).
+    policy = OutboundPolicy(cfg.queue.messages_per_day, cfg.queue.first_time_recipients_per_day)
+    follow = asyncio.get_running_loop().create_task(policy.follow(store))
+
+    async def stop_following() -> None:
+        follow.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await follow
+
+    closers.append(stop_following)
+    submission = Submission(store, cfg.hostname, cfg.deliver_all_to, policy=policy)
     limiter = LoginLimiter(time.monotonic, address_policy=dataclasses.replace(
         DEFAULT_ADDRESS_POLICY, delay_after=cfg.limits.login_failures_before_delay,
         refuse_after=cfg.limits.login_failures_before_refusal,

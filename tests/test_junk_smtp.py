@@ -246,7 +246,9 @@ def test_a_correspondent_the_user_wrote_to_is_accepted(server: MailServer) -> No
     reply = with_from(spam_body, "friend@friend.test")
     code, _ = send(server, "friend@friend.test", "dave@mail.test", reply)
     assert code == 250
-    assert "accept; method=reputation:wrote-to" in junk_header(server.messages("dave")[-1])
+    # (The queue's failure notice for friend.test, which has no MX, may land in the INBOX too.)
+    got = [m for m in server.messages("dave") if b"X-Eventmail-Junk:" in m and b"From: friend@friend.test" in m]
+    assert "accept; method=reputation:wrote-to" in junk_header(got[-1])
 
 
 def test_a_first_time_spammy_message_is_rejected_by_content(server: MailServer) -> None:

@@ -10,7 +10,7 @@ import smtplib
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -237,3 +237,64 @@ def test_the_runner_folds_each_event_once_in_any_order(keyed_dir: tuple[Path, by
             await store.close()
 
     run(go())
+
+
+def eventually(check: Callable[[], bool], timeout: float = 15) -> bool:
+    deadline = time.time() + timeout
+    while not check():
+        if time.time() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def rcpt_reply(srv: MailServer, to: str) -> tuple[int, bytes]:
+    with smtplib.SMTP("127.0.0.1", srv.ports["submission"], timeout=30) as s:
+        s.starttls(context=insecure_tls())
+        s.login("alice", PASSWORD)
+        code, text = s.mail("alice@mail.test")
+        if code != 250:
+            return code, text
+        return s.rcpt(to)
+
+
+def test_a_hard_bounce_suppresses_the_address_until_an_operator_lifts_it(
+        pair: tuple[MailServer, MailServer, DnsServer]) -> None:
+    sender, _, _ = pair
+    submit(sender, "ghost@remote.test", "to a ghost")
+    sender.wait_log("ghost@remote.test suppressed for alice (hard bounce)", timeout=30)
+    assert "alice\tghost@remote.test" in sender.cli("queue", "suppressions", "alice")
+    code, text = rcpt_reply(sender, "Ghost@remote.test")
+    assert code == 550 and b"suppression list" in text
+    assert "taken off" in sender.cli("queue", "unsuppress", "alice", "ghost@remote.test")
+    assert rcpt_reply(sender, "ghost@remote.test")[0] == 250
+    assert "suppressed" in sender.cli("queue", "suppress", "alice", "someone@remote.test", "--reason", "asked us")
+    assert rcpt_reply(sender, "someone@remote.test")[0] == 550
+
+
+def test_daily_limits_per_account(tmp_path: Path) -> None:
+    """Mox's limits, made small: 2 messages a day, 2 new recipients a day."""
+    srv = MailServer(tmp_path, kinds=("submission",),
+                     extra_config="[queue]\nmessages_per_day = 2\nfirst_time_recipients_per_day = 2\n")
+    srv.init()
+    srv.add_account("alice", "alice@mail.test", PASSWORD)
+    srv.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", srv.ports["submission"], timeout=30) as s:
+            s.starttls(context=insecure_tls())
+            s.login("alice", PASSWORD)
+            assert s.mail("alice@mail.test")[0] == 250
+            assert s.rcpt("one@far.test")[0] == 250 and s.rcpt("two@far.test")[0] == 250
+            code, text = s.rcpt("three@far.test")  # a third new recipient today
+            assert code == 451 and b"new recipients a day" in text
+            assert s.data(b"From: alice@mail.test\r\nSubject: first\r\n\r\nx\r\n")[0] == 250
+        srv.wait_log("alice submitted to 0 local and 2 remote recipients")
+        # The queue stream is folded by a subscription: wait for it to have the message.
+        assert eventually(lambda: rcpt_reply(srv, "four@far.test")[0] == 451)
+        assert rcpt_reply(srv, "one@far.test")[0] == 250  # known now: not new
+        submit(srv, "one@far.test", "second")
+        # The third message today: refused at MAIL.
+        assert eventually(lambda: rcpt_reply(srv, "one@far.test")[0] == 451)
+        assert b"messages a day" in rcpt_reply(srv, "one@far.test")[1]
+    finally:
+        srv.stop()

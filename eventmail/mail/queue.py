@@ -21,7 +21,7 @@ from typing import Any
 from ..mime.headers import MAX_HEADER_BYTES, header_end
 from ..mime.parsed import parse_message
 from ..proto import events_pb2 as pb
-from ..store import QUEUE, Committed, Store
+from ..store import QUEUE, Committed, Store, normalize_address
 from . import ingest
 from .admin import AdminError
 
@@ -193,7 +193,43 @@ class QueueOps:
 
     def commands(self) -> dict[str, Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]]:
         return {"queue.list": self.list, "queue.show": self.show, "queue.retry": self.retry,
-                "queue.drop": self.drop, "queue.hold": self.hold, "queue.release": self.release}
+                "queue.drop": self.drop, "queue.hold": self.hold, "queue.release": self.release,
+                "queue.suppress": self.suppress, "queue.unsuppress": self.unsuppress,
+                "queue.suppressions": self.suppressions}
+
+    def _policy(self) -> OutboundPolicy:
+        policy = OutboundPolicy()
+        for c in self.store.stream(QUEUE).events():
+            policy.apply(c.seq, c.time_us / 1e6, c.event)
+        return policy
+
+    def _account_address(self, args: Mapping[str, Any]) -> tuple[str, str]:
+        account, address = args.get("account"), args.get("address")
+        if not isinstance(account, str) or account not in self.store.system.accounts:
+            raise AdminError(f"no account {account}")
+        if not isinstance(address, str) or "@" not in address.strip("@"):
+            raise AdminError(f"address {address!r}: expected local@domain")
+        return account, normalize_address(address)
+
+    async def suppress(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        account, address = self._account_address(args)
+        reason = args.get("reason") if isinstance(args.get("reason"), str) else ""
+        await suppress(self.store, account, address, str(reason) or "added by the operator", manual=True)
+        return {"message": f"{account}: {address} suppressed"}
+
+    async def unsuppress(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        account, address = self._account_address(args)
+        if (account, address) not in self._policy().suppressed:
+            raise AdminError(f"{address} is not on {account}'s suppression list")
+        await unsuppress(self.store, account, address)
+        return {"message": f"{account}: {address} taken off the suppression list"}
+
+    async def suppressions(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        only = args.get("account")
+        lines = [f"{account}\t{address}\t{_age(self.clock() - when)} ago\t{reason}"
+                 for (account, address), (when, reason) in sorted(self._policy().suppressed.items())
+                 if not only or account == only]
+        return {"message": "\n".join(lines) if lines else "no suppressed addresses"}
 
     def _item(self, view: QueueView, args: Mapping[str, Any]) -> Queued:
         queue_id = args.get("id")
@@ -328,3 +364,105 @@ async def send_notice(
         await ingest.deliver(store, acct, "INBOX", parsed, b"", key_basis=basis,
                              origin=pb.Origin(kind="dsn", mail_from="", rcpt_to=[q.mail_from]))
     return True
+
+
+# ---------------------------------------------------------------- what submission checks
+
+# Mox's defaults: at most 1,000 messages a day per account, and at most 200 recipients a day the
+# account never sent to before (a stolen password is spent sending to new addresses).
+MESSAGES_PER_DAY = 1000
+FIRST_TIME_RECIPIENTS_PER_DAY = 200
+DAY = 86400.0
+# A hard bounce: the receiving server said the mailbox does not exist (RFC 3463 §3.2 X.1.1).
+# Other permanent failures (policy, content) say nothing about the address, and DNS answers
+# about the domain (X.1.2, a null MX X.1.10) are about a domain that may be fixed or mistyped
+# once: they bounce, but do not suppress.
+HARD_BOUNCE_STATUSES = ("5.1.1",)
+
+
+@dataclass
+class OutboundPolicy:
+    """What submission checks before it queues, folded from the queue stream: each account's
+    suppression list (fed by hard bounces and by operators) and what it sent in the last day."""
+
+    messages_per_day: int = MESSAGES_PER_DAY
+    first_time_per_day: int = FIRST_TIME_RECIPIENTS_PER_DAY
+    suppressed: dict[tuple[str, str], tuple[float, str]] = field(default_factory=dict)
+    sent: dict[str, list[float]] = field(default_factory=dict)  # account -> times of queued messages
+    known: dict[str, dict[str, float]] = field(default_factory=dict)  # account -> recipient -> first time
+    accounts: dict[str, str] = field(default_factory=dict)  # queue id -> account
+    seq: int = 0
+
+    def apply(self, seq: int, time_s: float, event: pb.Event) -> None:
+        if seq <= self.seq:
+            return
+        self.seq = seq
+        kind = event.WhichOneof("kind")
+        if kind == "outbound_queued":
+            q = event.outbound_queued
+            self.accounts[q.id] = q.account
+            self.sent.setdefault(q.account, []).append(time_s)
+            known = self.known.setdefault(q.account, {})
+            for r in q.rcpt_to:
+                known.setdefault(normalize_address(r), time_s)
+        elif kind == "suppressed":
+            sup = event.suppressed
+            self.suppressed[(sup.account, sup.address)] = (time_s, sup.reason)
+        elif kind == "unsuppressed":
+            self.suppressed.pop((event.unsuppressed.account, event.unsuppressed.address), None)
+
+    def _recent(self, account: str, now: float) -> list[float]:
+        times = [t for t in self.sent.get(account, ()) if t > now - DAY]
+        self.sent[account] = times
+        return times
+
+    def mail_refusal(self, account: str, now: float) -> str | None:
+        if len(self._recent(account, now)) >= self.messages_per_day:
+            return f"sending limit reached: {self.messages_per_day} messages a day"
+        return None
+
+    def rcpt_refusal(self, account: str, address: str, now: float, new_in_tx: int = 0) -> tuple[bool, str] | None:
+        """(permanent, why) when `account` may not send to `address` now; `new_in_tx`: first-time
+        recipients already accepted in this transaction."""
+        addr = normalize_address(address)
+        hit = self.suppressed.get((account, addr))
+        if hit is not None:
+            return True, f"{address} is on the suppression list ({hit[1][:120]})"
+        known = self.known.get(account, {})
+        if addr not in known:
+            first_times = sum(1 for t in known.values() if t > now - DAY) + new_in_tx
+            if first_times >= self.first_time_per_day:
+                return False, f"sending limit reached: {self.first_time_per_day} new recipients a day"
+        return None
+
+    def is_new(self, account: str, address: str) -> bool:
+        return normalize_address(address) not in self.known.get(account, {})
+
+    async def follow(self, store: Store) -> None:
+        """Keep folding the queue stream (a task for the server's life)."""
+        sub = store.stream(QUEUE).subscribe()
+        try:
+            for c in store.stream(QUEUE).events():
+                self.apply(c.seq, c.time_us / 1e6, c.event)
+            while True:
+                c = await sub.get()
+                for x in [c, *sub.pending()]:
+                    self.apply(x.seq, x.time_us / 1e6, x.event)
+        finally:
+            sub.close()
+
+
+def hard_bounce(attempt: pb.OutboundAttempt) -> bool:
+    """A permanent failure the remote server gave (not our DNS lookup) for a mailbox it lacks."""
+    return (attempt.permanent and bool(attempt.mx_host) and attempt.reply[:1] == "5"
+            and _status_code(attempt.reply, False) in HARD_BOUNCE_STATUSES)
+
+
+async def suppress(store: Store, account: str, address: str, reason: str, manual: bool) -> None:
+    await store.stream(QUEUE).append([pb.Event(suppressed=pb.Suppressed(
+        account=account, address=normalize_address(address), reason=reason[:300], manual=manual))])
+
+
+async def unsuppress(store: Store, account: str, address: str) -> None:
+    await store.stream(QUEUE).append([pb.Event(unsuppressed=pb.Unsuppressed(
+        account=account, address=normalize_address(address)))])

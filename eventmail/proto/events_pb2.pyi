@@ -479,6 +479,26 @@ class OutboundDropped(_message.Message):
     id: str
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
+class Suppressed(_message.Message):
+    __slots__ = ("account", "address", "reason", "manual")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    MANUAL_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    address: str
+    reason: str
+    manual: bool
+    def __init__(self, account: _Optional[str] = ..., address: _Optional[str] = ..., reason: _Optional[str] = ..., manual: _Optional[bool] = ...) -> None: ...
+
+class Unsuppressed(_message.Message):
+    __slots__ = ("account", "address")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    address: str
+    def __init__(self, account: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
+
 class HandoffQueued(_message.Message):
     __slots__ = ("id", "account", "mailbox", "blob_id", "size", "origin", "delivery_key", "internal_date", "flags")
     ID_FIELD_NUMBER: _ClassVar[int]
@@ -502,7 +522,7 @@ class HandoffQueued(_message.Message):
     def __init__(self, id: _Optional[str] = ..., account: _Optional[str] = ..., mailbox: _Optional[str] = ..., blob_id: _Optional[bytes] = ..., size: _Optional[int] = ..., origin: _Optional[_Union[Origin, _Mapping]] = ..., delivery_key: _Optional[bytes] = ..., internal_date: _Optional[int] = ..., flags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("mailbox_created", "mailbox_renamed", "mailbox_deleted", "mailbox_subscription", "message_added", "flags_changed", "messages_expunged", "messages_copied", "account_setting", "mailbox_special_use", "account_created", "account_deleted", "password_set", "address_added", "address_removed", "domain_added", "domain_removed", "dkim_selector", "outbound_queued", "outbound_attempt", "outbound_held", "outbound_retry", "outbound_dropped", "handoff_queued")
+    __slots__ = ("mailbox_created", "mailbox_renamed", "mailbox_deleted", "mailbox_subscription", "message_added", "flags_changed", "messages_expunged", "messages_copied", "account_setting", "mailbox_special_use", "account_created", "account_deleted", "password_set", "address_added", "address_removed", "domain_added", "domain_removed", "dkim_selector", "outbound_queued", "outbound_attempt", "outbound_held", "outbound_retry", "outbound_dropped", "suppressed", "unsuppressed", "handoff_queued")
     MAILBOX_CREATED_FIELD_NUMBER: _ClassVar[int]
     MAILBOX_RENAMED_FIELD_NUMBER: _ClassVar[int]
     MAILBOX_DELETED_FIELD_NUMBER: _ClassVar[int]
@@ -526,6 +546,8 @@ class Event(_message.Message):
     OUTBOUND_HELD_FIELD_NUMBER: _ClassVar[int]
     OUTBOUND_RETRY_FIELD_NUMBER: _ClassVar[int]
     OUTBOUND_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
+    UNSUPPRESSED_FIELD_NUMBER: _ClassVar[int]
     HANDOFF_QUEUED_FIELD_NUMBER: _ClassVar[int]
     mailbox_created: MailboxCreated
     mailbox_renamed: MailboxRenamed
@@ -550,5 +572,7 @@ class Event(_message.Message):
     outbound_held: OutboundHeld
     outbound_retry: OutboundRetry
     outbound_dropped: OutboundDropped
+    suppressed: Suppressed
+    unsuppressed: Unsuppressed
     handoff_queued: HandoffQueued
-    def __init__(self, mailbox_created: _Optional[_Union[MailboxCreated, _Mapping]] = ..., mailbox_renamed: _Optional[_Union[MailboxRenamed, _Mapping]] = ..., mailbox_deleted: _Optional[_Union[MailboxDeleted, _Mapping]] = ..., mailbox_subscription: _Optional[_Union[MailboxSubscription, _Mapping]] = ..., message_added: _Optional[_Union[MessageAdded, _Mapping]] = ..., flags_changed: _Optional[_Union[FlagsChanged, _Mapping]] = ..., messages_expunged: _Optional[_Union[MessagesExpunged, _Mapping]] = ..., messages_copied: _Optional[_Union[MessagesCopied, _Mapping]] = ..., account_setting: _Optional[_Union[AccountSetting, _Mapping]] = ..., mailbox_special_use: _Optional[_Union[MailboxSpecialUse, _Mapping]] = ..., account_created: _Optional[_Union[AccountCreated, _Mapping]] = ..., account_deleted: _Optional[_Union[AccountDeleted, _Mapping]] = ..., password_set: _Optional[_Union[PasswordSet, _Mapping]] = ..., address_added: _Optional[_Union[AddressAdded, _Mapping]] = ..., address_removed: _Optional[_Union[AddressRemoved, _Mapping]] = ..., domain_added: _Optional[_Union[DomainAdded, _Mapping]] = ..., domain_removed: _Optional[_Union[DomainRemoved, _Mapping]] = ..., dkim_selector: _Optional[_Union[DkimSelector, _Mapping]] = ..., outbound_queued: _Optional[_Union[OutboundQueued, _Mapping]] = ..., outbound_attempt: _Optional[_Union[OutboundAttempt, _Mapping]] = ..., outbound_held: _Optional[_Union[OutboundHeld, _Mapping]] = ..., outbound_retry: _Optional[_Union[OutboundRetry, _Mapping]] = ..., outbound_dropped: _Optional[_Union[OutboundDropped, _Mapping]] = ..., handoff_queued: _Optional[_Union[HandoffQueued, _Mapping]] = ...) -> None: ...
+    def __init__(self, mailbox_created: _Optional[_Union[MailboxCreated, _Mapping]] = ..., mailbox_renamed: _Optional[_Union[MailboxRenamed, _Mapping]] = ..., mailbox_deleted: _Optional[_Union[MailboxDeleted, _Mapping]] = ..., mailbox_subscription: _Optional[_Union[MailboxSubscription, _Mapping]] = ..., message_added: _Optional[_Union[MessageAdded, _Mapping]] = ..., flags_changed: _Optional[_Union[FlagsChanged, _Mapping]] = ..., messages_expunged: _Optional[_Union[MessagesExpunged, _Mapping]] = ..., messages_copied: _Optional[_Union[MessagesCopied, _Mapping]] = ..., account_setting: _Optional[_Union[AccountSetting, _Mapping]] = ..., mailbox_special_use: _Optional[_Union[MailboxSpecialUse, _Mapping]] = ..., account_created: _Optional[_Union[AccountCreated, _Mapping]] = ..., account_deleted: _Optional[_Union[AccountDeleted, _Mapping]] = ..., password_set: _Optional[_Union[PasswordSet, _Mapping]] = ..., address_added: _Optional[_Union[AddressAdded, _Mapping]] = ..., address_removed: _Optional[_Union[AddressRemoved, _Mapping]] = ..., domain_added: _Optional[_Union[DomainAdded, _Mapping]] = ..., domain_removed: _Optional[_Union[DomainRemoved, _Mapping]] = ..., dkim_selector: _Optional[_Union[DkimSelector, _Mapping]] = ..., outbound_queued: _Optional[_Union[OutboundQueued, _Mapping]] = ..., outbound_attempt: _Optional[_Union[OutboundAttempt, _Mapping]] = ..., outbound_held: _Optional[_Union[OutboundHeld, _Mapping]] = ..., outbound_retry: _Optional[_Union[OutboundRetry, _Mapping]] = ..., outbound_dropped: _Optional[_Union[OutboundDropped, _Mapping]] = ..., suppressed: _Optional[_Union[Suppressed, _Mapping]] = ..., unsuppressed: _Optional[_Union[Unsuppressed, _Mapping]] = ..., handoff_queued: _Optional[_Union[HandoffQueued, _Mapping]] = ...) -> None: ...

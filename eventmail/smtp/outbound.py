@@ -160,6 +160,12 @@ class QueueRunner:
             log.info("queue %s: %s %s via %s (%s; tls %s): %s", item.id, a.rcpt_to, state, a.relay or "-",
                      a.tls_policy or "-", a.tls or "-", a.reply)
         self._apply(await mailqueue.record(self.store, decisions), own=True)
+        for a in decisions:
+            if mailqueue.hard_bounce(a):
+                # The address does not exist: the account's mail is not sent to it again until an
+                # operator (or the webapi) takes it off the list.
+                await mailqueue.suppress(self.store, item.event.account, a.rcpt_to, a.reply, manual=False)
+                log.info("queue %s: %s suppressed for %s (hard bounce)", item.id, a.rcpt_to, item.event.account)
         failed = [a for a in decisions if a.permanent]
         delayed = [a for a in decisions if a.delay_notice]
         for attempts, is_delay in ((failed, False), (delayed, True)):

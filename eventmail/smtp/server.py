@@ -206,6 +206,10 @@ class SmtpSession:
             if event.address and not self.submission.owns(user, event.address):
                 log.info("smtp %d %s: %s may not send as %s", self.id, self.remote_ip, user, event.address)
                 return self.conn.reject_mail(Reply(553, "5.7.1", "that sender address is not yours"))
+            limited = self.submission.mail_refusal(user)
+            if limited is not None:
+                log.info("smtp %d %s: %s: %s", self.id, self.remote_ip, user, limited.text)
+                return self.conn.reject_mail(limited)
         self.tx = Transaction(
             remote_ip=self.remote_ip, helo=self.conn.helo_name or "", tls=self.tls, mail_from=event.address,
             authenticated=user, smtputf8=event.params.smtputf8, requiretls=event.params.requiretls,
@@ -215,6 +219,11 @@ class SmtpSession:
     def _rcpt(self, event: RcptTo) -> bytes:
         assert self.tx is not None
         if self.role is SmtpRole.SUBMISSION:
+            user = self.conn.authenticated_user or ""
+            refused = self.submission.rcpt_refusal(user, event.address, self.tx)
+            if refused is not None:
+                log.info("smtp %d %s: %s: %s", self.id, self.remote_ip, user, refused.text)
+                return self.conn.reject_rcpt(refused)
             self.tx.recipients[event.address] = ""
             return self.conn.accept_rcpt()
         account = self.inbound.recipient_account(event.address)

@@ -4,8 +4,10 @@ import asyncio
 import email.utils
 import logging
 import secrets
+import time
 
 from ..mail import ingest
+from ..mail.queue import OutboundPolicy
 from ..mail.roles import mailbox_for_role
 from ..mailauth.dkim import DkimSignError, sign
 from ..mime import MimeTooDeep
@@ -53,10 +55,30 @@ def add_missing_fields(message: bytes, hostname: str) -> bytes:
 class Submission:
     """The submission listener's policy and writes (RFC 6409)."""
 
-    def __init__(self, store: Store, hostname: str, deliver_all_to: str | None = None) -> None:
+    def __init__(self, store: Store, hostname: str, deliver_all_to: str | None = None,
+                 policy: OutboundPolicy | None = None) -> None:
         self.store = store
         self.hostname = hostname
         self.deliver_all_to = deliver_all_to
+        self.policy = policy  # the suppression list and the daily limits (None: none, as localserve)
+
+    def mail_refusal(self, account: str) -> Reply | None:
+        """MAIL: an account past its messages a day (Mox: 1,000) waits (RFC 3463 X.7.0)."""
+        why = self.policy.mail_refusal(account, time.time()) if self.policy is not None else None
+        return Reply(451, "4.7.0", why + ", try again later") if why else None
+
+    def rcpt_refusal(self, account: str, address: str, tx: Transaction) -> Reply | None:
+        """RCPT of a remote recipient: not one on the account's suppression list (550 5.1.1: it
+        bounced hard), and not past the new-recipients-a-day limit (451 4.7.0)."""
+        if self.policy is None or self.deliver_all_to or self.store.system.account_for(address) is not None:
+            return None
+        new = sum(1 for r in tx.recipients if self.policy.is_new(account, r)
+                  and self.store.system.account_for(r) is None)
+        refusal = self.policy.rcpt_refusal(account, address, time.time(), new)
+        if refusal is None:
+            return None
+        permanent, why = refusal
+        return Reply(550, "5.1.1", why) if permanent else Reply(451, "4.7.0", why + ", try again later")
 
     def owns(self, account: str, address: str) -> bool:
         """Whether `address` is one of the account's addresses (a catch-all covers its domain)."""
