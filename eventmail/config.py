@@ -113,6 +113,8 @@ class Config:
     deliver_all_to: str | None = None
     # Outbound mail goes by MX, or through this relay when set.
     smarthost: SmarthostSettings | None = None
+    # Per-domain routes: mail for a recipient domain through a relay of its own (before `smarthost`).
+    routes: tuple[tuple[str, SmarthostSettings], ...] = ()
     queue: QueueSettings = field(default_factory=QueueSettings)
     max_message_bytes: int = 50 << 20
     replication: ReplicationSettings | None = None
@@ -154,7 +156,7 @@ def parse(text: str, base: Path) -> Config:
         raise ConfigError(f"not valid TOML: {e}") from None
     known = {"hostname", "data_dir", "key_file", "passphrase_env", "tls", "listener", "resolver",
              "allow_plaintext_auth", "deliver_all_to", "smarthost", "max_message_bytes", "replication",
-             "smarthost_user", "smarthost_password_file", "queue", "analysis_workers",
+             "smarthost_user", "smarthost_password_file", "queue", "analysis_workers", "route",
              "limits", "min_password_length"}
     known |= {"allow_key_file_mode", "user"}
     for key in doc:
@@ -209,6 +211,7 @@ def parse(text: str, base: Path) -> Config:
         allow_plaintext_auth=_take(doc, "allow_plaintext_auth", bool, "", False),
         deliver_all_to=_take(doc, "deliver_all_to", str, "", None),
         smarthost=_smarthost(doc, base),
+        routes=_routes(_take(doc, "route", list, "", []), base),
         queue=_queue(_take(doc, "queue", dict, "", {})),
         max_message_bytes=max_bytes,
         allow_key_file_mode=_take(doc, "allow_key_file_mode", bool, "", False),
@@ -267,6 +270,28 @@ def _number(table: dict[str, Any], key: str, where: str, default: float) -> floa
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"{where}{key}: expected a number, got {type(value).__name__}")
     return float(value)
+
+
+def _routes(items: list[Any], base: Path) -> tuple[tuple[str, SmarthostSettings], ...]:
+    """[[route]] tables: `domain` (a recipient domain, exactly) and a relay as for `smarthost`."""
+    out: list[tuple[str, SmarthostSettings]] = []
+    for n, item in enumerate(items):
+        where = f"route[{n}]."
+        if not isinstance(item, dict):
+            raise ConfigError(f"route[{n}]: expected a table")
+        unknown = set(item) - {"domain", "smarthost", "smarthost_user", "smarthost_password_file"}
+        if unknown:
+            raise ConfigError(f"{where}{sorted(unknown)[0]}: unknown setting")
+        domain = _take(item, "domain", str, where).strip().lower().rstrip(".")
+        if not domain or "@" in domain or " " in domain:
+            raise ConfigError(f"{where}domain: {domain!r} is not a domain")
+        if any(d == domain for d, _ in out):
+            raise ConfigError(f"{where}domain: {domain} has a route already")
+        relay = _smarthost({k: v for k, v in item.items() if k != "domain"}, base)
+        if relay is None:
+            raise ConfigError(f"{where}smarthost: missing")
+        out.append((domain, relay))
+    return tuple(out)
 
 
 def _queue(t: dict[str, Any]) -> QueueSettings:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import generate_latest
 
 from . import privileges
-from .config import Config
+from .config import Config, SmarthostSettings
 from .control import ControlServer
 from .imap.server import start_imap
 from .imap.wire import Limits as ImapLimits
@@ -149,12 +149,13 @@ def _queue_runner(cfg: Config, store: Store, resolver: Resolver) -> QueueRunner:
     q = cfg.queue
     schedule = Schedule(first_retry=q.first_retry, give_up=q.give_up_days * 86400,
                         delay_notice=q.delay_notice_hours * 3600)
-    smarthost = None
-    if cfg.smarthost is not None:
-        sh = cfg.smarthost
-        auth = Auth(sh.user, sh.password) if sh.user and sh.password else None
-        smarthost = Smarthost(sh.host, sh.port, auth)
-    return QueueRunner(store, cfg.hostname, resolver, smarthost=smarthost, schedule=schedule, mx_port=q.mx_port)
+    def relay(sh: SmarthostSettings) -> Smarthost:
+        return Smarthost(sh.host, sh.port, Auth(sh.user, sh.password) if sh.user and sh.password else None)
+
+    smarthost = relay(cfg.smarthost) if cfg.smarthost is not None else None
+    routes = {domain: relay(sh) for domain, sh in cfg.routes}
+    return QueueRunner(store, cfg.hostname, resolver, smarthost=smarthost, routes=routes, schedule=schedule,
+                       mx_port=q.mx_port)
 
 
 async def _start_control(cfg: Config, store: Store, replication: "RunningReplica | None") -> Callable[[], Awaitable[None]]:

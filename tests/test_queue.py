@@ -61,12 +61,14 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[MailServer,
     base = tmp_path_factory.mktemp("queue")
     mx_port = free_port()
     remote = MailServer(base / "remote", hostname="mx.remote.test", kinds=("smtp",), ports={"smtp": mx_port})
-    sender = MailServer(base / "sender", extra_config=f"[queue]\nfirst_retry = 1\nmx_port = {mx_port}\n")
+    sender = MailServer(base / "sender", extra_config=f"[queue]\nfirst_retry = 1\nmx_port = {mx_port}\n"
+                        f'[[route]]\ndomain = "routed.test"\nsmarthost = "127.0.0.1:{mx_port}"\n')
     for srv in (remote, sender):
         srv.base.mkdir()
         srv.init()
     remote.add_account("bob", "bob@remote.test", PASSWORD)
     remote.cli("account", "add-address", "bob", "bob@later.test")
+    remote.cli("account", "add-address", "bob", "bob@routed.test")
     sender.add_account("alice", "alice@mail.test", PASSWORD)
     dkim_record = sender.cli("dkim", "add", "mail.test", "sel").strip()  # sel._domainkey.mail.test. TXT "..."
     zones = {
@@ -298,3 +300,12 @@ def test_daily_limits_per_account(tmp_path: Path) -> None:
         assert b"messages a day" in rcpt_reply(srv, "one@far.test")[1]
     finally:
         srv.stop()
+
+
+def test_a_route_sends_one_domain_through_its_relay(pair: tuple[MailServer, MailServer, DnsServer]) -> None:
+    """routed.test has no DNS at all: only its [[route]] gets the message there."""
+    sender, remote, _ = pair
+    submit(sender, "bob@routed.test", "by route")
+    find(remote, "bob", b"Subject: by route")
+    line = sender.wait_log("bob@routed.test delivered", timeout=30)
+    assert "via 127.0.0.1" in line and "smarthost:starttls" in line

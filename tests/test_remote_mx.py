@@ -338,3 +338,28 @@ def test_the_queue_delivers_by_mx_with_dane_and_bounces_what_cannot_go(bed: Remo
             assert f"Status: {status}".encode() in found[0] and b"Action: failed" in found[0]
     finally:
         srv.stop()
+
+
+def test_the_queue_records_an_mta_sts_policy_once_and_keeps_it_across_a_restart(bed: RemoteMx, tmp_path: Path) -> None:
+    """RFC 8461 §5.1: a fetched policy is used until max_age. The queue records it as an event, so
+    a restarted server has it without fetching again (one event after two deliveries)."""
+    srv = bed.mail_server(tmp_path, hostname="mail.client.test", kinds=("submission",))
+    srv.add_account("alice", SENDER, "bed test password")
+
+    def submit(subject: str) -> None:
+        with smtplib.SMTP("127.0.0.1", srv.ports["submission"], timeout=20) as s:
+            s.starttls(context=insecure_tls())
+            s.login(SENDER, "bed test password")
+            s.sendmail(SENDER, [f"bob@{Bed.STS_OK.domain}"], message(subject))
+
+    for n in range(2):
+        srv.ports.pop("submission", None)
+        srv.start()
+        try:
+            bed.call(submit, f"sts-{n}")
+            line = srv.wait_log(f"bob@{Bed.STS_OK.domain} delivered", timeout=60)
+            assert "mta-sts:enforce" in line and "verified by pkix" in line, line
+        finally:
+            srv.stop()
+    events = [e for e in srv.cli("log", "queue").splitlines() if "mtaStsPolicy" in e]
+    assert len(events) == 1 and '"mode":"enforce"' in events[0], events

@@ -168,6 +168,11 @@ async def record(store: Store, attempts: Iterable[pb.OutboundAttempt]) -> list[C
     return await store.stream(QUEUE).append(events) if events else []
 
 
+async def record_sts_policy(store: Store, policy: pb.MtaStsPolicy) -> list[Committed]:
+    """A fetched MTA-STS policy, recorded before it is used (the cache is a fold of these)."""
+    return await store.stream(QUEUE).append([pb.Event(mta_sts_policy=policy)])
+
+
 def view_of(store: Store) -> QueueView:
     """The queue as its stream on disk has it (the CLI without a server, and the server's commands)."""
     view = QueueView()

@@ -499,6 +499,22 @@ class Unsuppressed(_message.Message):
     address: str
     def __init__(self, account: _Optional[str] = ..., address: _Optional[str] = ...) -> None: ...
 
+class MtaStsPolicy(_message.Message):
+    __slots__ = ("domain", "policy_id", "mode", "max_age", "mx", "fetched_at")
+    DOMAIN_FIELD_NUMBER: _ClassVar[int]
+    POLICY_ID_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    MAX_AGE_FIELD_NUMBER: _ClassVar[int]
+    MX_FIELD_NUMBER: _ClassVar[int]
+    FETCHED_AT_FIELD_NUMBER: _ClassVar[int]
+    domain: str
+    policy_id: str
+    mode: str
+    max_age: int
+    mx: _containers.RepeatedScalarFieldContainer[str]
+    fetched_at: float
+    def __init__(self, domain: _Optional[str] = ..., policy_id: _Optional[str] = ..., mode: _Optional[str] = ..., max_age: _Optional[int] = ..., mx: _Optional[_Iterable[str]] = ..., fetched_at: _Optional[float] = ...) -> None: ...
+
 class HandoffQueued(_message.Message):
     __slots__ = ("id", "account", "mailbox", "blob_id", "size", "origin", "delivery_key", "internal_date", "flags")
     ID_FIELD_NUMBER: _ClassVar[int]
@@ -522,7 +538,7 @@ class HandoffQueued(_message.Message):
     def __init__(self, id: _Optional[str] = ..., account: _Optional[str] = ..., mailbox: _Optional[str] = ..., blob_id: _Optional[bytes] = ..., size: _Optional[int] = ..., origin: _Optional[_Union[Origin, _Mapping]] = ..., delivery_key: _Optional[bytes] = ..., internal_date: _Optional[int] = ..., flags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("mailbox_created", "mailbox_renamed", "mailbox_deleted", "mailbox_subscription", "message_added", "flags_changed", "messages_expunged", "messages_copied", "account_setting", "mailbox_special_use", "account_created", "account_deleted", "password_set", "address_added", "address_removed", "domain_added", "domain_removed", "dkim_selector", "outbound_queued", "outbound_attempt", "outbound_held", "outbound_retry", "outbound_dropped", "suppressed", "unsuppressed", "handoff_queued")
+    __slots__ = ("mailbox_created", "mailbox_renamed", "mailbox_deleted", "mailbox_subscription", "message_added", "flags_changed", "messages_expunged", "messages_copied", "account_setting", "mailbox_special_use", "account_created", "account_deleted", "password_set", "address_added", "address_removed", "domain_added", "domain_removed", "dkim_selector", "outbound_queued", "outbound_attempt", "outbound_held", "outbound_retry", "outbound_dropped", "suppressed", "unsuppressed", "mta_sts_policy", "handoff_queued")
     MAILBOX_CREATED_FIELD_NUMBER: _ClassVar[int]
     MAILBOX_RENAMED_FIELD_NUMBER: _ClassVar[int]
     MAILBOX_DELETED_FIELD_NUMBER: _ClassVar[int]
@@ -548,6 +564,7 @@ class Event(_message.Message):
     OUTBOUND_DROPPED_FIELD_NUMBER: _ClassVar[int]
     SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
     UNSUPPRESSED_FIELD_NUMBER: _ClassVar[int]
+    MTA_STS_POLICY_FIELD_NUMBER: _ClassVar[int]
     HANDOFF_QUEUED_FIELD_NUMBER: _ClassVar[int]
     mailbox_created: MailboxCreated
     mailbox_renamed: MailboxRenamed
@@ -574,5 +591,6 @@ class Event(_message.Message):
     outbound_dropped: OutboundDropped
     suppressed: Suppressed
     unsuppressed: Unsuppressed
+    mta_sts_policy: MtaStsPolicy
     handoff_queued: HandoffQueued
-    def __init__(self, mailbox_created: _Optional[_Union[MailboxCreated, _Mapping]] = ..., mailbox_renamed: _Optional[_Union[MailboxRenamed, _Mapping]] = ..., mailbox_deleted: _Optional[_Union[MailboxDeleted, _Mapping]] = ..., mailbox_subscription: _Optional[_Union[MailboxSubscription, _Mapping]] = ..., message_added: _Optional[_Union[MessageAdded, _Mapping]] = ..., flags_changed: _Optional[_Union[FlagsChanged, _Mapping]] = ..., messages_expunged: _Optional[_Union[MessagesExpunged, _Mapping]] = ..., messages_copied: _Optional[_Union[MessagesCopied, _Mapping]] = ..., account_setting: _Optional[_Union[AccountSetting, _Mapping]] = ..., mailbox_special_use: _Optional[_Union[MailboxSpecialUse, _Mapping]] = ..., account_created: _Optional[_Union[AccountCreated, _Mapping]] = ..., account_deleted: _Optional[_Union[AccountDeleted, _Mapping]] = ..., password_set: _Optional[_Union[PasswordSet, _Mapping]] = ..., address_added: _Optional[_Union[AddressAdded, _Mapping]] = ..., address_removed: _Optional[_Union[AddressRemoved, _Mapping]] = ..., domain_added: _Optional[_Union[DomainAdded, _Mapping]] = ..., domain_removed: _Optional[_Union[DomainRemoved, _Mapping]] = ..., dkim_selector: _Optional[_Union[DkimSelector, _Mapping]] = ..., outbound_queued: _Optional[_Union[OutboundQueued, _Mapping]] = ..., outbound_attempt: _Optional[_Union[OutboundAttempt, _Mapping]] = ..., outbound_held: _Optional[_Union[OutboundHeld, _Mapping]] = ..., outbound_retry: _Optional[_Union[OutboundRetry, _Mapping]] = ..., outbound_dropped: _Optional[_Union[OutboundDropped, _Mapping]] = ..., suppressed: _Optional[_Union[Suppressed, _Mapping]] = ..., unsuppressed: _Optional[_Union[Unsuppressed, _Mapping]] = ..., handoff_queued: _Optional[_Union[HandoffQueued, _Mapping]] = ...) -> None: ...
+    def __init__(self, mailbox_created: _Optional[_Union[MailboxCreated, _Mapping]] = ..., mailbox_renamed: _Optional[_Union[MailboxRenamed, _Mapping]] = ..., mailbox_deleted: _Optional[_Union[MailboxDeleted, _Mapping]] = ..., mailbox_subscription: _Optional[_Union[MailboxSubscription, _Mapping]] = ..., message_added: _Optional[_Union[MessageAdded, _Mapping]] = ..., flags_changed: _Optional[_Union[FlagsChanged, _Mapping]] = ..., messages_expunged: _Optional[_Union[MessagesExpunged, _Mapping]] = ..., messages_copied: _Optional[_Union[MessagesCopied, _Mapping]] = ..., account_setting: _Optional[_Union[AccountSetting, _Mapping]] = ..., mailbox_special_use: _Optional[_Union[MailboxSpecialUse, _Mapping]] = ..., account_created: _Optional[_Union[AccountCreated, _Mapping]] = ..., account_deleted: _Optional[_Union[AccountDeleted, _Mapping]] = ..., password_set: _Optional[_Union[PasswordSet, _Mapping]] = ..., address_added: _Optional[_Union[AddressAdded, _Mapping]] = ..., address_removed: _Optional[_Union[AddressRemoved, _Mapping]] = ..., domain_added: _Optional[_Union[DomainAdded, _Mapping]] = ..., domain_removed: _Optional[_Union[DomainRemoved, _Mapping]] = ..., dkim_selector: _Optional[_Union[DkimSelector, _Mapping]] = ..., outbound_queued: _Optional[_Union[OutboundQueued, _Mapping]] = ..., outbound_attempt: _Optional[_Union[OutboundAttempt, _Mapping]] = ..., outbound_held: _Optional[_Union[OutboundHeld, _Mapping]] = ..., outbound_retry: _Optional[_Union[OutboundRetry, _Mapping]] = ..., outbound_dropped: _Optional[_Union[OutboundDropped, _Mapping]] = ..., suppressed: _Optional[_Union[Suppressed, _Mapping]] = ..., unsuppressed: _Optional[_Union[Unsuppressed, _Mapping]] = ..., mta_sts_policy: _Optional[_Union[MtaStsPolicy, _Mapping]] = ..., handoff_queued: _Optional[_Union[HandoffQueued, _Mapping]] = ...) -> None: ...

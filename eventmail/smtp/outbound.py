@@ -18,10 +18,11 @@ from ..mail import queue as mailqueue
 from ..mail.queue import Queued, QueueView, Schedule, TryResult
 from ..mailauth.resolver import Resolver
 from ..metrics import QUEUE_ATTEMPTS, QUEUE_MESSAGES, QUEUE_NOTICES
+from ..proto import events_pb2 as pb
 from ..store import QUEUE, Committed, Store
 from .attempt import AttemptResult, Auth, Outcome, Timeouts, attempt
 from .destination import DestinationPolicy
-from .mtasts import StsPolicy
+from .mtasts import CachedPolicy, StsPolicy
 from .mtastsfetch import fetch_policy
 from .tlspolicy import TlsMode, TlsRequirement
 
@@ -52,6 +53,11 @@ class Smarthost:
         return TlsRequirement(TlsMode.OPPORTUNISTIC, policy="smarthost:starttls")
 
 
+def _cached(p: pb.MtaStsPolicy) -> CachedPolicy:
+    return CachedPolicy.from_dict({"domain": p.domain, "id": p.policy_id, "mode": p.mode, "max_age": p.max_age,
+                                   "mx": list(p.mx), "fetched_at": p.fetched_at})
+
+
 def _tls_text(r: AttemptResult) -> str:
     t = r.tls
     if not t.started:
@@ -77,12 +83,14 @@ class QueueRunner:
 
     def __init__(
         self, store: Store, hostname: str, resolver: Resolver, *, smarthost: Smarthost | None = None,
+        routes: dict[str, Smarthost] | None = None,
         schedule: Schedule | None = None, mx_port: int = SMTP_PORT, timeouts: Timeouts | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
         self.hostname = hostname
         self.smarthost = smarthost
+        self.routes = routes or {}  # recipient domain (A-labels, lower case) -> its relay
         self.schedule = schedule or Schedule()
         self.mx_port = mx_port
         self.timeouts = timeouts or Timeouts()
@@ -109,7 +117,10 @@ class QueueRunner:
             elif c.seq <= self._loaded or c.seq in self._own:
                 self._own.discard(c.seq)
                 continue
-            self.view.apply(c.time_us / 1e6, c.event)
+            if c.event.WhichOneof("kind") == "mta_sts_policy":
+                self.policy.cache = self.policy.cache.put(_cached(c.event.mta_sts_policy))
+            else:
+                self.view.apply(c.time_us / 1e6, c.event)
         QUEUE_MESSAGES.set(len(self.view.items))
 
     async def run(self) -> None:
@@ -175,8 +186,8 @@ class QueueRunner:
 
     async def _deliver(self, item: Queued, domain: str, rcpts: list[str], message: bytes, now: float) -> dict[str, TryResult]:
         q = item.event
-        if self.smarthost is not None:
-            sh = self.smarthost
+        sh = self.routes.get(domain.encode("idna").decode("ascii") if not domain.isascii() else domain) or self.smarthost
+        if sh is not None:
             r = await attempt(sh.host, sh.host, sh.port, q.mail_from, rcpts, message, tls=sh.tls(), helo=self.hostname,
                               auth=sh.auth, timeouts=self.timeouts, requiretls=q.requiretls)
             got = _results(r, rcpts, sh.tls().policy)
@@ -184,6 +195,11 @@ class QueueRunner:
                     for x in rcpts}
         tries = min(item.recipients[x].attempts for x in rcpts)
         plan = await self.policy.plan(domain, now, attempt=tries)
+        if plan.mta_sts_update is not None:
+            u = plan.mta_sts_update
+            self._apply(await mailqueue.record_sts_policy(self.store, pb.MtaStsPolicy(
+                domain=u.domain, policy_id=u.policy_id, mode=u.policy.mode, max_age=u.policy.max_age,
+                mx=list(u.policy.mx), fetched_at=u.fetched_at)), own=True)
         if plan.failure is not None:
             reply = f"{plan.failure.code} {plan.failure.reason}"
             return {x: TryResult(x, False, plan.failure.permanent, reply) for x in rcpts}
