@@ -309,3 +309,25 @@ def test_a_route_sends_one_domain_through_its_relay(pair: tuple[MailServer, Mail
     find(remote, "bob", b"Subject: by route")
     line = sender.wait_log("bob@routed.test delivered", timeout=30)
     assert "via 127.0.0.1" in line and "smarthost:starttls" in line
+
+
+def test_a_delay_notice_while_still_trying(pair: tuple[MailServer, MailServer, DnsServer], tmp_path: Path) -> None:
+    """An MX that never answers: tries go on (deferred), and after `delay_notice_hours` the sender
+    gets one notice with Action: delayed (RFC 3464), then no failure notice while time is left."""
+    _, _, dns = pair
+    dead_port = free_port()  # nothing listens: connection refused, a temporary failure
+    srv = MailServer(tmp_path, dns_port=dns.port, kinds=("submission",),
+                     extra_config=f"[queue]\nfirst_retry = 1\ndelay_notice_hours = 0.0005\nmx_port = {dead_port}\n")
+    srv.init()
+    srv.add_account("alice", "alice@mail.test", PASSWORD)
+    srv.start()
+    try:
+        submit(srv, "bob@remote.test", "slow road")
+        notice = find(srv, "alice", b"Action: delayed", timeout=60)
+        _, blocks = report(notice)
+        assert blocks[0]["Final-Recipient"] == "rfc822; bob@remote.test" and blocks[0]["Status"].startswith("4.")
+        srv.wait_log("bob@remote.test deferred")
+        notices = [m for m in srv.messages("alice") if b"multipart/report" in m]
+        assert len(notices) == 1  # one delay notice, and no failure notice
+    finally:
+        srv.stop()
