@@ -207,6 +207,15 @@ def make_ed25519_key() -> DkimKey:
     return DkimKey("ed25519-sha256", seed_b64, f"v=DKIM1; k=ed25519; p={pub_b64}", 256)
 
 
+def process_alive(pid: int) -> bool:
+    """Whether a process of that id exists (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def stop_process(process: subprocess.Popen[Any]) -> None:
     """End a process the test started: SIGTERM by PID, then SIGKILL if it does not exit within 5 s."""
     if process.poll() is None:

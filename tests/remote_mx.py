@@ -72,7 +72,7 @@ from eventmail.smtp.mtasts import PolicyCache, StsPolicy
 from eventmail.smtp.mtastsfetch import FetchConfig, fetch_policy
 from eventmail.smtp.tlspolicy import TlsMode
 
-from .dns_fixture import stop_process, txt_rdata, zone_text
+from .dns_fixture import process_alive, stop_process, txt_rdata, zone_text
 from .mailserver import MailServer
 from .unbound_fixture import write_config
 
@@ -496,9 +496,9 @@ class RemoteMx:
             subprocess.run(self.nsenter(["script", "-qc", f"postfix -c {etc} stop", "/dev/null"]), timeout=60)
             if master is not None:  # the master we started is gone, by its PID
                 deadline = time.monotonic() + 10
-                while time.monotonic() < deadline and _alive(master):
+                while time.monotonic() < deadline and process_alive(master):
                     time.sleep(0.1)
-                if _alive(master):
+                if process_alive(master):
                     os.kill(master, signal.SIGKILL)
         self.postfix = []
         if self.unbound is not None:

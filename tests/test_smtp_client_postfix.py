@@ -24,6 +24,7 @@ from aiosmtpd.controller import Controller
 
 from eventmail.smtp.attempt import AttemptResult, Outcome, Timeouts, TlsRequirement, attempt
 from eventmail.smtp.tlspolicy import Tlsa
+from tests.dns_fixture import process_alive
 from tests.mailserver import free_port
 from tests.smtp_certs import Certs, make_certs
 
@@ -162,9 +163,9 @@ biff = no
         subprocess.run(["script", "-qc", f"postfix -c {etc} stop", "/dev/null"], timeout=60)
         if master is not None:  # make sure the master we started is gone, by its PID
             deadline = time.monotonic() + 10
-            while time.monotonic() < deadline and _alive(master):
+            while time.monotonic() < deadline and process_alive(master):
                 time.sleep(0.1)
-            if _alive(master):
+            if process_alive(master):
                 os.kill(master, signal.SIGKILL)
         controller.stop()
         shutil.rmtree(base, ignore_errors=True)
@@ -175,14 +176,6 @@ def _listening(port: int) -> bool:
 
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def message(tag: str, body: bytes = b"Hello.\r\n.A line with a leading dot\r\n..two\r\n") -> bytes:

@@ -134,3 +134,38 @@ def test_localserve_default_ports() -> None:
     for flag, port in (("smtp", 1025), ("submission", 1587), ("submissions", 1465), ("imap", 1143),
                        ("imaps", 1993), ("http", 1080)):
         assert f"{flag} port (default {port})" in help_text.replace("HTTP port", "http port"), (flag, help_text)
+
+
+def test_transports_from_the_config(tmp_path: Path) -> None:
+    """A smarthost without a port is a submission server (587); routes by exact domain; the
+    password from a file beside the config; and the TLS each relay gets."""
+    from eventmail.smtp.attempt import Auth
+    from eventmail.smtp.outbound import Smarthost
+    from eventmail.smtp.tlspolicy import TlsMode
+
+    (tmp_path / "relay.pw").write_text("s3cret relay password\n")
+    cfg = parse('smarthost = "smtp.provider.test"\nsmarthost_user = "me"\nsmarthost_password_file = "relay.pw"\n'
+                + BASE + '[[route]]\ndomain = "Partner.TEST."\nsmarthost = "[::1]:2526"\n', tmp_path)
+    assert cfg.smarthost is not None and (cfg.smarthost.host, cfg.smarthost.port) == ("smtp.provider.test", 587)
+    assert (cfg.smarthost.user, cfg.smarthost.password) == ("me", "s3cret relay password")
+    assert [(d, r.host, r.port) for d, r in cfg.routes] == [("partner.test", "::1", 2526)]
+    assert Smarthost("h", 587, Auth("me", "pw")).tls().mode is TlsMode.PKIX  # a password: verified TLS
+    assert Smarthost("h", 587).tls().mode is TlsMode.OPPORTUNISTIC
+    assert Smarthost("h", 465).tls().implicit
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ('smarthost = "a b"', "smarthost: 'a b' is not host or host:port"),
+        ('smarthost = "host:smtp"', "smarthost: 'host:smtp': the port is not a number"),
+        ('smarthost = "host:70000"', "smarthost: 'host:70000': port out of range"),
+        ('smarthost = "host"\nsmarthost_user = "me"', "give both or neither"),
+        ('smarthost = "host"\nsmarthost_user = "me"\nsmarthost_password_file = "nope"', "smarthost_password_file:"),
+        ('smarthost_user = "me"', "given without a smarthost"),
+    ],
+)
+def test_transport_mistakes_are_one_line_errors(tmp_path: Path, settings: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(settings + "\n" + BASE, tmp_path)
+    assert message in str(info.value) and "\n" not in str(info.value)

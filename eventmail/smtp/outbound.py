@@ -29,7 +29,6 @@ from .tlspolicy import TlsMode, TlsRequirement
 log = logging.getLogger(__name__)
 
 SMTP_PORT = 25  # RFC 5321 §4.5.4.2
-SUBMISSION_PORT = 587  # RFC 6409 §3.1: a smarthost without a port is a submission server
 SUBMISSIONS_PORT = 465  # RFC 8314 §3.3: implicit TLS
 # Tries at once: a personal server's queue is short; a burst of submissions to many domains
 # should not open hundreds of connections at once.
@@ -39,8 +38,8 @@ MAX_PARALLEL = 8
 @dataclass(frozen=True)
 class Smarthost:
     """Relay everything through one host (config.SmarthostSettings, which reads and checks the
-    setting): STARTTLS when offered on 587 and other ports; 465 means TLS from the start with the
-    certificate verified (RFC 8314)."""
+    setting): 465 means TLS from the start with the certificate verified (RFC 8314); on other
+    ports STARTTLS, verified when a password is sent, opportunistic when not."""
 
     host: str
     port: int
@@ -49,7 +48,11 @@ class Smarthost:
     def tls(self) -> TlsRequirement:
         if self.port == SUBMISSIONS_PORT:
             return TlsRequirement.pkix(self.host, implicit=True, policy="smarthost:implicit-tls")
-        # STARTTLS when offered (RFC 3207); AUTH is sent only over TLS (attempt refuses otherwise).
+        if self.auth is not None:
+            # A password goes only to the host named, over TLS whose certificate is verified: an
+            # unverified STARTTLS would hand it to whoever sits in the path.
+            return TlsRequirement.pkix(self.host, policy="smarthost:starttls-verified")
+        # No password to protect: STARTTLS when offered (RFC 3207), as to any MX.
         return TlsRequirement(TlsMode.OPPORTUNISTIC, policy="smarthost:starttls")
 
 
