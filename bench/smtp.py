@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from peers import Peers, PeersUnavailable  # noqa: E402
 from smtp_cpu import CpuWindow, loadavg  # noqa: E402
 
+from eventmail import control  # noqa: E402
 from eventmail.mailauth.dkim import sign_sync  # noqa: E402
 from eventmail.mailauth.verdict import evaluate  # noqa: E402
 from eventmail.mime.headers import first_value  # noqa: E402
@@ -303,12 +304,27 @@ class Run:
     delivered_per_s: float = 0.0
 
 
+def stage_seconds(server: MailServer) -> dict[str, float]:
+    """The server's CPU seconds by stage (eventmail/cputime.py), through its control socket."""
+    reply = control.request_in(server.directory, "stages") or {}
+    return {k: float(v) for k, v in reply.get("cpu_seconds", {}).items()}
+
+
 def run_eventmail(server: MailServer, dns: DnsServer, payloads: list[Payload], clients: int) -> Run:
     assert server.proc is not None
+    before = stage_seconds(server)
     cpu = CpuWindow({"eventmail": server.proc.pid, "dns server": dns.process.pid}).start()
     load = send_load(server.ports["smtp"], f"bench@{RECIPIENT_DOMAIN}", payloads, clients)
     cpu.settle()
     cpu.stop()
+    after = stage_seconds(server)
+    spent = {k: after[k] - before.get(k, 0.0) for k in after}
+    process = spent.pop("process", 0.0)
+    n = max(load.accepted, 1)
+    named = "  ".join(f"{k} {1000 * v / n:.2f}" for k, v in sorted(spent.items(), key=lambda kv: -kv[1]))
+    print(f"    server core-ms per message by stage (measured in the server): {named}  "
+          f"other (event loop: SMTP, DNS, SPF/DMARC, kernel) {1000 * (process - sum(spent.values())) / n:.2f}  "
+          f"= process {1000 * process / n:.2f}")
     # The 250 is sent after the delivery event is fsynced: accepted is delivered.
     return Run(load, cpu.result, load.accepted, load.accepted_per_s)
 

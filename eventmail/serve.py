@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import generate_latest
 
-from . import privileges
+from . import cputime, privileges
 from .config import Config, SmarthostSettings
 from .control import ControlServer
 from .imap.server import start_imap
@@ -167,7 +167,10 @@ async def _start_control(cfg: Config, store: Store, replication: "RunningReplica
     async def metrics(args: Mapping[str, Any]) -> dict[str, Any]:
         return {"metrics": generate_latest(REGISTRY).decode()}
 
-    control.register({"metrics": metrics})
+    async def stages(args: Mapping[str, Any]) -> dict[str, Any]:
+        return {"cpu_seconds": cputime.totals()}  # bench/smtp.py: core-ms per message by stage
+
+    control.register({"metrics": metrics, "stages": stages})
     if replication is not None:
         control.register(replication.control_commands())
         # The configured replication.control path: the same server, kept for existing setups.

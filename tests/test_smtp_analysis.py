@@ -38,3 +38,26 @@ def test_a_worker_process_parses_and_the_refusals_cross_back(tmp_path: Path) -> 
         assert '"words":' in srv.cli("log", "alice") and "hello" in srv.cli("log", "alice")
     finally:
         srv.stop()
+
+
+def test_the_server_counts_cpu_by_stage(tmp_path: Path) -> None:
+    """What bench/smtp.py prints by stage comes from the server: after a delivery, each stage of
+    its path has counted CPU time, and the stages are within the process's total."""
+    from eventmail import control
+
+    srv = MailServer(tmp_path, kinds=("smtp",))
+    srv.init()
+    srv.add_account("alice", "alice@mail.test", "stage test password")
+    srv.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=30) as s:
+            s.sendmail("s@example.test", ["alice@mail.test"],
+                       b"From: s@example.test\r\nSubject: counted\r\n\r\nhello there\r\n")
+        reply = control.request_in(srv.directory, "stages")
+        assert reply is not None
+        seconds = reply["cpu_seconds"]
+        for name in ("parse", "junk features", "junk decision", "blob", "append", "projections"):
+            assert seconds.get(name, 0) > 0, (name, seconds)
+        assert sum(v for k, v in seconds.items() if k != "process") < seconds["process"]
+    finally:
+        srv.stop()

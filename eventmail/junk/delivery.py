@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from ..cputime import stage
 from ..mailauth.resolver import Resolver
 from ..mailauth.verdict import AuthVerdict
 from ..mime.headers import without_fields
@@ -154,7 +155,8 @@ class JunkFilter:
         zones = _setting_list(acct, SETTING_DNSBL)
         if zones and not listed and reputation(junk_view(acct), f, dest.id, now).spam is None:
             ctx = Context(ctx.tls, ctx.names_recipient, listed, fwd, await self._dnsbl(remote_ip, zones))
-        verdict = analyze(junk_view(acct), f, dest.id, dest.name, now, self.draw(), ctx, self.config)
+        with stage("junk decision"):
+            verdict = analyze(junk_view(acct), f, dest.id, dest.name, now, self.draw(), ctx, self.config)
         return Plan(verdict, f, dest, listed or fwd)
 
     def reject_key(self, acct: Account, original: bytes) -> bytes:

@@ -24,7 +24,7 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 import dkim as dkimpy
 import dkim.crypto
@@ -33,6 +33,7 @@ import nacl.encoding
 import nacl.exceptions
 import nacl.signing
 
+from ..cputime import stage
 from ..mime.headers import top_fields
 from .domains import DomainError, to_ascii_domain
 from .resolver import DnsAnswer, DnsLookupFailed, DnsStatus, Resolver
@@ -281,6 +282,14 @@ def _verify_one(d: dkimpy.DKIM, p: _Pending, answer: DnsAnswer) -> DkimResult:
     return _fail(base, "permerror", last_error or "no usable key record")
 
 
+_T = TypeVar("_T")
+
+
+def _timed(fn: Callable[..., _T], *args: Any) -> _T:
+    with stage("dkim"):
+        return fn(*args)
+
+
 def _verify_all(
     d: dkimpy.DKIM | None, items: list[DkimResult | _Pending], answers: dict[str, DnsAnswer]
 ) -> tuple[DkimResult, ...]:
@@ -302,13 +311,13 @@ async def verify_dkim(
     message: bytes, resolver: Resolver, *, max_signatures: int = MAX_SIGNATURES
 ) -> tuple[DkimResult, ...]:
     """One DkimResult per DKIM-Signature field, in header order; () when the message has none."""
-    d, items = await asyncio.to_thread(_parse_signatures, message, max_signatures)
+    d, items = await asyncio.to_thread(_timed, _parse_signatures, message, max_signatures)
     names = sorted({i.key_name for i in items if isinstance(i, _Pending)})
     fetched = await asyncio.gather(*(resolver.query(n, "TXT") for n in names))
     answers = dict(zip(names, fetched, strict=True))
     if not any(isinstance(i, _Pending) for i in items):
         return tuple(i for i in items if isinstance(i, DkimResult))
-    return await asyncio.to_thread(_verify_all, d, items, answers)
+    return await asyncio.to_thread(_timed, _verify_all, d, items, answers)
 
 
 def dnsfunc_for(resolver: Resolver) -> Callable[..., bytes | None]:

@@ -17,6 +17,7 @@ import logging
 import multiprocessing
 from concurrent.futures.process import BrokenProcessPool
 
+from ..cputime import stage
 from ..junk.features import content_features
 from ..mime.addresses import Author
 from ..mime.parsed import ParsedMessage, parse_message
@@ -28,8 +29,11 @@ log = logging.getLogger(__name__)
 def analyze(body: bytes) -> tuple[pb.MessageStructure, Author, pb.JunkFeatures]:
     """The message parsed once, and what its content says for the junk filter (the bytes are
     not sent back: the caller has them). Raises MimeTooDeep as parse_message does."""
-    parsed = parse_message(body)
-    return parsed.structure, parsed.author, content_features(body, parsed.structure)
+    with stage("parse"):
+        parsed = parse_message(body)
+    with stage("junk features"):
+        features = content_features(body, parsed.structure)
+    return parsed.structure, parsed.author, features
 
 
 class Analyzer:

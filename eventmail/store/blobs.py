@@ -4,6 +4,7 @@ import os
 import struct
 from pathlib import Path
 
+from ..cputime import stage
 from . import crypto
 from .errors import DamagedBlob, StreamShredded
 from .fsutil import make_dirs, write_atomic
@@ -37,6 +38,10 @@ class BlobStore:
         return self.stream.encode() + b"\x00" + blob_id
 
     def put(self, data: bytes) -> bytes:
+        with stage("blob"):
+            return self._put(data)
+
+    def _put(self, data: bytes) -> bytes:
         """Store `data` durably (fsynced file and directory) and return its id; a no-op if present."""
         blob_id = self.blob_id(data)
         f = self._file(blob_id)

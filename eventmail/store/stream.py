@@ -5,6 +5,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from ..cputime import stage
 from ..proto import events_pb2 as pb
 from .errors import NotWriter, StoreError
 from .log import StreamLog
@@ -122,7 +123,8 @@ class StreamWriter:
             return
         flat = [e for events, _ in batch for e in events]
         try:
-            plaintexts = [e.SerializeToString(deterministic=True) for e in flat]
+            with stage("append"):
+                plaintexts = [e.SerializeToString(deterministic=True) for e in flat]
             records = await asyncio.to_thread(self._seal_and_write, plaintexts)
         except Exception as e:
             # Nothing of the batch is in the log (StreamLog.write is all or nothing).
@@ -159,7 +161,8 @@ class StreamWriter:
             i += len(events)
 
     def _publish(self, committed: list[Committed]) -> list[Committed]:
-        committed = self.on_commit(committed)
+        with stage("projections"):
+            committed = self.on_commit(committed)
         for sub in list(self.subscribers):
             for c in committed:
                 sub._put(c)
@@ -185,8 +188,9 @@ class StreamWriter:
             raise
 
     def _seal_and_write(self, plaintexts: list[bytes]) -> list[Record]:
-        records = self.log.encrypt(plaintexts)
-        self.log.write(records)
+        with stage("append"):
+            records = self.log.encrypt(plaintexts)
+            self.log.write(records)
         return records
 
     def subscribe(self) -> Subscription:
