@@ -251,8 +251,26 @@ async def cmd_junk_retrain(args: argparse.Namespace) -> None:
     await _admin(args, "junk.retrain", {"name": args.name})
 
 
+async def cmd_restore(args: argparse.Namespace) -> None:
+    if args.undo:
+        if args.at or args.mailbox or args.dry_run:
+            raise CliError("--undo ID takes no --at, --mailbox or --dry-run", EXIT_USAGE)
+        await _admin(args, "restore.undo", {"name": args.name, "id": args.undo})
+        return
+    if not args.at:
+        raise CliError("give --at TIME (or --undo ID)", EXIT_USAGE)
+    params = {"name": args.name, "at": args.at, "mailbox": args.mailbox or "", "dry_run": "1" if args.dry_run else ""}
+    await _admin(args, "restore", params)
+
+
 async def cmd_export(args: argparse.Namespace) -> None:
-    at = transfer.parse_time(args.at) if args.at else None
+    from .mail.admin import AdminError
+    from .mail.restore import parse_moment
+
+    try:
+        at = parse_moment(args.at) if args.at else None
+    except AdminError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
     store = await _open(args, writable=False)
     try:
         acct = await store.account(args.name)
@@ -318,6 +336,7 @@ async def cmd_dkim_list(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------- servers
 
 
+MOMENT_FORMS = "ISO 8601 (local time without an offset), seconds since the epoch, or back from now (2h, 3d, 1w)"
 LOCALSERVE_PORTS = {"smtp": 1025, "submission": 1587, "submissions": 1465, "imap": 1143, "imaps": 1993}
 LOCALSERVE_ACCOUNT = "you"
 LOCALSERVE_ADDRESS = "you@localhost"
@@ -591,7 +610,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("out")
     p.add_argument("--format", choices=["mbox", "maildir"], default="maildir")
-    p.add_argument("--at", metavar="TIME", help="the moment: ISO 8601 or seconds since the epoch (default: now)")
+    p.add_argument("--at", metavar="TIME", help=f"the moment: {MOMENT_FORMS} (default: now)")
+
+    p = add(sub, "restore", cmd_restore, "bring an account (or one mailbox tree) back to how it was at a moment, "
+            "as new events; or undo a restore")
+    p.add_argument("name")
+    p.add_argument("--at", metavar="TIME", help=f"the moment: {MOMENT_FORMS}")
+    p.add_argument("--mailbox", metavar="M", help="restore only this mailbox and the mailboxes under it")
+    p.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
+    p.add_argument("--undo", metavar="ID", help="take back the restore with this id (printed by the restore)")
 
     add(sub, "verify", cmd_verify, "check every stream's chain and every blob; print each stream's head")
 

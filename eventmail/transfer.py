@@ -2,7 +2,6 @@
 
 import os
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -120,17 +119,3 @@ def export(account: Account, out: Path, fmt: str, at_us: int | None) -> int:
             os.utime(f, (m.internal_date, m.internal_date))
             written += 1
     return written
-
-
-def parse_time(text: str) -> int:
-    """--at: seconds since the epoch, or an ISO 8601 time (local time when no offset is given)."""
-    from datetime import datetime
-
-    try:
-        return int(float(text) * 1_000_000)
-    except ValueError:
-        pass
-    dt = datetime.fromisoformat(text)
-    if dt.tzinfo is None:
-        return int(time.mktime(dt.timetuple()) * 1_000_000 + dt.microsecond)
-    return int(dt.timestamp() * 1_000_000)

@@ -49,7 +49,7 @@ MAX_SETTING_ITEMS = 100
 
 
 Progress = Callable[[int, int], None]
-# How a long operation (import, and later restore and backup) reports "done of total": the CLI's
+# How a long operation (import, restore, and later backup) reports "done of total": the CLI's
 # progress bar when it runs here, progress lines on the control socket when a server runs it.
 PROGRESS: ContextVar[Progress | None] = ContextVar("admin_progress", default=None)
 
@@ -182,10 +182,12 @@ class Admin:
 
     def commands(self) -> dict[str, Callable[[Mapping[str, Any]], Awaitable[dict[str, Any]]]]:
         """Request name -> operation; every writing CLI command is one of these."""
-        from .queue import QueueOps  # the queue's module uses AdminError from here
+        from .queue import QueueOps  # these modules use AdminError from here
+        from .restore import RestoreOps
 
         return {
             **QueueOps(self.store).commands(),
+            **RestoreOps(self.store).commands(),
             "domain.add": self.domain_add,
             "domain.remove": self.domain_remove,
             "account.add": self.account_add,

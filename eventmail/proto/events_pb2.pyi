@@ -301,6 +301,34 @@ class FlagsChanged(_message.Message):
     replace: bool
     def __init__(self, mailbox_id: _Optional[int] = ..., uids: _Optional[_Iterable[int]] = ..., add: _Optional[_Iterable[str]] = ..., remove: _Optional[_Iterable[str]] = ..., replace: _Optional[bool] = ...) -> None: ...
 
+class RestoreRecorded(_message.Message):
+    __slots__ = ("restore_id", "at_us", "mailbox", "flags_before", "created_mailbox_ids", "messages_back", "undoes")
+    RESTORE_ID_FIELD_NUMBER: _ClassVar[int]
+    AT_US_FIELD_NUMBER: _ClassVar[int]
+    MAILBOX_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    CREATED_MAILBOX_IDS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGES_BACK_FIELD_NUMBER: _ClassVar[int]
+    UNDOES_FIELD_NUMBER: _ClassVar[int]
+    restore_id: str
+    at_us: int
+    mailbox: str
+    flags_before: _containers.RepeatedCompositeFieldContainer[RestoredFlags]
+    created_mailbox_ids: _containers.RepeatedScalarFieldContainer[int]
+    messages_back: int
+    undoes: str
+    def __init__(self, restore_id: _Optional[str] = ..., at_us: _Optional[int] = ..., mailbox: _Optional[str] = ..., flags_before: _Optional[_Iterable[_Union[RestoredFlags, _Mapping]]] = ..., created_mailbox_ids: _Optional[_Iterable[int]] = ..., messages_back: _Optional[int] = ..., undoes: _Optional[str] = ...) -> None: ...
+
+class RestoredFlags(_message.Message):
+    __slots__ = ("mailbox_id", "uid", "flags")
+    MAILBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    UID_FIELD_NUMBER: _ClassVar[int]
+    FLAGS_FIELD_NUMBER: _ClassVar[int]
+    mailbox_id: int
+    uid: int
+    flags: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, mailbox_id: _Optional[int] = ..., uid: _Optional[int] = ..., flags: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class MessagesExpunged(_message.Message):
     __slots__ = ("mailbox_id", "uids")
     MAILBOX_ID_FIELD_NUMBER: _ClassVar[int]
@@ -538,7 +566,7 @@ class HandoffQueued(_message.Message):
     def __init__(self, id: _Optional[str] = ..., account: _Optional[str] = ..., mailbox: _Optional[str] = ..., blob_id: _Optional[bytes] = ..., size: _Optional[int] = ..., origin: _Optional[_Union[Origin, _Mapping]] = ..., delivery_key: _Optional[bytes] = ..., internal_date: _Optional[int] = ..., flags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("mailbox_created", "mailbox_renamed", "mailbox_deleted", "mailbox_subscription", "message_added", "flags_changed", "messages_expunged", "messages_copied", "account_setting", "mailbox_special_use", "account_created", "account_deleted", "password_set", "address_added", "address_removed", "domain_added", "domain_removed", "dkim_selector", "outbound_queued", "outbound_attempt", "outbound_held", "outbound_retry", "outbound_dropped", "suppressed", "unsuppressed", "mta_sts_policy", "handoff_queued")
+    __slots__ = ("mailbox_created", "mailbox_renamed", "mailbox_deleted", "mailbox_subscription", "message_added", "flags_changed", "messages_expunged", "messages_copied", "account_setting", "mailbox_special_use", "account_created", "account_deleted", "password_set", "address_added", "address_removed", "domain_added", "domain_removed", "dkim_selector", "outbound_queued", "outbound_attempt", "outbound_held", "outbound_retry", "outbound_dropped", "suppressed", "unsuppressed", "mta_sts_policy", "restore_recorded", "handoff_queued")
     MAILBOX_CREATED_FIELD_NUMBER: _ClassVar[int]
     MAILBOX_RENAMED_FIELD_NUMBER: _ClassVar[int]
     MAILBOX_DELETED_FIELD_NUMBER: _ClassVar[int]
@@ -565,6 +593,7 @@ class Event(_message.Message):
     SUPPRESSED_FIELD_NUMBER: _ClassVar[int]
     UNSUPPRESSED_FIELD_NUMBER: _ClassVar[int]
     MTA_STS_POLICY_FIELD_NUMBER: _ClassVar[int]
+    RESTORE_RECORDED_FIELD_NUMBER: _ClassVar[int]
     HANDOFF_QUEUED_FIELD_NUMBER: _ClassVar[int]
     mailbox_created: MailboxCreated
     mailbox_renamed: MailboxRenamed
@@ -592,5 +621,6 @@ class Event(_message.Message):
     suppressed: Suppressed
     unsuppressed: Unsuppressed
     mta_sts_policy: MtaStsPolicy
+    restore_recorded: RestoreRecorded
     handoff_queued: HandoffQueued
-    def __init__(self, mailbox_created: _Optional[_Union[MailboxCreated, _Mapping]] = ..., mailbox_renamed: _Optional[_Union[MailboxRenamed, _Mapping]] = ..., mailbox_deleted: _Optional[_Union[MailboxDeleted, _Mapping]] = ..., mailbox_subscription: _Optional[_Union[MailboxSubscription, _Mapping]] = ..., message_added: _Optional[_Union[MessageAdded, _Mapping]] = ..., flags_changed: _Optional[_Union[FlagsChanged, _Mapping]] = ..., messages_expunged: _Optional[_Union[MessagesExpunged, _Mapping]] = ..., messages_copied: _Optional[_Union[MessagesCopied, _Mapping]] = ..., account_setting: _Optional[_Union[AccountSetting, _Mapping]] = ..., mailbox_special_use: _Optional[_Union[MailboxSpecialUse, _Mapping]] = ..., account_created: _Optional[_Union[AccountCreated, _Mapping]] = ..., account_deleted: _Optional[_Union[AccountDeleted, _Mapping]] = ..., password_set: _Optional[_Union[PasswordSet, _Mapping]] = ..., address_added: _Optional[_Union[AddressAdded, _Mapping]] = ..., address_removed: _Optional[_Union[AddressRemoved, _Mapping]] = ..., domain_added: _Optional[_Union[DomainAdded, _Mapping]] = ..., domain_removed: _Optional[_Union[DomainRemoved, _Mapping]] = ..., dkim_selector: _Optional[_Union[DkimSelector, _Mapping]] = ..., outbound_queued: _Optional[_Union[OutboundQueued, _Mapping]] = ..., outbound_attempt: _Optional[_Union[OutboundAttempt, _Mapping]] = ..., outbound_held: _Optional[_Union[OutboundHeld, _Mapping]] = ..., outbound_retry: _Optional[_Union[OutboundRetry, _Mapping]] = ..., outbound_dropped: _Optional[_Union[OutboundDropped, _Mapping]] = ..., suppressed: _Optional[_Union[Suppressed, _Mapping]] = ..., unsuppressed: _Optional[_Union[Unsuppressed, _Mapping]] = ..., mta_sts_policy: _Optional[_Union[MtaStsPolicy, _Mapping]] = ..., handoff_queued: _Optional[_Union[HandoffQueued, _Mapping]] = ...) -> None: ...
+    def __init__(self, mailbox_created: _Optional[_Union[MailboxCreated, _Mapping]] = ..., mailbox_renamed: _Optional[_Union[MailboxRenamed, _Mapping]] = ..., mailbox_deleted: _Optional[_Union[MailboxDeleted, _Mapping]] = ..., mailbox_subscription: _Optional[_Union[MailboxSubscription, _Mapping]] = ..., message_added: _Optional[_Union[MessageAdded, _Mapping]] = ..., flags_changed: _Optional[_Union[FlagsChanged, _Mapping]] = ..., messages_expunged: _Optional[_Union[MessagesExpunged, _Mapping]] = ..., messages_copied: _Optional[_Union[MessagesCopied, _Mapping]] = ..., account_setting: _Optional[_Union[AccountSetting, _Mapping]] = ..., mailbox_special_use: _Optional[_Union[MailboxSpecialUse, _Mapping]] = ..., account_created: _Optional[_Union[AccountCreated, _Mapping]] = ..., account_deleted: _Optional[_Union[AccountDeleted, _Mapping]] = ..., password_set: _Optional[_Union[PasswordSet, _Mapping]] = ..., address_added: _Optional[_Union[AddressAdded, _Mapping]] = ..., address_removed: _Optional[_Union[AddressRemoved, _Mapping]] = ..., domain_added: _Optional[_Union[DomainAdded, _Mapping]] = ..., domain_removed: _Optional[_Union[DomainRemoved, _Mapping]] = ..., dkim_selector: _Optional[_Union[DkimSelector, _Mapping]] = ..., outbound_queued: _Optional[_Union[OutboundQueued, _Mapping]] = ..., outbound_attempt: _Optional[_Union[OutboundAttempt, _Mapping]] = ..., outbound_held: _Optional[_Union[OutboundHeld, _Mapping]] = ..., outbound_retry: _Optional[_Union[OutboundRetry, _Mapping]] = ..., outbound_dropped: _Optional[_Union[OutboundDropped, _Mapping]] = ..., suppressed: _Optional[_Union[Suppressed, _Mapping]] = ..., unsuppressed: _Optional[_Union[Unsuppressed, _Mapping]] = ..., mta_sts_policy: _Optional[_Union[MtaStsPolicy, _Mapping]] = ..., restore_recorded: _Optional[_Union[RestoreRecorded, _Mapping]] = ..., handoff_queued: _Optional[_Union[HandoffQueued, _Mapping]] = ...) -> None: ...

@@ -297,6 +297,30 @@ class Account:
         finally:
             self._keys_pending.discard(delivery_key)
 
+    async def add_existing(self, mailbox_id: int, items: Sequence[pb.MessageAdded]) -> list[Committed]:
+        """Messages whose bytes this account already holds (a restore) added again to a mailbox with
+        new UIDs, in one commit. Each item is a MessageAdded whose mailbox_id and uid are decided
+        here; its blob must still exist (checked before anything is appended)."""
+        missing = [m.blob_id.hex() for m in items if not self.blobs.exists(m.blob_id)]
+        if missing:
+            raise NotFound(f"{len(missing)} message(s) no longer in the blob store (first: {missing[0]})")
+        async with self._lock:
+            mb = self.view.mailbox_by_id(mailbox_id)
+            if mb is None:
+                raise NotFound(f"no mailbox id {mailbox_id}")
+            check_keywords(self.view, mailbox_id, [m.flags for m in items])
+            first = max(mb.uidnext, self._uid_reserved.get(mailbox_id, 0))
+            self._uid_reserved[mailbox_id] = first + len(items)
+            events = []
+            for uid, item in enumerate(items, start=first):
+                added = pb.MessageAdded()
+                added.CopyFrom(item)
+                added.mailbox_id, added.uid = mailbox_id, uid
+                events.append(pb.Event(message_added=added))
+            fut = self._writer.submit(events)
+        self.last_used = time.monotonic()
+        return await fut
+
     def delivery_key(self, message_id: bytes, message: bytes) -> bytes:
         """A keyed hash of a message's Message-ID (its first field's value, as the caller read it)
         and bytes: the same retried delivery has the same key."""

@@ -1,0 +1,238 @@
+"""Point-in-time restore against a real `eventmail serve`: an accidental mass expunge, a changed
+flag and a deleted mailbox brought back by one command while the server runs (an IDLE-ing IMAP
+client sees the messages come back), byte-identical, without duplicates; the restore undone; the
+dry run; one mailbox tree; and with the server stopped, the same command on the store."""
+
+from __future__ import annotations
+
+import imaplib
+import re
+import smtplib
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT
+from .dns_fixture import DnsServer, zone_text
+from .mailserver import MailServer
+
+PASSWORD = "restore test password"
+Snapshot = dict[str, Counter[tuple[bytes, frozenset[str]]]]
+
+
+def cli(srv: MailServer, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "eventmail", *argv, "--dir", str(srv.directory), "--key-file", str(srv.key_file)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT,
+    )
+
+
+def ok(srv: MailServer, *argv: str) -> str:
+    p = cli(srv, *argv)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def deliver(srv: MailServer, n: int, prefix: str) -> None:
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=30) as s:
+        for i in range(n):
+            body = f"Subject: {prefix} {i}\r\nFrom: s@example.test\r\nTo: alice@mail.test\r\n\r\nbody {i}\r\n"
+            s.sendmail("s@example.test", ["alice@mail.test"], body)
+
+
+def login(srv: MailServer) -> imaplib.IMAP4:
+    m = imaplib.IMAP4("127.0.0.1", srv.ports["imap"], timeout=30)
+    m.login("alice", PASSWORD)
+    return m
+
+
+def snapshot(srv: MailServer) -> Snapshot:
+    """Every mailbox's messages as a multiset of (bytes, flags), read over IMAP (\\Recent aside:
+    it belongs to a session)."""
+    out: Snapshot = {}
+    with login(srv) as m:
+        typ, listing = m.list()
+        names = [re.search(rb'"([^"]+)"$', line).group(1).decode() for line in listing if isinstance(line, bytes)]  # type: ignore[union-attr]
+        for name in names:
+            typ, count = m.select(f'"{name}"', readonly=True)
+            items: Counter[tuple[bytes, frozenset[str]]] = Counter()
+            out[name] = items
+            if count[0] == b"0":
+                continue
+            typ, data = m.fetch("1:*", "(FLAGS BODY.PEEK[])")
+            for item in data:
+                if isinstance(item, tuple):
+                    flags = re.search(rb"FLAGS \(([^)]*)\)", item[0])
+                    assert flags is not None
+                    kept = frozenset(f for f in flags.group(1).decode().split() if f != "\\Recent")
+                    items[(item[1], kept)] += 1
+    return out
+
+
+def damage(srv: MailServer) -> None:
+    """The accident: half the INBOX expunged, \\Seen taken off the rest, the Work mailbox deleted."""
+    with login(srv) as m:
+        m.select("INBOX")
+        m.store("1:10", "+FLAGS", "(\\Deleted)")
+        m.expunge()
+        m.store("1:*", "-FLAGS", "(\\Seen)")
+        m.delete("Work")
+
+
+def prepare(srv: MailServer) -> None:
+    deliver(srv, 20, "restore me")
+    srv.wait_for("alice", 20)
+    with login(srv) as m:
+        m.create("Work")
+        m.select("INBOX")
+        m.copy("3:7", "Work")
+        m.store("1:12", "+FLAGS", "(\\Seen)")
+        m.store("2,4", "+FLAGS", "(\\Flagged $Label1)")
+        m.select("Work")
+        m.store("1", "+FLAGS", "(\\Answered)")
+
+
+class Idler:
+    """An IMAP client in IDLE on INBOX (RFC 2177), collecting the untagged EXISTS it is sent."""
+
+    def __init__(self, srv: MailServer) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", srv.ports["imap"]), timeout=30)
+        self.file = self.sock.makefile("rb")
+        self.exists: list[int] = []
+        self.file.readline()
+        for line in (b"a LOGIN alice \"" + PASSWORD.encode() + b"\"\r\n", b"b SELECT INBOX\r\n", b"c IDLE\r\n"):
+            self.sock.sendall(line)
+            tag = line.split(b" ")[0]
+            while True:
+                got = self.file.readline()
+                if got.startswith(b"+") or got.startswith(tag + b" "):
+                    break
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            for line in self.file:
+                m = re.match(rb"\* (\d+) EXISTS", line)
+                if m:
+                    self.exists.append(int(m.group(1)))
+        except OSError:
+            pass
+
+    def wait_exists(self, n: int, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while not (self.exists and self.exists[-1] >= n):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the IDLE client saw EXISTS {self.exists}, not {n}")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture(scope="module")
+def dns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsServer]:
+    """The sender's domain, so that delivery checks answer at once."""
+    zones = {"example.test": zone_text("example.test", ['@ TXT "v=spf1 ip4:127.0.0.0/8 -all"'])}
+    with DnsServer.start(tmp_path_factory.mktemp("restore-dns"), zones) as server:
+        yield server
+
+
+@pytest.fixture
+def server(tmp_path: Path, dns: DnsServer) -> Iterator[MailServer]:
+    srv = MailServer(tmp_path, kinds=("smtp", "imap"), allow_plaintext_auth=True, dns_port=dns.port)
+    srv.init()
+    srv.add_account("alice", "alice@mail.test", PASSWORD)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def moment() -> str:
+    """A moment between two steps of a test: the log's times are microseconds, and a short sleep
+    on each side keeps the steps apart."""
+    time.sleep(0.05)
+    at = f"{time.time():.6f}"
+    time.sleep(0.05)
+    return at
+
+
+def test_a_mass_expunge_is_restored_while_the_server_runs_and_undone(server: MailServer) -> None:
+    prepare(server)
+    before = snapshot(server)
+    at = moment()
+    damage(server)
+    damaged = snapshot(server)
+    assert sum(damaged["INBOX"].values()) == 10 and "Work" not in damaged
+
+    dry = ok(server, "restore", "alice", "--at", at, "--dry-run")
+    assert "INBOX: 10 messages back, flags changed on 2" in dry, dry
+    assert "Work: 5 messages back, mailbox recreated" in dry, dry
+    assert "dry run" in dry
+    assert snapshot(server) == damaged  # the dry run changed nothing
+
+    idler = Idler(server)
+    try:
+        out = ok(server, "restore", "alice", "--at", at)
+        restore_id = out.strip().splitlines()[-1]
+        assert re.fullmatch(r"r[0-9a-f]{10}", restore_id), out
+        idler.wait_exists(20)  # the client in IDLE sees the messages come back
+    finally:
+        idler.close()
+    assert snapshot(server) == before  # byte-identical, flags and mailboxes back
+
+    again = ok(server, "restore", "alice", "--at", at)
+    assert "nothing to restore" in again  # no duplicates
+    assert snapshot(server) == before
+
+    undone = ok(server, "restore", "alice", "--undo", restore_id)
+    assert "15 messages removed" in undone, undone
+    assert "Work" in undone
+    assert snapshot(server) == damaged
+    twice = cli(server, "restore", "alice", "--undo", restore_id)
+    assert twice.returncode != 0 and "undone already" in twice.stderr
+
+
+def test_one_mailbox_tree_restored_with_the_server_stopped(server: MailServer) -> None:
+    prepare(server)
+    before = snapshot(server)
+    at = moment()
+    damage(server)
+    damaged = snapshot(server)
+    server.stop()
+
+    out = ok(server, "restore", "alice", "--at", at, "--mailbox", "Work")
+    assert "Work: 5 messages back, mailbox recreated" in out and "INBOX" not in out, out
+    server.start()
+    now = snapshot(server)
+    assert now["Work"] == before["Work"]
+    assert now["INBOX"] == damaged["INBOX"]  # outside the tree: untouched
+
+
+def test_times_that_cannot_be_restored_to_are_clear_errors(server: MailServer) -> None:
+    deliver(server, 1, "one")
+    cases = [
+        (["--at", "2h"], "before account alice existed"),
+        (["--at", "1999-01-01T00:00:00"], "before account alice existed"),
+        (["--at", str(time.time() + 3600)], "in the future"),
+        (["--at", "yesterday"], "expected ISO 8601"),
+        (["--at", "1", "--undo", "rdeadbeef00"], "takes no --at"),
+        ([], "give --at TIME"),
+    ]
+    for argv, needle in cases:
+        p = cli(server, "restore", "alice", *argv)
+        assert p.returncode == 2, (argv, p.stdout, p.stderr)
+        assert needle in p.stderr and "Traceback" not in p.stderr, (argv, p.stderr)
+    p = cli(server, "restore", "alice", "--undo", "rdeadbeef00")
+    assert p.returncode != 0 and "no restore rdeadbeef00" in p.stderr
+    p = cli(server, "restore", "nobody", "--at", "1h")
+    assert p.returncode != 0 and "no account nobody" in p.stderr
