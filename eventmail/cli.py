@@ -224,6 +224,9 @@ async def cmd_account_list(args: argparse.Namespace) -> None:
         for name, info in sorted(store.system.accounts.items()):
             pw = "password" if info.password is not None else "no password"
             print(f"{name}\t{', '.join(info.addresses)}\t{pw}")
+        for name, gone in sorted(store.system.deleted.items()):
+            until = datetime.fromtimestamp(gone.shred_after_us / 1e6, UTC).isoformat(timespec="minutes")
+            print(f"{name}\t{', '.join(gone.info.addresses)}\tdeleted: restorable until {until}")
     finally:
         await store.close()
 
@@ -233,7 +236,7 @@ async def cmd_account_set_password(args: argparse.Namespace) -> None:
 
 
 async def cmd_account_delete(args: argparse.Namespace) -> None:
-    await _admin(args, "account.delete", {"name": args.name})
+    await _admin(args, "account.delete", {"name": args.name, "shred": "1" if args.shred else ""})
 
 
 async def cmd_account_set(args: argparse.Namespace) -> None:
@@ -257,9 +260,7 @@ async def cmd_restore(args: argparse.Namespace) -> None:
             raise CliError("--undo ID takes no --at, --mailbox or --dry-run", EXIT_USAGE)
         await _admin(args, "restore.undo", {"name": args.name, "id": args.undo})
         return
-    if not args.at:
-        raise CliError("give --at TIME (or --undo ID)", EXIT_USAGE)
-    params = {"name": args.name, "at": args.at, "mailbox": args.mailbox or "", "dry_run": "1" if args.dry_run else ""}
+    params = {"name": args.name, "at": args.at or "", "mailbox": args.mailbox or "", "dry_run": "1" if args.dry_run else ""}
     await _admin(args, "restore", params)
 
 
@@ -281,7 +282,15 @@ async def cmd_export(args: argparse.Namespace) -> None:
 
 
 async def cmd_verify(args: argparse.Namespace) -> None:
-    store = await _open(args, writable=False, tolerate_damage=True)
+    await _verify_directory(args, _directory(args))
+
+
+async def _verify_directory(args: argparse.Namespace, directory: Path) -> None:
+    """Every chain and blob of a data directory (or backup repository) checked, one line a stream."""
+    source = _key_source(args)
+    if not (directory / "keyring").exists():
+        raise MissingKey(f"{directory} has no keyring: not a data directory or a complete backup")
+    store = await open_store(directory, load_master_key(directory, source), writable=False, tolerate_damage=True)
     try:
         reports = await asyncio.to_thread(store.verify)
     finally:
@@ -293,6 +302,28 @@ async def cmd_verify(args: argparse.Namespace) -> None:
         bad += r.error is not None
     if bad:
         raise CliError(f"{bad} stream(s) damaged", code=1)
+
+
+async def cmd_backup_create(args: argparse.Namespace) -> None:
+    from .store import create_backup
+
+    report = await asyncio.to_thread(create_backup, _directory(args), Path(args.dest), transfer.progress_bar())
+    print(f"backup {args.dest}: {report.line()}")
+
+
+async def cmd_backup_verify(args: argparse.Namespace) -> None:
+    from .store import check_repository
+
+    check_repository(Path(args.dest))
+    await _verify_directory(args, Path(args.dest))
+
+
+async def cmd_backup_restore(args: argparse.Namespace) -> None:
+    from .store import restore_backup
+
+    report = await asyncio.to_thread(restore_backup, Path(args.dest), _directory(args), transfer.progress_bar())
+    print(f"restored into {args.dir}: {report.line()}")
+    await _verify_directory(args, _directory(args))
 
 
 def _event_json(event: pb.Event, full: bool) -> str:
@@ -585,8 +616,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(asub, "set-password", cmd_account_set_password, "set an account's password (prompted, or from stdin or a file)")
     p.add_argument("name")
     _password_flags(p)
-    p = add(asub, "delete", cmd_account_delete, "delete an account and crypto-shred its data")
+    p = add(asub, "delete", cmd_account_delete, "delete an account: restorable for the grace period "
+            "(deletion_grace_days, default 7), then crypto-shredded")
     p.add_argument("name")
+    p.add_argument("--shred", action="store_true", help="destroy its keys now (also for an account deleted before): "
+                   "no way back")
     p = add(asub, "set", cmd_account_set, "set an account's junk setting: junk.list-domains, junk.forwarders "
             "or junk.dnsbl, comma-separated (an empty VALUE clears it)")
     p.add_argument("name")
@@ -621,6 +655,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--undo", metavar="ID", help="take back the restore with this id (printed by the restore)")
 
     add(sub, "verify", cmd_verify, "check every stream's chain and every blob; print each stream's head")
+
+    bk = sub.add_parser("backup", help="backup repositories", description="backup repositories (docs/restore.md)")
+    bsub = bk.add_subparsers(dest="backup_command", required=True, metavar="BACKUP_COMMAND")
+    p = add(bsub, "create", cmd_backup_create, "bring the backup repository DEST up to the data directory "
+            "(incremental, ciphertext only, while the server runs)")
+    p.add_argument("dest")
+    p = add(bsub, "verify", cmd_backup_verify, "check every chain and blob of the repository DEST, without restoring")
+    p.add_argument("dest")
+    p = add(bsub, "restore", cmd_backup_restore, "make the new data directory --dir from the repository DEST, "
+            "then verify it")
+    p.add_argument("dest")
 
     p = add(sub, "log", cmd_log, "decrypt and print a stream's events, one a line (NAME: an account, system or queue)")
     p.add_argument("name")

@@ -128,16 +128,18 @@ class Config:
     analysis_workers: int = 0
     # The shortest password `account add|set-password` accept (eventmail.mail.admin says why 8).
     min_password_length: int = 8
+    deletion_grace_days: float = 7.0
 
 
-def _take(table: dict[str, Any], key: str, kind: type, where: str, default: Any = ...) -> Any:
+def _take(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any = ...) -> Any:
     if key not in table:
         if default is ...:
             raise ConfigError(f"{where}{key}: missing")
         return default
     value = table[key]
     if (kind is int and isinstance(value, bool)) or not isinstance(value, kind):
-        raise ConfigError(f"{where}{key}: expected {kind.__name__}, got {type(value).__name__}")
+        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise ConfigError(f"{where}{key}: expected {names}, got {type(value).__name__}")
     return value
 
 
@@ -157,7 +159,7 @@ def parse(text: str, base: Path) -> Config:
     known = {"hostname", "data_dir", "key_file", "passphrase_env", "tls", "listener", "resolver",
              "allow_plaintext_auth", "deliver_all_to", "smarthost", "max_message_bytes", "replication",
              "smarthost_user", "smarthost_password_file", "queue", "analysis_workers", "route",
-             "limits", "min_password_length"}
+             "limits", "min_password_length", "deletion_grace_days"}
     known |= {"allow_key_file_mode", "user"}
     for key in doc:
         if key not in known:
@@ -197,8 +199,12 @@ def parse(text: str, base: Path) -> Config:
     min_password = _take(doc, "min_password_length", int, "", 8)
     if not 8 <= min_password <= 1024:
         raise ConfigError("min_password_length: from 8 (NIST SP 800-63B's least) to 1024")
+    grace = _take(doc, "deletion_grace_days", (int, float), "", 7)
+    if not 0 <= grace <= 3650 or isinstance(grace, bool):
+        raise ConfigError("deletion_grace_days: from 0 (shred at once) to 3650")
     return Config(
         replication=_replication(repl, base) if repl is not None else None,
+        deletion_grace_days=float(grace),
         limits=_limits(_take(doc, "limits", dict, "", {})),
         hostname=hostname,
         data_dir=base / _take(doc, "data_dir", str, ""),

@@ -19,7 +19,7 @@ from .config import Config, SmarthostSettings
 from .control import ControlServer
 from .imap.server import start_imap
 from .imap.wire import Limits as ImapLimits
-from .mail.admin import Admin, Policy
+from .mail.admin import Admin, Policy, shred_when_due
 from .mail.queue import OutboundPolicy, Schedule
 from .mailauth.resolver import Resolver, ResolverConfig
 from .metrics import REGISTRY
@@ -142,6 +142,11 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
         # Of a pair, only the primary sends the queue out (else both nodes would send each message).
         work = replication.while_primary(runner.run) if cfg.replication is not None else runner.run()
         tasks.append(asyncio.get_running_loop().create_task(work))
+    # Deleted accounts are shredded when their grace period ends — by the primary only: the
+    # secondary follows its events and its keyring.
+    shredding = (replication.while_primary(lambda: shred_when_due(store)) if cfg.replication is not None
+                 else shred_when_due(store))
+    tasks.append(asyncio.get_running_loop().create_task(shredding))
     return Running(store, servers, tasks, ports, closers)
 
 
@@ -162,7 +167,7 @@ async def _start_control(cfg: Config, store: Store, replication: "RunningReplica
     """The control socket in the data directory: the mail layer's admin operations and, on a
     replicating node, replication's commands (docs/operations.md)."""
     control = ControlServer()
-    control.register(Admin(store, Policy(cfg.min_password_length)).commands())
+    control.register(Admin(store, Policy(cfg.min_password_length, cfg.deletion_grace_days)).commands())
 
     async def metrics(args: Mapping[str, Any]) -> dict[str, Any]:
         return {"metrics": generate_latest(REGISTRY).decode()}

@@ -121,6 +121,10 @@ def test_accounts_add_list_password_delete(cli: Cli, capsys: pytest.CaptureFixtu
     rc, out, _ = cli("account", "delete", "bob", capsys=capsys)
     assert rc == 0
     rc, out, _ = cli("account", "list", capsys=capsys)
+    assert "bob\tbob@example.test\tdeleted: restorable until" in out  # its grace period
+    rc, out, _ = cli("account", "delete", "bob", "--shred", capsys=capsys)
+    assert rc == 0 and "shredded" in out
+    rc, out, _ = cli("account", "list", capsys=capsys)
     assert "bob" not in out
     rc, _, err = cli("log", "bob", capsys=capsys)
     assert rc == 1 and "no account bob" in err

@@ -27,10 +27,10 @@ PASSWORD = "restore test password"
 Snapshot = dict[str, Counter[tuple[bytes, frozenset[str]]]]
 
 
-def cli(srv: MailServer, *argv: str) -> subprocess.CompletedProcess[str]:
+def cli(srv: MailServer, *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "eventmail", *argv, "--dir", str(srv.directory), "--key-file", str(srv.key_file)],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        capture_output=True, text=True, timeout=120, cwd=ROOT, input=stdin,
     )
 
 
@@ -236,3 +236,116 @@ def test_times_that_cannot_be_restored_to_are_clear_errors(server: MailServer) -
     assert p.returncode != 0 and "no restore rdeadbeef00" in p.stderr
     p = cli(server, "restore", "nobody", "--at", "1h")
     assert p.returncode != 0 and "no account nobody" in p.stderr
+
+
+def imap_ok(srv: MailServer) -> bool:
+    try:
+        with login(srv) as m:
+            return m.select("INBOX")[0] == "OK"
+    except imaplib.IMAP4.error:
+        return False
+
+
+def rcpt_code(srv: MailServer, address: str) -> int:
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=30) as s:
+        s.ehlo("client.example.test")
+        s.mail("s@example.test")
+        return s.rcpt(address)[0]
+
+
+def test_a_deleted_account_is_brought_back_within_its_grace_period(server: MailServer) -> None:
+    prepare(server)
+    before = snapshot(server)
+    out = ok(server, "account", "delete", "alice")
+    assert "restore alice` brings it back" in out, out
+    assert not imap_ok(server) and rcpt_code(server, "alice@mail.test") == 550  # gone for mail and logins
+    listing = cli(server, "account", "list")  # read-only beside the running server
+    assert "alice\talice@mail.test\tdeleted: restorable until" in listing.stdout, listing
+    p = cli(server, "account", "add", "alice", "other@mail.test", "--password-stdin", stdin=PASSWORD + "\n")
+    assert p.returncode != 0 and "grace period" in p.stderr
+
+    out = ok(server, "restore", "alice")
+    assert "account alice brought back with alice@mail.test" in out, out
+    assert imap_ok(server) and rcpt_code(server, "alice@mail.test") == 250
+    assert snapshot(server) == before  # its mail, flags and mailboxes, as they were
+
+
+def test_shredding_now_and_at_the_end_of_the_grace_period(tmp_path: Path, dns: DnsServer) -> None:
+    srv = MailServer(tmp_path, kinds=("smtp", "imap"), allow_plaintext_auth=True, dns_port=dns.port,
+                     settings="deletion_grace_days = 0.00003\n")  # 2.6 seconds
+    srv.init()
+    srv.add_account("alice", "alice@mail.test", PASSWORD)
+    srv.add_account("bob", "bob@mail.test", PASSWORD)
+    srv.start()
+    try:
+        deliver(srv, 2, "shred me")
+        srv.wait_for("alice", 2)
+        streams = len(list((srv.directory / "streams").iterdir()))
+        assert "shredded" in ok(srv, "account", "delete", "bob", "--shred")
+        ok(srv, "account", "delete", "alice")
+        srv.wait_log("account alice shredded: its grace period after deletion ended", timeout=30)
+        for name in ("alice", "bob"):
+            p = cli(srv, "restore", name)
+            assert p.returncode != 0 and f"no account {name}" in p.stderr, p.stderr
+    finally:
+        srv.stop()
+    verify = cli(srv, "verify")
+    assert verify.returncode == 0, verify.stderr
+    assert len(verify.stdout.strip().splitlines()) == 2  # system and queue: no account stream left
+    assert len(list((srv.directory / "streams").iterdir())) == streams - 2  # their logs are gone too
+
+
+def test_shredding_reaches_the_secondary_and_a_restore_works_after_a_takeover(tmp_path: Path) -> None:
+    from eventmail.opening import open_store
+    from eventmail.store import MasterKeySource, load_master_key
+
+    from .replica_pair import caught_up, close_pair, make_pair, wait_until
+
+    a, b = make_pair(tmp_path)
+    for node in (a, b):
+        node.kinds = (*node.kinds, "imap")
+        node.allow_plaintext_auth = True
+    a.add_account("bob", "bob@mail.test", "pw-bob-12345")
+    a.cli("account", "set-password", "alice", "--password-stdin", stdin=PASSWORD + "\n")
+
+    def keyring_streams(node: MailServer) -> set[str]:
+        async def read() -> set[str]:
+            key = load_master_key(node.directory, MasterKeySource(key_file=node.key_file))
+            store = await open_store(node.directory, key, writable=False)
+            try:
+                return set(store.keyring.streams)
+            finally:
+                await store.close()
+
+        import asyncio
+
+        return asyncio.run(read())
+
+    try:
+        a.start()
+        b.start()
+        with smtplib.SMTP("127.0.0.1", a.ports["smtp"], timeout=30) as s:
+            for i, rcpt in enumerate(("alice@mail.test", "alice@mail.test", "alice@mail.test", "bob@mail.test")):
+                s.sendmail("s@example.test", [rcpt], f"Subject: {i} to {rcpt}\r\n\r\nhello\r\n")
+        assert len(a.wait_for("alice", 3)) == 3
+        wait_until(lambda: caught_up(b, a), 60, "the secondary to catch up")
+        before = snapshot(a)
+        at = moment()
+        with login(a) as m:
+            m.select("INBOX")
+            m.store("1:*", "+FLAGS", "(\\Deleted)")
+            m.expunge()
+        assert "account/bob" in keyring_streams(b)
+        ok(a, "account", "delete", "bob", "--shred")
+        wait_until(lambda: caught_up(b, a), 60, "the secondary to catch up")
+        wait_until(lambda: "account/bob" not in keyring_streams(b), 30, "the secondary to drop bob's keys")
+        p = cli(b, "log", "bob")
+        assert p.returncode != 0
+
+        a.kill()  # the primary is lost; the secondary takes over
+        b.replica("promote")
+        out = ok(b, "restore", "alice", "--at", at)
+        assert "INBOX: 3 messages back" in out, out
+        assert snapshot(b)["INBOX"] == before["INBOX"]
+    finally:
+        close_pair(a, b)

@@ -11,19 +11,25 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import ipaddress
+import logging
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..junk.delivery import SETTING_DNSBL, SETTING_FORWARDERS, SETTING_LISTS
 from ..mailauth.domains import DomainError, to_ascii_domain
 from ..proto import events_pb2 as pb
-from ..store import ACCOUNT_NAME, QUEUE, SYSTEM, Store, normalize_address
+from ..store import ACCOUNT_NAME, QUEUE, SYSTEM, Store, StoreError, normalize_address
+
+log = logging.getLogger(__name__)
 
 # NIST SP 800-63B §5.1.1.1: memorized secrets chosen by the user are at least 8 characters; its
 # 2024 revision keeps 8 as the floor when the password is not the only factor, and this server
@@ -40,6 +46,11 @@ LOCAL_ATOM = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+")
 # RFC 1035 §2.3.1 (with RFC 1123 §2.1's leading digit): letters, digits, hyphens inside a label.
 LDH_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 DKIM_ALGORITHMS = ("ed25519-sha256", "rsa-sha256")
+# A deleted account can be brought back for this long (`eventmail restore NAME`), then is shredded:
+# a week covers "deleted the wrong account on Friday" and keeps no one's mail long against their will.
+DEFAULT_DELETION_GRACE_DAYS = 7.0
+# How often a server looks for deleted accounts whose grace period has ended (and at its start).
+SHRED_CHECK_SECONDS = 60.0
 RESERVED_NAMES = frozenset({SYSTEM, QUEUE})
 # The account settings an operator sets (eventmail.junk.delivery says what each does), and whether
 # an item may be an IP network as well as a domain.
@@ -68,6 +79,7 @@ class AdminError(Exception):
 @dataclass(frozen=True)
 class Policy:
     min_password_length: int = DEFAULT_MIN_PASSWORD_LENGTH
+    deletion_grace_days: float = DEFAULT_DELETION_GRACE_DAYS
 
 
 # ---------------------------------------------------------------- validation
@@ -256,6 +268,9 @@ class Admin:
         password = check_password(_arg(args, "password"), self.policy)
         if name in self.store.system.accounts:
             raise AdminError(f"account {name} exists")
+        if name in self.store.system.deleted:
+            raise AdminError(f"account {name} was deleted and is in its grace period: bring it back with "
+                             f"`eventmail restore {name}`, or shred it now with `account delete {name} --shred`")
         self._free_address(address)
         ps = await _password_set(name, password)
         # Checked again after the hashing: another request may have taken the name meanwhile.
@@ -289,9 +304,22 @@ class Admin:
         return {"message": f"password of {name} set"}
 
     async def account_delete(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        name = self._existing_account(_arg(args, "name"))
-        await self.store.delete_account(name)
-        return {"message": f"account {name} deleted; its keys are gone, so its log and blobs are unreadable everywhere"}
+        name = _arg(args, "name")
+        shred = bool(args.get("shred"))
+        if name in self.store.system.deleted and shred:
+            await self.store.shred_account(name)
+            return {"message": SHREDDED.format(name=name)}
+        self._existing_account(name)
+        grace_us = int(self.policy.deletion_grace_days * 86400 * 1e6)
+        if shred or grace_us <= 0:
+            await self.store.delete_account(name)
+            return {"message": SHREDDED.format(name=name)}
+        until = int(time.time() * 1e6) + grace_us
+        await self.store.delete_account(name, shred_after_us=until)
+        when = datetime.fromtimestamp(until / 1e6, UTC).isoformat(timespec="minutes")
+        return {"message": f"account {name} deleted: it receives no mail and takes no logins. Until {when} "
+                           f"`eventmail restore {name}` brings it back; then its keys are destroyed "
+                           f"(now: `account delete {name} --shred`)"}
 
     async def account_set(self, args: Mapping[str, Any]) -> dict[str, Any]:
         name = self._existing_account(_arg(args, "name"))
@@ -363,6 +391,40 @@ class Admin:
         else:
             lines.append(f"the statistics changed: before {h0} not junk, {s0} junk")
         return {"message": "\n".join(lines)}
+
+
+SHREDDED = ("account {name} shredded: its keys are destroyed here, on the secondary when it follows, and "
+            "in each backup repository at its next run; its log and blobs are unreadable")
+
+
+async def shred_due(store: Store, now: float) -> list[str]:
+    """Shred the deleted accounts whose grace period has ended; returns their names."""
+    due = sorted(n for n, d in store.system.deleted.items() if d.shred_after_us <= now * 1e6)
+    for name in due:
+        await store.shred_account(name)
+        log.info("account %s shredded: its grace period after deletion ended", name)
+    return due
+
+
+async def shred_when_due(store: Store, clock: Callable[[], float] = time.time,
+                         every: float = SHRED_CHECK_SECONDS) -> None:
+    """A server's task (on the primary of a pair: the secondary follows its events and keyring):
+    shred each deleted account when its grace period ends. It wakes at the next end it knows of,
+    at least every `every` seconds, and at each system event (a deletion may end sooner)."""
+    changes = store.stream(SYSTEM).subscribe()
+    try:
+        while True:
+            try:
+                await shred_due(store, clock())
+            except StoreError as e:
+                log.warning("shredding deleted accounts: %s (tried again in %.0f s)", e, every)
+            ends = [d.shred_after_us / 1e6 - clock() for d in store.system.deleted.values()]
+            wait = min([every, *(max(0.0, t) + 0.01 for t in ends)])
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changes.get(), wait)
+            changes.pending()
+    finally:
+        changes.close()
 
 
 def new_dkim_key(algorithm: str) -> bytes:

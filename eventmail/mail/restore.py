@@ -310,15 +310,36 @@ class RestoreOps:
             raise AdminError(f"no account {name}")
         return name
 
+    async def _undelete(self, name: str) -> list[str]:
+        free, taken = await self.store.undelete_account(name)
+        lines = [f"account {name} brought back" + (f" with {', '.join(free)}" if free else " (no address)")]
+        if taken:
+            lines.append(f"taken by other accounts meanwhile, not given back: {', '.join(taken)}")
+        return lines
+
     async def restore(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        name = self._account(args)
-        at_us = parse_moment(_arg(args, "at"), self.clock())
+        name = _arg(args, "name")
+        at_text = str(args.get("at") or "")
+        deleted = name in self.store.system.deleted and name not in self.store.system.accounts
+        if not deleted:
+            self._account(args)
+            if not at_text:
+                raise AdminError("give --at TIME (or --undo ID); without it, restore brings back a deleted account")
+        at_us = parse_moment(at_text, self.clock()) if at_text else None
         tree = str(args.get("mailbox") or "")
         dry_run = bool(args.get("dry_run"))
+        before: list[str] = []
+        if deleted:
+            if dry_run:
+                return {"message": f"account {name} is deleted: restore would bring it back (dry run: nothing changed)"}
+            before = await self._undelete(name)
+            if at_us is None:
+                return {"message": "\n".join(before)}
+        assert at_us is not None
         async with self.store.use_account(name) as acct:
             check_moment(acct, at_us, int(self.clock() * 1_000_000))
             p = await plan(acct, at_us, tree)
-            lines = p.lines()
+            lines = [*before, *p.lines()]
             if dry_run:
                 return {"message": "\n".join([*lines, "(dry run: nothing changed)"])}
             if all(m.empty() for m in p.mailboxes):

@@ -1,6 +1,7 @@
 """The encrypted event-log store: the only way protocol, web and replication code reach account data."""
 
 from .account import DEFAULT_MAILBOXES, Account
+from .backup import BackupReport, check_repository, create_backup, restore_backup
 from .errors import (
     Conflict,
     DamagedBlob,
@@ -48,6 +49,7 @@ __all__ = [
     "SYSTEM",
     "Account",
     "AccountInfo",
+    "BackupReport",
     "Change",
     "Committed",
     "Conflict",
@@ -86,9 +88,12 @@ __all__ = [
     "SystemView",
     "WrongKey",
     "account_stream",
+    "check_repository",
+    "create_backup",
     "handoff_stream",
     "init_directory",
     "keywords_at_cap",
     "load_master_key",
     "normalize_address",
+    "restore_backup",
 ]

@@ -199,6 +199,9 @@ class Store:
             raise StoreError(f"account name {name!r}: use 1-64 of a-z 0-9 . _ - (starting with a letter or digit)")
         if name in self.system.accounts:
             raise Conflict(f"account {name} exists")
+        if name in self.system.deleted:
+            raise Conflict(f"account {name} was deleted and is in its grace period: bring it back with "
+                           f"`eventmail restore {name}`, or shred it now with `account delete {name} --shred`")
         events = [pb.Event(account_created=pb.AccountCreated(name=name))]
         for addr in addresses:
             owner = self.system.addresses.get(normalize_address(addr))
@@ -230,11 +233,36 @@ class Store:
             raise NotFound(f"account {account} has no address {address}")
         await self._system().append([pb.Event(address_removed=pb.AddressRemoved(account=account, address=address))])
 
-    async def delete_account(self, name: str) -> None:
-        """Record the deletion, then crypto-shred the account: its keys go, then its files."""
+    async def delete_account(self, name: str, shred_after_us: int = 0) -> None:
+        """Record the deletion: the account stops receiving mail and logins at once. Its data stays
+        until `shred_after_us` (the grace period; `undelete_account` brings it back), or is
+        crypto-shredded now when that is 0."""
         if name not in self.system.accounts:
             raise NotFound(f"no account {name}")
-        await self._system().append([pb.Event(account_deleted=pb.AccountDeleted(name=name))])
+        await self._system().append([pb.Event(account_deleted=pb.AccountDeleted(name=name, shred_after_us=shred_after_us))])
+        await self._close_account(name, checkpoint=bool(shred_after_us))
+        if not shred_after_us:
+            await self.shred_account(name)
+
+    async def undelete_account(self, name: str) -> tuple[list[str], list[str]]:
+        """Bring back an account in its grace period; returns (addresses it got back, addresses
+        another account had taken meanwhile)."""
+        gone = self.system.deleted.get(name)
+        if gone is None:
+            raise NotFound(f"no deleted account {name} (shredded, or never deleted)")
+        if name in self.system.accounts:
+            raise Conflict(f"account {name} exists")
+        free = [a for a in gone.info.addresses if a not in self.system.addresses]
+        taken = [a for a in gone.info.addresses if a in self.system.addresses]
+        await self._system().append([pb.Event(account_undeleted=pb.AccountUndeleted(name=name, addresses=free))])
+        return free, taken
+
+    async def shred_account(self, name: str) -> None:
+        """Crypto-shred a deleted account: the shredding is recorded, then its keys go (the
+        keyring travels to the secondary and into backups), then its files."""
+        if name in self.system.accounts:
+            raise Conflict(f"account {name} is not deleted")
+        await self._system().append([pb.Event(account_shredded=pb.AccountShredded(name=name))])
         await self._close_account(name, checkpoint=False)
         stream = account_stream(name)
         keys = self.keyring.streams.get(stream)

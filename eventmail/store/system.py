@@ -13,6 +13,14 @@ class AccountInfo:
 
 
 @dataclass
+class DeletedAccount:
+    """An account in its grace period: gone for mail and logins, its data kept until `shred_after_us`."""
+
+    info: AccountInfo  # as it was when deleted: its addresses are what bringing it back asks for
+    shred_after_us: int
+
+
+@dataclass
 class SystemView:
     """Dynamic configuration, as of `seq`."""
 
@@ -21,15 +29,31 @@ class SystemView:
     addresses: dict[str, str] = field(default_factory=dict)  # normalised address -> account
     domains: set[str] = field(default_factory=set)
     dkim: dict[tuple[str, str], pb.DkimSelector] = field(default_factory=dict)
+    deleted: dict[str, DeletedAccount] = field(default_factory=dict)
 
     def apply(self, seq: int, event: pb.Event) -> None:
         kind = event.WhichOneof("kind")
         if kind == "account_created":
             self.accounts.setdefault(event.account_created.name, AccountInfo(event.account_created.name))
         elif kind == "account_deleted":
-            info = self.accounts.pop(event.account_deleted.name, None)
+            deletion = event.account_deleted
+            info = self.accounts.pop(deletion.name, None)
             for addr in info.addresses if info else []:
                 self.addresses.pop(addr, None)
+            if info is not None and deletion.shred_after_us:
+                self.deleted[deletion.name] = DeletedAccount(info, deletion.shred_after_us)
+        elif kind == "account_undeleted":
+            u = event.account_undeleted
+            gone = self.deleted.pop(u.name, None)
+            if gone is not None and u.name not in self.accounts:
+                back = AccountInfo(u.name, password=gone.info.password)
+                self.accounts[u.name] = back
+                for addr in (normalize_address(a) for a in u.addresses):
+                    if addr not in self.addresses:
+                        back.addresses.append(addr)
+                        self.addresses[addr] = u.name
+        elif kind == "account_shredded":
+            self.deleted.pop(event.account_shredded.name, None)
         elif kind == "password_set":
             acct = self.accounts.get(event.password_set.account)
             if acct is not None:
