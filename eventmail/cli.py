@@ -159,6 +159,24 @@ async def cmd_key_init(args: argparse.Namespace) -> None:
         )
 
 
+async def cmd_key_change(args: argparse.Namespace) -> None:
+    from .store import new_master_key
+
+    if bool(args.new_key_file) == bool(args.new_passphrase_env):
+        raise CliError("give one of --new-key-file PATH and --new-passphrase-env VAR", EXIT_USAGE)
+    new_source = MasterKeySource(key_file=Path(args.new_key_file) if args.new_key_file else None,
+                                 passphrase_env=args.new_passphrase_env)
+    store = await _open(args, writable=True)  # the directory's lock: not while a server runs
+    try:
+        master, kdf = new_master_key(new_source)
+        store.keyring.rewrap(master, kdf)
+    finally:
+        await store.close()
+    what = f"the key file {args.new_key_file}" if args.new_key_file else f"the passphrase in ${args.new_passphrase_env}"
+    print(f"the keyring of {args.dir} is now sealed under {what}; no record or blob was rewritten. "
+          "The old key no longer opens this directory (backups made before still need it).")
+
+
 async def cmd_key_rotate(args: argparse.Namespace) -> None:
     await _admin(args, "key.rotate", {})
 
@@ -241,6 +259,10 @@ async def cmd_account_delete(args: argparse.Namespace) -> None:
 
 async def cmd_account_set(args: argparse.Namespace) -> None:
     await _admin(args, "account.set", {"name": args.name, "key": args.key, "value": args.value})
+
+
+async def cmd_retention_collect(args: argparse.Namespace) -> None:
+    await _admin(args, "retention.collect", {"name": args.name or ""})
 
 
 async def cmd_import(args: argparse.Namespace) -> None:
@@ -570,6 +592,10 @@ def build_parser() -> argparse.ArgumentParser:
     ksub = key.add_subparsers(dest="key_command", required=True, metavar="KEY_COMMAND")
     add(ksub, "init", cmd_key_init, "create the master key (or use a passphrase) and the keyring of a new data directory")
     add(ksub, "rotate", cmd_key_rotate, "give every stream a new data key; old records stay readable")
+    p = add(ksub, "change", cmd_key_change, "seal the keyring under a new master key or passphrase "
+            "(with the server stopped); no record or blob is rewritten")
+    p.add_argument("--new-key-file", metavar="PATH", help="the new key file (made if it does not exist)")
+    p.add_argument("--new-passphrase-env", metavar="VAR", help="the environment variable holding the new passphrase")
 
     que = sub.add_parser("queue", help="the outbound queue", description="the outbound queue (docs/operations.md)")
     qsub = que.add_subparsers(dest="queue_command", required=True, metavar="QUEUE_COMMAND")
@@ -621,8 +647,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--shred", action="store_true", help="destroy its keys now (also for an account deleted before): "
                    "no way back")
-    p = add(asub, "set", cmd_account_set, "set an account's junk setting: junk.list-domains, junk.forwarders "
-            "or junk.dnsbl, comma-separated (an empty VALUE clears it)")
+    p = add(asub, "set", cmd_account_set, "set an account setting: junk.list-domains, junk.forwarders "
+            "or junk.dnsbl (comma-separated), or retention.days (an empty VALUE clears it)")
     p.add_argument("name")
     p.add_argument("key")
     p.add_argument("value", nargs="?", default="")
@@ -634,6 +660,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("selector")
     p.add_argument("--algorithm", choices=["ed25519-sha256", "rsa-sha256"], default="ed25519-sha256")
     add(dsub, "list", cmd_dkim_list, "print the DNS record of every signing key")
+
+    ret = sub.add_parser("retention", help="the retention window of expunged messages",
+                         description="the retention window of expunged messages (docs/restore.md)")
+    rtsub = ret.add_subparsers(dest="retention_command", required=True, metavar="RETENTION_COMMAND")
+    p = add(rtsub, "collect", cmd_retention_collect, "remove now what fell out of the retention window "
+            "(the server does it every 6 hours)")
+    p.add_argument("name", nargs="?", help="one account (default: all)")
 
     p = add(sub, "import", cmd_import, "import an mbox file or a Maildir tree into an account")
     p.add_argument("name")

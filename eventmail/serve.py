@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import signal
 import ssl
@@ -21,6 +22,7 @@ from .imap.server import start_imap
 from .imap.wire import Limits as ImapLimits
 from .mail.admin import Admin, Policy, shred_when_due
 from .mail.queue import OutboundPolicy, Schedule
+from .mail.retention import collect_when_due
 from .mailauth.resolver import Resolver, ResolverConfig
 from .metrics import REGISTRY
 from .netconn import ConnectionLimiter, SocketLimits
@@ -144,9 +146,11 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
         tasks.append(asyncio.get_running_loop().create_task(work))
     # Deleted accounts are shredded when their grace period ends — by the primary only: the
     # secondary follows its events and its keyring.
-    shredding = (replication.while_primary(lambda: shred_when_due(store)) if cfg.replication is not None
-                 else shred_when_due(store))
-    tasks.append(asyncio.get_running_loop().create_task(shredding))
+    # So are the blobs of messages expunged before each account's retention window.
+    for job in (shred_when_due, collect_when_due):
+        work = (replication.while_primary(functools.partial(job, store)) if cfg.replication is not None
+                else job(store))
+        tasks.append(asyncio.get_running_loop().create_task(work))
     return Running(store, servers, tasks, ports, closers)
 
 

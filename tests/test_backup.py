@@ -206,3 +206,41 @@ def test_shredding_reaches_a_backup_at_its_next_run(tmp_path: Path, dns: DnsServ
     assert files_of(repo) == files_of(srv.directory)  # alice's log and blobs removed from the repository too
     p = cli(repo, srv.key_file, "log", "alice")
     assert p.returncode != 0
+
+
+def test_a_new_master_key_rewraps_the_keyring_only(tmp_path: Path, dns: DnsServer) -> None:
+    srv = new_server(tmp_path / "a", dns)
+    srv.start()
+    try:
+        deliver(srv, ["keep me one", "keep me two"])
+        srv.wait_for("alice", 2)
+        new_key = tmp_path / "new.key"
+        p = cli(srv.directory, srv.key_file, "key", "change", "--new-key-file", str(new_key))
+        assert p.returncode != 0 and "Traceback" not in p.stderr  # not while the server runs
+        assert not new_key.exists()
+    finally:
+        srv.stop()
+    before = files_of(srv.directory)
+    mail = messages_in(srv.directory, srv.key_file, "alice")
+    out = ok(srv.directory, srv.key_file, "key", "change", "--new-key-file", str(new_key))
+    assert "no record or blob was rewritten" in out
+    after = files_of(srv.directory)
+    assert after.pop("keyring") != before.pop("keyring")
+    assert after == before  # every segment, blob and checkpoint as it was
+    old = cli(srv.directory, srv.key_file, "verify")
+    assert old.returncode == 2 and "does not open" in old.stderr
+    assert messages_in(srv.directory, new_key, "alice") == mail
+
+    env = {**os.environ, "EM_NEW_PASSPHRASE": "a long new passphrase"}
+    p = subprocess.run(
+        [sys.executable, "-m", "eventmail", "key", "change", "--new-passphrase-env", "EM_NEW_PASSPHRASE",
+         "--dir", str(srv.directory), "--key-file", str(new_key)],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
+    )
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run(
+        [sys.executable, "-m", "eventmail", "verify", "--dir", str(srv.directory), "--passphrase-env", "EM_NEW_PASSPHRASE"],
+        capture_output=True, text=True, timeout=120, cwd=ROOT, env=env,
+    )
+    assert p.returncode == 0 and "account/alice" in p.stdout, p.stderr
+    assert files_of(srv.directory) | {"keyring": b""} == before | {"keyring": b""}

@@ -349,3 +349,36 @@ def test_shredding_reaches_the_secondary_and_a_restore_works_after_a_takeover(tm
         assert snapshot(b)["INBOX"] == before["INBOX"]
     finally:
         close_pair(a, b)
+
+
+def blob_files(srv: MailServer) -> int:
+    return sum(1 for f in (srv.directory / "blobs").rglob("*") if f.is_file())
+
+
+def test_retention_collects_expunged_mail_past_its_window_and_restore_says_so(server: MailServer) -> None:
+    deliver(server, 4, "kept a while")
+    server.wait_for("alice", 4)
+    early = moment()
+    with login(server) as m:
+        m.select("INBOX")
+        m.store("1:2", "+FLAGS", "(\\Deleted)")
+        m.expunge()
+    files = blob_files(server)
+    out = ok(server, "retention", "collect", "alice")
+    assert "alice: 0 expunged messages removed" in out, out  # inside the 30-day default window
+    assert "2 messages back" in ok(server, "restore", "alice", "--at", early, "--dry-run")
+
+    p = cli(server, "account", "set", "alice", "retention.days", "soon")
+    assert p.returncode == 2 and "number of days" in p.stderr
+    ok(server, "account", "set", "alice", "retention.days", "0.00001")  # 0.9 seconds
+    time.sleep(1.5)
+    out = ok(server, "retention", "collect", "alice")
+    assert "alice: 2 expunged messages removed" in out, out
+    assert blob_files(server) == files - 2
+    p = cli(server, "restore", "alice", "--at", early)
+    assert p.returncode == 2 and "older than the retention window" in p.stderr, p.stderr
+    assert len(snapshot(server)["INBOX"]) == 2  # what is still in the mailbox stays
+    assert "0 expunged messages removed" in ok(server, "retention", "collect", "alice")
+    server.stop()
+    verified = cli(server, "verify")
+    assert verified.returncode == 0 and "DAMAGED" not in verified.stdout, verified  # collected blobs are recorded

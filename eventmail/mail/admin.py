@@ -146,9 +146,21 @@ def check_password(password: str, policy: Policy) -> str:
 
 
 def check_setting(key: str, value: str) -> str:
-    """An account setting's value, normalised: comma-separated domains (or networks where allowed)."""
+    """An account setting's value, normalised: comma-separated domains (or networks where allowed),
+    or for the retention window a number of days (empty: the default)."""
+    from .retention import SETTING_RETENTION
+
+    if key == SETTING_RETENTION:
+        try:
+            days = float(value) if value.strip() else None
+        except ValueError:
+            days = -1.0
+        if days is not None and not 0 < days <= 36500:
+            raise AdminError(f"setting {key}: a number of days above 0 (up to 36500), or empty for the default")
+        return "" if days is None else repr(days)
     if key not in ACCOUNT_SETTINGS:
-        raise AdminError(f"setting {key!r}: one of {', '.join(sorted(ACCOUNT_SETTINGS))}")
+        names = sorted([*ACCOUNT_SETTINGS, SETTING_RETENTION])
+        raise AdminError(f"setting {key!r}: one of {', '.join(names)}")
     items = [x.strip() for x in value.split(",") if x.strip()]
     if len(items) > MAX_SETTING_ITEMS:
         raise AdminError(f"setting {key}: more than {MAX_SETTING_ITEMS} items")
@@ -212,6 +224,7 @@ class Admin:
             "key.rotate": self.key_rotate,
             "import": self.import_path,
             "junk.retrain": self.junk_retrain,
+            "retention.collect": self.retention_collect,
         }
 
     async def run(self, command: str, args: Mapping[str, Any]) -> dict[str, Any]:
@@ -373,6 +386,22 @@ class Admin:
         async with self.store.use_account(name) as acct:
             summary = await import_path(acct, path, mailbox, _progress)
         return {"message": "\n".join(summary.lines())}
+
+    async def retention_collect(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """Remove the blobs of messages expunged before each account's retention window (one
+        account, or all): what the server does every few hours, now."""
+        from .retention import collect, collect_all
+
+        name = str(args.get("name") or "")
+        now = time.time()
+        if name:
+            self._existing_account(name)
+            async with self.store.use_account(name) as acct:
+                removed, before_us = await collect(acct, now)
+            when = datetime.fromtimestamp(before_us / 1e6, UTC).isoformat(timespec="seconds")
+            return {"message": f"account {name}: {removed} expunged messages removed; restorable from {when} on"}
+        counts = await collect_all(self.store, now)
+        return {"message": f"{sum(counts.values())} expunged messages removed from {len(counts)} accounts"}
 
     async def junk_retrain(self, args: Mapping[str, Any]) -> dict[str, Any]:
         """The account's projections (junk statistics and reputation among them) rebuilt from its

@@ -111,8 +111,14 @@ def _account_start(account: Account) -> int | None:
 
 
 def check_moment(account: Account, at_us: int, now_us: int) -> None:
+    from .retention import collected_before
+
     if at_us > now_us:
         raise AdminError(f"{show_moment(at_us)} is in the future")
+    window = collected_before(account)
+    if at_us < window:
+        raise AdminError(f"{show_moment(at_us)} is older than the retention window: messages expunged before "
+                         f"{show_moment(window)} were removed (the account's retention.days setting)")
     start = _account_start(account)
     if start is None or at_us < start:
         since = show_moment(start) if start is not None else "now"

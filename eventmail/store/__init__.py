@@ -18,7 +18,7 @@ from .errors import (
     WrongKey,
 )
 from .handle import StreamHandle
-from .keys import MasterKeySource, init_directory, load_master_key
+from .keys import MasterKeySource, init_directory, load_master_key, new_master_key
 from .keywords import MAX_KEYWORDS_PER_MAILBOX, MAX_KEYWORDS_PER_MESSAGE, LimitExceeded, keywords_at_cap
 from .log import Head
 from .names import ACCOUNT_NAME, QUEUE, SYSTEM, account_stream, handoff_stream
@@ -94,6 +94,7 @@ __all__ = [
     "init_directory",
     "keywords_at_cap",
     "load_master_key",
+    "new_master_key",
     "normalize_address",
     "restore_backup",
 ]

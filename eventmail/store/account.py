@@ -321,6 +321,12 @@ class Account:
         self.last_used = time.monotonic()
         return await fut
 
+    async def collect_blobs(self, before_us: int, blob_ids: list[bytes]) -> None:
+        """Record that these blobs are collected, then delete them (a crash between leaves files
+        the next collection deletes; never a recorded blob that is still needed)."""
+        await self.append([pb.Event(blobs_collected=pb.BlobsCollected(before_us=before_us, blob_ids=blob_ids))])
+        await asyncio.to_thread(self.blobs.remove, blob_ids)
+
     def delivery_key(self, message_id: bytes, message: bytes) -> bytes:
         """A keyed hash of a message's Message-ID (its first field's value, as the caller read it)
         and bytes: the same retried delivery has the same key."""

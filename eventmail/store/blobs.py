@@ -7,7 +7,7 @@ from pathlib import Path
 from ..cputime import stage
 from . import crypto
 from .errors import DamagedBlob, StreamShredded
-from .fsutil import make_dirs, write_atomic
+from .fsutil import fsync_dir, make_dirs, write_atomic
 from .keyring import StreamKeys
 
 BLOB_MAGIC = b"EMBLOB01"
@@ -98,6 +98,18 @@ class BlobStore:
         if self.blob_id(data) != blob_id:
             raise DamagedBlob(f"stream {self.stream}: blob {blob_id.hex()} does not match its name")
         return data
+
+    def remove(self, blob_ids: list[bytes]) -> None:
+        """Delete blobs nothing refers to any more (the retention collector's decision, recorded
+        before), then sync their directories."""
+        parents = set()
+        for blob_id in blob_ids:
+            f = self._file(blob_id)
+            f.unlink(missing_ok=True)
+            parents.add(f.parent)
+        for parent in parents:
+            if parent.exists():
+                fsync_dir(parent)
 
     def remove_all(self) -> None:
         """Delete every blob file of the stream (after its keys were shredded)."""

@@ -110,6 +110,13 @@ class Keyring:
         write_atomic(self.path, KEYRING_MAGIC + header + b"\n" + nonce + ct)
         self.version += 1
 
+    def rewrap(self, master: bytes, kdf: KdfParams) -> None:
+        """Seal the keyring under another master key (a new key file, a changed passphrase): the
+        data keys stay, so no record or blob is rewritten. The file is replaced atomically: a crash
+        leaves the keyring under the old master key or under the new one."""
+        self.master, self.kdf = master, kdf
+        self.save()
+
     # ---------------------------------------------------------------- streams
 
     def dir_name(self, stream: str) -> str:

@@ -77,3 +77,16 @@ def init_directory(directory: Path, source: MasterKeySource) -> Keyring:
     ring = Keyring.create(directory / "keyring", master, kdf)
     Store.initialize(directory, ring)
     return ring
+
+
+def new_master_key(source: MasterKeySource) -> tuple[bytes, KdfParams]:
+    """The master key a keyring is to be sealed under from now on: a key file (made here when it
+    does not exist — never overwritten; an existing one is used, as the second node of a pair
+    takes the key file made on the first), or a passphrase through Argon2id with a new salt."""
+    if source.passphrase_env:
+        kdf = new_passphrase_kdf()
+        return crypto.passphrase_key(_passphrase(source.passphrase_env), kdf.salt, kdf.ops, kdf.mem), kdf
+    assert source.key_file is not None
+    if source.key_file.exists():
+        return load_key_file(source.key_file, allow_loose_mode=source.allow_loose_mode), KdfParams()
+    return write_key_file(source.key_file), KdfParams()

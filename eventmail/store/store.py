@@ -406,6 +406,7 @@ class Store:
         blobs = BlobStore(stream, self.directory / "blobs" / keys.dir_name, keys)
         count = 0
         seen_blobs: set[bytes] = set()
+        collected: set[bytes] = set()  # deleted by the retention collector, as recorded
         prev = bytes(32)
         head = Head(0, prev)
         slog: StreamLog | None = None
@@ -424,10 +425,13 @@ class Store:
                     else e.outbound_queued.blob_id if kind == "outbound_queued"
                     else e.handoff_queued.blob_id if kind == "handoff_queued" else None
                 )
-                if blob_id is not None and blob_id not in seen_blobs:
+                if blob_id is not None:
                     seen_blobs.add(blob_id)
-                    blobs.get(blob_id)
-            return StreamReport(stream, head, count, len(seen_blobs), None)
+                elif kind == "blobs_collected":
+                    collected.update(e.blobs_collected.blob_ids)
+            for blob_id in sorted(seen_blobs - collected):
+                blobs.get(blob_id)
+            return StreamReport(stream, head, count, len(seen_blobs - collected), None)
         except (DamagedLog, DamagedBlob) as err:
             return StreamReport(stream, head, count, len(seen_blobs), str(err))
         finally:
