@@ -278,11 +278,12 @@ async def cmd_junk_retrain(args: argparse.Namespace) -> None:
 
 async def cmd_restore(args: argparse.Namespace) -> None:
     if args.undo:
-        if args.at or args.mailbox or args.dry_run:
-            raise CliError("--undo ID takes no --at, --mailbox or --dry-run", EXIT_USAGE)
+        if args.at or args.mailbox or args.dry_run or args.into:
+            raise CliError("--undo ID takes no --at, --mailbox, --into or --dry-run", EXIT_USAGE)
         await _admin(args, "restore.undo", {"name": args.name, "id": args.undo})
         return
-    params = {"name": args.name, "at": args.at or "", "mailbox": args.mailbox or "", "dry_run": "1" if args.dry_run else ""}
+    params = {"name": args.name, "at": args.at or "", "mailbox": args.mailbox or "", "dry_run": "1" if args.dry_run else "",
+              "into": args.into or ""}
     await _admin(args, "restore", params)
 
 
@@ -685,6 +686,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--at", metavar="TIME", help=f"the moment: {MOMENT_FORMS}")
     p.add_argument("--mailbox", metavar="M", help="restore only this mailbox and the mailboxes under it")
     p.add_argument("--dry-run", action="store_true", help="print what would change, change nothing")
+    p.add_argument("--into", metavar="NEWNAME", help="restore into a new account (its own log and keys) instead")
     p.add_argument("--undo", metavar="ID", help="take back the restore with this id (printed by the restore)")
 
     add(sub, "verify", cmd_verify, "check every stream's chain and every blob; print each stream's head")

@@ -65,7 +65,7 @@ def messages_in(directory: Path, key_file: Path, account: str) -> list[bytes]:
 
 def files_of(root: Path) -> dict[str, bytes]:
     out = {}
-    for part in ("streams", "blobs", "checkpoints"):
+    for part in ("streams", "blobs", "checkpoints", "past-checkpoints"):
         for dirpath, _, names in os.walk(root / part):
             for n in names:
                 p = Path(dirpath) / n

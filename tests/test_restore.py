@@ -47,17 +47,17 @@ def deliver(srv: MailServer, n: int, prefix: str) -> None:
             s.sendmail("s@example.test", ["alice@mail.test"], body)
 
 
-def login(srv: MailServer) -> imaplib.IMAP4:
+def login(srv: MailServer, user: str = "alice") -> imaplib.IMAP4:
     m = imaplib.IMAP4("127.0.0.1", srv.ports["imap"], timeout=30)
-    m.login("alice", PASSWORD)
+    m.login(user, PASSWORD)
     return m
 
 
-def snapshot(srv: MailServer) -> Snapshot:
+def snapshot(srv: MailServer, user: str = "alice") -> Snapshot:
     """Every mailbox's messages as a multiset of (bytes, flags), read over IMAP (\\Recent aside:
     it belongs to a session)."""
     out: Snapshot = {}
-    with login(srv) as m:
+    with login(srv, user) as m:
         typ, listing = m.list()
         names = [re.search(rb'"([^"]+)"$', line).group(1).decode() for line in listing if isinstance(line, bytes)]  # type: ignore[union-attr]
         for name in names:
@@ -382,3 +382,72 @@ def test_retention_collects_expunged_mail_past_its_window_and_restore_says_so(se
     server.stop()
     verified = cli(server, "verify")
     assert verified.returncode == 0 and "DAMAGED" not in verified.stdout, verified  # collected blobs are recorded
+
+
+def test_restore_into_a_new_account(server: MailServer) -> None:
+    prepare(server)
+    before = snapshot(server)
+    at = moment()
+    damage(server)
+    damaged = snapshot(server)
+    dry = ok(server, "restore", "alice", "--at", at, "--into", "alice2", "--dry-run")
+    assert "into a new account alice2" in dry and "Work: 5 messages back, mailbox recreated" in dry, dry
+    assert "alice2" not in ok(server, "account", "list")
+    out = ok(server, "restore", "alice", "--at", at, "--into", "alice2")
+    assert "INBOX: 20 messages back" in out, out
+    p = cli(server, "account", "set-password", "alice2", "--password-stdin", stdin=PASSWORD + "\n")
+    assert p.returncode == 0, p.stderr
+    assert snapshot(server, "alice2") == before  # the past, byte for byte, in its own account
+    assert snapshot(server) == damaged  # the original untouched
+    p = cli(server, "restore", "alice", "--at", at, "--into", "alice2")
+    assert p.returncode == 2 and "alice2 exists" in p.stderr
+
+
+def test_a_view_of_the_past_from_a_kept_checkpoint_equals_a_replay_from_the_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past checkpoints shorten a view of the past (restore, export --at); they must not change it."""
+    import asyncio
+
+    from eventmail.opening import REGISTRATION, open_store
+    from eventmail.proto import events_pb2 as pb
+    from eventmail.store import MasterKeySource, Projector, init_directory, load_master_key
+    from eventmail.store import account as account_mod
+
+    monkeypatch.setattr(account_mod, "CHECKPOINT_EVERY", 40)
+    source = MasterKeySource(key_file=tmp_path / "master.key")
+    init_directory(tmp_path / "data", source)
+    key = load_master_key(tmp_path / "data", source)
+
+    async def main() -> None:
+        store = await open_store(tmp_path / "data", key)
+        await store.create_account("alice", ["alice@example.test"], None)
+        moments = []
+        async with store.use_account("alice") as acct:
+            inbox = acct.mailbox_required("INBOX").id
+            for i in range(300):
+                raw = f"Subject: {i}\r\n\r\nbody {i}\r\n".encode()
+                await acct.add_message("INBOX", raw, flags=["\\Seen"] if i % 3 else [])
+                if i % 7 == 6:
+                    uids = [m.uid for m in acct.view.messages(inbox)][:2]
+                    await acct.expunge(inbox, uids)
+                if i % 50 == 25:
+                    await acct.append([pb.Event(account_setting=pb.AccountSetting(key=f"k{i}", value="v"))])
+                    if acct._checkpointing is not None:
+                        await acct._checkpointing
+                    moments.append(int(time.time() * 1e6))
+            if acct._checkpointing is not None:
+                await acct._checkpointing
+            from eventmail.store import checkpoint as checkpoint_mod
+
+            kept = checkpoint_mod.past(acct._checkpoint_path)
+            assert len(kept) == checkpoint_mod.KEEP_PAST  # several written, the oldest pruned
+            assert acct._past_checkpoint(moments[-1])[1] > 0  # the view of the past starts from one
+            for at in moments:
+                full = Projector(REGISTRATION)
+                full.apply((c.seq, c.time_us, c.event) for c in acct.events() if c.time_us <= at)
+                assert acct.projector_at(at).view.dump() == full.view.dump()
+                assert acct.projector_at(at).view.seq == full.view.seq
+        await store.close()
+
+    asyncio.run(main())

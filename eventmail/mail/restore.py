@@ -21,8 +21,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..proto import events_pb2 as pb
-from ..store import Account, MailboxView, Message, NotFound, Store
-from .admin import AdminError, _arg, _progress
+from ..store import Account, MailboxView, Message, NotFound, Projector, Store
+from .admin import AdminError, _arg, _progress, check_account_name
 
 # How many restored messages go in one commit: the IDLE-ing client sees them arrive in steps, the
 # progress bar moves, and one commit stays a few hundred kilobytes of events.
@@ -125,12 +125,12 @@ def check_moment(account: Account, at_us: int, now_us: int) -> None:
         raise AdminError(f"{show_moment(at_us)} is before account {account.name} existed (its first event: {since})")
 
 
-async def plan(account: Account, at_us: int, tree: str = "") -> Plan:
-    """Compare the account at `at_us` with now; nothing is written. The past is the log replayed
-    to then, in a thread (CPU and disk bound); the comparison reads the live view, so it runs on
-    the event loop, between commits."""
+async def plan(account: Account, at_us: int, tree: str = "", into: MailboxView | None = None) -> Plan:
+    """Compare the account at `at_us` with now (or with the account `into`, restoring into
+    another); nothing is written. The past is the log replayed to then, in a thread (CPU and disk
+    bound); the comparison reads the live view, so it runs on the event loop, between commits."""
     past = (await asyncio.to_thread(account.projector_at, at_us)).view
-    plans = compare(past, account.view, tree)
+    plans = compare(past, account.view if into is None else into, tree)
     if tree and not plans:
         raise AdminError(f"there was no mailbox {tree} at {show_moment(at_us)}")
     await asyncio.to_thread(_fill_from_log, account, plans)
@@ -234,6 +234,28 @@ async def apply(account: Account, p: Plan, restore_id: str) -> pb.RestoreRecorde
     return record
 
 
+async def apply_into(source: Account, target: Account, p: Plan, restore_id: str) -> None:
+    """Carry out a plan made against another account: it has its own log and keys, so each
+    message's bytes are read from the source and stored again under the target's keys."""
+    used = {mb.special_use for mb in target.view.mailboxes()}
+    total, done = p.messages_back, 0
+    _progress(0, total)
+    for mp in p.mailboxes:
+        if mp.recreate:
+            use = mp.special_use if mp.special_use not in used else pb.SPECIAL_USE_NONE
+            await target.create_mailbox(mp.name, use)
+        for t in mp.back:
+            raw = await source.read_message(t.blob_id)
+            origin = pb.Origin(kind="restore", source=restore_id, source_lf=t.origin.source_lf)
+            await target.add_message(mp.name, raw, flags=t.flags, internal_date=t.internal_date,
+                                     internal_date_tz=t.internal_date_tz, origin=origin, structure=t.structure,
+                                     junk=t.junk)
+            done += 1
+            _progress(done, total)
+        for uid, _, then in mp.flags:  # a default mailbox's messages: none in a new account
+            await target.change_flags(target.mailbox_required(mp.name).id, [uid], add=then, replace=True)
+
+
 def _restores(account: Account) -> tuple[dict[str, pb.RestoreRecorded], set[str]]:
     """The account's recorded restores by id, and the ids already undone."""
     done: dict[str, pb.RestoreRecorded] = {}
@@ -334,6 +356,12 @@ class RestoreOps:
         at_us = parse_moment(at_text, self.clock()) if at_text else None
         tree = str(args.get("mailbox") or "")
         dry_run = bool(args.get("dry_run"))
+        into = str(args.get("into") or "")
+        if into:
+            if deleted or at_us is None:
+                raise AdminError("--into restores an existing account's past: give --at TIME (bring a deleted "
+                                 "account back first with `restore NAME`)")
+            return await self._restore_into(name, into, at_us, tree, dry_run)
         before: list[str] = []
         if deleted:
             if dry_run:
@@ -357,6 +385,27 @@ class RestoreOps:
                 raise AdminError(f"restore stopped: {e}") from None
         return {"message": "\n".join([*lines, f"undo with: eventmail restore {name} --undo {restore_id}",
                                       restore_id]), "restore_id": restore_id}
+
+    async def _restore_into(self, name: str, into: str, at_us: int, tree: str, dry_run: bool) -> dict[str, Any]:
+        """The past of `name` as a new account `into` (its own log and keys), without addresses or
+        password: the operator gives it those, or exports it."""
+        check_account_name(into)
+        if into in self.store.system.accounts or into in self.store.system.deleted:
+            raise AdminError(f"account {into} exists: --into makes a new account")
+        async with self.store.use_account(name) as src:
+            check_moment(src, at_us, int(self.clock() * 1_000_000))
+            if dry_run:
+                p = await plan(src, at_us, tree, into=Projector(src.registration).view)
+                return {"message": "\n".join([*p.lines(), f"into a new account {into}", "(dry run: nothing changed)"])}
+            await self.store.create_account(into, [], None)
+            async with self.store.use_account(into) as target:
+                p = await plan(src, at_us, tree, into=target.view)
+                restore_id = new_restore_id()
+                await apply_into(src, target, p, restore_id)
+        return {"message": "\n".join([*p.lines(), f"into the new account {into} (no address, no password: "
+                                       f"`account set-password {into}`, `account add-address {into} ...`; "
+                                       f"to take it back, `account delete {into} --shred`)", restore_id]),
+                "restore_id": restore_id}
 
     async def undo(self, args: Mapping[str, Any]) -> dict[str, Any]:
         name = self._account(args)

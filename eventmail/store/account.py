@@ -12,6 +12,7 @@ from ..proto import events_pb2 as pb
 from . import checkpoint
 from .blobs import BlobStore
 from .errors import Conflict, NotFound, StoreError
+from .keyring import StreamKeys
 from .keywords import check_keywords
 from .log import StreamLog
 from .projection import Mailbox, MailboxView, Projector
@@ -123,10 +124,11 @@ class Account:
         if keys is None or not self._log.writable:
             return
         cp = checkpoint.Checkpoint(self.view.seq, self._log.head.chain, self.db.serialize())
+        time_us = self.view.time_us
 
         async def write() -> None:
             try:
-                await asyncio.to_thread(checkpoint.write, self._checkpoint_path, self.stream_id, keys, cp)
+                await asyncio.to_thread(self._write_checkpoint_file, keys, cp, time_us)
                 self._checkpoint_seq = max(self._checkpoint_seq, cp.seq)
             except StoreError as e:
                 # A checkpoint only shortens the next open's replay: losing it loses nothing.
@@ -150,10 +152,17 @@ class Account:
         if keys is None or not self._log.writable or self.view.seq == self._checkpoint_seq:
             return
         state = self.db.serialize()
-        checkpoint.write(
-            self._checkpoint_path, self.stream_id, keys, checkpoint.Checkpoint(self.view.seq, self._log.head.chain, state)
-        )
+        cp = checkpoint.Checkpoint(self.view.seq, self._log.head.chain, state)
+        self._write_checkpoint_file(keys, cp, self.view.time_us)
         self._checkpoint_seq = self.view.seq
+
+    def _write_checkpoint_file(self, keys: StreamKeys, cp: checkpoint.Checkpoint, time_us: int) -> None:
+        checkpoint.write(self._checkpoint_path, self.stream_id, keys, cp)
+        try:
+            checkpoint.keep_past(self._checkpoint_path, cp.seq, time_us)
+        except OSError as e:
+            # Past checkpoints only shorten views of the past: losing one loses nothing.
+            log.warning("account %s: past checkpoint not kept: %s", self.name, e)
 
     async def close(self, checkpoint: bool = True) -> None:
         await self._writer.drain()
@@ -191,11 +200,37 @@ class Account:
             yield Committed(self.stream_id, seq, time_us, event)
 
     def projector_at(self, at_us: int) -> Projector:
-        """A scratch projection of the log up to a moment (export --at), through the same
-        registration as the account's own."""
-        projector = Projector(self.registration)
-        projector.apply((c.seq, c.time_us, c.event) for c in self.events() if c.time_us <= at_us)
+        """A scratch projection of the account as it was after its last event stamped at or before
+        `at_us` (restore, export --at, retention), through the same registration as the account's
+        own: from the newest kept checkpoint before that moment whose chain matches the log, then
+        the log from there."""
+        projector, since = self._past_checkpoint(at_us)
+        if projector is None:
+            projector, since = Projector(self.registration), 0
+
+        def upto() -> Iterable[tuple[int, int, pb.Event]]:
+            for seq, time_us, event in self._events_since(since):
+                if time_us > at_us:
+                    return  # the log is in time order: nothing later belongs to the moment
+                yield seq, time_us, event
+
+        projector.apply(upto())
         return projector
+
+    def _past_checkpoint(self, at_us: int) -> tuple[Projector | None, int]:
+        keys = self._log.keys
+        if keys is None:
+            return None, 0
+        for path, seq, time_us in checkpoint.past(self._checkpoint_path):
+            if time_us > at_us or seq > self._log.head.seq:
+                continue
+            cp = checkpoint.read(path, self.stream_id, keys)
+            if cp is None or cp.seq != seq or self._chain_at(seq) != cp.chain:
+                continue
+            projector = Projector.restore(self.registration, cp.state)
+            if projector is not None:
+                return projector, seq
+        return None, 0
 
     def mailbox_required(self, name: str) -> Mailbox:
         mb = self.view.mailbox(name)

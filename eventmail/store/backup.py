@@ -8,7 +8,7 @@ decrypted to make a backup: it needs no key, and a backup holds no more plaintex
 directory does (none).
 
 Consistency while the server runs comes from the order of the copy and from what the store never
-does: checkpoints first (a checkpoint newer than the copied log would be refused at open and the
+does: checkpoints first, past ones and the current (a checkpoint newer than the copied log would be refused at open and the
 projection rebuilt — so copy them before the log they describe), then the log segments (append-only:
 a copy of a prefix of each is a log that ends earlier), then the blobs (written and fsynced before
 the record that names them, so every copied record's blob is there by now; blobs never change),
@@ -37,7 +37,7 @@ from .errors import StoreError
 from .fsutil import fsync_dir, make_dirs, raise_store_error, write_atomic
 
 # Copied in this order (the module's docstring says why).
-PARTS = ("checkpoints", "streams", "blobs")
+PARTS = ("past-checkpoints", "checkpoints", "streams", "blobs")
 KEYRING = "keyring"
 MARKER = "eventmail-backup.json"
 FORMAT = 1

@@ -340,6 +340,11 @@ class MailboxView:
         return _meta(self.db, "seq")
 
     @property
+    def time_us(self) -> int:
+        """The time of the last event folded in."""
+        return _meta(self.db, "time_us")
+
+    @property
     def next_mailbox_id(self) -> int:
         return _meta(self.db, "next_mailbox_id")
 

@@ -271,6 +271,7 @@ class Store:
             shutil.rmtree(self.directory / "streams" / keys.dir_name, ignore_errors=True)
             BlobStore(stream, self.directory / "blobs" / keys.dir_name, None).remove_all()
             (self.directory / "checkpoints" / keys.dir_name).unlink(missing_ok=True)
+            shutil.rmtree(self.directory / "past-checkpoints" / keys.dir_name, ignore_errors=True)
 
     async def account(self, name: str) -> Account:
         """The open account (opened on demand). Prefer `use_account`, which keeps it from idling out."""
