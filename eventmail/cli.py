@@ -149,8 +149,12 @@ async def cmd_key_init(args: argparse.Namespace) -> None:
     init_directory(directory, source)
     if source.passphrase_env:
         print(f"initialised {directory}: master key derived from ${source.passphrase_env} with Argon2id")
+        print("KEEP THE PASSPHRASE SAFE: every message, log and backup of this server is encrypted with the "
+              "key it gives, and without it all mail is lost for good.")
         return
     print(f"initialised {directory} with master key file {source.key_file}")
+    print(f"BACK UP {source.key_file} NOW, somewhere other than this machine: every message, log and backup "
+          "of this server is encrypted with it, and without it all mail is lost for good.")
     if source.inside(directory):
         print(
             "warning: the master key lies inside the data directory, so it protects nothing at rest; "
@@ -376,13 +380,13 @@ async def cmd_dkim_add(args: argparse.Namespace) -> None:
 
 
 async def cmd_dkim_list(args: argparse.Namespace) -> None:
-    from .mailauth.dkim import public_key_record
+    from .mailauth.dkim import public_key_record, zone_txt
 
     store = await _open(args, writable=False)
     try:
         for (domain, selector), d in sorted(store.system.dkim.items()):
             state = "active" if d.active else "inactive"
-            print(f"{selector}._domainkey.{domain}. TXT \"{public_key_record(d.algorithm, d.private_key)}\"  ; {state}")
+            print(f"{selector}._domainkey.{domain}. TXT {zone_txt(public_key_record(d.algorithm, d.private_key))}  ; {state}")
     finally:
         await store.close()
 
@@ -727,7 +731,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(jsub, "retrain", cmd_junk_retrain, "rebuild the account's junk statistics and reputation index from its log")
     p.add_argument("name")
 
-    p = add(sub, "serve", cmd_serve, "run the server with the static settings of a TOML file")
+    # Its configuration names the data directory and the key: no --dir/--key-file flags to ignore.
+    p = sub.add_parser("serve", help="run the server with the static settings of a TOML file",
+                       description="run the server with the static settings of a TOML file (docs/operations.md)")
+    p.set_defaults(handler=cmd_serve)
     p.add_argument("--config", required=True, help="the TOML configuration file")
 
     repl = sub.add_parser("replica", help="replication between a primary and a secondary",
@@ -761,6 +768,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if server else logging.WARNING, handlers=[handler])
     try:
         asyncio.run(args.handler(args))
+        sys.stdout.flush()  # here, where a reader that went away is caught, not at the exit
     except (MissingKey, WrongKey, KeyFileExposed, DirectoryLocked) as e:
         print(f"eventmail: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -770,6 +778,11 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as e:
         print(f"eventmail: {e}", file=sys.stderr)
         return e.code
+    except BrokenPipeError:
+        # `eventmail log ... | head`: the reader has what it wanted. Point stdout at /dev/null so
+        # the interpreter's own flush at exit does not raise again (Python docs, "Note on SIGPIPE").
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (StoreError, OSError) as e:
         print(f"eventmail: {e}", file=sys.stderr)
         return 1

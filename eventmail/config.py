@@ -143,6 +143,14 @@ def _take(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where:
     return value
 
 
+def _only(table: dict[str, Any], keys: set[str], where: str) -> None:
+    """An unknown key is an error, never ignored: a misspelt setting must not fall back to its
+    default unnoticed (`nameserver = [...]` once started a server on the default resolver)."""
+    unknown = sorted(set(table) - keys)
+    if unknown:
+        raise ConfigError(f"{where}{unknown[0]}: unknown setting (known: {', '.join(sorted(keys))})")
+
+
 def _check_address(value: str, where: str) -> None:
     try:
         ipaddress.ip_address(value)
@@ -172,11 +180,13 @@ def parse(text: str, base: Path) -> Config:
     if key_file and passphrase_env:
         raise ConfigError("key_file, passphrase_env: set one, not both")
     tls = _take(doc, "tls", dict, "")
+    _only(tls, {"cert", "key"}, "tls.")
     listeners = []
     for i, item in enumerate(_take(doc, "listener", list, "")):
         where = f"listener[{i}]."
         if not isinstance(item, dict):
             raise ConfigError(f"listener[{i}]: expected a table")
+        _only(item, {"kind", "address", "port"}, where)
         kind = _take(item, "kind", str, where)
         if kind not in LISTENER_KINDS:
             raise ConfigError(f"{where}kind: {kind!r} is not one of {', '.join(LISTENER_KINDS)}")
@@ -189,6 +199,7 @@ def parse(text: str, base: Path) -> Config:
     if not listeners:
         raise ConfigError("listener: at least one listener is needed")
     res = _take(doc, "resolver", dict, "", {})
+    _only(res, {"nameservers", "port"}, "resolver.")
     servers = tuple(_take(res, "nameservers", list, "resolver.", ["127.0.0.1"]))
     for s in servers:
         _check_address(str(s), "resolver.nameservers")

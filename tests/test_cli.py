@@ -13,7 +13,7 @@ from eventmail.cli import build_parser
 from eventmail.opening import open_store
 from eventmail.store import MasterKeySource, load_master_key
 
-from .conftest import Cli, corpus_messages
+from .conftest import ROOT, Cli, corpus_messages
 
 HAM = corpus_messages("ham", 60)
 
@@ -271,3 +271,54 @@ def test_second_writer_is_refused_while_one_runs(cli: Cli, capsys: pytest.Captur
             await store.close()
 
     asyncio.run(hold())
+
+
+def test_papercuts_of_a_new_user(tmp_path: Path) -> None:
+    """What a new user met first (issue 18): each a one-line answer, never a traceback."""
+    import dns.zone
+
+    def run(*argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "eventmail", *argv], capture_output=True, text=True,
+                              timeout=120, cwd=ROOT, input=stdin)
+
+    d, key = tmp_path / "data", tmp_path / "keys" / "master.key"
+    flags = ["--dir", str(d), "--key-file", str(key)]
+    init = run("key", "init", *flags)
+    assert init.returncode == 0 and "BACK UP" in init.stdout and str(key) in init.stdout, init
+
+    serve_help = run("serve", "--help")
+    assert "--config" in serve_help.stdout and "--dir" not in serve_help.stdout and "--key-file" not in serve_help.stdout
+
+    config = tmp_path / "eventmail.toml"
+    config.write_text(f'hostname = "mail.test"\ndata_dir = "data"\nkey_file = "{key}"\nuser = "root"\n'
+                      '[tls]\ncert = "missing-cert.pem"\nkey = "missing-key.pem"\n'
+                      '[[listener]]\nkind = "smtp"\naddress = "127.0.0.1"\nport = 1\n')
+    p = run("serve", "--config", str(config))
+    assert p.returncode != 0 and "missing-cert.pem does not exist" in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+    assert run("account", "add", "alice", "alice@mail.test", "--password-stdin", *flags,
+               stdin="a long password\n").returncode == 0
+    p = run("export", "alice", str(tmp_path / "out"), "--at", "yesterday", *flags)
+    assert p.returncode == 2 and "expected ISO 8601" in p.stderr and "Traceback" not in p.stderr, p.stderr
+
+    # A reader that stops reading (`| head`): no BrokenPipe trace.
+    for _ in range(30):
+        assert run("account", "set", "alice", "junk.list-domains", "lists.example.test", *flags).returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "eventmail", "log", "alice", "--full", *flags], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()  # gone before the first line
+    err = proc.stderr.read().decode()
+    assert proc.wait(60) == 0 and err == "", err
+
+    p = run("domain", "add", "mail.test", *flags)
+    assert p.returncode == 0, p.stderr
+    p = run("dkim", "add", "mail.test", "rsa1", "--algorithm", "rsa-sha256", *flags)
+    assert p.returncode == 0, p.stderr
+    line = p.stdout.strip()
+    strings = line.split(" TXT ", 1)[1].split('" "')
+    assert len(strings) == 2 and all(len(x.strip('"')) <= 255 for x in strings), line
+    zone = dns.zone.from_text(f"$ORIGIN mail.test.\n@ 300 SOA ns1 hostmaster 1 3600 600 86400 60\n@ 300 NS ns1\n"
+                              f"{line.replace(' TXT ', ' 300 TXT ', 1)}\n", relativize=False)
+    (rdata,) = zone.find_rdataset("rsa1._domainkey.mail.test.", "TXT")
+    assert b"".join(rdata.strings).startswith(b"v=DKIM1; k=rsa; p=")  # joined again, as a verifier does

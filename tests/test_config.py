@@ -51,6 +51,10 @@ def test_a_valid_file_loads(tmp_path: Path) -> None:
         (('data_dir = "data"', 'data_dir = "data"\ncolour = "blue"'), "colour: unknown setting"),
         (('key_file = "/etc/eventmail/master.key"', 'key_file = "k"\npassphrase_env = "P"'), "key_file, passphrase_env"),
         (('hostname = "mail.example.test"', 'hostname = "mail.example.test'), "not valid TOML"),
+        (('nameservers = ["127.0.0.1"]', 'nameserver = ["127.0.0.1"]'), "resolver.nameserver: unknown setting"),
+        (('cert = "cert.pem"', 'cert = "cert.pem"\nchain = "x.pem"'), "tls.chain: unknown setting"),
+        (('port = 2525', 'port = 2525\ntls = true'), "listener[0].tls: unknown setting"),
+        (('data_dir = "data"', 'data_dir = "data"\ndeletion_grace_days = -1'), "deletion_grace_days: from 0"),
     ],
 )
 def test_mistakes_are_named_by_key(tmp_path: Path, change: tuple[str, str], key: str) -> None:

@@ -343,7 +343,7 @@ class Admin:
         return {"message": f"account {name}: {key} = {value}" if value else f"account {name}: {key} cleared"}
 
     async def dkim_add(self, args: Mapping[str, Any]) -> dict[str, Any]:
-        from ..mailauth.dkim import public_key_record
+        from ..mailauth.dkim import public_key_record, zone_txt
 
         domain = check_domain(_arg(args, "domain"))
         selector = _arg(args, "selector")
@@ -364,7 +364,7 @@ class Admin:
         await self.store.stream(SYSTEM).append([pb.Event(dkim_selector=pb.DkimSelector(
             domain=domain, selector=selector, algorithm=algorithm, private_key=private_key, active=True,
         ))])
-        return {"message": f"{selector}._domainkey.{domain}. TXT \"{public_key_record(algorithm, private_key)}\""}
+        return {"message": f"{selector}._domainkey.{domain}. TXT {zone_txt(public_key_record(algorithm, private_key))}"}
 
     async def key_rotate(self, args: Mapping[str, Any]) -> dict[str, Any]:
         n = self.store.keyring.rotate()

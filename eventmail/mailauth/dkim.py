@@ -433,6 +433,13 @@ def _der_int(n: int) -> bytes:
 _RSA_ALGORITHM_ID = _der(0x30, _der(0x06, bytes.fromhex("2a864886f70d010101")) + _der(0x05, b""))
 
 
+def zone_txt(value: str) -> str:
+    """A TXT value as zone-file text: quoted character-strings of at most 255 octets each (RFC 1035
+    §3.3.14); a verifier joins them again (RFC 6376 §3.6.2.2). An RSA-2048 key needs two."""
+    parts = [value[i:i + 255] for i in range(0, len(value), 255)] or [""]
+    return " ".join(f'"{p}"' for p in parts)
+
+
 def public_key_record(algorithm: str, private_key: bytes) -> str:
     """The DNS TXT value to publish at `<selector>._domainkey.<domain>` for `private_key`.
 

@@ -46,7 +46,13 @@ def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
     """A server context: TLS 1.2 or newer, the certificate and key loaded."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.load_cert_chain(str(cert_path), str(key_path))
+    for what, path in (("certificate", cert_path), ("private key", key_path)):
+        if not path.is_file():
+            raise FileNotFoundError(f"TLS {what} {path} does not exist (tls.cert / tls.key in the configuration)")
+    try:
+        ctx.load_cert_chain(str(cert_path), str(key_path))
+    except ssl.SSLError as e:
+        raise ssl.SSLError(f"TLS certificate {cert_path} with key {key_path}: {e.reason or e}") from None
     return ctx
 
 
