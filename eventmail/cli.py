@@ -470,6 +470,33 @@ def _dns(text: str | None) -> tuple[tuple[str, ...], int]:
     return (host,), int(port or 53)
 
 
+async def cmd_quickstart(args: argparse.Namespace) -> None:
+    from .quickstart import QuickstartError, quickstart
+
+    try:
+        r = await asyncio.to_thread(quickstart, args.address, args.hostname, Path(args.dir))
+    except QuickstartError as e:
+        raise CliError(str(e), EXIT_USAGE) from None
+    print(f"configuration:   {r.config}")
+    print(f"data directory:  {r.data_dir}")
+    print(f"master key:      {r.key_file}   <- back it up elsewhere: without it all mail is lost")
+    print(f"systemd unit:    {r.unit_file}")
+    print(f"account:         {r.account} ({r.address})")
+    print(f"password:        {r.password}   <- shown once; change it with `eventmail account set-password`")
+    print()
+    print(f"DNS records for {r.address.rpartition('@')[2]} (also in {r.zone_file}):")
+    print()
+    for line in r.records:
+        print(line)
+    print()
+    print("Not published, because the server cannot serve them yet (no HTTP listener): MTA-STS policy,")
+    print("autoconfig/autodiscover, CAA for ACME; and TLSA, which would pin the self-signed certificate.")
+    print()
+    print("Next:")
+    for i, step in enumerate(r.checklist, 1):
+        print(f"{i}. {step}")
+
+
 async def cmd_serve(args: argparse.Namespace) -> None:
     from . import config as config_mod
     from . import serve
@@ -730,6 +757,15 @@ def build_parser() -> argparse.ArgumentParser:
     jsub = add_junk_commands(sub, add, _open)
     p = add(jsub, "retrain", cmd_junk_retrain, "rebuild the account's junk statistics and reputation index from its log")
     p.add_argument("name")
+
+    p = sub.add_parser("quickstart", help="set up a server for a new domain: config, keys, account, DNS records",
+                       description="set up a server for a new domain in one command: configuration, data "
+                       "directory, master key, account, DKIM keys, systemd unit, and every DNS record, printed "
+                       "and written as a zone file (docs/quickstart.md). It asks nothing.")
+    p.set_defaults(handler=cmd_quickstart)
+    p.add_argument("address", help="the first account's address, e.g. you@example.org")
+    p.add_argument("--hostname", help="the mail host's name (default: mail.DOMAIN)")
+    p.add_argument("--dir", default="eventmail", help="where to put everything (default ./eventmail; must be new)")
 
     # Its configuration names the data directory and the key: no --dir/--key-file flags to ignore.
     p = sub.add_parser("serve", help="run the server with the static settings of a TOML file",

@@ -1,0 +1,231 @@
+"""`eventmail quickstart ADDRESS`: a new domain's server set up in one non-interactive command — config,
+data directory, master key, account, DKIM keys, systemd unit — and every DNS record it needs,
+printed and written as a zone file, then what to do next.
+
+It asks nothing and overwrites nothing: a directory that already holds a configuration is refused.
+What the server cannot do yet is left out of the records rather than published broken: there is no
+HTTP listener, so no MTA-STS policy, autoconfig or ACME (a self-signed certificate is made, to be
+replaced); see the checklist it prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import os
+import re
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .mail.admin import Admin, AdminError, check_address
+from .mailauth.dkim import public_key_record, zone_txt
+from .opening import open_store
+from .store import MasterKeySource, init_directory, load_master_key
+from .tls.certs import make_self_signed
+
+# Mox's quickstart uses these listeners too: MX on 25, submission with STARTTLS (RFC 6409) and
+# implicit TLS (RFC 8314 §3.3), IMAP with STARTTLS and implicit TLS.
+LISTENERS = (("smtp", 25), ("submission", 587), ("submissions", 465), ("imap", 143), ("imaps", 993))
+# RFC 6376 §3.1: selectors are free-form; a year and a letter tell when a key was made and let the
+# next rotation publish a new one beside it.
+SELECTOR_ALGORITHMS = (("a", "ed25519-sha256"), ("b", "rsa-sha256"))
+SERVICE_USER = "eventmail"
+
+
+class QuickstartError(Exception):
+    """A reason not to start: one line."""
+
+
+@dataclass
+class Result:
+    config: Path
+    data_dir: Path
+    key_file: Path
+    zone_file: Path
+    unit_file: Path
+    account: str
+    address: str
+    password: str
+    records: list[str] = field(default_factory=list)
+    checklist: list[str] = field(default_factory=list)
+
+
+def account_name(address: str) -> str:
+    """The account's name from the address's local part, in the characters account names allow."""
+    local = address.rpartition("@")[0].lower()
+    name = re.sub(r"[^a-z0-9._-]+", "-", local).strip("-._")[:64]
+    return name or "mail"
+
+
+def config_text(hostname: str, data_dir: Path, key_file: Path, cert: Path, key: Path) -> str:
+    listeners = "".join(f'\n[[listener]]\nkind = "{kind}"\naddress = "0.0.0.0"\nport = {port}\n'
+                        f'\n[[listener]]\nkind = "{kind}"\naddress = "::"\nport = {port}\n'
+                        for kind, port in LISTENERS)
+    return (
+        "# Written by `eventmail quickstart`. Every key is in docs/operations.md.\n"
+        f'hostname = "{hostname}"\n'
+        f'data_dir = "{data_dir}"\n'
+        "# The master key: outside the data directory, and backed up elsewhere (without it all mail is lost).\n"
+        f'key_file = "{key_file}"\n'
+        "# The server drops to this user once its ports are bound (create it: useradd --system eventmail).\n"
+        f'user = "{SERVICE_USER}"\n'
+        "\n[tls]\n"
+        "# A self-signed certificate made by quickstart: replace it with one a public CA signed for\n"
+        "# the host name (ACME is not built yet), then restart.\n"
+        f'cert = "{cert}"\nkey = "{key}"\n'
+        "\n[resolver]\n"
+        "# A validating resolver on this machine (unbound), as DNSSEC/DANE need.\n"
+        'nameservers = ["127.0.0.1"]\n'
+        f"{listeners}"
+    )
+
+
+def systemd_unit(config: Path, data_dir: Path) -> str:
+    """A hardened unit: the server starts as root only to bind ports below 1024 and drops to its
+    user itself (eventmail/privileges.py); systemd takes every other privilege away."""
+    return f"""[Unit]
+Description=eventmail mail server
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+ExecStart=/usr/bin/env eventmail serve --config {config}
+Restart=on-failure
+RestartSec=5
+# Binding ports 25, 143, 465, 587 and 993 is the one privilege needed; the server drops to user
+# {SERVICE_USER} after binding.
+CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_SETUID CAP_SETGID
+AmbientCapabilities=
+NoNewPrivileges=yes
+ProtectSystem=strict
+ReadWritePaths={data_dir}
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+SystemCallArchitectures=native
+UMask=0077
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+def dns_records(domain: str, hostname: str, address: str, dkim: list[tuple[str, str]]) -> list[str]:
+    """The zone-file lines the domain needs, absolute names, one record a line. `dkim` is
+    (selector, TXT value) pairs."""
+    d, h = domain.rstrip(".") + ".", hostname.rstrip(".") + "."
+    lines = [
+        "; Mail for the domain goes to this host (RFC 5321 §5.1).",
+        f"{d} 3600 IN MX 10 {h}",
+        "; Only this domain's MX may send its mail (RFC 7208); -all: refuse the rest.",
+        f'{d} 3600 IN TXT "v=spf1 mx -all"',
+        "; The host itself sends its own notices (bounces) under its name.",
+        f'{h} 3600 IN TXT "v=spf1 a -all"',
+        "; DKIM public keys (RFC 6376 §3.6.2; RFC 8463 for ed25519); both signatures go on each message.",
+        *(f"{sel}._domainkey.{d} 3600 IN TXT {zone_txt(value)}" for sel, value in dkim),
+        "; DMARC (RFC 7489): start with p=reject once SPF and DKIM pass for all your mail; reports to you.",
+        f'_dmarc.{d} 3600 IN TXT "v=DMARC1; p=reject; rua=mailto:{address}"',
+        "; SMTP TLS reporting (RFC 8460): receivers report TLS failures to you.",
+        f'_smtp._tls.{d} 3600 IN TXT "v=TLSRPTv1; rua=mailto:{address}"',
+        "; Client configuration by SRV (RFC 6186, RFC 8314 §5.1): implicit TLS first, no POP3.",
+        f"_submissions._tcp.{d} 3600 IN SRV 0 1 465 {h}",
+        f"_submission._tcp.{d} 3600 IN SRV 10 1 587 {h}",
+        f"_imaps._tcp.{d} 3600 IN SRV 0 1 993 {h}",
+        f"_imap._tcp.{d} 3600 IN SRV 10 1 143 {h}",
+        f"_pop3s._tcp.{d} 3600 IN SRV 0 0 0 .",
+        f"_pop3._tcp.{d} 3600 IN SRV 0 0 0 .",
+    ]
+    return lines
+
+
+def _zone_file(domain: str, hostname: str, records: list[str]) -> str:
+    d = domain.rstrip(".") + "."
+    serial = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d01")
+    head = [
+        f"; Zone file for {domain} written by `eventmail quickstart`: the mail records, to merge into",
+        "; your zone. The SOA and NS below are placeholders (so the file loads on its own); keep yours.",
+        f"$ORIGIN {d}",
+        "$TTL 3600",
+        f"@ IN SOA ns1.{d} hostmaster.{d} {serial} 7200 3600 1209600 3600",
+        f"@ IN NS ns1.{d}",
+    ]
+    if not hostname.rstrip(".").endswith(domain.rstrip(".")):
+        head.append(f"; {hostname} is in another zone: its A/AAAA and its own SPF record go there.")
+    return "\n".join([*head, *records]) + "\n"
+
+
+async def _setup_store(data_dir: Path, key_file: Path, domain: str, account: str, address: str,
+                       password: str, year: int) -> list[tuple[str, str]]:
+    source = MasterKeySource(key_file=key_file)
+    init_directory(data_dir, source)
+    store = await open_store(data_dir, load_master_key(data_dir, source))
+    try:
+        admin = Admin(store)
+        await admin.run("domain.add", {"domain": domain})
+        await admin.run("account.add", {"name": account, "address": address, "password": password})
+        dkim = []
+        for letter, algorithm in SELECTOR_ALGORITHMS:
+            selector = f"{year}{letter}"
+            await admin.run("dkim.add", {"domain": domain, "selector": selector, "algorithm": algorithm})
+            d = store.system.dkim[(domain, selector)]
+            dkim.append((selector, public_key_record(d.algorithm, d.private_key)))
+        return dkim
+    finally:
+        await store.close()
+
+
+def quickstart(address: str, hostname: str | None, directory: Path) -> Result:
+    try:
+        address = check_address(address)
+    except AdminError as e:
+        raise QuickstartError(str(e)) from None
+    domain = address.rpartition("@")[2].lower()
+    hostname = (hostname or f"mail.{domain}").lower().rstrip(".")
+    directory = directory.resolve()
+    config = directory / "eventmail.toml"
+    if config.exists() or (directory / "data").exists():
+        raise QuickstartError(f"{directory} already holds a configuration or data directory: give a new --dir")
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data_dir, key_file = directory / "data", directory / "keys" / "master.key"
+    tls_dir = directory / "tls"
+    tls_dir.mkdir(mode=0o700, exist_ok=True)
+    cert, key = tls_dir / "cert.pem", tls_dir / "key.pem"
+    make_self_signed(cert, key, [hostname])
+    account = account_name(address)
+    password = secrets.token_urlsafe(18)
+    year = datetime.datetime.now(datetime.UTC).year
+    dkim = asyncio.run(_setup_store(data_dir, key_file, domain, account, address, password, year))
+    config.write_text(config_text(hostname, data_dir, key_file, cert, key))
+    os.chmod(config, 0o600)
+    records = dns_records(domain, hostname, address, dkim)
+    zone_file = directory / f"{domain}.zone"
+    zone_file.write_text(_zone_file(domain, hostname, records))
+    unit_file = directory / "eventmail.service"
+    unit_file.write_text(systemd_unit(config, data_dir))
+    checklist = [
+        f"Back up {key_file} somewhere other than this machine NOW: without it all mail is lost for good.",
+        f"Create the service user: useradd --system --home-dir {directory} {SERVICE_USER}; "
+        f"chown -R {SERVICE_USER} {data_dir}",
+        f"Give {hostname} A and AAAA records for this machine, then publish the records above "
+        f"(also written to {zone_file}).",
+        f"Ask your hosting provider for reverse DNS (PTR) of this machine's IPv4 and IPv6 addresses: {hostname}.",
+        f"Replace the self-signed certificate {cert} (and {key}) with one for {hostname} from a public CA.",
+        "Run a validating resolver (unbound) on 127.0.0.1, as [resolver] says.",
+        f"Install the unit: cp {unit_file} /etc/systemd/system/ && systemctl enable --now eventmail",
+        f"Configure your mail client: {address}, IMAP {hostname} port 993 (TLS), "
+        f"submission {hostname} port 465 (TLS); user name {account}.",
+    ]
+    return Result(config, data_dir, key_file, zone_file, unit_file, account, address, password, records, checklist)

@@ -1,0 +1,109 @@
+"""`eventmail quickstart` as a new user runs it: what it writes loads where it must (the zone file in
+dnspython's zone parser and a real DNS server, the unit in systemd-analyze), and the configuration
+it writes starts a server that takes mail for the address and lets the account read it."""
+
+from __future__ import annotations
+
+import imaplib
+import os
+import re
+import shutil
+import smtplib
+import subprocess
+import sys
+from pathlib import Path
+
+import dns.resolver
+import dns.zone
+import pytest
+
+from .conftest import ROOT
+from .dns_fixture import DnsServer, zone_text
+from .mailserver import free_port, insecure_tls
+
+
+def quickstart(directory: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "eventmail", "quickstart", *argv, "--dir", str(directory)],
+                          capture_output=True, text=True, timeout=180, cwd=ROOT)
+
+
+def test_quickstart_writes_what_a_new_domain_needs_and_the_server_runs_from_it(tmp_path: Path) -> None:
+    d = tmp_path / "qs"
+    p = quickstart(d, "you@example.org")
+    assert p.returncode == 0, p.stderr
+    out = p.stdout
+    password = re.search(r"^password:\s+(\S+)", out, re.M).group(1)  # type: ignore[union-attr]
+    key_file = Path(re.search(r"^master key:\s+(\S+)", out, re.M).group(1))  # type: ignore[union-attr]
+    assert key_file.exists() and not key_file.resolve().is_relative_to((d / "data").resolve())
+    assert "Back up" in out and "Next:" in out
+
+    # The zone file loads, and holds each record the domain needs.
+    zone = dns.zone.from_file(str(d / "example.org.zone"), relativize=False)
+    def txt(name: str) -> list[bytes]:
+        return [b"".join(r.strings) for r in zone.find_rdataset(name, "TXT")]
+    assert [str(r.exchange) for r in zone.find_rdataset("example.org.", "MX")] == ["mail.example.org."]
+    assert txt("example.org.") == [b"v=spf1 mx -all"]
+    assert txt("_dmarc.example.org.")[0].startswith(b"v=DMARC1; p=reject")
+    assert txt("_smtp._tls.example.org.")[0].startswith(b"v=TLSRPTv1")
+    dkim = {str(name): b"".join(r.strings) for name, _, r in zone.iterate_rdatas("TXT") if "_domainkey" in str(name)}
+    assert len(dkim) == 2 and any(b"k=ed25519" in v for v in dkim.values()) and any(b"k=rsa" in v for v in dkim.values())
+    assert {str(r.target) for r in zone.find_rdataset("_imaps._tcp.example.org.", "SRV")} == {"mail.example.org."}
+    for line in out.splitlines():  # what is printed is what is in the file
+        if " IN " in line and not line.startswith(";"):
+            assert line in (d / "example.org.zone").read_text()
+
+    if shutil.which("systemd-analyze"):
+        v = subprocess.run(["systemd-analyze", "verify", str(d / "eventmail.service")], capture_output=True, text=True)
+        assert v.returncode == 0, v.stderr
+
+    again = quickstart(d, "you@example.org")
+    assert again.returncode == 2 and "already holds" in again.stderr  # nothing overwritten
+
+    # A real DNS server loads the zone file and serves its records as written.
+    with DnsServer.start(tmp_path / "dns", {
+        "example.org": (d / "example.org.zone").read_text(),
+        "sender.test": zone_text("sender.test", ['@ TXT "v=spf1 ip4:127.0.0.0/8 -all"']),
+    }) as server:
+        r = dns.resolver.Resolver(configure=False)
+        r.nameservers, r.port = ["127.0.0.1"], server.port
+        answer = r.resolve(next(iter(dkim)), "TXT")
+        assert b"".join(answer[0].strings) == next(iter(dkim.values()))
+
+        # The configuration starts a server (on loopback test ports, as root here) that takes mail
+        # for the address, and the account reads it with the printed password.
+        config = d / "eventmail.toml"
+        text = config.read_text()
+        text = re.sub(r'\n\[\[listener\]\]\nkind = "\w+"\naddress = "::"\nport = \d+\n', "\n", text)
+        text = re.sub(r'address = "0\.0\.0\.0"\nport = \d+', lambda m: f'address = "127.0.0.1"\nport = {free_port()}', text)
+        if os.geteuid() == 0:
+            text = text.replace('user = "eventmail"', 'user = "root"')
+        text = text.replace('nameservers = ["127.0.0.1"]', f'nameservers = ["127.0.0.1"]\nport = {server.port}')
+        config.write_text(text)
+        proc = subprocess.Popen([sys.executable, "-m", "eventmail", "serve", "--config", str(config)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+        try:
+            ports = {}
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                m = re.search(r"(\w+) listening on 127\.0\.0\.1 port (\d+)", line)
+                if m:
+                    ports[m.group(1)] = int(m.group(2))
+                if line.startswith("stop with") or "Traceback" in line:
+                    break
+            assert {"smtp", "imaps"} <= set(ports), ports
+            with smtplib.SMTP("127.0.0.1", ports["smtp"], timeout=30) as s:
+                s.sendmail("a@sender.test", ["you@example.org"], "Subject: first mail\r\n\r\nhello\r\n")
+            with imaplib.IMAP4_SSL("127.0.0.1", ports["imaps"], ssl_context=insecure_tls(), timeout=30) as m:
+                m.login("you", password)
+                typ, data = m.select("INBOX")
+                assert typ == "OK" and int(data[0]) == 1
+        finally:
+            proc.terminate()
+            proc.wait(30)
+
+
+@pytest.mark.parametrize("address", ["not-an-address", "a@b@c"])
+def test_quickstart_refuses_a_bad_address(tmp_path: Path, address: str) -> None:
+    p = quickstart(tmp_path / "qs", address)
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert not (tmp_path / "qs").exists()
