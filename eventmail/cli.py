@@ -497,6 +497,23 @@ async def cmd_quickstart(args: argparse.Namespace) -> None:
         print(f"{i}. {step}")
 
 
+async def cmd_dns_check(args: argparse.Namespace) -> None:
+    from . import config as config_mod
+    from .dnscheck import OK, check
+
+    try:
+        cfg = config_mod.load(Path(args.config))
+    except config_mod.ConfigError as e:
+        raise CliError(f"{args.config}: {e}", code=EXIT_USAGE) from None
+    findings = await asyncio.to_thread(check, cfg, args.domain)
+    for f in findings:
+        print(f.line())
+    bad = [f for f in findings if f.status != OK]
+    if bad:
+        raise CliError(f"{len(bad)} of {len(findings)} records missing or wrong", code=1)
+    print(f"all {len(findings)} records as they should be")
+
+
 async def cmd_serve(args: argparse.Namespace) -> None:
     from . import config as config_mod
     from . import serve
@@ -766,6 +783,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("address", help="the first account's address, e.g. you@example.org")
     p.add_argument("--hostname", help="the mail host's name (default: mail.DOMAIN)")
     p.add_argument("--dir", default="eventmail", help="where to put everything (default ./eventmail; must be new)")
+
+    dnsp = sub.add_parser("dns", help="the domain's DNS records", description="the domain's DNS records")
+    dsub2 = dnsp.add_subparsers(dest="dns_command", required=True, metavar="DNS_COMMAND")
+    p = dsub2.add_parser("check", help="compare what DOMAIN publishes with what this server needs; "
+                         "non-zero exit when anything is missing or wrong",
+                         description="compare what DOMAIN publishes in DNS with what this server needs, record "
+                         "by record, with the exact fix (docs/quickstart.md)")
+    p.set_defaults(handler=cmd_dns_check)
+    p.add_argument("domain")
+    p.add_argument("--config", required=True, help="the server's TOML configuration file")
 
     # Its configuration names the data directory and the key: no --dir/--key-file flags to ignore.
     p = sub.add_parser("serve", help="run the server with the static settings of a TOML file",

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .mail.admin import Admin, AdminError, check_address
-from .mailauth.dkim import public_key_record, zone_txt
+from .mailauth.dkim import public_key_record
+from .mailauth.published import domain_records
 from .opening import open_store
 from .store import MasterKeySource, init_directory, load_master_key
 from .tls.certs import make_self_signed
@@ -123,34 +124,6 @@ WantedBy=multi-user.target
 """
 
 
-def dns_records(domain: str, hostname: str, address: str, dkim: list[tuple[str, str]]) -> list[str]:
-    """The zone-file lines the domain needs, absolute names, one record a line. `dkim` is
-    (selector, TXT value) pairs."""
-    d, h = domain.rstrip(".") + ".", hostname.rstrip(".") + "."
-    lines = [
-        "; Mail for the domain goes to this host (RFC 5321 §5.1).",
-        f"{d} 3600 IN MX 10 {h}",
-        "; Only this domain's MX may send its mail (RFC 7208); -all: refuse the rest.",
-        f'{d} 3600 IN TXT "v=spf1 mx -all"',
-        "; The host itself sends its own notices (bounces) under its name.",
-        f'{h} 3600 IN TXT "v=spf1 a -all"',
-        "; DKIM public keys (RFC 6376 §3.6.2; RFC 8463 for ed25519); both signatures go on each message.",
-        *(f"{sel}._domainkey.{d} 3600 IN TXT {zone_txt(value)}" for sel, value in dkim),
-        "; DMARC (RFC 7489): start with p=reject once SPF and DKIM pass for all your mail; reports to you.",
-        f'_dmarc.{d} 3600 IN TXT "v=DMARC1; p=reject; rua=mailto:{address}"',
-        "; SMTP TLS reporting (RFC 8460): receivers report TLS failures to you.",
-        f'_smtp._tls.{d} 3600 IN TXT "v=TLSRPTv1; rua=mailto:{address}"',
-        "; Client configuration by SRV (RFC 6186, RFC 8314 §5.1): implicit TLS first, no POP3.",
-        f"_submissions._tcp.{d} 3600 IN SRV 0 1 465 {h}",
-        f"_submission._tcp.{d} 3600 IN SRV 10 1 587 {h}",
-        f"_imaps._tcp.{d} 3600 IN SRV 0 1 993 {h}",
-        f"_imap._tcp.{d} 3600 IN SRV 10 1 143 {h}",
-        f"_pop3s._tcp.{d} 3600 IN SRV 0 0 0 .",
-        f"_pop3._tcp.{d} 3600 IN SRV 0 0 0 .",
-    ]
-    return lines
-
-
 def _zone_file(domain: str, hostname: str, records: list[str]) -> str:
     d = domain.rstrip(".") + "."
     serial = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d01")
@@ -210,7 +183,7 @@ def quickstart(address: str, hostname: str | None, directory: Path) -> Result:
     dkim = asyncio.run(_setup_store(data_dir, key_file, domain, account, address, password, year))
     config.write_text(config_text(hostname, data_dir, key_file, cert, key))
     os.chmod(config, 0o600)
-    records = dns_records(domain, hostname, address, dkim)
+    records = [line for r in domain_records(domain, hostname, address, dkim) for line in (f"; {r.why}", r.line())]
     zone_file = directory / f"{domain}.zone"
     zone_file.write_text(_zone_file(domain, hostname, records))
     unit_file = directory / "eventmail.service"

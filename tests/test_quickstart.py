@@ -107,3 +107,33 @@ def test_quickstart_refuses_a_bad_address(tmp_path: Path, address: str) -> None:
     p = quickstart(tmp_path / "qs", address)
     assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
     assert not (tmp_path / "qs").exists()
+
+
+def test_dns_check_says_what_is_missing_or_wrong_with_the_fix(tmp_path: Path) -> None:
+    d = tmp_path / "qs"
+    assert quickstart(d, "you@example.org").returncode == 0
+    zone = (d / "example.org.zone").read_text() + "mail 3600 IN A 192.0.2.25\n"
+    config = d / "eventmail.toml"
+
+    def dns_check(zone_text_: str) -> subprocess.CompletedProcess[str]:
+        with DnsServer.start(tmp_path / f"dns{len(zone_text_)}", {"example.org": zone_text_}) as server:
+            config.write_text(re.sub(r"nameservers = \[\"127.0.0.1\"\]\n(port = \d+\n)?",
+                                     f'nameservers = ["127.0.0.1"]\nport = {server.port}\n', config.read_text()))
+            return subprocess.run([sys.executable, "-m", "eventmail", "dns", "check", "example.org", "--config",
+                                   str(config)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+    good = dns_check(zone)
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "all 14 records as they should be" in good.stdout and "MISSING" not in good.stdout, good.stdout
+
+    rsa = next(line for line in zone.splitlines() if "b._domainkey" in line)
+    broken = (zone.replace(rsa + "\n", "")
+              .replace("IN MX 10 mail.example.org.", "IN MX 10 mx.elsewhere.test.")
+              .replace('_dmarc.example.org. 3600 IN TXT', "_dmarc-old.example.org. 3600 IN TXT"))
+    bad = dns_check(broken)
+    assert bad.returncode == 1 and "3 of 14 records missing or wrong" in bad.stderr, bad.stdout + bad.stderr
+    out = bad.stdout
+    assert "WRONG   MX example.org." in out and "published: 10 mx.elsewhere.test." in out, out
+    assert f"MISSING TXT {rsa.split()[0]}" in out and f"publish: {rsa}" in out, out
+    assert "MISSING TXT _dmarc.example.org." in out
+    assert "OK      TXT _smtp._tls.example.org." in out

@@ -1,0 +1,122 @@
+"""`eventmail dns check DOMAIN --config FILE`: what the domain publishes in DNS, against what this server
+needs (eventmail.mailauth.published), record by record — OK, MISSING or WRONG with the exact fix.
+
+The expected records come from the configuration (host name, resolver) and the store (the domain's
+active DKIM keys; opened read-only, so a running server is no obstacle). Queries go to the
+configured resolver, as the server's own lookups do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import dns.exception
+import dns.rdatatype
+import dns.resolver
+
+from .config import Config
+from .mailauth.dkim import public_key_record
+from .mailauth.published import Record, domain_records
+from .opening import open_store
+from .store import MasterKeySource, load_master_key
+
+OK, MISSING, WRONG = "OK", "MISSING", "WRONG"
+
+
+@dataclass(frozen=True)
+class Finding:
+    status: str
+    what: str
+    detail: str = ""
+
+    def line(self) -> str:
+        return f"{self.status:8}{self.what}" + (f"\n        {self.detail}" if self.detail else "")
+
+
+class Lookup:
+    """Answers from the configured resolver: rdata texts, or [] when the name or type does not exist."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.resolver = dns.resolver.Resolver(configure=False)
+        self.resolver.nameservers = list(cfg.resolver.nameservers)
+        self.resolver.port = cfg.resolver.port
+        self.resolver.lifetime = 10.0
+
+    def __call__(self, name: str, rtype: str) -> list[dns.rdata.Rdata]:
+        try:
+            return list(self.resolver.resolve(name, rtype, raise_on_no_answer=False) or [])
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return []
+
+
+async def _dkim(cfg: Config, domain: str) -> list[tuple[str, str]]:
+    source = MasterKeySource(key_file=cfg.key_file, passphrase_env=cfg.passphrase_env,
+                             allow_loose_mode=cfg.allow_key_file_mode)
+    store = await open_store(cfg.data_dir, load_master_key(cfg.data_dir, source), writable=False)
+    try:
+        return [(sel, public_key_record(d.algorithm, d.private_key))
+                for (dom, sel), d in sorted(store.system.dkim.items()) if dom == domain and d.active]
+    finally:
+        await store.close()
+
+
+def _txt_texts(rdatas: list[dns.rdata.Rdata]) -> list[str]:
+    return [b"".join(r.strings).decode("utf-8", "replace") for r in rdatas]  # type: ignore[attr-defined]
+
+
+def _compare(expected: Record, lookup: Lookup) -> Finding:
+    what = f"{expected.rtype} {expected.name}"
+    fix = f"publish: {expected.line()}"
+    try:
+        found = lookup(expected.name, expected.rtype)
+    except dns.exception.DNSException as e:
+        return Finding(WRONG, what, f"the resolver failed: {e}; {fix}")
+    if expected.rtype == "TXT":
+        texts = _txt_texts(found)
+        prefix = expected.txt_prefix
+        mine = [t for t in texts if t.startswith(prefix)] if prefix else texts
+        if not mine:
+            return Finding(MISSING, what, fix)
+        if prefix:
+            if len(mine) > 1:
+                return Finding(WRONG, what, f"{len(mine)} records start with {prefix!r}, one is allowed; keep: "
+                                            f"{expected.line()}")
+            return Finding(OK, what, mine[0])
+        if expected.txt in texts:
+            return Finding(OK, what)
+        return Finding(WRONG, what, f"published: {texts[0][:80]}...; {fix}")
+    texts = [r.to_text().lower() for r in found]
+    if expected.rtype == "MX":
+        host = expected.value.split()[1]
+        if any(t.split()[1] == host for t in texts):
+            return Finding(OK, what, ", ".join(texts))
+        return Finding(MISSING if not texts else WRONG, what, (f"published: {', '.join(texts)}; " if texts else "") + fix)
+    if expected.value.lower() in texts:
+        return Finding(OK, what)
+    return Finding(MISSING if not texts else WRONG, what, (f"published: {', '.join(texts)}; " if texts else "") + fix)
+
+
+def check(cfg: Config, domain: str) -> list[Finding]:
+    domain = domain.rstrip(".").lower()
+    dkim = asyncio.run(_dkim(cfg, domain))
+    lookup = Lookup(cfg)
+    findings: list[Finding] = []
+    host = cfg.hostname.rstrip(".") + "."
+    addresses = [r.to_text() for rtype in ("A", "AAAA") for r in _safe(lookup, host, rtype)]
+    findings.append(Finding(OK, f"A/AAAA {host}", ", ".join(addresses)) if addresses else
+                    Finding(MISSING, f"A/AAAA {host}", f"publish the host's addresses: {host} {3600} IN A <IPv4>"))
+    if not dkim:
+        findings.append(Finding(MISSING, f"DKIM key for {domain}",
+                                f"no active signing key in the store: eventmail dkim add {domain} SELECTOR"))
+    # DMARC and TLSRPT are compared by how they start, so the report address does not matter.
+    for expected in domain_records(domain, cfg.hostname, f"postmaster@{domain}", dkim):
+        findings.append(_compare(expected, lookup))
+    return findings
+
+
+def _safe(lookup: Lookup, name: str, rtype: str) -> list[dns.rdata.Rdata]:
+    try:
+        return lookup(name, rtype)
+    except dns.exception.DNSException:
+        return []

@@ -1,0 +1,51 @@
+"""The DNS records a domain publishes for its mail here — what `quickstart` prints and `dns check`
+compares with what is published."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .dkim import zone_txt
+
+TTL = 3600
+
+
+@dataclass(frozen=True)
+class Record:
+    name: str  # absolute, with the final dot
+    rtype: str
+    value: str  # the rdata as zone-file text
+    why: str
+    # How `dns check` compares a TXT record: the whole text ("") or only how it starts (the
+    # operator may tune an SPF, DMARC or TLSRPT record; the key of a DKIM record must be exact).
+    txt_prefix: str = ""
+    txt: str = ""  # the TXT text, joined
+
+    def line(self) -> str:
+        return f"{self.name} {TTL} IN {self.rtype} {self.value}"
+
+
+def _txt(name: str, text: str, why: str, prefix: str = "") -> Record:
+    return Record(name, "TXT", zone_txt(text), why, prefix, text)
+
+
+def domain_records(domain: str, hostname: str, report_address: str, dkim: list[tuple[str, str]]) -> list[Record]:
+    """`dkim`: (selector, TXT value) of the domain's active keys."""
+    d, h = domain.rstrip(".").lower() + ".", hostname.rstrip(".").lower() + "."
+    return [
+        Record(d, "MX", f"10 {h}", "Mail for the domain goes to this host (RFC 5321 §5.1)."),
+        _txt(d, "v=spf1 mx -all", "Only this domain's MX may send its mail (RFC 7208); -all: refuse the rest.", "v=spf1 "),
+        _txt(h, "v=spf1 a -all", "The host itself sends its own notices (bounces) under its name.", "v=spf1 "),
+        *(_txt(f"{sel}._domainkey.{d}", value, "A DKIM public key (RFC 6376 §3.6.2; RFC 8463 for ed25519).")
+          for sel, value in dkim),
+        _txt(f"_dmarc.{d}", f"v=DMARC1; p=reject; rua=mailto:{report_address}",
+             "DMARC (RFC 7489): receivers refuse mail in the domain's name that fails; reports to you.", "v=DMARC1;"),
+        _txt(f"_smtp._tls.{d}", f"v=TLSRPTv1; rua=mailto:{report_address}",
+             "SMTP TLS reporting (RFC 8460): receivers report TLS failures to you.", "v=TLSRPTv1;"),
+        Record(f"_submissions._tcp.{d}", "SRV", f"0 1 465 {h}", "Submission with TLS (RFC 8314 §5.1, RFC 6186)."),
+        Record(f"_submission._tcp.{d}", "SRV", f"10 1 587 {h}", "Submission with STARTTLS (RFC 6186)."),
+        Record(f"_imaps._tcp.{d}", "SRV", f"0 1 993 {h}", "IMAP with TLS (RFC 8314 §5.1, RFC 6186)."),
+        Record(f"_imap._tcp.{d}", "SRV", f"10 1 143 {h}", "IMAP with STARTTLS (RFC 6186)."),
+        Record(f"_pop3s._tcp.{d}", "SRV", "0 0 0 .", "No POP3 here (RFC 6186 §4)."),
+        Record(f"_pop3._tcp.{d}", "SRV", "0 0 0 .", "No POP3 here (RFC 6186 §4)."),
+    ]
