@@ -398,6 +398,8 @@ MOMENT_FORMS = "ISO 8601 (local time without an offset), seconds since the epoch
 LOCALSERVE_PORTS = {"smtp": 1025, "submission": 1587, "submissions": 1465, "imap": 1143, "imaps": 1993}
 LOCALSERVE_ACCOUNT = "you"
 LOCALSERVE_ADDRESS = "you@localhost"
+LOCALSERVE_DOMAIN = "localhost"
+LOCALSERVE_SELECTOR = "localserve"
 
 
 def _print_started(running: "serve.Running", extra: list[str]) -> None:
@@ -427,11 +429,19 @@ async def cmd_localserve(args: argparse.Namespace) -> None:
     if not cert.exists():
         make_self_signed(cert, key, ["localhost", "127.0.0.1", "::1"])
     store = await open_store(directory, load_master_key(directory, source))
-    password = args.password or _generate_password()
+    # The password stays from one start to the next (clients keep their login), in a file only the
+    # owner reads; --password sets a new one.
+    saved = directory / "localserve-password"
+    password = args.password or (saved.read_text().strip() if saved.exists() else _generate_password())
     try:
         if LOCALSERVE_ACCOUNT not in store.system.accounts:
             await store.create_account(LOCALSERVE_ACCOUNT, [LOCALSERVE_ADDRESS], None)
-        await store.stream(SYSTEM).append([pb.Event(password_set=_password_set(LOCALSERVE_ACCOUNT, password))])
+        if args.password or not saved.exists():
+            await store.stream(SYSTEM).append([pb.Event(password_set=_password_set(LOCALSERVE_ACCOUNT, password))])
+            fd = os.open(saved, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(password + "\n")
+        await _localserve_extras(store)
     except BaseException:
         await store.close()
         raise
@@ -445,12 +455,30 @@ async def cmd_localserve(args: argparse.Namespace) -> None:
         allow_plaintext_auth=True, deliver_all_to=LOCALSERVE_ACCOUNT,
     )
     extra = [
-        f"account: {LOCALSERVE_ADDRESS} (login {LOCALSERVE_ADDRESS} or {LOCALSERVE_ACCOUNT}), password: {password}",
+        f"account: {LOCALSERVE_ADDRESS} (login {LOCALSERVE_ADDRESS} or {LOCALSERVE_ACCOUNT}), password: {password} "
+        f"(kept in {saved}; unless changed since with `account set-password`)",
+        f"any address @{LOCALSERVE_DOMAIN} reaches it; what it sends is DKIM-signed (selector {LOCALSERVE_SELECTOR})",
         f"certificate (self-signed): {cert}",
         "every message you send is delivered to this account; nothing leaves the machine",
         f"HTTP port {args.http_port} is reserved for the web pages (not served yet)",
     ]
     await serve.run_until_signalled(lambda: serve.start(cfg, store), lambda r: _print_started(r, extra))
+
+
+async def _localserve_extras(store: Store) -> None:
+    """What makes localserve a test bench (as Mox's): every local recipient is accepted (a
+    catch-all for the domain) and outgoing mail is DKIM-signed, so a client sees what a real
+    server would send."""
+    from .mail.admin import Admin
+
+    admin = Admin(store)
+    if LOCALSERVE_DOMAIN not in store.system.domains:
+        await admin.run("domain.add", {"domain": LOCALSERVE_DOMAIN})
+    if store.system.addresses.get("@" + LOCALSERVE_DOMAIN) is None:
+        await store.add_address(LOCALSERVE_ACCOUNT, "@" + LOCALSERVE_DOMAIN)
+    if (LOCALSERVE_DOMAIN, LOCALSERVE_SELECTOR) not in store.system.dkim:
+        await admin.run("dkim.add", {"domain": LOCALSERVE_DOMAIN, "selector": LOCALSERVE_SELECTOR,
+                                     "algorithm": "ed25519-sha256"})
 
 
 def _generate_password() -> str:

@@ -57,3 +57,54 @@ def test_localserve_serves_imap(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_localserve_as_a_test_bench(tmp_path: Path) -> None:
+    """The password survives a restart, any @localhost recipient is accepted, and what is sent is
+    DKIM-signed (issue 18)."""
+    ports = {k: free_port() for k in ("smtp", "submission", "submissions", "imap", "imaps")}
+    args = [sys.executable, "-m", "eventmail", "localserve", "--dir", str(tmp_path / "ls"),
+            "--dns", "127.0.0.1:9"] + [f"--{k}-port={v}" for k, v in ports.items()]
+
+    def start() -> tuple[subprocess.Popen[str], str]:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        password = ""
+        for line in proc.stdout:
+            if "password: " in line:
+                password = line.split("password: ", 1)[1].split()[0]
+            if line.startswith("stop with"):
+                break
+        assert password
+        return proc, password
+
+    proc, first = start()
+    proc.terminate()
+    proc.wait(30)
+    proc, second = start()
+    try:
+        assert second == first
+        m = imaplib.IMAP4("127.0.0.1", ports["imap"], timeout=30)
+        m.login("you", first)  # a client's saved login still works after the restart
+        with smtplib.SMTP("127.0.0.1", ports["submission"], timeout=30) as s:
+            s.login("you@localhost", first)
+            s.sendmail("you@localhost", ["anyone@localhost"],
+                       b"From: you@localhost\r\nTo: anyone@localhost\r\nSubject: to anyone\r\n\r\nhi\r\n")
+        deadline = time.monotonic() + 20
+        found: list[bytes] = []
+        while time.monotonic() < deadline and not found:
+            m.select("INBOX")
+            found = m.search(None, "SUBJECT", '"to anyone"')[1][0].split()
+            time.sleep(0.1)
+        assert found
+        typ, data = m.fetch(found[0], "(BODY.PEEK[HEADER])")
+        header = data[0][1]  # type: ignore[index]
+        assert b"DKIM-Signature:" in header and b"d=localhost" in header and b"s=localserve" in header, header
+        m.logout()
+        with smtplib.SMTP("127.0.0.1", ports["smtp"], timeout=30) as s:
+            s.ehlo("client.example")
+            s.mail("someone@example.org")
+            assert s.rcpt("whoever@localhost")[0] == 250  # any local recipient
+    finally:
+        proc.terminate()
+        proc.wait(30)
