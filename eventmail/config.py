@@ -7,6 +7,21 @@ from pathlib import Path
 from typing import Any
 
 LISTENER_KINDS = ("smtp", "submission", "submissions", "imap", "imaps")
+# Every key of every table (docs/config.md lists each; tests/test_config.py checks it does).
+TOP_KEYS = frozenset({
+    "hostname", "data_dir", "key_file", "passphrase_env", "tls", "listener", "resolver", "allow_plaintext_auth",
+    "deliver_all_to", "smarthost", "max_message_bytes", "replication", "smarthost_user",
+    "smarthost_password_file", "queue", "analysis_workers", "route", "limits", "min_password_length",
+    "deletion_grace_days", "allow_key_file_mode", "user",
+})
+TLS_KEYS = frozenset({"cert", "key"})
+LISTENER_KEYS = frozenset({"kind", "address", "port"})
+RESOLVER_KEYS = frozenset({"nameservers", "port"})
+ROUTE_KEYS = frozenset({"domain", "smarthost", "smarthost_user", "smarthost_password_file"})
+QUEUE_KEYS = frozenset({"first_retry", "give_up_days", "delay_notice_hours", "mx_port", "messages_per_day",
+                        "first_time_recipients_per_day"})
+REPLICATION_KEYS = frozenset({"node", "peer_node", "listen", "peer", "cert", "key", "peer_cert", "control", "role",
+                              "mode", "sync_timeout", "on_timeout"})
 
 
 class ConfigError(Exception):
@@ -164,13 +179,8 @@ def parse(text: str, base: Path) -> Config:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"not valid TOML: {e}") from None
-    known = {"hostname", "data_dir", "key_file", "passphrase_env", "tls", "listener", "resolver",
-             "allow_plaintext_auth", "deliver_all_to", "smarthost", "max_message_bytes", "replication",
-             "smarthost_user", "smarthost_password_file", "queue", "analysis_workers", "route",
-             "limits", "min_password_length", "deletion_grace_days"}
-    known |= {"allow_key_file_mode", "user"}
     for key in doc:
-        if key not in known:
+        if key not in TOP_KEYS:
             raise ConfigError(f"{key}: unknown setting")
     hostname = _take(doc, "hostname", str, "")
     if not hostname or " " in hostname:
@@ -180,13 +190,13 @@ def parse(text: str, base: Path) -> Config:
     if key_file and passphrase_env:
         raise ConfigError("key_file, passphrase_env: set one, not both")
     tls = _take(doc, "tls", dict, "")
-    _only(tls, {"cert", "key"}, "tls.")
+    _only(tls, set(TLS_KEYS), "tls.")
     listeners = []
     for i, item in enumerate(_take(doc, "listener", list, "")):
         where = f"listener[{i}]."
         if not isinstance(item, dict):
             raise ConfigError(f"listener[{i}]: expected a table")
-        _only(item, {"kind", "address", "port"}, where)
+        _only(item, set(LISTENER_KEYS), where)
         kind = _take(item, "kind", str, where)
         if kind not in LISTENER_KINDS:
             raise ConfigError(f"{where}kind: {kind!r} is not one of {', '.join(LISTENER_KINDS)}")
@@ -199,7 +209,7 @@ def parse(text: str, base: Path) -> Config:
     if not listeners:
         raise ConfigError("listener: at least one listener is needed")
     res = _take(doc, "resolver", dict, "", {})
-    _only(res, {"nameservers", "port"}, "resolver.")
+    _only(res, set(RESOLVER_KEYS), "resolver.")
     servers = tuple(_take(res, "nameservers", list, "resolver.", ["127.0.0.1"]))
     for s in servers:
         _check_address(str(s), "resolver.nameservers")
@@ -296,7 +306,7 @@ def _routes(items: list[Any], base: Path) -> tuple[tuple[str, SmarthostSettings]
         where = f"route[{n}]."
         if not isinstance(item, dict):
             raise ConfigError(f"route[{n}]: expected a table")
-        unknown = set(item) - {"domain", "smarthost", "smarthost_user", "smarthost_password_file"}
+        unknown = set(item) - ROUTE_KEYS
         if unknown:
             raise ConfigError(f"{where}{sorted(unknown)[0]}: unknown setting")
         domain = _take(item, "domain", str, where).strip().lower().rstrip(".")
@@ -312,8 +322,7 @@ def _routes(items: list[Any], base: Path) -> tuple[tuple[str, SmarthostSettings]
 
 
 def _queue(t: dict[str, Any]) -> QueueSettings:
-    unknown = set(t) - {"first_retry", "give_up_days", "delay_notice_hours", "mx_port", "messages_per_day",
-                        "first_time_recipients_per_day"}
+    unknown = set(t) - QUEUE_KEYS
     if unknown:
         raise ConfigError(f"queue: unknown setting {sorted(unknown)[0]!r}")
     q = QueueSettings(
@@ -343,10 +352,8 @@ def _hostport(value: str, where: str) -> str:
 
 def _replication(t: dict[str, Any], base: Path) -> ReplicationSettings:
     w = "replication."
-    known = {"node", "peer_node", "listen", "peer", "cert", "key", "peer_cert", "control", "role", "mode",
-             "sync_timeout", "on_timeout"}
     for key in t:
-        if key not in known:
+        if key not in REPLICATION_KEYS:
             raise ConfigError(f"{w}{key}: unknown setting")
     role = _take(t, "role", str, w, "secondary")
     mode = _take(t, "mode", str, w, "async")

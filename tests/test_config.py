@@ -70,3 +70,28 @@ def test_any_text_is_a_config_or_a_config_error(text: str) -> None:
         parse(text, Path("/"))
     except ConfigError:
         pass
+
+
+def test_docs_config_lists_every_key() -> None:
+    """docs/config.md is the reference: a key the parser knows and the page does not is a failure."""
+    import re
+
+    from eventmail import config as c
+
+    from .conftest import ROOT
+
+    text = (ROOT / "docs" / "config.md").read_text()
+    sections = {m.group(1): m.start() for m in re.finditer(r"^## (.+)$", text, re.M)}
+
+    def section(title: str) -> str:
+        start = sections[title]
+        later = [v for v in sections.values() if v > start]
+        return text[start:min(later) if later else len(text)]
+
+    tables = {"Top level": c.TOP_KEYS, "[tls]": c.TLS_KEYS, "[[listener]]": c.LISTENER_KEYS,
+              "[resolver]": c.RESOLVER_KEYS, "[[route]]": c.ROUTE_KEYS, "[queue]": c.QUEUE_KEYS,
+              "[replication]": c.REPLICATION_KEYS, "[limits]": frozenset(c.ServerLimits.__dataclass_fields__)}
+    for title, keys in tables.items():
+        body = section(title)
+        missing = sorted(k for k in keys if f"| `{k}` |" not in body)
+        assert not missing, f"docs/config.md, {title}: no row for {missing}"
