@@ -525,6 +525,17 @@ async def cmd_quickstart(args: argparse.Namespace) -> None:
         print(f"{i}. {step}")
 
 
+async def cmd_config_test(args: argparse.Namespace) -> None:
+    from .configcheck import problems
+
+    found = await asyncio.to_thread(problems, Path(args.config))
+    for p in found:
+        print(f"{args.config}: {p}", file=sys.stderr)
+    if found:
+        raise CliError(f"{args.config}: {len(found)} problem(s); serve would not start", code=1)
+    print(f"{args.config}: OK")
+
+
 async def cmd_dns_check(args: argparse.Namespace) -> None:
     from . import config as config_mod
     from .dnscheck import OK, check
@@ -811,6 +822,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("address", help="the first account's address, e.g. you@example.org")
     p.add_argument("--hostname", help="the mail host's name (default: mail.DOMAIN)")
     p.add_argument("--dir", default="eventmail", help="where to put everything (default ./eventmail; must be new)")
+
+    cfgp = sub.add_parser("config", help="the configuration file", description="the configuration file (docs/config.md)")
+    csub = cfgp.add_subparsers(dest="config_command", required=True, metavar="CONFIG_COMMAND")
+    p = csub.add_parser("test", help="check a configuration as serve would use it: every key, every file it "
+                        "names, the certificate against its key, the master key against the keyring",
+                        description="check a configuration as serve would use it; exit 1 on any problem")
+    p.set_defaults(handler=cmd_config_test)
+    p.add_argument("--config", required=True, help="the TOML configuration file")
 
     dnsp = sub.add_parser("dns", help="the domain's DNS records", description="the domain's DNS records")
     dsub2 = dnsp.add_subparsers(dest="dns_command", required=True, metavar="DNS_COMMAND")

@@ -137,3 +137,38 @@ def test_dns_check_says_what_is_missing_or_wrong_with_the_fix(tmp_path: Path) ->
     assert f"MISSING TXT {rsa.split()[0]}" in out and f"publish: {rsa}" in out, out
     assert "MISSING TXT _dmarc.example.org." in out
     assert "OK      TXT _smtp._tls.example.org." in out
+
+
+def test_config_test_names_each_problem(tmp_path: Path) -> None:
+    from eventmail.tls.certs import make_self_signed
+
+    d = tmp_path / "qs"
+    assert quickstart(d, "you@example.org").returncode == 0
+    config = d / "eventmail.toml"
+    good = config.read_text()
+
+    def config_test(text: str) -> subprocess.CompletedProcess[str]:
+        config.write_text(text)
+        return subprocess.run([sys.executable, "-m", "eventmail", "config", "test", "--config", str(config)],
+                              capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+    ok = config_test(good)
+    assert ok.returncode == 0 and ok.stdout.strip().endswith(": OK"), ok.stdout + ok.stderr
+    make_self_signed(tmp_path / "other-cert.pem", tmp_path / "other-key.pem", ["other.test"])
+    other_key = tmp_path / "other.key"
+    subprocess.run([sys.executable, "-m", "eventmail", "key", "init", "--dir", str(tmp_path / "other-data"),
+                    "--key-file", str(other_key)], check=True, capture_output=True, cwd=ROOT)
+    cases = [
+        (good.replace('nameservers = ["127.0.0.1"]', 'nameserver = ["127.0.0.1"]'), "resolver.nameserver: unknown setting"),
+        (good.replace(str(d / "tls" / "cert.pem"), str(d / "tls" / "gone.pem")), "tls.cert: " + str(d / "tls" / "gone.pem") + " does not exist"),
+        (good.replace(str(d / "tls" / "key.pem"), str(tmp_path / "other-key.pem")), "the key does not belong to the certificate"),
+        (good.replace(str(d / "keys" / "master.key"), str(other_key)), "key_file: the master key does not open"),
+        (good.replace(f'data_dir = "{d / "data"}"', f'data_dir = "{tmp_path / "nowhere"}"'), "data_dir: "),
+    ]
+    for text, needle in cases:
+        assert text != good
+        p = config_test(text)
+        assert p.returncode == 1, (needle, p.stdout, p.stderr)
+        assert needle in p.stderr and "Traceback" not in p.stderr, (needle, p.stderr)
+        assert "serve would not start" in p.stderr
+    config.write_text(good)
