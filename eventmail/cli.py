@@ -536,14 +536,20 @@ async def cmd_config_test(args: argparse.Namespace) -> None:
     print(f"{args.config}: OK")
 
 
-async def cmd_dns_check(args: argparse.Namespace) -> None:
+def _load_config(args: argparse.Namespace) -> "config_mod.Config":
+    """--config FILE, or a one-line error naming the file and the key."""
     from . import config as config_mod
-    from .dnscheck import OK, check
 
     try:
-        cfg = config_mod.load(Path(args.config))
+        return config_mod.load(Path(args.config))
     except config_mod.ConfigError as e:
         raise CliError(f"{args.config}: {e}", code=EXIT_USAGE) from None
+
+
+async def cmd_dns_check(args: argparse.Namespace) -> None:
+    from .dnscheck import OK, check
+
+    cfg = _load_config(args)
     findings = await asyncio.to_thread(check, cfg, args.domain)
     for f in findings:
         print(f.line())
@@ -554,13 +560,9 @@ async def cmd_dns_check(args: argparse.Namespace) -> None:
 
 
 async def cmd_serve(args: argparse.Namespace) -> None:
-    from . import config as config_mod
     from . import serve
 
-    try:
-        cfg = config_mod.load(Path(args.config))
-    except config_mod.ConfigError as e:
-        raise CliError(f"{args.config}: {e}", code=EXIT_USAGE) from None
+    cfg = _load_config(args)
     if os.geteuid() == 0 and cfg.user is None:
         # A mail server parses hostile input all day: as root, any bug is the machine's.
         raise CliError(f"{args.config}: running as root: set `user` to the account to run as once the ports "
@@ -577,12 +579,7 @@ async def cmd_serve(args: argparse.Namespace) -> None:
 
 
 def _replication_config(args: argparse.Namespace) -> "config_mod.Config":
-    from . import config as config_mod
-
-    try:
-        cfg = config_mod.load(Path(args.config))
-    except config_mod.ConfigError as e:
-        raise CliError(f"{args.config}: {e}", code=EXIT_USAGE) from None
+    cfg = _load_config(args)
     if cfg.replication is None:
         raise CliError(f"{args.config}: no [replication] table", code=EXIT_USAGE)
     return cfg
