@@ -618,6 +618,15 @@ class MailboxNameError(ValueError):
     """A mailbox name is not valid modified UTF-7."""
 
 
+class UndecodableName(str):
+    """A mailbox name (or pattern) that is a valid atom or string but not valid modified UTF-7
+    (RFC 3501 §5.1.3), kept as sent: no mailbox can have it, so SELECT, STATUS and the like say
+    NO and LIST matches nothing (as Dovecot does) instead of a BAD for well-formed syntax;
+    CREATE and RENAME refuse it (mailboxes.check_name)."""
+
+    reason: str = ""
+
+
 def _b64_utf16(text: str) -> str:
     raw = text.encode("utf-16-be")
     return base64.b64encode(raw).decode("ascii").rstrip("=").replace("/", ",")

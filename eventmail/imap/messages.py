@@ -246,10 +246,19 @@ async def search(s: Session, cmd: c.Search) -> AsyncIterator[r.Response]:
                 results.append(("COUNT", len(numbers)))
             if numbers and "ALL" in opts:
                 results.append(("ALL", uid_set(numbers)))
-            if highest is not None:
-                results.append(("MODSEQ", highest))
+            if highest is not None and numbers:
+                results.append(("MODSEQ", _esearch_modseq(opts, found, cmd.uid)))
             yield r.esearch_response(cmd.tag, cmd.uid, results)
     yield r.ok(cmd.tag, "SEARCH completed")
+
+
+def _esearch_modseq(opts: set[str], found: list[tuple[int, Message]], uid: bool) -> int:
+    """RFC 4731 §3.2 / RFC 7162 §3.1.5: with only MIN and/or MAX asked, the highest mod-sequence
+    of the messages returned (the message itself for MIN or MAX alone); otherwise of all matches."""
+    if opts <= {"MIN", "MAX"}:
+        ends = [found[0], found[-1]] if opts == {"MIN", "MAX"} else [found[0] if "MIN" in opts else found[-1]]
+        return max(m.modseq for _s, m in ends)
+    return max(m.modseq for _s, m in found)
 
 
 def _save(sel: Selected, opts: set[str], uids: list[int]) -> None:

@@ -23,6 +23,7 @@ from eventmail.imap import mailboxes, messages
 from eventmail.imap import responses as r
 from eventmail.imap.auth import Authenticator, plain_response, wire_form
 from eventmail.imap.errors import ImapError, MailboxGone, bad, no
+from eventmail.imap.recent import marks as recent_marks
 from eventmail.imap.selected import Notify, Selected, flag_atoms, uid_set
 from eventmail.imap.wire import ImapWire, Limits
 from eventmail.mail import moves
@@ -221,10 +222,14 @@ class Session:
             if self.selected is not None and not isinstance(cmd, _NO_PRESYNC):
                 for resp in self._sync(cmd):
                     yield resp
+            condstore_before = self.condstore
             async for resp in handler(self, cmd):
                 if isinstance(resp, r.StatusResponse) and resp.tag == cmd.tag:
                     for update in self._sync(cmd):
                         yield update
+                    if not condstore_before and self.condstore and not isinstance(cmd, c.Select):
+                        for update in self._highestmodseq():
+                            yield update
                 yield resp
         except ImapError as e:
             for update in self._sync(cmd):
@@ -282,6 +287,16 @@ class Session:
             return self.selected.flush_expunges(self.qresync) if expunge_ok else []
         notify = Notify(expunge_ok, self.condstore, self.qresync, frozenset(self.suppressed))
         return self.selected.apply(events, self.acct.view, notify)
+
+    def _highestmodseq(self) -> list[r.Response]:
+        """RFC 7162 §3.1: the first CONDSTORE-enabling command while a mailbox is selected is
+        answered with its HIGHESTMODSEQ (the client had no reason to remember it before)."""
+        if self.selected is None or self.acct is None:
+            return []
+        mb = self.acct.view.mailbox_by_id(self.selected.mailbox_id)
+        if mb is None:
+            return []
+        return [r.ok(None, "highest", r.ResponseCode("HIGHESTMODSEQ", (mb.highest_modseq,)))]
 
     def unselect(self) -> None:
         self.selected = None
@@ -466,7 +481,8 @@ class Session:
             self.sub.pending()  # the snapshot below already holds every event committed so far
         self._events.clear()
         msgs = acct.view.messages(mb.id)
-        sel = Selected(mb, cmd.readonly, msgs)
+        sel = Selected(mb, cmd.readonly, msgs, recent_marks(self.opts.store, acct.name))
+        sel.tell_recent = not self.rev2
         yield r.flags(sel.flag_names())
         # RFC 9051 §7.1: `\*` (new keywords may be created) only while the mailbox is under its cap
         new_ok = () if keywords_at_cap(sel.keywords) else (r.Atom("\\*"),)
@@ -474,7 +490,7 @@ class Session:
         yield r.ok(None, "flags permitted", r.ResponseCode("PERMANENTFLAGS", (permanent,)))
         yield r.exists(sel.exists)
         if not self.rev2:
-            yield r.Untagged((0, r.Atom("RECENT")))  # RFC 3501 §7.3.2
+            yield r.Untagged((len(sel.recent), r.Atom("RECENT")))  # RFC 3501 §7.3.2
             first_unseen = next((i for i, m in enumerate(msgs, 1) if "\\Seen" not in m.flags), None)
             if first_unseen is not None:
                 yield r.ok(None, "first unseen", r.ResponseCode("UNSEEN", (first_unseen,)))

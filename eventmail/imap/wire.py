@@ -374,7 +374,9 @@ class _Parser:
         try:
             return c.decode_mutf7(name)
         except c.MailboxNameError as e:
-            raise _Syntax(f"invalid mailbox name: {e}") from e
+            undecodable = c.UndecodableName(name)
+            undecodable.reason = str(e)
+            return undecodable
 
     def mailbox(self) -> str:
         raw = self.astring()
