@@ -177,6 +177,10 @@ async def store(s: Session, cmd: c.Store) -> AsyncIterator[r.Response]:
     if not cmd.silent or s.condstore:
         # RFC 9051 §6.4.6: FETCH with the new flags; RFC 7162 §3.1.3: with MODSEQ, even .SILENT
         fresh = _lookup(acct.view, sel.mailbox_id, live)
+        told: list[r.Response] = []
+        sel.learn_keywords((f for m in fresh.values() for f in m.flags), told)
+        for resp in told:
+            yield resp  # a new keyword is in FLAGS before any FETCH shows it
         for uid in live:
             msg = fresh.get(uid)
             seq = sel.seq(uid)

@@ -19,7 +19,7 @@ from eventmail.imap import responses as r
 from eventmail.imap.commands import SeqRange, SequenceSet
 from eventmail.imap.errors import MailboxGone, bad
 from eventmail.imap.recent import RecentMarks
-from eventmail.store import Committed, Mailbox, MailboxView, Message
+from eventmail.store import Committed, Mailbox, MailboxView, Message, keywords_at_cap
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
@@ -171,7 +171,7 @@ class Selected:
                 bisect.insort(self.uids, uid)
             if self.marks.unclaimed(self.mailbox_id, [uid]) if self.readonly else self.marks.claim(self.mailbox_id, uid):
                 self.recent.add(uid)
-            self._learn_keywords(msg.flags, out)
+            self.learn_keywords(msg.flags, out)
             added = True
         if added:
             while out and isinstance(out[-1], r.Untagged) and out[-1].values[1:] in (
@@ -200,7 +200,7 @@ class Selected:
             msg = view.message(self.mailbox_id, uid)
             if msg is None:
                 continue  # expunged by a later event, which will be told
-            self._learn_keywords(msg.flags, out)
+            self.learn_keywords(msg.flags, out)
             told.add(uid)
             out.append(self.flags_fetch(seq, msg, notify.condstore))
 
@@ -213,12 +213,22 @@ class Selected:
             items.append(("MODSEQ", (msg.modseq,)))  # RFC 7162 §3.1.4.1
         return r.FetchResponse(seq, tuple(items))
 
-    def _learn_keywords(self, flags: Iterable[str], out: list[r.Response]) -> None:
+    def permanent_flags(self) -> r.Response:
+        """`OK [PERMANENTFLAGS]`: `\\*` (new keywords may be created) only while the mailbox is
+        under its cap (RFC 9051 §7.1); nothing is permanent in a read-only mailbox."""
+        new_ok = () if keywords_at_cap(self.keywords) else (r.Atom("\\*"),)
+        permanent: tuple[r.Value, ...] = () if self.readonly else (*flag_atoms(self.flag_names()), *new_ok)
+        return r.ok(None, "flags permitted", r.ResponseCode("PERMANENTFLAGS", (permanent,)))
+
+    def learn_keywords(self, flags: Iterable[str], out: list[r.Response]) -> None:
         new = {f for f in flags if not f.startswith("\\")} - self.keywords
         if new:
-            # RFC 9051 §7.3.5: FLAGS again when the set of defined flags grows
+            # RFC 9051 §7.3.5: FLAGS again when the set of defined flags grows, and the
+            # PERMANENTFLAGS that go with it (as Dovecot; imaptest checks every keyword it sees)
             self.keywords |= new
             out.append(r.flags(self.flag_names()))
+            if not self.readonly:
+                out.append(self.permanent_flags())
 
     def flush_expunges(self, qresync: bool) -> list[r.Response]:
         """Tell the held expunges: VANISHED once QRESYNC is on (RFC 7162 §3.2.10), else one

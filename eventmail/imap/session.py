@@ -24,7 +24,7 @@ from eventmail.imap import responses as r
 from eventmail.imap.auth import Authenticator, plain_response, wire_form
 from eventmail.imap.errors import ImapError, MailboxGone, bad, no
 from eventmail.imap.recent import marks as recent_marks
-from eventmail.imap.selected import Notify, Selected, flag_atoms, uid_set
+from eventmail.imap.selected import Notify, Selected, uid_set
 from eventmail.imap.wire import ImapWire, Limits
 from eventmail.mail import moves
 from eventmail.sasl import Challenge, Failure, FailureReason, GuardedExchange, Success
@@ -40,7 +40,6 @@ from eventmail.store import (
     StoreError,
     StoreFull,
     Subscription,
-    keywords_at_cap,
 )
 
 log = logging.getLogger("eventmail.imap")
@@ -224,7 +223,9 @@ class Session:
                     yield resp
             condstore_before = self.condstore
             async for resp in handler(self, cmd):
-                if isinstance(resp, r.StatusResponse) and resp.tag == cmd.tag:
+                # nothing between `* BYE` and LOGOUT's OK (RFC 9051 §6.1.3): the client has stopped
+                # counting sequence numbers
+                if isinstance(resp, r.StatusResponse) and resp.tag == cmd.tag and not isinstance(cmd, c.Logout):
                     for update in self._sync(cmd):
                         yield update
                     if not condstore_before and self.condstore and not isinstance(cmd, c.Select):
@@ -484,10 +485,7 @@ class Session:
         sel = Selected(mb, cmd.readonly, msgs, recent_marks(self.opts.store, acct.name))
         sel.tell_recent = not self.rev2
         yield r.flags(sel.flag_names())
-        # RFC 9051 §7.1: `\*` (new keywords may be created) only while the mailbox is under its cap
-        new_ok = () if keywords_at_cap(sel.keywords) else (r.Atom("\\*"),)
-        permanent: tuple[r.Value, ...] = () if cmd.readonly else (*flag_atoms(sel.flag_names()), *new_ok)
-        yield r.ok(None, "flags permitted", r.ResponseCode("PERMANENTFLAGS", (permanent,)))
+        yield sel.permanent_flags()
         yield r.exists(sel.exists)
         if not self.rev2:
             yield r.Untagged((len(sel.recent), r.Atom("RECENT")))  # RFC 3501 §7.3.2
