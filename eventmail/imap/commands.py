@@ -513,6 +513,23 @@ class Search:
     return_options: tuple[str, ...] | None = None
 
 
+SORT_KEYS = frozenset({"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"})
+
+
+@dataclass(frozen=True)
+class Sort:
+    """SORT / UID SORT (RFC 5256 §3; DISPLAYFROM / DISPLAYTO RFC 5957; RETURN: ESORT, RFC 5267 §3).
+
+    `criteria` holds (key, reverse) pairs in the order given, keys upper-cased from SORT_KEYS."""
+
+    tag: str
+    criteria: tuple[tuple[str, bool], ...]
+    key: SearchKey
+    uid: bool = False
+    charset: str | None = None
+    return_options: tuple[str, ...] | None = None
+
+
 @dataclass(frozen=True)
 class Fetch:
     """FETCH / UID FETCH. Macros are expanded (RFC 9051 §6.4.5: ALL, FAST, FULL) and
@@ -599,6 +616,7 @@ Command: TypeAlias = (
     | Unselect
     | Expunge
     | Search
+    | Sort
     | Fetch
     | Store
     | Copy
