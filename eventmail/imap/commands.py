@@ -513,6 +513,17 @@ class Search:
     return_options: tuple[str, ...] | None = None
 
 
+@dataclass(frozen=True)
+class Thread:
+    """THREAD / UID THREAD (RFC 5256 §4): `algorithm` upper-cased, ORDEREDSUBJECT or REFERENCES."""
+
+    tag: str
+    algorithm: str
+    key: SearchKey
+    uid: bool = False
+    charset: str | None = None
+
+
 SORT_KEYS = frozenset({"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"})
 
 
@@ -617,6 +628,7 @@ Command: TypeAlias = (
     | Expunge
     | Search
     | Sort
+    | Thread
     | Fetch
     | Store
     | Copy
@@ -730,6 +742,7 @@ _MB64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345678
 
 
 __all__ = [
+    "SORT_KEYS",
     "Append",
     "AppendMessage",
     "Authenticate",
@@ -782,11 +795,13 @@ __all__ = [
     "Select",
     "SeqRange",
     "SequenceSet",
+    "Sort",
     "StartTls",
     "Status",
     "Store",
     "StoreMode",
     "Subscribe",
+    "Thread",
     "Unselect",
     "Unsubscribe",
     "decode_mutf7",

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eventmail.imap import commands as c
-from eventmail.imap import mailboxes, messages, sort
+from eventmail.imap import mailboxes, messages, sort, thread
 from eventmail.imap import responses as r
 from eventmail.imap.auth import Authenticator, plain_response, wire_form
 from eventmail.imap.errors import ImapError, MailboxGone, bad, no
@@ -75,9 +75,9 @@ class State(enum.Enum):
 
 _ANY = (c.Capability, c.Noop, c.Logout, c.Id)
 _NOT_AUTH = (c.StartTls, c.Authenticate, c.Login)
-_SELECTED_ONLY = (c.Check, c.Close, c.Unselect, c.Expunge, c.Search, c.Sort, c.Fetch, c.Store, c.Copy, c.Move)
+_SELECTED_ONLY = (c.Check, c.Close, c.Unselect, c.Expunge, c.Search, c.Sort, c.Thread, c.Fetch, c.Store, c.Copy, c.Move)
 # Commands that may tell expunges (RFC 9051 §7.5.1): all but FETCH, STORE, SEARCH by number.
-_NO_EXPUNGE = (c.Fetch, c.Store, c.Search, c.Sort)
+_NO_EXPUNGE = (c.Fetch, c.Store, c.Search, c.Sort, c.Thread)
 # Commands after which a held selection's changes are not worth telling first.
 _NO_PRESYNC = (c.Select, c.Close, c.Unselect, c.Logout, c.Idle)
 
@@ -144,6 +144,7 @@ class Session:
             "CREATE-SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "SEARCHRES", "WITHIN",
             "CONDSTORE", "QRESYNC", "BINARY", "MULTIAPPEND", f"APPENDLIMIT={limits.max_append}", "UTF8=ACCEPT",
             "STATUS=SIZE", "SORT", "SORT=DISPLAY", "ESORT",
+            "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
         ]
         if not self.wire.compressing:
             caps.append("COMPRESS=DEFLATE")
@@ -578,6 +579,7 @@ _HANDLERS: dict[type, Handler] = {
     c.Store: messages.store,
     c.Search: messages.search,
     c.Sort: sort.sort,
+    c.Thread: thread.thread,
     c.Copy: messages.copy,
     c.Move: messages.copy,
     c.Expunge: messages.expunge,

@@ -33,7 +33,14 @@ _BLOB_RE = re.compile(rf"^{_BLOB}")
 
 def base_subject(raw: bytes) -> str:
     """RFC 5256 §2.1: the subject with reply/forward markers, blobs and trailers removed."""
+    return base_subject_reply(raw)[0]
+
+
+def base_subject_reply(raw: bytes) -> tuple[str, bool]:
+    """The base subject, and whether a reply/forward marker was removed (RFC 5256 §2.1,
+    which THREAD=REFERENCES step 5 asks)."""
     text = _WSP.sub(" ", decode_words(raw))  # (1) decoded, whitespace runs as one space
+    reply = False
     while True:
         while True:
             stripped = _TRAILER.sub("", text)  # (2)
@@ -43,6 +50,7 @@ def base_subject(raw: bytes) -> str:
         while True:  # (5): repeat (3) and (4)
             m = _LEADER.match(text)
             if m and m.end() > 0:
+                reply = reply or m.group(0).strip() != ""
                 text = text[m.end():]  # (3)
                 continue
             b = _BLOB_RE.match(text)
@@ -53,11 +61,12 @@ def base_subject(raw: bytes) -> str:
         # (6) [fwd: ...] wrapping
         if text[:5].lower() == "[fwd:" and text.endswith("]"):
             text = text[5:-1]
+            reply = True
             continue
-        return text
+        return text, reply
 
 
-def _ascii_upper(text: str) -> str:
+def ascii_upper(text: str) -> str:
     """i;ascii-casemap (RFC 4790 §9.2): only a-z are mapped."""
     return text.translate(_UPPER)
 
@@ -76,7 +85,7 @@ def _first(addresses: Sequence[pb.Address]) -> pb.Address | None:
 def _address_key(addresses: Sequence[pb.Address]) -> str:
     """RFC 5256 §3: the addr-mailbox (local part) of the first address."""
     a = _first(addresses)
-    return "" if a is None else _ascii_upper(a.mailbox.decode("utf-8", "replace"))
+    return "" if a is None else ascii_upper(a.mailbox.decode("utf-8", "replace"))
 
 
 def _display_key(addresses: Sequence[pb.Address]) -> str:
@@ -88,7 +97,7 @@ def _display_key(addresses: Sequence[pb.Address]) -> str:
     return (name or addr_spec(a)).casefold()
 
 
-def _sent(data: MessageData) -> int:
+def sent_date(data: MessageData) -> int:
     """RFC 5256 §3 DATE: the Date header in UTC; the internal date when it cannot be read."""
     env = data.structure().envelope
     if env.has_date:
@@ -106,11 +115,11 @@ def sort_value(key: str, data: MessageData) -> str | int:
     if key == "ARRIVAL":
         return data.msg.internal_date
     if key == "DATE":
-        return _sent(data)
+        return sent_date(data)
     if key == "SIZE":
         return data.msg.size
     if key == "SUBJECT":
-        return _ascii_upper(base_subject(env.subject))
+        return ascii_upper(base_subject(env.subject))
     if key in ("FROM", "TO", "CC"):
         return _address_key(getattr(env, {"FROM": "from", "TO": "to", "CC": "cc"}[key]))
     if key == "DISPLAYFROM":
@@ -186,4 +195,4 @@ async def sort(s: Session, cmd: c.Sort) -> AsyncIterator[r.Response]:
     yield r.ok(cmd.tag, "SORT completed")
 
 
-__all__ = ["base_subject", "sort", "sorted_matches"]
+__all__ = ["ascii_upper", "base_subject", "base_subject_reply", "sent_date", "sort", "sorted_matches"]

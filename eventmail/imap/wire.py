@@ -751,6 +751,20 @@ class _Parser:
             raise _Syntax("SAVE is a SEARCH option")
         return c.Sort(tag, tuple(criteria), key, uid, charset, returns)
 
+    def p_thread(self, tag: str, uid: bool) -> c.Command:
+        # RFC 5256 §4: THREAD algorithm charset search-key...
+        self.sp()
+        algorithm = self.atom("thread algorithm").upper()
+        if algorithm not in ("ORDEREDSUBJECT", "REFERENCES"):
+            raise _Syntax(f"unknown thread algorithm {algorithm}")
+        self.sp()
+        charset = self._charset(required=True)
+        keys = [self.search_key()]
+        while self.maybe(0x20):
+            keys.append(self.search_key())
+        key = keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
+        return c.Thread(tag, algorithm, key, uid, charset)
+
     def _search_return(self) -> tuple[str, ...] | None:
         """RETURN (opts) SP, or None (RFC 4731 §3.1)."""
         if not self.keyword(b"RETURN"):
@@ -1076,7 +1090,7 @@ _FETCH_MACROS = {
     "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
     "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
 }
-_UID_COMMANDS = frozenset({"COPY", "MOVE", "FETCH", "SEARCH", "STORE", "EXPUNGE", "SORT"})
+_UID_COMMANDS = frozenset({"COPY", "MOVE", "FETCH", "SEARCH", "STORE", "EXPUNGE", "SORT", "THREAD"})
 
 _Handler = Callable[[_Parser, str, bool], c.Command]
 _HANDLERS: dict[str, _Handler] = {
@@ -1106,6 +1120,7 @@ _HANDLERS: dict[str, _Handler] = {
     "EXPUNGE": _Parser.p_expunge,
     "SEARCH": _Parser.p_search,
     "SORT": _Parser.p_sort,
+    "THREAD": _Parser.p_thread,
     "FETCH": _Parser.p_fetch,
     "STORE": _Parser.p_store,
     "COPY": lambda p, t, u: p.p_copy_move(t, u, c.Copy),
