@@ -47,7 +47,7 @@ def test_enable(srv: ImapServer) -> None:
     srv.deliver(simple_message())
     out = c.cmd(b"s SELECT INBOX")
     assert any(b"[HIGHESTMODSEQ " in line for line in out)
-    assert re.fullmatch(rb"\* 1 FETCH \(FLAGS \(\) MODSEQ \(\d+\)\)", c.cmd(b"f FETCH 1 (FLAGS)")[0])
+    assert re.fullmatch(rb"\* 1 FETCH \(FLAGS \(\\Recent\) MODSEQ \(\d+\)\)", c.cmd(b"f FETCH 1 (FLAGS)")[0])
     # ENABLE before login is a BAD (RFC 5161 §3.1: authenticated state only)
     d = srv.raw()
     assert _status(d.cmd(b"e ENABLE CONDSTORE")) == b"BAD"

@@ -109,8 +109,10 @@ def test_idle_sees_a_delivery(srv: ImapServer) -> None:
     assert c.response().startswith(b"+ ")
     uid = srv.deliver(simple_message("while idling"))
     assert c.response() == b"* 1 EXISTS"
+    assert c.response() == b"* 1 RECENT"  # RFC 3501 §7.3.2: this session is the one it is recent for
     srv.deliver(simple_message("second"), flags=("\\Seen",))
     assert c.response() == b"* 2 EXISTS"
+    assert c.response() == b"* 2 RECENT"
     c.send(b"DONE\r\n")
     assert c.response().startswith(b"i OK")
     out = c.cmd(f"f UID FETCH {uid}:* (UID FLAGS)".encode())
@@ -130,9 +132,9 @@ def test_idle_sees_flags_and_expunge_from_another_session(srv: ImapServer) -> No
     other = srv.imap()
     other.select("INBOX")
     other.store("2", "+FLAGS", r"(\Flagged)")
-    assert c.response() == b"* 2 FETCH (UID 2 FLAGS (\\Flagged))"
+    assert c.response() == b"* 2 FETCH (UID 2 FLAGS (\\Flagged \\Recent))"  # c selected first
     other.store("1", "+FLAGS", r"(\Deleted)")
-    assert c.response() == b"* 1 FETCH (UID 1 FLAGS (\\Deleted))"
+    assert c.response() == b"* 1 FETCH (UID 1 FLAGS (\\Deleted \\Recent))"
     other.expunge()
     assert c.response() == b"* 1 EXPUNGE"
     c.send(b"DONE\r\n")

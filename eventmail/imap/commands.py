@@ -514,6 +514,34 @@ class Search:
 
 
 @dataclass(frozen=True)
+class Thread:
+    """THREAD / UID THREAD (RFC 5256 §4): `algorithm` upper-cased, ORDEREDSUBJECT or REFERENCES."""
+
+    tag: str
+    algorithm: str
+    key: SearchKey
+    uid: bool = False
+    charset: str | None = None
+
+
+SORT_KEYS = frozenset({"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"})
+
+
+@dataclass(frozen=True)
+class Sort:
+    """SORT / UID SORT (RFC 5256 §3; DISPLAYFROM / DISPLAYTO RFC 5957; RETURN: ESORT, RFC 5267 §3).
+
+    `criteria` holds (key, reverse) pairs in the order given, keys upper-cased from SORT_KEYS."""
+
+    tag: str
+    criteria: tuple[tuple[str, bool], ...]
+    key: SearchKey
+    uid: bool = False
+    charset: str | None = None
+    return_options: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
 class Fetch:
     """FETCH / UID FETCH. Macros are expanded (RFC 9051 §6.4.5: ALL, FAST, FULL) and
     `macro` keeps which was used. `changedsince` / `vanished` are RFC 7162 §3.1.4, §3.2.6."""
@@ -599,6 +627,8 @@ Command: TypeAlias = (
     | Unselect
     | Expunge
     | Search
+    | Sort
+    | Thread
     | Fetch
     | Store
     | Copy
@@ -616,6 +646,15 @@ Item: TypeAlias = Command | Continuation | ProtocolError | IdleDone | SaslRespon
 
 class MailboxNameError(ValueError):
     """A mailbox name is not valid modified UTF-7."""
+
+
+class UndecodableName(str):
+    """A mailbox name (or pattern) that is a valid atom or string but not valid modified UTF-7
+    (RFC 3501 §5.1.3), kept as sent: no mailbox can have it, so SELECT, STATUS and the like say
+    NO and LIST matches nothing (as Dovecot does) instead of a BAD for well-formed syntax;
+    CREATE and RENAME refuse it (mailboxes.check_name)."""
+
+    reason: str = ""
 
 
 def _b64_utf16(text: str) -> str:
@@ -703,6 +742,7 @@ _MB64 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345678
 
 
 __all__ = [
+    "SORT_KEYS",
     "Append",
     "AppendMessage",
     "Authenticate",
@@ -755,11 +795,13 @@ __all__ = [
     "Select",
     "SeqRange",
     "SequenceSet",
+    "Sort",
     "StartTls",
     "Status",
     "Store",
     "StoreMode",
     "Subscribe",
+    "Thread",
     "Unselect",
     "Unsubscribe",
     "decode_mutf7",

@@ -11,8 +11,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from eventmail.imap import responses as r
-from eventmail.imap.commands import Create, Delete, List, Lsub, Rename, Status, Subscribe, Unsubscribe
+from eventmail.imap.commands import (
+    Create,
+    Delete,
+    List,
+    Lsub,
+    Rename,
+    Status,
+    Subscribe,
+    UndecodableName,
+    Unsubscribe,
+)
 from eventmail.imap.errors import no
+from eventmail.imap.recent import marks as recent_marks
 from eventmail.mail import mailboxes as mail_mailboxes
 from eventmail.proto import events_pb2 as pb
 from eventmail.store import Account, Mailbox, MailboxView
@@ -37,6 +48,8 @@ MAX_NAME = 1000  # octets of UTF-8: Dovecot's limit is 255 per level; long enoug
 def check_name(name: str) -> str:
     """A mailbox name fit to create: no wildcards, no empty levels; a trailing separator is
     dropped (RFC 9051 §6.3.4: it only says the name will hold children)."""
+    if isinstance(name, UndecodableName):
+        raise no(f"invalid mailbox name: {name.reason}", "CANNOT")
     if name.upper() == "INBOX":
         return "INBOX"
     if name.endswith(SEP):
@@ -121,8 +134,9 @@ class Tree:
         if "SUBSCRIBED" in sel:
             candidates = sorted(self.subscribed)
             if "RECURSIVEMATCH" in sel:
-                # RFC 5258 §3.5: a name that matches and has a subscribed descendant that does not
-                parents = {a for s in self.subscribed for a in _ancestors(s)}
+                # RFC 5258 §3.5: a name that matches and has a subscribed descendant that does
+                # not (one that matches is listed itself and needs no CHILDINFO on its parent)
+                parents = {a for s in self.subscribed if not name_matches(regexes, s) for a in _ancestors(s)}
                 candidates = sorted(set(candidates) | parents)
         else:
             candidates = sorted(set(self.mailboxes) | self.implied)
@@ -222,9 +236,16 @@ def status_response(name: str, values: list[r.Value]) -> r.Untagged:
 # ---------------------------------------------------------------------- the commands
 
 
-def _recent(s: Session, mb: Mailbox) -> int:
+def _recent(s: Session, mb: Mailbox, items: Iterable[str]) -> int:
+    """STATUS RECENT: this session's recent messages if it has the mailbox selected, else the
+    ones no session has claimed yet (RFC 3501 §6.3.10; eventmail/imap/recent.py)."""
+    if "RECENT" not in items:
+        return 0
     sel = s.selected
-    return len(sel.recent) if sel is not None and sel.mailbox_id == mb.id else 0
+    if sel is not None and sel.mailbox_id == mb.id:
+        return len(sel.recent)
+    acct = s.need_acct()
+    return len(recent_marks(s.opts.store, acct.name).unclaimed(mb.id, (m.uid for m in acct.view.messages(mb.id))))
 
 
 async def list_(s: Session, cmd: List) -> AsyncIterator[r.Response]:
@@ -238,7 +259,7 @@ async def list_(s: Session, cmd: List) -> AsyncIterator[r.Response]:
             # RFC 5819 §2: a STATUS response after each selectable mailbox's LIST response
             mb = tree.mailboxes[e.name]
             values = status_values(acct.view, mb, cmd.status_items, appendlimit=s.opts.limits.max_append,
-                                   recent=_recent(s, mb))
+                                   recent=_recent(s, mb, cmd.status_items))
             yield status_response(e.name, values)
     yield r.ok(cmd.tag, "LIST completed")
 
@@ -255,7 +276,7 @@ async def status(s: Session, cmd: Status) -> AsyncIterator[r.Response]:
     mb = existing_mailbox(acct.view, cmd.mailbox)
     if "HIGHESTMODSEQ" in cmd.items:
         s.condstore = True  # RFC 7162 §3.1
-    values = status_values(acct.view, mb, cmd.items, appendlimit=s.opts.limits.max_append, recent=_recent(s, mb))
+    values = status_values(acct.view, mb, cmd.items, appendlimit=s.opts.limits.max_append, recent=_recent(s, mb, cmd.items))
     yield status_response(mb.name, values)
     yield r.ok(cmd.tag, "STATUS completed")
 
@@ -311,6 +332,8 @@ async def rename(s: Session, cmd: Rename) -> AsyncIterator[r.Response]:
 async def subscribe(s: Session, cmd: Subscribe | Unsubscribe) -> AsyncIterator[r.Response]:
     acct = s.need_acct()
     name = "INBOX" if cmd.mailbox.upper() == "INBOX" else cmd.mailbox
+    if isinstance(name, UndecodableName) and isinstance(cmd, Subscribe):
+        raise no(f"invalid mailbox name: {name.reason}", "CANNOT")  # LSUB could not say it back
     # RFC 9051 §6.3.7: names need not exist (a server MAY check; we do not)
     await mail_mailboxes.set_subscription(acct, name, isinstance(cmd, Subscribe))
     yield r.ok(cmd.tag, f"{type(cmd).__name__.upper()} completed")

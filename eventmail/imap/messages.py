@@ -177,6 +177,10 @@ async def store(s: Session, cmd: c.Store) -> AsyncIterator[r.Response]:
     if not cmd.silent or s.condstore:
         # RFC 9051 §6.4.6: FETCH with the new flags; RFC 7162 §3.1.3: with MODSEQ, even .SILENT
         fresh = _lookup(acct.view, sel.mailbox_id, live)
+        told: list[r.Response] = []
+        sel.learn_keywords((f for m in fresh.values() for f in m.flags), told)
+        for resp in told:
+            yield resp  # a new keyword is in FLAGS before any FETCH shows it
         for uid in live:
             msg = fresh.get(uid)
             seq = sel.seq(uid)
@@ -200,20 +204,18 @@ async def store(s: Session, cmd: c.Store) -> AsyncIterator[r.Response]:
 # ---------------------------------------------------------------------- SEARCH
 
 
-async def search(s: Session, cmd: c.Search) -> AsyncIterator[r.Response]:
+async def matching(s: Session, key: c.SearchKey) -> list[tuple[int, MessageData]]:
+    """The selected mailbox's messages that match `key`, in sequence order (SEARCH, SORT)."""
     sel = s.need_selected()
     acct = s.need_acct()
-    with_modseq = uses_modseq(cmd.key)
-    if with_modseq:
-        s.condstore = True  # RFC 7162 §3.1
     by_uid = {m.uid: m for m in acct.view.messages(sel.mailbox_id)}
 
     def resolve(seqset: c.SequenceSet, uid: bool) -> set[int]:
         return set(_resolve_lenient(sel, seqset, uid))
 
     ctx = SearchContext(resolve, time.time())
-    slow = needs_text(cmd.key)
-    found: list[tuple[int, Message]] = []
+    slow = needs_text(key)
+    found: list[tuple[int, MessageData]] = []
     for seq, uid in enumerate(sel.uids, 1):
         msg = by_uid.get(uid)
         if msg is None or uid in sel.gone:
@@ -221,10 +223,19 @@ async def search(s: Session, cmd: c.Search) -> AsyncIterator[r.Response]:
         data = MessageData(acct, msg)
         if slow:
             await data.load()
-        if matches(cmd.key, Candidate(msg, seq, uid in sel.recent, data), ctx):
-            found.append((seq, msg))
+        if matches(key, Candidate(msg, seq, uid in sel.recent, data), ctx):
+            found.append((seq, data))
         if slow and seq % 20 == 0:
             await asyncio.sleep(0)  # text search reads and decrypts messages: let others run
+    return found
+
+
+async def search(s: Session, cmd: c.Search) -> AsyncIterator[r.Response]:
+    sel = s.need_selected()
+    with_modseq = uses_modseq(cmd.key)
+    if with_modseq:
+        s.condstore = True  # RFC 7162 §3.1
+    found = [(seq, data.msg) for seq, data in await matching(s, cmd.key)]
     numbers = [m.uid if cmd.uid else seq for seq, m in found]
     highest = max((m.modseq for _s, m in found), default=None) if with_modseq else None
     returns = cmd.return_options
@@ -246,10 +257,19 @@ async def search(s: Session, cmd: c.Search) -> AsyncIterator[r.Response]:
                 results.append(("COUNT", len(numbers)))
             if numbers and "ALL" in opts:
                 results.append(("ALL", uid_set(numbers)))
-            if highest is not None:
-                results.append(("MODSEQ", highest))
+            if highest is not None and numbers:
+                results.append(("MODSEQ", _esearch_modseq(opts, found, cmd.uid)))
             yield r.esearch_response(cmd.tag, cmd.uid, results)
     yield r.ok(cmd.tag, "SEARCH completed")
+
+
+def _esearch_modseq(opts: set[str], found: list[tuple[int, Message]], uid: bool) -> int:
+    """RFC 4731 §3.2 / RFC 7162 §3.1.5: with only MIN and/or MAX asked, the highest mod-sequence
+    of the messages returned (the message itself for MIN or MAX alone); otherwise of all matches."""
+    if opts <= {"MIN", "MAX"}:
+        ends = [found[0], found[-1]] if opts == {"MIN", "MAX"} else [found[0] if "MIN" in opts else found[-1]]
+        return max(m.modseq for _s, m in ends)
+    return max(m.modseq for _s, m in found)
 
 
 def _save(sel: Selected, opts: set[str], uids: list[int]) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from eventmail.imap import commands as c
 from eventmail.imap.fetch import MessageData
+from eventmail.mime.addresses import addr_spec
 from eventmail.mime.headers import MAX_HEADER_BYTES, header_fields, unfold
 from eventmail.mime.imapform import decode_part
 from eventmail.mime.structure import MAX_MIME_DEPTH
@@ -120,6 +121,24 @@ def _part_text(raw: bytes, part: pb.MimePart, out: list[str], top: bool = False,
 
 
 _ADDRESS_KEYS = {"FROM": "FROM", "TO": "TO", "CC": "CC", "BCC": "BCC", "SUBJECT": "SUBJECT"}
+
+
+_ENVELOPE_FIELDS = {"FROM": "from", "TO": "to", "CC": "cc", "BCC": "bcc"}
+
+
+def _address_has(cand: Candidate, where: str, needle: str) -> bool:
+    """FROM/TO/CC/BCC also match the addresses as ENVELOPE parsed them (eventmail/mime/addresses.py,
+    recorded at delivery): `name <local@domain>` with comments and folding gone, so
+    `<user (c)@ (c) domain.org>` is found by `user@domain.org` as its ENVELOPE shows it."""
+    env = cand.data.structure().envelope
+    for a in getattr(env, _ENVELOPE_FIELDS[where]):
+        if a.group_end or not a.host:
+            continue  # group markers carry no address
+        name = decode_words(a.name) if a.name else ""
+        text = f"{name} <{addr_spec(a)}>" if name else addr_spec(a)
+        if needle in text.casefold():
+            return True
+    return False
 
 
 def _header_has(cand: Candidate, name: str, needle: str) -> bool:
@@ -233,6 +252,8 @@ def matches(key: c.SearchKey, cand: Candidate, ctx: SearchContext) -> bool:
         return _header_has(cand, key.field, needle)
     if isinstance(key, c.SearchText):
         needle = key.value.casefold()
+        if key.where in _ENVELOPE_FIELDS:
+            return _header_has(cand, key.where, needle) or _address_has(cand, key.where, needle)
         if key.where in _ADDRESS_KEYS:
             return _header_has(cand, _ADDRESS_KEYS[key.where], needle)
         if key.where == "BODY":

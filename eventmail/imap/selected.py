@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from eventmail.imap import responses as r
 from eventmail.imap.commands import SeqRange, SequenceSet
 from eventmail.imap.errors import MailboxGone, bad
-from eventmail.store import Committed, Mailbox, MailboxView, Message
+from eventmail.imap.recent import RecentMarks
+from eventmail.store import Committed, Mailbox, MailboxView, Message, keywords_at_cap
 
 SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
 
@@ -60,17 +61,22 @@ class Notify:
 class Selected:
     """One session's view of its selected mailbox."""
 
-    def __init__(self, mailbox: Mailbox, readonly: bool, messages: Sequence[Message]) -> None:
+    def __init__(self, mailbox: Mailbox, readonly: bool, messages: Sequence[Message], marks: RecentMarks) -> None:
         self.mailbox_id = mailbox.id
         self.name = mailbox.name
         self.uidvalidity = mailbox.uidvalidity
         self.readonly = readonly
         self.uids: list[int] = [m.uid for m in messages]
         self.gone: set[int] = set()
-        # RFC 3501 §2.3.2 \Recent: here, messages that arrived while this session had the mailbox
-        # selected (no other session is told of them first, so this is the only session for which
-        # they are recent). IMAP4rev2 drops the flag (RFC 9051 Appendix E).
-        self.recent: set[int] = set()
+        # RFC 3501 §2.3.2 \Recent: the messages this session claimed (eventmail/imap/recent.py);
+        # EXAMINE sees the unclaimed ones without claiming them. IMAP4rev2 drops the flag (RFC
+        # 9051 Appendix E).
+        self.marks = marks
+        self.tell_recent = True  # `* n RECENT` after EXISTS: not under IMAP4rev2
+        if readonly:
+            self.recent: set[int] = set(marks.unclaimed(mailbox.id, self.uids))
+        else:
+            self.recent = marks.claim_all(mailbox.id, self.uids, mailbox.uidnext - 1)
         self.keywords: set[str] = {f for m in messages for f in m.flags if not f.startswith("\\")}
         # RFC 5182 SEARCHRES: the result saved by SEARCH RETURN (SAVE), as UIDs
         self.saved: list[int] = []
@@ -129,10 +135,12 @@ class Selected:
                     self._added([e.message_added.uid], view, out)
             elif kind == "messages_copied":
                 m = e.messages_copied
-                if m.dest_mailbox_id == mid:
-                    self._added(list(m.dest_uids), view, out)
+                # a MOVE within one mailbox: the EXPUNGE first, then the new EXISTS (as Dovecot;
+                # RFC 6851 §4.3 has the expunges of the source, the EXISTS is just a new arrival)
                 if m.move and m.source_mailbox_id == mid:
                     self._expunged(m.source_uids, notify, out)
+                if m.dest_mailbox_id == mid:
+                    self._added(list(m.dest_uids), view, out)
             elif kind == "messages_expunged":
                 if e.messages_expunged.mailbox_id == mid:
                     self._expunged(e.messages_expunged.uids, notify, out)
@@ -161,13 +169,17 @@ class Selected:
                 self.uids.append(uid)
             else:
                 bisect.insort(self.uids, uid)
-            self.recent.add(uid)
-            self._learn_keywords(msg.flags, out)
+            if self.marks.unclaimed(self.mailbox_id, [uid]) if self.readonly else self.marks.claim(self.mailbox_id, uid):
+                self.recent.add(uid)
+            self.learn_keywords(msg.flags, out)
             added = True
         if added:
-            if out and isinstance(out[-1], r.Untagged) and out[-1].values[1:] == (r.Atom("EXISTS"),):
-                out.pop()  # one EXISTS for a run of arrivals
+            while out and isinstance(out[-1], r.Untagged) and out[-1].values[1:] in (
+                    (r.Atom("EXISTS"),), (r.Atom("RECENT"),)):
+                out.pop()  # one EXISTS (and RECENT) for a run of arrivals
             out.append(r.exists(len(self.uids)))
+            if self.tell_recent:
+                out.append(r.Untagged((len(self.recent), r.Atom("RECENT"))))  # RFC 3501 §7.3.2
 
     def _expunged(self, uids: Iterable[int], notify: Notify, out: list[r.Response]) -> None:
         for uid in uids:
@@ -188,7 +200,7 @@ class Selected:
             msg = view.message(self.mailbox_id, uid)
             if msg is None:
                 continue  # expunged by a later event, which will be told
-            self._learn_keywords(msg.flags, out)
+            self.learn_keywords(msg.flags, out)
             told.add(uid)
             out.append(self.flags_fetch(seq, msg, notify.condstore))
 
@@ -201,12 +213,22 @@ class Selected:
             items.append(("MODSEQ", (msg.modseq,)))  # RFC 7162 §3.1.4.1
         return r.FetchResponse(seq, tuple(items))
 
-    def _learn_keywords(self, flags: Iterable[str], out: list[r.Response]) -> None:
+    def permanent_flags(self) -> r.Response:
+        """`OK [PERMANENTFLAGS]`: `\\*` (new keywords may be created) only while the mailbox is
+        under its cap (RFC 9051 §7.1); nothing is permanent in a read-only mailbox."""
+        new_ok = () if keywords_at_cap(self.keywords) else (r.Atom("\\*"),)
+        permanent: tuple[r.Value, ...] = () if self.readonly else (*flag_atoms(self.flag_names()), *new_ok)
+        return r.ok(None, "flags permitted", r.ResponseCode("PERMANENTFLAGS", (permanent,)))
+
+    def learn_keywords(self, flags: Iterable[str], out: list[r.Response]) -> None:
         new = {f for f in flags if not f.startswith("\\")} - self.keywords
         if new:
-            # RFC 9051 §7.3.5: FLAGS again when the set of defined flags grows
+            # RFC 9051 §7.3.5: FLAGS again when the set of defined flags grows, and the
+            # PERMANENTFLAGS that go with it (as Dovecot; imaptest checks every keyword it sees)
             self.keywords |= new
             out.append(r.flags(self.flag_names()))
+            if not self.readonly:
+                out.append(self.permanent_flags())
 
     def flush_expunges(self, qresync: bool) -> list[r.Response]:
         """Tell the held expunges: VANISHED once QRESYNC is on (RFC 7162 §3.2.10), else one

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from eventmail.imap import commands as c
-from eventmail.imap import mailboxes, messages
+from eventmail.imap import mailboxes, messages, sort, thread
 from eventmail.imap import responses as r
 from eventmail.imap.auth import Authenticator, plain_response, wire_form
 from eventmail.imap.errors import ImapError, MailboxGone, bad, no
-from eventmail.imap.selected import Notify, Selected, flag_atoms, uid_set
+from eventmail.imap.recent import marks as recent_marks
+from eventmail.imap.selected import Notify, Selected, uid_set
 from eventmail.imap.wire import ImapWire, Limits
 from eventmail.mail import moves
 from eventmail.sasl import Challenge, Failure, FailureReason, GuardedExchange, Success
@@ -39,7 +40,6 @@ from eventmail.store import (
     StoreError,
     StoreFull,
     Subscription,
-    keywords_at_cap,
 )
 
 log = logging.getLogger("eventmail.imap")
@@ -75,9 +75,9 @@ class State(enum.Enum):
 
 _ANY = (c.Capability, c.Noop, c.Logout, c.Id)
 _NOT_AUTH = (c.StartTls, c.Authenticate, c.Login)
-_SELECTED_ONLY = (c.Check, c.Close, c.Unselect, c.Expunge, c.Search, c.Fetch, c.Store, c.Copy, c.Move)
+_SELECTED_ONLY = (c.Check, c.Close, c.Unselect, c.Expunge, c.Search, c.Sort, c.Thread, c.Fetch, c.Store, c.Copy, c.Move)
 # Commands that may tell expunges (RFC 9051 §7.5.1): all but FETCH, STORE, SEARCH by number.
-_NO_EXPUNGE = (c.Fetch, c.Store, c.Search)
+_NO_EXPUNGE = (c.Fetch, c.Store, c.Search, c.Sort, c.Thread)
 # Commands after which a held selection's changes are not worth telling first.
 _NO_PRESYNC = (c.Select, c.Close, c.Unselect, c.Logout, c.Idle)
 
@@ -143,7 +143,8 @@ class Session:
             "ENABLE", "IDLE", "NAMESPACE", "ID", "UNSELECT", "UIDPLUS", "MOVE", "CHILDREN", "SPECIAL-USE",
             "CREATE-SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "SEARCHRES", "WITHIN",
             "CONDSTORE", "QRESYNC", "BINARY", "MULTIAPPEND", f"APPENDLIMIT={limits.max_append}", "UTF8=ACCEPT",
-            "STATUS=SIZE",
+            "STATUS=SIZE", "SORT", "SORT=DISPLAY", "ESORT",
+            "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
         ]
         if not self.wire.compressing:
             caps.append("COMPRESS=DEFLATE")
@@ -221,10 +222,16 @@ class Session:
             if self.selected is not None and not isinstance(cmd, _NO_PRESYNC):
                 for resp in self._sync(cmd):
                     yield resp
+            condstore_before = self.condstore
             async for resp in handler(self, cmd):
-                if isinstance(resp, r.StatusResponse) and resp.tag == cmd.tag:
+                # nothing between `* BYE` and LOGOUT's OK (RFC 9051 §6.1.3): the client has stopped
+                # counting sequence numbers
+                if isinstance(resp, r.StatusResponse) and resp.tag == cmd.tag and not isinstance(cmd, c.Logout):
                     for update in self._sync(cmd):
                         yield update
+                    if not condstore_before and self.condstore and not isinstance(cmd, c.Select):
+                        for update in self._highestmodseq():
+                            yield update
                 yield resp
         except ImapError as e:
             for update in self._sync(cmd):
@@ -282,6 +289,16 @@ class Session:
             return self.selected.flush_expunges(self.qresync) if expunge_ok else []
         notify = Notify(expunge_ok, self.condstore, self.qresync, frozenset(self.suppressed))
         return self.selected.apply(events, self.acct.view, notify)
+
+    def _highestmodseq(self) -> list[r.Response]:
+        """RFC 7162 §3.1: the first CONDSTORE-enabling command while a mailbox is selected is
+        answered with its HIGHESTMODSEQ (the client had no reason to remember it before)."""
+        if self.selected is None or self.acct is None:
+            return []
+        mb = self.acct.view.mailbox_by_id(self.selected.mailbox_id)
+        if mb is None:
+            return []
+        return [r.ok(None, "highest", r.ResponseCode("HIGHESTMODSEQ", (mb.highest_modseq,)))]
 
     def unselect(self) -> None:
         self.selected = None
@@ -466,15 +483,13 @@ class Session:
             self.sub.pending()  # the snapshot below already holds every event committed so far
         self._events.clear()
         msgs = acct.view.messages(mb.id)
-        sel = Selected(mb, cmd.readonly, msgs)
+        sel = Selected(mb, cmd.readonly, msgs, recent_marks(self.opts.store, acct.name))
+        sel.tell_recent = not self.rev2
         yield r.flags(sel.flag_names())
-        # RFC 9051 §7.1: `\*` (new keywords may be created) only while the mailbox is under its cap
-        new_ok = () if keywords_at_cap(sel.keywords) else (r.Atom("\\*"),)
-        permanent: tuple[r.Value, ...] = () if cmd.readonly else (*flag_atoms(sel.flag_names()), *new_ok)
-        yield r.ok(None, "flags permitted", r.ResponseCode("PERMANENTFLAGS", (permanent,)))
+        yield sel.permanent_flags()
         yield r.exists(sel.exists)
         if not self.rev2:
-            yield r.Untagged((0, r.Atom("RECENT")))  # RFC 3501 §7.3.2
+            yield r.Untagged((len(sel.recent), r.Atom("RECENT")))  # RFC 3501 §7.3.2
             first_unseen = next((i for i, m in enumerate(msgs, 1) if "\\Seen" not in m.flags), None)
             if first_unseen is not None:
                 yield r.ok(None, "first unseen", r.ResponseCode("UNSEEN", (first_unseen,)))
@@ -563,6 +578,8 @@ _HANDLERS: dict[type, Handler] = {
     c.Fetch: messages.fetch,
     c.Store: messages.store,
     c.Search: messages.search,
+    c.Sort: sort.sort,
+    c.Thread: thread.thread,
     c.Copy: messages.copy,
     c.Move: messages.copy,
     c.Expunge: messages.expunge,

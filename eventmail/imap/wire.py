@@ -374,7 +374,9 @@ class _Parser:
         try:
             return c.decode_mutf7(name)
         except c.MailboxNameError as e:
-            raise _Syntax(f"invalid mailbox name: {e}") from e
+            undecodable = c.UndecodableName(name)
+            undecodable.reason = str(e)
+            return undecodable
 
     def mailbox(self) -> str:
         raw = self.astring()
@@ -715,34 +717,92 @@ class _Parser:
         self.sp()  # RFC 4315 §2.1 "UID EXPUNGE" SP sequence-set
         return c.Expunge(tag, self.sequence_set())
 
+    def p_sort(self, tag: str, uid: bool) -> c.Command:
+        # RFC 5256 §4: SORT [RETURN (...)] (criteria) charset search-key...; RETURN is ESORT
+        # (RFC 5267 §3.2); DISPLAYFROM / DISPLAYTO are RFC 5957 §3
+        self.sp()
+        returns = self._search_return()
+        self.open()
+        criteria: list[tuple[str, bool]] = []
+        reverse = False
+        while True:
+            name = self.atom("sort key").upper()
+            if name == "REVERSE":
+                if reverse:
+                    raise _Syntax("REVERSE REVERSE")
+                reverse = True
+            elif name in c.SORT_KEYS:
+                criteria.append((name, reverse))
+                reverse = False
+            else:
+                raise _Syntax(f"unknown sort key {name}")
+            if not self.maybe(0x20):
+                break
+        if reverse:
+            raise _Syntax("REVERSE without a sort key")
+        self.close()
+        self.sp()
+        charset = self._charset(required=True)
+        keys = [self.search_key()]
+        while self.maybe(0x20):
+            keys.append(self.search_key())
+        key = keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
+        if returns is not None and "SAVE" in returns:
+            raise _Syntax("SAVE is a SEARCH option")
+        return c.Sort(tag, tuple(criteria), key, uid, charset, returns)
+
+    def p_thread(self, tag: str, uid: bool) -> c.Command:
+        # RFC 5256 §4: THREAD algorithm charset search-key...
+        self.sp()
+        algorithm = self.atom("thread algorithm").upper()
+        if algorithm not in ("ORDEREDSUBJECT", "REFERENCES"):
+            raise _Syntax(f"unknown thread algorithm {algorithm}")
+        self.sp()
+        charset = self._charset(required=True)
+        keys = [self.search_key()]
+        while self.maybe(0x20):
+            keys.append(self.search_key())
+        key = keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
+        return c.Thread(tag, algorithm, key, uid, charset)
+
+    def _search_return(self) -> tuple[str, ...] | None:
+        """RETURN (opts) SP, or None (RFC 4731 §3.1)."""
+        if not self.keyword(b"RETURN"):
+            return None
+        self.sp()
+        self.open()
+        opts: list[str] = []
+        if self.peek() != 0x29:
+            while True:
+                opt = self.atom("return option").upper()
+                if opt not in ("MIN", "MAX", "ALL", "COUNT", "SAVE"):
+                    raise _Syntax(f"unknown SEARCH return option {opt}")
+                opts.append(opt)
+                if not self.maybe(0x20):
+                    break
+        self.close()
+        self.sp()
+        return tuple(opts)
+
+    def _charset(self, required: bool) -> str | None:
+        """CHARSET name SP (SEARCH: optional, after the word CHARSET; SORT: the bare name)."""
+        if not required and not self.keyword(b"CHARSET"):
+            return None
+        if not required:
+            self.sp()
+        charset = self.astring().decode("ascii", errors="replace").upper()
+        codec = _SEARCH_CHARSETS.get(charset)
+        if codec is None:
+            raise _Syntax(f"unsupported charset {charset}", status="NO", code=_BADCHARSET)
+        self.codec = codec
+        self.sp()
+        return charset
+
     def p_search(self, tag: str, uid: bool) -> c.Command:
         # RFC 9051 §6.4.4; RETURN: RFC 4731 §3.1, SAVE: RFC 5182 §2
         self.sp()
-        returns: tuple[str, ...] | None = None
-        if self.keyword(b"RETURN"):
-            self.sp()
-            self.open()
-            opts: list[str] = []
-            if self.peek() != 0x29:
-                while True:
-                    opt = self.atom("return option").upper()
-                    if opt not in ("MIN", "MAX", "ALL", "COUNT", "SAVE"):
-                        raise _Syntax(f"unknown SEARCH return option {opt}")
-                    opts.append(opt)
-                    if not self.maybe(0x20):
-                        break
-            self.close()
-            self.sp()
-            returns = tuple(opts)
-        charset: str | None = None
-        if self.keyword(b"CHARSET"):
-            self.sp()
-            charset = self.astring().decode("ascii", errors="replace").upper()
-            codec = _SEARCH_CHARSETS.get(charset)
-            if codec is None:
-                raise _Syntax(f"unsupported charset {charset}", status="NO", code=_BADCHARSET)
-            self.codec = codec
-            self.sp()
+        returns = self._search_return()
+        charset = self._charset(required=False)
         keys = [self.search_key()]
         while self.maybe(0x20):
             keys.append(self.search_key())
@@ -1030,7 +1090,7 @@ _FETCH_MACROS = {
     "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
     "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
 }
-_UID_COMMANDS = frozenset({"COPY", "MOVE", "FETCH", "SEARCH", "STORE", "EXPUNGE"})
+_UID_COMMANDS = frozenset({"COPY", "MOVE", "FETCH", "SEARCH", "STORE", "EXPUNGE", "SORT", "THREAD"})
 
 _Handler = Callable[[_Parser, str, bool], c.Command]
 _HANDLERS: dict[str, _Handler] = {
@@ -1059,6 +1119,8 @@ _HANDLERS: dict[str, _Handler] = {
     "UNSELECT": lambda p, t, u: c.Unselect(t),
     "EXPUNGE": _Parser.p_expunge,
     "SEARCH": _Parser.p_search,
+    "SORT": _Parser.p_sort,
+    "THREAD": _Parser.p_thread,
     "FETCH": _Parser.p_fetch,
     "STORE": _Parser.p_store,
     "COPY": lambda p, t, u: p.p_copy_move(t, u, c.Copy),
