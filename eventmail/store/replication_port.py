@@ -130,6 +130,10 @@ class ReplicationPort:
     async def put_blob_file(self, stream: str, blob_id: bytes, data: bytes) -> None:
         await asyncio.to_thread(self._store._blob_store(stream).put_raw_file, blob_id, data)
 
+    async def put_blob_files(self, stream: str, files: list[tuple[bytes, bytes]]) -> int:
+        """A batch of replicated blob files (id, file), checked, then made durable together."""
+        return await asyncio.to_thread(self._store._blob_store(stream).put_raw_files, files)
+
     def has_blob(self, stream: str, blob_id: bytes) -> bool:
         return self._store._blob_store(stream).exists(blob_id)
 
