@@ -85,11 +85,13 @@ class ReplicationService(rpc.ReplicationServicer):
                     records = await self.store.replication.raw_records(stream, seq, BATCH_RECORDS)
                     if not records:
                         continue
+                    wanted = []
                     for blob_id in await self.store.replication.referenced_blobs(stream, records):
-                        if (stream, blob_id) in blobs_sent:
-                            continue
-                        blobs_sent.add((stream, blob_id))
-                        data = await asyncio.to_thread(self.store.replication.blob_file, stream, blob_id)
+                        if (stream, blob_id) not in blobs_sent:
+                            blobs_sent.add((stream, blob_id))
+                            wanted.append(blob_id)
+                    files = await self.store.replication.blob_files(stream, wanted)
+                    for blob_id, data in zip(wanted, files, strict=True):
                         yield rpb.FollowMessage(blob=rpb.BlobFile(stream=stream, blob_id=blob_id, data=data))
                     yield rpb.FollowMessage(records=rpb.RecordBatch(stream=stream, records=[to_wire(r) for r in records]))
                     last = records[-1]
