@@ -18,6 +18,8 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -110,6 +112,13 @@ async def backlog(directory: Path, key_file: Path, n: int) -> None:
         await store.close()
 
 
+def cpu(node: Node) -> float:
+    """User and system CPU seconds of a node's server process so far."""
+    assert node.proc is not None
+    t = psutil.Process(node.proc.pid).cpu_times()
+    return float(t.user + t.system)
+
+
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(p / 100 * len(values)))]
@@ -152,8 +161,11 @@ def main() -> None:
                     t0 = time.monotonic()
                     b.start()
                     t1 = time.monotonic()  # the secondary's process is up; from here on it catches up
+                    cpu0 = {n.name: cpu(n) for n in (a, b)}
                     wait_until(lambda a=a, b=b: caught_up(b, a), timeout=600, what="catch-up")  # type: ignore[misc]
                     done = time.monotonic()
+                    results["catchup_cpu_a"] = cpu(a) - cpu0[a.name]
+                    results["catchup_cpu_b"] = cpu(b) - cpu0[b.name]
                     results["catchup_s"] = done - t1
                     results["catchup_with_start_s"] = done - t0
                     results["catchup_records_per_s"] = args.backlog / (done - t1)
@@ -168,7 +180,9 @@ def main() -> None:
     if "catchup" in parts:
         print(f"catch-up: {args.backlog} records (each a delivery with its blob) in {results['catchup_s']:.1f} s "
           f"= {results['catchup_records_per_s']:.0f} records/s once the secondary runs "
-          f"({results['catchup_with_start_s']:.1f} s including its start)")
+          f"({results['catchup_with_start_s']:.1f} s including its start); CPU: secondary "
+          f"{results['catchup_cpu_b']:.2f} s ({args.backlog / results['catchup_cpu_b']:.0f} records per core-second), "
+          f"primary {results['catchup_cpu_a']:.2f} s (user+system, polled every 0.2 s)")
     if "throughput" in parts:
         ratio = results["sync_msgs_per_s"] / results["async_msgs_per_s"]
         print(f"SMTP throughput, {args.clients} clients: async {results['async_msgs_per_s']:.1f} msg/s, "

@@ -114,10 +114,12 @@ class Follower:
                 elif kind == "keyring":
                     await self.store.replication.install_keyring(msg.keyring.data)
                 elif kind == "blob":
-                    # Kept until the batch's records arrive, then written together with one sync
-                    # (the leader sends a batch's blobs right before its records).
+                    # A blob too large for the batch's message: kept until the batch's records
+                    # arrive (right after it), then written with the others and one sync.
                     blobs.setdefault(msg.blob.stream, []).append((msg.blob.blob_id, msg.blob.data))
                 elif kind == "records":
+                    for b in msg.records.blobs:
+                        blobs.setdefault(b.stream, []).append((b.blob_id, b.data))
                     for stream, files in blobs.items():
                         await self.store.replication.put_blob_files(stream, files)
                     blobs.clear()
