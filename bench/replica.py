@@ -18,6 +18,8 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
+
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
@@ -110,6 +112,13 @@ async def backlog(directory: Path, key_file: Path, n: int) -> None:
         await store.close()
 
 
+def cpu(node: Node) -> float:
+    """User and system CPU seconds of a node's server process so far."""
+    assert node.proc is not None
+    t = psutil.Process(node.proc.pid).cpu_times()
+    return float(t.user + t.system)
+
+
 def pct(values: list[float], p: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(p / 100 * len(values)))]
@@ -121,23 +130,28 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--backlog", type=int, default=5000, help="records the secondary catches up on")
     ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--parts", default="lag,throughput,catchup",
+                    help="comma-separated subset of lag, throughput, catchup")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     with tempfile.TemporaryDirectory(prefix="eventmail-bench-replica-") as tmp:
         results: dict[str, float] = {}
-        for mode in ("async", "sync"):
+        modes = ("async", "sync") if "throughput" in parts else ("async",)
+        for mode in modes:
             a, b = make_pair(Path(tmp) / mode, mode=mode, on_timeout="tempfail", sync_timeout=10.0)
             a.start()
             b.start()
             try:
                 wait_until(lambda a=a, b=b: caught_up(b, a), what="initial catch-up")  # type: ignore[misc]
-                if mode == "async":
+                if mode == "async" and "lag" in parts:
                     lags = lag(a, b, args.rate, args.seconds)
                     results["lag_p50_ms"] = statistics.median(lags) * 1000
                     results["lag_p99_ms"] = pct(lags, 99) * 1000
                     results["lag_n"] = len(lags)
-                results[f"{mode}_msgs_per_s"] = throughput(a.ports["smtp"], args.clients, args.seconds, mode)
-                if mode == "async":
+                if "throughput" in parts:
+                    results[f"{mode}_msgs_per_s"] = throughput(a.ports["smtp"], args.clients, args.seconds, mode)
+                if mode == "async" and "catchup" in parts:
                     b.stop()
                     a.stop()
                     asyncio.run(backlog(a.directory, a.key_file, args.backlog))
@@ -147,21 +161,31 @@ def main() -> None:
                     t0 = time.monotonic()
                     b.start()
                     t1 = time.monotonic()  # the secondary's process is up; from here on it catches up
+                    cpu0 = {n.name: cpu(n) for n in (a, b)}
                     wait_until(lambda a=a, b=b: caught_up(b, a), timeout=600, what="catch-up")  # type: ignore[misc]
                     done = time.monotonic()
+                    results["catchup_cpu_a"] = cpu(a) - cpu0[a.name]
+                    results["catchup_cpu_b"] = cpu(b) - cpu0[b.name]
                     results["catchup_s"] = done - t1
                     results["catchup_with_start_s"] = done - t0
                     results["catchup_records_per_s"] = args.backlog / (done - t1)
+                    if os.environ.get("BENCH_TIMING"):
+                        print("\n".join(line for line in b.log_lines if "TIMING" in line))
             finally:
                 close_pair(a, b)
     print("replication on loopback, two `eventmail serve` processes, mutual TLS, 2-core machine")
-    print(f"async lag at {args.rate:.0f} deliveries/s over {args.seconds:.0f} s ({results['lag_n']:.0f} messages): "
+    if "lag" in parts:
+        print(f"async lag at {args.rate:.0f} deliveries/s over {args.seconds:.0f} s ({results['lag_n']:.0f} messages): "
           f"p50 {results['lag_p50_ms']:.1f} ms, p99 {results['lag_p99_ms']:.1f} ms (250 to record durable on the secondary)")
-    print(f"catch-up: {args.backlog} records (each a delivery with its blob) in {results['catchup_s']:.1f} s "
+    if "catchup" in parts:
+        print(f"catch-up: {args.backlog} records (each a delivery with its blob) in {results['catchup_s']:.1f} s "
           f"= {results['catchup_records_per_s']:.0f} records/s once the secondary runs "
-          f"({results['catchup_with_start_s']:.1f} s including its start)")
-    ratio = results["sync_msgs_per_s"] / results["async_msgs_per_s"]
-    print(f"SMTP throughput, {args.clients} clients: async {results['async_msgs_per_s']:.1f} msg/s, "
+          f"({results['catchup_with_start_s']:.1f} s including its start); CPU: secondary "
+          f"{results['catchup_cpu_b']:.2f} s ({args.backlog / results['catchup_cpu_b']:.0f} records per core-second), "
+          f"primary {results['catchup_cpu_a']:.2f} s (user+system, polled every 0.2 s)")
+    if "throughput" in parts:
+        ratio = results["sync_msgs_per_s"] / results["async_msgs_per_s"]
+        print(f"SMTP throughput, {args.clients} clients: async {results['async_msgs_per_s']:.1f} msg/s, "
           f"sync {results['sync_msgs_per_s']:.1f} msg/s, sync/async = {ratio:.2f}")
 
 

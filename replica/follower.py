@@ -104,6 +104,7 @@ class Follower:
         async with grpc.aio.secure_channel(s.peer, self.credentials, options=self.options) as channel:
             stub = rpc.ReplicationStub(channel)  # type: ignore[no-untyped-call]
             call = stub.Follow(requests())
+            blobs: dict[str, list[tuple[bytes, bytes]]] = {}
             async for msg in call:
                 kind = msg.WhichOneof("kind")
                 if kind == "heartbeat":
@@ -113,8 +114,15 @@ class Follower:
                 elif kind == "keyring":
                     await self.store.replication.install_keyring(msg.keyring.data)
                 elif kind == "blob":
-                    await self.store.replication.put_blob_file(msg.blob.stream, msg.blob.blob_id, msg.blob.data)
+                    # A blob too large for the batch's message: kept until the batch's records
+                    # arrive (right after it), then written with the others and one sync.
+                    blobs.setdefault(msg.blob.stream, []).append((msg.blob.blob_id, msg.blob.data))
                 elif kind == "records":
+                    for b in msg.records.blobs:
+                        blobs.setdefault(b.stream, []).append((b.blob_id, b.data))
+                    for stream, files in blobs.items():
+                        await self.store.replication.put_blob_files(stream, files)
+                    blobs.clear()
                     seq = await self._apply(msg.records)
                     if seq is not None:
                         outbox.put_nowait(rpb.FollowRequest(ack=rpb.Ack(stream=msg.records.stream, seq=seq)))

@@ -18,6 +18,9 @@ log = logging.getLogger(__name__)
 # Records per batch: large enough to catch up at thousands of records a second, small enough
 # that a batch (without blobs) stays well under a megabyte.
 BATCH_RECORDS = 512
+# Blob bytes carried inside a batch's message; a blob that does not fit goes alone before it
+# (gRPC messages stay far below tlsauth.MAX_MESSAGE_BYTES).
+BATCH_BLOB_BYTES = 8 << 20
 IDLE_WAIT = 1.0
 
 
@@ -85,13 +88,23 @@ class ReplicationService(rpc.ReplicationServicer):
                     records = await self.store.replication.raw_records(stream, seq, BATCH_RECORDS)
                     if not records:
                         continue
+                    wanted = []
                     for blob_id in await self.store.replication.referenced_blobs(stream, records):
-                        if (stream, blob_id) in blobs_sent:
-                            continue
-                        blobs_sent.add((stream, blob_id))
-                        data = await asyncio.to_thread(self.store.replication.blob_file, stream, blob_id)
-                        yield rpb.FollowMessage(blob=rpb.BlobFile(stream=stream, blob_id=blob_id, data=data))
-                    yield rpb.FollowMessage(records=rpb.RecordBatch(stream=stream, records=[to_wire(r) for r in records]))
+                        if (stream, blob_id) not in blobs_sent:
+                            blobs_sent.add((stream, blob_id))
+                            wanted.append(blob_id)
+                    files = await self.store.replication.blob_files(stream, wanted)
+                    inline = []
+                    budget = BATCH_BLOB_BYTES
+                    for blob_id, data in zip(wanted, files, strict=True):
+                        f = rpb.BlobFile(stream=stream, blob_id=blob_id, data=data)
+                        if len(data) <= budget:
+                            budget -= len(data)
+                            inline.append(f)
+                        else:
+                            yield rpb.FollowMessage(blob=f)
+                    yield rpb.FollowMessage(records=rpb.RecordBatch(
+                        stream=stream, records=[to_wire(r) for r in records], blobs=inline))
                     last = records[-1]
                     positions[stream] = (last.seq, last.chain, last.time_us)
                     self.node.shipped[stream] = last.seq

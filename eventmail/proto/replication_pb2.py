@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!eventmail/proto/replication.proto\x12\teventmail\"k\n\tRawRecord\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0f\n\x07time_us\x18\x02 \x01(\x03\x12\x0e\n\x06key_id\x18\x03 \x01(\r\x12\r\n\x05nonce\x18\x04 \x01(\x0c\x12\x12\n\nciphertext\x18\x05 \x01(\x0c\x12\r\n\x05\x63hain\x18\x06 \x01(\x0c\"(\n\x05\x45poch\x12\x0e\n\x06number\x18\x01 \x01(\x04\x12\x0f\n\x07primary\x18\x02 \x01(\t\"<\n\x0cStreamPoints\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x0c\n\x04seqs\x18\x02 \x03(\x04\x12\x0e\n\x06\x63hains\x18\x03 \x03(\x0c\"_\n\x05Hello\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x1f\n\x05\x65poch\x18\x02 \x01(\x0b\x32\x10.eventmail.Epoch\x12\'\n\x06points\x18\x03 \x03(\x0b\x32\x17.eventmail.StreamPoints\"\"\n\x03\x41\x63k\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\"Y\n\rFollowRequest\x12!\n\x05hello\x18\x01 \x01(\x0b\x32\x10.eventmail.HelloH\x00\x12\x1d\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0e.eventmail.AckH\x00\x42\x06\n\x04kind\"D\n\x0bRecordBatch\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12%\n\x07records\x18\x02 \x03(\x0b\x32\x14.eventmail.RawRecord\"9\n\x08\x42lobFile\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x0f\n\x07\x62lob_id\x18\x02 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x1b\n\x0bKeyringFile\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"I\n\nStreamHead\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\r\n\x05\x63hain\x18\x03 \x01(\x0c\x12\x0f\n\x07time_us\x18\x04 \x01(\x03\"c\n\tHeartbeat\x12\x1f\n\x05\x65poch\x18\x01 \x01(\x0b\x32\x10.eventmail.Epoch\x12\x0f\n\x07time_us\x18\x02 \x01(\x03\x12$\n\x05heads\x18\x03 \x03(\x0b\x32\x15.eventmail.StreamHead\":\n\x07Refused\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x1f\n\x05\x65poch\x18\x02 \x01(\x0b\x32\x10.eventmail.Epoch\"\xe4\x01\n\rFollowMessage\x12)\n\x07records\x18\x01 \x01(\x0b\x32\x16.eventmail.RecordBatchH\x00\x12#\n\x04\x62lob\x18\x02 \x01(\x0b\x32\x13.eventmail.BlobFileH\x00\x12)\n\x07keyring\x18\x03 \x01(\x0b\x32\x16.eventmail.KeyringFileH\x00\x12)\n\theartbeat\x18\x04 \x01(\x0b\x32\x14.eventmail.HeartbeatH\x00\x12%\n\x07refused\x18\x05 \x01(\x0b\x32\x12.eventmail.RefusedH\x00\x42\x06\n\x04kind\"\x1e\n\x0eKeyringRequest\x12\x0c\n\x04node\x18\x01 \x01(\t2\x90\x01\n\x0bReplication\x12@\n\x06\x46ollow\x12\x18.eventmail.FollowRequest\x1a\x18.eventmail.FollowMessage(\x01\x30\x01\x12?\n\nGetKeyring\x12\x19.eventmail.KeyringRequest\x1a\x16.eventmail.KeyringFileb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!eventmail/proto/replication.proto\x12\teventmail\"k\n\tRawRecord\x12\x0b\n\x03seq\x18\x01 \x01(\x04\x12\x0f\n\x07time_us\x18\x02 \x01(\x03\x12\x0e\n\x06key_id\x18\x03 \x01(\r\x12\r\n\x05nonce\x18\x04 \x01(\x0c\x12\x12\n\nciphertext\x18\x05 \x01(\x0c\x12\r\n\x05\x63hain\x18\x06 \x01(\x0c\"(\n\x05\x45poch\x12\x0e\n\x06number\x18\x01 \x01(\x04\x12\x0f\n\x07primary\x18\x02 \x01(\t\"<\n\x0cStreamPoints\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x0c\n\x04seqs\x18\x02 \x03(\x04\x12\x0e\n\x06\x63hains\x18\x03 \x03(\x0c\"_\n\x05Hello\x12\x0c\n\x04node\x18\x01 \x01(\t\x12\x1f\n\x05\x65poch\x18\x02 \x01(\x0b\x32\x10.eventmail.Epoch\x12\'\n\x06points\x18\x03 \x03(\x0b\x32\x17.eventmail.StreamPoints\"\"\n\x03\x41\x63k\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\"Y\n\rFollowRequest\x12!\n\x05hello\x18\x01 \x01(\x0b\x32\x10.eventmail.HelloH\x00\x12\x1d\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x0e.eventmail.AckH\x00\x42\x06\n\x04kind\"i\n\x0bRecordBatch\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12%\n\x07records\x18\x02 \x03(\x0b\x32\x14.eventmail.RawRecord\x12#\n\x05\x62lobs\x18\xe8\x07 \x03(\x0b\x32\x13.eventmail.BlobFile\"9\n\x08\x42lobFile\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x0f\n\x07\x62lob_id\x18\x02 \x01(\x0c\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x1b\n\x0bKeyringFile\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"I\n\nStreamHead\x12\x0e\n\x06stream\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x04\x12\r\n\x05\x63hain\x18\x03 \x01(\x0c\x12\x0f\n\x07time_us\x18\x04 \x01(\x03\"c\n\tHeartbeat\x12\x1f\n\x05\x65poch\x18\x01 \x01(\x0b\x32\x10.eventmail.Epoch\x12\x0f\n\x07time_us\x18\x02 \x01(\x03\x12$\n\x05heads\x18\x03 \x03(\x0b\x32\x15.eventmail.StreamHead\":\n\x07Refused\x12\x0e\n\x06reason\x18\x01 \x01(\t\x12\x1f\n\x05\x65poch\x18\x02 \x01(\x0b\x32\x10.eventmail.Epoch\"\xe4\x01\n\rFollowMessage\x12)\n\x07records\x18\x01 \x01(\x0b\x32\x16.eventmail.RecordBatchH\x00\x12#\n\x04\x62lob\x18\x02 \x01(\x0b\x32\x13.eventmail.BlobFileH\x00\x12)\n\x07keyring\x18\x03 \x01(\x0b\x32\x16.eventmail.KeyringFileH\x00\x12)\n\theartbeat\x18\x04 \x01(\x0b\x32\x14.eventmail.HeartbeatH\x00\x12%\n\x07refused\x18\x05 \x01(\x0b\x32\x12.eventmail.RefusedH\x00\x42\x06\n\x04kind\"\x1e\n\x0eKeyringRequest\x12\x0c\n\x04node\x18\x01 \x01(\t2\x90\x01\n\x0bReplication\x12@\n\x06\x46ollow\x12\x18.eventmail.FollowRequest\x1a\x18.eventmail.FollowMessage(\x01\x30\x01\x12?\n\nGetKeyring\x12\x19.eventmail.KeyringRequest\x1a\x16.eventmail.KeyringFileb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -44,21 +44,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_FOLLOWREQUEST']._serialized_start=394
   _globals['_FOLLOWREQUEST']._serialized_end=483
   _globals['_RECORDBATCH']._serialized_start=485
-  _globals['_RECORDBATCH']._serialized_end=553
-  _globals['_BLOBFILE']._serialized_start=555
-  _globals['_BLOBFILE']._serialized_end=612
-  _globals['_KEYRINGFILE']._serialized_start=614
-  _globals['_KEYRINGFILE']._serialized_end=641
-  _globals['_STREAMHEAD']._serialized_start=643
-  _globals['_STREAMHEAD']._serialized_end=716
-  _globals['_HEARTBEAT']._serialized_start=718
-  _globals['_HEARTBEAT']._serialized_end=817
-  _globals['_REFUSED']._serialized_start=819
-  _globals['_REFUSED']._serialized_end=877
-  _globals['_FOLLOWMESSAGE']._serialized_start=880
-  _globals['_FOLLOWMESSAGE']._serialized_end=1108
-  _globals['_KEYRINGREQUEST']._serialized_start=1110
-  _globals['_KEYRINGREQUEST']._serialized_end=1140
-  _globals['_REPLICATION']._serialized_start=1143
-  _globals['_REPLICATION']._serialized_end=1287
+  _globals['_RECORDBATCH']._serialized_end=590
+  _globals['_BLOBFILE']._serialized_start=592
+  _globals['_BLOBFILE']._serialized_end=649
+  _globals['_KEYRINGFILE']._serialized_start=651
+  _globals['_KEYRINGFILE']._serialized_end=678
+  _globals['_STREAMHEAD']._serialized_start=680
+  _globals['_STREAMHEAD']._serialized_end=753
+  _globals['_HEARTBEAT']._serialized_start=755
+  _globals['_HEARTBEAT']._serialized_end=854
+  _globals['_REFUSED']._serialized_start=856
+  _globals['_REFUSED']._serialized_end=914
+  _globals['_FOLLOWMESSAGE']._serialized_start=917
+  _globals['_FOLLOWMESSAGE']._serialized_end=1145
+  _globals['_KEYRINGREQUEST']._serialized_start=1147
+  _globals['_KEYRINGREQUEST']._serialized_end=1177
+  _globals['_REPLICATION']._serialized_start=1180
+  _globals['_REPLICATION']._serialized_end=1324
 # @@protoc_insertion_point(module_scope)

@@ -67,12 +67,14 @@ class FollowRequest(_message.Message):
     def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., ack: _Optional[_Union[Ack, _Mapping]] = ...) -> None: ...
 
 class RecordBatch(_message.Message):
-    __slots__ = ("stream", "records")
+    __slots__ = ("stream", "records", "blobs")
     STREAM_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
+    BLOBS_FIELD_NUMBER: _ClassVar[int]
     stream: str
     records: _containers.RepeatedCompositeFieldContainer[RawRecord]
-    def __init__(self, stream: _Optional[str] = ..., records: _Optional[_Iterable[_Union[RawRecord, _Mapping]]] = ...) -> None: ...
+    blobs: _containers.RepeatedCompositeFieldContainer[BlobFile]
+    def __init__(self, stream: _Optional[str] = ..., records: _Optional[_Iterable[_Union[RawRecord, _Mapping]]] = ..., blobs: _Optional[_Iterable[_Union[BlobFile, _Mapping]]] = ...) -> None: ...
 
 class BlobFile(_message.Message):
     __slots__ = ("stream", "blob_id", "data")

