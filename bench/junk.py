@@ -155,7 +155,7 @@ def resample(items: Sequence[Item], spam_share: float, seed: int) -> list[Item]:
     return [it for it in items if id(it) in chosen]  # date order kept
 
 
-def splits(items: Sequence[Item], config: JunkConfig) -> dict[str, Tally]:
+def splits(items: Sequence[Item], config: JunkConfig, seeds: int = SEEDS) -> dict[str, Tally]:
     out: dict[str, Tally] = {}
     out["time"] = replay(items, config, len(items) // 2)
     kfold = Tally()
@@ -166,7 +166,7 @@ def splits(items: Sequence[Item], config: JunkConfig) -> dict[str, Tally]:
     out["kfold"] = kfold
     for share in (0.15, 0.50):
         t, c = Tally(), Tally()
-        for seed in range(SEEDS):
+        for seed in range(seeds):
             part = resample(items, share, seed)
             t.merge(replay(part, config, len(part) // 2))
             c.merge(replay(part, config, 0))
@@ -203,10 +203,10 @@ def describe(c: JunkConfig) -> str:
 
 def grid() -> list[JunkConfig]:
     out = [BEFORE]
-    for threshold in (0.95, 0.99, 0.999):
+    for threshold in (0.95, 0.99):
         out.append(dataclasses.replace(BEFORE, threshold=threshold, unsure=0.5, min_ham=50, min_spam=50))
-    for threshold in (0.9, 0.95, 0.99):
-        for minimum in (10, 50) if threshold == 0.95 else (50,):
+    for threshold in (0.8, 0.9, 0.95, 0.99):
+        for minimum in (10, 50) if threshold == 0.9 else (50,):
             out.append(JunkConfig(threshold=threshold, unsure=0.2, min_ham=minimum, min_spam=minimum,
                                   params=BayesParams(combining="chi2")))
     return out
@@ -254,9 +254,10 @@ def main() -> int:
           f"measured; @N%: resampled to N% spam, {SEEDS} draws summed")
     print()
     if args.grid:
-        print("grid on the tuning part:")
+        print("grid on the tuning part (one resampling draw each; chosen: the goals met on every split, then the "
+              "most spam caught):")
         for c in grid():
-            table = splits(tuning, c)
+            table = splits(tuning, c, seeds=1)
             worst_ham = max(t.ham_rejected_pct for s, t in table.items() if not s.startswith("cold"))
             worst_cold = max(t.ham_rejected_pct for s, t in table.items() if s.startswith("cold"))
             least_spam = min(t.spam_caught_pct for s, t in table.items() if not s.startswith("cold"))

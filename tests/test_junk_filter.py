@@ -186,6 +186,30 @@ def test_bayes_decides_for_first_time_senders_with_recorded_jitter_and_strictnes
     assert (v.accept, v.method) == (True, "bayes:untrained")
 
 
+def test_clear_content_overrules_a_junk_history_of_the_sending_network_only() -> None:
+    relay = ip_nets("203.0.113.5")
+    # Two junk messages through one relay (unvalidated senders): the /32 is junk.
+    view, untrained = trained(60), trained(3)
+    for v_ in (view, untrained):
+        add(v_, 900, pb.JunkFeatures(words=["viagra"], ip_nets=relay), True, NOW - 100)
+        add(v_, 901, pb.JunkFeatures(words=["cheap"], ip_nets=relay), True, NOW - 50)
+    ham = pb.JunkFeatures(words=["meeting", "agenda"], ip_nets=relay)
+    v = analyze(view, ham, 1, "INBOX", NOW, 0.5)
+    assert (v.accept, v.method) == (True, "bayes") and "content clearly is not" in v.reasons[-1]
+    assert any("ip-narrow" in r for r in v.reasons)
+    spam = pb.JunkFeatures(words=["viagra", "cheap"], ip_nets=relay)
+    assert (analyze(view, spam, 1, "INBOX", NOW, 0.5).method, analyze(view, spam, 1, "INBOX", NOW, 0.5).accept) == (
+        "reputation:ip-narrow", False)
+    # Without enough training the content cannot vouch: the network's history rejects.
+    v = analyze(untrained, ham, 1, "INBOX", NOW, 0.5)
+    assert (v.accept, v.method) == (False, "reputation:ip-narrow")
+    # A sender identified by a verified address is not overruled.
+    add(view, 902, sender("x@y.test"), True, NOW - 10)
+    v = analyze(view, pb.JunkFeatures(words=["meeting", "agenda"], from_address="x@y.test", from_domain="y.test",
+                                      from_org_domain="y.test", from_validated=True), 1, "INBOX", NOW, 0.5)
+    assert (v.accept, v.method) == (False, "reputation:from-address")
+
+
 def test_words_that_disagree_make_an_unsure_verdict_that_is_accepted() -> None:
     view = trained(60)
     # As spammy a pair as the rejected one above, and as hammy a pair beside: chi-square

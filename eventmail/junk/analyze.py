@@ -24,7 +24,7 @@ class JunkConfig:
     # Content alone rejects only above `threshold`; between `unsure` and it the message is
     # accepted as unsure ("bayes:unsure", shown in the header), below it accepted as ham.
     # Chosen on the tuning part of the shared corpus (bench/junk.py; docs/junk.md has the split).
-    threshold: float = 0.99  # spam probability above which content rejects
+    threshold: float = 0.80  # spam probability above which content rejects
     unsure: float = 0.20  # above this and up to `threshold`: unsure (SpamBayes' ham_cutoff)
     jitter: float = 0.02  # +- this much random on the threshold, so probing finds no sharp edge
     plaintext_penalty: float = 0.05  # stricter for mail that came without TLS
@@ -40,6 +40,8 @@ class JunkConfig:
 
 
 DEFAULT_CONFIG = JunkConfig()
+# Reputation steps that identify a sender only by its network.
+NETWORK_METHODS = ("reputation:ip-narrow", "reputation:ip-medium", "reputation:ip-wide")
 # The methods whose verdict has a score and a threshold.
 CONTENT_METHODS = ("bayes", "bayes:unsure")
 
@@ -72,6 +74,16 @@ def analyze(
         # its authors' reputations and DMARC policies do not apply to the list's rewriting.
         return _verdict(True, "mailing-list", mailbox, f"verified mailing list {ctx.mailing_list}")
     rep = reputation(view, f, destined, now)
+    if rep.conclusive and rep.spam and rep.method in NETWORK_METHODS:
+        # An address range is a weak identity: a relay or a provider's pool carries everyone's
+        # mail, and two junk messages from it say little about the third (on the shared
+        # corpus these were nearly all the ham rejected). A trained content filter that finds
+        # the message clearly not junk overrules it; otherwise the range's history rejects.
+        v = _content(view, f, mailbox, draw, ctx, config, rep)
+        if v.method == "bayes" and v.accept and v.score <= config.unsure:
+            v.reasons.append(f"{rep.method.split(':')[1]} history is junk, the content clearly is not: accepted")
+            return v
+        return _verdict(False, rep.method, mailbox, rep.reason)
     if rep.conclusive:
         return _verdict(not rep.spam, rep.method, mailbox, rep.reason)
     if rep.spam is None and ctx.dnsbl:
