@@ -54,8 +54,10 @@ HELD_BACK = 30  # percent
 FOLDS = 5
 SEEDS = 3
 
-# What the filter did before issue 16 (Graham combining, no unsure band, 10 of each class).
-BEFORE = JunkConfig(threshold=0.95, unsure=1.0, min_ham=10, min_spam=10, params=BayesParams(combining="graham"))
+# What the filter did before issue 16 (Graham combining, no unsure band, 10 of each class, a
+# network's junk history final).
+BEFORE = JunkConfig(threshold=0.95, unsure=1.0, min_ham=10, min_spam=10, network_overrule=False,
+                    params=BayesParams(combining="graham"))
 
 
 def bucket(s: Sample, salt: str) -> int:
@@ -198,13 +200,15 @@ def show(title: str, table: dict[str, Tally]) -> None:
 def describe(c: JunkConfig) -> str:
     p = c.params
     return (f"combining={p.combining} reject>{c.threshold} unsure>{c.unsure if c.unsure < 1 else '-'} "
-            f"min_ham={c.min_ham} min_spam={c.min_spam}")
+            f"min_ham={c.min_ham} min_spam={c.min_spam} network_overrule={'yes' if c.network_overrule else 'no'}")
 
 
 def grid() -> list[JunkConfig]:
     out = [BEFORE]
     for threshold in (0.95, 0.99):
-        out.append(dataclasses.replace(BEFORE, threshold=threshold, unsure=0.5, min_ham=50, min_spam=50))
+        out.append(dataclasses.replace(BEFORE, threshold=threshold, unsure=0.5, min_ham=50, min_spam=50,
+                                       network_overrule=True))
+    out.append(dataclasses.replace(DEFAULT_CONFIG, network_overrule=False))
     for threshold in (0.8, 0.9, 0.95, 0.99):
         for minimum in (10, 50) if threshold == 0.9 else (50,):
             out.append(JunkConfig(threshold=threshold, unsure=0.2, min_ham=minimum, min_spam=minimum,
@@ -261,7 +265,7 @@ def main() -> int:
             worst_ham = max(t.ham_rejected_pct for s, t in table.items() if not s.startswith("cold"))
             worst_cold = max(t.ham_rejected_pct for s, t in table.items() if s.startswith("cold"))
             least_spam = min(t.spam_caught_pct for s, t in table.items() if not s.startswith("cold"))
-            print(f"  {describe(c):<62} worst ham rejected {worst_ham:5.2f}% trained, {worst_cold:5.2f}% cold; "
+            print(f"  {describe(c):<84} worst ham rejected {worst_ham:5.2f}% trained, {worst_cold:5.2f}% cold; "
                   f"least spam caught {least_spam:6.2f}%; goals {'met' if meets(table) else 'NOT met'}")
         print()
     for label, c in (("before", BEFORE), ("chosen", DEFAULT_CONFIG)):

@@ -36,6 +36,9 @@ class JunkConfig:
     # first statistics are noise (one mailing list's words look like "ham").
     min_ham: int = 50
     min_spam: int = 50
+    # A trained content filter that finds a message clearly not junk overrules a junk history
+    # of the sending network alone (see analyze()).
+    network_overrule: bool = True
     params: BayesParams = DEFAULT_PARAMS
 
 
@@ -74,7 +77,7 @@ def analyze(
         # its authors' reputations and DMARC policies do not apply to the list's rewriting.
         return _verdict(True, "mailing-list", mailbox, f"verified mailing list {ctx.mailing_list}")
     rep = reputation(view, f, destined, now)
-    if rep.conclusive and rep.spam and rep.method in NETWORK_METHODS:
+    if rep.conclusive and rep.spam and rep.method in NETWORK_METHODS and config.network_overrule:
         # An address range is a weak identity: a relay or a provider's pool carries everyone's
         # mail, and two junk messages from it say little about the third (on the shared
         # corpus these were nearly all the ham rejected). A trained content filter that finds
