@@ -29,7 +29,7 @@ def setup(tmp_path: Path) -> tuple[Path, Path]:
             async with store.use_account("ann") as acct:
                 for p in files("ham")[:60]:
                     await acct.add_message("Archive", read_message(p), flags=["$NotJunk"])
-                for p in files("spam")[:30]:
+                for p in files("spam")[:50]:
                     await acct.add_message("Junk", read_message(p), flags=["$Junk"])
         finally:
             await store.close()
@@ -42,19 +42,19 @@ def test_analyze_retrain_and_play(tmp_path: Path) -> None:
     d, k = setup(tmp_path)
     out = eventmail(d, k, "junk", "analyze", "ann", str(files("spam")[60]))
     assert re.search(r"^verdict:   reject", out, re.M) and re.search(r"^method:    bayes$", out, re.M), out
-    assert "trained:   60 not junk, 30 junk" in out and re.search(r"^spammy:    0\.\d+  ", out, re.M)
+    assert "trained:   60 not junk, 50 junk" in out and re.search(r"^spammy:    0\.\d+  ", out, re.M)
     out = eventmail(d, k, "junk", "analyze", "ann", str(files("ham")[200]))
     assert re.search(r"^verdict:   accept", out, re.M), out
 
     out = eventmail(d, k, "junk", "retrain", "ann")
-    assert "60 not junk, 30 junk messages trained" in out and "equal what they were" in out
+    assert "60 not junk, 50 junk messages trained" in out and "equal what they were" in out
 
     ham, spam = tmp_path / "ham", tmp_path / "spam"
     ham.mkdir()
     spam.mkdir()
     for p in files("ham")[100:140]:
         shutil.copy(p, ham)
-    for p in files("spam")[40:60]:
+    for p in files("spam")[70:90]:
         shutil.copy(p, spam)
     out = eventmail(d, k, "junk", "play", "ann", "--ham", str(ham), "--spam", str(spam), "--train-fraction", "0.25")
     assert "60 messages in date order; the first 15 only train" in out
@@ -64,4 +64,4 @@ def test_analyze_retrain_and_play(tmp_path: Path) -> None:
     assert re.search(r"^  spam +\d+ +\d+$", out, re.M) and re.search(r"^  ham +\d+ +\d+$", out, re.M)
     # play works on a scratch copy: the account's statistics are unchanged.
     out = eventmail(d, k, "junk", "retrain", "ann")
-    assert "60 not junk, 30 junk messages trained" in out
+    assert "60 not junk, 50 junk messages trained" in out

@@ -212,7 +212,7 @@ def test_moving_out_of_rejects_trains_not_junk_and_the_retry_is_accepted(server:
 
 
 def test_a_rejected_copy_leaves_rejects_when_a_retry_is_accepted(server: MailServer) -> None:
-    spam = with_from(corpus("spam")[80], "promo@newcomer.test")
+    spam = with_from(corpus("spam")[81], "promo@newcomer.test")
     code, _ = send(server, "promo@newcomer.test", "erin@mail.test", spam)
     assert code == 451
     server.stop()
@@ -234,7 +234,7 @@ def test_a_rejected_copy_leaves_rejects_when_a_retry_is_accepted(server: MailSer
 
 def test_a_correspondent_the_user_wrote_to_is_accepted(server: MailServer) -> None:
     # A spammy-looking reply: the content filter alone would reject it (checked below).
-    spam_body = corpus("spam")[70]
+    spam_body = corpus("spam")[73]
     code, _ = send(server, "stranger@newcomer.test", "dave@mail.test", spam_body)
     assert code == 451
     # dave writes to friend@friend.test through submission; the Sent copy records the recipient.

@@ -21,18 +21,32 @@ from .reputation import Reputation, reputation
 class JunkConfig:
     """The content filter's settings (Mox's defaults where it has them)."""
 
-    threshold: float = 0.95  # spam probability above which content rejects
+    # Content alone rejects only above `threshold`; between `unsure` and it the message is
+    # accepted as unsure ("bayes:unsure", shown in the header), below it accepted as ham.
+    # Chosen on the tuning part of the shared corpus (bench/junk.py; docs/junk.md has the split).
+    threshold: float = 0.80  # spam probability above which content rejects
+    unsure: float = 0.20  # above this and up to `threshold`: unsure (SpamBayes' ham_cutoff)
     jitter: float = 0.02  # +- this much random on the threshold, so probing finds no sharp edge
     plaintext_penalty: float = 0.05  # stricter for mail that came without TLS
     unnamed_penalty: float = 0.05  # stricter for mail whose To/Cc does not name the recipient
     # How far an unclear reputation moves the threshold. Small: a relay that carries both kinds
     # leans one way without saying much (0.05 let a 0.996 spam through a ham-leaning relay).
     hint: float = 0.02
-    min_trained: int = 10  # Bayes decides only with this many ham and spam messages trained
+    # Content rejects only with this many messages of each class trained: a new account's
+    # first statistics are noise (one mailing list's words look like "ham").
+    min_ham: int = 50
+    min_spam: int = 50
+    # A trained content filter that finds a message clearly not junk overrules a junk history
+    # of the sending network alone (see analyze()).
+    network_overrule: bool = True
     params: BayesParams = DEFAULT_PARAMS
 
 
 DEFAULT_CONFIG = JunkConfig()
+# Reputation steps that identify a sender only by its network.
+NETWORK_METHODS = ("reputation:ip-narrow", "reputation:ip-medium", "reputation:ip-wide")
+# The methods whose verdict has a score and a threshold.
+CONTENT_METHODS = ("bayes", "bayes:unsure")
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,16 @@ def analyze(
         # its authors' reputations and DMARC policies do not apply to the list's rewriting.
         return _verdict(True, "mailing-list", mailbox, f"verified mailing list {ctx.mailing_list}")
     rep = reputation(view, f, destined, now)
+    if rep.conclusive and rep.spam and rep.method in NETWORK_METHODS and config.network_overrule:
+        # An address range is a weak identity: a relay or a provider's pool carries everyone's
+        # mail, and two junk messages from it say little about the third (on the shared
+        # corpus these were nearly all the ham rejected). A trained content filter that finds
+        # the message clearly not junk overrules it; otherwise the range's history rejects.
+        v = _content(view, f, mailbox, draw, ctx, config, rep)
+        if v.method == "bayes" and v.accept and v.score <= config.unsure:
+            v.reasons.append(f"{rep.method.split(':')[1]} history is junk, the content clearly is not: accepted")
+            return v
+        return _verdict(False, rep.method, mailbox, rep.reason)
     if rep.conclusive:
         return _verdict(not rep.spam, rep.method, mailbox, rep.reason)
     if rep.spam is None and ctx.dnsbl:
@@ -77,7 +101,7 @@ def _content(
     reasons = [rep.reason]
     if ctx.forwarder:
         reasons.append(f"forwarded by {ctx.forwarder}: its address and SPF domain not used")
-    if hams < config.min_trained or spams < config.min_trained:
+    if hams < config.min_ham or spams < config.min_spam:
         reasons.append(f"too little training for the content filter ({hams} not junk, {spams} junk)")
         return _verdict(True, "bayes:untrained", mailbox, *reasons)
     words = list(f.words)
@@ -95,9 +119,11 @@ def _content(
         threshold += -config.hint if rep.spam else config.hint
     threshold = min(max(threshold, 0.5), 0.999)
     accept = result.probability <= threshold
-    reasons.append(f"spam probability {result.probability:.4f} against threshold {threshold:.4f}")
+    unsure = accept and result.probability > config.unsure
+    reasons.append(f"spam probability {result.probability:.4f} against threshold {threshold:.4f}"
+                   + (f", above {config.unsure:.2f}: unsure, accepted" if unsure else ""))
     return pb.JunkVerdict(
-        accept=accept, method="bayes", score=result.probability, threshold=threshold, jitter=jitter,
+        accept=accept, method="bayes:unsure" if unsure else "bayes", score=result.probability, threshold=threshold, jitter=jitter,
         ham_words=[w for w, _p in result.ham_words], spam_words=[w for w, _p in result.spam_words],
         reasons=[r for r in reasons if r], mailbox=mailbox,
     )
@@ -106,7 +132,7 @@ def _content(
 def header(v: pb.JunkVerdict) -> str:
     """The header field that shows the user the decision (without CRLF)."""
     parts = [("accept" if v.accept else "reject"), f"method={v.method}"]
-    if v.method == "bayes":
+    if v.method in CONTENT_METHODS:
         parts.append(f"score={v.score:.4f}")
         parts.append(f"threshold={v.threshold:.4f}")
     value = "; ".join(parts)
@@ -114,7 +140,7 @@ def header(v: pb.JunkVerdict) -> str:
         value += "\r\n\tham=" + _words(v.ham_words[:5])
     if v.spam_words:
         value += "\r\n\tspam=" + _words(v.spam_words[:5])
-    if v.reasons and v.method != "bayes":
+    if v.reasons and v.method not in CONTENT_METHODS:
         value += "\r\n\t(" + _clean(v.reasons[0]) + ")"
     return "X-Eventmail-Junk: " + value
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..store import Store
-from .analyze import Context, analyze
+from .analyze import CONTENT_METHODS, Context, analyze
 from .bayes import word_probability
 from .features import message_features, names_recipient
 from .play import Player, load, play, read_message
@@ -44,7 +44,7 @@ async def cmd_analyze(args: argparse.Namespace) -> None:
         await store.close()
     print(f"verdict:   {'accept' if v.accept else 'reject (451 4.3.0, copy kept in Rejects)'}")
     print(f"method:    {v.method}")
-    if v.method == "bayes":
+    if v.method in CONTENT_METHODS:
         print(f"score:     {v.score:.4f} (threshold {v.threshold:.4f})")
     for r in v.reasons:
         print(f"because:   {r}")

@@ -102,17 +102,35 @@ def dnsbl_name(ip: str, zone: str) -> str:
     return ".".join(reversed(addr.exploded.replace(":", ""))) + "." + zone
 
 
+# Verdicts that no sender history decided: content alone, or nothing at all.
+FIRST_TIME_METHODS = ("bayes", "bayes:unsure", "bayes:untrained")
+
+
 class JunkFilter:
     """Per-server: the filter's configuration, the clock and the jitter's source of randomness."""
 
     def __init__(
         self, resolver: Resolver | None = None, config: JunkConfig = DEFAULT_CONFIG,
         clock: Callable[[], float] = time.time, draw: Callable[[], float] = random.random,
+        first_time_delay: float = 0.0,
     ) -> None:
         self.resolver = resolver
         self.config = config
         self.clock = clock
         self.draw = draw
+        # Mox's first-time-sender delay (its default is 15 s; off here unless configured): a
+        # sender the account has no conclusive history with waits this long for the answer
+        # to DATA. Real servers wait; bulk senders that cut the connection early lose the message.
+        self.first_time_delay = first_time_delay
+
+    def delay_for(self, plans: Iterable[Plan]) -> float:
+        """Seconds to hold the answer: the delay when every account accepts by content alone (no
+        conclusive reputation, no mailing list or forwarder), as Mox does for "no bad signals"."""
+        ps = list(plans)
+        if self.first_time_delay <= 0 or not ps:
+            return 0.0
+        first = all(p.verdict.accept and p.verdict.method in FIRST_TIME_METHODS and not p.trusted for p in ps)
+        return self.first_time_delay if first else 0.0
 
     def trusted_path(self, acct: Account, f: pb.JunkFeatures, remote_ip: str) -> tuple[str, str]:
         """(mailing list domain, forwarder) the message came through, as the account configured them."""

@@ -172,6 +172,11 @@ class InboundDelivery:
             return Reply(550, "5.7.1", "rejected by the sender domain's DMARC policy")
         quarantine = verdict.disposition == "quarantine"
         auth_results = verdict.authentication_results(self.hostname)
+        delay = self.junk.delay_for(plans.values())
+        if delay:
+            # Mox's first-time-sender delay (eventmail/junk/delivery.py), before the message is stored.
+            log.info("tx %s from %s: first-time sender, answering in %.0f s", tx.transaction_id, tx.remote_ip, delay)
+            await asyncio.sleep(delay)
         try:
             await asyncio.gather(
                 *(self._deliver_one(tx, account, addrs, parsed, message, auth_results, verdict, plans[account],
