@@ -35,9 +35,10 @@ from typing import Any, NoReturn
 from aiohttp import web
 
 from ..mail import moves, suppressions
-from ..sasl import Failure, FailureReason, LoginLimiter, SaslBackend, Success, create_exchange, guarded
+from ..sasl import Failure, FailureReason, LoginLimiter, Success
 from ..sasl.guard import may_send_password
 from ..store import Account, Store, normalize_address
+from .session import check_password
 
 log = logging.getLogger("eventmail.webapi")
 
@@ -569,7 +570,6 @@ def make_webapi_app(
     `send` is the submission path Send queues through (None: Send answers a server error);
     `allow_plaintext` lets loopback clients authenticate without TLS (localserve), as IMAP does."""
     api = WebApi(store, send, hostname)
-    backend = SaslBackend(lookup=_lookup(store))
 
     async def root(request: web.Request) -> web.StreamResponse:
         raise web.HTTPSeeOther(location=request.path.rstrip("/") + "/v0/")
@@ -593,10 +593,7 @@ def make_webapi_app(
         if not may_send_password(tls=request.secure, peer=peer, allow_plaintext=allow_plaintext):
             return web.Response(status=403, text="403 - forbidden - credentials only over https\n")
         login, password = creds
-        exchange = create_exchange("PLAIN", backend, tls=True)
-        assert exchange is not None
-        result = await guarded(exchange, limiter, peer=peer, conn=f"webapi {peer}").start(
-            base64.b64encode(b"\x00" + login.encode() + b"\x00" + password.encode()))
+        result = await check_password(store, limiter, login, password, peer, "webapi")
         if isinstance(result, Failure):
             if result.reason is FailureReason.LIMITED:
                 return web.Response(status=429, text="429 - too many auth attempts\n")
@@ -631,16 +628,6 @@ def make_webapi_app(
     app.router.add_get("/v0/", index)
     app.router.add_route("*", "/v0/{method}", method)
     return app
-
-
-def _lookup(store: Store) -> Callable[[str], Any]:
-    """A login name is the account name or one of its addresses (not a catch-all), as IMAP's."""
-    def lookup(name: str) -> Any:
-        system = store.system
-        account = name if name in system.accounts else system.addresses.get(normalize_address(name))
-        info = system.accounts.get(account) if account is not None else None
-        return info.password if info is not None else None
-    return lookup
 
 
 __all__ = ["METHODS", "ApiError", "Outgoing", "Sender", "make_webapi_app", "message_id", "split_message_id"]
