@@ -40,10 +40,12 @@ def password_lookup(store: Store) -> Callable[[str], pb.PasswordSet | None]:
 
 
 async def check_password(store: Store, limiter: LoginLimiter, login: str, password: str, peer: str,
-                         what: str) -> Success | Failure:
+                         what: str, lookup: Callable[[str], pb.PasswordSet | None] | None = None) -> Success | Failure:
     """The account `login` names, if `password` is its password: one SASL PLAIN exchange under
-    the failed-login limits (a Failure with reason LIMITED when they refuse)."""
-    exchange = create_exchange("PLAIN", SaslBackend(lookup=password_lookup(store)), tls=True)
+    the failed-login limits (a Failure with reason LIMITED when they refuse). `lookup` replaces
+    the accounts' credentials (the admin page's own)."""
+    backend = SaslBackend(lookup=lookup if lookup is not None else password_lookup(store))
+    exchange = create_exchange("PLAIN", backend, tls=True)
     assert exchange is not None
     # RFC 4616 §2: message = [authzid] NUL authcid NUL passwd
     initial = base64.b64encode(b"\x00" + login.encode("utf-8") + b"\x00" + password.encode("utf-8"))
