@@ -92,8 +92,16 @@ def test_admin_page(keyed_dir: tuple[Path, bytes], tmp_path: Path) -> None:
                 async with s.post(admin + "domain/add", data={"csrf": t, "domain": "<script>alert(1)</script>"}) as r:
                     page = await r.text()
                     assert r.status == 400 and "&lt;script&gt;" in page and "<script>" not in page
+                    # The audit view: who did what, refusals included, no password.
+                    assert "account.add" in page and "name=bob" in page and "bob&#39;s password" not in page
         assert "other.test" in store.system.domains and store.system.account_for("bob@other.test") == "bob"
         kinds = [c.event.WhichOneof("kind") for c in store.stream(SYSTEM).events()]
         assert "dkim_selector" in kinds and "domain_added" in kinds
+        audits = [c.event.admin_audit for c in store.stream(SYSTEM).events() if c.event.HasField("admin_audit")]
+        assert [(a.actor, a.command, a.result[:7]) for a in audits] == [
+            ("admin", "domain.add", "ok"), ("admin", "account.add", "ok"), ("admin", "dkim.add", "ok"),
+            ("admin", "domain.add", "refused")]
+        assert all(a.remote_ip == "127.0.0.1" for a in audits)
+        assert all("password" not in a.args_json for a in audits)
         await store.close()
     run(main())

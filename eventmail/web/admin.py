@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
+from ..mail import audit
 from ..mail.admin import Admin, AdminError
 from ..mail.queue import QueueOps
 from ..mailauth.dkim import public_key_record, zone_txt
@@ -83,8 +85,10 @@ def make_admin_app(
         dkim = [(d, zone_txt(public_key_record(d.algorithm, d.private_key)))
                 for _, d in sorted(system.dkim.items())]
         queued = (await queue.list({}))["message"]
+        entries = [(datetime.fromtimestamp(e.time_us / 1e6, UTC).strftime("%Y-%m-%d %H:%M:%S"), e)
+                   for e in audit.entries(store, 50)]
         return render("admin/index.html", status=status, csrf=s.csrf, domains=sorted(system.domains),
-                      accounts=accounts, dkim=dkim, queue=queued, message=message, error=error)
+                      accounts=accounts, dkim=dkim, queue=queued, audit=entries, message=message, error=error)
 
     async def form_of(request: web.Request) -> tuple[Session, dict[str, str]]:
         s = sessions.get(request)
@@ -137,11 +141,14 @@ def make_admin_app(
         async def handler(request: web.Request) -> web.StreamResponse:
             s, form = await form_of(request)
             args = {f: form.get(f, "").strip() if f != "password" else form.get(f, "") for f in fields}
+            remote = request.remote or ""
             try:
                 result = await admin.run(command, args)
             except AdminError as e:
+                await audit.record(store, s.account, remote, command, args, f"refused: {e}")
                 return await index_page(s, error=str(e), status=400)
-            # The edit itself is an event in the system stream (mail.admin); this says who.
+            # The edit itself is an event in the system stream (mail.admin); this one says who.
+            await audit.record(store, s.account, remote, command, args, "ok")
             log.info("admin page: %s by %s from %s: %s", command, s.account, request.remote,
                      {k: v for k, v in args.items() if k != "password"})
             return await index_page(s, message=str(result.get("message", "done")))
