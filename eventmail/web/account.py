@@ -1,0 +1,154 @@
+"""The account page (/account/): log in, log out, change the password, the suppression list; server-rendered with Jinja2 (autoescaped), every write through the mail layer.
+
+Every POST but the login carries the session's CSRF token; the login form carries a
+double-submit token (session.LoginTokens). The session cookie is HttpOnly, SameSite=Strict and
+Secure on HTTPS; a login always starts a new session (session.Sessions.start).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from aiohttp import web
+
+from ..mail import suppressions
+from ..mail.admin import Admin, AdminError
+from ..sasl import Failure, FailureReason, LoginLimiter
+from ..sasl.guard import may_send_password
+from ..store import Store
+from .session import LoginTokens, Session, Sessions, check_password, csrf_ok
+
+log = logging.getLogger("eventmail.web.account")
+
+HERE = Path(__file__).resolve().parent
+SESSIONS_KEY = web.AppKey("sessions", Sessions)
+
+
+def templates() -> jinja2.Environment:
+    """The package's templates, autoescaped (every page is HTML)."""
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
+                              undefined=jinja2.StrictUndefined)
+
+
+def make_account_app(
+    store: Store, *, limiter: LoginLimiter, base: str = "/account/", allow_plaintext: bool = False,
+) -> web.Application:
+    """The account page as an aiohttp sub-application, to be mounted at `base` (with its trailing
+    slash; aiohttp's add_subapp takes it without). `limiter` is the server's failed-login limiter;
+    `allow_plaintext` lets loopback clients log in over plain HTTP (localserve), as IMAP does."""
+    env = templates()
+    sessions = Sessions("eventmail_account", base)
+    login_tokens = LoginTokens("eventmail_account_login", base)
+    admin = Admin(store)
+
+    def render(name: str, status: int = 200, **values: Any) -> web.Response:
+        page = env.get_template(name).render({"base": base, "static": base + "static", "message": "", "error": "",
+                                              **values})
+        return web.Response(text=page, status=status, content_type="text/html", charset="utf-8",
+                            headers={"Cache-Control": "no-store"})
+
+    def login_page(request: web.Request, error: str = "", status: int = 200) -> web.Response:
+        token = login_tokens.value(request)
+        response = render("account/login.html", status=status, csrf=token, error=error)
+        login_tokens.set(request, response, token)
+        return response
+
+    def index_page(s: Session, message: str = "", error: str = "", status: int = 200) -> web.Response:
+        addresses = sorted(a for a, owner in store.system.addresses.items() if owner == s.account)
+        return render("account/index.html", status=status, account=s.account, csrf=s.csrf, addresses=addresses,
+                      suppressions=suppressions.suppressions(store, s.account), message=message, error=error)
+
+    async def form_of(request: web.Request) -> tuple[Session, dict[str, str]]:
+        """The session and form of a state-changing request, or the refusal raised."""
+        s = sessions.get(request)
+        if s is None:
+            raise web.HTTPSeeOther(location=base + "login")
+        form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        if not csrf_ok(s.csrf, form.get("csrf")):
+            log.warning("account %s: request without a valid CSRF token from %s", s.account, request.remote)
+            raise web.HTTPForbidden(text="403 - missing or wrong CSRF token\n")
+        return s, form
+
+    async def index(request: web.Request) -> web.StreamResponse:
+        s = sessions.get(request)
+        return index_page(s) if s is not None else login_page(request)
+
+    async def login_get(request: web.Request) -> web.StreamResponse:
+        s = sessions.get(request)
+        if s is not None:
+            raise web.HTTPSeeOther(location=base)
+        return login_page(request)
+
+    async def login_post(request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        if not login_tokens.ok(request, form.get("csrf")):
+            raise web.HTTPForbidden(text="403 - missing or wrong CSRF token\n")
+        peer = request.remote or ""
+        if not may_send_password(tls=request.secure, peer=peer, allow_plaintext=allow_plaintext):
+            return login_page(request, "Log in over HTTPS.", 403)
+        username, password = form.get("username"), form.get("password")
+        if not isinstance(username, str) or not isinstance(password, str):
+            return login_page(request, "Give your email address and password.", 400)
+        result = await check_password(store, limiter, username, password, peer, "account-page")
+        if isinstance(result, Failure):
+            if result.reason is FailureReason.LIMITED:
+                return login_page(request, "Too many failed logins: try again later.", 429)
+            log.warning("account page: login failed for %r from %s: %s", username, peer, result.reason.value)
+            return login_page(request, "Wrong email address or password.", 401)
+        response = web.HTTPSeeOther(location=base)
+        sessions.start(response, request, result.username)
+        response.del_cookie(login_tokens.cookie, path=base)
+        log.info("account page: %s logged in from %s", result.username, peer)
+        raise response
+
+    async def logout(request: web.Request) -> web.StreamResponse:
+        await form_of(request)
+        response = web.HTTPSeeOther(location=base + "login")
+        sessions.end(request, response)
+        raise response
+
+    async def password(request: web.Request) -> web.StreamResponse:
+        s, form = await form_of(request)
+        check = await check_password(store, limiter, s.account, form.get("current", ""), request.remote or "",
+                                     "account-page")
+        if isinstance(check, Failure):
+            return index_page(s, error="The current password is not right.", status=400)
+        try:
+            await admin.set_password({"name": s.account, "password": form.get("new", "")})
+        except AdminError as e:
+            return index_page(s, error=str(e), status=400)
+        sessions.end_account(s.account, keep=s.id)  # other sessions may be someone who knew the old one
+        log.info("account page: %s changed the password", s.account)
+        return index_page(s, message="Password changed.")
+
+    async def suppression_add(request: web.Request) -> web.StreamResponse:
+        s, form = await form_of(request)
+        address = form.get("address", "").strip()
+        if "@" not in address.strip("@") or any(c.isspace() for c in address):
+            return index_page(s, error=f"{address!r} is not an email address.", status=400)
+        await suppressions.add(store, s.account, address, form.get("reason", "")[:300] or "added on the account page",
+                               manual=True)
+        raise web.HTTPSeeOther(location=base)
+
+    async def suppression_remove(request: web.Request) -> web.StreamResponse:
+        s, form = await form_of(request)
+        await suppressions.remove(store, s.account, form.get("address", ""))
+        raise web.HTTPSeeOther(location=base)
+
+    app = web.Application(client_max_size=64 * 1024)
+    app[SESSIONS_KEY] = sessions
+    app.router.add_get("/", index)
+    app.router.add_get("/login", login_get)
+    app.router.add_post("/login", login_post)
+    app.router.add_post("/logout", logout)
+    app.router.add_post("/password", password)
+    app.router.add_post("/suppressions/add", suppression_add)
+    app.router.add_post("/suppressions/remove", suppression_remove)
+    app.router.add_static("/static", HERE / "static")
+    return app
+
+
+__all__ = ["make_account_app", "templates"]

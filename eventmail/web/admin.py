@@ -1,0 +1,175 @@
+"""The admin page (/admin/): its own credential (Argon2id, in a file beside the data), domains, accounts and addresses, DKIM keys with their DNS records, the outbound queue; writes through the mail layer's Admin operations.
+
+The admin credential is not an account's: an account's password never opens this page, and
+the admin's session cookie has its own name and path. The credential is a PasswordSet (the
+same Argon2id string accounts have) serialized into a file of mode 0600, set with
+`write_admin_password` (localserve and quickstart print the password they generate).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from ..mail import audit
+from ..mail.admin import Admin, AdminError
+from ..mail.queue import QueueOps
+from ..mailauth.dkim import public_key_record, zone_txt
+from ..proto import events_pb2 as pb
+from ..sasl import Failure, FailureReason, LoginLimiter, make_password_set
+from ..sasl.guard import may_send_password
+from ..store import Store
+from .account import templates
+from .session import LoginTokens, Session, Sessions, check_password, csrf_ok
+
+log = logging.getLogger("eventmail.web.admin")
+
+ADMIN_USER = "admin"
+
+
+def write_admin_password(path: Path, password: str) -> None:
+    """Store the admin password's Argon2id hash at `path` (0600), replacing any before it."""
+    ps = make_password_set(ADMIN_USER, password)
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(ps.SerializeToString())
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _read_admin_password(path: Path) -> pb.PasswordSet | None:
+    try:
+        return pb.PasswordSet.FromString(path.read_bytes())
+    except FileNotFoundError:
+        return None
+
+
+def make_admin_app(
+    store: Store, *, limiter: LoginLimiter, password_file: Path, base: str = "/admin/", allow_plaintext: bool = False,
+) -> web.Application:
+    """The admin page as an aiohttp sub-application, to be mounted at `base`. `password_file`
+    holds the admin credential (write_admin_password); with no file, nobody can log in."""
+    env = templates()
+    sessions = Sessions("eventmail_admin", base)
+    login_tokens = LoginTokens("eventmail_admin_login", base)
+    admin = Admin(store)
+    queue = QueueOps(store)
+
+    def lookup(name: str) -> pb.PasswordSet | None:
+        return _read_admin_password(password_file) if name == ADMIN_USER else None
+
+    def render(name: str, status: int = 200, **values: Any) -> web.Response:
+        page = env.get_template(name).render({"base": base, "static": base + "static", "message": "", "error": "",
+                                              **values})
+        return web.Response(text=page, status=status, content_type="text/html", charset="utf-8",
+                            headers={"Cache-Control": "no-store"})
+
+    def login_page(request: web.Request, error: str = "", status: int = 200) -> web.Response:
+        token = login_tokens.value(request)
+        response = render("admin/login.html", status=status, csrf=token, error=error)
+        login_tokens.set(request, response, token)
+        return response
+
+    async def index_page(s: Session, message: str = "", error: str = "", status: int = 200) -> web.Response:
+        system = store.system
+        accounts = [(name, sorted(a for a, owner in system.addresses.items() if owner == name))
+                    for name in sorted(system.accounts)]
+        dkim = [(d, zone_txt(public_key_record(d.algorithm, d.private_key)))
+                for _, d in sorted(system.dkim.items())]
+        queued = (await queue.list({}))["message"]
+        entries = [(datetime.fromtimestamp(e.time_us / 1e6, UTC).strftime("%Y-%m-%d %H:%M:%S"), e)
+                   for e in audit.entries(store, 50)]
+        return render("admin/index.html", status=status, csrf=s.csrf, domains=sorted(system.domains),
+                      accounts=accounts, dkim=dkim, queue=queued, audit=entries, message=message, error=error)
+
+    async def form_of(request: web.Request) -> tuple[Session, dict[str, str]]:
+        s = sessions.get(request)
+        if s is None:
+            raise web.HTTPSeeOther(location=base + "login")
+        form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        if not csrf_ok(s.csrf, form.get("csrf")):
+            log.warning("admin page: request without a valid CSRF token from %s", request.remote)
+            raise web.HTTPForbidden(text="403 - missing or wrong CSRF token\n")
+        return s, form
+
+    async def index(request: web.Request) -> web.StreamResponse:
+        s = sessions.get(request)
+        return await index_page(s) if s is not None else login_page(request)
+
+    async def login_get(request: web.Request) -> web.StreamResponse:
+        if sessions.get(request) is not None:
+            raise web.HTTPSeeOther(location=base)
+        return login_page(request)
+
+    async def login_post(request: web.Request) -> web.StreamResponse:
+        form = await request.post()
+        if not login_tokens.ok(request, form.get("csrf")):
+            raise web.HTTPForbidden(text="403 - missing or wrong CSRF token\n")
+        peer = request.remote or ""
+        if not may_send_password(tls=request.secure, peer=peer, allow_plaintext=allow_plaintext):
+            return login_page(request, "Log in over HTTPS.", 403)
+        password = form.get("password")
+        if not isinstance(password, str):
+            return login_page(request, "Give the admin password.", 400)
+        result = await check_password(store, limiter, ADMIN_USER, password, peer, "admin-page", lookup=lookup)
+        if isinstance(result, Failure):
+            if result.reason is FailureReason.LIMITED:
+                return login_page(request, "Too many failed logins: try again later.", 429)
+            log.warning("admin page: login failed from %s: %s", peer, result.reason.value)
+            return login_page(request, "Wrong password.", 401)
+        response = web.HTTPSeeOther(location=base)
+        sessions.start(response, request, ADMIN_USER)
+        response.del_cookie(login_tokens.cookie, path=base)
+        log.info("admin page: admin logged in from %s", peer)
+        raise response
+
+    async def logout(request: web.Request) -> web.StreamResponse:
+        await form_of(request)
+        response = web.HTTPSeeOther(location=base + "login")
+        sessions.end(request, response)
+        raise response
+
+    def operation(command: str, fields: tuple[str, ...]) -> Any:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            s, form = await form_of(request)
+            args = {f: form.get(f, "").strip() if f != "password" else form.get(f, "") for f in fields}
+            remote = request.remote or ""
+            try:
+                result = await admin.run(command, args)
+            except AdminError as e:
+                await audit.record(store, s.account, remote, command, args, f"refused: {e}")
+                return await index_page(s, error=str(e), status=400)
+            # The edit itself is an event in the system stream (mail.admin); this one says who.
+            await audit.record(store, s.account, remote, command, args, "ok")
+            log.info("admin page: %s by %s from %s: %s", command, s.account, request.remote,
+                     {k: v for k, v in args.items() if k != "password"})
+            return await index_page(s, message=str(result.get("message", "done")))
+        return handler
+
+    app = web.Application(client_max_size=64 * 1024)
+    app.router.add_get("/", index)
+    app.router.add_get("/login", login_get)
+    app.router.add_post("/login", login_post)
+    app.router.add_post("/logout", logout)
+    app.router.add_post("/domain/add", operation("domain.add", ("domain",)))
+    app.router.add_post("/account/add", operation("account.add", ("name", "address", "password")))
+    app.router.add_post("/address/add", operation("account.add-address", ("name", "address")))
+    app.router.add_post("/address/remove", operation("account.remove-address", ("name", "address")))
+    app.router.add_post("/dkim/add", operation("dkim.add", ("domain", "selector", "algorithm")))
+    app.router.add_static("/static", Path(__file__).resolve().parent / "static")
+    return app
+
+
+async def write_admin_password_async(path: Path, password: str) -> None:
+    await asyncio.to_thread(write_admin_password, path, password)
+
+
+__all__ = ["ADMIN_USER", "make_admin_app", "write_admin_password", "write_admin_password_async"]
