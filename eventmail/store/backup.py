@@ -25,7 +25,6 @@ cut-short append is a prefix the next run continues.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import time
@@ -34,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import StoreError
-from .fsutil import fsync_dir, make_dirs, raise_store_error, write_atomic
+from .fsutil import fsync_dir, make_dirs, raise_store_error, sync_filesystem, write_atomic
 
 # Copied in this order (the module's docstring says why).
 PARTS = ("past-checkpoints", "checkpoints", "streams", "blobs")
@@ -102,21 +101,6 @@ def _copy_whole(src: Path, dst: Path) -> int:
     return len(data)
 
 
-def _syncfs(path: Path) -> None:
-    """Flush the whole file system `path` is on: one journal commit for a batch of files, where an
-    fsync each would be one commit per file (the first backup of 100,000 blobs)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if _LIBC.syncfs(fd) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, os.strerror(err))
-    finally:
-        os.close(fd)
-
-
-_LIBC = ctypes.CDLL(None, use_errno=True)
-
-
 class _Batch:
     """Whole files (blobs, checkpoints) written under temporary names, made durable together
     (one syncfs), then renamed into place: a file is never under its name before its bytes are
@@ -151,7 +135,7 @@ class _Batch:
     def flush(self) -> None:
         if not self.pending:
             return
-        _syncfs(self.dest)
+        sync_filesystem(self.dest)
         parents = set()
         for tmp, dst, mtime in self.pending:
             os.replace(tmp, dst)
