@@ -253,6 +253,26 @@ async def cmd_account_list(args: argparse.Namespace) -> None:
         await store.close()
 
 
+async def cmd_admin_set_password(args: argparse.Namespace) -> None:
+    """The admin page's own credential: an Argon2id hash in DIR/admin-password (0600), read at each
+    login, so a running server takes it at once; owned like the data directory (the server may
+    run as another user than the one running this)."""
+    from .web.admin import ADMIN_PASSWORD_FILE, write_admin_password
+
+    directory = _directory(args)
+    if not (directory / "keyring").exists():
+        raise CliError(f"{directory} is not an eventmail data directory", EXIT_USAGE)
+    password = _read_password(args)
+    if len(password) < 8:
+        raise CliError("the admin password must have at least 8 characters", EXIT_USAGE)
+    path = directory / ADMIN_PASSWORD_FILE
+    await asyncio.to_thread(write_admin_password, path, password)
+    owner = directory.stat()
+    if os.geteuid() == 0 and (owner.st_uid, owner.st_gid) != (0, 0):
+        os.chown(path, owner.st_uid, owner.st_gid)
+    print(f"admin password set ({path}); the admin page (/admin/) takes it at the next login")
+
+
 async def cmd_account_set_password(args: argparse.Namespace) -> None:
     await _admin(args, "account.set-password", {"name": args.name, "password": _read_password(args)})
 
@@ -395,7 +415,7 @@ async def cmd_dkim_list(args: argparse.Namespace) -> None:
 
 
 MOMENT_FORMS = "ISO 8601 (local time without an offset), seconds since the epoch, or back from now (2h, 3d, 1w)"
-LOCALSERVE_PORTS = {"smtp": 1025, "submission": 1587, "submissions": 1465, "imap": 1143, "imaps": 1993}
+LOCALSERVE_PORTS = {"smtp": 1025, "submission": 1587, "submissions": 1465, "imap": 1143, "imaps": 1993, "http": 1080}
 LOCALSERVE_ACCOUNT = "you"
 LOCALSERVE_ADDRESS = "you@localhost"
 LOCALSERVE_DOMAIN = "localhost"
@@ -405,7 +425,8 @@ LOCALSERVE_SELECTOR = "localserve"
 def _print_started(running: "serve.Running", extra: list[str]) -> None:
     names = {
         "smtp": "MX (SMTP)", "submission": "submission (STARTTLS)", "submissions": "submission (TLS)",
-        "imap": "IMAP (STARTTLS)", "imaps": "IMAP (TLS)",
+        "imap": "IMAP (STARTTLS)", "imaps": "IMAP (TLS)", "http": "HTTP", "https": "HTTPS",
+        "metrics": "metrics (HTTP)",
     }
     for kind, port in running.ports.items():
         print(f"{names[kind]:<24} 127.0.0.1 port {port}")
@@ -445,6 +466,7 @@ async def cmd_localserve(args: argparse.Namespace) -> None:
     except BaseException:
         await store.close()
         raise
+    admin_password = await asyncio.to_thread(_localserve_admin_password, directory)
     ports = {k: getattr(args, f"{k}_port") for k in LOCALSERVE_PORTS}
     nameservers, dns_port = _dns(args.dns)
     cfg = config_mod.Config(
@@ -452,7 +474,7 @@ async def cmd_localserve(args: argparse.Namespace) -> None:
         tls_cert=cert, tls_key=key,
         listeners=tuple(config_mod.Listener(k, "127.0.0.1", p) for k, p in ports.items()),
         resolver=config_mod.ResolverSettings(nameservers, dns_port),
-        allow_plaintext_auth=True, deliver_all_to=LOCALSERVE_ACCOUNT,
+        allow_plaintext_auth=True, deliver_all_to=LOCALSERVE_ACCOUNT, localserve=True,
     )
     extra = [
         f"account: {LOCALSERVE_ADDRESS} (login {LOCALSERVE_ADDRESS} or {LOCALSERVE_ACCOUNT}), password: {password} "
@@ -460,9 +482,30 @@ async def cmd_localserve(args: argparse.Namespace) -> None:
         f"any address @{LOCALSERVE_DOMAIN} reaches it; what it sends is DKIM-signed (selector {LOCALSERVE_SELECTOR})",
         f"certificate (self-signed): {cert}",
         "every message you send is delivered to this account; nothing leaves the machine",
-        f"HTTP port {args.http_port} is reserved for the web pages (not served yet)",
+        f"account page: http://localhost:{args.http_port}/account/ (the account's password)",
+        f"admin page:   http://localhost:{args.http_port}/admin/ with the admin password {admin_password} "
+        f"(kept in {directory / 'localserve-admin-password'})",
+        f"webapi:       http://localhost:{args.http_port}/webapi/v0/   metrics: http://localhost:{args.http_port}/metrics",
+        "failures on request: a recipient ending in temperror, permerror, 4xx/5xx or timeout fails at DATA "
+        "(at MAIL FROM / RCPT TO when it starts with mailfrom / rcptto)",
     ]
     await serve.run_until_signalled(lambda: serve.start(cfg, store), lambda r: _print_started(r, extra))
+
+
+def _localserve_admin_password(directory: Path) -> str:
+    """localserve's admin password, made once and kept in clear beside its hash (a local test bench,
+    as its account password); the hash is what the admin page reads."""
+    from .web.admin import ADMIN_PASSWORD_FILE, write_admin_password
+
+    saved = directory / "localserve-admin-password"
+    if saved.exists() and (directory / ADMIN_PASSWORD_FILE).exists():
+        return saved.read_text().strip()
+    password = _generate_password()
+    write_admin_password(directory / ADMIN_PASSWORD_FILE, password)
+    fd = os.open(saved, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    return password
 
 
 async def _localserve_extras(store: Store) -> None:
@@ -511,18 +554,24 @@ async def cmd_quickstart(args: argparse.Namespace) -> None:
     print(f"systemd unit:    {r.unit_file}")
     print(f"account:         {r.account} ({r.address})")
     print(f"password:        {r.password}   <- shown once; change it with `eventmail account set-password`")
+    print(f"admin password:  {r.admin_password}   <- the admin page's; shown once (`eventmail admin set-password`)")
     print()
     print(f"DNS records for {r.address.rpartition('@')[2]} (also in {r.zone_file}):")
     print()
     for line in r.records:
         print(line)
     print()
-    print("Not published, because the server cannot serve them yet (no HTTP listener): MTA-STS policy,")
-    print("autoconfig/autodiscover, CAA for ACME; and TLSA, which would pin the self-signed certificate.")
+    print("Not published: CAA (no ACME yet) and TLSA, which would pin the self-signed certificate.")
     print()
     print("Next:")
     for i, step in enumerate(r.checklist, 1):
         print(f"{i}. {step}")
+
+
+async def cmd_config_describe(args: argparse.Namespace) -> None:
+    from . import configref
+
+    print(configref.markdown() if args.markdown else configref.describe(), end="")
 
 
 async def cmd_config_test(args: argparse.Namespace) -> None:
@@ -559,6 +608,21 @@ async def cmd_dns_check(args: argparse.Namespace) -> None:
     print(f"all {len(findings)} records as they should be")
 
 
+def _configure_logging(settings: "config_mod.LogSettings") -> None:
+    """[log]: JSON or text lines on stderr, a level for everything and one per area (config.LOG_AREAS)."""
+    from .config import LOG_AREAS
+    from .logfmt import JsonFormatter
+
+    root = logging.getLogger()
+    if settings.format == "json":
+        for handler in root.handlers:
+            handler.setFormatter(JsonFormatter())
+    root.setLevel(settings.level.upper())
+    for area, level in settings.levels:
+        for name in LOG_AREAS[area]:
+            logging.getLogger(name).setLevel(level.upper())
+
+
 async def cmd_serve(args: argparse.Namespace) -> None:
     from . import serve
 
@@ -567,6 +631,7 @@ async def cmd_serve(args: argparse.Namespace) -> None:
         # A mail server parses hostile input all day: as root, any bug is the machine's.
         raise CliError(f"{args.config}: running as root: set `user` to the account to run as once the ports "
                        "are bound (or `user = \"root\"` to stay root deliberately)", code=EXIT_USAGE)
+    _configure_logging(cfg.log)
     if os.geteuid() == 0 and cfg.user == "root":
         logging.getLogger("eventmail.serve").warning("running as root (user = \"root\"): every bug is root's")
     try:
@@ -681,6 +746,11 @@ def build_parser() -> argparse.ArgumentParser:
             "(with the server stopped); no record or blob is rewritten")
     p.add_argument("--new-key-file", metavar="PATH", help="the new key file (made if it does not exist)")
     p.add_argument("--new-passphrase-env", metavar="VAR", help="the environment variable holding the new passphrase")
+
+    adm = sub.add_parser("admin", help="the admin web page", description="the admin web page (docs/web.md)")
+    admsub = adm.add_subparsers(dest="admin_command", required=True, metavar="ADMIN_COMMAND")
+    p = add(admsub, "set-password", cmd_admin_set_password, "set the admin page's password (prompted, or from stdin or a file)")
+    _password_flags(p)
 
     que = sub.add_parser("queue", help="the outbound queue", description="the outbound queue (docs/operations.md)")
     qsub = que.add_subparsers(dest="queue_command", required=True, metavar="QUEUE_COMMAND")
@@ -805,7 +875,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dns", metavar="HOST[:PORT]", help="DNS server for SPF/DKIM/DMARC checks (default: the system's)")
     for kind, port in LOCALSERVE_PORTS.items():
         p.add_argument(f"--{kind}-port", type=int, default=port, help=f"{kind} port (default {port})")
-    p.add_argument("--http-port", type=int, default=1080, help="HTTP port (default 1080)")
 
     jsub = add_junk_commands(sub, add, _open)
     p = add(jsub, "retrain", cmd_junk_retrain, "rebuild the account's junk statistics and reputation index from its log")
@@ -827,6 +896,10 @@ def build_parser() -> argparse.ArgumentParser:
                         description="check a configuration as serve would use it; exit 1 on any problem")
     p.set_defaults(handler=cmd_config_test)
     p.add_argument("--config", required=True, help="the TOML configuration file")
+    p = csub.add_parser("describe", help="every key of the file: its table, type, default and meaning",
+                        description="every key of the configuration file, from the code (eventmail/configref.py)")
+    p.set_defaults(handler=cmd_config_describe)
+    p.add_argument("--markdown", action="store_true", help="as the tables of docs/config.md")
 
     dnsp = sub.add_parser("dns", help="the domain's DNS records", description="the domain's DNS records")
     dsub2 = dnsp.add_subparsers(dest="dns_command", required=True, metavar="DNS_COMMAND")

@@ -6,17 +6,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-LISTENER_KINDS = ("smtp", "submission", "submissions", "imap", "imaps")
+# http/https: the web pages, webapi, autoconfig, MTA-STS policy (eventmail/web/server.py);
+# metrics: /metrics alone, for an internal address.
+LISTENER_KINDS = ("smtp", "submission", "submissions", "imap", "imaps", "http", "https", "metrics")
 # Every key of every table (docs/config.md lists each; tests/test_config.py checks it does).
 TOP_KEYS = frozenset({
     "hostname", "data_dir", "key_file", "passphrase_env", "tls", "listener", "resolver", "allow_plaintext_auth",
     "deliver_all_to", "smarthost", "max_message_bytes", "replication", "smarthost_user",
     "smarthost_password_file", "queue", "analysis_workers", "route", "limits", "min_password_length",
-    "deletion_grace_days", "allow_key_file_mode", "user",
+    "deletion_grace_days", "allow_key_file_mode", "user", "mta_sts", "log",
 })
 TLS_KEYS = frozenset({"cert", "key"})
 LISTENER_KEYS = frozenset({"kind", "address", "port"})
 RESOLVER_KEYS = frozenset({"nameservers", "port"})
+MTA_STS_KEYS = frozenset({"mode", "max_age", "extra_mx"})
+LOG_KEYS = frozenset({"format", "level", "levels"})
+LOG_LEVELS = ("debug", "info", "warning", "error")
+# The areas whose log level the config's [log.levels] sets, and the loggers each covers.
+LOG_AREAS: dict[str, tuple[str, ...]] = {
+    "smtp": ("eventmail.smtp",),
+    "imap": ("eventmail.imap",),
+    "web": ("eventmail.web", "eventmail.webapi", "aiohttp"),
+    "queue": ("eventmail.smtp.outbound", "eventmail.mail.queue"),
+    "mail": ("eventmail.mail",),
+    "junk": ("eventmail.junk",),
+    "auth": ("eventmail.sasl",),
+    "store": ("eventmail.store",),
+    "tls": ("eventmail.tls",),
+    "replication": ("replica",),
+    "control": ("eventmail.control", "eventmail.serve"),
+}
 ROUTE_KEYS = frozenset({"domain", "smarthost", "smarthost_user", "smarthost_password_file"})
 QUEUE_KEYS = frozenset({"first_retry", "give_up_days", "delay_notice_hours", "mx_port", "messages_per_day",
                         "first_time_recipients_per_day"})
@@ -82,6 +101,24 @@ class ReplicationSettings:
 
 
 @dataclass(frozen=True)
+class LogSettings:
+    """The [log] table: how the server's log lines look and how much of each area is written."""
+
+    format: str = "text"  # text | json
+    level: str = "info"  # for every logger not named in `levels`
+    levels: tuple[tuple[str, str], ...] = ()  # (area of LOG_AREAS, level)
+
+
+@dataclass(frozen=True)
+class MtaStsSettings:
+    """The [mta_sts] table: the policy served at https://mta-sts.DOMAIN/ (RFC 8461 §3.2)."""
+
+    mode: str = "enforce"  # enforce | testing | none
+    max_age: int = 7 * 86400  # seconds; RFC 8461 §3.2 suggests weeks
+    extra_mx: tuple[str, ...] = ()  # further MX host names (a backup MX) besides `hostname`
+
+
+@dataclass(frozen=True)
 class ServerLimits:
     """Per remote address limits of the listeners ([limits] in the file); the defaults are safe."""
 
@@ -110,6 +147,10 @@ class ServerLimits:
     # A TLS handshake (implicit on 465/993, or after STARTTLS) not done in this many seconds is
     # abandoned: a couple of round trips need far less, and a stalled handshake holds a slot.
     tls_handshake_timeout: float = 30.0
+    # The web listeners: a request head (line and header fields) must arrive whole this many
+    # seconds after the connection opens or its previous response ends; aiohttp has no such
+    # deadline of its own, so a slow sender could hold a connection for ever.
+    request_head_timeout: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -144,6 +185,11 @@ class Config:
     # The shortest password `account add|set-password` accept (eventmail.mail.admin says why 8).
     min_password_length: int = 8
     deletion_grace_days: float = 7.0
+    mta_sts: MtaStsSettings = field(default_factory=MtaStsSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    # localserve, a test bench (not in the file): /metrics on its HTTP port too (a server puts it on
+    # a `metrics` listener), and failures injected by local part (eventmail.smtp.injected).
+    localserve: bool = False
 
 
 def _take(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any = ...) -> Any:
@@ -245,7 +291,42 @@ def parse(text: str, base: Path) -> Config:
         user=_take(doc, "user", str, "", None) or None,
         min_password_length=min_password,
         analysis_workers=_analysis_workers(doc),
+        mta_sts=_mta_sts(_take(doc, "mta_sts", dict, "", {})),
+        log=_log(_take(doc, "log", dict, "", {})),
     )
+
+
+def _log(table: dict[str, Any]) -> LogSettings:
+    _only(table, set(LOG_KEYS), "log.")
+    fmt = _take(table, "format", str, "log.", "text")
+    if fmt not in ("text", "json"):
+        raise ConfigError(f"log.format: {fmt!r} is not text or json")
+    level = _take(table, "level", str, "log.", "info")
+    if level not in LOG_LEVELS:
+        raise ConfigError(f"log.level: {level!r} is not one of {', '.join(LOG_LEVELS)}")
+    levels = _take(table, "levels", dict, "log.", {})
+    for area, value in levels.items():
+        if area not in LOG_AREAS:
+            raise ConfigError(f"log.levels.{area}: unknown area; the areas are {', '.join(LOG_AREAS)}")
+        if value not in LOG_LEVELS:
+            raise ConfigError(f"log.levels.{area}: {value!r} is not one of {', '.join(LOG_LEVELS)}")
+    return LogSettings(fmt, level, tuple(sorted(levels.items())))
+
+
+def _mta_sts(table: dict[str, Any]) -> MtaStsSettings:
+    _only(table, set(MTA_STS_KEYS), "mta_sts.")
+    d = MtaStsSettings()
+    mode = _take(table, "mode", str, "mta_sts.", d.mode)
+    if mode not in ("enforce", "testing", "none"):
+        raise ConfigError(f"mta_sts.mode: {mode!r} is not enforce, testing or none (RFC 8461 §5)")
+    max_age = _take(table, "max_age", int, "mta_sts.", d.max_age)
+    if not 0 <= max_age <= 31557600:
+        raise ConfigError("mta_sts.max_age: seconds from 0 to 31557600 (RFC 8461 §3.2)")
+    extra = _take(table, "extra_mx", list, "mta_sts.", [])
+    for name in extra:
+        if not isinstance(name, str) or not name or any(c in name for c in " /@\r\n"):
+            raise ConfigError(f"mta_sts.extra_mx: {name!r} is not a host name")
+    return MtaStsSettings(mode, max_age, tuple(extra))
 
 
 def _smarthost(doc: dict[str, Any], base: Path) -> SmarthostSettings | None:
@@ -407,8 +488,11 @@ def _limits(table: dict[str, Any]) -> ServerLimits:
     handshake = table.get("tls_handshake_timeout", d.tls_handshake_timeout)
     if isinstance(handshake, bool) or not isinstance(handshake, int | float) or handshake <= 0:
         raise ConfigError("limits.tls_handshake_timeout: expected a number of seconds above 0")
+    head = table.get("request_head_timeout", d.request_head_timeout)
+    if isinstance(head, bool) or not isinstance(head, int | float) or head <= 0:
+        raise ConfigError("limits.request_head_timeout: expected a number of seconds above 0")
     return ServerLimits(connections_per_ip=conns, idle_timeout=float(idle), protocol_errors=errors,
-                        tls_handshake_timeout=float(handshake), **logins)
+                        tls_handshake_timeout=float(handshake), request_head_timeout=float(head), **logins)
 
 
 def load(path: Path) -> Config:

@@ -20,6 +20,7 @@ from .mailauth.dkim import public_key_record
 from .mailauth.published import Record, domain_records
 from .opening import open_store
 from .store import MasterKeySource, load_master_key
+from .web.clientconfig import mta_sts_id, mta_sts_policy
 
 OK, MISSING, WRONG = "OK", "MISSING", "WRONG"
 
@@ -110,7 +111,10 @@ def check(cfg: Config, domain: str) -> list[Finding]:
         findings.append(Finding(MISSING, f"DKIM key for {domain}",
                                 f"no active signing key in the store: eventmail dkim add {domain} SELECTOR"))
     # DMARC and TLSRPT are compared by how they start, so the report address does not matter.
-    for expected in domain_records(domain, cfg.hostname, f"postmaster@{domain}", dkim):
+    # The MTA-STS and autoconfig names only when an HTTPS listener serves them.
+    policy_id = (mta_sts_id(mta_sts_policy(cfg.hostname, cfg.mta_sts))
+                 if any(li.kind == "https" for li in cfg.listeners) else None)
+    for expected in domain_records(domain, cfg.hostname, f"postmaster@{domain}", dkim, policy_id):
         findings.append(_compare(expected, lookup))
     return findings
 

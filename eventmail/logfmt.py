@@ -10,10 +10,13 @@ flood the log. A traceback stays part of its record, escaped onto the same line.
 
 from __future__ import annotations
 
+import datetime
+import json
 import logging
 import re
 
-__all__ = ["MAX_MESSAGE", "EscapingFormatter", "bound", "escape"]
+__all__ = ["MAX_MESSAGE", "EscapingFormatter", "JsonFormatter", "bound", "escape"]
+
 
 # Characters that would start a new line in a terminal, a file or a log viewer, or hide text:
 # C0 controls (tab too: it cannot forge a line, but makes fields ambiguous), DEL, C1 controls
@@ -62,3 +65,20 @@ class EscapingFormatter(logging.Formatter):
             line += " | " + bound(text, MAX_TRACEBACK)
         # Escaped as a whole: the message, the traceback, and names in the format string alike.
         return escape(line)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line (`[log] format = "json"`): time (RFC 3339, UTC), level, logger,
+    message, and the traceback when there is one. json.dumps with ensure_ascii escapes every
+    control character and every non-ASCII one, so a record is one line whatever a client sent."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "time": datetime.datetime.fromtimestamp(record.created, datetime.UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": bound(record.getMessage(), MAX_MESSAGE),
+        }
+        if record.exc_info:
+            out["exception"] = bound(self.formatException(record.exc_info), MAX_TRACEBACK)
+        return json.dumps(out, ensure_ascii=True)

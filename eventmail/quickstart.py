@@ -3,9 +3,8 @@ data directory, master key, account, DKIM keys, systemd unit — and every DNS r
 printed and written as a zone file, then what to do next.
 
 It asks nothing and overwrites nothing: a directory that already holds a configuration is refused.
-What the server cannot do yet is left out of the records rather than published broken: there is no
-HTTP listener, so no MTA-STS policy, autoconfig or ACME (a self-signed certificate is made, to be
-replaced); see the checklist it prints.
+What the server cannot do yet is left out rather than published broken: there is no ACME yet, so
+a self-signed certificate is made, to be replaced (see the checklist it prints).
 """
 
 from __future__ import annotations
@@ -18,16 +17,23 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .config import MtaStsSettings
 from .mail.admin import Admin, AdminError, check_address
 from .mailauth.dkim import public_key_record
 from .mailauth.published import domain_records
 from .opening import open_store
 from .store import MasterKeySource, init_directory, load_master_key
 from .tls.certs import make_self_signed
+from .web.admin import ADMIN_PASSWORD_FILE, write_admin_password
+from .web.clientconfig import mta_sts_id, mta_sts_policy
 
 # Mox's quickstart uses these listeners too: MX on 25, submission with STARTTLS (RFC 6409) and
 # implicit TLS (RFC 8314 §3.3), IMAP with STARTTLS and implicit TLS.
-LISTENERS = (("smtp", 25), ("submission", 587), ("submissions", 465), ("imap", 143), ("imaps", 993))
+# HTTP and HTTPS: the account and admin pages, the webapi, autoconfig and the MTA-STS policy;
+# /metrics on loopback only (docs/web.md).
+LISTENERS = (("smtp", 25), ("submission", 587), ("submissions", 465), ("imap", 143), ("imaps", 993),
+             ("http", 80), ("https", 443))
+METRICS_LISTENER = ("127.0.0.1", 9100)
 # RFC 6376 §3.1: selectors are free-form; a year and a letter tell when a key was made and let the
 # next rotation publish a new one beside it.
 SELECTOR_ALGORITHMS = (("a", "ed25519-sha256"), ("b", "rsa-sha256"))
@@ -48,6 +54,7 @@ class Result:
     account: str
     address: str
     password: str
+    admin_password: str
     records: list[str] = field(default_factory=list)
     checklist: list[str] = field(default_factory=list)
 
@@ -63,6 +70,7 @@ def config_text(hostname: str, data_dir: Path, key_file: Path, cert: Path, key: 
     listeners = "".join(f'\n[[listener]]\nkind = "{kind}"\naddress = "0.0.0.0"\nport = {port}\n'
                         f'\n[[listener]]\nkind = "{kind}"\naddress = "::"\nport = {port}\n'
                         for kind, port in LISTENERS)
+    listeners += f'\n[[listener]]\nkind = "metrics"\naddress = "{METRICS_LISTENER[0]}"\nport = {METRICS_LISTENER[1]}\n'
     return (
         "# Written by `eventmail quickstart`. Every key is in docs/operations.md.\n"
         f'hostname = "{hostname}"\n'
@@ -94,7 +102,7 @@ Wants=network-online.target
 ExecStart=/usr/bin/env eventmail serve --config {config}
 Restart=on-failure
 RestartSec=5
-# Binding ports 25, 143, 465, 587 and 993 is the one privilege needed; the server drops to user
+# Binding ports 25, 80, 143, 443, 465, 587 and 993 is the one privilege needed; the server drops to user
 # {SERVICE_USER} after binding.
 CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_SETUID CAP_SETGID
 AmbientCapabilities=
@@ -181,9 +189,13 @@ def quickstart(address: str, hostname: str | None, directory: Path) -> Result:
     password = secrets.token_urlsafe(18)
     year = datetime.datetime.now(datetime.UTC).year
     dkim = asyncio.run(_setup_store(data_dir, key_file, domain, account, address, password, year))
+    admin_password = secrets.token_urlsafe(18)
+    write_admin_password(data_dir / ADMIN_PASSWORD_FILE, admin_password)
     config.write_text(config_text(hostname, data_dir, key_file, cert, key))
     os.chmod(config, 0o600)
-    records = [line for r in domain_records(domain, hostname, address, dkim) for line in (f"; {r.why}", r.line())]
+    policy_id = mta_sts_id(mta_sts_policy(hostname, MtaStsSettings()))
+    records = [line for r in domain_records(domain, hostname, address, dkim, policy_id)
+               for line in (f"; {r.why}", r.line())]
     zone_file = directory / f"{domain}.zone"
     zone_file.write_text(_zone_file(domain, hostname, records))
     unit_file = directory / "eventmail.service"
@@ -199,6 +211,10 @@ def quickstart(address: str, hostname: str | None, directory: Path) -> Result:
         "Run a validating resolver (unbound) on 127.0.0.1, as [resolver] says.",
         f"Install the unit: cp {unit_file} /etc/systemd/system/ && systemctl enable --now eventmail",
         f"Configure your mail client: {address}, IMAP {hostname} port 993 (TLS), "
-        f"submission {hostname} port 465 (TLS); user name {account}.",
+        f"submission {hostname} port 465 (TLS); user name {account}. Thunderbird and Outlook find these "
+        f"themselves once autoconfig.{domain} and the SRV records are published.",
+        f"Your account page: https://{hostname}/account/; the admin page: https://{hostname}/admin/ "
+        "with the admin password above (change it with `eventmail admin set-password`).",
     ]
-    return Result(config, data_dir, key_file, zone_file, unit_file, account, address, password, records, checklist)
+    return Result(config, data_dir, key_file, zone_file, unit_file, account, address, password, admin_password,
+                  records, checklist)

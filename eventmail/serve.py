@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import generate_latest
 
 from . import cputime, privileges
-from .config import Config, SmarthostSettings
+from .config import Config, Listener, SmarthostSettings
 from .control import ControlServer
 from .imap.server import start_imap
 from .imap.wire import Limits as ImapLimits
@@ -38,6 +38,8 @@ from .tls.certs import server_context
 
 if TYPE_CHECKING:
     from replica.service import RunningReplica
+
+    from .web.webapi import Outgoing, Sender
 
 log = logging.getLogger(__name__)
 
@@ -128,12 +130,24 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
     connections = ConnectionLimiter(cfg.limits.connections_per_ip)
     servers: list[asyncio.Server] = []
     ports: dict[str, int] = {}
-    for listener in cfg.listeners:
+    bound: list[tuple[str, int]] = []
+    mail_listeners = [li for li in cfg.listeners if li.kind not in WEB_KINDS]
+    for listener in mail_listeners:
         server = await _start_listener(listener.kind, listener.address, listener.port, cfg, store, tls,
                                        inbound, submission, limiter, connections)
         servers.append(server)
-        ports[listener.kind] = server.sockets[0].getsockname()[1]
-        log.info("%s listening on %s port %d", listener.kind, listener.address, ports[listener.kind])
+        bound.append((listener.kind, server.sockets[0].getsockname()[1]))
+    web_listeners = [li for li in cfg.listeners if li.kind in WEB_KINDS]
+    if web_listeners:
+        # After the mail listeners: autoconfig names their ports.
+        web_servers, web_bound, close_web = await _start_web(cfg, store, tls, web_listeners, bound, submission,
+                                                             limiter, connections)
+        servers += web_servers
+        bound += web_bound
+        closers.append(close_web)
+    for (kind, port), listener in zip(bound, mail_listeners + web_listeners, strict=True):
+        ports[kind] = port
+        log.info("%s listening on %s port %d", kind, listener.address, port)
     privileges.drop(who)  # every port is bound: root is not needed any more
     # Last, so that a command answered through it finds every listener up; first to stop. After
     # the drop, so that the socket and its directory belong to the server's user.
@@ -188,6 +202,67 @@ async def _start_control(cfg: Config, store: Store, replication: "RunningReplica
     return control.close
 
 
+WEB_KINDS = ("http", "https", "metrics")
+
+
+async def _start_web(
+    cfg: Config, store: Store, tls: ssl.SSLContext, listeners: list[Listener], mail_ports: list[tuple[str, int]],
+    submission: Submission, limiter: LoginLimiter, connections: ConnectionLimiter,
+) -> tuple[list[asyncio.Server], list[tuple[str, int]], Callable[[], Awaitable[None]]]:
+    """The web listeners: one application for http and https, one for metrics (eventmail/web/server.py)."""
+    from .web.admin import ADMIN_PASSWORD_FILE
+    from .web.clientconfig import services_from_listeners
+    from .web.server import HttpLimits, WebRunner, WebSettings, make_metrics_app, make_web_app
+
+    limits = HttpLimits(request_head_timeout=cfg.limits.request_head_timeout)
+    https = [li for li in listeners if li.kind == "https"]
+    settings = WebSettings(
+        hostname=cfg.hostname, services=services_from_listeners(cfg.hostname, mail_ports),
+        admin_password_file=cfg.data_dir / ADMIN_PASSWORD_FILE, mta_sts=cfg.mta_sts,
+        allow_plaintext=cfg.allow_plaintext_auth, https_port=https[0].port if https else None,
+        serve_metrics=cfg.localserve, limits=limits,
+    )
+    runners: dict[str, WebRunner] = {}
+
+    async def runner_for(kind: str) -> WebRunner:
+        key = "metrics" if kind == "metrics" else "web"
+        if key not in runners:
+            app = (make_metrics_app() if key == "metrics" else
+                   make_web_app(store, settings, limiter=limiter, send=_webapi_sender(submission)))
+            runners[key] = WebRunner(app, limits)
+            await runners[key].setup()
+        return runners[key]
+
+    servers, bound = [], []
+    for li in listeners:
+        runner = await runner_for(li.kind)
+        server = await runner.listen(li.address, li.port, tls=tls if li.kind == "https" else None,
+                                     connections=connections, handshake_timeout=cfg.limits.tls_handshake_timeout)
+        servers.append(server)
+        bound.append((li.kind, server.sockets[0].getsockname()[1]))
+
+    async def close() -> None:
+        for r in runners.values():
+            await r.close()
+    return servers, bound, close
+
+
+def _webapi_sender(submission: Submission) -> "Sender":
+    """The webapi's Send through the submission path, as an authenticated SMTP client's message."""
+    from .smtp.delivery import Transaction
+    from .web.webapi import ApiError
+
+    async def send(out: "Outgoing") -> str:
+        tx = Transaction(remote_ip=out.remote_ip, helo="webapi", tls=True, mail_from=out.mail_from,
+                         authenticated=out.account, requiretls=out.requiretls,
+                         recipients={r: submission.store.system.account_for(r) or "" for r in out.recipients})
+        reply = await submission.submit(tx, out.message)
+        if not reply.positive:
+            raise ApiError("server" if reply.code < 500 else "user", str(reply.text))
+        return tx.transaction_id
+    return send
+
+
 async def _start_listener(
     kind: str, address: str, port: int, cfg: Config, store: Store, tls: ssl.SSLContext,
     inbound: InboundDelivery, submission: Submission, limiter: LoginLimiter, connections: ConnectionLimiter,
@@ -213,7 +288,7 @@ async def _start_listener(
         allow_plaintext_auth=cfg.allow_plaintext_auth, max_message_bytes=cfg.max_message_bytes,
         connections=connections, idle_timeout=cfg.limits.idle_timeout,
         channel_bindings=tls_channel_bindings(cfg.tls_cert), socket_limits=socket_limits,
-        max_errors=cfg.limits.protocol_errors,
+        max_errors=cfg.limits.protocol_errors, inject_errors=cfg.localserve,
     )
 
 

@@ -21,9 +21,9 @@ from eventmail.tls.certs import make_self_signed
 
 from .conftest import ROOT
 
-PORT_LINE = re.compile(r"^(MX \(SMTP\)|submission \(STARTTLS\)|submission \(TLS\)|IMAP \(STARTTLS\)|IMAP \(TLS\))\s+127\.0\.0\.1 port (\d+)")
 KIND = {"MX (SMTP)": "smtp", "submission (STARTTLS)": "submission", "submission (TLS)": "submissions",
-        "IMAP (STARTTLS)": "imap", "IMAP (TLS)": "imaps"}
+        "IMAP (STARTTLS)": "imap", "IMAP (TLS)": "imaps", "HTTP": "http", "HTTPS": "https", "metrics (HTTP)": "metrics"}
+PORT_LINE = re.compile("^(" + "|".join(re.escape(k) for k in KIND) + r")\s+127\.0\.0\.1 port (\d+)")
 
 
 _HANDED_OUT: set[int] = set()

@@ -434,7 +434,7 @@ def test_a_minimum_password_length_from_the_configuration(tmp_path: Path) -> Non
 
 
 def test_localserve_is_administered_while_running(tmp_path: Path) -> None:
-    ports = {k: free_port() for k in ("smtp", "submission", "submissions", "imap", "imaps")}
+    ports = {k: free_port() for k in ("smtp", "submission", "submissions", "imap", "imaps", "http")}
     directory = tmp_path / "ls"
     args = [sys.executable, "-m", "eventmail", "localserve", "--dir", str(directory), "--password", PASSWORD,
             "--dns", "127.0.0.1:9"] + [f"--{k}-port={v}" for k, v in ports.items()]

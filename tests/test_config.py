@@ -72,26 +72,55 @@ def test_any_text_is_a_config_or_a_config_error(text: str) -> None:
         pass
 
 
-def test_docs_config_lists_every_key() -> None:
-    """docs/config.md is the reference: a key the parser knows and the page does not is a failure."""
+def test_reference_matches_the_parser_and_the_page() -> None:
+    """eventmail/configref.py is the reference: its keys are exactly the parser's, its simple
+    defaults are the parser's, and docs/config.md holds its tables as generated."""
     import re
 
     from eventmail import config as c
+    from eventmail import configref
 
     from .conftest import ROOT
 
-    text = (ROOT / "docs" / "config.md").read_text()
-    sections = {m.group(1): m.start() for m in re.finditer(r"^## (.+)$", text, re.M)}
-
-    def section(title: str) -> str:
-        start = sections[title]
-        later = [v for v in sections.values() if v > start]
-        return text[start:min(later) if later else len(text)]
-
-    tables = {"Top level": c.TOP_KEYS, "[tls]": c.TLS_KEYS, "[[listener]]": c.LISTENER_KEYS,
+    parser = {"Top level": c.TOP_KEYS, "[tls]": c.TLS_KEYS, "[[listener]]": c.LISTENER_KEYS,
               "[resolver]": c.RESOLVER_KEYS, "[[route]]": c.ROUTE_KEYS, "[queue]": c.QUEUE_KEYS,
-              "[replication]": c.REPLICATION_KEYS, "[limits]": frozenset(c.ServerLimits.__dataclass_fields__)}
-    for title, keys in tables.items():
-        body = section(title)
-        missing = sorted(k for k in keys if f"| `{k}` |" not in body)
-        assert not missing, f"docs/config.md, {title}: no row for {missing}"
+              "[replication]": c.REPLICATION_KEYS, "[mta_sts]": c.MTA_STS_KEYS, "[log]": c.LOG_KEYS,
+              "[limits]": frozenset(c.ServerLimits.__dataclass_fields__)}
+    documented = {t.title: frozenset(k.name for k in t.keys) for t in configref.TABLES}
+    assert documented == parser
+    # Where a table is a dataclass of the same field names, a plain documented default is its default.
+    defaults = {"[queue]": c.QueueSettings(), "[limits]": c.ServerLimits(), "[mta_sts]": c.MtaStsSettings(),
+                "[log]": c.LogSettings()}
+    for t in configref.TABLES:
+        if t.title not in defaults:
+            continue
+        for k in t.keys:
+            m = re.fullmatch(r"`([^`]*)`.*", k.default)
+            if m is None or not hasattr(defaults[t.title], k.name):
+                continue
+            actual = getattr(defaults[t.title], k.name)
+            shown = m.group(1).strip('"')
+            if isinstance(actual, tuple):
+                assert shown in ("[]", "{}") and actual == (), (t.title, k.name)
+            elif isinstance(actual, float):
+                assert float(shown) == actual, (t.title, k.name, shown, actual)
+            else:
+                assert shown == str(actual), (t.title, k.name, shown, actual)
+    assert configref.markdown() in (ROOT / "docs" / "config.md").read_text(), \
+        "docs/config.md is stale: paste `eventmail config describe --markdown` over its tables"
+
+
+def test_config_describe_prints_the_reference() -> None:
+    import subprocess
+    import sys
+
+    from eventmail import configref
+
+    from .conftest import ROOT
+
+    md = subprocess.run([sys.executable, "-m", "eventmail", "config", "describe", "--markdown"], capture_output=True,
+                        text=True, timeout=60, cwd=ROOT)
+    assert md.returncode == 0 and md.stdout == configref.markdown()
+    text = subprocess.run([sys.executable, "-m", "eventmail", "config", "describe"], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT).stdout
+    assert "request_head_timeout" in text and "default: 30" in text

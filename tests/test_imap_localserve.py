@@ -14,7 +14,7 @@ from tests.mailserver import free_port
 
 
 def test_localserve_serves_imap(tmp_path: Path) -> None:
-    ports = {k: free_port() for k in ("smtp", "submission", "submissions", "imap", "imaps")}
+    ports = {k: free_port() for k in ("smtp", "submission", "submissions", "imap", "imaps", "http")}
     args = [sys.executable, "-m", "eventmail", "localserve", "--dir", str(tmp_path / "ls"), "--password", "pw-local-2",
             "--dns", "127.0.0.1:9"] + [f"--{k}-port={v}" for k, v in ports.items()]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -62,7 +62,7 @@ def test_localserve_serves_imap(tmp_path: Path) -> None:
 def test_localserve_as_a_test_bench(tmp_path: Path) -> None:
     """The password survives a restart, any @localhost recipient is accepted, and what is sent is
     DKIM-signed (issue 18)."""
-    ports = {k: free_port() for k in ("smtp", "submission", "submissions", "imap", "imaps")}
+    ports = {k: free_port() for k in ("smtp", "submission", "submissions", "imap", "imaps", "http")}
     args = [sys.executable, "-m", "eventmail", "localserve", "--dir", str(tmp_path / "ls"),
             "--dns", "127.0.0.1:9"] + [f"--{k}-port={v}" for k, v in ports.items()]
 
@@ -105,6 +105,52 @@ def test_localserve_as_a_test_bench(tmp_path: Path) -> None:
             s.ehlo("client.example")
             s.mail("someone@example.org")
             assert s.rcpt("whoever@localhost")[0] == 250  # any local recipient
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+def test_localserve_serves_the_web_pages(tmp_path: Path) -> None:
+    """localserve's HTTP port: the account page takes the account's password, the admin page the
+    admin password it printed, /metrics is served there, and autoconfig answers for localhost."""
+    import asyncio
+
+    import aiohttp
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.test_web_admin import login
+
+    ports = {k: free_port() for k in ("smtp", "submission", "submissions", "imap", "imaps", "http")}
+    args = [sys.executable, "-m", "eventmail", "localserve", "--dir", str(tmp_path / "ls"), "--password", "pw-local-3",
+            "--dns", "127.0.0.1:9"] + [f"--{k}-port={v}" for k, v in ports.items()]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout is not None
+        admin_password = ""
+        for line in proc.stdout:
+            if "admin password " in line:
+                admin_password = line.split("admin password ", 1)[1].split()[0]
+            if line.startswith("stop with"):
+                break
+        assert admin_password
+        base = f"http://127.0.0.1:{ports['http']}/"
+
+        async def main() -> None:
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+                assert await login(s, base + "account/", username="you@localhost", password="pw-local-3") == 303
+                async with s.get(base + "account/") as r:
+                    assert "Account you" in await r.text()
+            async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
+                assert await login(s, base + "admin/", password="wrong password") == 401
+                assert await login(s, base + "admin/", password=admin_password) == 303
+                async with s.get(base + "admin/") as r:
+                    assert r.status == 200 and "localserve" in await r.text()  # its DKIM selector
+                async with s.get(base + "metrics") as r:
+                    names = {f.name for f in text_string_to_metric_families(await r.text())}
+                    assert "eventmail_queue_messages" in names
+                async with s.get(base + ".well-known/autoconfig/mail/config-v1.1.xml?emailaddress=you%40localhost") as r:
+                    assert r.status == 200 and f"<port>{ports['imaps']}</port>" in await r.text()
+        asyncio.run(main())
     finally:
         proc.terminate()
         proc.wait(30)

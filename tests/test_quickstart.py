@@ -124,19 +124,21 @@ def test_dns_check_says_what_is_missing_or_wrong_with_the_fix(tmp_path: Path) ->
 
     good = dns_check(zone)
     assert good.returncode == 0, good.stdout + good.stderr
-    assert "all 14 records as they should be" in good.stdout and "MISSING" not in good.stdout, good.stdout
+    assert "all 18 records as they should be" in good.stdout and "MISSING" not in good.stdout, good.stdout
 
     rsa = next(line for line in zone.splitlines() if "b._domainkey" in line)
     broken = (zone.replace(rsa + "\n", "")
               .replace("IN MX 10 mail.example.org.", "IN MX 10 mx.elsewhere.test.")
-              .replace('_dmarc.example.org. 3600 IN TXT', "_dmarc-old.example.org. 3600 IN TXT"))
+              .replace('_dmarc.example.org. 3600 IN TXT', "_dmarc-old.example.org. 3600 IN TXT")
+              .replace('"v=STSv1; id=', '"v=STSv1; id=0'))  # a policy id of another policy
     bad = dns_check(broken)
-    assert bad.returncode == 1 and "3 of 14 records missing or wrong" in bad.stderr, bad.stdout + bad.stderr
+    assert bad.returncode == 1 and "4 of 18 records missing or wrong" in bad.stderr, bad.stdout + bad.stderr
     out = bad.stdout
     assert "WRONG   MX example.org." in out and "published: 10 mx.elsewhere.test." in out, out
     assert f"MISSING TXT {rsa.split()[0]}" in out and f"publish: {rsa}" in out, out
     assert "MISSING TXT _dmarc.example.org." in out
     assert "OK      TXT _smtp._tls.example.org." in out
+    assert "WRONG   TXT _mta-sts.example.org." in out and "OK      CNAME autoconfig.example.org." in out, out
 
 
 def test_config_test_names_each_problem(tmp_path: Path) -> None:

@@ -94,7 +94,7 @@ def read_mailbox(directory: Path, account: str) -> list[bytes]:
 @pytest.mark.skipif(shutil.which("make") is None or not (ROOT / ".venv" / "bin" / "eventmail").exists(),
                     reason="needs make and the project's .venv (make venv)")
 def test_make_run_starts_localserve_and_mail_goes_in(tmp_path: Path) -> None:
-    ports = {k: free_port() for k in ("smtp", "submission", "submissions", "imap", "imaps")}
+    ports = {k: free_port() for k in ("smtp", "submission", "submissions", "imap", "imaps", "http")}
     args = " ".join(f"--{k}-port={v}" for k, v in ports.items()) + " --password pw-make-run --dns 127.0.0.1:9"
     data = tmp_path / "run-data"
     # -o: take the venv as made (the test runs inside it); its own session, so the stop reaches eventmail.

@@ -247,7 +247,7 @@ def test_localserve_starts_and_delivers(tmp_path: Path) -> None:
     """`eventmail localserve` (what `make run` starts): ports and password printed, mail goes in."""
     from .mailserver import free_port
 
-    ports = {k: free_port() for k in ("smtp", "submission", "submissions", "imap", "imaps")}
+    ports = {k: free_port() for k in ("smtp", "submission", "submissions", "imap", "imaps", "http")}
     args = [sys.executable, "-m", "eventmail", "localserve", "--dir", str(tmp_path / "ls"), "--password", "pw-local-1",
             "--dns", "127.0.0.1:9"] + [f"--{k}-port={v}" for k, v in ports.items()]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

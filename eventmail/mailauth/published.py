@@ -29,8 +29,11 @@ def _txt(name: str, text: str, why: str, prefix: str = "") -> Record:
     return Record(name, "TXT", zone_txt(text), why, prefix, text)
 
 
-def domain_records(domain: str, hostname: str, report_address: str, dkim: list[tuple[str, str]]) -> list[Record]:
-    """`dkim`: (selector, TXT value) of the domain's active keys."""
+def domain_records(domain: str, hostname: str, report_address: str, dkim: list[tuple[str, str]],
+                   mta_sts_id: str | None = None) -> list[Record]:
+    """`dkim`: (selector, TXT value) of the domain's active keys; `mta_sts_id`: the id of the
+    MTA-STS policy the server's HTTPS listener serves (None: no web listener, no MTA-STS or
+    autoconfig records)."""
     d, h = domain.rstrip(".").lower() + ".", hostname.rstrip(".").lower() + "."
     return [
         Record(d, "MX", f"10 {h}", "Mail for the domain goes to this host (RFC 5321 §5.1)."),
@@ -48,4 +51,17 @@ def domain_records(domain: str, hostname: str, report_address: str, dkim: list[t
         Record(f"_imap._tcp.{d}", "SRV", f"10 1 143 {h}", "IMAP with STARTTLS (RFC 6186)."),
         Record(f"_pop3s._tcp.{d}", "SRV", "0 0 0 .", "No POP3 here (RFC 6186 §4)."),
         Record(f"_pop3._tcp.{d}", "SRV", "0 0 0 .", "No POP3 here (RFC 6186 §4)."),
+        *(_web_records(d, h, mta_sts_id) if mta_sts_id is not None else []),
+    ]
+
+
+def _web_records(d: str, h: str, mta_sts_id: str) -> list[Record]:
+    """What the HTTPS listener serves for the domain (docs/web.md): the MTA-STS policy and the
+    client autoconfiguration, both under names of the domain that point at the mail host."""
+    return [
+        _txt(f"_mta-sts.{d}", f"v=STSv1; id={mta_sts_id}",
+             "MTA-STS (RFC 8461 §3.1): senders fetch the policy; the id changes when the policy does."),
+        Record(f"mta-sts.{d}", "CNAME", h, "The policy is served at https://mta-sts.DOMAIN/ (RFC 8461 §3.3)."),
+        Record(f"autoconfig.{d}", "CNAME", h, "Thunderbird's autoconfiguration (config-v1.1.xml)."),
+        Record(f"_autodiscover._tcp.{d}", "SRV", f"0 1 443 {h}", "Outlook's autodiscover ([MS-OXDSCLI] §3.1.5)."),
     ]

@@ -41,6 +41,7 @@ from .events import (
     RcptTo,
     StartTls,
 )
+from .injected import injected
 from .reply import Reply
 from .submission import Submission
 from .wire import SmtpConnection
@@ -74,8 +75,10 @@ class SmtpSession:
         tls_context: ssl.SSLContext | None, inbound: InboundDelivery, submission: Submission,
         backend: SaslBackend, limiter: LoginLimiter, store: Store, plaintext_auth: bool,
         idle_timeout: float = IDLE_TIMEOUT, channel_bindings: Mapping[str, bytes] | None = None,
+        inject_errors: bool = False,
     ) -> None:
         self.io = io
+        self.inject_errors = inject_errors  # localserve: local parts ask for failures (smtp.injected)
         self.role = role
         self.conn = SmtpConnection(config)
         self.tls_context = tls_context
@@ -157,9 +160,9 @@ class SmtpSession:
         if isinstance(event, AuthResponse):
             return await self._auth_step(event)
         if isinstance(event, MailFrom):
-            return self._mail(event)
+            return await self._mail(event)
         if isinstance(event, RcptTo):
-            return self._rcpt(event)
+            return await self._rcpt(event)
         if isinstance(event, DataStart):
             return c.accept_data()
         if isinstance(event, MessageComplete):
@@ -197,7 +200,22 @@ class SmtpSession:
 
     # ------------------------------------------------------------ transaction
 
-    def _mail(self, event: MailFrom) -> bytes:
+    async def _injected(self, address: str, stage: str) -> Reply | None:
+        """localserve's failure for `address` at `stage`, if its local part asks for one; for a
+        timeout, no answer until the idle timeout, then the connection is given up (421)."""
+        hit = injected(address.rpartition("@")[0], stage) if self.inject_errors else None
+        if hit is None:
+            return None
+        log.info("smtp %d %s: failure injected for %s at %s", self.id, self.remote_ip, address, stage)
+        if hit.reply is not None:
+            return hit.reply
+        await asyncio.sleep(self.idle_timeout)
+        return Reply(421, "4.4.2", "timed out on request (localserve: local part timeout)")
+
+    async def _mail(self, event: MailFrom) -> bytes:
+        refused = await self._injected(event.address, "mail")
+        if refused is not None:
+            return self.conn.reject_mail(refused)
         user = self.conn.authenticated_user
         if self.role is SmtpRole.SUBMISSION:
             if user is None:
@@ -216,8 +234,11 @@ class SmtpSession:
         )
         return self.conn.accept_mail()
 
-    def _rcpt(self, event: RcptTo) -> bytes:
+    async def _rcpt(self, event: RcptTo) -> bytes:
         assert self.tx is not None
+        refused = await self._injected(event.address, "rcpt")
+        if refused is not None:
+            return self.conn.reject_rcpt(refused)
         if self.role is SmtpRole.SUBMISSION:
             user = self.conn.authenticated_user or ""
             refused = self.submission.rcpt_refusal(user, event.address, self.tx)
@@ -241,6 +262,10 @@ class SmtpSession:
     async def _message(self, event: MessageComplete) -> bytes:
         assert self.tx is not None
         tx, self.tx = self.tx, None
+        for address in tx.recipients:
+            refused = await self._injected(address, "data")
+            if refused is not None:
+                return self.conn.reject_message(refused)
         if self.role is SmtpRole.SUBMISSION:
             reply = await self.submission.submit(tx, event.data)
         else:
@@ -273,6 +298,7 @@ async def start_smtp(
     connections: ConnectionLimiter | None = None, idle_timeout: float = IDLE_TIMEOUT,
     channel_bindings: Mapping[str, bytes] | None = None, max_errors: int = 20,
     socket_limits: SocketLimits = SocketLimits(),  # noqa: B008
+    inject_errors: bool = False,
 ) -> asyncio.Server:
     """Listen for SMTP. MX: STARTTLS offered, no AUTH. Submission: AUTH after TLS (465 implicit, 587 STARTTLS).
 
@@ -294,7 +320,7 @@ async def start_smtp(
 
     async def handle(io: Connection) -> None:
         session = SmtpSession(io, role, config, tls_context, inbound, submission, backend, limiter,
-                              store, allow_plaintext_auth, idle_timeout, channel_bindings)
+                              store, allow_plaintext_auth, idle_timeout, channel_bindings, inject_errors)
         try:
             await session.run()
         except TimeoutError:

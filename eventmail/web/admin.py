@@ -31,6 +31,8 @@ from .session import LoginTokens, Session, Sessions, check_password, csrf_ok
 log = logging.getLogger("eventmail.web.admin")
 
 ADMIN_USER = "admin"
+# The admin credential's file in the data directory (serve, localserve, quickstart, `admin set-password`).
+ADMIN_PASSWORD_FILE = "admin-password"
 
 
 def write_admin_password(path: Path, password: str) -> None:
@@ -172,4 +174,4 @@ async def write_admin_password_async(path: Path, password: str) -> None:
     await asyncio.to_thread(write_admin_password, path, password)
 
 
-__all__ = ["ADMIN_USER", "make_admin_app", "write_admin_password", "write_admin_password_async"]
+__all__ = ["ADMIN_PASSWORD_FILE", "ADMIN_USER", "make_admin_app", "write_admin_password", "write_admin_password_async"]

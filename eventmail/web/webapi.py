@@ -3,7 +3,7 @@
 Method names, JSON field names, the error object ({"Code", "Message"} with status 400), 401 for
 bad credentials and 429 when the failed-login limits refuse are Mox's (webapi/webapi.go,
 webapisrv/server.go), so a client written for Mox's Go package works unchanged. Where eventmail
-differs, it says so in docs/web-pages.md: message ids are (mailbox id << 32 | uid), so a move
+differs, it says so in docs/web.md: message ids are (mailbox id << 32 | uid), so a move
 gives the message a new id, as IMAP does; Send takes text, HTML and attached files, not yet
 inline or alternative files.
 

@@ -1,0 +1,214 @@
+"""The web listeners of a real `eventmail serve`: Thunderbird autoconfig and Outlook autodiscover for
+a configured domain, the MTA-STS policy over HTTPS only, /metrics on its own listener (parsed by
+prometheus-client's parser), security headers, the webapi's Send delivering, and the socket limits
+(connections per network, a request head sent too slowly)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import socket
+import ssl
+import time
+import xml.etree.ElementTree as ET
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from eventmail.config import MtaStsSettings
+from eventmail.web.clientconfig import autodiscover_address, mta_sts_id, mta_sts_policy
+
+from .mailserver import MailServer, insecure_tls
+
+PASSWORD = "web server test password"
+KINDS = ("smtp", "submissions", "imaps", "http", "https", "metrics")
+OUTLOOK_REQUEST = (
+    '<?xml version="1.0" encoding="utf-8"?>\n'
+    '<Autodiscover xmlns="http://schemas.microsoft.com/exchange/autodiscover/outlook/requestschema/2006">'
+    "<Request><EMailAddress>{address}</EMailAddress>"
+    "<AcceptableResponseSchema>http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a"
+    "</AcceptableResponseSchema></Request></Autodiscover>"
+)
+AUTODISCOVER_NS = "{http://schemas.microsoft.com/exchange/autodiscover/outlook/responseschema/2006a}"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> MailServer:
+    s = MailServer(tmp_path_factory.mktemp("web"), kinds=KINDS,
+                   extra_config='[limits]\nconnections_per_ip = 8\nrequest_head_timeout = 1\n'
+                                '[mta_sts]\nmode = "testing"\nextra_mx = ["backup.mail.test"]\n')
+    s.init()
+    s.cli("domain", "add", "mail.test")
+    s.add_account("alice", "alice@mail.test", PASSWORD)
+    s.start()
+    yield s
+    s.stop()
+
+
+def get(url: str, *, host: str | None = None, method: str = "GET", data: bytes | None = None,
+        auth: tuple[str, str] | None = None, form: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
+    async def go() -> tuple[int, bytes, dict[str, str]]:
+        headers = {"Host": host} if host else {}
+        if auth is not None:
+            headers["Authorization"] = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        async with aiohttp.ClientSession() as session, session.request(
+                method, url, headers=headers, data=form if form is not None else data,
+                ssl=insecure_tls(), allow_redirects=False) as r:
+            return r.status, await r.read(), dict(r.headers)
+    return asyncio.run(go())
+
+
+def test_thunderbird_autoconfig(server: MailServer) -> None:
+    http = f"http://127.0.0.1:{server.ports['http']}"
+    for url, host in ((f"{http}/mail/config-v1.1.xml?emailaddress=alice%40mail.test", "autoconfig.mail.test"),
+                      (f"{http}/.well-known/autoconfig/mail/config-v1.1.xml", "mail.test")):
+        status, body, headers = get(url, host=host)
+        assert status == 200, body
+        assert headers["Content-Type"].startswith("text/xml")
+        provider = ET.fromstring(body).find("emailProvider")
+        assert provider is not None and provider.get("id") == "mail.test"
+        imap = provider.find("incomingServer[@type='imap']")
+        smtp = provider.find("outgoingServer[@type='smtp']")
+        assert imap is not None and smtp is not None
+        # The ports of the listeners the server runs, implicit TLS (RFC 8314).
+        assert (imap.findtext("hostname"), imap.findtext("port"), imap.findtext("socketType")) == (
+            "mail.test", str(server.ports["imaps"]), "SSL")
+        assert (smtp.findtext("port"), smtp.findtext("socketType")) == (str(server.ports["submissions"]), "SSL")
+        assert imap.findtext("username") == "%EMAILADDRESS%"
+    status, _, _ = get(f"{http}/mail/config-v1.1.xml?emailaddress=bob%40elsewhere.test", host="autoconfig.elsewhere.test")
+    assert status == 404  # not a domain of this server
+
+
+def test_outlook_autodiscover(server: MailServer) -> None:
+    url = f"https://127.0.0.1:{server.ports['https']}/Autodiscover/Autodiscover.xml"
+    status, body, _ = get(url, method="POST", data=OUTLOOK_REQUEST.format(address="alice@mail.test").encode())
+    assert status == 200, body
+    account = ET.fromstring(body).find(f"{AUTODISCOVER_NS}Response/{AUTODISCOVER_NS}Account")
+    assert account is not None
+    protocols = {p.findtext(f"{AUTODISCOVER_NS}Type"): p for p in account.findall(f"{AUTODISCOVER_NS}Protocol")}
+    assert set(protocols) == {"IMAP", "SMTP"}
+    assert protocols["IMAP"].findtext(f"{AUTODISCOVER_NS}Port") == str(server.ports["imaps"])
+    assert protocols["SMTP"].findtext(f"{AUTODISCOVER_NS}LoginName") == "alice@mail.test"
+    status, _, _ = get(url, method="POST", data=OUTLOOK_REQUEST.format(address="x@elsewhere.test").encode())
+    assert status == 404
+    # An entity declaration is refused before any parsing (no entity expansion, no external entity).
+    bomb = b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x "xxxxxxxxxx">]><a>&x;</a>'
+    status, _, _ = get(url, method="POST", data=bomb)
+    assert status == 400
+    assert server.proc is not None and server.proc.poll() is None
+
+
+def test_mta_sts_policy_over_https_only(server: MailServer) -> None:
+    path = "/.well-known/mta-sts.txt"
+    status, body, headers = get(f"https://127.0.0.1:{server.ports['https']}{path}", host="mta-sts.mail.test")
+    assert status == 200, body
+    text = body.decode()
+    assert text.split("\r\n")[:4] == ["version: STSv1", "mode: testing", "mx: mail.test", "mx: backup.mail.test"]
+    assert headers["Strict-Transport-Security"].startswith("max-age=")
+    # RFC 8461 §3.3: HTTPS only; and only for a domain of this server.
+    assert get(f"http://127.0.0.1:{server.ports['http']}{path}", host="mta-sts.mail.test")[0] == 404
+    assert get(f"https://127.0.0.1:{server.ports['https']}{path}", host="mta-sts.elsewhere.test")[0] == 404
+    # The id of the TXT record follows the policy.
+    other = mta_sts_policy("mail.test", MtaStsSettings(mode="enforce"))
+    assert mta_sts_id(text) != mta_sts_id(other)
+
+
+def test_security_headers(server: MailServer) -> None:
+    status, _, headers = get(f"http://127.0.0.1:{server.ports['http']}/account/")
+    assert status == 200
+    assert "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert "Strict-Transport-Security" not in headers  # RFC 6797 §7.2: not over plain HTTP
+    status, _, headers = get(f"https://127.0.0.1:{server.ports['https']}/no-such-page")
+    assert status == 404 and headers["X-Frame-Options"] == "DENY"  # aiohttp's own errors too
+    assert "Strict-Transport-Security" in headers
+
+
+def test_metrics_on_their_own_listener(server: MailServer) -> None:
+    status, body, headers = get(f"http://127.0.0.1:{server.ports['metrics']}/metrics")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    names = {f.name for f in text_string_to_metric_families(body.decode())}
+    assert "eventmail_queue_messages" in names
+    # Not on the public listeners.
+    assert get(f"http://127.0.0.1:{server.ports['http']}/metrics")[0] == 404
+    assert get(f"https://127.0.0.1:{server.ports['https']}/metrics")[0] == 404
+    assert get(f"http://127.0.0.1:{server.ports['metrics']}/account/")[0] == 404
+
+
+def test_webapi_send_delivers(server: MailServer) -> None:
+    before = len(server.messages("alice"))
+    request = {"To": [{"Address": "alice@mail.test"}], "Subject": "through the webapi", "Text": "hello from Send"}
+    status, body, _ = get(f"https://127.0.0.1:{server.ports['https']}/webapi/v0/Send", method="POST",
+                          form={"request": json.dumps(request)}, auth=("alice@mail.test", PASSWORD))
+    assert status == 200, body
+    assert json.loads(body)["MessageID"]
+    msgs = server.wait_for("alice", before + 1)
+    assert any(b"through the webapi" in m for m in msgs[before:])
+
+
+def test_connections_per_network_and_slow_heads(server: MailServer) -> None:
+    port = server.ports["http"]
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]
+    try:
+        extra = socket.create_connection(("127.0.0.1", port))
+        extra.settimeout(10)
+        assert extra.recv(100) == b""  # over the per-network cap: closed at once
+        extra.close()
+    finally:
+        for s in held:
+            s.close()
+    # A head that never completes is cut off (request_head_timeout = 1 here), though bytes arrive.
+    slow = socket.create_connection(("127.0.0.1", port))
+    slow.settimeout(15)
+    slow.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
+    started = time.monotonic()
+    closed = False
+    while time.monotonic() - started < 10:
+        try:
+            slow.sendall(b"X-Slow: 1\r\n")
+            if slow.recv(100, socket.MSG_DONTWAIT) == b"":
+                closed = True
+                break
+        except BlockingIOError:
+            pass
+        except OSError:
+            closed = True
+            break
+        time.sleep(0.2)
+    slow.close()
+    assert closed
+    assert get(f"http://127.0.0.1:{port}/account/")[0] == 200  # and the server serves on
+
+
+def test_tls_handshake_to_https_presents_the_server_certificate(server: MailServer) -> None:
+    ctx = insecure_tls()
+    with socket.create_connection(("127.0.0.1", server.ports["https"])) as raw, \
+            ctx.wrap_socket(raw, server_hostname="mail.test") as tls:
+        assert isinstance(tls, ssl.SSLSocket) and tls.getpeercert(binary_form=True)
+
+
+def test_autodiscover_parser_limits() -> None:
+    with pytest.raises(ValueError):
+        autodiscover_address(b"<a>" + b"x" * 20000 + b"</a>")
+    with pytest.raises(ValueError):
+        autodiscover_address(b"not xml")
+    assert autodiscover_address(OUTLOOK_REQUEST.format(address=" bob@mail.test ").encode()) == "bob@mail.test"
+
+
+
+def test_admin_password_set_while_running_opens_the_admin_page(server: MailServer) -> None:
+    from .test_web_admin import login
+
+    base = f"https://127.0.0.1:{server.ports['https']}/admin/"
+
+    async def attempt(password: str) -> int:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True),
+                                         connector=aiohttp.TCPConnector(ssl=insecure_tls())) as s:
+            return await login(s, base, password=password)
+
+    assert asyncio.run(attempt("admin password one")) == 401  # no admin password yet: nobody gets in
+    server.cli("admin", "set-password", "--password-stdin", stdin="admin password one\n")
+    assert asyncio.run(attempt("admin password one")) == 303  # taken without a restart
+    assert asyncio.run(attempt(PASSWORD)) == 401  # an account's password is not the admin's
