@@ -33,3 +33,16 @@ def test_the_shipped_unit_is_quickstarts_and_verifies() -> None:
         pytest.skip("systemd-analyze is not installed")
     v = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
     assert v.returncode == 0, v.stderr
+
+
+@pytest.mark.parametrize("role", ["primary", "secondary"])
+def test_the_pair_units_run_their_config(role: str) -> None:
+    unit = ROOT / "deploy" / "examples" / "pair" / f"eventmail-{role}.service"
+    assert unit.read_text() == systemd_unit(Path(f"/etc/eventmail/{role}.toml"), Path("/var/lib/eventmail"))
+    # The replication control socket lies where the unit lets the server write.
+    cfg = parse((ROOT / "deploy" / "examples" / "pair" / f"{role}.toml").read_text(), ROOT)
+    assert cfg.replication is not None and cfg.replication.control.is_relative_to(cfg.data_dir)
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed")
+    v = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    assert v.returncode == 0, v.stderr

@@ -177,7 +177,7 @@ class SmtpSession:
         exchange = create_exchange(event.mechanism, self.backend, tls=self.tls or self.plaintext_auth,
                                    channel_bindings=self._bindings())
         if exchange is None:
-            return self.conn.auth_failed(Reply(504, "5.5.4", "mechanism not available"))
+            return self.conn.auth_failed(self._tag(Reply(504, "5.5.4", "mechanism not available")))
         # The failed-login limits, per address and per account, are the guard's (sasl.guard).
         self.exchange = guarded(exchange, self.limiter, peer=self.remote_ip, conn=f"smtp {self.id} {self.remote_ip}")
         return self._auth_result(await self.exchange.start(event.initial_response))
@@ -196,9 +196,16 @@ class SmtpSession:
         assert isinstance(result, Failure)
         log.warning("smtp %d %s: authentication failed for %r: %s (%s)", self.id, self.remote_ip, result.authcid,
                     result.reason.value, result.detail)
-        return self.conn.auth_failed(Reply(*result.reason.smtp_reply))
+        return self.conn.auth_failed(self._tag(Reply(*result.reason.smtp_reply)))
 
     # ------------------------------------------------------------ transaction
+
+    def _tag(self, reply: Reply) -> Reply:
+        """A refusal names its connection as the log does ("smtp 12"), so that the text a sender
+        quotes from its bounce finds the log lines of that connection."""
+        if reply.positive or not isinstance(reply.text, str):
+            return reply
+        return dataclasses.replace(reply, text=f"{reply.text} (smtp {self.id})")
 
     async def _injected(self, address: str, stage: str) -> Reply | None:
         """localserve's failure for `address` at `stage`, if its local part asks for one; for a
@@ -215,19 +222,19 @@ class SmtpSession:
     async def _mail(self, event: MailFrom) -> bytes:
         refused = await self._injected(event.address, "mail")
         if refused is not None:
-            return self.conn.reject_mail(refused)
+            return self.conn.reject_mail(self._tag(refused))
         user = self.conn.authenticated_user
         if self.role is SmtpRole.SUBMISSION:
             if user is None:
                 log.info("smtp %d %s: MAIL without authentication refused", self.id, self.remote_ip)
-                return self.conn.reject_mail(Reply(530, "5.7.0", "authentication required"))
+                return self.conn.reject_mail(self._tag(Reply(530, "5.7.0", "authentication required")))
             if event.address and not self.submission.owns(user, event.address):
                 log.info("smtp %d %s: %s may not send as %s", self.id, self.remote_ip, user, event.address)
-                return self.conn.reject_mail(Reply(553, "5.7.1", "that sender address is not yours"))
+                return self.conn.reject_mail(self._tag(Reply(553, "5.7.1", "that sender address is not yours")))
             limited = self.submission.mail_refusal(user)
             if limited is not None:
                 log.info("smtp %d %s: %s: %s", self.id, self.remote_ip, user, limited.text)
-                return self.conn.reject_mail(limited)
+                return self.conn.reject_mail(self._tag(limited))
         self.tx = Transaction(
             remote_ip=self.remote_ip, helo=self.conn.helo_name or "", tls=self.tls, mail_from=event.address,
             authenticated=user, smtputf8=event.params.smtputf8, requiretls=event.params.requiretls,
@@ -238,13 +245,13 @@ class SmtpSession:
         assert self.tx is not None
         refused = await self._injected(event.address, "rcpt")
         if refused is not None:
-            return self.conn.reject_rcpt(refused)
+            return self.conn.reject_rcpt(self._tag(refused))
         if self.role is SmtpRole.SUBMISSION:
             user = self.conn.authenticated_user or ""
             refused = self.submission.rcpt_refusal(user, event.address, self.tx)
             if refused is not None:
                 log.info("smtp %d %s: %s: %s", self.id, self.remote_ip, user, refused.text)
-                return self.conn.reject_rcpt(refused)
+                return self.conn.reject_rcpt(self._tag(refused))
             self.tx.recipients[event.address] = ""
             return self.conn.accept_rcpt()
         account = self.inbound.recipient_account(event.address)
@@ -253,9 +260,9 @@ class SmtpSession:
             if at and not self.inbound.is_local_domain(domain):
                 # RFC 5321 §3.6.2: no open relaying; RFC 3463 §3.8 (5.7.1: not authorized).
                 log.warning("smtp %d %s: relaying to %s denied", self.id, self.remote_ip, event.address)
-                return self.conn.reject_rcpt(Reply(550, "5.7.1", "relaying denied"))
+                return self.conn.reject_rcpt(self._tag(Reply(550, "5.7.1", "relaying denied")))
             log.info("smtp %d %s: unknown recipient %s", self.id, self.remote_ip, event.address)
-            return self.conn.reject_rcpt(Reply(550, "5.1.1", "no such user here"))
+            return self.conn.reject_rcpt(self._tag(Reply(550, "5.1.1", "no such user here")))
         self.tx.recipients[event.address] = account
         return self.conn.accept_rcpt()
 
@@ -265,14 +272,14 @@ class SmtpSession:
         for address in tx.recipients:
             refused = await self._injected(address, "data")
             if refused is not None:
-                return self.conn.reject_message(refused)
+                return self.conn.reject_message(self._tag(refused))
         if self.role is SmtpRole.SUBMISSION:
             reply = await self.submission.submit(tx, event.data)
         else:
             reply = await self.inbound.deliver(tx, event.data)
         if reply.positive:
             return self.conn.accept_message(reply)
-        return self.conn.reject_message(reply)
+        return self.conn.reject_message(self._tag(reply))
 
 
 def tls_channel_bindings(cert_file: Path) -> dict[str, bytes]:
