@@ -193,11 +193,13 @@ def test_promtool_accepts_the_exposition(server: MailServer) -> None:
 
 
 def known_names() -> set[str]:
-    """Every series name the registry can produce (a histogram's _bucket, _count and _sum too)."""
+    """Every series name the registry can produce (a histogram's _bucket, _count and _sum too, and
+    the _created of counters and histograms: their start time)."""
     names = set()
     for family in REGISTRY.collect():
         names.add(family.name)
-        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")}.get(family.type, ())
+        suffixes = {"counter": ("_total", "_created"),
+                    "histogram": ("_bucket", "_count", "_sum", "_created")}.get(family.type, ())
         names.update(family.name + s for s in suffixes)
     return names
 
@@ -227,8 +229,9 @@ def test_the_dashboard_uses_only_metrics_that_exist() -> None:
 
 
 def test_the_alert_rules_use_only_metrics_that_exist() -> None:
-    used = referenced(ALERTS.read_text())
-    assert used and used <= known_names(), used - known_names()
+    for path in (ALERTS, ALERT_TESTS):
+        used = referenced(path.read_text())
+        assert used and used <= known_names(), (path.name, used - known_names())
 
 
 @needs_promtool
