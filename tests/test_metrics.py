@@ -227,6 +227,8 @@ def test_the_dashboard_uses_only_metrics_that_exist() -> None:
     assert used and used <= known_names(), used - known_names()
     variables = json.dumps(dashboard.get("templating", {}))
     assert referenced(variables) <= known_names()
+    ids = [panel["id"] for panel in dashboard["panels"]]
+    assert len(ids) == len(set(ids))  # Grafana tells panels apart by id
 
 
 def test_the_alert_rules_use_only_metrics_that_exist() -> None:
