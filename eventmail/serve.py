@@ -24,7 +24,7 @@ from .mail.admin import Admin, Policy, shred_when_due
 from .mail.queue import OutboundPolicy, Schedule
 from .mail.retention import collect_when_due
 from .mailauth.resolver import Resolver, ResolverConfig
-from .metrics import REGISTRY
+from .metrics import REGISTRY, STORE_FSYNC_SECONDS
 from .netconn import ConnectionLimiter, SocketLimits
 from .opening import open_store
 from .sasl.ratelimit import DEFAULT_ACCOUNT_POLICY, DEFAULT_ADDRESS_POLICY, LoginLimiter
@@ -92,6 +92,7 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
         master = load_master_key(cfg.data_dir, source)  # as root: the key file may be root's alone
         with privileges.acting_as(who):  # what the store creates is the user's
             store = await open_store(cfg.data_dir, master)
+    store.on_fsync = STORE_FSYNC_SECONDS.observe  # the store imports no metrics: it is told where
     resolver = Resolver(ResolverConfig(nameservers=cfg.resolver.nameservers, port=cfg.resolver.port))
     analyzer = Analyzer(cfg.analysis_workers)  # parsing and tokenizing: eventmail/smtp/analysis.py
     inbound = InboundDelivery(store, resolver, cfg.hostname, analyzer=analyzer)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
+from eventmail import metrics
 from eventmail.proto import replication_pb2 as rpb
 from eventmail.proto import replication_pb2_grpc as rpc
 from eventmail.store import DamagedLog, Record, StoreError
@@ -195,7 +196,7 @@ class Follower:
             if records[0].seq != head.seq + 1:
                 raise DamagedLog(stream, records[0].seq, f"replicated records skip ahead of our head {head.seq}")
             await self.store.replication.append_raw(stream, records)
-            self.node.metrics.applied.inc(len(records))
+            metrics.REPLICA_APPLIED.inc(len(records))
             self._applied_since_report += len(records)
         last = batch.records[-1]
         f = self.node.following.setdefault(stream, FollowState())

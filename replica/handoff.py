@@ -6,6 +6,7 @@ import secrets
 import time
 from collections import Counter
 
+from eventmail import metrics
 from eventmail.mail import ingest
 from eventmail.mime.headers import first_value
 from eventmail.proto import events_pb2 as pb
@@ -109,7 +110,7 @@ class HandoffDeliverer:
             added = await ingest.hand_off(acct, mailbox, data, h.flags, h.internal_date or None, origin,
                                           h.delivery_key)
         if added is not None:
-            self.node.metrics.handoffs.inc()
+            metrics.REPLICA_HANDOFFS.inc()
             log.info("hand-off %s: delivered to %s (%s uid %d)", h.id, h.account, mailbox,
                      added.event.message_added.uid)
 

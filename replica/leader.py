@@ -66,7 +66,6 @@ class ReplicationService(rpc.ReplicationServicer):
                  len(positions))
         acks = asyncio.get_running_loop().create_task(self._read_acks(request_iterator))
         self.node.follower_connected = True
-        self.node.metrics.connected.set(1)
         try:
             # Epochs first; heads only once they mean "everything up to here was shipped".
             yield self._heartbeat({})
@@ -119,7 +118,6 @@ class ReplicationService(rpc.ReplicationServicer):
         finally:
             acks.cancel()
             self.node.follower_connected = False
-            self.node.metrics.connected.set(0)
             log.info("replication: %s stopped following", hello.node)
 
     def _streams(self) -> list[str]:

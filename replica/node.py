@@ -3,10 +3,9 @@
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
-
+from eventmail import metrics
 from eventmail.config import ReplicationSettings
 from eventmail.store import ReplicationTimeout, Store, handoff_stream
 
@@ -53,24 +52,6 @@ class FollowState:
         return max(0.0, (self.leader_time_us - self.local_time_us) / 1e6)
 
 
-@dataclass
-class Metrics:
-    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
-
-    def __post_init__(self) -> None:
-        r = self.registry
-        self.lag_records = Gauge("eventmail_replica_lag_records", "records the follower is behind, all streams", registry=r)
-        self.lag_seconds = Gauge("eventmail_replica_lag_seconds", "largest lag in seconds of any followed stream", registry=r)
-        self.applied = Counter("eventmail_replica_records_applied", "records received and made durable", registry=r)
-        self.degraded = Gauge("eventmail_replica_degraded", "1 while sync mode has degraded to async", registry=r)
-        self.sync_timeouts = Counter("eventmail_replica_sync_timeouts", "sync waits that timed out", registry=r)
-        self.handoffs = Counter("eventmail_replica_handoffs_delivered", "hand-off entries delivered", registry=r)
-        self.connected = Gauge("eventmail_replica_follower_connected", "1 while the peer follows us", registry=r)
-        self.no_peer = Gauge("eventmail_replica_no_peer", "1 while a promoted primary acknowledges without a secondary",
-                             registry=r)
-        self.epoch = Gauge("eventmail_replica_epoch", "the epoch number this node is in", registry=r)
-
-
 class ReplicaNode:
     """What one node knows and decides about replication; the leader, follower and hand-off
     tasks share it. State that must survive a crash (the epoch) goes through the store."""
@@ -100,9 +81,12 @@ class ReplicaNode:
         self.following: dict[str, FollowState] = {}
         self.leader_connected = False
         self.role_changed = asyncio.Event()
-        self.metrics = Metrics()
-        self.metrics.epoch.set(self.epoch.number)
-        self.metrics.no_peer.set(int(self.no_peer))
+        metrics.REPLICA_EPOCH.set(self.epoch.number)
+        metrics.REPLICA_NO_PEER.set(int(self.no_peer))
+        metrics.REPLICA_DEGRADED.set(0)
+        metrics.watch_replica(lambda: "primary" if self.is_primary else "secondary",
+                              lambda: {"peer_follows_us": self.follower_connected,
+                                       "we_follow_peer": self.leader_connected})
         self._no_peer_said = 0.0
         self.last_takeover_seconds: float | None = None
         # Whether the peer has told us no newer epoch exists (or we made ours by promoting).
@@ -159,7 +143,7 @@ class ReplicaNode:
             # truncate when following resumes.
             self.rejoin = True
         self._save()
-        self.metrics.epoch.set(self.epoch.number)
+        metrics.REPLICA_EPOCH.set(self.epoch.number)
         self.apply_fencing()
         self._wake_waiters_on_role_change()
         self.role_changed.set()
@@ -177,8 +161,8 @@ class ReplicaNode:
         # acknowledges after its own fsync, and says so (docs/replication.md, "No peer").
         self.no_peer = self.mode == "sync"
         self._save()
-        self.metrics.epoch.set(self.epoch.number)
-        self.metrics.no_peer.set(int(self.no_peer))
+        metrics.REPLICA_EPOCH.set(self.epoch.number)
+        metrics.REPLICA_NO_PEER.set(int(self.no_peer))
         self.apply_fencing()
         self.role_changed.set()
         self.last_takeover_seconds = time.monotonic() - started
@@ -220,7 +204,7 @@ class ReplicaNode:
         finally:
             if (seq, fut) in waiters:
                 waiters.remove((seq, fut))
-        self.metrics.sync_timeouts.inc()
+        metrics.REPLICA_SYNC_TIMEOUTS.inc()
         if self.settings.on_timeout == "degrade":
             if not self.degraded:
                 log.warning(
@@ -229,7 +213,7 @@ class ReplicaNode:
                     stream, seq, self.peer_node, self.settings.sync_timeout,
                 )
             self.degraded = True
-            self.metrics.degraded.set(1)
+            metrics.REPLICA_DEGRADED.set(1)
             return
         log.warning("replication: %s seq %d not acknowledged within %.1f s: answering a temporary failure",
                     stream, seq, self.settings.sync_timeout)
@@ -257,12 +241,12 @@ class ReplicaNode:
         if self.no_peer and all(self.acked.get(s, 0) >= seq for s, seq in self.shipped.items()):
             self.no_peer = False
             self._save()
-            self.metrics.no_peer.set(0)
+            metrics.REPLICA_NO_PEER.set(0)
             log.warning("replication: secondary %s follows and has caught up: back to %s", self.peer_node,
                         self.mode_name())
         if self.degraded and all(self.acked.get(s, 0) >= seq for s, seq in self.shipped.items()):
             self.degraded = False
-            self.metrics.degraded.set(0)
+            metrics.REPLICA_DEGRADED.set(0)
             log.warning("replication: secondary %s has caught up: back to sync mode", self.peer_node)
 
     # ------------------------------------------------------------ status
@@ -277,8 +261,8 @@ class ReplicaNode:
         return "async"
 
     def update_lag_metrics(self) -> None:
-        self.metrics.lag_records.set(sum(f.lag_records for f in self.following.values()))
-        self.metrics.lag_seconds.set(max((f.lag_seconds for f in self.following.values()), default=0.0))
+        metrics.REPLICA_LAG_RECORDS.set(sum(f.lag_records for f in self.following.values()))
+        metrics.REPLICA_LAG_SECONDS.set(max((f.lag_seconds for f in self.following.values()), default=0.0))
 
     async def status(self) -> dict[str, object]:
         streams = []

@@ -12,6 +12,7 @@ import grpc
 from prometheus_client import generate_latest
 
 from eventmail import control as control_socket
+from eventmail import metrics as server_metrics
 from eventmail.config import Config, ReplicationSettings
 from eventmail.proto import replication_pb2 as rpb
 from eventmail.proto import replication_pb2_grpc as rpc
@@ -99,7 +100,8 @@ class RunningReplica:
             return {"epoch": str(node.promote()), "before": before, "takeover_seconds": node.last_takeover_seconds}
 
         async def metrics(args: Mapping[str, Any]) -> dict[str, Any]:
-            return {"metrics": generate_latest(node.metrics.registry).decode()}
+            registry = server_metrics.REGISTRY.restricted_registry(server_metrics.REPLICA_METRIC_NAMES)
+            return {"metrics": generate_latest(registry).decode()}
 
         return {"replica.status": status, "replica.promote": promote, "replica.metrics": metrics}
 

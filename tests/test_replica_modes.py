@@ -5,9 +5,17 @@ import smtplib
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from .replica_pair import caught_up, close_pair, make_pair, wait_until
 from .test_replica import send
+
+
+def replica_metrics(node: object) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """`eventmail replica status --metrics`, parsed by prometheus-client's parser."""
+    text = node.replica("status", "--metrics").stdout  # type: ignore[attr-defined]
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
 
 
 def count(node: object, subject: str) -> int:
@@ -52,10 +60,23 @@ def test_sync_degrade_acknowledges_says_so_and_returns_to_sync(tmp_path: Path) -
         a.wait_log("DEGRADED to async")
         metrics = a.replica("status", "--metrics").stdout
         assert "eventmail_replica_degraded 1.0" in metrics
+        on_a = replica_metrics(a)
+        assert on_a[("eventmail_replica_role", (("role", "primary"),))] == 1
+        assert on_a[("eventmail_replica_role", (("role", "secondary"),))] == 0
+        assert on_a[("eventmail_replica_peer_connected", (("link", "peer_follows_us"),))] == 0
+        assert on_a[("eventmail_replica_sync_timeouts_total", ())] >= 1
         b.ports.clear()
         b.start()
         wait_until(lambda: a.status()["mode"] == "sync(degrade)", what="back to sync")
         assert count(b, "degraded") == 1
+        assert replica_metrics(a)[("eventmail_replica_degraded", ())] == 0
+        wait_until(lambda: all(replica_metrics(n)[("eventmail_replica_peer_connected", (("link", link),))] == 1
+                               for n in (a, b) for link in ("peer_follows_us", "we_follow_peer")),
+                   what="both links up in the metrics")
+        on_b = replica_metrics(b)
+        assert on_b[("eventmail_replica_role", (("role", "secondary"),))] == 1
+        assert on_b[("eventmail_replica_records_applied_total", ())] >= 1
+        wait_until(lambda: replica_metrics(b)[("eventmail_replica_lag_records", ())] == 0, what="no lag in b's metrics")
     finally:
         close_pair(a, b)
 

@@ -56,7 +56,7 @@ class Authenticator:
         if not self.may_send_password(tls, peer):
             return None
         exchange = create_exchange(mechanism, self.backend, tls=True)
-        return guarded(exchange, self.limiter, peer=peer, conn=f"imap {conn}") if exchange is not None else None
+        return guarded(exchange, self.limiter, peer=peer, conn=f"imap {conn}", protocol="imap") if exchange is not None else None
 
     def failed(self, peer: str, failure: Failure, conn: str) -> None:
         log.warning(

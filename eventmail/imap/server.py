@@ -16,6 +16,7 @@ import logging
 import ssl
 from typing import Any
 
+from eventmail import metrics
 from eventmail.imap import responses as r
 from eventmail.imap.auth import Authenticator
 from eventmail.imap.session import AUTOLOGOUT, PREAUTH_TIMEOUT, ServerOptions, Session
@@ -105,6 +106,7 @@ class _Connection:
         wire = ImapWire(self.opts.limits)
         session = Session(self.opts, wire, conn=self.cid, peer=self.io.peer, tls=self.io.tls)
         log.info("imap %s: connected%s", self.cid, " (TLS)" if self.io.tls else "")
+        metrics.IMAP_SESSIONS.inc()
         try:
             self._write(wire, session.greeting())
             while not self.io.closing:
@@ -126,6 +128,7 @@ class _Connection:
                 await session.close()
             except Exception:
                 log.exception("imap %s: error while closing the session", self.cid)
+            metrics.IMAP_SESSIONS.dec()
             log.info("imap %s: disconnected", self.cid)
 
     async def _feed(self, wire: ImapWire, session: Session, data: bytes) -> bool:

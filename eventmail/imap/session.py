@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from eventmail import metrics
 from eventmail.imap import commands as c
 from eventmail.imap import mailboxes, messages, sort, thread
 from eventmail.imap import responses as r
@@ -82,6 +83,17 @@ _NO_EXPUNGE = (c.Fetch, c.Store, c.Search, c.Sort, c.Thread)
 _NO_PRESYNC = (c.Select, c.Close, c.Unselect, c.Logout, c.Idle)
 
 
+def command_name(cmd: c.Command) -> str:
+    """The command's name for the metrics, from its parsed type (never the client's text): FETCH,
+    UID FETCH, EXAMINE..."""
+    if isinstance(cmd, c.Select) and cmd.readonly:
+        return "EXAMINE"
+    name = type(cmd).__name__.upper()
+    if getattr(cmd, "uid", False) or (isinstance(cmd, c.Expunge) and cmd.uids is not None):
+        return "UID " + name
+    return name
+
+
 class Session:
     """The session of one connection. `handle()` each wire item; write what it yields."""
 
@@ -107,6 +119,9 @@ class Session:
         self._sasl: tuple[str, GuardedExchange] | None = None
         self._auth_failures = 0
         self._errors = 0  # BAD responses so far (Limits.max_errors)
+        # (tag, name) of the command whose tagged response is still to come, for the metrics:
+        # IDLE's comes with DONE, AUTHENTICATE's at the end of its exchange.
+        self._counting: tuple[str, str] | None = None
         self._stack = contextlib.AsyncExitStack()
 
     # ------------------------------------------------------------------ what the server asks
@@ -168,9 +183,17 @@ class Session:
     # ------------------------------------------------------------------ items
 
     async def handle(self, item: c.Item) -> AsyncIterator[r.Response]:
+        if isinstance(item, c.ProtocolError) and item.tag is not None and (self._sasl is None or item.tag != self._sasl[0]):
+            self._counting = (item.tag, "INVALID")
+        elif not isinstance(item, c.ProtocolError | c.Continuation | c.IdleDone | c.SaslResponse | c.SaslCancel):
+            self._counting = (item.tag, command_name(item))
         async for resp in self._handle(item):
-            if isinstance(resp, r.StatusResponse) and resp.status == "BAD":
-                self._errors += 1
+            if isinstance(resp, r.StatusResponse):
+                if resp.status == "BAD":
+                    self._errors += 1
+                if self._counting is not None and resp.tag == self._counting[0]:
+                    metrics.imap_command(self._counting[1], resp.status)
+                    self._counting = None
             yield resp
         if self._errors >= self.opts.limits.max_errors and self.action != "close":
             # Each BAD is a log line: a client sending nothing but errors is closed before it

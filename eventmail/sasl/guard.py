@@ -8,7 +8,8 @@ SMTP AUTH, IMAP AUTHENTICATE and IMAP LOGIN (run as PLAIN) all get their exchang
   n= of SCRAM's client-first message), and before any credential is looked at, the account is
   checked (`Exchange.admit`); a refusal ends the exchange without a password check;
 * the outcome is recorded with the address and the account: a failure counts for both, a
-  success marks the network as one of the account's own (ratelimit's exemption).
+  success marks the network as one of the account's own (ratelimit's exemption); and it is
+  counted in the metrics, by protocol and failure reason.
 
 Delays are awaited here, off the protocol's state machine; refusals are logged here, with the
 connection label the protocol gives. Also here: who may send a password without TLS.
@@ -21,6 +22,7 @@ import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 
+from eventmail import metrics
 from eventmail.sasl.mechanisms import Challenge, Exchange, Failure, FailureReason, Result, Success
 from eventmail.sasl.ratelimit import Decision, LoginLimiter
 
@@ -52,9 +54,10 @@ def may_send_password(*, tls: bool, peer: str, allow_plaintext: bool) -> bool:
 class GuardedExchange:
     """An Exchange with the failed-login limits applied: same start()/step() as the Exchange."""
 
-    def __init__(self, inner: Exchange, limiter: LoginLimiter, *, peer: str, conn: str,
+    def __init__(self, inner: Exchange, limiter: LoginLimiter, *, peer: str, conn: str, protocol: str,
                  sleep: Sleep = asyncio.sleep) -> None:
         self._inner = inner
+        self._protocol = protocol
         self._limiter = limiter
         self._peer = peer
         self._conn = conn
@@ -95,6 +98,7 @@ class GuardedExchange:
         # Not counted as a failure: the cool-down is the answer, and counting refusals would
         # extend it for as long as the guesser keeps knocking.
         self._recorded = True
+        metrics.login_failed(self._protocol, FailureReason.LIMITED.value)
         which = "the address" if account is None else f"account {account!r} from this network"
         log.warning("%s: login refused, too many failures for %s (%.0f s left)", self._conn, which,
                     decision.retry_after)
@@ -106,12 +110,16 @@ class GuardedExchange:
         self._recorded = True
         if isinstance(result, Success):
             self._limiter.record_success(self._peer, result.username)
-        elif result.reason is not FailureReason.LIMITED:
+            metrics.login_succeeded(self._protocol)
+            return result
+        if result.reason is not FailureReason.LIMITED:
             self._limiter.record_failure(self._peer, self._inner.account or result.authcid)
+        metrics.login_failed(self._protocol, result.reason.value)
         return result
 
 
-def guarded(exchange: Exchange, limiter: LoginLimiter, *, peer: str, conn: str) -> GuardedExchange:
+def guarded(exchange: Exchange, limiter: LoginLimiter, *, peer: str, conn: str, protocol: str) -> GuardedExchange:
     """`exchange` under the failed-login limits of `limiter` for a client at `peer`; `conn`
-    labels the log lines (the protocol's connection id)."""
-    return GuardedExchange(exchange, limiter, peer=peer, conn=conn)
+    labels the log lines (the protocol's connection id), `protocol` the metrics (one of
+    eventmail.metrics.LOGIN_PROTOCOLS)."""
+    return GuardedExchange(exchange, limiter, peer=peer, conn=conn, protocol=protocol)

@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from .. import metrics
 from ..junk.analyze import header as junk_header
 from ..junk.delivery import JunkFilter, Plan, strip_header
 from ..junk.features import with_identities
@@ -138,17 +139,17 @@ class InboundDelivery:
             # RFC 3463 §3.7 X.6.0: other or undefined media error, as for the parts limit below
             log.info("tx %s from %s: refused, MIME nesting deeper than %d", tx.transaction_id, tx.remote_ip,
                      MAX_MIME_DEPTH)
-            return Reply(554, "5.6.0", "MIME parts nested too deep")
+            return Reply(554, "5.6.0", "MIME parts nested too deep", reason="mime_structure")
         depth, parts = mime_shape(parsed.structure)
         if parts > MAX_MIME_PARTS:
             log.info("tx %s from %s: refused, MIME depth %d parts %d", tx.transaction_id, tx.remote_ip, depth, parts)
-            return Reply(554, "5.6.0", "message structure too complex")
+            return Reply(554, "5.6.0", "message structure too complex", reason="mime_structure")
         if parsed.author.fields > 1:
             # RFC 7489 §6.6.1: messages with several From fields are typically rejected. ENVELOPE
             # can show only one of them and the sender picks which; OpenDMARC refuses them
             # (RequiredHeaders) and Mox evaluates no author for them (message.From).
             log.info("tx %s from %s: refused, %s", tx.transaction_id, tx.remote_ip, parsed.author.problem)
-            return Reply(550, "5.7.1", "a message must have exactly one From field")
+            return Reply(550, "5.7.1", "a message must have exactly one From field", reason="author")
         verdict = await self.verdict(tx, message, parsed)
         by_account: dict[str, list[str]] = {}
         for address, account in tx.recipients.items():
@@ -163,13 +164,13 @@ class InboundDelivery:
                         acct, message, base, verdict, remote_ip=tx.remote_ip, tls=tx.tls, recipients=addrs)
         except StoreError as e:
             log.error("tx %s: store error %s, answered 451", tx.transaction_id, e)
-            return Reply(451, "4.3.0", "local error in processing, try again later")
+            return Reply(451, "4.3.0", "local error in processing, try again later", reason="store_error")
         # Mail through a configured mailing list or forwarder is not held to the author's DMARC
         # policy: the list or forwarder broke the alignment, not a forger.
         trusted = all(p.trusted for p in plans.values())
         if verdict.disposition == "reject" and not trusted:
             log.info("tx %s from %s: refused by DMARC policy: %s", tx.transaction_id, tx.remote_ip, verdict.reasons[0])
-            return Reply(550, "5.7.1", "rejected by the sender domain's DMARC policy")
+            return Reply(550, "5.7.1", "rejected by the sender domain's DMARC policy", reason="dmarc")
         quarantine = verdict.disposition == "quarantine"
         auth_results = verdict.authentication_results(self.hostname)
         delay = self.junk.delay_for(plans.values())
@@ -185,20 +186,23 @@ class InboundDelivery:
             )
         except StoreFull:
             log.error("tx %s: disk full, answered 452", tx.transaction_id)
-            return Reply(452, "4.3.1", "insufficient system storage, try again later")
+            return Reply(452, "4.3.1", "insufficient system storage, try again later", reason="storage_full")
         except (NotWriter, ReplicationTimeout) as e:
             log.warning("tx %s: not written (%s), answered 451", tx.transaction_id, e)
-            return Reply(451, "4.3.0", "this server cannot accept mail now (replication), try again later")
+            return Reply(451, "4.3.0", "this server cannot accept mail now (replication), try again later",
+                         reason="replication")
         except StoreError as e:
             log.error("tx %s: store error %s, answered 451", tx.transaction_id, e)
-            return Reply(451, "4.3.0", "local error in processing, try again later")
+            return Reply(451, "4.3.0", "local error in processing, try again later", reason="store_error")
+        for plan in plans.values():
+            metrics.junk_verdict(plan.verdict.method, plan.verdict.accept)  # one per account, as decided
         summary = ", ".join(
             f"{a}: {'accepted' if p.verdict.accept else 'rejected'} by {p.verdict.method}" for a, p in sorted(plans.items()))
         if not quarantine and not any(p.verdict.accept for p in plans.values()):
             # The talk's answer to junk: a temporary error with a generic text, so the sending
             # server retries and at last tells its user; the copy waits in Rejects.
             log.info("tx %s from %s: junk, answered 451 (%s)", tx.transaction_id, tx.remote_ip, summary)
-            return Reply(451, "4.3.0", "temporary failure, try again later")
+            return Reply(451, "4.3.0", "temporary failure, try again later", reason="junk")
         log.info(
             "tx %s from %s: delivered (%s; %s)", tx.transaction_id, tx.remote_ip, summary, verdict.method,
         )

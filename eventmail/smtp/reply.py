@@ -9,7 +9,7 @@ every line, and its class matches the first digit of the reply).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["MAX_REPLY_LINE", "Reply", "ReplyClass", "SmtpError", "SmtpUsageError"]
 
@@ -62,6 +62,9 @@ class Reply(ReplyClass):
     code: int
     enhanced: str | None = None  # RFC 3463 status code, e.g. "5.1.1"; None for 220/354/334/EHLO
     text: str | tuple[str, ...] = ""
+    # Why policy refused, as one word of eventmail.metrics.SMTP_REJECT_REASONS (for the metrics;
+    # never on the wire, never client text); "" for replies that are not policy refusals.
+    reason: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
         if not 200 <= self.code <= 599:

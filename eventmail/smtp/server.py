@@ -12,6 +12,7 @@ import ssl
 from collections.abc import Mapping
 from pathlib import Path
 
+from .. import metrics
 from ..netconn import Connection, ConnectionLimiter, SendTimeout, Service, SocketLimits, TlsFailed, listen
 from ..proto import events_pb2 as pb
 from ..sasl.channelbinding import TLS_SERVER_END_POINT, tls_server_end_point
@@ -179,7 +180,8 @@ class SmtpSession:
         if exchange is None:
             return self.conn.auth_failed(self._tag(Reply(504, "5.5.4", "mechanism not available")))
         # The failed-login limits, per address and per account, are the guard's (sasl.guard).
-        self.exchange = guarded(exchange, self.limiter, peer=self.remote_ip, conn=f"smtp {self.id} {self.remote_ip}")
+        self.exchange = guarded(exchange, self.limiter, peer=self.remote_ip, conn=f"smtp {self.id} {self.remote_ip}",
+                                protocol="smtp")
         return self._auth_result(await self.exchange.start(event.initial_response))
 
     async def _auth_step(self, event: AuthResponse) -> bytes:
@@ -215,26 +217,27 @@ class SmtpSession:
             return None
         log.info("smtp %d %s: failure injected for %s at %s", self.id, self.remote_ip, address, stage)
         if hit.reply is not None:
-            return hit.reply
+            return dataclasses.replace(hit.reply, reason="injected")
         await asyncio.sleep(self.idle_timeout)
-        return Reply(421, "4.4.2", "timed out on request (localserve: local part timeout)")
+        return Reply(421, "4.4.2", "timed out on request (localserve: local part timeout)", reason="injected")
 
     async def _mail(self, event: MailFrom) -> bytes:
         refused = await self._injected(event.address, "mail")
         if refused is not None:
-            return self.conn.reject_mail(self._tag(refused))
+            return self._refuse_mail(refused)
         user = self.conn.authenticated_user
         if self.role is SmtpRole.SUBMISSION:
             if user is None:
                 log.info("smtp %d %s: MAIL without authentication refused", self.id, self.remote_ip)
-                return self.conn.reject_mail(self._tag(Reply(530, "5.7.0", "authentication required")))
+                return self._refuse_mail(Reply(530, "5.7.0", "authentication required", reason="auth_required"))
             if event.address and not self.submission.owns(user, event.address):
                 log.info("smtp %d %s: %s may not send as %s", self.id, self.remote_ip, user, event.address)
-                return self.conn.reject_mail(self._tag(Reply(553, "5.7.1", "that sender address is not yours")))
+                return self._refuse_mail(Reply(553, "5.7.1", "that sender address is not yours",
+                                                reason="sender_not_yours"))
             limited = self.submission.mail_refusal(user)
             if limited is not None:
                 log.info("smtp %d %s: %s: %s", self.id, self.remote_ip, user, limited.text)
-                return self.conn.reject_mail(self._tag(limited))
+                return self._refuse_mail(limited)
         self.tx = Transaction(
             remote_ip=self.remote_ip, helo=self.conn.helo_name or "", tls=self.tls, mail_from=event.address,
             authenticated=user, smtputf8=event.params.smtputf8, requiretls=event.params.requiretls,
@@ -245,13 +248,13 @@ class SmtpSession:
         assert self.tx is not None
         refused = await self._injected(event.address, "rcpt")
         if refused is not None:
-            return self.conn.reject_rcpt(self._tag(refused))
+            return self._refuse_rcpt(refused)
         if self.role is SmtpRole.SUBMISSION:
             user = self.conn.authenticated_user or ""
             refused = self.submission.rcpt_refusal(user, event.address, self.tx)
             if refused is not None:
                 log.info("smtp %d %s: %s: %s", self.id, self.remote_ip, user, refused.text)
-                return self.conn.reject_rcpt(self._tag(refused))
+                return self._refuse_rcpt(refused)
             self.tx.recipients[event.address] = ""
             return self.conn.accept_rcpt()
         account = self.inbound.recipient_account(event.address)
@@ -260,9 +263,9 @@ class SmtpSession:
             if at and not self.inbound.is_local_domain(domain):
                 # RFC 5321 §3.6.2: no open relaying; RFC 3463 §3.8 (5.7.1: not authorized).
                 log.warning("smtp %d %s: relaying to %s denied", self.id, self.remote_ip, event.address)
-                return self.conn.reject_rcpt(self._tag(Reply(550, "5.7.1", "relaying denied")))
+                return self._refuse_rcpt(Reply(550, "5.7.1", "relaying denied", reason="relaying_denied"))
             log.info("smtp %d %s: unknown recipient %s", self.id, self.remote_ip, event.address)
-            return self.conn.reject_rcpt(self._tag(Reply(550, "5.1.1", "no such user here")))
+            return self._refuse_rcpt(Reply(550, "5.1.1", "no such user here", reason="unknown_recipient"))
         self.tx.recipients[event.address] = account
         return self.conn.accept_rcpt()
 
@@ -272,14 +275,25 @@ class SmtpSession:
         for address in tx.recipients:
             refused = await self._injected(address, "data")
             if refused is not None:
+                metrics.smtp_rejected(self.role.value, refused.reason)
                 return self.conn.reject_message(self._tag(refused))
         if self.role is SmtpRole.SUBMISSION:
             reply = await self.submission.submit(tx, event.data)
         else:
             reply = await self.inbound.deliver(tx, event.data)
         if reply.positive:
+            metrics.smtp_delivered(self.role.value)
             return self.conn.accept_message(reply)
+        metrics.smtp_rejected(self.role.value, reply.reason)
         return self.conn.reject_message(self._tag(reply))
+
+    def _refuse_mail(self, reply: Reply) -> bytes:
+        metrics.smtp_rejected(self.role.value, reply.reason)
+        return self.conn.reject_mail(self._tag(reply))
+
+    def _refuse_rcpt(self, reply: Reply) -> bytes:
+        metrics.smtp_rejected(self.role.value, reply.reason)
+        return self.conn.reject_rcpt(self._tag(reply))
 
 
 def tls_channel_bindings(cert_file: Path) -> dict[str, bytes]:

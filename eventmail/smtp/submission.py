@@ -65,7 +65,7 @@ class Submission:
     def mail_refusal(self, account: str) -> Reply | None:
         """MAIL: an account past its messages a day (Mox: 1,000) waits (RFC 3463 X.7.0)."""
         why = self.policy.mail_refusal(account, time.time()) if self.policy is not None else None
-        return Reply(451, "4.7.0", why + ", try again later") if why else None
+        return Reply(451, "4.7.0", why + ", try again later", reason="rate_limit") if why else None
 
     def rcpt_refusal(self, account: str, address: str, tx: Transaction) -> Reply | None:
         """RCPT of a remote recipient: not one on the account's suppression list (550 5.1.1: it
@@ -78,7 +78,9 @@ class Submission:
         if refusal is None:
             return None
         permanent, why = refusal
-        return Reply(550, "5.1.1", why) if permanent else Reply(451, "4.7.0", why + ", try again later")
+        if permanent:
+            return Reply(550, "5.1.1", why, reason="suppressed")
+        return Reply(451, "4.7.0", why + ", try again later", reason="rate_limit")
 
     def owns(self, account: str, address: str) -> bool:
         """Whether `address` is one of the account's addresses (a catch-all covers its domain)."""
@@ -100,7 +102,7 @@ class Submission:
     async def submit(self, tx: Transaction, message: bytes) -> Reply:
         account = tx.authenticated
         if account is None:
-            return Reply(530, "5.7.0", "authentication required")
+            return Reply(530, "5.7.0", "authentication required", reason="auth_required")
         message = add_missing_fields(message, self.hostname)
         # One parse, off the event loop: the From checked here is the one ENVELOPE will serve.
         try:
@@ -108,15 +110,17 @@ class Submission:
         except MimeTooDeep as e:
             # RFC 3463 §3.7 X.6.0, as the MX answers it (smtp.delivery)
             log.info("tx %s: %s: refused, %s", tx.transaction_id, account, e)
-            return Reply(554, "5.6.0", "MIME parts nested too deep")
+            return Reply(554, "5.6.0", "MIME parts nested too deep", reason="mime_structure")
         refusal = author_refusal(parsed.author)
         if refusal:
             log.info("tx %s: %s: refused, ambiguous author: %s", tx.transaction_id, account, refusal)
-            return Reply(550, "5.7.1", "the message must have exactly one From field with an address")
+            return Reply(550, "5.7.1", "the message must have exactly one From field with an address",
+                         reason="author")
         senders = parsed.author.mailboxes()
         if not all(self.owns(account, a) for a in senders):
             log.info("tx %s: %s tried to send as %s", tx.transaction_id, account, senders)
-            return Reply(550, "5.7.1", "the From address is not one of this account's addresses")
+            return Reply(550, "5.7.1", "the From address is not one of this account's addresses",
+                         reason="sender_not_yours")
         from_domain = normalize_address(senders[0]).rpartition("@")[2]
         dkim = await self.dkim_headers(message, from_domain)
         signed = dkim + message
@@ -136,13 +140,14 @@ class Submission:
                 writes.append(self._queue(tx, account, remote, signed))
             await asyncio.gather(*writes)
         except StoreFull:
-            return Reply(452, "4.3.1", "insufficient system storage, try again later")
+            return Reply(452, "4.3.1", "insufficient system storage, try again later", reason="storage_full")
         except (NotWriter, ReplicationTimeout) as e:
             log.warning("tx %s: not written (%s), answered 451", tx.transaction_id, e)
-            return Reply(451, "4.3.0", "this server cannot accept mail now (replication), try again later")
+            return Reply(451, "4.3.0", "this server cannot accept mail now (replication), try again later",
+                         reason="replication")
         except StoreError as e:
             log.error("tx %s: store error %s", tx.transaction_id, e)
-            return Reply(451, "4.3.0", "local error in processing, try again later")
+            return Reply(451, "4.3.0", "local error in processing, try again later", reason="store_error")
         log.info(
             "tx %s: %s submitted to %d local and %d remote recipients", tx.transaction_id, account,
             sum(len(r) for r in local.values()), len(remote),

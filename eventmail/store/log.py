@@ -3,7 +3,7 @@
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +63,9 @@ class StreamLog:
         self.cut_bytes = 0  # torn-tail bytes removed on open
         # (seq, offset, chain before it) for positions in the last segment
         self._index: list[tuple[int, int, bytes]] = []
+        # Told the seconds each append's fsync took (the store's `on_fsync`, for metrics); called
+        # on the writing thread.
+        self.on_fsync: Callable[[float], None] = _ignore
         self._open()
 
     # ---------------------------------------------------------------- opening and recovery
@@ -168,7 +171,7 @@ class StreamLog:
             view = memoryview(blob)
             while view:
                 view = view[os.write(self._fd, view) :]
-            os.fsync(self._fd)
+            self._fsync()
         except OSError as e:
             self._undo(e)
         offset = self._size
@@ -179,6 +182,13 @@ class StreamLog:
         self._size += len(blob)
         self.head = Head(records[-1].seq, records[-1].chain)
         return self.head
+
+    def _fsync(self) -> None:
+        """fsync the last segment: the moment an append becomes durable, timed for `on_fsync`."""
+        assert self._fd is not None
+        start = time.monotonic()
+        os.fsync(self._fd)
+        self.on_fsync(time.monotonic() - start)
 
     def _undo(self, error: OSError) -> None:
         """Cut a failed append back to the last whole record, then raise the typed error."""
@@ -340,3 +350,7 @@ class StreamLog:
         for r in self.records(since):
             yield r, self.decrypt(r, prev)
             prev = r.chain
+
+
+def _ignore(seconds: float) -> None:
+    """The default `on_fsync`: nobody is told."""

@@ -66,6 +66,9 @@ class Store:
         self._fenced: Callable[[str], str | None] = lambda stream: None
         self._commit_signal = asyncio.Event()
         self.replication = ReplicationPort(self)
+        # Told the seconds of every log fsync, on the writing thread: the server hands its metrics
+        # here (the store imports nothing above it).
+        self.on_fsync: Callable[[float], None] | None = None
 
     # ---------------------------------------------------------------- opening
 
@@ -123,7 +126,13 @@ class Store:
             # A reader of a stream that was never written: an empty log.
             return StreamLog(stream, self.directory / "streams" / self.keyring.dir_name(stream), None, False)
         keys = self.keyring.stream(stream, create=create and self.writable)
-        return StreamLog(stream, self.directory / "streams" / keys.dir_name, keys, self.writable)
+        slog = StreamLog(stream, self.directory / "streams" / keys.dir_name, keys, self.writable)
+        slog.on_fsync = self._fsync_done
+        return slog
+
+    def _fsync_done(self, seconds: float) -> None:
+        if self.on_fsync is not None:
+            self.on_fsync(seconds)
 
     def _open_system(self) -> None:
         slog = self._stream_log(SYSTEM, create=True)

@@ -49,7 +49,7 @@ async def check_password(store: Store, limiter: LoginLimiter, login: str, passwo
     assert exchange is not None
     # RFC 4616 §2: message = [authzid] NUL authcid NUL passwd
     initial = base64.b64encode(b"\x00" + login.encode("utf-8") + b"\x00" + password.encode("utf-8"))
-    result = await guarded(exchange, limiter, peer=peer, conn=f"{what} {peer}").start(initial)
+    result = await guarded(exchange, limiter, peer=peer, conn=f"{what} {peer}", protocol=what).start(initial)
     if isinstance(result, Success | Failure):
         return result
     return Failure(FailureReason.BAD_ENCODING, login, "unexpected challenge")
