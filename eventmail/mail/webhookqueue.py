@@ -279,7 +279,7 @@ class WebhookSender:
         if outcome.delivered:
             log.info("webhook %d delivered to %s (try %d)", p.seq, host, attempt)
         elif outcome.next_attempt:
-            log.info("webhook %d: try %d to %s failed: %s; next try in %.0f s", p.seq, attempt, host,
+            log.info("webhook %d: try %d to %s failed: %s; next try in %.1f s", p.seq, attempt, host,
                      error or f"HTTP status {status}", outcome.next_attempt - self.clock())
         else:
             log.warning("webhook %d: try %d to %s failed: %s; given up", p.seq, attempt, host,
