@@ -25,7 +25,7 @@ from aiohttp import web
 
 from eventmail.mail import webhooks
 from eventmail.mail.moxjson import message_id
-from eventmail.mail.webhookqueue import INTERVALS, HookSchedule, HookView, WebhookSender
+from eventmail.mail.webhookqueue import INTERVALS, HookSchedule, HookView, WebhookSender, history
 from eventmail.opening import open_store
 from eventmail.proto import events_pb2 as pb
 from eventmail.store import QUEUE, MasterKeySource, load_master_key
@@ -394,6 +394,8 @@ def test_a_failing_receiver_is_given_up_after_twelve_tries(keyed_dir: tuple[Path
             for c in store.stream(QUEUE).events():
                 view.apply(c.seq, c.time_us / 1e6, c.event)
             assert view.pending == {}  # given up: nothing left to send
+            (record,) = history(store, "alice")
+            assert (record.event, record.state, record.attempts, record.last_status) == ("incoming", "given up", 12, 500)
             return attempts
         finally:
             await store.close()
@@ -407,3 +409,97 @@ def test_a_failing_receiver_is_given_up_after_twelve_tries(keyed_dir: tuple[Path
     assert all(a.next_attempt > 0 for a in attempts[:-1]) and attempts[-1].next_attempt == 0
     assert attempts[0].response == "thanks"
     assert [r.headers["X-Mox-Webhook-Attempt"] for r in refusing.requests] == [str(n) for n in range(1, 13)]
+
+
+def test_a_newer_result_supersedes_a_pending_hook_about_the_same_recipient(keyed_dir: tuple[Path, bytes]) -> None:
+    """As in Mox: a "delayed" hook still waiting for its receiver is retired unsent when the
+    message is delivered; the receiver, once up, gets the "delivered" one only. The queue's
+    results are appended as the queue runner records them."""
+    from eventmail.mail.admin import Admin
+
+    from .conftest import open_store as open_test_store
+    from .conftest import run
+
+    receiver = Receiver()  # down until the second result is in
+    queue_id = "00000000abcd"
+
+    def hooks(store: Any) -> list[Any]:
+        return [c for c in store.stream(QUEUE).events() if c.event.WhichOneof("kind") == "webhook_queued"]
+
+    async def until(check: Any) -> None:
+        for _ in range(400):
+            if check():
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("timed out")
+
+    async def go() -> None:
+        store = await open_test_store(keyed_dir)
+        try:
+            await Admin(store).run("account.add", {"name": "alice", "address": "alice@mail.test", "password": PASSWORD})
+            async with store.use_account("alice") as acct:
+                await webhooks.set_outgoing(acct, receiver.url("/sup"))
+            message = b"From: alice@mail.test\r\nSubject: =?utf-8?q?caf=C3=A9?=\r\nMessage-ID: <sup@mail.test>\r\n\r\nhi\r\n"
+            blob = await store.stream(QUEUE).put_blob(message)
+            await store.stream(QUEUE).append([pb.Event(outbound_queued=pb.OutboundQueued(
+                id=queue_id, account="alice", mail_from="alice@mail.test", rcpt_to=["bob@remote.test"], blob_id=blob,
+                size=len(message)))])
+            await store.stream(QUEUE).append([pb.Event(outbound_attempt=pb.OutboundAttempt(
+                id=queue_id, rcpt_to="bob@remote.test", reply="451 4.3.0 try again later", attempt=1,
+                next_attempt=time.time() + 100))])
+            task = asyncio.get_running_loop().create_task(WebhookSender(store, HookSchedule(0.05)).run())
+            try:
+                await until(lambda: any(c.event.WhichOneof("kind") == "webhook_attempt"
+                                        for c in store.stream(QUEUE).events()))
+                (delayed,) = hooks(store)
+                assert delayed.event.webhook_queued.event == "delayed"
+                await store.stream(QUEUE).append([pb.Event(outbound_attempt=pb.OutboundAttempt(
+                    id=queue_id, rcpt_to="bob@remote.test", delivered=True, reply="250 2.0.0 ok", attempt=2))])
+                await until(lambda: len(hooks(store)) == 2)
+                delivered = hooks(store)[1].event.webhook_queued
+                assert delivered.event == "delivered" and delivered.supersedes == delayed.seq
+                receiver.start()
+                await until(lambda: history(store, "alice")[0].state == "delivered")
+                assert [h.state for h in history(store, "alice")] == ["delivered", "superseded"]
+            finally:
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+        finally:
+            await store.close()
+
+    try:
+        run(go())
+    finally:
+        receiver.stop()
+    (got,) = receiver.requests
+    body = got.json()
+    assert list(body) == OUTGOING_FIELDS
+    assert body["Event"] == "delivered" and body["QueueMsgID"] == 0xABCD and body["FromID"] == queue_id
+    assert body["MessageID"] == "<sup@mail.test>" and body["Subject"] == "café"
+    assert (body["SMTPCode"], body["SMTPEnhancedCode"], body["Error"]) == (250, "2.0.0", "")
+
+
+def test_the_view_is_a_pure_fold() -> None:
+    """Folding the same events twice gives the same pending hooks; an attempt's decision is what
+    moves a hook, nothing else."""
+    events = [
+        (1, 10.0, pb.Event(webhook_queued=pb.WebhookQueued(account="a", url="https://h/", event="incoming", payload="{}"))),
+        (2, 11.0, pb.Event(webhook_queued=pb.WebhookQueued(account="a", url="https://h/", event="delayed",
+                                                          queue_id="q", rcpt_to="r", source_seq=1))),
+        (3, 12.0, pb.Event(webhook_attempt=pb.WebhookAttempt(hook=1, attempt=1, status=503, next_attempt=72.0))),
+        (4, 13.0, pb.Event(webhook_queued=pb.WebhookQueued(account="a", url="https://h/", event="delivered",
+                                                          queue_id="q", rcpt_to="r", source_seq=3, supersedes=2))),
+        (5, 14.0, pb.Event(webhook_attempt=pb.WebhookAttempt(hook=4, attempt=1, status=200, delivered=True))),
+    ]
+    views = []
+    for _ in range(2):
+        v = HookView()
+        for seq, t, e in events:
+            v.apply(seq, t, e)
+        views.append(v)
+    a, b = views
+    assert sorted(a.pending) == sorted(b.pending) == [1]
+    assert (a.pending[1].attempts, a.pending[1].next_at) == (1, 72.0)
+    assert a.pending[1].hook.payload == ""  # bodies stay in the log
+    assert a.by_recipient == {} and a.reported == 3

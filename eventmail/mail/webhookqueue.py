@@ -81,7 +81,11 @@ class HookView:
     def apply(self, seq: int, time_s: float, event: pb.Event) -> None:
         kind = event.WhichOneof("kind")
         if kind == "webhook_queued":
-            q = event.webhook_queued
+            q = pb.WebhookQueued()
+            q.CopyFrom(event.webhook_queued)
+            # The body (up to a few MB for an incoming message) stays in the log, read when sent:
+            # a receiver down for a day must not make the server hold every pending body in memory.
+            q.ClearField("payload")
             if q.supersedes:
                 self._drop(q.supersedes)
             self.pending[seq] = PendingHook(seq, q, time_s, next_at=time_s)
@@ -261,6 +265,14 @@ class WebhookSender:
         async with self.store.use_account(account) as acct:
             return webhooks.settings(acct).secret
 
+    def _payload(self, seq: int) -> bytes:
+        """The body of hook `seq`, read from its WebhookQueued event in the log (blocking: a thread's job)."""
+        for c in self.store.stream(QUEUE).events(since=seq - 1):
+            if c.seq == seq and c.event.WhichOneof("kind") == "webhook_queued":
+                return c.event.webhook_queued.payload.encode()
+            break
+        raise StoreError(f"webhook {seq}: its event is not in the queue stream")
+
     async def _deliver(self, p: PendingHook) -> None:
         attempt = p.attempts + 1
         secret = await self._secret(p.hook.account)
@@ -269,7 +281,8 @@ class WebhookSender:
         if secret is None:
             error = f"account {p.hook.account} no longer exists"
         else:
-            status, response, error = await self._post(p, attempt, secret)
+            body = await asyncio.to_thread(self._payload, p.seq)
+            status, response, error = await self._post(p, attempt, secret, body)
         outcome = decide(p, status, error, response, self.clock() - start, self.clock(), self.schedule,
                          0.0 if secret is None else random.uniform(-JITTER, JITTER))
         if secret is None:
@@ -285,8 +298,7 @@ class WebhookSender:
             log.warning("webhook %d: try %d to %s failed: %s; given up", p.seq, attempt, host,
                         error or f"HTTP status {status}")
 
-    async def _post(self, p: PendingHook, attempt: int, secret: str) -> tuple[int, str, str]:
-        body = p.hook.payload.encode()
+    async def _post(self, p: PendingHook, attempt: int, secret: str, body: bytes) -> tuple[int, str, str]:
         headers = {
             "Content-Type": "application/json; charset=utf-8",
             "User-Agent": USER_AGENT,
@@ -364,6 +376,40 @@ class WebhookSender:
             log.error("webhook for queue event %d not queued: %s", c.seq, e)
 
 
+@dataclass
+class HookRecord:
+    """One hook of an account as its log tells it, for a settings page (newest first from `history`)."""
+
+    id: int
+    event: str  # "incoming" or the outgoing event
+    url: str
+    queued_at: float
+    attempts: int = 0
+    state: str = "pending"  # pending, delivered, given up, superseded
+    last_status: int = 0
+    last_error: str = ""
+    next_at: float = 0.0
+
+
+def history(store: Store, account: str, limit: int = 100) -> list[HookRecord]:
+    """The account's latest `limit` hooks and what came of them, read from the queue stream."""
+    hooks: dict[int, HookRecord] = {}
+    for c in store.stream(QUEUE).events():
+        kind = c.event.WhichOneof("kind")
+        if kind == "webhook_queued" and c.event.webhook_queued.account == account:
+            q = c.event.webhook_queued
+            if q.supersedes in hooks and hooks[q.supersedes].state == "pending":
+                hooks[q.supersedes].state = "superseded"
+            hooks[c.seq] = HookRecord(c.seq, q.event, q.url, c.time_us / 1e6, next_at=c.time_us / 1e6)
+        elif kind == "webhook_attempt" and c.event.webhook_attempt.hook in hooks:
+            a = c.event.webhook_attempt
+            h = hooks[a.hook]
+            h.attempts, h.last_status, h.last_error, h.next_at = a.attempt, a.status, a.error, a.next_attempt
+            if h.state == "pending":
+                h.state = "delivered" if a.delivered else "given up" if a.next_attempt == 0 else "pending"
+    return sorted(hooks.values(), key=lambda h: -h.id)[:limit]
+
+
 async def send_webhooks(store: Store, schedule: HookSchedule | None = None) -> None:
     """A server's task (the primary's, of a pair): post webhooks until cancelled. A sender that
     fails (a bug, a broken store) is logged and started afresh from the log after a pause."""
@@ -390,4 +436,4 @@ def _decoded_subject(raw: bytes) -> str:
         return " ".join(text.split())
 
 
-__all__ = ["INTERVALS", "HookSchedule", "HookView", "WebhookSender", "decide", "send_webhooks"]
+__all__ = ["INTERVALS", "HookRecord", "HookSchedule", "HookView", "WebhookSender", "decide", "history", "send_webhooks"]

@@ -134,11 +134,12 @@ def check_url(url: str) -> str:
     try:
         parsed = URL(url)
     except (ValueError, TypeError) as e:
-        raise AdminError(f"webhook URL {url!r}: {e}") from None
+        raise AdminError(f"webhook URL: {e}") from None
+    # The URL is not repeated in these texts (they are logged): its query may hold a token.
     if parsed.scheme not in ("https", "http") or not parsed.host:
-        raise AdminError(f"webhook URL {url!r}: expected https://HOST/PATH")
+        raise AdminError("webhook URL: expected https://HOST/PATH")
     if parsed.scheme == "http" and not _loopback(parsed.host):
-        raise AdminError(f"webhook URL {url!r}: https is required (plain http only to a loopback address)")
+        raise AdminError("webhook URL: https is required (plain http only to a loopback address)")
     if parsed.user is not None or parsed.password is not None:
         raise AdminError("webhook URL: no user or password in the URL; give them as the Authorization value")
     if parsed.fragment:
