@@ -503,3 +503,24 @@ def test_the_view_is_a_pure_fold() -> None:
     assert (a.pending[1].attempts, a.pending[1].next_at) == (1, 72.0)
     assert a.pending[1].hook.payload == ""  # bodies stay in the log
     assert a.by_recipient == {} and a.reported == 3
+
+
+def test_incoming_body_of_list_mail_with_an_attached_message() -> None:
+    """Mox's shape for a forward: an attached message is a leaf of the structure (only multiparts
+    have Parts), and list mail is Automated."""
+    raw = (b"From: list@lists.example\r\nTo: alice@mail.test\r\nList-Id: <talk.lists.example>\r\n"
+           b"Subject: fwd\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"x\"\r\n\r\n"
+           b"--x\r\nContent-Type: text/plain\r\n\r\nsee below\r\n"
+           b"--x\r\nContent-Type: message/rfc822\r\n\r\nFrom: c@d.example\r\nSubject: inner\r\n\r\nbody\r\n--x--\r\n")
+    origin = pb.Origin(kind="smtp", mail_from="bounces@lists.example", rcpt_to=["alice@mail.test"], remote_ip="::1")
+    body = json.loads(webhooks.incoming_payload(raw, msg_id=message_id(1, 7), origin=origin, received=0.5,
+                                                mailbox="INBOX"))
+    parts = body["Structure"]["Parts"]
+    assert [p["ContentType"] for p in parts] == ["text/plain", "message/rfc822"]
+    assert parts[1]["Parts"] == [] and parts[1]["DecodedSize"] == len(b"From: c@d.example\r\nSubject: inner\r\n\r\nbody")
+    assert body["Text"] == "see below" and body["HTML"] == ""
+    assert body["Date"] is None and body["InReplyTo"] == "" and body["References"] == []
+    meta = body["Meta"]
+    assert meta["Automated"] is True and meta["MsgID"] == (1 << 32) + 7
+    assert meta["Received"] == "1970-01-01T00:00:00.5Z"
+    assert (meta["MailFromValidated"], meta["MsgFromValidated"], meta["DKIMVerifiedDomains"]) == (False, False, [])

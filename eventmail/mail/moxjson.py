@@ -7,6 +7,7 @@ RFC 3339 with the fraction's trailing zeros dropped (Go's time.RFC3339Nano).
 
 from __future__ import annotations
 
+import email.errors
 import email.policy
 import email.utils
 from datetime import UTC, datetime
@@ -47,11 +48,21 @@ def structure(part: Message) -> dict[str, Any]:
     """Mox's webhook.Structure of a part."""
     params = {str(k).lower(): str(v) for k, v in (part.get_params() or [])[1:]}
     disposition = part.get_content_disposition() or ""
-    parts = [structure(p) for p in part.iter_parts()] if isinstance(part, EmailMessage) and part.is_multipart() else []
+    # Only a multipart has Parts in Mox's form; an attached message (message/rfc822, which Python
+    # holds as a one-part payload) is a leaf whose size is that of the message.
+    multipart = part.get_content_maintype() == "multipart"
+    parts = [structure(p) for p in part.iter_parts()] if isinstance(part, EmailMessage) and multipart else []
     size = 0
     if not part.is_multipart():
         payload = part.get_payload(decode=True)
         size = len(payload) if isinstance(payload, bytes) else 0
+    elif not multipart:
+        inner = part.get_payload()
+        try:
+            size = sum(len(m.as_bytes(policy=email.policy.SMTP)) for m in inner if isinstance(m, Message)) \
+                if isinstance(inner, list) else 0
+        except (ValueError, LookupError, TypeError, email.errors.MessageError):
+            size = 0  # an attached message Python cannot write back: its size is unknown
     return {
         "ContentType": part.get_content_type(),
         "ContentTypeParams": params,

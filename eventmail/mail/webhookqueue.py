@@ -173,6 +173,8 @@ class WebhookSender:
 
     async def _fold(self, c: Committed) -> None:
         self.view.apply(c.seq, c.time_us / 1e6, c.event)
+        if c.event.WhichOneof("kind") == "webhook_attempt" and c.event.webhook_attempt.hook not in self.view.pending:
+            self._launched.pop(c.event.webhook_attempt.hook, None)  # done: delivered, given up or superseded
         self.outbound.note(c.event)
         if c.seq > self.view.reported and c.event.WhichOneof("kind") in ("outbound_attempt", "outbound_dropped"):
             await self._report_logged(c)
@@ -349,7 +351,8 @@ class WebhookSender:
                     self._launch(p)
                 waits = [p.next_at - now for p in self.view.pending.values()
                          if self._launched.get(p.seq, 0) <= p.attempts and p.hook.url not in self._busy]
-                wait = max(0.05, min(waits, default=3600.0))
+                # With every slot taken, a finished try wakes the loop (no polling meanwhile).
+                wait = 3600.0 if len(self._tasks) >= MAX_CONCURRENT else max(0.05, min(waits, default=3600.0))
                 self._wake.clear()
                 # Woken by a new queue event, a finished try, or the next due time.
                 getter = asyncio.ensure_future(sub.get())

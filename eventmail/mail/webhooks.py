@@ -321,10 +321,15 @@ async def queue_incoming(store: Store, acct: Account, added: Committed, raw: byt
         payload = await asyncio.to_thread(
             incoming_payload, raw, msg_id=moxjson.message_id(m.mailbox_id, m.uid), origin=m.origin,
             received=added.time_us / 1e6, mailbox=mb.name if mb is not None else "")
+    except Exception as e:  # the email package raises many kinds on hostile input; the message is delivered
+        log.warning("webhook for %s's incoming message uid %d not queued: its body could not be built: %r",
+                    acct.name, m.uid, e)
+        return
+    try:
         (c,) = await store.stream(QUEUE).append([pb.Event(webhook_queued=pb.WebhookQueued(
             account=acct.name, url=target.url, authorization=target.authorization, event="incoming",
             payload=payload))])
-    except (StoreError, ValueError, LookupError) as e:
+    except StoreError as e:
         log.error("webhook for %s's incoming message uid %d not queued: %s", acct.name, m.uid, e)
         return
     log.info("webhook %d queued: incoming message for %s", c.seq, acct.name)
