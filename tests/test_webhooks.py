@@ -524,3 +524,34 @@ def test_incoming_body_of_list_mail_with_an_attached_message() -> None:
     assert meta["Automated"] is True and meta["MsgID"] == (1 << 32) + 7
     assert meta["Received"] == "1970-01-01T00:00:00.5Z"
     assert (meta["MailFromValidated"], meta["MsgFromValidated"], meta["DKIMVerifiedDomains"]) == (False, False, [])
+
+
+@pytest.mark.peers
+def test_of_a_pair_only_the_primary_posts_and_a_backup_mx_delivery_fires_once(tmp_path: Path) -> None:
+    """The secondary has the hooks in its copy of the queue stream and posts none; a message the
+    backup MX accepted while the primary was down fires the incoming hook when the primary files it."""
+    from .replica_pair import caught_up, close_pair, make_pair, wait_until
+    from .test_replica import send
+
+    receiver = Receiver().start()
+    a, b = make_pair(tmp_path)
+    a.start()
+    b.start()
+    try:
+        a.cli("account", "webhook", "alice", "incoming", receiver.url("/pair"))
+        wait_until(lambda: caught_up(b, a), what="catch-up")
+        send(a.ports["smtp"], "to-primary")
+        receiver.wait("/pair", b"to-primary")
+        a.stop()
+        send(b.ports["smtp"], "via-backup")  # the primary is down: the backup MX accepts and hands off
+        a.ports.clear()
+        a.start()
+        got = receiver.wait("/pair", b"via-backup")
+        assert got.json()["Meta"]["MailFrom"] == "s@example.test"
+        wait_until(lambda: caught_up(b, a), what="catch-up after the hand-off")
+        a.wait_log(f"webhook {got.headers['X-Mox-Webhook-ID']} delivered")
+        assert [r.json()["Subject"] for r in receiver.requests] == ["to-primary", "via-backup"]
+        assert not any("webhook" in line and "delivered to" in line for line in b.log_lines)
+    finally:
+        close_pair(a, b)
+        receiver.stop()
