@@ -230,6 +230,10 @@ def test_an_smtp_delivery_fires_moxs_incoming_webhook_signed(bed: Bed) -> None:
     assert checked_signature(secret, signature, got.body, now)
     assert not checked_signature(secret, signature, got.body.replace(b"incoming one", b"incoming two"), now)
     assert not checked_signature("0" * 64, signature, got.body, now)
+    # The server's own helper agrees, and refuses a replay after the tolerance.
+    assert webhooks.verify(secret, signature, got.body, now)
+    assert not webhooks.verify(secret, signature, got.body, now + webhooks.SIGNATURE_TOLERANCE_SECONDS + 60)
+    assert not webhooks.verify(secret, signature, got.body + b" ", now)
 
     body = got.json()
     assert list(body) == INCOMING_FIELDS
@@ -280,6 +284,14 @@ def test_outgoing_delivered_and_failed_reach_the_outgoing_webhook(bed: Bed) -> N
     assert "550" in got["Error"]
     # Only the events asked for: the queue's own failure notice is no "delivered" hook of another id.
     assert all(r.json()["Event"] in ("delivered", "failed") for r in bed.receiver.requests if r.path == "/out")
+
+
+def test_a_local_submission_fires_the_recipients_incoming_webhook(bed: Bed) -> None:
+    bed.sender.cli("account", "webhook", "alice", "incoming", bed.receiver.url("/self"))
+    submit(bed.sender, "alice@mail.test", "note to self")
+    got = bed.receiver.wait("/self", b"note to self").json()
+    assert got["Meta"]["MailFrom"] == "alice@mail.test" and got["Meta"]["RcptTo"] == "alice@mail.test"
+    assert [got["Meta"]["MsgID"]] == inbox_ids(bed.sender, "alice", b"Subject: note to self")
 
 
 def test_a_receiver_that_is_down_gets_the_hook_when_it_comes_up(bed: Bed) -> None:
@@ -438,7 +450,10 @@ def test_a_newer_result_supersedes_a_pending_hook_about_the_same_recipient(keyed
         try:
             await Admin(store).run("account.add", {"name": "alice", "address": "alice@mail.test", "password": PASSWORD})
             async with store.use_account("alice") as acct:
-                await webhooks.set_outgoing(acct, receiver.url("/sup"))
+                await webhooks.set_outgoing(acct, receiver.url("/sup"), "Bearer not-shown")
+                shown = webhooks.settings(acct).public()
+            assert shown["outgoing"] == {"url": receiver.url("/sup"), "authorization": True}
+            assert "not-shown" not in json.dumps(shown) and len(shown["secret"]) == 64
             message = b"From: alice@mail.test\r\nSubject: =?utf-8?q?caf=C3=A9?=\r\nMessage-ID: <sup@mail.test>\r\n\r\nhi\r\n"
             blob = await store.stream(QUEUE).put_blob(message)
             await store.stream(QUEUE).append([pb.Event(outbound_queued=pb.OutboundQueued(
@@ -473,6 +488,7 @@ def test_a_newer_result_supersedes_a_pending_hook_about_the_same_recipient(keyed
     finally:
         receiver.stop()
     (got,) = receiver.requests
+    assert got.headers["Authorization"] == "Bearer not-shown"
     body = got.json()
     assert list(body) == OUTGOING_FIELDS
     assert body["Event"] == "delivered" and body["QueueMsgID"] == 0xABCD and body["FromID"] == queue_id
