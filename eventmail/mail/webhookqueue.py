@@ -168,6 +168,8 @@ class WebhookSender:
         self._busy: set[str] = set()  # URLs with a request in flight
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        # While catching up at start, each account's settings are read once (not once per result).
+        self._settings: dict[str, webhooks.WebhookSettings] | None = None
 
     # -- following the stream
 
@@ -198,8 +200,12 @@ class WebhookSender:
         account = sent.event.account
         if account not in self.store.system.accounts:
             return
-        async with self.store.use_account(account) as acct:
-            s = webhooks.settings(acct)
+        s = self._settings.get(account) if self._settings is not None else None
+        if s is None:
+            async with self.store.use_account(account) as acct:
+                s = webhooks.settings(acct)
+            if self._settings is not None:
+                self._settings[account] = s
         when = c.time_us / 1e6
         items = [i for i in items if s.wants(i[0]) and when >= s.outgoing_since]
         if not items or s.outgoing is None:
@@ -336,11 +342,13 @@ class WebhookSender:
             for c in first:
                 self.view.apply(c.seq, c.time_us / 1e6, c.event)
             reported = self.view.reported
+            self._settings = {}
             for c in first:
                 self.outbound.note(c.event)
                 if c.seq > reported and c.event.WhichOneof("kind") in ("outbound_attempt", "outbound_dropped"):
                     await self._report_logged(c)
                 self.outbound.finish(c.event)
+            self._settings = None
             log.info("webhooks: %d pending", len(self.view.pending))
             while True:
                 for c in sub.pending():
