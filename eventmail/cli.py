@@ -285,6 +285,15 @@ async def cmd_account_set(args: argparse.Namespace) -> None:
     await _admin(args, "account.set", {"name": args.name, "key": args.key, "value": args.value})
 
 
+async def cmd_account_webhook(args: argparse.Namespace) -> None:
+    if args.what in ("show", "new-secret") and (args.url or args.authorization or args.events):
+        raise CliError(f"account webhook {args.what} takes no URL, --authorization or --events", EXIT_USAGE)
+    if args.what == "incoming" and args.events:
+        raise CliError("--events is for the outgoing webhook", EXIT_USAGE)
+    await _admin(args, "account.webhook", {"name": args.name, "what": args.what, "url": args.url or "",
+                                           "authorization": args.authorization or "", "events": args.events or ""})
+
+
 async def cmd_retention_collect(args: argparse.Namespace) -> None:
     await _admin(args, "retention.collect", {"name": args.name or ""})
 
@@ -807,6 +816,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("key")
     p.add_argument("value", nargs="?", default="")
+
+    p = add(asub, "webhook", cmd_account_webhook, "set an account's webhook for incoming messages or outgoing "
+            "delivery events (an empty URL clears it), show them, or make a new signing secret (docs/webhooks.md)")
+    p.add_argument("name")
+    p.add_argument("what", choices=["incoming", "outgoing", "show", "new-secret"])
+    p.add_argument("url", nargs="?", default="", help="https://... (http only to a loopback address)")
+    p.add_argument("--authorization", default="", help="the Authorization header's value, e.g. 'Basic ...'")
+    p.add_argument("--events", default="", help="outgoing: comma-separated events "
+                   "(delivered, delayed, failed, canceled, ...; default all)")
 
     dkim = sub.add_parser("dkim", help="DKIM signing keys", description="DKIM signing keys of the domains")
     dsub = dkim.add_subparsers(dest="dkim_command", required=True, metavar="DKIM_COMMAND")

@@ -38,7 +38,7 @@ LOG_AREAS: dict[str, tuple[str, ...]] = {
 }
 ROUTE_KEYS = frozenset({"domain", "smarthost", "smarthost_user", "smarthost_password_file"})
 QUEUE_KEYS = frozenset({"first_retry", "give_up_days", "delay_notice_hours", "mx_port", "messages_per_day",
-                        "first_time_recipients_per_day"})
+                        "first_time_recipients_per_day", "webhook_first_retry"})
 REPLICATION_KEYS = frozenset({"node", "peer_node", "listen", "peer", "cert", "key", "peer_cert", "control", "role",
                               "mode", "sync_timeout", "on_timeout"})
 
@@ -80,6 +80,7 @@ class QueueSettings:
     mx_port: int = 25  # the port of remote MX hosts: 25 (RFC 5321); other values only for tests
     messages_per_day: int = 1000  # per account (Mox's default)
     first_time_recipients_per_day: int = 200  # per account (Mox's default)
+    webhook_first_retry: float = 60.0  # seconds; Mox's webhook schedule scaled to it (eventmail.mail.webhookqueue)
 
 
 @dataclass(frozen=True)
@@ -413,10 +414,11 @@ def _queue(t: dict[str, Any]) -> QueueSettings:
         mx_port=_take(t, "mx_port", int, "queue.", 25),
         messages_per_day=_take(t, "messages_per_day", int, "queue.", 1000),
         first_time_recipients_per_day=_take(t, "first_time_recipients_per_day", int, "queue.", 200),
+        webhook_first_retry=_number(t, "webhook_first_retry", "queue.", 60.0),
     )
     if q.messages_per_day < 1 or q.first_time_recipients_per_day < 1:
         raise ConfigError("queue: the daily limits must be at least 1")
-    if q.first_retry <= 0 or q.give_up_days <= 0 or q.delay_notice_hours <= 0:
+    if q.first_retry <= 0 or q.give_up_days <= 0 or q.delay_notice_hours <= 0 or q.webhook_first_retry <= 0:
         raise ConfigError("queue: times must be positive")
     if not 0 < q.mx_port < 65536:
         raise ConfigError("queue.mx_port: not a port number")

@@ -117,6 +117,8 @@ TABLES: tuple[Table, ...] = (
             'hours after which the sender gets a delay notice'),
         Key('mx_port', 'integer', '`25`',
             'the port of remote MX hosts (other values only for tests)'),
+        Key('webhook_first_retry', 'number', '`60`',
+            "seconds before a failed webhook is tried again; Mox's schedule (1, 2, 4, 7.5 … 16 h) scaled to it (docs/webhooks.md)"),
         Key('messages_per_day', 'integer', '`1000`',
             'messages an account may send per day'),
         Key('first_time_recipients_per_day', 'integer', '`200`',

@@ -23,6 +23,7 @@ from .imap.wire import Limits as ImapLimits
 from .mail.admin import Admin, Policy, shred_when_due
 from .mail.queue import OutboundPolicy, Schedule
 from .mail.retention import collect_when_due
+from .mail.webhookqueue import HookSchedule, send_webhooks
 from .mailauth.resolver import Resolver, ResolverConfig
 from .metrics import REGISTRY, STORE_FSYNC_SECONDS
 from .netconn import ConnectionLimiter, SocketLimits
@@ -159,10 +160,12 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
         # Of a pair, only the primary sends the queue out (else both nodes would send each message).
         work = replication.while_primary(runner.run) if cfg.replication is not None else runner.run()
         tasks.append(asyncio.get_running_loop().create_task(work))
+    # Webhooks are posted by the primary only, as the queue is sent (eventmail/mail/webhookqueue.py).
+    hooks = functools.partial(send_webhooks, schedule=HookSchedule(cfg.queue.webhook_first_retry))
     # Deleted accounts are shredded when their grace period ends — by the primary only: the
     # secondary follows its events and its keyring.
     # So are the blobs of messages expunged before each account's retention window.
-    for job in (shred_when_due, collect_when_due):
+    for job in (shred_when_due, collect_when_due, hooks):
         work = (replication.while_primary(functools.partial(job, store)) if cfg.replication is not None
                 else job(store))
         tasks.append(asyncio.get_running_loop().create_task(work))

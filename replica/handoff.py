@@ -107,7 +107,7 @@ class HandoffDeliverer:
         origin.handoff_id = h.id
         async with self.store.use_account(h.account) as acct:
             mailbox = h.mailbox if acct.view.mailbox(h.mailbox) is not None else "INBOX"
-            added = await ingest.hand_off(acct, mailbox, data, h.flags, h.internal_date or None, origin,
+            added = await ingest.hand_off(self.store, acct, mailbox, data, h.flags, h.internal_date or None, origin,
                                           h.delivery_key)
         if added is not None:
             metrics.REPLICA_HANDOFFS.inc()

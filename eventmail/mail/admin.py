@@ -208,10 +208,12 @@ class Admin:
         """Request name -> operation; every writing CLI command is one of these."""
         from .queue import QueueOps  # these modules use AdminError from here
         from .restore import RestoreOps
+        from .webhooks import WebhookOps
 
         return {
             **QueueOps(self.store).commands(),
             **RestoreOps(self.store).commands(),
+            **WebhookOps(self.store).commands(),
             "domain.add": self.domain_add,
             "domain.remove": self.domain_remove,
             "account.add": self.account_add,

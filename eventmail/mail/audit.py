@@ -10,8 +10,8 @@ from typing import Any
 from ..proto import events_pb2 as pb
 from ..store import SYSTEM, Store
 
-# Argument names never written into the log.
-SECRET_ARGS = frozenset({"password"})
+# Argument names never written into the log (a webhook's Authorization value is a credential).
+SECRET_ARGS = frozenset({"password", "authorization"})
 
 
 @dataclass(frozen=True)

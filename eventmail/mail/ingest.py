@@ -20,6 +20,7 @@ from ..mime.headers import first_value
 from ..mime.parsed import ParsedMessage
 from ..proto import events_pb2 as pb
 from ..store import QUEUE, Account, Committed, Store
+from . import webhooks
 
 
 def _message_id(message: bytes) -> bytes:
@@ -49,6 +50,8 @@ async def deliver(
                                    structure=parsed.structure_with_prefix(len(prefix)))
     if added is None:
         await store.stream(acct.stream_id).replicated()
+    else:
+        await webhooks.queue_incoming(store, acct, added, final)
     return added
 
 
@@ -88,13 +91,16 @@ async def import_message(
 
 
 async def hand_off(
-    acct: Account, mailbox: str, raw: bytes, flags: Iterable[str], internal_date: float | None,
+    store: Store, acct: Account, mailbox: str, raw: bytes, flags: Iterable[str], internal_date: float | None,
     origin: pb.Origin, delivery_key: bytes,
 ) -> Committed | None:
     """Deliver a message a backup MX accepted (replica.handoff), with the delivery key it
     computed: None when the same delivery reached the account before."""
-    return await acct.add_message(mailbox, raw, flags=list(flags), internal_date=internal_date, origin=origin,
-                                  delivery_key=delivery_key)
+    added = await acct.add_message(mailbox, raw, flags=list(flags), internal_date=internal_date, origin=origin,
+                                   delivery_key=delivery_key)
+    if added is not None:
+        await webhooks.queue_incoming(store, acct, added, raw)
+    return added
 
 
 async def queue_outbound(

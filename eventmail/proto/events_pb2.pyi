@@ -590,7 +590,7 @@ class HandoffQueued(_message.Message):
     def __init__(self, id: _Optional[str] = ..., account: _Optional[str] = ..., mailbox: _Optional[str] = ..., blob_id: _Optional[bytes] = ..., size: _Optional[int] = ..., origin: _Optional[_Union[Origin, _Mapping]] = ..., delivery_key: _Optional[bytes] = ..., internal_date: _Optional[int] = ..., flags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("mailbox_created", "mailbox_renamed", "mailbox_deleted", "mailbox_subscription", "message_added", "flags_changed", "messages_expunged", "messages_copied", "account_setting", "mailbox_special_use", "account_created", "account_deleted", "password_set", "address_added", "address_removed", "domain_added", "domain_removed", "dkim_selector", "outbound_queued", "outbound_attempt", "outbound_held", "outbound_retry", "outbound_dropped", "suppressed", "unsuppressed", "mta_sts_policy", "restore_recorded", "account_undeleted", "account_shredded", "blobs_collected", "admin_audit", "handoff_queued")
+    __slots__ = ("mailbox_created", "mailbox_renamed", "mailbox_deleted", "mailbox_subscription", "message_added", "flags_changed", "messages_expunged", "messages_copied", "account_setting", "mailbox_special_use", "account_created", "account_deleted", "password_set", "address_added", "address_removed", "domain_added", "domain_removed", "dkim_selector", "outbound_queued", "outbound_attempt", "outbound_held", "outbound_retry", "outbound_dropped", "suppressed", "unsuppressed", "mta_sts_policy", "restore_recorded", "account_undeleted", "account_shredded", "blobs_collected", "admin_audit", "handoff_queued", "webhook_queued", "webhook_attempt")
     MAILBOX_CREATED_FIELD_NUMBER: _ClassVar[int]
     MAILBOX_RENAMED_FIELD_NUMBER: _ClassVar[int]
     MAILBOX_DELETED_FIELD_NUMBER: _ClassVar[int]
@@ -623,6 +623,8 @@ class Event(_message.Message):
     BLOBS_COLLECTED_FIELD_NUMBER: _ClassVar[int]
     ADMIN_AUDIT_FIELD_NUMBER: _ClassVar[int]
     HANDOFF_QUEUED_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_QUEUED_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     mailbox_created: MailboxCreated
     mailbox_renamed: MailboxRenamed
     mailbox_deleted: MailboxDeleted
@@ -655,7 +657,9 @@ class Event(_message.Message):
     blobs_collected: BlobsCollected
     admin_audit: AdminAudit
     handoff_queued: HandoffQueued
-    def __init__(self, mailbox_created: _Optional[_Union[MailboxCreated, _Mapping]] = ..., mailbox_renamed: _Optional[_Union[MailboxRenamed, _Mapping]] = ..., mailbox_deleted: _Optional[_Union[MailboxDeleted, _Mapping]] = ..., mailbox_subscription: _Optional[_Union[MailboxSubscription, _Mapping]] = ..., message_added: _Optional[_Union[MessageAdded, _Mapping]] = ..., flags_changed: _Optional[_Union[FlagsChanged, _Mapping]] = ..., messages_expunged: _Optional[_Union[MessagesExpunged, _Mapping]] = ..., messages_copied: _Optional[_Union[MessagesCopied, _Mapping]] = ..., account_setting: _Optional[_Union[AccountSetting, _Mapping]] = ..., mailbox_special_use: _Optional[_Union[MailboxSpecialUse, _Mapping]] = ..., account_created: _Optional[_Union[AccountCreated, _Mapping]] = ..., account_deleted: _Optional[_Union[AccountDeleted, _Mapping]] = ..., password_set: _Optional[_Union[PasswordSet, _Mapping]] = ..., address_added: _Optional[_Union[AddressAdded, _Mapping]] = ..., address_removed: _Optional[_Union[AddressRemoved, _Mapping]] = ..., domain_added: _Optional[_Union[DomainAdded, _Mapping]] = ..., domain_removed: _Optional[_Union[DomainRemoved, _Mapping]] = ..., dkim_selector: _Optional[_Union[DkimSelector, _Mapping]] = ..., outbound_queued: _Optional[_Union[OutboundQueued, _Mapping]] = ..., outbound_attempt: _Optional[_Union[OutboundAttempt, _Mapping]] = ..., outbound_held: _Optional[_Union[OutboundHeld, _Mapping]] = ..., outbound_retry: _Optional[_Union[OutboundRetry, _Mapping]] = ..., outbound_dropped: _Optional[_Union[OutboundDropped, _Mapping]] = ..., suppressed: _Optional[_Union[Suppressed, _Mapping]] = ..., unsuppressed: _Optional[_Union[Unsuppressed, _Mapping]] = ..., mta_sts_policy: _Optional[_Union[MtaStsPolicy, _Mapping]] = ..., restore_recorded: _Optional[_Union[RestoreRecorded, _Mapping]] = ..., account_undeleted: _Optional[_Union[AccountUndeleted, _Mapping]] = ..., account_shredded: _Optional[_Union[AccountShredded, _Mapping]] = ..., blobs_collected: _Optional[_Union[BlobsCollected, _Mapping]] = ..., admin_audit: _Optional[_Union[AdminAudit, _Mapping]] = ..., handoff_queued: _Optional[_Union[HandoffQueued, _Mapping]] = ...) -> None: ...
+    webhook_queued: WebhookQueued
+    webhook_attempt: WebhookAttempt
+    def __init__(self, mailbox_created: _Optional[_Union[MailboxCreated, _Mapping]] = ..., mailbox_renamed: _Optional[_Union[MailboxRenamed, _Mapping]] = ..., mailbox_deleted: _Optional[_Union[MailboxDeleted, _Mapping]] = ..., mailbox_subscription: _Optional[_Union[MailboxSubscription, _Mapping]] = ..., message_added: _Optional[_Union[MessageAdded, _Mapping]] = ..., flags_changed: _Optional[_Union[FlagsChanged, _Mapping]] = ..., messages_expunged: _Optional[_Union[MessagesExpunged, _Mapping]] = ..., messages_copied: _Optional[_Union[MessagesCopied, _Mapping]] = ..., account_setting: _Optional[_Union[AccountSetting, _Mapping]] = ..., mailbox_special_use: _Optional[_Union[MailboxSpecialUse, _Mapping]] = ..., account_created: _Optional[_Union[AccountCreated, _Mapping]] = ..., account_deleted: _Optional[_Union[AccountDeleted, _Mapping]] = ..., password_set: _Optional[_Union[PasswordSet, _Mapping]] = ..., address_added: _Optional[_Union[AddressAdded, _Mapping]] = ..., address_removed: _Optional[_Union[AddressRemoved, _Mapping]] = ..., domain_added: _Optional[_Union[DomainAdded, _Mapping]] = ..., domain_removed: _Optional[_Union[DomainRemoved, _Mapping]] = ..., dkim_selector: _Optional[_Union[DkimSelector, _Mapping]] = ..., outbound_queued: _Optional[_Union[OutboundQueued, _Mapping]] = ..., outbound_attempt: _Optional[_Union[OutboundAttempt, _Mapping]] = ..., outbound_held: _Optional[_Union[OutboundHeld, _Mapping]] = ..., outbound_retry: _Optional[_Union[OutboundRetry, _Mapping]] = ..., outbound_dropped: _Optional[_Union[OutboundDropped, _Mapping]] = ..., suppressed: _Optional[_Union[Suppressed, _Mapping]] = ..., unsuppressed: _Optional[_Union[Unsuppressed, _Mapping]] = ..., mta_sts_policy: _Optional[_Union[MtaStsPolicy, _Mapping]] = ..., restore_recorded: _Optional[_Union[RestoreRecorded, _Mapping]] = ..., account_undeleted: _Optional[_Union[AccountUndeleted, _Mapping]] = ..., account_shredded: _Optional[_Union[AccountShredded, _Mapping]] = ..., blobs_collected: _Optional[_Union[BlobsCollected, _Mapping]] = ..., admin_audit: _Optional[_Union[AdminAudit, _Mapping]] = ..., handoff_queued: _Optional[_Union[HandoffQueued, _Mapping]] = ..., webhook_queued: _Optional[_Union[WebhookQueued, _Mapping]] = ..., webhook_attempt: _Optional[_Union[WebhookAttempt, _Mapping]] = ...) -> None: ...
 
 class AdminAudit(_message.Message):
     __slots__ = ("actor", "remote_ip", "command", "args_json", "result")
@@ -670,3 +674,45 @@ class AdminAudit(_message.Message):
     args_json: str
     result: str
     def __init__(self, actor: _Optional[str] = ..., remote_ip: _Optional[str] = ..., command: _Optional[str] = ..., args_json: _Optional[str] = ..., result: _Optional[str] = ...) -> None: ...
+
+class WebhookQueued(_message.Message):
+    __slots__ = ("account", "url", "authorization", "event", "payload", "source_seq", "queue_id", "rcpt_to", "supersedes")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    URL_FIELD_NUMBER: _ClassVar[int]
+    AUTHORIZATION_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_SEQ_FIELD_NUMBER: _ClassVar[int]
+    QUEUE_ID_FIELD_NUMBER: _ClassVar[int]
+    RCPT_TO_FIELD_NUMBER: _ClassVar[int]
+    SUPERSEDES_FIELD_NUMBER: _ClassVar[int]
+    account: str
+    url: str
+    authorization: str
+    event: str
+    payload: str
+    source_seq: int
+    queue_id: str
+    rcpt_to: str
+    supersedes: int
+    def __init__(self, account: _Optional[str] = ..., url: _Optional[str] = ..., authorization: _Optional[str] = ..., event: _Optional[str] = ..., payload: _Optional[str] = ..., source_seq: _Optional[int] = ..., queue_id: _Optional[str] = ..., rcpt_to: _Optional[str] = ..., supersedes: _Optional[int] = ...) -> None: ...
+
+class WebhookAttempt(_message.Message):
+    __slots__ = ("hook", "attempt", "status", "error", "response", "duration_ms", "delivered", "next_attempt")
+    HOOK_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    RESPONSE_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    DELIVERED_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    hook: int
+    attempt: int
+    status: int
+    error: str
+    response: str
+    duration_ms: int
+    delivered: bool
+    next_attempt: float
+    def __init__(self, hook: _Optional[int] = ..., attempt: _Optional[int] = ..., status: _Optional[int] = ..., error: _Optional[str] = ..., response: _Optional[str] = ..., duration_ms: _Optional[int] = ..., delivered: _Optional[bool] = ..., next_attempt: _Optional[float] = ...) -> None: ...

@@ -29,12 +29,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.headerregistry import Address
 from email.message import EmailMessage, Message
-from email.parser import BytesParser
 from typing import Any, NoReturn
 
 from aiohttp import web
 
 from ..mail import moves, suppressions
+from ..mail.moxjson import message_id, message_json, parse, split_message_id
 from ..sasl import Failure, FailureReason, LoginLimiter, Success
 from ..sasl.guard import may_send_password
 from ..store import Account, Store, normalize_address
@@ -42,12 +42,9 @@ from .session import check_password
 
 log = logging.getLogger("eventmail.webapi")
 
-# Mox reads at most 1 MB of a part's text into MessageGet's Text and HTML (webapi.Message).
-TEXT_LIMIT = 1024 * 1024
 # The largest request body: a Send with base64 attachments. Mox's default message size limit
 # is 100 MB; ours is kept lower until the listener's own limits land (docs/security.md).
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
-UID_BITS = 32  # RFC 9051 §2.3.1.1: a UID is a 32-bit number
 
 
 class ApiError(Exception):
@@ -78,14 +75,6 @@ class Outgoing:
 # The submission path: queues `Outgoing` and returns its queue id (a hex string), or raises
 # ApiError (e.g. "messageLimitReached").
 Sender = Callable[[Outgoing], Awaitable[str]]
-
-
-def message_id(mailbox_id: int, uid: int) -> int:
-    return (mailbox_id << UID_BITS) | uid
-
-
-def split_message_id(msg_id: int) -> tuple[int, int]:
-    return msg_id >> UID_BITS, msg_id & ((1 << UID_BITS) - 1)
 
 
 # ---------------------------------------------------------------- request decoding
@@ -152,79 +141,11 @@ def _flag_out(flag: str) -> str:
     return flag.lower() if flag.startswith("\\") else flag
 
 
-# ---------------------------------------------------------------- message reading (Python's email package)
-
-
-def _parse(raw: bytes) -> Message:
-    return BytesParser(policy=email.policy.default).parsebytes(raw)
-
-
-def _structure(part: Message) -> dict[str, Any]:
-    """Mox's webhook.Structure of a part."""
-    params = {str(k).lower(): str(v) for k, v in (part.get_params() or [])[1:]}
-    disposition = part.get_content_disposition() or ""
-    parts = [_structure(p) for p in part.iter_parts()] if isinstance(part, EmailMessage) and part.is_multipart() else []
-    size = 0
-    if not part.is_multipart():
-        payload = part.get_payload(decode=True)
-        size = len(payload) if isinstance(payload, bytes) else 0
-    return {
-        "ContentType": part.get_content_type(),
-        "ContentTypeParams": params,
-        "ContentID": str(part.get("Content-ID", "")),
-        "ContentDisposition": disposition.lower(),
-        "Filename": part.get_filename() or "",
-        "DecodedSize": size,
-        "Parts": parts,
-    }
-
-
-def _addresses(msg: Message, name: str) -> list[dict[str, str]]:
-    out = []
-    for display, addr in email.utils.getaddresses([str(v) for v in msg.get_all(name, [])]):
-        if addr:
-            out.append({"Name": display, "Address": addr})
-    return out
-
-
-def _text(msg: EmailMessage, subtype: str) -> str:
-    body = msg.get_body(preferencelist=(subtype,))
-    if body is None or body.get_content_type() != f"text/{subtype}":
-        return ""
-    try:
-        content = body.get_content()
-    except (LookupError, ValueError):
-        return ""
-    text = content if isinstance(content, str) else ""
-    return text[:TEXT_LIMIT].replace("\r\n", "\n")
-
-
-def _message_json(raw: bytes) -> tuple[dict[str, Any], dict[str, Any], str]:
-    msg = _parse(raw)
-    assert isinstance(msg, EmailMessage)
-    date: str | None = None
-    if msg.get("Date"):
-        try:
-            dt = email.utils.parsedate_to_datetime(str(msg["Date"]))
-            date = dt.isoformat().replace("+00:00", "Z")
-        except (TypeError, ValueError):
-            date = None
-    refs = " ".join(str(v) for v in msg.get_all("References", [])).split()
-    in_reply_to = str(msg.get("In-Reply-To", "")).strip()
-    if in_reply_to and in_reply_to not in refs:
-        refs = [in_reply_to, *refs]
-    from_ = _addresses(msg, "From")
-    message = {
-        "From": from_, "To": _addresses(msg, "To"), "CC": _addresses(msg, "Cc"), "BCC": _addresses(msg, "Bcc"),
-        "ReplyTo": _addresses(msg, "Reply-To"), "MessageID": str(msg.get("Message-ID", "")).strip(),
-        "References": refs, "Date": date, "Subject": str(msg.get("Subject", "")),
-        "Text": _text(msg, "plain"), "HTML": _text(msg, "html"),
-    }
-    return message, _structure(msg), from_[0]["Address"] if from_ else ""
+# ---------------------------------------------------------------- message parts
 
 
 def _part_bytes(raw: bytes, path: list[int]) -> bytes:
-    part: Message = _parse(raw)
+    part: Message = parse(raw)
     for i, index in enumerate(path):
         subparts = list(part.iter_parts()) if isinstance(part, EmailMessage) and part.is_multipart() else []
         if not isinstance(index, int) or index < 0 or index >= len(subparts):
@@ -307,7 +228,7 @@ class WebApi:
         async with self.store.use_account(call.account) as acct:
             _, _, mailbox, m = self._locate(acct, call)
             raw = await acct.read_message(m.blob_id)
-        message, structure, msg_from = await asyncio.to_thread(_message_json, raw)
+        message, structure, msg_from = await asyncio.to_thread(message_json, raw)
         meta = {
             "Size": m.size, "DSN": structure["ContentType"] == "multipart/report",
             "Flags": [_flag_out(f) for f in m.flags], "MailFrom": "", "MailFromValidated": False, "RcptTo": "",
