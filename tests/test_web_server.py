@@ -137,7 +137,11 @@ def test_metrics_on_their_own_listener(server: MailServer) -> None:
     assert get(f"http://127.0.0.1:{server.ports['metrics']}/account/")[0] == 404
 
 
-def test_webapi_send_delivers(server: MailServer) -> None:
+def test_webapi_send_delivers_and_the_webhook_fires(server: MailServer) -> None:
+    from .test_webhooks import Receiver
+
+    receiver = Receiver().start()
+    server.cli("account", "webhook", "alice", "incoming", receiver.url("/incoming"))
     before = len(server.messages("alice"))
     request = {"To": [{"Address": "alice@mail.test"}], "Subject": "through the webapi", "Text": "hello from Send"}
     status, body, _ = get(f"https://127.0.0.1:{server.ports['https']}/webapi/v0/Send", method="POST",
@@ -146,6 +150,12 @@ def test_webapi_send_delivers(server: MailServer) -> None:
     assert json.loads(body)["MessageID"]
     msgs = server.wait_for("alice", before + 1)
     assert any(b"through the webapi" in m for m in msgs[before:])
+    try:
+        hook = receiver.wait("/incoming", b"through the webapi")  # Mox's webhook.Incoming
+        assert hook.json()["Subject"] == "through the webapi"
+    finally:
+        receiver.stop()
+        server.cli("account", "webhook", "alice", "incoming", "")
 
 
 def test_connections_per_network_and_slow_heads(server: MailServer) -> None:
