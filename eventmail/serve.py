@@ -224,7 +224,7 @@ async def _start_web(
         hostname=cfg.hostname, services=services_from_listeners(cfg.hostname, mail_ports),
         admin_password_file=cfg.data_dir / ADMIN_PASSWORD_FILE, mta_sts=cfg.mta_sts,
         allow_plaintext=cfg.allow_plaintext_auth, https_port=https[0].port if https else None,
-        serve_metrics=cfg.localserve, limits=limits,
+        serve_metrics=cfg.localserve, limits=limits, public_url=_public_url(cfg, listeners),
     )
     runners: dict[str, WebRunner] = {}
 
@@ -249,6 +249,16 @@ async def _start_web(
         for r in runners.values():
             await r.close()
     return servers, bound, close
+
+
+def _public_url(cfg: Config, listeners: list[Listener]) -> str:
+    """Where clients reach the pages: the HTTPS listener under the host name, else (localserve)
+    the first HTTP one."""
+    for kind, scheme, default in (("https", "https", 443), ("http", "http", 80)):
+        for li in listeners:
+            if li.kind == kind:
+                return f"{scheme}://{cfg.hostname}" + ("" if li.port == default else f":{li.port}")
+    return ""
 
 
 def _webapi_sender(submission: Submission) -> "Sender":

@@ -222,3 +222,43 @@ def test_admin_password_set_while_running_opens_the_admin_page(server: MailServe
     server.cli("admin", "set-password", "--password-stdin", stdin="admin password one\n")
     assert asyncio.run(attempt("admin password one")) == 303  # taken without a restart
     assert asyncio.run(attempt(PASSWORD)) == 401  # an account's password is not the admin's
+
+
+def test_mail_client_setup_on_the_account_page_and_the_apple_profile(server: MailServer) -> None:
+    import io
+    import plistlib
+
+    import segno
+
+    from .test_web_admin import login
+
+    https = f"https://127.0.0.1:{server.ports['https']}"
+    status, body, headers = get(f"{https}/profile.mobileconfig?address=alice%40mail.test")
+    assert status == 200 and headers["Content-Type"].startswith("application/x-apple-aspen-config")
+    profile = plistlib.loads(body)
+    (mail,) = profile["PayloadContent"]
+    assert mail["PayloadType"] == "com.apple.mail.managed" and mail["EmailAddress"] == "alice@mail.test"
+    assert (mail["IncomingMailServerHostName"], mail["IncomingMailServerPortNumber"]) == ("mail.test", server.ports["imaps"])
+    assert mail["OutgoingMailServerPortNumber"] == server.ports["submissions"]
+    assert get(f"{https}/profile.mobileconfig?address=x%40elsewhere.test")[0] == 404
+
+    async def page() -> tuple[str, bytes]:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True),
+                                         connector=aiohttp.TCPConnector(ssl=insecure_tls())) as s:
+            assert await login(s, https + "/account/", username="alice@mail.test", password=PASSWORD) == 303
+            async with s.get(https + "/account/") as r:
+                html = await r.text()
+            async with s.get(https + "/account/profile-qr.svg?address=alice%40mail.test") as r:
+                assert r.status == 200 and r.headers["Content-Type"].startswith("image/svg+xml")
+                svg = await r.read()
+            async with s.get(https + "/account/profile-qr.svg?address=bob%40mail.test") as r:
+                assert r.status == 404  # not one of alice's addresses
+            return html, svg
+
+    html, svg = asyncio.run(page())
+    assert "Set up a mail client" in html and f"<td>{server.ports['imaps']}</td>" in html
+    # The QR code holds the profile's public address (https://HOST:PORT/profile.mobileconfig?address=...).
+    expected = io.BytesIO()
+    segno.make(f"https://mail.test:{server.ports['https']}/profile.mobileconfig?address=alice%40mail.test",
+               error="m").save(expected, kind="svg", scale=4, xmldecl=False)
+    assert svg == expected.getvalue()

@@ -7,18 +7,22 @@ Secure on HTTPS; a login always starts a new session (session.Sessions.start).
 
 from __future__ import annotations
 
+import io
 import logging
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import jinja2
+import segno
 from aiohttp import web
 
 from ..mail import suppressions
 from ..mail.admin import Admin, AdminError
 from ..sasl import Failure, FailureReason, LoginLimiter
 from ..sasl.guard import may_send_password
-from ..store import Store
+from ..store import Store, normalize_address
+from .clientconfig import Services
 from .session import LoginTokens, Session, Sessions, check_password, csrf_ok
 
 log = logging.getLogger("eventmail.web.account")
@@ -35,10 +39,13 @@ def templates() -> jinja2.Environment:
 
 def make_account_app(
     store: Store, *, limiter: LoginLimiter, base: str = "/account/", allow_plaintext: bool = False,
+    services: Services | None = None, profile_url: str = "",
 ) -> web.Application:
     """The account page as an aiohttp sub-application, to be mounted at `base` (with its trailing
     slash; aiohttp's add_subapp takes it without). `limiter` is the server's failed-login limiter;
-    `allow_plaintext` lets loopback clients log in over plain HTTP (localserve), as IMAP does."""
+    `allow_plaintext` lets loopback clients log in over plain HTTP (localserve), as IMAP does.
+    `services` (the mail host and its client ports) and `profile_url` (where the Apple profile is
+    served, without its query) fill the "set up a mail client" section."""
     env = templates()
     sessions = Sessions("eventmail_account", base)
     login_tokens = LoginTokens("eventmail_account_login", base)
@@ -59,7 +66,27 @@ def make_account_app(
     def index_page(s: Session, message: str = "", error: str = "", status: int = 200) -> web.Response:
         addresses = sorted(a for a, owner in store.system.addresses.items() if owner == s.account)
         return render("account/index.html", status=status, account=s.account, csrf=s.csrf, addresses=addresses,
-                      suppressions=suppressions.suppressions(store, s.account), message=message, error=error)
+                      suppressions=suppressions.suppressions(store, s.account), message=message, error=error,
+                      services=services, address=addresses[0] if addresses else s.account,
+                      profile=profile_link(addresses[0]) if profile_url and addresses and services and services.imap
+                      and services.submission else "",
+                      qr=f"{base}profile-qr.svg?{urlencode({'address': addresses[0]})}" if addresses else "")
+
+    def profile_link(address: str) -> str:
+        return f"{profile_url}?{urlencode({'address': address})}"
+
+    async def profile_qr(request: web.Request) -> web.StreamResponse:
+        """The profile's address as a QR code (SVG), for a phone's camera: nothing secret in it."""
+        s = sessions.get(request)
+        if s is None:
+            raise web.HTTPSeeOther(location=base + "login")
+        address = request.query.get("address", "")
+        if store.system.addresses.get(normalize_address(address)) != s.account or not profile_url:
+            raise web.HTTPNotFound()
+        out = io.BytesIO()
+        segno.make(profile_link(address), error="m").save(out, kind="svg", scale=4, xmldecl=False)
+        return web.Response(body=out.getvalue(), content_type="image/svg+xml",
+                            headers={"Cache-Control": "no-store"})
 
     async def form_of(request: web.Request) -> tuple[Session, dict[str, str]]:
         """The session and form of a state-changing request, or the refusal raised."""
@@ -147,6 +174,7 @@ def make_account_app(
     app.router.add_post("/password", password)
     app.router.add_post("/suppressions/add", suppression_add)
     app.router.add_post("/suppressions/remove", suppression_remove)
+    app.router.add_get("/profile-qr.svg", profile_qr)
     app.router.add_static("/static", HERE / "static")
     return app
 

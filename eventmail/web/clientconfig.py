@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import plistlib
+import uuid
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
@@ -141,3 +143,45 @@ def mta_sts_id(policy: str) -> str:
     """The `id` of the _mta-sts TXT record (RFC 8461 §3.1): changes whenever the policy does, so
     senders refetch it; derived from the policy so that `dns check` can tell a stale record."""
     return hashlib.sha256(policy.encode()).hexdigest()[:20]
+
+
+def apple_profile(address: str, services: Services) -> bytes:
+    """An Apple configuration profile (.mobileconfig, payload com.apple.mail.managed) for
+    `address`: IMAP and SMTP with TLS, the address as user name, the password asked on the
+    device. It holds nothing secret, so it is served without a login, as autoconfig is. The
+    UUIDs derive from the address and host, so installing it again replaces the same account."""
+    imap, smtp = services.imap[0], services.submission[0]
+    domain = address.rpartition("@")[2]
+    ident = ".".join(reversed(domain.split("."))) + ".eventmail"
+    account_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"eventmail-mail:{address}@{services.hostname}")).upper()
+    profile_uuid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"eventmail-profile:{address}@{services.hostname}")).upper()
+    mail = {
+        "PayloadType": "com.apple.mail.managed",
+        "PayloadVersion": 1,
+        "PayloadIdentifier": f"{ident}.mail.{account_uuid}",
+        "PayloadUUID": account_uuid,
+        "PayloadDisplayName": address,
+        "EmailAccountType": "EmailTypeIMAP",
+        "EmailAccountDescription": address,
+        "EmailAddress": address,
+        "IncomingMailServerHostName": services.hostname,
+        "IncomingMailServerPortNumber": imap.port,
+        "IncomingMailServerUseSSL": True,
+        "IncomingMailServerUsername": address,
+        "IncomingMailServerAuthentication": "EmailAuthPassword",
+        "OutgoingMailServerHostName": services.hostname,
+        "OutgoingMailServerPortNumber": smtp.port,
+        "OutgoingMailServerUseSSL": True,
+        "OutgoingMailServerUsername": address,
+        "OutgoingMailServerAuthentication": "EmailAuthPassword",
+        "OutgoingPasswordSameAsIncomingPassword": True,
+    }
+    profile = {
+        "PayloadType": "Configuration",
+        "PayloadVersion": 1,
+        "PayloadIdentifier": f"{ident}.{profile_uuid}",
+        "PayloadUUID": profile_uuid,
+        "PayloadDisplayName": f"Mail for {address}",
+        "PayloadContent": [mail],
+    }
+    return plistlib.dumps(profile)

@@ -42,6 +42,7 @@ _MTA_STS_PATH = "/.well-known/mta-sts.txt"
 _AUTOCONFIG_PATHS = ("/.well-known/autoconfig/mail/config-v1.1.xml", "/mail/config-v1.1.xml")
 _AUTODISCOVER_PATHS = ("/autodiscover/autodiscover.xml", "/autodiscover.xml")
 _ACME_PREFIX = "/.well-known/acme-challenge/"
+_PROFILE_PATH = "/profile.mobileconfig"
 
 # Every response (aiohttp's own errors included). The pages load nothing from elsewhere and no
 # inline script; nobody may frame them (clickjacking).
@@ -78,6 +79,7 @@ class WebSettings:
     allow_plaintext: bool = False  # loopback logins over plain HTTP (localserve)
     https_port: int | None = None  # where plain HTTP sends credential paths; None: no HTTPS here
     serve_metrics: bool = False  # /metrics on the public web listeners too (localserve only)
+    public_url: str = ""  # how clients reach these pages: https://HOST[:PORT] (for the QR code's link)
     limits: HttpLimits = field(default_factory=HttpLimits)
 
 
@@ -142,6 +144,16 @@ def make_web_app(
             raise web.HTTPNotFound(text="no such domain here\n")
         return _xml(clientconfig.outlook_autodiscover(address, settings.services))
 
+    async def apple_profile(request: web.Request) -> web.StreamResponse:
+        address = request.query.get("address", "").strip()
+        if "@" not in address or len(address) > 320 or domain_of(address.rpartition("@")[2]) is None:
+            raise web.HTTPNotFound(text="no such domain here\n")
+        if not (settings.services.imap and settings.services.submission):
+            raise web.HTTPNotFound(text="no IMAP or submission listener\n")
+        return web.Response(body=clientconfig.apple_profile(address, settings.services),
+                            content_type="application/x-apple-aspen-config",
+                            headers={"Content-Disposition": 'attachment; filename="mail.mobileconfig"'})
+
     async def acme(request: web.Request) -> web.StreamResponse:
         answer = acme_challenge(request.match_info["token"]) if acme_challenge is not None else None
         if answer is None:
@@ -186,10 +198,13 @@ def make_web_app(
         app.router.add_route("*", path, autodiscover)
         app.router.add_route("*", path.replace("/autodiscover", "/Autodiscover"), autodiscover)
     app.router.add_get(_ACME_PREFIX + "{token}", acme)
+    app.router.add_get(_PROFILE_PATH, apple_profile)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/", root)
     allow = settings.allow_plaintext
-    app.add_subapp("/account", make_account_app(store, limiter=limiter, allow_plaintext=allow))
+    app.add_subapp("/account", make_account_app(
+        store, limiter=limiter, allow_plaintext=allow, services=settings.services,
+        profile_url=settings.public_url + _PROFILE_PATH if settings.public_url else ""))
     app.add_subapp("/admin", make_admin_app(store, limiter=limiter, password_file=settings.admin_password_file,
                                             allow_plaintext=allow))
     app.add_subapp("/webapi", make_webapi_app(store, limiter=limiter, send=send, hostname=settings.hostname,
