@@ -139,7 +139,10 @@ def test_localserve_serves_the_web_pages(tmp_path: Path) -> None:
             async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
                 assert await login(s, base + "account/", username="you@localhost", password="pw-local-3") == 303
                 async with s.get(base + "account/") as r:
-                    assert "Account you" in await r.text()
+                    page = await r.text()
+                    assert "Account you" in page
+                    # The client settings name the login address, never the catch-all.
+                    assert "<td>you@localhost</td>" in page and "<td>@localhost</td>" not in page
             async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as s:
                 assert await login(s, base + "admin/", password="wrong password") == 401
                 assert await login(s, base + "admin/", password=admin_password) == 303

@@ -65,12 +65,14 @@ def make_account_app(
 
     def index_page(s: Session, message: str = "", error: str = "", status: int = 200) -> web.Response:
         addresses = sorted(a for a, owner in store.system.addresses.items() if owner == s.account)
+        # The user name a client logs in with: a real address, not a catch-all ("@domain").
+        logins = [a for a in addresses if not a.startswith("@")]
         return render("account/index.html", status=status, account=s.account, csrf=s.csrf, addresses=addresses,
                       suppressions=suppressions.suppressions(store, s.account), message=message, error=error,
-                      services=services, address=addresses[0] if addresses else s.account,
-                      profile=profile_link(addresses[0]) if profile_url and addresses and services and services.imap
+                      services=services, address=logins[0] if logins else s.account,
+                      profile=profile_link(logins[0]) if profile_url and logins and services and services.imap
                       and services.submission else "",
-                      qr=f"{base}profile-qr.svg?{urlencode({'address': addresses[0]})}" if addresses else "")
+                      qr=f"{base}profile-qr.svg?{urlencode({'address': logins[0]})}" if logins else "")
 
     def profile_link(address: str) -> str:
         return f"{profile_url}?{urlencode({'address': address})}"
@@ -81,7 +83,8 @@ def make_account_app(
         if s is None:
             raise web.HTTPSeeOther(location=base + "login")
         address = request.query.get("address", "")
-        if store.system.addresses.get(normalize_address(address)) != s.account or not profile_url:
+        if (address.startswith("@") or store.system.addresses.get(normalize_address(address)) != s.account
+                or not profile_url):
             raise web.HTTPNotFound()
         out = io.BytesIO()
         segno.make(profile_link(address), error="m").save(out, kind="svg", scale=4, xmldecl=False)
