@@ -262,3 +262,32 @@ def test_mail_client_setup_on_the_account_page_and_the_apple_profile(server: Mai
     segno.make(f"https://mail.test:{server.ports['https']}/profile.mobileconfig?address=alice%40mail.test",
                error="m").save(expected, kind="svg", scale=4, xmldecl=False)
     assert svg == expected.getvalue()
+
+
+def test_webhook_settings_on_the_account_page(server: MailServer) -> None:
+    from .test_web_admin import login, token
+
+    https = f"https://127.0.0.1:{server.ports['https']}/account/"
+
+    async def main() -> tuple[int, str, int, str, str]:
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True),
+                                         connector=aiohttp.TCPConnector(ssl=insecure_tls())) as s:
+            assert await login(s, https, username="alice@mail.test", password=PASSWORD) == 303
+            t = await token(s, https)
+            async with s.post(https + "webhook", data={"csrf": t, "what": "outgoing", "url": "ftp://hooks.example/x"}) as r:
+                bad = (r.status, await r.text())
+            async with s.post(https + "webhook", data={"csrf": t, "what": "outgoing", "url": "https://hooks.example/out",
+                                                       "authorization": "Bearer s3cret", "events": "delivered,failed"}) as r:
+                good = (r.status, await r.text())
+            async with s.post(https + "webhook", data={"what": "incoming", "url": "https://evil.example/"}) as r:
+                forged = r.status  # no CSRF token: refused
+            return bad[0], bad[1], good[0], good[1], str(forged)
+
+    bad_status, bad_page, status, page, forged = asyncio.run(main())
+    assert bad_status == 400 and "webhook URL" in bad_page
+    assert status == 200 and "https://hooks.example/out (delivered, failed)" in page
+    assert "Bearer s3cret" not in page  # the Authorization value is never shown back
+    assert forged == "403"
+    shown = server.cli("account", "webhook", "alice", "show")
+    assert "https://hooks.example/out" in shown and "evil.example" not in shown
+    server.cli("account", "webhook", "alice", "outgoing", "")

@@ -7,6 +7,7 @@ Secure on HTTPS; a login always starts a new session (session.Sessions.start).
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 from pathlib import Path
@@ -17,7 +18,7 @@ import jinja2
 import segno
 from aiohttp import web
 
-from ..mail import suppressions
+from ..mail import suppressions, webhookqueue, webhooks
 from ..mail.admin import Admin, AdminError
 from ..sasl import Failure, FailureReason, LoginLimiter
 from ..sasl.guard import may_send_password
@@ -63,11 +64,15 @@ def make_account_app(
         login_tokens.set(request, response, token)
         return response
 
-    def index_page(s: Session, message: str = "", error: str = "", status: int = 200) -> web.Response:
+    async def index_page(s: Session, message: str = "", error: str = "", status: int = 200) -> web.Response:
         addresses = sorted(a for a, owner in store.system.addresses.items() if owner == s.account)
         # The user name a client logs in with: a real address, not a catch-all ("@domain").
         logins = [a for a in addresses if not a.startswith("@")]
+        async with store.use_account(s.account) as acct:
+            hooks = webhooks.settings(acct)
+        recent = await asyncio.to_thread(webhookqueue.history, store, s.account, 20)
         return render("account/index.html", status=status, account=s.account, csrf=s.csrf, addresses=addresses,
+                      hooks=hooks, recent_hooks=recent,
                       suppressions=suppressions.suppressions(store, s.account), message=message, error=error,
                       services=services, address=logins[0] if logins else s.account,
                       profile=profile_link(logins[0]) if profile_url and logins and services and services.imap
@@ -104,7 +109,7 @@ def make_account_app(
 
     async def index(request: web.Request) -> web.StreamResponse:
         s = sessions.get(request)
-        return index_page(s) if s is not None else login_page(request)
+        return await index_page(s) if s is not None else login_page(request)
 
     async def login_get(request: web.Request) -> web.StreamResponse:
         s = sessions.get(request)
@@ -145,20 +150,39 @@ def make_account_app(
         check = await check_password(store, limiter, s.account, form.get("current", ""), request.remote or "",
                                      "account-page")
         if isinstance(check, Failure):
-            return index_page(s, error="The current password is not right.", status=400)
+            return await index_page(s, error="The current password is not right.", status=400)
         try:
             await admin.set_password({"name": s.account, "password": form.get("new", "")})
         except AdminError as e:
-            return index_page(s, error=str(e), status=400)
+            return await index_page(s, error=str(e), status=400)
         sessions.end_account(s.account, keep=s.id)  # other sessions may be someone who knew the old one
         log.info("account page: %s changed the password", s.account)
-        return index_page(s, message="Password changed.")
+        return await index_page(s, message="Password changed.")
+
+    async def webhook(request: web.Request) -> web.StreamResponse:
+        """Set (or clear, with an empty URL) the incoming or outgoing webhook (docs/webhooks.md)."""
+        s, form = await form_of(request)
+        what = form.get("what", "")
+        try:
+            async with store.use_account(s.account) as acct:
+                if what == "incoming":
+                    await webhooks.set_incoming(acct, form.get("url", "").strip(), form.get("authorization", ""))
+                elif what == "outgoing":
+                    await webhooks.set_outgoing(acct, form.get("url", "").strip(), form.get("authorization", ""),
+                                                form.get("events", ""))
+                else:
+                    raise AdminError("which webhook: incoming or outgoing")
+        except AdminError as e:
+            return await index_page(s, error=str(e), status=400)
+        log.info("account page: %s set the %s webhook", s.account, what)
+        return await index_page(s, message=f"The {what} webhook is set." if form.get("url") else
+                                f"The {what} webhook is cleared.")
 
     async def suppression_add(request: web.Request) -> web.StreamResponse:
         s, form = await form_of(request)
         address = form.get("address", "").strip()
         if "@" not in address.strip("@") or any(c.isspace() for c in address):
-            return index_page(s, error=f"{address!r} is not an email address.", status=400)
+            return await index_page(s, error=f"{address!r} is not an email address.", status=400)
         await suppressions.add(store, s.account, address, form.get("reason", "")[:300] or "added on the account page",
                                manual=True)
         raise web.HTTPSeeOther(location=base)
@@ -178,6 +202,7 @@ def make_account_app(
     app.router.add_post("/suppressions/add", suppression_add)
     app.router.add_post("/suppressions/remove", suppression_remove)
     app.router.add_get("/profile-qr.svg", profile_qr)
+    app.router.add_post("/webhook", webhook)
     app.router.add_static("/static", HERE / "static")
     return app
 
