@@ -199,3 +199,42 @@ def insecure_tls() -> ssl.SSLContext:
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     return ctx
+
+
+LOCALSERVE_KINDS = ("smtp", "submission", "submissions", "imap", "imaps", "http")
+
+
+@dataclass
+class Localserve:
+    """A `eventmail localserve` process on free loopback ports; `lines` is what it printed up to
+    "stop with" (its ports, passwords and URLs)."""
+
+    proc: subprocess.Popen[str]
+    ports: dict[str, int]
+    lines: list[str]
+
+    def value_after(self, marker: str) -> str:
+        """The word after `marker` in the first line that has it ("password: " -> the password)."""
+        for line in self.lines:
+            if marker in line:
+                return line.split(marker, 1)[1].split()[0]
+        raise AssertionError(f"no {marker!r} in localserve's output:\n" + "".join(self.lines))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+
+
+def start_localserve(directory: Path, *extra: str) -> Localserve:
+    """Start localserve on `directory` (extra: e.g. "--password", "pw"), with no DNS to ask."""
+    ports = {k: free_port() for k in LOCALSERVE_KINDS}
+    args = [sys.executable, "-m", "eventmail", "localserve", "--dir", str(directory), "--dns", "127.0.0.1:9",
+            *extra] + [f"--{k}-port={v}" for k, v in ports.items()]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("stop with"):
+            break
+    return Localserve(proc, ports, lines)

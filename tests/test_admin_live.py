@@ -20,7 +20,7 @@ from eventmail.store import MasterKeySource, account_stream, load_master_key
 
 from .conftest import ROOT
 from .dns_fixture import DnsServer, zone_text
-from .mailserver import MailServer, free_port
+from .mailserver import MailServer, free_port, start_localserve
 
 PASSWORD = "admin test password"
 NEW_PASSWORD = "a new admin password"
@@ -434,16 +434,10 @@ def test_a_minimum_password_length_from_the_configuration(tmp_path: Path) -> Non
 
 
 def test_localserve_is_administered_while_running(tmp_path: Path) -> None:
-    ports = {k: free_port() for k in ("smtp", "submission", "submissions", "imap", "imaps", "http")}
     directory = tmp_path / "ls"
-    args = [sys.executable, "-m", "eventmail", "localserve", "--dir", str(directory), "--password", PASSWORD,
-            "--dns", "127.0.0.1:9"] + [f"--{k}-port={v}" for k, v in ports.items()]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    ls = start_localserve(directory, "--password", PASSWORD)
+    ports = ls.ports
     try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            if line.startswith("stop with"):
-                break
         srv = MailServer(tmp_path, ports=ports)  # only its ports: the IMAP helpers take a MailServer
         key_file = directory / "keys" / "master.key"
 
@@ -457,5 +451,4 @@ def test_localserve_is_administered_while_running(tmp_path: Path) -> None:
         run_cli("account", "set-password", "you", "--password-stdin", stdin=NEW_PASSWORD + "\n")
         assert imap_login(srv, "you", NEW_PASSWORD) and not imap_login(srv, "you", PASSWORD)
     finally:
-        proc.terminate()
-        proc.wait(30)
+        ls.stop()

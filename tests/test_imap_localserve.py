@@ -5,26 +5,16 @@ from __future__ import annotations
 import imaplib
 import smtplib
 import ssl
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-from tests.mailserver import free_port
+from tests.mailserver import start_localserve
 
 
 def test_localserve_serves_imap(tmp_path: Path) -> None:
-    ports = {k: free_port() for k in ("smtp", "submission", "submissions", "imap", "imaps", "http")}
-    args = [sys.executable, "-m", "eventmail", "localserve", "--dir", str(tmp_path / "ls"), "--password", "pw-local-2",
-            "--dns", "127.0.0.1:9"] + [f"--{k}-port={v}" for k, v in ports.items()]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ls = start_localserve(tmp_path / "ls", "--password", "pw-local-2")
+    ports, text = ls.ports, "".join(ls.lines)
     try:
-        assert proc.stdout is not None
-        text = ""
-        for line in proc.stdout:
-            text += line
-            if line.startswith("stop with"):
-                break
         assert f"IMAP (STARTTLS)          127.0.0.1 port {ports['imap']}" in text
         assert f"IMAP (TLS)               127.0.0.1 port {ports['imaps']}" in text
         with smtplib.SMTP("127.0.0.1", ports["submission"], timeout=30) as s:
@@ -55,33 +45,17 @@ def test_localserve_serves_imap(tmp_path: Path) -> None:
         assert s2.select("INBOX")[0] == "OK"
         s2.logout()
     finally:
-        proc.terminate()
-        proc.wait(30)
+        ls.stop()
 
 
 def test_localserve_as_a_test_bench(tmp_path: Path) -> None:
     """The password survives a restart, any @localhost recipient is accepted, and what is sent is
     DKIM-signed (issue 18)."""
-    ports = {k: free_port() for k in ("smtp", "submission", "submissions", "imap", "imaps", "http")}
-    args = [sys.executable, "-m", "eventmail", "localserve", "--dir", str(tmp_path / "ls"),
-            "--dns", "127.0.0.1:9"] + [f"--{k}-port={v}" for k, v in ports.items()]
-
-    def start() -> tuple[subprocess.Popen[str], str]:
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        assert proc.stdout is not None
-        password = ""
-        for line in proc.stdout:
-            if "password: " in line:
-                password = line.split("password: ", 1)[1].split()[0]
-            if line.startswith("stop with"):
-                break
-        assert password
-        return proc, password
-
-    proc, first = start()
-    proc.terminate()
-    proc.wait(30)
-    proc, second = start()
+    ls = start_localserve(tmp_path / "ls")
+    first = ls.value_after("password: ")
+    ls.stop()
+    ls = start_localserve(tmp_path / "ls")
+    ports, second = ls.ports, ls.value_after("password: ")
     try:
         assert second == first
         m = imaplib.IMAP4("127.0.0.1", ports["imap"], timeout=30)
@@ -106,8 +80,7 @@ def test_localserve_as_a_test_bench(tmp_path: Path) -> None:
             s.mail("someone@example.org")
             assert s.rcpt("whoever@localhost")[0] == 250  # any local recipient
     finally:
-        proc.terminate()
-        proc.wait(30)
+        ls.stop()
 
 
 def test_localserve_serves_the_web_pages(tmp_path: Path) -> None:
@@ -120,19 +93,10 @@ def test_localserve_serves_the_web_pages(tmp_path: Path) -> None:
 
     from tests.test_web_admin import login
 
-    ports = {k: free_port() for k in ("smtp", "submission", "submissions", "imap", "imaps", "http")}
-    args = [sys.executable, "-m", "eventmail", "localserve", "--dir", str(tmp_path / "ls"), "--password", "pw-local-3",
-            "--dns", "127.0.0.1:9"] + [f"--{k}-port={v}" for k, v in ports.items()]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ls = start_localserve(tmp_path / "ls", "--password", "pw-local-3")
+    ports = ls.ports
     try:
-        assert proc.stdout is not None
-        admin_password = ""
-        for line in proc.stdout:
-            if "admin password " in line:
-                admin_password = line.split("admin password ", 1)[1].split()[0]
-            if line.startswith("stop with"):
-                break
-        assert admin_password
+        admin_password = ls.value_after("admin password ")
         base = f"http://127.0.0.1:{ports['http']}/"
 
         async def main() -> None:
@@ -155,5 +119,4 @@ def test_localserve_serves_the_web_pages(tmp_path: Path) -> None:
                     assert r.status == 200 and f"<port>{ports['imaps']}</port>" in await r.text()
         asyncio.run(main())
     finally:
-        proc.terminate()
-        proc.wait(30)
+        ls.stop()

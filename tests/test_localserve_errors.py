@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import smtplib
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 
 from eventmail.smtp.injected import injected
 
-from .mailserver import free_port
+from .mailserver import start_localserve
 
 PASSWORD = "pw-local-errors"
 MESSAGE = b"From: you@localhost\r\nTo: x@localhost\r\nSubject: injected\r\n\r\nhi\r\n"
@@ -21,17 +19,9 @@ MESSAGE = b"From: you@localhost\r\nTo: x@localhost\r\nSubject: injected\r\n\r\nh
 
 @pytest.fixture(scope="module")
 def ports(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, int]]:
-    ports = {k: free_port() for k in ("smtp", "submission", "submissions", "imap", "imaps", "http")}
-    args = [sys.executable, "-m", "eventmail", "localserve", "--dir", str(tmp_path_factory.mktemp("ls") / "d"),
-            "--password", PASSWORD, "--dns", "127.0.0.1:9"] + [f"--{k}-port={v}" for k, v in ports.items()]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.startswith("stop with"):
-            break
-    yield ports
-    proc.terminate()
-    proc.wait(30)
+    ls = start_localserve(tmp_path_factory.mktemp("ls") / "d", "--password", PASSWORD)
+    yield ls.ports
+    ls.stop()
 
 
 def mx(ports: dict[str, int]) -> smtplib.SMTP:

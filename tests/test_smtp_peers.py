@@ -245,24 +245,15 @@ def test_size_and_recipient_limits(server: MailServer, tmp_path: Path) -> None:
 
 def test_localserve_starts_and_delivers(tmp_path: Path) -> None:
     """`eventmail localserve` (what `make run` starts): ports and password printed, mail goes in."""
-    from .mailserver import free_port
+    from .mailserver import start_localserve
 
-    ports = {k: free_port() for k in ("smtp", "submission", "submissions", "imap", "imaps", "http")}
-    args = [sys.executable, "-m", "eventmail", "localserve", "--dir", str(tmp_path / "ls"), "--password", "pw-local-1",
-            "--dns", "127.0.0.1:9"] + [f"--{k}-port={v}" for k, v in ports.items()]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    ls = start_localserve(tmp_path / "ls", "--password", "pw-local-1")
+    ports = ls.ports
     try:
-        assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("stop with"):
-                break
-        text = "".join(lines)
+        text = "".join(ls.lines)
         assert f"port {ports['smtp']}" in text and "password: pw-local-1" in text
         p = swaks("-s", "127.0.0.1", "-p", str(ports["submission"]), "-a", "PLAIN", "-au", "you@localhost",
                   "-ap", "pw-local-1", "-f", "you@localhost", "-t", "anyone@example.org", "--h-Subject", "local")
         assert p.returncode == 0, p.stdout
     finally:
-        proc.terminate()
-        proc.wait(30)
+        ls.stop()

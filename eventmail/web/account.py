@@ -10,11 +10,8 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
-from pathlib import Path
-from typing import Any
 from urllib.parse import urlencode
 
-import jinja2
 import segno
 from aiohttp import web
 
@@ -24,18 +21,12 @@ from ..sasl import Failure, FailureReason, LoginLimiter
 from ..sasl.guard import may_send_password
 from ..store import Store, normalize_address
 from .clientconfig import Services
+from .render import HERE, Pages
 from .session import LoginTokens, Session, Sessions, check_password, csrf_ok
 
 log = logging.getLogger("eventmail.web.account")
 
-HERE = Path(__file__).resolve().parent
 SESSIONS_KEY = web.AppKey("sessions", Sessions)
-
-
-def templates() -> jinja2.Environment:
-    """The package's templates, autoescaped (every page is HTML)."""
-    return jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"), autoescape=True,
-                              undefined=jinja2.StrictUndefined)
 
 
 def make_account_app(
@@ -47,22 +38,11 @@ def make_account_app(
     `allow_plaintext` lets loopback clients log in over plain HTTP (localserve), as IMAP does.
     `services` (the mail host and its client ports) and `profile_url` (where the Apple profile is
     served, without its query) fill the "set up a mail client" section."""
-    env = templates()
     sessions = Sessions("eventmail_account", base)
     login_tokens = LoginTokens("eventmail_account_login", base)
+    pages = Pages(base, "account/login.html", login_tokens)
+    render, login_page = pages.render, pages.login_page
     admin = Admin(store)
-
-    def render(name: str, status: int = 200, **values: Any) -> web.Response:
-        page = env.get_template(name).render({"base": base, "static": base + "static", "message": "", "error": "",
-                                              **values})
-        return web.Response(text=page, status=status, content_type="text/html", charset="utf-8",
-                            headers={"Cache-Control": "no-store"})
-
-    def login_page(request: web.Request, error: str = "", status: int = 200) -> web.Response:
-        token = login_tokens.value(request)
-        response = render("account/login.html", status=status, csrf=token, error=error)
-        login_tokens.set(request, response, token)
-        return response
 
     async def index_page(s: Session, message: str = "", error: str = "", status: int = 200) -> web.Response:
         addresses = sorted(a for a, owner in store.system.addresses.items() if owner == s.account)
@@ -207,4 +187,4 @@ def make_account_app(
     return app
 
 
-__all__ = ["make_account_app", "templates"]
+__all__ = ["make_account_app"]

@@ -25,7 +25,7 @@ from ..proto import events_pb2 as pb
 from ..sasl import Failure, FailureReason, LoginLimiter, make_password_set
 from ..sasl.guard import may_send_password
 from ..store import Store
-from .account import templates
+from .render import HERE, Pages
 from .session import LoginTokens, Session, Sessions, check_password, csrf_ok
 
 log = logging.getLogger("eventmail.web.admin")
@@ -59,7 +59,6 @@ def make_admin_app(
 ) -> web.Application:
     """The admin page as an aiohttp sub-application, to be mounted at `base`. `password_file`
     holds the admin credential (write_admin_password); with no file, nobody can log in."""
-    env = templates()
     sessions = Sessions("eventmail_admin", base)
     login_tokens = LoginTokens("eventmail_admin_login", base)
     admin = Admin(store)
@@ -68,17 +67,8 @@ def make_admin_app(
     def lookup(name: str) -> pb.PasswordSet | None:
         return _read_admin_password(password_file) if name == ADMIN_USER else None
 
-    def render(name: str, status: int = 200, **values: Any) -> web.Response:
-        page = env.get_template(name).render({"base": base, "static": base + "static", "message": "", "error": "",
-                                              **values})
-        return web.Response(text=page, status=status, content_type="text/html", charset="utf-8",
-                            headers={"Cache-Control": "no-store"})
-
-    def login_page(request: web.Request, error: str = "", status: int = 200) -> web.Response:
-        token = login_tokens.value(request)
-        response = render("admin/login.html", status=status, csrf=token, error=error)
-        login_tokens.set(request, response, token)
-        return response
+    pages = Pages(base, "admin/login.html", login_tokens)
+    render, login_page = pages.render, pages.login_page
 
     async def index_page(s: Session, message: str = "", error: str = "", status: int = 200) -> web.Response:
         system = store.system
@@ -166,7 +156,7 @@ def make_admin_app(
     app.router.add_post("/address/add", operation("account.add-address", ("name", "address")))
     app.router.add_post("/address/remove", operation("account.remove-address", ("name", "address")))
     app.router.add_post("/dkim/add", operation("dkim.add", ("domain", "selector", "algorithm")))
-    app.router.add_static("/static", Path(__file__).resolve().parent / "static")
+    app.router.add_static("/static", HERE / "static")
     return app
 
 
