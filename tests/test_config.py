@@ -90,7 +90,7 @@ def test_docs_config_lists_every_key() -> None:
 
     tables = {"Top level": c.TOP_KEYS, "[tls]": c.TLS_KEYS, "[[listener]]": c.LISTENER_KEYS,
               "[resolver]": c.RESOLVER_KEYS, "[[route]]": c.ROUTE_KEYS, "[queue]": c.QUEUE_KEYS,
-              "[replication]": c.REPLICATION_KEYS, "[limits]": frozenset(c.ServerLimits.__dataclass_fields__)}
+              "[replication]": c.REPLICATION_KEYS, "[acme]": c.ACME_KEYS, "[limits]": frozenset(c.ServerLimits.__dataclass_fields__)}
     for title, keys in tables.items():
         body = section(title)
         missing = sorted(k for k in keys if f"| `{k}` |" not in body)
