@@ -12,6 +12,7 @@ import datetime
 import hashlib
 import logging
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from acme import challenges, client, crypto_util, errors, messages
@@ -44,6 +45,11 @@ class TLSALPN01Response(challenges.ChallengeResponse):
     RFC 8737 §3 "the client responds with an empty JSON object"."""
 
     typ = TLS_ALPN_01
+
+    def __bool__(self) -> bool:
+        # The package sends an empty payload (a POST-as-GET, RFC 8555 §6.3: no answer at all)
+        # for a falsy body, and a JSON object without fields has length 0.
+        return True
 
 
 def new_private_key_pem() -> bytes:
@@ -272,3 +278,14 @@ def acme_challenge_app(holder: CertificateHolder) -> web.Application:
     app = web.Application()
     app.add_routes(acme_challenge_routes(holder))
     return app
+
+
+async def serve_http01(holder: CertificateHolder, addresses: list[str], port: int) -> Callable[[], Awaitable[None]]:
+    """Serve only the HTTP-01 answers on `port` of each address (the `[acme] http01_port`
+    setting, for a setup whose port 80 has no other HTTP listener); returns the stopper."""
+    runner = web.AppRunner(acme_challenge_app(holder), access_log=None)
+    await runner.setup()
+    for address in addresses:
+        await web.TCPSite(runner, address, port).start()
+        log.info("acme: HTTP-01 answers on %s port %d", address, port)
+    return runner.cleanup
