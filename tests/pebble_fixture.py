@@ -59,7 +59,7 @@ class Pebble:
         assert PEBBLE is not None
         with log_path.open("ab") as out:
             process = subprocess.Popen([PEBBLE, "-config", str(config), "-dnsserver", f"127.0.0.1:{dns_port}"],
-                                       stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=work)
+                                       stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=work, env=env)
         deadline = time.monotonic() + 20
         while True:
             try:

@@ -24,7 +24,13 @@ from eventmail.mail.admin import Admin, Policy
 from eventmail.mail.certificates import record_renewal, stored_certificates
 from eventmail.store import MasterKeySource, init_directory
 from eventmail.tls.acme import ACME_IDENTIFIER_OID, tls_alpn_context
-from eventmail.tls.certs import ACME_TLS_ALPN, CertificateHolder, client_hello_alpn, context_from_pem, self_signed_pem
+from eventmail.tls.certs import (
+    ACME_TLS_ALPN,
+    CertificateHolder,
+    client_hello_alpn,
+    context_from_pem,
+    self_signed_pem,
+)
 
 from .dns_fixture import DnsServer, async_test, zone_text
 from .mailserver import free_port
