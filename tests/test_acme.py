@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import os
 import smtplib
@@ -17,13 +18,16 @@ import aiohttp
 import pytest
 from aiohttp import web
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from eventmail import serve
 from eventmail.config import parse
 from eventmail.mail.admin import Admin, Policy
-from eventmail.mail.certificates import record_renewal, stored_certificates
+from eventmail.mail.certificates import in_window, record_renewal, stored_certificates
 from eventmail.store import MasterKeySource, init_directory
-from eventmail.tls.acme import ACME_IDENTIFIER_OID, tls_alpn_context
+from eventmail.tls.acme import ACME_IDENTIFIER_OID, AriWindow, ari_cert_id, tls_alpn_context
 from eventmail.tls.certs import (
     ACME_TLS_ALPN,
     CertificateHolder,
@@ -325,3 +329,31 @@ def test_client_hello_alpn_parses_what_a_client_sends() -> None:
     seen = client_hello_alpn(record[5:])  # the handshake message after the 5-byte record header
     assert seen == [b"acme-tls/1", b"http/1.1"]
     assert client_hello_alpn(record[5:60]) == []  # cut short: nothing, no exception
+
+
+def test_ari_certificate_id_is_rfc_9773s_example() -> None:
+    """RFC 9773 §4.1: keyIdentifier 69:88:5B:..:D4 and serial 0x87654321 (DER with a leading
+    zero octet, the top bit being set) give "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x.test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(0x87654321).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.AuthorityKeyIdentifier(
+                bytes.fromhex("69885B6B87464041E1B37B847BA0AE2CDE01C8D4"), None, None), critical=False)
+            .sign(key, hashes.SHA256()))
+    assert ari_cert_id(cert) == "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
+
+
+def test_a_renewal_time_is_inside_the_ari_window_and_never_before_now() -> None:
+    now = time.time()
+    utc = datetime.UTC
+    ahead = AriWindow(datetime.datetime.fromtimestamp(now + 1000, utc), datetime.datetime.fromtimestamp(now + 2000, utc),
+                      datetime.datetime.fromtimestamp(now + 60, utc))
+    for _ in range(50):
+        assert now + 1000 <= in_window(ahead, now) <= now + 2000
+    started = AriWindow(ahead.start - datetime.timedelta(seconds=5000), ahead.end, ahead.ask_again)
+    for _ in range(50):
+        assert now <= in_window(started, now) <= now + 2000
+    past = AriWindow(ahead.start - datetime.timedelta(days=9), ahead.start - datetime.timedelta(days=8), ahead.ask_again)
+    assert in_window(past, now) == now
