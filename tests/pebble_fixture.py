@@ -32,23 +32,29 @@ class Pebble:
     management_port: int
     ca_file: Path
     log_path: Path
+    host: str = "127.0.0.1"
 
     @property
     def directory(self) -> str:
-        return f"https://127.0.0.1:{self.port}/dir"
+        return f"https://{self.netloc(self.port)}/dir"
+
+    def netloc(self, port: int) -> str:
+        return f"[{self.host}]:{port}" if ":" in self.host else f"{self.host}:{port}"
 
     @classmethod
     def start(cls, work: Path, *, port: int, management_port: int, dns_port: int, http_port: int,
-              tls_port: int) -> Pebble:
+              tls_port: int, host: str = "127.0.0.1") -> Pebble:
         """`http_port` / `tls_port`: where its validation authority connects for HTTP-01 and
-        TLS-ALPN-01, on the addresses the DNS server gives for each name."""
+        TLS-ALPN-01, on the addresses the DNS server gives for each name; `host`: the address of
+        its ACME and management APIs (127.0.0.1 or ::1)."""
         work.mkdir(parents=True, exist_ok=True)
         cert, key = work / "pebble-cert.pem", work / "pebble-key.pem"
         if not cert.exists():
-            make_self_signed(cert, key, ["localhost", "127.0.0.1"])
+            make_self_signed(cert, key, ["localhost", "127.0.0.1", "::1"])
         config = work / "pebble.json"
+        netloc = f"[{host}]" if ":" in host else host
         config.write_text(json.dumps({"pebble": {
-            "listenAddress": f"127.0.0.1:{port}", "managementListenAddress": f"127.0.0.1:{management_port}",
+            "listenAddress": f"{netloc}:{port}", "managementListenAddress": f"{netloc}:{management_port}",
             "certificate": str(cert), "privateKey": str(key), "httpPort": http_port, "tlsPort": tls_port,
             "ocspResponderURL": "", "externalAccountBindingRequired": False,
         }}))
@@ -63,19 +69,19 @@ class Pebble:
         deadline = time.monotonic() + 20
         while True:
             try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                with socket.create_connection((host, port), timeout=1):
                     break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
                     stop_process(process)
                     raise RuntimeError("pebble did not start: " + log_path.read_text(errors="replace")) from None
                 time.sleep(0.05)
-        return cls(process, port, management_port, cert, log_path)
+        return cls(process, port, management_port, cert, log_path, host)
 
     def root_pem(self) -> bytes:
         """The root that issued this run's certificates (new each time pebble starts)."""
         ctx = ssl.create_default_context(cafile=str(self.ca_file))
-        url = f"https://127.0.0.1:{self.management_port}/roots/0"
+        url = f"https://{self.netloc(self.management_port)}/roots/0"
         with urllib.request.urlopen(url, context=ctx, timeout=10) as r:
             return bytes(r.read())
 

@@ -68,10 +68,12 @@ class Bed:
     http_port: int
     tls_port: int
     pebble: Pebble | None = None
+    ca_host: str = "127.0.0.1"  # the address of the CA's ACME API
 
     def ca(self) -> Pebble:
         self.pebble = Pebble.start(self.work / "pebble", port=self.pebble_port, management_port=self.management_port,
-                                   dns_port=self.dns.port, http_port=self.http_port, tls_port=self.tls_port)
+                                   dns_port=self.dns.port, http_port=self.http_port, tls_port=self.tls_port,
+                                   host=self.ca_host)
         return self.pebble
 
     def config(self, challenges: list[str], retry: float = 60.0) -> str:
@@ -84,7 +86,8 @@ class Bed:
             f'[[listener]]\nkind = "smtp"\naddress = "127.0.0.1"\nport = {free_port()}\n'
             f'[[listener]]\nkind = "imaps"\naddress = "127.0.0.1"\nport = {self.tls_port}\n'
             f'[[listener]]\nkind = "imaps"\naddress = "::1"\nport = {self.tls_port}\n'
-            f'[acme]\ndirectory = "https://127.0.0.1:{self.pebble_port}/dir"\nemail = "postmaster@example.test"\n'
+            f'[acme]\ndirectory = "https://{f"[{self.ca_host}]" if ":" in self.ca_host else self.ca_host}'
+            f':{self.pebble_port}/dir"\nemail = "postmaster@example.test"\n'
             f'ca_file = "{ca_file}"\nchallenges = {challenges!r}\nhttp01_port = {self.http_port}\n'
             f"retry_seconds = {retry}\n".replace("'", '"')
         )
@@ -195,6 +198,7 @@ async def test_http01_issues_for_the_host_and_each_domain_over_ipv4_and_ipv6(bed
 @needs_pebble
 @async_test
 async def test_tls_alpn01_issues_for_the_host_and_each_domain_over_ipv4_and_ipv6(bed: Bed) -> None:
+    bed.ca_host = "::1"  # and the ACME API itself over IPv6
     await issue_all(bed, ["tls-alpn-01"])
 
 
