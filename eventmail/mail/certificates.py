@@ -170,6 +170,14 @@ class CertificateManager:
     async def run(self) -> None:
         """Issue, renew and follow domain changes until cancelled."""
         changes = self.store.stream(SYSTEM).subscribe()
+        # A secondary starts this when promoted: what the primary issued since it started came
+        # as events.
+        for names, cert in stored_certificates(self.store).items():
+            known = self.certificates.get(names)
+            if known is None or known.serial != cert.serial:
+                self.certificates[names] = cert
+                if names in self.wanted():
+                    self._install(cert)
         watcher = asyncio.get_running_loop().create_task(self._watch(changes))
         try:
             while True:
