@@ -25,7 +25,7 @@ from cryptography.x509.oid import NameOID
 from eventmail import serve
 from eventmail.config import parse
 from eventmail.mail.admin import Admin, Policy
-from eventmail.mail.certificates import in_window, record_renewal, stored_certificates
+from eventmail.mail.certificates import CertificateManager, in_window, record_renewal, stored_certificates
 from eventmail.store import MasterKeySource, init_directory
 from eventmail.tls.acme import ACME_IDENTIFIER_OID, AriWindow, ari_cert_id, tls_alpn_context
 from eventmail.tls.certs import (
@@ -361,3 +361,34 @@ def test_a_renewal_time_is_inside_the_ari_window_and_never_before_now() -> None:
         assert now <= in_window(started, now) <= now + 2000
     past = AriWindow(ahead.start - datetime.timedelta(days=9), ahead.start - datetime.timedelta(days=8), ahead.ask_again)
     assert in_window(past, now) == now
+
+
+@async_test
+async def test_a_domain_added_gets_its_names_and_a_removed_one_loses_them(keyed_dir: tuple[Path, bytes]) -> None:
+    """Without a CA (nothing listens at its address): the names of a domain added while running
+    are presented (self-signed until issued), and fall back to the host's once it is removed."""
+    from eventmail.config import AcmeSettings
+
+    from .conftest import open_store
+
+    store = await open_store(keyed_dir)
+    base_cert, base_key = self_signed_pem(["base.test"])
+    holder = CertificateHolder(context_from_pem(base_cert, base_key))
+    settings = AcmeSettings(directory=f"https://127.0.0.1:{free_port()}/dir", retry_seconds=3600)
+    manager = CertificateManager(store, holder, settings, HOST)
+    manager.install_stored()
+    server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0, ssl=holder.context)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        assert sans(await asyncio.to_thread(served, "127.0.0.1", port, "mta-sts.example.test")) == [HOST]
+        await Admin(store, Policy()).domain_add({"domain": "example.test"})
+        await manager.check()
+        assert sans(await asyncio.to_thread(served, "127.0.0.1", port, "mta-sts.example.test")) == [
+            "autoconfig.example.test", "mta-sts.example.test"]
+        await Admin(store, Policy()).domain_remove({"domain": "example.test"})
+        await manager.check()
+        assert sans(await asyncio.to_thread(served, "127.0.0.1", port, "mta-sts.example.test")) == [HOST]
+    finally:
+        server.close()
+        await server.wait_closed()
+        await store.close()
