@@ -25,7 +25,14 @@ from cryptography.x509.oid import NameOID
 from eventmail import serve
 from eventmail.config import parse
 from eventmail.mail.admin import Admin, Policy
-from eventmail.mail.certificates import CertificateManager, in_window, record_renewal, stored_certificates
+from eventmail.mail.certificates import (
+    Certificate,
+    CertificateManager,
+    in_window,
+    record_certificate,
+    record_renewal,
+    stored_certificates,
+)
 from eventmail.store import MasterKeySource, init_directory
 from eventmail.tls.acme import ACME_IDENTIFIER_OID, AriWindow, ari_cert_id, tls_alpn_context
 from eventmail.tls.certs import (
@@ -366,12 +373,18 @@ def test_a_renewal_time_is_inside_the_ari_window_and_never_before_now() -> None:
 @async_test
 async def test_a_domain_added_gets_its_names_and_a_removed_one_loses_them(keyed_dir: tuple[Path, bytes]) -> None:
     """Without a CA (nothing listens at its address): the names of a domain added while running
-    are presented (self-signed until issued), and fall back to the host's once it is removed."""
+    are presented with its stored certificate (self-signed when there is none), fall back to the
+    host's once it is removed, and come back with the stored one when it is added back."""
     from eventmail.config import AcmeSettings
 
     from .conftest import open_store
 
     store = await open_store(keyed_dir)
+    names = ("autoconfig.example.test", "mta-sts.example.test")
+    chain, key = self_signed_pem(list(names))
+    stored = x509.load_pem_x509_certificate(chain)
+    await record_certificate(store, Certificate(names, chain, key, time.time() + 86400 * 90, time.time() + 86400 * 60,
+                                                f"{stored.serial_number:x}"), "https://ca.test/dir")
     base_cert, base_key = self_signed_pem(["base.test"])
     holder = CertificateHolder(context_from_pem(base_cert, base_key))
     settings = AcmeSettings(directory=f"https://127.0.0.1:{free_port()}/dir", retry_seconds=3600)
@@ -379,15 +392,22 @@ async def test_a_domain_added_gets_its_names_and_a_removed_one_loses_them(keyed_
     manager.install_stored()
     server = await asyncio.start_server(lambda r, w: w.close(), "127.0.0.1", 0, ssl=holder.context)
     port = server.sockets[0].getsockname()[1]
+
+    async def presented(name: str) -> x509.Certificate:
+        return await asyncio.to_thread(served, "127.0.0.1", port, name)
+
     try:
-        assert sans(await asyncio.to_thread(served, "127.0.0.1", port, "mta-sts.example.test")) == [HOST]
-        await Admin(store, Policy()).domain_add({"domain": "example.test"})
+        assert sans(await presented("mta-sts.example.test")) == [HOST]
+        for _ in range(2):  # added, removed, added back
+            await Admin(store, Policy()).domain_add({"domain": "example.test"})
+            await manager.check()
+            assert (await presented("autoconfig.example.test")).serial_number == stored.serial_number
+            await Admin(store, Policy()).domain_remove({"domain": "example.test"})
+            await manager.check()
+            assert sans(await presented("mta-sts.example.test")) == [HOST]
+        await Admin(store, Policy()).domain_add({"domain": "other.test"})  # nothing stored: self-signed
         await manager.check()
-        assert sans(await asyncio.to_thread(served, "127.0.0.1", port, "mta-sts.example.test")) == [
-            "autoconfig.example.test", "mta-sts.example.test"]
-        await Admin(store, Policy()).domain_remove({"domain": "example.test"})
-        await manager.check()
-        assert sans(await asyncio.to_thread(served, "127.0.0.1", port, "mta-sts.example.test")) == [HOST]
+        assert sans(await presented("mta-sts.other.test")) == ["autoconfig.other.test", "mta-sts.other.test"]
     finally:
         server.close()
         await server.wait_closed()

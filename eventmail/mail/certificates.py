@@ -208,8 +208,12 @@ class CertificateManager:
             self.holder.remove(names)  # the domain was removed
             self._installed.discard(names)
         for names in wanted:
-            if names not in self._installed:
-                self._install_self_signed(names)  # a domain added while running
+            if names not in self._installed:  # a domain added while running (or added back)
+                stored = self.certificates.get(names)
+                if stored is not None:
+                    self._install(stored)
+                else:
+                    self._install_self_signed(names)
         now = self.clock()
         for names in wanted:
             if self._next_try.get(names, 0) > now:
@@ -223,15 +227,11 @@ class CertificateManager:
                 self._failures.pop(names, None)
                 self._next_try.pop(names, None)
             except AcmeError as e:
-                n = self._failures[names] = self._failures.get(names, 0) + 1
-                delay = min(self.settings.retry_seconds * 2 ** (n - 1), RETRY_MAX_SECONDS)
-                self._next_try[names] = self.clock() + delay
+                n, delay = self._failed(names)
                 log.warning("acme: %s: %s; try %d failed, next in %.0f s", ", ".join(names), e, n, delay)
             except Exception:
                 # A bug must not end the loop: log it and retry later as for a CA failure.
-                n = self._failures[names] = self._failures.get(names, 0) + 1
-                delay = min(self.settings.retry_seconds * 2 ** (n - 1), RETRY_MAX_SECONDS)
-                self._next_try[names] = self.clock() + delay
+                n, delay = self._failed(names)
                 log.exception("acme: %s: unexpected error; next try in %.0f s", ", ".join(names), delay)
         now = self.clock()
         times = [now + CHECK_MAX_SECONDS]
@@ -242,6 +242,13 @@ class CertificateManager:
                 times.append(self.certificates[names].renew_after)
                 times.append(self._ari_next.get(names, now))
         return max(min(times) - now, 0.0)
+
+    def _failed(self, names: tuple[str, ...]) -> tuple[int, float]:
+        """Count a failure; the next try after `retry_seconds`, doubling up to RETRY_MAX_SECONDS."""
+        n = self._failures[names] = self._failures.get(names, 0) + 1
+        delay = min(self.settings.retry_seconds * 2 ** (n - 1), RETRY_MAX_SECONDS)
+        self._next_try[names] = self.clock() + delay
+        return n, delay
 
     async def _connect(self) -> AcmeClient:
         if self._client is not None:
