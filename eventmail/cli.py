@@ -570,7 +570,7 @@ async def cmd_quickstart(args: argparse.Namespace) -> None:
     for line in r.records:
         print(line)
     print()
-    print("Not published: CAA (no ACME yet) and TLSA, which would pin the self-signed certificate.")
+    print("Not published: TLSA (DANE), whose value follows certificates the server renews by itself.")
     print()
     print("Next:")
     for i, step in enumerate(r.checklist, 1):

@@ -14,7 +14,7 @@ TOP_KEYS = frozenset({
     "hostname", "data_dir", "key_file", "passphrase_env", "tls", "listener", "resolver", "allow_plaintext_auth",
     "deliver_all_to", "smarthost", "max_message_bytes", "replication", "smarthost_user",
     "smarthost_password_file", "queue", "analysis_workers", "route", "limits", "min_password_length",
-    "deletion_grace_days", "allow_key_file_mode", "user", "mta_sts", "log",
+    "deletion_grace_days", "allow_key_file_mode", "user", "mta_sts", "log", "acme",
 })
 TLS_KEYS = frozenset({"cert", "key"})
 LISTENER_KEYS = frozenset({"kind", "address", "port"})
@@ -39,6 +39,8 @@ LOG_AREAS: dict[str, tuple[str, ...]] = {
 ROUTE_KEYS = frozenset({"domain", "smarthost", "smarthost_user", "smarthost_password_file"})
 QUEUE_KEYS = frozenset({"first_retry", "give_up_days", "delay_notice_hours", "mx_port", "messages_per_day",
                         "first_time_recipients_per_day", "webhook_first_retry"})
+ACME_KEYS = frozenset({"directory", "email", "ca_file", "renew_before_days", "challenges", "http01_port",
+                       "retry_seconds"})
 REPLICATION_KEYS = frozenset({"node", "peer_node", "listen", "peer", "cert", "key", "peer_cert", "control", "role",
                               "mode", "sync_timeout", "on_timeout"})
 
@@ -120,6 +122,20 @@ class MtaStsSettings:
 
 
 @dataclass(frozen=True)
+class AcmeSettings:
+    """The [acme] table: certificates for the mail host and each domain's mta-sts and autoconfig
+    names from an ACME CA (docs/acme.md)."""
+
+    directory: str  # the CA's directory URL
+    email: str | None = None  # the account's contact
+    ca_file: Path | None = None  # trust for the CA's own HTTPS when not in the system store (a test CA)
+    renew_before_days: float = 30.0  # without ARI: renew this long before notAfter
+    challenges: tuple[str, ...] = ("tls-alpn-01", "http-01")  # in order of preference
+    http01_port: int = 0  # >0: serve HTTP-01 answers alone on this port of every listener address
+    retry_seconds: float = 60.0  # first retry when the CA fails; doubling up to 6 hours
+
+
+@dataclass(frozen=True)
 class ServerLimits:
     """Per remote address limits of the listeners ([limits] in the file); the defaults are safe."""
 
@@ -191,6 +207,7 @@ class Config:
     # localserve, a test bench (not in the file): /metrics on its HTTP port too (a server puts it on
     # a `metrics` listener), and failures injected by local part (eventmail.smtp.injected).
     localserve: bool = False
+    acme: AcmeSettings | None = None
 
 
 def _take(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any = ...) -> Any:
@@ -294,6 +311,7 @@ def parse(text: str, base: Path) -> Config:
         analysis_workers=_analysis_workers(doc),
         mta_sts=_mta_sts(_take(doc, "mta_sts", dict, "", {})),
         log=_log(_take(doc, "log", dict, "", {})),
+        acme=_acme(_take(doc, "acme", dict, "", None), base),
     )
 
 
@@ -462,6 +480,35 @@ def _replication(t: dict[str, Any], base: Path) -> ReplicationSettings:
         control=base / _take(t, "control", str, w, "replica.sock"),
         initial_role=role, mode=mode, sync_timeout=float(timeout), on_timeout=on_timeout,
     )
+
+
+def _acme(t: dict[str, Any] | None, base: Path) -> AcmeSettings | None:
+    if t is None:
+        return None
+    w = "acme."
+    _only(t, set(ACME_KEYS), w)
+    directory = _take(t, "directory", str, w)
+    if not directory.startswith(("https://", "http://")):
+        raise ConfigError(f"{w}directory: {directory!r} is not an http(s) URL")
+    email = _take(t, "email", str, w, None)
+    if email is not None and ("@" not in email or " " in email):
+        raise ConfigError(f"{w}email: {email!r} is not an address")
+    ca_file = _take(t, "ca_file", str, w, None)
+    kinds = _take(t, "challenges", list, w, ["tls-alpn-01", "http-01"])
+    if not kinds or any(k not in ("tls-alpn-01", "http-01") for k in kinds):
+        raise ConfigError(f"{w}challenges: a list of \"tls-alpn-01\" and/or \"http-01\"")
+    renew = _number(t, "renew_before_days", w, 30.0)
+    if not 1 <= renew <= 365:
+        raise ConfigError(f"{w}renew_before_days: from 1 to 365")
+    port = _take(t, "http01_port", int, w, 0)
+    if not 0 <= port < 65536:
+        raise ConfigError(f"{w}http01_port: not a port number (0: none)")
+    retry = _number(t, "retry_seconds", w, 60.0)
+    if not 0 < retry <= 86400:
+        raise ConfigError(f"{w}retry_seconds: more than 0, at most 86400")
+    return AcmeSettings(directory=directory, email=email, ca_file=base / ca_file if ca_file else None,
+                        renew_before_days=renew, challenges=tuple(str(k) for k in kinds), http01_port=port,
+                        retry_seconds=retry)
 
 
 def _limits(table: dict[str, Any]) -> ServerLimits:

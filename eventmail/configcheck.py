@@ -29,6 +29,8 @@ def problems(config: Path) -> list[str]:
     except ConfigError as e:
         return [str(e)]
     out = _tls(cfg)
+    if cfg.acme is not None and cfg.acme.ca_file is not None:
+        out += _readable(cfg.acme.ca_file, "acme.ca_file")
     out += _store(cfg)
     for domain, relay in [("", cfg.smarthost), *cfg.routes]:
         if relay is not None and relay.user and not relay.password:

@@ -17,7 +17,7 @@ import dns.resolver
 
 from .config import Config
 from .mailauth.dkim import public_key_record
-from .mailauth.published import Record, domain_records
+from .mailauth.published import Record, caa_issuer, domain_records
 from .opening import open_store
 from .store import MasterKeySource, load_master_key
 from .web.clientconfig import mta_sts_id, mta_sts_policy
@@ -114,7 +114,8 @@ def check(cfg: Config, domain: str) -> list[Finding]:
     # The MTA-STS and autoconfig names only when an HTTPS listener serves them.
     policy_id = (mta_sts_id(mta_sts_policy(cfg.hostname, cfg.mta_sts))
                  if any(li.kind == "https" for li in cfg.listeners) else None)
-    for expected in domain_records(domain, cfg.hostname, f"postmaster@{domain}", dkim, policy_id):
+    caa = caa_issuer(cfg.acme.directory) if cfg.acme is not None else None
+    for expected in domain_records(domain, cfg.hostname, f"postmaster@{domain}", dkim, policy_id, caa):
         findings.append(_compare(expected, lookup))
     return findings
 

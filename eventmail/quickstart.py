@@ -3,8 +3,8 @@ data directory, master key, account, DKIM keys, systemd unit — and every DNS r
 printed and written as a zone file, then what to do next.
 
 It asks nothing and overwrites nothing: a directory that already holds a configuration is refused.
-What the server cannot do yet is left out rather than published broken: there is no ACME yet, so
-a self-signed certificate is made, to be replaced (see the checklist it prints).
+The configuration gets its certificates from Let's Encrypt by ACME ([acme]); a self-signed one is
+presented until the first is issued (see the checklist it prints).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 from .config import MtaStsSettings
 from .mail.admin import Admin, AdminError, check_address
 from .mailauth.dkim import public_key_record
-from .mailauth.published import domain_records
+from .mailauth.published import caa_issuer, domain_records
 from .opening import open_store
 from .store import MasterKeySource, init_directory, load_master_key
 from .tls.certs import make_self_signed
@@ -38,6 +38,7 @@ METRICS_LISTENER = ("127.0.0.1", 9100)
 # next rotation publish a new one beside it.
 SELECTOR_ALGORITHMS = (("a", "ed25519-sha256"), ("b", "rsa-sha256"))
 SERVICE_USER = "eventmail"
+ACME_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory"
 
 
 class QuickstartError(Exception):
@@ -66,7 +67,7 @@ def account_name(address: str) -> str:
     return name or "mail"
 
 
-def config_text(hostname: str, data_dir: Path, key_file: Path, cert: Path, key: Path) -> str:
+def config_text(hostname: str, data_dir: Path, key_file: Path, cert: Path, key: Path, email: str) -> str:
     listeners = "".join(f'\n[[listener]]\nkind = "{kind}"\naddress = "0.0.0.0"\nport = {port}\n'
                         f'\n[[listener]]\nkind = "{kind}"\naddress = "::"\nport = {port}\n'
                         for kind, port in LISTENERS)
@@ -80,9 +81,12 @@ def config_text(hostname: str, data_dir: Path, key_file: Path, cert: Path, key: 
         "# The server drops to this user once its ports are bound (create it: useradd --system eventmail).\n"
         f'user = "{SERVICE_USER}"\n'
         "\n[tls]\n"
-        "# A self-signed certificate made by quickstart: replace it with one a public CA signed for\n"
-        "# the host name (ACME is not built yet), then restart.\n"
+        "# A self-signed certificate made by quickstart; with [acme] below every listener presents\n"
+        "# the CA's certificates instead, once issued (docs/acme.md).\n"
         f'cert = "{cert}"\nkey = "{key}"\n'
+        "\n[acme]\n"
+        "# Certificates for the host and each domain's mta-sts and autoconfig names, renewed while running.\n"
+        f'directory = "{ACME_DIRECTORY}"\nemail = "{email}"\n'
         "\n[resolver]\n"
         "# A validating resolver on this machine (unbound), as DNSSEC/DANE need.\n"
         'nameservers = ["127.0.0.1"]\n'
@@ -191,10 +195,10 @@ def quickstart(address: str, hostname: str | None, directory: Path) -> Result:
     dkim = asyncio.run(_setup_store(data_dir, key_file, domain, account, address, password, year))
     admin_password = secrets.token_urlsafe(18)
     write_admin_password(data_dir / ADMIN_PASSWORD_FILE, admin_password)
-    config.write_text(config_text(hostname, data_dir, key_file, cert, key))
+    config.write_text(config_text(hostname, data_dir, key_file, cert, key, address))
     os.chmod(config, 0o600)
     policy_id = mta_sts_id(mta_sts_policy(hostname, MtaStsSettings()))
-    records = [line for r in domain_records(domain, hostname, address, dkim, policy_id)
+    records = [line for r in domain_records(domain, hostname, address, dkim, policy_id, caa_issuer(ACME_DIRECTORY))
                for line in (f"; {r.why}", r.line())]
     zone_file = directory / f"{domain}.zone"
     zone_file.write_text(_zone_file(domain, hostname, records))
@@ -207,7 +211,9 @@ def quickstart(address: str, hostname: str | None, directory: Path) -> Result:
         f"Give {hostname} A and AAAA records for this machine, then publish the records above "
         f"(also written to {zone_file}).",
         f"Ask your hosting provider for reverse DNS (PTR) of this machine's IPv4 and IPv6 addresses: {hostname}.",
-        f"Replace the self-signed certificate {cert} (and {key}) with one for {hostname} from a public CA.",
+        f"Let ports 80 and 443 reach this machine: once {hostname}, mta-sts.{domain} and autoconfig.{domain} "
+        "resolve here, the server gets their certificates from Let's Encrypt by itself and renews them "
+        "(until then it presents a self-signed one, and says so in its log).",
         "Run a validating resolver (unbound) on 127.0.0.1, as [resolver] says.",
         f"Install the unit: cp {unit_file} /etc/systemd/system/ && systemctl enable --now eventmail",
         f"Configure your mail client: {address}, IMAP {hostname} port 993 (TLS), "

@@ -21,6 +21,7 @@ from .control import ControlServer
 from .imap.server import start_imap
 from .imap.wire import Limits as ImapLimits
 from .mail.admin import Admin, Policy, shred_when_due
+from .mail.certificates import CertificateManager
 from .mail.queue import OutboundPolicy, Schedule
 from .mail.retention import collect_when_due
 from .mail.webhookqueue import HookSchedule, send_webhooks
@@ -35,7 +36,8 @@ from .smtp.delivery import InboundDelivery
 from .smtp.outbound import QueueRunner, Smarthost
 from .smtp.submission import Submission
 from .store import MasterKeySource, Store, load_master_key
-from .tls.certs import server_context
+from .tls.acme import serve_http01
+from .tls.certs import CertificateHolder, server_context
 
 if TYPE_CHECKING:
     from replica.service import RunningReplica
@@ -55,6 +57,9 @@ class Running:
     ports: dict[str, int]
     # Stopped before the store closes (replication: its gRPC server, follower, control socket).
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # The certificates every TLS listener presents (`tls.context`), and their ACME upkeep.
+    tls: CertificateHolder | None = None
+    certificates: CertificateManager | None = None
 
     async def stop(self) -> None:
         for s in self.servers:
@@ -79,7 +84,8 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
     who = privileges.target(cfg.user) if store is None else None
     if who is not None:
         privileges.check_owned(cfg.data_dir, who)
-    tls = server_context(cfg.tls_cert, cfg.tls_key)
+    holder = CertificateHolder(server_context(cfg.tls_cert, cfg.tls_key))
+    tls = holder.context
     if store is None:
         source = MasterKeySource.default(cfg.data_dir, str(cfg.key_file) if cfg.key_file else None, cfg.passphrase_env,
                                          allow_loose_mode=cfg.allow_key_file_mode)
@@ -98,6 +104,10 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
     analyzer = Analyzer(cfg.analysis_workers)  # parsing and tokenizing: eventmail/smtp/analysis.py
     inbound = InboundDelivery(store, resolver, cfg.hostname, analyzer=analyzer)
     closers: list[Callable[[], Awaitable[None]]] = []
+    # ACME (docs/acme.md): the stored certificates (or self-signed ones) before any listener starts.
+    certificates = CertificateManager(store, holder, cfg.acme, cfg.hostname) if cfg.acme is not None else None
+    if certificates is not None:
+        certificates.install_stored()
 
     async def close_analyzer() -> None:
         analyzer.close()
@@ -142,7 +152,7 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
     web_listeners = [li for li in cfg.listeners if li.kind in WEB_KINDS]
     if web_listeners:
         # After the mail listeners: autoconfig names their ports.
-        web_servers, web_bound, close_web = await _start_web(cfg, store, tls, web_listeners, bound, submission,
+        web_servers, web_bound, close_web = await _start_web(cfg, store, holder, web_listeners, bound, submission,
                                                              limiter, connections)
         servers += web_servers
         bound += web_bound
@@ -150,6 +160,9 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
     for (kind, port), listener in zip(bound, mail_listeners + web_listeners, strict=True):
         ports[kind] = port
         log.info("%s listening on %s port %d", kind, listener.address, port)
+    if cfg.acme is not None and cfg.acme.http01_port:
+        addresses = list(dict.fromkeys(listener.address for listener in cfg.listeners))
+        closers.insert(0, await serve_http01(holder, addresses, cfg.acme.http01_port))
     privileges.drop(who)  # every port is bound: root is not needed any more
     # Last, so that a command answered through it finds every listener up; first to stop. After
     # the drop, so that the socket and its directory belong to the server's user.
@@ -169,7 +182,10 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
         work = (replication.while_primary(functools.partial(job, store)) if cfg.replication is not None
                 else job(store))
         tasks.append(asyncio.get_running_loop().create_task(work))
-    return Running(store, servers, tasks, ports, closers)
+    if certificates is not None:  # of a pair, the primary orders; the secondary has the events
+        work = replication.while_primary(certificates.run) if cfg.replication is not None else certificates.run()
+        tasks.append(asyncio.get_running_loop().create_task(work))
+    return Running(store, servers, tasks, ports, closers, holder, certificates)
 
 
 def _queue_runner(cfg: Config, store: Store, resolver: Resolver) -> QueueRunner:
@@ -210,7 +226,7 @@ WEB_KINDS = ("http", "https", "metrics")
 
 
 async def _start_web(
-    cfg: Config, store: Store, tls: ssl.SSLContext, listeners: list[Listener], mail_ports: list[tuple[str, int]],
+    cfg: Config, store: Store, holder: CertificateHolder, listeners: list[Listener], mail_ports: list[tuple[str, int]],
     submission: Submission, limiter: LoginLimiter, connections: ConnectionLimiter,
 ) -> tuple[list[asyncio.Server], list[tuple[str, int]], Callable[[], Awaitable[None]]]:
     """The web listeners: one application for http and https, one for metrics (eventmail/web/server.py)."""
@@ -232,7 +248,8 @@ async def _start_web(
         key = "metrics" if kind == "metrics" else "web"
         if key not in runners:
             app = (make_metrics_app() if key == "metrics" else
-                   make_web_app(store, settings, limiter=limiter, send=_webapi_sender(submission)))
+                   make_web_app(store, settings, limiter=limiter, send=_webapi_sender(submission),
+                                acme_challenge=holder.http01.get))
             runners[key] = WebRunner(app, limits)
             await runners[key].setup()
         return runners[key]
@@ -240,7 +257,7 @@ async def _start_web(
     servers, bound = [], []
     for li in listeners:
         runner = await runner_for(li.kind)
-        server = await runner.listen(li.address, li.port, tls=tls if li.kind == "https" else None,
+        server = await runner.listen(li.address, li.port, tls=holder.context if li.kind == "https" else None,
                                      connections=connections, handshake_timeout=cfg.limits.tls_handshake_timeout)
         servers.append(server)
         bound.append((li.kind, server.sockets[0].getsockname()[1]))

@@ -84,7 +84,7 @@ def test_reference_matches_the_parser_and_the_page() -> None:
 
     parser = {"Top level": c.TOP_KEYS, "[tls]": c.TLS_KEYS, "[[listener]]": c.LISTENER_KEYS,
               "[resolver]": c.RESOLVER_KEYS, "[[route]]": c.ROUTE_KEYS, "[queue]": c.QUEUE_KEYS,
-              "[replication]": c.REPLICATION_KEYS, "[mta_sts]": c.MTA_STS_KEYS, "[log]": c.LOG_KEYS,
+              "[replication]": c.REPLICATION_KEYS, "[mta_sts]": c.MTA_STS_KEYS, "[log]": c.LOG_KEYS, "[acme]": c.ACME_KEYS,
               "[limits]": frozenset(c.ServerLimits.__dataclass_fields__)}
     documented = {t.title: frozenset(k.name for k in t.keys) for t in configref.TABLES}
     assert documented == parser

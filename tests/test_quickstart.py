@@ -166,6 +166,8 @@ def test_config_test_names_each_problem(tmp_path: Path) -> None:
         (good.replace(str(d / "tls" / "key.pem"), str(tmp_path / "other-key.pem")), "the key does not belong to the certificate"),
         (good.replace(str(d / "keys" / "master.key"), str(other_key)), "key_file: the master key does not open"),
         (good.replace(f'data_dir = "{d / "data"}"', f'data_dir = "{tmp_path / "nowhere"}"'), "data_dir: "),
+        (good + '[acme]\ndirectory = "https://ca.test/dir"\nca_file = "gone-ca.pem"\n', "acme.ca_file: "),
+        (good + '[acme]\ndirectory = "ca.test"\n', "acme.directory: 'ca.test' is not an http(s) URL"),
     ]
     for text, needle in cases:
         assert text != good

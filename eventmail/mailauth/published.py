@@ -29,11 +29,24 @@ def _txt(name: str, text: str, why: str, prefix: str = "") -> Record:
     return Record(name, "TXT", zone_txt(text), why, prefix, text)
 
 
+# The CAA issuer domain of the ACME CAs a configuration may name (RFC 8659 §4.2): known ones only.
+CAA_ISSUERS = {"letsencrypt.org": "letsencrypt.org"}
+
+
+def caa_issuer(acme_directory: str) -> str | None:
+    """The CAA issuer of the CA behind an ACME directory URL, when it is a CA we know."""
+    host = acme_directory.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0].lower()
+    for suffix, issuer in CAA_ISSUERS.items():
+        if host == suffix or host.endswith("." + suffix):
+            return issuer
+    return None
+
+
 def domain_records(domain: str, hostname: str, report_address: str, dkim: list[tuple[str, str]],
-                   mta_sts_id: str | None = None) -> list[Record]:
+                   mta_sts_id: str | None = None, caa: str | None = None) -> list[Record]:
     """`dkim`: (selector, TXT value) of the domain's active keys; `mta_sts_id`: the id of the
     MTA-STS policy the server's HTTPS listener serves (None: no web listener, no MTA-STS or
-    autoconfig records)."""
+    autoconfig records); `caa`: the CAA issuer of the ACME CA (None: no CAA record)."""
     d, h = domain.rstrip(".").lower() + ".", hostname.rstrip(".").lower() + "."
     return [
         Record(d, "MX", f"10 {h}", "Mail for the domain goes to this host (RFC 5321 §5.1)."),
@@ -52,6 +65,8 @@ def domain_records(domain: str, hostname: str, report_address: str, dkim: list[t
         Record(f"_pop3s._tcp.{d}", "SRV", "0 0 0 .", "No POP3 here (RFC 6186 §4)."),
         Record(f"_pop3._tcp.{d}", "SRV", "0 0 0 .", "No POP3 here (RFC 6186 §4)."),
         *(_web_records(d, h, mta_sts_id) if mta_sts_id is not None else []),
+        *([Record(d, "CAA", f'0 issue "{caa}"', "Only this CA may issue certificates for the domain's names "
+                  "(RFC 8659); the server's ACME account uses it.")] if caa else []),
     ]
 
 

@@ -590,7 +590,7 @@ class HandoffQueued(_message.Message):
     def __init__(self, id: _Optional[str] = ..., account: _Optional[str] = ..., mailbox: _Optional[str] = ..., blob_id: _Optional[bytes] = ..., size: _Optional[int] = ..., origin: _Optional[_Union[Origin, _Mapping]] = ..., delivery_key: _Optional[bytes] = ..., internal_date: _Optional[int] = ..., flags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("mailbox_created", "mailbox_renamed", "mailbox_deleted", "mailbox_subscription", "message_added", "flags_changed", "messages_expunged", "messages_copied", "account_setting", "mailbox_special_use", "account_created", "account_deleted", "password_set", "address_added", "address_removed", "domain_added", "domain_removed", "dkim_selector", "outbound_queued", "outbound_attempt", "outbound_held", "outbound_retry", "outbound_dropped", "suppressed", "unsuppressed", "mta_sts_policy", "restore_recorded", "account_undeleted", "account_shredded", "blobs_collected", "admin_audit", "handoff_queued", "webhook_queued", "webhook_attempt")
+    __slots__ = ("mailbox_created", "mailbox_renamed", "mailbox_deleted", "mailbox_subscription", "message_added", "flags_changed", "messages_expunged", "messages_copied", "account_setting", "mailbox_special_use", "account_created", "account_deleted", "password_set", "address_added", "address_removed", "domain_added", "domain_removed", "dkim_selector", "outbound_queued", "outbound_attempt", "outbound_held", "outbound_retry", "outbound_dropped", "suppressed", "unsuppressed", "mta_sts_policy", "restore_recorded", "account_undeleted", "account_shredded", "blobs_collected", "admin_audit", "acme_account", "certificate_issued", "certificate_renewal", "handoff_queued", "webhook_queued", "webhook_attempt")
     MAILBOX_CREATED_FIELD_NUMBER: _ClassVar[int]
     MAILBOX_RENAMED_FIELD_NUMBER: _ClassVar[int]
     MAILBOX_DELETED_FIELD_NUMBER: _ClassVar[int]
@@ -622,6 +622,9 @@ class Event(_message.Message):
     ACCOUNT_SHREDDED_FIELD_NUMBER: _ClassVar[int]
     BLOBS_COLLECTED_FIELD_NUMBER: _ClassVar[int]
     ADMIN_AUDIT_FIELD_NUMBER: _ClassVar[int]
+    ACME_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_ISSUED_FIELD_NUMBER: _ClassVar[int]
+    CERTIFICATE_RENEWAL_FIELD_NUMBER: _ClassVar[int]
     HANDOFF_QUEUED_FIELD_NUMBER: _ClassVar[int]
     WEBHOOK_QUEUED_FIELD_NUMBER: _ClassVar[int]
     WEBHOOK_ATTEMPT_FIELD_NUMBER: _ClassVar[int]
@@ -656,10 +659,51 @@ class Event(_message.Message):
     account_shredded: AccountShredded
     blobs_collected: BlobsCollected
     admin_audit: AdminAudit
+    acme_account: AcmeAccount
+    certificate_issued: CertificateIssued
+    certificate_renewal: CertificateRenewal
     handoff_queued: HandoffQueued
     webhook_queued: WebhookQueued
     webhook_attempt: WebhookAttempt
-    def __init__(self, mailbox_created: _Optional[_Union[MailboxCreated, _Mapping]] = ..., mailbox_renamed: _Optional[_Union[MailboxRenamed, _Mapping]] = ..., mailbox_deleted: _Optional[_Union[MailboxDeleted, _Mapping]] = ..., mailbox_subscription: _Optional[_Union[MailboxSubscription, _Mapping]] = ..., message_added: _Optional[_Union[MessageAdded, _Mapping]] = ..., flags_changed: _Optional[_Union[FlagsChanged, _Mapping]] = ..., messages_expunged: _Optional[_Union[MessagesExpunged, _Mapping]] = ..., messages_copied: _Optional[_Union[MessagesCopied, _Mapping]] = ..., account_setting: _Optional[_Union[AccountSetting, _Mapping]] = ..., mailbox_special_use: _Optional[_Union[MailboxSpecialUse, _Mapping]] = ..., account_created: _Optional[_Union[AccountCreated, _Mapping]] = ..., account_deleted: _Optional[_Union[AccountDeleted, _Mapping]] = ..., password_set: _Optional[_Union[PasswordSet, _Mapping]] = ..., address_added: _Optional[_Union[AddressAdded, _Mapping]] = ..., address_removed: _Optional[_Union[AddressRemoved, _Mapping]] = ..., domain_added: _Optional[_Union[DomainAdded, _Mapping]] = ..., domain_removed: _Optional[_Union[DomainRemoved, _Mapping]] = ..., dkim_selector: _Optional[_Union[DkimSelector, _Mapping]] = ..., outbound_queued: _Optional[_Union[OutboundQueued, _Mapping]] = ..., outbound_attempt: _Optional[_Union[OutboundAttempt, _Mapping]] = ..., outbound_held: _Optional[_Union[OutboundHeld, _Mapping]] = ..., outbound_retry: _Optional[_Union[OutboundRetry, _Mapping]] = ..., outbound_dropped: _Optional[_Union[OutboundDropped, _Mapping]] = ..., suppressed: _Optional[_Union[Suppressed, _Mapping]] = ..., unsuppressed: _Optional[_Union[Unsuppressed, _Mapping]] = ..., mta_sts_policy: _Optional[_Union[MtaStsPolicy, _Mapping]] = ..., restore_recorded: _Optional[_Union[RestoreRecorded, _Mapping]] = ..., account_undeleted: _Optional[_Union[AccountUndeleted, _Mapping]] = ..., account_shredded: _Optional[_Union[AccountShredded, _Mapping]] = ..., blobs_collected: _Optional[_Union[BlobsCollected, _Mapping]] = ..., admin_audit: _Optional[_Union[AdminAudit, _Mapping]] = ..., handoff_queued: _Optional[_Union[HandoffQueued, _Mapping]] = ..., webhook_queued: _Optional[_Union[WebhookQueued, _Mapping]] = ..., webhook_attempt: _Optional[_Union[WebhookAttempt, _Mapping]] = ...) -> None: ...
+    def __init__(self, mailbox_created: _Optional[_Union[MailboxCreated, _Mapping]] = ..., mailbox_renamed: _Optional[_Union[MailboxRenamed, _Mapping]] = ..., mailbox_deleted: _Optional[_Union[MailboxDeleted, _Mapping]] = ..., mailbox_subscription: _Optional[_Union[MailboxSubscription, _Mapping]] = ..., message_added: _Optional[_Union[MessageAdded, _Mapping]] = ..., flags_changed: _Optional[_Union[FlagsChanged, _Mapping]] = ..., messages_expunged: _Optional[_Union[MessagesExpunged, _Mapping]] = ..., messages_copied: _Optional[_Union[MessagesCopied, _Mapping]] = ..., account_setting: _Optional[_Union[AccountSetting, _Mapping]] = ..., mailbox_special_use: _Optional[_Union[MailboxSpecialUse, _Mapping]] = ..., account_created: _Optional[_Union[AccountCreated, _Mapping]] = ..., account_deleted: _Optional[_Union[AccountDeleted, _Mapping]] = ..., password_set: _Optional[_Union[PasswordSet, _Mapping]] = ..., address_added: _Optional[_Union[AddressAdded, _Mapping]] = ..., address_removed: _Optional[_Union[AddressRemoved, _Mapping]] = ..., domain_added: _Optional[_Union[DomainAdded, _Mapping]] = ..., domain_removed: _Optional[_Union[DomainRemoved, _Mapping]] = ..., dkim_selector: _Optional[_Union[DkimSelector, _Mapping]] = ..., outbound_queued: _Optional[_Union[OutboundQueued, _Mapping]] = ..., outbound_attempt: _Optional[_Union[OutboundAttempt, _Mapping]] = ..., outbound_held: _Optional[_Union[OutboundHeld, _Mapping]] = ..., outbound_retry: _Optional[_Union[OutboundRetry, _Mapping]] = ..., outbound_dropped: _Optional[_Union[OutboundDropped, _Mapping]] = ..., suppressed: _Optional[_Union[Suppressed, _Mapping]] = ..., unsuppressed: _Optional[_Union[Unsuppressed, _Mapping]] = ..., mta_sts_policy: _Optional[_Union[MtaStsPolicy, _Mapping]] = ..., restore_recorded: _Optional[_Union[RestoreRecorded, _Mapping]] = ..., account_undeleted: _Optional[_Union[AccountUndeleted, _Mapping]] = ..., account_shredded: _Optional[_Union[AccountShredded, _Mapping]] = ..., blobs_collected: _Optional[_Union[BlobsCollected, _Mapping]] = ..., admin_audit: _Optional[_Union[AdminAudit, _Mapping]] = ..., acme_account: _Optional[_Union[AcmeAccount, _Mapping]] = ..., certificate_issued: _Optional[_Union[CertificateIssued, _Mapping]] = ..., certificate_renewal: _Optional[_Union[CertificateRenewal, _Mapping]] = ..., handoff_queued: _Optional[_Union[HandoffQueued, _Mapping]] = ..., webhook_queued: _Optional[_Union[WebhookQueued, _Mapping]] = ..., webhook_attempt: _Optional[_Union[WebhookAttempt, _Mapping]] = ...) -> None: ...
+
+class AcmeAccount(_message.Message):
+    __slots__ = ("directory", "key_pem", "uri")
+    DIRECTORY_FIELD_NUMBER: _ClassVar[int]
+    KEY_PEM_FIELD_NUMBER: _ClassVar[int]
+    URI_FIELD_NUMBER: _ClassVar[int]
+    directory: str
+    key_pem: bytes
+    uri: str
+    def __init__(self, directory: _Optional[str] = ..., key_pem: _Optional[bytes] = ..., uri: _Optional[str] = ...) -> None: ...
+
+class CertificateIssued(_message.Message):
+    __slots__ = ("names", "fullchain_pem", "key_pem", "not_after_us", "renew_after_us", "directory", "serial")
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    FULLCHAIN_PEM_FIELD_NUMBER: _ClassVar[int]
+    KEY_PEM_FIELD_NUMBER: _ClassVar[int]
+    NOT_AFTER_US_FIELD_NUMBER: _ClassVar[int]
+    RENEW_AFTER_US_FIELD_NUMBER: _ClassVar[int]
+    DIRECTORY_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    fullchain_pem: bytes
+    key_pem: bytes
+    not_after_us: int
+    renew_after_us: int
+    directory: str
+    serial: str
+    def __init__(self, names: _Optional[_Iterable[str]] = ..., fullchain_pem: _Optional[bytes] = ..., key_pem: _Optional[bytes] = ..., not_after_us: _Optional[int] = ..., renew_after_us: _Optional[int] = ..., directory: _Optional[str] = ..., serial: _Optional[str] = ...) -> None: ...
+
+class CertificateRenewal(_message.Message):
+    __slots__ = ("names", "serial", "renew_after_us")
+    NAMES_FIELD_NUMBER: _ClassVar[int]
+    SERIAL_FIELD_NUMBER: _ClassVar[int]
+    RENEW_AFTER_US_FIELD_NUMBER: _ClassVar[int]
+    names: _containers.RepeatedScalarFieldContainer[str]
+    serial: str
+    renew_after_us: int
+    def __init__(self, names: _Optional[_Iterable[str]] = ..., serial: _Optional[str] = ..., renew_after_us: _Optional[int] = ...) -> None: ...
 
 class AdminAudit(_message.Message):
     __slots__ = ("actor", "remote_ip", "command", "args_json", "result")
