@@ -16,7 +16,6 @@ from pathlib import Path
 
 import aiohttp
 import pytest
-from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -83,7 +82,9 @@ class Bed:
                                    host=self.ca_host)
         return self.pebble
 
-    def config(self, challenges: list[str], retry: float = 60.0) -> str:
+    def config(self, challenges: list[str], retry: float = 60.0, web: bool = False) -> str:
+        """`web`: HTTP-01 answered by the server's `http` listeners (the web application, as on
+        port 80), and an `https` listener; else by the `http01_port` server of its own."""
         root = 'user = "root"\n' if os.geteuid() == 0 else ""
         ca_file = self.work / "pebble" / "pebble-cert.pem"
         return (
@@ -95,9 +96,13 @@ class Bed:
             f'[[listener]]\nkind = "imaps"\naddress = "::1"\nport = {self.tls_port}\n'
             f'[acme]\ndirectory = "https://{f"[{self.ca_host}]" if ":" in self.ca_host else self.ca_host}'
             f':{self.pebble_port}/dir"\nemail = "postmaster@example.test"\n'
-            f'ca_file = "{ca_file}"\nchallenges = {challenges!r}\nhttp01_port = {self.http_port}\n'
-            f"retry_seconds = {retry}\n".replace("'", '"')
-        )
+            f'ca_file = "{ca_file}"\nchallenges = {challenges!r}\n'
+            + ("" if web else f"http01_port = {self.http_port}\n")
+            + f"retry_seconds = {retry}\n".replace("'", '"')
+            + ("".join(f'[[listener]]\nkind = "http"\naddress = "{a}"\nport = {self.http_port}\n'
+                       for a in ("127.0.0.1", "::1"))
+               + f'[[listener]]\nkind = "https"\naddress = "127.0.0.1"\nport = {free_port()}\n' if web else "")
+        ).replace("'", '"')
 
 
 @pytest.fixture
@@ -117,8 +122,8 @@ def bed(tmp_path: Path) -> Iterator[Bed]:
                 b.pebble.stop()
 
 
-async def start(bed: Bed, challenges: list[str], retry: float = 60.0) -> serve.Running:
-    return await serve.start(parse(bed.config(challenges, retry), bed.work))
+async def start(bed: Bed, challenges: list[str], retry: float = 60.0, web: bool = False) -> serve.Running:
+    return await serve.start(parse(bed.config(challenges, retry, web), bed.work))
 
 
 async def wait_issued(running: serve.Running, names: tuple[str, ...], not_serial: str | None = None) -> str:
@@ -171,11 +176,11 @@ def sans(cert: x509.Certificate) -> list[str]:
         x509.DNSName))
 
 
-async def issue_all(bed: Bed, challenges: list[str]) -> None:
+async def issue_all(bed: Bed, challenges: list[str], web: bool = False) -> None:
     """Start with pebble up and a domain added while running: every name set gets a certificate
     by the given challenge, which verifies against pebble's root for its names, by IPv4 and IPv6."""
     pebble = bed.ca()
-    running = await start(bed, challenges)
+    running = await start(bed, challenges, web=web)
     try:
         await Admin(running.store, Policy()).domain_add({"domain": "example.test"})
         host_serial = await wait_issued(running, (HOST,))
@@ -204,6 +209,14 @@ async def test_http01_issues_for_the_host_and_each_domain_over_ipv4_and_ipv6(bed
 
 @needs_pebble
 @async_test
+async def test_http01_answered_by_the_http_listener(bed: Bed) -> None:
+    """As on a real server: the CA fetches the token from the `http` listeners (IPv4 and IPv6),
+    the web application's /.well-known/acme-challenge/ route."""
+    await issue_all(bed, ["http-01"], web=True)
+
+
+@needs_pebble
+@async_test
 async def test_tls_alpn01_issues_for_the_host_and_each_domain_over_ipv4_and_ipv6(bed: Bed) -> None:
     bed.ca_host = "::1"  # and the ACME API itself over IPv6
     await issue_all(bed, ["tls-alpn-01"])
@@ -213,18 +226,9 @@ async def test_tls_alpn01_issues_for_the_host_and_each_domain_over_ipv4_and_ipv6
 @async_test
 async def test_renewal_reaches_smtp_imaps_and_https_without_a_restart(bed: Bed) -> None:
     bed.ca()
-    running = await start(bed, ["tls-alpn-01", "http-01"])
+    running = await start(bed, ["tls-alpn-01", "http-01"], web=True)
     assert running.tls is not None and running.certificates is not None
-    # An HTTPS listener on the holder's context, as the web listener uses it.
-    async def hello(request: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    app = web.Application()
-    app.router.add_get("/", hello)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    https_port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", https_port, ssl_context=running.tls.context).start()
+    https_port = running.ports["https"]  # the web listener (eventmail/web/server.py)
     try:
         first = await wait_issued(running, (HOST,))
 
@@ -236,8 +240,8 @@ async def test_renewal_reaches_smtp_imaps_and_https_without_a_restart(bed: Bed) 
 
         assert await serials() == [first] * 3
         async with aiohttp.ClientSession() as session:  # the HTTPS listener really serves over it
-            async with session.get(f"https://127.0.0.1:{https_port}/", ssl=False) as r:
-                assert await r.text() == "ok"
+            async with session.get(f"https://127.0.0.1:{https_port}/account/", ssl=False) as r:
+                assert r.status == 200 and "Strict-Transport-Security" in r.headers
         # The CA moves the renewal time before now (as ARI does before a revocation): the
         # manager renews at once and swaps the certificate in.
         cert = running.certificates.certificates[(HOST,)]
@@ -246,7 +250,6 @@ async def test_renewal_reaches_smtp_imaps_and_https_without_a_restart(bed: Bed) 
         assert second != first
         assert await serials() == [second] * 3
     finally:
-        await runner.cleanup()
         await running.stop()
 
 
