@@ -19,11 +19,6 @@ from tests.imap_harness import HOST, PASSWORD, USER, ImapServer
 SOURCE = ROOT.parent / "shared" / "tools" / "imaptest"
 BUILD = Path(os.environ.get("IMAPTEST_BUILD", str(ROOT.parent / "imaptest-build")))
 
-# Groups whose failures are a deliberate difference, each failure to be explained by it
-# (docs/rfc-coverage.md): COPY into an ordinary mailbox adds $NotJunk (the junk filter's
-# training signal; RFC 9051 §6.4.7 lets the server set flags on the copy), and the suite
-# forbids any flag it did not name.
-DELIBERATE = {"copy": "$NotJunk"}
 # Open failures, each with its issue text, until fixed (the test fails if one passes again,
 # so the list cannot go stale).
 KNOWN_OPEN: dict[str, str] = {}
@@ -81,14 +76,9 @@ def test_imaptest_compliance_groups(srv: ImapServer, tmp_path: Path) -> None:
     summary = [line for line in output.splitlines() if SUMMARY.match(line)]
     assert summary, "imaptest printed no summary:\n" + output[-3000:]
     failed = failures_by_group(output)
-    unexplained = {}
-    for group, blocks in failed.items():
-        if group in KNOWN_OPEN:
-            continue
-        why = DELIBERATE.get(group)
-        rest = [b for b in blocks if why is None or why not in b]
-        if rest:
-            unexplained[group] = rest
+    unexplained = {g: b for g, b in failed.items() if g not in KNOWN_OPEN}
+    m = SUMMARY.match(summary[0])
+    assert m is not None and int(m.group(2)) == len(failed), f"{summary[0]}, but parsed failures of {sorted(failed)}"
     fixed = sorted(set(KNOWN_OPEN) - set(failed))
     report = "\n\n".join(f"== group {g}: {len(b)} failing command(s)\n" + "\n\n".join(b)
                          for g, b in sorted(unexplained.items()))

@@ -402,7 +402,7 @@ class Account:
             if dest is None or source is None:
                 raise NotFound(f"no mailbox id {dest_id if dest is None else source_id}")
             hook = self.registration.copy_flags
-            hook_add, hook_remove = hook(source, dest) if hook is not None else ([], [])
+            hook_add, hook_remove = hook(source, dest, move) if hook is not None else ([], [])
             add_flags = set(add_flags) | set(hook_add)
             remove_flags = (set(remove_flags) | set(hook_remove)) - add_flags
             copies = [m for m in (self.view.message(source_id, u) for u in uids) if m is not None]
