@@ -502,8 +502,9 @@ class Search:
 
     `charset` is the CHARSET argument upper-cased, None when absent; string values in `key` are
     already decoded from it. `return_options` is None without RETURN (answer with SEARCH in
-    IMAP4rev1), else the upper-cased options (RFC 4731 MIN MAX ALL COUNT, RFC 5182 SAVE); an
-    empty tuple means RETURN () which RFC 4731 §3.1 treats as ALL.
+    IMAP4rev1), else the upper-cased options (RFC 4731 MIN MAX ALL COUNT, RFC 5182 SAVE, RFC
+    5267 UPDATE CONTEXT PARTIAL); an empty tuple means RETURN () which RFC 4731 §3.1 treats as
+    ALL. `partial` is PARTIAL's range (low, high), 1-based positions in the result.
     """
 
     tag: str
@@ -511,6 +512,7 @@ class Search:
     uid: bool = False
     charset: str | None = None
     return_options: tuple[str, ...] | None = None
+    partial: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -539,6 +541,15 @@ class Sort:
     uid: bool = False
     charset: str | None = None
     return_options: tuple[str, ...] | None = None
+    partial: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class CancelUpdate:
+    """CANCELUPDATE (RFC 5267 §4.3): stop the live results of the searches with these tags."""
+
+    tag: str
+    tags: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -628,6 +639,7 @@ Command: TypeAlias = (
     | Expunge
     | Search
     | Sort
+    | CancelUpdate
     | Thread
     | Fetch
     | Store

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING
 
 from eventmail.imap import commands as c
+from eventmail.imap import context
 from eventmail.imap import responses as r
 from eventmail.imap.errors import bad, no
 from eventmail.imap.fetch import MessageData, make_plan, render
@@ -244,11 +245,15 @@ async def search(s: Session, cmd: c.Search) -> AsyncIterator[r.Response]:
     else:
         # RFC 4731 ESEARCH; RFC 9051 §6.4.4 answers every SEARCH so. RETURN () means ALL.
         opts = set(returns) if returns else {"ALL"}
+        opts.discard("CONTEXT")  # RFC 5267 §4.1: a hint that UPDATE or PARTIAL may follow
         if "SAVE" in opts:
             _save(sel, opts, [m.uid for _s, m in found])
             opts.discard("SAVE")
+        if "UPDATE" in opts:
+            for resp in start_live(sel, cmd.tag, cmd.key, cmd.uid, None, [m.uid for _s, m in found], cmd.partial):
+                yield resp
         if opts:
-            results: list[tuple[str, int | c.SequenceSet]] = []
+            results: list[tuple[str, r.Value]] = []
             if numbers and "MIN" in opts:
                 results.append(("MIN", min(numbers)))
             if numbers and "MAX" in opts:
@@ -257,10 +262,26 @@ async def search(s: Session, cmd: c.Search) -> AsyncIterator[r.Response]:
                 results.append(("COUNT", len(numbers)))
             if numbers and "ALL" in opts:
                 results.append(("ALL", uid_set(numbers)))
+            if cmd.partial is not None:
+                results.append(context.partial(numbers, cmd.partial, uid_set))
             if highest is not None and numbers:
                 results.append(("MODSEQ", _esearch_modseq(opts, found, cmd.uid)))
             yield r.esearch_response(cmd.tag, cmd.uid, results)
     yield r.ok(cmd.tag, "SEARCH completed")
+
+
+def start_live(sel: Selected, tag: str, key: c.SearchKey, uid: bool, criteria: tuple[tuple[str, bool], ...] | None,
+               uids: list[int], window: tuple[int, int] | None) -> list[r.Response]:
+    """RETURN (UPDATE) (RFC 5267 §4.2): keep the result live; an untagged NO [NOUPDATE] when
+    this session already holds its share of live results."""
+    if window is not None:
+        # RFC 5267 §4.4 allows a live window; this server keeps whole results only
+        raise no("UPDATE with PARTIAL is not supported; ask for UPDATE on the whole result")
+    if tag not in sel.live and len(sel.live) >= context.MAX_LIVE:
+        return [r.StatusResponse("NO", f"at most {context.MAX_LIVE} live results; this one is not kept", None,
+                                 r.ResponseCode("NOUPDATE", (tag.encode("ascii", "replace"),)))]
+    sel.live[tag] = context.Live(tag, key, uid, criteria, uids)
+    return []
 
 
 def _esearch_modseq(opts: set[str], found: list[tuple[int, Message]], uid: bool) -> int:

@@ -721,7 +721,7 @@ class _Parser:
         # RFC 5256 §4: SORT [RETURN (...)] (criteria) charset search-key...; RETURN is ESORT
         # (RFC 5267 §3.2); DISPLAYFROM / DISPLAYTO are RFC 5957 §3
         self.sp()
-        returns = self._search_return()
+        returns, partial = self._search_return()
         self.open()
         criteria: list[tuple[str, bool]] = []
         reverse = False
@@ -749,7 +749,7 @@ class _Parser:
         key = keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
         if returns is not None and "SAVE" in returns:
             raise _Syntax("SAVE is a SEARCH option")
-        return c.Sort(tag, tuple(criteria), key, uid, charset, returns)
+        return c.Sort(tag, tuple(criteria), key, uid, charset, returns, partial)
 
     def p_thread(self, tag: str, uid: bool) -> c.Command:
         # RFC 5256 §4: THREAD algorithm charset search-key...
@@ -765,24 +765,32 @@ class _Parser:
         key = keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
         return c.Thread(tag, algorithm, key, uid, charset)
 
-    def _search_return(self) -> tuple[str, ...] | None:
-        """RETURN (opts) SP, or None (RFC 4731 §3.1)."""
+    def _search_return(self) -> tuple[tuple[str, ...] | None, tuple[int, int] | None]:
+        """RETURN (opts) SP, or None (RFC 4731 §3.1), and the PARTIAL range if one was asked
+        (RFC 5267 §4.4: `PARTIAL lo:hi`, two non-zero numbers, either order; `*` is not one)."""
         if not self.keyword(b"RETURN"):
-            return None
+            return None, None
         self.sp()
         self.open()
         opts: list[str] = []
+        partial: tuple[int, int] | None = None
         if self.peek() != 0x29:
             while True:
                 opt = self.atom("return option").upper()
-                if opt not in ("MIN", "MAX", "ALL", "COUNT", "SAVE"):
+                if opt not in ("MIN", "MAX", "ALL", "COUNT", "SAVE", "UPDATE", "CONTEXT", "PARTIAL"):
                     raise _Syntax(f"unknown SEARCH return option {opt}")
+                if opt == "PARTIAL":
+                    self.sp()
+                    lo = self.number(nonzero=True, what="partial range")
+                    self.char(0x3A, '":"')
+                    hi = self.number(nonzero=True, what="partial range")
+                    partial = (min(lo, hi), max(lo, hi))
                 opts.append(opt)
                 if not self.maybe(0x20):
                     break
         self.close()
         self.sp()
-        return tuple(opts)
+        return tuple(opts), partial
 
     def _charset(self, required: bool) -> str | None:
         """CHARSET name SP (SEARCH: optional, after the word CHARSET; SORT: the bare name)."""
@@ -801,13 +809,22 @@ class _Parser:
     def p_search(self, tag: str, uid: bool) -> c.Command:
         # RFC 9051 §6.4.4; RETURN: RFC 4731 §3.1, SAVE: RFC 5182 §2
         self.sp()
-        returns = self._search_return()
+        returns, partial = self._search_return()
         charset = self._charset(required=False)
         keys = [self.search_key()]
         while self.maybe(0x20):
             keys.append(self.search_key())
         key = keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
-        return c.Search(tag, key, uid, charset, returns)
+        return c.Search(tag, key, uid, charset, returns, partial)
+
+    def p_cancelupdate(self, tag: str, uid: bool) -> c.Command:
+        # RFC 5267 §4.3: CANCELUPDATE tag-string *(SP tag-string)
+        tags: list[str] = []
+        while self.maybe(0x20):
+            tags.append(self.string().decode("ascii", errors="replace"))
+        if not tags:
+            raise _Syntax("CANCELUPDATE needs a tag")
+        return c.CancelUpdate(tag, tuple(tags))
 
     def search_string(self) -> str:
         raw = self.astring()
@@ -1120,6 +1137,7 @@ _HANDLERS: dict[str, _Handler] = {
     "EXPUNGE": _Parser.p_expunge,
     "SEARCH": _Parser.p_search,
     "SORT": _Parser.p_sort,
+    "CANCELUPDATE": _Parser.p_cancelupdate,
     "THREAD": _Parser.p_thread,
     "FETCH": _Parser.p_fetch,
     "STORE": _Parser.p_store,
