@@ -194,11 +194,21 @@ class QresyncParams:
 
 
 @dataclass(frozen=True)
+class CatenatePart:
+    """One part of a CATENATE (RFC 4469 §5): TEXT's literal `data`, or the IMAP `url` of a message
+    or a part of one on this server."""
+
+    data: bytes = b""
+    url: str | None = None
+
+
+@dataclass(frozen=True)
 class AppendMessage:
     """One message of an APPEND (RFC 9051 §6.3.12; MULTIAPPEND RFC 3502 allows several).
 
     `binary` when sent as literal8 `~{n}` (RFC 3516 §4.4); `utf8` when wrapped in
-    `UTF8 (~{n} ...)` (RFC 6855 §4).
+    `UTF8 (~{n} ...)` (RFC 6855 §4); `parts` when put together by CATENATE (RFC 4469), with
+    `data` then empty.
     """
 
     data: bytes
@@ -206,6 +216,7 @@ class AppendMessage:
     internal_date: datetime.datetime | None = None
     binary: bool = False
     utf8: bool = False
+    parts: tuple[CatenatePart, ...] | None = None
 
 
 # -- SEARCH keys (RFC 9051 §6.4.4; RFC 3501 §6.4.4 for RECENT/NEW/OLD; RFC 7162 §3.1.5 MODSEQ;

@@ -16,10 +16,11 @@ from eventmail.imap.fetch import MessageData, make_plan, render
 from eventmail.imap.mailboxes import existing_mailbox
 from eventmail.imap.search import Candidate, SearchContext, matches, needs_text, uses_modseq
 from eventmail.imap.selected import SYSTEM_FLAGS, Selected, flag_atoms, uid_set
+from eventmail.imap.urls import fetch_url
 from eventmail.mail import ingest, moves
 from eventmail.mime import MimeTooDeep, parse_incoming
 from eventmail.proto import events_pb2 as pb
-from eventmail.store import MailboxView, Message
+from eventmail.store import Account, MailboxView, Message, normalize_address
 
 if TYPE_CHECKING:
     from eventmail.imap.session import Session
@@ -65,12 +66,18 @@ def _lookup(view: MailboxView, mailbox_id: int, uids: list[int]) -> dict[int, Me
 async def append(s: Session, cmd: c.Append) -> AsyncIterator[r.Response]:
     acct = s.need_acct()
     mb = existing_mailbox(acct.view, cmd.mailbox, "TRYCREATE")
-    uids: list[int] = []
+    # Every message is put together and checked before any is stored: one bad URL fails the
+    # whole APPEND (RFC 4469 §5), as a MULTIAPPEND is all or nothing (RFC 3502 §3)
+    ready: list[tuple[c.AppendMessage, bytes]] = []
     for m in cmd.messages:
         if m.utf8 and not s.utf8:
             raise bad("APPEND UTF8 needs ENABLE UTF8=ACCEPT")  # RFC 6855 §4
-        if not m.data:
+        data = m.data if m.parts is None else await _catenate(s, acct, m.parts)
+        if not data:
             raise no("empty message")
+        ready.append((m, data))
+    uids: list[int] = []
+    for m, data in ready:
         flags = check_flags(m.flags)
         when = m.internal_date
         if when is None:
@@ -79,14 +86,32 @@ async def append(s: Session, cmd: c.Append) -> AsyncIterator[r.Response]:
             offset = when.utcoffset() or datetime.timedelta(0)
             stamp, tz = when.timestamp(), int(offset.total_seconds()) // 60
         try:
-            structure = await asyncio.to_thread(parse_incoming, m.data)
+            structure = await asyncio.to_thread(parse_incoming, data)
         except MimeTooDeep as e:
             raise no(f"message refused: {e}", "LIMIT") from e  # RFC 5530 §3 LIMIT
         origin = pb.Origin(kind="imap-append", remote_ip=s.peer)
-        committed = await ingest.append(acct, mb.id, m.data, structure, flags, stamp, tz, origin)
+        committed = await ingest.append(acct, mb.id, data, structure, flags, stamp, tz, origin)
         uids.append(committed.event.message_added.uid)
     # RFC 4315 §3 APPENDUID (a set for MULTIAPPEND, RFC 3502)
     yield r.ok(cmd.tag, "APPEND completed", r.ResponseCode("APPENDUID", (mb.uidvalidity, uid_set(uids))))
+
+
+async def _catenate(s: Session, acct: Account, parts: tuple[c.CatenatePart, ...]) -> bytes:
+    """RFC 4469 §3: the message CATENATE describes, its TEXT and the parts its URLs name in order."""
+    system = s.opts.store.system
+
+    def mine(user: str) -> bool:
+        return user == acct.name or system.addresses.get(normalize_address(user)) == acct.name
+
+    out: list[bytes] = []
+    size = 0
+    for part in parts:
+        data = part.data if part.url is None else await fetch_url(acct, part.url, mine)
+        size += len(data)
+        if size > s.opts.limits.max_append:
+            raise no(f"message over the APPENDLIMIT of {s.opts.limits.max_append} octets", "TOOBIG")
+        out.append(data)
+    return b"".join(out)
 
 
 # ---------------------------------------------------------------------- FETCH

@@ -703,6 +703,11 @@ class _Parser:
                     raise _Syntax("UTF8 APPEND data must be a literal8")
                 self.close()
                 utf8 = True
+            elif self.keyword(b"CATENATE"):
+                messages.append(c.AppendMessage(b"", flags, when, parts=self._catenate()))
+                if self.at_end():
+                    return c.Append(tag, mailbox, tuple(messages))
+                continue
             elif self.at_literal():
                 lit = self.literal(binary_ok=True)
             else:
@@ -710,6 +715,28 @@ class _Parser:
             messages.append(c.AppendMessage(lit.data, flags, when, lit.binary, utf8))
             if self.at_end():
                 return c.Append(tag, mailbox, tuple(messages))
+
+    def _catenate(self) -> tuple[c.CatenatePart, ...]:
+        # RFC 4469 §5: CATENATE SP "(" cat-part *(SP cat-part) ")", cat-part = "TEXT" SP literal
+        # (literal8 with BINARY, RFC 3516 §4.4) / "URL" SP astring
+        self.sp()
+        self.open()
+        parts: list[c.CatenatePart] = []
+        while True:
+            if self.keyword(b"TEXT"):
+                self.sp()
+                if not self.at_literal():
+                    raise _Syntax("CATENATE TEXT must be a literal")
+                parts.append(c.CatenatePart(self.literal(binary_ok=True).data))
+            elif self.keyword(b"URL"):
+                self.sp()
+                parts.append(c.CatenatePart(url=self.astring().decode("utf-8", errors="replace")))
+            else:
+                raise _Syntax("expected TEXT or URL")
+            if not self.maybe(0x20):
+                break
+        self.close()
+        return tuple(parts)
 
     def p_expunge(self, tag: str, uid: bool) -> c.Command:
         if not uid:
