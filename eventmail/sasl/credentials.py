@@ -217,17 +217,38 @@ class VerifiedCache:
 VERIFIED = VerifiedCache()
 
 
+# Verifications running now, by VERIFIED key: a client opening five connections at once (or
+# imaptest's ten) sends the same password five times before the first answer; the others wait
+# for that one hash instead of each paying it (an Argon2id takes ~200 ms of CPU and 64 MiB).
+_IN_FLIGHT: dict[bytes, asyncio.Future[bool]] = {}
+
+
 async def verify_password_async(ps: events_pb2.PasswordSet, password: str) -> bool:
     """verify_password in a worker thread, at most ARGON2_CONCURRENCY at a time per loop; a
     password this process verified for the same record within the hour is answered from
-    VERIFIED without hashing."""
+    VERIFIED without hashing, and one being verified now is waited for. Only a success is
+    shared: a waiter whose hash failed hashes again itself, so every wrong attempt still costs
+    the full hash."""
     key = VERIFIED.key(ps, password)
     if VERIFIED.hit(key):
         return True
-    async with _argon2_semaphore():
-        ok = await asyncio.to_thread(verify_password, ps, password)
-    if ok:
-        VERIFIED.add(key)
+    running = _IN_FLIGHT.get(key)
+    if running is not None and await asyncio.shield(running):
+        return True
+    mine = running is None
+    done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    if mine:
+        _IN_FLIGHT[key] = done
+    ok = False
+    try:
+        async with _argon2_semaphore():
+            ok = await asyncio.to_thread(verify_password, ps, password)
+        if ok:
+            VERIFIED.add(key)
+    finally:
+        if mine:
+            del _IN_FLIGHT[key]
+            done.set_result(ok)
     return ok
 
 
