@@ -106,3 +106,24 @@ def test_imaptest_compliance_groups(srv: ImapServer, tmp_path: Path) -> None:
                          for g, b in sorted(unexplained.items()))
     assert not unexplained, f"{summary[0]}\nfailing groups: {sorted(unexplained)}\n\n{report}"
     assert not fixed, f"groups listed as open now pass, take them off KNOWN_OPEN: {fixed}"
+
+
+def test_imaptest_stress_smoke(srv: ImapServer, tmp_path: Path) -> None:
+    """A short run of imaptest's stress mode (random commands from several clients, each
+    checking the server's answers against what it has seen): no errors. The long run beside
+    Dovecot is bench/imapstress.py, in `make bench`."""
+    binary = imaptest_binary()
+    mbox = tmp_path / "stress.mbox"
+    # the same message many times: clients APPEND identical content at once (one blob name)
+    one = b"From a@example.test Mon Dec  7 00:00:00 2026\nFrom: a@example.test\nSubject: s\n\nbody\n\n"
+    mbox.write_bytes(one * 20)
+    env = {**os.environ, "LD_LIBRARY_PATH": "/usr/lib/dovecot"}
+    p = subprocess.run(
+        [str(binary), f"host={HOST}", f"port={srv.plain_port}", f"user={USER}", f"pass={PASSWORD}", f"mbox={mbox}",
+         "clients=5", "secs=3"],
+        capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
+    )
+    output = p.stdout + p.stderr
+    assert "Totals:" in output, output[-3000:]
+    errors = [line for line in output.splitlines() if line.startswith(("Error:", "Panic:", "Fatal:"))]
+    assert errors == [], "\n".join(errors[:20])
