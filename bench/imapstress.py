@@ -65,6 +65,7 @@ class Run:
     secs: float
     errors: list[str] = field(default_factory=list)
     cpu: float | None = None  # the server's CPU seconds over the run
+    latency: str = ""  # imaptest's last "ms/cmd avg" line, under its names line
 
     @property
     def rate(self) -> float:
@@ -85,6 +86,14 @@ def write_mbox(path: Path, count: int) -> None:
             for line in raw.replace(b"\r\n", b"\n").split(b"\n"):
                 f.write((b">" + line if re.match(rb">*From ", line) else line) + b"\n")
             f.write(b"\n")
+
+
+def parse_latency(output: str) -> str:
+    """imaptest's command names and the last line of its average milliseconds per command."""
+    lines = output.splitlines()
+    avg = [line for line in lines if line.endswith("ms/cmd avg")]
+    names = [line for line in lines if line.startswith("Logi ")]
+    return f"{names[0]}\n{avg[-1]}" if avg and names else ""
 
 
 def parse_totals(output: str) -> tuple[int, list[str]]:
@@ -116,7 +125,7 @@ def stress(t: Target, mbox: Path, clients: int, secs: int, extra: list[str], scr
     if total == 0:
         raise RuntimeError(f"{t.label}: imaptest printed no totals (rc {p.returncode}):\n{output[-3000:]}")
     cpu = (after - before) / TICK if before is not None and after is not None else None
-    return Run(total, secs, errors, cpu)
+    return Run(total, secs, errors, cpu, parse_latency(output))
 
 
 def _ms(value: float | None) -> str:
@@ -166,7 +175,7 @@ def main() -> int:
                 runs[t.label].append(run)
                 print(f"  run {rep + 1} {t.label}: {run.commands} commands, {run.rate:.0f}/s, "
                       f"{_ms(run.cpu_ms)} ms CPU/command, {len(run.errors)} errors", flush=True)
-                for line in run.errors[:5]:
+                for line in [*run.latency.splitlines(), *run.errors[:5]]:
                     print(f"    {line}")
         print()
         print(f"{'':<12} {'commands':>10} {'commands/s':>11} {'CPU ms/command':>15} {'errors':>7}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from eventmail.imap import responses as r
@@ -88,6 +89,14 @@ class MessageData:
         """Read and decrypt the bytes off the event loop, before a rendering needs them."""
         if self._raw is None:
             self._raw = await self.acct.read_message(self.msg.blob_id)
+
+    @staticmethod
+    async def load_all(datas: Sequence[MessageData]) -> None:
+        """`load` for several messages of one account, in one trip off the event loop."""
+        todo = [d for d in datas if d._raw is None]
+        if todo:
+            for d, raw in zip(todo, await todo[0].acct.read_messages([d.msg.blob_id for d in todo]), strict=True):
+                d._raw = raw
 
     def raw(self) -> bytes:
         if self._raw is None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from eventmail.imap import commands as c
@@ -30,6 +30,24 @@ _SYSTEM = {f.upper(): f for f in SYSTEM_FLAGS}
 _BULK = 64
 # Yield to other connections after this many messages of one long FETCH or SEARCH.
 _SLICE = 100
+# Messages whose bytes are read in one trip off the event loop (Account.read_messages), at most
+# this many and this many octets together: few thread hops, little held in memory at once.
+_READ_COUNT = 64
+_READ_OCTETS = 8 * 1024 * 1024
+
+
+def _chunks(msgs: list[Message], reads_bytes: bool) -> Iterator[list[Message]]:
+    """The messages in slices: _SLICE at a time, or read-sized ones when their bytes are read."""
+    chunk: list[Message] = []
+    octets = 0
+    for msg in msgs:
+        chunk.append(msg)
+        octets += msg.size
+        if len(chunk) >= (_READ_COUNT if reads_bytes else _SLICE) or (reads_bytes and octets >= _READ_OCTETS):
+            yield chunk
+            chunk, octets = [], 0
+    if chunk:
+        yield chunk
 
 def check_flags(flags: Iterable[str]) -> list[str]:
     """Flags a client may set: the system flags but \\Recent (RFC 9051 §2.3.2: the server sets it,
@@ -144,21 +162,24 @@ async def fetch(s: Session, cmd: c.Fetch) -> AsyncIterator[r.Response]:
             seen_now = set(unseen)
             found.update(_lookup(view, sel.mailbox_id, unseen))
     missing = False
-    for n, uid in enumerate(uids):
+    todo: list[Message] = []
+    for uid in uids:
         msg = found.get(uid)
         if msg is None:
             missing = True  # expunged by another session, not yet told (RFC 2180 §4.1.2)
             continue
         if cmd.changedsince is not None and msg.modseq <= cmd.changedsince:
             continue
-        seq = sel.seq(uid)
-        assert seq is not None
-        data = MessageData(acct, msg)
+        todo.append(msg)
+    for chunk in _chunks(todo, plan.reads_bytes):
+        datas = [MessageData(acct, msg) for msg in chunk]
         if plan.reads_bytes:
-            await data.load()
-        yield render(plan, seq, msg, data, recent=uid in sel.recent, rev2=s.rev2, seen_now=uid in seen_now)
-        if n % _SLICE == _SLICE - 1:
-            await asyncio.sleep(0)
+            await MessageData.load_all(datas)
+        for msg, data in zip(chunk, datas, strict=True):
+            seq = sel.seq(msg.uid)
+            assert seq is not None
+            yield render(plan, seq, msg, data, recent=msg.uid in sel.recent, rev2=s.rev2, seen_now=msg.uid in seen_now)
+        await asyncio.sleep(0)  # other connections get their turn between slices
     if missing:
         raise no("some of the messages no longer exist", "EXPUNGEISSUED")  # RFC 5530 §3
     yield r.ok(cmd.tag, "FETCH completed")
@@ -242,17 +263,18 @@ async def matching(s: Session, key: c.SearchKey) -> list[tuple[int, MessageData]
     ctx = SearchContext(resolve, time.time())
     slow = needs_text(key)
     found: list[tuple[int, MessageData]] = []
-    for seq, uid in enumerate(sel.uids, 1):
-        msg = by_uid.get(uid)
-        if msg is None or uid in sel.gone:
-            continue
-        data = MessageData(acct, msg)
+    candidates = [msg for uid in sel.uids if (msg := by_uid.get(uid)) is not None and uid not in sel.gone]
+    for chunk in _chunks(candidates, slow):
+        datas = [MessageData(acct, msg) for msg in chunk]
         if slow:
-            await data.load()
-        if matches(key, Candidate(msg, seq, uid in sel.recent, data), ctx):
-            found.append((seq, data))
-        if slow and seq % 20 == 0:
-            await asyncio.sleep(0)  # text search reads and decrypts messages: let others run
+            await MessageData.load_all(datas)  # text search reads and decrypts messages
+        for msg, data in zip(chunk, datas, strict=True):
+            seq = sel.seq(msg.uid)
+            assert seq is not None
+            if matches(key, Candidate(msg, seq, msg.uid in sel.recent, data), ctx):
+                found.append((seq, data))
+        if slow:
+            await asyncio.sleep(0)  # let other connections run between slices
     return found
 
 
