@@ -10,6 +10,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import nacl.exceptions
@@ -176,6 +177,9 @@ def _argon2_semaphore() -> asyncio.Semaphore:
     return sem
 
 
+_ARGON2_POOL = ThreadPoolExecutor(ARGON2_CONCURRENCY, thread_name_prefix="argon2")
+
+
 class VerifiedCache:
     """Passwords verified lately, so that a client logging in again (phones reconnect all day,
     five connections per client) does not pay Argon2id each time; the stored verifier stays
@@ -242,7 +246,9 @@ async def verify_password_async(ps: events_pb2.PasswordSet, password: str) -> bo
     ok = False
     try:
         async with _argon2_semaphore():
-            ok = await asyncio.to_thread(verify_password, ps, password)
+            # its own threads: ~200 ms each, in the default executor they held back the short
+            # jobs (message reads, blob writes) of every other connection
+            ok = await asyncio.get_running_loop().run_in_executor(_ARGON2_POOL, verify_password, ps, password)
         if ok:
             VERIFIED.add(key)
     finally:
@@ -281,7 +287,7 @@ def dummy_password_set(cost: HashCost = DEFAULT_COST) -> events_pb2.PasswordSet:
 async def get_dummy_password_set(cost: HashCost = DEFAULT_COST) -> events_pb2.PasswordSet:
     """dummy_password_set without blocking the loop the first time (runs under the semaphore)."""
     async with _argon2_semaphore():
-        return await asyncio.to_thread(dummy_password_set, cost)
+        return await asyncio.get_running_loop().run_in_executor(_ARGON2_POOL, dummy_password_set, cost)
 
 
 # Key for fake SCRAM salts, drawn once per process. An unknown user gets a server-first-message
