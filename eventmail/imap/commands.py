@@ -480,6 +480,17 @@ class Append:
 
 
 @dataclass(frozen=True)
+class Replace:
+    """REPLACE / UID REPLACE (RFC 8508): `number` is a sequence number, or a UID when `uid`."""
+
+    tag: str
+    number: int
+    mailbox: str
+    message: AppendMessage
+    uid: bool = False
+
+
+@dataclass(frozen=True)
 class Idle:
     tag: str
 
@@ -643,6 +654,7 @@ Command: TypeAlias = (
     | Namespace
     | Status
     | Append
+    | Replace
     | Idle
     | Check
     | Close

@@ -1,4 +1,4 @@
-"""The message commands: APPEND, FETCH, STORE, SEARCH, COPY, MOVE, EXPUNGE (RFC 9051 §6.3.12, §6.4)."""
+"""The message commands: APPEND, REPLACE, FETCH, STORE, SEARCH, COPY, MOVE, EXPUNGE (RFC 9051 §6.3.12, §6.4; RFC 8508)."""
 
 from __future__ import annotations
 
@@ -93,25 +93,64 @@ async def append(s: Session, cmd: c.Append) -> AsyncIterator[r.Response]:
         data = m.data if m.parts is None else await _catenate(s, acct, m.parts)
         if not data:
             raise no("empty message")
+        check_flags(m.flags)
         ready.append((m, data))
     uids: list[int] = []
     for m, data in ready:
-        flags = check_flags(m.flags)
-        when = m.internal_date
-        if when is None:
-            stamp, tz = time.time(), 0
-        else:
-            offset = when.utcoffset() or datetime.timedelta(0)
-            stamp, tz = when.timestamp(), int(offset.total_seconds()) // 60
-        try:
-            structure = await asyncio.to_thread(parse_incoming, data)
-        except MimeTooDeep as e:
-            raise no(f"message refused: {e}", "LIMIT") from e  # RFC 5530 §3 LIMIT
-        origin = pb.Origin(kind="imap-append", remote_ip=s.peer)
-        committed = await ingest.append(acct, mb.id, data, structure, flags, stamp, tz, origin)
-        uids.append(committed.event.message_added.uid)
+        uids.append(await _store(s, acct, mb.id, m, data))
     # RFC 4315 §3 APPENDUID (a set for MULTIAPPEND, RFC 3502)
     yield r.ok(cmd.tag, "APPEND completed", r.ResponseCode("APPENDUID", (mb.uidvalidity, uid_set(uids))))
+
+
+async def replace(s: Session, cmd: c.Replace) -> AsyncIterator[r.Response]:
+    """RFC 8508: APPEND the new message, then expunge the one it replaces from the selected
+    mailbox. Everything that can fail (the target mailbox, the message, the original) is checked
+    before anything is stored: a failed REPLACE leaves the original as it was (§3.3)."""
+    sel = s.need_selected()
+    acct = s.need_acct()
+    if sel.readonly:
+        raise no("the mailbox is read-only (EXAMINE)", "READ-ONLY")
+    if cmd.uid:
+        if cmd.number not in sel.uids or cmd.number in sel.gone:
+            raise no(f"no message with UID {cmd.number}", "NONEXISTENT")
+        original = cmd.number
+    else:
+        original = sel.resolve(c.SequenceSet.of(cmd.number), uid=False)[0]  # BAD past the end
+        if original in sel.gone:
+            raise no("that message was expunged", "EXPUNGEISSUED")
+    if acct.view.message(sel.mailbox_id, original) is None:
+        raise no("that message was expunged", "EXPUNGEISSUED")
+    mb = existing_mailbox(acct.view, cmd.mailbox, "TRYCREATE")
+    m = cmd.message
+    if m.utf8 and not s.utf8:
+        raise bad("REPLACE UTF8 needs ENABLE UTF8=ACCEPT")  # RFC 6855 §4
+    data = m.data if m.parts is None else await _catenate(s, acct, m.parts)
+    if not data:
+        raise no("empty message")
+    check_flags(m.flags)
+    uid = await _store(s, acct, mb.id, m, data)
+    # RFC 8508 §3.3: the original goes as UID EXPUNGE would take it; its EXPUNGE (or VANISHED)
+    # reaches the client with this command's answer
+    await moves.expunge(acct, sel.mailbox_id, [original])
+    yield r.ok(cmd.tag, "REPLACE completed", r.ResponseCode("APPENDUID", (mb.uidvalidity, uid)))
+
+
+async def _store(s: Session, acct: Account, mailbox_id: int, m: c.AppendMessage, data: bytes) -> int:
+    """One message of an APPEND or REPLACE stored (parsed, fsynced, its event committed); its UID."""
+    flags = check_flags(m.flags)
+    when = m.internal_date
+    if when is None:
+        stamp, tz = time.time(), 0
+    else:
+        offset = when.utcoffset() or datetime.timedelta(0)
+        stamp, tz = when.timestamp(), int(offset.total_seconds()) // 60
+    try:
+        structure = await asyncio.to_thread(parse_incoming, data)
+    except MimeTooDeep as e:
+        raise no(f"message refused: {e}", "LIMIT") from e  # RFC 5530 §3 LIMIT
+    origin = pb.Origin(kind="imap-append", remote_ip=s.peer)
+    committed = await ingest.append(acct, mailbox_id, data, structure, flags, stamp, tz, origin)
+    return committed.event.message_added.uid
 
 
 async def _catenate(s: Session, acct: Account, parts: tuple[c.CatenatePart, ...]) -> bytes:

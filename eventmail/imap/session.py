@@ -76,7 +76,7 @@ class State(enum.Enum):
 _ANY = (c.Capability, c.Noop, c.Logout, c.Id)
 _NOT_AUTH = (c.StartTls, c.Authenticate, c.Login)
 _SELECTED_ONLY = (c.Check, c.Close, c.Unselect, c.Expunge, c.Search, c.Sort, c.Thread, c.Fetch, c.Store, c.Copy, c.Move,
-                  c.CancelUpdate)
+                  c.CancelUpdate, c.Replace)
 # Commands that may tell expunges (RFC 9051 §7.5.1): all but FETCH, STORE, SEARCH by number.
 _NO_EXPUNGE = (c.Fetch, c.Store, c.Search, c.Sort, c.Thread)
 # Commands after which a held selection's changes are not worth telling first.
@@ -145,7 +145,7 @@ class Session:
             "CREATE-SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "SEARCHRES", "WITHIN",
             "CONDSTORE", "QRESYNC", "BINARY", "MULTIAPPEND", f"APPENDLIMIT={limits.max_append}", "UTF8=ACCEPT",
             "STATUS=SIZE", "SORT", "SORT=DISPLAY", "ESORT", "CONTEXT=SEARCH", "CONTEXT=SORT",
-            "CATENATE",
+            "CATENATE", "REPLACE",
             "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
         ]
         if not self.wire.compressing:
@@ -620,6 +620,7 @@ _HANDLERS: dict[type, Handler] = {
     c.Subscribe: mailboxes.subscribe,
     c.Unsubscribe: mailboxes.subscribe,
     c.Append: messages.append,
+    c.Replace: messages.replace,
     c.Fetch: messages.fetch,
     c.Store: messages.store,
     c.Search: messages.search,

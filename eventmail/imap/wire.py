@@ -686,35 +686,45 @@ class _Parser:
         messages: list[c.AppendMessage] = []
         while True:
             self.sp()
-            flags: tuple[str, ...] = ()
-            when: datetime.datetime | None = None
-            if self.peek() == 0x28:
-                flags = self.flag_list()
-                self.sp()
-            if self.peek() == 0x22:
-                when = self.date_time()
-                self.sp()
-            utf8 = False
-            if self.keyword(b"UTF8"):
-                self.sp()
-                self.open()
-                lit = self.literal(binary_ok=True)
-                if not lit.binary:
-                    raise _Syntax("UTF8 APPEND data must be a literal8")
-                self.close()
-                utf8 = True
-            elif self.keyword(b"CATENATE"):
-                messages.append(c.AppendMessage(b"", flags, when, parts=self._catenate()))
-                if self.at_end():
-                    return c.Append(tag, mailbox, tuple(messages))
-                continue
-            elif self.at_literal():
-                lit = self.literal(binary_ok=True)
-            else:
-                raise _Syntax("expected message literal")
-            messages.append(c.AppendMessage(lit.data, flags, when, lit.binary, utf8))
+            messages.append(self._append_message())
             if self.at_end():
                 return c.Append(tag, mailbox, tuple(messages))
+
+    def _append_message(self) -> c.AppendMessage:
+        """[flag-list SP] [date-time SP] then a literal, `UTF8 (literal8)` or `CATENATE (...)`."""
+        flags: tuple[str, ...] = ()
+        when: datetime.datetime | None = None
+        if self.peek() == 0x28:
+            flags = self.flag_list()
+            self.sp()
+        if self.peek() == 0x22:
+            when = self.date_time()
+            self.sp()
+        if self.keyword(b"UTF8"):
+            self.sp()
+            self.open()
+            lit = self.literal(binary_ok=True)
+            if not lit.binary:
+                raise _Syntax("UTF8 APPEND data must be a literal8")
+            self.close()
+            return c.AppendMessage(lit.data, flags, when, lit.binary, utf8=True)
+        if self.keyword(b"CATENATE"):
+            return c.AppendMessage(b"", flags, when, parts=self._catenate())
+        if not self.at_literal():
+            raise _Syntax("expected message literal")
+        lit = self.literal(binary_ok=True)
+        return c.AppendMessage(lit.data, flags, when, lit.binary)
+
+    def p_replace(self, tag: str, uid: bool) -> c.Command:
+        # RFC 8508 §6: "REPLACE" SP seq-number SP mailbox append-message; UID REPLACE takes a uid
+        self.sp()
+        number = self.number(nonzero=True, what="message number")
+        self.sp()
+        mailbox = self.mailbox()
+        self.sp()
+        message = self._append_message()
+        self.expect_end()
+        return c.Replace(tag, number, mailbox, message, uid)
 
     def _catenate(self) -> tuple[c.CatenatePart, ...]:
         # RFC 4469 §5: CATENATE SP "(" cat-part *(SP cat-part) ")", cat-part = "TEXT" SP literal
@@ -1134,7 +1144,10 @@ _FETCH_MACROS = {
     "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
     "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
 }
-_UID_COMMANDS = frozenset({"COPY", "MOVE", "FETCH", "SEARCH", "STORE", "EXPUNGE", "SORT", "THREAD"})
+_UID_COMMANDS = frozenset({"COPY", "MOVE", "FETCH", "SEARCH", "STORE", "EXPUNGE", "SORT", "THREAD", "REPLACE"})
+# Commands whose literals are messages (held to APPENDLIMIT rather than max_literal): APPEND,
+# and REPLACE (RFC 8508), also as UID REPLACE.
+_MESSAGE_COMMANDS = frozenset({"APPEND", "REPLACE", "UID REPLACE"})
 
 _Handler = Callable[[_Parser, str, bool], c.Command]
 _HANDLERS: dict[str, _Handler] = {
@@ -1157,6 +1170,7 @@ _HANDLERS: dict[str, _Handler] = {
     "NAMESPACE": lambda p, t, u: c.Namespace(t),
     "STATUS": _Parser.p_status,
     "APPEND": _Parser.p_append,
+    "REPLACE": _Parser.p_replace,
     "IDLE": lambda p, t, u: c.Idle(t),
     "CHECK": lambda p, t, u: c.Check(t),
     "CLOSE": lambda p, t, u: c.Close(t),
@@ -1469,7 +1483,8 @@ class ImapWire:
             if self._tag is None:
                 self._reject("BAD", "empty command line" if not line else "invalid tag")
             elif self._name == "UID":
-                pass
+                if _first_words(line.split(b" ", 1)[1])[1] == "REPLACE":
+                    self._name = "UID REPLACE"  # its literal is a message
             elif self._name not in _HANDLERS:
                 self._reject("BAD", f"unknown command {self._name}" if self._name else "missing command")
             if self._rejected:
@@ -1495,7 +1510,7 @@ class ImapWire:
         limits = self.limits
         n = hdr.size
         # before login nothing is a message: every literal counts against max_command
-        is_append = self._name == "APPEND" and self._authenticated
+        is_append = self._name in _MESSAGE_COMMANDS and self._authenticated
         if n is None or hdr.invalid:
             # RFC 9051 §9 literal = "{" number64 ["+"] "}"; RFC 7888 has no `{n-}` form
             self._reject("BAD", "invalid literal")
