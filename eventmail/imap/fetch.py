@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from eventmail.imap import responses as r
 from eventmail.imap.commands import Fetch, FetchAttr, Section
 from eventmail.imap.errors import no
+from eventmail.imap.preview import preview
 from eventmail.imap.selected import flag_atoms
 from eventmail.mime import parse_structure
 from eventmail.mime.imapform import decode_part, extract_section, render_bodystructure, render_envelope
@@ -19,7 +20,7 @@ from eventmail.store import Account, Message
 # Items that need the parsed structure, and items that need the message bytes.
 _STRUCTURE_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE", "BODY", "BINARY", "BINARY.SIZE",
                               "RFC822.HEADER", "RFC822.TEXT"})
-_RAW_ITEMS = frozenset({"BINARY", "BINARY.SIZE", "RFC822", "RFC822.HEADER", "RFC822.TEXT"})
+_RAW_ITEMS = frozenset({"BINARY", "BINARY.SIZE", "RFC822", "RFC822.HEADER", "RFC822.TEXT", "PREVIEW"})
 # RFC 9051 §6.4.5: these set \Seen unless .PEEK (RFC822 and RFC822.TEXT are BODY[] and BODY[TEXT]).
 _SEEN_ITEMS = frozenset({"RFC822", "RFC822.TEXT"})
 
@@ -224,6 +225,8 @@ def render(
             value = r.Literal(extract_section(data.raw(), data.structure(), "HEADER") or b"")
         elif name == "RFC822.TEXT":
             value = r.Literal(extract_section(data.raw(), data.structure(), "TEXT") or b"")
+        elif name == "PREVIEW":
+            value = preview(data.raw(), data.structure()).encode("utf-8")  # RFC 8970 §3
         else:  # pragma: no cover - the wire only produces the names above
             raise no(f"unsupported fetch item {name}")
         out.append((item.response_name(), value))

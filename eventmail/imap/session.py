@@ -145,7 +145,7 @@ class Session:
             "CREATE-SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "SEARCHRES", "WITHIN",
             "CONDSTORE", "QRESYNC", "BINARY", "MULTIAPPEND", f"APPENDLIMIT={limits.max_append}", "UTF8=ACCEPT",
             "STATUS=SIZE", "SORT", "SORT=DISPLAY", "ESORT", "CONTEXT=SEARCH", "CONTEXT=SORT",
-            "CATENATE", "REPLACE",
+            "CATENATE", "REPLACE", "PREVIEW",
             "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
         ]
         if not self.wire.compressing:

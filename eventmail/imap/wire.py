@@ -988,6 +988,19 @@ class _Parser:
         name = self.match(_NAME_RE, "fetch item").decode("ascii").upper()
         if name in _FETCH_SIMPLE:
             return c.FetchAttr(name)
+        if name == "PREVIEW":
+            # RFC 8970 §7: "PREVIEW" [SP "(" preview-mod *(SP preview-mod) ")"], preview-mod =
+            # "LAZY" (a preview is always made here, so LAZY changes nothing)
+            if self.cur[self.pos : self.pos + 2] == b" (":
+                self.pos += 1
+                self.open()
+                while True:
+                    if self.atom("preview modifier").upper() != "LAZY":
+                        raise _Syntax("unknown PREVIEW modifier")
+                    if not self.maybe(0x20):
+                        break
+                self.close()
+            return c.FetchAttr("PREVIEW")
         if name == "BODY" and self.peek() != 0x5B:
             return c.FetchAttr("BODY")
         if name in ("BODY", "BODY.PEEK"):
