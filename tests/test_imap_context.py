@@ -103,3 +103,25 @@ def test_partial_with_update_is_refused_not_half_done(srv: ImapServer) -> None:
     assert c.cmd(b"a SEARCH RETURN (UPDATE PARTIAL 1:2) ALL")[-1].startswith(b"a NO")
     assert c.cmd(b'b CANCELUPDATE "a"')[-1].startswith(b"b NO")
     c.close()
+
+
+def test_a_live_result_that_fails_to_update_is_dropped_not_the_command(
+        srv: ImapServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failure while bringing a live result up to date (a bug) costs the live result, with
+    NOUPDATE; the command that ran still gets its OK."""
+    from eventmail.imap import messages
+
+    c = srv.raw()
+    c.login()
+    c.cmd(b"s SELECT INBOX")
+    c.cmd(b"live SEARCH RETURN (UPDATE) SEEN")
+
+    async def broken(*_a: object) -> list[object]:
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(messages, "matching", broken)
+    out = c.cmd(b"a STORE 1 +FLAGS (\\Seen)")
+    assert out[-1].startswith(b"a OK")
+    assert b'* NO [NOUPDATE "live"] this result is no longer kept up to date' in out
+    assert c.cmd(b'b CANCELUPDATE "live"')[-1].startswith(b"b NO")
+    c.close()

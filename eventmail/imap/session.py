@@ -303,7 +303,16 @@ class Session:
         sel.live_dirty = False
         out: list[r.Response] = []
         for live in list(sel.live.values()):
-            found = await messages.matching(self, live.key)
+            try:
+                found = await messages.matching(self, live.key)
+            except Exception:
+                # a bug must not turn the command that ran into a failure: the result stops
+                # being live, and says so (RFC 5267 §4.2 NOUPDATE)
+                log.exception("imap %s: live result %r could not be brought up to date", self.conn, live.tag)
+                del sel.live[live.tag]
+                out.append(r.StatusResponse("NO", "this result is no longer kept up to date", None,
+                                            r.ResponseCode("NOUPDATE", (live.tag.encode("ascii", "replace"),))))
+                continue
             if self.selected is not sel:
                 return []
             if live.criteria is None:
