@@ -50,6 +50,7 @@ bench: venv deps
 	$(BIN)/python bench/store.py
 	$(BIN)/python bench/smtp.py
 	$(BIN)/python bench/imap.py
+	$(BIN)/python bench/imapstress.py
 	$(BIN)/python bench/outbound.py
 	$(BIN)/python -c "import sklearn" 2>/dev/null || $(BIN)/pip install -q scikit-learn
 	$(BIN)/python bench/junk.py $(if $(CORPUS),--corpus $(CORPUS))

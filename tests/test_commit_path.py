@@ -329,3 +329,30 @@ def test_sync_pair_an_imap_session_sees_a_delivery_only_after_the_secondary_ackn
         other.logout()
     finally:
         close_pair(a, b)
+
+
+def test_commits_and_password_checks_do_not_wait_for_the_default_executor(keyed_dir: Keyed) -> None:
+    """Commits and Argon2id have threads of their own: with every default-executor thread busy
+    (blob writes, message reads, junk features of other connections), an append still commits
+    and a login is still checked. In the shared executor they queued behind all of that."""
+    from eventmail.sasl import credentials
+
+    async def main() -> None:
+        store = await new_account(keyed_dir)
+        release = threading.Event()
+        loop = asyncio.get_running_loop()
+        # more jobs than the default executor has threads (at most 32): every one of them blocks
+        busy = [loop.run_in_executor(None, release.wait) for _ in range(40)]
+        try:
+            async with store.use_account("alice") as acct:
+                await asyncio.wait_for(acct.append([setting("while-busy")]), 10)
+                assert acct.view.setting("while-busy") == "v"
+            ps = credentials.make_password_set("alice", "pw", cost=credentials.HashCost(
+                argon2_opslimit=3, argon2_memlimit=8192, scram_iterations=4096))
+            assert await asyncio.wait_for(credentials.verify_password_async(ps, "pw"), 10)
+        finally:
+            release.set()
+            await asyncio.gather(*busy)
+            await store.close()
+
+    run(main())

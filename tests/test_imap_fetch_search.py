@@ -179,3 +179,36 @@ def test_imaplib_uid_search_and_fetch(srv: ImapServer) -> None:
     typ, data = m.uid("FETCH", "7", "(FLAGS)")  # no UID 7: nothing, OK
     assert typ == "OK" and data == [None]
     m.logout()
+
+
+def test_bodies_are_read_in_few_trips_off_the_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """FETCH and text SEARCH over many messages read their bytes in batches (one thread hop per
+    message made every FETCH of a busy mailbox slow: imaptest's stress run measured 150 ms)."""
+    from eventmail.store import Account
+
+    trips: list[int] = []
+    real_many, real_one = Account.read_messages, Account.read_message
+
+    async def many(self: Account, blob_ids: list[bytes]) -> list[bytes]:
+        trips.append(len(blob_ids))
+        return await real_many(self, blob_ids)
+
+    async def one(self: Account, blob_id: bytes) -> bytes:
+        trips.append(1)
+        return await real_one(self, blob_id)
+
+    monkeypatch.setattr(Account, "read_messages", many)
+    monkeypatch.setattr(Account, "read_message", one)
+    with ImapServer(tmp_path) as srv:
+        for i in range(150):
+            srv.deliver(f"From: a@example.test\r\nSubject: m{i}\r\n\r\nbody {i}\r\n".encode())
+        m = srv.imap()
+        m.select("INBOX", readonly=True)
+        typ, data = m.fetch("1:*", "(BODY.PEEK[])")
+        assert typ == "OK" and sum(1 for d in data if isinstance(d, tuple)) == 150
+        assert trips == [64, 64, 22]
+        trips.clear()
+        typ, data = m.search(None, "BODY", '"body 149"')
+        assert typ == "OK" and data[0] == b"150"
+        assert trips == [64, 64, 22]
+        m.logout()

@@ -69,6 +69,22 @@ def test_copy_into_junk_flags_only_the_copy(srv: ImapServer) -> None:
     m.logout()
 
 
+def test_copy_into_an_ordinary_mailbox_keeps_the_flags(srv: ImapServer) -> None:
+    """RFC 9051 §6.4.7 (and imaptest's `copy` group): the copy has the original's flags, no more;
+    a MOVE to the same place is what records $NotJunk."""
+    srv.deliver(simple_message("a"), flags=("\\Flagged",))
+    srv.deliver(simple_message("b"))
+    m = srv.imap()
+    assert m.create("Work")[0] == "OK"
+    m.select("INBOX")
+    assert m.uid("COPY", "1", "Work")[0] == "OK"
+    assert m.uid("COPY", "2", "Archive")[0] == "OK"
+    assert srv.view_flags("Work") == {1: ("\\Flagged",)} and srv.view_flags("Archive") == {1: ()}
+    assert m.uid("MOVE", "2", "Work")[0] == "OK"
+    assert srv.view_flags("Work")[2] == (NOT_JUNK,)
+    m.logout()
+
+
 def test_the_rule_is_in_the_store_for_every_writer(srv: ImapServer) -> None:
     """A writer other than IMAP (webmail will be one) moving through the store's API gets the same flags."""
     srv.deliver(simple_message())

@@ -282,13 +282,26 @@ def mb(name: str, use: int = pb.SPECIAL_USE_NONE) -> Mailbox:
 def test_moves_say_junk_or_not_junk_and_rejects_is_neutral() -> None:
     inbox, junk, rejects = mb("INBOX"), mb("Junk", pb.SPECIAL_USE_JUNK), mb("Rejects")
     archive, trash, work = mb("Archive", pb.SPECIAL_USE_ARCHIVE), mb("Trash", pb.SPECIAL_USE_TRASH), mb("Work")
-    assert junk_training_flags(inbox, junk) == (["$Junk"], ["$NotJunk"])
-    assert junk_training_flags(inbox, work) == (["$NotJunk"], ["$Junk"])  # a mailbox of the user's own
-    assert junk_training_flags(rejects, inbox) == (["$NotJunk"], ["$Junk"])  # out of Rejects: wanted
-    assert junk_training_flags(rejects, archive) == (["$NotJunk"], ["$Junk"])
-    assert junk_training_flags(rejects, trash) == ([], [])  # throwing a reject away says nothing
-    assert junk_training_flags(work, inbox) == ([], [])  # INBOX is neutral
-    assert junk_training_flags(inbox, rejects) == ([], [])  # so is Rejects
+    assert junk_training_flags(inbox, junk, True) == (["$Junk"], ["$NotJunk"])
+    assert junk_training_flags(inbox, work, True) == (["$NotJunk"], ["$Junk"])  # a mailbox of the user's own
+    assert junk_training_flags(rejects, inbox, True) == (["$NotJunk"], ["$Junk"])  # out of Rejects: wanted
+    assert junk_training_flags(rejects, archive, True) == (["$NotJunk"], ["$Junk"])
+    assert junk_training_flags(rejects, trash, True) == ([], [])  # throwing a reject away says nothing
+    assert junk_training_flags(work, inbox, True) == ([], [])  # INBOX is neutral
+    assert junk_training_flags(inbox, rejects, True) == ([], [])  # so is Rejects
+
+
+def test_copies_keep_their_flags_unless_junk_is_involved() -> None:
+    """RFC 9051 §6.4.7: a COPY preserves flags; only copies into or out of Junk (and Rejects) train."""
+    inbox, junk, rejects = mb("INBOX"), mb("Junk", pb.SPECIAL_USE_JUNK), mb("Rejects")
+    archive, trash, work = mb("Archive", pb.SPECIAL_USE_ARCHIVE), mb("Trash", pb.SPECIAL_USE_TRASH), mb("Work")
+    assert junk_training_flags(inbox, work, False) == ([], [])
+    assert junk_training_flags(work, archive, False) == ([], [])
+    assert junk_training_flags(inbox, trash, False) == ([], [])
+    assert junk_training_flags(inbox, junk, False) == (["$Junk"], ["$NotJunk"])
+    assert junk_training_flags(junk, inbox, False) == (["$NotJunk"], ["$Junk"])
+    assert junk_training_flags(rejects, work, False) == (["$NotJunk"], ["$Junk"])
+    assert junk_training_flags(junk, trash, False) == ([], [])
 
 
 # ---------------------------------------------------------------- Rejects upkeep, through the mail layer

@@ -150,3 +150,33 @@ def test_org_domain_is_a_suffix_of_the_domain(labels: list[str]) -> None:
     org = organizational_domain(domain)
     assert domain == org or domain.endswith("." + org)
     assert organizational_domain(org) == org
+
+
+def test_the_bundled_list_is_parsed_once_when_asked_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first messages arrive together, each junk-feature thread asking for the list."""
+    import threading
+
+    from eventmail.mailauth import psl as psl_mod
+
+    monkeypatch.setattr(psl_mod, "_DEFAULT", [])
+    parses: list[int] = []
+    real = PublicSuffixList.parse.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[PublicSuffixList], text: str) -> PublicSuffixList:
+        parses.append(1)
+        return real(cls, text)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(PublicSuffixList, "parse", classmethod(counting))
+    start = threading.Barrier(6)
+    got: list[PublicSuffixList] = []
+
+    def ask() -> None:
+        start.wait()
+        got.append(default_list())
+
+    threads = [threading.Thread(target=ask) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(parses) == 1 and len(got) == 6 and all(g is got[0] for g in got)

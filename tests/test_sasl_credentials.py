@@ -185,10 +185,37 @@ def test_verify_async_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
 
     async def many() -> list[bool]:
         ps = events_pb2.PasswordSet()
-        return await asyncio.gather(*(credentials.verify_password_async(ps, "pw") for _ in range(8)))
+        # distinct passwords: the same one at once is hashed only once (the next test)
+        return await asyncio.gather(*(credentials.verify_password_async(ps, f"pw{i}") for i in range(8)))
 
     assert run(many()) == [True] * 8
     assert peak == credentials.ARGON2_CONCURRENCY == 2
+
+
+def test_the_same_password_at_once_is_hashed_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client opening several connections at once: one Argon2id for all of them; a wrong
+    password sent at once by several still costs each its own hash."""
+    calls: list[str] = []
+    real = credentials.verify_password
+
+    def counting(ps: events_pb2.PasswordSet, password: str) -> bool:
+        calls.append(password)
+        return real(ps, password)
+
+    monkeypatch.setattr(credentials, "verify_password", counting)
+    monkeypatch.setattr(credentials, "VERIFIED", credentials.VerifiedCache())
+    ps = credentials.make_password_set("alice", "correct horse", cost=CHEAP)
+
+    async def go() -> tuple[list[bool], list[bool]]:
+        good = await asyncio.gather(*(credentials.verify_password_async(ps, "correct horse") for _ in range(6)))
+        bad = await asyncio.gather(*(credentials.verify_password_async(ps, "wrong horse") for _ in range(3)))
+        return good, bad
+
+    good, bad = run(go())
+    assert good == [True] * 6 and bad == [False] * 3
+    assert calls.count("correct horse") == 1
+    assert calls.count("wrong horse") == 3
+    assert credentials._IN_FLIGHT == {}
 
 
 # --- dummies for unknown users ----------------------------------------------------------------

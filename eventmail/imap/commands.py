@@ -194,11 +194,21 @@ class QresyncParams:
 
 
 @dataclass(frozen=True)
+class CatenatePart:
+    """One part of a CATENATE (RFC 4469 §5): TEXT's literal `data`, or the IMAP `url` of a message
+    or a part of one on this server."""
+
+    data: bytes = b""
+    url: str | None = None
+
+
+@dataclass(frozen=True)
 class AppendMessage:
     """One message of an APPEND (RFC 9051 §6.3.12; MULTIAPPEND RFC 3502 allows several).
 
     `binary` when sent as literal8 `~{n}` (RFC 3516 §4.4); `utf8` when wrapped in
-    `UTF8 (~{n} ...)` (RFC 6855 §4).
+    `UTF8 (~{n} ...)` (RFC 6855 §4); `parts` when put together by CATENATE (RFC 4469), with
+    `data` then empty.
     """
 
     data: bytes
@@ -206,6 +216,7 @@ class AppendMessage:
     internal_date: datetime.datetime | None = None
     binary: bool = False
     utf8: bool = False
+    parts: tuple[CatenatePart, ...] | None = None
 
 
 # -- SEARCH keys (RFC 9051 §6.4.4; RFC 3501 §6.4.4 for RECENT/NEW/OLD; RFC 7162 §3.1.5 MODSEQ;
@@ -469,6 +480,17 @@ class Append:
 
 
 @dataclass(frozen=True)
+class Replace:
+    """REPLACE / UID REPLACE (RFC 8508): `number` is a sequence number, or a UID when `uid`."""
+
+    tag: str
+    number: int
+    mailbox: str
+    message: AppendMessage
+    uid: bool = False
+
+
+@dataclass(frozen=True)
 class Idle:
     tag: str
 
@@ -502,8 +524,9 @@ class Search:
 
     `charset` is the CHARSET argument upper-cased, None when absent; string values in `key` are
     already decoded from it. `return_options` is None without RETURN (answer with SEARCH in
-    IMAP4rev1), else the upper-cased options (RFC 4731 MIN MAX ALL COUNT, RFC 5182 SAVE); an
-    empty tuple means RETURN () which RFC 4731 §3.1 treats as ALL.
+    IMAP4rev1), else the upper-cased options (RFC 4731 MIN MAX ALL COUNT, RFC 5182 SAVE, RFC
+    5267 UPDATE CONTEXT PARTIAL); an empty tuple means RETURN () which RFC 4731 §3.1 treats as
+    ALL. `partial` is PARTIAL's range (low, high), 1-based positions in the result.
     """
 
     tag: str
@@ -511,6 +534,7 @@ class Search:
     uid: bool = False
     charset: str | None = None
     return_options: tuple[str, ...] | None = None
+    partial: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -539,6 +563,15 @@ class Sort:
     uid: bool = False
     charset: str | None = None
     return_options: tuple[str, ...] | None = None
+    partial: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class CancelUpdate:
+    """CANCELUPDATE (RFC 5267 §4.3): stop the live results of the searches with these tags."""
+
+    tag: str
+    tags: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -621,6 +654,7 @@ Command: TypeAlias = (
     | Namespace
     | Status
     | Append
+    | Replace
     | Idle
     | Check
     | Close
@@ -628,6 +662,7 @@ Command: TypeAlias = (
     | Expunge
     | Search
     | Sort
+    | CancelUpdate
     | Thread
     | Fetch
     | Store

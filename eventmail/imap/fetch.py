@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import datetime
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from eventmail.imap import responses as r
 from eventmail.imap.commands import Fetch, FetchAttr, Section
 from eventmail.imap.errors import no
+from eventmail.imap.preview import preview
 from eventmail.imap.selected import flag_atoms
 from eventmail.mime import parse_structure
 from eventmail.mime.imapform import decode_part, extract_section, render_bodystructure, render_envelope
@@ -18,7 +20,7 @@ from eventmail.store import Account, Message
 # Items that need the parsed structure, and items that need the message bytes.
 _STRUCTURE_ITEMS = frozenset({"ENVELOPE", "BODYSTRUCTURE", "BODY", "BINARY", "BINARY.SIZE",
                               "RFC822.HEADER", "RFC822.TEXT"})
-_RAW_ITEMS = frozenset({"BINARY", "BINARY.SIZE", "RFC822", "RFC822.HEADER", "RFC822.TEXT"})
+_RAW_ITEMS = frozenset({"BINARY", "BINARY.SIZE", "RFC822", "RFC822.HEADER", "RFC822.TEXT", "PREVIEW"})
 # RFC 9051 §6.4.5: these set \Seen unless .PEEK (RFC822 and RFC822.TEXT are BODY[] and BODY[TEXT]).
 _SEEN_ITEMS = frozenset({"RFC822", "RFC822.TEXT"})
 
@@ -88,6 +90,14 @@ class MessageData:
         """Read and decrypt the bytes off the event loop, before a rendering needs them."""
         if self._raw is None:
             self._raw = await self.acct.read_message(self.msg.blob_id)
+
+    @staticmethod
+    async def load_all(datas: Sequence[MessageData]) -> None:
+        """`load` for several messages of one account, in one trip off the event loop."""
+        todo = [d for d in datas if d._raw is None]
+        if todo:
+            for d, raw in zip(todo, await todo[0].acct.read_messages([d.msg.blob_id for d in todo]), strict=True):
+                d._raw = raw
 
     def raw(self) -> bytes:
         if self._raw is None:
@@ -215,6 +225,8 @@ def render(
             value = r.Literal(extract_section(data.raw(), data.structure(), "HEADER") or b"")
         elif name == "RFC822.TEXT":
             value = r.Literal(extract_section(data.raw(), data.structure(), "TEXT") or b"")
+        elif name == "PREVIEW":
+            value = preview(data.raw(), data.structure()).encode("utf-8")  # RFC 8970 §3
         else:  # pragma: no cover - the wire only produces the names above
             raise no(f"unsupported fetch item {name}")
         out.append((item.response_name(), value))

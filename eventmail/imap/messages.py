@@ -1,24 +1,26 @@
-"""The message commands: APPEND, FETCH, STORE, SEARCH, COPY, MOVE, EXPUNGE (RFC 9051 §6.3.12, §6.4)."""
+"""The message commands: APPEND, REPLACE, FETCH, STORE, SEARCH, COPY, MOVE, EXPUNGE (RFC 9051 §6.3.12, §6.4; RFC 8508)."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Iterator
 from typing import TYPE_CHECKING
 
 from eventmail.imap import commands as c
+from eventmail.imap import context
 from eventmail.imap import responses as r
 from eventmail.imap.errors import bad, no
 from eventmail.imap.fetch import MessageData, make_plan, render
 from eventmail.imap.mailboxes import existing_mailbox
 from eventmail.imap.search import Candidate, SearchContext, matches, needs_text, uses_modseq
 from eventmail.imap.selected import SYSTEM_FLAGS, Selected, flag_atoms, uid_set
+from eventmail.imap.urls import fetch_url
 from eventmail.mail import ingest, moves
 from eventmail.mime import MimeTooDeep, parse_incoming
 from eventmail.proto import events_pb2 as pb
-from eventmail.store import MailboxView, Message
+from eventmail.store import Account, MailboxView, Message, normalize_address
 
 if TYPE_CHECKING:
     from eventmail.imap.session import Session
@@ -28,6 +30,24 @@ _SYSTEM = {f.upper(): f for f in SYSTEM_FLAGS}
 _BULK = 64
 # Yield to other connections after this many messages of one long FETCH or SEARCH.
 _SLICE = 100
+# Messages whose bytes are read in one trip off the event loop (Account.read_messages), at most
+# this many and this many octets together: few thread hops, little held in memory at once.
+_READ_COUNT = 64
+_READ_OCTETS = 8 * 1024 * 1024
+
+
+def _chunks(msgs: list[Message], reads_bytes: bool) -> Iterator[list[Message]]:
+    """The messages in slices: _SLICE at a time, or read-sized ones when their bytes are read."""
+    chunk: list[Message] = []
+    octets = 0
+    for msg in msgs:
+        chunk.append(msg)
+        octets += msg.size
+        if len(chunk) >= (_READ_COUNT if reads_bytes else _SLICE) or (reads_bytes and octets >= _READ_OCTETS):
+            yield chunk
+            chunk, octets = [], 0
+    if chunk:
+        yield chunk
 
 def check_flags(flags: Iterable[str]) -> list[str]:
     """Flags a client may set: the system flags but \\Recent (RFC 9051 §2.3.2: the server sets it,
@@ -64,28 +84,91 @@ def _lookup(view: MailboxView, mailbox_id: int, uids: list[int]) -> dict[int, Me
 async def append(s: Session, cmd: c.Append) -> AsyncIterator[r.Response]:
     acct = s.need_acct()
     mb = existing_mailbox(acct.view, cmd.mailbox, "TRYCREATE")
-    uids: list[int] = []
+    # Every message is put together and checked before any is stored: one bad URL fails the
+    # whole APPEND (RFC 4469 §5), as a MULTIAPPEND is all or nothing (RFC 3502 §3)
+    ready: list[tuple[c.AppendMessage, bytes]] = []
     for m in cmd.messages:
         if m.utf8 and not s.utf8:
             raise bad("APPEND UTF8 needs ENABLE UTF8=ACCEPT")  # RFC 6855 §4
-        if not m.data:
+        data = m.data if m.parts is None else await _catenate(s, acct, m.parts)
+        if not data:
             raise no("empty message")
-        flags = check_flags(m.flags)
-        when = m.internal_date
-        if when is None:
-            stamp, tz = time.time(), 0
-        else:
-            offset = when.utcoffset() or datetime.timedelta(0)
-            stamp, tz = when.timestamp(), int(offset.total_seconds()) // 60
-        try:
-            structure = await asyncio.to_thread(parse_incoming, m.data)
-        except MimeTooDeep as e:
-            raise no(f"message refused: {e}", "LIMIT") from e  # RFC 5530 §3 LIMIT
-        origin = pb.Origin(kind="imap-append", remote_ip=s.peer)
-        committed = await ingest.append(acct, mb.id, m.data, structure, flags, stamp, tz, origin)
-        uids.append(committed.event.message_added.uid)
+        check_flags(m.flags)
+        ready.append((m, data))
+    uids: list[int] = []
+    for m, data in ready:
+        uids.append(await _store(s, acct, mb.id, m, data))
     # RFC 4315 §3 APPENDUID (a set for MULTIAPPEND, RFC 3502)
     yield r.ok(cmd.tag, "APPEND completed", r.ResponseCode("APPENDUID", (mb.uidvalidity, uid_set(uids))))
+
+
+async def replace(s: Session, cmd: c.Replace) -> AsyncIterator[r.Response]:
+    """RFC 8508: APPEND the new message, then expunge the one it replaces from the selected
+    mailbox. Everything that can fail (the target mailbox, the message, the original) is checked
+    before anything is stored: a failed REPLACE leaves the original as it was (§3.3)."""
+    sel = s.need_selected()
+    acct = s.need_acct()
+    if sel.readonly:
+        raise no("the mailbox is read-only (EXAMINE)", "READ-ONLY")
+    if cmd.uid:
+        if cmd.number not in sel.uids or cmd.number in sel.gone:
+            raise no(f"no message with UID {cmd.number}", "NONEXISTENT")
+        original = cmd.number
+    else:
+        original = sel.resolve(c.SequenceSet.of(cmd.number), uid=False)[0]  # BAD past the end
+        if original in sel.gone:
+            raise no("that message was expunged", "EXPUNGEISSUED")
+    if acct.view.message(sel.mailbox_id, original) is None:
+        raise no("that message was expunged", "EXPUNGEISSUED")
+    mb = existing_mailbox(acct.view, cmd.mailbox, "TRYCREATE")
+    m = cmd.message
+    if m.utf8 and not s.utf8:
+        raise bad("REPLACE UTF8 needs ENABLE UTF8=ACCEPT")  # RFC 6855 §4
+    data = m.data if m.parts is None else await _catenate(s, acct, m.parts)
+    if not data:
+        raise no("empty message")
+    check_flags(m.flags)
+    uid = await _store(s, acct, mb.id, m, data)
+    # RFC 8508 §3.3: the original goes as UID EXPUNGE would take it; its EXPUNGE (or VANISHED)
+    # reaches the client with this command's answer
+    await moves.expunge(acct, sel.mailbox_id, [original])
+    yield r.ok(cmd.tag, "REPLACE completed", r.ResponseCode("APPENDUID", (mb.uidvalidity, uid)))
+
+
+async def _store(s: Session, acct: Account, mailbox_id: int, m: c.AppendMessage, data: bytes) -> int:
+    """One message of an APPEND or REPLACE stored (parsed, fsynced, its event committed); its UID."""
+    flags = check_flags(m.flags)
+    when = m.internal_date
+    if when is None:
+        stamp, tz = time.time(), 0
+    else:
+        offset = when.utcoffset() or datetime.timedelta(0)
+        stamp, tz = when.timestamp(), int(offset.total_seconds()) // 60
+    try:
+        structure = await asyncio.to_thread(parse_incoming, data)
+    except MimeTooDeep as e:
+        raise no(f"message refused: {e}", "LIMIT") from e  # RFC 5530 §3 LIMIT
+    origin = pb.Origin(kind="imap-append", remote_ip=s.peer)
+    committed = await ingest.append(acct, mailbox_id, data, structure, flags, stamp, tz, origin)
+    return committed.event.message_added.uid
+
+
+async def _catenate(s: Session, acct: Account, parts: tuple[c.CatenatePart, ...]) -> bytes:
+    """RFC 4469 §3: the message CATENATE describes, its TEXT and the parts its URLs name in order."""
+    system = s.opts.store.system
+
+    def mine(user: str) -> bool:
+        return user == acct.name or system.addresses.get(normalize_address(user)) == acct.name
+
+    out: list[bytes] = []
+    size = 0
+    for part in parts:
+        data = part.data if part.url is None else await fetch_url(acct, part.url, mine)
+        size += len(data)
+        if size > s.opts.limits.max_append:
+            raise no(f"message over the APPENDLIMIT of {s.opts.limits.max_append} octets", "TOOBIG")
+        out.append(data)
+    return b"".join(out)
 
 
 # ---------------------------------------------------------------------- FETCH
@@ -118,21 +201,24 @@ async def fetch(s: Session, cmd: c.Fetch) -> AsyncIterator[r.Response]:
             seen_now = set(unseen)
             found.update(_lookup(view, sel.mailbox_id, unseen))
     missing = False
-    for n, uid in enumerate(uids):
+    todo: list[Message] = []
+    for uid in uids:
         msg = found.get(uid)
         if msg is None:
             missing = True  # expunged by another session, not yet told (RFC 2180 §4.1.2)
             continue
         if cmd.changedsince is not None and msg.modseq <= cmd.changedsince:
             continue
-        seq = sel.seq(uid)
-        assert seq is not None
-        data = MessageData(acct, msg)
+        todo.append(msg)
+    for chunk in _chunks(todo, plan.reads_bytes):
+        datas = [MessageData(acct, msg) for msg in chunk]
         if plan.reads_bytes:
-            await data.load()
-        yield render(plan, seq, msg, data, recent=uid in sel.recent, rev2=s.rev2, seen_now=uid in seen_now)
-        if n % _SLICE == _SLICE - 1:
-            await asyncio.sleep(0)
+            await MessageData.load_all(datas)
+        for msg, data in zip(chunk, datas, strict=True):
+            seq = sel.seq(msg.uid)
+            assert seq is not None
+            yield render(plan, seq, msg, data, recent=msg.uid in sel.recent, rev2=s.rev2, seen_now=msg.uid in seen_now)
+        await asyncio.sleep(0)  # other connections get their turn between slices
     if missing:
         raise no("some of the messages no longer exist", "EXPUNGEISSUED")  # RFC 5530 §3
     yield r.ok(cmd.tag, "FETCH completed")
@@ -216,17 +302,18 @@ async def matching(s: Session, key: c.SearchKey) -> list[tuple[int, MessageData]
     ctx = SearchContext(resolve, time.time())
     slow = needs_text(key)
     found: list[tuple[int, MessageData]] = []
-    for seq, uid in enumerate(sel.uids, 1):
-        msg = by_uid.get(uid)
-        if msg is None or uid in sel.gone:
-            continue
-        data = MessageData(acct, msg)
+    candidates = [msg for uid in sel.uids if (msg := by_uid.get(uid)) is not None and uid not in sel.gone]
+    for chunk in _chunks(candidates, slow):
+        datas = [MessageData(acct, msg) for msg in chunk]
         if slow:
-            await data.load()
-        if matches(key, Candidate(msg, seq, uid in sel.recent, data), ctx):
-            found.append((seq, data))
-        if slow and seq % 20 == 0:
-            await asyncio.sleep(0)  # text search reads and decrypts messages: let others run
+            await MessageData.load_all(datas)  # text search reads and decrypts messages
+        for msg, data in zip(chunk, datas, strict=True):
+            seq = sel.seq(msg.uid)
+            assert seq is not None
+            if matches(key, Candidate(msg, seq, msg.uid in sel.recent, data), ctx):
+                found.append((seq, data))
+        if slow:
+            await asyncio.sleep(0)  # let other connections run between slices
     return found
 
 
@@ -244,11 +331,15 @@ async def search(s: Session, cmd: c.Search) -> AsyncIterator[r.Response]:
     else:
         # RFC 4731 ESEARCH; RFC 9051 §6.4.4 answers every SEARCH so. RETURN () means ALL.
         opts = set(returns) if returns else {"ALL"}
+        opts.discard("CONTEXT")  # RFC 5267 §4.1: a hint that UPDATE or PARTIAL may follow
         if "SAVE" in opts:
             _save(sel, opts, [m.uid for _s, m in found])
             opts.discard("SAVE")
+        if "UPDATE" in opts:
+            for resp in start_live(sel, cmd.tag, cmd.key, cmd.uid, None, [m.uid for _s, m in found], cmd.partial):
+                yield resp
         if opts:
-            results: list[tuple[str, int | c.SequenceSet]] = []
+            results: list[tuple[str, r.Value]] = []
             if numbers and "MIN" in opts:
                 results.append(("MIN", min(numbers)))
             if numbers and "MAX" in opts:
@@ -257,10 +348,26 @@ async def search(s: Session, cmd: c.Search) -> AsyncIterator[r.Response]:
                 results.append(("COUNT", len(numbers)))
             if numbers and "ALL" in opts:
                 results.append(("ALL", uid_set(numbers)))
+            if cmd.partial is not None:
+                results.append(context.partial(numbers, cmd.partial, uid_set))
             if highest is not None and numbers:
                 results.append(("MODSEQ", _esearch_modseq(opts, found, cmd.uid)))
             yield r.esearch_response(cmd.tag, cmd.uid, results)
     yield r.ok(cmd.tag, "SEARCH completed")
+
+
+def start_live(sel: Selected, tag: str, key: c.SearchKey, uid: bool, criteria: tuple[tuple[str, bool], ...] | None,
+               uids: list[int], window: tuple[int, int] | None) -> list[r.Response]:
+    """RETURN (UPDATE) (RFC 5267 §4.2): keep the result live; an untagged NO [NOUPDATE] when
+    this session already holds its share of live results."""
+    if window is not None:
+        # RFC 5267 §4.4 allows a live window; this server keeps whole results only
+        raise no("UPDATE with PARTIAL is not supported; ask for UPDATE on the whole result")
+    if tag not in sel.live and len(sel.live) >= context.MAX_LIVE:
+        return [r.StatusResponse("NO", f"at most {context.MAX_LIVE} live results; this one is not kept", None,
+                                 r.ResponseCode("NOUPDATE", (tag.encode("ascii", "replace"),)))]
+    sel.live[tag] = context.Live(tag, key, uid, criteria, uids)
+    return []
 
 
 def _esearch_modseq(opts: set[str], found: list[tuple[int, Message]], uid: bool) -> int:

@@ -382,7 +382,7 @@ def search_response(numbers: Iterable[int], modseq: int | None = None) -> Untagg
 
 
 def esearch_response(
-    tag: str | None, uid: bool, results: Sequence[tuple[str, int | SequenceSet]]
+    tag: str | None, uid: bool, results: Sequence[tuple[str, Value]]
 ) -> Untagged:
     """`* ESEARCH (TAG "a1") UID MIN 2 COUNT 3` (RFC 4731 §3.1, RFC 9051 §7.3.4). Results are
     (name, value) pairs such as ("MIN", 2), ("ALL", SequenceSet), ("MODSEQ", 917)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import codecs
 import datetime
 import email.utils
 import re
@@ -13,9 +12,9 @@ from dataclasses import dataclass, field
 
 from eventmail.imap import commands as c
 from eventmail.imap.fetch import MessageData
+from eventmail.imap.text import charset_decode, part_text
 from eventmail.mime.addresses import addr_spec
 from eventmail.mime.headers import MAX_HEADER_BYTES, header_fields, unfold
-from eventmail.mime.imapform import decode_part
 from eventmail.mime.structure import MAX_MIME_DEPTH
 from eventmail.proto import events_pb2 as pb
 from eventmail.store import Message
@@ -26,27 +25,13 @@ _BETWEEN_WORDS_RE = re.compile(rb"(\?=)[ \t\r\n]+(=\?)")
 _QP_HEX_RE = re.compile(rb"=([0-9A-Fa-f]{2})")
 
 
-def _charset_decode(data: bytes, charset: str) -> str:
-    name = charset.split("*", 1)[0].strip().lower() or "us-ascii"  # RFC 2231 §5 language suffix
-    try:
-        codecs.lookup(name)
-    except LookupError:
-        name = "utf-8"
-    if name in ("us-ascii", "ascii"):
-        name = "utf-8"  # 8-bit bytes under a 7-bit label are usually UTF-8 in practice
-    try:
-        return data.decode(name)
-    except UnicodeDecodeError:
-        return data.decode("latin-1") if name == "utf-8" else data.decode(name, errors="replace")
-
-
 def decode_words(value: bytes) -> str:
     """A header value as text: RFC 2047 encoded words decoded, 8-bit bytes read as UTF-8."""
     value = _BETWEEN_WORDS_RE.sub(rb"\1\2", value)
     out: list[str] = []
     pos = 0
     for m in _ENCODED_WORD_RE.finditer(value):
-        out.append(_charset_decode(value[pos : m.start()], "utf-8"))
+        out.append(charset_decode(value[pos : m.start()], "utf-8"))
         charset, enc, text = m.group(1).decode("ascii", "replace"), m.group(2).upper(), m.group(3)
         try:
             if enc == b"B":
@@ -55,17 +40,10 @@ def decode_words(value: bytes) -> str:
                 raw = _QP_HEX_RE.sub(lambda h: bytes([int(h.group(1), 16)]), text.replace(b"_", b" "))
         except (binascii.Error, ValueError):
             raw = m.group(0)
-        out.append(_charset_decode(raw, charset))
+        out.append(charset_decode(raw, charset))
         pos = m.end()
-    out.append(_charset_decode(value[pos:], "utf-8"))
+    out.append(charset_decode(value[pos:], "utf-8"))
     return "".join(out)
-
-
-def _param(part: pb.MimePart, name: bytes) -> str:
-    for p in part.params:
-        if p.name.lower() == name:
-            return p.value.decode("ascii", "replace")
-    return ""
 
 
 @dataclass
@@ -115,9 +93,7 @@ def _part_text(raw: bytes, part: pb.MimePart, out: list[str], top: bool = False,
         _part_text(raw, inner, out, depth=depth + 1)
         return
     if part.type in (b"text", b""):
-        decoded = decode_part(raw, part)
-        data = raw[part.body_start : part.end] if decoded is None else decoded
-        out.append(_charset_decode(data, _param(part, b"charset")))
+        out.append(part_text(raw, part))
 
 
 _ADDRESS_KEYS = {"FROM": "FROM", "TO": "TO", "CC": "CC", "BCC": "BCC", "SUBJECT": "SUBJECT"}

@@ -12,11 +12,12 @@
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from eventmail.imap import responses as r
 from eventmail.imap.commands import SeqRange, SequenceSet
+from eventmail.imap.context import Live, removal
 from eventmail.imap.errors import MailboxGone, bad
 from eventmail.imap.recent import RecentMarks
 from eventmail.store import Committed, Mailbox, MailboxView, Message, keywords_at_cap
@@ -80,6 +81,10 @@ class Selected:
         self.keywords: set[str] = {f for m in messages for f in m.flags if not f.startswith("\\")}
         # RFC 5182 SEARCHRES: the result saved by SEARCH RETURN (SAVE), as UIDs
         self.saved: list[int] = []
+        # RFC 5267 live results (SEARCH / SORT RETURN (UPDATE)) by tag, and whether the mailbox
+        # changed since they were last brought up to date (eventmail/imap/context.py)
+        self.live: dict[str, Live] = {}
+        self.live_dirty = False
 
     # ------------------------------------------------------------------ numbers
 
@@ -93,6 +98,12 @@ class Selected:
     def seq(self, uid: int) -> int | None:
         i = bisect.bisect_left(self.uids, uid)
         return i + 1 if i < len(self.uids) and self.uids[i] == uid else None
+
+    def numbering(self, uid: bool) -> Callable[[int], int]:
+        """How the client numbers a message of the list (expunges not yet told included)."""
+        if uid:
+            return lambda u: u
+        return lambda u: bisect.bisect_left(self.uids, u) + 1
 
     def resolve(self, seqset: SequenceSet, uid: bool) -> list[int]:
         """The UIDs a set names, ascending. Sequence numbers past the end are a BAD (RFC 9051
@@ -146,6 +157,8 @@ class Selected:
                     self._expunged(e.messages_expunged.uids, notify, out)
             elif kind == "flags_changed":
                 f = e.flags_changed
+                if f.mailbox_id == mid:
+                    self.live_dirty = True
                 if f.mailbox_id == mid and c.seq not in notify.suppress:
                     self._flags_changed(f.uids, view, notify, told, out)
             elif kind == "mailbox_deleted":
@@ -174,6 +187,7 @@ class Selected:
             self.learn_keywords(msg.flags, out)
             added = True
         if added:
+            self.live_dirty = True
             while out and isinstance(out[-1], r.Untagged) and out[-1].values[1:] in (
                     (r.Atom("EXISTS"),), (r.Atom("RECENT"),)):
                 out.pop()  # one EXISTS (and RECENT) for a run of arrivals
@@ -236,12 +250,18 @@ class Selected:
         if not self.gone:
             return []
         gone = self.gone
-        out: list[r.Response]
+        out: list[r.Response] = []
+        for live in self.live.values():
+            # RFC 5267 §4.3: the message leaves a live result before its EXPUNGE, numbered as
+            # the client still numbers it
+            told = removal(live, gone, self.numbering(live.uid))
+            if told is not None:
+                out.append(told)
         if qresync:
-            out = [r.vanished(uid_set(gone))]
+            out.append(r.vanished(uid_set(gone)))
         else:
             positions = sorted(bisect.bisect_left(self.uids, u) + 1 for u in gone)
-            out = [r.expunge(p) for p in reversed(positions)]
+            out.extend(r.expunge(p) for p in reversed(positions))
         self.uids = [u for u in self.uids if u not in gone]
         self.recent -= gone
         self.gone = set()

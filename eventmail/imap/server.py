@@ -211,6 +211,9 @@ class _Connection:
                 change.result()
                 for resp in session.idle_updates():
                     self._write(wire, resp)
+                if session.action != "close":
+                    for resp in await session.live_updates():  # RFC 5267 §4.3, during IDLE too
+                        self._write(wire, resp)
                 if session.action == "close":
                     return None
                 await self._drain(session)

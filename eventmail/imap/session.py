@@ -20,7 +20,7 @@ from typing import Any
 
 from eventmail import metrics
 from eventmail.imap import commands as c
-from eventmail.imap import mailboxes, messages, sort, thread
+from eventmail.imap import context, mailboxes, messages, sort, thread
 from eventmail.imap import responses as r
 from eventmail.imap.auth import Authenticator, plain_response, wire_form
 from eventmail.imap.errors import ImapError, MailboxGone, bad, no
@@ -76,7 +76,8 @@ class State(enum.Enum):
 
 _ANY = (c.Capability, c.Noop, c.Logout, c.Id)
 _NOT_AUTH = (c.StartTls, c.Authenticate, c.Login)
-_SELECTED_ONLY = (c.Check, c.Close, c.Unselect, c.Expunge, c.Search, c.Sort, c.Thread, c.Fetch, c.Store, c.Copy, c.Move)
+_SELECTED_ONLY = (c.Check, c.Close, c.Unselect, c.Expunge, c.Search, c.Sort, c.Thread, c.Fetch, c.Store, c.Copy, c.Move,
+                  c.CancelUpdate, c.Replace)
 # Commands that may tell expunges (RFC 9051 §7.5.1): all but FETCH, STORE, SEARCH by number.
 _NO_EXPUNGE = (c.Fetch, c.Store, c.Search, c.Sort, c.Thread)
 # Commands after which a held selection's changes are not worth telling first.
@@ -158,7 +159,8 @@ class Session:
             "ENABLE", "IDLE", "NAMESPACE", "ID", "UNSELECT", "UIDPLUS", "MOVE", "CHILDREN", "SPECIAL-USE",
             "CREATE-SPECIAL-USE", "LIST-EXTENDED", "LIST-STATUS", "ESEARCH", "SEARCHRES", "WITHIN",
             "CONDSTORE", "QRESYNC", "BINARY", "MULTIAPPEND", f"APPENDLIMIT={limits.max_append}", "UTF8=ACCEPT",
-            "STATUS=SIZE", "SORT", "SORT=DISPLAY", "ESORT",
+            "STATUS=SIZE", "SORT", "SORT=DISPLAY", "ESORT", "CONTEXT=SEARCH", "CONTEXT=SORT",
+            "CATENATE", "REPLACE", "PREVIEW",
             "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
         ]
         if not self.wire.compressing:
@@ -252,6 +254,8 @@ class Session:
                 if isinstance(resp, r.StatusResponse) and resp.tag == cmd.tag and not isinstance(cmd, c.Logout):
                     for update in self._sync(cmd):
                         yield update
+                    for update in await self.live_updates():
+                        yield update
                     if not condstore_before and self.condstore and not isinstance(cmd, c.Select):
                         for update in self._highestmodseq():
                             yield update
@@ -312,6 +316,56 @@ class Session:
             return self.selected.flush_expunges(self.qresync) if expunge_ok else []
         notify = Notify(expunge_ok, self.condstore, self.qresync, frozenset(self.suppressed))
         return self.selected.apply(events, self.acct.view, notify)
+
+    async def live_updates(self) -> list[r.Response]:
+        """RFC 5267 §4.3: what entered or left each live result since the mailbox last changed
+        (an expunged message left it already, before its EXPUNGE; selected.py)."""
+        sel = self.selected
+        if sel is None or not sel.live or not sel.live_dirty:
+            return []
+        sel.live_dirty = False
+        out: list[r.Response] = []
+        for live in list(sel.live.values()):
+            try:
+                found = await messages.matching(self, live.key)
+            except Exception:
+                # a bug must not turn the command that ran into a failure: the result stops
+                # being live, and says so (RFC 5267 §4.2 NOUPDATE)
+                log.exception("imap %s: live result %r could not be brought up to date", self.conn, live.tag)
+                del sel.live[live.tag]
+                out.append(r.StatusResponse("NO", "this result is no longer kept up to date", None,
+                                            r.ResponseCode("NOUPDATE", (live.tag.encode("ascii", "replace"),))))
+                continue
+            if self.selected is not sel:
+                return []
+            if live.criteria is None:
+                now = [sel.uids[seq - 1] for seq, _d in found]
+            else:
+                now = [sel.uids[seq - 1] for seq in sort.sorted_matches(live.criteria, found)]
+            # a message expunged but not yet told stays until its EXPUNGE is (flush_expunges)
+            held = [u for u in live.uids if u in sel.gone and u not in now]
+            number = sel.numbering(live.uid)
+            left = context.removal(live, set(live.uids) - set(now) - set(held), number)
+            if live.criteria is None:
+                new_order = sorted({*now, *held})
+            else:
+                new_order = list(now)
+                for u in held:  # where it was: after the message it followed
+                    i = live.uids.index(u)
+                    before = next((p for p in reversed(live.uids[:i]) if p in new_order), None)
+                    new_order.insert(0 if before is None else new_order.index(before) + 1, u)
+            entered = context.addition(live, new_order, number)
+            out.extend(x for x in (left, entered) if x is not None)
+        return out
+
+    async def _cancelupdate(self, cmd: c.CancelUpdate) -> AsyncIterator[r.Response]:
+        sel = self.need_selected()
+        unknown = [t for t in cmd.tags if t not in sel.live]
+        if unknown:
+            raise no(f"no live result with tag {unknown[0]!r}")
+        for t in cmd.tags:
+            del sel.live[t]
+        yield r.ok(cmd.tag, "CANCELUPDATE completed")
 
     def _highestmodseq(self) -> list[r.Response]:
         """RFC 7162 §3.1: the first CONDSTORE-enabling command while a mailbox is selected is
@@ -598,10 +652,12 @@ _HANDLERS: dict[type, Handler] = {
     c.Subscribe: mailboxes.subscribe,
     c.Unsubscribe: mailboxes.subscribe,
     c.Append: messages.append,
+    c.Replace: messages.replace,
     c.Fetch: messages.fetch,
     c.Store: messages.store,
     c.Search: messages.search,
     c.Sort: sort.sort,
+    c.CancelUpdate: Session._cancelupdate,
     c.Thread: thread.thread,
     c.Copy: messages.copy,
     c.Move: messages.copy,

@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
 from eventmail.imap import commands as c
+from eventmail.imap import context
 from eventmail.imap import responses as r
 from eventmail.imap.fetch import MessageData
-from eventmail.imap.messages import matching
+from eventmail.imap.messages import matching, start_live
 from eventmail.imap.search import decode_words
 from eventmail.mime.addresses import addr_spec
 from eventmail.proto import events_pb2 as pb
@@ -182,7 +183,12 @@ async def sort(s: Session, cmd: c.Sort) -> AsyncIterator[r.Response]:
     else:
         # RFC 5267 §3.2: ESEARCH with MIN / MAX the first and last in sort order
         opts = set(cmd.return_options) or {"ALL"}
-        results: list[tuple[str, int | c.SequenceSet]] = []
+        opts.discard("CONTEXT")  # RFC 5267 §4.1: a hint
+        if "UPDATE" in opts:
+            uids = [sel.uids[seq - 1] for seq in order]
+            for resp in start_live(sel, cmd.tag, cmd.key, cmd.uid, cmd.criteria, uids, cmd.partial):
+                yield resp
+        results: list[tuple[str, r.Value]] = []
         if numbers and "MIN" in opts:
             results.append(("MIN", numbers[0]))
         if numbers and "MAX" in opts:
@@ -191,6 +197,8 @@ async def sort(s: Session, cmd: c.Sort) -> AsyncIterator[r.Response]:
             results.append(("COUNT", len(numbers)))
         if numbers and "ALL" in opts:
             results.append(("ALL", _ordered_set(numbers)))
+        if cmd.partial is not None:
+            results.append(context.partial(numbers, cmd.partial, _ordered_set))  # RFC 5267 §4.4
         yield r.esearch_response(cmd.tag, cmd.uid, results)
     yield r.ok(cmd.tag, "SORT completed")
 

@@ -686,30 +686,67 @@ class _Parser:
         messages: list[c.AppendMessage] = []
         while True:
             self.sp()
-            flags: tuple[str, ...] = ()
-            when: datetime.datetime | None = None
-            if self.peek() == 0x28:
-                flags = self.flag_list()
-                self.sp()
-            if self.peek() == 0x22:
-                when = self.date_time()
-                self.sp()
-            utf8 = False
-            if self.keyword(b"UTF8"):
-                self.sp()
-                self.open()
-                lit = self.literal(binary_ok=True)
-                if not lit.binary:
-                    raise _Syntax("UTF8 APPEND data must be a literal8")
-                self.close()
-                utf8 = True
-            elif self.at_literal():
-                lit = self.literal(binary_ok=True)
-            else:
-                raise _Syntax("expected message literal")
-            messages.append(c.AppendMessage(lit.data, flags, when, lit.binary, utf8))
+            messages.append(self._append_message())
             if self.at_end():
                 return c.Append(tag, mailbox, tuple(messages))
+
+    def _append_message(self) -> c.AppendMessage:
+        """[flag-list SP] [date-time SP] then a literal, `UTF8 (literal8)` or `CATENATE (...)`."""
+        flags: tuple[str, ...] = ()
+        when: datetime.datetime | None = None
+        if self.peek() == 0x28:
+            flags = self.flag_list()
+            self.sp()
+        if self.peek() == 0x22:
+            when = self.date_time()
+            self.sp()
+        if self.keyword(b"UTF8"):
+            self.sp()
+            self.open()
+            lit = self.literal(binary_ok=True)
+            if not lit.binary:
+                raise _Syntax("UTF8 APPEND data must be a literal8")
+            self.close()
+            return c.AppendMessage(lit.data, flags, when, lit.binary, utf8=True)
+        if self.keyword(b"CATENATE"):
+            return c.AppendMessage(b"", flags, when, parts=self._catenate())
+        if not self.at_literal():
+            raise _Syntax("expected message literal")
+        lit = self.literal(binary_ok=True)
+        return c.AppendMessage(lit.data, flags, when, lit.binary)
+
+    def p_replace(self, tag: str, uid: bool) -> c.Command:
+        # RFC 8508 §6: "REPLACE" SP seq-number SP mailbox append-message; UID REPLACE takes a uid
+        self.sp()
+        number = self.number(nonzero=True, what="message number")
+        self.sp()
+        mailbox = self.mailbox()
+        self.sp()
+        message = self._append_message()
+        self.expect_end()
+        return c.Replace(tag, number, mailbox, message, uid)
+
+    def _catenate(self) -> tuple[c.CatenatePart, ...]:
+        # RFC 4469 §5: CATENATE SP "(" cat-part *(SP cat-part) ")", cat-part = "TEXT" SP literal
+        # (literal8 with BINARY, RFC 3516 §4.4) / "URL" SP astring
+        self.sp()
+        self.open()
+        parts: list[c.CatenatePart] = []
+        while True:
+            if self.keyword(b"TEXT"):
+                self.sp()
+                if not self.at_literal():
+                    raise _Syntax("CATENATE TEXT must be a literal")
+                parts.append(c.CatenatePart(self.literal(binary_ok=True).data))
+            elif self.keyword(b"URL"):
+                self.sp()
+                parts.append(c.CatenatePart(url=self.astring().decode("utf-8", errors="replace")))
+            else:
+                raise _Syntax("expected TEXT or URL")
+            if not self.maybe(0x20):
+                break
+        self.close()
+        return tuple(parts)
 
     def p_expunge(self, tag: str, uid: bool) -> c.Command:
         if not uid:
@@ -721,7 +758,7 @@ class _Parser:
         # RFC 5256 §4: SORT [RETURN (...)] (criteria) charset search-key...; RETURN is ESORT
         # (RFC 5267 §3.2); DISPLAYFROM / DISPLAYTO are RFC 5957 §3
         self.sp()
-        returns = self._search_return()
+        returns, partial = self._search_return()
         self.open()
         criteria: list[tuple[str, bool]] = []
         reverse = False
@@ -749,7 +786,7 @@ class _Parser:
         key = keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
         if returns is not None and "SAVE" in returns:
             raise _Syntax("SAVE is a SEARCH option")
-        return c.Sort(tag, tuple(criteria), key, uid, charset, returns)
+        return c.Sort(tag, tuple(criteria), key, uid, charset, returns, partial)
 
     def p_thread(self, tag: str, uid: bool) -> c.Command:
         # RFC 5256 §4: THREAD algorithm charset search-key...
@@ -765,24 +802,32 @@ class _Parser:
         key = keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
         return c.Thread(tag, algorithm, key, uid, charset)
 
-    def _search_return(self) -> tuple[str, ...] | None:
-        """RETURN (opts) SP, or None (RFC 4731 §3.1)."""
+    def _search_return(self) -> tuple[tuple[str, ...] | None, tuple[int, int] | None]:
+        """RETURN (opts) SP, or None (RFC 4731 §3.1), and the PARTIAL range if one was asked
+        (RFC 5267 §4.4: `PARTIAL lo:hi`, two non-zero numbers, either order; `*` is not one)."""
         if not self.keyword(b"RETURN"):
-            return None
+            return None, None
         self.sp()
         self.open()
         opts: list[str] = []
+        partial: tuple[int, int] | None = None
         if self.peek() != 0x29:
             while True:
                 opt = self.atom("return option").upper()
-                if opt not in ("MIN", "MAX", "ALL", "COUNT", "SAVE"):
+                if opt not in ("MIN", "MAX", "ALL", "COUNT", "SAVE", "UPDATE", "CONTEXT", "PARTIAL"):
                     raise _Syntax(f"unknown SEARCH return option {opt}")
+                if opt == "PARTIAL":
+                    self.sp()
+                    lo = self.number(nonzero=True, what="partial range")
+                    self.char(0x3A, '":"')
+                    hi = self.number(nonzero=True, what="partial range")
+                    partial = (min(lo, hi), max(lo, hi))
                 opts.append(opt)
                 if not self.maybe(0x20):
                     break
         self.close()
         self.sp()
-        return tuple(opts)
+        return tuple(opts), partial
 
     def _charset(self, required: bool) -> str | None:
         """CHARSET name SP (SEARCH: optional, after the word CHARSET; SORT: the bare name)."""
@@ -801,13 +846,22 @@ class _Parser:
     def p_search(self, tag: str, uid: bool) -> c.Command:
         # RFC 9051 §6.4.4; RETURN: RFC 4731 §3.1, SAVE: RFC 5182 §2
         self.sp()
-        returns = self._search_return()
+        returns, partial = self._search_return()
         charset = self._charset(required=False)
         keys = [self.search_key()]
         while self.maybe(0x20):
             keys.append(self.search_key())
         key = keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
-        return c.Search(tag, key, uid, charset, returns)
+        return c.Search(tag, key, uid, charset, returns, partial)
+
+    def p_cancelupdate(self, tag: str, uid: bool) -> c.Command:
+        # RFC 5267 §4.3: CANCELUPDATE tag-string *(SP tag-string)
+        tags: list[str] = []
+        while self.maybe(0x20):
+            tags.append(self.string().decode("ascii", errors="replace"))
+        if not tags:
+            raise _Syntax("CANCELUPDATE needs a tag")
+        return c.CancelUpdate(tag, tuple(tags))
 
     def search_string(self) -> str:
         raw = self.astring()
@@ -934,6 +988,19 @@ class _Parser:
         name = self.match(_NAME_RE, "fetch item").decode("ascii").upper()
         if name in _FETCH_SIMPLE:
             return c.FetchAttr(name)
+        if name == "PREVIEW":
+            # RFC 8970 §7: "PREVIEW" [SP "(" preview-mod *(SP preview-mod) ")"], preview-mod =
+            # "LAZY" (a preview is always made here, so LAZY changes nothing)
+            if self.cur[self.pos : self.pos + 2] == b" (":
+                self.pos += 1
+                self.open()
+                while True:
+                    if self.atom("preview modifier").upper() != "LAZY":
+                        raise _Syntax("unknown PREVIEW modifier")
+                    if not self.maybe(0x20):
+                        break
+                self.close()
+            return c.FetchAttr("PREVIEW")
         if name == "BODY" and self.peek() != 0x5B:
             return c.FetchAttr("BODY")
         if name in ("BODY", "BODY.PEEK"):
@@ -1090,7 +1157,10 @@ _FETCH_MACROS = {
     "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
     "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
 }
-_UID_COMMANDS = frozenset({"COPY", "MOVE", "FETCH", "SEARCH", "STORE", "EXPUNGE", "SORT", "THREAD"})
+_UID_COMMANDS = frozenset({"COPY", "MOVE", "FETCH", "SEARCH", "STORE", "EXPUNGE", "SORT", "THREAD", "REPLACE"})
+# Commands whose literals are messages (held to APPENDLIMIT rather than max_literal): APPEND,
+# and REPLACE (RFC 8508), also as UID REPLACE.
+_MESSAGE_COMMANDS = frozenset({"APPEND", "REPLACE", "UID REPLACE"})
 
 _Handler = Callable[[_Parser, str, bool], c.Command]
 _HANDLERS: dict[str, _Handler] = {
@@ -1113,6 +1183,7 @@ _HANDLERS: dict[str, _Handler] = {
     "NAMESPACE": lambda p, t, u: c.Namespace(t),
     "STATUS": _Parser.p_status,
     "APPEND": _Parser.p_append,
+    "REPLACE": _Parser.p_replace,
     "IDLE": lambda p, t, u: c.Idle(t),
     "CHECK": lambda p, t, u: c.Check(t),
     "CLOSE": lambda p, t, u: c.Close(t),
@@ -1120,6 +1191,7 @@ _HANDLERS: dict[str, _Handler] = {
     "EXPUNGE": _Parser.p_expunge,
     "SEARCH": _Parser.p_search,
     "SORT": _Parser.p_sort,
+    "CANCELUPDATE": _Parser.p_cancelupdate,
     "THREAD": _Parser.p_thread,
     "FETCH": _Parser.p_fetch,
     "STORE": _Parser.p_store,
@@ -1424,7 +1496,8 @@ class ImapWire:
             if self._tag is None:
                 self._reject("BAD", "empty command line" if not line else "invalid tag")
             elif self._name == "UID":
-                pass
+                if _first_words(line.split(b" ", 1)[1])[1] == "REPLACE":
+                    self._name = "UID REPLACE"  # its literal is a message
             elif self._name not in _HANDLERS:
                 self._reject("BAD", f"unknown command {self._name}" if self._name else "missing command")
             if self._rejected:
@@ -1450,7 +1523,7 @@ class ImapWire:
         limits = self.limits
         n = hdr.size
         # before login nothing is a message: every literal counts against max_command
-        is_append = self._name == "APPEND" and self._authenticated
+        is_append = self._name in _MESSAGE_COMMANDS and self._authenticated
         if n is None or hdr.invalid:
             # RFC 9051 §9 literal = "{" number64 ["+"] "}"; RFC 7888 has no `{n-}` form
             self._reject("BAD", "invalid literal")

@@ -10,6 +10,7 @@ import threading
 import time
 import weakref
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import nacl.exceptions
@@ -176,6 +177,9 @@ def _argon2_semaphore() -> asyncio.Semaphore:
     return sem
 
 
+_ARGON2_POOL = ThreadPoolExecutor(ARGON2_CONCURRENCY, thread_name_prefix="argon2")
+
+
 class VerifiedCache:
     """Passwords verified lately, so that a client logging in again (phones reconnect all day,
     five connections per client) does not pay Argon2id each time; the stored verifier stays
@@ -217,17 +221,40 @@ class VerifiedCache:
 VERIFIED = VerifiedCache()
 
 
+# Verifications running now, by VERIFIED key: a client opening five connections at once (or
+# imaptest's ten) sends the same password five times before the first answer; the others wait
+# for that one hash instead of each paying it (an Argon2id takes ~200 ms of CPU and 64 MiB).
+_IN_FLIGHT: dict[bytes, asyncio.Future[bool]] = {}
+
+
 async def verify_password_async(ps: events_pb2.PasswordSet, password: str) -> bool:
     """verify_password in a worker thread, at most ARGON2_CONCURRENCY at a time per loop; a
     password this process verified for the same record within the hour is answered from
-    VERIFIED without hashing."""
+    VERIFIED without hashing, and one being verified now is waited for. Only a success is
+    shared: a waiter whose hash failed hashes again itself, so every wrong attempt still costs
+    the full hash."""
     key = VERIFIED.key(ps, password)
     if VERIFIED.hit(key):
         return True
-    async with _argon2_semaphore():
-        ok = await asyncio.to_thread(verify_password, ps, password)
-    if ok:
-        VERIFIED.add(key)
+    running = _IN_FLIGHT.get(key)
+    if running is not None and await asyncio.shield(running):
+        return True
+    mine = running is None
+    done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    if mine:
+        _IN_FLIGHT[key] = done
+    ok = False
+    try:
+        async with _argon2_semaphore():
+            # its own threads: ~200 ms each, in the default executor they held back the short
+            # jobs (message reads, blob writes) of every other connection
+            ok = await asyncio.get_running_loop().run_in_executor(_ARGON2_POOL, verify_password, ps, password)
+        if ok:
+            VERIFIED.add(key)
+    finally:
+        if mine:
+            del _IN_FLIGHT[key]
+            done.set_result(ok)
     return ok
 
 
@@ -260,7 +287,7 @@ def dummy_password_set(cost: HashCost = DEFAULT_COST) -> events_pb2.PasswordSet:
 async def get_dummy_password_set(cost: HashCost = DEFAULT_COST) -> events_pb2.PasswordSet:
     """dummy_password_set without blocking the loop the first time (runs under the semaphore)."""
     async with _argon2_semaphore():
-        return await asyncio.to_thread(dummy_password_set, cost)
+        return await asyncio.get_running_loop().run_in_executor(_ARGON2_POOL, dummy_password_set, cost)
 
 
 # Key for fake SCRAM salts, drawn once per process. An unknown user gets a server-first-message

@@ -190,6 +190,12 @@ class Account:
         """A message's bytes, read and decrypted off the event loop."""
         return await asyncio.to_thread(self.blobs.get, blob_id)
 
+    async def read_messages(self, blob_ids: Sequence[bytes]) -> list[bytes]:
+        """Several messages' bytes in one trip off the event loop (a FETCH or SEARCH of many
+        messages: a thread hop per message costs more than reading a small one, and each hop
+        makes the loop wait for the GIL again)."""
+        return await asyncio.to_thread(lambda: [self.blobs.get(b) for b in blob_ids])
+
     def read_message_sync(self, blob_id: bytes) -> bytes:
         """A message's bytes, for callers already off the event loop (export, in a thread)."""
         return self.blobs.get(blob_id)
@@ -402,7 +408,7 @@ class Account:
             if dest is None or source is None:
                 raise NotFound(f"no mailbox id {dest_id if dest is None else source_id}")
             hook = self.registration.copy_flags
-            hook_add, hook_remove = hook(source, dest) if hook is not None else ([], [])
+            hook_add, hook_remove = hook(source, dest, move) if hook is not None else ([], [])
             add_flags = set(add_flags) | set(hook_add)
             remove_flags = (set(remove_flags) | set(hook_remove)) - add_flags
             copies = [m for m in (self.view.message(source_id, u) for u in uids) if m is not None]

@@ -3,6 +3,7 @@
 import ctypes
 import errno
 import os
+import threading
 from pathlib import Path
 
 from .errors import StoreError, StoreFull
@@ -47,8 +48,12 @@ def raise_store_error(e: OSError, what: str) -> None:
 
 
 def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write `data` to `path` so that a crash leaves either the old or the new file, never a mix."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Write `data` to `path` so that a crash leaves either the old or the new file, never a mix.
+
+    Writers of the same path at once (two sessions storing the same message: blob names are a
+    hash of the content) each have their own temporary file, so neither renames the other's away;
+    the last rename wins, and either file is whole."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
         try:

@@ -49,9 +49,10 @@ class Projection(Protocol):
 # registered projections learn from it. Called off the event loop, only when the caller did not
 # pass them (callers that parsed once at ingress pass their parse).
 MessageFacts = Callable[[bytes, "pb.Origin | None", "Mailbox"], tuple[pb.MessageStructure, pb.JunkFeatures]]
-# (source mailbox, destination mailbox) -> (flags to add, flags to remove) on every copy and move:
-# a decision of the layer above, recorded in the MessagesCopied event (junk training).
-CopyFlags = Callable[["Mailbox", "Mailbox"], tuple[list[str], list[str]]]
+# (source mailbox, destination mailbox, whether it is a move) -> (flags to add, flags to remove) on
+# every copy and move: a decision of the layer above, recorded in the MessagesCopied event (junk
+# training).
+CopyFlags = Callable[["Mailbox", "Mailbox", bool], tuple[list[str], list[str]]]
 
 
 @dataclass(frozen=True)
