@@ -554,7 +554,7 @@ async def cmd_quickstart(args: argparse.Namespace) -> None:
     from .quickstart import QuickstartError, quickstart
 
     try:
-        r = await asyncio.to_thread(quickstart, args.address, args.hostname, Path(args.dir))
+        r = await asyncio.to_thread(quickstart, args.address, args.hostname, Path(args.dir), args.existing_webserver)
     except QuickstartError as e:
         raise CliError(str(e), EXIT_USAGE) from None
     print(f"configuration:   {r.config}")
@@ -905,6 +905,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_quickstart)
     p.add_argument("address", help="the first account's address, e.g. you@example.org")
     p.add_argument("--hostname", help="the mail host's name (default: mail.DOMAIN)")
+    p.add_argument("--existing-webserver", action="store_true",
+                   help="ports 80 and 443 belong to another web server: listen for web requests on "
+                   "127.0.0.1:1080 behind it, and write an nginx example that forwards to it")
     p.add_argument("--dir", default="eventmail", help="where to put everything (default ./eventmail; must be new)")
 
     cfgp = sub.add_parser("config", help="the configuration file", description="the configuration file (docs/config.md)")

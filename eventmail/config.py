@@ -14,7 +14,7 @@ TOP_KEYS = frozenset({
     "hostname", "data_dir", "key_file", "passphrase_env", "tls", "listener", "resolver", "allow_plaintext_auth",
     "deliver_all_to", "smarthost", "max_message_bytes", "replication", "smarthost_user",
     "smarthost_password_file", "queue", "analysis_workers", "route", "limits", "min_password_length",
-    "deletion_grace_days", "allow_key_file_mode", "user", "mta_sts", "log", "acme",
+    "deletion_grace_days", "allow_key_file_mode", "user", "mta_sts", "log", "acme", "trusted_proxies",
 })
 TLS_KEYS = frozenset({"cert", "key"})
 LISTENER_KEYS = frozenset({"kind", "address", "port"})
@@ -182,6 +182,9 @@ class Config:
     resolver: ResolverSettings = field(default_factory=ResolverSettings)
     # Plaintext passwords only where no network sees them: localserve on loopback.
     allow_plaintext_auth: bool = False
+    # Web listeners behind another web server: the addresses whose X-Forwarded-For and
+    # X-Forwarded-Proto are believed (eventmail/web/server.py); from anyone else they are ignored.
+    trusted_proxies: tuple[str, ...] = ()
     # localserve: every outgoing message is delivered to this account instead of leaving.
     deliver_all_to: str | None = None
     # Outbound mail goes by MX, or through this relay when set.
@@ -300,6 +303,7 @@ def parse(text: str, base: Path) -> Config:
         listeners=tuple(listeners),
         resolver=ResolverSettings(tuple(str(s) for s in servers), _take(res, "port", int, "resolver.", 53)),
         allow_plaintext_auth=_take(doc, "allow_plaintext_auth", bool, "", False),
+        trusted_proxies=_trusted_proxies(doc),
         deliver_all_to=_take(doc, "deliver_all_to", str, "", None),
         smarthost=_smarthost(doc, base),
         routes=_routes(_take(doc, "route", list, "", []), base),
@@ -330,6 +334,13 @@ def _log(table: dict[str, Any]) -> LogSettings:
         if value not in LOG_LEVELS:
             raise ConfigError(f"log.levels.{area}: {value!r} is not one of {', '.join(LOG_LEVELS)}")
     return LogSettings(fmt, level, tuple(sorted(levels.items())))
+
+
+def _trusted_proxies(doc: dict[str, Any]) -> tuple[str, ...]:
+    found = _take(doc, "trusted_proxies", list, "", [])
+    for a in found:
+        _check_address(str(a), "trusted_proxies")
+    return tuple(str(ipaddress.ip_address(str(a))) for a in found)
 
 
 def _mta_sts(table: dict[str, Any]) -> MtaStsSettings:

@@ -75,6 +75,8 @@ TABLES: tuple[Table, ...] = (
             'table, below'),
         Key('log', 'table', '—',
             'table, below'),
+        Key('trusted_proxies', 'array of strings', '`[]`',
+            'web listeners behind another web server: the proxy addresses (`["127.0.0.1", "::1"]`) whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed ([web](web.md)); `quickstart --existing-webserver` sets it'),
         Key('acme', 'table', '—',
             'table, below: certificates from an ACME CA'),
         Key('analysis_workers', 'integer', '`0`',

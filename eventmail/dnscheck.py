@@ -112,8 +112,9 @@ def check(cfg: Config, domain: str) -> list[Finding]:
                                 f"no active signing key in the store: eventmail dkim add {domain} SELECTOR"))
     # DMARC and TLSRPT are compared by how they start, so the report address does not matter.
     # The MTA-STS and autoconfig names only when an HTTPS listener serves them.
-    policy_id = (mta_sts_id(mta_sts_policy(cfg.hostname, cfg.mta_sts))
-                 if any(li.kind == "https" for li in cfg.listeners) else None)
+    served = any(li.kind == "https" for li in cfg.listeners) or (
+        bool(cfg.trusted_proxies) and any(li.kind == "http" for li in cfg.listeners))  # behind a web server
+    policy_id = mta_sts_id(mta_sts_policy(cfg.hostname, cfg.mta_sts)) if served else None
     caa = caa_issuer(cfg.acme.directory) if cfg.acme is not None else None
     for expected in domain_records(domain, cfg.hostname, f"postmaster@{domain}", dkim, policy_id, caa):
         findings.append(_compare(expected, lookup))

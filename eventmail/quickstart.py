@@ -34,6 +34,8 @@ from .web.clientconfig import mta_sts_id, mta_sts_policy
 LISTENERS = (("smtp", 25), ("submission", 587), ("submissions", 465), ("imap", 143), ("imaps", 993),
              ("http", 80), ("https", 443))
 METRICS_LISTENER = ("127.0.0.1", 9100)
+# --existing-webserver: the web listener the other web server forwards to.
+PROXIED_HTTP = ("127.0.0.1", 1080)
 # RFC 6376 §3.1: selectors are free-form; a year and a letter tell when a key was made and let the
 # next rotation publish a new one beside it.
 SELECTOR_ALGORITHMS = (("a", "ed25519-sha256"), ("b", "rsa-sha256"))
@@ -67,26 +69,36 @@ def account_name(address: str) -> str:
     return name or "mail"
 
 
-def config_text(hostname: str, data_dir: Path, key_file: Path, cert: Path, key: Path, email: str) -> str:
+def config_text(hostname: str, data_dir: Path, key_file: Path, cert: Path, key: Path, email: str,
+                existing_webserver: bool = False) -> str:
+    public = [(k, p) for k, p in LISTENERS if not (existing_webserver and k in ("http", "https"))]
     listeners = "".join(f'\n[[listener]]\nkind = "{kind}"\naddress = "0.0.0.0"\nport = {port}\n'
                         f'\n[[listener]]\nkind = "{kind}"\naddress = "::"\nport = {port}\n'
-                        for kind, port in LISTENERS)
+                        for kind, port in public)
+    if existing_webserver:
+        # Ports 80 and 443 are the other web server's: it forwards our names to this one.
+        listeners += (f'\n[[listener]]\nkind = "http"\naddress = "{PROXIED_HTTP[0]}"\nport = {PROXIED_HTTP[1]}\n')
     listeners += f'\n[[listener]]\nkind = "metrics"\naddress = "{METRICS_LISTENER[0]}"\nport = {METRICS_LISTENER[1]}\n'
+    proxy = ("# The web server in front (docs/web.md): its X-Forwarded-For/-Proto are believed.\n"
+             'trusted_proxies = ["127.0.0.1", "::1"]\n') if existing_webserver else ""
+    # Behind another web server port 443 is not ours: the CA's TLS-ALPN-01 cannot reach us.
+    challenges = 'challenges = ["http-01"]\n' if existing_webserver else ""
     return (
-        "# Written by `eventmail quickstart`. Every key is in docs/operations.md.\n"
+        "# Written by `eventmail quickstart`. Every key is in docs/config.md (`eventmail config describe`).\n"
         f'hostname = "{hostname}"\n'
         f'data_dir = "{data_dir}"\n'
         "# The master key: outside the data directory, and backed up elsewhere (without it all mail is lost).\n"
         f'key_file = "{key_file}"\n'
         "# The server drops to this user once its ports are bound (create it: useradd --system eventmail).\n"
         f'user = "{SERVICE_USER}"\n'
+        f"{proxy}"
         "\n[tls]\n"
         "# A self-signed certificate made by quickstart; with [acme] below every listener presents\n"
         "# the CA's certificates instead, once issued (docs/acme.md).\n"
         f'cert = "{cert}"\nkey = "{key}"\n'
         "\n[acme]\n"
         "# Certificates for the host and each domain's mta-sts and autoconfig names, renewed while running.\n"
-        f'directory = "{ACME_DIRECTORY}"\nemail = "{email}"\n'
+        f'directory = "{ACME_DIRECTORY}"\nemail = "{email}"\n{challenges}'
         "\n[resolver]\n"
         "# A validating resolver on this machine (unbound), as DNSSEC/DANE need.\n"
         'nameservers = ["127.0.0.1"]\n'
@@ -172,7 +184,27 @@ async def _setup_store(data_dir: Path, key_file: Path, domain: str, account: str
         await store.close()
 
 
-def quickstart(address: str, hostname: str | None, directory: Path) -> Result:
+def proxy_config(hostname: str, domain: str) -> str:
+    """An nginx configuration for the web server in front (--existing-webserver): our names go to
+    the local HTTP listener, with the client's address and scheme in X-Forwarded-* headers."""
+    names = f"{hostname} autoconfig.{domain} mta-sts.{domain}"
+    forward = (f"        proxy_pass http://{PROXIED_HTTP[0]}:{PROXIED_HTTP[1]};\n"
+               "        proxy_set_header Host $host;\n"
+               "        proxy_set_header X-Forwarded-For $remote_addr;\n"
+               "        proxy_set_header X-Forwarded-Proto $scheme;\n")
+    return (
+        f"# nginx: forward eventmail's names to it (written by `eventmail quickstart --existing-webserver`).\n"
+        f"# The certificate for these names on 443 is this web server's (for example from its own ACME\n"
+        f"# client); eventmail gets its own, for SMTP and IMAP, through the HTTP-01 answers on port 80.\n"
+        f"server {{\n    listen 80;\n    listen [::]:80;\n    server_name {names};\n"
+        f"    location / {{\n{forward}    }}\n}}\n"
+        f"server {{\n    listen 443 ssl;\n    listen [::]:443 ssl;\n    server_name {names};\n"
+        f"    # ssl_certificate ...; ssl_certificate_key ...;\n"
+        f"    location / {{\n{forward}    }}\n}}\n"
+    )
+
+
+def quickstart(address: str, hostname: str | None, directory: Path, existing_webserver: bool = False) -> Result:
     try:
         address = check_address(address)
     except AdminError as e:
@@ -195,7 +227,9 @@ def quickstart(address: str, hostname: str | None, directory: Path) -> Result:
     dkim = asyncio.run(_setup_store(data_dir, key_file, domain, account, address, password, year))
     admin_password = secrets.token_urlsafe(18)
     write_admin_password(data_dir / ADMIN_PASSWORD_FILE, admin_password)
-    config.write_text(config_text(hostname, data_dir, key_file, cert, key, address))
+    config.write_text(config_text(hostname, data_dir, key_file, cert, key, address, existing_webserver))
+    if existing_webserver:
+        (directory / "nginx-eventmail.conf").write_text(proxy_config(hostname, domain))
     os.chmod(config, 0o600)
     policy_id = mta_sts_id(mta_sts_policy(hostname, MtaStsSettings()))
     records = [line for r in domain_records(domain, hostname, address, dkim, policy_id, caa_issuer(ACME_DIRECTORY))
@@ -211,9 +245,13 @@ def quickstart(address: str, hostname: str | None, directory: Path) -> Result:
         f"Give {hostname} A and AAAA records for this machine, then publish the records above "
         f"(also written to {zone_file}).",
         f"Ask your hosting provider for reverse DNS (PTR) of this machine's IPv4 and IPv6 addresses: {hostname}.",
-        f"Let ports 80 and 443 reach this machine: once {hostname}, mta-sts.{domain} and autoconfig.{domain} "
-        "resolve here, the server gets their certificates from Let's Encrypt by itself and renews them "
-        "(until then it presents a self-signed one, and says so in its log).",
+        (f"Forward {hostname}, autoconfig.{domain} and mta-sts.{domain} from your web server to "
+         f"http://{PROXIED_HTTP[0]}:{PROXIED_HTTP[1]} (an nginx example: {directory / 'nginx-eventmail.conf'}); "
+         "the mail host's certificate then comes from Let's Encrypt through port 80 (HTTP-01)."
+         if existing_webserver else
+         f"Let ports 80 and 443 reach this machine: once {hostname}, mta-sts.{domain} and autoconfig.{domain} "
+         "resolve here, the server gets their certificates from Let's Encrypt by itself and renews them "
+         "(until then it presents a self-signed one, and says so in its log)."),
         "Run a validating resolver (unbound) on 127.0.0.1, as [resolver] says.",
         f"Install the unit: cp {unit_file} /etc/systemd/system/ && systemctl enable --now eventmail",
         f"Configure your mail client: {address}, IMAP {hostname} port 993 (TLS), "

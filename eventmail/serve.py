@@ -241,6 +241,7 @@ async def _start_web(
         admin_password_file=cfg.data_dir / ADMIN_PASSWORD_FILE, mta_sts=cfg.mta_sts,
         allow_plaintext=cfg.allow_plaintext_auth, https_port=https[0].port if https else None,
         serve_metrics=cfg.localserve, limits=limits, public_url=_public_url(cfg, listeners),
+        trusted_proxies=frozenset(cfg.trusted_proxies),
     )
     runners: dict[str, WebRunner] = {}
 

@@ -188,3 +188,26 @@ def test_config_test_names_each_problem(tmp_path: Path) -> None:
         assert needle in p.stderr and "Traceback" not in p.stderr, (needle, p.stderr)
         assert "serve would not start" in p.stderr
     config.write_text(good)
+
+
+def test_quickstart_behind_an_existing_webserver(tmp_path: Path) -> None:
+    from eventmail.config import load
+
+    d = tmp_path / "qs"
+    p = quickstart(d, "you@example.org", "--existing-webserver")
+    assert p.returncode == 0, p.stderr
+    cfg = load(d / "eventmail.toml")
+    kinds = {(li.kind, li.address, li.port) for li in cfg.listeners}
+    assert ("http", "127.0.0.1", 1080) in kinds
+    assert not any(k in ("https",) or (k == "http" and port in (80, 443)) for k, _, port in kinds)
+    assert cfg.trusted_proxies == ("127.0.0.1", "::1")
+    assert cfg.acme is not None and cfg.acme.challenges == ("http-01",)  # 443 is not ours: no TLS-ALPN-01
+    nginx = (d / "nginx-eventmail.conf").read_text()
+    assert "server_name mail.example.org autoconfig.example.org mta-sts.example.org;" in nginx
+    assert "proxy_pass http://127.0.0.1:1080;" in nginx and "X-Forwarded-Proto $scheme" in nginx
+    assert "nginx-eventmail.conf" in p.stdout
+    # The MTA-STS and autoconfig records are still published: the web server in front serves them.
+    assert "_mta-sts.example.org." in (d / "example.org.zone").read_text()
+    v = subprocess.run([sys.executable, "-m", "eventmail", "config", "test", "--config", str(d / "eventmail.toml")],
+                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert v.returncode == 0, v.stderr

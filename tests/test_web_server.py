@@ -12,6 +12,7 @@ import socket
 import ssl
 import time
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -291,3 +292,33 @@ def test_webhook_settings_on_the_account_page(server: MailServer) -> None:
     shown = server.cli("account", "webhook", "alice", "show")
     assert "https://hooks.example/out" in shown and "evil.example" not in shown
     server.cli("account", "webhook", "alice", "outgoing", "")
+
+
+def test_behind_a_trusted_proxy(tmp_path: Path) -> None:
+    """trusted_proxies: the forwarded client address and scheme count (HTTPS-only pages work, the
+    login limiter and the log see the client); from an untrusted peer the headers are ignored."""
+    s = MailServer(tmp_path, kinds=("smtp", "imaps", "submissions", "http"), settings='trusted_proxies = ["127.0.0.1"]\n',
+                   extra_config='[mta_sts]\nmode = "testing"\n')
+    s.init()
+    s.cli("domain", "add", "mail.test")
+    s.start()
+    try:
+        http = f"http://127.0.0.1:{s.ports['http']}"
+        proxied = {"X-Forwarded-For": "203.0.113.9, 198.51.100.7", "X-Forwarded-Proto": "https"}
+
+        def fetch(path: str, headers: dict[str, str], method: str = "GET", host: str = "") -> int:
+            async def go() -> int:
+                async with aiohttp.ClientSession() as c, c.request(method, http + path, allow_redirects=False,
+                                                                   headers={**headers, "Host": host or "mail.test"}) as r:
+                    return r.status
+            return asyncio.run(go())
+
+        assert fetch("/.well-known/mta-sts.txt", proxied, host="mta-sts.mail.test") == 200
+        assert fetch("/.well-known/mta-sts.txt", {}, host="mta-sts.mail.test") == 404  # plain HTTP, no proxy word
+        before = len(s.log_lines)
+        wrong = {"Authorization": "Basic " + base64.b64encode(b"nobody@mail.test:wrong").decode()}
+        assert fetch("/webapi/v0/SuppressionList", {**proxied, **wrong}, method="POST") == 401
+        # The last hop of X-Forwarded-For is the client the proxy saw; the rest is the client's to forge.
+        assert "198.51.100.7" in s.wait_log("webapi: authentication failed", after=before)
+    finally:
+        s.stop()

@@ -80,6 +80,7 @@ class WebSettings:
     https_port: int | None = None  # where plain HTTP sends credential paths; None: no HTTPS here
     serve_metrics: bool = False  # /metrics on the public web listeners too (localserve only)
     public_url: str = ""  # how clients reach these pages: https://HOST[:PORT] (for the QR code's link)
+    trusted_proxies: frozenset[str] = frozenset()  # whose X-Forwarded-For/-Proto are believed
     limits: HttpLimits = field(default_factory=HttpLimits)
 
 
@@ -95,6 +96,24 @@ def _loopback(peer: str | None) -> bool:
         return peer is not None and ipaddress.ip_address(peer).is_loopback
     except ValueError:
         return False
+
+
+def _behind_proxy(request: web.Request, trusted: frozenset[str]) -> web.Request:
+    """The request as the client made it, when it came through a trusted proxy: the client's
+    address from the last hop of X-Forwarded-For (what the proxy itself saw; earlier entries are
+    the client's to forge), HTTPS from X-Forwarded-Proto. So the login limiter counts clients, not
+    the proxy, and HTTPS-only pages work behind a proxy that terminates TLS."""
+    if not trusted or request.remote not in trusted:
+        return request
+    changes: dict[str, str] = {}
+    forwarded = request.headers.get("X-Forwarded-For", "").split(",")[-1].strip()
+    try:
+        changes["remote"] = str(ipaddress.ip_address(forwarded))
+    except ValueError:
+        pass
+    if request.headers.get("X-Forwarded-Proto", "").strip().lower() == "https":
+        changes["scheme"] = "https"
+    return request.clone(**changes) if changes else request  # type: ignore[arg-type]
 
 
 def _xml(text: str) -> web.Response:
@@ -173,6 +192,7 @@ def make_web_app(
                     ) -> web.StreamResponse:
         _Guarded.request_started(request)
         try:
+            request = _behind_proxy(request, settings.trusted_proxies)
             if (not request.secure and settings.https_port is not None and not _loopback(request.remote)
                     and request.path.startswith(_CREDENTIAL_PATHS)):
                 port = "" if settings.https_port == 443 else f":{settings.https_port}"
