@@ -196,3 +196,36 @@ def test_store_junk_view_equals_replay_of_its_log_and_nothing_of_it_on_disk() ->
             await store.close()
 
     asyncio.run(go())
+
+
+def test_reputation_history_does_not_read_every_earlier_sighting() -> None:
+    """JunkView.history reads the newest classified sightings of an identity in index order: the
+    work (SQLite VM steps, counted, not timed) stays the same whether the sender sent 100 or 5,000
+    unclassified messages before. It grew with them while every sighting was joined and sorted."""
+    import sqlite3
+
+    from eventmail.junk.projection import SCHEMA, JunkView
+
+    def steps(unclassified: int) -> tuple[int, list[bool]]:
+        db = sqlite3.connect(":memory:")
+        db.executescript(SCHEMA)
+        rows = [(1, uid, 0, uid) for uid in range(1, unclassified + 1)]
+        rows += [(1, unclassified + i, 2 if i % 2 else 1, unclassified + i) for i in range(1, 4)]
+        for mailbox_id, uid, cls, received in rows:
+            db.execute("INSERT INTO junk_msg VALUES (?,?,?,?,?,?,?)", (mailbox_id, uid, b"b", cls, b"", 1, received))
+            db.execute("INSERT INTO junk_key VALUES (?,?,?,?,?,?)", ("ip", "192.0.2.0/24", int(cls != 0), received,
+                                                                     mailbox_id, uid))
+        count = [0]
+
+        def tick() -> int:
+            count[0] += 1
+            return 0
+
+        db.set_progress_handler(tick, 1)
+        found = JunkView(db).history([("ip", "192.0.2.0/24")], destined=1, since=0, limit=10)
+        return count[0], [s.spam for s in found]
+
+    small, found_small = steps(100)
+    large, found_large = steps(5000)
+    assert found_small == found_large == [True, False, True]  # the three classified, newest first
+    assert large < 2 * small, (small, large)

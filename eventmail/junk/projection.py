@@ -40,8 +40,9 @@ CREATE TABLE junk_msg(
   mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL, blob_id BLOB NOT NULL, class INTEGER NOT NULL,
   counted BLOB NOT NULL, destined INTEGER NOT NULL, received INTEGER NOT NULL,
   PRIMARY KEY(mailbox_id, uid)) WITHOUT ROWID;
-CREATE TABLE junk_key(kind TEXT NOT NULL, value TEXT NOT NULL, mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL,
-  PRIMARY KEY(kind, value, mailbox_id, uid)) WITHOUT ROWID;
+CREATE TABLE junk_key(kind TEXT NOT NULL, value TEXT NOT NULL, classified INTEGER NOT NULL, received INTEGER NOT NULL,
+  mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL,
+  PRIMARY KEY(kind, value, classified, received, mailbox_id, uid)) WITHOUT ROWID;
 CREATE INDEX junk_key_msg ON junk_key(mailbox_id, uid);
 CREATE TABLE junk_sent(address TEXT PRIMARY KEY, last INTEGER NOT NULL, count INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE junk_reject(mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL, key BLOB NOT NULL,
@@ -141,6 +142,8 @@ def _sync_class(db: sqlite3.Connection, mailbox_id: int, uid: int) -> list[Chang
         _untrain(db, words, old, counted)
     mask = _train(db, words, new) if new else b""
     db.execute("UPDATE junk_msg SET class=?, counted=? WHERE mailbox_id=? AND uid=?", (new, mask, mailbox_id, uid))
+    if bool(new) != bool(old):  # the reputation index holds classified sightings apart (JunkView.history)
+        db.execute("UPDATE junk_key SET classified=? WHERE mailbox_id=? AND uid=?", (int(bool(new)), mailbox_id, uid))
     return [Trained(mailbox_id, uid, new)]
 
 
@@ -180,7 +183,8 @@ def _message_added(db: sqlite3.Connection, seq: int, e: pb.Event) -> list[Change
     destined = f.destined_mailbox_id or m.mailbox_id
     db.execute("INSERT INTO junk_msg VALUES (?,?,?,0,?,?,?)", (m.mailbox_id, m.uid, m.blob_id, b"", destined, m.internal_date))
     db.executemany(
-        "INSERT OR IGNORE INTO junk_key VALUES (?,?,?,?)", [(k, v, m.mailbox_id, m.uid) for k, v in _identity_keys(f)]
+        "INSERT OR IGNORE INTO junk_key VALUES (?,?,0,?,?,?)",
+        [(k, v, m.internal_date, m.mailbox_id, m.uid) for k, v in _identity_keys(f)],
     )
     for address in sorted(set(f.sent_to)):
         db.execute(
@@ -239,7 +243,7 @@ def _messages_copied(db: sqlite3.Connection, seq: int, e: pb.Event) -> list[Chan
         db.execute("UPDATE junk_content SET refs=refs+1 WHERE blob_id=?", (blob_id,))
         db.execute("INSERT INTO junk_msg VALUES (?,?,?,0,?,?,?)", (c.dest_mailbox_id, dst, blob_id, b"", destined, received))
         db.execute(
-            "INSERT OR IGNORE INTO junk_key SELECT kind, value, ?, ? FROM junk_key WHERE mailbox_id=? AND uid=?",
+            "INSERT OR IGNORE INTO junk_key SELECT kind, value, 0, received, ?, ? FROM junk_key WHERE mailbox_id=? AND uid=?",
             (c.dest_mailbox_id, dst, c.source_mailbox_id, src),
         )
         out += _sync_class(db, c.dest_mailbox_id, dst)
@@ -275,7 +279,9 @@ class JunkProjection:
     """The junk statistics and reputation index as a projection registered with the store
     (eventmail.opening registers it wherever the store is opened)."""
 
-    name = "junk"
+    # The name marks the schema in checkpoints: "junk-2" since junk_key holds `classified` and
+    # `received`, so a checkpoint of the older schema is not restored but rebuilt from the log.
+    name = "junk-2"
     schema = SCHEMA
 
     def apply(self, db: sqlite3.Connection, seq: int, event: pb.Event) -> Sequence[Change]:
@@ -328,14 +334,18 @@ class JunkView:
         """The newest classified messages meant for `destined` having any of the (kind, value)
         identities, received since `since`, newest first."""
         found: dict[tuple[int, int], tuple[int, int]] = {}
+        # junk_key's key is (identity, classified, received, ...): the newest classified sightings
+        # are read in index order and the scan stops after `limit` of them, so the cost does not
+        # grow with how much a sender has sent before (it did when every message of the identity,
+        # classified or not, was joined and sorted).
         q = (
             "SELECT m.mailbox_id, m.uid, m.class, m.received FROM junk_key k "
             "JOIN junk_msg m ON m.mailbox_id=k.mailbox_id AND m.uid=k.uid "
-            "WHERE k.kind=? AND k.value=? AND m.destined=? AND m.class!=0 AND m.received>=? "
-            "ORDER BY m.received DESC, m.mailbox_id, m.uid LIMIT ?"
+            "WHERE k.kind=? AND k.value=? AND k.classified=1 AND k.received>=? AND m.destined=? AND m.class!=0 "
+            "ORDER BY k.received DESC, k.mailbox_id, k.uid LIMIT ?"
         )
         for kind, value in keys:
-            for mailbox_id, uid, cls, received in self.db.execute(q, (kind, value, destined, since, limit)):
+            for mailbox_id, uid, cls, received in self.db.execute(q, (kind, value, since, destined, limit)):
                 found[(mailbox_id, uid)] = (cls, received)
         newest = sorted(found.items(), key=lambda x: (-x[1][1], x[0]))[:limit]
         return [Sighting(cls == SPAM, int(received)) for _k, (cls, received) in newest]
