@@ -41,6 +41,16 @@ def free_port() -> int:
             return port
 
 
+def ipv6_loopback() -> bool:
+    """Whether this machine has ::1 to bind (some CI containers have no IPv6)."""
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
 def eventmail(directory: Path, key_file: Path, *argv: str, stdin: str | None = None) -> str:
     """Run one CLI command on the instance's data directory; its stdout."""
     p = subprocess.run(

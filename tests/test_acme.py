@@ -43,7 +43,7 @@ from eventmail.tls.certs import (
 )
 
 from .dns_fixture import DnsServer, async_test, zone_text
-from .mailserver import free_port
+from .mailserver import free_port, ipv6_loopback
 from .pebble_fixture import Pebble, needs_pebble
 
 HOST = "mail.example.test"
@@ -52,15 +52,6 @@ HOST = "mail.example.test"
 ZONE = zone_text("example.test", ["mail A 127.0.0.1", "autoconfig AAAA ::1", "mta-sts A 127.0.0.1",
                                   "mta-sts AAAA ::1"])
 ORDER_TIMEOUT = 90.0
-
-
-def ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
 
 
 @dataclass

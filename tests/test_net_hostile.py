@@ -18,7 +18,7 @@ from eventmail.imap import start_imap
 from eventmail.netconn import ConnectionLimiter
 from tests.imap_harness import ImapServer, RawClient
 
-from .mailserver import MailServer
+from .mailserver import MailServer, ipv6_loopback
 
 pytestmark = pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl missing")
 
@@ -244,16 +244,7 @@ def test_the_cap_keys_networks_as_the_login_limiter_does() -> None:
     assert limiter.acquire("192.0.2.1") == "192.0.2.1"
 
 
-def _ipv6_loopback() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6) as s:
-            s.bind(("::1", 0))
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback")
+@pytest.mark.skipif(not ipv6_loopback(), reason="no IPv6 loopback")
 def test_ipv6_connections_are_counted_by_64(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="eventmail.imap")
     with ImapServer(tmp_path) as srv:

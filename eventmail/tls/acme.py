@@ -20,11 +20,10 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from josepy.jwa import ES256
 from josepy.jwk import JWK, JWKEC
 
-from .certs import ACME_TLS_ALPN, CertificateHolder, context_from_pem
+from .certs import ACME_TLS_ALPN, CertificateHolder, context_from_pem, self_signed_pem
 
 log = logging.getLogger(__name__)
 
@@ -75,26 +74,10 @@ def tls_alpn_certificate(name: str, key_authz: str) -> tuple[bytes, bytes]:
     """The TLS-ALPN-01 challenge certificate for `name` (RFC 8737 §3): self-signed, `name` as its
     only subjectAltName, and the critical acmeIdentifier extension holding the DER OCTET STRING
     of SHA-256(key authorization). PEM certificate and key."""
-    key = ec.generate_private_key(ec.SECP256R1())
     digest = hashlib.sha256(key_authz.encode("ascii")).digest()
     octet_string = b"\x04" + bytes([len(digest)]) + digest  # DER: OCTET STRING, 32 bytes
-    now = datetime.datetime.now(datetime.UTC)
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=7))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(x509.UnrecognizedExtension(ACME_IDENTIFIER_OID, octet_string), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+    return self_signed_pem([name], days=7, ca=False,
+                           extra=[(x509.UnrecognizedExtension(ACME_IDENTIFIER_OID, octet_string), True)])
 
 
 @dataclass

@@ -7,7 +7,7 @@ import os
 import ssl
 import tempfile
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +28,11 @@ def make_self_signed(cert_path: Path, key_path: Path, names: list[str], days: in
     cert_path.write_bytes(cert_pem)
 
 
-def self_signed_pem(names: list[str], days: int = 365) -> tuple[bytes, bytes]:
-    """A self-signed ECDSA P-256 certificate for `names` and its key, both PEM (key PKCS#8)."""
+def self_signed_pem(names: list[str], days: int = 365, ca: bool = True,
+                    extra: Sequence[tuple[x509.ExtensionType, bool]] = ()) -> tuple[bytes, bytes]:
+    """A self-signed ECDSA P-256 certificate for `names` and its key, both PEM (key PKCS#8).
+    `ca`: with BasicConstraints CA (a self-signed server certificate a client may pin as its own
+    root); `extra`: more (extension, critical) pairs, e.g. ACME's acmeIdentifier."""
     key = ec.generate_private_key(ec.SECP256R1())
     sans: list[x509.GeneralName] = []
     for n in names:
@@ -39,7 +42,7 @@ def self_signed_pem(names: list[str], days: int = 365) -> tuple[bytes, bytes]:
             sans.append(x509.DNSName(n))
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
     now = datetime.datetime.now(datetime.UTC)
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(subject)
@@ -48,9 +51,12 @@ def self_signed_pem(names: list[str], days: int = 365) -> tuple[bytes, bytes]:
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=days))
         .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
     )
+    if ca:
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+    for extension, critical in extra:
+        builder = builder.add_extension(extension, critical=critical)
+    cert = builder.sign(key, hashes.SHA256())
     key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
     return cert.public_bytes(serialization.Encoding.PEM), key_pem

@@ -18,7 +18,6 @@ from aiohttp import web
 from ..mail import suppressions, webhookqueue, webhooks
 from ..mail.admin import Admin, AdminError
 from ..sasl import Failure, FailureReason, LoginLimiter
-from ..sasl.guard import may_send_password
 from ..store import Store, normalize_address
 from .clientconfig import Services
 from .render import HERE, Pages
@@ -98,14 +97,12 @@ def make_account_app(
         return login_page(request)
 
     async def login_post(request: web.Request) -> web.StreamResponse:
-        form = await request.post()
-        if not login_tokens.ok(request, form.get("csrf")):
-            raise web.HTTPForbidden(text="403 - missing or wrong CSRF token\n")
+        form = await pages.login_form(request, allow_plaintext)
+        if isinstance(form, web.Response):
+            return form
         peer = request.remote or ""
-        if not may_send_password(tls=request.secure, peer=peer, allow_plaintext=allow_plaintext):
-            return login_page(request, "Log in over HTTPS.", 403)
         username, password = form.get("username"), form.get("password")
-        if not isinstance(username, str) or not isinstance(password, str):
+        if username is None or password is None:
             return login_page(request, "Give your email address and password.", 400)
         result = await check_password(store, limiter, username, password, peer, "account-page")
         if isinstance(result, Failure):

@@ -23,7 +23,6 @@ from ..mail.queue import QueueOps
 from ..mailauth.dkim import public_key_record, zone_txt
 from ..proto import events_pb2 as pb
 from ..sasl import Failure, FailureReason, LoginLimiter, make_password_set
-from ..sasl.guard import may_send_password
 from ..store import Store
 from .render import HERE, Pages
 from .session import LoginTokens, Session, Sessions, check_password, csrf_ok
@@ -102,14 +101,12 @@ def make_admin_app(
         return login_page(request)
 
     async def login_post(request: web.Request) -> web.StreamResponse:
-        form = await request.post()
-        if not login_tokens.ok(request, form.get("csrf")):
-            raise web.HTTPForbidden(text="403 - missing or wrong CSRF token\n")
+        form = await pages.login_form(request, allow_plaintext)
+        if isinstance(form, web.Response):
+            return form
         peer = request.remote or ""
-        if not may_send_password(tls=request.secure, peer=peer, allow_plaintext=allow_plaintext):
-            return login_page(request, "Log in over HTTPS.", 403)
         password = form.get("password")
-        if not isinstance(password, str):
+        if password is None:
             return login_page(request, "Give the admin password.", 400)
         result = await check_password(store, limiter, ADMIN_USER, password, peer, "admin-page", lookup=lookup)
         if isinstance(result, Failure):

@@ -8,6 +8,7 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
+from ..sasl.guard import may_send_password
 from .session import LoginTokens
 
 HERE = Path(__file__).resolve().parent
@@ -34,6 +35,16 @@ class Pages:
         # Pages show account data: never kept by a browser or a proxy.
         return web.Response(text=page, status=status, content_type="text/html", charset="utf-8",
                             headers={"Cache-Control": "no-store"})
+
+    async def login_form(self, request: web.Request, allow_plaintext: bool) -> dict[str, str] | web.Response:
+        """A login POST's text fields, or the page refusing it: the double-submit token must match
+        (403 raised otherwise) and a password travels only over TLS or, where allowed, loopback."""
+        form = await request.post()
+        if not self.login_tokens.ok(request, form.get("csrf")):
+            raise web.HTTPForbidden(text="403 - missing or wrong CSRF token\n")
+        if not may_send_password(tls=request.secure, peer=request.remote or "", allow_plaintext=allow_plaintext):
+            return self.login_page(request, "Log in over HTTPS.", 403)
+        return {k: v for k, v in form.items() if isinstance(v, str)}
 
     def login_page(self, request: web.Request, error: str = "", status: int = 200) -> web.Response:
         """The login form with a fresh double-submit token (session.LoginTokens)."""
