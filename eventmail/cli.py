@@ -36,6 +36,7 @@ from .store import (
     init_directory,
     load_master_key,
 )
+from .tls.certs import HostKeyError
 
 if TYPE_CHECKING:
     from . import config as config_mod
@@ -554,7 +555,8 @@ async def cmd_quickstart(args: argparse.Namespace) -> None:
     from .quickstart import QuickstartError, quickstart
 
     try:
-        r = await asyncio.to_thread(quickstart, args.address, args.hostname, Path(args.dir), args.existing_webserver)
+        r = await asyncio.to_thread(quickstart, args.address, args.hostname, Path(args.dir), args.existing_webserver,
+                                    _dns(args.dns))
     except QuickstartError as e:
         raise CliError(str(e), EXIT_USAGE) from None
     print(f"configuration:   {r.config}")
@@ -570,8 +572,9 @@ async def cmd_quickstart(args: argparse.Namespace) -> None:
     for line in r.records:
         print(line)
     print()
-    print("Not published: TLSA (DANE), whose value follows certificates the server renews by itself.")
-    print()
+    if not r.zone_signed:
+        print("Not in the records: TLSA (DANE), for a DNSSEC-signed zone only (see the checklist).")
+        print()
     print("Next:")
     for i, step in enumerate(r.checklist, 1):
         print(f"{i}. {step}")
@@ -645,7 +648,7 @@ async def cmd_serve(args: argparse.Namespace) -> None:
         logging.getLogger("eventmail.serve").warning("running as root (user = \"root\"): every bug is root's")
     try:
         await serve.run_until_signalled(lambda: serve.start(cfg), lambda r: _print_started(r, []))
-    except PrivilegeError as e:
+    except (PrivilegeError, HostKeyError) as e:
         raise CliError(f"{args.config}: {e}", code=EXIT_USAGE) from None
 
 
@@ -909,6 +912,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ports 80 and 443 belong to another web server: listen for web requests on "
                    "127.0.0.1:1080 behind it, and write an nginx example that forwards to it")
     p.add_argument("--dir", default="eventmail", help="where to put everything (default ./eventmail; must be new)")
+    p.add_argument("--dns", metavar="HOST[:PORT]", help="the resolver asked whether the host's zone is "
+                   "DNSSEC-signed, for its TLSA record (default: the system's)")
 
     cfgp = sub.add_parser("config", help="the configuration file", description="the configuration file (docs/config.md)")
     csub = cfgp.add_subparsers(dest="config_command", required=True, metavar="CONFIG_COMMAND")

@@ -40,7 +40,7 @@ ROUTE_KEYS = frozenset({"domain", "smarthost", "smarthost_user", "smarthost_pass
 QUEUE_KEYS = frozenset({"first_retry", "give_up_days", "delay_notice_hours", "mx_port", "messages_per_day",
                         "first_time_recipients_per_day", "webhook_first_retry"})
 ACME_KEYS = frozenset({"directory", "email", "ca_file", "renew_before_days", "challenges", "http01_port",
-                       "retry_seconds"})
+                       "retry_seconds", "host_key_file"})
 REPLICATION_KEYS = frozenset({"node", "peer_node", "listen", "peer", "cert", "key", "peer_cert", "control", "role",
                               "mode", "sync_timeout", "on_timeout"})
 
@@ -133,6 +133,9 @@ class AcmeSettings:
     challenges: tuple[str, ...] = ("tls-alpn-01", "http-01")  # in order of preference
     http01_port: int = 0  # >0: serve HTTP-01 answers alone on this port of every listener address
     retry_seconds: float = 60.0  # first retry when the CA fails; doubling up to 6 hours
+    # The private key of every certificate of the mail host's name set, kept across renewals so
+    # that a DANE record "TLSA 3 1 1" (RFC 7671 §5.1) stays true; None: a new key per certificate.
+    host_key_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -517,9 +520,10 @@ def _acme(t: dict[str, Any] | None, base: Path) -> AcmeSettings | None:
     retry = _number(t, "retry_seconds", w, 60.0)
     if not 0 < retry <= 86400:
         raise ConfigError(f"{w}retry_seconds: more than 0, at most 86400")
+    host_key = _take(t, "host_key_file", str, w, None)
     return AcmeSettings(directory=directory, email=email, ca_file=base / ca_file if ca_file else None,
                         renew_before_days=renew, challenges=tuple(str(k) for k in kinds), http01_port=port,
-                        retry_seconds=retry)
+                        retry_seconds=retry, host_key_file=base / host_key if host_key else None)
 
 
 def _limits(table: dict[str, Any]) -> ServerLimits:

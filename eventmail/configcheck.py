@@ -12,6 +12,7 @@ from .config import Config, ConfigError, load
 from .opening import open_store
 from .store import KeyFileExposed, MissingKey, WrongKey, load_master_key
 from .store import MasterKeySource as KeySource
+from .tls.certs import HostKeyError, read_host_key
 
 
 def _readable(path: Path, what: str) -> list[str]:
@@ -31,11 +32,24 @@ def problems(config: Path) -> list[str]:
     out = _tls(cfg)
     if cfg.acme is not None and cfg.acme.ca_file is not None:
         out += _readable(cfg.acme.ca_file, "acme.ca_file")
+    if cfg.acme is not None and cfg.acme.host_key_file is not None:
+        out += _host_key(cfg.acme.host_key_file)
     out += _store(cfg)
     for domain, relay in [("", cfg.smarthost), *cfg.routes]:
         if relay is not None and relay.user and not relay.password:
             out.append(f"{'route ' + domain + ': ' if domain else ''}smarthost_password_file: empty")
     return out
+
+
+def _host_key(path: Path) -> list[str]:
+    unreadable = _readable(path, "acme.host_key_file")
+    if unreadable:
+        return unreadable
+    try:
+        read_host_key(path)
+    except HostKeyError as e:
+        return [f"acme.host_key_file: {e}"]
+    return []
 
 
 def _tls(cfg: Config) -> list[str]:

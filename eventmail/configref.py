@@ -185,6 +185,8 @@ TABLES: tuple[Table, ...] = (
             'when not 0: serve the HTTP-01 answers alone on this port of every listener address (for a setup without an `http` listener, or tests)'),
         Key('retry_seconds', 'number', '`60`',
             'the first retry after the CA failed or could not be reached; doubling up to 6 hours'),
+        Key('host_key_file', 'path', '—',
+            "PEM private key (ECDSA P-256/P-384 or RSA ≥ 2048) of every certificate of `hostname`, kept across renewals so a DANE `TLSA 3 1 1` record stays true (quickstart sets it); without it each certificate gets a new key"),
     ), ''),
     Table('[limits]', '', (
         Key('connections_per_ip', 'integer', '`50`',

@@ -12,14 +12,14 @@ import asyncio
 from dataclasses import dataclass
 
 import dns.exception
-import dns.rdatatype
-import dns.resolver
+import dns.rdata
 
 from .config import Config
 from .mailauth.dkim import public_key_record
-from .mailauth.published import Record, caa_issuer, domain_records
+from .mailauth.published import Lookup, Record, caa_issuer, domain_records, tlsa_record, zone_signed
 from .opening import open_store
 from .store import MasterKeySource, load_master_key
+from .tls.certs import read_host_key, tlsa_3_1_1
 from .web.clientconfig import mta_sts_id, mta_sts_policy
 
 OK, MISSING, WRONG = "OK", "MISSING", "WRONG"
@@ -35,22 +35,6 @@ class Finding:
         return f"{self.status:8}{self.what}" + (f"\n        {self.detail}" if self.detail else "")
 
 
-class Lookup:
-    """Answers from the configured resolver: rdata texts, or [] when the name or type does not exist."""
-
-    def __init__(self, cfg: Config) -> None:
-        self.resolver = dns.resolver.Resolver(configure=False)
-        self.resolver.nameservers = list(cfg.resolver.nameservers)
-        self.resolver.port = cfg.resolver.port
-        self.resolver.lifetime = 10.0
-
-    def __call__(self, name: str, rtype: str) -> list[dns.rdata.Rdata]:
-        try:
-            return list(self.resolver.resolve(name, rtype, raise_on_no_answer=False) or [])
-        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
-            return []
-
-
 async def _dkim(cfg: Config, domain: str) -> list[tuple[str, str]]:
     source = MasterKeySource(key_file=cfg.key_file, passphrase_env=cfg.passphrase_env,
                              allow_loose_mode=cfg.allow_key_file_mode)
@@ -60,6 +44,12 @@ async def _dkim(cfg: Config, domain: str) -> list[tuple[str, str]]:
                 for (dom, sel), d in sorted(store.system.dkim.items()) if dom == domain and d.active]
     finally:
         await store.close()
+
+
+def host_key_pem(cfg: Config) -> bytes:
+    """The key the host's certificates are made with: [acme] host_key_file, else [tls] key."""
+    return read_host_key(cfg.acme.host_key_file if cfg.acme is not None and cfg.acme.host_key_file
+                         else cfg.tls_key)
 
 
 def _txt_texts(rdatas: list[dns.rdata.Rdata]) -> list[str]:
@@ -87,7 +77,16 @@ def _compare(expected: Record, lookup: Lookup) -> Finding:
         if expected.txt in texts:
             return Finding(OK, what)
         return Finding(WRONG, what, f"published: {texts[0][:80]}...; {fix}")
-    texts = [r.to_text().lower() for r in found]
+    texts = texts_of(found)
+    if expected.rtype == "TLSA":
+        # A record for another key makes validating senders refuse to deliver (RFC 7672 §2.2);
+        # extra records (a next key published ahead of a rollover) are fine beside ours.
+        want = expected.value.split()[3].lower()
+        if any((r.usage, r.selector, r.mtype, r.cert.hex()) == (3, 1, 1, want) for r in found):  # type: ignore[attr-defined]
+            return Finding(OK, what)
+        return Finding(MISSING if not texts else WRONG, what,
+                       (f"published: {', '.join(texts)} (none matches the host's key: validating senders "
+                        f"will not deliver); " if texts else "") + fix)
     if expected.rtype == "MX":
         host = expected.value.split()[1]
         if any(t.split()[1] == host for t in texts):
@@ -98,10 +97,14 @@ def _compare(expected: Record, lookup: Lookup) -> Finding:
     return Finding(MISSING if not texts else WRONG, what, (f"published: {', '.join(texts)}; " if texts else "") + fix)
 
 
+def texts_of(found: list[dns.rdata.Rdata]) -> list[str]:
+    return [r.to_text().lower() for r in found]
+
+
 def check(cfg: Config, domain: str) -> list[Finding]:
     domain = domain.rstrip(".").lower()
     dkim = asyncio.run(_dkim(cfg, domain))
-    lookup = Lookup(cfg)
+    lookup = Lookup(cfg.resolver.nameservers, cfg.resolver.port)
     findings: list[Finding] = []
     host = cfg.hostname.rstrip(".") + "."
     addresses = [r.to_text() for rtype in ("A", "AAAA") for r in _safe(lookup, host, rtype)]
@@ -118,7 +121,24 @@ def check(cfg: Config, domain: str) -> list[Finding]:
     caa = caa_issuer(cfg.acme.directory) if cfg.acme is not None else None
     for expected in domain_records(domain, cfg.hostname, f"postmaster@{domain}", dkim, policy_id, caa):
         findings.append(_compare(expected, lookup))
+    findings.append(_dane(cfg, lookup))
     return findings
+
+
+def _dane(cfg: Config, lookup: Lookup) -> Finding:
+    """TLSA for the MX host, when its zone is signed (RFC 7672); a note otherwise."""
+    expected = tlsa_record(cfg.hostname, tlsa_3_1_1(host_key_pem(cfg)))
+    what = f"TLSA {expected.name}"
+    signed = zone_signed(lookup, cfg.hostname)
+    if signed:
+        return _compare(expected, lookup)
+    found = _safe(lookup, expected.name, "TLSA")
+    if signed is None:
+        return Finding(OK, what, "could not tell whether the zone is DNSSEC-signed; once it is, publish: "
+                       f"{expected.line()}")
+    return Finding(OK, what, "not checked: the zone is not DNSSEC-signed, so senders skip DANE"
+                   + (f" (published, unused: {', '.join(texts_of(found))})" if found else
+                      f"; once it is signed, publish: {expected.line()}"))
 
 
 def _safe(lookup: Lookup, name: str, rtype: str) -> list[dns.rdata.Rdata]:

@@ -20,10 +20,10 @@ from pathlib import Path
 from .config import MtaStsSettings
 from .mail.admin import Admin, AdminError, check_address
 from .mailauth.dkim import public_key_record
-from .mailauth.published import caa_issuer, domain_records
+from .mailauth.published import Lookup, caa_issuer, domain_records, tlsa_record, zone_signed
 from .opening import open_store
 from .store import MasterKeySource, init_directory, load_master_key
-from .tls.certs import make_self_signed
+from .tls.certs import make_self_signed, read_host_key, tlsa_3_1_1
 from .web.admin import ADMIN_PASSWORD_FILE, write_admin_password
 from .web.clientconfig import mta_sts_id, mta_sts_policy
 
@@ -60,6 +60,8 @@ class Result:
     admin_password: str
     records: list[str] = field(default_factory=list)
     checklist: list[str] = field(default_factory=list)
+    tlsa: str = ""  # the host's TLSA record line, published or not
+    zone_signed: bool | None = None  # as far as the resolver could tell
 
 
 def account_name(address: str) -> str:
@@ -99,6 +101,8 @@ def config_text(hostname: str, data_dir: Path, key_file: Path, cert: Path, key: 
         "\n[acme]\n"
         "# Certificates for the host and each domain's mta-sts and autoconfig names, renewed while running.\n"
         f'directory = "{ACME_DIRECTORY}"\nemail = "{email}"\n{challenges}'
+        "# The host's certificates keep this key across renewals, so a DANE TLSA 3 1 1 record stays true.\n"
+        f'host_key_file = "{key}"\n'
         "\n[resolver]\n"
         "# A validating resolver on this machine (unbound), as DNSSEC/DANE need.\n"
         'nameservers = ["127.0.0.1"]\n'
@@ -204,7 +208,10 @@ def proxy_config(hostname: str, domain: str) -> str:
     )
 
 
-def quickstart(address: str, hostname: str | None, directory: Path, existing_webserver: bool = False) -> Result:
+def quickstart(address: str, hostname: str | None, directory: Path, existing_webserver: bool = False,
+               resolver: tuple[tuple[str, ...], int] | None = None) -> Result:
+    """`resolver`: (nameservers, port) asked whether the host's zone is DNSSEC-signed (for TLSA);
+    None: do not ask (the records then leave TLSA out and the checklist says when to add it)."""
     try:
         address = check_address(address)
     except AdminError as e:
@@ -232,8 +239,14 @@ def quickstart(address: str, hostname: str | None, directory: Path, existing_web
         (directory / "nginx-eventmail.conf").write_text(proxy_config(hostname, domain))
     os.chmod(config, 0o600)
     policy_id = mta_sts_id(mta_sts_policy(hostname, MtaStsSettings()))
-    records = [line for r in domain_records(domain, hostname, address, dkim, policy_id, caa_issuer(ACME_DIRECTORY))
-               for line in (f"; {r.why}", r.line())]
+    published = domain_records(domain, hostname, address, dkim, policy_id, caa_issuer(ACME_DIRECTORY))
+    # The key of quickstart's self-signed certificate is the host's lasting key: every ACME
+    # certificate of the host is made with it ([acme] host_key_file), so TLSA 3 1 1 stays true.
+    tlsa = tlsa_record(hostname, tlsa_3_1_1(read_host_key(key)))
+    signed = zone_signed(Lookup(*resolver, lifetime=5.0), hostname) if resolver is not None else None
+    if signed:
+        published.append(tlsa)
+    records = [line for r in published for line in (f"; {r.why}", r.line())]
     zone_file = directory / f"{domain}.zone"
     zone_file.write_text(_zone_file(domain, hostname, records))
     unit_file = directory / "eventmail.service"
@@ -252,6 +265,9 @@ def quickstart(address: str, hostname: str | None, directory: Path, existing_web
          f"Let ports 80 and 443 reach this machine: once {hostname}, mta-sts.{domain} and autoconfig.{domain} "
          "resolve here, the server gets their certificates from Let's Encrypt by itself and renews them "
          "(until then it presents a self-signed one, and says so in its log)."),
+        *([] if signed else [
+            ("Your zone is not DNSSEC-signed" if signed is False else "Whether your zone is DNSSEC-signed could not be "
+             "told") + f"; once it is, publish DANE's TLSA record too (RFC 7672): {tlsa.line()}"]),
         "Run a validating resolver (unbound) on 127.0.0.1, as [resolver] says.",
         f"Install the unit: cp {unit_file} /etc/systemd/system/ && systemctl enable --now eventmail",
         f"Configure your mail client: {address}, IMAP {hostname} port 993 (TLS), "
@@ -261,4 +277,4 @@ def quickstart(address: str, hostname: str | None, directory: Path, existing_web
         "with the admin password above (change it with `eventmail admin set-password`).",
     ]
     return Result(config, data_dir, key_file, zone_file, unit_file, account, address, password, admin_password,
-                  records, checklist)
+                  records, checklist, tlsa.line(), signed)

@@ -37,7 +37,7 @@ from .smtp.outbound import QueueRunner, Smarthost
 from .smtp.submission import Submission
 from .store import MasterKeySource, Store, load_master_key
 from .tls.acme import serve_http01
-from .tls.certs import CertificateHolder, server_context
+from .tls.certs import CertificateHolder, read_host_key, server_context
 
 if TYPE_CHECKING:
     from replica.service import RunningReplica
@@ -105,7 +105,10 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
     inbound = InboundDelivery(store, resolver, cfg.hostname, analyzer=analyzer)
     closers: list[Callable[[], Awaitable[None]]] = []
     # ACME (docs/acme.md): the stored certificates (or self-signed ones) before any listener starts.
-    certificates = CertificateManager(store, holder, cfg.acme, cfg.hostname) if cfg.acme is not None else None
+    certificates = None
+    if cfg.acme is not None:
+        host_key = read_host_key(cfg.acme.host_key_file) if cfg.acme.host_key_file else None  # as root
+        certificates = CertificateManager(store, holder, cfg.acme, cfg.hostname, host_key_pem=host_key)
     if certificates is not None:
         certificates.install_stored()
 

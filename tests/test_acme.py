@@ -17,7 +17,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
@@ -73,9 +73,10 @@ class Bed:
                                    host=self.ca_host)
         return self.pebble
 
-    def config(self, challenges: list[str], retry: float = 60.0, web: bool = False) -> str:
+    def config(self, challenges: list[str], retry: float = 60.0, web: bool = False, host_key: bool = False) -> str:
         """`web`: HTTP-01 answered by the server's `http` listeners (the web application, as on
-        port 80), and an `https` listener; else by the `http01_port` server of its own."""
+        port 80), and an `https` listener; else by the `http01_port` server of its own.
+        `host_key`: the host's certificates keep [tls]'s key (host_key_file), as quickstart sets."""
         root = 'user = "root"\n' if os.geteuid() == 0 else ""
         ca_file = self.work / "pebble" / "pebble-cert.pem"
         return (
@@ -90,6 +91,7 @@ class Bed:
             f'ca_file = "{ca_file}"\nchallenges = {challenges!r}\n'
             + ("" if web else f"http01_port = {self.http_port}\n")
             + f"retry_seconds = {retry}\n".replace("'", '"')
+            + ('host_key_file = "key.pem"\n' if host_key else "")
             + ("".join(f'[[listener]]\nkind = "http"\naddress = "{a}"\nport = {self.http_port}\n'
                        for a in ("127.0.0.1", "::1"))
                + f'[[listener]]\nkind = "https"\naddress = "127.0.0.1"\nport = {free_port()}\n' if web else "")
@@ -113,8 +115,16 @@ def bed(tmp_path: Path) -> Iterator[Bed]:
                 b.pebble.stop()
 
 
-async def start(bed: Bed, challenges: list[str], retry: float = 60.0, web: bool = False) -> serve.Running:
-    return await serve.start(parse(bed.config(challenges, retry, web), bed.work))
+async def start(bed: Bed, challenges: list[str], retry: float = 60.0, web: bool = False,
+                host_key: bool = False) -> serve.Running:
+    return await serve.start(parse(bed.config(challenges, retry, web, host_key), bed.work))
+
+
+def spki(cert_or_key: x509.Certificate | bytes) -> bytes:
+    """The SubjectPublicKeyInfo (what TLSA 3 1 x names) of a certificate or of a PEM private key."""
+    public = (cert_or_key.public_key() if isinstance(cert_or_key, x509.Certificate)
+              else serialization.load_pem_private_key(cert_or_key, None).public_key())
+    return public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 async def wait_issued(running: serve.Running, names: tuple[str, ...], not_serial: str | None = None) -> str:
@@ -216,17 +226,22 @@ async def test_tls_alpn01_issues_for_the_host_and_each_domain_over_ipv4_and_ipv6
 @needs_pebble
 @async_test
 async def test_renewal_reaches_smtp_imaps_and_https_without_a_restart(bed: Bed) -> None:
+    """With host_key_file (as quickstart writes it) every certificate of the host, the self-signed
+    one before the first issue too, has the host's lasting key: a TLSA 3 1 1 record stays true."""
     bed.ca()
-    running = await start(bed, ["tls-alpn-01", "http-01"], web=True)
+    host_key = (bed.work / "key.pem").read_bytes()
+    running = await start(bed, ["tls-alpn-01", "http-01"], web=True, host_key=True)
     assert running.tls is not None and running.certificates is not None
     https_port = running.ports["https"]  # the web listener (eventmail/web/server.py)
     try:
         first = await wait_issued(running, (HOST,))
+        keys: set[bytes] = set()
 
         async def serials() -> list[str]:
             smtp = await asyncio.to_thread(served_starttls, running.ports["smtp"])
             imaps = await asyncio.to_thread(served, "::1", bed.tls_port, HOST)
             https = await asyncio.to_thread(served, "127.0.0.1", https_port, HOST)
+            keys.update(spki(c) for c in (smtp, imaps, https))
             return [f"{c.serial_number:x}" for c in (smtp, imaps, https)]
 
         assert await serials() == [first] * 3
@@ -240,6 +255,7 @@ async def test_renewal_reaches_smtp_imaps_and_https_without_a_restart(bed: Bed) 
         second = await wait_issued(running, (HOST,), not_serial=first)
         assert second != first
         assert await serials() == [second] * 3
+        assert keys == {spki(host_key)}  # both certificates, on every listener: the host's key
     finally:
         await running.stop()
 

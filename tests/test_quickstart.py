@@ -4,6 +4,7 @@ it writes starts a server that takes mail for the address and lets the account r
 
 from __future__ import annotations
 
+import hashlib
 import imaplib
 import os
 import re
@@ -11,6 +12,7 @@ import shutil
 import smtplib
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import dns.resolver
@@ -23,10 +25,21 @@ from .conftest import ROOT
 from .dns_fixture import DnsServer, zone_text
 from .mailserver import free_port, insecure_tls
 
+# The resolver quickstart asks whether the host's zone is DNSSEC-signed: a DNS server process with
+# an unsigned example.org (a module fixture sets it), never the system's.
+RESOLVER: list[str] = []
 
-def quickstart(directory: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "eventmail", "quickstart", *argv, "--dir", str(directory)],
-                          capture_output=True, text=True, timeout=180, cwd=ROOT)
+
+@pytest.fixture(scope="module", autouse=True)
+def unsigned_zone(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    with DnsServer.start(tmp_path_factory.mktemp("dns-unsigned"), {"example.org": zone_text("example.org", [])}) as server:
+        RESOLVER[:] = [f"127.0.0.1:{server.port}"]
+        yield
+
+
+def quickstart(directory: Path, *argv: str, dns: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "eventmail", "quickstart", *argv, "--dir", str(directory),
+                           "--dns", dns or RESOLVER[0]], capture_output=True, text=True, timeout=180, cwd=ROOT)
 
 
 def test_quickstart_writes_what_a_new_domain_needs_and_the_server_runs_from_it(tmp_path: Path) -> None:
@@ -50,8 +63,8 @@ def test_quickstart_writes_what_a_new_domain_needs_and_the_server_runs_from_it(t
     dkim = {str(name): b"".join(r.strings) for name, _, r in zone.iterate_rdatas("TXT") if "_domainkey" in str(name)}
     assert len(dkim) == 2 and any(b"k=ed25519" in v for v in dkim.values()) and any(b"k=rsa" in v for v in dkim.values())
     assert {str(r.target) for r in zone.find_rdataset("_imaps._tcp.example.org.", "SRV")} == {"mail.example.org."}
-    for line in out.splitlines():  # what is printed is what is in the file
-        if " IN " in line and not line.startswith(";"):
+    for line in out.splitlines():  # what is printed is what is in the file (the checklist aside)
+        if " IN " in line and not line.startswith(";") and not re.match(r"\d+\. ", line):
             assert line in (d / "example.org.zone").read_text()
 
     if shutil.which("systemd-analyze"):
@@ -134,7 +147,8 @@ def test_dns_check_says_what_is_missing_or_wrong_with_the_fix(tmp_path: Path) ->
 
     good = dns_check(zone)
     assert good.returncode == 0, good.stdout + good.stderr
-    assert "all 19 records as they should be" in good.stdout and "MISSING" not in good.stdout, good.stdout
+    assert "all 20 records as they should be" in good.stdout and "MISSING" not in good.stdout, good.stdout
+    assert "OK      TLSA _25._tcp.mail.example.org." in good.stdout and "not DNSSEC-signed" in good.stdout
 
     rsa = next(line for line in zone.splitlines() if "b._domainkey" in line)
     broken = (zone.replace(rsa + "\n", "")
@@ -142,13 +156,70 @@ def test_dns_check_says_what_is_missing_or_wrong_with_the_fix(tmp_path: Path) ->
               .replace('_dmarc.example.org. 3600 IN TXT', "_dmarc-old.example.org. 3600 IN TXT")
               .replace('"v=STSv1; id=', '"v=STSv1; id=0'))  # a policy id of another policy
     bad = dns_check(broken)
-    assert bad.returncode == 1 and "4 of 19 records missing or wrong" in bad.stderr, bad.stdout + bad.stderr
+    assert bad.returncode == 1 and "4 of 20 records missing or wrong" in bad.stderr, bad.stdout + bad.stderr
     out = bad.stdout
     assert "WRONG   MX example.org." in out and "published: 10 mx.elsewhere.test." in out, out
     assert f"MISSING TXT {rsa.split()[0]}" in out and f"publish: {rsa}" in out, out
     assert "MISSING TXT _dmarc.example.org." in out
     assert "OK      TXT _smtp._tls.example.org." in out
     assert "WRONG   TXT _mta-sts.example.org." in out and "OK      CNAME autoconfig.example.org." in out, out
+
+
+def signed_zone(zone: str) -> str:
+    """The zone with a DNSKEY at its apex, as a signed zone publishes (the records are not signed:
+    quickstart and dns check look for the key, as a resolver's answer shows a signed zone)."""
+    import dns.dnssec
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    dnskey = dns.dnssec.make_dnskey(ed25519.Ed25519PrivateKey.generate().public_key(), dns.dnssec.Algorithm.ED25519,
+                                    flags=257)
+    return zone + f"example.org. 3600 IN DNSKEY {dnskey.to_text()}\n"
+
+
+def spki_sha256(key_file: Path) -> str:
+    """TLSA 3 1 1's data for a key, by openssl (not the code under test)."""
+    der = subprocess.run(["openssl", "pkey", "-in", str(key_file), "-pubout", "-outform", "DER"], capture_output=True,
+                         check=True).stdout
+    return hashlib.sha256(der).hexdigest()
+
+
+def test_quickstart_publishes_tlsa_when_the_zone_is_signed_and_dns_check_compares_it(tmp_path: Path) -> None:
+    unsigned = tmp_path / "unsigned"
+    p = quickstart(unsigned, "you@example.org")
+    assert p.returncode == 0, p.stderr
+    assert "TLSA" not in (unsigned / "example.org.zone").read_text()
+    assert "Your zone is not DNSSEC-signed; once it is, publish DANE's TLSA record" in p.stdout, p.stdout
+
+    base = zone_text("example.org", [])
+    with DnsServer.start(tmp_path / "dns-signed", {"example.org": signed_zone(base)}) as server:
+        d = tmp_path / "qs"
+        p = quickstart(d, "you@example.org", dns=f"127.0.0.1:{server.port}")
+    assert p.returncode == 0, p.stderr
+    want = f"_25._tcp.mail.example.org. 3600 IN TLSA 3 1 1 {spki_sha256(d / 'tls' / 'key.pem')}"
+    assert want in p.stdout and "Not in the records: TLSA" not in p.stdout, p.stdout
+    zone = dns.zone.from_file(str(d / "example.org.zone"), relativize=False)
+    (tlsa,) = zone.find_rdataset("_25._tcp.mail.example.org.", "TLSA")
+    assert (tlsa.usage, tlsa.selector, tlsa.mtype) == (3, 1, 1)
+    config = d / "eventmail.toml"
+    assert f'host_key_file = "{d / "tls" / "key.pem"}"' in config.read_text()  # renewals keep the key
+
+    published = (d / "example.org.zone").read_text() + "mail 3600 IN A 192.0.2.25\n"
+
+    def dns_check(zone_text_: str) -> subprocess.CompletedProcess[str]:
+        with DnsServer.start(tmp_path / f"dns{len(zone_text_)}", {"example.org": zone_text_}) as server:
+            config.write_text(re.sub(r"nameservers = \[\"127.0.0.1\"\]\n(port = \d+\n)?",
+                                     f'nameservers = ["127.0.0.1"]\nport = {server.port}\n', config.read_text()))
+            return subprocess.run([sys.executable, "-m", "eventmail", "dns", "check", "example.org", "--config",
+                                   str(config)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+    good = dns_check(signed_zone(published))
+    assert good.returncode == 0 and "OK      TLSA _25._tcp.mail.example.org." in good.stdout, good.stdout + good.stderr
+    other = "3 1 1 " + "ab" * 32
+    wrong = dns_check(signed_zone(published.replace(want.split("TLSA ")[1], other)))
+    assert wrong.returncode == 1 and "WRONG   TLSA _25._tcp.mail.example.org." in wrong.stdout, wrong.stdout
+    assert "validating senders will not deliver" in wrong.stdout and f"publish: {want}" in wrong.stdout
+    missing = dns_check(signed_zone(published.replace(want + "\n", "")))
+    assert missing.returncode == 1 and "MISSING TLSA _25._tcp.mail.example.org." in missing.stdout, missing.stdout
 
 
 def test_config_test_names_each_problem(tmp_path: Path) -> None:
@@ -180,6 +251,8 @@ def test_config_test_names_each_problem(tmp_path: Path) -> None:
          "acme.ca_file: "),
         (good.replace(f'directory = "{ACME_DIRECTORY}"', 'directory = "ca.test"'),
          "acme.directory: 'ca.test' is not an http(s) URL"),
+        (good.replace(f'host_key_file = "{d / "tls" / "key.pem"}"', f'host_key_file = "{d / "tls" / "cert.pem"}"'),
+         f"acme.host_key_file: {d / 'tls' / 'cert.pem'}: not an unencrypted PEM private key"),
     ]
     for text, needle in cases:
         assert text != good

@@ -35,7 +35,7 @@ from ..tls.acme import (
     new_private_key_pem,
     tls_alpn_context,
 )
-from ..tls.certs import CertificateHolder, context_from_pem, self_signed_pem
+from ..tls.certs import CertificateHolder, context_from_pem, self_signed_pem, tlsa_3_1_1
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +124,11 @@ class CertificateManager:
     """Keeps a current certificate for every wanted name set in the holder; `run` until cancelled."""
 
     def __init__(self, store: Store, holder: CertificateHolder, settings: AcmeSettings, hostname: str,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, host_key_pem: bytes | None = None) -> None:
+        """`host_key_pem`: the key of every certificate of the host's name set ([acme] host_key_file,
+        read by the caller while it may still read root's files)."""
         self.store = store
+        self.host_key_pem = host_key_pem
         self.holder = holder
         self.settings = settings
         self.hostname = hostname.lower().rstrip(".")
@@ -156,7 +159,8 @@ class CertificateManager:
             self._install_self_signed(names)
 
     def _install_self_signed(self, names: tuple[str, ...]) -> None:
-        chain, key = self_signed_pem(list(names), days=7)
+        host_key = self.host_key_pem if names[0] == self.hostname else None  # DANE-EE holds for it too
+        chain, key = self_signed_pem(list(names), days=7, key_pem=host_key)
         self.holder.install(names, context_from_pem(chain, key), default=names[0] == self.hostname)
         self._installed.add(names)
         log.warning("acme: no certificate for %s in the store yet: presenting a SELF-SIGNED one until the CA "
@@ -220,7 +224,7 @@ class CertificateManager:
                 continue
             cert = self.certificates.get(names)
             try:
-                if cert is None or now >= cert.renew_after:
+                if cert is None or now >= cert.renew_after or self._wrong_key(cert):
                     await self._issue(names, renewal=cert is not None)
                 elif now >= self._ari_next.get(names, 0):
                     await self._ask_ari(cert)
@@ -242,6 +246,18 @@ class CertificateManager:
                 times.append(self.certificates[names].renew_after)
                 times.append(self._ari_next.get(names, now))
         return max(min(times) - now, 0.0)
+
+    def _key_for(self, names: tuple[str, ...]) -> bytes:
+        """The host's lasting key for its own name set (DANE's TLSA 3 1 1 names it), else a new one."""
+        if self.host_key_pem is not None and names[0] == self.hostname:
+            return self.host_key_pem
+        return new_private_key_pem()
+
+    def _wrong_key(self, cert: Certificate) -> bool:
+        """A stored host certificate made before host_key_file was set: replaced now, or a
+        published TLSA record of the lasting key would not match what senders are shown."""
+        return (self.host_key_pem is not None and cert.names[0] == self.hostname
+                and tlsa_3_1_1(cert.key_pem) != tlsa_3_1_1(self.host_key_pem))
 
     def _failed(self, names: tuple[str, ...]) -> tuple[int, float]:
         """Count a failure; the next try after `retry_seconds`, doubling up to RETRY_MAX_SECONDS."""
@@ -272,7 +288,7 @@ class CertificateManager:
             self._client = None
             raise
         log.info("acme: %s a certificate for %s", "renewing" if renewal else "ordering", ", ".join(names))
-        key_pem = new_private_key_pem()
+        key_pem = self._key_for(names)
         try:
             order = await asyncio.to_thread(client.new_order, list(names), key_pem)
             pending = await asyncio.to_thread(client.challenges, order, self.settings.challenges)

@@ -1,11 +1,17 @@
 """The DNS records a domain publishes for its mail here — what `quickstart` prints and `dns check`
-compares with what is published."""
+compares with what is published — and the lookups both make to tell what is published."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import dns.exception
+import dns.name
+import dns.rdata
+import dns.resolver
+
 from .dkim import zone_txt
+from .psl import organizational_domain
 
 TTL = 3600
 
@@ -70,6 +76,14 @@ def domain_records(domain: str, hostname: str, report_address: str, dkim: list[t
     ]
 
 
+def tlsa_record(hostname: str, spki_sha256: str) -> Record:
+    """DANE for mail to the host (RFC 7672 §3): TLSA 3 1 1 of the host's lasting key. Only worth
+    publishing in a DNSSEC-signed zone; senders ignore it elsewhere."""
+    return Record(f"_25._tcp.{hostname.rstrip('.').lower()}.", "TLSA", f"3 1 1 {spki_sha256}",
+                  "DANE (RFC 7672): senders that validate DNSSEC require TLS with this key (the "
+                  "host's lasting key, [acme] host_key_file; renewals keep it).")
+
+
 def _web_records(d: str, h: str, mta_sts_id: str) -> list[Record]:
     """What the HTTPS listener serves for the domain (docs/web.md): the MTA-STS policy and the
     client autoconfiguration, both under names of the domain that point at the mail host."""
@@ -80,3 +94,35 @@ def _web_records(d: str, h: str, mta_sts_id: str) -> list[Record]:
         Record(f"autoconfig.{d}", "CNAME", h, "Thunderbird's autoconfiguration (config-v1.1.xml)."),
         Record(f"_autodiscover._tcp.{d}", "SRV", f"0 1 443 {h}", "Outlook's autodiscover ([MS-OXDSCLI] §3.1.5)."),
     ]
+
+
+class Lookup:
+    """Answers from one resolver (the configured one, as the server's own lookups): rdatas, or []
+    when the name or type does not exist."""
+
+    def __init__(self, nameservers: tuple[str, ...] | list[str], port: int, lifetime: float = 10.0) -> None:
+        self.resolver = dns.resolver.Resolver(configure=False)
+        self.resolver.nameservers = list(nameservers)
+        self.resolver.port = port
+        self.resolver.lifetime = lifetime
+
+    def __call__(self, name: str, rtype: str) -> list[dns.rdata.Rdata]:
+        try:
+            return list(self.resolver.resolve(name, rtype, raise_on_no_answer=False) or [])
+        except (dns.resolver.NXDOMAIN, dns.resolver.NoAnswer):
+            return []
+
+
+def zone_signed(lookup: Lookup, name: str) -> bool | None:
+    """Whether the zone holding `name` is DNSSEC-signed (it publishes DNSKEY records at its apex);
+    None when the resolver could not tell, or the name's registered domain is not delegated yet
+    (the zone found would be the TLD's). TLSA records mean something only in a signed zone
+    (RFC 7672 §2.2): senders that find the zone insecure skip DANE."""
+    registered = dns.name.from_text(organizational_domain(name.rstrip(".")))
+    try:
+        apex = dns.resolver.zone_for_name(name, resolver=lookup.resolver, lifetime=lookup.resolver.lifetime)
+        if not apex.is_subdomain(registered):
+            return None
+        return bool(lookup(apex.to_text(), "DNSKEY"))
+    except (dns.exception.DNSException, OSError):
+        return None

@@ -1,4 +1,4 @@
-"""Self-signed certificates, server-side TLS contexts, and the holder that picks a listener's certificate by SNI."""
+"""Self-signed certificates, server-side TLS contexts, the holder that picks a listener's certificate by SNI, and the mail host's lasting key with its DANE record value."""
 
 import datetime
 import ipaddress
@@ -13,7 +13,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 log = logging.getLogger(__name__)
@@ -29,11 +29,14 @@ def make_self_signed(cert_path: Path, key_path: Path, names: list[str], days: in
 
 
 def self_signed_pem(names: list[str], days: int = 365, ca: bool = True,
-                    extra: Sequence[tuple[x509.ExtensionType, bool]] = ()) -> tuple[bytes, bytes]:
-    """A self-signed ECDSA P-256 certificate for `names` and its key, both PEM (key PKCS#8).
+                    extra: Sequence[tuple[x509.ExtensionType, bool]] = (),
+                    key_pem: bytes | None = None) -> tuple[bytes, bytes]:
+    """A self-signed certificate for `names` and its key, both PEM (key PKCS#8): with `key_pem`'s
+    key (see read_host_key), else a new ECDSA P-256 one.
     `ca`: with BasicConstraints CA (a self-signed server certificate a client may pin as its own
     root); `extra`: more (extension, critical) pairs, e.g. ACME's acmeIdentifier."""
-    key = ec.generate_private_key(ec.SECP256R1())
+    key: Any = (serialization.load_pem_private_key(key_pem, password=None) if key_pem is not None
+                else ec.generate_private_key(ec.SECP256R1()))
     sans: list[x509.GeneralName] = []
     for n in names:
         try:
@@ -57,9 +60,39 @@ def self_signed_pem(names: list[str], days: int = 365, ca: bool = True,
     for extension, critical in extra:
         builder = builder.add_extension(extension, critical=critical)
     cert = builder.sign(key, hashes.SHA256())
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
+    return cert.public_bytes(serialization.Encoding.PEM), key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+class HostKeyError(Exception):
+    """The host key file cannot be used: one line naming the file."""
+
+
+def read_host_key(path: Path) -> bytes:
+    """The mail host's lasting private key (`[acme] host_key_file`), PEM PKCS#8, checked to be one a
+    CA signs and a sender's DANE check accepts: ECDSA P-256/P-384 or RSA of at least 2048 bits."""
+    try:
+        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except OSError as e:
+        raise HostKeyError(f"{path}: {e.strerror}") from None
+    except (ValueError, TypeError):
+        raise HostKeyError(f"{path}: not an unencrypted PEM private key") from None
+    good = (isinstance(key, ec.EllipticCurvePrivateKey) and key.curve.name in ("secp256r1", "secp384r1")) or (
+        isinstance(key, rsa.RSAPrivateKey) and key.key_size >= 2048)
+    if not good:
+        raise HostKeyError(f"{path}: an ECDSA P-256/P-384 or RSA (2048 bits or more) key is needed")
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def tlsa_3_1_1(key_pem: bytes) -> str:
+    """The data of a "TLSA 3 1 1" record for a key (RFC 6698 §2.1; RFC 7671 §5.1: DANE-EE, the
+    SubjectPublicKeyInfo, SHA-256): true for every certificate made with this key, self-signed ones too."""
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    spki = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    digest = hashes.Hash(hashes.SHA256())
+    digest.update(spki)
+    return digest.finalize().hex()
 
 
 def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
