@@ -45,9 +45,15 @@ def test_sigkill_under_smtp_load_loses_no_acknowledged_message(tmp_path: Path) -
         threads = [
             threading.Thread(target=load, args=(srv.ports["smtp"], f"t{trial}c{c}", acked, stop)) for c in range(CLIENTS)
         ]
+        before = len(acked)
         for t in threads:
             t.start()
-        time.sleep(rng.uniform(0.5, 1.5))
+        # Kill at a random moment once the load is flowing: after a few acknowledgements of this
+        # trial (however slow a busy machine makes them), not after a fixed time.
+        deadline = time.monotonic() + 120
+        while len(acked) < before + 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(rng.uniform(0.0, 1.0))
         srv.kill()
         stop.set()
         for t in threads:
