@@ -20,6 +20,7 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 
@@ -28,7 +29,6 @@ from ..proto import events_pb2 as pb
 from ..store import SYSTEM, Store, Subscription
 from ..tls.acme import (
     HTTP_01,
-    AcmeClient,
     AcmeError,
     AriWindow,
     Challenge,
@@ -36,6 +36,9 @@ from ..tls.acme import (
     tls_alpn_context,
 )
 from ..tls.certs import CertificateHolder, context_from_pem, self_signed_pem, tlsa_3_1_1
+
+if TYPE_CHECKING:
+    from ..tls.acmeclient import AcmeClient
 
 log = logging.getLogger(__name__)
 
@@ -273,6 +276,8 @@ class CertificateManager:
         account = stored_account(self.store, s.directory)
         if self._account_key is None:
             self._account_key = account.key_pem if account is not None else new_private_key_pem()
+        from ..tls.acmeclient import AcmeClient  # only now: see eventmail.tls.acme
+
         client = AcmeClient(s.directory, self._account_key, s.email, str(s.ca_file) if s.ca_file else None)
         uri = await asyncio.to_thread(client.connect)
         if account is None or account.uri != uri or account.key_pem != self._account_key:
