@@ -198,7 +198,7 @@ class _Connection:
                 return None
             waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self.io.wait_input())]
             change: asyncio.Future[Any] | None = None
-            if session.idle_tag is not None:
+            if session.idle_tag is not None or session.notifying:  # RFC 2177 IDLE, RFC 5465 NOTIFY
                 change = asyncio.ensure_future(session.wait_change())
                 waiters.append(change)
             done, pending = await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)

@@ -64,36 +64,50 @@ def _entry(p: _Parser, strict: bool) -> str:
 
 
 def p_getmetadata(p: _Parser, tag: str, uid: bool) -> c.Command:
-    # RFC 5464 §5: "GETMETADATA" [SP getmetadata-options] SP mailbox SP entries
+    # RFC 5464 §5: "GETMETADATA" [SP getmetadata-options] SP mailbox SP entries. The RFC's own
+    # examples (§4.2.1, §4.2.2) put the options after the mailbox; both orders are accepted.
     p.sp()
     depth: int | None = 0
     maxsize: int | None = None
+    given = False
     if p.peek() == 0x28:
-        p.open()
-        seen: set[str] = set()
-        while True:
-            opt = p.atom("option").upper()
-            if opt in seen:
-                raise p.error(f"duplicate option {opt}")
-            seen.add(opt)
-            p.sp()
-            if opt == "MAXSIZE":
-                maxsize = p.number(what="MAXSIZE")
-            elif opt == "DEPTH":
-                value = p.atom("depth").upper()
-                if value not in ("0", "1", "INFINITY"):
-                    raise p.error("DEPTH is 0, 1 or infinity")
-                depth = None if value == "INFINITY" else int(value)
-            else:
-                raise p.error(f"unknown GETMETADATA option {opt}")
-            if not p.maybe(0x20):
-                break
-        p.close()
+        depth, maxsize = _getmetadata_options(p)
+        given = True
         p.sp()
     mailbox = _mailbox_or_server(p)
     p.sp()
+    if not given and p.peek() == 0x28 and p.cur[p.pos + 1 : p.pos + 2] != b"/":
+        depth, maxsize = _getmetadata_options(p)
+        p.sp()
     entries = _entries(p, strict=False)
     return c.GetMetadata(tag, mailbox, entries, depth, maxsize)
+
+
+def _getmetadata_options(p: _Parser) -> tuple[int | None, int | None]:
+    """"(" option *(SP option) ")" with MAXSIZE n (§4.2.1) and DEPTH 0 / 1 / infinity (§4.2.2)."""
+    depth: int | None = 0
+    maxsize: int | None = None
+    p.open()
+    seen: set[str] = set()
+    while True:
+        opt = p.atom("option").upper()
+        if opt in seen:
+            raise p.error(f"duplicate option {opt}")
+        seen.add(opt)
+        p.sp()
+        if opt == "MAXSIZE":
+            maxsize = p.number(what="MAXSIZE")
+        elif opt == "DEPTH":
+            value = p.atom("depth").upper()
+            if value not in ("0", "1", "INFINITY"):
+                raise p.error("DEPTH is 0, 1 or infinity")
+            depth = None if value == "INFINITY" else int(value)
+        else:
+            raise p.error(f"unknown GETMETADATA option {opt}")
+        if not p.maybe(0x20):
+            break
+    p.close()
+    return depth, maxsize
 
 
 def _entries(p: _Parser, strict: bool) -> tuple[str, ...]:
