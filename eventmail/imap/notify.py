@@ -75,16 +75,21 @@ class NotifyState:
         return None
 
 
-def status_items(s: Session) -> tuple[str, ...]:
-    """What a STATUS notification holds (RFC 5465 §5.1-5.3): counts, UIDNEXT and UIDVALIDITY,
-    and HIGHESTMODSEQ once CONDSTORE is on."""
+def status_items(s: Session, flags: bool) -> tuple[str, ...]:
+    """What a STATUS notification holds (RFC 5465 §5.1-5.3): counts, UIDNEXT and UIDVALIDITY, and
+    HIGHESTMODSEQ when FlagChange is asked for (a flag change in a mailbox that is not selected
+    shows in nothing else; Dovecot does the same) or CONDSTORE is on."""
     items = ("MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN")
-    return (*items, "HIGHESTMODSEQ") if s.condstore else items
+    return (*items, "HIGHESTMODSEQ") if flags or s.condstore else items
 
 
-def _status(s: Session, view: MailboxView, mb: Mailbox) -> r.Response:
-    values = mailboxes.status_values(view, mb, status_items(s), appendlimit=s.opts.limits.max_append)
+def _status(s: Session, view: MailboxView, mb: Mailbox, flags: bool) -> r.Response:
+    values = mailboxes.status_values(view, mb, status_items(s, flags), appendlimit=s.opts.limits.max_append)
     return mailboxes.status_response(mb.name, values)
+
+
+def _wants_flags(state: NotifyState, mb: Mailbox, subscribed: set[str], selected_id: int | None) -> bool:
+    return state.event(mb, "FlagChange", subscribed, selected_id) is not None
 
 
 async def notify(s: Session, cmd: c.Notify) -> AsyncIterator[r.Response]:
@@ -106,7 +111,7 @@ async def notify(s: Session, cmd: c.Notify) -> AsyncIterator[r.Response]:
         selected_id = s.selected.mailbox_id if s.selected is not None else None
         for mb in view.mailboxes():
             if mb.id != selected_id and any(state.event(mb, k, subscribed, selected_id) for k in _MESSAGE_KINDS):
-                yield _status(s, view, mb)
+                yield _status(s, view, mb, _wants_flags(state, mb, subscribed, selected_id))
     yield r.ok(cmd.tag, "NOTIFY completed")
 
 
@@ -164,7 +169,8 @@ def updates(s: Session, acct: Account, events: Iterable[Committed]) -> list[r.Re
             box = view.mailbox_by_id(mid)
             if box is not None and box.id != selected_id and state.event(box, what, subscribed, selected_id):
                 status_of[box.id] = box
-    out.extend(_status(s, view, mb) for mb in status_of.values() if view.mailbox_by_id(mb.id) is not None)
+    out.extend(_status(s, view, mb, _wants_flags(state, mb, subscribed, selected_id)) for mb in status_of.values()
+               if view.mailbox_by_id(mb.id) is not None)  # deleted later in the batch: LIST says so
     return out
 
 
