@@ -106,6 +106,18 @@ def test_selected_delayed_holds_expunges_for_a_command(srv: ImapServer) -> None:
     b.close()
 
 
+def test_without_a_selected_filter_the_selected_mailbox_waits_for_a_command(srv: ImapServer) -> None:
+    a = _client(srv)
+    a.cmd(b"s SELECT INBOX")
+    a.cmd(b"n NOTIFY SET (personal (MessageNew MessageExpunge))")
+    srv.deliver(simple_message("to the selected one"))
+    srv.deliver(simple_message("elsewhere"), mailbox="Archive")
+    got = _until(a, b"* STATUS")
+    assert got == [got[-1]] and got[-1].startswith(b'* STATUS "Archive" (MESSAGES 1')  # no STATUS of INBOX either
+    assert b"* 1 EXISTS" in a.cmd(b"o NOOP")
+    a.close()
+
+
 def test_mailbox_subscription_and_metadata_events(srv: ImapServer) -> None:
     a, b = _client(srv), _client(srv)
     a.cmd(b"n NOTIFY SET (personal (MailboxName SubscriptionChange MailboxMetadataChange ServerMetadataChange))")

@@ -322,11 +322,16 @@ class Session:
         if self.acct is None:
             return []
         out: list[r.Response] = []
-        if self.notify is not None and len(events) > notify.MAX_PENDING:
+        if self.notify is not None and sum(1 for e in events if e.seq > self.notify.told_seq) > notify.MAX_PENDING:
             # RFC 5465 §5.8: too much to tell; notifications stop as after NOTIFY NONE
             self.notify = None
             out.append(r.ok(None, "too many changes; notifications are off", r.ResponseCode("NOTIFICATIONOVERFLOW")))
         sel = self.selected
+        if sel is not None and between and (self.notify is None or self.notify.selected_filter is None):
+            # no filter names the selected mailbox: its changes wait for the next command, as
+            # without NOTIFY (the other mailboxes' are told now, and not again then)
+            self._events.extend(events)
+            sel = None
         if sel is not None:
             expunge_ok = cmd is None or not isinstance(cmd, _NO_EXPUNGE) or bool(getattr(cmd, "uid", False))
             if between:
