@@ -11,10 +11,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from eventmail.imap.commands import SetMetadata
 from eventmail.imap.wire import ImapWire
 from eventmail.mail import metadata as mail_metadata
 from eventmail.opening import open_store
+from eventmail.proto import events_pb2 as pb
 from eventmail.store import MasterKeySource, load_master_key
+from eventmail.store import projection as proj
 from tests.imap_harness import USER, ImapServer
 
 
@@ -119,3 +122,69 @@ def test_the_parsers_never_crash(tail: bytes) -> None:
         wire = ImapWire(authenticated=True)
         items = wire.receive(head + tail.replace(b"\r", b"").replace(b"\n", b"") + b"\r\n")
         assert items is not None
+
+
+# ------------------------------------------------------------------ the projection is pure
+
+_IDS = st.integers(0, 3)  # 0: the server's entries
+_ENTRY_NAMES = st.sampled_from(["/private/comment", "/shared/comment", "/private/vendor/x/y"])
+_meta_events = st.one_of(
+    st.builds(lambda i, n: pb.Event(mailbox_created=pb.MailboxCreated(mailbox_id=i, name=n, uidvalidity=1)),
+              st.integers(1, 3), st.sampled_from(["INBOX", "A", "B"])),
+    st.builds(lambda i: pb.Event(mailbox_deleted=pb.MailboxDeleted(mailbox_id=i)), st.integers(1, 3)),
+    st.builds(lambda i, n: pb.Event(mailbox_renamed=pb.MailboxRenamed(mailbox_id=i, name=n, uidvalidity=1)),
+              st.integers(1, 3), st.sampled_from(["C", "D"])),
+    st.builds(lambda i, es: pb.Event(metadata_changed=pb.MetadataChanged(mailbox_id=i, entries=es)), _IDS,
+              st.lists(st.builds(lambda n, v, r: pb.MetadataEntry(name=n, value=v, remove=r), _ENTRY_NAMES,
+                                 st.binary(max_size=4), st.booleans()), max_size=3)),
+)
+
+
+def _entries_dump(db: object) -> list[tuple[object, ...]]:
+    return sorted(db.execute("SELECT * FROM metadata").fetchall())  # type: ignore[attr-defined]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_meta_events, max_size=40), st.sets(st.integers(0, 40), max_size=3))
+def test_metadata_projection_incremental_equals_rebuild(evs: list[pb.Event], checkpoint_at: set[int]) -> None:
+    registered = (mail_metadata.METADATA_PROJECTION,)
+    items = [(seq, seq, e) for seq, e in enumerate(evs, 1)]
+    db = proj.connect(registered)
+    for i, item in enumerate(items):
+        if i in checkpoint_at:
+            restored = proj.from_bytes(db.serialize(), registered)
+            assert restored is not None
+            db = restored
+        proj.apply_all(db, [item], registered)
+        # a mailbox that is gone has no entries left (RFC 5464 §4.1)
+        live = {r[0] for r in db.execute("SELECT id FROM mailbox")} | {mail_metadata.SERVER}
+        assert {r[0] for r in db.execute("SELECT mailbox_id FROM metadata")} <= live
+    rebuilt = proj.connect(registered)
+    proj.apply_all(rebuilt, items, registered)
+    assert _entries_dump(db) == _entries_dump(rebuilt)
+
+
+_NAME_PARTS = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_.", min_size=1, max_size=8)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["/private", "/shared"]), st.lists(_NAME_PARTS, min_size=1, max_size=3),
+                          st.one_of(st.none(), st.binary(max_size=40))), min_size=1, max_size=5))
+def test_setmetadata_parses_what_was_sent(entries: list[tuple[str, list[str], bytes | None]]) -> None:
+    """Entry values of any octets (literal, literal8 with NUL) and NIL come out of the wire as sent."""
+    wanted = []
+    parts = []
+    for top, names, value in entries:
+        name = top + "/" + "/".join(names)
+        if names[0] == "vendor" and len(names) < 3:
+            continue
+        wanted.append((name, value))
+        if value is None:
+            parts.append(name.encode() + b" NIL")
+        else:
+            parts.append(name.encode() + b" " + (b"~" if b"\x00" in value else b"") + b"{%d+}\r\n" % len(value) + value)
+    if not wanted:
+        return
+    items = ImapWire(authenticated=True).receive(b"a SETMETADATA INBOX (" + b" ".join(parts) + b")\r\n")
+    assert len(items) == 1 and isinstance(items[0], SetMetadata)
+    assert list(items[0].entries) == wanted
