@@ -118,6 +118,25 @@ def test_without_a_selected_filter_the_selected_mailbox_waits_for_a_command(srv:
     a.close()
 
 
+def test_idle_with_notify_tells_the_selected_mailbox_and_done_flushes(srv: ImapServer) -> None:
+    a, b = _client(srv), _client(srv)
+    srv.deliver(simple_message("first"))
+    a.cmd(b"s SELECT INBOX")
+    a.cmd(b"n NOTIFY SET (subtree Lists (MessageNew MessageExpunge))")
+    a.send(b"i IDLE\r\n")
+    assert a.response().startswith(b"+ ")
+    srv.deliver(simple_message("second"))
+    assert _until(a, b"* 2 EXISTS")[-1] == b"* 2 EXISTS"  # IDLE tells the selected mailbox, NOTIFY or not
+    b.cmd(b"s SELECT INBOX")
+    b.cmd(b"t STORE 1 +FLAGS (\\Deleted)")
+    b.cmd(b"u EXPUNGE")
+    assert _until(a, b"* 1 EXPUNGE")[-1] == b"* 1 EXPUNGE"
+    a.send(b"DONE\r\n")
+    assert a.until(b"i")[-1].startswith(b"i OK")
+    a.close()
+    b.close()
+
+
 def test_mailbox_subscription_and_metadata_events(srv: ImapServer) -> None:
     a, b = _client(srv), _client(srv)
     a.cmd(b"n NOTIFY SET (personal (MailboxName SubscriptionChange MailboxMetadataChange ServerMetadataChange))")

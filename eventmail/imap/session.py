@@ -181,11 +181,11 @@ class Session:
         """NOTIFY SET is on: changes are told between commands too, not only during IDLE."""
         return self.notify is not None
 
-    def idle_updates(self) -> list[r.Response]:
-        """What to tell an idling client (or, with NOTIFY, one between commands) about the
-        changes received so far."""
+    def idle_updates(self, between: bool = False) -> list[r.Response]:
+        """What to tell an idling client about the changes received so far; `between`: a client
+        with NOTIFY set that is running no command (RFC 5465)."""
         try:
-            return self._sync(None, between=self.idle_tag is None)
+            return self._sync(None, between=between)
         except MailboxGone:
             self.action = "close"
             return [r.bye("the selected mailbox was deleted")]
