@@ -61,6 +61,11 @@ def test_esearch_over_filters(srv: ImapServer) -> None:
     assert set(_answers(c.cmd(b"f ESEARCH IN (subscribed) ALL"))) == {"INBOX", "Junk", "Lists"}  # not Lists/ietf
     # no match: no answer for the mailbox (RFC 7377 §2)
     assert _answers(c.cmd(b"g ESEARCH IN (personal) SUBJECT banana")) == {}
+    # MODSEQ (RFC 7162 §3.1.5): the answer carries the mod-sequence, of the message MAX names
+    got = _answers(c.cmd(b"m ESEARCH IN (mailboxes (INBOX Lists)) RETURN (MAX) MODSEQ 1"))
+    fetched = c.cmd(b"n EXAMINE INBOX") and c.cmd(b"o FETCH 3 (MODSEQ)")[0]
+    assert got["INBOX"].startswith(b"MAX 3 MODSEQ ") and got["INBOX"].split()[-1] in fetched
+    c.cmd(b"p UNSELECT")
     # sequence numbers count in each mailbox
     assert _answers(c.cmd(b"h ESEARCH IN (mailboxes (INBOX Lists)) 2")) == {"INBOX": b"ALL 2", "Lists": b"ALL 2"}
     c.close()

@@ -17,9 +17,9 @@ from eventmail.imap import filters, messages
 from eventmail.imap import responses as r
 from eventmail.imap.errors import bad
 from eventmail.imap.fetch import MessageData
-from eventmail.imap.search import Candidate, SearchContext, any_key, matches, needs_text
+from eventmail.imap.search import Candidate, SearchContext, any_key, matches, needs_text, uses_modseq
 from eventmail.imap.selected import uid_set
-from eventmail.store import Account, Mailbox
+from eventmail.store import Account, Mailbox, Message
 
 if TYPE_CHECKING:
     from eventmail.imap.session import Session
@@ -34,8 +34,8 @@ def _saved(key: c.SearchKey) -> bool:
     return any_key(key, lambda k: isinstance(k, c.SearchSeq) and k.set.saved)
 
 
-async def _search_other(acct: Account, mb: Mailbox, key: c.SearchKey) -> list[int]:
-    """UIDs of a mailbox that is not selected that match `key`."""
+async def _search_other(acct: Account, mb: Mailbox, key: c.SearchKey) -> list[Message]:
+    """The messages of a mailbox that is not selected that match `key`, in UID order."""
     msgs = acct.view.messages(mb.id)
     uids = [m.uid for m in msgs]
 
@@ -51,7 +51,7 @@ async def _search_other(acct: Account, mb: Mailbox, key: c.SearchKey) -> list[in
 
     ctx = SearchContext(resolve, time.time())
     slow = needs_text(key)
-    found: list[int] = []
+    found: list[Message] = []
     for start in range(0, len(msgs), _SLICE):
         chunk = msgs[start : start + _SLICE]
         datas = [MessageData(acct, m) for m in chunk]
@@ -60,12 +60,12 @@ async def _search_other(acct: Account, mb: Mailbox, key: c.SearchKey) -> list[in
         for i, (m, data) in enumerate(zip(chunk, datas, strict=True)):
             # \Recent belongs to the session that has a mailbox selected: none here
             if matches(key, Candidate(m, start + i + 1, False, data), ctx):
-                found.append(m.uid)
+                found.append(m)
         await asyncio.sleep(0)
     return found
 
 
-def _response(tag: str, mb: Mailbox, opts: set[str], uids: list[int]) -> r.Untagged:
+def _response(tag: str, mb: Mailbox, opts: set[str], uids: list[int], modseq: int | None) -> r.Untagged:
     correlator: tuple[r.Value, ...] = (r.Atom("TAG"), tag.encode("ascii"), r.Atom("MAILBOX"), r.Mailbox(mb.name),
                                        r.Atom("UIDVALIDITY"), mb.uidvalidity)
     values: list[r.Value] = [r.Atom("ESEARCH"), correlator, r.Atom("UID")]
@@ -77,6 +77,8 @@ def _response(tag: str, mb: Mailbox, opts: set[str], uids: list[int]) -> r.Untag
         values.extend((r.Atom("COUNT"), len(uids)))
     if "ALL" in opts:
         values.extend((r.Atom("ALL"), uid_set(uids)))
+    if modseq is not None:
+        values.extend((r.Atom("MODSEQ"), modseq))  # RFC 7162 §3.1.5, as for SEARCH
     return r.Untagged(tuple(values))
 
 
@@ -102,16 +104,21 @@ async def esearch(s: Session, cmd: c.ESearch) -> AsyncIterator[r.Response]:
         raise bad("SAVE only with the selected mailbox as the only source")  # RFC 7377 §2
     if _saved(cmd.key) and not only_selected:
         raise bad("$ names a result of the selected mailbox only")
+    with_modseq = uses_modseq(cmd.key)
+    if with_modseq:
+        s.condstore = True  # RFC 7162 §3.1: a CONDSTORE-enabling command
     for mb in boxes:
         if sel is not None and mb.id == sel.mailbox_id:
-            uids = [sel.uids[seq - 1] for seq, _data in await messages.matching(s, cmd.key)]
-            if "SAVE" in opts:
-                messages._save(sel, opts, uids)
+            found = [data.msg for _seq, data in await messages.matching(s, cmd.key)]
         else:
-            uids = await _search_other(acct, mb, cmd.key)
+            found = await _search_other(acct, mb, cmd.key)
+        uids = [m.uid for m in found]
+        if "SAVE" in opts and sel is not None:
+            messages._save(sel, opts, uids)
         shown = opts - {"SAVE"}
         if uids and shown:
-            yield _response(cmd.tag, mb, shown, uids)
+            modseq = messages._esearch_modseq(shown, list(enumerate(found, 1)), True) if with_modseq else None
+            yield _response(cmd.tag, mb, shown, uids, modseq)
     yield r.ok(cmd.tag, "ESEARCH completed")
 
 
