@@ -80,6 +80,15 @@ def test_limits_refuse_the_whole_command(srv: ImapServer, monkeypatch: pytest.Mo
     c.close()
 
 
+def test_a_value_over_the_limit_gets_maxsize(srv: ImapServer) -> None:
+    c = srv.raw()
+    c.login()
+    big = b"v" * (mail_metadata.MAX_VALUE + 1)
+    out = c.cmd(b"a SETMETADATA INBOX (/private/comment {%d+}\r\n" % len(big) + big + b")")
+    assert out[-1].startswith(b"a NO [METADATA MAXSIZE %d]" % mail_metadata.MAX_VALUE)
+    c.close()
+
+
 def test_entries_follow_the_mailbox_and_survive_a_restart(tmp_path: Path) -> None:
     with ImapServer(tmp_path) as srv:
         c = srv.raw()

@@ -23,10 +23,12 @@ from ..store import Account, Change, MailboxView
 
 SERVER = 0  # the mailbox id of server (account-wide) entries
 # RFC 5464 §4.1: a server must accept values of at least 1024 octets and at least 10 entries
-# per mailbox or server. One value may be as large as the literal limit of a command that is not
-# APPEND (eventmail.imap.wire.Limits.max_literal, 64 KiB); the whole account holds at most 1000
-# entries and 1 MiB of names and values (Mox's limits): annotations are notes, not storage.
-MAX_VALUE = 64 * 1024
+# per mailbox or server. One value may have 32 KiB: half the literal limit of a command that is
+# not APPEND (eventmail.imap.wire.Limits.max_literal, 64 KiB), so that a larger value up to that
+# limit gets the RFC's `NO [METADATA MAXSIZE n]` rather than the wire's BAD [TOOBIG]. The whole
+# account holds at most 1000 entries and 1 MiB of names and values (Mox's limits): annotations
+# are notes, not storage.
+MAX_VALUE = 32 * 1024
 MAX_ENTRIES = 1000
 MAX_TOTAL = 1024 * 1024
 # An entry name: octets, and slash-separated components (RFC 5464 §3.2 sets no bound).
