@@ -14,7 +14,9 @@ events say (an event naming a mailbox that no longer exists changes nothing).
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -171,9 +173,20 @@ def usage(view: MailboxView) -> tuple[int, int]:
 READ_ONLY = frozenset({"/shared/admin"})
 
 
+# One SETMETADATA of an account at a time: the limits are checked against the entries as they
+# are, and no other SETMETADATA may add to them between the check and the commit.
+_LOCKS: weakref.WeakKeyDictionary[Account, asyncio.Lock] = weakref.WeakKeyDictionary()
+
+
 async def set_entries(acct: Account, mailbox_id: int, changes: Sequence[tuple[str, bytes | None]]) -> None:
     """SETMETADATA: set each (name, value), remove each (name, None); all or nothing. Raises
     MetadataError when a limit refuses the command (RFC 5464 §4.3)."""
+    lock = _LOCKS.setdefault(acct, asyncio.Lock())
+    async with lock:
+        await _set_entries(acct, mailbox_id, changes)
+
+
+async def _set_entries(acct: Account, mailbox_id: int, changes: Sequence[tuple[str, bytes | None]]) -> None:
     current = entries(acct.view, mailbox_id)
     count, total = usage(acct.view)
     before = total
