@@ -587,7 +587,10 @@ class Session:
             self.condstore = True
         mb = mailboxes.existing_mailbox(acct.view, cmd.mailbox)
         if self.sub is not None:
-            self.sub.pending()  # the snapshot below already holds every event committed so far
+            # the snapshot below already holds every event committed so far; NOTIFY still tells
+            # the other mailboxes' (notify.py)
+            for resp in notify.updates(self, acct, [*self._events, *self.sub.pending()]):
+                yield resp
         self._events.clear()
         msgs = acct.view.messages(mb.id)
         sel = Selected(mb, cmd.readonly, msgs, recent_marks(self.opts.store, acct.name))
