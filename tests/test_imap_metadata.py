@@ -104,8 +104,12 @@ def test_entries_follow_the_mailbox_and_survive_a_restart(tmp_path: Path) -> Non
         # a new mailbox of a deleted one's name inherits nothing
         assert c.cmd(b"n GETMETADATA Gone /private/comment")[0] == b'* METADATA "Gone" (/private/comment NIL)'
         out = c.cmd(b'o LIST "" "*" RETURN (METADATA (/private/comment /shared/comment))')
-        assert b'* METADATA "Job" (/private/comment "w")' in out and b'* METADATA "Old" (/shared/comment "in")' in out
-        assert not any(line.startswith(b"* METADATA Gone") for line in out)
+        # RFC 9590: each listed mailbox's entries, NIL where it has none
+        assert b'* METADATA "Job" (/private/comment "w" /shared/comment NIL)' in out
+        assert b'* METADATA "Old" (/shared/comment "in" /private/comment NIL)' in out
+        assert b'* METADATA "Gone" (/private/comment NIL /shared/comment NIL)' in out
+        i = out.index(b'* METADATA "Job" (/private/comment "w" /shared/comment NIL)')
+        assert out[i - 1].startswith(b"* LIST") and out[i - 1].endswith(b'"Job"')  # right after its LIST
         c.close()
     # the projection is rebuilt from the log (or its checkpoint) when the store opens again
     data = tmp_path / "data"

@@ -99,11 +99,11 @@ async def setmetadata(s: Session, cmd: c.SetMetadata) -> AsyncIterator[r.Respons
 
 
 def list_metadata(s: Session, cmd: c.List, mailbox_id: int, name: str) -> list[r.Response]:
-    """RFC 9590 §2: after a mailbox's LIST response, its METADATA response with those of the
-    entries asked for that it has (values over MAXSIZE are left out)."""
+    """RFC 9590 §2: after a mailbox's LIST response, its METADATA response with each entry asked
+    for, NIL where it has none (as Mox and Stalwart answer); a value over the optional MAXSIZE is
+    left out."""
     acct = s.need_acct()
     entries, _longest = found_entries(acct.view, mailbox_id, cmd.metadata, 0, cmd.metadata_maxsize)
-    entries = [(n, d) for n, d in entries if d is not None]
     return [metadata_response(name, entries)] if entries else []
 
 
