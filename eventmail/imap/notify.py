@@ -220,17 +220,27 @@ def _metadata(state: NotifyState, view: MailboxView, change: MetadataUpdated, su
     return [imap_metadata.changed_response(name, change.names)]
 
 
-def new_message_fetches(s: Session, acct: Account, sel: Selected, before: set[int]) -> list[r.Response]:
-    """RFC 5465 §5.1: the FETCH attributes of MessageNew for the messages that entered the selected
-    mailbox (their UIDs are in sel.uids now, not in `before`). Always with PEEK: telling must not
-    set \\Seen."""
+def new_message_fetches(s: Session, acct: Account, sel: Selected, events: Sequence[Committed]) -> list[r.Response]:
+    """RFC 5465 §5.1: the FETCH attributes of MessageNew for the messages these events brought
+    into the selected mailbox (after their EXISTS). Always with PEEK: telling must not set
+    \\Seen."""
     state = s.notify
     group = state.selected_filter if state is not None else None
     if group is None:
         return []
     attrs = next((ev.fetch for ev in group.events if ev.name == "MessageNew"), ())
-    new = [u for u in sel.uids if u not in before and u not in sel.gone]
-    if not attrs or not new:
+    if not attrs:
+        return []
+    arrived: list[int] = []
+    for ev in events:
+        e = ev.event
+        kind = e.WhichOneof("kind")
+        if kind == "message_added" and e.message_added.mailbox_id == sel.mailbox_id:
+            arrived.append(e.message_added.uid)
+        elif kind == "messages_copied" and e.messages_copied.dest_mailbox_id == sel.mailbox_id:
+            arrived.extend(e.messages_copied.dest_uids)
+    new = [u for u in dict.fromkeys(arrived) if sel.seq(u) is not None and u not in sel.gone]
+    if not new:
         return []
     items = tuple(c.FetchAttr(a.name, a.section, a.partial, peek=True) for a in attrs)
     plan = make_plan(c.Fetch("", c.SequenceSet.of(*new), items, uid=True), s.condstore)

@@ -340,10 +340,9 @@ class Session:
             if not events:
                 # expunges held back during an earlier FETCH / STORE / SEARCH are told now
                 return sel.flush_expunges(self.qresync) if expunge_ok else []
-            before = set(sel.uids)
             how = Notify(expunge_ok, self.condstore, self.qresync, frozenset(self.suppressed))
             out.extend(sel.apply(events, self.acct.view, how))
-            out.extend(notify.new_message_fetches(self, self.acct, sel, before))
+            out.extend(notify.new_message_fetches(self, self.acct, sel, events))
         out.extend(notify.updates(self, self.acct, events))
         return out
 
