@@ -444,6 +444,9 @@ class List:
     return_options: tuple[str, ...] = ()
     status_items: tuple[str, ...] = ()
     extended: bool = False
+    # RETURN (METADATA (entries) [MAXSIZE n]) of LIST-METADATA (RFC 9590 §2)
+    metadata: tuple[str, ...] = ()
+    metadata_maxsize: int | None = None
 
 
 @dataclass(frozen=True)
@@ -635,6 +638,77 @@ class Compress:
     mechanism: str
 
 
+# METADATA (RFC 5464), MULTISEARCH (RFC 7377) and NOTIFY (RFC 5465); parsed by imap/wire_ext.py
+
+
+@dataclass(frozen=True)
+class GetMetadata:
+    """GETMETADATA (RFC 5464 §4.2). `mailbox` "" names the server; `depth` is 0, 1 or None for
+    infinity; `maxsize` None when not given. Entry names as sent (checked by the wire)."""
+
+    tag: str
+    mailbox: str
+    entries: tuple[str, ...]
+    depth: int | None = 0
+    maxsize: int | None = None
+
+
+@dataclass(frozen=True)
+class SetMetadata:
+    """SETMETADATA (RFC 5464 §4.3): (entry, value) pairs; value None (NIL) removes the entry."""
+
+    tag: str
+    mailbox: str
+    entries: tuple[tuple[str, bytes | None], ...]
+
+
+@dataclass(frozen=True)
+class MailboxFilter:
+    """One filter-mailboxes of NOTIFY (RFC 5465 §6) or source-mbox of ESEARCH (RFC 7377 §2):
+    `kind` upper-cased (SELECTED, SELECTED-DELAYED, INBOXES, PERSONAL, SUBSCRIBED, SUBTREE,
+    SUBTREE-ONE, MAILBOXES), `mailboxes` the names of SUBTREE, SUBTREE-ONE and MAILBOXES."""
+
+    kind: str
+    mailboxes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NotifyEvent:
+    """One event of a NOTIFY event group, with MessageNew's FETCH attributes (RFC 5465 §5)."""
+
+    name: str  # canonical spelling: MessageNew, MessageExpunge, FlagChange, ...
+    fetch: tuple[FetchAttr, ...] = ()
+
+
+@dataclass(frozen=True)
+class NotifyGroup:
+    """A mailbox filter and its events; no events is the NONE of RFC 5465 §3."""
+
+    filter: MailboxFilter
+    events: tuple[NotifyEvent, ...]
+
+
+@dataclass(frozen=True)
+class Notify:
+    """NOTIFY NONE (`groups` None) or NOTIFY SET [STATUS] groups (RFC 5465 §3)."""
+
+    tag: str
+    groups: tuple[NotifyGroup, ...] | None
+    status: bool = False
+
+
+@dataclass(frozen=True)
+class ESearch:
+    """ESEARCH (RFC 7377 §2): SEARCH over the mailboxes `sources` name (none: the selected one),
+    always answered by UID; return options as Search's."""
+
+    tag: str
+    sources: tuple[MailboxFilter, ...]
+    key: SearchKey
+    charset: str | None = None
+    return_options: tuple[str, ...] | None = None
+
+
 Command: TypeAlias = (
     Capability
     | Noop
@@ -670,6 +744,10 @@ Command: TypeAlias = (
     | Move
     | Id
     | Compress
+    | GetMetadata
+    | SetMetadata
+    | Notify
+    | ESearch
 )
 
 Item: TypeAlias = Command | Continuation | ProtocolError | IdleDone | SaslResponse | SaslCancel

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from eventmail.imap import metadata as imap_metadata
 from eventmail.imap import responses as r
 from eventmail.imap.commands import (
     Create,
@@ -261,6 +262,9 @@ async def list_(s: Session, cmd: List) -> AsyncIterator[r.Response]:
             values = status_values(acct.view, mb, cmd.status_items, appendlimit=s.opts.limits.max_append,
                                    recent=_recent(s, mb, cmd.status_items))
             yield status_response(e.name, values)
+        if cmd.metadata and e.selectable:
+            for resp in imap_metadata.list_metadata(s, cmd, tree.mailboxes[e.name].id, e.name):  # RFC 9590
+                yield resp
     yield r.ok(cmd.tag, "LIST completed")
 
 

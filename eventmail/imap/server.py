@@ -6,7 +6,7 @@
 # (RFC 9051 §6.2.1; the bug of CVE-2011-0411). Between writing the OK to STARTTLS and handing
 # the socket to TLS nothing awaits, so no byte can land in between. The loop here is the one of
 # STYLE §1: read, receive(), handle(), encode(), write; plus the autologout timer and, while a
-# client IDLEs, waiting for the account's next change as well as for input.
+# client IDLEs or has NOTIFY set (RFC 5465), waiting for the account's next change as well as for input.
 
 from __future__ import annotations
 
@@ -198,7 +198,7 @@ class _Connection:
                 return None
             waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self.io.wait_input())]
             change: asyncio.Future[Any] | None = None
-            if session.idle_tag is not None:
+            if session.idle_tag is not None or session.notifying:  # RFC 2177 IDLE, RFC 5465 NOTIFY
                 change = asyncio.ensure_future(session.wait_change())
                 waiters.append(change)
             done, pending = await asyncio.wait(waiters, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
@@ -209,7 +209,7 @@ class _Connection:
                     await p
             if change is not None and change in done:
                 change.result()
-                for resp in session.idle_updates():
+                for resp in session.idle_updates(between=session.idle_tag is None):
                     self._write(wire, resp)
                 if session.action != "close":
                     for resp in await session.live_updates():  # RFC 5267 §4.3, during IDLE too

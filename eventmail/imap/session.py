@@ -20,7 +20,7 @@ from typing import Any
 
 from eventmail import metrics
 from eventmail.imap import commands as c
-from eventmail.imap import context, mailboxes, messages, sort, thread
+from eventmail.imap import context, mailboxes, messages, metadata, multisearch, notify, sort, thread
 from eventmail.imap import responses as r
 from eventmail.imap.auth import Authenticator, plain_response, wire_form
 from eventmail.imap.errors import ImapError, MailboxGone, bad, no
@@ -115,6 +115,7 @@ class Session:
         self.qresync = False
         self.rev2 = False  # ENABLE IMAP4rev2 (RFC 9051 §6.3.1)
         self.utf8 = False  # ENABLE UTF8=ACCEPT (RFC 6855) or IMAP4rev2
+        self.notify: notify.NotifyState | None = None  # NOTIFY SET (RFC 5465; imap/notify.py)
         self.suppressed: set[int] = set()  # own writes whose FETCHes the command sent itself
         self._events: collections.deque[Committed] = collections.deque()
         self._sasl: tuple[str, GuardedExchange] | None = None
@@ -162,6 +163,7 @@ class Session:
             "STATUS=SIZE", "SORT", "SORT=DISPLAY", "ESORT", "CONTEXT=SEARCH", "CONTEXT=SORT",
             "CATENATE", "REPLACE", "PREVIEW",
             "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
+            "METADATA", "METADATA-SERVER", "LIST-METADATA", "MULTISEARCH", "NOTIFY",
         ]
         if not self.wire.compressing:
             caps.append("COMPRESS=DEFLATE")
@@ -174,10 +176,16 @@ class Session:
             return
         self._events.append(await self.sub.get())
 
-    def idle_updates(self) -> list[r.Response]:
-        """What to tell an idling client about the changes received so far."""
+    @property
+    def notifying(self) -> bool:
+        """NOTIFY SET is on: changes are told between commands too, not only during IDLE."""
+        return self.notify is not None
+
+    def idle_updates(self, between: bool = False) -> list[r.Response]:
+        """What to tell an idling client about the changes received so far; `between`: a client
+        with NOTIFY set that is running no command (RFC 5465)."""
         try:
-            return self._sync(None)
+            return self._sync(None, between=between)
         except MailboxGone:
             self.action = "close"
             return [r.bye("the selected mailbox was deleted")]
@@ -302,20 +310,41 @@ class Session:
             return "no mailbox selected"
         return None
 
-    def _sync(self, cmd: c.Command | None) -> list[r.Response]:
-        """Changes committed since the last look, as untagged responses (selected.py)."""
+    def _sync(self, cmd: c.Command | None, between: bool = False) -> list[r.Response]:
+        """Changes committed since the last look, as untagged responses (selected.py), and what
+        NOTIFY asks to be told of other mailboxes (notify.py). `between`: no command is running
+        and the client is not idling (NOTIFY): expunges wait unless a "selected" filter asks
+        for them at once (RFC 5465 §5.2)."""
         if self.sub is None:
             return []
         events = [*self._events, *self.sub.pending()]
         self._events.clear()
-        if self.selected is None or self.acct is None:
+        if self.acct is None:
             return []
-        expunge_ok = cmd is None or not isinstance(cmd, _NO_EXPUNGE) or bool(getattr(cmd, "uid", False))
-        if not events:
-            # expunges held back during an earlier FETCH / STORE / SEARCH are told now
-            return self.selected.flush_expunges(self.qresync) if expunge_ok else []
-        notify = Notify(expunge_ok, self.condstore, self.qresync, frozenset(self.suppressed))
-        return self.selected.apply(events, self.acct.view, notify)
+        out: list[r.Response] = []
+        if self.notify is not None and sum(1 for e in events if e.seq > self.notify.told_seq) > notify.MAX_PENDING:
+            # RFC 5465 §5.8: too much to tell; notifications stop as after NOTIFY NONE
+            self.notify = None
+            out.append(r.ok(None, "too many changes; notifications are off", r.ResponseCode("NOTIFICATIONOVERFLOW")))
+        sel = self.selected
+        if sel is not None and between and (self.notify is None or self.notify.selected_filter is None):
+            # no filter names the selected mailbox: its changes wait for the next command, as
+            # without NOTIFY (the other mailboxes' are told now, and not again then)
+            self._events.extend(events)
+            sel = None
+        if sel is not None:
+            expunge_ok = cmd is None or not isinstance(cmd, _NO_EXPUNGE) or bool(getattr(cmd, "uid", False))
+            if between:
+                group = self.notify.selected_filter if self.notify is not None else None
+                expunge_ok = group is not None and group.filter.kind == "SELECTED"
+            if not events:
+                # expunges held back during an earlier FETCH / STORE / SEARCH are told now
+                return sel.flush_expunges(self.qresync) if expunge_ok else []
+            how = Notify(expunge_ok, self.condstore, self.qresync, frozenset(self.suppressed))
+            out.extend(sel.apply(events, self.acct.view, how))
+            out.extend(notify.new_message_fetches(self, self.acct, sel, events))
+        out.extend(notify.updates(self, self.acct, events))
+        return out
 
     async def live_updates(self) -> list[r.Response]:
         """RFC 5267 §4.3: what entered or left each live result since the mailbox last changed
@@ -557,7 +586,10 @@ class Session:
             self.condstore = True
         mb = mailboxes.existing_mailbox(acct.view, cmd.mailbox)
         if self.sub is not None:
-            self.sub.pending()  # the snapshot below already holds every event committed so far
+            # the snapshot below already holds every event committed so far; NOTIFY still tells
+            # the other mailboxes' (notify.py)
+            for resp in notify.updates(self, acct, [*self._events, *self.sub.pending()]):
+                yield resp
         self._events.clear()
         msgs = acct.view.messages(mb.id)
         sel = Selected(mb, cmd.readonly, msgs, recent_marks(self.opts.store, acct.name))
@@ -662,6 +694,10 @@ _HANDLERS: dict[type, Handler] = {
     c.Copy: messages.copy,
     c.Move: messages.copy,
     c.Expunge: messages.expunge,
+    c.GetMetadata: metadata.getmetadata,
+    c.SetMetadata: metadata.setmetadata,
+    c.Notify: notify.notify,
+    c.ESearch: multisearch.esearch,
 }
 
 __all__ = ["AUTOLOGOUT", "PREAUTH_TIMEOUT", "ServerOptions", "Session", "State"]

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 
 from eventmail.imap import commands as c
 from eventmail.imap.responses import Response, StatusResponse, encode_response
+from eventmail.imap.wire_ext import HANDLERS as HANDLERS_EXT
+from eventmail.imap.wire_ext import list_metadata_option
 
 # ---------------------------------------------------------------------------------------------
 # Limits
@@ -239,6 +241,10 @@ class _Parser:
 
     def at_end(self) -> bool:
         return self.pos == len(self.cur) and self.i >= len(self.lits)
+
+    def error(self, text: str, status: c.ErrorStatus = "BAD", code: str | None = None) -> Exception:
+        """The exception to raise for a syntax error (for parsers outside this module: wire_ext)."""
+        return _Syntax(text, status, code)
 
     def expect_end(self) -> None:
         if not self.at_end():
@@ -645,6 +651,8 @@ class _Parser:
             patterns.append(self.list_mailbox())
         returns: list[str] = []
         status: tuple[str, ...] = ()
+        metadata: tuple[str, ...] = ()
+        metadata_max: int | None = None
         if self.maybe(0x20):
             if not self.keyword(b"RETURN"):
                 raise _Syntax("expected RETURN")
@@ -657,6 +665,8 @@ class _Parser:
                     if opt == "STATUS":
                         self.sp()
                         status = self.status_items()
+                    elif opt == "METADATA":
+                        metadata, metadata_max = list_metadata_option(self)  # RFC 9590 §2
                     elif opt not in ("SUBSCRIBED", "CHILDREN", "SPECIAL-USE"):
                         raise _Syntax(f"unknown LIST return option {opt}")
                     if opt in returns:
@@ -665,7 +675,8 @@ class _Parser:
                     if not self.maybe(0x20):
                         break
             self.close()
-        return c.List(tag, reference, tuple(patterns), tuple(select), tuple(returns), status, extended)
+        return c.List(tag, reference, tuple(patterns), tuple(select), tuple(returns), status, extended, metadata,
+                      metadata_max)
 
     def p_lsub(self, tag: str, uid: bool) -> c.Command:
         self.sp()
@@ -853,6 +864,10 @@ class _Parser:
             keys.append(self.search_key())
         key = keys[0] if len(keys) == 1 else c.SearchAnd(tuple(keys))
         return c.Search(tag, key, uid, charset, returns, partial)
+
+    # shared with ESEARCH (wire_ext)
+    search_return = _search_return
+    charset = _charset
 
     def p_cancelupdate(self, tag: str, uid: bool) -> c.Command:
         # RFC 5267 §4.3: CANCELUPDATE tag-string *(SP tag-string)
@@ -1199,6 +1214,7 @@ _HANDLERS: dict[str, _Handler] = {
     "MOVE": lambda p, t, u: p.p_copy_move(t, u, c.Move),
     "ID": _Parser.p_id,
     "COMPRESS": _Parser.p_compress,
+    **HANDLERS_EXT,  # GETMETADATA, SETMETADATA, NOTIFY, ESEARCH
 }
 
 

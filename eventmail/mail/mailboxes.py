@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ..proto import events_pb2 as pb
 from ..store import Account, Mailbox
+from .metadata import inbox_rename_events
 from .moves import move_all
 
 
@@ -20,10 +21,14 @@ async def create(acct: Account, name: str, special_use: int = pb.SPECIAL_USE_NON
 
 async def rename(acct: Account, old: Mailbox, new: str) -> None:
     """Rename a mailbox and its children; INBOX instead has its messages moved into a new mailbox
-    `new` and stays, empty (RFC 9051 §6.3.6)."""
+    `new` and stays, empty (RFC 9051 §6.3.6), and its METADATA entries are copied to `new`
+    (RFC 5464 §4.1); other mailboxes keep theirs, which belong to the mailbox id."""
     if old.name == "INBOX":
         target = await acct.create_mailbox(new, subscribed=False)
         await move_all(acct, old.id, target.id)
+        copied = inbox_rename_events(acct.view, old.id, target.id)
+        if copied:
+            await acct.append(copied)
     else:
         await acct.rename_mailbox(old.name, new)
 

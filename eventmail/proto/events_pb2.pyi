@@ -590,7 +590,7 @@ class HandoffQueued(_message.Message):
     def __init__(self, id: _Optional[str] = ..., account: _Optional[str] = ..., mailbox: _Optional[str] = ..., blob_id: _Optional[bytes] = ..., size: _Optional[int] = ..., origin: _Optional[_Union[Origin, _Mapping]] = ..., delivery_key: _Optional[bytes] = ..., internal_date: _Optional[int] = ..., flags: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("mailbox_created", "mailbox_renamed", "mailbox_deleted", "mailbox_subscription", "message_added", "flags_changed", "messages_expunged", "messages_copied", "account_setting", "mailbox_special_use", "account_created", "account_deleted", "password_set", "address_added", "address_removed", "domain_added", "domain_removed", "dkim_selector", "outbound_queued", "outbound_attempt", "outbound_held", "outbound_retry", "outbound_dropped", "suppressed", "unsuppressed", "mta_sts_policy", "restore_recorded", "account_undeleted", "account_shredded", "blobs_collected", "admin_audit", "acme_account", "certificate_issued", "certificate_renewal", "handoff_queued", "webhook_queued", "webhook_attempt")
+    __slots__ = ("mailbox_created", "mailbox_renamed", "mailbox_deleted", "mailbox_subscription", "message_added", "flags_changed", "messages_expunged", "messages_copied", "account_setting", "mailbox_special_use", "account_created", "account_deleted", "password_set", "address_added", "address_removed", "domain_added", "domain_removed", "dkim_selector", "outbound_queued", "outbound_attempt", "outbound_held", "outbound_retry", "outbound_dropped", "suppressed", "unsuppressed", "mta_sts_policy", "restore_recorded", "account_undeleted", "account_shredded", "blobs_collected", "admin_audit", "acme_account", "certificate_issued", "certificate_renewal", "handoff_queued", "webhook_queued", "webhook_attempt", "metadata_changed")
     MAILBOX_CREATED_FIELD_NUMBER: _ClassVar[int]
     MAILBOX_RENAMED_FIELD_NUMBER: _ClassVar[int]
     MAILBOX_DELETED_FIELD_NUMBER: _ClassVar[int]
@@ -628,6 +628,7 @@ class Event(_message.Message):
     HANDOFF_QUEUED_FIELD_NUMBER: _ClassVar[int]
     WEBHOOK_QUEUED_FIELD_NUMBER: _ClassVar[int]
     WEBHOOK_ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    METADATA_CHANGED_FIELD_NUMBER: _ClassVar[int]
     mailbox_created: MailboxCreated
     mailbox_renamed: MailboxRenamed
     mailbox_deleted: MailboxDeleted
@@ -665,7 +666,26 @@ class Event(_message.Message):
     handoff_queued: HandoffQueued
     webhook_queued: WebhookQueued
     webhook_attempt: WebhookAttempt
-    def __init__(self, mailbox_created: _Optional[_Union[MailboxCreated, _Mapping]] = ..., mailbox_renamed: _Optional[_Union[MailboxRenamed, _Mapping]] = ..., mailbox_deleted: _Optional[_Union[MailboxDeleted, _Mapping]] = ..., mailbox_subscription: _Optional[_Union[MailboxSubscription, _Mapping]] = ..., message_added: _Optional[_Union[MessageAdded, _Mapping]] = ..., flags_changed: _Optional[_Union[FlagsChanged, _Mapping]] = ..., messages_expunged: _Optional[_Union[MessagesExpunged, _Mapping]] = ..., messages_copied: _Optional[_Union[MessagesCopied, _Mapping]] = ..., account_setting: _Optional[_Union[AccountSetting, _Mapping]] = ..., mailbox_special_use: _Optional[_Union[MailboxSpecialUse, _Mapping]] = ..., account_created: _Optional[_Union[AccountCreated, _Mapping]] = ..., account_deleted: _Optional[_Union[AccountDeleted, _Mapping]] = ..., password_set: _Optional[_Union[PasswordSet, _Mapping]] = ..., address_added: _Optional[_Union[AddressAdded, _Mapping]] = ..., address_removed: _Optional[_Union[AddressRemoved, _Mapping]] = ..., domain_added: _Optional[_Union[DomainAdded, _Mapping]] = ..., domain_removed: _Optional[_Union[DomainRemoved, _Mapping]] = ..., dkim_selector: _Optional[_Union[DkimSelector, _Mapping]] = ..., outbound_queued: _Optional[_Union[OutboundQueued, _Mapping]] = ..., outbound_attempt: _Optional[_Union[OutboundAttempt, _Mapping]] = ..., outbound_held: _Optional[_Union[OutboundHeld, _Mapping]] = ..., outbound_retry: _Optional[_Union[OutboundRetry, _Mapping]] = ..., outbound_dropped: _Optional[_Union[OutboundDropped, _Mapping]] = ..., suppressed: _Optional[_Union[Suppressed, _Mapping]] = ..., unsuppressed: _Optional[_Union[Unsuppressed, _Mapping]] = ..., mta_sts_policy: _Optional[_Union[MtaStsPolicy, _Mapping]] = ..., restore_recorded: _Optional[_Union[RestoreRecorded, _Mapping]] = ..., account_undeleted: _Optional[_Union[AccountUndeleted, _Mapping]] = ..., account_shredded: _Optional[_Union[AccountShredded, _Mapping]] = ..., blobs_collected: _Optional[_Union[BlobsCollected, _Mapping]] = ..., admin_audit: _Optional[_Union[AdminAudit, _Mapping]] = ..., acme_account: _Optional[_Union[AcmeAccount, _Mapping]] = ..., certificate_issued: _Optional[_Union[CertificateIssued, _Mapping]] = ..., certificate_renewal: _Optional[_Union[CertificateRenewal, _Mapping]] = ..., handoff_queued: _Optional[_Union[HandoffQueued, _Mapping]] = ..., webhook_queued: _Optional[_Union[WebhookQueued, _Mapping]] = ..., webhook_attempt: _Optional[_Union[WebhookAttempt, _Mapping]] = ...) -> None: ...
+    metadata_changed: MetadataChanged
+    def __init__(self, mailbox_created: _Optional[_Union[MailboxCreated, _Mapping]] = ..., mailbox_renamed: _Optional[_Union[MailboxRenamed, _Mapping]] = ..., mailbox_deleted: _Optional[_Union[MailboxDeleted, _Mapping]] = ..., mailbox_subscription: _Optional[_Union[MailboxSubscription, _Mapping]] = ..., message_added: _Optional[_Union[MessageAdded, _Mapping]] = ..., flags_changed: _Optional[_Union[FlagsChanged, _Mapping]] = ..., messages_expunged: _Optional[_Union[MessagesExpunged, _Mapping]] = ..., messages_copied: _Optional[_Union[MessagesCopied, _Mapping]] = ..., account_setting: _Optional[_Union[AccountSetting, _Mapping]] = ..., mailbox_special_use: _Optional[_Union[MailboxSpecialUse, _Mapping]] = ..., account_created: _Optional[_Union[AccountCreated, _Mapping]] = ..., account_deleted: _Optional[_Union[AccountDeleted, _Mapping]] = ..., password_set: _Optional[_Union[PasswordSet, _Mapping]] = ..., address_added: _Optional[_Union[AddressAdded, _Mapping]] = ..., address_removed: _Optional[_Union[AddressRemoved, _Mapping]] = ..., domain_added: _Optional[_Union[DomainAdded, _Mapping]] = ..., domain_removed: _Optional[_Union[DomainRemoved, _Mapping]] = ..., dkim_selector: _Optional[_Union[DkimSelector, _Mapping]] = ..., outbound_queued: _Optional[_Union[OutboundQueued, _Mapping]] = ..., outbound_attempt: _Optional[_Union[OutboundAttempt, _Mapping]] = ..., outbound_held: _Optional[_Union[OutboundHeld, _Mapping]] = ..., outbound_retry: _Optional[_Union[OutboundRetry, _Mapping]] = ..., outbound_dropped: _Optional[_Union[OutboundDropped, _Mapping]] = ..., suppressed: _Optional[_Union[Suppressed, _Mapping]] = ..., unsuppressed: _Optional[_Union[Unsuppressed, _Mapping]] = ..., mta_sts_policy: _Optional[_Union[MtaStsPolicy, _Mapping]] = ..., restore_recorded: _Optional[_Union[RestoreRecorded, _Mapping]] = ..., account_undeleted: _Optional[_Union[AccountUndeleted, _Mapping]] = ..., account_shredded: _Optional[_Union[AccountShredded, _Mapping]] = ..., blobs_collected: _Optional[_Union[BlobsCollected, _Mapping]] = ..., admin_audit: _Optional[_Union[AdminAudit, _Mapping]] = ..., acme_account: _Optional[_Union[AcmeAccount, _Mapping]] = ..., certificate_issued: _Optional[_Union[CertificateIssued, _Mapping]] = ..., certificate_renewal: _Optional[_Union[CertificateRenewal, _Mapping]] = ..., handoff_queued: _Optional[_Union[HandoffQueued, _Mapping]] = ..., webhook_queued: _Optional[_Union[WebhookQueued, _Mapping]] = ..., webhook_attempt: _Optional[_Union[WebhookAttempt, _Mapping]] = ..., metadata_changed: _Optional[_Union[MetadataChanged, _Mapping]] = ...) -> None: ...
+
+class MetadataChanged(_message.Message):
+    __slots__ = ("mailbox_id", "entries")
+    MAILBOX_ID_FIELD_NUMBER: _ClassVar[int]
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    mailbox_id: int
+    entries: _containers.RepeatedCompositeFieldContainer[MetadataEntry]
+    def __init__(self, mailbox_id: _Optional[int] = ..., entries: _Optional[_Iterable[_Union[MetadataEntry, _Mapping]]] = ...) -> None: ...
+
+class MetadataEntry(_message.Message):
+    __slots__ = ("name", "value", "remove")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    REMOVE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: bytes
+    remove: bool
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[bytes] = ..., remove: _Optional[bool] = ...) -> None: ...
 
 class AcmeAccount(_message.Message):
     __slots__ = ("directory", "key_pem", "uri")
