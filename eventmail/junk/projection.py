@@ -18,6 +18,8 @@ a move that set flags, import) trains the filter the same way.
   organizational domain when DMARC passed, DKIM domains, the SPF domain, IP subnets).
 - The addresses the user wrote to (Sent copies), with the time of the last one.
 - The Rejects copies by their dedup key (Message-ID, or content hash).
+- The newest expunged messages (by blob) with the mailbox they left, so that an offline move
+  (upload to the new mailbox, expunge from the old, in either order) trains as a MOVE.
 
 No I/O, no clock, no randomness: everything needed is in the events (JunkFeatures).
 """
@@ -50,6 +52,8 @@ CREATE TABLE junk_sent(address TEXT PRIMARY KEY, last INTEGER NOT NULL, count IN
 CREATE TABLE junk_reject(mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL, key BLOB NOT NULL,
   received INTEGER NOT NULL, PRIMARY KEY(mailbox_id, uid)) WITHOUT ROWID;
 CREATE INDEX junk_reject_key ON junk_reject(key);
+CREATE TABLE junk_expunged(blob_id BLOB PRIMARY KEY, mailbox_id INTEGER NOT NULL, seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX junk_expunged_seq ON junk_expunged(seq);
 CREATE TABLE junk_meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
 INSERT INTO junk_meta VALUES ('hams', 0), ('spams', 0);
 """
@@ -63,7 +67,11 @@ class Trained(Change):
     cls: int
 
 
-TABLES = ("junk_word", "junk_content", "junk_msg", "junk_key", "junk_sent", "junk_reject", "junk_meta")
+TABLES = ("junk_word", "junk_content", "junk_msg", "junk_key", "junk_sent", "junk_reject", "junk_expunged", "junk_meta")
+# The newest this many expunged messages are remembered with the mailbox they left (an offline
+# move uploads the message to its new mailbox after it expunged it from the old one: mbsync
+# syncs INBOX before Junk).
+EXPUNGED_KEPT = 1000
 _CHUNK = 500  # SQLite's default limit on host parameters is 32,766; small chunks stay fast
 
 
@@ -248,7 +256,15 @@ def _messages_copied(db: sqlite3.Connection, seq: int, e: pb.Event) -> list[Chan
 
 
 def _messages_expunged(db: sqlite3.Connection, seq: int, e: pb.Event) -> list[Change]:
-    return _remove_gone(db, e.messages_expunged.mailbox_id, e.messages_expunged.uids)
+    x = e.messages_expunged
+    for uid in sorted(set(x.uids)):
+        row = db.execute("SELECT blob_id FROM junk_msg WHERE mailbox_id=? AND uid=?", (x.mailbox_id, uid)).fetchone()
+        gone = db.execute("SELECT 1 FROM message WHERE mailbox_id=? AND uid=?", (x.mailbox_id, uid)).fetchone() is None
+        if row is not None and gone:
+            db.execute("INSERT OR REPLACE INTO junk_expunged VALUES (?,?,?)", (row[0], x.mailbox_id, seq))
+    db.execute("DELETE FROM junk_expunged WHERE blob_id IN (SELECT blob_id FROM junk_expunged "
+               "ORDER BY seq DESC, blob_id LIMIT -1 OFFSET ?)", (EXPUNGED_KEPT,))
+    return _remove_gone(db, x.mailbox_id, x.uids)
 
 
 def _mailbox_deleted(db: sqlite3.Connection, seq: int, e: pb.Event) -> list[Change]:
@@ -345,6 +361,16 @@ class JunkView:
                 found[(mailbox_id, uid)] = (cls, received)
         newest = sorted(found.items(), key=lambda x: (-x[1][1], x[0]))[:limit]
         return [Sighting(cls == SPAM, int(received)) for _k, (cls, received) in newest]
+
+    def expunged_from(self, blob_ids: Iterable[bytes]) -> int | None:
+        """The mailbox the newest of these messages was expunged from, among the newest
+        EXPUNGED_KEPT expunged; None when none of them was."""
+        best: tuple[int, int] | None = None
+        for b in blob_ids:
+            row = self.db.execute("SELECT seq, mailbox_id FROM junk_expunged WHERE blob_id=?", (b,)).fetchone()
+            if row is not None and (best is None or row[0] > best[0]):
+                best = (int(row[0]), int(row[1]))
+        return best[1] if best else None
 
     def wrote_to(self, address: str, since: int) -> bool:
         """Whether the user sent mail to `address` since `since`."""
