@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from .. import metrics
+from ..junk.analyze import JUNK_MAILBOX
 from ..junk.analyze import header as junk_header
 from ..junk.delivery import JunkFilter, Plan, strip_header
 from ..junk.features import with_identities
@@ -235,7 +236,9 @@ class InboundDelivery:
             authentication_results=auth_results, verdict=verdict.to_json(), junk=plan.verdict,
         )
         rejected = not plan.verdict.accept and not quarantine
-        mailbox = await self._quarantine_mailbox(account) if quarantine else plan.mailbox.name
+        # The filter's unsure band is filed in Junk (JunkConfig.unsure_to_junk), as p=quarantine is.
+        to_junk = quarantine or (plan.verdict.accept and plan.verdict.mailbox == JUNK_MAILBOX)
+        mailbox = await self._quarantine_mailbox(account) if to_junk else plan.mailbox.name
         if rejected and self._backup():
             # A backup MX does not write the account's stream: no Rejects copy here. The sender
             # retries; the primary decides again and keeps the copy.
