@@ -342,7 +342,7 @@ def test_rejects_dedup_prune_and_removal_on_acceptance() -> None:
                 assert m.flags == ("\\Seen",)  # neutral: neither $Junk nor $NotJunk
                 assert junk_view(acct).history([("ip", "192.0.2.1/32")], plan.mailbox.id, 0, 10) == []
                 # Accepted later: the copy leaves Rejects.
-                assert await mail_rejects.accepted(jf, acct, raw) == 1
+                assert await mail_rejects.accepted(acct, raw) == 1
                 assert acct.view.count(rejects.id) == 0
                 # Without a Message-ID the content is the key; 15 days later a copy is pruned.
                 for i in range(3):
@@ -350,7 +350,7 @@ def test_rejects_dedup_prune_and_removal_on_acceptance() -> None:
                     assert await mail_rejects.store_reject(jf, acct, other, other, plan, origin)
                     clock[0] += 8 * DAY
                 assert acct.view.count(rejects.id) == 2
-                assert await mail_rejects.prune(jf, acct, int(clock[0])) == [3]
+                assert await mail_rejects.prune(acct, int(clock[0])) == [3]
                 assert REJECTS_MAX == 1000
             await store.close()
 

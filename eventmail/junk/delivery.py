@@ -181,11 +181,13 @@ class JunkFilter:
             f.destined_mailbox_id = dest.id
         return Plan(verdict, f, dest, listed or fwd)
 
-    def reject_key(self, acct: Account, original: bytes) -> bytes:
-        """The Rejects dedup key: the Message-ID when there is one, else the content (as the talk has it)."""
-        message_id = header_value(original, "Message-ID").strip()
-        basis = b"mid\x00" + message_id.encode() if message_id else b"content\x00" + original
-        return acct.blobs.blob_id(b"reject\x00" + basis)
+
+
+def reject_key(acct: Account, original: bytes) -> bytes:
+    """The Rejects dedup key: the Message-ID when there is one, else the content (as the talk has it)."""
+    message_id = header_value(original, "Message-ID").strip()
+    basis = b"mid\x00" + message_id.encode() if message_id else b"content\x00" + original
+    return acct.blobs.blob_id(b"reject\x00" + basis)
 
 
 def rejects_to_prune(messages: Sequence[Message], now: int) -> list[int]:

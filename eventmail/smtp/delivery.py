@@ -12,6 +12,7 @@ from ..junk.analyze import JUNK_MAILBOX
 from ..junk.analyze import header as junk_header
 from ..junk.delivery import JunkFilter, Plan, strip_header
 from ..junk.features import with_identities
+from ..junk.training import REJECTS
 from ..mail import ingest, rejects
 from ..mail.roles import ROLE_NAMES, mailbox_for_role, mailbox_with_role
 from ..mailauth.resolver import Resolver
@@ -240,9 +241,12 @@ class InboundDelivery:
         to_junk = quarantine or (plan.verdict.accept and plan.verdict.mailbox == JUNK_MAILBOX)
         mailbox = await self._quarantine_mailbox(account) if to_junk else plan.mailbox.name
         if rejected and self._backup():
-            # A backup MX does not write the account's stream: no Rejects copy here. The sender
-            # retries; the primary decides again and keeps the copy.
+            # A backup MX does not write the account's stream: the Rejects copy travels in its
+            # hand-off stream with the verdict in its origin, and the primary keeps it
+            # (replica.handoff) without deciding again.
             log.info("tx %s: %s: rejected as backup MX (%s)", tx.transaction_id, account, plan.verdict.method)
+            if self.handoff is not None:
+                await self.handoff(account, REJECTS, final, original, origin)
             return
         if not rejected and self.handoff is not None and await self.handoff(account, mailbox, final, original, origin):
             return
@@ -256,5 +260,5 @@ class InboundDelivery:
                                          features=plan.features)
             if added is None:
                 log.info("tx %s: %s already had this message (a retried transaction)", tx.transaction_id, account)
-            if await rejects.accepted(self.junk, acct, original):
+            if await rejects.accepted(acct, original):
                 log.info("tx %s: %s: an earlier rejected copy left Rejects", tx.transaction_id, account)
