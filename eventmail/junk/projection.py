@@ -11,8 +11,9 @@ a move that set flags, import) trains the filter the same way.
   equal a rebuild from the log. (Mox, and this projection until junk-3, counted a word only
   from its second sighting; with the 50-100 messages of a class a new account has, that threw
   away much of what a class's words say -- on the tuning part of the shared corpus, cut to the
-  held-back part's size, it let a third more ham be rejected -- while Robinson's smoothing in
-  bayes.py already makes a word seen once weak evidence.)
+  held-back part's size, at a 50% spam share, 1.81% of ham was rejected with it and 1.08%
+  without -- while Robinson's smoothing in bayes.py already makes a word seen once weak
+  evidence.)
 - Reputation index: per message its class, the mailbox it was meant for (a Rejects copy is
   meant for INBOX), its date, and its verified sender identities (From address, domain and
   organizational domain when DMARC passed, DKIM domains, the SPF domain, IP subnets).
