@@ -286,6 +286,16 @@ async def cmd_account_set(args: argparse.Namespace) -> None:
     await _admin(args, "account.set", {"name": args.name, "key": args.key, "value": args.value})
 
 
+async def cmd_junk_settings(args: argparse.Namespace) -> None:
+    kind, action = getattr(args, "kind", ""), getattr(args, "action", None)
+    if action is None and getattr(args, "items", None):
+        raise CliError(f"junk {kind}: add or remove before the items", EXIT_USAGE)
+    if action is not None and not args.items:
+        raise CliError(f"junk {kind} {action}: at least one item", EXIT_USAGE)
+    await _admin(args, "junk.settings", {"name": args.name, "kind": kind, "action": action or "show",
+                                         "items": ",".join(getattr(args, "items", None) or [])})
+
+
 async def cmd_account_webhook(args: argparse.Namespace) -> None:
     if args.what in ("show", "new-secret") and (args.url or args.authorization or args.events):
         raise CliError(f"account webhook {args.what} takes no URL, --authorization or --events", EXIT_USAGE)
@@ -900,6 +910,18 @@ def build_parser() -> argparse.ArgumentParser:
     jsub = add_junk_commands(sub, add, _open)
     p = add(jsub, "retrain", cmd_junk_retrain, "rebuild the account's junk statistics and reputation index from its log")
     p.add_argument("name")
+    p = add(jsub, "settings", cmd_junk_settings, "show an account's mailing-list domains, forwarders and DNSBL zones")
+    p.add_argument("name")
+    for kind, help_ in (("lists", "mailing-list domains whose verified List-Id mail is accepted (junk.list-domains)"),
+                        ("forwarders", "forwarders (domains or IP networks) not held to the author's DMARC policy "
+                                       "and gathering no reputation (junk.forwarders)"),
+                        ("dnsbl", "DNSBL zones asked about senders without history, in order (junk.dnsbl; "
+                                  "none by default)")):
+        p = add(jsub, kind, cmd_junk_settings, f"show, add or remove {help_}")
+        p.set_defaults(kind=kind)
+        p.add_argument("name")
+        p.add_argument("action", nargs="?", choices=("add", "remove"))
+        p.add_argument("items", nargs="*", metavar="ITEM")
 
     p = sub.add_parser("quickstart", help="set up a server for a new domain: config, keys, account, DNS records",
                        description="set up a server for a new domain in one command: configuration, data "

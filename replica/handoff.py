@@ -7,7 +7,8 @@ import time
 from collections import Counter
 
 from eventmail import metrics
-from eventmail.mail import ingest
+from eventmail.junk.training import REJECTS
+from eventmail.mail import ingest, rejects
 from eventmail.mime.headers import first_value
 from eventmail.proto import events_pb2 as pb
 from eventmail.store import Committed, NotFound, StoreError, handoff_stream
@@ -17,6 +18,13 @@ from .node import ReplicaNode
 log = logging.getLogger(__name__)
 
 TAIL_BATCH = 1024
+
+
+def refused(mailbox: str, origin: pb.Origin) -> bool:
+    """Whether the entry is the Rejects copy of a message the backup MX's junk filter refused
+    (filed in Rejects, with the refusing verdict; the verdict's mailbox is the one it was meant
+    for). Mail that DMARC quarantined is filed in Junk even when the filter said no."""
+    return mailbox == REJECTS and origin.HasField("junk") and not origin.junk.accept
 
 
 class HandoffRecorder:
@@ -34,15 +42,19 @@ class HandoffRecorder:
         stream = handoff_stream(node.node)
         if not store.replication.has_stream(stream):
             raise StoreError(f"{stream} has no keys yet (the primary's keyring has not arrived)")
-        async with store.use_account(account) as acct:
-            key = await asyncio.to_thread(lambda: acct.delivery_key(first_value(original, b"message-id") or b"", original))
+        key = b""
+        if not refused(mailbox, origin):  # a Rejects copy is no delivery: a retry the primary accepts must not look like one
+            async with store.use_account(account) as acct:
+                key = await asyncio.to_thread(
+                    lambda: acct.delivery_key(first_value(original, b"message-id") or b"", original))
         blob_id = await store.stream(stream).put_blob(final)
         entry = pb.HandoffQueued(
             id=secrets.token_hex(12), account=account, mailbox=mailbox, blob_id=blob_id, size=len(final),
             origin=origin, delivery_key=key, internal_date=int(time.time()),
         )
         await store.stream(stream).append([pb.Event(handoff_queued=entry)])
-        log.info("hand-off %s: accepted for %s as backup MX (primary is %s)", entry.id, account, node.epoch.primary)
+        log.info("hand-off %s: %s for %s as backup MX (primary is %s)", entry.id,
+                 "refused, its Rejects copy" if refused(mailbox, origin) else "accepted", account, node.epoch.primary)
         return True
 
 
@@ -105,6 +117,13 @@ class HandoffDeliverer:
         origin = pb.Origin()
         origin.CopyFrom(h.origin)
         origin.handoff_id = h.id
+        if refused(h.mailbox, origin):
+            async with self.store.use_account(h.account) as acct:
+                kept = await rejects.keep_handed_over(acct, data, origin, origin.junk.mailbox,
+                                                      h.internal_date or int(time.time()))
+            log.info("hand-off %s: %s", h.id, f"kept in {h.account}'s Rejects" if kept else
+                     f"{h.account}'s Rejects holds this message already")
+            return
         async with self.store.use_account(h.account) as acct:
             mailbox = h.mailbox if acct.view.mailbox(h.mailbox) is not None else "INBOX"
             added = await ingest.hand_off(self.store, acct, mailbox, data, h.flags, h.internal_date or None, origin,

@@ -27,7 +27,7 @@ NEW_PASSWORD = "a new admin password"
 # The accounts every case starts from (name, address); each case changes only its own.
 ACCOUNTS = [("alice", "alice@mail.test"), ("carol", "carol@mail.test"), ("dave", "dave@mail.test"),
             ("erin", "erin@mail.test"), ("pat", "pat@mail.test"), ("sam", "sam@mail.test"), ("kim", "kim@mail.test"),
-            ("jo", "jo@mail.test"), ("lee", "lee@mail.test")]
+            ("jo", "jo@mail.test"), ("lee", "lee@mail.test"), ("max", "max@mail.test")]
 
 
 def imap_login(srv: MailServer, user: str, password: str) -> bool:
@@ -207,6 +207,26 @@ def setting_check(srv: MailServer, memo: dict[str, object]) -> None:
     assert code == 451, text
 
 
+def junk_settings_act(srv: MailServer, memo: dict[str, object]) -> None:
+    assert "account max dnsbl: bl.test" in ok(srv, "junk", "dnsbl", "max", "add", "BL.test")
+    assert "account max lists: lists.example.test" in ok(srv, "junk", "lists", "max", "add", "lists.example.test")
+    ok(srv, "junk", "forwarders", "max", "add", "192.0.2.7/24", "fwd.example.test")
+    assert "account max forwarders: 192.0.2.0/24\n" in ok(srv, "junk", "forwarders", "max", "remove", "fwd.example.test")
+
+
+def junk_settings_check(srv: MailServer, memo: dict[str, object]) -> None:
+    out = ok(srv, "junk", "settings", "max")
+    assert out.splitlines() == ["account max lists: lists.example.test", "account max forwarders: 192.0.2.0/24",
+                                "account max dnsbl: bl.test"], out
+    # The DNSBL is in force: max has no mail, and bl.test lists the sender (127.0.0.1).
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=30) as s:
+        s.ehlo("client.example.test")
+        s.mail("s@example.test")
+        assert s.rcpt("max@mail.test")[0] == 250
+        code, text = s.data(b"From: s@example.test\r\nTo: max@mail.test\r\nSubject: listed\r\n\r\nhello\r\n")
+    assert code == 451, text
+
+
 def rotate_act(srv: MailServer, memo: dict[str, object]) -> None:
     memo["before"] = key_id_of_last_record(srv, "kim")
     assert "rotated the data keys" in ok(srv, "key", "rotate")
@@ -278,6 +298,7 @@ CASES = {
     "account delete": Case("account.delete", delete_act, delete_check),
     "dkim add": Case("dkim.add", dkim_act, dkim_check),
     "account set (junk setting)": Case("account.set", setting_act, setting_check),
+    "junk lists|forwarders|dnsbl": Case("junk.settings", junk_settings_act, junk_settings_check),
     "key rotate": Case("key.rotate", rotate_act, rotate_check),
 }
 
@@ -376,6 +397,10 @@ REFUSALS = [
     (["account", "set", "carol", "junk.forwarders", "fwd.test, 300.1.2.3/8"], None, "is not an IP network"),
     (["account", "set", "carol", "junk.list-domains", "lists_x.test"], None, "not a host name label"),
     (["account", "set", "nobody", "junk.dnsbl", "bl.test"], None, "no account nobody"),
+    (["junk", "dnsbl", "carol", "remove", "none.test"], None, "account carol dnsbl: no none.test"),
+    (["junk", "lists", "carol", "add", "lists_x.test"], None, "not a host name label"),
+    (["junk", "forwarders", "carol", "add", "300.1.2.3/8"], None, "is not an IP network"),
+    (["junk", "forwarders", "nobody", "add", "fwd.test"], None, "no account nobody"),
 ]
 
 

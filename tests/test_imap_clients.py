@@ -171,6 +171,42 @@ def test_mbsync_both_ways(srv: ImapServer, tmp_path: Path) -> None:
     _mbsync_round_trip(srv, tmp_path, messages=15, rounds=1)
 
 
+def test_mbsync_offline_move_into_junk_trains_like_a_move(srv: ImapServer, tmp_path: Path) -> None:
+    """A message moved into Junk in the maildir reaches the server as an APPEND to Junk (with
+    mbsync's X-TUID field added) and an expunge from INBOX; the server recognises the message
+    it holds, and the Junk copy is $Junk and trained as junk, as a MOVE would make it. A new
+    message appended to Junk is not: nothing says where it came from."""
+    _need("mbsync")
+    from eventmail.junk.projection import junk_view
+
+    moved, kept = corpus(2)
+    srv.deliver(moved)
+    srv.deliver(kept)
+    mb = Mbsync(srv, tmp_path / "mbsync")
+    mb.sync()
+    inbox = _files(mb.inbox)
+    target = next(f for f in inbox if _digest(f.read_bytes()) == _digest(moved))
+    _move_local(target, mb.root / "Junk", MBSYNC_UID)
+    fresh = mb.root / "Junk" / "cur" / f"{int(time.time())}.local2.host:2,"
+    fresh.write_bytes(simple_message("never on the server").replace(b"\r\n", b"\n"))
+    mb.sync()
+    mb.sync()
+
+    async def junk() -> tuple[dict[str, tuple[str, ...]], tuple[int, int]]:
+        async with srv.store.use_account(USER) as acct:
+            box = acct.view.mailbox("Junk")
+            assert box is not None
+            msgs = acct.view.messages(box.id)
+            return {_digest(acct.read_message_sync(m.blob_id)): tuple(m.flags) for m in msgs}, junk_view(acct).totals()
+
+    flags, totals = srv.call(junk())
+    assert "$Junk" in flags.pop(_digest(moved))
+    (other,) = flags.values()
+    assert "$Junk" not in other
+    assert totals == (0, 1)  # one junk message trained, nothing else
+    assert _digest(moved) not in [d for d, _f in server_state(srv)["INBOX"]]
+
+
 def test_mbsync_long(srv: ImapServer, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     _long(request)
     _mbsync_round_trip(srv, tmp_path, messages=200, rounds=3)

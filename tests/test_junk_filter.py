@@ -10,7 +10,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventmail.junk.analyze import DEFAULT_CONFIG, Context, JunkConfig, analyze, header
+from eventmail.junk.analyze import DEFAULT_CONFIG, JUNK_MAILBOX, Context, JunkConfig, analyze, header
 from eventmail.junk.bayes import BayesParams, chi2_combine, chi2q, classify, word_probability
 from eventmail.junk.delivery import REJECTS_MAX, JunkFilter, Plan, dnsbl_name, strip_header
 from eventmail.junk.features import ip_nets, message_features, names_recipient
@@ -198,11 +198,17 @@ def test_clear_content_overrules_a_junk_history_of_the_sending_network_only() ->
     assert (v.accept, v.method) == (True, "bayes") and "content clearly is not" in v.reasons[-1]
     assert any("ip-narrow" in r for r in v.reasons)
     spam = pb.JunkFeatures(words=["viagra", "cheap"], ip_nets=relay)
-    assert (analyze(view, spam, 1, "INBOX", NOW, 0.5).method, analyze(view, spam, 1, "INBOX", NOW, 0.5).accept) == (
-        "reputation:ip-narrow", False)
-    # Without enough training the content cannot vouch: the network's history rejects.
+    v = analyze(view, spam, 1, "INBOX", NOW, 0.5)
+    assert (v.accept, v.method) == (False, "bayes") and "ip-narrow history is junk too" in v.reasons
+    # Without enough training the content cannot vouch, and a network's history alone does not
+    # refuse mail: it is accepted into Junk, and the header says so.
     v = analyze(untrained, ham, 1, "INBOX", NOW, 0.5)
-    assert (v.accept, v.method) == (False, "reputation:ip-narrow")
+    assert (v.accept, v.method, v.mailbox) == (True, "reputation:ip-narrow", JUNK_MAILBOX)
+    assert "; mailbox=Junk" in header(v)
+    # As before issue 16 when unsure mail is not filed in Junk: the network's history rejects.
+    inbox_only = JunkConfig(unsure_to_junk=False)
+    v = analyze(untrained, ham, 1, "INBOX", NOW, 0.5, Context(), inbox_only)
+    assert (v.accept, v.method, v.mailbox) == (False, "reputation:ip-narrow", "INBOX")
     # A sender identified by a verified address is not overruled.
     add(view, 902, sender("x@y.test"), True, NOW - 10)
     v = analyze(view, pb.JunkFeatures(words=["meeting", "agenda"], from_address="x@y.test", from_domain="y.test",
@@ -215,9 +221,14 @@ def test_words_that_disagree_make_an_unsure_verdict_that_is_accepted() -> None:
     # As spammy a pair as the rejected one above, and as hammy a pair beside: chi-square
     # combining lands in the middle, the message is delivered and the header says unsure.
     v = analyze(view, pb.JunkFeatures(words=["viagra", "cheap", "meeting", "agenda"]), 1, "INBOX", NOW, 0.5)
-    assert (v.accept, v.method) == (True, "bayes:unsure")
+    assert (v.accept, v.method, v.mailbox) == (True, "bayes:unsure", JUNK_MAILBOX)
     assert DEFAULT_CONFIG.unsure < v.score <= v.threshold and "unsure" in v.reasons[-1]
-    assert header(v).startswith("X-Eventmail-Junk: accept; method=bayes:unsure; score=")
+    assert header(v).startswith("X-Eventmail-Junk: accept; method=bayes:unsure; mailbox=Junk; score=")
+    # Delivered where it was meant to go when the account does not file unsure mail in Junk.
+    inbox_only = JunkConfig(unsure_to_junk=False)
+    v = analyze(view, pb.JunkFeatures(words=["viagra", "cheap", "meeting", "agenda"]), 1, "INBOX", NOW, 0.5, Context(),
+                inbox_only)
+    assert (v.accept, v.method, v.mailbox) == (True, "bayes:unsure", "INBOX")
     # The naive-Bayes product (Graham, as before) has no middle: it is certain either way.
     graham = JunkConfig(params=BayesParams(combining="graham"))
     g = analyze(view, pb.JunkFeatures(words=["viagra", "cheap", "agenda"]), 1, "INBOX", NOW, 0.5, Context(), graham)
@@ -331,7 +342,7 @@ def test_rejects_dedup_prune_and_removal_on_acceptance() -> None:
                 assert m.flags == ("\\Seen",)  # neutral: neither $Junk nor $NotJunk
                 assert junk_view(acct).history([("ip", "192.0.2.1/32")], plan.mailbox.id, 0, 10) == []
                 # Accepted later: the copy leaves Rejects.
-                assert await mail_rejects.accepted(jf, acct, raw) == 1
+                assert await mail_rejects.accepted(acct, raw) == 1
                 assert acct.view.count(rejects.id) == 0
                 # Without a Message-ID the content is the key; 15 days later a copy is pruned.
                 for i in range(3):
@@ -339,7 +350,7 @@ def test_rejects_dedup_prune_and_removal_on_acceptance() -> None:
                     assert await mail_rejects.store_reject(jf, acct, other, other, plan, origin)
                     clock[0] += 8 * DAY
                 assert acct.view.count(rejects.id) == 2
-                assert await mail_rejects.prune(jf, acct, int(clock[0])) == [3]
+                assert await mail_rejects.prune(acct, int(clock[0])) == [3]
                 assert REJECTS_MAX == 1000
             await store.close()
 

@@ -108,7 +108,7 @@ def junk_method(msg: bytes) -> str:
 @pytest.mark.parametrize("sender, kind", [("deals@spammer.test", "reputation"), ("first@fresh.test", "content")])
 def test_primary_and_backup_mx_give_the_same_verdict(pair: tuple[Node, Node], sender: str, kind: str) -> None:
     a, b = pair
-    spam = with_from(corpus("spam")[95 if kind == "content" else 96], sender)
+    spam = with_from(corpus("spam")[97 if kind == "content" else 96], sender)
     assert send(a, sender, spam) == 451
     primary_method = junk_method(a.messages("alice", "Rejects")[-1])
     assert primary_method == ("reputation:from-address" if kind == "reputation" else "bayes")
@@ -124,3 +124,24 @@ def test_wanted_mail_is_accepted_by_both(pair: tuple[Node, Node]) -> None:
     ham2 = ham.replace(b"\r\n\r\n", b"\r\nX-Try: backup\r\n\r\n", 1)
     assert send(b, "someone@fresh.test", ham2) == 250  # handed off to the primary
     wait_until(lambda: sum(b"X-Try: backup" in m for m in a.messages("alice")) == 1, 30, "the hand-off")
+
+
+def test_the_backup_mx_refuses_and_the_primary_keeps_the_rejects_copy(pair: tuple[Node, Node]) -> None:
+    """The backup MX writes no account stream: the copy of what it refused travels in its hand-off
+    stream with the verdict, and the primary keeps it in Rejects as decided there (the header
+    and the event's verdict are the backup's). The sender's retry at the primary is refused
+    again and adds no second copy (the Rejects key is the Message-ID)."""
+    a, b = pair
+    spam = with_from(corpus("spam")[97], "other@fresh.test")
+    spam = re.sub(rb"(?im)^message-id:[^\r]*\r\n", b"", spam)
+    spam = spam.replace(b"\r\n\r\n", b"\r\nMessage-ID: <backup-reject@fresh.test>\r\nX-Try: refused-by-backup\r\n\r\n", 1)
+    seen_before = len(rejections(b))
+    assert send(b, "other@fresh.test", spam) == 451
+    assert method_on_secondary(b, seen_before) == "bayes"
+    wait_until(lambda: any(b"X-Try: refused-by-backup" in m for m in a.messages("alice", "Rejects")), 30,
+               "the Rejects copy on the primary")
+    (copy,) = [m for m in a.messages("alice", "Rejects") if b"X-Try: refused-by-backup" in m]
+    assert junk_method(copy) == "bayes" and b"X-Eventmail-Junk: reject;" in copy
+    assert not any(b"X-Try: refused-by-backup" in m for m in a.messages("alice"))
+    assert send(a, "other@fresh.test", spam) == 451
+    assert sum(b"<backup-reject@fresh.test>" in m for m in a.messages("alice", "Rejects")) == 1

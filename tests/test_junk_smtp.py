@@ -37,6 +37,11 @@ def zones() -> dict[str, str]:
         "newcomer.test": zone_text("newcomer.test", spf_dmarc),
         "shop.test": zone_text("shop.test", spf_dmarc),
         "fresh.test": zone_text("fresh.test", spf_dmarc),
+        "listed.test": zone_text("listed.test", spf_dmarc),
+        # Two DNSBLs (RFC 5782): one lists the loopback address the tests send from, one lists
+        # nothing (every query NXDOMAIN).
+        "bl.test": zone_text("bl.test", ["1.0.0.127 A 127.0.0.2", '1.0.0.127 TXT "listed for testing"']),
+        "clean.test": zone_text("clean.test", ["2.0.0.127 A 127.0.0.2"]),
     }
 
 
@@ -97,7 +102,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailServer]:
     base = tmp_path_factory.mktemp("junk")
     srv = MailServer(base)
     srv.init()
-    for name in ("carol", "dave", "erin"):
+    for name in ("carol", "dave", "erin", "frank", "gina"):
         srv.add_account(name, f"{name}@mail.test", PASSWORD)
     hams, spams = corpus("ham"), corpus("spam")
 
@@ -105,6 +110,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailServer]:
         # dave and erin have sorted a good part of their mail; carol has not (no content filter).
         await train(store, "dave", hams[:120], spams[:60])
         await train(store, "erin", hams[:120], spams[:60])
+        # frank asks two DNSBLs about senders without history (gina has the default: none).
+        async with store.use_account("frank") as acct:
+            await acct.append([pb.Event(account_setting=pb.AccountSetting(key="junk.dnsbl", value="clean.test,bl.test"))])
 
     store_session(srv, setup)
     with DnsServer.start(base / "dns", zones()) as dns:
@@ -275,3 +283,19 @@ def test_a_first_time_spammy_message_is_rejected_by_content(server: MailServer) 
     server.start()
     # A first-time sender with ordinary mail gets through.
     assert send(server, "second@fresh.test", "erin@mail.test", ham)[0] == 250
+
+
+def test_a_dnsbl_listing_refuses_a_sender_without_history_only_where_configured(server: MailServer) -> None:
+    """The DNSBL is asked through the server's resolver, of a real DNS server process: frank's
+    list of two is asked in order (the first does not list 127.0.0.1, the second does) and the
+    message is refused with a Rejects copy that says why; gina has no DNSBL (the default), and
+    the same message from the same address gets through."""
+    raw = message("bulk@listed.test", "frank@mail.test", "offer", "a first message", "<dnsbl1@listed.test>")
+    assert send(server, "bulk@listed.test", "frank@mail.test", raw)[0] == 451
+    (copy,) = server.messages("frank", "Rejects")
+    assert "reject; method=dnsbl" in junk_header(copy) and "listed by bl.test" in junk_header(copy)
+    assert server.messages("frank") == []
+    raw = message("bulk@listed.test", "gina@mail.test", "offer", "a first message", "<dnsbl2@listed.test>")
+    assert send(server, "bulk@listed.test", "gina@mail.test", raw)[0] == 250
+    (delivered,) = server.messages("gina")
+    assert "accept; method=bayes:untrained" in junk_header(delivered)

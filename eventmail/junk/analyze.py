@@ -22,10 +22,16 @@ class JunkConfig:
     """The content filter's settings (Mox's defaults where it has them)."""
 
     # Content alone rejects only above `threshold`; between `unsure` and it the message is
-    # accepted as unsure ("bayes:unsure", shown in the header), below it accepted as ham.
+    # accepted as unsure ("bayes:unsure", shown in the header) and filed in the Junk mailbox
+    # (`unsure_to_junk`), below it accepted as ham.
     # Chosen on the tuning part of the shared corpus (bench/junk.py; docs/junk.md has the split).
-    threshold: float = 0.80  # spam probability above which content rejects
-    unsure: float = 0.20  # above this and up to `threshold`: unsure (SpamBayes' ham_cutoff)
+    threshold: float = 0.99  # spam probability above which content rejects
+    unsure: float = 0.30  # above this and up to `threshold`: unsure (SpamBayes' ham_cutoff)
+    # Unsure mail, and mail that only its sending network's junk history speaks against, is
+    # delivered to the Junk mailbox instead of where it was meant to go: the user sees it and
+    # moving it out trains the filter, but it does not sit in the inbox. False: delivered where
+    # it was meant to go (and a network's history alone rejects, as before issue 16).
+    unsure_to_junk: bool = True
     jitter: float = 0.02  # +- this much random on the threshold, so probing finds no sharp edge
     plaintext_penalty: float = 0.05  # stricter for mail that came without TLS
     unnamed_penalty: float = 0.05  # stricter for mail whose To/Cc does not name the recipient
@@ -47,6 +53,9 @@ DEFAULT_CONFIG = JunkConfig()
 NETWORK_METHODS = ("reputation:ip-narrow", "reputation:ip-medium", "reputation:ip-wide")
 # The methods whose verdict has a score and a threshold.
 CONTENT_METHODS = ("bayes", "bayes:unsure")
+# The verdict's mailbox for mail accepted into the account's Junk mailbox (found by its role,
+# RFC 6154 \Junk, whatever its name).
+JUNK_MAILBOX = "Junk"
 
 
 @dataclass(frozen=True)
@@ -81,11 +90,19 @@ def analyze(
         # An address range is a weak identity: a relay or a provider's pool carries everyone's
         # mail, and two junk messages from it say little about the third (on the shared
         # corpus these were nearly all the ham rejected). A trained content filter that finds
-        # the message clearly not junk overrules it; otherwise the range's history rejects.
+        # the message clearly not junk overrules it; content that finds it junk rejects it; in
+        # between (unsure, or too little training) the range's history files it in Junk.
         v = _content(view, f, mailbox, draw, ctx, config, rep)
+        step = rep.method.split(":")[1]
         if v.method == "bayes" and v.accept and v.score <= config.unsure:
-            v.reasons.append(f"{rep.method.split(':')[1]} history is junk, the content clearly is not: accepted")
+            v.reasons.append(f"{step} history is junk, the content clearly is not: accepted")
             return v
+        if not v.accept:
+            v.reasons.append(f"{step} history is junk too")
+            return v
+        if config.unsure_to_junk:
+            return _verdict(True, rep.method, JUNK_MAILBOX, rep.reason,
+                            "the content is not clear, and a network's history alone does not refuse mail: filed in Junk")
         return _verdict(False, rep.method, mailbox, rep.reason)
     if rep.conclusive:
         return _verdict(not rep.spam, rep.method, mailbox, rep.reason)
@@ -120,18 +137,22 @@ def _content(
     threshold = min(max(threshold, 0.5), 0.999)
     accept = result.probability <= threshold
     unsure = accept and result.probability > config.unsure
+    to_junk = unsure and config.unsure_to_junk
     reasons.append(f"spam probability {result.probability:.4f} against threshold {threshold:.4f}"
-                   + (f", above {config.unsure:.2f}: unsure, accepted" if unsure else ""))
+                   + (f", above {config.unsure:.2f}: unsure, accepted" if unsure else "")
+                   + (" into Junk" if to_junk else ""))
     return pb.JunkVerdict(
         accept=accept, method="bayes:unsure" if unsure else "bayes", score=result.probability, threshold=threshold, jitter=jitter,
         ham_words=[w for w, _p in result.ham_words], spam_words=[w for w, _p in result.spam_words],
-        reasons=[r for r in reasons if r], mailbox=mailbox,
+        reasons=[r for r in reasons if r], mailbox=JUNK_MAILBOX if to_junk else mailbox,
     )
 
 
 def header(v: pb.JunkVerdict) -> str:
     """The header field that shows the user the decision (without CRLF)."""
     parts = [("accept" if v.accept else "reject"), f"method={v.method}"]
+    if v.accept and v.mailbox == JUNK_MAILBOX:
+        parts.append(f"mailbox={JUNK_MAILBOX}")
     if v.method in CONTENT_METHODS:
         parts.append(f"score={v.score:.4f}")
         parts.append(f"threshold={v.threshold:.4f}")

@@ -33,7 +33,7 @@ from ..mailauth.verdict import AuthVerdict
 from ..mime.headers import without_fields
 from ..proto import events_pb2 as pb
 from ..store import Account, Mailbox, Message
-from .analyze import DEFAULT_CONFIG, Context, JunkConfig, analyze
+from .analyze import DEFAULT_CONFIG, JUNK_MAILBOX, Context, JunkConfig, analyze
 from .features import header_value, names_recipient
 from .projection import junk_view
 from .reputation import reputation
@@ -175,13 +175,19 @@ class JunkFilter:
             ctx = Context(ctx.tls, ctx.names_recipient, listed, fwd, await self._dnsbl(remote_ip, zones))
         with stage("junk decision"):
             verdict = analyze(junk_view(acct), f, dest.id, dest.name, now, self.draw(), ctx, self.config)
+        if verdict.accept and verdict.mailbox == JUNK_MAILBOX and dest.special_use != pb.SPECIAL_USE_JUNK:
+            # Filed in Junk but meant for `dest`: the reputation index counts it there once the
+            # user classifies it (moving it back to INBOX says it was wanted there).
+            f.destined_mailbox_id = dest.id
         return Plan(verdict, f, dest, listed or fwd)
 
-    def reject_key(self, acct: Account, original: bytes) -> bytes:
-        """The Rejects dedup key: the Message-ID when there is one, else the content (as the talk has it)."""
-        message_id = header_value(original, "Message-ID").strip()
-        basis = b"mid\x00" + message_id.encode() if message_id else b"content\x00" + original
-        return acct.blobs.blob_id(b"reject\x00" + basis)
+
+
+def reject_key(acct: Account, original: bytes) -> bytes:
+    """The Rejects dedup key: the Message-ID when there is one, else the content (as the talk has it)."""
+    message_id = header_value(original, "Message-ID").strip()
+    basis = b"mid\x00" + message_id.encode() if message_id else b"content\x00" + original
+    return acct.blobs.blob_id(b"reject\x00" + basis)
 
 
 def rejects_to_prune(messages: Sequence[Message], now: int) -> list[int]:

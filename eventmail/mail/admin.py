@@ -55,6 +55,9 @@ RESERVED_NAMES = frozenset({SYSTEM, QUEUE})
 # The account settings an operator sets (eventmail.junk.delivery says what each does), and whether
 # an item may be an IP network as well as a domain.
 ACCOUNT_SETTINGS = {SETTING_LISTS: False, SETTING_FORWARDERS: True, SETTING_DNSBL: False}
+# The junk filter's settings by their names in `eventmail junk lists|forwarders|dnsbl`.
+JUNK_SETTINGS = (SETTING_LISTS, SETTING_FORWARDERS, SETTING_DNSBL)
+JUNK_SETTING_NAMES = {SETTING_LISTS: "lists", SETTING_FORWARDERS: "forwarders", SETTING_DNSBL: "dnsbl"}
 # A setting's value is read at every delivery; a list of hundreds of domains is a mistake.
 MAX_SETTING_ITEMS = 100
 
@@ -226,6 +229,7 @@ class Admin:
             "key.rotate": self.key_rotate,
             "import": self.import_path,
             "junk.retrain": self.junk_retrain,
+            "junk.settings": self.junk_settings,
             "retention.collect": self.retention_collect,
         }
 
@@ -343,6 +347,33 @@ class Admin:
         async with self.store.use_account(name) as acct:
             await acct.append([pb.Event(account_setting=pb.AccountSetting(key=key, value=value))])
         return {"message": f"account {name}: {key} = {value}" if value else f"account {name}: {key} cleared"}
+
+    async def junk_settings(self, args: Mapping[str, Any]) -> dict[str, Any]:
+        """Show the junk filter's account settings, or add or remove items of one of them (`kind`:
+        lists, forwarders, dnsbl), validated as `account set` validates the whole value."""
+        name = self._existing_account(_arg(args, "name"))
+        action = args.get("action") or "show"
+        kind = args.get("kind") or ""
+        items = [x.strip() for x in str(args.get("items") or "").split(",") if x.strip()]
+        async with self.store.use_account(name) as acct:
+            if action == "show":
+                lines = [f"{JUNK_SETTING_NAMES[k]}: {acct.view.setting(k) or '(none)'}" for k in JUNK_SETTINGS]
+                return {"message": "\n".join(f"account {name} {line}" for line in lines)}
+            key = next((k for k in JUNK_SETTINGS if JUNK_SETTING_NAMES[k] == kind), None)
+            if key is None or action not in ("add", "remove") or not items:
+                raise AdminError("junk settings: add or remove, one of lists, forwarders, dnsbl, and at least one item")
+            current = [x for x in (acct.view.setting(key) or "").split(",") if x]
+            changed = check_setting(key, ",".join(items)).split(",")
+            if action == "add":
+                value = ",".join([*current, *(x for x in changed if x not in current)])
+            else:
+                absent = [x for x in changed if x not in current]
+                if absent:
+                    raise AdminError(f"account {name} {kind}: no {', '.join(absent)}")
+                value = ",".join(x for x in current if x not in changed)
+            value = check_setting(key, value)
+            await acct.append([pb.Event(account_setting=pb.AccountSetting(key=key, value=value))])
+        return {"message": f"account {name} {kind}: {value or '(none)'}"}
 
     async def dkim_add(self, args: Mapping[str, Any]) -> dict[str, Any]:
         from ..mailauth.dkim import public_key_record, zone_txt

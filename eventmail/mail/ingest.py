@@ -16,10 +16,11 @@ import asyncio
 from collections.abc import Iterable
 
 from ..junk.features import stored_features
-from ..mime.headers import first_value
+from ..junk.projection import junk_view
+from ..mime.headers import first_value, without_fields
 from ..mime.parsed import ParsedMessage
 from ..proto import events_pb2 as pb
-from ..store import QUEUE, Account, Committed, Store
+from ..store import QUEUE, Account, Committed, Mailbox, Store
 from . import webhooks
 
 
@@ -71,14 +72,38 @@ async def append(
     internal_date: float, internal_date_tz: int, origin: pb.Origin,
 ) -> Committed:
     """IMAP APPEND: add the message as the client gave it, with its flags and internal date
-    (`internal_date_tz`: the date's zone, in minutes east of UTC). Never deduplicated."""
+    (`internal_date_tz`: the date's zone, in minutes east of UTC). Never deduplicated.
+
+    A message the account already holds in another mailbox is an offline move (mbsync and
+    offlineimap move a message between folders by uploading it to the new one and deleting it
+    from the old): it gets the junk-training flags a MOVE between the two would (into Junk:
+    $Junk), from the store's copy hook, so it trains as a MOVE does."""
     mb = acct.view.mailbox_by_id(mailbox_id)
     special_use = mb.special_use if mb is not None else pb.SPECIAL_USE_NONE
+    hook = acct.registration.copy_flags
+    if mb is not None and hook is not None:
+        source = await asyncio.to_thread(_held_elsewhere, acct, mailbox_id, raw)
+        if source is not None:
+            add, remove = hook(source, mb, True)
+            flags = sorted((set(flags) - set(remove)) | set(add))
     features = await asyncio.to_thread(stored_features, raw, origin, special_use)
     added = await acct.add_message(mailbox_id, raw, flags, internal_date, internal_date_tz, origin=origin,
                                    structure=structure, junk=features)
     assert added is not None  # no dedup asked for
     return added
+
+
+def _held_elsewhere(acct: Account, mailbox_id: int, raw: bytes) -> Mailbox | None:
+    """The mailbox other than `mailbox_id` that holds this message (the oldest such), or that it
+    was expunged from lately (mbsync expunges the old copy before it uploads the new one when
+    the old mailbox comes first in its list), the bytes compared without the X-TUID field
+    mbsync adds to what it uploads (its sync marker)."""
+    candidates = sorted({acct.blobs.blob_id(raw), acct.blobs.blob_id(without_fields(raw, lambda f: f.name == b"x-tuid"))})
+    for other in sorted(acct.view.mailboxes(), key=lambda m: m.id):
+        if other.id != mailbox_id and any(acct.view.uid_of_blob(other.id, b) is not None for b in candidates):
+            return other
+    left = junk_view(acct).expunged_from(candidates)
+    return acct.view.mailbox_by_id(left) if left is not None and left != mailbox_id else None
 
 
 async def import_message(

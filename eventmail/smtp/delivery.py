@@ -8,9 +8,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from .. import metrics
+from ..junk.analyze import JUNK_MAILBOX
 from ..junk.analyze import header as junk_header
 from ..junk.delivery import JunkFilter, Plan, strip_header
 from ..junk.features import with_identities
+from ..junk.training import REJECTS
 from ..mail import ingest, rejects
 from ..mail.roles import ROLE_NAMES, mailbox_for_role, mailbox_with_role
 from ..mailauth.resolver import Resolver
@@ -235,11 +237,16 @@ class InboundDelivery:
             authentication_results=auth_results, verdict=verdict.to_json(), junk=plan.verdict,
         )
         rejected = not plan.verdict.accept and not quarantine
-        mailbox = await self._quarantine_mailbox(account) if quarantine else plan.mailbox.name
+        # The filter's unsure band is filed in Junk (JunkConfig.unsure_to_junk), as p=quarantine is.
+        to_junk = quarantine or (plan.verdict.accept and plan.verdict.mailbox == JUNK_MAILBOX)
+        mailbox = await self._quarantine_mailbox(account) if to_junk else plan.mailbox.name
         if rejected and self._backup():
-            # A backup MX does not write the account's stream: no Rejects copy here. The sender
-            # retries; the primary decides again and keeps the copy.
+            # A backup MX does not write the account's stream: the Rejects copy travels in its
+            # hand-off stream with the verdict in its origin, and the primary keeps it
+            # (replica.handoff) without deciding again.
             log.info("tx %s: %s: rejected as backup MX (%s)", tx.transaction_id, account, plan.verdict.method)
+            if self.handoff is not None:
+                await self.handoff(account, REJECTS, final, original, origin)
             return
         if not rejected and self.handoff is not None and await self.handoff(account, mailbox, final, original, origin):
             return
@@ -253,5 +260,5 @@ class InboundDelivery:
                                          features=plan.features)
             if added is None:
                 log.info("tx %s: %s already had this message (a retried transaction)", tx.transaction_id, account)
-            if await rejects.accepted(self.junk, acct, original):
+            if await rejects.accepted(acct, original):
                 log.info("tx %s: %s: an earlier rejected copy left Rejects", tx.transaction_id, account)
