@@ -199,18 +199,23 @@ class Follower:
                 break
             records.pop(0)
         last = batch.records[-1]
+
+        def durable() -> None:
+            # Our position (status, lag metrics) and the acknowledgement: both mean "fsynced here".
+            f = self.node.following.setdefault(stream, FollowState())
+            f.local_seq = last.seq
+            f.local_time_us = last.time_us
+            f.leader_seq = max(f.leader_seq, last.seq)
+            ack(last.seq)
+
         if records:
             if records[0].seq != head.seq + 1:
                 raise DamagedLog(stream, records[0].seq, f"replicated records skip ahead of our head {head.seq}")
-            await self.store.replication.append_raw(stream, records, lambda: ack(last.seq))
+            await self.store.replication.append_raw(stream, records, durable)
             metrics.REPLICA_APPLIED.inc(len(records))
             self._applied_since_report += len(records)
         else:
-            ack(last.seq)
-        f = self.node.following.setdefault(stream, FollowState())
-        f.local_seq = last.seq
-        f.local_time_us = last.time_us
-        f.leader_seq = max(f.leader_seq, last.seq)
+            durable()
         self._report_progress()
 
     def _report_progress(self) -> None:

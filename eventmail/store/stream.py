@@ -194,6 +194,9 @@ class StreamWriter:
         self.notify()
         if on_durable is not None:
             on_durable()
+            # One turn of the loop before the fold (which runs on the loop and takes a while for
+            # a large batch): what on_durable queued (a follower's acknowledgement) can leave.
+            await asyncio.sleep(0)
         committed = []
         if self.log.keys is not None:
             for r in records:
