@@ -482,8 +482,10 @@ def run_scenario(scenario: str, mode: str, trials: int, workdir: Path, seed: int
             res.seconds.append(time.monotonic() - started)
             if outcome is None:
                 res.merge(one)
+                took = f", takeover {one.takeover[0]:.2f} s" if one.takeover else ""
                 print(f"  {tag}: {one.accepted} accepted, {one.lost} lost, {one.duplicated} duplicated, "
-                      f"{res.seconds[-1]:.0f} s; so far {res.lost} lost, {res.duplicated} duplicated", flush=True)
+                      f"catch-up {_fmt(one.catchup).split('/')[0]} s{took}, {res.seconds[-1]:.0f} s; "
+                      f"so far {res.lost} lost, {res.duplicated} duplicated", flush=True)
                 continue
             # A trial that raised or overran is reported, not hidden; the next trial starts on a
             # fresh pair (this one may be in any state).
