@@ -120,12 +120,13 @@ async def main(messages: int) -> None:
         store = await open_store(d, key)
         proc = psutil.Process()
         rss_before = proc.memory_info().rss
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         acct = await store.account("big")
-        replay = time.perf_counter() - start
+        replay, replay_cpu = time.perf_counter() - start, time.process_time() - cpu0
         rss_after = proc.memory_info().rss
         events = acct.head_seq
-        print(f"cold replay (decrypt + project, no checkpoint): {replay:.2f} s, {events / replay:.0f} events/s")
+        print(f"cold replay (decrypt + project, no checkpoint): {replay:.2f} s, {events / replay:.0f} events/s "
+              f"({replay_cpu:.2f} CPU s, {events / replay_cpu:.0f} events per CPU second)")
         start = time.perf_counter()
         acct._checkpoint_seq = -1
         acct.write_checkpoint()
@@ -136,10 +137,20 @@ async def main(messages: int) -> None:
         print(f"resident memory: {rss_after / 1e6:.0f} MB after opening the account (+{(rss_after - rss_before) / 1e6:.0f} MB)")
         await store.close()
         store = await open_store(d, key)
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         await store.account("big")
-        print(f"open from checkpoint: {time.perf_counter() - start:.2f} s")
+        print(f"open from checkpoint: {time.perf_counter() - start:.2f} s ({time.process_time() - cpu0:.2f} CPU s)")
         await store.close()
+        store = await open_store(d, key, writable=False)
+        start, cpu0 = time.perf_counter(), time.process_time()
+        reports = store.verify()
+        took, took_cpu = time.perf_counter() - start, time.process_time() - cpu0
+        verified = sum(r.records for r in reports)
+        assert all(r.error is None for r in reports)
+        print(f"verify (every chain, record and named blob of every stream): {verified} records in {took:.2f} s, "
+              f"{verified / took:.0f} records/s ({took_cpu:.2f} CPU s, {verified / took_cpu:.0f} per CPU second)")
+        await store.close()
+        print(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -21,8 +21,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +47,10 @@ SCENARIOS = {
 DIRECT_AFTER_PROMOTION = 10
 CLIENTS = 4
 SETTLE_TIMEOUT = 60.0
+# The bound of one trial (its waits are bounded one by one; this bounds their sum and anything
+# unforeseen). A trial that overruns is a failure; the pair is torn down (which ends every wait
+# on its processes) and the next trial gets a fresh one.
+TRIAL_TIMEOUT = float(os.environ.get("CHAOS_TRIAL_TIMEOUT", "300"))
 _ids = itertools.count(1)
 
 
@@ -62,6 +67,18 @@ class Result:
     takeover: list[float] = field(default_factory=list)
     refused: int = 0  # (f): messages the promoted node refused after its promotion
     resent: int = 0  # (g): recipients sent again although a delivery was recorded (the fence failed)
+    seconds: list[float] = field(default_factory=list)  # wall time of each trial
+
+    def merge(self, other: "Result") -> None:
+        self.trials += other.trials
+        self.accepted += other.accepted
+        self.lost += other.lost
+        self.duplicated += other.duplicated
+        self.failures += other.failures
+        self.catchup += other.catchup
+        self.takeover += other.takeover
+        self.refused += other.refused
+        self.resent += other.resent
 
 
 class Load:
@@ -280,7 +297,6 @@ def trial(pair: Pair, scenario: str, rng: random.Random, tag: str, res: Result) 
         res.takeover.append(takeover)
     if not agreed:
         res.failures.append(f"{tag}: stream heads differ after healing")
-    print(f"  {tag}: {len(load.accepted)} accepted, {res.lost} lost, {res.duplicated} duplicated so far", flush=True)
 
 
 def _send_direct(node: Node, subject: str, load: Load, t0: float, taken: list[float], deadline: float = 30) -> None:
@@ -416,29 +432,76 @@ def queue_trial(pair: "Pair", sink: Sink, rng: random.Random, tag: str, res: Res
         if a and a.get("delivered"):
             delivered[a["id"]] = delivered.get(a["id"], 0) + 1
     res.resent += sum(1 for n in delivered.values() if n > 1)
-    print(f"  {tag}: {len(load.accepted)} accepted, {res.lost} lost, {res.duplicated} in doubt and sent twice, "
-          f"{res.resent} sent again after a recorded delivery so far", flush=True)
+    print(f"  {tag}: {res.duplicated} in doubt and sent twice, {res.resent} sent again after a recorded delivery",
+          flush=True)
 
 
-def run_scenario(scenario: str, mode: str, trials: int, workdir: Path, seed: int | None = None) -> Result:
+def _bounded(run: Callable[[], None], seconds: float) -> BaseException | bool | None:
+    """Run `run` in a thread for at most `seconds`: None when it finished, its exception when it
+    raised, False when it overran (the thread is left to the caller's teardown)."""
+    outcome: list[BaseException | None] = []
+
+    def body() -> None:
+        try:
+            run()
+            outcome.append(None)
+        except BaseException as e:  # handed to the caller, which reports it
+            outcome.append(e)
+
+    t = threading.Thread(target=body, daemon=True)
+    t.start()
+    t.join(seconds)
+    return outcome[0] if outcome else False
+
+
+def run_scenario(scenario: str, mode: str, trials: int, workdir: Path, seed: int | None = None,
+                 trial_timeout: float = TRIAL_TIMEOUT) -> Result:
     rng = random.Random(seed)
     res = Result(scenario, mode)
-    base = Path(tempfile.mkdtemp(prefix=f"chaos-{scenario}-{mode}-", dir=workdir))
     sink = Sink() if scenario == "g" else None
-    pair = Pair(base, mode, small_disk=scenario == "e", sink=sink)
+    bases: list[Path] = []
+
+    def fresh_pair() -> Pair:
+        bases.append(Path(tempfile.mkdtemp(prefix=f"chaos-{scenario}-{mode}-", dir=workdir)))
+        return Pair(bases[-1], mode, small_disk=scenario == "e", sink=sink)
+
+    pair: Pair | None = None
     try:
         for i in range(trials):
-            if sink is not None:
-                queue_trial(pair, sink, rng, f"{scenario}{mode[0]}{i}", res)
+            tag = f"{scenario}{mode[0]}{i}"
+            if pair is None:
+                pair = fresh_pair()
+            current = pair
+            started = time.monotonic()
+            # Each trial counts into its own Result, merged only when it finished: an abandoned
+            # trial's thread cannot add to the table afterwards.
+            one = Result(scenario, mode)
+            run = (partial(queue_trial, current, sink, rng, tag, one) if sink is not None
+                   else partial(trial, current, scenario, rng, tag, one))
+            outcome = _bounded(run, trial_timeout)
+            res.seconds.append(time.monotonic() - started)
+            if outcome is None:
+                res.merge(one)
+                took = f", takeover {one.takeover[0]:.2f} s" if one.takeover else ""
+                print(f"  {tag}: {one.accepted} accepted, {one.lost} lost, {one.duplicated} duplicated, "
+                      f"catch-up {_fmt(one.catchup).split('/')[0]} s{took}, {res.seconds[-1]:.0f} s; "
+                      f"so far {res.lost} lost, {res.duplicated} duplicated", flush=True)
+                continue
+            # A trial that raised or overran is reported, not hidden; the next trial starts on a
+            # fresh pair (this one may be in any state).
+            if outcome is False:
+                res.failures.append(f"{tag}: did not finish within {trial_timeout:.0f} s")
             else:
-                trial(pair, scenario, rng, f"{scenario}{mode[0]}{i}", res)
-    except Exception as e:  # a trial that cannot finish is reported, not hidden
-        res.failures.append(f"trial {res.trials}: {type(e).__name__}: {e}")
+                res.failures.append(f"{tag}: {type(outcome).__name__}: {outcome}")
+            pair.close()
+            pair = None
     finally:
-        pair.close()
+        if pair is not None:
+            pair.close()
         if sink is not None:
             sink.close()
-        shutil.rmtree(base, ignore_errors=True)
+        for base in bases:
+            shutil.rmtree(base, ignore_errors=True)
     return res
 
 
@@ -459,6 +522,14 @@ def table(results: list[Result]) -> str:
         lines.append(f"({r.scenario}) {SCENARIOS[r.scenario]:<36} {r.mode:<6} {r.trials:>6} {r.accepted:>8} "
                      f"{r.lost:>5} {r.duplicated:>5} {_fmt(r.catchup):>19} {_fmt(r.takeover):>19} {refused:>21} "
                      f"{resent:>19}")
+    lines.append("")
+    lines.append("takeover s per trial (promote to the new primary's first 250):")
+    for r in results:
+        if r.takeover:
+            lines.append(f"  ({r.scenario}) {r.mode:<6} " + " ".join(f"{t:.2f}" for t in r.takeover))
+    lines.append("trial s max per scenario and mode (bound "
+                 f"{TRIAL_TIMEOUT:.0f} s): " + ", ".join(f"({r.scenario}) {r.mode} {max(r.seconds, default=0):.0f}"
+                                                         for r in results))
     for r in results:
         for f in r.failures:
             lines.append(f"  ({r.scenario}, {r.mode}) {f}")

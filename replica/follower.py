@@ -3,7 +3,7 @@
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
@@ -124,9 +124,12 @@ class Follower:
                     for stream, files in blobs.items():
                         await self.store.replication.put_blob_files(stream, files)
                     blobs.clear()
-                    seq = await self._apply(msg.records)
-                    if seq is not None:
-                        outbox.put_nowait(rpb.FollowRequest(ack=rpb.Ack(stream=msg.records.stream, seq=seq)))
+                    stream = msg.records.stream
+
+                    def ack(seq: int, stream: str = stream) -> None:
+                        outbox.put_nowait(rpb.FollowRequest(ack=rpb.Ack(stream=stream, seq=seq)))
+
+                    await self._apply(msg.records, ack)
                 elif kind == "refused":
                     log.warning("replication: %s refused us: %s", self.node.peer_node, msg.refused.reason)
                     return
@@ -172,13 +175,16 @@ class Follower:
                            "and this node was not its writer")
         await handoff.hand_over_tail(self.node, stream, common)
 
-    async def _apply(self, batch: rpb.RecordBatch) -> int | None:
+    async def _apply(self, batch: rpb.RecordBatch, ack: Callable[[int], None]) -> None:
+        """Append a batch (what we hold already is compared, not written) and acknowledge it as
+        soon as it is fsynced here, before our projections take it: the acknowledgement is the
+        promise of durability the leader's sync mode waits for."""
         stream = batch.stream
         if self.node.writes(stream):
             log.error("replication: %s sent records of %s, which we write; ignored", self.node.peer_node, stream)
-            return None
+            return
         if not batch.records:
-            return None
+            return
         if not self.store.replication.has_stream(stream):
             raise StoreError(f"records of {stream} arrived before its keys")
         records = [from_wire(r) for r in batch.records]
@@ -192,19 +198,25 @@ class Follower:
                 head = await self.store.replication.head(stream)
                 break
             records.pop(0)
+        last = batch.records[-1]
+
+        def durable() -> None:
+            # Our position (status, lag metrics) and the acknowledgement: both mean "fsynced here".
+            f = self.node.following.setdefault(stream, FollowState())
+            f.local_seq = last.seq
+            f.local_time_us = last.time_us
+            f.leader_seq = max(f.leader_seq, last.seq)
+            ack(last.seq)
+
         if records:
             if records[0].seq != head.seq + 1:
                 raise DamagedLog(stream, records[0].seq, f"replicated records skip ahead of our head {head.seq}")
-            await self.store.replication.append_raw(stream, records)
+            await self.store.replication.append_raw(stream, records, durable)
             metrics.REPLICA_APPLIED.inc(len(records))
             self._applied_since_report += len(records)
-        last = batch.records[-1]
-        f = self.node.following.setdefault(stream, FollowState())
-        f.local_seq = last.seq
-        f.local_time_us = last.time_us
-        f.leader_seq = max(f.leader_seq, last.seq)
+        else:
+            durable()
         self._report_progress()
-        return last.seq
 
     def _report_progress(self) -> None:
         now = time.monotonic()

@@ -356,3 +356,37 @@ def test_commits_and_password_checks_do_not_wait_for_the_default_executor(keyed_
             await store.close()
 
     run(main())
+
+
+def test_a_replicated_batch_is_acknowledged_once_fsynced_before_the_projections_take_it(keyed_dir: Keyed) -> None:
+    """A follower acknowledges at `on_durable`: the records are in the log (fsynced) and the
+    projections do not have them yet, so the leader's sync wait does not include the fold."""
+
+    async def go() -> None:
+        store = await open_store(keyed_dir)
+        await store.create_account("alice", ["alice@example.test"], None)
+        async with store.use_account("alice") as a:
+            for i in range(3):
+                await a.append([pb.Event(account_setting=pb.AccountSetting(key=f"k{i}", value="v"))])
+            records = list(a._log.records())
+        # The same records arrive again as another node's, after the stream was cut back.
+        await store.replication.truncate_stream("account/alice", 0)
+        seen: list[tuple[int, int, str | None]] = []
+
+        def on_durable() -> None:
+            acct = store._accounts["alice"]
+            seen.append((acct._log.head.seq, acct.view.seq, acct.view.setting("k2")))
+
+        await store.replication.append_raw("account/alice", records, on_durable)
+        async with store.use_account("alice") as a:
+            assert a.view.setting("k2") == "v"
+        await store.close()
+        assert seen == [(records[-1].seq, 0, None)]
+        # What was acknowledged is what a reopened log holds.
+        assert StreamLog("account/alice", _stream_dir(keyed_dir, store), None, writable=False).head.seq == seen[0][0]
+
+    run(go())
+
+
+def _stream_dir(keyed: Keyed, store: Store) -> Path:
+    return keyed[0] / "streams" / store.keyring.streams["account/alice"].dir_name

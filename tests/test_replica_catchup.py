@@ -87,3 +87,42 @@ def test_a_secondary_killed_mid_catch_up_keeps_what_it_acknowledged(tmp_path: Pa
         assert b.heads() == {s: h for s, h in a.heads().items() if s in b.heads()}
     finally:
         close_pair(a, b)
+
+
+@pytest.mark.parametrize("count", [3, 40])
+def test_replicated_blob_files_small_batches_fsync_each_large_batches_share_two_syncfs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, count: int
+) -> None:
+    """A steady-state batch (a few blobs) is made durable file by file and does not wait for the
+    whole file system's dirty data (syncfs); a catch-up batch shares two syncfs calls. Either
+    way every file is whole under its name, checked against it, and nothing is left under .tmp."""
+    from eventmail.store import blobs as blobs_mod
+    from eventmail.store.keys import MasterKeySource as Source
+    from eventmail.store.keys import init_directory
+
+    directory = tmp_path / "data"
+    init_directory(directory, Source(key_file=tmp_path / "key"))
+
+    async def files() -> tuple[list[tuple[bytes, bytes]], Path, object]:
+        store = await open_store(directory, load_master_key(directory, Source(key_file=tmp_path / "key")))
+        await store.create_account("alice", ["alice@example.test"], None)
+        async with store.use_account("alice") as acct:
+            ids = [acct.blobs.put(message(i)) for i in range(count)]
+            out = [(b, acct.blobs.raw_file(b)) for b in ids]
+            for b in ids:
+                acct.blobs._file(b).unlink()  # as a follower that has not got them yet
+            blob_dir, keys = acct.blobs.path, acct.blobs.keys
+        await store.close()
+        return out, blob_dir, keys
+
+    wanted, blob_dir, keys = asyncio.run(files())
+    syncs: list[Path] = []
+    real = blobs_mod.sync_filesystem
+    monkeypatch.setattr(blobs_mod, "sync_filesystem", lambda p: (syncs.append(p), real(p)))
+    store = blobs_mod.BlobStore(STREAM, blob_dir, keys)  # type: ignore[arg-type]
+    assert store.put_raw_files(wanted) == count
+    assert len(syncs) == (0 if count <= blobs_mod.SMALL_BATCH_FILES else 2)
+    for i, (blob_id, data) in enumerate(wanted):
+        assert store._file(blob_id).read_bytes() == data
+        assert store.get(blob_id) == message(i)
+    assert not list(blob_dir.rglob("*.tmp"))

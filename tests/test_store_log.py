@@ -285,3 +285,83 @@ def test_an_account_name_outside_the_pattern_is_refused(keyed_dir: tuple[Path, b
             await store.close()
 
     run(go())
+
+
+def _open_counting(monkeypatch: pytest.MonkeyPatch, seg: Path, stream: str) -> tuple[int, int]:
+    """Open a stream's log as the store does; (its head seq, records scanned while opening)."""
+    from eventmail.store import log as log_module
+
+    scanned = 0
+    real_scan = log_module.scan
+
+    def counting(*args: object, **kw: object):  # type: ignore[no-untyped-def]
+        nonlocal scanned
+        for item in real_scan(*args, **kw):  # type: ignore[arg-type]
+            scanned += isinstance(item, Record)
+            yield item
+
+    monkeypatch.setattr(log_module, "scan", counting)
+    slog = log_module.StreamLog(stream, seg.parent, None, writable=False)
+    monkeypatch.setattr(log_module, "scan", real_scan)
+    return slog.head.seq, scanned
+
+
+def test_a_closed_log_reopens_from_its_tail_hint(keyed_dir: Keyed, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def go() -> tuple[Path, int]:
+        store = await make_account(keyed_dir, n=600)
+        seg = segment_files(keyed_dir, store, "account/alice")[-1]
+        async with store.use_account("alice") as a:
+            head = a.head_seq
+        await store.close()
+        return seg, head
+
+    seg, head = run(go())
+    assert (seg.parent / "tail.hint").exists()
+    assert _open_counting(monkeypatch, seg, "account/alice") == (head, 0)
+
+    async def reads() -> None:
+        # Reads from the middle start at the hint's positions index and decrypt.
+        store = await open_store(keyed_dir)
+        async with store.use_account("alice") as a:
+            seqs = [c.seq for c in a.events(since=300)]
+            assert seqs == list(range(301, head + 1))
+            assert a.view.setting("k599") == "v599"
+        await store.close()
+        assert all(r.error is None for r in (await open_store(keyed_dir, writable=False)).verify())
+
+    run(reads())
+
+
+def test_a_stale_or_damaged_tail_hint_is_not_trusted(keyed_dir: Keyed, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def go() -> tuple[Path, bytes, int]:
+        store = await make_account(keyed_dir, n=300)
+        seg = segment_files(keyed_dir, store, "account/alice")[-1]
+        await store.close()
+        old_hint = (seg.parent / "tail.hint").read_bytes()
+        store = await open_store(keyed_dir)
+        async with store.use_account("alice") as a:
+            for i in range(5):
+                await a.append([setting(1000 + i)])
+            head = a.head_seq
+        await store.close()
+        return seg, old_hint, head
+
+    seg, old_hint, head = run(go())
+    hint = seg.parent / "tail.hint"
+    # An older hint (a crash after appends): only what follows its tail is scanned.
+    hint.write_bytes(old_hint)
+    assert _open_counting(monkeypatch, seg, "account/alice") == (head, 5)
+    # A damaged hint: the whole segment is scanned.
+    hint.write_bytes(old_hint[:-6] + bytes([old_hint[-6] ^ 1]) + old_hint[-5:])
+    assert _open_counting(monkeypatch, seg, "account/alice") == (head, head)
+    # A log cut back below the hint's tail (and rewritten): the hint's chain is not there.
+    hint.write_bytes(old_hint)
+    data = seg.read_bytes()
+    cut = len(data) - sum(len(_record_bytes(data)[-k]) for k in range(1, 8))
+    seg.write_bytes(data[:cut])
+    assert _open_counting(monkeypatch, seg, "account/alice") == (head - 7, head - 7)
+
+
+def _record_bytes(data: bytes) -> list[bytes]:
+    _, first, prev = SEGMENT_HEADER.unpack_from(data)
+    return [item.encode() for item in scan(data, first, prev) if isinstance(item, Record)]

@@ -180,16 +180,23 @@ def _identity_keys(f: pb.JunkFeatures) -> list[tuple[str, str]]:
 
 def _message_added(db: sqlite3.Connection, seq: int, e: pb.Event) -> list[Change]:
     m = e.message_added
-    if not _added_now(db, seq, m.mailbox_id, m.uid):
-        return []
     f = m.junk
-    _ref_content(db, m.blob_id, f.words)
     destined = f.destined_mailbox_id or m.mailbox_id
-    db.execute("INSERT INTO junk_msg VALUES (?,?,?,0,?,?)", (m.mailbox_id, m.uid, m.blob_id, destined, m.internal_date))
-    db.executemany(
-        "INSERT OR IGNORE INTO junk_key VALUES (?,?,0,?,?,?)",
-        [(k, v, m.internal_date, m.mailbox_id, m.uid) for k, v in _identity_keys(f)],
-    )
+    # Only a message the mailbox view took in with this very event (it refuses some) is
+    # indexed; the check and the insert are one statement (a replay runs it for every message).
+    if not db.execute(
+        "INSERT INTO junk_msg SELECT ?,?,?,0,?,? WHERE EXISTS "
+        "(SELECT 1 FROM message WHERE mailbox_id=? AND uid=? AND added_seq=?)",
+        (m.mailbox_id, m.uid, m.blob_id, destined, m.internal_date, m.mailbox_id, m.uid, seq),
+    ).rowcount:
+        return []
+    _ref_content(db, m.blob_id, f.words)
+    keys = _identity_keys(f)
+    if keys:
+        db.executemany(
+            "INSERT OR IGNORE INTO junk_key VALUES (?,?,0,?,?,?)",
+            [(k, v, m.internal_date, m.mailbox_id, m.uid) for k, v in keys],
+        )
     for address in sorted(set(f.sent_to)):
         db.execute(
             "INSERT INTO junk_sent VALUES (?,?,1) ON CONFLICT(address) DO UPDATE SET last=max(last, excluded.last), "
@@ -198,6 +205,10 @@ def _message_added(db: sqlite3.Connection, seq: int, e: pb.Event) -> list[Change
         )
     if f.reject_key:
         db.execute("INSERT INTO junk_reject VALUES (?,?,?,?)", (m.mailbox_id, m.uid, f.reject_key, m.internal_date))
+    # The view has just stored the event's own flags: unclassified (most mail) leaves the
+    # message untrained, which is what it was inserted as, without reading both rows back.
+    if not _class(" ".join(m.flags)):
+        return []
     return _sync_class(db, m.mailbox_id, m.uid)
 
 

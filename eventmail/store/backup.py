@@ -34,6 +34,7 @@ from pathlib import Path
 
 from .errors import StoreError
 from .fsutil import fsync_dir, make_dirs, raise_store_error, sync_filesystem, write_atomic
+from .log import TAIL_HINT
 
 # Copied in this order (the module's docstring says why).
 PARTS = ("past-checkpoints", "checkpoints", "streams", "blobs")
@@ -64,14 +65,16 @@ class BackupReport:
 
 
 def _files(root: Path) -> Iterator[str]:
-    """Relative paths of the files under root's PARTS, without temporary files."""
+    """Relative paths of the files under root's PARTS, without temporary files and tail hints
+    (a hint is rewritten whole at each close and only shortens an open: a restored log is
+    scanned whole once)."""
     for part in PARTS:
         base = root / part
         if not base.is_dir():
             continue
         for dirpath, _, names in os.walk(base):
             for name in sorted(names):
-                if name.endswith(".tmp"):
+                if name.endswith(".tmp") or name == TAIL_HINT:
                     continue
                 yield os.path.relpath(os.path.join(dirpath, name), root)
 

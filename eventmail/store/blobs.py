@@ -14,6 +14,11 @@ from .keyring import StreamKeys
 BLOB_MAGIC = b"EMBLOB01"
 BLOB_HEAD = struct.Struct(">8sI")  # magic, key id; then the nonce and the ciphertext
 WRITE_THREADS = 4  # threads writing a batch of replicated blob files
+# A batch of at most this many replicated blob files is made durable file by file (an fsync
+# each, then its directory): syncfs(2) flushes every file system writer's dirty data, which on a
+# busy shared disk makes the few blobs of a steady-state batch wait for everyone else's writes
+# (the replication lag's tail). Larger batches (a catch-up) share two syncfs calls.
+SMALL_BATCH_FILES = 8
 
 
 class BlobStore:
@@ -80,7 +85,8 @@ class BlobStore:
 
         Each file is checked (it opens and matches its name) before anything is written. Then:
         every file written under a temporary name, one sync (the contents are on disk), every
-        file renamed to its name, one more sync (the names are on disk). A crash leaves either
+        file renamed to its name, one more sync (the names are on disk); a small batch
+        (SMALL_BATCH_FILES) is written file by file with fsyncs instead. A crash leaves either
         no file or a whole one under a blob's name; `.tmp` leftovers are never read. Returns the
         number of files written (blobs already present are skipped).
         """
@@ -95,6 +101,11 @@ class BlobStore:
             todo.append((f, data))
         if not todo:
             return 0
+        if len(todo) <= SMALL_BATCH_FILES:
+            for f, data in todo:
+                make_dirs(f.parent)
+                write_atomic(f, data)  # fsynced, renamed, its directory fsynced
+            return len(todo)
         tmps = [f.with_name(f.name + ".tmp") for f, _ in todo]
 
         def write(i: int) -> None:

@@ -2,14 +2,16 @@
 
 import logging
 import os
+import struct
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import crypto
 from .errors import DamagedLog, StoreError, StreamShredded
-from .fsutil import fsync_dir, make_dirs, raise_store_error
+from .fsutil import fsync_dir, make_dirs, raise_store_error, write_atomic
 from .keyring import StreamKeys
 from .records import (
     GENESIS_CHAIN,
@@ -28,6 +30,16 @@ log = logging.getLogger(__name__)
 # One position in 256 of the last segment is remembered, so reading from a seq near the head
 # (a checkpoint's tail, a follower's position) does not rescan the whole segment.
 INDEX_EVERY = 256
+
+# The tail hint (`TAIL_HINT` in the stream's directory), written when a log is closed: the last
+# segment's positions index and where its last record ends, so the next open scans only what was
+# appended after it instead of the whole segment (64 MiB, ~100,000 records: over a second).
+# Magic, the segment's first seq, the number of (seq, offset, chain before) entries; a CRC-32
+# of everything before it ends the file. The last entry is the tail.
+TAIL_HINT = "tail.hint"
+HINT_HEAD = struct.Struct(">8sQI")
+HINT_ENTRY = struct.Struct(f">QQ{32}s")
+HINT_MAGIC = b"EMTAIL01"
 
 # Segments roll over at 64 MiB: small enough to scan the last one quickly on open, large
 # enough that a busy account has few files.
@@ -97,7 +109,11 @@ class StreamLog:
             last = self._segments[-1]
             data = last.path.read_bytes()
         first_seq, prev_chain = self._read_header(last, data)
-        end = self._scan_to_end(data, first_seq, prev_chain)
+        hint = self._read_hint(last, data)
+        if hint is None:
+            end = self._scan_to_end(data, [], (first_seq, SEGMENT_HEADER.size, prev_chain))
+        else:
+            end = self._scan_to_end(data, *hint)
         if end.damage is not None:
             raise DamagedLog(self.stream, end.damage_seq, end.damage)
         if end.torn:
@@ -119,16 +135,65 @@ class StreamLog:
             raise DamagedLog(self.stream, seg.first_seq, f"segment {seg.path.name} has a damaged header")
         return first_seq, prev_chain
 
-    def _scan_to_end(self, data: bytes, first_seq: int, prev_chain: bytes) -> ScanEnd:
+    def _read_hint(
+        self, seg: Segment, data: bytes
+    ) -> tuple[list[tuple[int, int, bytes]], tuple[int, int, bytes]] | None:
+        """The positions index of the segment and its tail as the last close left them, if the
+        hint names this segment and the record ending at its tail carries the hint's chain
+        value (a truncated or rewritten log does not; a hint is then ignored). Records before
+        it were verified when written or at an earlier open; `verify` reads them all."""
+        try:
+            raw = (self.path / TAIL_HINT).read_bytes()
+        except OSError:
+            return None
+        if len(raw) < HINT_HEAD.size + HINT_ENTRY.size + 4:
+            return None
+        body, crc = raw[:-4], int.from_bytes(raw[-4:], "big")
+        magic, first_seq, n = HINT_HEAD.unpack_from(body, 0)
+        if zlib.crc32(body) != crc or magic != HINT_MAGIC or first_seq != seg.first_seq or n < 1:
+            return None
+        if len(body) != HINT_HEAD.size + n * HINT_ENTRY.size:
+            return None
+        entries = [HINT_ENTRY.unpack_from(body, HINT_HEAD.size + i * HINT_ENTRY.size) for i in range(n)]
+        seq, offset, chain = entries[-1]
+        if entries[0][:2] != (first_seq, SEGMENT_HEADER.size) or not SEGMENT_HEADER.size <= offset <= len(data):
+            return None
+        if offset == SEGMENT_HEADER.size or data[offset - len(chain) : offset] != chain:
+            return None
+        index = [(int(a), int(b), bytes(c)) for a, b, c in entries]
+        return index[:-1], index[-1]
+
+    def _write_hint(self) -> None:
+        if not self._segments or not self._index or self._index[0][0] != self._segments[-1].first_seq:
+            return
+        entries = [*self._index, (self.head.seq + 1, self._size, self.head.chain)]
+        body = HINT_HEAD.pack(HINT_MAGIC, self._segments[-1].first_seq, len(entries)) + b"".join(
+            HINT_ENTRY.pack(*e) for e in entries
+        )
+        try:
+            write_atomic(self.path / TAIL_HINT, body + zlib.crc32(body).to_bytes(4, "big"))
+        except StoreError as e:
+            # A hint only shortens the next open: losing it loses nothing.
+            log.warning("stream %s: no tail hint written: %s", self.stream, e)
+
+    def _drop_hint(self) -> None:
+        (self.path / TAIL_HINT).unlink(missing_ok=True)
+
+    def _scan_to_end(
+        self, data: bytes, index: list[tuple[int, int, bytes]], start: tuple[int, int, bytes]
+    ) -> ScanEnd:
+        """Scan the last segment from `start` (its first record, or where the tail hint says the
+        last close left it) to its end, extending the positions `index` of what lies before."""
+        first_seq, offset, prev_chain = start
         head = Head(first_seq - 1, prev_chain)
-        offset = SEGMENT_HEADER.size
-        self._index = [(first_seq, offset, prev_chain)]
-        for item in scan(data, first_seq, prev_chain):
+        self._index = index or [start]
+        base = self._index[0][0]
+        for item in scan(data, first_seq, prev_chain, start=offset):
             if isinstance(item, ScanEnd):
                 self.head = head
                 return item
             head = Head(item.seq, item.chain)
-            if (item.seq + 1 - first_seq) % INDEX_EVERY == 0:
+            if (item.seq + 1 - base) % INDEX_EVERY == 0:
                 self._index.append((item.seq + 1, item.end, item.chain))
         raise AssertionError("scan ends with ScanEnd")
 
@@ -136,6 +201,7 @@ class StreamLog:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+            self._write_hint()
 
     # ---------------------------------------------------------------- writing
 
@@ -300,6 +366,7 @@ class StreamLog:
         if seq >= self.head.seq:
             return self.head
         self.close()
+        self._drop_hint()
         try:
             for seg in reversed(self._segments):
                 if seg.first_seq > seq:

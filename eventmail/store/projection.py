@@ -135,26 +135,41 @@ def apply(
     Events that name something absent (a deleted mailbox, an expunged UID) change nothing, so
     any sequence of events folds without error and replay equals the incremental state.
     """
-    kind = event.WhichOneof("kind")
-    handler = _HANDLERS.get(kind or "")
+    changes = _fold(db, seq, event, registered)
+    _set_position(db, seq, time_us)
+    return changes
+
+
+def _fold(db: sqlite3.Connection, seq: int, event: pb.Event, registered: Sequence[Projection]) -> tuple[Change, ...]:
+    handler = _HANDLERS.get(event.WhichOneof("kind") or "")
     changes: list[Change] = list(handler(db, seq, event)) if handler is not None else []
     # Registered projections (junk statistics, reputation) may read what the view now holds.
     for p in registered:
         changes.extend(p.apply(db, seq, event))
+    return tuple(changes)
+
+
+def _set_position(db: sqlite3.Connection, seq: int, time_us: int) -> None:
     _set_meta(db, "seq", seq)
     _set_meta(db, "time_us", time_us)
-    return tuple(changes)
 
 
 def apply_all(
     db: sqlite3.Connection, items: Iterable[tuple[int, int, pb.Event]], registered: Sequence[Projection] = ()
 ) -> list[tuple[Change, ...]]:
-    """Fold events in one transaction: all of them, or (on an error) none."""
+    """Fold events in one transaction: all of them, or (on an error) none.
+
+    The position (seq, time of the last event) is written once at the end: nothing inside the
+    transaction reads it, and a replay of 100,000 events saves two statements per event."""
     out = []
+    last: tuple[int, int] | None = None
     db.execute("BEGIN")
     try:
         for seq, time_us, event in items:
-            out.append(apply(db, seq, time_us, event, registered))
+            out.append(_fold(db, seq, event, registered))
+            last = (seq, time_us)
+        if last is not None:
+            _set_position(db, *last)
     except BaseException:
         db.execute("ROLLBACK")
         raise
@@ -215,14 +230,16 @@ def _insert_message(
     db: sqlite3.Connection, seq: int, mailbox_id: int, uid: int, blob_id: bytes, size: int,
     date: int, tz: int, flags: str, structure: bytes,
 ) -> bool:
-    mb = db.execute("SELECT uidnext FROM mailbox WHERE id=?", (mailbox_id,)).fetchone()
-    if mb is None or uid < 1 or uid < mb[0]:
-        return False  # UIDs only grow (RFC 9051 §2.3.1.1): an old UID is never reassigned
+    # One statement moves the mailbox's uidnext only if the UID may be taken: UIDs only grow
+    # (RFC 9051 §2.3.1.1), an old UID is never reassigned, and a missing mailbox takes nothing.
+    if uid < 1 or not db.execute(
+        "UPDATE mailbox SET uidnext=?, highest_modseq=? WHERE id=? AND uidnext<=?", (uid + 1, seq, mailbox_id, uid)
+    ).rowcount:
+        return False
     db.execute(
         "INSERT INTO message VALUES (?,?,?,?,?,?,?,?,?,?)",
         (mailbox_id, uid, blob_id, size, date, tz, flags, seq, structure, seq),
     )
-    db.execute("UPDATE mailbox SET uidnext=?, highest_modseq=? WHERE id=?", (uid + 1, seq, mailbox_id))
     return True
 
 

@@ -118,11 +118,14 @@ class ReplicationPort:
 
         return await asyncio.to_thread(read)
 
-    async def append_raw(self, stream: str, records: list[Record]) -> None:
-        """Append another node's records verbatim (chain verified), fsynced, then published."""
+    async def append_raw(
+        self, stream: str, records: list[Record], on_durable: Callable[[], None] | None = None
+    ) -> None:
+        """Append another node's records verbatim (chain verified), fsynced (then `on_durable` is
+        called), then published."""
         if stream not in self._store.keyring.streams:
             raise StoreError(f"no keys for stream {stream} (the keyring must arrive first)")
-        await (await self._store._writer_for(stream)).append_raw(records)
+        await (await self._store._writer_for(stream)).append_raw(records, on_durable)
 
     def blob_file(self, stream: str, blob_id: bytes) -> bytes:
         return self._store._blob_store(stream).raw_file(blob_id)

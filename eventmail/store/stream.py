@@ -182,12 +182,21 @@ class StreamWriter:
                 sub._put(c)
         return committed
 
-    async def append_raw(self, records: list[Record]) -> list[Committed]:
-        """Append records made by another node, verbatim (their chain checked), then publish them."""
+    async def append_raw(self, records: list[Record], on_durable: Callable[[], None] | None = None) -> list[Committed]:
+        """Append records made by another node, verbatim (their chain checked), then publish them.
+
+        `on_durable` is called once they are fsynced, before the projections take them (a
+        follower acknowledges there: the acknowledgement promises durability, and a projection
+        is rebuilt from the log after any failure)."""
         await self.drain()
         prev = self.log.head.chain
         await _on_commit_thread(self.log.write_verbatim, records)
         self.notify()
+        if on_durable is not None:
+            on_durable()
+            # One turn of the loop before the fold (which runs on the loop and takes a while for
+            # a large batch): what on_durable queued (a follower's acknowledgement) can leave.
+            await asyncio.sleep(0)
         committed = []
         if self.log.keys is not None:
             for r in records:
