@@ -11,6 +11,7 @@ from .errors import (
     MissingKey,
     NotFound,
     NotWriter,
+    OverQuota,
     ReplicationTimeout,
     StoreError,
     StoreFull,
@@ -33,7 +34,7 @@ from .projection import (
     SubscriptionChanged,
 )
 from .records import Record
-from .registration import Change, CopyFlags, MessageFacts, Projection, Registration
+from .registration import Change, CopyFlags, MessageFacts, Projection, Registration, ThreadOf
 from .replication_port import ReplicationPort
 from .store import IDLE_SECONDS, Store, StreamReport
 from .stream import Committed, Subscription
@@ -70,6 +71,7 @@ __all__ = [
     "MissingKey",
     "NotFound",
     "NotWriter",
+    "OverQuota",
     "Projection",
     "Projector",
     "Record",
@@ -86,6 +88,7 @@ __all__ = [
     "Subscription",
     "SubscriptionChanged",
     "SystemView",
+    "ThreadOf",
     "WrongKey",
     "account_stream",
     "check_repository",
