@@ -161,6 +161,7 @@ text = st.text(st.characters(codec="utf-8", blacklist_characters="\x00"), max_si
 header_names = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, blacklist_characters=":"), min_size=1, max_size=8)
 dates = st.dates(datetime.date(1900, 1, 1), datetime.date(2100, 12, 31))
 keywords = st.text(st.sampled_from("abcXYZ$_-019"), min_size=1, max_size=6)
+object_ids = st.text(st.sampled_from("aZ09_-"), min_size=1, max_size=255)  # RFC 8474 §7 objectid
 
 leaf_keys: st.SearchStrategy[c.SearchKey] = st.one_of(
     st.just(c.SearchAll()),
@@ -170,7 +171,9 @@ leaf_keys: st.SearchStrategy[c.SearchKey] = st.one_of(
     st.builds(c.SearchFlag, keywords, st.booleans()),
     st.builds(c.SearchText, st.sampled_from(["BCC", "BODY", "CC", "FROM", "SUBJECT", "TEXT", "TO"]), text),
     st.builds(c.SearchHeader, header_names.map(str.upper), text),
-    st.builds(c.SearchDate, st.sampled_from(["BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"]), dates),
+    st.builds(c.SearchDate, st.sampled_from(["BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE",
+                                             "SAVEDBEFORE", "SAVEDON", "SAVEDSINCE"]), dates),
+    st.builds(c.SearchObjectId, st.sampled_from(["EMAILID", "THREADID"]), object_ids),
     st.builds(c.SearchSize, st.booleans(), st.integers(0, 2**63 - 1)),
     st.builds(c.SearchSeq, seq_sets, st.booleans()),
     st.builds(c.SearchModseq, st.integers(0, 2**63 - 1)),
@@ -218,6 +221,8 @@ def render(key: c.SearchKey) -> bytes:
         return b"MODSEQ " + str(key.modseq).encode()
     if isinstance(key, c.SearchAge):
         return (b"OLDER " if key.older else b"YOUNGER ") + str(key.seconds).encode()
+    if isinstance(key, c.SearchObjectId):
+        return key.which.encode() + b" " + key.object_id.encode()
     if isinstance(key, c.SearchNot):
         return b"NOT " + render(key.key)
     if isinstance(key, c.SearchOr):

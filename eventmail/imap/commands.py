@@ -255,7 +255,8 @@ class SearchHeader:
 
 @dataclass(frozen=True)
 class SearchDate:
-    """BEFORE, ON, SINCE (internal date) and SENTBEFORE, SENTON, SENTSINCE (Date: header)."""
+    """BEFORE, ON, SINCE (internal date), SENTBEFORE, SENTON, SENTSINCE (Date: header) and
+    SAVEDBEFORE, SAVEDON, SAVEDSINCE (save date, RFC 8514 §4.2)."""
 
     which: str
     date: datetime.date
@@ -296,6 +297,14 @@ class SearchAge:
 
 
 @dataclass(frozen=True)
+class SearchObjectId:
+    """EMAILID or THREADID objectid (RFC 8474 §6): `which` is the key's name."""
+
+    which: str
+    object_id: str
+
+
+@dataclass(frozen=True)
 class SearchNot:
     key: SearchKey
 
@@ -323,6 +332,7 @@ SearchKey: TypeAlias = (
     | SearchSeq
     | SearchModseq
     | SearchAge
+    | SearchObjectId
     | SearchNot
     | SearchOr
     | SearchAnd

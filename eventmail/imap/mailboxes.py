@@ -300,8 +300,9 @@ async def create(s: Session, cmd: Create) -> AsyncIterator[r.Response]:
             raise no("unsupported special-use attribute", "USEATTR")
         use = CREATABLE_USES[cmd.special_use[0]]
     await _create_parents(acct, name)
-    await mail_mailboxes.create(acct, name, use, subscribed=False)
-    yield r.ok(cmd.tag, "CREATE completed")
+    mb = await mail_mailboxes.create(acct, name, use, subscribed=False)
+    # RFC 8474 §4.1: the new mailbox's MAILBOXID in the tagged OK
+    yield r.ok(cmd.tag, "CREATE completed", r.ResponseCode("MAILBOXID", ((r.Atom(mailbox_object_id(mb)),),)))
 
 
 async def delete(s: Session, cmd: Delete) -> AsyncIterator[r.Response]:

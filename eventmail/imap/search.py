@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from eventmail.imap import commands as c
-from eventmail.imap.fetch import MessageData
+from eventmail.imap.fetch import MessageData, email_object_id, save_date, thread_object_id
 from eventmail.imap.text import part_text
 from eventmail.mime.addresses import addr_spec
 from eventmail.mime.headers import MAX_HEADER_BYTES, header_fields, unfold
@@ -189,7 +189,12 @@ def matches(key: c.SearchKey, cand: Candidate, ctx: SearchContext) -> bool:
     if isinstance(key, c.SearchAge):  # RFC 5032 §3: OLDER / YOUNGER in seconds
         age = ctx.now - msg.internal_date
         return age >= key.seconds if key.older else age <= key.seconds
+    if isinstance(key, c.SearchObjectId):  # RFC 8474 §6
+        object_id = email_object_id(msg) if key.which == "EMAILID" else thread_object_id(msg)
+        return object_id == key.object_id
     if isinstance(key, c.SearchDate):
+        if key.which.startswith("SAVED"):  # RFC 8514 §4.2, the date in UTC as FETCH SAVEDATE shows it
+            return _compare(key.which, save_date(msg).date(), key.date)
         if key.which.startswith("SENT"):
             return _compare(key.which, _sent_date(cand), key.date)
         return _compare(key.which, _internal_date(msg), key.date)

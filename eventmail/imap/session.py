@@ -161,7 +161,7 @@ class Session:
             "CONDSTORE", "QRESYNC", "BINARY", "MULTIAPPEND", f"APPENDLIMIT={limits.max_append}", "UTF8=ACCEPT",
             "STATUS=SIZE", "SORT", "SORT=DISPLAY", "ESORT", "CONTEXT=SEARCH", "CONTEXT=SORT",
             "CATENATE", "REPLACE", "PREVIEW",
-            "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
+            "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "OBJECTID", "SAVEDATE",
         ]
         if not self.wire.compressing:
             caps.append("COMPRESS=DEFLATE")

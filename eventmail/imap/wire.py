@@ -895,6 +895,8 @@ class _Parser:
             return c.SearchFlag(flag, present)
         if name == "ALL":
             return c.SearchAll()
+        if name == "SAVEDATESUPPORTED":  # RFC 8514 §4.2: every mailbox keeps save dates
+            return c.SearchAll()
         if name == "NEW":  # RFC 3501 §6.4.4: NEW is (RECENT UNSEEN)
             return c.SearchAnd((c.SearchFlag("\\Recent", True), c.SearchFlag("\\Seen", False)))
         self.sp()
@@ -902,8 +904,11 @@ class _Parser:
             return c.SearchText(name, self.search_string())
         if name in ("KEYWORD", "UNKEYWORD"):
             return c.SearchFlag(self.atom("keyword"), name == "KEYWORD")
-        if name in ("BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"):
+        if name in ("BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE", "SAVEDBEFORE", "SAVEDON",
+                    "SAVEDSINCE"):
             return c.SearchDate(name, self.date())
+        if name in ("EMAILID", "THREADID"):
+            return c.SearchObjectId(name, self.match(_OBJECTID_RE, "objectid").decode("ascii"))
         if name in ("LARGER", "SMALLER"):
             return c.SearchSize(name == "LARGER", self.number(NUMBER64_MAX, what="size"))
         if name == "UID":
@@ -1150,7 +1155,10 @@ _SEARCH_FLAGS: dict[str, tuple[str, bool]] = {
     "RECENT": ("\\Recent", True), "OLD": ("\\Recent", False),  # RFC 3501 only
 }
 _FETCH_SIMPLE = frozenset({"ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER",
-                           "RFC822.SIZE", "RFC822.TEXT", "BODYSTRUCTURE", "UID", "MODSEQ"})
+                           "RFC822.SIZE", "RFC822.TEXT", "BODYSTRUCTURE", "UID", "MODSEQ",
+                           "EMAILID", "THREADID", "SAVEDATE"})  # RFC 8474 §7, RFC 8514 §4.1
+# RFC 8474 §7: objectid = 1*255(ALPHA / DIGIT / "_" / "-")
+_OBJECTID_RE = re.compile(rb"[A-Za-z0-9_-]{1,255}(?![^ )\r\n])")
 # RFC 9051 §6.4.5 macros
 _FETCH_MACROS = {
     "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
