@@ -475,11 +475,36 @@ class Namespace:
 @dataclass(frozen=True)
 class Status:
     """Items upper-cased: MESSAGES UIDNEXT UIDVALIDITY UNSEEN DELETED SIZE RECENT
-    HIGHESTMODSEQ (RFC 7162) APPENDLIMIT (RFC 7889) MAILBOXID (RFC 8474)."""
+    HIGHESTMODSEQ (RFC 7162) APPENDLIMIT (RFC 7889) MAILBOXID (RFC 8474) DELETED-STORAGE (RFC 9208)."""
 
     tag: str
     mailbox: str
     items: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GetQuota:
+    """GETQUOTA quota-root (RFC 9208 §4.1.1)."""
+
+    tag: str
+    root: str
+
+
+@dataclass(frozen=True)
+class GetQuotaRoot:
+    """GETQUOTAROOT mailbox (RFC 9208 §4.1.2)."""
+
+    tag: str
+    mailbox: str
+
+
+@dataclass(frozen=True)
+class SetQuota:
+    """SETQUOTA quota-root (resource limit ...) (RFC 9208 §4.1.3): upper-cased resource names."""
+
+    tag: str
+    root: str
+    limits: tuple[tuple[str, int], ...]
 
 
 @dataclass(frozen=True)
@@ -680,6 +705,9 @@ Command: TypeAlias = (
     | Move
     | Id
     | Compress
+    | GetQuota
+    | GetQuotaRoot
+    | SetQuota
 )
 
 Item: TypeAlias = Command | Continuation | ProtocolError | IdleDone | SaslResponse | SaslCancel

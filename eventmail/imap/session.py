@@ -20,7 +20,7 @@ from typing import Any
 
 from eventmail import metrics
 from eventmail.imap import commands as c
-from eventmail.imap import context, mailboxes, messages, sort, thread
+from eventmail.imap import context, mailboxes, messages, quota, sort, thread
 from eventmail.imap import responses as r
 from eventmail.imap.auth import Authenticator, plain_response, wire_form
 from eventmail.imap.errors import ImapError, MailboxGone, bad, no
@@ -36,6 +36,7 @@ from eventmail.store import (
     LimitExceeded,
     NotFound,
     NotWriter,
+    OverQuota,
     ReplicationTimeout,
     Store,
     StoreError,
@@ -161,7 +162,7 @@ class Session:
             "CONDSTORE", "QRESYNC", "BINARY", "MULTIAPPEND", f"APPENDLIMIT={limits.max_append}", "UTF8=ACCEPT",
             "STATUS=SIZE", "SORT", "SORT=DISPLAY", "ESORT", "CONTEXT=SEARCH", "CONTEXT=SORT",
             "CATENATE", "REPLACE", "PREVIEW",
-            "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "OBJECTID", "SAVEDATE",
+            "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "OBJECTID", "SAVEDATE", *quota.CAPABILITIES,
         ]
         if not self.wire.compressing:
             caps.append("COMPRESS=DEFLATE")
@@ -269,6 +270,10 @@ class Session:
             yield r.bye("the selected mailbox was deleted")
         except StoreFull:
             yield r.no(cmd.tag, "mail storage is full; try again later", r.ResponseCode("UNAVAILABLE"))
+        except OverQuota as e:
+            # RFC 9208 OVERQUOTA (APPEND, COPY, MOVE); nothing was added
+            log.info("imap %s: %s refused: %s", self.conn, type(cmd).__name__, e)
+            yield r.no(cmd.tag, "over quota", r.ResponseCode("OVERQUOTA"))
         except NotFound as e:
             yield r.no(cmd.tag, str(e), r.ResponseCode("NONEXISTENT"))
         except Conflict as e:
@@ -662,6 +667,9 @@ _HANDLERS: dict[type, Handler] = {
     c.Copy: messages.copy,
     c.Move: messages.copy,
     c.Expunge: messages.expunge,
+    c.GetQuota: quota.getquota,
+    c.GetQuotaRoot: quota.getquotaroot,
+    c.SetQuota: quota.setquota,
 }
 
 __all__ = ["AUTOLOGOUT", "PREAUTH_TIMEOUT", "ServerOptions", "Session", "State"]

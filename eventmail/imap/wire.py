@@ -149,7 +149,7 @@ _SYSTEM_FLAGS = {f.upper(): f for f in
 _USE_ATTRS = {f.upper(): f for f in
               ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")}
 _STATUS_ITEMS = frozenset({"MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE",
-                           "RECENT", "HIGHESTMODSEQ", "APPENDLIMIT", "MAILBOXID"})
+                           "RECENT", "HIGHESTMODSEQ", "APPENDLIMIT", "MAILBOXID", "DELETED-STORAGE"})
 # Charsets a SEARCH may name: RFC 9051 §6.4.4 requires US-ASCII and UTF-8; the others are the
 # common legacy ones Python decodes. Anything else gets NO [BADCHARSET].
 _SEARCH_CHARSETS = {
@@ -679,6 +679,29 @@ class _Parser:
         self.sp()
         return c.Status(tag, mailbox, self.status_items())
 
+    def p_getquota(self, tag: str, uid: bool) -> c.Command:
+        self.sp()  # RFC 9208 formal syntax: getquota = "GETQUOTA" SP quota-root-name (an astring)
+        return c.GetQuota(tag, self.text(self.astring(), "quota root"))
+
+    def p_setquota(self, tag: str, uid: bool) -> c.Command:
+        # RFC 9208 formal syntax: setquota = "SETQUOTA" SP quota-root-name SP setquota-list;
+        # setquota-list = "(" [setquota-resource *(SP setquota-resource)] ")";
+        # setquota-resource = resource-name SP resource-limit (number64)
+        self.sp()
+        root = self.text(self.astring(), "quota root")
+        self.sp()
+        self.open()
+        limits: list[tuple[str, int]] = []
+        if self.peek() != 0x29:
+            while True:
+                name = self.atom("resource name").upper()
+                self.sp()
+                limits.append((name, self.number(NUMBER64_MAX, what="resource limit")))
+                if not self.maybe(0x20):
+                    break
+        self.close()
+        return c.SetQuota(tag, root, tuple(limits))
+
     def p_append(self, tag: str, uid: bool) -> c.Command:
         # RFC 9051 §6.3.12; MULTIAPPEND RFC 3502 §6; literal8 RFC 3516 §4.4; UTF8 RFC 6855 §4
         self.sp()
@@ -1207,6 +1230,9 @@ _HANDLERS: dict[str, _Handler] = {
     "MOVE": lambda p, t, u: p.p_copy_move(t, u, c.Move),
     "ID": _Parser.p_id,
     "COMPRESS": _Parser.p_compress,
+    "GETQUOTA": _Parser.p_getquota,
+    "GETQUOTAROOT": lambda p, t, u: p.p_mailbox_only(t, c.GetQuotaRoot),
+    "SETQUOTA": _Parser.p_setquota,
 }
 
 

@@ -1,6 +1,6 @@
 """The encrypted event-log store: the only way protocol, web and replication code reach account data."""
 
-from .account import DEFAULT_MAILBOXES, Account
+from .account import DEFAULT_MAILBOXES, QUOTA_SETTING, Account
 from .backup import BackupReport, check_repository, create_backup, restore_backup
 from .errors import (
     Conflict,
@@ -47,6 +47,7 @@ __all__ = [
     "MAX_KEYWORDS_PER_MAILBOX",
     "MAX_KEYWORDS_PER_MESSAGE",
     "QUEUE",
+    "QUOTA_SETTING",
     "SYSTEM",
     "Account",
     "AccountInfo",

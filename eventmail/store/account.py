@@ -34,6 +34,11 @@ DEFAULT_MAILBOXES: tuple[tuple[str, int], ...] = (
     ("Junk", pb.SPECIAL_USE_JUNK),
 )
 
+# The account setting that limits the bytes of its messages (RFC 9208 STORAGE); "0" or absent: none.
+# Set by the administrator (eventmail/mail/admin.py), enforced here at every add and copy.
+QUOTA_SETTING = "quota_bytes"
+
+
 def new_uidvalidity(seq: int) -> int:
     """UIDVALIDITY for a new mailbox: strictly increasing per account (RFC 9051 §2.3.1.1)."""
     return (int(time.time()) + seq) & 0xFFFFFFFF or 1
@@ -281,7 +286,7 @@ class Account:
     @property
     def quota_bytes(self) -> int:
         """The account's storage limit (setting `quota_bytes`, RFC 9208 STORAGE); 0: none."""
-        text = self.view.setting("quota_bytes") or "0"
+        text = self.view.setting(QUOTA_SETTING) or "0"
         return int(text) if text.isdigit() else 0
 
     def _check_quota(self, adding: int) -> None:
@@ -304,11 +309,13 @@ class Account:
         skip_duplicate: bool = False,
         delivery_key: bytes = b"",
         junk: pb.JunkFeatures | None = None,
+        enforce_quota: bool = True,
     ) -> Committed | None:
         """Store the message bytes (fsynced), then append its MessageAdded event (fsynced).
 
         With `skip_duplicate`, a message whose bytes already are in the mailbox is not added again
-        and None is returned; likewise a message whose `delivery_key` was delivered before.
+        and None is returned; likewise a message whose `delivery_key` was delivered before. Over the
+        account's quota it raises OverQuota, unless `enforce_quota` is off (mail accepted already).
         """
         mb = self.view.mailbox_by_id(mailbox) if isinstance(mailbox, int) else self.mailbox_required(mailbox)
         if mb is None:
@@ -335,7 +342,8 @@ class Account:
             current = self.view.mailbox_by_id(mb.id)
             if current is None:
                 raise NotFound(f"mailbox {mb.name!r} was deleted")
-            self._check_quota(size)
+            if enforce_quota:
+                self._check_quota(size)
             thread_of = self.registration.thread_of
             thread_id = thread_of(self.db, raw, structure, current, time.time_ns() // 1000) if thread_of else 0
             uid = max(current.uidnext, self._uid_reserved.get(mb.id, 0))
@@ -433,7 +441,7 @@ class Account:
             add_flags = set(add_flags) | set(hook_add)
             remove_flags = (set(remove_flags) | set(hook_remove)) - add_flags
             copies = [m for m in (self.view.message(source_id, u) for u in uids) if m is not None]
-            if not move:  # RFC 9208 §4.2: a copy takes storage; a move within the account none
+            if not move:  # RFC 9208: a copy takes storage (STORAGE counts each copy); a move within the account none
                 self._check_quota(sum(m.size for m in copies))
             check_keywords(self.view, dest_id, ((set(m.flags) | add_flags) - remove_flags for m in copies))
             present = [m.uid for m in copies]
