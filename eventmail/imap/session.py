@@ -26,6 +26,7 @@ from eventmail.imap.auth import Authenticator, plain_response, wire_form
 from eventmail.imap.errors import ImapError, MailboxGone, bad, no
 from eventmail.imap.recent import marks as recent_marks
 from eventmail.imap.selected import Notify, Selected, uid_set
+from eventmail.imap.uidonly import uses_sequence_numbers
 from eventmail.imap.wire import ImapWire, Limits
 from eventmail.mail import moves
 from eventmail.sasl import Challenge, Failure, FailureReason, GuardedExchange, Success
@@ -114,6 +115,7 @@ class Session:
         self.selected: Selected | None = None
         self.condstore = False  # RFC 7162 §3.1: on after any CONDSTORE-enabling command
         self.qresync = False
+        self.uidonly = False  # RFC 9586: no sequence numbers either way once enabled
         self.rev2 = False  # ENABLE IMAP4rev2 (RFC 9051 §6.3.1)
         self.utf8 = False  # ENABLE UTF8=ACCEPT (RFC 6855) or IMAP4rev2
         self.suppressed: set[int] = set()  # own writes whose FETCHes the command sent itself
@@ -162,7 +164,8 @@ class Session:
             "CONDSTORE", "QRESYNC", "BINARY", "MULTIAPPEND", f"APPENDLIMIT={limits.max_append}", "UTF8=ACCEPT",
             "STATUS=SIZE", "SORT", "SORT=DISPLAY", "ESORT", "CONTEXT=SEARCH", "CONTEXT=SORT",
             "CATENATE", "REPLACE", "PREVIEW",
-            "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "OBJECTID", "SAVEDATE", *quota.CAPABILITIES,
+            "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "OBJECTID", "SAVEDATE", *quota.CAPABILITIES, "UIDONLY",
+            "INPROGRESS",
         ]
         if not self.wire.compressing:
             caps.append("COMPRESS=DEFLATE")
@@ -243,6 +246,9 @@ class Session:
         if refusal is not None:
             yield r.bad(cmd.tag, refusal)
             return
+        if self.uidonly and uses_sequence_numbers(cmd):
+            yield r.bad(cmd.tag, "message sequence numbers are not used with UIDONLY", r.ResponseCode("UIDREQUIRED"))
+            return
         self.suppressed = set()
         try:
             if self.selected is not None and not isinstance(cmd, _NO_PRESYNC):
@@ -307,6 +313,11 @@ class Session:
             return "no mailbox selected"
         return None
 
+    @property
+    def vanished(self) -> bool:
+        """Expunges are told as VANISHED: with QRESYNC (RFC 7162 §3.2.10) and with UIDONLY (RFC 9586 §3)."""
+        return self.qresync or self.uidonly
+
     def _sync(self, cmd: c.Command | None) -> list[r.Response]:
         """Changes committed since the last look, as untagged responses (selected.py)."""
         if self.sub is None:
@@ -318,8 +329,8 @@ class Session:
         expunge_ok = cmd is None or not isinstance(cmd, _NO_EXPUNGE) or bool(getattr(cmd, "uid", False))
         if not events:
             # expunges held back during an earlier FETCH / STORE / SEARCH are told now
-            return self.selected.flush_expunges(self.qresync) if expunge_ok else []
-        notify = Notify(expunge_ok, self.condstore, self.qresync, frozenset(self.suppressed))
+            return self.selected.flush_expunges(self.vanished) if expunge_ok else []
+        notify = Notify(expunge_ok, self.condstore, self.vanished, frozenset(self.suppressed))
         return self.selected.apply(events, self.acct.view, notify)
 
     async def live_updates(self) -> list[r.Response]:
@@ -523,6 +534,10 @@ class Session:
                 self.utf8 = True
                 self.wire.enable_utf8()
                 done.append("UTF8=ACCEPT")
+            elif cap == "UIDONLY" and not self.uidonly:
+                self.uidonly = True
+                self.wire.enable_uidonly()
+                done.append("UIDONLY")
             elif cap == "IMAP4REV2" and not self.rev2:
                 self.rev2 = True
                 self.utf8 = True
@@ -573,7 +588,7 @@ class Session:
         if not self.rev2:
             yield r.Untagged((len(sel.recent), r.Atom("RECENT")))  # RFC 3501 §7.3.2
             first_unseen = next((i for i, m in enumerate(msgs, 1) if "\\Seen" not in m.flags), None)
-            if first_unseen is not None:
+            if first_unseen is not None and not self.uidonly:  # a sequence number (RFC 9586 §3)
                 yield r.ok(None, "first unseen", r.ResponseCode("UNSEEN", (first_unseen,)))
         yield r.ok(None, "UIDs valid", r.ResponseCode("UIDVALIDITY", (mb.uidvalidity,)))
         yield r.ok(None, "predicted next UID", r.ResponseCode("UIDNEXT", (mb.uidnext,)))

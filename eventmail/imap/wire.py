@@ -1279,6 +1279,7 @@ class ImapWire:
         self._scan = 0  # where to resume looking for CRLF in _buf
         self._mode = _Mode.LINE
         self._utf8 = False
+        self._uidonly = False
         # the command being framed
         self._segments: list[bytes] = []
         self._literals: list[_Lit] = []
@@ -1362,7 +1363,7 @@ class ImapWire:
         answer to AUTHENTICATE ends the SASL exchange; to STARTTLS or COMPRESS ends the hold
         on input those commands put in place. With `flush=False` deflated output may stay in
         the compressor until flush() (one sync flush for a run of responses, not one each)."""
-        data = encode_response(response, utf8=self._utf8)
+        data = encode_response(response, utf8=self._utf8, uidonly=self._uidonly)
         if isinstance(response, StatusResponse) and response.tag is not None:
             if response.tag == self._sasl_tag:
                 self.end_authentication()
@@ -1383,6 +1384,10 @@ class ImapWire:
         """Switch to UTF-8 mailbox names and strings: after ENABLE UTF8=ACCEPT (RFC 6855 §3) or
         ENABLE IMAP4rev2 (RFC 9051 §5.1). Commands already returned were parsed before it."""
         self._utf8 = True
+
+    def enable_uidonly(self) -> None:
+        """FETCH responses as UIDFETCH from now on: after ENABLE UIDONLY (RFC 9586 §3)."""
+        self._uidonly = True
 
     def authenticated(self) -> None:
         """Call when a login succeeds: literals may now be as large as Limits allows. Items
