@@ -6,6 +6,9 @@ from __future__ import annotations
 import datetime
 import imaplib
 import re
+import shutil
+import smtplib
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +21,7 @@ from eventmail.opening import REGISTRATION
 from eventmail.proto import events_pb2 as pb
 from eventmail.store import Projector
 from tests.imap_harness import ImapServer
+from tests.mailserver import MailServer
 
 
 @pytest.fixture
@@ -217,3 +221,47 @@ def test_wire_parses_objectid_and_savedate_items() -> None:
     for bad in (b"c SEARCH EMAILID E1$\r\n", b"c SEARCH THREADID " + b"T" * 256 + b"\r\n", b"c SEARCH EMAILID\r\n"):
         item = one(bad)
         assert isinstance(item, c.ProtocolError) and item.status == "BAD", item
+
+
+def test_a_checkpoint_of_the_older_view_is_not_restored() -> None:
+    """Version 1 views had no email id, thread id or save date: their checkpoints are rebuilt from the log."""
+    p = Projector(REGISTRATION)
+    assert Projector.restore(REGISTRATION, p.db.serialize()) is not None
+    p.db.execute("DELETE FROM meta WHERE key='view'")
+    assert Projector.restore(REGISTRATION, p.db.serialize()) is None
+
+
+def test_threads_over_smtp_survive_a_restart_and_a_rebuild(tmp_path: Path) -> None:
+    """A real `eventmail serve`: mail delivered over SMTP is threaded at delivery; after a restart
+    with the checkpoints removed (the view rebuilt from the log) the ids are the same."""
+    srv = MailServer(tmp_path, kinds=("smtp", "imaps"))
+    srv.init()
+    srv.add_account("alice", "alice@mail.test", "alice password 1")
+
+    def ids_over_imaps() -> list[tuple[str, str]]:
+        m = imaplib.IMAP4_SSL("127.0.0.1", srv.ports["imaps"], timeout=30,
+                              ssl_context=ssl.create_default_context(cafile=str(srv.cert)))
+        m.login("alice", "alice password 1")
+        m.select("INBOX")
+        got = [ids(m, uid) for uid in (1, 2, 3)]
+        m.logout()
+        return got
+
+    srv.start()
+    try:
+        with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=30) as s:
+            s.sendmail("bob@example.test", ["alice@mail.test"], mail("w1@x", "weekend"))
+            s.sendmail("bob@example.test", ["alice@mail.test"], mail("w2@x", "Re: weekend", in_reply_to="w1@x"))
+            s.sendmail("bob@example.test", ["alice@mail.test"], mail("w3@x", "other"))
+        srv.wait_for("alice", 3)
+        before = ids_over_imaps()
+    finally:
+        srv.stop()
+    assert before[0][1] == before[1][1] != before[2][1]
+    shutil.rmtree(srv.directory / "checkpoints")
+    shutil.rmtree(srv.directory / "past-checkpoints", ignore_errors=True)
+    srv.start()
+    try:
+        assert ids_over_imaps() == before
+    finally:
+        srv.stop()

@@ -13,6 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from eventmail.imap import Limits
+from eventmail.imap import commands as c
+from eventmail.imap.wire import ImapWire
 from eventmail.mail.admin import Admin, AdminError, parse_quota
 from tests.imap_harness import USER, ImapServer
 from tests.mailserver import MailServer
@@ -82,6 +85,21 @@ def test_usage_limit_and_overquota(srv: ImapServer) -> None:
     m = srv.imap()
     assert m.append("INBOX", None, None, body(6000, "big"))[0] == "OK"
     m.logout()
+
+
+def test_wire_parses_quota_commands() -> None:
+    def one(line: bytes) -> c.Item:
+        (item,) = ImapWire(Limits(), authenticated=True).receive(line)
+        return item
+
+    assert one(b'a GETQUOTA ""\r\n') == c.GetQuota("a", "")
+    assert one(b"a GETQUOTAROOT Sent\r\n") == c.GetQuotaRoot("a", "Sent")
+    assert one(b'a SETQUOTA "" (storage 512 MESSAGE 10)\r\n') == c.SetQuota("a", "", (("STORAGE", 512), ("MESSAGE", 10)))
+    assert one(b'a SETQUOTA "" ()\r\n') == c.SetQuota("a", "", ())
+    for bad in (b"a GETQUOTA\r\n", b'a SETQUOTA "" (STORAGE)\r\n', b'a SETQUOTA "" STORAGE 5\r\n',
+                b'a SETQUOTA "" (STORAGE 5\r\n', b"a GETQUOTAROOT\r\n", b'a STATUS INBOX (DELETED-STORAGES)\r\n'):
+        item = one(bad)
+        assert isinstance(item, c.ProtocolError) and item.status == "BAD", (bad, item)
 
 
 def test_quota_setting_validation() -> None:

@@ -40,7 +40,10 @@ TRANSCRIPTS: list[bytes] = [
     b'a8 UID SEARCH RETURN (MIN COUNT) CHARSET UTF-8 OR (FROM "x" NOT SEEN) SUBJECT {4}\r\n\xc3\xa9t\xc3\r\n'
     b"a9 STORE 1,3:4 (UNCHANGEDSINCE 7) +FLAGS.SILENT (\\Seen $Junk)\r\n"
     b"b1 APPEND INBOX (\\Seen) \"17-Jul-1996 02:44:25 -0700\" {11}\r\nhello\r\nbody ~{3+}\r\na\x00b\r\n"
-    b"b2 UID MOVE 1:* Trash\r\nb3 UID EXPUNGE 4\r\nb4 ID (\"name\" NIL)\r\nb5 LOGOUT\r\n",
+    b"b2 UID MOVE 1:* Trash\r\nb3 UID EXPUNGE 4\r\nb4 ID (\"name\" NIL)\r\n"
+    b'b6 GETQUOTAROOT INBOX\r\nb7 SETQUOTA "" (STORAGE 512)\r\nb8 GETQUOTA ""\r\n'
+    b"b9 UID SEARCH EMAILID E5 THREADID T5 SAVEDSINCE 1-Jan-2020\r\nc1 UID FETCH 1 (EMAILID THREADID SAVEDATE)\r\n"
+    b"b5 LOGOUT\r\n",
     # errors that must leave the wire in step
     b"a LOGIN {-1}\r\nb LOGIN {99999}\r\nc LOGIN {100+}\r\n" + b"d NOOP\r\n" * 12 + b"eeee\r\n"
     b"f NOOP\r\n" + b"g " + b"x" * 300 + b" {20+}\r\n" + b"h LOGOUT\r\n" * 2 + b"\r\n"

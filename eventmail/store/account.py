@@ -250,6 +250,20 @@ class Account:
             raise NotFound(f"no mailbox {name!r}")
         return mb
 
+    @property
+    def quota_bytes(self) -> int:
+        """The account's storage limit (setting `quota_bytes`, RFC 9208 STORAGE); 0: none."""
+        text = self.view.setting(QUOTA_SETTING) or "0"
+        return int(text) if text.isdigit() else 0
+
+    def _check_quota(self, adding: int) -> None:
+        """Raise OverQuota when `adding` bytes more would pass the quota. Called under the write
+        lock, counting what is added but not yet committed, so concurrent adds cannot pass it."""
+        limit = self.quota_bytes
+        used = self.view.storage_used + self._bytes_pending
+        if limit and adding and used + adding > limit:
+            raise OverQuota(used, adding, limit)
+
     # ---------------------------------------------------------------- writes
 
     async def append(self, events: Sequence[pb.Event]) -> list[Committed]:
@@ -282,20 +296,6 @@ class Account:
         for name, use in DEFAULT_MAILBOXES:
             if self.view.mailbox(name) is None:
                 await self.create_mailbox(name, use)
-
-    @property
-    def quota_bytes(self) -> int:
-        """The account's storage limit (setting `quota_bytes`, RFC 9208 STORAGE); 0: none."""
-        text = self.view.setting(QUOTA_SETTING) or "0"
-        return int(text) if text.isdigit() else 0
-
-    def _check_quota(self, adding: int) -> None:
-        """Raise OverQuota when `adding` bytes more would pass the quota. Called under the write
-        lock, counting what is added but not yet committed, so concurrent adds cannot pass it."""
-        limit = self.quota_bytes
-        used = self.view.storage_used + self._bytes_pending
-        if limit and adding and used + adding > limit:
-            raise OverQuota(used, adding, limit)
 
     async def add_message(
         self,
