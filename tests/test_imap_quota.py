@@ -102,6 +102,24 @@ def test_wire_parses_quota_commands() -> None:
         assert isinstance(item, c.ProtocolError) and item.status == "BAD", (bad, item)
 
 
+def test_import_stops_at_the_quota(srv: ImapServer, tmp_path: Path) -> None:
+    from eventmail.transfer import import_path
+
+    mbox = tmp_path / "in.mbox"
+    mbox.write_bytes(b"".join(b"From x@y Mon Jan  1 00:00:00 2024\n" + body(1500, f"imp{i}").replace(b"\r\n", b"\n")
+                              + b"\n\n" for i in range(3)))
+    set_quota(srv, "2K")
+
+    async def run() -> list[str]:
+        async with srv.store.use_account(USER) as acct:
+            summary = await import_path(acct, mbox, "INBOX", lambda done, total: None)
+            assert summary.imported == 1 and summary.over_quota
+            return summary.lines()
+
+    lines = srv.call(run())
+    assert lines[1].startswith("stopped at ") and "over quota" in lines[1], lines
+
+
 def test_quota_setting_validation() -> None:
     assert parse_quota("quota_bytes", "10M") == 10 << 20
     assert parse_quota("quota_bytes", "") == 0
