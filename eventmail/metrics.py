@@ -26,6 +26,7 @@ SMTP_ROLES = ("mx", "submission")
 SMTP_REJECT_REASONS = (
     "auth_required", "sender_not_yours", "rate_limit", "suppressed", "relaying_denied", "unknown_recipient",
     "mime_structure", "author", "dmarc", "junk", "storage_full", "replication", "store_error", "injected",
+    "over_quota",
 )
 SMTP_DELIVERIES = Counter("eventmail_smtp_deliveries", "messages accepted with 250 after DATA (mx: delivered to "
                           "local accounts; submission: filed and queued), by listener role", ["role"],

@@ -1,4 +1,4 @@
-"""Opens the store as every part of eventmail uses it: with the junk and METADATA projections and the message hooks registered."""
+"""Opens the store as every part of eventmail uses it: with the junk, thread and METADATA projections and the message hooks registered."""
 
 from pathlib import Path
 
@@ -6,6 +6,7 @@ from .junk.features import stored_features
 from .junk.projection import JUNK_PROJECTION
 from .junk.training import junk_training_flags
 from .mail.metadata import METADATA_PROJECTION
+from .mail.threads import THREAD_INDEX, thread_of
 from .mime.structure import parse_structure
 from .proto import events_pb2 as pb
 from .store import IDLE_SECONDS, Mailbox, Registration, Store
@@ -20,9 +21,10 @@ def message_facts(raw: bytes, origin: pb.Origin | None, mailbox: Mailbox) -> tup
 # The one registration: the server, the CLI, replication and the tools open the store with it,
 # and `export --at` and `junk play` fold events through it (DESIGN.md "Projections").
 REGISTRATION = Registration(
-    projections=(JUNK_PROJECTION, METADATA_PROJECTION),
+    projections=(JUNK_PROJECTION, THREAD_INDEX, METADATA_PROJECTION),
     message_facts=message_facts,
     copy_flags=junk_training_flags,
+    thread_of=thread_of,
 )
 
 

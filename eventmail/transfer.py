@@ -9,7 +9,7 @@ from pathlib import Path
 from . import mailfiles
 from .mail import ingest, mailboxes
 from .proto import events_pb2 as pb
-from .store import Account, Conflict, MailboxView
+from .store import Account, Conflict, MailboxView, OverQuota
 
 Progress = Callable[[int, int], None]
 
@@ -20,12 +20,15 @@ class ImportSummary:
     duplicates: int = 0
     malformed: list[str] = field(default_factory=list)  # "position: reason"
     mailboxes_created: list[str] = field(default_factory=list)
+    over_quota: str = ""  # where the import stopped because the account's quota was reached
 
     def lines(self) -> list[str]:
         out = [
             f"imported {self.imported} messages, skipped {self.duplicates} already present, "
             f"{len(self.malformed)} malformed"
         ]
+        if self.over_quota:
+            out.append(f"stopped at {self.over_quota}: the rest was not imported (account setting quota_bytes)")
         if self.mailboxes_created:
             out.append("created mailboxes: " + ", ".join(self.mailboxes_created))
         out.extend(f"malformed: {m}" for m in self.malformed)
@@ -64,7 +67,11 @@ async def import_path(account: Account, path: Path, mbox_mailbox: str, progress:
                 except Conflict:
                     pass
             origin = pb.Origin(kind="import", source=m.position, source_lf=m.source_lf)
-            added = await ingest.import_message(account, m.mailbox, m.raw, m.flags, m.internal_date, origin)
+            try:
+                added = await ingest.import_message(account, m.mailbox, m.raw, m.flags, m.internal_date, origin)
+            except OverQuota as e:
+                summary.over_quota = f"{m.position}: {e}"
+                break
             if added is None:
                 summary.duplicates += 1
             else:

@@ -197,7 +197,7 @@ def test_special_use_and_create_special_use(srv: ImapServer) -> None:
     names = [line.rsplit(b" ", 1)[1] for line in out[:-1]]
     assert names == [b'"Archive"', b'"Drafts"', b'"Junk"', b'"Sent"', b'"Trash"']
     # RFC 6154 §3 CREATE-SPECIAL-USE
-    assert c.cmd(b"c CREATE Old (USE (\\Archive))")[-1] == b"c OK CREATE completed"
+    assert re.fullmatch(rb"c OK \[MAILBOXID \(\w+\)\] CREATE completed", c.cmd(b"c CREATE Old (USE (\\Archive))")[-1])
     assert b'* LIST (\\HasNoChildren \\Archive) "/" "Old"' in c.cmd(b'n LIST "" Old')
     out = c.cmd(b"d CREATE Everything (USE (\\All))")
     assert out[-1].startswith(b"d NO [USEATTR]")
@@ -323,12 +323,12 @@ def test_utf8_accept(srv: ImapServer) -> None:
     c = srv.raw()
     c.login()
     # without UTF8=ACCEPT names travel in modified UTF-7 (RFC 3501 §5.1.3)
-    assert c.cmd(b"a CREATE &AMk-t&AOk-")[-1] == b"a OK CREATE completed"
+    assert c.cmd(b"a CREATE &AMk-t&AOk-")[-1].startswith(b"a OK [MAILBOXID (")
     assert b'* LIST (\\HasNoChildren) "/" "&AMk-t&AOk-"' in c.cmd(b'l LIST "" "*"')
     assert c.cmd(b"e ENABLE UTF8=ACCEPT")[0] == b"* ENABLED UTF8=ACCEPT"
     # RFC 6855 §3: now as UTF-8 strings
     assert '* LIST (\\HasNoChildren) "/" "Été"'.encode() in c.cmd(b'm LIST "" "*"')
-    assert c.cmd('b CREATE "Ünïcode"'.encode())[-1] == b"b OK CREATE completed"
+    assert c.cmd('b CREATE "Ünïcode"'.encode())[-1].startswith(b"b OK [MAILBOXID (")
     msg = "Subject: héllo\r\nFrom: zoë@exämple.test\r\n\r\nbody\r\n".encode()
     out = c.cmd(b"d APPEND \"\xc3\x9cn\xc3\xafcode\" UTF8 (~{%d+}\r\n" % len(msg) + msg + b")")
     assert out[-1].startswith(b"d OK [APPENDUID")

@@ -549,7 +549,7 @@ def test_copy_move() -> None:
 
 def test_unknown_and_malformed_commands() -> None:
     assert one(b"a XYZZY\r\n") == c.ProtocolError("a", "BAD", "unknown command XYZZY")
-    assert one(b"a GETQUOTA \"\"\r\n") == c.ProtocolError("a", "BAD", "unknown command GETQUOTA")
+    assert one(b"a SETACL INBOX bob lr\r\n") == c.ProtocolError("a", "BAD", "unknown command SETACL")
     assert one(b"a\r\n") == c.ProtocolError("a", "BAD", "missing command")
     assert one(b"\r\n") == c.ProtocolError(None, "BAD", "empty command line")
     assert one(b"+a NOOP\r\n") == c.ProtocolError(None, "BAD", "invalid tag")

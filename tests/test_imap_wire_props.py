@@ -40,7 +40,10 @@ TRANSCRIPTS: list[bytes] = [
     b'a8 UID SEARCH RETURN (MIN COUNT) CHARSET UTF-8 OR (FROM "x" NOT SEEN) SUBJECT {4}\r\n\xc3\xa9t\xc3\r\n'
     b"a9 STORE 1,3:4 (UNCHANGEDSINCE 7) +FLAGS.SILENT (\\Seen $Junk)\r\n"
     b"b1 APPEND INBOX (\\Seen) \"17-Jul-1996 02:44:25 -0700\" {11}\r\nhello\r\nbody ~{3+}\r\na\x00b\r\n"
-    b"b2 UID MOVE 1:* Trash\r\nb3 UID EXPUNGE 4\r\nb4 ID (\"name\" NIL)\r\nb5 LOGOUT\r\n",
+    b"b2 UID MOVE 1:* Trash\r\nb3 UID EXPUNGE 4\r\nb4 ID (\"name\" NIL)\r\n"
+    b'b6 GETQUOTAROOT INBOX\r\nb7 SETQUOTA "" (STORAGE 512)\r\nb8 GETQUOTA ""\r\n'
+    b"b9 UID SEARCH EMAILID E5 THREADID T5 SAVEDSINCE 1-Jan-2020\r\nc1 UID FETCH 1 (EMAILID THREADID SAVEDATE)\r\n"
+    b"b5 LOGOUT\r\n",
     # errors that must leave the wire in step
     b"a LOGIN {-1}\r\nb LOGIN {99999}\r\nc LOGIN {100+}\r\n" + b"d NOOP\r\n" * 12 + b"eeee\r\n"
     b"f NOOP\r\n" + b"g " + b"x" * 300 + b" {20+}\r\n" + b"h LOGOUT\r\n" * 2 + b"\r\n"
@@ -161,6 +164,7 @@ text = st.text(st.characters(codec="utf-8", blacklist_characters="\x00"), max_si
 header_names = st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E, blacklist_characters=":"), min_size=1, max_size=8)
 dates = st.dates(datetime.date(1900, 1, 1), datetime.date(2100, 12, 31))
 keywords = st.text(st.sampled_from("abcXYZ$_-019"), min_size=1, max_size=6)
+object_ids = st.text(st.sampled_from("aZ09_-"), min_size=1, max_size=255)  # RFC 8474 §7 objectid
 
 leaf_keys: st.SearchStrategy[c.SearchKey] = st.one_of(
     st.just(c.SearchAll()),
@@ -170,7 +174,9 @@ leaf_keys: st.SearchStrategy[c.SearchKey] = st.one_of(
     st.builds(c.SearchFlag, keywords, st.booleans()),
     st.builds(c.SearchText, st.sampled_from(["BCC", "BODY", "CC", "FROM", "SUBJECT", "TEXT", "TO"]), text),
     st.builds(c.SearchHeader, header_names.map(str.upper), text),
-    st.builds(c.SearchDate, st.sampled_from(["BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"]), dates),
+    st.builds(c.SearchDate, st.sampled_from(["BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE",
+                                             "SAVEDBEFORE", "SAVEDON", "SAVEDSINCE"]), dates),
+    st.builds(c.SearchObjectId, st.sampled_from(["EMAILID", "THREADID"]), object_ids),
     st.builds(c.SearchSize, st.booleans(), st.integers(0, 2**63 - 1)),
     st.builds(c.SearchSeq, seq_sets, st.booleans()),
     st.builds(c.SearchModseq, st.integers(0, 2**63 - 1)),
@@ -218,6 +224,8 @@ def render(key: c.SearchKey) -> bytes:
         return b"MODSEQ " + str(key.modseq).encode()
     if isinstance(key, c.SearchAge):
         return (b"OLDER " if key.older else b"YOUNGER ") + str(key.seconds).encode()
+    if isinstance(key, c.SearchObjectId):
+        return key.which.encode() + b" " + key.object_id.encode()
     if isinstance(key, c.SearchNot):
         return b"NOT " + render(key.key)
     if isinstance(key, c.SearchOr):

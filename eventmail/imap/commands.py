@@ -255,7 +255,8 @@ class SearchHeader:
 
 @dataclass(frozen=True)
 class SearchDate:
-    """BEFORE, ON, SINCE (internal date) and SENTBEFORE, SENTON, SENTSINCE (Date: header)."""
+    """BEFORE, ON, SINCE (internal date), SENTBEFORE, SENTON, SENTSINCE (Date: header) and
+    SAVEDBEFORE, SAVEDON, SAVEDSINCE (save date, RFC 8514 §4.2)."""
 
     which: str
     date: datetime.date
@@ -296,6 +297,14 @@ class SearchAge:
 
 
 @dataclass(frozen=True)
+class SearchObjectId:
+    """EMAILID or THREADID objectid (RFC 8474 §6): `which` is the key's name."""
+
+    which: str
+    object_id: str
+
+
+@dataclass(frozen=True)
 class SearchNot:
     key: SearchKey
 
@@ -323,6 +332,7 @@ SearchKey: TypeAlias = (
     | SearchSeq
     | SearchModseq
     | SearchAge
+    | SearchObjectId
     | SearchNot
     | SearchOr
     | SearchAnd
@@ -468,11 +478,36 @@ class Namespace:
 @dataclass(frozen=True)
 class Status:
     """Items upper-cased: MESSAGES UIDNEXT UIDVALIDITY UNSEEN DELETED SIZE RECENT
-    HIGHESTMODSEQ (RFC 7162) APPENDLIMIT (RFC 7889) MAILBOXID (RFC 8474)."""
+    HIGHESTMODSEQ (RFC 7162) APPENDLIMIT (RFC 7889) MAILBOXID (RFC 8474) DELETED-STORAGE (RFC 9208)."""
 
     tag: str
     mailbox: str
     items: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GetQuota:
+    """GETQUOTA quota-root (RFC 9208 §4.1.1)."""
+
+    tag: str
+    root: str
+
+
+@dataclass(frozen=True)
+class GetQuotaRoot:
+    """GETQUOTAROOT mailbox (RFC 9208 §4.1.2)."""
+
+    tag: str
+    mailbox: str
+
+
+@dataclass(frozen=True)
+class SetQuota:
+    """SETQUOTA quota-root (resource limit ...) (RFC 9208 §4.1.3): upper-cased resource names."""
+
+    tag: str
+    root: str
+    limits: tuple[tuple[str, int], ...]
 
 
 @dataclass(frozen=True)
@@ -748,6 +783,9 @@ Command: TypeAlias = (
     | SetMetadata
     | Notify
     | ESearch
+    | GetQuota
+    | GetQuotaRoot
+    | SetQuota
 )
 
 Item: TypeAlias = Command | Continuation | ProtocolError | IdleDone | SaslResponse | SaslCancel

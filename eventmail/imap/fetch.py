@@ -126,6 +126,21 @@ class MessageData:
         return value
 
 
+def email_object_id(msg: Message) -> str:
+    """RFC 8474 §5.1 EMAILID: the same for a message and its copies, never reused in the account."""
+    return f"E{msg.email_id}"
+
+
+def thread_object_id(msg: Message) -> str:
+    """RFC 8474 §5.2 THREADID: the email id of the thread's first message (eventmail/mail/threads.py)."""
+    return f"T{msg.thread_id}"
+
+
+def save_date(msg: Message) -> datetime.datetime:
+    """RFC 8514 §3: when the message was saved into its mailbox (its event was recorded), in UTC."""
+    return datetime.datetime.fromtimestamp(msg.saved_us // 1_000_000, datetime.UTC)
+
+
 def internal_date(msg: Message) -> datetime.datetime:
     tz = datetime.timezone(datetime.timedelta(minutes=msg.internal_date_tz))
     return datetime.datetime.fromtimestamp(msg.internal_date, tz)
@@ -200,6 +215,12 @@ def render(
             value = internal_date(msg)
         elif name == "MODSEQ":
             value = (msg.modseq,)
+        elif name == "EMAILID":
+            value = (r.Atom(email_object_id(msg)),)
+        elif name == "THREADID":
+            value = (r.Atom(thread_object_id(msg)),)
+        elif name == "SAVEDATE":  # RFC 8514 §4.1: never NIL here, every message has one
+            value = save_date(msg)
         elif name in ("ENVELOPE", "BODYSTRUCTURE") or (name == "BODY" and item.section is None):
             value = r.Raw(data.rendered(name, rev2))
         elif name == "BODY":
@@ -235,4 +256,5 @@ def render(
     return r.FetchResponse(seq, tuple(out))
 
 
-__all__ = ["RENDERED", "FetchPlan", "MessageData", "find_part", "internal_date", "make_plan", "render"]
+__all__ = ["RENDERED", "FetchPlan", "MessageData", "email_object_id", "find_part", "internal_date", "make_plan", "render",
+           "save_date", "thread_object_id"]

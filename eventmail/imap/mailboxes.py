@@ -189,7 +189,7 @@ def status_values(
     """The flat (name value ...) list of a STATUS response (RFC 9051 §7.2.4; RFC 7162 §3.1.6
     HIGHESTMODSEQ; RFC 7889 APPENDLIMIT; RFC 8474 MAILBOXID)."""
     items = list(items)
-    msgs = view.messages(mb.id) if {"UNSEEN", "DELETED", "SIZE"} & set(items) else []
+    msgs = view.messages(mb.id) if {"UNSEEN", "DELETED", "SIZE", "DELETED-STORAGE"} & set(items) else []
     out: list[r.Value] = []
     for item in items:
         value: r.Value
@@ -211,6 +211,8 @@ def status_values(
             value = mb.highest_modseq
         elif item == "APPENDLIMIT":
             value = appendlimit
+        elif item == "DELETED-STORAGE":  # RFC 9208: what EXPUNGE would free, in units of 1024 octets
+            value = (sum(m.size for m in msgs if "\\Deleted" in m.flags) + 1023) // 1024
         else:  # MAILBOXID: the mailbox id is never reused within the account
             value = (r.Atom(mailbox_object_id(mb)),)
         out.extend((r.Atom(item), value))
@@ -304,8 +306,9 @@ async def create(s: Session, cmd: Create) -> AsyncIterator[r.Response]:
             raise no("unsupported special-use attribute", "USEATTR")
         use = CREATABLE_USES[cmd.special_use[0]]
     await _create_parents(acct, name)
-    await mail_mailboxes.create(acct, name, use, subscribed=False)
-    yield r.ok(cmd.tag, "CREATE completed")
+    mb = await mail_mailboxes.create(acct, name, use, subscribed=False)
+    # RFC 8474 §4.1: the new mailbox's MAILBOXID in the tagged OK
+    yield r.ok(cmd.tag, "CREATE completed", r.ResponseCode("MAILBOXID", ((r.Atom(mailbox_object_id(mb)),),)))
 
 
 async def delete(s: Session, cmd: Delete) -> AsyncIterator[r.Response]:

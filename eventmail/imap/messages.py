@@ -290,8 +290,21 @@ async def store(s: Session, cmd: c.Store) -> AsyncIterator[r.Response]:
 # ---------------------------------------------------------------------- SEARCH
 
 
+# RFC 9585 INPROGRESS: a SEARCH that reads message text tells its progress this often (Mox's
+# period): a client sees it is being worked on rather than hung. A module constant, not a limit.
+INPROGRESS_SECONDS = 10.0
+
+
 async def matching(s: Session, key: c.SearchKey) -> list[tuple[int, MessageData]]:
     """The selected mailbox's messages that match `key`, in sequence order (SEARCH, SORT)."""
+    found: list[tuple[int, MessageData]] = []
+    async for part, _done, _total in _matching_slices(s, key):
+        found.extend(part)
+    return found
+
+
+async def _matching_slices(s: Session, key: c.SearchKey) -> AsyncIterator[tuple[list[tuple[int, MessageData]], int, int]]:
+    """`matching` a slice at a time: (the matches of the slice, messages looked at so far, all)."""
     sel = s.need_selected()
     acct = s.need_acct()
     by_uid = {m.uid: m for m in acct.view.messages(sel.mailbox_id)}
@@ -301,9 +314,10 @@ async def matching(s: Session, key: c.SearchKey) -> list[tuple[int, MessageData]
 
     ctx = SearchContext(resolve, time.time())
     slow = needs_text(key)
-    found: list[tuple[int, MessageData]] = []
     candidates = [msg for uid in sel.uids if (msg := by_uid.get(uid)) is not None and uid not in sel.gone]
+    done = 0
     for chunk in _chunks(candidates, slow):
+        found: list[tuple[int, MessageData]] = []
         datas = [MessageData(acct, msg) for msg in chunk]
         if slow:
             await MessageData.load_all(datas)  # text search reads and decrypts messages
@@ -312,9 +326,10 @@ async def matching(s: Session, key: c.SearchKey) -> list[tuple[int, MessageData]
             assert seq is not None
             if matches(key, Candidate(msg, seq, msg.uid in sel.recent, data), ctx):
                 found.append((seq, data))
+        done += len(chunk)
+        yield found, done, len(candidates)
         if slow:
             await asyncio.sleep(0)  # let other connections run between slices
-    return found
 
 
 async def search(s: Session, cmd: c.Search) -> AsyncIterator[r.Response]:
@@ -322,7 +337,14 @@ async def search(s: Session, cmd: c.Search) -> AsyncIterator[r.Response]:
     with_modseq = uses_modseq(cmd.key)
     if with_modseq:
         s.condstore = True  # RFC 7162 §3.1
-    found = [(seq, data.msg) for seq, data in await matching(s, cmd.key)]
+    found: list[tuple[int, Message]] = []
+    last = time.monotonic()
+    async for part, done, total in _matching_slices(s, cmd.key):
+        found.extend((seq, data.msg) for seq, data in part)
+        if done < total and time.monotonic() - last >= INPROGRESS_SECONDS:
+            # RFC 9585 §3: untagged OK [INPROGRESS (tag done total)] while the command runs
+            last = time.monotonic()
+            yield r.ok(None, "still searching", r.ResponseCode("INPROGRESS", ((cmd.tag, done, total),)))
     numbers = [m.uid if cmd.uid else seq for seq, m in found]
     highest = max((m.modseq for _s, m in found), default=None) if with_modseq else None
     returns = cmd.return_options

@@ -257,8 +257,9 @@ def _code(code: ResponseCode, utf8: bool) -> bytes:
     return b"[" + out + b"]"
 
 
-def encode_response(response: Response, *, utf8: bool = False) -> bytes:
-    """The bytes of one response, CRLF included."""
+def encode_response(response: Response, *, utf8: bool = False, uidonly: bool = False) -> bytes:
+    """The bytes of one response, CRLF included. With `uidonly` (RFC 9586, enabled) a FETCH
+    response goes out as `* uid UIDFETCH (...)`: it must carry its UID."""
     if isinstance(response, StatusResponse):
         out = (response.tag.encode("ascii") if response.tag is not None else b"*") + b" "
         out += response.status.encode("ascii")
@@ -274,10 +275,19 @@ def encode_response(response: Response, *, utf8: bool = False) -> bytes:
             return b"+ " + base64.b64encode(response.challenge) + b"\r\n"
         return b"+ " + _text(response.text, utf8) + b"\r\n"
     parts: list[bytes] = []
+    uid: Value | None = None
     for name, value in response.items:
         binary = name.upper().startswith("BINARY[")
         parts.append(_item_name(name))
         parts.append(encode_value(value, utf8=utf8, binary=binary))
+        if name == "UID":
+            uid = value
+    if uidonly:
+        # RFC 9586 §3: no message sequence numbers; the UID names the message (and stays among
+        # the items, which the msg-att syntax allows, so the list is never empty)
+        if not isinstance(uid, int):
+            raise EncodeError("a FETCH response without its UID under UIDONLY")
+        return b"* %d UIDFETCH (" % uid + b" ".join(parts) + b")\r\n"
     return b"* %d FETCH (" % response.seq + b" ".join(parts) + b")\r\n"
 
 

@@ -2,48 +2,20 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime
 import email.utils
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from eventmail.imap import commands as c
-from eventmail.imap.fetch import MessageData
-from eventmail.imap.text import charset_decode, part_text
+from eventmail.imap.fetch import MessageData, email_object_id, save_date, thread_object_id
+from eventmail.imap.text import part_text
 from eventmail.mime.addresses import addr_spec
 from eventmail.mime.headers import MAX_HEADER_BYTES, header_fields, unfold
 from eventmail.mime.structure import MAX_MIME_DEPTH
+from eventmail.mime.words import decode_words
 from eventmail.proto import events_pb2 as pb
 from eventmail.store import Message
-
-# RFC 2047 §2 encoded-word; whitespace between two adjacent encoded words is dropped (§6.2).
-_ENCODED_WORD_RE = re.compile(rb"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
-_BETWEEN_WORDS_RE = re.compile(rb"(\?=)[ \t\r\n]+(=\?)")
-_QP_HEX_RE = re.compile(rb"=([0-9A-Fa-f]{2})")
-
-
-def decode_words(value: bytes) -> str:
-    """A header value as text: RFC 2047 encoded words decoded, 8-bit bytes read as UTF-8."""
-    value = _BETWEEN_WORDS_RE.sub(rb"\1\2", value)
-    out: list[str] = []
-    pos = 0
-    for m in _ENCODED_WORD_RE.finditer(value):
-        out.append(charset_decode(value[pos : m.start()], "utf-8"))
-        charset, enc, text = m.group(1).decode("ascii", "replace"), m.group(2).upper(), m.group(3)
-        try:
-            if enc == b"B":
-                raw = base64.b64decode(text + b"=" * (-len(text) % 4))
-            else:
-                raw = _QP_HEX_RE.sub(lambda h: bytes([int(h.group(1), 16)]), text.replace(b"_", b" "))
-        except (binascii.Error, ValueError):
-            raw = m.group(0)
-        out.append(charset_decode(raw, charset))
-        pos = m.end()
-    out.append(charset_decode(value[pos:], "utf-8"))
-    return "".join(out)
 
 
 @dataclass
@@ -217,7 +189,12 @@ def matches(key: c.SearchKey, cand: Candidate, ctx: SearchContext) -> bool:
     if isinstance(key, c.SearchAge):  # RFC 5032 §3: OLDER / YOUNGER in seconds
         age = ctx.now - msg.internal_date
         return age >= key.seconds if key.older else age <= key.seconds
+    if isinstance(key, c.SearchObjectId):  # RFC 8474 §6
+        object_id = email_object_id(msg) if key.which == "EMAILID" else thread_object_id(msg)
+        return object_id == key.object_id
     if isinstance(key, c.SearchDate):
+        if key.which.startswith("SAVED"):  # RFC 8514 §4.2, the date in UTC as FETCH SAVEDATE shows it
+            return _compare(key.which, save_date(msg).date(), key.date)
         if key.which.startswith("SENT"):
             return _compare(key.which, _sent_date(cand), key.date)
         return _compare(key.which, _internal_date(msg), key.date)

@@ -20,12 +20,13 @@ from typing import Any
 
 from eventmail import metrics
 from eventmail.imap import commands as c
-from eventmail.imap import context, mailboxes, messages, metadata, multisearch, notify, sort, thread
+from eventmail.imap import context, mailboxes, messages, metadata, multisearch, notify, quota, sort, thread
 from eventmail.imap import responses as r
 from eventmail.imap.auth import Authenticator, plain_response, wire_form
 from eventmail.imap.errors import ImapError, MailboxGone, bad, no
 from eventmail.imap.recent import marks as recent_marks
 from eventmail.imap.selected import Notify, Selected, uid_set
+from eventmail.imap.uidonly import uses_sequence_numbers
 from eventmail.imap.wire import ImapWire, Limits
 from eventmail.mail import moves
 from eventmail.sasl import Challenge, Failure, FailureReason, GuardedExchange, Success
@@ -36,6 +37,7 @@ from eventmail.store import (
     LimitExceeded,
     NotFound,
     NotWriter,
+    OverQuota,
     ReplicationTimeout,
     Store,
     StoreError,
@@ -113,6 +115,7 @@ class Session:
         self.selected: Selected | None = None
         self.condstore = False  # RFC 7162 §3.1: on after any CONDSTORE-enabling command
         self.qresync = False
+        self.uidonly = False  # RFC 9586: no sequence numbers either way once enabled
         self.rev2 = False  # ENABLE IMAP4rev2 (RFC 9051 §6.3.1)
         self.utf8 = False  # ENABLE UTF8=ACCEPT (RFC 6855) or IMAP4rev2
         self.notify: notify.NotifyState | None = None  # NOTIFY SET (RFC 5465; imap/notify.py)
@@ -162,8 +165,8 @@ class Session:
             "CONDSTORE", "QRESYNC", "BINARY", "MULTIAPPEND", f"APPENDLIMIT={limits.max_append}", "UTF8=ACCEPT",
             "STATUS=SIZE", "SORT", "SORT=DISPLAY", "ESORT", "CONTEXT=SEARCH", "CONTEXT=SORT",
             "CATENATE", "REPLACE", "PREVIEW",
-            "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES",
-            "METADATA", "METADATA-SERVER", "LIST-METADATA", "MULTISEARCH", "NOTIFY",
+            "THREAD=ORDEREDSUBJECT", "THREAD=REFERENCES", "OBJECTID", "SAVEDATE", *quota.CAPABILITIES, "UIDONLY",
+            "INPROGRESS", "METADATA", "METADATA-SERVER", "LIST-METADATA", "MULTISEARCH", "NOTIFY",
         ]
         if not self.wire.compressing:
             caps.append("COMPRESS=DEFLATE")
@@ -250,6 +253,9 @@ class Session:
         if refusal is not None:
             yield r.bad(cmd.tag, refusal)
             return
+        if self.uidonly and uses_sequence_numbers(cmd):
+            yield r.bad(cmd.tag, "message sequence numbers are not used with UIDONLY", r.ResponseCode("UIDREQUIRED"))
+            return
         self.suppressed = set()
         try:
             if self.selected is not None and not isinstance(cmd, _NO_PRESYNC):
@@ -277,6 +283,10 @@ class Session:
             yield r.bye("the selected mailbox was deleted")
         except StoreFull:
             yield r.no(cmd.tag, "mail storage is full; try again later", r.ResponseCode("UNAVAILABLE"))
+        except OverQuota as e:
+            # RFC 9208 OVERQUOTA (APPEND, COPY, MOVE); nothing was added
+            log.info("imap %s: %s refused: %s", self.conn, type(cmd).__name__, e)
+            yield r.no(cmd.tag, "over quota", r.ResponseCode("OVERQUOTA"))
         except NotFound as e:
             yield r.no(cmd.tag, str(e), r.ResponseCode("NONEXISTENT"))
         except Conflict as e:
@@ -310,6 +320,11 @@ class Session:
             return "no mailbox selected"
         return None
 
+    @property
+    def vanished(self) -> bool:
+        """Expunges are told as VANISHED: with QRESYNC (RFC 7162 §3.2.10) and with UIDONLY (RFC 9586 §3)."""
+        return self.qresync or self.uidonly
+
     def _sync(self, cmd: c.Command | None, between: bool = False) -> list[r.Response]:
         """Changes committed since the last look, as untagged responses (selected.py), and what
         NOTIFY asks to be told of other mailboxes (notify.py). `between`: no command is running
@@ -339,8 +354,8 @@ class Session:
                 expunge_ok = group is not None and group.filter.kind == "SELECTED"
             if not events:
                 # expunges held back during an earlier FETCH / STORE / SEARCH are told now
-                return sel.flush_expunges(self.qresync) if expunge_ok else []
-            how = Notify(expunge_ok, self.condstore, self.qresync, frozenset(self.suppressed))
+                return sel.flush_expunges(self.vanished) if expunge_ok else []
+            how = Notify(expunge_ok, self.condstore, self.vanished, frozenset(self.suppressed))
             out.extend(sel.apply(events, self.acct.view, how))
             out.extend(notify.new_message_fetches(self, self.acct, sel, events))
         out.extend(notify.updates(self, self.acct, events))
@@ -547,6 +562,10 @@ class Session:
                 self.utf8 = True
                 self.wire.enable_utf8()
                 done.append("UTF8=ACCEPT")
+            elif cap == "UIDONLY" and not self.uidonly:
+                self.uidonly = True
+                self.wire.enable_uidonly()
+                done.append("UIDONLY")
             elif cap == "IMAP4REV2" and not self.rev2:
                 self.rev2 = True
                 self.utf8 = True
@@ -600,7 +619,7 @@ class Session:
         if not self.rev2:
             yield r.Untagged((len(sel.recent), r.Atom("RECENT")))  # RFC 3501 §7.3.2
             first_unseen = next((i for i, m in enumerate(msgs, 1) if "\\Seen" not in m.flags), None)
-            if first_unseen is not None:
+            if first_unseen is not None and not self.uidonly:  # a sequence number (RFC 9586 §3)
                 yield r.ok(None, "first unseen", r.ResponseCode("UNSEEN", (first_unseen,)))
         yield r.ok(None, "UIDs valid", r.ResponseCode("UIDVALIDITY", (mb.uidvalidity,)))
         yield r.ok(None, "predicted next UID", r.ResponseCode("UIDNEXT", (mb.uidnext,)))
@@ -698,6 +717,9 @@ _HANDLERS: dict[type, Handler] = {
     c.SetMetadata: metadata.setmetadata,
     c.Notify: notify.notify,
     c.ESearch: multisearch.esearch,
+    c.GetQuota: quota.getquota,
+    c.GetQuotaRoot: quota.getquotaroot,
+    c.SetQuota: quota.setquota,
 }
 
 __all__ = ["AUTOLOGOUT", "PREAUTH_TIMEOUT", "ServerOptions", "Session", "State"]

@@ -2,12 +2,11 @@
 
 # REFERENCES is the algorithm of RFC 5256 §3 (after Jamie Zawinski's): link by Message-ID,
 # References (In-Reply-To when there is none), drop empty placeholders, group the roots by base
-# subject (RFC 5256 §2.1, eventmail/imap/sort.py), then order siblings by sent date. Nothing is
-# stored: the thread ids delivery should record (OBJECTID THREADID) are another step.
+# subject (RFC 5256 §2.1, eventmail/mime/subject.py), then order siblings by sent date. Nothing is
+# stored; the thread ids delivery records (OBJECTID THREADID) are eventmail/mail/threads.py's.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -17,13 +16,12 @@ from eventmail.imap import responses as r
 from eventmail.imap.fetch import MessageData
 from eventmail.imap.messages import matching
 from eventmail.imap.sort import ascii_upper, base_subject_reply, sent_date
-from eventmail.mime.headers import MAX_HEADER_BYTES, header_fields, unfold
+from eventmail.mime import headers
 
 if TYPE_CHECKING:
     from eventmail.imap.session import Session
 
 ALGORITHMS = ("ORDEREDSUBJECT", "REFERENCES")
-_MSGID = re.compile(rb"<([^<>\s]+)>")
 
 
 @dataclass(eq=False)
@@ -61,18 +59,8 @@ def _reaches(node: _Node, target: _Node) -> bool:
 
 
 def _references(data: MessageData) -> list[bytes]:
-    raw = data.raw()
     body = data.structure().body
-    end = min(body.body_start, body.header_start + MAX_HEADER_BYTES)
-    refs: list[bytes] = []
-    reply_to: list[bytes] = []
-    for name, value, _s, _e in header_fields(raw, body.header_start, end):
-        lname = name.lower()
-        if lname == b"references" and not refs:
-            refs = _MSGID.findall(unfold(value))
-        elif lname == b"in-reply-to" and not reply_to:
-            reply_to = _MSGID.findall(unfold(value))[:1]
-    return refs or reply_to
+    return headers.references(data.raw(), body.header_start, body.body_start)
 
 
 def _fill(node: _Node, data: MessageData, number: int, seq: int) -> None:
@@ -86,7 +74,7 @@ def references(found: list[tuple[int, int, MessageData]]) -> list[_Node]:
     table: dict[bytes, _Node] = {}
     nodes: list[_Node] = []
     for number, seq, data in found:
-        ids = _MSGID.findall(data.structure().envelope.message_id)
+        ids = headers.message_ids(data.structure().envelope.message_id)
         node = table.get(ids[0]) if ids else None
         if node is None or node.number is not None:
             node = _Node()  # no Message-ID, or a duplicate: a message of its own (§3 step 1A)

@@ -151,7 +151,7 @@ _SYSTEM_FLAGS = {f.upper(): f for f in
 _USE_ATTRS = {f.upper(): f for f in
               ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")}
 _STATUS_ITEMS = frozenset({"MESSAGES", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE",
-                           "RECENT", "HIGHESTMODSEQ", "APPENDLIMIT", "MAILBOXID"})
+                           "RECENT", "HIGHESTMODSEQ", "APPENDLIMIT", "MAILBOXID", "DELETED-STORAGE"})
 # Charsets a SEARCH may name: RFC 9051 §6.4.4 requires US-ASCII and UTF-8; the others are the
 # common legacy ones Python decodes. Anything else gets NO [BADCHARSET].
 _SEARCH_CHARSETS = {
@@ -690,6 +690,29 @@ class _Parser:
         self.sp()
         return c.Status(tag, mailbox, self.status_items())
 
+    def p_getquota(self, tag: str, uid: bool) -> c.Command:
+        self.sp()  # RFC 9208 formal syntax: getquota = "GETQUOTA" SP quota-root-name (an astring)
+        return c.GetQuota(tag, self.text(self.astring(), "quota root"))
+
+    def p_setquota(self, tag: str, uid: bool) -> c.Command:
+        # RFC 9208 formal syntax: setquota = "SETQUOTA" SP quota-root-name SP setquota-list;
+        # setquota-list = "(" [setquota-resource *(SP setquota-resource)] ")";
+        # setquota-resource = resource-name SP resource-limit (number64)
+        self.sp()
+        root = self.text(self.astring(), "quota root")
+        self.sp()
+        self.open()
+        limits: list[tuple[str, int]] = []
+        if self.peek() != 0x29:
+            while True:
+                name = self.atom("resource name").upper()
+                self.sp()
+                limits.append((name, self.number(NUMBER64_MAX, what="resource limit")))
+                if not self.maybe(0x20):
+                    break
+        self.close()
+        return c.SetQuota(tag, root, tuple(limits))
+
     def p_append(self, tag: str, uid: bool) -> c.Command:
         # RFC 9051 §6.3.12; MULTIAPPEND RFC 3502 §6; literal8 RFC 3516 §4.4; UTF8 RFC 6855 §4
         self.sp()
@@ -910,6 +933,8 @@ class _Parser:
             return c.SearchFlag(flag, present)
         if name == "ALL":
             return c.SearchAll()
+        if name == "SAVEDATESUPPORTED":  # RFC 8514 §4.2: every mailbox keeps save dates
+            return c.SearchAll()
         if name == "NEW":  # RFC 3501 §6.4.4: NEW is (RECENT UNSEEN)
             return c.SearchAnd((c.SearchFlag("\\Recent", True), c.SearchFlag("\\Seen", False)))
         self.sp()
@@ -917,8 +942,11 @@ class _Parser:
             return c.SearchText(name, self.search_string())
         if name in ("KEYWORD", "UNKEYWORD"):
             return c.SearchFlag(self.atom("keyword"), name == "KEYWORD")
-        if name in ("BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"):
+        if name in ("BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE", "SAVEDBEFORE", "SAVEDON",
+                    "SAVEDSINCE"):
             return c.SearchDate(name, self.date())
+        if name in ("EMAILID", "THREADID"):
+            return c.SearchObjectId(name, self.match(_OBJECTID_RE, "objectid").decode("ascii"))
         if name in ("LARGER", "SMALLER"):
             return c.SearchSize(name == "LARGER", self.number(NUMBER64_MAX, what="size"))
         if name == "UID":
@@ -1165,7 +1193,10 @@ _SEARCH_FLAGS: dict[str, tuple[str, bool]] = {
     "RECENT": ("\\Recent", True), "OLD": ("\\Recent", False),  # RFC 3501 only
 }
 _FETCH_SIMPLE = frozenset({"ENVELOPE", "FLAGS", "INTERNALDATE", "RFC822", "RFC822.HEADER",
-                           "RFC822.SIZE", "RFC822.TEXT", "BODYSTRUCTURE", "UID", "MODSEQ"})
+                           "RFC822.SIZE", "RFC822.TEXT", "BODYSTRUCTURE", "UID", "MODSEQ",
+                           "EMAILID", "THREADID", "SAVEDATE"})  # RFC 8474 §7, RFC 8514 §4.1
+# RFC 8474 §7: objectid = 1*255(ALPHA / DIGIT / "_" / "-")
+_OBJECTID_RE = re.compile(rb"[A-Za-z0-9_-]{1,255}(?![^ )\r\n])")
 # RFC 9051 §6.4.5 macros
 _FETCH_MACROS = {
     "ALL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE"),
@@ -1215,6 +1246,9 @@ _HANDLERS: dict[str, _Handler] = {
     "ID": _Parser.p_id,
     "COMPRESS": _Parser.p_compress,
     **HANDLERS_EXT,  # GETMETADATA, SETMETADATA, NOTIFY, ESEARCH
+    "GETQUOTA": _Parser.p_getquota,
+    "GETQUOTAROOT": lambda p, t, u: p.p_mailbox_only(t, c.GetQuotaRoot),
+    "SETQUOTA": _Parser.p_setquota,
 }
 
 
@@ -1261,6 +1295,7 @@ class ImapWire:
         self._scan = 0  # where to resume looking for CRLF in _buf
         self._mode = _Mode.LINE
         self._utf8 = False
+        self._uidonly = False
         # the command being framed
         self._segments: list[bytes] = []
         self._literals: list[_Lit] = []
@@ -1344,7 +1379,7 @@ class ImapWire:
         answer to AUTHENTICATE ends the SASL exchange; to STARTTLS or COMPRESS ends the hold
         on input those commands put in place. With `flush=False` deflated output may stay in
         the compressor until flush() (one sync flush for a run of responses, not one each)."""
-        data = encode_response(response, utf8=self._utf8)
+        data = encode_response(response, utf8=self._utf8, uidonly=self._uidonly)
         if isinstance(response, StatusResponse) and response.tag is not None:
             if response.tag == self._sasl_tag:
                 self.end_authentication()
@@ -1365,6 +1400,10 @@ class ImapWire:
         """Switch to UTF-8 mailbox names and strings: after ENABLE UTF8=ACCEPT (RFC 6855 §3) or
         ENABLE IMAP4rev2 (RFC 9051 §5.1). Commands already returned were parsed before it."""
         self._utf8 = True
+
+    def enable_uidonly(self) -> None:
+        """FETCH responses as UIDFETCH from now on: after ENABLE UIDONLY (RFC 9586 §3)."""
+        self._uidonly = True
 
     def authenticated(self) -> None:
         """Call when a login succeeds: literals may now be as large as Limits allows. Items

@@ -27,7 +27,7 @@ from typing import Any
 from ..junk.delivery import SETTING_DNSBL, SETTING_FORWARDERS, SETTING_LISTS
 from ..mailauth.domains import DomainError, to_ascii_domain
 from ..proto import events_pb2 as pb
-from ..store import ACCOUNT_NAME, QUEUE, SYSTEM, Store, StoreError, normalize_address
+from ..store import ACCOUNT_NAME, QUEUE, QUOTA_SETTING, SYSTEM, Store, StoreError, normalize_address
 
 log = logging.getLogger(__name__)
 
@@ -148,11 +148,31 @@ def check_password(password: str, policy: Policy) -> str:
     return password
 
 
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+# Above this a quota is a typo (a petabyte); RFC 9208 limits are number64 in KiB anyway.
+MAX_QUOTA_BYTES = 1 << 50
+
+
+def parse_quota(key: str, value: str) -> int:
+    """A quota in bytes: a whole number, optionally with K, M, G or T (powers of 1024); empty or 0
+    for none."""
+    text = value.strip().upper().removesuffix("B").removesuffix("I")
+    unit = text[-1:] if text[-1:] in _SIZE_UNITS and text[-1:] else ""
+    number = text[: len(text) - len(unit)].strip()
+    if not text:
+        return 0
+    if not number.isdigit() or int(number) * _SIZE_UNITS[unit] > MAX_QUOTA_BYTES:
+        raise AdminError(f"setting {key}: a number of bytes (K, M, G, T allowed, up to 1P), 0 or empty for none")
+    return int(number) * _SIZE_UNITS[unit]
+
+
 def check_setting(key: str, value: str) -> str:
     """An account setting's value, normalised: comma-separated domains (or networks where allowed),
     or for the retention window a number of days (empty: the default)."""
     from .retention import SETTING_RETENTION
 
+    if key == QUOTA_SETTING:
+        return str(parse_quota(key, value))
     if key == SETTING_RETENTION:
         try:
             days = float(value) if value.strip() else None
@@ -162,7 +182,7 @@ def check_setting(key: str, value: str) -> str:
             raise AdminError(f"setting {key}: a number of days above 0 (up to 36500), or empty for the default")
         return "" if days is None else repr(days)
     if key not in ACCOUNT_SETTINGS:
-        names = sorted([*ACCOUNT_SETTINGS, SETTING_RETENTION])
+        names = sorted([*ACCOUNT_SETTINGS, SETTING_RETENTION, QUOTA_SETTING])
         raise AdminError(f"setting {key!r}: one of {', '.join(names)}")
     items = [x.strip() for x in value.split(",") if x.strip()]
     if len(items) > MAX_SETTING_ITEMS:

@@ -121,8 +121,9 @@ async def hand_off(
 ) -> Committed | None:
     """Deliver a message a backup MX accepted (replica.handoff), with the delivery key it
     computed: None when the same delivery reached the account before."""
+    # The backup MX answered 250 for it: it is delivered even over the quota, never lost.
     added = await acct.add_message(mailbox, raw, flags=list(flags), internal_date=internal_date, origin=origin,
-                                   delivery_key=delivery_key)
+                                   delivery_key=delivery_key, enforce_quota=False)
     if added is not None:
         await webhooks.queue_incoming(store, acct, added, raw)
     return added

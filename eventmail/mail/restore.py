@@ -163,8 +163,12 @@ def compare(past: MailboxView, now: MailboxView, tree: str) -> list[MailboxPlan]
 
 
 def _template(view: MailboxView, m: Message, flags: tuple[str, ...]) -> pb.MessageAdded:
+    # Back in the same account under the EMAILID and THREADID it had (RFC 8474 §5.1: an object id
+    # names the same message for as long as it exists); a restore into another account
+    # (apply_into) adds it anew there.
     added = pb.MessageAdded(blob_id=m.blob_id, size=m.size, internal_date=m.internal_date,
-                            internal_date_tz=m.internal_date_tz, flags=list(flags))
+                            internal_date_tz=m.internal_date_tz, flags=list(flags), email_id=m.email_id,
+                            thread_id=m.thread_id)
     structure = view.structure(m.mailbox_id, m.uid)
     if structure is not None:
         added.structure.CopyFrom(structure)

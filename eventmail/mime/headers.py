@@ -90,6 +90,30 @@ def first_value(raw: bytes, name: bytes) -> bytes | None:
     return None
 
 
+# RFC 5322 §3.6.4 msg-id, leniently: whatever is between angle brackets, without white space.
+_MSGID_RE = re.compile(rb"<([^<>\s]+)>")
+
+
+def message_ids(value: bytes) -> list[bytes]:
+    """The msg-ids of a Message-ID, In-Reply-To or References value, without their brackets."""
+    return _MSGID_RE.findall(unfold(value))
+
+
+def references(raw: bytes, header_start: int, body_start: int) -> list[bytes]:
+    """The messages a message answers, oldest first: its References, or when it has none the
+    first msg-id of In-Reply-To (RFC 5256 §3 step 1A; RFC 5322 §3.6.4)."""
+    end = min(body_start, header_start + MAX_HEADER_BYTES)
+    refs: list[bytes] = []
+    reply_to: list[bytes] = []
+    for name, value, _s, _e in header_fields(raw, header_start, end):
+        lname = name.lower()
+        if lname == b"references" and not refs:
+            refs = message_ids(value)
+        elif lname == b"in-reply-to" and not reply_to:
+            reply_to = message_ids(value)[:1]
+    return refs or reply_to
+
+
 def without_fields(raw: bytes, drop: Callable[[Field], bool]) -> bytes:
     """The message without the top-level fields for which `drop` is true (each with its folded lines)."""
     cut = [f for f in top_fields(raw) if drop(f)]

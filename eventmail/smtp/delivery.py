@@ -21,7 +21,7 @@ from ..mime.headers import without_fields
 from ..mime.parsed import ParsedMessage
 from ..mime.structure import MAX_MIME_DEPTH, MimeTooDeep
 from ..proto import events_pb2 as pb
-from ..store import NotWriter, ReplicationTimeout, Store, StoreError, StoreFull, normalize_address
+from ..store import NotWriter, OverQuota, ReplicationTimeout, Store, StoreError, StoreFull, normalize_address
 from .analysis import Analyzer
 from .reply import Reply
 
@@ -114,6 +114,15 @@ class InboundDelivery:
         """RCPT TO: the account receiving mail for the address (addresses, then catch-alls)."""
         return self.store.system.account_for(address)
 
+    async def full(self, account: str) -> bool:
+        """RCPT TO: whether the account is at its quota already (no message fits): refused per
+        recipient, so the transaction's other recipients still get the message. A backup MX does not
+        know (it follows no account stream; the primary enforces the quota when it delivers)."""
+        if self._backup():
+            return False
+        async with self.store.use_account(account) as acct:
+            return bool(acct.quota_bytes) and acct.view.storage_used >= acct.quota_bytes
+
     def is_local_domain(self, domain: str) -> bool:
         """Whether mail for `domain` ends here (a domain of the system stream or of an address);
         anything else at the MX is relaying, which only authenticated submission may do."""
@@ -189,6 +198,11 @@ class InboundDelivery:
         except StoreFull:
             log.error("tx %s: disk full, answered 452", tx.transaction_id)
             return Reply(452, "4.3.1", "insufficient system storage, try again later", reason="storage_full")
+        except OverQuota as e:
+            # RFC 3463 §3.3 X.2.2 mailbox full, temporary as Postfix and Mox answer it: the sender
+            # retries while the user makes room (RFC 9208 quota, eventmail/imap/quota.py).
+            log.info("tx %s: over quota (%s), answered 452", tx.transaction_id, e)
+            return Reply(452, "4.2.2", "mailbox full, try again later", reason="over_quota")
         except (NotWriter, ReplicationTimeout) as e:
             log.warning("tx %s: not written (%s), answered 451", tx.transaction_id, e)
             return Reply(451, "4.3.0", "this server cannot accept mail now (replication), try again later",

@@ -266,6 +266,10 @@ class SmtpSession:
                 return self._refuse_rcpt(Reply(550, "5.7.1", "relaying denied", reason="relaying_denied"))
             log.info("smtp %d %s: unknown recipient %s", self.id, self.remote_ip, event.address)
             return self._refuse_rcpt(Reply(550, "5.1.1", "no such user here", reason="unknown_recipient"))
+        if await self.inbound.full(account):
+            # RFC 3463 §3.3 X.2.2 mailbox full, temporary (RFC 5321 §4.2.2 452 at RCPT)
+            log.info("smtp %d %s: %s over quota", self.id, self.remote_ip, event.address)
+            return self._refuse_rcpt(Reply(452, "4.2.2", "mailbox full, try again later", reason="over_quota"))
         self.tx.recipients[event.address] = account
         return self.conn.accept_rcpt()
 

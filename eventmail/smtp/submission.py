@@ -15,7 +15,7 @@ from ..mime.addresses import Author
 from ..mime.headers import top_fields
 from ..mime.parsed import ParsedMessage, parse_message
 from ..proto import events_pb2 as pb
-from ..store import NotWriter, ReplicationTimeout, Store, StoreError, StoreFull, normalize_address
+from ..store import NotWriter, OverQuota, ReplicationTimeout, Store, StoreError, StoreFull, normalize_address
 from .delivery import Transaction, received_header
 from .reply import Reply
 
@@ -141,6 +141,12 @@ class Submission:
             await asyncio.gather(*writes)
         except StoreFull:
             return Reply(452, "4.3.1", "insufficient system storage, try again later", reason="storage_full")
+        except OverQuota as e:
+            # RFC 3463 §3.3 X.2.2 mailbox full, temporary as Postfix and Mox answer it: the sender
+            # retries while the user makes room (RFC 9208 quota, eventmail/imap/quota.py): the
+            # sender's Sent copy or a local recipient's delivery did not fit.
+            log.info("tx %s: over quota (%s), answered 452", tx.transaction_id, e)
+            return Reply(452, "4.2.2", "mailbox full, try again later", reason="over_quota")
         except (NotWriter, ReplicationTimeout) as e:
             log.warning("tx %s: not written (%s), answered 451", tx.transaction_id, e)
             return Reply(451, "4.3.0", "this server cannot accept mail now (replication), try again later",

@@ -1,6 +1,6 @@
 """The encrypted event-log store: the only way protocol, web and replication code reach account data."""
 
-from .account import DEFAULT_MAILBOXES, Account
+from .account import DEFAULT_MAILBOXES, QUOTA_SETTING, Account
 from .backup import BackupReport, check_repository, create_backup, restore_backup
 from .errors import (
     Conflict,
@@ -11,6 +11,7 @@ from .errors import (
     MissingKey,
     NotFound,
     NotWriter,
+    OverQuota,
     ReplicationTimeout,
     StoreError,
     StoreFull,
@@ -33,7 +34,7 @@ from .projection import (
     SubscriptionChanged,
 )
 from .records import Record
-from .registration import Change, CopyFlags, MessageFacts, Projection, Registration
+from .registration import Change, CopyFlags, MessageFacts, Projection, Registration, ThreadOf
 from .replication_port import ReplicationPort
 from .store import IDLE_SECONDS, Store, StreamReport
 from .stream import Committed, Subscription
@@ -46,6 +47,7 @@ __all__ = [
     "MAX_KEYWORDS_PER_MAILBOX",
     "MAX_KEYWORDS_PER_MESSAGE",
     "QUEUE",
+    "QUOTA_SETTING",
     "SYSTEM",
     "Account",
     "AccountInfo",
@@ -70,6 +72,7 @@ __all__ = [
     "MissingKey",
     "NotFound",
     "NotWriter",
+    "OverQuota",
     "Projection",
     "Projector",
     "Record",
@@ -86,6 +89,7 @@ __all__ = [
     "Subscription",
     "SubscriptionChanged",
     "SystemView",
+    "ThreadOf",
     "WrongKey",
     "account_stream",
     "check_repository",

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..proto import events_pb2 as pb
 from . import checkpoint
 from .blobs import BlobStore
-from .errors import Conflict, NotFound, StoreError
+from .errors import Conflict, NotFound, OverQuota, StoreError
 from .keyring import StreamKeys
 from .keywords import check_keywords
 from .log import StreamLog
@@ -33,6 +33,11 @@ DEFAULT_MAILBOXES: tuple[tuple[str, int], ...] = (
     ("Drafts", pb.SPECIAL_USE_DRAFTS),
     ("Junk", pb.SPECIAL_USE_JUNK),
 )
+
+# The account setting that limits the bytes of its messages (RFC 9208 STORAGE); "0" or absent: none.
+# Set by the administrator (eventmail/mail/admin.py), enforced here at every add and copy.
+QUOTA_SETTING = "quota_bytes"
+
 
 def new_uidvalidity(seq: int) -> int:
     """UIDVALIDITY for a new mailbox: strictly increasing per account (RFC 9051 §2.3.1.1)."""
@@ -58,6 +63,7 @@ class Account:
         self._writer = StreamWriter(log_, self._apply_committed)
         self._lock = asyncio.Lock()
         self._uid_reserved: dict[int, int] = {}
+        self._bytes_pending = 0  # bytes of messages added but not yet committed (the quota counts them)
         self._mailbox_reserved = 0
         self._uidvalidity_reserved = 0
         self._keys_pending: set[bytes] = set()
@@ -244,6 +250,20 @@ class Account:
             raise NotFound(f"no mailbox {name!r}")
         return mb
 
+    @property
+    def quota_bytes(self) -> int:
+        """The account's storage limit (setting `quota_bytes`, RFC 9208 STORAGE); 0: none."""
+        text = self.view.setting(QUOTA_SETTING) or "0"
+        return int(text) if text.isdigit() else 0
+
+    def _check_quota(self, adding: int) -> None:
+        """Raise OverQuota when `adding` bytes more would pass the quota. Called under the write
+        lock, counting what is added but not yet committed, so concurrent adds cannot pass it."""
+        limit = self.quota_bytes
+        used = self.view.storage_used + self._bytes_pending
+        if limit and adding and used + adding > limit:
+            raise OverQuota(used, adding, limit)
+
     # ---------------------------------------------------------------- writes
 
     async def append(self, events: Sequence[pb.Event]) -> list[Committed]:
@@ -289,11 +309,13 @@ class Account:
         skip_duplicate: bool = False,
         delivery_key: bytes = b"",
         junk: pb.JunkFeatures | None = None,
+        enforce_quota: bool = True,
     ) -> Committed | None:
         """Store the message bytes (fsynced), then append its MessageAdded event (fsynced).
 
         With `skip_duplicate`, a message whose bytes already are in the mailbox is not added again
-        and None is returned; likewise a message whose `delivery_key` was delivered before.
+        and None is returned; likewise a message whose `delivery_key` was delivered before. Over the
+        account's quota it raises OverQuota, unless `enforce_quota` is off (mail accepted already).
         """
         mb = self.view.mailbox_by_id(mailbox) if isinstance(mailbox, int) else self.mailbox_required(mailbox)
         if mb is None:
@@ -311,6 +333,7 @@ class Account:
             structure = st if structure is None else structure
             junk = jf if junk is None else junk
         blob_id = await asyncio.to_thread(self.blobs.put, raw)
+        size = len(raw)
         async with self._lock:
             if skip_duplicate and self.view.uid_of_blob(mb.id, blob_id) is not None:
                 return None
@@ -319,23 +342,29 @@ class Account:
             current = self.view.mailbox_by_id(mb.id)
             if current is None:
                 raise NotFound(f"mailbox {mb.name!r} was deleted")
+            if enforce_quota:
+                self._check_quota(size)
+            thread_of = self.registration.thread_of
+            thread_id = thread_of(self.db, raw, structure, current, time.time_ns() // 1000) if thread_of else 0
             uid = max(current.uidnext, self._uid_reserved.get(mb.id, 0))
             self._uid_reserved[mb.id] = uid + 1
             e = pb.Event(
                 message_added=pb.MessageAdded(
-                    mailbox_id=mb.id, uid=uid, blob_id=blob_id, size=len(raw),
+                    mailbox_id=mb.id, uid=uid, blob_id=blob_id, size=size, thread_id=thread_id,
                     internal_date=int(time.time() if internal_date is None else internal_date),
                     internal_date_tz=internal_date_tz, flags=sorted(set(flags)), structure=structure, origin=origin,
                     message_id_hash=delivery_key, junk=junk,
                 )
             )
             fut = self._writer.submit([e])
+            self._bytes_pending += size
             if delivery_key:
                 self._keys_pending.add(delivery_key)
         self.last_used = time.monotonic()
         try:
             return (await fut)[0]
         finally:
+            self._bytes_pending -= size
             self._keys_pending.discard(delivery_key)
 
     async def add_existing(self, mailbox_id: int, items: Sequence[pb.MessageAdded]) -> list[Committed]:
@@ -412,6 +441,8 @@ class Account:
             add_flags = set(add_flags) | set(hook_add)
             remove_flags = (set(remove_flags) | set(hook_remove)) - add_flags
             copies = [m for m in (self.view.message(source_id, u) for u in uids) if m is not None]
+            if not move:  # RFC 9208: a copy takes storage (STORAGE counts each copy); a move within the account none
+                self._check_quota(sum(m.size for m in copies))
             check_keywords(self.view, dest_id, ((set(m.flags) | add_flags) - remove_flags for m in copies))
             present = [m.uid for m in copies]
             first = max(dest.uidnext, self._uid_reserved.get(dest_id, 0))

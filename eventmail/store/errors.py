@@ -47,6 +47,17 @@ class DirectoryLocked(StoreError):
     """Another process is the writer of this data directory."""
 
 
+class OverQuota(StoreError):
+    """The account's quota (setting `quota_bytes`) has no room for the message(s): nothing was
+    added (RFC 9208 OVERQUOTA response code; a temporary failure at SMTP, RFC 3463 4.2.2)."""
+
+    def __init__(self, used: int, adding: int, limit: int) -> None:
+        super().__init__(f"over quota: {used} bytes used, {adding} more, limit {limit}")
+        self.used = used
+        self.adding = adding
+        self.limit = limit
+
+
 class NotFound(StoreError):
     """A named account, mailbox or message does not exist."""
 

@@ -16,6 +16,7 @@ CREATE TABLE message(
   mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL, blob_id BLOB NOT NULL, size INTEGER NOT NULL,
   internal_date INTEGER NOT NULL, internal_date_tz INTEGER NOT NULL, flags TEXT NOT NULL,
   modseq INTEGER NOT NULL, structure BLOB NOT NULL, added_seq INTEGER NOT NULL,
+  email_id INTEGER NOT NULL, thread_id INTEGER NOT NULL, saved_us INTEGER NOT NULL,
   PRIMARY KEY(mailbox_id, uid)) WITHOUT ROWID;
 CREATE INDEX message_blob ON message(mailbox_id, blob_id);
 CREATE TABLE expunged(mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL, modseq INTEGER NOT NULL,
@@ -23,8 +24,12 @@ CREATE TABLE expunged(mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL, modseq 
 CREATE TABLE delivery_key(hash BLOB PRIMARY KEY, mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TABLE setting(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE meta(key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-INSERT INTO meta VALUES ('seq', 0), ('time_us', 0), ('next_mailbox_id', 1);
+INSERT INTO meta VALUES ('seq', 0), ('time_us', 0), ('next_mailbox_id', 1), ('view', 2), ('storage', 0);
 """
+# The version of SCHEMA above, kept in meta: a checkpoint of another version is not restored (the
+# view is rebuilt from the log). 2: email_id, thread_id and saved_us of each message (RFC 8474,
+# RFC 8514), and the storage the account's messages take (RFC 9208 STORAGE, in meta).
+VIEW_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +52,12 @@ class Message:
     internal_date_tz: int
     flags: tuple[str, ...]
     modseq: int
+    # RFC 8474 §5.1 EMAILID: the sequence number of the event that first added the message
+    # (kept by copies and moves, and by a restore); RFC 8474 §5.2 THREADID: the email id of
+    # the first message of its thread, as recorded when it entered the account.
+    email_id: int = 0
+    thread_id: int = 0
+    saved_us: int = 0  # RFC 8514 save date: when the event that put it in this mailbox was recorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +110,9 @@ def from_bytes(data: bytes, registered: Sequence[Projection] = ()) -> sqlite3.Co
     db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
     db.deserialize(data)
     db.execute("PRAGMA temp_store=MEMORY")
+    version = db.execute("SELECT value FROM meta WHERE key='view'").fetchone()
+    if version is None or version[0] != VIEW_VERSION:
+        return None
     for p in registered:
         if db.execute("SELECT 1 FROM meta WHERE key=?", (_marker(p),)).fetchone() is None:
             return None
@@ -135,12 +149,15 @@ def apply(
     Events that name something absent (a deleted mailbox, an expunged UID) change nothing, so
     any sequence of events folds without error and replay equals the incremental state.
     """
-    changes = _fold(db, seq, event, registered)
-    _set_position(db, seq, time_us)
+    changes = _fold(db, seq, time_us, event, registered)
+    _set_meta(db, "seq", seq)
     return changes
 
 
-def _fold(db: sqlite3.Connection, seq: int, event: pb.Event, registered: Sequence[Projection]) -> tuple[Change, ...]:
+def _fold(
+    db: sqlite3.Connection, seq: int, time_us: int, event: pb.Event, registered: Sequence[Projection]
+) -> tuple[Change, ...]:
+    _set_meta(db, "time_us", time_us)  # first: the save date of what this event adds (RFC 8514)
     handler = _HANDLERS.get(event.WhichOneof("kind") or "")
     changes: list[Change] = list(handler(db, seq, event)) if handler is not None else []
     # Registered projections (junk statistics, reputation) may read what the view now holds.
@@ -149,27 +166,23 @@ def _fold(db: sqlite3.Connection, seq: int, event: pb.Event, registered: Sequenc
     return tuple(changes)
 
 
-def _set_position(db: sqlite3.Connection, seq: int, time_us: int) -> None:
-    _set_meta(db, "seq", seq)
-    _set_meta(db, "time_us", time_us)
-
-
 def apply_all(
     db: sqlite3.Connection, items: Iterable[tuple[int, int, pb.Event]], registered: Sequence[Projection] = ()
 ) -> list[tuple[Change, ...]]:
     """Fold events in one transaction: all of them, or (on an error) none.
 
-    The position (seq, time of the last event) is written once at the end: nothing inside the
-    transaction reads it, and a replay of 100,000 events saves two statements per event."""
+    The seq is written once at the end: nothing inside the transaction reads it, and a replay of
+    100,000 events saves a statement per event. The time is set before each event's fold: it is
+    the save date of what the event adds (RFC 8514)."""
     out = []
-    last: tuple[int, int] | None = None
+    last: int | None = None
     db.execute("BEGIN")
     try:
         for seq, time_us, event in items:
-            out.append(_fold(db, seq, event, registered))
-            last = (seq, time_us)
+            out.append(_fold(db, seq, time_us, event, registered))
+            last = seq
         if last is not None:
-            _set_position(db, *last)
+            _set_meta(db, "seq", last)
     except BaseException:
         db.execute("ROLLBACK")
         raise
@@ -205,6 +218,8 @@ def _mailbox_renamed(db: sqlite3.Connection, seq: int, e: pb.Event) -> Changes:
 
 def _mailbox_deleted(db: sqlite3.Connection, seq: int, e: pb.Event) -> Changes:
     mid = e.mailbox_deleted.mailbox_id
+    (size,) = db.execute("SELECT COALESCE(SUM(size), 0) FROM message WHERE mailbox_id=?", (mid,)).fetchone()
+    _set_meta(db, "storage", _meta(db, "storage") - size)
     cur = db.execute("DELETE FROM mailbox WHERE id=?", (mid,))
     db.execute("DELETE FROM message WHERE mailbox_id=?", (mid,))
     db.execute("DELETE FROM expunged WHERE mailbox_id=?", (mid,))
@@ -228,7 +243,7 @@ def _mailbox_special_use(db: sqlite3.Connection, seq: int, e: pb.Event) -> Chang
 
 def _insert_message(
     db: sqlite3.Connection, seq: int, mailbox_id: int, uid: int, blob_id: bytes, size: int,
-    date: int, tz: int, flags: str, structure: bytes,
+    date: int, tz: int, flags: str, structure: bytes, email_id: int, thread_id: int,
 ) -> bool:
     # One statement moves the mailbox's uidnext only if the UID may be taken: UIDs only grow
     # (RFC 9051 §2.3.1.1), an old UID is never reassigned, and a missing mailbox takes nothing.
@@ -237,17 +252,20 @@ def _insert_message(
     ).rowcount:
         return False
     db.execute(
-        "INSERT INTO message VALUES (?,?,?,?,?,?,?,?,?,?)",
-        (mailbox_id, uid, blob_id, size, date, tz, flags, seq, structure, seq),
+        "INSERT INTO message VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        (mailbox_id, uid, blob_id, size, date, tz, flags, seq, structure, seq, email_id, thread_id,
+         _meta(db, "time_us")),
     )
+    db.execute("UPDATE meta SET value=value+? WHERE key='storage'", (size,))
     return True
 
 
 def _message_added(db: sqlite3.Connection, seq: int, e: pb.Event) -> Changes:
     m = e.message_added
+    email_id = m.email_id or seq
     added = _insert_message(
         db, seq, m.mailbox_id, m.uid, m.blob_id, m.size, m.internal_date, m.internal_date_tz,
-        _flag_text(m.flags), m.structure.SerializeToString(deterministic=True),
+        _flag_text(m.flags), m.structure.SerializeToString(deterministic=True), email_id, m.thread_id or email_id,
     )
     if added and m.message_id_hash:
         # Remembered even after an expunge: a retried SMTP transaction is never a new message.
@@ -282,14 +300,17 @@ def _flags_changed(db: sqlite3.Connection, seq: int, e: pb.Event) -> Changes:
 
 def _expunge(db: sqlite3.Connection, seq: int, mailbox_id: int, uids: Iterable[int]) -> Changes:
     gone: list[int] = []
+    freed = 0
     for uid in uids:
-        cur = db.execute("DELETE FROM message WHERE mailbox_id=? AND uid=?", (mailbox_id, uid))
-        if cur.rowcount:
+        rows = db.execute("DELETE FROM message WHERE mailbox_id=? AND uid=? RETURNING size", (mailbox_id, uid)).fetchall()
+        if rows:
+            freed += rows[0][0]
             # Kept for QRESYNC's VANISHED (RFC 7162 §3.2.10).
             db.execute("INSERT OR REPLACE INTO expunged VALUES (?,?,?)", (mailbox_id, uid, seq))
             gone.append(uid)
     if not gone:
         return []
+    _set_meta(db, "storage", _meta(db, "storage") - freed)
     _touch(db, mailbox_id, seq)
     return [MessagesChanged(mailbox_id, expunged=tuple(gone))]
 
@@ -304,14 +325,16 @@ def _messages_copied(db: sqlite3.Connection, seq: int, e: pb.Event) -> Changes:
     added = []
     for src_uid, dst_uid in zip(c.source_uids, c.dest_uids, strict=False):
         row = db.execute(
-            "SELECT blob_id, size, internal_date, internal_date_tz, flags, structure FROM message "
-            "WHERE mailbox_id=? AND uid=?",
+            "SELECT blob_id, size, internal_date, internal_date_tz, flags, structure, email_id, thread_id "
+            "FROM message WHERE mailbox_id=? AND uid=?",
             (c.source_mailbox_id, src_uid),
         ).fetchone()
         if row is None:
             continue
         flags = _new_flags(row[4], c.add_flags, c.remove_flags, False)
-        if _insert_message(db, seq, c.dest_mailbox_id, dst_uid, row[0], row[1], row[2], row[3], flags, row[5]):
+        # RFC 8474 §5.1: a copy (and a moved message) keeps its EMAILID, hence its THREADID.
+        if _insert_message(db, seq, c.dest_mailbox_id, dst_uid, row[0], row[1], row[2], row[3], flags, row[5],
+                           row[6], row[7]):
             moved.append(src_uid)
             added.append(dst_uid)
     changes: Changes = [MessagesChanged(c.dest_mailbox_id, added=tuple(added))] if added else []
@@ -342,8 +365,11 @@ _HANDLERS: dict[str, Callable[[sqlite3.Connection, int, pb.Event], Changes]] = {
 # ---------------------------------------------------------------- queries
 
 
-def _message(r: tuple[int, int, bytes, int, int, int, str, int]) -> Message:
-    return Message(r[0], r[1], r[2], r[3], r[4], r[5], tuple(_flags(r[6])), r[7])
+_MESSAGE_COLUMNS = "mailbox_id, uid, blob_id, size, internal_date, internal_date_tz, flags, modseq, email_id, thread_id, saved_us"
+
+
+def _message(r: tuple[int, int, bytes, int, int, int, str, int, int, int, int]) -> Message:
+    return Message(r[0], r[1], r[2], r[3], r[4], r[5], tuple(_flags(r[6])), r[7], r[8], r[9], r[10])
 
 
 class MailboxView:
@@ -364,6 +390,12 @@ class MailboxView:
     @property
     def next_mailbox_id(self) -> int:
         return _meta(self.db, "next_mailbox_id")
+
+    @property
+    def storage_used(self) -> int:
+        """The bytes of every message in every mailbox, a copy counted as often as it is there
+        (RFC 9208 §5.1 STORAGE; as Mox counts)."""
+        return _meta(self.db, "storage")
 
     def mailboxes(self) -> list[Mailbox]:
         return [Mailbox(*r) for r in self.db.execute("SELECT * FROM mailbox ORDER BY name")]
@@ -388,16 +420,14 @@ class MailboxView:
 
     def messages(self, mailbox_id: int) -> list[Message]:
         rows = self.db.execute(
-            "SELECT mailbox_id, uid, blob_id, size, internal_date, internal_date_tz, flags, modseq "
-            "FROM message WHERE mailbox_id=? ORDER BY uid",
+            f"SELECT {_MESSAGE_COLUMNS} FROM message WHERE mailbox_id=? ORDER BY uid",
             (mailbox_id,),
         )
         return [_message(r) for r in rows]
 
     def message(self, mailbox_id: int, uid: int) -> Message | None:
         r = self.db.execute(
-            "SELECT mailbox_id, uid, blob_id, size, internal_date, internal_date_tz, flags, modseq "
-            "FROM message WHERE mailbox_id=? AND uid=?",
+            f"SELECT {_MESSAGE_COLUMNS} FROM message WHERE mailbox_id=? AND uid=?",
             (mailbox_id, uid),
         ).fetchone()
         return _message(r) if r else None

@@ -53,6 +53,10 @@ MessageFacts = Callable[[bytes, "pb.Origin | None", "Mailbox"], tuple[pb.Message
 # every copy and move: a decision of the layer above, recorded in the MessagesCopied event (junk
 # training).
 CopyFlags = Callable[["Mailbox", "Mailbox", bool], tuple[list[str], list[str]]]
+# (the account's database, message bytes, its structure, the mailbox it is added to, now in µs) ->
+# the thread it belongs to (RFC 8474 THREADID; 0: it starts one): a decision of the layer above,
+# made under the account's write lock and recorded in the MessageAdded event.
+ThreadOf = Callable[[sqlite3.Connection, bytes, pb.MessageStructure, "Mailbox", int], int]
 
 
 @dataclass(frozen=True)
@@ -62,3 +66,4 @@ class Registration:
     projections: tuple[Projection, ...] = ()
     message_facts: MessageFacts | None = None
     copy_flags: CopyFlags | None = None
+    thread_of: ThreadOf | None = None
