@@ -194,7 +194,7 @@ class Account:
         """Several messages' bytes in one trip off the event loop (a FETCH or SEARCH of many
         messages: a thread hop per message costs more than reading a small one, and each hop
         makes the loop wait for the GIL again)."""
-        return await asyncio.to_thread(lambda: [self.blobs.get(b) for b in blob_ids])
+        return await asyncio.to_thread(self.blobs.get_many, blob_ids)
 
     def read_message_sync(self, blob_id: bytes) -> bytes:
         """A message's bytes, for callers already off the event loop (export, in a thread)."""
