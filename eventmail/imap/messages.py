@@ -148,6 +148,9 @@ async def _store(s: Session, acct: Account, mailbox_id: int, m: c.AppendMessage,
         structure = await asyncio.to_thread(parse_incoming, data)
     except MimeTooDeep as e:
         raise no(f"message refused: {e}", "LIMIT") from e  # RFC 5530 §3 LIMIT
+    existing = await ingest.sent_copy_of(acct, mailbox_id, structure, flags)
+    if existing is not None:
+        return existing  # the server filed this message here as it was sent: no second copy
     origin = pb.Origin(kind="imap-append", remote_ip=s.peer)
     committed = await ingest.append(acct, mailbox_id, data, structure, flags, stamp, tz, origin)
     return committed.event.message_added.uid

@@ -373,6 +373,11 @@ class Account:
         and bytes: the same retried delivery has the same key."""
         return self.blobs.blob_id(b"delivery\x00" + message_id + b"\x00" + message)
 
+    def sent_key(self, message_id: bytes, author: bytes) -> bytes:
+        """A keyed hash of a sent message's Message-ID and author address: the server's Sent copy
+        and the copy the sending client APPENDs have the same key (eventmail.mail.ingest)."""
+        return self.blobs.blob_id(b"sent\x00" + message_id + b"\x00" + author)
+
     async def change_flags(
         self, mailbox_id: int, uids: Sequence[int], add: Iterable[str] = (), remove: Iterable[str] = (),
         replace: bool = False,

@@ -412,6 +412,11 @@ class MailboxView:
         """Whether a delivery with this key (Message-ID and content) was already made."""
         return self.db.execute("SELECT 1 FROM delivery_key WHERE hash=?", (key,)).fetchone() is not None
 
+    def delivered_to(self, key: bytes) -> tuple[int, int] | None:
+        """The (mailbox id, UID) the message added with this key got (it may be expunged since)."""
+        r = self.db.execute("SELECT mailbox_id, uid FROM delivery_key WHERE hash=?", (key,)).fetchone()
+        return (int(r[0]), int(r[1])) if r else None
+
     def setting(self, key: str) -> str | None:
         r = self.db.execute("SELECT value FROM setting WHERE key=?", (key,)).fetchone()
         return str(r[0]) if r else None
