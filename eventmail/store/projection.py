@@ -402,6 +402,20 @@ class MailboxView:
     def count(self, mailbox_id: int) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM message WHERE mailbox_id=?", (mailbox_id,)).fetchone()[0])
 
+    def uids(self, mailbox_id: int) -> list[int]:
+        return [r[0] for r in self.db.execute("SELECT uid FROM message WHERE mailbox_id=? ORDER BY uid", (mailbox_id,))]
+
+    def tally(self, mailbox_id: int) -> tuple[int, int, int, int]:
+        """(messages, unseen, deleted, octets) of a mailbox, counted inside SQLite: a STATUS of a
+        large mailbox makes no Message of each row. Flags are stored space-separated and a flag
+        holds no space (an atom), so ` \\Seen ` inside ` flags ` is an exact match."""
+        r = self.db.execute(
+            "SELECT COUNT(*), TOTAL(instr(' ' || flags || ' ', ' \\Seen ') = 0), "
+            "TOTAL(instr(' ' || flags || ' ', ' \\Deleted ') > 0), TOTAL(size) FROM message WHERE mailbox_id=?",
+            (mailbox_id,),
+        ).fetchone()
+        return int(r[0]), int(r[1]), int(r[2]), int(r[3])
+
     def expunged_since(self, mailbox_id: int, modseq: int) -> list[int]:
         rows = self.db.execute(
             "SELECT uid FROM expunged WHERE mailbox_id=? AND modseq>? ORDER BY uid", (mailbox_id, modseq)
