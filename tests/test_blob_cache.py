@@ -102,3 +102,26 @@ def test_fetch_of_many_slices_returns_every_body_in_order(tmp_path: Path) -> Non
         assert [int(d[0].split(b" ", 1)[0]) for d in got] == list(range(1, 151))
         assert [d[1] for d in got] == bodies
         m.logout()
+
+
+def test_reads_mixing_cached_and_uncached_keep_their_order(tmp_path: Path) -> None:
+    """Account.read_messages takes what the cache holds on the loop and reads the rest in one
+    worker trip; the answer is in the order asked, whatever came from where."""
+    with ImapServer(tmp_path) as srv:
+        raws = [simple_message(f"m{i}") for i in range(5)]
+        for raw in raws:
+            srv.deliver(raw)
+
+        async def go() -> tuple[list[bytes], list[bytes]]:
+            async with srv.store.use_account("alice") as acct:
+                inbox = acct.view.mailbox("INBOX")
+                assert inbox is not None
+                ids = [m.blob_id for m in acct.view.messages(inbox.id)]
+                srv.store.blob_cache.drop_stream(acct.stream_id)
+                await acct.read_message(ids[1])
+                await acct.read_message(ids[3])
+                mixed = await acct.read_messages(ids)
+                return mixed, await acct.read_messages(ids)  # now all cached
+
+        mixed, cached = srv.call(go())
+        assert mixed == raws and cached == raws

@@ -201,6 +201,10 @@ class BlobStore:
             self.cache.put(self.stream, blob_id, data)
         return data
 
+    def cached(self, blob_id: bytes) -> bytes | None:
+        """The plaintext if the cache holds it (no file read, no decryption: fine on the event loop)."""
+        return self.cache.get(self.stream, blob_id) if self.cache is not None else None
+
     def get_many(self, blob_ids: Sequence[bytes]) -> list[bytes]:
         """`get` of each (one thread hop for a FETCH of many messages)."""
         return [self.get(b) for b in blob_ids]
