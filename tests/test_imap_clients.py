@@ -1,7 +1,8 @@
-"""Real IMAP clients against the server: mbsync and offlineimap syncing both ways with no difference left, mutt reading.
+"""Real mail clients at their defaults against the server: mbsync and offlineimap syncing both ways with no difference left, mutt reading and sending (one copy in Sent).
 
-The short runs take part in `make test`; the long ones (more messages, more rounds) run under
-`pytest -m peers`.
+Each client runs over STARTTLS and over implicit TLS, with no forced mechanism (no AuthMechs,
+auth_mechanisms or smtp_authenticators: their SASL libraries choose). The short runs take part
+in `make test`; the long ones (more messages, more rounds) run under `pytest -m peers`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.imap_harness import PASSWORD, USER, ImapServer, corpus, simple_message
+from tests.mailserver import MailServer
 
 pytestmark = pytest.mark.peers
 
@@ -122,14 +124,18 @@ def _local_changes(root: Path, inbox: Path, strip: re.Pattern[str]) -> None:
 
 
 class Mbsync:
-    def __init__(self, srv: ImapServer, home: Path) -> None:
+    """mbsync at its defaults but for where the server is: no AuthMechs (its SASL library picks
+    the mechanism), STARTTLS on the IMAP port or implicit TLS (`tls`: "starttls" or "implicit")."""
+
+    def __init__(self, srv: ImapServer, home: Path, tls: str = "starttls") -> None:
         self.root = home / "mail"
         self.inbox = self.root / "INBOX"
         self.root.mkdir(parents=True)
         self.rc = home / "mbsyncrc"
+        port, kind = (srv.starttls_port, "STARTTLS") if tls == "starttls" else (srv.tls_port, "IMAPS")
         self.rc.write_text(
-            f"IMAPAccount t\nHost localhost\nPort {srv.starttls_port}\nUser {USER}\nPass {PASSWORD}\n"
-            f"SSLType STARTTLS\nCertificateFile {srv.cert}\n\n"
+            f"IMAPAccount t\nHost localhost\nPort {port}\nUser {USER}\nPass {PASSWORD}\n"
+            f"SSLType {kind}\nCertificateFile {srv.cert}\n\n"
             "IMAPStore far\nAccount t\n\n"
             f"MaildirStore near\nPath {self.root}/\nInbox {self.inbox}\nSubFolders Verbatim\n\n"
             "Channel c\nFar :far:\nNear :near:\nPatterns *\nCreate Both\nExpunge Both\nSyncState *\n"
@@ -143,12 +149,12 @@ class Mbsync:
 MBSYNC_UID = re.compile(r",U=\d+")
 
 
-def _mbsync_round_trip(srv: ImapServer, tmp_path: Path, messages: int, rounds: int) -> None:
+def _mbsync_round_trip(srv: ImapServer, tmp_path: Path, messages: int, rounds: int, tls: str = "starttls") -> None:
     _need("mbsync")
     for raw in corpus(messages):
         srv.deliver(raw)
     srv.deliver(simple_message("archived"), mailbox="Archive", flags=("\\Seen",))
-    mb = Mbsync(srv, tmp_path / "mbsync")
+    mb = Mbsync(srv, tmp_path / "mbsync", tls)
     mb.sync()
     assert maildir_state(mb.root, mb.inbox) == server_state(srv)
     for _ in range(rounds):
@@ -167,8 +173,9 @@ def _mbsync_round_trip(srv: ImapServer, tmp_path: Path, messages: int, rounds: i
     assert any("\\Draft" in flags for _d, flags in server_state(srv)["Drafts"])
 
 
-def test_mbsync_both_ways(srv: ImapServer, tmp_path: Path) -> None:
-    _mbsync_round_trip(srv, tmp_path, messages=15, rounds=1)
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+def test_mbsync_both_ways(srv: ImapServer, tmp_path: Path, tls: str) -> None:
+    _mbsync_round_trip(srv, tmp_path, messages=15, rounds=1, tls=tls)
 
 
 def test_mbsync_offline_move_into_junk_trains_like_a_move(srv: ImapServer, tmp_path: Path) -> None:
@@ -216,18 +223,21 @@ def test_mbsync_long(srv: ImapServer, tmp_path: Path, request: pytest.FixtureReq
 
 
 class OfflineImap:
-    def __init__(self, srv: ImapServer, home: Path) -> None:
+    """offlineimap at its defaults but for where the server is: implicit TLS (`ssl = yes`) or
+    STARTTLS (`ssl = no`, `starttls = yes`); no `auth_mechanisms`."""
+
+    def __init__(self, srv: ImapServer, home: Path, tls: str = "implicit") -> None:
         self.root = home / "mail"
         self.inbox = self.root / "INBOX"
         self.root.mkdir(parents=True)
         self.rc = home / "offlineimaprc"
-        # implicit TLS: offlineimap's STARTTLS hangs now and then (its imaplib2), the testbed found
+        port, ssl_on, starttls = (srv.tls_port, "yes", "no") if tls == "implicit" else (srv.starttls_port, "no", "yes")
         self.rc.write_text(
             f"[general]\naccounts = t\nmetadata = {home}/meta\nui = basic\n\n"
             "[Account t]\nlocalrepository = near\nremoterepository = far\n\n"
             f"[Repository near]\ntype = Maildir\nlocalfolders = {self.root}\n\n"
-            f"[Repository far]\ntype = IMAP\nremotehost = localhost\nremoteport = {srv.tls_port}\n"
-            f"remoteuser = {USER}\nremotepass = {PASSWORD}\nssl = yes\nstarttls = no\n"
+            f"[Repository far]\ntype = IMAP\nremotehost = localhost\nremoteport = {port}\n"
+            f"remoteuser = {USER}\nremotepass = {PASSWORD}\nssl = {ssl_on}\nstarttls = {starttls}\n"
             f"sslcacertfile = {srv.cert}\n"
         )
 
@@ -240,12 +250,14 @@ class OfflineImap:
 OFFLINEIMAP_UID = re.compile(r",U=\d+|,FMD5=[0-9a-f]+")
 
 
-def _offlineimap_round_trip(srv: ImapServer, tmp_path: Path, messages: int, rounds: int) -> None:
+def _offlineimap_round_trip(
+    srv: ImapServer, tmp_path: Path, messages: int, rounds: int, tls: str = "implicit",
+) -> None:
     _need("offlineimap")
     for raw in corpus(messages):
         srv.deliver(raw)
     srv.deliver(simple_message("archived"), mailbox="Archive", flags=("\\Seen",))
-    oi = OfflineImap(srv, tmp_path / "offlineimap")
+    oi = OfflineImap(srv, tmp_path / "offlineimap", tls)
     oi.sync()
     assert maildir_state(oi.root, oi.inbox) == server_state(srv)
     for _ in range(rounds):
@@ -261,8 +273,9 @@ def _offlineimap_round_trip(srv: ImapServer, tmp_path: Path, messages: int, roun
     assert maildir_state(oi.root, oi.inbox) == before == server_state(srv)
 
 
-def test_offlineimap_both_ways(srv: ImapServer, tmp_path: Path) -> None:
-    _offlineimap_round_trip(srv, tmp_path, messages=12, rounds=1)
+@pytest.mark.parametrize("tls", ["implicit", "starttls"])
+def test_offlineimap_both_ways(srv: ImapServer, tmp_path: Path, tls: str) -> None:
+    _offlineimap_round_trip(srv, tmp_path, messages=12, rounds=1, tls=tls)
 
 
 def test_offlineimap_long(srv: ImapServer, tmp_path: Path, request: pytest.FixtureRequest) -> None:
@@ -273,16 +286,19 @@ def test_offlineimap_long(srv: ImapServer, tmp_path: Path, request: pytest.Fixtu
 # ---------------------------------------------------------------------- mutt
 
 
-def test_mutt_reads_a_message(srv: ImapServer, tmp_path: Path) -> None:
-    """mutt opens INBOX over IMAPS and shows a message; reading it sets \\Seen on the server.
+@pytest.mark.parametrize("tls", ["implicit", "starttls"])
+def test_mutt_reads_a_message(srv: ImapServer, tmp_path: Path, tls: str) -> None:
+    """mutt opens INBOX over IMAPS, or over IMAP with STARTTLS (mutt's default for an imap://
+    folder when the server offers it), and shows a message; reading it sets \\Seen on the server.
     mutt reads IMAP only with a terminal, so it runs inside a detached tmux session."""
     _need("mutt")
     _need("tmux")
     srv.deliver(simple_message("first unread", body="nothing to see"))
     srv.deliver(simple_message("mutt reads this", body="The secret word is PAPAYA."))
     rc = tmp_path / "muttrc"
+    folder = f"imaps://localhost:{srv.tls_port}/" if tls == "implicit" else f"imap://localhost:{srv.starttls_port}/"
     rc.write_text(
-        f'set folder = "imaps://localhost:{srv.tls_port}/"\nset spoolfile = "+INBOX"\n'
+        f'set folder = "{folder}"\nset spoolfile = "+INBOX"\n'
         f'set imap_user = "{USER}"\nset imap_pass = "{PASSWORD}"\n'
         f'set ssl_ca_certificates_file = "{srv.cert}"\nset certificate_file = "{tmp_path}/certs"\n'
         'set header_cache = ""\nset message_cachedir = ""\nset timeout = 5\nset move = no\n'
@@ -327,3 +343,53 @@ def _wait_screen(tmux: object, text: str, timeout: float = 20) -> str:
 def srv(tmp_path: Path) -> Iterator[ImapServer]:
     with ImapServer(tmp_path / "server") as s:
         yield s
+
+
+# ---------------------------------------------------------------------- mutt sends
+
+SEND_PASSWORD = "mutt sends this"
+
+
+@pytest.fixture(scope="module")
+def mailserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MailServer]:
+    """A whole `eventmail serve`: submission (587, 465) and IMAP (143, 993), accounts alice and bob."""
+    srv = MailServer(tmp_path_factory.mktemp("mutt-send"), kinds=("submission", "submissions", "imap", "imaps"))
+    srv.init()
+    srv.add_account("alice", "alice@mail.test", SEND_PASSWORD)
+    srv.add_account("bob", "bob@mail.test", SEND_PASSWORD)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.parametrize("tls", ["starttls", "implicit"])
+def test_mutt_sends_and_keeps_one_copy_in_sent(mailserver: MailServer, tmp_path: Path, tls: str) -> None:
+    """mutt at its defaults (no smtp_authenticators: GNU SASL picks the mechanism) sends through
+    submission, STARTTLS on 587 or implicit TLS on 465, and saves its copy (Fcc) into Sent over
+    IMAP: bob gets the message, and alice's Sent holds it once (the server's copy, which the Fcc
+    APPEND folds into: eventmail.mail.ingest.sent_copy_of)."""
+    _need("mutt")
+    srv = mailserver
+    if tls == "starttls":
+        smtp, imap = f"smtp://alice@localhost:{srv.ports['submission']}/", f"imap://localhost:{srv.ports['imap']}/"
+    else:
+        smtp, imap = f"smtps://alice@localhost:{srv.ports['submissions']}/", f"imaps://localhost:{srv.ports['imaps']}/"
+    rc = tmp_path / "muttrc"
+    rc.write_text(
+        f'set from = "alice@mail.test"\nset realname = "Alice"\nset use_from = yes\n'
+        f'set smtp_url = "{smtp}"\nset smtp_pass = "{SEND_PASSWORD}"\n'
+        f'set folder = "{imap}"\nset record = "+Sent"\nset imap_user = "alice"\nset imap_pass = "{SEND_PASSWORD}"\n'
+        f'set ssl_ca_certificates_file = "{srv.cert}"\nset certificate_file = "{tmp_path}/certs"\n'
+        'set header_cache = ""\nset message_cachedir = ""\nset copy = yes\n'
+    )
+    subject = f"sent by mutt over {tls}"
+    env = {**os.environ, "HOME": str(tmp_path)}
+    p = subprocess.run(["mutt", "-n", "-F", str(rc), "-s", subject, "bob@mail.test"], input="Hello Bob.\n",
+                       capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    deadline = time.monotonic() + 20
+    while not any(subject.encode() in m for m in srv.messages("bob")):
+        assert time.monotonic() < deadline, "bob did not get the message"
+        time.sleep(0.2)
+    sent = [m for m in srv.messages("alice", "Sent") if subject.encode() in m]
+    assert len(sent) == 1, f"{len(sent)} copies in Sent"  # two before the Sent copy folded the Fcc in

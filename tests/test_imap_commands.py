@@ -97,6 +97,19 @@ def test_status_items(srv: ImapServer) -> None:
     c.close()
 
 
+def test_status_counts_flags_exactly(srv: ImapServer) -> None:
+    """UNSEEN, DELETED and SIZE are counted in the projection's database: a keyword that
+    contains a system flag's name is not that flag."""
+    srv.deliver(simple_message("three"), flags=("NotSeen", "Deleted2"))
+    srv.deliver(simple_message("four"), flags=("\\Seen", "Seen"))
+    c = srv.raw()
+    c.login()
+    out = c.cmd(b"s STATUS INBOX (MESSAGES UNSEEN DELETED SIZE)")
+    size = sum(len(simple_message(s)) for s in ("one", "two", "three", "four"))
+    assert out[0] == b'* STATUS "INBOX" (MESSAGES 4 UNSEEN 2 DELETED 1 SIZE %d)' % size
+    c.close()
+
+
 def test_enable_imap4rev2(srv: ImapServer) -> None:
     c = srv.raw()
     c.login()

@@ -58,6 +58,7 @@ class FetchPlan:
     sets_seen: bool  # some item implicitly sets \Seen (RFC 9051 §6.4.5)
     wants_flags: bool
     reads_bytes: bool  # some item needs the message's bytes: read them off the loop first
+    names: tuple[str, ...] = ()  # each item's name in the response (worked out once, not per message)
 
 
 def make_plan(cmd: Fetch, condstore: bool = False) -> FetchPlan:
@@ -74,7 +75,7 @@ def make_plan(cmd: Fetch, condstore: bool = False) -> FetchPlan:
         for i in items
     )
     reads_bytes = any(i.name in _RAW_ITEMS or (i.name in ("BODY", "BINARY") and i.section is not None) for i in items)
-    return FetchPlan(tuple(items), sets_seen, "FLAGS" in names, reads_bytes)
+    return FetchPlan(tuple(items), sets_seen, "FLAGS" in names, reads_bytes, tuple(i.response_name() for i in items))
 
 
 class MessageData:
@@ -202,7 +203,7 @@ def render(
     """The FETCH response of one message. `seen_now` when this fetch just set \\Seen: the new
     flags then go with it even if not asked for (RFC 9051 §6.4.5)."""
     out: list[tuple[str, r.Value]] = []
-    for item in plan.items:
+    for item, response_name in zip(plan.items, plan.names, strict=True):
         name = item.name
         value: r.Value
         if name == "UID":
@@ -250,7 +251,7 @@ def render(
             value = preview(data.raw(), data.structure()).encode("utf-8")  # RFC 8970 §3
         else:  # pragma: no cover - the wire only produces the names above
             raise no(f"unsupported fetch item {name}")
-        out.append((item.response_name(), value))
+        out.append((response_name, value))
     if seen_now and not plan.wants_flags:
         out.append(("FLAGS", flag_atoms(msg.flags, recent)))
     return r.FetchResponse(seq, tuple(out))

@@ -189,22 +189,22 @@ def status_values(
     """The flat (name value ...) list of a STATUS response (RFC 9051 §7.2.4; RFC 7162 §3.1.6
     HIGHESTMODSEQ; RFC 7889 APPENDLIMIT; RFC 8474 MAILBOXID)."""
     items = list(items)
-    msgs = view.messages(mb.id) if {"UNSEEN", "DELETED", "SIZE", "DELETED-STORAGE"} & set(items) else []
+    messages, unseen, deleted, octets, deleted_octets = view.tally(mb.id)
     out: list[r.Value] = []
     for item in items:
         value: r.Value
         if item == "MESSAGES":
-            value = view.count(mb.id)
+            value = messages
         elif item == "UIDNEXT":
             value = mb.uidnext
         elif item == "UIDVALIDITY":
             value = mb.uidvalidity
         elif item == "UNSEEN":
-            value = sum(1 for m in msgs if "\\Seen" not in m.flags)
+            value = unseen
         elif item == "DELETED":
-            value = sum(1 for m in msgs if "\\Deleted" in m.flags)
+            value = deleted
         elif item == "SIZE":
-            value = sum(m.size for m in msgs)
+            value = octets
         elif item == "RECENT":
             value = recent
         elif item == "HIGHESTMODSEQ":
@@ -212,7 +212,7 @@ def status_values(
         elif item == "APPENDLIMIT":
             value = appendlimit
         elif item == "DELETED-STORAGE":  # RFC 9208: what EXPUNGE would free, in units of 1024 octets
-            value = (sum(m.size for m in msgs if "\\Deleted" in m.flags) + 1023) // 1024
+            value = (deleted_octets + 1023) // 1024
         else:  # MAILBOXID: the mailbox id is never reused within the account
             value = (r.Atom(mailbox_object_id(mb)),)
         out.extend((r.Atom(item), value))
@@ -248,7 +248,7 @@ def _recent(s: Session, mb: Mailbox, items: Iterable[str]) -> int:
     if sel is not None and sel.mailbox_id == mb.id:
         return len(sel.recent)
     acct = s.need_acct()
-    return len(recent_marks(s.opts.store, acct.name).unclaimed(mb.id, (m.uid for m in acct.view.messages(mb.id))))
+    return len(recent_marks(s.opts.store, acct.name).unclaimed(mb.id, acct.view.uids(mb.id)))
 
 
 async def list_(s: Session, cmd: List) -> AsyncIterator[r.Response]:

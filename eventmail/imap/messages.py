@@ -148,6 +148,9 @@ async def _store(s: Session, acct: Account, mailbox_id: int, m: c.AppendMessage,
         structure = await asyncio.to_thread(parse_incoming, data)
     except MimeTooDeep as e:
         raise no(f"message refused: {e}", "LIMIT") from e  # RFC 5530 §3 LIMIT
+    existing = await ingest.sent_copy_of(acct, mailbox_id, structure, flags)
+    if existing is not None:
+        return existing  # the server filed this message here as it was sent: no second copy
     origin = pb.Origin(kind="imap-append", remote_ip=s.peer)
     committed = await ingest.append(acct, mailbox_id, data, structure, flags, stamp, tz, origin)
     return committed.event.message_added.uid
@@ -172,6 +175,12 @@ async def _catenate(s: Session, acct: Account, parts: tuple[c.CatenatePart, ...]
 
 
 # ---------------------------------------------------------------------- FETCH
+
+
+async def _loaded(acct: Account, msgs: list[Message]) -> list[MessageData]:
+    datas = [MessageData(acct, msg) for msg in msgs]
+    await MessageData.load_all(datas)
+    return datas
 
 
 async def fetch(s: Session, cmd: c.Fetch) -> AsyncIterator[r.Response]:
@@ -210,15 +219,26 @@ async def fetch(s: Session, cmd: c.Fetch) -> AsyncIterator[r.Response]:
         if cmd.changedsince is not None and msg.modseq <= cmd.changedsince:
             continue
         todo.append(msg)
-    for chunk in _chunks(todo, plan.reads_bytes):
-        datas = [MessageData(acct, msg) for msg in chunk]
-        if plan.reads_bytes:
-            await MessageData.load_all(datas)
-        for msg, data in zip(chunk, datas, strict=True):
-            seq = sel.seq(msg.uid)
-            assert seq is not None
-            yield render(plan, seq, msg, data, recent=msg.uid in sel.recent, rev2=s.rev2, seen_now=msg.uid in seen_now)
-        await asyncio.sleep(0)  # other connections get their turn between slices
+    chunks = list(_chunks(todo, plan.reads_bytes))
+    # With bytes to read, the next slice is read (in a worker thread) while this one is
+    # rendered and written: file reads and decryption overlap the encoding.
+    ahead: asyncio.Future[list[MessageData]] | None = None
+    try:
+        for i, chunk in enumerate(chunks):
+            if plan.reads_bytes:
+                datas = await (ahead or _loaded(acct, chunk))
+                ahead = asyncio.ensure_future(_loaded(acct, chunks[i + 1])) if i + 1 < len(chunks) else None
+            else:
+                datas = [MessageData(acct, msg) for msg in chunk]
+            for msg, data in zip(chunk, datas, strict=True):
+                seq = sel.seq(msg.uid)
+                assert seq is not None
+                yield render(plan, seq, msg, data, recent=msg.uid in sel.recent, rev2=s.rev2,
+                             seen_now=msg.uid in seen_now)
+            await asyncio.sleep(0)  # other connections get their turn between slices
+    finally:
+        if ahead is not None and not ahead.done():
+            ahead.cancel()  # the client went away mid-FETCH
     if missing:
         raise no("some of the messages no longer exist", "EXPUNGEISSUED")  # RFC 5530 §3
     yield r.ok(cmd.tag, "FETCH completed")

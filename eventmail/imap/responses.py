@@ -12,7 +12,7 @@ import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal as TypingLiteral
-from typing import TypeAlias
+from typing import TypeAlias, cast
 
 from eventmail.imap.commands import ProtocolError, SequenceSet, encode_mutf7
 
@@ -205,6 +205,21 @@ def _atom(text: str) -> bytes:
 
 def encode_value(value: Value, *, utf8: bool = False, binary: bool = False) -> bytes:
     """One value (see Value). `binary` lets bytes with NUL become literal8."""
+    # The types of FETCH responses first, by exact type (a FETCH of a whole mailbox encodes
+    # thousands of them; bool, an int subclass, takes the checks below)
+    kind = type(value)
+    if kind is int:
+        if cast(int, value) < 0:
+            raise EncodeError("IMAP numbers are unsigned")
+        return b"%d" % cast(int, value)
+    if kind is Raw:
+        return cast(Raw, value).data
+    if kind is Atom:
+        return _atom(cast(Atom, value).text)
+    if kind is tuple:
+        items = cast(tuple[Atom, ...], value)
+        if all(type(v) is Atom for v in items):
+            return b"(" + b" ".join([_atom(v.text) for v in items]) + b")"
     if value is None:
         return b"NIL"
     if isinstance(value, bool):
@@ -277,9 +292,8 @@ def encode_response(response: Response, *, utf8: bool = False, uidonly: bool = F
     parts: list[bytes] = []
     uid: Value | None = None
     for name, value in response.items:
-        binary = name.upper().startswith("BINARY[")
         parts.append(_item_name(name))
-        parts.append(encode_value(value, utf8=utf8, binary=binary))
+        parts.append(encode_value(value, utf8=utf8, binary=name[:7].upper() == "BINARY["))
         if name == "UID":
             uid = value
     if uidonly:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import bisect
+import functools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
@@ -42,6 +43,13 @@ def uid_set(uids: Iterable[int]) -> SequenceSet:
 
 
 def flag_atoms(flags: Iterable[str], recent: bool = False) -> tuple[r.Value, ...]:
+    if isinstance(flags, tuple):
+        return _flag_atoms(flags, recent)  # a message's flags: few combinations in a mailbox
+    return _flag_atoms(tuple(flags), recent)
+
+
+@functools.lru_cache(maxsize=1024)
+def _flag_atoms(flags: tuple[str, ...], recent: bool) -> tuple[r.Value, ...]:
     atoms: list[r.Value] = [r.Atom(f) for f in flags]
     if recent:
         atoms.append(r.Atom("\\Recent"))

@@ -13,6 +13,8 @@ Conflict): the protocol turns them into its replies.
 from __future__ import annotations
 
 import asyncio
+import re
+import time
 from collections.abc import Iterable
 
 from ..junk.features import stored_features
@@ -21,11 +23,33 @@ from ..mime.headers import first_value, without_fields
 from ..mime.parsed import ParsedMessage
 from ..proto import events_pb2 as pb
 from ..store import QUEUE, Account, Committed, Mailbox, Store
-from . import webhooks
+from . import moves, webhooks
+
+# The Sent copy, once. Submission files a copy of every message it accepts into the sender's Sent
+# mailbox (so that a client that does not save one, a phone's or a script's, still leaves a
+# trace), and most mail clients APPEND their own copy there as well (mutt's Fcc, Thunderbird,
+# Apple Mail, K-9). As Gmail does, the client's APPEND of a message the server filed a moment ago
+# (same Message-ID and author, same mailbox) adds nothing: the APPEND answers with the UID of
+# the server's copy, which takes the client's flags. A later APPEND of the same message (a user
+# restoring an old copy) is stored as any other. docs/architecture.md "The Sent copy, once".
+SENT_DEDUP_SECONDS = 10 * 60
+_SPACE = re.compile(rb"\s+")
 
 
 def _message_id(message: bytes) -> bytes:
     return first_value(message, b"message-id") or b""
+
+
+def _sent_key(acct: Account, structure: pb.MessageStructure) -> bytes | None:
+    """The key that ties a Sent copy to the client's APPEND of the same message: its Message-ID
+    (folding whitespace dropped) and its first author address (lower case); None without either."""
+    env = structure.envelope
+    message_id = _SPACE.sub(b"", env.message_id)
+    authors = [a for a in getattr(env, "from") if a.mailbox and a.host]
+    if not env.has_message_id or not message_id or not authors:
+        return None
+    author = (authors[0].mailbox + b"@" + authors[0].host).lower()
+    return acct.sent_key(message_id, author)
 
 
 async def deliver(
@@ -56,15 +80,35 @@ async def deliver(
     return added
 
 
-async def file_sent(acct: Account, sent: str, parsed: ParsedMessage, prefix: bytes, origin: pb.Origin) -> Committed:
+async def file_sent(
+    acct: Account, sent: str, parsed: ParsedMessage, prefix: bytes, origin: pb.Origin,
+) -> Committed | None:
     """File a submitted message, as signed (`prefix` is its DKIM-Signature fields), into the
-    account's Sent mailbox (found by role: eventmail.mail.roles), \\Seen."""
+    account's Sent mailbox (found by role: eventmail.mail.roles), \\Seen. Recorded with its
+    Sent key (see SENT_DEDUP_SECONDS); None when a copy with that key was filed before (the same
+    message submitted again: a client retrying after a lost reply)."""
     final = prefix + parsed.raw
+    structure = parsed.structure_with_prefix(len(prefix))
     features = await asyncio.to_thread(stored_features, final, origin, pb.SPECIAL_USE_SENT)
-    added = await acct.add_message(sent, final, flags=["\\Seen"], origin=origin,
-                                   structure=parsed.structure_with_prefix(len(prefix)), junk=features)
-    assert added is not None  # no dedup asked for
-    return added
+    return await acct.add_message(sent, final, flags=["\\Seen"], origin=origin, structure=structure,
+                                  junk=features, delivery_key=_sent_key(acct, structure) or b"")
+
+
+async def sent_copy_of(acct: Account, mailbox_id: int, structure: pb.MessageStructure, flags: Iterable[str]) -> int | None:
+    """For an APPEND: the UID of the server's Sent copy of this same message, filed into this
+    mailbox within SENT_DEDUP_SECONDS and still there, given the client's `flags` too; None when
+    there is none and the message is to be stored."""
+    key = _sent_key(acct, structure)
+    where = acct.view.delivered_to(key) if key is not None else None
+    if where is None or where[0] != mailbox_id:
+        return None
+    msg = acct.view.message(*where)
+    if msg is None or time.time() - msg.internal_date > SENT_DEDUP_SECONDS:
+        return None
+    missing = sorted(set(flags) - set(msg.flags))
+    if missing:
+        await moves.set_flags(acct, mailbox_id, [msg.uid], missing)
+    return msg.uid
 
 
 async def append(
@@ -72,7 +116,8 @@ async def append(
     internal_date: float, internal_date_tz: int, origin: pb.Origin,
 ) -> Committed:
     """IMAP APPEND: add the message as the client gave it, with its flags and internal date
-    (`internal_date_tz`: the date's zone, in minutes east of UTC). Never deduplicated.
+    (`internal_date_tz`: the date's zone, in minutes east of UTC). Never deduplicated (the
+    caller asks `sent_copy_of` first).
 
     A message the account already holds in another mailbox is an offline move (mbsync and
     offlineimap move a message between folders by uploading it to the new one and deleting it
@@ -143,4 +188,5 @@ async def queue_outbound(
     return committed
 
 
-__all__ = ["append", "deliver", "file_sent", "hand_off", "import_message", "queue_outbound"]
+__all__ = ["SENT_DEDUP_SECONDS", "append", "deliver", "file_sent", "hand_off", "import_message", "queue_outbound",
+           "sent_copy_of"]

@@ -193,14 +193,21 @@ class Account:
         return self._writer.subscribe()
 
     async def read_message(self, blob_id: bytes) -> bytes:
-        """A message's bytes, read and decrypted off the event loop."""
-        return await asyncio.to_thread(self.blobs.get, blob_id)
+        """A message's bytes, read and decrypted off the event loop (from memory if cached)."""
+        data = self.blobs.cached(blob_id)
+        return data if data is not None else await asyncio.to_thread(self.blobs.get, blob_id)
 
     async def read_messages(self, blob_ids: Sequence[bytes]) -> list[bytes]:
         """Several messages' bytes in one trip off the event loop (a FETCH or SEARCH of many
         messages: a thread hop per message costs more than reading a small one, and each hop
-        makes the loop wait for the GIL again)."""
-        return await asyncio.to_thread(lambda: [self.blobs.get(b) for b in blob_ids])
+        makes the loop wait for the GIL again), and none when all are cached: on a busy machine
+        each hop waits for the scheduler twice (the worker, then the loop)."""
+        found = [self.blobs.cached(b) for b in blob_ids]
+        missing = [b for b, data in zip(blob_ids, found, strict=True) if data is None]
+        if not missing:
+            return [data for data in found if data is not None]
+        read = iter(await asyncio.to_thread(self.blobs.get_many, missing))
+        return [data if data is not None else next(read) for data in found]
 
     def read_message_sync(self, blob_id: bytes) -> bytes:
         """A message's bytes, for callers already off the event loop (export, in a thread)."""
@@ -401,6 +408,11 @@ class Account:
         """A keyed hash of a message's Message-ID (its first field's value, as the caller read it)
         and bytes: the same retried delivery has the same key."""
         return self.blobs.blob_id(b"delivery\x00" + message_id + b"\x00" + message)
+
+    def sent_key(self, message_id: bytes, author: bytes) -> bytes:
+        """A keyed hash of a sent message's Message-ID and author address: the server's Sent copy
+        and the copy the sending client APPENDs have the same key (eventmail.mail.ingest)."""
+        return self.blobs.blob_id(b"sent\x00" + message_id + b"\x00" + author)
 
     async def change_flags(
         self, mailbox_id: int, uids: Sequence[int], add: Iterable[str] = (), remove: Iterable[str] = (),

@@ -2,6 +2,9 @@
 
 import os
 import struct
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,15 +22,69 @@ WRITE_THREADS = 4  # threads writing a batch of replicated blob files
 # busy shared disk makes the few blobs of a steady-state batch wait for everyone else's writes
 # (the replication lag's tail). Larger batches (a catch-up) share two syncfs calls.
 SMALL_BATCH_FILES = 8
+# Decrypted blobs kept in memory, in all (one cache per store): a client that reads a message
+# reads it again soon (the header, then the body; a phone and a desktop both fetch new mail;
+# a resync), and every read otherwise costs a file open and a decryption. 32 MiB holds the
+# recent mail of a busy day; memory only, never written anywhere (docs/security.md).
+CACHE_BYTES = 32 * 1024 * 1024
+# Larger blobs are not cached: one big attachment would push out hundreds of ordinary messages.
+CACHE_MAX_BLOB = 1024 * 1024
+
+
+class BlobCache:
+    """Recently read plaintexts by (stream, blob id), least recently used out first, bounded in
+    octets. Blob ids name content, so an entry never goes stale; a shredded stream's entries are
+    dropped. Thread-safe: blobs are read in worker threads."""
+
+    def __init__(self, capacity: int = CACHE_BYTES) -> None:
+        self.capacity = capacity
+        self.size = 0
+        self._entries: OrderedDict[tuple[str, bytes], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, stream: str, blob_id: bytes) -> bytes | None:
+        key = (stream, blob_id)
+        with self._lock:
+            data = self._entries.get(key)
+            if data is not None:
+                self._entries.move_to_end(key)
+            return data
+
+    def put(self, stream: str, blob_id: bytes, data: bytes) -> None:
+        if len(data) > CACHE_MAX_BLOB or len(data) > self.capacity:
+            return
+        key = (stream, blob_id)
+        with self._lock:
+            if key in self._entries:
+                return
+            self._entries[key] = data
+            self.size += len(data)
+            while self.size > self.capacity:
+                _, old = self._entries.popitem(last=False)
+                self.size -= len(old)
+
+    def drop(self, stream: str, blob_ids: Sequence[bytes]) -> None:
+        with self._lock:
+            for blob_id in blob_ids:
+                data = self._entries.pop((stream, blob_id), None)
+                if data is not None:
+                    self.size -= len(data)
+
+    def drop_stream(self, stream: str) -> None:
+        with self._lock:
+            for key in [k for k in self._entries if k[0] == stream]:
+                self.size -= len(self._entries.pop(key))
 
 
 class BlobStore:
     """The blobs of one stream (account). Names reveal nothing without the stream's keys."""
 
-    def __init__(self, stream: str, path: Path, keys: StreamKeys | None) -> None:
+    def __init__(self, stream: str, path: Path, keys: StreamKeys | None, cache: BlobCache | None = None) -> None:
         self.stream = stream
         self.path = path
         self.keys = keys
+        self.cache = cache
+        self._dir = os.fspath(path)  # reads build plain string paths: pathlib costs as much as the read
 
     def _keys(self) -> StreamKeys:
         if self.keys is None:
@@ -138,13 +195,30 @@ class BlobStore:
         return self._file(blob_id).exists()
 
     def get(self, blob_id: bytes) -> bytes:
-        """The blob's plaintext, checked against its name. Raises DamagedBlob."""
-        f = self._file(blob_id)
+        """The blob's plaintext, checked against its name (or from the cache, which holds only
+        plaintexts so checked). Raises DamagedBlob."""
+        if self.cache is not None:
+            data = self.cache.get(self.stream, blob_id)
+            if data is not None:
+                return data
+        h = blob_id.hex()
         try:
-            raw = f.read_bytes()
+            with open(f"{self._dir}/{h[:2]}/{h[2:]}", "rb", buffering=0) as f:
+                raw = f.read()
         except FileNotFoundError:
-            raise DamagedBlob(f"stream {self.stream}: blob {blob_id.hex()} is missing") from None
-        return self._open(blob_id, raw)
+            raise DamagedBlob(f"stream {self.stream}: blob {h} is missing") from None
+        data = self._open(blob_id, raw)
+        if self.cache is not None:
+            self.cache.put(self.stream, blob_id, data)
+        return data
+
+    def cached(self, blob_id: bytes) -> bytes | None:
+        """The plaintext if the cache holds it (no file read, no decryption: fine on the event loop)."""
+        return self.cache.get(self.stream, blob_id) if self.cache is not None else None
+
+    def get_many(self, blob_ids: Sequence[bytes]) -> list[bytes]:
+        """`get` of each (one thread hop for a FETCH of many messages)."""
+        return [self.get(b) for b in blob_ids]
 
     def _open(self, blob_id: bytes, raw: bytes) -> bytes:
         head = BLOB_HEAD.size
@@ -166,6 +240,8 @@ class BlobStore:
     def remove(self, blob_ids: list[bytes]) -> None:
         """Delete blobs nothing refers to any more (the retention collector's decision, recorded
         before), then sync their directories."""
+        if self.cache is not None:
+            self.cache.drop(self.stream, blob_ids)
         parents = set()
         for blob_id in blob_ids:
             f = self._file(blob_id)

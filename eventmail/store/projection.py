@@ -449,6 +449,22 @@ class MailboxView:
     def count(self, mailbox_id: int) -> int:
         return int(self.db.execute("SELECT COUNT(*) FROM message WHERE mailbox_id=?", (mailbox_id,)).fetchone()[0])
 
+    def uids(self, mailbox_id: int) -> list[int]:
+        return [r[0] for r in self.db.execute("SELECT uid FROM message WHERE mailbox_id=? ORDER BY uid", (mailbox_id,))]
+
+    def tally(self, mailbox_id: int) -> tuple[int, int, int, int, int]:
+        """(messages, unseen, deleted, octets, deleted octets) of a mailbox, counted inside SQLite:
+        a STATUS of a large mailbox makes no Message of each row. Flags are stored space-separated
+        and a flag holds no space (an atom), so ` \\Seen ` inside ` flags ` is an exact match."""
+        r = self.db.execute(
+            "SELECT COUNT(*), TOTAL(instr(' ' || flags || ' ', ' \\Seen ') = 0), "
+            "TOTAL(instr(' ' || flags || ' ', ' \\Deleted ') > 0), TOTAL(size), "
+            "TOTAL(CASE WHEN instr(' ' || flags || ' ', ' \\Deleted ') > 0 THEN size ELSE 0 END) "
+            "FROM message WHERE mailbox_id=?",
+            (mailbox_id,),
+        ).fetchone()
+        return int(r[0]), int(r[1]), int(r[2]), int(r[3]), int(r[4])
+
     def expunged_since(self, mailbox_id: int, modseq: int) -> list[int]:
         rows = self.db.execute(
             "SELECT uid FROM expunged WHERE mailbox_id=? AND modseq>? ORDER BY uid", (mailbox_id, modseq)
@@ -458,6 +474,11 @@ class MailboxView:
     def delivered(self, key: bytes) -> bool:
         """Whether a delivery with this key (Message-ID and content) was already made."""
         return self.db.execute("SELECT 1 FROM delivery_key WHERE hash=?", (key,)).fetchone() is not None
+
+    def delivered_to(self, key: bytes) -> tuple[int, int] | None:
+        """The (mailbox id, UID) the message added with this key got (it may be expunged since)."""
+        r = self.db.execute("SELECT mailbox_id, uid FROM delivery_key WHERE hash=?", (key,)).fetchone()
+        return (int(r[0]), int(r[1])) if r else None
 
     def setting(self, key: str) -> str | None:
         r = self.db.execute("SELECT value FROM setting WHERE key=?", (key,)).fetchone()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..proto import events_pb2 as pb
 from .account import Account
-from .blobs import BlobStore
+from .blobs import BlobCache, BlobStore
 from .errors import Conflict, DamagedBlob, DamagedLog, DirectoryLocked, MissingKey, NotFound, StoreError
 from .fsutil import make_dirs
 from .handle import StreamHandle
@@ -61,6 +61,7 @@ class Store:
         self._queue_writer: StreamWriter | None = None
         self._reaper: asyncio.Task[None] | None = None
         self.queue_blobs: BlobStore | None = None
+        self.blob_cache = BlobCache()  # decrypted account blobs recently read, in memory only
         self._other_writers: dict[str, StreamWriter] = {}
         self._gate: Callable[[str, int], Awaitable[None]] | None = None
         self._fenced: Callable[[str], str | None] = lambda stream: None
@@ -278,6 +279,7 @@ class Store:
         self.keyring.shred(stream)
         if keys is not None:
             shutil.rmtree(self.directory / "streams" / keys.dir_name, ignore_errors=True)
+            self.blob_cache.drop_stream(stream)
             BlobStore(stream, self.directory / "blobs" / keys.dir_name, None).remove_all()
             (self.directory / "checkpoints" / keys.dir_name).unlink(missing_ok=True)
             shutil.rmtree(self.directory / "past-checkpoints" / keys.dir_name, ignore_errors=True)
@@ -313,7 +315,7 @@ class Store:
             name,
             stream,
             slog,
-            BlobStore(stream, self.directory / "blobs" / keys.dir_name, keys),
+            BlobStore(stream, self.directory / "blobs" / keys.dir_name, keys, self.blob_cache),
             self.directory / "checkpoints" / keys.dir_name,
             self.registration,
         )
