@@ -132,20 +132,23 @@ def test_quickstart_refuses_a_bad_address(tmp_path: Path, address: str) -> None:
     assert not (tmp_path / "qs").exists()
 
 
+def dns_check(work: Path, config: Path, zone: str) -> subprocess.CompletedProcess[str]:
+    """`eventmail dns check example.org` with the configuration's resolver pointed at a DNS server
+    process serving `zone`."""
+    with DnsServer.start(work / f"dns{len(zone)}", {"example.org": zone}) as server:
+        config.write_text(re.sub(r"nameservers = \[\"127.0.0.1\"\]\n(port = \d+\n)?",
+                                 f'nameservers = ["127.0.0.1"]\nport = {server.port}\n', config.read_text()))
+        return subprocess.run([sys.executable, "-m", "eventmail", "dns", "check", "example.org", "--config",
+                               str(config)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+
+
 def test_dns_check_says_what_is_missing_or_wrong_with_the_fix(tmp_path: Path) -> None:
     d = tmp_path / "qs"
     assert quickstart(d, "you@example.org").returncode == 0
     zone = (d / "example.org.zone").read_text() + "mail 3600 IN A 192.0.2.25\n"
     config = d / "eventmail.toml"
 
-    def dns_check(zone_text_: str) -> subprocess.CompletedProcess[str]:
-        with DnsServer.start(tmp_path / f"dns{len(zone_text_)}", {"example.org": zone_text_}) as server:
-            config.write_text(re.sub(r"nameservers = \[\"127.0.0.1\"\]\n(port = \d+\n)?",
-                                     f'nameservers = ["127.0.0.1"]\nport = {server.port}\n', config.read_text()))
-            return subprocess.run([sys.executable, "-m", "eventmail", "dns", "check", "example.org", "--config",
-                                   str(config)], capture_output=True, text=True, timeout=120, cwd=ROOT)
-
-    good = dns_check(zone)
+    good = dns_check(tmp_path, config, zone)
     assert good.returncode == 0, good.stdout + good.stderr
     assert "all 20 records as they should be" in good.stdout and "MISSING" not in good.stdout, good.stdout
     assert "OK      TLSA _25._tcp.mail.example.org." in good.stdout and "not DNSSEC-signed" in good.stdout
@@ -155,7 +158,7 @@ def test_dns_check_says_what_is_missing_or_wrong_with_the_fix(tmp_path: Path) ->
               .replace("IN MX 10 mail.example.org.", "IN MX 10 mx.elsewhere.test.")
               .replace('_dmarc.example.org. 3600 IN TXT', "_dmarc-old.example.org. 3600 IN TXT")
               .replace('"v=STSv1; id=', '"v=STSv1; id=0'))  # a policy id of another policy
-    bad = dns_check(broken)
+    bad = dns_check(tmp_path, config, broken)
     assert bad.returncode == 1 and "4 of 20 records missing or wrong" in bad.stderr, bad.stdout + bad.stderr
     out = bad.stdout
     assert "WRONG   MX example.org." in out and "published: 10 mx.elsewhere.test." in out, out
@@ -205,20 +208,13 @@ def test_quickstart_publishes_tlsa_when_the_zone_is_signed_and_dns_check_compare
 
     published = (d / "example.org.zone").read_text() + "mail 3600 IN A 192.0.2.25\n"
 
-    def dns_check(zone_text_: str) -> subprocess.CompletedProcess[str]:
-        with DnsServer.start(tmp_path / f"dns{len(zone_text_)}", {"example.org": zone_text_}) as server:
-            config.write_text(re.sub(r"nameservers = \[\"127.0.0.1\"\]\n(port = \d+\n)?",
-                                     f'nameservers = ["127.0.0.1"]\nport = {server.port}\n', config.read_text()))
-            return subprocess.run([sys.executable, "-m", "eventmail", "dns", "check", "example.org", "--config",
-                                   str(config)], capture_output=True, text=True, timeout=120, cwd=ROOT)
-
-    good = dns_check(signed_zone(published))
+    good = dns_check(tmp_path, config, signed_zone(published))
     assert good.returncode == 0 and "OK      TLSA _25._tcp.mail.example.org." in good.stdout, good.stdout + good.stderr
     other = "3 1 1 " + "ab" * 32
-    wrong = dns_check(signed_zone(published.replace(want.split("TLSA ")[1], other)))
+    wrong = dns_check(tmp_path, config, signed_zone(published.replace(want.split("TLSA ")[1], other)))
     assert wrong.returncode == 1 and "WRONG   TLSA _25._tcp.mail.example.org." in wrong.stdout, wrong.stdout
     assert "validating senders will not deliver" in wrong.stdout and f"publish: {want}" in wrong.stdout
-    missing = dns_check(signed_zone(published.replace(want + "\n", "")))
+    missing = dns_check(tmp_path, config, signed_zone(published.replace(want + "\n", "")))
     assert missing.returncode == 1 and "MISSING TLSA _25._tcp.mail.example.org." in missing.stdout, missing.stdout
 
 
