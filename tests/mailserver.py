@@ -235,16 +235,21 @@ class Localserve:
         self.proc.wait(30)
 
 
-def start_localserve(directory: Path, *extra: str) -> Localserve:
-    """Start localserve on `directory` (extra: e.g. "--password", "pw"), with no DNS to ask."""
-    ports = {k: free_port() for k in LOCALSERVE_KINDS}
-    args = [sys.executable, "-m", "eventmail", "localserve", "--dir", str(directory), "--dns", "127.0.0.1:9",
-            *extra] + [f"--{k}-port={v}" for k, v in ports.items()]
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+def started_lines(proc: subprocess.Popen[str]) -> list[str]:
+    """What a starting `eventmail serve`/`localserve` printed, up to its "stop with" line (or its end)."""
     assert proc.stdout is not None
     lines = []
     for line in proc.stdout:
         lines.append(line)
         if line.startswith("stop with"):
             break
-    return Localserve(proc, ports, lines)
+    return lines
+
+
+def start_localserve(directory: Path, *extra: str) -> Localserve:
+    """Start localserve on `directory` (extra: e.g. "--password", "pw"), with no DNS to ask."""
+    ports = {k: free_port() for k in LOCALSERVE_KINDS}
+    args = [sys.executable, "-m", "eventmail", "localserve", "--dir", str(directory), "--dns", "127.0.0.1:9",
+            *extra] + [f"--{k}-port={v}" for k, v in ports.items()]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    return Localserve(proc, ports, started_lines(proc))

@@ -16,7 +16,7 @@ from eventmail.opening import open_store
 from eventmail.store import MasterKeySource, load_master_key
 
 from .conftest import ROOT
-from .mailserver import free_port
+from .mailserver import free_port, started_lines
 
 BASE = """
 hostname = "mail.example.test"
@@ -102,13 +102,7 @@ def test_make_run_starts_localserve_and_mail_goes_in(tmp_path: Path) -> None:
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     try:
-        assert proc.stdout is not None
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if line.startswith("stop with"):
-                break
-        text = "".join(lines)
+        text = "".join(started_lines(proc))
         assert f"MX (SMTP)                127.0.0.1 port {ports['smtp']}" in text, text
         assert f"port {ports['submission']}" in text and f"port {ports['submissions']}" in text
         assert "you@localhost" in text and "password: pw-make-run" in text

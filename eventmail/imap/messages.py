@@ -88,13 +88,7 @@ async def append(s: Session, cmd: c.Append) -> AsyncIterator[r.Response]:
     # whole APPEND (RFC 4469 §5), as a MULTIAPPEND is all or nothing (RFC 3502 §3)
     ready: list[tuple[c.AppendMessage, bytes]] = []
     for m in cmd.messages:
-        if m.utf8 and not s.utf8:
-            raise bad("APPEND UTF8 needs ENABLE UTF8=ACCEPT")  # RFC 6855 §4
-        data = m.data if m.parts is None else await _catenate(s, acct, m.parts)
-        if not data:
-            raise no("empty message")
-        check_flags(m.flags)
-        ready.append((m, data))
+        ready.append((m, await _message_bytes(s, acct, m, "APPEND")))
     uids: list[int] = []
     for m, data in ready:
         uids.append(await _store(s, acct, mb.id, m, data))
@@ -122,17 +116,23 @@ async def replace(s: Session, cmd: c.Replace) -> AsyncIterator[r.Response]:
         raise no("that message was expunged", "EXPUNGEISSUED")
     mb = existing_mailbox(acct.view, cmd.mailbox, "TRYCREATE")
     m = cmd.message
-    if m.utf8 and not s.utf8:
-        raise bad("REPLACE UTF8 needs ENABLE UTF8=ACCEPT")  # RFC 6855 §4
-    data = m.data if m.parts is None else await _catenate(s, acct, m.parts)
-    if not data:
-        raise no("empty message")
-    check_flags(m.flags)
-    uid = await _store(s, acct, mb.id, m, data)
+    uid = await _store(s, acct, mb.id, m, await _message_bytes(s, acct, m, "REPLACE"))
     # RFC 8508 §3.3: the original goes as UID EXPUNGE would take it; its EXPUNGE (or VANISHED)
     # reaches the client with this command's answer
     await moves.expunge(acct, sel.mailbox_id, [original])
     yield r.ok(cmd.tag, "REPLACE completed", r.ResponseCode("APPENDUID", (mb.uidvalidity, uid)))
+
+
+async def _message_bytes(s: Session, acct: Account, m: c.AppendMessage, command: str) -> bytes:
+    """The bytes an APPEND or REPLACE message stands for (CATENATE put together, RFC 4469), checked
+    before anything is stored: UTF8 literal allowed, not empty, flags within the limits."""
+    if m.utf8 and not s.utf8:
+        raise bad(f"{command} UTF8 needs ENABLE UTF8=ACCEPT")  # RFC 6855 §4
+    data = m.data if m.parts is None else await _catenate(s, acct, m.parts)
+    if not data:
+        raise no("empty message")
+    check_flags(m.flags)
+    return data
 
 
 async def _store(s: Session, acct: Account, mailbox_id: int, m: c.AppendMessage, data: bytes) -> int:
