@@ -43,10 +43,11 @@ class Pebble:
 
     @classmethod
     def start(cls, work: Path, *, port: int, management_port: int, dns_port: int, http_port: int,
-              tls_port: int, host: str = "127.0.0.1") -> Pebble:
+              tls_port: int, host: str = "127.0.0.1", nonce_reject: int = 5) -> Pebble:
         """`http_port` / `tls_port`: where its validation authority connects for HTTP-01 and
         TLS-ALPN-01, on the addresses the DNS server gives for each name; `host`: the address of
-        its ACME and management APIs (127.0.0.1 or ::1)."""
+        its ACME and management APIs (127.0.0.1 or ::1); `nonce_reject`: the percentage of good
+        nonces it refuses as bad (its default 5, as a CA may at any time: RFC 8555 §6.5)."""
         work.mkdir(parents=True, exist_ok=True)
         cert, key = work / "pebble-cert.pem", work / "pebble-key.pem"
         if not cert.exists():
@@ -60,7 +61,8 @@ class Pebble:
         }}))
         # No sleeps before validating; every order validated afresh (no authorization reuse), so
         # each test's challenges are really answered.
-        env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_AUTHZREUSE": "0"}
+        env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", "PEBBLE_AUTHZREUSE": "0",
+               "PEBBLE_WFE_NONCEREJECT": str(nonce_reject)}
         log_path = work / "pebble.log"
         assert PEBBLE is not None
         with log_path.open("ab") as out:

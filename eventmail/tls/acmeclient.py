@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import base64
 import datetime
+from typing import Any
 
+import requests
 from acme import challenges, client, crypto_util, errors, messages
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -20,6 +22,24 @@ from josepy.jwk import JWK, JWKEC
 from .acme import HTTP_01, TLS_ALPN_01, AcmeError, AriWindow, Challenge, ari_cert_id
 
 USER_AGENT = "eventmail"
+BAD_NONCE_TRIES = 10  # a CA may refuse any nonce (pebble refuses 5 % by default); each retry has a fresh one
+
+
+class _Network(client.ClientNetwork):
+    """The package's network, retrying a request the CA refused for its nonce as often as
+    BAD_NONCE_TRIES (the package retries once): RFC 8555 §6.5, a client SHOULD retry it with a
+    fresh nonce. An order makes a dozen or more requests, so one retry left one order in a few
+    dozen failing against a CA that refuses nonces at random, with the next try a minute or more
+    away (`[acme] retry_seconds`)."""
+
+    def post(self, *args: Any, **kwargs: Any) -> requests.Response:
+        for _ in range(BAD_NONCE_TRIES - 1):
+            try:
+                return self._post_once(*args, **kwargs)
+            except messages.Error as e:
+                if e.code != "badNonce":
+                    raise
+        return self._post_once(*args, **kwargs)
 
 
 class TLSALPN01Response(challenges.ChallengeResponse):
@@ -56,7 +76,7 @@ class AcmeClient:
         self.account_key = _jwk(account_key_pem)
         # ca_file: the CA's own HTTPS certificate's issuer, when it is not in the system's trust
         # store (a test CA); `requests` takes a path as `verify`.
-        self._net = client.ClientNetwork(self.account_key, alg=ES256, user_agent=USER_AGENT,
+        self._net = _Network(self.account_key, alg=ES256, user_agent=USER_AGENT,
                                          verify_ssl=ca_file or True, timeout=timeout)  # type: ignore[arg-type]
         self._acme: client.ClientV2 | None = None
 

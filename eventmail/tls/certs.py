@@ -95,10 +95,21 @@ def tlsa_3_1_1(key_pem: bytes) -> str:
     return digest.finalize().hex()
 
 
-def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
-    """A server context: TLS 1.2 or newer, the certificate and key loaded."""
+def _server_context() -> ssl.SSLContext:
+    """TLS 1.2 or newer, and no TLS 1.3 session tickets. Tickets arrive after the handshake, while
+    the client may already be writing its first command; imaplib2's reader and writer threads
+    then use one OpenSSL connection at once (offlineimap after STARTTLS: a hang to the server's
+    timeout, or a crash, in most runs here). Mail clients gain little from resumption: a full
+    handshake per connection costs a millisecond of CPU."""
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.num_tickets = 0
+    return ctx
+
+
+def server_context(cert_path: Path, key_path: Path) -> ssl.SSLContext:
+    """A server context: TLS 1.2 or newer, the certificate and key loaded."""
+    ctx = _server_context()
     for what, path in (("certificate", cert_path), ("private key", key_path)):
         if not path.is_file():
             raise FileNotFoundError(f"TLS {what} {path} does not exist (tls.cert / tls.key in the configuration)")
@@ -120,8 +131,7 @@ def context_from_pem(chain_pem: bytes, key_pem: bytes, alpn: Iterable[str] = ())
 
     OpenSSL loads certificates only from files: the PEM goes through an anonymous memory file
     (memfd), so no private key touches a disk unencrypted."""
-    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx = _server_context()
     if alpn:
         ctx.set_alpn_protocols(list(alpn))
     if hasattr(os, "memfd_create"):
