@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import aiohttp
 from yarl import URL
 
 from ..mime.headers import first_value
@@ -316,6 +315,8 @@ class WebhookSender:
         }
         if p.hook.authorization:
             headers["Authorization"] = p.hook.authorization
+        import aiohttp  # only once a hook is posted (about 14 MB resident): most servers have none
+
         try:
             # No redirects followed (a hook goes where it was configured to), no proxy from the
             # environment, no cookies kept between calls.

@@ -23,7 +23,6 @@ from ..store import QUEUE, Committed, Store
 from .attempt import AttemptResult, Auth, Outcome, Timeouts, attempt
 from .destination import DestinationPolicy
 from .mtasts import CachedPolicy, StsPolicy
-from .mtastsfetch import fetch_policy
 from .tlspolicy import TlsMode, TlsRequirement
 
 log = logging.getLogger(__name__)
@@ -103,6 +102,10 @@ class QueueRunner:
         self._own: set[int] = set()  # seqs of our own records, folded already
 
         async def fetch(domain: str) -> StsPolicy:
+            # aiohttp (about 14 MB resident) only once a policy is fetched: an MX-only node
+            # (a backup MX, a receive-only host) never loads it.
+            from .mtastsfetch import fetch_policy
+
             return await fetch_policy(domain, resolver)
 
         self.policy = DestinationPolicy(resolver, fetch, self_names=frozenset({hostname.lower()}))

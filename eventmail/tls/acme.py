@@ -17,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -26,6 +25,7 @@ from .certs import ACME_TLS_ALPN, CertificateHolder, context_from_pem, self_sign
 
 if TYPE_CHECKING:
     from acme import messages
+    from aiohttp import web
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ def acme_challenge_routes(holder: CertificateHolder) -> list[web.RouteDef]:
     """HTTP-01 (RFC 8555 §8.3): GET /.well-known/acme-challenge/{token} answers the token's key
     authorization while its challenge is pending, 404 otherwise. Add them to the application of
     the port-80 listener: `app.add_routes(acme_challenge_routes(holder))`."""
+    from aiohttp import web  # here, not above: a server without HTTP never loads aiohttp (~14 MB)
 
     async def answer(request: web.Request) -> web.Response:
         key_authz = holder.http01.get(request.match_info["token"])
@@ -112,6 +113,8 @@ def acme_challenge_routes(holder: CertificateHolder) -> list[web.RouteDef]:
 
 def acme_challenge_app(holder: CertificateHolder) -> web.Application:
     """An application that serves only the HTTP-01 answers (the `[acme] http01_port` listener)."""
+    from aiohttp import web
+
     app = web.Application()
     app.add_routes(acme_challenge_routes(holder))
     return app
@@ -120,6 +123,8 @@ def acme_challenge_app(holder: CertificateHolder) -> web.Application:
 async def serve_http01(holder: CertificateHolder, addresses: list[str], port: int) -> Callable[[], Awaitable[None]]:
     """Serve only the HTTP-01 answers on `port` of each address (the `[acme] http01_port`
     setting, for a setup whose port 80 has no other HTTP listener); returns the stopper."""
+    from aiohttp import web
+
     runner = web.AppRunner(acme_challenge_app(holder), access_log=None)
     await runner.setup()
     for address in addresses:
