@@ -129,6 +129,10 @@ class _Projection:
         return []
 
 
+    def apply_run(self, db: sqlite3.Connection, run: Sequence[tuple[int, pb.Event]]) -> Sequence[Sequence[Change]]:
+        return [()] * len(run)  # deliveries annotate nothing
+
+
 METADATA_PROJECTION = _Projection()
 
 

@@ -32,6 +32,7 @@ from .projection import (
     Projector,
     SettingChanged,
     SubscriptionChanged,
+    added_rows,
 )
 from .records import Record
 from .registration import Change, CopyFlags, MessageFacts, Projection, Registration, ThreadOf
@@ -92,6 +93,7 @@ __all__ = [
     "ThreadOf",
     "WrongKey",
     "account_stream",
+    "added_rows",
     "check_repository",
     "create_backup",
     "handoff_stream",

@@ -34,7 +34,13 @@ class Projection(Protocol):
     Its tables (`schema`) live in the account's in-memory database, so they are checkpointed and
     sealed with it; `apply` folds one event right after the mailbox view folded it, inside the
     commit's transaction, and must be pure (DESIGN.md "Events are facts and decisions": a
-    projection never decides; STYLE.md §3)."""
+    projection never decides; STYLE.md §3).
+
+    `apply_run` folds a run of consecutive MessageAdded events (seq, event) at once, right after
+    the mailbox view folded the whole run (a catch-up, a cold replay, a commit of several
+    deliveries); it returns the changes of each event and must leave the state that `apply` of
+    each event in turn leaves (a later delivery of the run changes nothing an earlier one's fold
+    reads; store.projection.added_rows says which ones the view took in)."""
 
     @property
     def name(self) -> str: ...
@@ -43,6 +49,8 @@ class Projection(Protocol):
     def schema(self) -> str: ...
 
     def apply(self, db: sqlite3.Connection, seq: int, event: pb.Event) -> Sequence[Change]: ...
+
+    def apply_run(self, db: sqlite3.Connection, run: Sequence[tuple[int, pb.Event]]) -> Sequence[Sequence[Change]]: ...
 
 
 # (message bytes, origin, the mailbox it is added to) -> its MIME structure and what the
