@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from eventmail.opening import REGISTRATION, open_store
 from eventmail.proto import events_pb2 as pb
-from eventmail.store import Change, MasterKeySource, Registration, init_directory, load_master_key
+from eventmail.store import Change, Delivery, MasterKeySource, Registration, init_directory, load_master_key
 from eventmail.store import projection as proj
 
 PROJECTIONS = REGISTRATION.projections
@@ -91,7 +91,7 @@ class Runs:
             db.execute("UPDATE runs_count SET n=n+1")
         return ()
 
-    def apply_run(self, db: sqlite3.Connection, run: Sequence[tuple[int, pb.Event]]) -> Sequence[Sequence[Change]]:
+    def apply_run(self, db: sqlite3.Connection, run: Sequence[Delivery]) -> Sequence[Sequence[Change]]:
         self.calls.append(len(run))
         db.execute("UPDATE runs_count SET n=n+?", (len(run),))
         return [()] * len(run)

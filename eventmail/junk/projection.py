@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ..proto import events_pb2 as pb
-from ..store import Account, Change, added_rows
+from ..store import Account, Change, Delivery
 
 JUNK, NOT_JUNK = "$Junk", "$NotJunk"
 HAM, SPAM = 1, 2
@@ -212,7 +212,7 @@ def _message_added(db: sqlite3.Connection, seq: int, e: pb.Event) -> list[Change
     return _sync_class(db, m.mailbox_id, m.uid)
 
 
-def _messages_added(db: sqlite3.Connection, run: Sequence[tuple[int, pb.Event]]) -> list[list[Change]]:
+def _messages_added(db: sqlite3.Connection, run: Sequence[Delivery]) -> list[list[Change]]:
     """`_message_added` of each delivery of a run, with one statement per table: the messages
     the view took in are indexed, their content counted once per blob (its words kept from its
     first message, as one by one), then the classified ones trained, in log order."""
@@ -224,10 +224,10 @@ def _messages_added(db: sqlite3.Connection, run: Sequence[tuple[int, pb.Event]])
     first: dict[bytes, pb.JunkFeatures] = {}
     classified = []
     out: list[list[Change]] = [[] for _ in run]
-    for i, ((_seq, e), row) in enumerate(zip(run, added_rows(db, run), strict=True)):
-        if row is None:
+    for i, d in enumerate(run):
+        if not d.taken:
             continue
-        m = e.message_added
+        m = d.added
         f = m.junk
         msgs.append((m.mailbox_id, m.uid, m.blob_id, f.destined_mailbox_id or m.mailbox_id, m.internal_date))
         refs[m.blob_id] = refs.get(m.blob_id, 0) + 1
@@ -236,7 +236,7 @@ def _messages_added(db: sqlite3.Connection, run: Sequence[tuple[int, pb.Event]])
         sent.extend((address, m.internal_date) for address in sorted(set(f.sent_to)))
         if f.reject_key:
             rejects.append((m.mailbox_id, m.uid, f.reject_key, m.internal_date))
-        if _class(" ".join(m.flags)):
+        if _class(d.flags):
             classified.append((i, m.mailbox_id, m.uid))
     db.executemany("INSERT INTO junk_msg VALUES (?,?,?,0,?,?)", msgs)
     known: set[bytes] = set()
@@ -360,7 +360,7 @@ class JunkProjection:
         return handler(db, seq, event) if handler is not None else ()
 
 
-    def apply_run(self, db: sqlite3.Connection, run: Sequence[tuple[int, pb.Event]]) -> Sequence[Sequence[Change]]:
+    def apply_run(self, db: sqlite3.Connection, run: Sequence[Delivery]) -> Sequence[Sequence[Change]]:
         """Fold a run of deliveries, after the mailbox view has folded the run. Pure."""
         return _messages_added(db, run)
 

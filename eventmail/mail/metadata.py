@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ..proto import events_pb2 as pb
-from ..store import Account, Change, MailboxView
+from ..store import Account, Change, Delivery, MailboxView
 
 SERVER = 0  # the mailbox id of server (account-wide) entries
 # RFC 5464 §4.1: a server must accept values of at least 1024 octets and at least 10 entries
@@ -129,7 +129,7 @@ class _Projection:
         return []
 
 
-    def apply_run(self, db: sqlite3.Connection, run: Sequence[tuple[int, pb.Event]]) -> Sequence[Sequence[Change]]:
+    def apply_run(self, db: sqlite3.Connection, run: Sequence[Delivery]) -> Sequence[Sequence[Change]]:
         return [()] * len(run)  # deliveries annotate nothing
 
 

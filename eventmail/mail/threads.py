@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from ..mime.headers import message_ids, references
 from ..mime.subject import base_subject_reply
 from ..proto import events_pb2 as pb
-from ..store import Change, Mailbox, added_rows
+from ..store import Change, Delivery, Mailbox
 
 # Rule 4's window (Mox's): a "Re: lunch" a month later is another lunch.
 SUBJECT_WINDOW_US = 4 * 7 * 24 * 3600 * 1_000_000
@@ -75,11 +75,9 @@ class ThreadIndex:
         self._index(db, [(m, row[0], row[1])])
         return ()
 
-    def apply_run(self, db: sqlite3.Connection, run: Sequence[tuple[int, pb.Event]]) -> Sequence[Sequence[Change]]:
+    def apply_run(self, db: sqlite3.Connection, run: Sequence[Delivery]) -> Sequence[Sequence[Change]]:
         """A run of deliveries: the messages the view took in, indexed in their order."""
-        added = [(e.message_added, row[0], row[1]) for (_seq, e), row in zip(run, added_rows(db, run), strict=True)
-                 if row is not None]
-        self._index(db, added)
+        self._index(db, [(d.added, d.thread_id, d.saved_us) for d in run if d.taken])
         return [()] * len(run)
 
     @staticmethod

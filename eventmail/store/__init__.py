@@ -32,10 +32,9 @@ from .projection import (
     Projector,
     SettingChanged,
     SubscriptionChanged,
-    added_rows,
 )
 from .records import Record
-from .registration import Change, CopyFlags, MessageFacts, Projection, Registration, ThreadOf
+from .registration import Change, CopyFlags, Delivery, MessageFacts, Projection, Registration, ThreadOf
 from .replication_port import ReplicationPort
 from .store import IDLE_SECONDS, Store, StreamReport
 from .stream import Committed, Subscription
@@ -59,6 +58,7 @@ __all__ = [
     "CopyFlags",
     "DamagedBlob",
     "DamagedLog",
+    "Delivery",
     "DirectoryLocked",
     "Head",
     "KeyFileExposed",
@@ -93,7 +93,6 @@ __all__ = [
     "ThreadOf",
     "WrongKey",
     "account_stream",
-    "added_rows",
     "check_repository",
     "create_backup",
     "handoff_stream",

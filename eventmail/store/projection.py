@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ..proto import events_pb2 as pb
-from .registration import Change, Projection, Registration
+from .registration import Change, Delivery, Projection, Registration
 
 SCHEMA = """
 CREATE TABLE mailbox(
@@ -219,24 +219,25 @@ def _fold_run(
 ) -> list[tuple[Change, ...]]:
     if len(run) == 1:
         return [_fold(db, *run[0], registered)]
-    changes = _fold_added(db, run)
-    pairs = [(seq, e) for seq, _t, e in run]
+    changes, deliveries = _fold_added(db, run)
     for p in registered:
-        for mine, theirs in zip(changes, p.apply_run(db, pairs), strict=True):
+        for mine, theirs in zip(changes, p.apply_run(db, deliveries), strict=True):
             mine.extend(theirs)
     return [tuple(c) for c in changes]
 
 
-def _fold_added(db: sqlite3.Connection, run: list[tuple[int, int, pb.Event]]) -> list[Changes]:
+def _fold_added(db: sqlite3.Connection, run: list[tuple[int, int, pb.Event]]) -> tuple[list[Changes], list[Delivery]]:
     """Fold a run of MessageAdded events into the mailbox view: the same checks as
     `_message_added`, one event after the other, made on the mailboxes' UIDNEXT read once; the
-    rows written with one statement per table."""
+    rows written with one statement per table. Returns the changes of each event and each
+    delivery as the view took it in (for the registered projections)."""
     uidnext: dict[int, int] = dict(db.execute("SELECT id, uidnext FROM mailbox").fetchall())
     touched: dict[int, tuple[int, int]] = {}
     rows = []
     keys = []
     size = 0
     out: list[Changes] = []
+    deliveries = []
     for seq, time_us, e in run:
         m = e.message_added
         mid, uid = m.mailbox_id, m.uid
@@ -244,17 +245,20 @@ def _fold_added(db: sqlite3.Connection, run: list[tuple[int, int, pb.Event]]) ->
         # As _insert_message: UIDs only grow (RFC 9051 §2.3.1.1), a missing mailbox takes nothing.
         if nxt is None or uid < 1 or nxt > uid:
             out.append([])
+            deliveries.append(Delivery(seq, m, False))
             continue
         uidnext[mid] = uid + 1
         touched[mid] = (uid + 1, seq)
         email_id = m.email_id or seq
-        rows.append((mid, uid, m.blob_id, m.size, m.internal_date, m.internal_date_tz, _flag_text(m.flags), seq,
-                     m.structure.SerializeToString(deterministic=True), seq, email_id, m.thread_id or email_id,
-                     time_us))
+        thread_id = m.thread_id or email_id
+        flags = _flag_text(m.flags)
+        rows.append((mid, uid, m.blob_id, m.size, m.internal_date, m.internal_date_tz, flags, seq,
+                     m.structure.SerializeToString(deterministic=True), seq, email_id, thread_id, time_us))
         size += m.size
         if m.message_id_hash:
             keys.append((m.message_id_hash, mid, uid))
         out.append([MessagesChanged(mid, added=(uid,))])
+        deliveries.append(Delivery(seq, m, True, thread_id, time_us, flags))
     db.executemany("UPDATE mailbox SET uidnext=?, highest_modseq=? WHERE id=?",
                    [(n, seq, mid) for mid, (n, seq) in touched.items()])
     db.executemany("INSERT INTO message VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
@@ -262,29 +266,7 @@ def _fold_added(db: sqlite3.Connection, run: list[tuple[int, int, pb.Event]]) ->
     if size:
         db.execute("UPDATE meta SET value=value+? WHERE key='storage'", (size,))
     _set_meta(db, "time_us", run[-1][1])
-    return out
-
-
-def added_rows(db: sqlite3.Connection, run: Sequence[tuple[int, pb.Event]]) -> list[tuple[int, int, str] | None]:
-    """For each MessageAdded of a run the mailbox view has folded: (thread id, save date, flags)
-    of the message it added, or None where it refused the event (a registered projection's
-    `apply_run` indexes only what the view took in). One query per mailbox of the run: a row
-    whose UID lies in the run's span and whose added_seq is its event's seq."""
-    spans: dict[int, tuple[int, int]] = {}
-    for _seq, e in run:
-        m = e.message_added
-        lo, hi = spans.get(m.mailbox_id, (m.uid, m.uid))
-        spans[m.mailbox_id] = (min(lo, m.uid), max(hi, m.uid))
-    first, last = run[0][0], run[-1][0]
-    found: dict[tuple[int, int, int], tuple[int, int, str]] = {}
-    for mid, (lo, hi) in spans.items():
-        for uid, added_seq, thread_id, saved_us, flags in db.execute(
-            "SELECT uid, added_seq, thread_id, saved_us, flags FROM message "
-            "WHERE mailbox_id=? AND uid BETWEEN ? AND ? AND added_seq BETWEEN ? AND ?", (mid, lo, hi, first, last)
-        ):
-            found[(mid, uid, added_seq)] = (thread_id, saved_us, flags)
-    return [found.get((e.message_added.mailbox_id, e.message_added.uid, seq)) for seq, e in run]
-
+    return out, deliveries
 
 
 def _mailbox_created(db: sqlite3.Connection, seq: int, e: pb.Event) -> Changes:
