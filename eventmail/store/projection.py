@@ -182,8 +182,9 @@ def apply_all(
     (tests/test_projection_batch.py).
 
     The seq is written once at the end: nothing inside the transaction reads it, and a replay of
-    100,000 events saves a statement per event. The time is set before each event's fold: it is
-    the save date of what the event adds (RFC 8514)."""
+    100,000 events saves a statement per event. The time is set before each single event's fold
+    (it is the save date of what the event adds, RFC 8514), and once after a run, whose rows
+    carry their own."""
     out: list[tuple[Change, ...]] = []
     last: int | None = None
     run: list[tuple[int, int, pb.Event]] = []
