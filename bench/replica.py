@@ -1,6 +1,10 @@
 """Replication figures on a real pair on loopback: lag at a steady rate, catch-up rate, sync/async throughput.
 
-    python bench/replica.py [--rate 20] [--seconds 10] [--backlog 3000] [--clients 4] [--busy]
+    python bench/replica.py [--rate 20] [--seconds 10] [--backlog 5000] [--clients 4] [--busy]
+        [--parts lag,throughput,catchup,initial]
+
+"initial" is the initial sync of a new secondary (an empty data directory) with everything the
+primary holds (the catch-up's backlog too when both run); its progress lines are printed.
 
 With --busy, bench/smtp.py (eventmail's MX alone, 10 clients) runs beside the lag measurement, so
 the lag is measured on a machine busy with SMTP; the load average is printed with it.
@@ -14,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import smtplib
 import statistics
@@ -167,11 +172,13 @@ def main() -> None:
     ap.add_argument("--backlog", type=int, default=5000, help="records the secondary catches up on")
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--busy", action="store_true", help="run bench/smtp.py beside the lag measurement")
-    ap.add_argument("--parts", default="lag,throughput,catchup",
-                    help="comma-separated subset of lag, throughput, catchup")
+    ap.add_argument("--parts", default="lag,throughput,catchup,initial",
+                    help="comma-separated subset of lag, throughput, catchup, initial")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    load_at_start = os.getloadavg()[0]
+    progress: list[str] = []
     with tempfile.TemporaryDirectory(prefix="eventmail-bench-replica-") as tmp:
         results: dict[str, float] = {}
         modes = ("async", "sync") if "throughput" in parts else ("async",)
@@ -217,9 +224,28 @@ def main() -> None:
                     results["catchup_records_per_s"] = args.backlog / (done - t1)
                     if os.environ.get("BENCH_TIMING"):
                         print("\n".join(line for line in b.log_lines if "TIMING" in line))
+                if mode == "async" and "initial" in parts:
+                    # A new secondary: its data directory is gone; it fetches the keyring and
+                    # then every stream from the first record.
+                    b.stop()
+                    shutil.rmtree(b.directory)
+                    b.ports.clear()
+                    records = sum(int(r["position"]) for r in a.status()["streams"] if r["role"] == "writer")
+                    mark = len(b.log_lines)
+                    b.start()
+                    t1 = time.monotonic()
+                    cpu0b = cpu(b)
+                    wait_until(lambda a=a, b=b: caught_up(b, a), timeout=900, what="initial sync")  # type: ignore[misc]
+                    done = time.monotonic()
+                    results["initial_records"] = records
+                    results["initial_s"] = done - t1
+                    results["initial_cpu_b"] = cpu(b) - cpu0b
+                    time.sleep(1.5)  # the leader's next heartbeat ends the catch-up: its last line
+                    progress = [line for line in b.log_lines[mark:] if "catching up with" in line or "caught up with" in line]
             finally:
                 close_pair(a, b)
-    print("replication on loopback, two `eventmail serve` processes, mutual TLS, 2-core machine")
+    print("replication on loopback, two `eventmail serve` processes, mutual TLS, 2-core machine; "
+          f"load average {load_at_start:.1f} at the start")
     if "lag" in parts:
         print(f"async lag at {args.rate:.0f} deliveries/s over {args.seconds:.0f} s ({results['lag_n']:.0f} messages): "
           f"p50 {results['lag_p50_ms']:.1f} ms, p99 {results['lag_p99_ms']:.1f} ms (250 to record durable on the secondary)"
@@ -230,6 +256,13 @@ def main() -> None:
           f"({results['catchup_with_start_s']:.1f} s including its start); CPU: secondary "
           f"{results['catchup_cpu_b']:.2f} s ({args.backlog / results['catchup_cpu_b']:.0f} records per core-second), "
           f"primary {results['catchup_cpu_a']:.2f} s (user+system, polled every 0.2 s)")
+    if "initial" in parts:
+        print(f"initial sync of a new secondary: {results['initial_records']:.0f} records (every stream; the "
+              f"account's each a delivery with its blob) in {results['initial_s']:.1f} s = "
+              f"{results['initial_records'] / results['initial_s']:.0f} records/s once its process runs; CPU: secondary "
+              f"{results['initial_cpu_b']:.2f} s; its progress lines:")
+        for line in progress:
+            print("    " + line.strip())
     if "throughput" in parts:
         ratio = results["sync_msgs_per_s"] / results["async_msgs_per_s"]
         print(f"SMTP throughput, {args.clients} clients: async {results['async_msgs_per_s']:.1f} msg/s, "

@@ -90,6 +90,7 @@ async def big_account(store: Store, messages: int) -> float:
 
 
 async def main(messages: int) -> None:
+    print(f"load average (1 min) at the start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     tmp = Path(tempfile.mkdtemp(prefix="em-bench-"))
     try:
         d = tmp / "data"

@@ -22,6 +22,8 @@ RETRY_SECONDS = 1.0
 RETRY_MAX_SECONDS = 8.0
 DOWN_REMINDER = 60.0
 PROGRESS_EVERY = 5.0
+# A catch-up of at least this many records (or one that logged progress) says when it is done.
+CATCHUP_REPORTED = 1000
 
 
 class Diverged(Exception):
@@ -43,6 +45,12 @@ class Follower:
         self.options = tlsauth.client_options(s.peer_node)
         self._applied_since_report = 0
         self._last_report = time.monotonic()
+        # The catch-up under way: when its first batch arrived, the records applied since, and
+        # whether progress was logged (a catch-up ends at the leader's next heartbeat with heads:
+        # it sends one only when it has nothing left to ship).
+        self._catchup_started: float | None = None
+        self._catchup_records = 0
+        self._catchup_logged = False
 
     async def run(self) -> None:
         delay = RETRY_SECONDS
@@ -166,6 +174,7 @@ class Follower:
                 caught_up = False
         if caught_up and hb.heads:
             self.node.rejoined()
+            self._caught_up()
         self.node.update_lag_metrics()
         return True
 
@@ -214,6 +223,9 @@ class Follower:
             await self.store.replication.append_raw(stream, records, durable)
             metrics.REPLICA_APPLIED.inc(len(records))
             self._applied_since_report += len(records)
+            if self._catchup_started is None:
+                self._catchup_started = time.monotonic()
+            self._catchup_records += len(records)
         else:
             durable()
         self._report_progress()
@@ -222,11 +234,28 @@ class Follower:
         now = time.monotonic()
         if now - self._last_report < PROGRESS_EVERY:
             return
-        behind = sum(f.lag_records for f in self.node.following.values())
         rate = self._applied_since_report / (now - self._last_report)
-        if behind:
-            log.info("replication: catching up with %s: %d records behind, %.0f records/s",
-                     self.node.peer_node, behind, rate)
+        behind = sum(f.lag_records for f in self.node.following.values())
+        started = self._catchup_started
+        # A catch-up under way for a while (in the steady state each batch is one: the leader's
+        # heartbeat after it ends it), or records known to be behind.
+        if self._applied_since_report and (behind or (started is not None and now - started >= PROGRESS_EVERY)):
+            # The leader's head is known from its heartbeats only once it has shipped everything:
+            # during an initial sync what is behind is unknown and said as such.
+            log.info("replication: catching up with %s: %d records in %.0f s so far, %.0f records/s, %s",
+                     self.node.peer_node, self._catchup_records, now - (self._catchup_started or now), rate,
+                     f"{behind} records behind" if behind else "the leader's head not known yet")
+            self._catchup_logged = True
         self._applied_since_report = 0
         self._last_report = now
         self.node.update_lag_metrics()
+
+    def _caught_up(self) -> None:
+        """The leader had nothing more to ship: a catch-up worth a line says how it went."""
+        if self._catchup_started is not None and (self._catchup_logged or self._catchup_records >= CATCHUP_REPORTED):
+            took = max(time.monotonic() - self._catchup_started, 1e-3)
+            log.info("replication: caught up with %s: %d records in %.1f s, %.0f records/s", self.node.peer_node,
+                     self._catchup_records, took, self._catchup_records / took)
+        self._catchup_started = None
+        self._catchup_records = 0
+        self._catchup_logged = False

@@ -8,6 +8,7 @@ import pytest
 
 from eventmail.opening import open_store
 from eventmail.store import MasterKeySource, load_master_key
+from eventmail.store.packs import PACK_DIR, read_index
 
 from .replica_pair import Node, caught_up, close_pair, make_pair, wait_until
 
@@ -40,12 +41,20 @@ def acked(primary: Node) -> int:
 
 
 def blob_files(node: Node) -> dict[str, bytes]:
+    """Every blob file by its name, and every blob of every pack as the file of its name would be."""
     root = node.directory / "blobs"
     out = {}
     for dirpath, _, names in os.walk(root):
         for name in names:
-            if not name.endswith(".tmp"):
-                p = Path(dirpath) / name
+            p = Path(dirpath) / name
+            if name.endswith(".pack"):
+                index = read_index(p)
+                assert index is not None, f"{p} is not a whole pack"
+                data = p.read_bytes()
+                for blob_id, (offset, length) in index.items():
+                    h = blob_id.hex()
+                    out[str(p.parent.parent.relative_to(root) / h[:2] / h[2:])] = data[offset : offset + length]
+            elif not name.endswith(".tmp"):
                 out[str(p.relative_to(root))] = p.read_bytes()
     return out
 
@@ -90,13 +99,15 @@ def test_a_secondary_killed_mid_catch_up_keeps_what_it_acknowledged(tmp_path: Pa
 
 
 @pytest.mark.parametrize("count", [3, 40])
-def test_replicated_blob_files_small_batches_fsync_each_large_batches_share_two_syncfs(
+def test_replicated_blobs_small_batches_as_files_large_batches_as_one_pack(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, count: int
 ) -> None:
-    """A steady-state batch (a few blobs) is made durable file by file and does not wait for the
-    whole file system's dirty data (syncfs); a catch-up batch shares two syncfs calls. Either
-    way every file is whole under its name, checked against it, and nothing is left under .tmp."""
+    """A steady-state batch (a few blobs) is stored file by file, as the primary stores them; a
+    catch-up batch goes into one pack with one fsync (and one of its directory) for all of it.
+    Either way every blob is checked against its name, reads back, ships back byte for byte as
+    the primary's file, and nothing is left under .tmp."""
     from eventmail.store import blobs as blobs_mod
+    from eventmail.store import packs as packs_mod
     from eventmail.store.keys import MasterKeySource as Source
     from eventmail.store.keys import init_directory
 
@@ -116,13 +127,23 @@ def test_replicated_blob_files_small_batches_fsync_each_large_batches_share_two_
         return out, blob_dir, keys
 
     wanted, blob_dir, keys = asyncio.run(files())
-    syncs: list[Path] = []
-    real = blobs_mod.sync_filesystem
-    monkeypatch.setattr(blobs_mod, "sync_filesystem", lambda p: (syncs.append(p), real(p)))
+    (blob_dir / PACK_DIR).mkdir(parents=True, exist_ok=True)  # there since the first pack
+    fsyncs: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(packs_mod.os, "fsync", lambda fd: (fsyncs.append(fd), real(fd)))
     store = blobs_mod.BlobStore(STREAM, blob_dir, keys)  # type: ignore[arg-type]
     assert store.put_raw_files(wanted) == count
-    assert len(syncs) == (0 if count <= blobs_mod.SMALL_BATCH_FILES else 2)
+    packs = sorted((blob_dir / PACK_DIR).glob("*.pack"))
+    if count <= blobs_mod.SMALL_BATCH_FILES:
+        assert not packs
+        assert all(store._file(b).read_bytes() == data for b, data in wanted)
+    else:
+        assert len(packs) == 1 and len(fsyncs) == 2  # the pack, then its directory
+        assert not any(store._file(b).exists() for b, _ in wanted)
+    fresh = blobs_mod.BlobStore(STREAM, blob_dir, keys)  # type: ignore[arg-type]
     for i, (blob_id, data) in enumerate(wanted):
-        assert store._file(blob_id).read_bytes() == data
-        assert store.get(blob_id) == message(i)
+        assert fresh.exists(blob_id)
+        assert fresh.raw_file(blob_id) == data
+        assert fresh.get(blob_id) == message(i)
+    assert store.put_raw_files(wanted) == 0  # present already: nothing written again
     assert not list(blob_dir.rglob("*.tmp"))

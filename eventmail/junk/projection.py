@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ..proto import events_pb2 as pb
-from ..store import Account, Change
+from ..store import Account, Change, Delivery
 
 JUNK, NOT_JUNK = "$Junk", "$NotJunk"
 HAM, SPAM = 1, 2
@@ -212,6 +212,52 @@ def _message_added(db: sqlite3.Connection, seq: int, e: pb.Event) -> list[Change
     return _sync_class(db, m.mailbox_id, m.uid)
 
 
+def _messages_added(db: sqlite3.Connection, run: Sequence[Delivery]) -> list[list[Change]]:
+    """`_message_added` of each delivery of a run, with one statement per table: the messages
+    the view took in are indexed, their content counted once per blob (its words kept from its
+    first message, as one by one), then the classified ones trained, in log order."""
+    msgs = []
+    keys: list[tuple[str, str, int, int, int]] = []
+    sent: list[tuple[str, int]] = []
+    rejects = []
+    refs: dict[bytes, int] = {}
+    first: dict[bytes, pb.JunkFeatures] = {}
+    classified = []
+    out: list[list[Change]] = [[] for _ in run]
+    for i, d in enumerate(run):
+        if not d.taken:
+            continue
+        m = d.added
+        f = m.junk
+        msgs.append((m.mailbox_id, m.uid, m.blob_id, f.destined_mailbox_id or m.mailbox_id, m.internal_date))
+        refs[m.blob_id] = refs.get(m.blob_id, 0) + 1
+        first.setdefault(m.blob_id, f)
+        keys.extend((k, v, m.internal_date, m.mailbox_id, m.uid) for k, v in _identity_keys(f))
+        sent.extend((address, m.internal_date) for address in sorted(set(f.sent_to)))
+        if f.reject_key:
+            rejects.append((m.mailbox_id, m.uid, f.reject_key, m.internal_date))
+        if _class(d.flags):
+            classified.append((i, m.mailbox_id, m.uid))
+    db.executemany("INSERT INTO junk_msg VALUES (?,?,?,0,?,?)", msgs)
+    known: set[bytes] = set()
+    blob_ids = list(refs)
+    for i in range(0, len(blob_ids), _CHUNK):
+        chunk = blob_ids[i : i + _CHUNK]
+        q = f"SELECT blob_id FROM junk_content WHERE blob_id IN ({','.join('?' * len(chunk))})"
+        known.update(r[0] for r in db.execute(q, chunk))
+    db.executemany("UPDATE junk_content SET refs=refs+? WHERE blob_id=?", [(n, b) for b, n in refs.items() if b in known])
+    db.executemany("INSERT INTO junk_content VALUES (?,?,?)",
+                   [(b, _encode_words(sorted(set(first[b].words))), n) for b, n in refs.items() if b not in known])
+    db.executemany("INSERT OR IGNORE INTO junk_key VALUES (?,?,0,?,?,?)", keys)
+    db.executemany(
+        "INSERT INTO junk_sent VALUES (?,?,1) ON CONFLICT(address) DO UPDATE SET last=max(last, excluded.last), "
+        "count=count+1", sent)
+    db.executemany("INSERT INTO junk_reject VALUES (?,?,?,?)", rejects)
+    for i, mailbox_id, uid in classified:
+        out[i] = _sync_class(db, mailbox_id, uid)
+    return out
+
+
 def _remove(db: sqlite3.Connection, mailbox_id: int, uid: int) -> list[Change]:
     jm = db.execute("SELECT blob_id, class FROM junk_msg WHERE mailbox_id=? AND uid=?", (mailbox_id, uid)).fetchone()
     if jm is None:
@@ -312,6 +358,11 @@ class JunkProjection:
         """Fold one event, after the mailbox view has folded it. Pure."""
         handler = _HANDLERS.get(event.WhichOneof("kind") or "")
         return handler(db, seq, event) if handler is not None else ()
+
+
+    def apply_run(self, db: sqlite3.Connection, run: Sequence[Delivery]) -> Sequence[Sequence[Change]]:
+        """Fold a run of deliveries, after the mailbox view has folded the run. Pure."""
+        return _messages_added(db, run)
 
 
 JUNK_PROJECTION = JunkProjection()

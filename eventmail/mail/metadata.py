@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from ..proto import events_pb2 as pb
-from ..store import Account, Change, MailboxView
+from ..store import Account, Change, Delivery, MailboxView
 
 SERVER = 0  # the mailbox id of server (account-wide) entries
 # RFC 5464 §4.1: a server must accept values of at least 1024 octets and at least 10 entries
@@ -127,6 +127,10 @@ class _Projection:
                 db.execute("DELETE FROM metadata WHERE mailbox_id=?", (mid,))
                 return [MetadataUpdated(mid, tuple(names))]
         return []
+
+
+    def apply_run(self, db: sqlite3.Connection, run: Sequence[Delivery]) -> Sequence[Sequence[Change]]:
+        return [()] * len(run)  # deliveries annotate nothing
 
 
 METADATA_PROJECTION = _Projection()

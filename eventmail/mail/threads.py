@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from ..mime.headers import message_ids, references
 from ..mime.subject import base_subject_reply
 from ..proto import events_pb2 as pb
-from ..store import Change, Mailbox
+from ..store import Change, Delivery, Mailbox
 
 # Rule 4's window (Mox's): a "Re: lunch" a month later is another lunch.
 SUBJECT_WINDOW_US = 4 * 7 * 24 * 3600 * 1_000_000
@@ -72,16 +72,30 @@ class ThreadIndex:
                          (m.mailbox_id, m.uid, seq)).fetchone()
         if row is None:
             return ()  # the view did not add it (its mailbox is gone): nothing to thread to
-        thread_id, saved_us = row
-        subject, _reply = base_subject_reply(m.structure.envelope.subject)
-        own = _own_id(m.structure)
-        if own is not None:
-            # The first message with a Message-ID keeps it: later ones joined its thread (rule 1).
-            db.execute("INSERT OR IGNORE INTO thread_msgid VALUES (?,?,?)", (own, thread_id, subject))
-        if subject:
-            db.execute("INSERT OR REPLACE INTO thread_subject VALUES (?,?,?,?)",
-                       (m.mailbox_id, subject, saved_us, thread_id))
+        self._index(db, [(m, row[0], row[1])])
         return ()
+
+    def apply_run(self, db: sqlite3.Connection, run: Sequence[Delivery]) -> Sequence[Sequence[Change]]:
+        """A run of deliveries: the messages the view took in, indexed in their order."""
+        self._index(db, [(d.added, d.thread_id, d.saved_us) for d in run if d.taken])
+        return [()] * len(run)
+
+    @staticmethod
+    def _index(db: sqlite3.Connection, added: Sequence[tuple[pb.MessageAdded, int, int]]) -> None:
+        """Index messages (each with the thread id and save date the view gave it), in log order."""
+        ids = []
+        subjects = []
+        for m, thread_id, saved_us in added:
+            subject, _reply = base_subject_reply(m.structure.envelope.subject)
+            own = _own_id(m.structure)
+            if own is not None:
+                # The first message with a Message-ID keeps it: later ones joined its thread (rule 1).
+                ids.append((own, thread_id, subject))
+            if subject:
+                subjects.append((m.mailbox_id, subject, saved_us, thread_id))
+        # The two tables are independent: each keeps the order of the log.
+        db.executemany("INSERT OR IGNORE INTO thread_msgid VALUES (?,?,?)", ids)
+        db.executemany("INSERT OR REPLACE INTO thread_subject VALUES (?,?,?,?)", subjects)
 
 
 THREAD_INDEX = ThreadIndex()

@@ -11,6 +11,9 @@ _TRAILER = re.compile(r"(?:\s|\(fwd\))+$", re.I)  # subj-trailer (RFC 5256 §5)
 _BLOB = r"\[[^\[\]]*\]\s*"  # subj-blob
 _LEADER = re.compile(rf"^(?:(?:{_BLOB})*(?:re|fwd?)\s*(?:{_BLOB})?:|\s+)", re.I)  # subj-leader
 _BLOB_RE = re.compile(rf"^{_BLOB}")
+# What a subject may start with when step (3), (4) or (6) strips something: a blob, re, fw, fwd
+# (or white space, which \s matches: str.isspace); a trailer of step (2) ends with white space or ")".
+_MAY_STRIP_FIRST = frozenset("[rRfF")
 
 
 def base_subject(raw: bytes) -> str:
@@ -22,6 +25,9 @@ def base_subject_reply(raw: bytes) -> tuple[str, bool]:
     """The base subject, and whether a reply/forward marker was removed (RFC 5256 §2.1,
     which THREAD=REFERENCES step 5 asks)."""
     text = _WSP.sub(" ", decode_words(raw))  # (1) decoded, whitespace runs as one space
+    if not text or not (text[0] in _MAY_STRIP_FIRST or text[0].isspace() or text[-1] == ")" or text[-1].isspace()):
+        # Nothing of steps (2)-(6) can apply (the common subject; a replay threads every delivery's).
+        return text, False
     reply = False
     while True:
         while True:

@@ -31,6 +31,8 @@ def charset_decode(data: bytes, charset: str) -> str:
 
 def decode_words(value: bytes) -> str:
     """A header value as text: RFC 2047 encoded words decoded, 8-bit bytes read as UTF-8."""
+    if b"=?" not in value:  # no encoded word (most values): every replay threads each subject
+        return charset_decode(value, "utf-8")
     value = _BETWEEN_WORDS_RE.sub(rb"\1\2", value)
     out: list[str] = []
     pos = 0

@@ -34,7 +34,7 @@ from .projection import (
     SubscriptionChanged,
 )
 from .records import Record
-from .registration import Change, CopyFlags, MessageFacts, Projection, Registration, ThreadOf
+from .registration import Change, CopyFlags, Delivery, MessageFacts, Projection, Registration, ThreadOf
 from .replication_port import ReplicationPort
 from .store import IDLE_SECONDS, Store, StreamReport
 from .stream import Committed, Subscription
@@ -58,6 +58,7 @@ __all__ = [
     "CopyFlags",
     "DamagedBlob",
     "DamagedLog",
+    "Delivery",
     "DirectoryLocked",
     "Head",
     "KeyFileExposed",

@@ -5,22 +5,21 @@ import struct
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..cputime import stage
 from . import crypto
 from .errors import DamagedBlob, StreamShredded
-from .fsutil import fsync_dir, make_dirs, raise_store_error, sync_filesystem, write_atomic
+from .fsutil import fsync_dir, make_dirs, write_atomic
 from .keyring import StreamKeys
+from .packs import forget, packs_of
 
 BLOB_MAGIC = b"EMBLOB01"
 BLOB_HEAD = struct.Struct(">8sI")  # magic, key id; then the nonce and the ciphertext
-WRITE_THREADS = 4  # threads writing a batch of replicated blob files
-# A batch of at most this many replicated blob files is made durable file by file (an fsync
-# each, then its directory): syncfs(2) flushes every file system writer's dirty data, which on a
-# busy shared disk makes the few blobs of a steady-state batch wait for everyone else's writes
-# (the replication lag's tail). Larger batches (a catch-up) share two syncfs calls.
+# A batch of at most this many replicated blob files is stored file by file (an fsync each, then
+# its directory), as the primary stores them: the few blobs of a steady-state batch. Larger
+# batches (a catch-up, an initial sync) go into one pack (store.packs): a file each cost more
+# than the rest of the follower's work.
 SMALL_BATCH_FILES = 8
 # Decrypted blobs kept in memory, in all (one cache per store): a client that reads a message
 # reads it again soon (the header, then the body; a phone and a desktop both fetch new mail;
@@ -85,6 +84,7 @@ class BlobStore:
         self.keys = keys
         self.cache = cache
         self._dir = os.fspath(path)  # reads build plain string paths: pathlib costs as much as the read
+        self.packs = packs_of(path)  # replicated batches of blobs (store.packs)
 
     def _keys(self) -> StreamKeys:
         if self.keys is None:
@@ -122,7 +122,11 @@ class BlobStore:
         try:
             return self._file(blob_id).read_bytes()
         except FileNotFoundError:
-            raise DamagedBlob(f"stream {self.stream}: blob {blob_id.hex()} is missing") from None
+            pass
+        data = self.packs.read(blob_id)
+        if data is None:
+            raise DamagedBlob(f"stream {self.stream}: blob {blob_id.hex()} is missing")
+        return data
 
     def put_raw_file(self, blob_id: bytes, data: bytes) -> None:
         """Store a replicated blob file (fsynced) after checking it opens and matches its name."""
@@ -138,61 +142,36 @@ class BlobStore:
             raise
 
     def put_raw_files(self, files: list[tuple[bytes, bytes]]) -> int:
-        """Store a batch of replicated blob files durably with two file-system syncs in all.
+        """Store a batch of replicated blob files durably: a large batch as one pack (one fsync
+        and one directory fsync for all of it), a small one (SMALL_BATCH_FILES) file by file.
 
-        Each file is checked (it opens and matches its name) before anything is written. Then:
-        every file written under a temporary name, one sync (the contents are on disk), every
-        file renamed to its name, one more sync (the names are on disk); a small batch
-        (SMALL_BATCH_FILES) is written file by file with fsyncs instead. A crash leaves either
-        no file or a whole one under a blob's name; `.tmp` leftovers are never read. Returns the
-        number of files written (blobs already present are skipped).
-        """
+        Each file is checked (it opens and matches its name) before anything is written; a
+        crash leaves each blob whole or absent. Returns the number of blobs written (those
+        already present are skipped)."""
         todo = []
         seen = set()
         for blob_id, data in files:
-            f = self._file(blob_id)
-            if blob_id in seen or f.exists():
+            if blob_id in seen or self._present(blob_id):
                 continue
             seen.add(blob_id)
             self._open(blob_id, data)  # raises DamagedBlob before anything is written
-            todo.append((f, data))
-        if not todo:
-            return 0
-        if len(todo) <= SMALL_BATCH_FILES:
-            for f, data in todo:
-                make_dirs(f.parent)
-                write_atomic(f, data)  # fsynced, renamed, its directory fsynced
+            todo.append((blob_id, data))
+        if len(todo) > SMALL_BATCH_FILES:
+            self.packs.add(todo)
             return len(todo)
-        tmps = [f.with_name(f.name + ".tmp") for f, _ in todo]
-
-        def write(i: int) -> None:
-            fd = os.open(tmps[i], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            try:
-                view = memoryview(todo[i][1])
-                while view:
-                    view = view[os.write(fd, view) :]
-            finally:
-                os.close(fd)
-
-        try:
-            for d in {f.parent for f, _ in todo}:
-                make_dirs(d, sync=False)  # made durable by the first sync below
-            # Creating a file is mostly kernel time (about 0.4 ms of CPU each on the 2-core test
-            # machine, measured); a few threads overlap it: 1,200 files/s with one, 2,700 with four.
-            with ThreadPoolExecutor(WRITE_THREADS) as pool:
-                list(pool.map(write, range(len(todo))))
-            sync_filesystem(self.path)
-            for (f, _), tmp in zip(todo, tmps, strict=True):
-                os.replace(tmp, f)
-            sync_filesystem(self.path)
-        except OSError as e:
-            for tmp in tmps:
-                tmp.unlink(missing_ok=True)
-            raise_store_error(e, f"writing {len(todo)} replicated blobs of {self.stream}")
+        for blob_id, data in todo:
+            f = self._file(blob_id)
+            make_dirs(f.parent)
+            write_atomic(f, data)  # fsynced, renamed, its directory fsynced
         return len(todo)
 
+    def _present(self, blob_id: bytes) -> bool:
+        h = blob_id.hex()
+        return os.path.exists(f"{self._dir}/{h[:2]}/{h[2:]}") or self.packs.find(blob_id, refresh=False) is not None
+
     def exists(self, blob_id: bytes) -> bool:
-        return self._file(blob_id).exists()
+        """Whether the blob is here, as a file or in a pack."""
+        return self._present(blob_id)
 
     def get(self, blob_id: bytes) -> bytes:
         """The blob's plaintext, checked against its name (or from the cache, which holds only
@@ -206,7 +185,10 @@ class BlobStore:
             with open(f"{self._dir}/{h[:2]}/{h[2:]}", "rb", buffering=0) as f:
                 raw = f.read()
         except FileNotFoundError:
-            raise DamagedBlob(f"stream {self.stream}: blob {h} is missing") from None
+            packed = self.packs.read(blob_id)
+            if packed is None:
+                raise DamagedBlob(f"stream {self.stream}: blob {h} is missing") from None
+            raw = packed
         data = self._open(blob_id, raw)
         if self.cache is not None:
             self.cache.put(self.stream, blob_id, data)
@@ -250,9 +232,13 @@ class BlobStore:
         for parent in parents:
             if parent.exists():
                 fsync_dir(parent)
+        packed = {b for b in blob_ids if self.packs.find(b, refresh=False) is not None}
+        if packed:
+            self.packs.remove(packed)
 
     def remove_all(self) -> None:
-        """Delete every blob file of the stream (after its keys were shredded)."""
+        """Delete every blob file and pack of the stream (after its keys were shredded)."""
+        forget(self.path)
         if not self.path.exists():
             return
         for root, dirs, files in os.walk(self.path, topdown=False):

@@ -28,13 +28,33 @@ class Change:
     junk.projection: the filter's training)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One MessageAdded event of a run, as the mailbox view took it in (`Projection.apply_run`)."""
+
+    seq: int
+    added: pb.MessageAdded
+    # Whether the view added the message (it refuses a UID below UIDNEXT, a missing mailbox):
+    # a refused one changes nothing. When it did: the message's row as the view wrote it.
+    taken: bool
+    thread_id: int = 0  # RFC 8474 THREADID (the email id of a message that starts a thread)
+    saved_us: int = 0  # RFC 8514 save date
+    flags: str = ""  # the message's flags, space-separated
+
+
 class Projection(Protocol):
     """A view of an account's log that the store keeps beside its mailbox view.
 
     Its tables (`schema`) live in the account's in-memory database, so they are checkpointed and
     sealed with it; `apply` folds one event right after the mailbox view folded it, inside the
     commit's transaction, and must be pure (DESIGN.md "Events are facts and decisions": a
-    projection never decides; STYLE.md §3)."""
+    projection never decides; STYLE.md §3).
+
+    `apply_run` folds a run of consecutive MessageAdded events at once, right after the mailbox
+    view folded the whole run (a catch-up, a cold replay, a commit of several deliveries), each
+    as the view took it in (`Delivery`); it returns the changes of each and must leave the state
+    that `apply` of each event in turn leaves (a later delivery of the run changes nothing an
+    earlier one's fold reads)."""
 
     @property
     def name(self) -> str: ...
@@ -43,6 +63,8 @@ class Projection(Protocol):
     def schema(self) -> str: ...
 
     def apply(self, db: sqlite3.Connection, seq: int, event: pb.Event) -> Sequence[Change]: ...
+
+    def apply_run(self, db: sqlite3.Connection, run: Sequence[Delivery]) -> Sequence[Sequence[Change]]: ...
 
 
 # (message bytes, origin, the mailbox it is added to) -> its MIME structure and what the
