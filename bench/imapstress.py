@@ -27,6 +27,7 @@ and the Debian packages bench/peers.py names; without them only eventmail is mea
 from __future__ import annotations
 
 import argparse
+import imaplib
 import os
 import re
 import shutil
@@ -135,6 +136,25 @@ def stress(t: Target, mbox: Path, clients: int, secs: int, extra: list[str], scr
     return Run(commands(counts), secs, errors, cpu, parse_latency(output), counts.get("ChkP", 0))
 
 
+def empty_inbox(t: Target) -> None:
+    """Expunge every message of the target's INBOX, so that a checkpoint run starts as on a new
+    account: imaptest's first SELECT then sees every message (none) \\Recent.
+
+    Until some session has seen all of a mailbox's messages \\Recent, imaptest's checkpoint mode
+    has its clients mark *all* their messages \\Deleted (client_dirty_all_flags, to get to a
+    state where RECENT counts can be checked), and that function indexes its per-message array
+    up to the EXISTS count without growing it as every other path does (array_idx_get_space):
+    a client that was told of new messages by EXISTS and has not fetched them yet aborts imaptest
+    in array.c. Starting from an empty mailbox skips that mode; both servers get the same."""
+    with imaplib.IMAP4("127.0.0.1", t.port) as c:
+        c.login(t.user, t.password)
+        _typ, exists = c.select("INBOX")
+        if int(exists[0] or 0):
+            c.store("1:*", "+FLAGS.SILENT", "(\\Deleted)")
+            c.expunge()
+        c.logout()
+
+
 def checkpoint_clash(secs: int, args: list[str]) -> str | None:
     """Why imaptest would abort on `checkpoint=N` with these `secs`, or None.
 
@@ -231,6 +251,7 @@ def main() -> int:
             # compares their views: the same messages, UIDs, flags, keywords and MODSEQs everywhere.
             print(f"\ncheckpoint run: {' '.join(checkpoint_args)}")
             for t in targets:
+                empty_inbox(t)
                 run = stress(t, mbox, a.clients, a.secs, checkpoint_args, scratch)
                 print(f"  {t.label}: {run.commands} commands, {run.checkpoints} client states compared at "
                       f"checkpoints, {len(run.errors)} errors", flush=True)
