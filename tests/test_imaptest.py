@@ -126,10 +126,9 @@ def test_imaptest_compliance_groups(srv: ImapServer, tmp_path: Path) -> None:
     assert not fixed, f"groups listed as open now pass, take them off KNOWN_OPEN: {fixed}"
 
 
-def test_imaptest_stress_smoke(srv: ImapServer, tmp_path: Path) -> None:
-    """A short run of imaptest's stress mode (random commands from several clients, each
-    checking the server's answers against what it has seen): no errors. The long run beside
-    Dovecot is bench/imapstress.py, in `make bench`."""
+def _stress(srv: ImapServer, tmp_path: Path, *extra: str) -> str:
+    """imaptest's stress mode, 5 clients for 3 s, with `extra` arguments; its output, checked
+    to have no error."""
     binary = imaptest_binary()
     mbox = tmp_path / "stress.mbox"
     # the same message many times: clients APPEND identical content at once (one blob name)
@@ -138,10 +137,30 @@ def test_imaptest_stress_smoke(srv: ImapServer, tmp_path: Path) -> None:
     env = {**os.environ, "LD_LIBRARY_PATH": "/usr/lib/dovecot"}
     p = subprocess.run(
         [str(binary), f"host={HOST}", f"port={srv.plain_port}", f"user={USER}", f"pass={PASSWORD}", f"mbox={mbox}",
-         "clients=5", "secs=3"],
+         "clients=5", "secs=3", *extra],
         capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path,
     )
     output = p.stdout + p.stderr
     assert "Totals:" in output, output[-3000:]
     errors = [line for line in output.splitlines() if line.startswith(("Error:", "Panic:", "Fatal:"))]
     assert errors == [], "\n".join(errors[:20])
+    return output
+
+
+def test_imaptest_stress_smoke(srv: ImapServer, tmp_path: Path) -> None:
+    """A short run of imaptest's stress mode (random commands from several clients, each
+    checking the server's answers against what it has seen): no errors. The long run beside
+    Dovecot is bench/imapstress.py, in `make bench`."""
+    _stress(srv, tmp_path)
+
+
+def test_imaptest_checkpoint(srv: ImapServer, tmp_path: Path) -> None:
+    """imaptest's `checkpoint=`: at 2 s every session stops, sends CHECK, and all must agree on
+    the mailbox (messages, UIDs, flags, keywords, MODSEQs, \\Recent in one session only); no
+    error, and the checkpoint compared some sessions (its ChkP count). 2 does not divide the 3 s
+    of the run: a checkpoint under way as the run stops aborts imaptest on its own assertion
+    (bench/imapstress.py checkpoint_clash, docs/operations.md)."""
+    lines = _stress(srv, tmp_path, "checkpoint=2").splitlines()
+    names = lines[lines.index("Totals:") + 1].split()
+    counts = next(line for line in reversed(lines) if re.fullmatch(r"\s*\d+(\s+\d+)*\s*", line)).split()
+    assert int(dict(zip(names, counts, strict=True))["ChkP"]) > 0, "\n".join(lines[-12:])

@@ -106,3 +106,33 @@ def test_store_projection_equals_replay_of_its_log(evs: list[pb.Event]) -> None:
             await store.close()
 
     asyncio.run(go())
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(events, max_size=60), st.lists(st.integers(0, 14), max_size=20))
+def test_set_queries_agree_with_one_message_at_a_time(evs: list[pb.Event], asked: list[int]) -> None:
+    """`messages_of` (FETCH, STORE and every session's fold of a change: one query for many
+    UIDs) finds exactly what `message` finds UID by UID, and `uids_flagged` (EXPUNGE) exactly
+    the messages whose flags hold that flag, not one whose keyword merely contains it."""
+    db = proj.connect()
+    proj.apply_all(db, [(seq, seq, e) for seq, e in enumerate(evs, 1)])
+    view = proj.MailboxView(db)
+    for mailbox_id in range(1, 5):
+        one_by_one = {u: m for u in asked if (m := view.message(mailbox_id, u)) is not None}
+        assert view.messages_of(mailbox_id, asked) == one_by_one
+        for flag in ("\\Deleted", "\\Seen", "$Junk", "Junk"):
+            assert view.uids_flagged(mailbox_id, flag) == [m.uid for m in view.messages(mailbox_id) if flag in m.flags]
+
+
+def test_messages_of_past_one_query() -> None:
+    """More UIDs than one `IN (...)` query takes are looked up in several."""
+    db = proj.connect()
+    items = [(1, 1, pb.Event(mailbox_created=pb.MailboxCreated(mailbox_id=1, name="INBOX", uidvalidity=1)))]
+    items += [
+        (seq, seq, pb.Event(message_added=pb.MessageAdded(mailbox_id=1, uid=seq, blob_id=seq.to_bytes(32, "big"), size=1)))
+        for seq in range(2, proj._IN_CHUNK * 2 + 50)
+    ]
+    proj.apply_all(db, items)
+    view = proj.MailboxView(db)
+    uids = list(range(1, proj._IN_CHUNK * 2 + 60))
+    assert sorted(view.messages_of(1, uids)) == [m.uid for m in view.messages(1)]

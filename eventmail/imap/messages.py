@@ -70,12 +70,7 @@ def _lookup(view: MailboxView, mailbox_id: int, uids: list[int]) -> dict[int, Me
     if len(uids) > _BULK:
         wanted = set(uids)
         return {m.uid: m for m in view.messages(mailbox_id) if m.uid in wanted}
-    out: dict[int, Message] = {}
-    for uid in uids:
-        m = view.message(mailbox_id, uid)
-        if m is not None:
-            out[uid] = m
-    return out
+    return view.messages_of(mailbox_id, uids)
 
 
 # ---------------------------------------------------------------------- APPEND
@@ -484,8 +479,8 @@ async def expunge(s: Session, cmd: c.Expunge) -> AsyncIterator[r.Response]:
     if sel.readonly:
         raise no("the mailbox is read-only (EXAMINE)", "READ-ONLY")
     candidates = sel.resolve(cmd.uids, True) if cmd.uids is not None else [u for u in sel.uids if u not in sel.gone]
-    found = _lookup(acct.view, sel.mailbox_id, candidates)
-    doomed = [u for u in candidates if u in found and "\\Deleted" in found[u].flags]
+    deleted = set(acct.view.uids_flagged(sel.mailbox_id, "\\Deleted"))  # one query, not one per message
+    doomed = [u for u in candidates if u in deleted]
     if doomed:
         await moves.expunge(acct, sel.mailbox_id, doomed)
     code = None

@@ -180,10 +180,11 @@ class Selected:
 
     def _added(self, uids: list[int], view: MailboxView, out: list[r.Response]) -> None:
         added = False
+        found = view.messages_of(self.mailbox_id, uids)
         for uid in uids:
             # The view may already be ahead of this event: a message expunged since was never
             # told, so it is not told now either (its later expunge event then matches nothing).
-            msg = view.message(self.mailbox_id, uid)
+            msg = found.get(uid)
             if msg is None or self.seq(uid) is not None:
                 continue
             if not self.uids or uid > self.uids[-1]:
@@ -213,13 +214,11 @@ class Selected:
     def _flags_changed(
         self, uids: Iterable[int], view: MailboxView, notify: Notify, told: set[int], out: list[r.Response]
     ) -> None:
-        for uid in uids:
-            if uid in told or uid in self.gone:
-                continue
-            seq = self.seq(uid)
-            if seq is None:
-                continue
-            msg = view.message(self.mailbox_id, uid)
+        shown = [(uid, seq) for uid in dict.fromkeys(uids)
+                 if uid not in told and uid not in self.gone and (seq := self.seq(uid)) is not None]
+        found = view.messages_of(self.mailbox_id, [uid for uid, _ in shown])
+        for uid, seq in shown:
+            msg = found.get(uid)
             if msg is None:
                 continue  # expunged by a later event, which will be told
             self.learn_keywords(msg.flags, out)

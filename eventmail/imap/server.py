@@ -19,7 +19,7 @@ from typing import Any
 from eventmail import metrics
 from eventmail.imap import responses as r
 from eventmail.imap.auth import Authenticator
-from eventmail.imap.session import AUTOLOGOUT, PREAUTH_TIMEOUT, ServerOptions, Session
+from eventmail.imap.session import AUTOLOGOUT, LOGOUT_BYE, PREAUTH_TIMEOUT, ServerOptions, Session
 from eventmail.imap.wire import ImapWire, Limits
 from eventmail.netconn import Connection, ConnectionLimiter, Service, SocketLimits, TlsFailed, listen
 from eventmail.sasl import LoginLimiter, get_dummy_password_set
@@ -58,7 +58,7 @@ class _Connection:
     # ------------------------------------------------------------------ I/O helpers
 
     def _write(self, wire: ImapWire, resp: r.Response) -> None:
-        if isinstance(resp, r.StatusResponse) and resp.status in ("NO", "BAD", "BYE"):
+        if isinstance(resp, r.StatusResponse) and resp.status in ("NO", "BAD", "BYE") and resp is not LOGOUT_BYE:
             code = f" [{resp.code.name}]" if resp.code is not None else ""
             log.info("imap %s: %s %s%s %s", self.cid, resp.tag or "*", resp.status, code, resp.text)
         batching = self._batch is not None and not isinstance(resp, r.ContinuationRequest)

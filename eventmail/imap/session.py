@@ -52,6 +52,9 @@ log = logging.getLogger("eventmail.imap")
 AUTOLOGOUT = 30 * 60.0
 # Before login nothing is worth waiting for: a client logs in within seconds of connecting.
 PREAUTH_TIMEOUT = 60.0
+# The BYE of a LOGOUT (RFC 9051 §6.1.3): the one BYE the listener does not log, as the
+# "disconnected" line follows it anyway (a client reconnecting all day logged it all day).
+LOGOUT_BYE = r.bye("logging out")
 # Failed logins one connection may make before it is closed (the limiter counts across them).
 MAX_AUTH_FAILURES = 5
 SERVER_ID = (("name", "eventmail"), ("vendor", "eventmail"), ("support-url", "https://example.invalid/eventmail"))
@@ -447,7 +450,7 @@ class Session:
     async def _logout(self, cmd: c.Logout) -> AsyncIterator[r.Response]:
         self.state = State.LOGOUT
         self.action = "close"
-        yield r.bye("logging out")
+        yield LOGOUT_BYE
         yield r.ok(cmd.tag, "LOGOUT completed")
 
     async def _id(self, cmd: c.Id) -> AsyncIterator[r.Response]:

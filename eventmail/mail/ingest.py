@@ -67,12 +67,16 @@ async def deliver(
     the first copy is acknowledged too (sync replication), so its 250 promises what the first did.
     """
     final = prefix + parsed.raw
-    if features is None:
-        mb = acct.mailbox_required(mailbox)
-        features = await asyncio.to_thread(stored_features, final, origin, mb.special_use)
-    key = await asyncio.to_thread(lambda: acct.delivery_key(_message_id(key_basis), key_basis))
-    added = await acct.add_message(mailbox, final, origin=origin, delivery_key=key, junk=features,
-                                   structure=parsed.structure_with_prefix(len(prefix)))
+    given, special_use = features, acct.mailbox_required(mailbox).special_use if features is None else 0
+
+    def prepare() -> tuple[pb.JunkFeatures, bytes, bytes]:
+        found = given if given is not None else stored_features(final, origin, special_use)
+        return found, acct.delivery_key(_message_id(key_basis), key_basis), acct.blobs.put(final)
+
+    # CPU and the fsynced blob write in one trip off the loop (Account.add_message `blob_id`)
+    junk, key, blob_id = await asyncio.to_thread(prepare)
+    added = await acct.add_message(mailbox, final, origin=origin, delivery_key=key, junk=junk,
+                                   structure=parsed.structure_with_prefix(len(prefix)), blob_id=blob_id)
     if added is None:
         await store.stream(acct.stream_id).replicated()
     else:
@@ -89,9 +93,10 @@ async def file_sent(
     message submitted again: a client retrying after a lost reply)."""
     final = prefix + parsed.raw
     structure = parsed.structure_with_prefix(len(prefix))
-    features = await asyncio.to_thread(stored_features, final, origin, pb.SPECIAL_USE_SENT)
+    features, blob_id = await asyncio.to_thread(
+        lambda: (stored_features(final, origin, pb.SPECIAL_USE_SENT), acct.blobs.put(final)))
     return await acct.add_message(sent, final, flags=["\\Seen"], origin=origin, structure=structure,
-                                  junk=features, delivery_key=_sent_key(acct, structure) or b"")
+                                  junk=features, delivery_key=_sent_key(acct, structure) or b"", blob_id=blob_id)
 
 
 async def sent_copy_of(acct: Account, mailbox_id: int, structure: pb.MessageStructure, flags: Iterable[str]) -> int | None:
@@ -126,14 +131,18 @@ async def append(
     mb = acct.view.mailbox_by_id(mailbox_id)
     special_use = mb.special_use if mb is not None else pb.SPECIAL_USE_NONE
     hook = acct.registration.copy_flags
-    if mb is not None and hook is not None:
-        source = await asyncio.to_thread(_held_elsewhere, acct, mailbox_id, raw)
-        if source is not None:
-            add, remove = hook(source, mb, True)
-            flags = sorted((set(flags) - set(remove)) | set(add))
-    features = await asyncio.to_thread(stored_features, raw, origin, special_use)
+
+    def prepare() -> tuple[Mailbox | None, pb.JunkFeatures, bytes]:
+        source = _held_elsewhere(acct, mailbox_id, raw) if mb is not None and hook is not None else None
+        return source, stored_features(raw, origin, special_use), acct.blobs.put(raw)
+
+    # CPU and the fsynced blob write in one trip off the loop (Account.add_message `blob_id`)
+    source, features, blob_id = await asyncio.to_thread(prepare)
+    if source is not None and mb is not None and hook is not None:
+        add, remove = hook(source, mb, True)
+        flags = sorted((set(flags) - set(remove)) | set(add))
     added = await acct.add_message(mailbox_id, raw, flags, internal_date, internal_date_tz, origin=origin,
-                                   structure=structure, junk=features)
+                                   structure=structure, junk=features, blob_id=blob_id)
     assert added is not None  # no dedup asked for
     return added
 

@@ -317,12 +317,16 @@ class Account:
         delivery_key: bytes = b"",
         junk: pb.JunkFeatures | None = None,
         enforce_quota: bool = True,
+        blob_id: bytes | None = None,
     ) -> Committed | None:
         """Store the message bytes (fsynced), then append its MessageAdded event (fsynced).
 
         With `skip_duplicate`, a message whose bytes already are in the mailbox is not added again
         and None is returned; likewise a message whose `delivery_key` was delivered before. Over the
         account's quota it raises OverQuota, unless `enforce_quota` is off (mail accepted already).
+        `blob_id`: the caller stored `raw` already (what `self.blobs.put(raw)` returned, called on
+        the caller's own worker thread beside its other work on the message): each hop to a thread
+        and back waits its turn on a busy event loop, so a message takes as few as it can.
         """
         mb = self.view.mailbox_by_id(mailbox) if isinstance(mailbox, int) else self.mailbox_required(mailbox)
         if mb is None:
@@ -336,10 +340,17 @@ class Account:
             facts = self.registration.message_facts
             if facts is None:
                 raise StoreError("add_message: no structure given and no message_facts registered")
-            st, jf = await asyncio.to_thread(facts, raw, origin, mb)
+            bound, target, given = facts, mb, blob_id
+
+            def facts_and_blob() -> tuple[pb.MessageStructure, pb.JunkFeatures, bytes]:
+                st, jf = bound(raw, origin, target)
+                return st, jf, given if given is not None else self.blobs.put(raw)
+
+            st, jf, blob_id = await asyncio.to_thread(facts_and_blob)  # one hop for both
             structure = st if structure is None else structure
             junk = jf if junk is None else junk
-        blob_id = await asyncio.to_thread(self.blobs.put, raw)
+        if blob_id is None:
+            blob_id = await asyncio.to_thread(self.blobs.put, raw)
         size = len(raw)
         async with self._lock:
             if skip_duplicate and self.view.uid_of_blob(mb.id, blob_id) is not None:
