@@ -214,6 +214,25 @@ def test_mbsync_offline_move_into_junk_trains_like_a_move(srv: ImapServer, tmp_p
     assert _digest(moved) not in [d for d, _f in server_state(srv)["INBOX"]]
 
 
+def test_an_upload_into_junk_of_a_message_still_in_the_inbox_trains_like_a_move(srv: ImapServer) -> None:
+    """The other order of an offline move (a client that uploads the new copy before it
+    expunges the old, or a folder list with Junk first): the bytes APPENDed to Junk, with an
+    X-TUID sync marker added, are still in INBOX; the Junk copy gets $Junk as a MOVE would."""
+    raw = corpus(1)[0]
+    srv.deliver(raw)
+    m = srv.imap()
+    try:
+        typ, _ = m.append("Junk", None, None, b"X-TUID: 0123456789ab\r\n" + raw)
+        assert typ == "OK"
+        typ, _ = m.append("Junk", None, None, simple_message("never in the inbox"))
+        assert typ == "OK"
+    finally:
+        m.logout()
+    flags = list(srv.view_flags("Junk").values())
+    assert len(flags) == 2
+    assert "$Junk" in flags[0] and "$Junk" not in flags[1], flags
+
+
 def test_mbsync_long(srv: ImapServer, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     _long(request)
     _mbsync_round_trip(srv, tmp_path, messages=200, rounds=3)

@@ -153,9 +153,9 @@ def _held_elsewhere(acct: Account, mailbox_id: int, raw: bytes) -> Mailbox | Non
     the old mailbox comes first in its list), the bytes compared without the X-TUID field
     mbsync adds to what it uploads (its sync marker)."""
     candidates = sorted({acct.blobs.blob_id(raw), acct.blobs.blob_id(without_fields(raw, lambda f: f.name == b"x-tuid"))})
-    for other in sorted(acct.view.mailboxes(), key=lambda m: m.id):
-        if other.id != mailbox_id and any(acct.view.uid_of_blob(other.id, b) is not None for b in candidates):
-            return other
+    holder = acct.view.mailbox_holding(candidates, mailbox_id)
+    if holder is not None:
+        return acct.view.mailbox_by_id(holder)
     left = junk_view(acct).expunged_from(candidates)
     return acct.view.mailbox_by_id(left) if left is not None and left != mailbox_id else None
 

@@ -545,6 +545,15 @@ class MailboxView:
         s.ParseFromString(r[0])
         return s
 
+    def mailbox_holding(self, blob_ids: Sequence[bytes], other_than: int) -> int | None:
+        """The lowest id of a mailbox other than `other_than` holding a message with one of
+        `blob_ids`: one statement, an index lookup per mailbox (the index is by mailbox first)."""
+        marks = ",".join("?" * len(blob_ids))
+        r = self.db.execute(
+            f"SELECT b.id FROM mailbox b WHERE b.id<>? AND EXISTS (SELECT 1 FROM message m WHERE m.mailbox_id=b.id "
+            f"AND m.blob_id IN ({marks})) ORDER BY b.id LIMIT 1", (other_than, *blob_ids)).fetchone()
+        return int(r[0]) if r else None
+
     def uid_of_blob(self, mailbox_id: int, blob_id: bytes) -> int | None:
         r = self.db.execute(
             "SELECT uid FROM message WHERE mailbox_id=? AND blob_id=? LIMIT 1", (mailbox_id, blob_id)
