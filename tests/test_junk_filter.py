@@ -388,3 +388,72 @@ def test_the_first_time_sender_delay_holds_only_mail_without_history() -> None:
     assert f.delay_for([plan("bayes"), plan("reputation:from-address")]) == 0.0  # known to one account
     assert f.delay_for([plan("bayes", trusted="lists.test")]) == 0.0
     assert f.delay_for([plan("bayes", accept=False)]) == 0.0  # rejected: answered at once
+
+
+# ---------------------------------------------------------------- the same message, the same verdict
+
+# Run in a fresh interpreter: plan one message for account "a" of the store in argv[1] with the
+# filter the MX uses (its default draw), and print the verdict.
+_PLAN_IN_A_PROCESS = """
+import asyncio, sys
+from pathlib import Path
+from eventmail.junk.delivery import JunkFilter
+from eventmail.junk.features import message_features
+from eventmail.opening import open_store
+from eventmail.store import MasterKeySource, load_master_key
+
+async def go():
+    d, raw = Path(sys.argv[1]), Path(sys.argv[2]).read_bytes()
+    store = await open_store(d, load_master_key(d, MasterKeySource(key_file=Path(sys.argv[3]))))
+    async with store.use_account("a") as acct:
+        plan = await JunkFilter(clock=lambda: 1_800_000_000).plan(
+            acct, raw, message_features(raw), None, remote_ip="192.0.2.1", tls=True, recipients=["a@example.test"])
+    await store.close()
+    v = plan.verdict
+    print(repr((v.accept, v.method, v.mailbox, v.score, v.threshold, v.jitter)))
+
+asyncio.run(go())
+"""
+
+
+def test_the_same_message_gets_the_same_score_and_threshold_in_every_run(tmp_path: Path) -> None:
+    """Two processes (different PYTHONHASHSEED, so set and dict order differ) give one message
+    the same verdict from the same account state: the score is a function of the statistics,
+    and the threshold's jitter a keyed hash of the message (delivery.message_draw), not a new
+    random draw per delivery -- with one, a message near the threshold was refused in one run and
+    filed in Junk in the next, and a sender's retry could draw its way through."""
+    import os
+    import subprocess
+    import sys
+
+    from eventmail.junk.play import read_message
+
+    corpus = Path(__file__).parent / "data" / "corpus"
+    hams = [read_message(p) for p in sorted((corpus / "ham").iterdir()) if p.suffix == ".eml"][:60]
+    spams = [read_message(p) for p in sorted((corpus / "spam").iterdir()) if p.suffix == ".eml"][:60]
+    d, key = tmp_path / "data", tmp_path / "k"
+
+    async def setup() -> None:
+        src = MasterKeySource(key_file=key)
+        init_directory(d, src)
+        store = await open_store(d, load_master_key(d, src))
+        await store.create_account("a", ["a@example.test"], None)
+        async with store.use_account("a") as acct:
+            for raw in hams:
+                await acct.add_message("Archive", raw, flags=["$NotJunk"])
+            for raw in spams:
+                await acct.add_message("Junk", raw, flags=["$Junk"])
+        await store.close()
+
+    asyncio.run(setup())
+    outcomes = []
+    for i, seed in enumerate(("1", "2", "3")):
+        message = tmp_path / f"m{i}.eml"
+        # Another name for each run, the same bytes: the draw depends on the message, not the file.
+        message.write_bytes(read_message(sorted((corpus / "spam").iterdir())[73]))
+        p = subprocess.run([sys.executable, "-c", _PLAN_IN_A_PROCESS, str(d), str(message), str(key)],
+                           capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent,
+                           env={**os.environ, "PYTHONHASHSEED": seed})
+        outcomes.append(p.stdout)
+    assert outcomes[0].startswith("(") and "bayes" in outcomes[0], outcomes
+    assert outcomes[1:] == outcomes[:1] * 2, outcomes
