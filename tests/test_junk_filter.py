@@ -56,6 +56,22 @@ def test_tokens_come_from_text_html_and_selected_headers_once_each() -> None:
     assert not any("you@example.test" in x or x.startswith("t:") for x in t)  # To is not tokenized
 
 
+def test_markup_long_strings_and_encoded_header_words_are_tokens() -> None:
+    """HTML's tags and presentational attributes, over-long strings as first letter and length,
+    and RFC 2047 header words decoded by the one decoder (mime.words), charset and all."""
+    raw = (
+        b"From: =?utf-8?q?Ren=C3=A9e?= <r@x.test>\r\nSubject: =?iso-8859-1?b?Q2Fm6SBvZmZlcg==?=\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+        b"<table width=600><tr><td><font color=red face=arial>Caf\xc3\xa9 deals</font> "
+        b"ref xq7v0a9sk2l4m8n1b3c5d6f7g8h9j0k1m2</td></tr></table>\r\n"
+    )
+    t = set(tokenize(raw))
+    assert {"tag:table", "tag:font", "attr:width", "attr:color", "attr:face"} <= t
+    assert "skip:x 30" in t and not any("xq7v0a9sk2" in x for x in t - {"skip:x 30"})
+    assert {"f:renée", "s:café", "s:offer", "café", "café deals"} <= t
+    assert not any(x.startswith(("tag:", "attr:")) for x in tokenize(b"Subject: hi\r\n\r\n<font color=red>x</font>\r\n"))
+
+
 def test_html_reduces_to_text() -> None:
     assert " ".join(html_to_text("<p>Hello&nbsp;<b>world</b></p><script>x()</script>").split()) == "Hello world"
 
