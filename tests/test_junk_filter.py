@@ -72,6 +72,17 @@ def test_markup_long_strings_and_encoded_header_words_are_tokens() -> None:
     assert not any(x.startswith(("tag:", "attr:")) for x in tokenize(b"Subject: hi\r\n\r\n<font color=red>x</font>\r\n"))
 
 
+def test_labels_of_codecs_that_are_no_text_encodings_do_not_break_tokens() -> None:
+    """A sender may label a part or an encoded word with any codec name Python knows: base64,
+    rot13 and zlib are no text encodings (LookupError on bytes.decode) and idna refuses to
+    replace (UnicodeError); each is read as UTF-8, then Latin-1, as an unknown label is."""
+    for label in (b"base64", b"rot13", b"zlib", b"idna", b"hex"):
+        raw = (b"Subject: =?" + label + b"?q?hello_there?=\r\nContent-Type: text/plain; charset=" + label
+               + b"\r\n\r\nplain caf\xe9 words\r\n")
+        t = tokenize(raw)
+        assert {"s:hello", "s:there", "plain", "café", "words"} <= set(t), (label, t)
+
+
 def test_html_reduces_to_text() -> None:
     assert " ".join(html_to_text("<p>Hello&nbsp;<b>world</b></p><script>x()</script>").split()) == "Hello world"
 
