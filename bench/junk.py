@@ -222,7 +222,8 @@ def show(title: str, table: dict[str, Tally]) -> None:
 
 def describe(c: JunkConfig) -> str:
     p = c.params
-    return (f"combining={p.combining} reject>{c.threshold} unsure>{c.unsure if c.unsure < 1 else '-'} "
+    return (f"combining={p.combining} ignore<{p.ignore_words} words<={p.max_discriminators} strength={p.strength} "
+            f"reject>{c.threshold} unsure>{c.unsure if c.unsure < 1 else '-'} "
             f"unsure_to={'Junk' if c.unsure_to_junk else 'INBOX'} min_ham={c.min_ham} min_spam={c.min_spam} "
             f"network_overrule={'yes' if c.network_overrule else 'no'}")
 
@@ -232,6 +233,14 @@ def grid() -> list[JunkConfig]:
     for threshold in (0.8, 0.9, 0.99):
         for unsure in (0.2, 0.3, 0.5):
             out.append(dataclasses.replace(DEFAULT_CONFIG, threshold=threshold, unsure=unsure))
+    # The content filter's own parameters at the chosen thresholds (issue 16, third round): how
+    # weak a word may be and still count, how many words are combined, how hard rare words are
+    # pulled toward 0.5, and the unsure band's lower edge.
+    p = DEFAULT_CONFIG.params
+    for params in (dataclasses.replace(p, ignore_words=0.1), dataclasses.replace(p, ignore_words=0.3),
+                   dataclasses.replace(p, max_discriminators=50), dataclasses.replace(p, strength=2.0)):
+        out.append(dataclasses.replace(DEFAULT_CONFIG, params=params))
+    out.append(dataclasses.replace(DEFAULT_CONFIG, unsure=0.25))
     return out
 
 

@@ -56,6 +56,33 @@ def test_tokens_come_from_text_html_and_selected_headers_once_each() -> None:
     assert not any("you@example.test" in x or x.startswith("t:") for x in t)  # To is not tokenized
 
 
+def test_markup_long_strings_and_encoded_header_words_are_tokens() -> None:
+    """HTML's tags and presentational attributes, over-long strings as first letter and length,
+    and RFC 2047 header words decoded by the one decoder (mime.words), charset and all."""
+    raw = (
+        b"From: =?utf-8?q?Ren=C3=A9e?= <r@x.test>\r\nSubject: =?iso-8859-1?b?Q2Fm6SBvZmZlcg==?=\r\n"
+        b"MIME-Version: 1.0\r\nContent-Type: text/html; charset=utf-8\r\n\r\n"
+        b"<table width=600><tr><td><font color=red face=arial>Caf\xc3\xa9 deals</font> "
+        b"ref xq7v0a9sk2l4m8n1b3c5d6f7g8h9j0k1m2</td></tr></table>\r\n"
+    )
+    t = set(tokenize(raw))
+    assert {"tag:table", "tag:font", "attr:width", "attr:color", "attr:face"} <= t
+    assert "skip:x 30" in t and not any("xq7v0a9sk2" in x for x in t - {"skip:x 30"})
+    assert {"f:renée", "s:café", "s:offer", "café", "café deals"} <= t
+    assert not any(x.startswith(("tag:", "attr:")) for x in tokenize(b"Subject: hi\r\n\r\n<font color=red>x</font>\r\n"))
+
+
+def test_labels_of_codecs_that_are_no_text_encodings_do_not_break_tokens() -> None:
+    """A sender may label a part or an encoded word with any codec name Python knows: base64,
+    rot13 and zlib are no text encodings (LookupError on bytes.decode) and idna refuses to
+    replace (UnicodeError); each is read as UTF-8, then Latin-1, as an unknown label is."""
+    for label in (b"base64", b"rot13", b"zlib", b"idna", b"hex"):
+        raw = (b"Subject: =?" + label + b"?q?hello_there?=\r\nContent-Type: text/plain; charset=" + label
+               + b"\r\n\r\nplain caf\xe9 words\r\n")
+        t = tokenize(raw)
+        assert {"s:hello", "s:there", "plain", "café", "words"} <= set(t), (label, t)
+
+
 def test_html_reduces_to_text() -> None:
     assert " ".join(html_to_text("<p>Hello&nbsp;<b>world</b></p><script>x()</script>").split()) == "Hello world"
 
@@ -388,3 +415,72 @@ def test_the_first_time_sender_delay_holds_only_mail_without_history() -> None:
     assert f.delay_for([plan("bayes"), plan("reputation:from-address")]) == 0.0  # known to one account
     assert f.delay_for([plan("bayes", trusted="lists.test")]) == 0.0
     assert f.delay_for([plan("bayes", accept=False)]) == 0.0  # rejected: answered at once
+
+
+# ---------------------------------------------------------------- the same message, the same verdict
+
+# Run in a fresh interpreter: plan one message for account "a" of the store in argv[1] with the
+# filter the MX uses (its default draw), and print the verdict.
+_PLAN_IN_A_PROCESS = """
+import asyncio, sys
+from pathlib import Path
+from eventmail.junk.delivery import JunkFilter
+from eventmail.junk.features import message_features
+from eventmail.opening import open_store
+from eventmail.store import MasterKeySource, load_master_key
+
+async def go():
+    d, raw = Path(sys.argv[1]), Path(sys.argv[2]).read_bytes()
+    store = await open_store(d, load_master_key(d, MasterKeySource(key_file=Path(sys.argv[3]))))
+    async with store.use_account("a") as acct:
+        plan = await JunkFilter(clock=lambda: 1_800_000_000).plan(
+            acct, raw, message_features(raw), None, remote_ip="192.0.2.1", tls=True, recipients=["a@example.test"])
+    await store.close()
+    v = plan.verdict
+    print(repr((v.accept, v.method, v.mailbox, v.score, v.threshold, v.jitter)))
+
+asyncio.run(go())
+"""
+
+
+def test_the_same_message_gets_the_same_score_and_threshold_in_every_run(tmp_path: Path) -> None:
+    """Two processes (different PYTHONHASHSEED, so set and dict order differ) give one message
+    the same verdict from the same account state: the score is a function of the statistics,
+    and the threshold's jitter a keyed hash of the message (delivery.message_draw), not a new
+    random draw per delivery -- with one, a message near the threshold was refused in one run and
+    filed in Junk in the next, and a sender's retry could draw its way through."""
+    import os
+    import subprocess
+    import sys
+
+    from eventmail.junk.play import read_message
+
+    corpus = Path(__file__).parent / "data" / "corpus"
+    hams = [read_message(p) for p in sorted((corpus / "ham").iterdir()) if p.suffix == ".eml"][:60]
+    spams = [read_message(p) for p in sorted((corpus / "spam").iterdir()) if p.suffix == ".eml"][:60]
+    d, key = tmp_path / "data", tmp_path / "k"
+
+    async def setup() -> None:
+        src = MasterKeySource(key_file=key)
+        init_directory(d, src)
+        store = await open_store(d, load_master_key(d, src))
+        await store.create_account("a", ["a@example.test"], None)
+        async with store.use_account("a") as acct:
+            for raw in hams:
+                await acct.add_message("Archive", raw, flags=["$NotJunk"])
+            for raw in spams:
+                await acct.add_message("Junk", raw, flags=["$Junk"])
+        await store.close()
+
+    asyncio.run(setup())
+    outcomes = []
+    for i, seed in enumerate(("1", "2", "3")):
+        message = tmp_path / f"m{i}.eml"
+        # Another name for each run, the same bytes: the draw depends on the message, not the file.
+        message.write_bytes(read_message(sorted((corpus / "spam").iterdir())[73]))
+        p = subprocess.run([sys.executable, "-c", _PLAN_IN_A_PROCESS, str(d), str(message), str(key)],
+                           capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent,
+                           env={**os.environ, "PYTHONHASHSEED": seed})
+        outcomes.append(p.stdout)
+    assert outcomes[0].startswith("(") and "bayes" in outcomes[0], outcomes
+    assert outcomes[1:] == outcomes[:1] * 2, outcomes

@@ -241,12 +241,12 @@ def test_a_rejected_copy_leaves_rejects_when_a_retry_is_accepted(server: MailSer
 
 
 def test_a_correspondent_the_user_wrote_to_is_accepted(server: MailServer) -> None:
-    # A spammy-looking reply: the content filter alone would reject it (checked below).
+    # A spammy-looking reply: the content filter alone rejects it. (Its score is far above the
+    # highest threshold, and the same message meets the same threshold in every run: the jitter
+    # is a keyed hash of the message, tests/test_junk_filter.py.)
     spam_body = corpus("spam")[73]
-    inbox = len(server.messages("dave"))
     code, _ = send(server, "stranger@newcomer.test", "dave@mail.test", spam_body)
-    # Refused, or filed in Junk when its score falls in the unsure band: not in the inbox.
-    assert code == 451 or len(server.messages("dave")) == inbox
+    assert code == 451
     # dave writes to friend@friend.test through submission; the Sent copy records the recipient.
     with smtplib.SMTP("127.0.0.1", server.ports["submission"], timeout=30) as s:
         s.starttls(context=ssl._create_unverified_context())

@@ -11,6 +11,7 @@ from typing import Any
 from ..store import Store
 from .analyze import CONTENT_METHODS, Context, analyze
 from .bayes import word_probability
+from .delivery import message_draw
 from .features import message_features, names_recipient
 from .play import Player, load, play, read_message
 from .projection import junk_view
@@ -35,9 +36,10 @@ async def cmd_analyze(args: argparse.Namespace) -> None:
         f = message_features(raw, remote_ip=args.ip or "")
         recipients = [args.rcpt] if args.rcpt else list(store.system.accounts[args.name].addresses)
         ctx = Context(tls=not args.no_tls, names_recipient=names_recipient(raw, recipients))
-        # The middle of the jitter's range: what the message gets on average.
+        # The jitter's draw the MX would make for these bytes (a keyed hash of the message): the
+        # threshold shown is the one the message meets.
         junk = junk_view(acct)
-        v = analyze(junk, f, inbox.id, inbox.name, int(args.now or _now()), 0.5, ctx)
+        v = analyze(junk, f, inbox.id, inbox.name, int(args.now or _now()), message_draw(acct, raw), ctx)
         hams, spams = junk.totals()
         counts = junk.word_counts(list(v.ham_words) + list(v.spam_words))
     finally:

@@ -3,13 +3,12 @@
 Each distinct token counts once per message (the filter asks "does the message contain it", as
 Graham's "A Plan for Spam" does). Tokens are lower-cased words, adjacent-word pairs of the
 body (Mox's "twograms": phrases such as "click here" say more than their words), header words
-prefixed with the header's name, and the host names of links.
+prefixed with the header's name, the host names of links, the tag names and presentational
+attributes of HTML, and words too long to be words as their first letter and length.
 """
 
 from __future__ import annotations
 
-import email.errors
-import email.header
 import html
 import html.parser
 import itertools
@@ -18,6 +17,7 @@ from collections.abc import Iterable
 
 from eventmail.mime import decode_part, parse_structure
 from eventmail.mime.headers import MAX_HEADER_BYTES, read_fields, unfold
+from eventmail.mime.words import charset_decode, decode_words
 from eventmail.proto.events_pb2 import MessageStructure, MimePart
 
 # Bounds: a hostile or huge message must not cost more than a normal one. 200 KB of text
@@ -42,18 +42,30 @@ _URL_HOST = re.compile(r"https?://([a-z0-9.-]+)", re.IGNORECASE)
 _DIGITS = re.compile(r"^\d+$")
 _UPPER = re.compile(r"\b[A-Z]{3,24}\b")
 _MESSAGE_ID_HOST = re.compile(r"@([A-Za-z0-9.-]+)>")
+# Runs of non-space longer than a word (encoded debris, tracking ids, words run together): kept
+# as their first character and length in tens, as SpamBayes' "skip" tokens, since what such
+# strings look like says something even when no two are alike.
+_LONG = re.compile(rf"\S{{{MAX_WORD + 1},}}")
+# HTML attributes that dress text up rather than structure it. Bulk mail of every era is built
+# of fonts, colours and layout tables; what people's mail programs write uses few of them.
+PRESENTATION_ATTRIBUTES = frozenset({"color", "bgcolor", "face", "size", "width", "align", "border"})
 
 
 class _HtmlText(html.parser.HTMLParser):
-    """Text of an HTML part: data outside <script>/<style>, plus link targets' hosts."""
+    """Text of an HTML part: data outside <script>/<style>, plus link targets' hosts; and the
+    shape of its markup: the tag names and presentational attributes used."""
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
         self.out: list[str] = []
         self.size = 0
         self._skip = 0
+        self.markup: dict[str, None] = {}  # first-seen order, each once
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if len(self.markup) < MAX_TOKENS:
+            self.markup.setdefault(f"tag:{tag[:20]}")
+            self.markup.update((f"attr:{name}", None) for name, _v in attrs if name in PRESENTATION_ATTRIBUTES)
         if tag in ("script", "style"):
             self._skip += 1
         elif tag in ("br", "p", "div", "tr", "li", "td"):
@@ -72,33 +84,21 @@ class _HtmlText(html.parser.HTMLParser):
             self.size += len(data)
 
 
-def html_to_text(markup: str) -> str:
-    """The visible text of HTML (and its links' URLs), never raising on broken markup."""
+def html_text(markup: str) -> tuple[str, list[str]]:
+    """The visible text of HTML (and its links' URLs), and its markup tokens (`tag:NAME`,
+    `attr:NAME`); never raising on broken markup."""
     p = _HtmlText()
     try:
         p.feed(markup[:MAX_TEXT_CHARS])
         p.close()
     except (AssertionError, ValueError):  # html.parser's reaction to some hostile declarations
         pass
-    return html.unescape(" ".join(p.out))
+    return html.unescape(" ".join(p.out)), list(p.markup)
 
 
-def _decode_header(value: str) -> str:
-    """RFC 2047 encoded words decoded; undecodable ones kept as they are."""
-    try:
-        parts = email.header.decode_header(value)
-    except (ValueError, LookupError, email.errors.HeaderParseError):
-        return value
-    out = []
-    for chunk, charset in parts:
-        if isinstance(chunk, bytes):
-            try:
-                out.append(chunk.decode(charset or "latin-1", "replace"))
-            except LookupError:
-                out.append(chunk.decode("latin-1"))
-        else:
-            out.append(chunk)
-    return " ".join(out)
+def html_to_text(markup: str) -> str:
+    """The visible text of HTML (and its links' URLs), never raising on broken markup."""
+    return html_text(markup)[0]
 
 
 def words(text: str) -> list[str]:
@@ -146,15 +146,16 @@ def _parts(message: bytes, structure: MessageStructure) -> tuple[list[str], list
     return types, charsets, texts
 
 
-def _part_text(message: bytes, part: MimePart) -> str:
-    """A text part decoded (transfer encoding, then charset), HTML reduced to its text."""
+def _part_text(message: bytes, part: MimePart) -> tuple[str, list[str]]:
+    """A text part decoded (transfer encoding, then charset), HTML reduced to its text, and the
+    HTML's markup tokens (none for plain text)."""
     payload = (decode_part(message, part) or b"")[: MAX_TEXT_CHARS * 2]
     charset = next((p.value for p in part.params if p.name.lower() == b"charset"), b"utf-8")
-    try:
-        text = payload.decode(charset.decode("ascii", "replace"), "replace")
-    except LookupError:
-        text = payload.decode("latin-1")
-    return (html_to_text(text) if part.subtype.lower() == b"html" else text)[:MAX_TEXT_CHARS]
+    text = charset_decode(payload, charset.decode("ascii", "replace"))
+    if part.subtype.lower() == b"html":
+        text, markup = html_text(text)
+        return text[:MAX_TEXT_CHARS], markup
+    return text[:MAX_TEXT_CHARS], []
 
 
 def _text(value: bytes) -> str:
@@ -175,7 +176,7 @@ def tokenize(message: bytes, structure: MessageStructure | None = None) -> list[
         key = name.encode()
         for f in fields:
             if f.name == key:
-                _add(tokens, (f"{name[0]}:{w}" for w in words(_decode_header(_text(unfold(f.value))))))
+                _add(tokens, (f"{name[0]}:{w}" for w in words(decode_words(unfold(f.value)))))
     for name in HEADER_VALUES:
         key = name.encode()
         value = next((f.value for f in fields if f.name == key), None)
@@ -194,11 +195,13 @@ def tokenize(message: bytes, structure: MessageStructure | None = None) -> list[
     for part in text_parts:
         if len(tokens) >= MAX_TOKENS:
             break  # full: the rest (an HTML alternative, say) could add nothing
-        text = _part_text(message, part)
+        text, markup = _part_text(message, part)
+        _add(tokens, markup)
         ws = words(text)
         # Shouting is a signal of its own: words in capitals are kept as such, too.
         _add(tokens, (f"uc:{w}" for w in _UPPER.findall(text)))
         _add(tokens, ws)
         _add(tokens, map(" ".join, itertools.pairwise(ws)))
         _add(tokens, (f"url:{h.lower().rstrip('.')}" for h in _URL_HOST.findall(text)))
+        _add(tokens, (f"skip:{w[0]} {len(w) // 10 * 10}" for w in _LONG.findall(text.lower())))
     return list(tokens)

@@ -26,7 +26,16 @@ def charset_decode(data: bytes, charset: str) -> str:
     try:
         return data.decode(name)
     except UnicodeDecodeError:
-        return data.decode("latin-1") if name == "utf-8" else data.decode(name, errors="replace")
+        if name == "utf-8":
+            return data.decode("latin-1")
+        try:
+            return data.decode(name, errors="replace")
+        except (UnicodeError, LookupError):
+            return charset_decode(data, "utf-8")
+    except (UnicodeError, LookupError):
+        # A codec that is not a text encoding (base64, rot13, zlib: LookupError) or that refuses
+        # bytes outright (idna): a sender's label must not make a reader raise.
+        return charset_decode(data, "utf-8")
 
 
 def decode_words(value: bytes) -> str:
