@@ -20,7 +20,7 @@ import threading
 import zlib
 from pathlib import Path
 
-from .fsutil import fsync_dir, make_dirs, raise_store_error
+from .fsutil import fsync_dir, make_dirs, write_atomic
 
 PACK_MAGIC = b"EMPACK01"
 PACK_DIR = "packs"
@@ -38,21 +38,7 @@ def write_pack(directory: Path, files: list[tuple[bytes, bytes]]) -> Path:
     trailer = TRAILER.pack(PACK_MAGIC, len(files), len(body), zlib.crc32(index))
     make_dirs(directory)
     path = directory / f"{os.urandom(8).hex()}.pack"
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            view = memoryview(bytes(body + index + trailer))
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-        fsync_dir(directory)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise_store_error(e, f"writing a pack of {len(files)} blobs")
+    write_atomic(path, bytes(body + index + trailer))  # one fsync, one directory fsync
     return path
 
 
