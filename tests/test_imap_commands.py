@@ -145,3 +145,28 @@ def test_idle_gets_changes_in_log_order(srv: ImapServer) -> None:
     assert got[0][0] == 3 and got[3][0] == 3  # type: ignore[index]
     other.logout()
     ic.logout()
+
+
+def test_pipelined_commands_are_answered_in_one_write(srv: ImapServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """RFC 9051 §5.5: commands a client sends together are run in order; their responses leave
+    in one write of the socket layer (one send()), not one per command."""
+    from eventmail import netconn
+
+    writes: list[bytes] = []
+    original = netconn.Connection.write
+
+    def counted(self: netconn.Connection, data: bytes) -> None:
+        writes.append(data)
+        original(self, data)
+
+    c = srv.raw()
+    c.login()
+    c.cmd(b"s SELECT INBOX")
+    monkeypatch.setattr(netconn.Connection, "write", counted)
+    c.send(b"a NOOP\r\nb FETCH 1 (FLAGS)\r\nc CHECK\r\nd NOOP\r\n")
+    assert c.until(b"d")[-1] == b"d OK NOOP completed"
+    assert len(writes) == 1, writes
+    where = [writes[0].find(tag) for tag in (b"a OK", b"b OK", b"c OK", b"d OK")]
+    assert min(where) >= 0 and where == sorted(where), writes  # all four, in order
+    monkeypatch.undo()
+    c.cmd(b"l LOGOUT")

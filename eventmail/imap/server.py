@@ -132,18 +132,28 @@ class _Connection:
             log.info("imap %s: disconnected", self.cid)
 
     async def _feed(self, wire: ImapWire, session: Session, data: bytes) -> bool:
-        """Run what `data` completes; True when the connection is to close."""
-        for item in wire.receive(data):
-            self._batch = []
+        """Run what `data` completes; True when the connection is to close.
+
+        The responses of commands that arrived together (a client pipelining, RFC 9051 §5.5)
+        go out in one write after the last of them: one send() instead of one per command."""
+        items = wire.receive(data)
+        for n, item in enumerate(items, 1):
+            if self._batch is None:
+                self._batch = []
             try:
                 async for resp in session.handle(item):
                     self._write(wire, resp)
                     if session.action is None and self.io.unsent > self.io.limits.write_high:
                         self._flush(wire)
                         await self._drain(session)
-                self._flush(wire)
-            finally:
+                if n == len(items) or session.action is not None or self.io.closing:
+                    self._flush(wire)
+                    self._batch = None
+            except BaseException:
+                with contextlib.suppress(Exception):  # what earlier commands answered still goes out
+                    self._flush(wire)
                 self._batch = None
+                raise
             action, session.action = session.action, None
             if action == "close":
                 await self._drain(session)
