@@ -2,7 +2,6 @@
 
 import asyncio
 import sqlite3
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from hypothesis import strategies as st
 
 from eventmail.opening import REGISTRATION, open_store
 from eventmail.proto import events_pb2 as pb
-from eventmail.store import Change, Delivery, MasterKeySource, Registration, init_directory, load_master_key
+from eventmail.store import Change, Delivery, Registration
 from eventmail.store import projection as proj
 
 PROJECTIONS = REGISTRATION.projections
@@ -113,38 +112,34 @@ def _refuse(*args: object) -> object:
     raise AssertionError("a decision was made again while folding recorded events")
 
 
-def test_replay_never_makes_a_decision_again() -> None:
+def test_replay_never_makes_a_decision_again(keyed_dir: tuple[Path, bytes]) -> None:
     """A cold replay (no checkpoint) of an account with threaded deliveries and copies, through a
     registration whose decision hooks refuse to run, gives the state the live account had."""
 
     async def go() -> None:
-        with tempfile.TemporaryDirectory() as t:
-            d = Path(t) / "data"
-            src = MasterKeySource(key_file=Path(t) / "k")
-            init_directory(d, src)
-            key = load_master_key(d, src)
-            store = await open_store(d, key)
-            await store.create_account("a", ["a@example.test"], None)
-            async with store.use_account("a") as acct:
-                msgs = [f"Message-ID: <m{i}@x>\r\nSubject: {'Re: ' if i else ''}plans\r\n"
-                        f"{'In-Reply-To: <m0@x>' if i else 'X: y'}\r\n\r\nbody {i}\r\n".encode() for i in range(6)]
-                for raw in msgs[:2]:
-                    await acct.add_message("INBOX", raw)
-                await asyncio.gather(*(acct.add_message("INBOX", raw) for raw in msgs[2:]))
-                inbox = acct.mailbox_required("INBOX").id
-                await acct.copy(inbox, [1, 2], acct.mailbox_required("Junk").id)
-                live = tables(acct.db)
-                assert len({m.thread_id for m in acct.view.messages(inbox)}) == 1  # the replies joined
-            await store.close()
-            for cp in (d / "checkpoints").iterdir():
-                cp.unlink()
-            refusing = Registration(projections=PROJECTIONS, message_facts=_refuse, copy_flags=_refuse,
-                                    thread_of=_refuse)  # type: ignore[arg-type]
-            from eventmail.store import Store
+        d, key = keyed_dir
+        store = await open_store(d, key)
+        await store.create_account("a", ["a@example.test"], None)
+        async with store.use_account("a") as acct:
+            msgs = [f"Message-ID: <m{i}@x>\r\nSubject: {'Re: ' if i else ''}plans\r\n"
+                    f"{'In-Reply-To: <m0@x>' if i else 'X: y'}\r\n\r\nbody {i}\r\n".encode() for i in range(6)]
+            for raw in msgs[:2]:
+                await acct.add_message("INBOX", raw)
+            await asyncio.gather(*(acct.add_message("INBOX", raw) for raw in msgs[2:]))
+            inbox = acct.mailbox_required("INBOX").id
+            await acct.copy(inbox, [1, 2], acct.mailbox_required("Junk").id)
+            live = tables(acct.db)
+            assert len({m.thread_id for m in acct.view.messages(inbox)}) == 1  # the replies joined
+        await store.close()
+        for cp in (d / "checkpoints").iterdir():
+            cp.unlink()
+        refusing = Registration(projections=PROJECTIONS, message_facts=_refuse, copy_flags=_refuse,
+                                thread_of=_refuse)  # type: ignore[arg-type]
+        from eventmail.store import Store
 
-            store = await Store.open(d, key, registration=refusing)
-            async with store.use_account("a") as acct:
-                assert tables(acct.db) == live
-            await store.close()
+        store = await Store.open(d, key, registration=refusing)
+        async with store.use_account("a") as acct:
+            assert tables(acct.db) == live
+        await store.close()
 
     asyncio.run(go())
