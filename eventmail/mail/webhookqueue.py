@@ -20,8 +20,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from yarl import URL
-
 from ..mime.headers import first_value
 from ..proto import events_pb2 as pb
 from ..store import QUEUE, Committed, Store, StoreError
@@ -295,6 +293,8 @@ class WebhookSender:
         if secret is None:
             outcome.next_attempt = 0.0
         await self.store.stream(QUEUE).append([pb.Event(webhook_attempt=outcome)])
+        from yarl import URL  # aiohttp's URL library: loaded with aiohttp, at the first webhook
+
         host = URL(p.hook.url).host
         if outcome.delivered:
             log.info("webhook %d delivered to %s (try %d)", p.seq, host, attempt)

@@ -26,8 +26,6 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
 
-from yarl import URL
-
 from ..proto import events_pb2 as pb
 from ..store import QUEUE, Account, Committed, Store, StoreError
 from . import moxjson
@@ -131,6 +129,8 @@ def check_url(url: str) -> str:
         raise AdminError(f"webhook URL longer than {MAX_URL_LENGTH} characters")
     if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in url):
         raise AdminError("webhook URL: spaces and control characters are not allowed")
+    from yarl import URL  # aiohttp's URL parser, the one the webhook is posted with; loaded only here
+
     try:
         parsed = URL(url)
     except (ValueError, TypeError) as e:

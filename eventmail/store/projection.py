@@ -109,9 +109,17 @@ def connect(registered: Sequence[Projection] = ()) -> sqlite3.Connection:
 
 def from_bytes(data: bytes, registered: Sequence[Projection] = ()) -> sqlite3.Connection | None:
     """A projection restored from a checkpoint's serialized database; None when the checkpoint
-    lacks a registered projection (it is then rebuilt from the log)."""
+    lacks a registered projection (it is then rebuilt from the log).
+
+    The image is copied page by page into a plain in-memory database and then dropped: a
+    deserialized database keeps the whole image in one buffer *and* every page it touches in the
+    page cache, and the buffer grows by reallocation, so it held two to three times the data
+    (measured: 29.5 MB of SQLite memory for a 14 MB projection after 1,000 deliveries)."""
+    image = sqlite3.connect(":memory:", isolation_level=None)
+    image.deserialize(data)
     db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
-    db.deserialize(data)
+    image.backup(db)
+    image.close()
     db.execute("PRAGMA temp_store=MEMORY")
     version = db.execute("SELECT value FROM meta WHERE key='view'").fetchone()
     if version is None or version[0] != VIEW_VERSION:
