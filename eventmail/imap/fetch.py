@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime
 from array import array
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from eventmail.imap import responses as r
@@ -15,7 +15,13 @@ from eventmail.imap.preview import preview
 from eventmail.imap.selected import flag_atoms
 from eventmail.mime import parse_structure
 from eventmail.mime.headers import header_fields
-from eventmail.mime.imapform import decode_part, extract_section, header_subset, render_bodystructure, render_envelope
+from eventmail.mime.imapform import (
+    decode_part,
+    extract_section,
+    header_subset,
+    render_bodystructure,
+    render_envelope,
+)
 from eventmail.proto import events_pb2 as pb
 from eventmail.store import Account, Message
 
@@ -63,9 +69,8 @@ class HeaderFields:
         self.names = tuple(_name(f[0]) for f in fields)
         self.offsets = array("Q", [x for f in fields for x in (f[2], f[3])])  # 16 octets a field
 
-    def fields(self) -> list[tuple[bytes, int, int]]:
-        o = self.offsets
-        return [(name, o[2 * i], o[2 * i + 1]) for i, name in enumerate(self.names)]
+    def fields(self) -> Iterator[tuple[bytes, int, int]]:
+        return zip(self.names, self.offsets[0::2], self.offsets[1::2], strict=True)
 
 
 def _name(name: bytes) -> bytes:
@@ -328,5 +333,17 @@ def render(
     return r.FetchResponse(seq, tuple(out))
 
 
-__all__ = ["HEADERS", "RENDERED", "HeaderFields", "FetchPlan", "MessageData", "email_object_id", "find_part", "internal_date", "make_plan", "render",
-           "save_date", "thread_object_id"]
+__all__ = [
+    "HEADERS",
+    "RENDERED",
+    "FetchPlan",
+    "HeaderFields",
+    "MessageData",
+    "email_object_id",
+    "find_part",
+    "internal_date",
+    "make_plan",
+    "render",
+    "save_date",
+    "thread_object_id",
+]
