@@ -18,7 +18,7 @@ from eventmail.imap.search import Candidate, SearchContext, matches, needs_text,
 from eventmail.imap.selected import SYSTEM_FLAGS, Selected, flag_atoms, uid_set
 from eventmail.imap.urls import fetch_url
 from eventmail.mail import ingest, moves
-from eventmail.mime import MimeTooDeep, parse_incoming
+from eventmail.mime import MimeTooDeep
 from eventmail.proto import events_pb2 as pb
 from eventmail.store import Account, MailboxView, Message, normalize_address
 
@@ -143,14 +143,14 @@ async def _store(s: Session, acct: Account, mailbox_id: int, m: c.AppendMessage,
         offset = when.utcoffset() or datetime.timedelta(0)
         stamp, tz = when.timestamp(), int(offset.total_seconds()) // 60
     try:
-        structure = await asyncio.to_thread(parse_incoming, data)
+        structure, content = await ingest.analyze_append(data, s.opts.analyze)
     except MimeTooDeep as e:
         raise no(f"message refused: {e}", "LIMIT") from e  # RFC 5530 §3 LIMIT
     existing = await ingest.sent_copy_of(acct, mailbox_id, structure, flags)
     if existing is not None:
         return existing  # the server filed this message here as it was sent: no second copy
     origin = pb.Origin(kind="imap-append", remote_ip=s.peer)
-    committed = await ingest.append(acct, mailbox_id, data, structure, flags, stamp, tz, origin)
+    committed = await ingest.append(acct, mailbox_id, data, structure, flags, stamp, tz, origin, content)
     return committed.event.message_added.uid
 
 
