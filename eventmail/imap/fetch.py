@@ -88,7 +88,7 @@ def _name(name: bytes) -> bytes:
 # Clients ask for a few header fields of every message they list (imaptest: HEADER.FIELDS of up
 # to 100 messages a FETCH; Thunderbird, K-9 and Apple Mail do alike): with the offsets kept, such
 # a FETCH neither reads the header again nor queries the stored structure for where it ends.
-# About 0.5 KiB an entry (30 fields): 10,000 entries are a few MiB.
+# About 0.9 KiB an entry (corpus messages: 29 fields): 10,000 entries are about 9 MiB.
 _HEADER_CACHE_SIZE = 10_000
 _NAMES_SIZE = 1_000
 _NAMES: dict[bytes, bytes] = {}
