@@ -71,3 +71,42 @@ def test_header_fields_are_read_once_per_message(tmp_path: Path, monkeypatch: py
         assert headers[1::3] == headers[0::3]
         assert all(b"\nReceived:" not in h and not h.startswith(b"Received:") for h in headers[2::3])
         m.logout()
+
+
+def test_changes_are_read_from_the_view_once_per_batch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session told of several other sessions' changes at once reads the view once for all of
+    them (one statement per event per session added up under imaptest's stress), and a FETCH
+    of a few messages of a larger mailbox reads only those."""
+    calls: list[str] = []
+    real_of, real_all = MailboxView.messages_of, MailboxView.messages
+
+    def messages_of(self: MailboxView, mailbox_id: int, uids: object) -> object:
+        calls.append("messages_of")
+        return real_of(self, mailbox_id, uids)  # type: ignore[arg-type]
+
+    def messages(self: MailboxView, mailbox_id: int) -> object:
+        calls.append("messages")
+        return real_all(self, mailbox_id)
+
+    monkeypatch.setattr(MailboxView, "messages_of", messages_of)
+    monkeypatch.setattr(MailboxView, "messages", messages)
+    with ImapServer(tmp_path) as srv:
+        for i in range(200):
+            srv.deliver(f"From: a@example.test\r\nSubject: m{i}\r\n\r\nbody {i}\r\n".encode())
+        watcher, writer = srv.raw(), srv.raw()
+        watcher.login()
+        writer.login()
+        watcher.cmd(b"s SELECT INBOX")
+        writer.cmd(b"s SELECT INBOX")
+        for n in (1, 2, 3):
+            assert writer.cmd(b"f%d STORE %d +FLAGS (\\Flagged)" % (n, n))[-1].startswith(b"f%d OK" % n)
+        calls.clear()
+        told = watcher.cmd(b"n NOOP")
+        assert [line for line in told if b"FETCH" in line and b"\\Flagged" in line] and len(told) == 4
+        assert calls == ["messages_of"]
+        calls.clear()
+        out = watcher.cmd(b"a FETCH 1:80 (FLAGS)")
+        assert len(out) == 81 and calls == ["messages_of"]
+        calls.clear()
+        out = watcher.cmd(b"b FETCH 1:150 (FLAGS)")
+        assert len(out) == 151 and calls == ["messages"]  # most of the mailbox: one read of it all
