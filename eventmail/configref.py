@@ -80,7 +80,7 @@ TABLES: tuple[Table, ...] = (
         Key('acme', 'table', '—',
             'table, below: certificates from an ACME CA'),
         Key('analysis_workers', 'integer', '`0`',
-            'processes that parse and tokenize incoming mail beside the server (0: a thread of the server; each costs about 40 MB)'),
+            'processes that parse and tokenize incoming mail (SMTP, and IMAP APPEND) beside the server (0: a thread of the server; each costs about 40 MB)'),
     ), ''),
     Table('[tls]', '', (
         Key('cert', 'path', '(required)',

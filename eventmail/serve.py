@@ -311,7 +311,7 @@ async def _start_listener(
             starttls_context=tls if kind == "imap" else None,
             allow_plaintext_auth=cfg.allow_plaintext_auth, limiter=limiter, connections=connections,
             send_timeout=cfg.limits.idle_timeout, socket_limits=socket_limits,
-            limits=ImapLimits(max_errors=cfg.limits.protocol_errors),
+            limits=ImapLimits(max_errors=cfg.limits.protocol_errors), analyze=inbound.analyzer.analyze,
         )
         return server
     from .smtp.server import SmtpRole, start_smtp, tls_channel_bindings

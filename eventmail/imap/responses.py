@@ -284,7 +284,13 @@ def encode_response(response: Response, *, utf8: bool = False, uidonly: bool = F
             out += b" " + _text(response.text, utf8)
         return out + b"\r\n"
     if isinstance(response, Untagged):
-        return b"* " + b" ".join(encode_value(v, utf8=utf8) for v in response.values) + b"\r\n"
+        values = response.values
+        if len(values) == 2:
+            number, word = values
+            if type(number) is int and type(word) is Atom and number >= 0:
+                # `* n EXISTS`, `* n EXPUNGE`, `* n RECENT`: every session is told each of them
+                return b"* %d " % number + _atom(word.text) + b"\r\n"
+        return b"* " + b" ".join(encode_value(v, utf8=utf8) for v in values) + b"\r\n"
     if isinstance(response, ContinuationRequest):
         if response.challenge is not None:
             return b"+ " + base64.b64encode(response.challenge) + b"\r\n"

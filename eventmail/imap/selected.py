@@ -146,12 +146,17 @@ class Selected:
         out: list[r.Response] = []
         told: set[int] = set()  # one FETCH per message per batch: it carries the latest flags
         mid = self.mailbox_id
+        events = list(events)
+        # The view's rows of every message these events add to or change in this mailbox, in
+        # one query: the view is already past all of them (each session folds every change of
+        # its mailbox, so a statement per event per session added up under imaptest's stress).
+        found = view.messages_of(mid, _touched(events, mid, notify.suppress))
         for c in events:
             e = c.event
             kind = e.WhichOneof("kind")
             if kind == "message_added":
                 if e.message_added.mailbox_id == mid:
-                    self._added([e.message_added.uid], view, out)
+                    self._added([e.message_added.uid], found, out)
             elif kind == "messages_copied":
                 m = e.messages_copied
                 # a MOVE within one mailbox: the EXPUNGE first, then the new EXISTS (as Dovecot;
@@ -159,7 +164,7 @@ class Selected:
                 if m.move and m.source_mailbox_id == mid:
                     self._expunged(m.source_uids, notify, out)
                 if m.dest_mailbox_id == mid:
-                    self._added(list(m.dest_uids), view, out)
+                    self._added(list(m.dest_uids), found, out)
             elif kind == "messages_expunged":
                 if e.messages_expunged.mailbox_id == mid:
                     self._expunged(e.messages_expunged.uids, notify, out)
@@ -168,7 +173,7 @@ class Selected:
                 if f.mailbox_id == mid:
                     self.live_dirty = True
                 if f.mailbox_id == mid and c.seq not in notify.suppress:
-                    self._flags_changed(f.uids, view, notify, told, out)
+                    self._flags_changed(f.uids, found, notify, told, out)
             elif kind == "mailbox_deleted":
                 if e.mailbox_deleted.mailbox_id == mid:
                     raise MailboxGone(self.name)
@@ -178,9 +183,8 @@ class Selected:
             out.extend(self.flush_expunges(notify.qresync))
         return out
 
-    def _added(self, uids: list[int], view: MailboxView, out: list[r.Response]) -> None:
+    def _added(self, uids: list[int], found: dict[int, Message], out: list[r.Response]) -> None:
         added = False
-        found = view.messages_of(self.mailbox_id, uids)
         for uid in uids:
             # The view may already be ahead of this event: a message expunged since was never
             # told, so it is not told now either (its later expunge event then matches nothing).
@@ -212,11 +216,10 @@ class Selected:
             out.extend(self.flush_expunges(notify.qresync))
 
     def _flags_changed(
-        self, uids: Iterable[int], view: MailboxView, notify: Notify, told: set[int], out: list[r.Response]
+        self, uids: Iterable[int], found: dict[int, Message], notify: Notify, told: set[int], out: list[r.Response]
     ) -> None:
         shown = [(uid, seq) for uid in dict.fromkeys(uids)
                  if uid not in told and uid not in self.gone and (seq := self.seq(uid)) is not None]
-        found = view.messages_of(self.mailbox_id, [uid for uid, _ in shown])
         for uid, seq in shown:
             msg = found.get(uid)
             if msg is None:
@@ -273,6 +276,24 @@ class Selected:
         self.recent -= gone
         self.gone = set()
         return out
+
+
+def _touched(events: list[Committed], mailbox_id: int, suppress: frozenset[int]) -> set[int]:
+    """The UIDs that events add to mailbox `mailbox_id` or change the flags of (but for the
+    flag changes of `suppress`, which the running command tells itself)."""
+    out: set[int] = set()
+    for c in events:
+        e = c.event
+        kind = e.WhichOneof("kind")
+        if kind == "message_added":
+            if e.message_added.mailbox_id == mailbox_id:
+                out.add(e.message_added.uid)
+        elif kind == "messages_copied":
+            if e.messages_copied.dest_mailbox_id == mailbox_id:
+                out.update(e.messages_copied.dest_uids)
+        elif kind == "flags_changed" and e.flags_changed.mailbox_id == mailbox_id and c.seq not in suppress:
+            out.update(e.flags_changed.uids)
+    return out
 
 
 __all__ = ["SYSTEM_FLAGS", "Notify", "Selected", "flag_atoms", "uid_set"]

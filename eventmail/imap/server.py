@@ -21,6 +21,7 @@ from eventmail.imap import responses as r
 from eventmail.imap.auth import Authenticator
 from eventmail.imap.session import AUTOLOGOUT, LOGOUT_BYE, PREAUTH_TIMEOUT, ServerOptions, Session
 from eventmail.imap.wire import ImapWire, Limits
+from eventmail.mail.ingest import Analyze
 from eventmail.netconn import Connection, ConnectionLimiter, Service, SocketLimits, TlsFailed, listen
 from eventmail.sasl import LoginLimiter, get_dummy_password_set
 from eventmail.store import Store
@@ -244,18 +245,20 @@ async def start_imap(
     preauth_timeout: float = PREAUTH_TIMEOUT,
     send_timeout: float = SEND_TIMEOUT,
     socket_limits: SocketLimits = SocketLimits(),  # noqa: B008 - frozen
+    analyze: Analyze | None = None,
 ) -> asyncio.Server:
     """Listen for IMAP on host:port and serve the store's accounts.
 
     `tls_context`: implicit TLS (port 993, RFC 8314). `starttls_context`: plaintext with STARTTLS
     (port 143). With neither, the port is plaintext only and logins are refused unless
     `allow_plaintext_auth` is set and the client connects from loopback (localserve).
+    `analyze`: where APPENDed messages are parsed and tokenized (the server's analyser).
     Give the listeners of one server the same `limiter` and `connections`, so failed logins and
     open connections count across ports (without `connections` this listener counts alone).
     """
     auth = Authenticator(store, allow_plaintext=allow_plaintext_auth, limiter=limiter)
     opts = ServerOptions(store, auth, limits, starttls=starttls_context is not None and tls_context is None,
-                         autologout=autologout, preauth_timeout=preauth_timeout)
+                         autologout=autologout, preauth_timeout=preauth_timeout, analyze=analyze)
     # Unknown user names are checked against a dummy credential so they cost what real ones do;
     # build it now rather than during the first such login.
     await get_dummy_password_set()

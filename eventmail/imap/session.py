@@ -28,7 +28,7 @@ from eventmail.imap.recent import marks as recent_marks
 from eventmail.imap.selected import Notify, Selected, uid_set
 from eventmail.imap.uidonly import uses_sequence_numbers
 from eventmail.imap.wire import ImapWire, Limits
-from eventmail.mail import moves
+from eventmail.mail import ingest, moves
 from eventmail.sasl import Challenge, Failure, FailureReason, GuardedExchange, Success
 from eventmail.store import (
     Account,
@@ -70,6 +70,9 @@ class ServerOptions:
     starttls: bool  # this listener offers STARTTLS
     autologout: float = AUTOLOGOUT
     preauth_timeout: float = PREAUTH_TIMEOUT
+    # Where an APPENDed message is parsed and tokenized (the server's analysis processes, if
+    # configured: eventmail.mail.ingest.Analyze); None: a thread.
+    analyze: ingest.Analyze | None = None
 
 
 class State(enum.Enum):

@@ -15,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
-from ..junk.features import stored_features
+from ..junk.features import content_features, sent_recipients, stored_features, with_identities
 from ..junk.projection import junk_view
 from ..mime.headers import first_value, without_fields
-from ..mime.parsed import ParsedMessage
+from ..mime.parsed import ParsedMessage, parse_message
 from ..proto import events_pb2 as pb
 from ..store import QUEUE, Account, Committed, Mailbox, Store
 from . import moves, webhooks
@@ -116,9 +116,27 @@ async def sent_copy_of(acct: Account, mailbox_id: int, structure: pb.MessageStru
     return msg.uid
 
 
+# The message parsed once and its content features, computed where the server does that CPU work:
+# eventmail.smtp.analysis's worker processes when `analysis_workers` is set (the second core),
+# else a thread. serve.py hands its analyser to the IMAP listeners.
+Analyze = Callable[[bytes], Awaitable[tuple[ParsedMessage, pb.JunkFeatures]]]
+
+
+def _analyze_here(raw: bytes) -> tuple[ParsedMessage, pb.JunkFeatures]:
+    parsed = parse_message(raw)
+    return parsed, content_features(raw, parsed.structure)
+
+
+async def analyze_append(raw: bytes, analyze: Analyze | None = None) -> tuple[pb.MessageStructure, pb.JunkFeatures]:
+    """An APPENDed message's structure and content features, in one trip off the event loop
+    (through `analyze`, or a thread without one). Raises MimeTooDeep (mime.parse_message)."""
+    parsed, content = await (analyze(raw) if analyze is not None else asyncio.to_thread(_analyze_here, raw))
+    return parsed.structure, content
+
+
 async def append(
     acct: Account, mailbox_id: int, raw: bytes, structure: pb.MessageStructure, flags: Iterable[str],
-    internal_date: float, internal_date_tz: int, origin: pb.Origin,
+    internal_date: float, internal_date_tz: int, origin: pb.Origin, content: pb.JunkFeatures | None = None,
 ) -> Committed:
     """IMAP APPEND: add the message as the client gave it, with its flags and internal date
     (`internal_date_tz`: the date's zone, in minutes east of UTC). Never deduplicated (the
@@ -127,14 +145,24 @@ async def append(
     A message the account already holds in another mailbox is an offline move (mbsync and
     offlineimap move a message between folders by uploading it to the new one and deleting it
     from the old): it gets the junk-training flags a MOVE between the two would (into Junk:
-    $Junk), from the store's copy hook, so it trains as a MOVE does."""
+    $Junk), from the store's copy hook, so it trains as a MOVE does.
+
+    `content`: the message's content features from `analyze_append`; the features stored are
+    then those `stored_features` gives (an APPEND has no verified sender: only a Sent copy adds
+    whom it went to), without tokenizing the message a second time."""
     mb = acct.view.mailbox_by_id(mailbox_id)
     special_use = mb.special_use if mb is not None else pb.SPECIAL_USE_NONE
     hook = acct.registration.copy_flags
 
+    def junk_features() -> pb.JunkFeatures:
+        if content is None or origin.kind != "imap-append":
+            return stored_features(raw, origin, special_use)
+        sent_to = sent_recipients(raw, origin) if special_use == pb.SPECIAL_USE_SENT else ()
+        return with_identities(content, sent_to=sent_to)
+
     def prepare() -> tuple[Mailbox | None, pb.JunkFeatures, bytes]:
         source = _held_elsewhere(acct, mailbox_id, raw) if mb is not None and hook is not None else None
-        return source, stored_features(raw, origin, special_use), acct.blobs.put(raw)
+        return source, junk_features(), acct.blobs.put(raw)
 
     # CPU and the fsynced blob write in one trip off the loop (Account.add_message `blob_id`)
     source, features, blob_id = await asyncio.to_thread(prepare)
@@ -197,5 +225,5 @@ async def queue_outbound(
     return committed
 
 
-__all__ = ["SENT_DEDUP_SECONDS", "append", "deliver", "file_sent", "hand_off", "import_message", "queue_outbound",
+__all__ = ["SENT_DEDUP_SECONDS", "Analyze", "analyze_append", "append", "deliver", "file_sent", "hand_off", "import_message", "queue_outbound",
            "sent_copy_of"]

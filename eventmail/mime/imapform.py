@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import binascii
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from eventmail.proto import events_pb2
 
@@ -241,8 +241,16 @@ def _resolve(
 
 def _header_subset(raw: bytes, msg: events_pb2.MimePart, names: set[bytes], exclude: bool) -> bytes:
     hs, bs = msg.header_start, msg.body_start
+    return header_subset(raw, hs, bs, [(f[0], f[2], f[3]) for f in header_fields(raw, hs, bs)], names, exclude)
+
+
+def header_subset(raw: bytes, hs: int, bs: int, fields: Iterable[tuple[bytes, int, int]], names: set[bytes],
+                  exclude: bool) -> bytes:
+    """HEADER.FIELDS (`exclude`: .NOT) of the header raw[hs:bs] from its fields as `header_fields`
+    read them, (lower-cased name, start, end) each: a caller that keeps them (FETCH's cache of
+    header fields, imap/fetch.py) does not read the header again for each request."""
     out: list[bytes] = []
-    for name, _value, start, stop in header_fields(raw, hs, bs):
+    for name, start, stop in fields:
         if (name in names) != exclude:
             field = raw[start:stop]
             out.append(field if field.endswith(b"\n") else field + b"\r\n")
