@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from ..mailauth.domains import DomainError, to_ascii_domain
 from ..mailauth.psl import organizational_domain
 from ..mailauth.verdict import AuthVerdict
-from ..mime.addresses import addr_spec, parse_address_list, read_author, usable
+from ..mime.addresses import Author, addr_spec, parse_address_list, read_author, usable
 from ..mime.headers import first_value
 from ..proto import events_pb2 as pb
 from .tokenize import tokenize
@@ -49,10 +49,10 @@ def normalize(address: str) -> str:
     return f"{local.lower()}@{d}" if d else ""
 
 
-def from_address(message: bytes) -> str:
+def from_address(message: bytes, author: Author | None = None) -> str:
     """The first address of the author (the first From field, as ENVELOPE serves it), normalized
-    ("" when there is none)."""
-    for address in read_author(message).addresses:
+    ("" when there is none). `author` is the message's, when its parse already read it."""
+    for address in (author if author is not None else read_author(message)).addresses:
         a = normalize(addr_spec(address)) if usable(address) else ""
         if a:
             return a
@@ -91,11 +91,13 @@ def org(domain: str) -> str:
     return organizational_domain(domain) if domain else ""
 
 
-def content_features(message: bytes, structure: pb.MessageStructure | None = None) -> pb.JunkFeatures:
+def content_features(message: bytes, structure: pb.MessageStructure | None = None,
+                     author: Author | None = None) -> pb.JunkFeatures:
     """What the message itself says: its tokens, its author (not yet verified) and List-Id. Pure
-    and CPU-bound: SMTP delivery computes it in its analysis process (eventmail.smtp.analysis)."""
+    and CPU-bound: SMTP delivery computes it in its analysis process (eventmail.smtp.analysis),
+    from the one parse (`structure`, `author`) of the message."""
     f = pb.JunkFeatures(words=tokenize(message, structure))
-    addr = from_address(message)
+    addr = from_address(message, author)
     if addr:
         f.from_address = addr
         f.from_domain = addr.rpartition("@")[2]
