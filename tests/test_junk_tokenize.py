@@ -17,7 +17,7 @@ PLAIN_LONG = re.compile(rf"\S{{{tk.MAX_WORD + 1},}}")
 
 # Letters (ASCII and not), digits, the joiners, underscores, ASCII and Unicode whitespace
 # (no-break space, em space, the information separators), punctuation.
-ALPHABET = st.sampled_from(list("aZQxé9_'’.-  \t\n\u00a0\u2003\x1c\x1f,;!<>@/ΣßİÅ") + ["ABC", "xyz" * 9])
+ALPHABET = st.sampled_from([*"aZQxé9_'’.-  \t\n\u00a0\u2003\x1c\x1f,;!<>@/ΣßİÅ", "ABC", "xyz" * 9])
 
 
 @settings(max_examples=500, deadline=None)
