@@ -9,7 +9,7 @@ bare LFs, and each canonicalisation step runs only when the body has something i
 
 What is computed is what dkimpy 1.1.8 computes (tests/test_mailauth_dkimcanon.py checks both on
 the same messages): relaxed header fields lower-case the name, unfold, compress WSP runs and
-strip the value; the relaxed body strips WSP before each line end and compresses WSP runs;
+strip the value; the relaxed body compresses WSP runs and drops WSP before each line end;
 both body forms drop empty lines at the end (an empty relaxed body hashes as nothing, RFC 6376
 errata 3192); `l=` cuts the canonical body; the signature field is hashed with its b= value
 emptied and no trailing CRLF; h= selects fields bottom-up, a name listed more often than it
@@ -27,10 +27,7 @@ CANONICALIZATIONS = frozenset({b"simple", b"relaxed"})
 
 _LINE_END = re.compile(rb"\r?\n")
 _WSP_RUN = re.compile(rb"[\t ]+")
-# Only runs that relaxed canonicalisation changes: two or more WSP, or a tab. A single space
-# stays as it is, so a body without such runs is not copied at all.
-_WSP_TO_COMPRESS = re.compile(rb"[\t ]{2,}|\t")
-_TRAILING_WSP = re.compile(rb"[\t ]+\r\n")
+_SPACE_RUN = re.compile(rb"  +")
 # RFC 6376 §3.5: the b= tag's value, removed (with folding white space) before hashing the
 # signature field. The same expression as dkimpy's RE_BTAG: a final line break goes with it.
 _FWS = rb"(?:\r?\n\s+)?"
@@ -100,10 +97,16 @@ def _strip_trailing_lines(body: bytes) -> bytes:
 def canonical_body(body: bytes, method: bytes) -> bytes:
     """The body as the bh= hash covers it (before any l= cut)."""
     if method == b"relaxed":
-        if b" \r\n" in body or b"\t\r\n" in body:
-            body = _TRAILING_WSP.sub(b"\r\n", body)
-        if b"\t" in body or b"  " in body:
-            body = _WSP_TO_COMPRESS.sub(b" ", body)
+        # §3.4.4 (a) WSP at line ends removed, (b) WSP runs made one space: done as (b) then (a),
+        # with C-speed scans for two spaces rather than a regex that stops at every space
+        # ([\t ]+): after (b) a line end has at most one space before it, and removing it makes
+        # no new run.
+        if b"\t" in body:
+            body = body.replace(b"\t", b" ")
+        if b"  " in body:
+            body = _SPACE_RUN.sub(b" ", body)  # a literal prefix: the engine jumps from run to run
+        if b" \r\n" in body:
+            body = body.replace(b" \r\n", b"\r\n")
         body = _strip_trailing_lines(body)
         return b"" if body == b"\r\n" else body
     return _strip_trailing_lines(body)

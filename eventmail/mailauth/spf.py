@@ -29,6 +29,7 @@ from typing import Any, Literal, cast
 
 import spf as pyspf
 
+from ..cputime import stage
 from .domains import DomainError, split_address, to_ascii_domain
 from .resolver import DnsLookupFailed, DnsStatus, Resolver
 
@@ -137,6 +138,11 @@ def normalise_ip(remote_ip: str) -> str | None:
 
 def _run_pyspf(ip: str, sender: str, helo: str, timeout: float, receiver: str) -> tuple[str, str, str]:
     """Blocking: one pyspf check. Returns (result, mechanism, explanation); never raises."""
+    with stage("spf"):
+        return _pyspf_check(ip, sender, helo, timeout, receiver)
+
+
+def _pyspf_check(ip: str, sender: str, helo: str, timeout: float, receiver: str) -> tuple[str, str, str]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)

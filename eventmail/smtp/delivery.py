@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from .. import metrics
+from ..cputime import timed
 from ..junk.analyze import JUNK_MAILBOX
 from ..junk.analyze import header as junk_header
 from ..junk.delivery import JunkFilter, Plan, strip_header
@@ -161,7 +162,7 @@ class InboundDelivery:
             # (RequiredHeaders) and Mox evaluates no author for them (message.From).
             log.info("tx %s from %s: refused, %s", tx.transaction_id, tx.remote_ip, parsed.author.problem)
             return Reply(550, "5.7.1", "a message must have exactly one From field", reason="author")
-        verdict = await self.verdict(tx, message, parsed)
+        verdict = await timed("auth verdict", self.verdict(tx, message, parsed))
         by_account: dict[str, list[str]] = {}
         for address, account in tx.recipients.items():
             by_account.setdefault(account, []).append(address)
@@ -191,8 +192,8 @@ class InboundDelivery:
             await asyncio.sleep(delay)
         try:
             await asyncio.gather(
-                *(self._deliver_one(tx, account, addrs, parsed, message, auth_results, verdict, plans[account],
-                                    quarantine and not plans[account].trusted)
+                *(timed("delivery", self._deliver_one(tx, account, addrs, parsed, message, auth_results, verdict,
+                                                      plans[account], quarantine and not plans[account].trusted))
                   for account, addrs in by_account.items())
             )
         except StoreFull:
