@@ -25,6 +25,8 @@ ALPHABET = st.sampled_from([*"aZQxé9_'’.-  \t\n\u00a0\u2003\x1c\x1f,;!<>@/Σ�
 def test_words_capitals_and_long_runs_match_the_plain_patterns(text: str) -> None:
     low = text.lower()
     assert tk._WORD.findall(low) == PLAIN_WORD.findall(low)
+    if low.isascii():
+        assert tk._WORD_ASCII.findall(low) == PLAIN_WORD.findall(low)
     assert tk._UPPER.findall(text) == PLAIN_UPPER.findall(text)
     assert [w for w in low.split() if len(w) > tk.MAX_WORD] == PLAIN_LONG.findall(low)
 

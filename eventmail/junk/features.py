@@ -113,16 +113,22 @@ def with_identities(
     remote_ip: str = "",
     sent_to: Iterable[str] = (),
     forwarder: bool = False,
+    in_place: bool = False,
 ) -> pb.JunkFeatures:
-    """`content` and the sender identities that were verified.
+    """`content` and the sender identities that were verified: a copy, or with `in_place` (the
+    caller owns `content` and keeps no other use of it) `content` itself, its up to MAX_TOKENS
+    words not copied.
 
     Only what was verified counts as an identity: the From address and domain when DMARC
     passed, DKIM domains of passing signatures, the SPF domain when SPF passed. For mail from
     a configured forwarder the forwarder's IP and SPF domain are left out (they say nothing
     about the author, and the forwarder must not gather reputation from what it forwards).
     """
-    f = pb.JunkFeatures()
-    f.CopyFrom(content)
+    if in_place:
+        f = content
+    else:
+        f = pb.JunkFeatures()
+        f.CopyFrom(content)
     if auth is not None:
         f.from_validated = (auth.dmarc.result == "pass" and bool(f.from_address)
                             and auth.dmarc.from_domain == f.from_domain)

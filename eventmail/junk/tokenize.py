@@ -40,6 +40,9 @@ TRACE_HEADERS = frozenset({"received", "authentication-results", "x-eventmail-ju
 # Possessive (Python 3.11): nothing follows, so backtracking could never find another match;
 # the same matches, about a tenth sooner.
 _WORD = re.compile(r"[^\W_]++(?:['’.-][^\W_]++)*+", re.UNICODE)
+# The same for lower-cased ASCII text, where a letter or digit is [a-z0-9] (and ’ cannot occur):
+# a table lookup per character instead of Unicode's category test, about a third faster.
+_WORD_ASCII = re.compile(r"[a-z0-9]++(?:['.-][a-z0-9]++)*+")
 _URL_HOST = re.compile(r"https?://([a-z0-9.-]+)", re.IGNORECASE)
 _DIGITS = re.compile(r"^\d+$")
 # `\b[A-Z]{3,24}\b`, written to start with a character set: the regex engine then skips to the
@@ -113,8 +116,8 @@ def words(text: str) -> list[str]:
 def _lower_words(low: str) -> list[str]:
     """`words` of text already lower-cased. (_WORD starts and ends every match with a letter or
     digit: nothing to strip.)"""
-    return [w for w in _WORD.findall(low)
-            if MIN_WORD <= (n := len(w)) <= MAX_WORD and not (n > 4 and w.isdigit())]
+    found = (_WORD_ASCII if low.isascii() else _WORD).findall(low)
+    return [w for w in found if MIN_WORD <= (n := len(w)) <= MAX_WORD and not (n > 4 and w.isdigit())]
 
 
 def _add(tokens: dict[str, None], items: Iterable[str]) -> None:
