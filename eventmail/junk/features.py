@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -24,15 +25,22 @@ _LIST_ID = re.compile(r"<([^>]+)>")
 
 
 def ip_nets(remote_ip: str) -> list[str]:
-    """The sending address masked to each prefix, narrow to wide ("" values for a bad address)."""
+    """The sending address masked to each prefix, narrow to wide (none for a bad address)."""
+    return list(_ip_nets(remote_ip))
+
+
+@functools.lru_cache(maxsize=4096)
+def _ip_nets(remote_ip: str) -> tuple[str, ...]:
+    """Cached: `ipaddress` builds several objects per prefix, and a sending server's address
+    comes back message after message."""
     try:
         ip = ipaddress.ip_address(remote_ip)
     except ValueError:
-        return []
+        return ()
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     prefixes = IPV4_PREFIXES if ip.version == 4 else IPV6_PREFIXES
-    return [str(ipaddress.ip_network(f"{ip}/{p}", strict=False)) for p in prefixes]
+    return tuple(str(ipaddress.ip_network(f"{ip}/{p}", strict=False)) for p in prefixes)
 
 
 def _domain(text: str) -> str:
