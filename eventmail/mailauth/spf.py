@@ -24,7 +24,7 @@ import contextvars
 import ipaddress
 import threading
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal, cast
 
 import spf as pyspf
@@ -97,7 +97,7 @@ class SpfResult:
     reason: str = ""
 
     def to_dict(self) -> dict[str, str]:
-        return asdict(self)
+        return dict(vars(self))  # flat: what asdict gives, without its deep copy
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SpfResult:
