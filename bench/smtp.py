@@ -1,6 +1,6 @@
 """SMTP benchmark: messages/s accepted by eventmail's MX beside Postfix delivering to Dovecot over LMTP, as a ratio.
 
-    python bench/smtp.py [--messages 1000] [--clients 10] [--size 20000] [--reps 3] [--dir DIR]
+    python bench/smtp.py [--messages 1000] [--clients 10] [--size 20000] [--reps 3] [--dir DIR] [--profile FILE]
 
 The same load goes to both, in alternating runs (the median of --reps is reported):
 real messages from tests/data/corpus/ham, each padded with real body lines (or trimmed at a line
