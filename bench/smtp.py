@@ -1,6 +1,6 @@
 """SMTP benchmark: messages/s accepted by eventmail's MX beside Postfix delivering to Dovecot over LMTP, as a ratio.
 
-    python bench/smtp.py [--messages 1000] [--clients 10] [--size 20000] [--reps 3] [--dir DIR]
+    python bench/smtp.py [--messages 1000] [--clients 10] [--size 20000] [--reps 3] [--dir DIR] [--profile FILE]
 
 The same load goes to both, in alternating runs (the median of --reps is reported):
 real messages from tests/data/corpus/ham, each padded with real body lines (or trimmed at a line
@@ -31,8 +31,10 @@ import asyncio
 import base64
 import secrets
 import shutil
+import signal
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -310,23 +312,44 @@ def stage_seconds(server: MailServer) -> dict[str, float]:
     return {k: float(v) for k, v in reply.get("cpu_seconds", {}).items()}
 
 
-def run_eventmail(server: MailServer, dns: DnsServer, payloads: list[Payload], clients: int) -> Run:
+def run_eventmail(server: MailServer, dns: DnsServer, payloads: list[Payload], clients: int,
+                  profile: Path | None = None) -> Run:
     assert server.proc is not None
     before = stage_seconds(server)
     cpu = CpuWindow({"eventmail": server.proc.pid, "dns server": dns.process.pid}).start()
+    spy = start_profile(server.proc.pid, profile) if profile else None
     load = send_load(server.ports["smtp"], f"bench@{RECIPIENT_DOMAIN}", payloads, clients)
+    if spy is not None:
+        spy.send_signal(signal.SIGINT)  # py-spy writes its samples when interrupted
+        spy.wait(60)
     cpu.settle()
     cpu.stop()
     after = stage_seconds(server)
     spent = {k: after[k] - before.get(k, 0.0) for k in after}
     process = spent.pop("process", 0.0)
+    main = spent.pop("main thread", 0.0)
+    main_staged = spent.pop("main thread staged", 0.0)
     n = max(load.accepted, 1)
     named = "  ".join(f"{k} {1000 * v / n:.2f}" for k, v in sorted(spent.items(), key=lambda kv: -kv[1]))
+    # What no stage took, on the event loop's thread (callbacks outside tasks: DNS replies, futures
+    # completed from threads, the selector) and in the worker threads (their hand-offs, fsync waits).
+    loop_other = main - main_staged
+    threads_other = process - main - (sum(spent.values()) - main_staged)
     print(f"    server core-ms per message by stage (measured in the server): {named}  "
-          f"other (event loop: SMTP, DNS, SPF/DMARC, kernel) {1000 * (process - sum(spent.values())) / n:.2f}  "
-          f"= process {1000 * process / n:.2f}")
+          f"other: event loop {1000 * loop_other / n:.2f}, threads {1000 * threads_other / n:.2f}  "
+          f"= process {1000 * process / n:.2f} (event loop thread {1000 * main / n:.2f})")
     # The 250 is sent after the delivery event is fsynced: accepted is delivered.
     return Run(load, cpu.result, load.accepted, load.accepted_per_s)
+
+
+def start_profile(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling the server (200 Hz, without pausing it) until interrupted; raw stacks to `out`
+    (one line per distinct stack with its count: grep and sum them, or feed flamegraph.pl). Only the
+    thread holding the GIL is sampled (--gil): threads waiting for it would otherwise look busy; so
+    what runs without the GIL (fsync, socket writes, hashing and crypto in C) is not seen."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    return subprocess.Popen([spy, "record", "-p", str(pid), "-r", "200", "-f", "raw", "--nonblocking", "--gil",
+                             "-o", str(out)], stdout=subprocess.DEVNULL)
 
 
 def run_postfix(peers: Peers, payloads: list[Payload], clients: int, timeout: float = 300.0) -> Run:
@@ -445,6 +468,7 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3, help="runs against each server; the median is reported")
     ap.add_argument("--dir", type=Path, help="scratch directory (default: a new temporary one, removed after)")
     ap.add_argument("--no-peers", action="store_true", help="measure eventmail only")
+    ap.add_argument("--profile", type=Path, help="record py-spy samples of the server during its first run into this file")
     a = ap.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="smtp-bench-", dir=a.dir)) if a.dir else Path(tempfile.mkdtemp(prefix="smtp-bench-"))
@@ -474,7 +498,7 @@ def main() -> int:
             except PeersUnavailable as e:
                 print(f"Postfix -> Dovecot not measured: {e}")
         for rep, tag in enumerate(tags):
-            ours.append(run_eventmail(server, dns, payloads[tag], a.clients))
+            ours.append(run_eventmail(server, dns, payloads[tag], a.clients, a.profile if rep == 0 else None))
             print(f"  run {rep + 1}: eventmail {ours[-1].load.accepted_per_s:.1f} msgs/s accepted", end="")
             if peers is not None:
                 theirs.append(run_postfix(peers, payloads[tag], a.clients))

@@ -1,9 +1,16 @@
 """CPU time by stage of a message's handling, summed per process: what bench/smtp.py prints as core-ms per message by stage.
 
-Only synchronous, CPU-bound sections are measured (a thread's CPU time, `time.thread_time`, from
-start to end of the section): across an `await` other tasks' work would be counted too. What is
-not in a named stage (the event loop, SMTP sessions, DNS, the kernel's share of fsync and sockets)
-is what remains of the process's CPU time.
+Two ways to measure, both charging a thread's CPU time (`time.thread_time`, user and system):
+
+- `stage(name)` around a synchronous, CPU-bound section (in a worker thread or on the loop);
+- `timed(name, awaitable)` around a coroutine that runs on the event loop: each of its steps (from
+  one await to the next) is charged, so the time other tasks take while it waits is not. Work it
+  hands to threads or to tasks of their own (gather) is charged where it runs.
+
+Stages nest exclusively: time spent in an inner stage is the inner stage's only, so the stages
+never add up to more than the process used. What is in no stage (callbacks outside any task,
+DNS replies, the selector, futures completed from threads, the kernel's share outside them) is
+what remains of the process's CPU time, told apart for the event loop's thread and the others.
 """
 
 from __future__ import annotations
@@ -11,26 +18,102 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Generator, Iterator
+from typing import Any, TypeVar
 
 _LOCK = threading.Lock()
 _TOTALS: dict[str, float] = {}
+_ON_MAIN = {"staged": 0.0}  # stage time charged on the main thread (the event loop's)
+_MAIN = threading.main_thread().ident
+_local = threading.local()
+_clock = time.thread_time  # the calling thread's CPU seconds (tests give a clock of their own)
+
+T = TypeVar("T")
+
+
+def _stack() -> list[str]:
+    stack: list[str] | None = getattr(_local, "stack", None)
+    if stack is None:
+        stack = _local.stack = []
+    return stack
+
+
+def _charge(name: str, seconds: float) -> None:
+    with _LOCK:
+        _TOTALS[name] = _TOTALS.get(name, 0.0) + seconds
+        if threading.get_ident() == _MAIN:
+            _ON_MAIN["staged"] += seconds
+
+
+def _enter(name: str) -> None:
+    now = _clock()
+    stack = _stack()
+    if stack:
+        _charge(stack[-1], now - _local.since)  # the outer stage pauses
+    stack.append(name)
+    _local.since = now
+
+
+def _leave() -> None:
+    now = _clock()
+    _charge(_stack().pop(), now - _local.since)
+    _local.since = now  # the outer stage, if any, resumes
 
 
 @contextlib.contextmanager
 def stage(name: str) -> Iterator[None]:
-    start = time.thread_time()
+    _enter(name)
     try:
         yield
     finally:
-        spent = time.thread_time() - start
-        with _LOCK:
-            _TOTALS[name] = _TOTALS.get(name, 0.0) + spent
+        _leave()
+
+
+class _Timed:
+    """An awaitable that runs `aw` and charges each of its steps to `name`."""
+
+    __slots__ = ("aw", "name")
+
+    def __init__(self, name: str, aw: Awaitable[Any]) -> None:
+        self.name, self.aw = name, aw
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        it = self.aw.__await__()
+        sent: Any = None
+        error: BaseException | None = None
+        while True:
+            _enter(self.name)
+            try:
+                yielded = it.throw(error) if error is not None else it.send(sent)
+            except StopIteration as done:
+                return done.value
+            finally:
+                _leave()
+            try:
+                sent, error = (yield yielded), None
+            except GeneratorExit:
+                it.close()
+                raise
+            except BaseException as e:  # a cancellation goes on into the coroutine
+                sent, error = None, e
+
+
+def timed(name: str, aw: Awaitable[T]) -> Awaitable[T]:
+    """`aw`, with the CPU time of its steps on the event loop charged to stage `name`."""
+    return _Timed(name, aw)
 
 
 def totals() -> dict[str, float]:
-    """CPU seconds by stage since the process started, and the process's own CPU seconds."""
+    """CPU seconds by stage since the process started; the process's own CPU seconds ("process"),
+    its main thread's ("main thread": the event loop's) and of that, what stages took ("main
+    thread staged")."""
     with _LOCK:
         out = dict(_TOTALS)
+        out["main thread staged"] = _ON_MAIN["staged"]
     out["process"] = time.process_time()
+    try:
+        assert _MAIN is not None
+        out["main thread"] = time.clock_gettime(time.pthread_getcpuclockid(_MAIN))
+    except (OSError, AttributeError, AssertionError):
+        pass
     return out

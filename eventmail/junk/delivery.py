@@ -172,12 +172,16 @@ class JunkFilter:
 
     async def plan(
         self, acct: Account, message: bytes, base: pb.JunkFeatures, auth: AuthVerdict | None, *,
-        remote_ip: str, tls: bool, recipients: list[str], mailbox: str = "INBOX",
+        remote_ip: str, tls: bool, recipients: list[str], mailbox: str = "INBOX", own: bool = False,
     ) -> Plan:
-        """Decide for one account. `base` are the message's features (computed once for all accounts)."""
+        """Decide for one account. `base` are the message's features (computed once for all
+        accounts); with `own` (the only account) they become the plan's, not copied."""
         dest = acct.view.mailbox(mailbox) or acct.mailbox_required("INBOX")
-        f = pb.JunkFeatures()
-        f.CopyFrom(base)
+        if own:
+            f = base
+        else:
+            f = pb.JunkFeatures()
+            f.CopyFrom(base)
         listed, fwd = self.trusted_path(acct, f, remote_ip)
         if fwd:
             del f.ip_nets[:]

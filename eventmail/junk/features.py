@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from collections.abc import Iterable
@@ -9,7 +10,7 @@ from collections.abc import Iterable
 from ..mailauth.domains import DomainError, to_ascii_domain
 from ..mailauth.psl import organizational_domain
 from ..mailauth.verdict import AuthVerdict
-from ..mime.addresses import addr_spec, parse_address_list, read_author, usable
+from ..mime.addresses import Author, addr_spec, parse_address_list, read_author, usable
 from ..mime.headers import first_value
 from ..proto import events_pb2 as pb
 from .tokenize import tokenize
@@ -24,15 +25,22 @@ _LIST_ID = re.compile(r"<([^>]+)>")
 
 
 def ip_nets(remote_ip: str) -> list[str]:
-    """The sending address masked to each prefix, narrow to wide ("" values for a bad address)."""
+    """The sending address masked to each prefix, narrow to wide (none for a bad address)."""
+    return list(_ip_nets(remote_ip))
+
+
+@functools.lru_cache(maxsize=4096)
+def _ip_nets(remote_ip: str) -> tuple[str, ...]:
+    """Cached: `ipaddress` builds several objects per prefix, and a sending server's address
+    comes back message after message."""
     try:
         ip = ipaddress.ip_address(remote_ip)
     except ValueError:
-        return []
+        return ()
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     prefixes = IPV4_PREFIXES if ip.version == 4 else IPV6_PREFIXES
-    return [str(ipaddress.ip_network(f"{ip}/{p}", strict=False)) for p in prefixes]
+    return tuple(str(ipaddress.ip_network(f"{ip}/{p}", strict=False)) for p in prefixes)
 
 
 def _domain(text: str) -> str:
@@ -49,10 +57,10 @@ def normalize(address: str) -> str:
     return f"{local.lower()}@{d}" if d else ""
 
 
-def from_address(message: bytes) -> str:
+def from_address(message: bytes, author: Author | None = None) -> str:
     """The first address of the author (the first From field, as ENVELOPE serves it), normalized
-    ("" when there is none)."""
-    for address in read_author(message).addresses:
+    ("" when there is none). `author` is the message's, when its parse already read it."""
+    for address in (author if author is not None else read_author(message)).addresses:
         a = normalize(addr_spec(address)) if usable(address) else ""
         if a:
             return a
@@ -91,11 +99,13 @@ def org(domain: str) -> str:
     return organizational_domain(domain) if domain else ""
 
 
-def content_features(message: bytes, structure: pb.MessageStructure | None = None) -> pb.JunkFeatures:
+def content_features(message: bytes, structure: pb.MessageStructure | None = None,
+                     author: Author | None = None) -> pb.JunkFeatures:
     """What the message itself says: its tokens, its author (not yet verified) and List-Id. Pure
-    and CPU-bound: SMTP delivery computes it in its analysis process (eventmail.smtp.analysis)."""
+    and CPU-bound: SMTP delivery computes it in its analysis process (eventmail.smtp.analysis),
+    from the one parse (`structure`, `author`) of the message."""
     f = pb.JunkFeatures(words=tokenize(message, structure))
-    addr = from_address(message)
+    addr = from_address(message, author)
     if addr:
         f.from_address = addr
         f.from_domain = addr.rpartition("@")[2]
@@ -111,16 +121,22 @@ def with_identities(
     remote_ip: str = "",
     sent_to: Iterable[str] = (),
     forwarder: bool = False,
+    in_place: bool = False,
 ) -> pb.JunkFeatures:
-    """`content` and the sender identities that were verified.
+    """`content` and the sender identities that were verified: a copy, or with `in_place` (the
+    caller owns `content` and keeps no other use of it) `content` itself, its up to MAX_TOKENS
+    words not copied.
 
     Only what was verified counts as an identity: the From address and domain when DMARC
     passed, DKIM domains of passing signatures, the SPF domain when SPF passed. For mail from
     a configured forwarder the forwarder's IP and SPF domain are left out (they say nothing
     about the author, and the forwarder must not gather reputation from what it forwards).
     """
-    f = pb.JunkFeatures()
-    f.CopyFrom(content)
+    if in_place:
+        f = content
+    else:
+        f = pb.JunkFeatures()
+        f.CopyFrom(content)
     if auth is not None:
         f.from_validated = (auth.dmarc.result == "pass" and bool(f.from_address)
                             and auth.dmarc.from_domain == f.from_domain)

@@ -37,15 +37,22 @@ HEADER_VALUES = ("x-mailer", "user-agent", "list-id", "precedence")
 # message must give the same tokens before and after our own trace fields are prepended.
 TRACE_HEADERS = frozenset({"received", "authentication-results", "x-eventmail-junk", "return-path", "delivered-to"})
 
-_WORD = re.compile(r"[^\W_]+(?:['’.-][^\W_]+)*", re.UNICODE)
+# Possessive (Python 3.11): nothing follows, so backtracking could never find another match;
+# the same matches, about a tenth sooner.
+_WORD = re.compile(r"[^\W_]++(?:['’.-][^\W_]++)*+", re.UNICODE)
+# The same for lower-cased ASCII text, where a letter or digit is [a-z0-9] (and ’ cannot occur):
+# a table lookup per character instead of Unicode's category test, about a third faster.
+_WORD_ASCII = re.compile(r"[a-z0-9]++(?:['.-][a-z0-9]++)*+")
 _URL_HOST = re.compile(r"https?://([a-z0-9.-]+)", re.IGNORECASE)
 _DIGITS = re.compile(r"^\d+$")
-_UPPER = re.compile(r"\b[A-Z]{3,24}\b")
+# `\b[A-Z]{3,24}\b`, written to start with a character set: the regex engine then skips to the
+# next capital in C instead of trying the pattern at every position (three times as fast). The
+# lookbehind is the leading \b: no word character before the first capital.
+_UPPER = re.compile(r"[A-Z](?<!\w[A-Z])[A-Z]{2,23}\b")
 _MESSAGE_ID_HOST = re.compile(r"@([A-Za-z0-9.-]+)>")
-# Runs of non-space longer than a word (encoded debris, tracking ids, words run together): kept
-# as their first character and length in tens, as SpamBayes' "skip" tokens, since what such
+# Runs of non-space longer than a word (encoded debris, tracking ids, words run together) are
+# kept as their first character and length in tens, as SpamBayes' "skip" tokens, since what such
 # strings look like says something even when no two are alike.
-_LONG = re.compile(rf"\S{{{MAX_WORD + 1},}}")
 # HTML attributes that dress text up rather than structure it. Bulk mail of every era is built
 # of fonts, colours and layout tables; what people's mail programs write uses few of them.
 PRESENTATION_ATTRIBUTES = frozenset({"color", "bgcolor", "face", "size", "width", "align", "border"})
@@ -102,25 +109,36 @@ def html_to_text(markup: str) -> str:
 
 
 def words(text: str) -> list[str]:
-    """Lower-cased words of `text`, within the length bounds; long numbers are left out. (_WORD
-    starts and ends every match with a letter or digit: nothing to strip.)"""
-    return [w for w in _WORD.findall(text.lower())
-            if MIN_WORD <= (n := len(w)) <= MAX_WORD and not (n > 4 and w.isdigit())]
+    """Lower-cased words of `text`, within the length bounds; long numbers are left out."""
+    return _lower_words(text.lower())
+
+
+def _lower_words(low: str) -> list[str]:
+    """`words` of text already lower-cased. (_WORD starts and ends every match with a letter or
+    digit: nothing to strip.)"""
+    found = (_WORD_ASCII if low.isascii() else _WORD).findall(low)
+    return [w for w in found if MIN_WORD <= (n := len(w)) <= MAX_WORD and not (n > 4 and w.isdigit())]
 
 
 def _add(tokens: dict[str, None], items: Iterable[str]) -> None:
-    """Add the new ones of `items` in order, up to MAX_TOKENS distinct tokens in all (`items`
-    is not even read once the cap is reached)."""
-    if len(tokens) >= MAX_TOKENS:
-        return
-    new = dict.fromkeys(items)  # de-duplicated in C: most of a long text's words repeat
-    if len(tokens) + len(new) <= MAX_TOKENS:
-        tokens.update(new)  # a token already there keeps its place, as with setdefault
-        return
-    for t in new:
-        if len(tokens) >= MAX_TOKENS:
+    """Add the new ones of `items` in order, up to MAX_TOKENS distinct tokens in all.
+
+    `items` is read lazily, in slices of at least the room left, each de-duplicated in C (most
+    of a long text's words repeat): once the cap is reached nothing more of it is read, so a
+    generator's remaining tokens (a long text's word pairs) are never even made."""
+    it = iter(items)
+    while (room := MAX_TOKENS - len(tokens)) > 0:
+        chunk = dict.fromkeys(itertools.islice(it, max(room, 256)))
+        if not chunk:
             return
-        tokens.setdefault(t, None)
+        if len(chunk) <= room:
+            tokens.update(chunk)  # a token already there keeps its place, as with setdefault
+            continue
+        for t in chunk:
+            if t not in tokens:
+                tokens[t] = None
+                if len(tokens) >= MAX_TOKENS:
+                    return
 
 
 def _parts(message: bytes, structure: MessageStructure) -> tuple[list[str], list[str], list[MimePart]]:
@@ -197,11 +215,19 @@ def tokenize(message: bytes, structure: MessageStructure | None = None) -> list[
             break  # full: the rest (an HTML alternative, say) could add nothing
         text, markup = _part_text(message, part)
         _add(tokens, markup)
-        ws = words(text)
+        low = text.lower()
+        ws = _lower_words(low)
         # Shouting is a signal of its own: words in capitals are kept as such, too.
         _add(tokens, (f"uc:{w}" for w in _UPPER.findall(text)))
         _add(tokens, ws)
+        # Lazily made, as every kind below: a long text fills the cap with its pairs, and then
+        # neither the rest of them nor the links and long runs are computed.
         _add(tokens, map(" ".join, itertools.pairwise(ws)))
+        if len(tokens) >= MAX_TOKENS:
+            break
         _add(tokens, (f"url:{h.lower().rstrip('.')}" for h in _URL_HOST.findall(text)))
-        _add(tokens, (f"skip:{w[0]} {len(w) // 10 * 10}" for w in _LONG.findall(text.lower())))
+        # Runs of non-space longer than a word: whitespace-separated pieces are exactly the runs
+        # that `\S+` matches (str.split and the regex module both use Unicode's whitespace), and
+        # split() finds them in one pass in C.
+        _add(tokens, (f"skip:{w[0]} {len(w) // 10 * 10}" for w in low.split() if len(w) > MAX_WORD))
     return list(tokens)

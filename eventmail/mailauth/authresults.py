@@ -9,6 +9,7 @@ line stays under RFC 5322's 998-octet limit, and values that are not tokens are 
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -53,12 +54,16 @@ def _truncate_utf8(text: str, limit: int) -> str:
     return raw[:limit].decode("utf-8", "ignore")
 
 
+# C0 and C1 controls (CR and LF among them), DEL and the Unicode line and paragraph separators,
+# each as a space: str.translate does it in C (this runs several times per delivery).
+_CONTROLS_TO_SPACE = {c: " " for c in (*range(0x20), *range(0x7F, 0xA0), 0x2028, 0x2029)}
+# A token's characters: printable ASCII other than tspecials (RFC 2045 §5.1).
+_TOKEN = re.compile(r'[!#-\'*+\-.0-9A-Z^-~]+')
+
+
 def clean(text: str) -> str:
     """Control characters (CR and LF included) become spaces; runs of whitespace collapse."""
-    out = "".join(
-        " " if (ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0 or ch in "\u2028\u2029") else ch for ch in text
-    )
-    return " ".join(out.split())
+    return " ".join(text.translate(_CONTROLS_TO_SPACE).split())
 
 
 def quote(text: str) -> str:
@@ -67,7 +72,7 @@ def quote(text: str) -> str:
 
 
 def is_token(text: str) -> bool:
-    return bool(text) and all(0x20 < ord(ch) < 0x7F and ch not in _TSPECIALS for ch in text)
+    return _TOKEN.fullmatch(text) is not None
 
 
 def value(text: str) -> str:
@@ -99,6 +104,7 @@ def _ptype_property(name: str) -> str:
     return name
 
 
+@functools.lru_cache(maxsize=16)
 def authserv_id(text: str) -> str:
     """The authserv-id as a token (RFC 8601 §2.5 suggests the host name); other octets become "-".
 
@@ -120,7 +126,7 @@ def _resinfo_tokens(info: ResInfo) -> list[str]:
     if reason:
         # Free text from the wire: ASCII only in the header (the delivery event keeps the full
         # text), so the field stays readable by MUAs that do not speak RFC 6532.
-        reason = "".join(ch if ord(ch) < 0x80 else "?" for ch in reason)[:MAX_REASON_CHARS]
+        reason = reason.encode("ascii", "replace").decode("ascii")[:MAX_REASON_CHARS]
         tokens.append(f"reason={quote(reason)}")
     for name, val in info.properties:
         tokens.append(f"{_ptype_property(name)}={pvalue(val)}")

@@ -16,6 +16,7 @@ from collections.abc import Awaitable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+from ..cputime import timed
 from ..mime.addresses import Author
 from .authresults import ResInfo, render
 from .dkim import DkimResult, verify_dkim
@@ -194,9 +195,9 @@ async def evaluate(
     draw = random.random() if sample is None else sample
     domains, from_error = author_domains(author if author is not None else message)
     spf_r, dkim_r, discoveries = await asyncio.gather(
-        _bounded(check_spf(remote_ip, mail_from, helo, resolver, receiver=receiver), SPF_TIMEOUT + 2.0),
-        _bounded(verify_dkim(message, resolver), DKIM_TIMEOUT),
-        _bounded(_discover_all(domains, resolver), DMARC_TIMEOUT),
+        _bounded(timed("spf", check_spf(remote_ip, mail_from, helo, resolver, receiver=receiver)), SPF_TIMEOUT + 2.0),
+        _bounded(timed("dkim", verify_dkim(message, resolver)), DKIM_TIMEOUT),
+        _bounded(timed("dmarc", _discover_all(domains, resolver)), DMARC_TIMEOUT),
     )
     spf = spf_r or SpfResult(
         "temperror",

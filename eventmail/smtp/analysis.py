@@ -32,7 +32,7 @@ def analyze(body: bytes) -> tuple[pb.MessageStructure, Author, pb.JunkFeatures]:
     with stage("parse"):
         parsed = parse_message(body)
     with stage("junk features"):
-        features = content_features(body, parsed.structure)
+        features = content_features(body, parsed.structure, parsed.author)
     return parsed.structure, parsed.author, features
 
 

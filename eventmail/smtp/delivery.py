@@ -8,16 +8,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from .. import metrics
+from ..cputime import timed
 from ..junk.analyze import JUNK_MAILBOX
 from ..junk.analyze import header as junk_header
-from ..junk.delivery import JunkFilter, Plan, strip_header
+from ..junk.delivery import JunkFilter, Plan
 from ..junk.features import with_identities
 from ..junk.training import REJECTS
 from ..mail import ingest, rejects
 from ..mail.roles import ROLE_NAMES, mailbox_for_role, mailbox_with_role
 from ..mailauth.resolver import Resolver
 from ..mailauth.verdict import AuthVerdict, evaluate
-from ..mime.headers import without_fields
+from ..mime.headers import Field, without_fields
 from ..mime.parsed import ParsedMessage
 from ..mime.structure import MAX_MIME_DEPTH, MimeTooDeep
 from ..proto import events_pb2 as pb
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 # server's MAX_MIME_DEPTH (mime.structure) or 2,000 parts is hostile (a "MIME bomb") rather than
 # mail, and each part costs parsing and IMAP rendering.
 MAX_MIME_PARTS = 2000
+JUNK_FIELD = b"x-eventmail-junk"  # the field of junk/analyze.py's header(), as the header reader names it
 
 
 @dataclass
@@ -81,14 +83,17 @@ def received_header(tx: Transaction, hostname: str, recipient: str | None) -> by
     ).encode()
 
 
-def strip_our_authentication_results(message: bytes, authserv_id: str) -> bytes:
-    """Remove Authentication-Results fields that claim our authserv-id (RFC 8601 §5): a sender
-    must not be able to forge our verdict."""
+def strip_forged_verdicts(message: bytes, authserv_id: str) -> bytes:
+    """Remove what claims to be our verdict, in one pass over the header: Authentication-Results
+    fields with our authserv-id (RFC 8601 §5) and X-Eventmail-Junk fields (junk/analyze.py)."""
     ours = authserv_id.lower().encode()
-    return without_fields(
-        message,
-        lambda f: f.name == b"authentication-results" and f.value.strip().lower().split(b";")[0].strip() == ours,
-    )
+
+    def forged(f: Field) -> bool:
+        if f.name == b"authentication-results":
+            return f.value.strip().lower().split(b";")[0].strip() == ours
+        return f.name == JUNK_FIELD
+
+    return without_fields(message, forged)
 
 
 Evaluator = Callable[[bytes, str, str, str], Awaitable[AuthVerdict]]
@@ -142,8 +147,7 @@ class InboundDelivery:
         """Authenticate, add trace headers, append one event per recipient account; 250 only after fsync."""
         # What is stored is the message without forged verdicts of ours, behind per-account trace
         # fields; it is parsed once, off the event loop, and every account gets that parse.
-        body = strip_our_authentication_results(message, self.hostname)
-        body = strip_header(body, "X-Eventmail-Junk")
+        body = strip_forged_verdicts(message, self.hostname)
         try:
             parsed, content = await self.analyzer.analyze(body)
         except MimeTooDeep:
@@ -161,18 +165,21 @@ class InboundDelivery:
             # (RequiredHeaders) and Mox evaluates no author for them (message.From).
             log.info("tx %s from %s: refused, %s", tx.transaction_id, tx.remote_ip, parsed.author.problem)
             return Reply(550, "5.7.1", "a message must have exactly one From field", reason="author")
-        verdict = await self.verdict(tx, message, parsed)
+        verdict = await timed("auth verdict", self.verdict(tx, message, parsed))
         by_account: dict[str, list[str]] = {}
         for address, account in tx.recipients.items():
             by_account.setdefault(account, []).append(address)
         # The junk filter decides per account, from that account's history (eventmail/junk/).
-        base = with_identities(content, auth=verdict, remote_ip=tx.remote_ip)
+        # The content features are this delivery's own: the identities go onto them, and with one
+        # account they are that account's plan's (no copies of up to 2,000 tokens).
+        base = with_identities(content, auth=verdict, remote_ip=tx.remote_ip, in_place=True)
         plans: dict[str, Plan] = {}
         try:
             for account, addrs in by_account.items():
                 async with self.store.use_account(account) as acct:
                     plans[account] = await self.junk.plan(
-                        acct, message, base, verdict, remote_ip=tx.remote_ip, tls=tx.tls, recipients=addrs)
+                        acct, message, base, verdict, remote_ip=tx.remote_ip, tls=tx.tls, recipients=addrs,
+                        own=len(by_account) == 1)
         except StoreError as e:
             log.error("tx %s: store error %s, answered 451", tx.transaction_id, e)
             return Reply(451, "4.3.0", "local error in processing, try again later", reason="store_error")
@@ -191,8 +198,8 @@ class InboundDelivery:
             await asyncio.sleep(delay)
         try:
             await asyncio.gather(
-                *(self._deliver_one(tx, account, addrs, parsed, message, auth_results, verdict, plans[account],
-                                    quarantine and not plans[account].trusted)
+                *(timed("delivery", self._deliver_one(tx, account, addrs, parsed, message, auth_results, verdict,
+                                                      plans[account], quarantine and not plans[account].trusted))
                   for account, addrs in by_account.items())
             )
         except StoreFull:

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .. import metrics
+from ..cputime import timed
 from ..netconn import Connection, ConnectionLimiter, SendTimeout, Service, SocketLimits, TlsFailed, listen
 from ..proto import events_pb2 as pb
 from ..sasl.channelbinding import TLS_SERVER_END_POINT, tls_server_end_point
@@ -347,7 +348,7 @@ async def start_smtp(
         session = SmtpSession(io, role, config, tls_context, inbound, submission, backend, limiter,
                               store, allow_plaintext_auth, idle_timeout, channel_bindings, inject_errors)
         try:
-            await session.run()
+            await timed("smtp session", session.run())
         except TimeoutError:
             log.info("smtp %d %s: idle timeout", session.id, io.peer)
             io.write(b"421 4.4.2 idle timeout\r\n")
