@@ -98,7 +98,7 @@ class Account:
             log.warning("account %s: checkpoint does not match the log; rebuilding from the log", self.name)
         if projector is None:
             projector = Projector(self.registration)
-        projector.apply(self._events_since(projector.view.seq))
+        projector.replay(self._events_since(projector.view.seq))
         return projector
 
     def _chain_at(self, seq: int) -> bytes | None:
@@ -147,7 +147,7 @@ class Account:
     def rebuild_projection(self) -> None:
         """Rebuild the mailbox view and the registered projections from the log alone, and checkpoint them."""
         projector = Projector(self.registration)
-        projector.apply(self._events_since(0))
+        projector.replay(self._events_since(0))
         self.projector = projector
         self._checkpoint_seq = 0
         self.write_checkpoint()
@@ -233,7 +233,7 @@ class Account:
                     return  # the log is in time order: nothing later belongs to the moment
                 yield seq, time_us, event
 
-        projector.apply(upto())
+        projector.replay(upto())
         return projector
 
     def _past_checkpoint(self, at_us: int) -> tuple[Projector | None, int]:
