@@ -76,12 +76,22 @@ EXPUNGED_KEPT = 1000
 _CHUNK = 500  # SQLite's default limit on host parameters is 32,766; small chunks stay fast
 
 
+# A content row's word list is the JunkFeatures message of its words, after a one-byte tag:
+# PLAIN as it is, ZLIB compressed. Only lists longer than COMPRESS_FROM bytes are compressed:
+# zlib's set-up alone costs ~30 µs here, more than a short list's whole fold (the many short
+# messages of a catch-up each add a content row), and saves little on a few hundred bytes.
+_PLAIN, _ZLIB = b"\x00", b"\x01"
+COMPRESS_FROM = 1024
+
+
 def _encode_words(words: Sequence[str]) -> bytes:
-    return zlib.compress(pb.JunkFeatures(words=words).SerializeToString(deterministic=True), 1)
+    data = pb.JunkFeatures(words=words).SerializeToString(deterministic=True)
+    return _ZLIB + zlib.compress(data, 1) if len(data) > COMPRESS_FROM else _PLAIN + data
 
 
 def _decode_words(data: bytes) -> list[str]:
-    return list(pb.JunkFeatures.FromString(zlib.decompress(data)).words)
+    body = zlib.decompress(data[1:]) if data[:1] == _ZLIB else data[1:]
+    return list(pb.JunkFeatures.FromString(body).words)
 
 
 def _distinct(f: pb.JunkFeatures | None) -> list[str]:
@@ -364,9 +374,10 @@ class JunkProjection:
     (eventmail.opening registers it wherever the store is opened)."""
 
     # The name marks the schema in checkpoints: "junk-2" since junk_key holds `classified` and
-    # `received`, "junk-3" since words count from their first sighting, so a checkpoint of an
-    # older schema is not restored but rebuilt from the log.
-    name = "junk-3"
+    # `received`, "junk-3" since words count from their first sighting, "junk-4" since short
+    # word lists are kept uncompressed (a tag byte first), so a checkpoint of an older schema is
+    # not restored but rebuilt from the log.
+    name = "junk-4"
     schema = SCHEMA
 
     def apply(self, db: sqlite3.Connection, seq: int, event: pb.Event) -> Sequence[Change]:
