@@ -153,3 +153,41 @@ def test_a_child_that_sends_nothing_leaves_the_reading_to_this_process(
         assert started and started[0].returncode == 3
 
     asyncio.run(go())
+
+
+def test_verify_with_a_child_reports_what_verify_in_process_reports(
+    keyed_dir: Keyed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`verify` reads a long stream partly through a child: the same report (records, head,
+    blobs), and for a damaged stream the same error at the same record."""
+
+    async def reports() -> list[Any]:
+        store = await open_store(*keyed_dir, writable=False)
+        out = store.verify()
+        await store.close()
+        return out
+
+    async def go() -> None:
+        store = await filled(keyed_dir)
+        d = keyed_dir[0] / "streams" / store.keyring.streams["account/alice"].dir_name
+        await store.close()
+        whole = await reports()
+        (seg,) = sorted(d.glob("*.seg"))
+        data = bytearray(seg.read_bytes())
+        _, first, prev = SEGMENT_HEADER.unpack_from(data)
+        target = [r for r in scan(bytes(data), first, prev) if isinstance(r, Record)][45]
+        data[target.end - 40] ^= 0x01
+        seg.write_bytes(bytes(data))
+        damaged = await reports()
+        assert [r.error for r in whole] == [None] * len(whole)
+        (bad,) = [r for r in damaged if r.error]
+        assert bad.records == target.seq - 1 and f"seq {target.seq}" in bad.error
+
+        small_thresholds(monkeypatch)
+        spawns = Spawns(monkeypatch)
+        assert await reports() == damaged
+        seg.write_bytes(bytes(data[: target.end - 40]) + bytes([data[target.end - 40] ^ 0x01]) + bytes(data[target.end - 39:]))
+        assert await reports() == whole
+        assert len(spawns.started) >= 2
+
+    asyncio.run(go())

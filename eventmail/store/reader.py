@@ -59,14 +59,18 @@ class _Job:
     until: int
 
 
-def plaintexts(stream_log: StreamLog, since: int, until: int | None = None) -> Iterator[Item]:
+def plaintexts(stream_log: StreamLog, since: int, until: int | None = None, own_share: float = 0.0) -> Iterator[Item]:
     """(seq, time, plaintext) of the records after `since` up to `until` (the head when None),
-    as `stream_log.plaintexts` gives them; read by a child process when there are many."""
+    as `stream_log.plaintexts` gives them; read by a child process when there are many.
+
+    This process reads the first `own_share` of them itself (at least HEAD_START): a caller
+    that does little with each record (`verify` parses it) balances the two processes so;
+    a replay, whose fold costs three times the reading, leaves the child all but the head start."""
     until = stream_log.head.seq if until is None else until
     if until - since < PARALLEL_MIN or stream_log.keys is None:
         yield from _local(stream_log, since, until)
         return
-    start = since + HEAD_START
+    start = since + max(HEAD_START, int((until - since) * own_share))
     child = _spawn(stream_log, start, until)
     last = since
     for item in _local(stream_log, since, start):
