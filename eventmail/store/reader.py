@@ -25,11 +25,14 @@ import fcntl
 import logging
 import os
 import pickle
+import queue
 import subprocess
 import sys
+import threading
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from .keyring import StreamKeys
 from .log import StreamLog
@@ -43,6 +46,8 @@ PARALLEL_MIN = 30_000
 HEAD_START = 10_000
 # Records per message through the pipe.
 BATCH = 500
+# Batches the parent holds for the caller at most (~10 MB of plaintexts).
+QUEUED = 50
 # Linux's F_SETPIPE_SZ: a 1 MiB pipe lets the child read a batch ahead of the fold.
 _F_SETPIPE_SZ = 1031
 _PIPE_BYTES = 1 << 20
@@ -73,15 +78,22 @@ def plaintexts(stream_log: StreamLog, since: int, until: int | None = None, own_
     start = since + max(HEAD_START, int((until - since) * own_share))
     child = _spawn(stream_log, start, until)
     last = since
-    for item in _local(stream_log, since, start):
-        yield item
-        last = item[0]
-    if child is not None:
-        finished = False
-        try:
-            last, finished = yield from _from_child(child, last, stream_log.stream)
-        finally:
-            _end(child, finished)
+    if child is None:
+        yield from _local(stream_log, since, until)
+        return
+    assert child.stdout is not None
+    drain = _Drain(child.stdout)
+    drain.start()
+    finished = False
+    try:
+        for item in _local(stream_log, since, start):
+            yield item
+            last = item[0]
+        last, finished = yield from _from_child(drain, last, stream_log.stream)
+    finally:
+        drain.stop.set()
+        _end(child, finished)
+        drain.join()
     yield from _local(stream_log, last, until)
 
 
@@ -115,29 +127,57 @@ def _spawn(stream_log: StreamLog, since: int, until: int) -> subprocess.Popen[by
     return child
 
 
-def _from_child(child: subprocess.Popen[bytes], last: int, stream: str) -> Generator[Item, None, tuple[int, bool]]:
+class _Drain(threading.Thread):
+    """Reads the child's batches off the pipe as they come, into a bounded queue: the child runs
+    ahead by up to QUEUED batches while this process reads its own share or folds (a pipe alone
+    holds 1 MiB, a few thousand records, and the child would wait for the caller instead)."""
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        super().__init__(name="replay-reader", daemon=True)
+        self.pipe = pipe
+        self.queue: queue.Queue[object] = queue.Queue(QUEUED)
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while True:
+                batch = pickle.load(self.pipe)
+                self._put(batch)
+                if not isinstance(batch, list):
+                    return
+        except Exception as e:  # the pipe closed or garbled: the caller reads on itself
+            self._put(e)
+
+    def _put(self, item: object) -> None:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+
+def _from_child(drain: _Drain, last: int, stream: str) -> Generator[Item, None, tuple[int, bool]]:
     """The child's records after `last`, as long as they continue it; returns the last seq given
     and whether the child sent all it had to."""
-    assert child.stdout is not None
-    try:
-        while True:
-            batch = pickle.load(child.stdout)
-            if batch is None:
-                return last, True
-            if isinstance(batch, str):
-                log.info("stream %s: replay reader stopped at seq %d (%s); reading on in this process",
-                         stream, last, batch)
+    while True:
+        batch = drain.queue.get()
+        if batch is None:
+            return last, True
+        if isinstance(batch, str):
+            log.info("stream %s: replay reader stopped at seq %d (%s); reading on in this process", stream, last, batch)
+            return last, False
+        if not isinstance(batch, list):
+            log.warning("stream %s: replay reader ended (%s); reading on in this process", stream,
+                        batch or type(batch).__name__)
+            return last, False
+        for item in batch:
+            if item[0] != last + 1:
+                log.warning("stream %s: replay reader sent seq %d after %d; reading on in this process",
+                            stream, item[0], last)
                 return last, False
-            for item in batch:
-                if item[0] != last + 1:
-                    log.warning("stream %s: replay reader sent seq %d after %d; reading on in this process",
-                                stream, item[0], last)
-                    return last, False
-                yield item
-                last = item[0]
-    except (EOFError, OSError, pickle.UnpicklingError, ValueError, TypeError) as e:
-        log.warning("stream %s: replay reader ended (%s); reading on in this process", stream, e or type(e).__name__)
-        return last, False
+            yield item
+            last = item[0]
 
 
 def _end(child: subprocess.Popen[bytes], finished: bool) -> None:
