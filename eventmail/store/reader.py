@@ -111,6 +111,7 @@ def _spawn(stream_log: StreamLog, since: int, until: int) -> subprocess.Popen[by
     job = _Job(stream_log.stream, str(stream_log.path), stream_log.keys, since, until)
     root = str(Path(__file__).resolve().parents[2])  # the directory holding the eventmail package
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    child = None
     try:
         child = subprocess.Popen(
             [sys.executable, "-m", "eventmail.store.reader"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -123,6 +124,8 @@ def _spawn(stream_log: StreamLog, since: int, until: int) -> subprocess.Popen[by
             pickle.dump(job, child.stdin)
     except OSError as e:
         log.warning("stream %s: replay reader did not start (%s); reading in this process", stream_log.stream, e)
+        if child is not None:
+            _end(child, False)
         return None
     return child
 
