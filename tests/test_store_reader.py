@@ -191,3 +191,32 @@ def test_verify_with_a_child_reports_what_verify_in_process_reports(
         assert len(spawns.started) >= 2
 
     asyncio.run(go())
+
+
+def test_verify_with_a_child_checks_the_chain_from_the_first_segment_header(
+    keyed_dir: Keyed, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A flipped byte in the segment header's chain value (which a remembered position would
+    skip) is reported with and without the child, the same way."""
+
+    async def reports() -> list[Any]:
+        store = await open_store(*keyed_dir, writable=False)
+        out = [(r.records, r.error) for r in store.verify() if r.stream == "account/alice"]
+        await store.close()
+        return out
+
+    async def go() -> None:
+        store = await filled(keyed_dir)
+        d = keyed_dir[0] / "streams" / store.keyring.streams["account/alice"].dir_name
+        await store.close()
+        (seg,) = sorted(d.glob("*.seg"))
+        data = bytearray(seg.read_bytes())
+        data[16] ^= 0x40  # the first byte of the chain value before the segment's first record
+        seg.write_bytes(bytes(data))
+        in_process = await reports()
+        small_thresholds(monkeypatch)
+        spawns = Spawns(monkeypatch)
+        assert in_process[0][1] is not None and await reports() == in_process
+        assert spawns.started
+
+    asyncio.run(go())

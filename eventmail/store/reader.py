@@ -62,31 +62,36 @@ class _Job:
     keys: StreamKeys
     since: int
     until: int
+    verify_all: bool
 
 
-def plaintexts(stream_log: StreamLog, since: int, until: int | None = None, own_share: float = 0.0) -> Iterator[Item]:
+def plaintexts(
+    stream_log: StreamLog, since: int, until: int | None = None, own_share: float = 0.0, verify_all: bool = False
+) -> Iterator[Item]:
     """(seq, time, plaintext) of the records after `since` up to `until` (the head when None),
     as `stream_log.plaintexts` gives them; read by a child process when there are many.
 
     This process reads the first `own_share` of them itself (at least HEAD_START): a caller
     that does little with each record (`verify` parses it) balances the two processes so;
-    a replay, whose fold costs three times the reading, leaves the child all but the head start."""
+    a replay, whose fold costs three times the reading, leaves the child all but the head start.
+    With `verify_all` each process checks the chain from the first segment's header on
+    (`StreamLog.records`), not from a position the log remembered."""
     until = stream_log.head.seq if until is None else until
     if until - since < PARALLEL_MIN or stream_log.keys is None:
-        yield from _local(stream_log, since, until)
+        yield from _local(stream_log, since, until, verify_all)
         return
     start = since + max(HEAD_START, int((until - since) * own_share))
-    child = _spawn(stream_log, start, until)
+    child = _spawn(stream_log, start, until, verify_all)
     last = since
     if child is None:
-        yield from _local(stream_log, since, until)
+        yield from _local(stream_log, since, until, verify_all)
         return
     assert child.stdout is not None
     drain = _Drain(child.stdout)
     drain.start()
     finished = False
     try:
-        for item in _local(stream_log, since, start):
+        for item in _local(stream_log, since, start, verify_all):
             yield item
             last = item[0]
         last, finished = yield from _from_child(drain, last, stream_log.stream)
@@ -94,21 +99,21 @@ def plaintexts(stream_log: StreamLog, since: int, until: int | None = None, own_
         drain.stop.set()
         _end(child, finished)
         drain.join()
-    yield from _local(stream_log, last, until)
+    yield from _local(stream_log, last, until, verify_all)
 
 
-def _local(stream_log: StreamLog, since: int, until: int) -> Iterator[Item]:
+def _local(stream_log: StreamLog, since: int, until: int, verify_all: bool) -> Iterator[Item]:
     if since >= until:
         return
-    for record, plaintext in stream_log.plaintexts(since):
+    for record, plaintext in stream_log.plaintexts(since, verify_all):
         if record.seq > until:
             return
         yield record.seq, record.time_us, plaintext
 
 
-def _spawn(stream_log: StreamLog, since: int, until: int) -> subprocess.Popen[bytes] | None:
+def _spawn(stream_log: StreamLog, since: int, until: int, verify_all: bool) -> subprocess.Popen[bytes] | None:
     assert stream_log.keys is not None
-    job = _Job(stream_log.stream, str(stream_log.path), stream_log.keys, since, until)
+    job = _Job(stream_log.stream, str(stream_log.path), stream_log.keys, since, until, verify_all)
     root = str(Path(__file__).resolve().parents[2])  # the directory holding the eventmail package
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
     child = None
@@ -204,7 +209,7 @@ def _child() -> None:
     batch: list[Item] = []
     try:
         stream_log = StreamLog(job.stream, Path(job.path), job.keys, writable=False)
-        for item in _local(stream_log, job.since, job.until):
+        for item in _local(stream_log, job.since, job.until, job.verify_all):
             batch.append(item)
             if len(batch) >= BATCH:
                 pickle.dump(batch, out, pickle.HIGHEST_PROTOCOL)

@@ -425,10 +425,11 @@ class Store:
         slog: StreamLog | None = None
         try:
             slog = StreamLog(stream, self.directory / "streams" / keys.dir_name, keys, writable=False)
-            # Every record from the first (its chain and decryption checked); when there are
+            # Every record from the first (its chain from the first segment's header on, and its
+            # decryption checked: verify_all, a remembered position is not trusted); when there are
             # many, the later 60% read by a child process while this one reads and parses the
             # first 40% and then parses the child's (store.reader): about even work for both.
-            for seq, _time_us, plaintext in reader.plaintexts(slog, 0, own_share=VERIFY_OWN_SHARE):
+            for seq, _time_us, plaintext in reader.plaintexts(slog, 0, own_share=VERIFY_OWN_SHARE, verify_all=True):
                 count = seq
                 e = pb.Event()
                 e.ParseFromString(plaintext)
