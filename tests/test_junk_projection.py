@@ -132,6 +132,33 @@ def test_a_word_counts_from_its_first_sighting() -> None:
     assert view.totals() == (0, 2)
 
 
+def test_short_word_lists_are_kept_plain_long_ones_compressed_and_both_train_exactly() -> None:
+    """A content row keeps a short word list uncompressed (zlib's set-up costs more than its
+    fold) and a long one compressed, each word once in its order, one with a newline in a word
+    too; all read back as the message's words and untrain exactly."""
+    db = proj.connect(REGISTERED)
+    short = ["s:hello", "lunch"]
+    long = [f"w{i:05d}" for i in range(400)]
+    odd = ["two\nlines", "x"]
+    evs = [pb.Event(mailbox_created=pb.MailboxCreated(mailbox_id=1, name="INBOX", uidvalidity=1))]
+    for uid, words in ((1, short), (2, long), (3, odd)):
+        evs.append(pb.Event(message_added=pb.MessageAdded(
+            mailbox_id=1, uid=uid, blob_id=bytes([uid]) * 32, junk=pb.JunkFeatures(words=words + words[:1]))))
+    apply_all(db, [(i, i, e) for i, e in enumerate(evs, 1)])
+    rows = dict(db.execute("SELECT blob_id, words FROM junk_content"))
+    plain, packed = rows[bytes([1]) * 32], rows[bytes([2]) * 32]
+    assert len(plain) < jp.COMPRESS_FROM and b"lunch" in plain
+    assert len(packed) < len("".join(long)) // 2 and b"w00001" not in packed
+    view = jp.JunkView(db)
+    assert [view.message_words(1, uid) for uid in (1, 2, 3)] == [short, long, odd]
+    apply_all(db, [(5, 5, pb.Event(flags_changed=pb.FlagsChanged(mailbox_id=1, uids=[1, 2, 3], add=["$Junk"])))])
+    assert view.word_counts(["lunch", "w00399", "two\nlines"]) == {
+        "lunch": (0, 1), "w00399": (0, 1), "two\nlines": (0, 1)}
+    assert view.totals() == (0, 3)
+    apply_all(db, [(6, 6, pb.Event(flags_changed=pb.FlagsChanged(mailbox_id=1, uids=[1, 2, 3], remove=["$Junk"])))])
+    assert view.word_counts(short + long + odd) == {} and view.totals() == (0, 0)
+
+
 def test_reputation_history_follows_moves_and_the_destined_mailbox() -> None:
     db = proj.connect(REGISTERED)
     f = pb.JunkFeatures(words=["w"], from_address="a@x.test", from_domain="x.test", from_validated=True)

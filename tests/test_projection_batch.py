@@ -71,6 +71,10 @@ def test_a_batched_fold_equals_folding_each_event_alone(log: list[list[pb.Event]
     alone = proj.connect(PROJECTIONS)
     one_by_one = [proj.apply_all(alone, [item], PROJECTIONS)[0] for item in items]
     assert tables(batched) == tables(alone)
+    # A replay folds without making change objects (Projector.replay), to the same state.
+    replayed = proj.connect(PROJECTIONS)
+    assert proj.apply_all(replayed, items, PROJECTIONS, changes=False) == []
+    assert tables(replayed) == tables(alone)
     # What each event changed, as subscribers (IMAP IDLE, webmail) are told it, is the same too.
     assert changes == one_by_one
 

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from ..proto import events_pb2 as pb
-from . import checkpoint
+from . import checkpoint, reader
 from .blobs import BlobStore
 from .errors import Conflict, NotFound, OverQuota, StoreError
 from .keyring import StreamKeys
@@ -98,7 +98,7 @@ class Account:
             log.warning("account %s: checkpoint does not match the log; rebuilding from the log", self.name)
         if projector is None:
             projector = Projector(self.registration)
-        projector.apply(self._events_since(projector.view.seq))
+        projector.replay(self._replayed(projector.view.seq))
         return projector
 
     def _chain_at(self, seq: int) -> bytes | None:
@@ -113,6 +113,14 @@ class Account:
             event = pb.Event()
             event.ParseFromString(plaintext)
             yield record.seq, record.time_us, event
+
+    def _replayed(self, since: int) -> Iterable[tuple[int, int, pb.Event]]:
+        """`_events_since` for a replay into the projections: a long one is read and decrypted by
+        a child process while this one folds (store.reader)."""
+        for seq, time_us, plaintext in reader.plaintexts(self._log, since):
+            event = pb.Event()
+            event.ParseFromString(plaintext)
+            yield seq, time_us, event
 
     def _apply_committed(self, committed: list[Committed]) -> list[Committed]:
         """Fold a commit into the projections (in the writer's error boundary); the commit with
@@ -147,7 +155,7 @@ class Account:
     def rebuild_projection(self) -> None:
         """Rebuild the mailbox view and the registered projections from the log alone, and checkpoint them."""
         projector = Projector(self.registration)
-        projector.apply(self._events_since(0))
+        projector.replay(self._replayed(0))
         self.projector = projector
         self._checkpoint_seq = 0
         self.write_checkpoint()
@@ -233,7 +241,7 @@ class Account:
                     return  # the log is in time order: nothing later belongs to the moment
                 yield seq, time_us, event
 
-        projector.apply(upto())
+        projector.replay(upto())
         return projector
 
     def _past_checkpoint(self, at_us: int) -> tuple[Projector | None, int]:

@@ -411,10 +411,11 @@ class StreamLog:
             return r.chain
         raise StoreError(f"stream {self.stream}: no record {seq - 1}")
 
-    def plaintexts(self, since: int = 0) -> Iterator[tuple[Record, bytes]]:
-        """Decrypted records with seq > since."""
+    def plaintexts(self, since: int = 0, verify_all: bool = False) -> Iterator[tuple[Record, bytes]]:
+        """Decrypted records with seq > since (`verify_all`: as `records`, the chain checked from
+        the first segment's header on, not from a remembered position)."""
         prev = self.chain_before(since + 1)
-        for r in self.records(since):
+        for r in self.records(since, verify_all=verify_all):
             yield r, self.decrypt(r, prev)
             prev = r.chain
 

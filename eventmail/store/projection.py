@@ -180,7 +180,8 @@ def _fold(
 
 
 def apply_all(
-    db: sqlite3.Connection, items: Iterable[tuple[int, int, pb.Event]], registered: Sequence[Projection] = ()
+    db: sqlite3.Connection, items: Iterable[tuple[int, int, pb.Event]], registered: Sequence[Projection] = (),
+    changes: bool = True,
 ) -> list[tuple[Change, ...]]:
     """Fold events in one transaction: all of them, or (on an error) none.
 
@@ -192,7 +193,10 @@ def apply_all(
     The seq is written once at the end: nothing inside the transaction reads it, and a replay of
     100,000 events saves a statement per event. The time is set before each single event's fold
     (it is the save date of what the event adds, RFC 8514), and once after a run, whose rows
-    carry their own."""
+    carry their own.
+
+    Without `changes` (a replay: nobody is told of them) the mailbox view's change objects of
+    runs are not made and an empty list is returned; the state is the same."""
     out: list[tuple[Change, ...]] = []
     last: int | None = None
     run: list[tuple[int, int, pb.Event]] = []
@@ -202,16 +206,18 @@ def apply_all(
             if item[2].WhichOneof("kind") == "message_added":
                 run.append(item)
                 if len(run) >= RUN_MAX:
-                    out += _fold_run(db, run, registered)
+                    out += _fold_run(db, run, registered, changes)
                     run = []
             else:
                 if run:
-                    out += _fold_run(db, run, registered)
+                    out += _fold_run(db, run, registered, changes)
                     run = []
-                out.append(_fold(db, *item, registered))
+                folded = _fold(db, *item, registered)
+                if changes:
+                    out.append(folded)
             last = item[0]
         if run:
-            out += _fold_run(db, run, registered)
+            out += _fold_run(db, run, registered, changes)
         if last is not None:
             _set_meta(db, "seq", last)
     except BaseException:
@@ -226,22 +232,30 @@ RUN_MAX = 2000
 
 
 def _fold_run(
-    db: sqlite3.Connection, run: list[tuple[int, int, pb.Event]], registered: Sequence[Projection]
+    db: sqlite3.Connection, run: list[tuple[int, int, pb.Event]], registered: Sequence[Projection], want: bool = True,
 ) -> list[tuple[Change, ...]]:
     if len(run) == 1:
-        return [_fold(db, *run[0], registered)]
-    changes, deliveries = _fold_added(db, run)
+        folded = _fold(db, *run[0], registered)
+        return [folded] if want else []
+    changes, deliveries = _fold_added(db, run, want)
+    if not want:
+        for p in registered:
+            p.apply_run(db, deliveries)
+        return []
     for p in registered:
         for mine, theirs in zip(changes, p.apply_run(db, deliveries), strict=True):
             mine.extend(theirs)
     return [tuple(c) for c in changes]
 
 
-def _fold_added(db: sqlite3.Connection, run: list[tuple[int, int, pb.Event]]) -> tuple[list[Changes], list[Delivery]]:
+def _fold_added(
+    db: sqlite3.Connection, run: list[tuple[int, int, pb.Event]], want: bool = True
+) -> tuple[list[Changes], list[Delivery]]:
     """Fold a run of MessageAdded events into the mailbox view: the same checks as
     `_message_added`, one event after the other, made on the mailboxes' UIDNEXT read once; the
     rows written with one statement per table. Returns the changes of each event and each
-    delivery as the view took it in (for the registered projections)."""
+    delivery as the view took it in (for the registered projections); without `want`, no
+    changes (an empty list)."""
     uidnext: dict[int, int] = dict(db.execute("SELECT id, uidnext FROM mailbox").fetchall())
     touched: dict[int, tuple[int, int]] = {}
     rows = []
@@ -255,7 +269,8 @@ def _fold_added(db: sqlite3.Connection, run: list[tuple[int, int, pb.Event]]) ->
         nxt = uidnext.get(mid)
         # As _insert_message: UIDs only grow (RFC 9051 §2.3.1.1), a missing mailbox takes nothing.
         if nxt is None or uid < 1 or nxt > uid:
-            out.append([])
+            if want:
+                out.append([])
             deliveries.append(Delivery(seq, m, False))
             continue
         uidnext[mid] = uid + 1
@@ -268,7 +283,8 @@ def _fold_added(db: sqlite3.Connection, run: list[tuple[int, int, pb.Event]]) ->
         size += m.size
         if m.message_id_hash:
             keys.append((m.message_id_hash, mid, uid))
-        out.append([MessagesChanged(mid, added=(uid,))])
+        if want:
+            out.append([MessagesChanged(mid, added=(uid,))])
         deliveries.append(Delivery(seq, m, True, thread_id, time_us, flags))
     db.executemany("UPDATE mailbox SET uidnext=?, highest_modseq=? WHERE id=?",
                    [(n, seq, mid) for mid, (n, seq) in touched.items()])
@@ -638,6 +654,11 @@ class Projector:
     def apply(self, items: Iterable[tuple[int, int, pb.Event]]) -> list[tuple[Change, ...]]:
         """Fold events (seq, time in µs, event) in one transaction; the changes of each."""
         return apply_all(self.db, items, self.registration.projections)
+
+    def replay(self, items: Iterable[tuple[int, int, pb.Event]]) -> None:
+        """Fold events as `apply` does, to the same state, making no change objects (nobody is
+        told of a replay's changes)."""
+        apply_all(self.db, items, self.registration.projections, changes=False)
 
     def copy(self) -> "Projector":
         """A scratch copy: folding into it leaves this one as it is."""

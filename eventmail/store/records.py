@@ -5,6 +5,7 @@ import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .crypto import HASH_BYTES, NONCE_BYTES
 
@@ -22,9 +23,11 @@ GENESIS_CHAIN = bytes(HASH_BYTES)
 MAX_CIPHERTEXT = 16 << 20
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One log record: `(seq, time, key id, nonce, ciphertext, chain)`."""
+class Record(NamedTuple):
+    """One log record: `(seq, time, key id, nonce, ciphertext, chain)`.
+
+    A named tuple: a replay, a verify and a follower make one per record, and a frozen
+    dataclass's constructor cost 2-3 µs of the ~12 µs reading and decrypting a record takes."""
 
     seq: int
     time_us: int

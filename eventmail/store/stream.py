@@ -4,8 +4,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from ..cputime import stage
 from ..proto import events_pb2 as pb
@@ -29,9 +28,11 @@ async def _on_commit_thread(fn: Callable[..., _T], *args: object) -> _T:
     return await asyncio.get_running_loop().run_in_executor(_COMMIT_POOL, fn, *args)
 
 
-@dataclass(frozen=True, slots=True)
-class Committed:
-    """An event as it stands in the log: durable on disk when a caller sees it."""
+class Committed(NamedTuple):
+    """An event as it stands in the log: durable on disk when a caller sees it.
+
+    A named tuple: a catch-up makes two per record (read, then with its changes), and a frozen
+    dataclass's constructor costs 2 µs each."""
 
     stream: str
     seq: int

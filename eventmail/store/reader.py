@@ -1,0 +1,232 @@
+"""A long replay's reading (segments, chain, decryption) in a child process, so it runs on another core than the fold.
+
+Reading, chain-hashing and decrypting a record costs 10-15 µs of CPU here, a third of what a
+cold replay spends per event; the fold (one SQLite database, one thread) is the rest. A replay
+of more than `PARALLEL_MIN` records has the two overlap: a child process (`python -m
+eventmail.store.reader`, a fresh interpreter, not a fork of this threaded one) reads the records
+from `since + HEAD_START` on and passes their plaintexts through a pipe, while this process reads
+the first `HEAD_START` itself (covering the child's start, ~0.2 CPU s of imports) and then folds
+what the child sends.
+
+The child opens the stream read-only and checks what every reader checks (StreamLog.records:
+the chain of every record, its decryption). Anything it cannot do -- it does not start, dies,
+finds damage, sends a record out of order -- it stops, and this process reads the rest itself
+from where the child's records ended, so the caller sees exactly what `StreamLog.plaintexts`
+would give, the same errors included (a damaged log raises DamagedLog here, not in the child).
+
+The stream's keys go to the child over its stdin pipe; nothing is written to disk, and the child
+logs nothing (its stderr is discarded; it reports a failure as a short text through the pipe).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import pickle
+import queue
+import subprocess
+import sys
+import threading
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from .keyring import StreamKeys
+from .log import StreamLog
+
+log = logging.getLogger(__name__)
+
+# Below this many records a replay reads in-process: a checkpoint every 20,000 events (account.py)
+# keeps an ordinary open's tail under it, and a child costs ~0.2 CPU s to start.
+PARALLEL_MIN = 30_000
+# Records this process reads itself while the child starts.
+HEAD_START = 10_000
+# Records per message through the pipe.
+BATCH = 500
+# Batches the parent holds for the caller at most (~10 MB of plaintexts).
+QUEUED = 50
+# Linux's F_SETPIPE_SZ: a 1 MiB pipe lets the child read a batch ahead of the fold.
+_F_SETPIPE_SZ = 1031
+_PIPE_BYTES = 1 << 20
+
+Item = tuple[int, int, bytes]  # seq, time in µs, plaintext
+
+
+@dataclass(frozen=True)
+class _Job:
+    stream: str
+    path: str
+    keys: StreamKeys
+    since: int
+    until: int
+    verify_all: bool
+
+
+def plaintexts(
+    stream_log: StreamLog, since: int, until: int | None = None, own_share: float = 0.0, verify_all: bool = False
+) -> Iterator[Item]:
+    """(seq, time, plaintext) of the records after `since` up to `until` (the head when None),
+    as `stream_log.plaintexts` gives them; read by a child process when there are many.
+
+    This process reads the first `own_share` of them itself (at least HEAD_START): a caller
+    that does little with each record (`verify` parses it) balances the two processes so;
+    a replay, whose fold costs three times the reading, leaves the child all but the head start.
+    With `verify_all` each process checks the chain from the first segment's header on
+    (`StreamLog.records`), not from a position the log remembered."""
+    until = stream_log.head.seq if until is None else until
+    if until - since < PARALLEL_MIN or stream_log.keys is None:
+        yield from _local(stream_log, since, until, verify_all)
+        return
+    start = since + max(HEAD_START, int((until - since) * own_share))
+    child = _spawn(stream_log, start, until, verify_all)
+    last = since
+    if child is None:
+        yield from _local(stream_log, since, until, verify_all)
+        return
+    assert child.stdout is not None
+    drain = _Drain(child.stdout)
+    drain.start()
+    finished = False
+    try:
+        for item in _local(stream_log, since, start, verify_all):
+            yield item
+            last = item[0]
+        last, finished = yield from _from_child(drain, last, stream_log.stream)
+    finally:
+        drain.stop.set()
+        _end(child, finished)
+        drain.join()
+    yield from _local(stream_log, last, until, verify_all)
+
+
+def _local(stream_log: StreamLog, since: int, until: int, verify_all: bool) -> Iterator[Item]:
+    if since >= until:
+        return
+    for record, plaintext in stream_log.plaintexts(since, verify_all):
+        if record.seq > until:
+            return
+        yield record.seq, record.time_us, plaintext
+
+
+def _spawn(stream_log: StreamLog, since: int, until: int, verify_all: bool) -> subprocess.Popen[bytes] | None:
+    assert stream_log.keys is not None
+    job = _Job(stream_log.stream, str(stream_log.path), stream_log.keys, since, until, verify_all)
+    root = str(Path(__file__).resolve().parents[2])  # the directory holding the eventmail package
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    child = None
+    try:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "eventmail.store.reader"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, env=env, close_fds=True,
+        )
+        assert child.stdin is not None and child.stdout is not None
+        with contextlib.suppress(OSError):
+            fcntl.fcntl(child.stdout.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
+        with child.stdin:
+            pickle.dump(job, child.stdin)
+    except OSError as e:
+        log.warning("stream %s: replay reader did not start (%s); reading in this process", stream_log.stream, e)
+        if child is not None:
+            _end(child, False)
+        return None
+    return child
+
+
+class _Drain(threading.Thread):
+    """Reads the child's batches off the pipe as they come, into a bounded queue: the child runs
+    ahead by up to QUEUED batches while this process reads its own share or folds (a pipe alone
+    holds 1 MiB, a few thousand records, and the child would wait for the caller instead)."""
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        super().__init__(name="replay-reader", daemon=True)
+        self.pipe = pipe
+        self.queue: queue.Queue[object] = queue.Queue(QUEUED)
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while True:
+                batch = pickle.load(self.pipe)
+                self._put(batch)
+                if not isinstance(batch, list):
+                    return
+        except Exception as e:  # the pipe closed or garbled: the caller reads on itself
+            self._put(e)
+
+    def _put(self, item: object) -> None:
+        while not self.stop.is_set():
+            try:
+                self.queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+
+def _from_child(drain: _Drain, last: int, stream: str) -> Generator[Item, None, tuple[int, bool]]:
+    """The child's records after `last`, as long as they continue it; returns the last seq given
+    and whether the child sent all it had to."""
+    while True:
+        batch = drain.queue.get()
+        if batch is None:
+            return last, True
+        if isinstance(batch, str):
+            log.info("stream %s: replay reader stopped at seq %d (%s); reading on in this process", stream, last, batch)
+            return last, False
+        if not isinstance(batch, list):
+            log.warning("stream %s: replay reader ended (%s); reading on in this process", stream,
+                        batch or type(batch).__name__)
+            return last, False
+        for item in batch:
+            if item[0] != last + 1:
+                log.warning("stream %s: replay reader sent seq %d after %d; reading on in this process",
+                            stream, item[0], last)
+                return last, False
+            yield item
+            last = item[0]
+
+
+def _end(child: subprocess.Popen[bytes], finished: bool) -> None:
+    """Wait for a child that sent everything to exit; end any other (by its own handle)."""
+    if finished:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout=5)
+    if child.poll() is None:
+        child.kill()
+    with contextlib.suppress(OSError):
+        if child.stdout is not None:
+            child.stdout.close()
+    child.wait()
+
+
+def _child() -> None:
+    # The pipe is our stdout: keep it for the records, and send anything else printed to stderr.
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    job: _Job = pickle.load(sys.stdin.buffer)
+    batch: list[Item] = []
+    try:
+        stream_log = StreamLog(job.stream, Path(job.path), job.keys, writable=False)
+        for item in _local(stream_log, job.since, job.until, job.verify_all):
+            batch.append(item)
+            if len(batch) >= BATCH:
+                pickle.dump(batch, out, pickle.HIGHEST_PROTOCOL)
+                batch = []
+        pickle.dump(batch, out, pickle.HIGHEST_PROTOCOL)
+        pickle.dump(None, out)
+    except BrokenPipeError:
+        return  # the parent stopped reading (it has what it needed)
+    except Exception as e:
+        # What was read before it still goes out; the parent reads the rest itself and meets the
+        # same problem there, with its own error and log line.
+        with contextlib.suppress(BrokenPipeError):
+            pickle.dump(batch, out, pickle.HIGHEST_PROTOCOL)
+            pickle.dump(type(e).__name__, out)
+    with contextlib.suppress(BrokenPipeError):
+        out.close()
+
+
+if __name__ == "__main__":
+    _child()
