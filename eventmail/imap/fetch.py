@@ -7,6 +7,7 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from eventmail.imap import responses as r
 from eventmail.imap.commands import Fetch, FetchAttr, Section
@@ -38,24 +39,33 @@ _SEEN_ITEMS = frozenset({"RFC822", "RFC822.TEXT"})
 _RENDER_CACHE_SIZE = 10_000
 
 
-class _RenderCache:
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _Lru(Generic[K, V]):
+    """At most `size` entries, the least recently used dropped first."""
+
     def __init__(self, size: int) -> None:
         self.size = size
-        self.entries: OrderedDict[tuple[bytes, str], bytes] = OrderedDict()
+        self.entries: OrderedDict[K, V] = OrderedDict()
 
-    def get(self, key: tuple[bytes, str]) -> bytes | None:
+    def get(self, key: K) -> V | None:
         value = self.entries.get(key)
         if value is not None:
             self.entries.move_to_end(key)
         return value
 
-    def put(self, key: tuple[bytes, str], value: bytes) -> None:
+    def put(self, key: K, value: V) -> None:
         self.entries[key] = value
         if len(self.entries) > self.size:
             self.entries.popitem(last=False)
 
+    def clear(self) -> None:
+        self.entries.clear()
 
-RENDERED = _RenderCache(_RENDER_CACHE_SIZE)
+
+RENDERED: _Lru[tuple[bytes, str], bytes] = _Lru(_RENDER_CACHE_SIZE)
 
 
 class HeaderFields:
@@ -92,7 +102,7 @@ def _name(name: bytes) -> bytes:
 _HEADER_CACHE_SIZE = 10_000
 _NAMES_SIZE = 1_000
 _NAMES: dict[bytes, bytes] = {}
-HEADERS: OrderedDict[bytes, HeaderFields] = OrderedDict()
+HEADERS: _Lru[bytes, HeaderFields] = _Lru(_HEADER_CACHE_SIZE)
 
 
 @dataclass(frozen=True)
@@ -163,14 +173,11 @@ class MessageData:
         blob_id = self.msg.blob_id
         found = HEADERS.get(blob_id)
         if found is not None:
-            HEADERS.move_to_end(blob_id)
             return found
         body = self.structure().body
         hs, bs = body.header_start, body.body_start
         found = HeaderFields(hs, bs, header_fields(self.raw(), hs, bs))
-        HEADERS[blob_id] = found
-        if len(HEADERS) > _HEADER_CACHE_SIZE:
-            HEADERS.popitem(last=False)
+        HEADERS.put(blob_id, found)
         return found
 
     def header_section(self, section: Section) -> bytes:

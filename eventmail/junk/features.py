@@ -157,13 +157,17 @@ def message_features(
     remote_ip: str = "",
     sent_to: Iterable[str] = (),
     forwarder: bool = False,
+    content: pb.JunkFeatures | None = None,
 ) -> pb.JunkFeatures:
-    """Tokens and sender identities of a message: `content_features` then `with_identities`."""
-    return with_identities(content_features(message, structure), auth=auth, remote_ip=remote_ip, sent_to=sent_to,
-                           forwarder=forwarder)
+    """Tokens and sender identities of a message: `content_features` (or `content`, when the
+    message's analysis already gave them) then `with_identities`."""
+    if content is None:
+        content = content_features(message, structure)
+    return with_identities(content, auth=auth, remote_ip=remote_ip, sent_to=sent_to, forwarder=forwarder)
 
 
-def origin_features(message: bytes, origin: pb.Origin | None, sent_to: Iterable[str] = ()) -> pb.JunkFeatures:
+def origin_features(message: bytes, origin: pb.Origin | None, sent_to: Iterable[str] = (),
+                    content: pb.JunkFeatures | None = None) -> pb.JunkFeatures:
     """Features of a message stored without them (hand-off from a backup MX, restore): the sender's
     verified identities come back from the authentication verdict its delivery event recorded."""
     auth: AuthVerdict | None = None
@@ -174,7 +178,7 @@ def origin_features(message: bytes, origin: pb.Origin | None, sent_to: Iterable[
         except (ValueError, TypeError, KeyError):
             auth = None
         remote_ip = origin.remote_ip
-    return message_features(message, auth=auth, remote_ip=remote_ip, sent_to=sent_to)
+    return message_features(message, auth=auth, remote_ip=remote_ip, sent_to=sent_to, content=content)
 
 
 def sent_recipients(message: bytes, origin: pb.Origin | None) -> list[str]:
@@ -184,8 +188,10 @@ def sent_recipients(message: bytes, origin: pb.Origin | None) -> list[str]:
     return _addresses(message, ("to", "cc", "bcc"))
 
 
-def stored_features(message: bytes, origin: pb.Origin | None, special_use: int) -> pb.JunkFeatures:
+def stored_features(message: bytes, origin: pb.Origin | None, special_use: int,
+                    content: pb.JunkFeatures | None = None) -> pb.JunkFeatures:
     """What the junk projections learn from a message stored without features (APPEND, import,
-    hand-off): a Sent copy also records whom the user wrote to."""
+    hand-off): a Sent copy also records whom the user wrote to. `content`: the message's
+    content features when its analysis already computed them (IMAP APPEND), not tokenized again."""
     sent_to = sent_recipients(message, origin) if special_use == pb.SPECIAL_USE_SENT else ()
-    return origin_features(message, origin, sent_to)
+    return origin_features(message, origin, sent_to, content)

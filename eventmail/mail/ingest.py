@@ -17,7 +17,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
-from ..junk.features import content_features, sent_recipients, stored_features, with_identities
+from ..junk.features import content_features, stored_features
 from ..junk.projection import junk_view
 from ..mime.headers import first_value, without_fields
 from ..mime.parsed import ParsedMessage, parse_message
@@ -154,15 +154,9 @@ async def append(
     special_use = mb.special_use if mb is not None else pb.SPECIAL_USE_NONE
     hook = acct.registration.copy_flags
 
-    def junk_features() -> pb.JunkFeatures:
-        if content is None or origin.kind != "imap-append":
-            return stored_features(raw, origin, special_use)
-        sent_to = sent_recipients(raw, origin) if special_use == pb.SPECIAL_USE_SENT else ()
-        return with_identities(content, sent_to=sent_to)
-
     def prepare() -> tuple[Mailbox | None, pb.JunkFeatures, bytes]:
         source = _held_elsewhere(acct, mailbox_id, raw) if mb is not None and hook is not None else None
-        return source, junk_features(), acct.blobs.put(raw)
+        return source, stored_features(raw, origin, special_use, content), acct.blobs.put(raw)
 
     # CPU and the fsynced blob write in one trip off the loop (Account.add_message `blob_id`)
     source, features, blob_id = await asyncio.to_thread(prepare)
