@@ -7,11 +7,13 @@ import ipaddress
 import re
 from collections.abc import Iterable
 
+from ..cputime import stage
 from ..mailauth.domains import DomainError, to_ascii_domain
 from ..mailauth.psl import organizational_domain
 from ..mailauth.verdict import AuthVerdict
 from ..mime.addresses import Author, addr_spec, parse_address_list, read_author, usable
 from ..mime.headers import first_value
+from ..mime.parsed import ParsedMessage, parse_message
 from ..proto import events_pb2 as pb
 from .tokenize import tokenize
 
@@ -112,6 +114,17 @@ def content_features(message: bytes, structure: pb.MessageStructure | None = Non
         f.from_org_domain = org(f.from_domain)
     f.list_id = list_id(message)
     return f
+
+
+def analyze_message(message: bytes) -> tuple[ParsedMessage, pb.JunkFeatures]:
+    """The message parsed once and its content features: the pure, CPU-bound work of a message
+    coming in (SMTP delivery's analysis processes, IMAP APPEND). Raises MimeTooDeep as
+    parse_message does."""
+    with stage("parse"):
+        parsed = parse_message(message)
+    with stage("junk features"):
+        features = content_features(message, parsed.structure, parsed.author)
+    return parsed, features
 
 
 def with_identities(

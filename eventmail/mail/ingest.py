@@ -17,10 +17,10 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
-from ..junk.features import content_features, stored_features
+from ..junk.features import analyze_message, stored_features
 from ..junk.projection import junk_view
 from ..mime.headers import first_value, without_fields
-from ..mime.parsed import ParsedMessage, parse_message
+from ..mime.parsed import ParsedMessage
 from ..proto import events_pb2 as pb
 from ..store import QUEUE, Account, Committed, Mailbox, Store
 from . import moves, webhooks
@@ -122,15 +122,10 @@ async def sent_copy_of(acct: Account, mailbox_id: int, structure: pb.MessageStru
 Analyze = Callable[[bytes], Awaitable[tuple[ParsedMessage, pb.JunkFeatures]]]
 
 
-def _analyze_here(raw: bytes) -> tuple[ParsedMessage, pb.JunkFeatures]:
-    parsed = parse_message(raw)
-    return parsed, content_features(raw, parsed.structure)
-
-
 async def analyze_append(raw: bytes, analyze: Analyze | None = None) -> tuple[pb.MessageStructure, pb.JunkFeatures]:
     """An APPENDed message's structure and content features, in one trip off the event loop
     (through `analyze`, or a thread without one). Raises MimeTooDeep (mime.parse_message)."""
-    parsed, content = await (analyze(raw) if analyze is not None else asyncio.to_thread(_analyze_here, raw))
+    parsed, content = await (analyze(raw) if analyze is not None else asyncio.to_thread(analyze_message, raw))
     return parsed.structure, content
 
 

@@ -17,10 +17,9 @@ import logging
 import multiprocessing
 from concurrent.futures.process import BrokenProcessPool
 
-from ..cputime import stage
-from ..junk.features import content_features
+from ..junk.features import analyze_message
 from ..mime.addresses import Author
-from ..mime.parsed import ParsedMessage, parse_message
+from ..mime.parsed import ParsedMessage
 from ..proto import events_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -29,10 +28,7 @@ log = logging.getLogger(__name__)
 def analyze(body: bytes) -> tuple[pb.MessageStructure, Author, pb.JunkFeatures]:
     """The message parsed once, and what its content says for the junk filter (the bytes are
     not sent back: the caller has them). Raises MimeTooDeep as parse_message does."""
-    with stage("parse"):
-        parsed = parse_message(body)
-    with stage("junk features"):
-        features = content_features(body, parsed.structure, parsed.author)
+    parsed, features = analyze_message(body)
     return parsed.structure, parsed.author, features
 
 
