@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import re
 import signal
 import socket
@@ -30,15 +31,31 @@ _HANDED_OUT: set[int] = set()
 
 
 def free_port() -> int:
-    """A loopback port nobody listens on, never the same one twice in this process (the kernel may
-    hand a just-closed ephemeral port out again, and two listeners of one server then collide)."""
+    """A loopback port nobody listens on, never the same one twice in this process.
+
+    Chosen below the kernel's ephemeral range (ip_local_port_range, 32768 and up by default): a
+    port from that range may be taken as the source port of some other test's outgoing connection
+    between our check and the server's bind, and the bind then fails with "address in use"."""
+    low, high = _below_ephemeral()
     while True:
+        port = random.randint(low, high)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in _HANDED_OUT:
-            _HANDED_OUT.add(port)
-            return port
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+
+
+def _below_ephemeral() -> tuple[int, int]:
+    try:
+        first = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        first = 32768
+    return (12000, first - 1) if first > 14000 else (first + 20000, 65000)
 
 
 def ipv6_loopback() -> bool:

@@ -260,7 +260,11 @@ def test_ipv6_connections_are_counted_by_64(tmp_path: Path, caplog: pytest.LogCa
             first.close()
             second.close()
         finally:
-            listener.close()
+            # asyncio.Server is not thread-safe: close it on the loop that owns it
+            async def close_listener() -> None:
+                listener.close()
+                await listener.wait_closed()
+            srv.call(close_listener())
 
 
 # -- item 5: clients that never read --------------------------------------------------------------
