@@ -11,6 +11,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,15 +32,17 @@ _HANDED_OUT: set[int] = set()
 
 
 def free_port() -> int:
-    """A loopback port nobody listens on, never the same one twice in this process.
+    """A loopback port nobody listens on, never handed out twice on this machine while its taker lives.
 
     Chosen below the kernel's ephemeral range (ip_local_port_range, 32768 and up by default): a
     port from that range may be taken as the source port of some other test's outgoing connection
-    between our check and the server's bind, and the bind then fails with "address in use"."""
+    between our check and the server's bind, and the bind then fails with "address in use". Test
+    processes running side by side (pytest's workers, a chaos run) claim a port with a file named
+    after it, so two of them never choose the same one between a check and a bind."""
     low, high = _below_ephemeral()
     while True:
         port = random.randint(low, high)
-        if port in _HANDED_OUT:
+        if port in _HANDED_OUT or not _claim(port):
             continue
         with socket.socket() as s:
             try:
@@ -48,6 +51,39 @@ def free_port() -> int:
                 continue
         _HANDED_OUT.add(port)
         return port
+
+
+_CLAIMS = Path(tempfile.gettempdir()) / "eventmail-test-ports"
+
+
+def _claim(port: int) -> bool:
+    """Whether this process now holds `port`: its claim file is new, or its holder has ended."""
+    _CLAIMS.mkdir(exist_ok=True)
+    path = _CLAIMS / str(port)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        try:
+            holder = int(path.read_text() or 0)
+        except (OSError, ValueError):
+            return False
+        if holder in (0, os.getpid()) or _alive(holder):
+            return False  # held, or being claimed (its file not yet written)
+        path.unlink(missing_ok=True)  # its holder has ended: claim it anew
+        return _claim(port)
+    with os.fdopen(fd, "w") as f:
+        f.write(str(os.getpid()))
+    return True
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _below_ephemeral() -> tuple[int, int]:

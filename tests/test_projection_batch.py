@@ -2,9 +2,10 @@
 
 import asyncio
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -75,8 +76,41 @@ def test_a_batched_fold_equals_folding_each_event_alone(log: list[list[pb.Event]
     replayed = proj.connect(PROJECTIONS)
     assert proj.apply_all(replayed, items, PROJECTIONS, changes=False) == []
     assert tables(replayed) == tables(alone)
+    cold = proj.Projector(REGISTRATION)
+    cold.replay(items)
+    assert tables(cold.db) == tables(alone)
+    assert indexes(cold.db) == indexes(alone)
     # What each event changed, as subscribers (IMAP IDLE, webmail) are told it, is the same too.
     assert changes == one_by_one
+
+
+def indexes(db: sqlite3.Connection) -> list[tuple[object, ...]]:
+    return db.execute("SELECT name, tbl_name, sql FROM sqlite_master WHERE type='index' ORDER BY name").fetchall()
+
+
+def test_a_cold_replay_builds_the_blob_index_once_and_keeps_it_when_it_fails() -> None:
+    """Projector.replay into an empty view makes the message table's blob index after the fold;
+    the index is there after a replay that failed halfway too (the view is then rolled back)."""
+    fresh = proj.connect(PROJECTIONS)
+    events = START + [_added(1, uid, uid, [], b"s", b"", 0, [], [], b"", [], b"") for uid in range(1, 6)]
+    items = [(seq, seq, e) for seq, e in enumerate(events, 1)]
+    cold = proj.Projector(REGISTRATION)
+    cold.replay(items)
+    assert indexes(cold.db) == indexes(fresh)
+    plan = cold.db.execute("EXPLAIN QUERY PLAN SELECT uid FROM message WHERE mailbox_id=1 AND blob_id=?",
+                           (bytes([3]) * 32,)).fetchall()
+    assert "message_blob" in repr(plan)
+    assert cold.view.uid_of_blob(1, bytes([3]) * 32) == 3
+
+    def failing() -> Iterator[tuple[int, int, pb.Event]]:
+        yield from items
+        raise OSError("the log could not be read further")
+
+    broken = proj.Projector(REGISTRATION)
+    with pytest.raises(OSError):
+        broken.replay(failing())
+    assert indexes(broken.db) == indexes(fresh)
+    assert broken.view.seq == 0
 
 
 class Runs:

@@ -83,19 +83,22 @@ class ThreadIndex:
     @staticmethod
     def _index(db: sqlite3.Connection, added: Sequence[tuple[pb.MessageAdded, int, int]]) -> None:
         """Index messages (each with the thread id and save date the view gave it), in log order."""
-        ids = []
-        subjects = []
+        ids: dict[bytes, tuple[bytes, int, str]] = {}
+        subjects: dict[tuple[int, str], tuple[int, str, int, int]] = {}
         for m, thread_id, saved_us in added:
-            subject, _reply = base_subject_reply(m.structure.envelope.subject)
-            own = _own_id(m.structure)
-            if own is not None:
+            structure = m.structure
+            subject, _reply = base_subject_reply(structure.envelope.subject)
+            own = _own_id(structure)
+            if own is not None and own not in ids:
                 # The first message with a Message-ID keeps it: later ones joined its thread (rule 1).
-                ids.append((own, thread_id, subject))
+                ids[own] = (own, thread_id, subject)
             if subject:
-                subjects.append((m.mailbox_id, subject, saved_us, thread_id))
-        # The two tables are independent: each keeps the order of the log.
-        db.executemany("INSERT OR IGNORE INTO thread_msgid VALUES (?,?,?)", ids)
-        db.executemany("INSERT OR REPLACE INTO thread_subject VALUES (?,?,?,?)", subjects)
+                subjects[m.mailbox_id, subject] = (m.mailbox_id, subject, saved_us, thread_id)  # the newest
+        # The two tables are independent, and each row is what the last statement of the log
+        # order would leave: the first of a Message-ID (or the one already indexed), the newest
+        # of a subject in a mailbox.
+        db.executemany("INSERT OR IGNORE INTO thread_msgid VALUES (?,?,?)", ids.values())
+        db.executemany("INSERT OR REPLACE INTO thread_subject VALUES (?,?,?,?)", subjects.values())
 
 
 THREAD_INDEX = ThreadIndex()

@@ -7,13 +7,12 @@ import re
 from eventmail.mime.words import decode_words
 
 _WSP = re.compile(r"[ \t\r\n]+")
-_TRAILER = re.compile(r"(?:\s|\(fwd\))+$", re.I)  # subj-trailer (RFC 5256 §5)
 _BLOB = r"\[[^\[\]]*\]\s*"  # subj-blob
-_LEADER = re.compile(rf"^(?:(?:{_BLOB})*(?:re|fwd?)\s*(?:{_BLOB})?:|\s+)", re.I)  # subj-leader
-_BLOB_RE = re.compile(rf"^{_BLOB}")
-# What a subject may start with when step (3), (4) or (6) strips something: a blob, re, fw, fwd
-# (or white space, which \s matches: str.isspace); a trailer of step (2) ends with white space or ")".
-_MAY_STRIP_FIRST = frozenset("[rRfF")
+# subj-leader without its white-space alternative (str.lstrip does that part)
+_LEADER = re.compile(rf"(?:{_BLOB})*(?:re|fwd?)\s*(?:{_BLOB})?:", re.I)
+_BLOB_RE = re.compile(_BLOB)
+# What a subj-leader or subj-blob can start with (after white space): a blob, re, fw, fwd.
+_MAY_LEAD = frozenset("[rRfF")
 
 
 def base_subject(raw: bytes) -> str:
@@ -23,22 +22,21 @@ def base_subject(raw: bytes) -> str:
 
 def base_subject_reply(raw: bytes) -> tuple[str, bool]:
     """The base subject, and whether a reply/forward marker was removed (RFC 5256 §2.1,
-    which THREAD=REFERENCES step 5 asks)."""
+    which THREAD=REFERENCES step 5 asks).
+
+    Written with string methods where a regex would scan (a replay threads every delivery's
+    subject, and "Re: [list] ..." is the common case): regex white space and str.isspace are one set."""
     text = _WSP.sub(" ", decode_words(raw))  # (1) decoded, whitespace runs as one space
-    if not text or not (text[0] in _MAY_STRIP_FIRST or text[0].isspace() or text[-1] == ")" or text[-1].isspace()):
-        # Nothing of steps (2)-(6) can apply (the common subject; a replay threads every delivery's).
-        return text, False
     reply = False
     while True:
-        while True:
-            stripped = _TRAILER.sub("", text)  # (2)
-            if stripped == text:
-                break
-            text = stripped
+        text = _strip_trailers(text)  # (2)
         while True:  # (5): repeat (3) and (4)
+            text = text.lstrip()  # (3) the subj-leader that is white space
+            if text[:1] not in _MAY_LEAD:
+                break
             m = _LEADER.match(text)
-            if m and m.end() > 0:
-                reply = reply or m.group(0).strip() != ""
+            if m:
+                reply = True
                 text = text[m.end():]  # (3)
                 continue
             b = _BLOB_RE.match(text)
@@ -52,6 +50,15 @@ def base_subject_reply(raw: bytes) -> tuple[str, bool]:
             reply = True
             continue
         return text, reply
+
+
+def _strip_trailers(text: str) -> str:
+    """RFC 5256 §2.1 step (2): trailing white space and "(fwd)" subj-trailers, repeatedly."""
+    while True:
+        text = text.rstrip()
+        if text[-5:].lower() != "(fwd)":
+            return text
+        text = text[:-5]
 
 
 __all__ = ["base_subject", "base_subject_reply"]

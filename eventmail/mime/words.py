@@ -41,7 +41,10 @@ def charset_decode(data: bytes, charset: str) -> str:
 def decode_words(value: bytes) -> str:
     """A header value as text: RFC 2047 encoded words decoded, 8-bit bytes read as UTF-8."""
     if b"=?" not in value:  # no encoded word (most values): every replay threads each subject
-        return charset_decode(value, "utf-8")
+        try:
+            return value.decode()  # charset_decode(value, "utf-8") without its codec lookup
+        except UnicodeDecodeError:
+            return value.decode("latin-1")
     value = _BETWEEN_WORDS_RE.sub(rb"\1\2", value)
     out: list[str] = []
     pos = 0

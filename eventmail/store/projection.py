@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from ..proto import events_pb2 as pb
 from .registration import Change, Delivery, Projection, Registration
 
-SCHEMA = """
+BLOB_INDEX = "CREATE INDEX message_blob ON message(mailbox_id, blob_id)"
+SCHEMA = f"""
 CREATE TABLE mailbox(
   id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, uidvalidity INTEGER NOT NULL,
   uidnext INTEGER NOT NULL, special_use INTEGER NOT NULL, highest_modseq INTEGER NOT NULL);
@@ -18,7 +19,7 @@ CREATE TABLE message(
   modseq INTEGER NOT NULL, structure BLOB NOT NULL, added_seq INTEGER NOT NULL,
   email_id INTEGER NOT NULL, thread_id INTEGER NOT NULL, saved_us INTEGER NOT NULL,
   PRIMARY KEY(mailbox_id, uid)) WITHOUT ROWID;
-CREATE INDEX message_blob ON message(mailbox_id, blob_id);
+{BLOB_INDEX};
 CREATE TABLE expunged(mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL, modseq INTEGER NOT NULL,
   PRIMARY KEY(mailbox_id, uid)) WITHOUT ROWID;
 CREATE TABLE delivery_key(hash BLOB PRIMARY KEY, mailbox_id INTEGER NOT NULL, uid INTEGER NOT NULL) WITHOUT ROWID;
@@ -278,8 +279,10 @@ def _fold_added(
         email_id = m.email_id or seq
         thread_id = m.thread_id or email_id
         flags = _flag_text(m.flags)
+        # Not deterministic=True: MessageStructure has no map field, the bytes are the same and
+        # upb's deterministic encoder is a quarter slower.
         rows.append((mid, uid, m.blob_id, m.size, m.internal_date, m.internal_date_tz, flags, seq,
-                     m.structure.SerializeToString(deterministic=True), seq, email_id, thread_id, time_us))
+                     m.structure.SerializeToString(), seq, email_id, thread_id, time_us))
         size += m.size
         if m.message_id_hash:
             keys.append((m.message_id_hash, mid, uid))
@@ -368,7 +371,7 @@ def _message_added(db: sqlite3.Connection, seq: int, e: pb.Event) -> Changes:
     email_id = m.email_id or seq
     added = _insert_message(
         db, seq, m.mailbox_id, m.uid, m.blob_id, m.size, m.internal_date, m.internal_date_tz,
-        _flag_text(m.flags), m.structure.SerializeToString(deterministic=True), email_id, m.thread_id or email_id,
+        _flag_text(m.flags), m.structure.SerializeToString(), email_id, m.thread_id or email_id,
     )
     if added and m.message_id_hash:
         # Remembered even after an expunge: a retried SMTP transaction is never a new message.
@@ -657,8 +660,19 @@ class Projector:
 
     def replay(self, items: Iterable[tuple[int, int, pb.Event]]) -> None:
         """Fold events as `apply` does, to the same state, making no change objects (nobody is
-        told of a replay's changes)."""
-        apply_all(self.db, items, self.registration.projections, changes=False)
+        told of a replay's changes).
+
+        A replay into an empty view (a cold open, a rebuild) makes the messages' blob index once
+        at the end: one sort costs less than 100,000 inserts at random places of a B-tree
+        (measured: 3 µs a delivery). No fold reads that index."""
+        fresh = self.view.seq == 0
+        if fresh:
+            self.db.execute("DROP INDEX message_blob")
+        try:
+            apply_all(self.db, items, self.registration.projections, changes=False)
+        finally:
+            if fresh:
+                self.db.execute(BLOB_INDEX)
 
     def copy(self) -> "Projector":
         """A scratch copy: folding into it leaves this one as it is."""
