@@ -47,6 +47,10 @@ SCENARIOS = {
 DIRECT_AFTER_PROMOTION = 10
 CLIENTS = 4
 SETTLE_TIMEOUT = 60.0
+# How much longer a message not on the primary when its trial settled is waited for (with the
+# pair kept running) before it counts as lost: a loaded machine can stretch a restart and the
+# hand-off of what the backup MX took meanwhile past SETTLE_TIMEOUT. Found then, it is "late".
+LATE_TIMEOUT = 180.0
 # The bound of one trial (its waits are bounded one by one; this bounds their sum and anything
 # unforeseen). A trial that overruns is a failure; the pair is torn down (which ends every wait
 # on its processes) and the next trial gets a fresh one.
@@ -67,6 +71,10 @@ class Result:
     takeover: list[float] = field(default_factory=list)
     refused: int = 0  # (f): messages the promoted node refused after its promotion
     resent: int = 0  # (g): recipients sent again although a delivery was recorded (the fence failed)
+    # Accepted messages a trial did not find on the primary when it settled; counted late or
+    # lost when the pair is about to go (`_settle_late`).
+    unsettled: set[str] = field(default_factory=set)
+    late: int = 0
     seconds: list[float] = field(default_factory=list)  # wall time of each trial
 
     def merge(self, other: "Result") -> None:
@@ -79,6 +87,8 @@ class Result:
         self.takeover += other.takeover
         self.refused += other.refused
         self.resent += other.resent
+        self.unsettled |= other.unsettled
+        self.late += other.late
 
 
 class Load:
@@ -269,7 +279,7 @@ def trial(pair: Pair, scenario: str, rng: random.Random, tag: str, res: Result) 
             pair.primary, pair.secondary = pair.secondary, dead
             subjects = [f"{tag}-direct{i}" for i in range(DIRECT_AFTER_PROMOTION)]
             for subject in subjects:
-                taken: list[float] = []
+                taken = []
                 _send_direct(pair.primary, subject, load, t0, taken, deadline=5)
                 if taken:
                     takeover = taken[0] if takeover is None else takeover
@@ -294,13 +304,31 @@ def trial(pair: Pair, scenario: str, rng: random.Random, tag: str, res: Result) 
     res.accepted += len(load.accepted)
     if not load.accepted:  # no node took mail for the whole trial: refused, not a trial of the takeover
         res.failures.append(f"{tag}: no message accepted")
-    res.lost += sum(1 for c in counts.values() if c == 0)
+    res.unsettled |= {s for s, c in counts.items() if c == 0}
     res.duplicated += sum(1 for c in counts.values() if c > 1)
     res.catchup.append(catchup)
     if takeover is not None:
         res.takeover.append(takeover)
     if not agreed:
         res.failures.append(f"{tag}: stream heads differ after healing")
+
+
+def _settle_late(pair: "Pair", res: Result) -> None:
+    """Count the unsettled messages of the trials on `pair`: those the primary holds within
+    LATE_TIMEOUT are late, the others lost."""
+    missing = set(res.unsettled)
+    deadline = time.monotonic() + LATE_TIMEOUT
+    while missing and time.monotonic() < deadline:
+        try:
+            counts = pair.count(missing)
+        except Exception:  # a node that cannot be read now may be readable in a second
+            counts = {}
+        missing = {s for s in missing if counts.get(s, 0) == 0}
+        if missing:
+            time.sleep(1.0)
+    res.late += len(res.unsettled) - len(missing)
+    res.lost += len(missing)
+    res.unsettled.clear()
 
 
 def _send_direct(node: Node, subject: str, load: Load, t0: float, taken: list[float], deadline: float = 30) -> None:
@@ -489,7 +517,8 @@ def run_scenario(scenario: str, mode: str, trials: int, workdir: Path, seed: int
             if outcome is None:
                 res.merge(one)
                 took = f", takeover {one.takeover[0]:.2f} s" if one.takeover else ""
-                print(f"  {tag}: {one.accepted} accepted, {one.lost} lost, {one.duplicated} duplicated, "
+                print(f"  {tag}: {one.accepted} accepted, {one.lost} lost, {len(one.unsettled)} not yet on the primary, "
+                      f"{one.duplicated} duplicated, "
                       f"catch-up {_fmt(one.catchup).split('/')[0]} s{took}, {res.seconds[-1]:.0f} s; "
                       f"so far {res.lost} lost, {res.duplicated} duplicated", flush=True)
                 continue
@@ -499,10 +528,12 @@ def run_scenario(scenario: str, mode: str, trials: int, workdir: Path, seed: int
                 res.failures.append(f"{tag}: did not finish within {trial_timeout:.0f} s")
             else:
                 res.failures.append(f"{tag}: {type(outcome).__name__}: {outcome}")
+            _settle_late(pair, res)
             pair.close()
             pair = None
     finally:
         if pair is not None:
+            _settle_late(pair, res)
             pair.close()
         if sink is not None:
             sink.close()
@@ -519,14 +550,14 @@ def _fmt(values: list[float]) -> str:
 
 
 def table(results: list[Result]) -> str:
-    lines = [f"{'scenario':<40} {'mode':<6} {'trials':>6} {'accepted':>8} {'lost':>5} {'dup':>5} "
+    lines = [f"{'scenario':<40} {'mode':<6} {'trials':>6} {'accepted':>8} {'lost':>5} {'late':>5} {'dup':>5} "
              f"{'catch-up s med/max':>19} {'takeover s med/max':>19} {'refused after promote':>21} "
              f"{'resent after record':>19}"]
     for r in results:
         refused = str(r.refused) if r.scenario == "f" else "-"
         resent = str(r.resent) if r.scenario == "g" else "-"
         lines.append(f"({r.scenario}) {SCENARIOS[r.scenario]:<36} {r.mode:<6} {r.trials:>6} {r.accepted:>8} "
-                     f"{r.lost:>5} {r.duplicated:>5} {_fmt(r.catchup):>19} {_fmt(r.takeover):>19} {refused:>21} "
+                     f"{r.lost:>5} {r.late:>5} {r.duplicated:>5} {_fmt(r.catchup):>19} {_fmt(r.takeover):>19} {refused:>21} "
                      f"{resent:>19}")
     lines.append("")
     lines.append("takeover s per trial (promote to the new primary's first 250):")
@@ -563,8 +594,8 @@ def main(argv: list[str] | None = None) -> int:
             started = time.monotonic()
             r = run_scenario(s, mode, args.trials, Path(work), args.seed)
             results.append(r)
-            print(f"({s}) {mode}: {r.trials} trials, {r.accepted} accepted, {r.lost} lost, {r.duplicated} duplicated, "
-                  f"{len(r.failures)} failures ({time.monotonic() - started:.0f} s)", flush=True)
+            print(f"({s}) {mode}: {r.trials} trials, {r.accepted} accepted, {r.lost} lost, {r.late} late, "
+                  f"{r.duplicated} duplicated, {len(r.failures)} failures ({time.monotonic() - started:.0f} s)", flush=True)
     print()
     print(table(results))
     # (g)'s duplicates are the in-doubt tries of a crash (counted, not failed); its fence is `resent`.

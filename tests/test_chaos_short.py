@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from chaos import run as chaos_run
 from chaos.run import run_scenario
 
 
@@ -15,3 +16,22 @@ def test_chaos_trial(tmp_path: Path, scenario: str, mode: str) -> None:
     assert r.failures == []
     assert r.trials == 1 and r.accepted > 0
     assert (r.lost, r.duplicated, r.refused) == (0, 0, 0)
+
+
+class _SlowPrimary:
+    """A pair whose primary gets one message a moment late and never the other."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def count(self, subjects: set[str]) -> dict[str, int]:
+        self.calls += 1
+        return {s: int(s == "late" and self.calls > 2) for s in subjects}
+
+
+def test_a_message_that_arrives_after_its_trial_settled_is_late_and_one_that_never_does_is_lost(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(chaos_run, "LATE_TIMEOUT", 5.0)
+    r = chaos_run.Result("a", "sync", unsettled={"late", "never"})
+    chaos_run._settle_late(_SlowPrimary(), r)  # type: ignore[arg-type]
+    assert (r.late, r.lost, r.unsettled) == (1, 1, set())

@@ -252,12 +252,14 @@ def _fold_run(
 def _fold_added(
     db: sqlite3.Connection, run: list[tuple[int, int, pb.Event]], want: bool = True
 ) -> tuple[list[Changes], list[Delivery]]:
-    """Fold a run of MessageAdded events into the mailbox view: the same checks as
-    `_message_added`, one event after the other, made on the mailboxes' UIDNEXT read once; the
-    rows written with one statement per table. Returns the changes of each event and each
+    """Fold a run of MessageAdded events (one, for a single delivery) into the mailbox view, one
+    event after the other, on the mailboxes' UIDNEXT read once; the rows written with one
+    statement per table. Returns the changes of each event and each
     delivery as the view took it in (for the registered projections); without `want`, no
     changes (an empty list)."""
-    uidnext: dict[int, int] = dict(db.execute("SELECT id, uidnext FROM mailbox").fetchall())
+    ids = {e.message_added.mailbox_id for _seq, _time, e in run}
+    uidnext: dict[int, int] = dict(db.execute(
+        f"SELECT id, uidnext FROM mailbox WHERE id IN ({','.join('?' * len(ids))})", tuple(ids)).fetchall())
     touched: dict[int, tuple[int, int]] = {}
     rows = []
     keys = []
@@ -367,16 +369,9 @@ def _insert_message(
 
 
 def _message_added(db: sqlite3.Connection, seq: int, e: pb.Event) -> Changes:
-    m = e.message_added
-    email_id = m.email_id or seq
-    added = _insert_message(
-        db, seq, m.mailbox_id, m.uid, m.blob_id, m.size, m.internal_date, m.internal_date_tz,
-        _flag_text(m.flags), m.structure.SerializeToString(), email_id, m.thread_id or email_id,
-    )
-    if added and m.message_id_hash:
-        # Remembered even after an expunge: a retried SMTP transaction is never a new message.
-        db.execute("INSERT OR IGNORE INTO delivery_key VALUES (?,?,?)", (m.message_id_hash, m.mailbox_id, m.uid))
-    return [MessagesChanged(m.mailbox_id, added=(m.uid,))] if added else []
+    """One delivery: a run of one (the rules are `_fold_added`'s)."""
+    changes, _deliveries = _fold_added(db, [(seq, _meta(db, "time_us"), e)])
+    return changes[0]
 
 
 def _new_flags(old: str, add: Iterable[str], remove: Iterable[str], replace: bool) -> str:

@@ -125,7 +125,13 @@ class ReplicationPort:
         called), then published."""
         if stream not in self._store.keyring.streams:
             raise StoreError(f"no keys for stream {stream} (the keyring must arrive first)")
-        await (await self._store._writer_for(stream)).append_raw(records, on_durable)
+        committed = await (await self._store._writer_for(stream)).append_raw(records, on_durable)
+        collected = [b for c in committed if c.event.WhichOneof("kind") == "blobs_collected"
+                     for b in c.event.blobs_collected.blob_ids]
+        if collected:
+            # As the primary did (Account.collect_blobs): the collection is recorded, then the
+            # files go. Else a backup keeps, for ever, mail its user deleted.
+            await asyncio.to_thread(self._store._blob_store(stream).remove, collected)
 
     def blob_file(self, stream: str, blob_id: bytes) -> bytes:
         return self._store._blob_store(stream).raw_file(blob_id)
