@@ -468,6 +468,7 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3, help="runs against each server; the median is reported")
     ap.add_argument("--dir", type=Path, help="scratch directory (default: a new temporary one, removed after)")
     ap.add_argument("--no-peers", action="store_true", help="measure eventmail only")
+    ap.add_argument("--settings", default="", help="TOML settings for eventmail's configuration, e.g. 'analysis_workers = 0'")
     ap.add_argument("--profile", type=Path, help="record py-spy samples of the server during its first run into this file")
     a = ap.parse_args()
 
@@ -484,7 +485,7 @@ def main() -> int:
           f"{a.reps} runs each; load average {loadavg()}")
 
     dns = DnsServer.start(scratch / "dns", {SENDER_DOMAIN: sender_zone(key.txt)})
-    server = MailServer(scratch / "eventmail", dns_port=dns.port)
+    server = MailServer(scratch / "eventmail", dns_port=dns.port, settings=a.settings.replace("\\n", "\n") + "\n")
     peers: Peers | None = None
     ours: list[Run] = []
     theirs: list[Run] = []
