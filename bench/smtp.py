@@ -335,9 +335,12 @@ def run_eventmail(server: MailServer, dns: DnsServer, payloads: list[Payload], c
     # completed from threads, the selector) and in the worker threads (their hand-offs, fsync waits).
     loop_other = main - main_staged
     threads_other = process - main - (sum(spent.values()) - main_staged)
+    # The analysis processes' stages are counted in them, not here: their CPU is the tree's rest.
+    workers = (cpu.result.get("eventmail") or 0.0) - process
     print(f"    server core-ms per message by stage (measured in the server): {named}  "
           f"other: event loop {1000 * loop_other / n:.2f}, threads {1000 * threads_other / n:.2f}  "
-          f"= process {1000 * process / n:.2f} (event loop thread {1000 * main / n:.2f})")
+          f"= process {1000 * process / n:.2f} (event loop thread {1000 * main / n:.2f}); "
+          f"analysis processes {1000 * workers / n:.2f}")
     # The 250 is sent after the delivery event is fsynced: accepted is delivered.
     return Run(load, cpu.result, load.accepted, load.accepted_per_s)
 
@@ -518,6 +521,9 @@ def main() -> int:
         assert server.proc is not None
         print(f"eventmail RSS after {sum(r.load.accepted for r in ours)} deliveries: {rss(server.proc.pid)}")
         print("check: " + check_stored(server, sum(r.load.accepted for r in ours)))
+        for line in server.log_lines:
+            if " ERROR " in line or "Traceback" in line or "error" in line.lower():
+                print("server log: " + line[-1500:])
         print("eventmail CPU ms/msg by step (one at a time, in this process): "
               + breakdown(scratch / "breakdown", dns, payloads[tags[0]][:200]))
     finally:

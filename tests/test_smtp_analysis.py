@@ -66,3 +66,37 @@ def test_the_server_counts_cpu_by_stage(tmp_path: Path) -> None:
         assert 0 < seconds["main thread staged"] < seconds["main thread"] < seconds["process"]
     finally:
         srv.stop()
+
+
+def test_a_killed_worker_is_replaced(tmp_path: Path) -> None:
+    """A worker that dies (killed here) costs no message: the delivery after it is analysed and
+    answered 250, and the server starts a new worker process in its place."""
+    import signal
+    import time
+
+    srv = MailServer(tmp_path, settings="analysis_workers = 1\n", kinds=("smtp",))
+    srv.init()
+    srv.add_account("alice", "alice@mail.test", "worker test password")
+    srv.start()
+    try:
+        def send(subject: str) -> None:
+            with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=30) as s:
+                s.sendmail("s@example.test", ["alice@mail.test"],
+                           f"From: s@example.test\r\nSubject: {subject}\r\n\r\nhello there\r\n".encode())
+
+        send("first")
+        assert srv.proc is not None
+        (first,) = psutil.Process(srv.proc.pid).children()
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        send("after the kill")
+        send("and one more")
+        deadline = time.monotonic() + 30
+        while not [c for c in psutil.Process(srv.proc.pid).children() if c.pid != first.pid]:
+            assert time.monotonic() < deadline, "no new analysis process"
+            time.sleep(0.1)
+        got = srv.wait_for("alice", 3)
+        assert b"Subject: after the kill" in b"".join(got) and b"Subject: and one more" in b"".join(got)
+        assert any("worker process" in line and "ended" in line for line in srv.log_lines)
+    finally:
+        srv.stop()
