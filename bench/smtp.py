@@ -326,6 +326,7 @@ def run_eventmail(server: MailServer, dns: DnsServer, payloads: list[Payload], c
     cpu.stop()
     after = stage_seconds(server)
     spent = {k: after[k] - before.get(k, 0.0) for k in after}
+    elsewhere = {k.removeprefix("analysis: "): spent.pop(k) for k in [k for k in spent if k.startswith("analysis: ")]}
     process = spent.pop("process", 0.0)
     main = spent.pop("main thread", 0.0)
     main_staged = spent.pop("main thread staged", 0.0)
@@ -335,12 +336,13 @@ def run_eventmail(server: MailServer, dns: DnsServer, payloads: list[Payload], c
     # completed from threads, the selector) and in the worker threads (their hand-offs, fsync waits).
     loop_other = main - main_staged
     threads_other = process - main - (sum(spent.values()) - main_staged)
-    # The analysis processes' stages are counted in them, not here: their CPU is the tree's rest.
+    # The analysis processes' CPU is the tree's rest; their stages come back with their answers.
     workers = (cpu.result.get("eventmail") or 0.0) - process
+    in_workers = "  ".join(f"{k} {1000 * v / n:.2f}" for k, v in sorted(elsewhere.items(), key=lambda kv: -kv[1]))
     print(f"    server core-ms per message by stage (measured in the server): {named}  "
           f"other: event loop {1000 * loop_other / n:.2f}, threads {1000 * threads_other / n:.2f}  "
           f"= process {1000 * process / n:.2f} (event loop thread {1000 * main / n:.2f}); "
-          f"analysis processes {1000 * workers / n:.2f}")
+          f"analysis processes {1000 * workers / n:.2f}{f' ({in_workers})' if in_workers else ''}")
     # The 250 is sent after the delivery event is fsynced: accepted is delivered.
     return Run(load, cpu.result, load.accepted, load.accepted_per_s)
 

@@ -1,8 +1,8 @@
 """The CPU-heavy, pure part of an incoming message's handling — its one parse and its content features — in a process of its own, so that the server uses both cores.
 
 The event loop keeps the sockets, the DNS-bound checks and the store; what only burns CPU on the
-message's bytes goes to worker processes (config `analysis_workers`; 0 runs it in a thread of the
-server). Python's GIL keeps threads on one core, and the profile of an MX under load put the
+message's bytes goes to worker processes (config `analysis_workers`: by default one on 2 cores or
+more; 0 runs it in a thread of the server). Python's GIL keeps threads on one core, and the profile of an MX under load put the
 forged-verdict cut, DKIM's hashing, parsing and tokenizing at a third of its CPU
 (docs/architecture.md). The work is a pure function of the bytes, so running it elsewhere changes
 nothing but where the time is spent; should a worker die (killed), its messages are analysed in
@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import cputime
 from ..cputime import stage
 from ..junk.features import analyze_message
 from ..mailauth.dkim import DkimPrepared, prepare_dkim
@@ -115,7 +116,8 @@ class _Worker:
         try:
             while True:
                 size = int.from_bytes(await out.readexactly(_HEAD), "big")
-                ok, value = pickle.loads(await out.readexactly(size))
+                ok, value, spent = pickle.loads(await out.readexactly(size))
+                cputime.add_elsewhere(spent)
                 future = self.waiting.popleft()
                 if future.done():
                     continue  # its caller was cancelled
@@ -154,13 +156,25 @@ class _Worker:
             self.proc.stdin.close()
 
 
+def default_workers() -> int:
+    """`analysis_workers` when the configuration does not say: one worker when this process may
+    run on 2 cores or more. bench/smtp.py on 2 cores: the server's own CPU per delivery (what its
+    GIL serialises) about 3 ms lower with it, for 48 MB (docs/architecture.md); on 1 core a
+    worker would only add its hand-offs."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return 1 if cores >= 2 else 0
+
+
 class Analyzer:
     """Runs the analysis in `workers` processes (started on first use, as new interpreters: the
     server's process has threads, which forking would copy in an unknown state), or with 0 in a
     thread of the server. A request goes to the worker with the fewest waiting."""
 
-    def __init__(self, workers: int = 0) -> None:
-        self.workers = workers
+    def __init__(self, workers: int | None = 0) -> None:
+        self.workers = default_workers() if workers is None else workers
         self._pool: list[_Worker] = []
         self._starting: asyncio.Lock | None = None
 
@@ -213,13 +227,16 @@ def serve_worker() -> None:
         if len(head) < _HEAD:
             return
         name, args = pickle.loads(inp.read(int.from_bytes(head, "big")))
+        before = cputime.stages()  # the stages' CPU goes back with the answer, for `stages`
         try:
-            reply = pickle.dumps((True, TASKS[name](*args)), protocol=pickle.HIGHEST_PROTOCOL)
+            result = TASKS[name](*args)
+            reply = pickle.dumps((True, result, cputime.since(before)), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as e:  # raised in the server as it was raised here
+            spent = cputime.since(before)
             try:
-                reply = pickle.dumps((False, e), protocol=pickle.HIGHEST_PROTOCOL)
+                reply = pickle.dumps((False, e, spent), protocol=pickle.HIGHEST_PROTOCOL)
             except Exception:
-                reply = pickle.dumps((False, RuntimeError(f"{type(e).__name__}: {e}")))
+                reply = pickle.dumps((False, RuntimeError(f"{type(e).__name__}: {e}"), spent))
         out.write(len(reply).to_bytes(_HEAD, "big") + reply)
         out.flush()
 
