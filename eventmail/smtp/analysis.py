@@ -26,7 +26,7 @@ from typing import Any
 
 from .. import cputime
 from ..cputime import stage
-from ..junk.features import analyze_message
+from ..junk.features import analyze_message, named_addresses
 from ..mailauth.dkim import DkimPrepared, prepare_dkim
 from ..mime.addresses import Author
 from ..mime.headers import Field, without_fields
@@ -58,18 +58,21 @@ class Incoming:
     parsed: ParsedMessage  # of the message without forged verdicts (what is stored)
     features: pb.JunkFeatures
     dkim: DkimPrepared  # of the message as received (what the signer signed)
+    named: tuple[str, ...]  # the To and Cc addresses, normalized (the junk plan's "names recipient")
 
 
-def analyze_incoming(message: bytes, authserv_id: str
-                     ) -> tuple[bytes | None, pb.MessageStructure, Author, pb.JunkFeatures, DkimPrepared]:
+def analyze_incoming(message: bytes, authserv_id: str) -> tuple[
+        bytes | None, pb.MessageStructure, Author, pb.JunkFeatures, DkimPrepared, tuple[str, ...]]:
     """An SMTP message's pure work in one trip: forged verdicts cut (the bytes come back only
-    when that changed them), DKIM's per-byte part on the bytes as received, then the parse and
-    the content features of what is stored. Raises MimeTooDeep as parse_message does."""
+    when that changed them), DKIM's per-byte part on the bytes as received, then the parse, the
+    content features and the To/Cc addresses of what is stored. Raises MimeTooDeep as parse_message does."""
     with stage("dkim"):
         dkim = prepare_dkim(message)
     body = strip_forged_verdicts(message, authserv_id)
     parsed, features = analyze_message(body)
-    return (None if body is message else body), parsed.structure, parsed.author, features, dkim
+    with stage("junk features"):
+        named = named_addresses(body)
+    return (None if body is message else body), parsed.structure, parsed.author, features, dkim, named
 
 
 def analyze(body: bytes) -> tuple[pb.MessageStructure, Author, pb.JunkFeatures]:
@@ -196,8 +199,8 @@ class Analyzer:
 
     async def incoming(self, message: bytes, authserv_id: str) -> Incoming:
         """`analyze_incoming` where the analysis runs (Raises MimeTooDeep)."""
-        body, structure, author, features, dkim = await self._run("incoming", message, authserv_id)
-        return Incoming(ParsedMessage(message if body is None else body, structure, author), features, dkim)
+        body, structure, author, features, dkim, named = await self._run("incoming", message, authserv_id)
+        return Incoming(ParsedMessage(message if body is None else body, structure, author), features, dkim, named)
 
     async def _run(self, name: str, *args: Any) -> Any:
         if self.workers > 0:

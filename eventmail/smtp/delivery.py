@@ -166,7 +166,7 @@ class InboundDelivery:
                 async with self.store.use_account(account) as acct:
                     plans[account] = await self.junk.plan(
                         acct, message, base, verdict, remote_ip=tx.remote_ip, tls=tx.tls, recipients=addrs,
-                        own=len(by_account) == 1)
+                        own=len(by_account) == 1, named=incoming.named)
         except StoreError as e:
             log.error("tx %s: store error %s, answered 451", tx.transaction_id, e)
             return Reply(451, "4.3.0", "local error in processing, try again later", reason="store_error")
