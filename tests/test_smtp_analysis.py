@@ -38,6 +38,8 @@ def test_a_worker_process_parses_and_the_refusals_cross_back(tmp_path: Path) -> 
         assert '"words":' in srv.cli("log", "alice") and "hello" in srv.cli("log", "alice")
     finally:
         srv.stop()
+    # The worker ended with the server, which does not call that a failure.
+    assert not [line for line in srv.log_lines if "worker process" in line and "ended" in line]
 
 
 def test_the_server_counts_cpu_by_stage(tmp_path: Path) -> None:

@@ -101,6 +101,7 @@ class _Worker:
         self.proc = proc
         self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.alive = True
+        self.closing = False  # ended by close(): its end is no failure
         self.reader = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
@@ -129,8 +130,9 @@ class _Worker:
                 else:
                     future.set_exception(value)
         except (asyncio.IncompleteReadError, ConnectionError, pickle.UnpicklingError, IndexError) as e:
-            log.error("analysis: worker process %d ended (%s); a new one is started for the next message",
-                      self.proc.pid, type(e).__name__)
+            if not self.closing:
+                log.error("analysis: worker process %d ended (%s); a new one is started for the next message",
+                          self.proc.pid, type(e).__name__)
         finally:
             self.alive = False
             for future in self.waiting:
@@ -155,6 +157,7 @@ class _Worker:
 
     def close(self) -> None:
         """End the worker: at the end of its input it exits."""
+        self.closing = True
         if self.proc.stdin is not None:
             self.proc.stdin.close()
 
