@@ -3,10 +3,12 @@ results as in the server's own (a message, its junk features, and the refusal of
 
 from __future__ import annotations
 
+import shutil
 import smtplib
 from pathlib import Path
 
 import psutil
+import pytest
 
 from .mailserver import MailServer
 
@@ -107,3 +109,26 @@ def test_a_killed_worker_is_replaced(tmp_path: Path) -> None:
         assert any("worker process" in line and "ended" in line for line in srv.log_lines)
     finally:
         srv.stop()
+
+
+def test_workers_that_cannot_run_are_given_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker that cannot run (here an interpreter that exits at once, as one that cannot read
+    the code would) is started again for the next messages, and given up after MAX_FAILED_STARTS
+    in a row: every message is still analysed (in a thread), and no more start is tried."""
+    import asyncio
+
+    from eventmail.smtp import analysis
+
+    monkeypatch.setattr(analysis.sys, "executable", shutil.which("false") or "/bin/false")
+    message = b"From: s@example.test\r\nTo: alice@mail.test\r\nSubject: still parsed\r\n\r\nhello there\r\n"
+
+    async def run() -> analysis.Analyzer:
+        analyzer = analysis.Analyzer(1)
+        for _ in range(analysis.MAX_FAILED_STARTS + 2):
+            incoming = await analyzer.incoming(message, "mx.example.test")
+            assert incoming.parsed.structure.envelope.subject == b"still parsed"
+            assert incoming.named == ("alice@mail.test",)
+        return analyzer
+
+    analyzer = asyncio.run(run())
+    assert analyzer.workers == 0

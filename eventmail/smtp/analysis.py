@@ -87,6 +87,15 @@ TASKS: dict[str, Callable[..., Any]] = {"analyze": analyze, "incoming": analyze_
 _HEAD = 4  # a frame: its length (big-endian), then a pickle
 
 
+# Workers in a row that fail to start (or die before their first answer) before the analysis
+# stays in threads: a worker killed now and then is replaced, one that cannot run is given up.
+MAX_FAILED_STARTS = 3
+
+
+class NoWorkers(Exception):
+    """Workers keep failing to start: analyse in threads."""
+
+
 class WorkerDied(Exception):
     """The analysis process ended (killed, crashed) with this request unanswered."""
 
@@ -101,6 +110,7 @@ class _Worker:
         self.proc = proc
         self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.alive = True
+        self.answered = 0
         self.closing = False  # ended by close(): its end is no failure
         self.reader = asyncio.get_running_loop().create_task(self._read())
 
@@ -122,6 +132,7 @@ class _Worker:
                 size = int.from_bytes(await out.readexactly(_HEAD), "big")
                 ok, value, spent = pickle.loads(await out.readexactly(size))
                 cputime.add_elsewhere(spent)
+                self.answered += 1
                 future = self.waiting.popleft()
                 if future.done():
                     continue  # its caller was cancelled
@@ -182,6 +193,7 @@ class Analyzer:
     def __init__(self, workers: int | None = 0) -> None:
         self.workers = default_workers() if workers is None else workers
         self._pool: list[_Worker] = []
+        self._failures = 0  # workers in a row that could not start or died before any answer
         self._starting: asyncio.Lock | None = None
 
     async def _worker(self) -> _Worker:
@@ -189,7 +201,12 @@ class Analyzer:
             if self._starting is None:
                 self._starting = asyncio.Lock()
             async with self._starting:  # the requests that came while one started wait for it
+                for w in self._pool:
+                    if not w.alive:
+                        self._failures = self._failures + 1 if w.answered == 0 else 0
                 self._pool[:] = [w for w in self._pool if w.alive]
+                if self._failures >= MAX_FAILED_STARTS:
+                    raise NoWorkers()
                 if len(self._pool) < self.workers:
                     worker = await _Worker.start()
                     self._pool.append(worker)
@@ -209,11 +226,17 @@ class Analyzer:
         if self.workers > 0:
             try:
                 return await (await self._worker()).call(name, *args)
-            except (WorkerDied, OSError) as e:
-                # Killed, out of memory, or could not start: this message is analysed here; the
-                # next one starts a new worker (the log line is _Worker._read's, or this one).
-                if not isinstance(e, WorkerDied):
-                    log.error("analysis: could not start a worker process: %s", e)
+            except WorkerDied:
+                pass  # killed, out of memory: this message is analysed here, the next starts a worker
+            except OSError as e:
+                self._failures += 1
+                log.error("analysis: could not start a worker process: %s", e)
+            except NoWorkers:
+                # Workers that cannot start (the interpreter or the code unreadable after the
+                # server dropped its privileges, ...) would cost every message a failed start.
+                log.error("analysis: %d worker processes in a row ended before answering; analysing in "
+                          "threads from now on (analysis_workers = 0)", self._failures)
+                self.workers = 0
         return await asyncio.to_thread(TASKS[name], *args)
 
     def close(self) -> None:
