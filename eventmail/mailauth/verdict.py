@@ -190,9 +190,9 @@ async def evaluate(
     `mail_from` is the MAIL FROM path ("" for the null path), `helo` the EHLO/HELO argument,
     `remote_ip` the client address. `sample` in [0, 1) is the draw for DMARC pct= sampling;
     by default a fresh random number (the decision, not the draw, is recorded). `author` is the
-    message's author as the caller's parse read it (read here when not given), `prepared_dkim` the message's
-    `prepare_dkim` when the caller's analysis made it. Never raises on
-    bad DNS or hostile messages: failures are temperror/permerror results with reasons.
+    message's author as the caller's parse read it (read here when not given), `prepared_dkim`
+    the message's `prepare_dkim` when the caller's analysis made it. Never raises on bad DNS or
+    hostile messages: failures are temperror/permerror results with reasons.
     """
     draw = random.random() if sample is None else sample
     domains, from_error = author_domains(author if author is not None else message)
