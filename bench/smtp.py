@@ -326,6 +326,7 @@ def run_eventmail(server: MailServer, dns: DnsServer, payloads: list[Payload], c
     cpu.stop()
     after = stage_seconds(server)
     spent = {k: after[k] - before.get(k, 0.0) for k in after}
+    elsewhere = {k.removeprefix("analysis: "): spent.pop(k) for k in [k for k in spent if k.startswith("analysis: ")]}
     process = spent.pop("process", 0.0)
     main = spent.pop("main thread", 0.0)
     main_staged = spent.pop("main thread staged", 0.0)
@@ -335,9 +336,13 @@ def run_eventmail(server: MailServer, dns: DnsServer, payloads: list[Payload], c
     # completed from threads, the selector) and in the worker threads (their hand-offs, fsync waits).
     loop_other = main - main_staged
     threads_other = process - main - (sum(spent.values()) - main_staged)
+    # The analysis processes' CPU is the tree's rest; their stages come back with their answers.
+    workers = (cpu.result.get("eventmail") or 0.0) - process
+    in_workers = "  ".join(f"{k} {1000 * v / n:.2f}" for k, v in sorted(elsewhere.items(), key=lambda kv: -kv[1]))
     print(f"    server core-ms per message by stage (measured in the server): {named}  "
           f"other: event loop {1000 * loop_other / n:.2f}, threads {1000 * threads_other / n:.2f}  "
-          f"= process {1000 * process / n:.2f} (event loop thread {1000 * main / n:.2f})")
+          f"= process {1000 * process / n:.2f} (event loop thread {1000 * main / n:.2f}); "
+          f"analysis processes {1000 * workers / n:.2f}{f' ({in_workers})' if in_workers else ''}")
     # The 250 is sent after the delivery event is fsynced: accepted is delivered.
     return Run(load, cpu.result, load.accepted, load.accepted_per_s)
 
@@ -468,6 +473,7 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3, help="runs against each server; the median is reported")
     ap.add_argument("--dir", type=Path, help="scratch directory (default: a new temporary one, removed after)")
     ap.add_argument("--no-peers", action="store_true", help="measure eventmail only")
+    ap.add_argument("--settings", default="", help="TOML settings for eventmail's configuration, e.g. 'analysis_workers = 0'")
     ap.add_argument("--profile", type=Path, help="record py-spy samples of the server during its first run into this file")
     a = ap.parse_args()
 
@@ -484,7 +490,7 @@ def main() -> int:
           f"{a.reps} runs each; load average {loadavg()}")
 
     dns = DnsServer.start(scratch / "dns", {SENDER_DOMAIN: sender_zone(key.txt)})
-    server = MailServer(scratch / "eventmail", dns_port=dns.port)
+    server = MailServer(scratch / "eventmail", dns_port=dns.port, settings=a.settings.replace("\\n", "\n") + "\n")
     peers: Peers | None = None
     ours: list[Run] = []
     theirs: list[Run] = []
@@ -517,6 +523,11 @@ def main() -> int:
         assert server.proc is not None
         print(f"eventmail RSS after {sum(r.load.accepted for r in ours)} deliveries: {rss(server.proc.pid)}")
         print("check: " + check_stored(server, sum(r.load.accepted for r in ours)))
+        errors = [line for line in server.log_lines if " ERROR " in line]
+        for line in errors[:3]:  # the first few say why; the count says how often
+            print("server log: " + line[-1500:])
+        if len(errors) > 3:
+            print(f"server log: {len(errors)} ERROR lines in all")
         print("eventmail CPU ms/msg by step (one at a time, in this process): "
               + breakdown(scratch / "breakdown", dns, payloads[tags[0]][:200]))
     finally:

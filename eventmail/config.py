@@ -203,8 +203,8 @@ class Config:
     # Started as root: the user to run as once the ports are bound (eventmail.privileges).
     user: str | None = None
     # Processes that parse and tokenize incoming mail beside the server's (eventmail/smtp/analysis.py).
-    # 0: in a thread of the server. Each costs about 40 MB; measured gain on 2 cores: 6 %.
-    analysis_workers: int = 0
+    # 0: in a thread of the server. None (not set): one when the server may use 2 cores or more.
+    analysis_workers: int | None = None
     # The shortest password `account add|set-password` accept (eventmail.mail.admin says why 8).
     min_password_length: int = 8
     deletion_grace_days: float = 7.0
@@ -399,8 +399,10 @@ def _smarthost(doc: dict[str, Any], base: Path) -> SmarthostSettings | None:
     return SmarthostSettings(host, port, user or None, password)
 
 
-def _analysis_workers(doc: dict[str, Any]) -> int:
-    n = _take(doc, "analysis_workers", int, "", 0)
+def _analysis_workers(doc: dict[str, Any]) -> int | None:
+    n = _take(doc, "analysis_workers", int, "", None)
+    if n is None:
+        return None
     if not 0 <= n <= 64:
         raise ConfigError("analysis_workers: from 0 (in the server's process) to 64")
     return int(n)

@@ -79,8 +79,8 @@ TABLES: tuple[Table, ...] = (
             'web listeners behind another web server: the proxy addresses (`["127.0.0.1", "::1"]`) whose `X-Forwarded-For` and `X-Forwarded-Proto` are believed ([web](web.md)); `quickstart --existing-webserver` sets it'),
         Key('acme', 'table', '—',
             'table, below: certificates from an ACME CA'),
-        Key('analysis_workers', 'integer', '`0`',
-            'processes that parse and tokenize incoming mail (SMTP, and IMAP APPEND) beside the server (0: a thread of the server; each costs about 40 MB)'),
+        Key('analysis_workers', 'integer', '`1` on 2 cores or more, else `0`',
+            'processes that parse, tokenize and DKIM-hash incoming mail (SMTP, and IMAP APPEND) beside the server (0: a thread of the server; each costs about 48 MB)'),
     ), ''),
     Table('[tls]', '', (
         Key('cert', 'path', '(required)',

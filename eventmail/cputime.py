@@ -11,6 +11,8 @@ Stages nest exclusively: time spent in an inner stage is the inner stage's only,
 never add up to more than the process used. What is in no stage (callbacks outside any task,
 DNS replies, the selector, futures completed from threads, the kernel's share outside them) is
 what remains of the process's CPU time, told apart for the event loop's thread and the others.
+The analysis processes (eventmail/smtp/analysis.py) send their stages back with each answer:
+they are named "analysis: <stage>", outside the process's own.
 """
 
 from __future__ import annotations
@@ -103,6 +105,29 @@ def timed(name: str, aw: Awaitable[T]) -> Awaitable[T]:
     return _Timed(name, aw)
 
 
+_ELSEWHERE: dict[str, float] = {}  # stages of other processes (the analysis workers), by name
+
+
+def since(before: dict[str, float]) -> dict[str, float]:
+    """This process's stage seconds since `before` (an earlier `stages()`), for a worker to send."""
+    now = stages()
+    return {k: v - before.get(k, 0.0) for k, v in now.items() if v != before.get(k, 0.0)}
+
+
+def stages() -> dict[str, float]:
+    """The stage sums alone, as `totals` has them."""
+    with _LOCK:
+        return dict(_TOTALS)
+
+
+def add_elsewhere(spent: dict[str, float]) -> None:
+    """Count stage seconds a worker process spent for this one (its CPU is not this process's:
+    `totals` names them apart, "analysis: <stage>")."""
+    with _LOCK:
+        for k, v in spent.items():
+            _ELSEWHERE[k] = _ELSEWHERE.get(k, 0.0) + v
+
+
 def totals() -> dict[str, float]:
     """CPU seconds by stage since the process started; the process's own CPU seconds ("process"),
     its main thread's ("main thread": the event loop's) and of that, what stages took ("main
@@ -110,6 +135,7 @@ def totals() -> dict[str, float]:
     with _LOCK:
         out = dict(_TOTALS)
         out["main thread staged"] = _ON_MAIN["staged"]
+        out.update((f"analysis: {k}", v) for k, v in _ELSEWHERE.items())
     out["process"] = time.process_time()
     try:
         assert _MAIN is not None

@@ -1,6 +1,6 @@
 """What a sender wrote as our verdict is removed before delivery (RFC 8601 §5): our Authentication-Results and the junk filter's field, folded lines and all."""
 
-from eventmail.smtp.delivery import strip_forged_verdicts
+from eventmail.smtp.analysis import strip_forged_verdicts
 
 
 def test_our_verdicts_go_and_everything_else_stays() -> None:

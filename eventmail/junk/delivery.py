@@ -173,9 +173,11 @@ class JunkFilter:
     async def plan(
         self, acct: Account, message: bytes, base: pb.JunkFeatures, auth: AuthVerdict | None, *,
         remote_ip: str, tls: bool, recipients: list[str], mailbox: str = "INBOX", own: bool = False,
+        named: Sequence[str] | None = None,
     ) -> Plan:
         """Decide for one account. `base` are the message's features (computed once for all
-        accounts); with `own` (the only account) they become the plan's, not copied."""
+        accounts); with `own` (the only account) they become the plan's, not copied. `named` are
+        the message's To and Cc addresses when its analysis read them (features.named_addresses)."""
         dest = acct.view.mailbox(mailbox) or acct.mailbox_required("INBOX")
         if own:
             f = base
@@ -187,7 +189,7 @@ class JunkFilter:
             del f.ip_nets[:]
             f.spf_domain = ""
         now = int(self.clock())
-        ctx = Context(tls=tls, names_recipient=names_recipient(message, recipients), mailing_list=listed, forwarder=fwd)
+        ctx = Context(tls=tls, names_recipient=names_recipient(message, recipients, named), mailing_list=listed, forwarder=fwd)
         zones = _setting_list(acct, SETTING_DNSBL)
         if zones and not listed and reputation(junk_view(acct), f, dest.id, now).spam is None:
             ctx = Context(ctx.tls, ctx.names_recipient, listed, fwd, await self._dnsbl(remote_ip, zones))

@@ -91,10 +91,17 @@ def list_id(message: bytes) -> str:
     return m.group(1).strip().lower() if m else ""
 
 
-def names_recipient(message: bytes, recipients: Iterable[str]) -> bool:
-    """Whether To or Cc names one of `recipients` (mail that does not is often bulk)."""
+def named_addresses(message: bytes) -> tuple[str, ...]:
+    """The addresses To and Cc name, normalized: pure, so SMTP's analysis process reads them
+    (eventmail.smtp.analysis) and the junk plan on the event loop only compares."""
+    return tuple(normalize(a) for a in _addresses(message, ("to", "cc")))
+
+
+def names_recipient(message: bytes, recipients: Iterable[str], named: Iterable[str] | None = None) -> bool:
+    """Whether To or Cc names one of `recipients` (mail that does not is often bulk); `named` is
+    `named_addresses(message)` when the caller has it."""
     wanted = {normalize(r) for r in recipients}
-    return any(normalize(a) in wanted for a in _addresses(message, ("to", "cc")))
+    return any(a in wanted for a in (named_addresses(message) if named is None else named))
 
 
 def org(domain: str) -> str:

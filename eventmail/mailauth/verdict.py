@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 from ..cputime import timed
 from ..mime.addresses import Author
 from .authresults import ResInfo, render
-from .dkim import DkimResult, verify_dkim
+from .dkim import DkimPrepared, DkimResult, verify_dkim
 from .dmarc import (
     Discovery,
     Disposition,
@@ -183,20 +183,22 @@ async def evaluate(
     sample: float | None = None,
     receiver: str = "",
     author: Author | None = None,
+    prepared_dkim: DkimPrepared | None = None,
 ) -> AuthVerdict:
     """Evaluate SPF (RFC 7208), every DKIM signature (RFC 6376) and DMARC (RFC 7489) for one message.
 
     `mail_from` is the MAIL FROM path ("" for the null path), `helo` the EHLO/HELO argument,
     `remote_ip` the client address. `sample` in [0, 1) is the draw for DMARC pct= sampling;
     by default a fresh random number (the decision, not the draw, is recorded). `author` is the
-    message's author as the caller's parse read it (read here when not given). Never raises on
-    bad DNS or hostile messages: failures are temperror/permerror results with reasons.
+    message's author as the caller's parse read it (read here when not given), `prepared_dkim`
+    the message's `prepare_dkim` when the caller's analysis made it. Never raises on bad DNS or
+    hostile messages: failures are temperror/permerror results with reasons.
     """
     draw = random.random() if sample is None else sample
     domains, from_error = author_domains(author if author is not None else message)
     spf_r, dkim_r, discoveries = await asyncio.gather(
         _bounded(timed("spf", check_spf(remote_ip, mail_from, helo, resolver, receiver=receiver)), SPF_TIMEOUT + 2.0),
-        _bounded(timed("dkim", verify_dkim(message, resolver)), DKIM_TIMEOUT),
+        _bounded(timed("dkim", verify_dkim(message, resolver, prepared=prepared_dkim)), DKIM_TIMEOUT),
         _bounded(timed("dmarc", _discover_all(domains, resolver)), DMARC_TIMEOUT),
     )
     spf = spf_r or SpfResult(

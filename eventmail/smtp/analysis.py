@@ -1,28 +1,78 @@
 """The CPU-heavy, pure part of an incoming message's handling — its one parse and its content features — in a process of its own, so that the server uses both cores.
 
 The event loop keeps the sockets, the DNS-bound checks and the store; what only burns CPU on the
-message's bytes can go to worker processes (config `analysis_workers`; 0, the default, runs it in
-a thread of the server). Python's GIL keeps threads on one core, and the profile of an MX under
-load put parsing and tokenizing at a quarter of its CPU; but each worker costs about 40 MB and on
-2 cores bench/smtp.py gained 6 % (docs/architecture.md), so it is an option, not the default. The work is a pure function of the bytes, so running
-it elsewhere changes nothing but where the time is spent; should the pool break (a worker killed),
-the work is done in a thread as before and the pool is made anew.
+message's bytes goes to worker processes (config `analysis_workers`: by default one on 2 cores or
+more; 0 runs it in a thread of the server). Python's GIL keeps threads on one core, and the profile of an MX under load put the
+forged-verdict cut, DKIM's hashing, parsing and tokenizing at a third of its CPU
+(docs/architecture.md). The work is a pure function of the bytes, so running it elsewhere changes
+nothing but where the time is spent; should a worker die (killed), its messages are analysed in
+a thread and the next one starts a new worker.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import collections
+import contextlib
 import logging
-import multiprocessing
-from concurrent.futures.process import BrokenProcessPool
+import os
+import pickle
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from ..junk.features import analyze_message
+from .. import cputime
+from ..cputime import stage
+from ..junk.features import analyze_message, named_addresses
+from ..mailauth.dkim import DkimPrepared, prepare_dkim
 from ..mime.addresses import Author
+from ..mime.headers import Field, without_fields
 from ..mime.parsed import ParsedMessage
 from ..proto import events_pb2 as pb
 
 log = logging.getLogger(__name__)
+JUNK_FIELD = b"x-eventmail-junk"  # the field of junk/analyze.py's header(), as the header reader names it
+
+
+def strip_forged_verdicts(message: bytes, authserv_id: str) -> bytes:
+    """Remove what claims to be our verdict, in one pass over the header: Authentication-Results
+    fields with our authserv-id (RFC 8601 §5) and X-Eventmail-Junk fields (junk/analyze.py)."""
+    ours = authserv_id.lower().encode()
+
+    def forged(f: Field) -> bool:
+        if f.name == b"authentication-results":
+            return f.value.strip().lower().split(b";")[0].strip() == ours
+        return f.name == JUNK_FIELD
+
+    return without_fields(message, forged)
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """What an incoming SMTP message's bytes say, before any DNS or policy: its one parse, its
+    content features, and its DKIM signatures' checks as far as they go without keys."""
+
+    parsed: ParsedMessage  # of the message without forged verdicts (what is stored)
+    features: pb.JunkFeatures
+    dkim: DkimPrepared  # of the message as received (what the signer signed)
+    named: tuple[str, ...]  # the To and Cc addresses, normalized (the junk plan's "names recipient")
+
+
+def analyze_incoming(message: bytes, authserv_id: str) -> tuple[
+        bytes | None, pb.MessageStructure, Author, pb.JunkFeatures, DkimPrepared, tuple[str, ...]]:
+    """An SMTP message's pure work in one trip: forged verdicts cut (the bytes come back only
+    when that changed them), DKIM's per-byte part on the bytes as received, then the parse, the
+    content features and the To/Cc addresses of what is stored. Raises MimeTooDeep as parse_message does."""
+    with stage("dkim"):
+        dkim = prepare_dkim(message)
+    body = strip_forged_verdicts(message, authserv_id)
+    parsed, features = analyze_message(body)
+    with stage("junk features"):
+        named = named_addresses(body)
+    return (None if body is message else body), parsed.structure, parsed.author, features, dkim, named
 
 
 def analyze(body: bytes) -> tuple[pb.MessageStructure, Author, pb.JunkFeatures]:
@@ -32,34 +82,193 @@ def analyze(body: bytes) -> tuple[pb.MessageStructure, Author, pb.JunkFeatures]:
     return parsed.structure, parsed.author, features
 
 
-class Analyzer:
-    """Runs `analyze` in worker processes (started on first use, by spawning: the server's
-    process has threads, which forking would copy in an unknown state)."""
+# What a worker may be asked to run, by name: nothing else crosses the pipe as code.
+TASKS: dict[str, Callable[..., Any]] = {"analyze": analyze, "incoming": analyze_incoming}
+_HEAD = 4  # a frame: its length (big-endian), then a pickle
 
-    def __init__(self, workers: int = 0) -> None:
-        self.workers = workers
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
 
-    def _executor(self) -> concurrent.futures.ProcessPoolExecutor:
-        if self._pool is None:
-            self._pool = concurrent.futures.ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn"))
-        return self._pool
+# Workers in a row that fail to start (or die before their first answer) before the analysis
+# stays in threads: a worker killed now and then is replaced, one that cannot run is given up.
+MAX_FAILED_STARTS = 3
 
-    async def analyze(self, body: bytes) -> tuple[ParsedMessage, pb.JunkFeatures]:
-        if self.workers == 0:
-            structure, author, features = await asyncio.to_thread(analyze, body)
-        else:
-            try:
-                structure, author, features = await asyncio.get_running_loop().run_in_executor(
-                    self._executor(), analyze, body)
-            except BrokenProcessPool:
-                log.error("analysis: the worker process died; made anew, this message analysed in a thread")
-                self._pool = None
-                structure, author, features = await asyncio.to_thread(analyze, body)
-        return ParsedMessage(body, structure, author), features
+
+class NoWorkers(Exception):
+    """Workers keep failing to start: analyse in threads."""
+
+
+class WorkerDied(Exception):
+    """The analysis process ended (killed, crashed) with this request unanswered."""
+
+
+class _Worker:
+    """One analysis process: `python -m eventmail.smtp.analysis`, requests on its stdin and replies
+    on its stdout, answered in order. The pipes are the event loop's own (no threads between the
+    loop and the worker, as a multiprocessing pool has: its feeder and manager threads cost the
+    server's GIL about as much as the parse they moved)."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
+        self.alive = True
+        self.answered = 0
+        self.closing = False  # ended by close(): its end is no failure
+        self.reader = asyncio.get_running_loop().create_task(self._read())
+
+    @classmethod
+    async def start(cls) -> _Worker:
+        # The package's own directory on the path: the worker imports what this process runs,
+        # wherever it was started from.
+        root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])]))
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", __name__, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env)
+        return cls(proc)
+
+    async def _read(self) -> None:
+        out = self.proc.stdout
+        assert out is not None
+        try:
+            while True:
+                size = int.from_bytes(await out.readexactly(_HEAD), "big")
+                ok, value, spent = pickle.loads(await out.readexactly(size))
+                cputime.add_elsewhere(spent)
+                self.answered += 1
+                future = self.waiting.popleft()
+                if future.done():
+                    continue  # its caller was cancelled
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+        except (asyncio.IncompleteReadError, ConnectionError, pickle.UnpicklingError, IndexError) as e:
+            if not self.closing:
+                log.error("analysis: worker process %d ended (%s); a new one is started for the next message",
+                          self.proc.pid, type(e).__name__)
+        finally:
+            self.alive = False
+            for future in self.waiting:
+                if not future.done():
+                    future.set_exception(WorkerDied())
+            self.waiting.clear()
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+
+    async def call(self, name: str, *args: Any) -> Any:
+        stdin = self.proc.stdin
+        assert stdin is not None
+        data = pickle.dumps((name, args), protocol=pickle.HIGHEST_PROTOCOL)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.waiting.append(future)
+        try:
+            stdin.write(len(data).to_bytes(_HEAD, "big") + data)
+            await stdin.drain()
+        except (ConnectionError, RuntimeError) as e:
+            raise WorkerDied() from e
+        return await future
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
+        """End the worker: at the end of its input it exits."""
+        self.closing = True
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+
+
+def default_workers() -> int:
+    """`analysis_workers` when the configuration does not say: one worker when this process may
+    run on 2 cores or more. bench/smtp.py on 2 cores: the server's own CPU per delivery (what its
+    GIL serialises) about 3 ms lower with it, for 48 MB (docs/architecture.md); on 1 core a
+    worker would only add its hand-offs."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return 1 if cores >= 2 else 0
+
+
+class Analyzer:
+    """Runs the analysis in `workers` processes (started on first use, as new interpreters: the
+    server's process has threads, which forking would copy in an unknown state), or with 0 in a
+    thread of the server. A request goes to the worker with the fewest waiting."""
+
+    def __init__(self, workers: int | None = 0) -> None:
+        self.workers = default_workers() if workers is None else workers
+        self._pool: list[_Worker] = []
+        self._failures = 0  # workers in a row that could not start or died before any answer
+        self._starting: asyncio.Lock | None = None
+
+    async def _worker(self) -> _Worker:
+        if sum(w.alive for w in self._pool) < self.workers:
+            if self._starting is None:
+                self._starting = asyncio.Lock()
+            async with self._starting:  # the requests that came while one started wait for it
+                for w in self._pool:
+                    if not w.alive:
+                        self._failures = self._failures + 1 if w.answered == 0 else 0
+                self._pool[:] = [w for w in self._pool if w.alive]
+                if self._failures >= MAX_FAILED_STARTS:
+                    raise NoWorkers()
+                if len(self._pool) < self.workers:
+                    worker = await _Worker.start()
+                    self._pool.append(worker)
+        return min((w for w in self._pool if w.alive), key=lambda w: len(w.waiting))
+
+    async def analyze(self, body: bytes) -> tuple[ParsedMessage, pb.JunkFeatures]:
+        """`analyze` where the analysis runs (IMAP APPEND)."""
+        structure, author, features = await self._run("analyze", body)
+        return ParsedMessage(body, structure, author), features
+
+    async def incoming(self, message: bytes, authserv_id: str) -> Incoming:
+        """`analyze_incoming` where the analysis runs (Raises MimeTooDeep)."""
+        body, structure, author, features, dkim, named = await self._run("incoming", message, authserv_id)
+        return Incoming(ParsedMessage(message if body is None else body, structure, author), features, dkim, named)
+
+    async def _run(self, name: str, *args: Any) -> Any:
+        if self.workers > 0:
+            try:
+                return await (await self._worker()).call(name, *args)
+            except WorkerDied:
+                pass  # killed, out of memory: this message is analysed here, the next starts a worker
+            except OSError as e:
+                self._failures += 1
+                log.error("analysis: could not start a worker process: %s", e)
+            except NoWorkers:
+                # Workers that cannot start (the interpreter or the code unreadable after the
+                # server dropped its privileges, ...) would cost every message a failed start.
+                log.error("analysis: %d worker processes in a row ended before answering; analysing in "
+                          "threads from now on (analysis_workers = 0)", self._failures)
+                self.workers = 0
+        return await asyncio.to_thread(TASKS[name], *args)
+
+    def close(self) -> None:
+        for w in self._pool:
+            w.close()
+        self._pool = []
+
+
+def serve_worker() -> None:
+    """The worker's main: answer requests from stdin on stdout until stdin ends."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the server's to handle
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # a stray print cannot corrupt a frame: stdout is the log's from here on
+    inp = sys.stdin.buffer
+    while True:
+        head = inp.read(_HEAD)
+        if len(head) < _HEAD:
+            return
+        name, args = pickle.loads(inp.read(int.from_bytes(head, "big")))
+        before = cputime.stages()  # the stages' CPU goes back with the answer, for `stages`
+        try:
+            result = TASKS[name](*args)
+            reply = pickle.dumps((True, result, cputime.since(before)), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as e:  # raised in the server as it was raised here
+            spent = cputime.since(before)
+            try:
+                reply = pickle.dumps((False, e, spent), protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception:
+                reply = pickle.dumps((False, RuntimeError(f"{type(e).__name__}: {e}"), spent))
+        out.write(len(reply).to_bytes(_HEAD, "big") + reply)
+        out.flush()
+
+
+if __name__ == "__main__":
+    serve_worker()

@@ -18,12 +18,11 @@ from ..mail import ingest, rejects
 from ..mail.roles import ROLE_NAMES, mailbox_for_role, mailbox_with_role
 from ..mailauth.resolver import Resolver
 from ..mailauth.verdict import AuthVerdict, evaluate
-from ..mime.headers import Field, without_fields
 from ..mime.parsed import ParsedMessage
 from ..mime.structure import MAX_MIME_DEPTH, MimeTooDeep
 from ..proto import events_pb2 as pb
 from ..store import NotWriter, OverQuota, ReplicationTimeout, Store, StoreError, StoreFull, normalize_address
-from .analysis import Analyzer
+from .analysis import Analyzer, Incoming
 from .reply import Reply
 
 log = logging.getLogger(__name__)
@@ -32,7 +31,6 @@ log = logging.getLogger(__name__)
 # server's MAX_MIME_DEPTH (mime.structure) or 2,000 parts is hostile (a "MIME bomb") rather than
 # mail, and each part costs parsing and IMAP rendering.
 MAX_MIME_PARTS = 2000
-JUNK_FIELD = b"x-eventmail-junk"  # the field of junk/analyze.py's header(), as the header reader names it
 
 
 @dataclass
@@ -83,19 +81,6 @@ def received_header(tx: Transaction, hostname: str, recipient: str | None) -> by
     ).encode()
 
 
-def strip_forged_verdicts(message: bytes, authserv_id: str) -> bytes:
-    """Remove what claims to be our verdict, in one pass over the header: Authentication-Results
-    fields with our authserv-id (RFC 8601 §5) and X-Eventmail-Junk fields (junk/analyze.py)."""
-    ours = authserv_id.lower().encode()
-
-    def forged(f: Field) -> bool:
-        if f.name == b"authentication-results":
-            return f.value.strip().lower().split(b";")[0].strip() == ours
-        return f.name == JUNK_FIELD
-
-    return without_fields(message, forged)
-
-
 Evaluator = Callable[[bytes, str, str, str], Awaitable[AuthVerdict]]
 # (account, mailbox, final bytes, bytes as received, origin) -> True when recorded for hand-off
 # to the primary instead of delivered here (a backup MX; see replica.handoff).
@@ -138,23 +123,25 @@ class InboundDelivery:
             self._domains = (system.seq, frozenset(names))
         return normalize_address("x@" + domain).rpartition("@")[2] in self._domains[1]
 
-    async def verdict(self, tx: Transaction, message: bytes, parsed: ParsedMessage | None = None) -> AuthVerdict:
-        author = parsed.author if parsed is not None else None
+    async def verdict(self, tx: Transaction, message: bytes, incoming: Incoming | None = None) -> AuthVerdict:
         return await evaluate(
-            message, tx.remote_ip, tx.helo, tx.mail_from, self.resolver, receiver=self.hostname, author=author)
+            message, tx.remote_ip, tx.helo, tx.mail_from, self.resolver, receiver=self.hostname,
+            author=incoming.parsed.author if incoming is not None else None,
+            prepared_dkim=incoming.dkim if incoming is not None else None)
 
     async def deliver(self, tx: Transaction, message: bytes) -> Reply:
         """Authenticate, add trace headers, append one event per recipient account; 250 only after fsync."""
         # What is stored is the message without forged verdicts of ours, behind per-account trace
-        # fields; it is parsed once, off the event loop, and every account gets that parse.
-        body = strip_forged_verdicts(message, self.hostname)
+        # fields; it is parsed once, off the event loop (with DKIM's per-byte work: analysis.py),
+        # and every account gets that parse.
         try:
-            parsed, content = await self.analyzer.analyze(body)
+            incoming = await self.analyzer.incoming(message, self.hostname)
         except MimeTooDeep:
             # RFC 3463 §3.7 X.6.0: other or undefined media error, as for the parts limit below
             log.info("tx %s from %s: refused, MIME nesting deeper than %d", tx.transaction_id, tx.remote_ip,
                      MAX_MIME_DEPTH)
             return Reply(554, "5.6.0", "MIME parts nested too deep", reason="mime_structure")
+        parsed, content = incoming.parsed, incoming.features
         depth, parts = mime_shape(parsed.structure)
         if parts > MAX_MIME_PARTS:
             log.info("tx %s from %s: refused, MIME depth %d parts %d", tx.transaction_id, tx.remote_ip, depth, parts)
@@ -165,7 +152,7 @@ class InboundDelivery:
             # (RequiredHeaders) and Mox evaluates no author for them (message.From).
             log.info("tx %s from %s: refused, %s", tx.transaction_id, tx.remote_ip, parsed.author.problem)
             return Reply(550, "5.7.1", "a message must have exactly one From field", reason="author")
-        verdict = await timed("auth verdict", self.verdict(tx, message, parsed))
+        verdict = await timed("auth verdict", self.verdict(tx, message, incoming))
         by_account: dict[str, list[str]] = {}
         for address, account in tx.recipients.items():
             by_account.setdefault(account, []).append(address)
@@ -179,7 +166,7 @@ class InboundDelivery:
                 async with self.store.use_account(account) as acct:
                     plans[account] = await self.junk.plan(
                         acct, message, base, verdict, remote_ip=tx.remote_ip, tls=tx.tls, recipients=addrs,
-                        own=len(by_account) == 1)
+                        own=len(by_account) == 1, named=incoming.named)
         except StoreError as e:
             log.error("tx %s: store error %s, answered 451", tx.transaction_id, e)
             return Reply(451, "4.3.0", "local error in processing, try again later", reason="store_error")
