@@ -435,12 +435,18 @@ def breakdown(directory: Path, dns: DnsServer, payloads: list[Payload]) -> str:
 
 
 def rss(pid: int) -> str:
-    """Resident memory of the server's process and of each child (the analysis worker), in MB."""
+    """Resident memory of the server's process and of each child (the analysis worker), in MB;
+    with each one's unique memory (USS: what ending it would free, without the pages of the
+    interpreter and the libraries it shares with the server through the page cache)."""
     import psutil
 
+    def mb(p: psutil.Process) -> str:
+        full = p.memory_full_info()
+        return f"{full.rss / 1e6:.0f} MB (unique {full.uss / 1e6:.0f} MB)"
+
     proc = psutil.Process(pid)
-    parts = [f"server {proc.memory_info().rss / 1e6:.0f} MB"]
-    parts += [f"child {c.pid} {c.memory_info().rss / 1e6:.0f} MB" for c in proc.children(recursive=True)]
+    parts = [f"server {mb(proc)}"]
+    parts += [f"child {c.pid} {mb(c)}" for c in proc.children(recursive=True)]
     return ", ".join(parts)
 
 
