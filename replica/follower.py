@@ -127,17 +127,18 @@ class Follower:
                     # arrive (right after it), then written with the others and one sync.
                     blobs.setdefault(msg.blob.stream, []).append((msg.blob.blob_id, msg.blob.data))
                 elif kind == "records":
+                    stream = msg.records.stream
                     for b in msg.records.blobs:
                         blobs.setdefault(b.stream, []).append((b.blob_id, b.data))
-                    for stream, files in blobs.items():
-                        await self.store.replication.put_blob_files(stream, files)
+                    files = blobs.pop(stream, [])
+                    for other, more in blobs.items():  # the leader sends only the batch's own
+                        await self.store.replication.put_blob_files(other, more)
                     blobs.clear()
-                    stream = msg.records.stream
 
                     def ack(seq: int, stream: str = stream) -> None:
                         outbox.put_nowait(rpb.FollowRequest(ack=rpb.Ack(stream=stream, seq=seq)))
 
-                    await self._apply(msg.records, ack)
+                    await self._apply(msg.records, files, ack)
                 elif kind == "refused":
                     log.warning("replication: %s refused us: %s", self.node.peer_node, msg.refused.reason)
                     return
@@ -184,10 +185,11 @@ class Follower:
                            "and this node was not its writer")
         await handoff.hand_over_tail(self.node, stream, common)
 
-    async def _apply(self, batch: rpb.RecordBatch, ack: Callable[[int], None]) -> None:
-        """Append a batch (what we hold already is compared, not written) and acknowledge it as
-        soon as it is fsynced here, before our projections take it: the acknowledgement is the
-        promise of durability the leader's sync mode waits for."""
+    async def _apply(self, batch: rpb.RecordBatch, blobs: list[tuple[bytes, bytes]], ack: Callable[[int], None]) -> None:
+        """Append a batch with the blob files its records refer to (stored durably before the
+        records; what we hold already is compared, not written) and acknowledge it as soon as it
+        is fsynced here, before our projections take it: the acknowledgement is the promise of
+        durability the leader's sync mode waits for."""
         stream = batch.stream
         if self.node.writes(stream):
             log.error("replication: %s sent records of %s, which we write; ignored", self.node.peer_node, stream)
@@ -220,7 +222,7 @@ class Follower:
         if records:
             if records[0].seq != head.seq + 1:
                 raise DamagedLog(stream, records[0].seq, f"replicated records skip ahead of our head {head.seq}")
-            await self.store.replication.append_raw(stream, records, durable)
+            await self.store.replication.append_raw(stream, records, durable, blobs)
             metrics.REPLICA_APPLIED.inc(len(records))
             self._applied_since_report += len(records)
             if self._catchup_started is None:
