@@ -118,9 +118,12 @@ class BlobStore:
         return blob_id
 
     def raw_file(self, blob_id: bytes) -> bytes:
-        """The encrypted file as it is on disk (replication ships it verbatim)."""
+        """The encrypted file as it is on disk (replication ships it verbatim). A plain string
+        path, as in `get`: pathlib's read_bytes was a fifth of a leader's CPU in a catch-up."""
+        h = blob_id.hex()
         try:
-            return self._file(blob_id).read_bytes()
+            with open(f"{self._dir}/{h[:2]}/{h[2:]}", "rb", buffering=0) as f:
+                return f.read()
         except FileNotFoundError:
             pass
         data = self.packs.read(blob_id)
