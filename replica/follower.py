@@ -216,6 +216,7 @@ class Follower:
             f = self.node.following.setdefault(stream, FollowState())
             f.local_seq = last.seq
             f.local_time_us = last.time_us
+            f.durable_at = time.time()
             f.leader_seq = max(f.leader_seq, last.seq)
             ack(last.seq)
 
