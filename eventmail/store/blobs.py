@@ -131,19 +131,6 @@ class BlobStore:
             raise DamagedBlob(f"stream {self.stream}: blob {blob_id.hex()} is missing")
         return data
 
-    def put_raw_file(self, blob_id: bytes, data: bytes) -> None:
-        """Store a replicated blob file (fsynced) after checking it opens and matches its name."""
-        f = self._file(blob_id)
-        if f.exists():
-            return
-        make_dirs(f.parent)
-        write_atomic(f, data)
-        try:
-            self.get(blob_id)
-        except DamagedBlob:
-            f.unlink()
-            raise
-
     def put_raw_files(self, files: list[tuple[bytes, bytes]]) -> int:
         """Store a batch of replicated blob files durably: a large batch as one pack (one fsync
         and one directory fsync for all of it), a small one (SMALL_BATCH_FILES) file by file.

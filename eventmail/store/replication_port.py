@@ -105,9 +105,9 @@ class ReplicationPort:
 
         A catch-up's batch is read in one hop to a thread. The steady state's few records (at
         most SHIP_INLINE_RECORDS), committed a moment ago and so in the page cache with their
-        blobs, are read on the event loop: about 0.1 ms of work, where the hop to a thread and
-        back cost a median 6 ms and up to 120 ms on a busy machine, every hop a wait for a CPU
-        (docs/replication.md, "Where a replicated commit's time goes")."""
+        blobs, are read on the event loop: about 0.3 ms of CPU, where the hop to a thread and
+        back cost a median 3-6 ms and up to 120 ms on a busy machine, every hop a wait for a
+        CPU (docs/replication.md, "Where a replicated commit's time goes")."""
         log_ = (await self._store._writer_for(stream)).log
         blobs = self._store._blob_store(stream) if stream in self._store.keyring.streams else None
 
