@@ -1,6 +1,7 @@
 """The follower side: receives the peer's streams, verifies and stores them verbatim, acknowledges."""
 
 import asyncio
+import collections
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +25,10 @@ DOWN_REMINDER = 60.0
 PROGRESS_EVERY = 5.0
 # A catch-up of at least this many records (or one that logged progress) says when it is done.
 CATCHUP_REPORTED = 1000
+# Messages read ahead of the one being applied (each up to a batch of 512 records and 8 MiB of
+# blobs), and the most records written as one (the batches that arrived meanwhile, merged).
+INBOX_MESSAGES = 4
+MERGE_RECORDS = 2048
 
 
 class Diverged(Exception):
@@ -32,6 +37,54 @@ class Diverged(Exception):
 
 def from_wire(r: rpb.RawRecord) -> Record:
     return Record(r.seq, r.time_us, r.key_id, r.nonce, r.ciphertext, r.chain)
+
+
+async def _receive(call: AsyncIterator[rpb.FollowMessage],
+                   inbox: asyncio.Queue[rpb.FollowMessage | BaseException | None]) -> None:
+    """Everything the leader sends, in order, then None at its end (or what ended the call)."""
+    try:
+        async for msg in call:
+            await inbox.put(msg)
+    except BaseException as e:  # the call failed: the session raises it where it reads
+        task = asyncio.current_task()
+        if isinstance(e, asyncio.CancelledError) and task is not None and task.cancelling():
+            raise  # the session is over and stops us
+        await inbox.put(e)
+        return
+    await inbox.put(None)
+
+
+def _take_waiting(stream: str, wire: list[rpb.RawRecord], blobs: dict[str, list[tuple[bytes, bytes]]],
+                  inbox: asyncio.Queue[rpb.FollowMessage | BaseException | None],
+                  pending: collections.deque[rpb.FollowMessage | BaseException | None]) -> None:
+    """Group commit on the follower: add to `wire` (and `blobs`) the record batches of the same
+    stream, and the blobs that precede them, that have arrived already, up to MERGE_RECORDS.
+
+    In the steady state a batch is one commit, and its write waits for three fsyncs (the blob
+    file, its directory, the log): on a disk shared with busy neighbours those took up to 100 ms,
+    and each commit that arrived meanwhile then paid its own three after it (docs/replication.md,
+    "Where a replicated commit's time goes"). Written together they share them. The first other
+    message (a heartbeat, a keyring, another stream) ends the run and is handled next, in order."""
+    while len(wire) < MERGE_RECORDS:
+        if pending:
+            nxt = pending.popleft()
+        elif not inbox.empty():
+            nxt = inbox.get_nowait()
+        else:
+            return
+        if not isinstance(nxt, rpb.FollowMessage):  # the end of the call: after this write
+            pending.appendleft(nxt)
+            return
+        kind = nxt.WhichOneof("kind")
+        if kind == "blob" and nxt.blob.stream == stream:
+            blobs.setdefault(stream, []).append((nxt.blob.blob_id, nxt.blob.data))
+        elif kind == "records" and nxt.records.stream == stream:
+            wire.extend(nxt.records.records)
+            for b in nxt.records.blobs:
+                blobs.setdefault(b.stream, []).append((b.blob_id, b.data))
+        else:
+            pending.appendleft(nxt)
+            return
 
 
 class Follower:
@@ -113,34 +166,51 @@ class Follower:
         async with grpc.aio.secure_channel(s.peer, self.credentials, options=self.options) as channel:
             stub = rpc.ReplicationStub(channel)  # type: ignore[no-untyped-call]
             call = stub.Follow(requests())
+            # Messages are read by a task of their own, a few ahead of what is being applied, so
+            # that record batches which arrived while a write was waiting for its fsyncs can be
+            # written together (below). The bound keeps gRPC's flow control in charge.
+            inbox: asyncio.Queue[rpb.FollowMessage | BaseException | None] = asyncio.Queue(INBOX_MESSAGES)
+            reader = asyncio.get_running_loop().create_task(_receive(call, inbox))
+            pending: collections.deque[rpb.FollowMessage | BaseException | None] = collections.deque()
             blobs: dict[str, list[tuple[bytes, bytes]]] = {}
-            async for msg in call:
-                kind = msg.WhichOneof("kind")
-                if kind == "heartbeat":
-                    if not await self._heartbeat(msg.heartbeat):
-                        call.cancel()
+            try:
+                while True:
+                    msg = pending.popleft() if pending else await inbox.get()
+                    if msg is None:
                         return
-                elif kind == "keyring":
-                    await self.store.replication.install_keyring(msg.keyring.data)
-                elif kind == "blob":
-                    # A blob too large for the batch's message: kept until the batch's records
-                    # arrive (right after it), then written with the others and one sync.
-                    blobs.setdefault(msg.blob.stream, []).append((msg.blob.blob_id, msg.blob.data))
-                elif kind == "records":
-                    for b in msg.records.blobs:
-                        blobs.setdefault(b.stream, []).append((b.blob_id, b.data))
-                    for stream, files in blobs.items():
-                        await self.store.replication.put_blob_files(stream, files)
-                    blobs.clear()
-                    stream = msg.records.stream
+                    if isinstance(msg, BaseException):
+                        raise msg
+                    kind = msg.WhichOneof("kind")
+                    if kind == "heartbeat":
+                        if not await self._heartbeat(msg.heartbeat):
+                            call.cancel()
+                            return
+                    elif kind == "keyring":
+                        await self.store.replication.install_keyring(msg.keyring.data)
+                    elif kind == "blob":
+                        # A blob too large for the batch's message: kept until the batch's records
+                        # arrive (right after it), then written with the others and one sync.
+                        blobs.setdefault(msg.blob.stream, []).append((msg.blob.blob_id, msg.blob.data))
+                    elif kind == "records":
+                        stream = msg.records.stream
+                        wire = list(msg.records.records)
+                        for b in msg.records.blobs:
+                            blobs.setdefault(b.stream, []).append((b.blob_id, b.data))
+                        _take_waiting(stream, wire, blobs, inbox, pending)
+                        files = blobs.pop(stream, [])
+                        for other, more in blobs.items():  # the leader sends only the batch's own
+                            await self.store.replication.put_blob_files(other, more)
+                        blobs.clear()
 
-                    def ack(seq: int, stream: str = stream) -> None:
-                        outbox.put_nowait(rpb.FollowRequest(ack=rpb.Ack(stream=stream, seq=seq)))
+                        def ack(seq: int, stream: str = stream) -> None:
+                            outbox.put_nowait(rpb.FollowRequest(ack=rpb.Ack(stream=stream, seq=seq)))
 
-                    await self._apply(msg.records, ack)
-                elif kind == "refused":
-                    log.warning("replication: %s refused us: %s", self.node.peer_node, msg.refused.reason)
-                    return
+                        await self._apply(stream, wire, files, ack)
+                    elif kind == "refused":
+                        log.warning("replication: %s refused us: %s", self.node.peer_node, msg.refused.reason)
+                        return
+            finally:
+                reader.cancel()
 
     async def _heartbeat(self, hb: rpb.Heartbeat) -> bool:
         leader = Epoch(hb.epoch.number, hb.epoch.primary)
@@ -184,19 +254,20 @@ class Follower:
                            "and this node was not its writer")
         await handoff.hand_over_tail(self.node, stream, common)
 
-    async def _apply(self, batch: rpb.RecordBatch, ack: Callable[[int], None]) -> None:
-        """Append a batch (what we hold already is compared, not written) and acknowledge it as
-        soon as it is fsynced here, before our projections take it: the acknowledgement is the
-        promise of durability the leader's sync mode waits for."""
-        stream = batch.stream
+    async def _apply(self, stream: str, wire: list[rpb.RawRecord], blobs: list[tuple[bytes, bytes]],
+                     ack: Callable[[int], None]) -> None:
+        """Append records of `stream` with the blob files they refer to (stored durably before
+        the records; what we hold already is compared, not written) and acknowledge them as
+        soon as they are fsynced here, before our projections take them: the acknowledgement is
+        the promise of durability the leader's sync mode waits for."""
         if self.node.writes(stream):
             log.error("replication: %s sent records of %s, which we write; ignored", self.node.peer_node, stream)
             return
-        if not batch.records:
+        if not wire:
             return
         if not self.store.replication.has_stream(stream):
             raise StoreError(f"records of {stream} arrived before its keys")
-        records = [from_wire(r) for r in batch.records]
+        records = [from_wire(r) for r in wire]
         head = await self.store.replication.head(stream)
         # Records we hold already (the leader starts at a common point that may lie below our
         # head) are compared; the first that differs marks the start of our divergent tail.
@@ -207,20 +278,21 @@ class Follower:
                 head = await self.store.replication.head(stream)
                 break
             records.pop(0)
-        last = batch.records[-1]
+        last = wire[-1]
 
         def durable() -> None:
             # Our position (status, lag metrics) and the acknowledgement: both mean "fsynced here".
             f = self.node.following.setdefault(stream, FollowState())
             f.local_seq = last.seq
             f.local_time_us = last.time_us
+            f.durable_at = time.time()
             f.leader_seq = max(f.leader_seq, last.seq)
             ack(last.seq)
 
         if records:
             if records[0].seq != head.seq + 1:
                 raise DamagedLog(stream, records[0].seq, f"replicated records skip ahead of our head {head.seq}")
-            await self.store.replication.append_raw(stream, records, durable)
+            await self.store.replication.append_raw(stream, records, durable, blobs)
             metrics.REPLICA_APPLIED.inc(len(records))
             self._applied_since_report += len(records)
             if self._catchup_started is None:

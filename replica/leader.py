@@ -70,7 +70,7 @@ class ReplicationService(rpc.ReplicationServicer):
             # Epochs first; heads only once they mean "everything up to here was shipped".
             yield self._heartbeat({})
             keyring_sent = -1
-            blobs_sent: set[tuple[str, bytes]] = set()
+            blobs_sent: dict[str, set[bytes]] = {}  # per stream: blob ids shipped on this call
             while not acks.done():
                 if keyring_sent != self.store.replication.keyring_version:
                     keyring_sent = self.store.replication.keyring_version
@@ -84,18 +84,13 @@ class ReplicationService(rpc.ReplicationServicer):
                         continue
                     if head.seq <= seq:
                         continue
-                    records = await self.store.replication.raw_records(stream, seq, BATCH_RECORDS)
+                    records, files = await self.store.replication.shipment(
+                        stream, seq, BATCH_RECORDS, blobs_sent.setdefault(stream, set()))
                     if not records:
                         continue
-                    wanted = []
-                    for blob_id in await self.store.replication.referenced_blobs(stream, records):
-                        if (stream, blob_id) not in blobs_sent:
-                            blobs_sent.add((stream, blob_id))
-                            wanted.append(blob_id)
-                    files = await self.store.replication.blob_files(stream, wanted)
                     inline = []
                     budget = BATCH_BLOB_BYTES
-                    for blob_id, data in zip(wanted, files, strict=True):
+                    for blob_id, data in files:
                         f = rpb.BlobFile(stream=stream, blob_id=blob_id, data=data)
                         if len(data) <= budget:
                             budget -= len(data)

@@ -40,6 +40,9 @@ class FollowState:
     local_time_us: int = 0
     leader_seq: int = 0
     leader_time_us: int = 0
+    # When (Unix time, this node's clock) local_seq became durable here: 0.0 until it does in
+    # this process (bench/replica.py measures the lag from the client's 250 to this).
+    durable_at: float = 0.0
 
     @property
     def lag_records(self) -> int:
@@ -285,7 +288,7 @@ class ReplicaNode:
                     f = FollowState(local_seq=seq, leader_seq=seq)
                 streams.append({"stream": stream, "role": "follower", "position": f.local_seq,
                                 "peer_position": f.leader_seq, "lag_records": f.lag_records,
-                                "lag_seconds": round(f.lag_seconds, 3)})
+                                "lag_seconds": round(f.lag_seconds, 3), "durable_at": f.durable_at or None})
         return {
             "node": self.node, "peer": self.peer_node, "epoch": str(self.epoch), "primary": self.epoch.primary,
             "role": "primary" if self.is_primary else "secondary", "mode": self.mode_name(),

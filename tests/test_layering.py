@@ -96,7 +96,7 @@ def test_write_methods_are_found() -> None:
     assert {"add_message", "change_flags", "copy", "expunge", "append", "create_mailbox", "rename_mailbox",
             "delete_mailbox", "set_subscribed"} <= writes
     assert not writes & {"subscribe", "read_message", "mailbox_required", "events", "close"}
-    assert {"append", "put_blob", "append_raw", "put_blob_file", "truncate_stream", "write_node_state",
+    assert {"append", "put_blob", "append_raw", "put_blob_files", "truncate_stream", "write_node_state",
             "create_account"} <= store_writes()
 
 

@@ -23,6 +23,7 @@ def test_secondary_copies_every_stream_verbatim_and_sees_new_accounts(tmp_path: 
     a.start()
     b.start()  # its data directory is made from a's keyring over the replication link
     try:
+        started = time.time()
         for i in range(5):
             send(a.ports["smtp"], f"m{i}")
         wait_until(lambda: caught_up(b, a), what="b to catch up")
@@ -33,6 +34,9 @@ def test_secondary_copies_every_stream_verbatim_and_sees_new_accounts(tmp_path: 
         assert st["role"] == "secondary" and st["we_follow_peer"]
         rows = {r["stream"]: r for r in st["streams"]}  # type: ignore[union-attr, index]
         assert rows["account/alice"]["lag_records"] == 0 and rows["account/alice"]["position"] >= 11
+        # When its position became durable here (bench/replica.py's lag by the secondary's clock):
+        # after the first message was sent, at the latest when this status was asked for.
+        assert started < rows["account/alice"]["durable_at"] <= time.time()
         # A new account on the primary reaches the running secondary (the primary restarts to
         # run the CLI beside its data; the secondary keeps running).
         a.stop()

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from eventmail.proto import events_pb2 as pb
-from eventmail.store import DamagedLog, Store, StoreError, StreamShredded, WrongKey
+from eventmail.store import DamagedLog, Store, StoreError, StreamShredded, WrongKey, crypto
+from eventmail.store.keyring import StreamKeys
+from eventmail.store.log import INDEX_EVERY, StreamLog
 from eventmail.store.records import SEGMENT_HEADER, Record, scan
 
 from .conftest import open_store, run
@@ -365,3 +367,48 @@ def test_a_stale_or_damaged_tail_hint_is_not_trusted(keyed_dir: Keyed, monkeypat
 def _record_bytes(data: bytes) -> list[bytes]:
     _, first, prev = SEGMENT_HEADER.unpack_from(data)
     return [item.encode() for item in scan(data, first, prev) if isinstance(item, Record)]
+
+
+def _written_log(path: Path, texts: list[str]) -> StreamLog:
+    keys = StreamKeys("d", {1: crypto.new_key()}, 1, crypto.new_key())
+    slog = StreamLog("account/t", path, keys, writable=True)
+    for text in texts:
+        slog.write(slog.encrypt([text.encode()]))
+    return slog
+
+
+def test_a_read_of_the_newest_records_starts_where_they_start(tmp_path: Path) -> None:
+    # A replication leader reads what was just appended, to ship it: the read starts at the
+    # record's own position (RECENT_POSITIONS), not at the last INDEX_EVERY position with the
+    # chain of each record in between hashed again. Damage in between, which only a read from
+    # the index position passes through, shows where the read started.
+    n = INDEX_EVERY + 40
+    slog = _written_log(tmp_path / "log", [f"event {i}" for i in range(1, n + 1)])
+    try:
+        every = list(slog.records(0))
+        start_of = {r.seq + 1: r.end for r in every}
+        with open(slog.path / f"{1:020d}.seg", "r+b") as f:
+            f.seek(start_of[n - 10] + 20)  # inside record n-10
+            byte = f.read(1)
+            f.seek(-1, os.SEEK_CUR)
+            f.write(bytes([byte[0] ^ 0x01]))
+        got = list(slog.records(n - 1))
+        assert [(r.seq, r.chain) for r in got] == [(n, every[-1].chain)]
+        assert slog.decrypt(got[0], every[-2].chain) == f"event {n}".encode()
+        with pytest.raises(DamagedLog):
+            list(slog.records(n - 12))  # a read through the damaged record still finds it
+    finally:
+        slog.close()
+
+
+def test_a_read_after_a_truncation_does_not_start_at_a_cut_record(tmp_path: Path) -> None:
+    slog = _written_log(tmp_path / "log", [f"event {i}" for i in range(1, 11)])
+    try:
+        slog.truncate(5)
+        for i in range(6, 11):  # the same lengths: the cut records' positions would fit
+            slog.write(slog.encrypt([f"other {i}".encode()]))
+        got = list(slog.records(7))
+        assert [r.seq for r in got] == [8, 9, 10]
+        assert slog.decrypt(got[0], slog.chain_before(8)) == b"other 8"
+    finally:
+        slog.close()

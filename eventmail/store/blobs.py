@@ -118,28 +118,18 @@ class BlobStore:
         return blob_id
 
     def raw_file(self, blob_id: bytes) -> bytes:
-        """The encrypted file as it is on disk (replication ships it verbatim)."""
+        """The encrypted file as it is on disk (replication ships it verbatim). A plain string
+        path, as in `get`: pathlib's read_bytes was a fifth of a leader's CPU in a catch-up."""
+        h = blob_id.hex()
         try:
-            return self._file(blob_id).read_bytes()
+            with open(f"{self._dir}/{h[:2]}/{h[2:]}", "rb", buffering=0) as f:
+                return f.read()
         except FileNotFoundError:
             pass
         data = self.packs.read(blob_id)
         if data is None:
             raise DamagedBlob(f"stream {self.stream}: blob {blob_id.hex()} is missing")
         return data
-
-    def put_raw_file(self, blob_id: bytes, data: bytes) -> None:
-        """Store a replicated blob file (fsynced) after checking it opens and matches its name."""
-        f = self._file(blob_id)
-        if f.exists():
-            return
-        make_dirs(f.parent)
-        write_atomic(f, data)
-        try:
-            self.get(blob_id)
-        except DamagedBlob:
-            f.unlink()
-            raise
 
     def put_raw_files(self, files: list[tuple[bytes, bytes]]) -> int:
         """Store a batch of replicated blob files durably: a large batch as one pack (one fsync

@@ -5,6 +5,7 @@ import os
 import struct
 import time
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,11 @@ log = logging.getLogger(__name__)
 # One position in 256 of the last segment is remembered, so reading from a seq near the head
 # (a checkpoint's tail, a follower's position) does not rescan the whole segment.
 INDEX_EVERY = 256
+# Where each of the last records appended by this process starts (`StreamLog._recent`): a
+# replication leader reads the newest records again to ship them, and from the nearest
+# INDEX_EVERY position that read had to hash the chain of up to 255 records first (2.4 ms of CPU
+# per shipped commit on the test machine).
+RECENT_POSITIONS = 64
 
 # The tail hint (`TAIL_HINT` in the stream's directory), written when a log is closed: the last
 # segment's positions index and where its last record ends, so the next open scans only what was
@@ -75,6 +81,8 @@ class StreamLog:
         self.cut_bytes = 0  # torn-tail bytes removed on open
         # (seq, offset, chain before it) for positions in the last segment
         self._index: list[tuple[int, int, bytes]] = []
+        # (segment's first seq, seq, offset, chain before it) of the records appended last
+        self._recent: deque[tuple[int, int, int, bytes]] = deque(maxlen=RECENT_POSITIONS)
         # Told the seconds each append's fsync took (the store's `on_fsync`, for metrics); called
         # on the writing thread.
         self.on_fsync: Callable[[float], None] = _ignore
@@ -187,6 +195,7 @@ class StreamLog:
         first_seq, offset, prev_chain = start
         head = Head(first_seq - 1, prev_chain)
         self._index = index or [start]
+        self._recent.clear()
         base = self._index[0][0]
         for item in scan(data, first_seq, prev_chain, start=offset):
             if isinstance(item, ScanEnd):
@@ -241,9 +250,13 @@ class StreamLog:
         except OSError as e:
             self._undo(e)
         offset = self._size
+        first_seq = self._index[0][0]
+        prev = self.head.chain
         for r, data in zip(records, encoded, strict=True):
+            self._recent.append((first_seq, r.seq, offset, prev))
+            prev = r.chain
             offset += len(data)
-            if (r.seq + 1 - self._index[0][0]) % INDEX_EVERY == 0:
+            if (r.seq + 1 - first_seq) % INDEX_EVERY == 0:
                 self._index.append((r.seq + 1, offset, r.chain))
         self._size += len(blob)
         self.head = Head(records[-1].seq, records[-1].chain)
@@ -327,6 +340,10 @@ class StreamLog:
                     for seq, off, chain in list(self._index):
                         if seq <= since + 1 and not (limited and off > head_size):
                             scan_seq, offset, prev_chain = seq, off, chain
+                    for seg_first, seq, off, chain in list(self._recent):
+                        if (seg_first == first_seq and scan_seq < seq <= since + 1
+                                and not (limited and off > head_size)):
+                            scan_seq, offset, prev_chain = seq, off, chain
                 f.seek(offset)
                 data = f.read(max(0, head_size - offset) if limited else -1)
             last_seq = scan_seq - 1
@@ -389,6 +406,7 @@ class StreamLog:
         self.head = Head(0, GENESIS_CHAIN)
         self._size = 0
         self._index = []
+        self._recent.clear()
         self._open()
         return self.head
 
