@@ -75,6 +75,9 @@ class Result:
     # lost when the pair is about to go (`_settle_late`).
     unsettled: set[str] = field(default_factory=set)
     late: int = 0
+    # Trials whose heads differed while some of their messages were still on the way: checked
+    # again with those (`_settle_late`).
+    heads_pending: list[str] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)  # wall time of each trial
 
     def merge(self, other: "Result") -> None:
@@ -89,6 +92,7 @@ class Result:
         self.resent += other.resent
         self.unsettled |= other.unsettled
         self.late += other.late
+        self.heads_pending += other.heads_pending
 
 
 class Load:
@@ -309,13 +313,16 @@ def trial(pair: Pair, scenario: str, rng: random.Random, tag: str, res: Result) 
     res.catchup.append(catchup)
     if takeover is not None:
         res.takeover.append(takeover)
-    if not agreed:
+    if not agreed and res.unsettled:
+        res.heads_pending.append(tag)  # still settling: the heads are compared again with the late ones
+    elif not agreed:
         res.failures.append(f"{tag}: stream heads differ after healing")
 
 
 def _settle_late(pair: "Pair", res: Result) -> None:
     """Count the unsettled messages of the trials on `pair`: those the primary holds within
-    LATE_TIMEOUT are late, the others lost."""
+    LATE_TIMEOUT are late, the others lost; and compare the nodes' heads again for the trials
+    that ended unsettled with heads that differed."""
     missing = set(res.unsettled)
     deadline = time.monotonic() + LATE_TIMEOUT
     while missing and time.monotonic() < deadline:
@@ -329,6 +336,17 @@ def _settle_late(pair: "Pair", res: Result) -> None:
     res.late += len(res.unsettled) - len(missing)
     res.lost += len(missing)
     res.unsettled.clear()
+    def agree() -> bool:
+        try:
+            return pair.heads_agree()
+        except Exception:  # a node that cannot be read now may be readable in a second
+            return False
+
+    while res.heads_pending and not agree() and time.monotonic() < deadline:
+        time.sleep(1.0)
+    if res.heads_pending and not agree():
+        res.failures += [f"{tag}: stream heads differ after healing" for tag in res.heads_pending]
+    res.heads_pending.clear()
 
 
 def _send_direct(node: Node, subject: str, load: Load, t0: float, taken: list[float], deadline: float = 30) -> None:
