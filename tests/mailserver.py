@@ -77,12 +77,13 @@ def _claim(port: int) -> bool:
 
 
 def _alive(pid: int) -> bool:
+    """Whether a process `pid` exists (one of another user's raises PermissionError: it does)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass
     return True
 
 
