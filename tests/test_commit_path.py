@@ -276,6 +276,56 @@ def test_sync_mode_shows_an_event_to_other_sessions_only_after_the_secondary_has
     run(main())
 
 
+def test_sync_mode_writes_the_next_batch_while_one_waits_for_the_secondary_and_shows_them_in_order(
+        keyed_dir: Keyed) -> None:
+    """Pipelined sync commits: a batch is written (and can be shipped) while the one before it
+    waits for the secondary's acknowledgement; each is shown only after the one before it, even
+    when its own acknowledgement comes first; a secondary that stays away costs every batch in
+    flight one wait, not one each after the other."""
+    acks: dict[int, asyncio.Event] = {}
+    waited: list[int] = []
+
+    async def gate(stream: str, seq: int) -> None:
+        waited.append(seq)
+        await acks.setdefault(seq, asyncio.Event()).wait()
+
+    async def main() -> None:
+        store = await new_account(keyed_dir)
+        try:
+            async with store.use_account("alice") as acct:
+                other = acct.subscribe()
+                store.replication.set_replication(gate, lambda stream: None)
+                head = acct.head_seq
+                first = asyncio.ensure_future(acct.append([setting("first")]))
+                await wait_for_head(acct, head + 1)
+                second = asyncio.ensure_future(acct.append([setting("second")]))
+                # Written while the first waits: without the pipeline it waited for the first's ack.
+                await wait_for_head(acct, head + 2)
+                assert waited == [head + 1, head + 2]  # both wait for the secondary at once
+                acks.setdefault(head + 2, asyncio.Event()).set()  # the later one is acknowledged first
+                await asyncio.sleep(0.1)
+                assert not second.done() and acct.view.setting("second") is None and other.pending() == []
+                acks.setdefault(head + 1, asyncio.Event()).set()
+                await asyncio.wait_for(asyncio.gather(first, second), 10)
+                assert [c.seq for c in other.pending()] == [head + 1, head + 2]
+                assert acct.view.setting("first") == acct.view.setting("second") == "v"
+        finally:
+            for seq in waited:  # nothing left waiting, whatever failed
+                acks.setdefault(seq, asyncio.Event()).set()
+            store.replication.set_replication(None, lambda stream: None)
+            await store.close()
+
+    run(main())
+
+
+async def wait_for_head(acct: Account, seq: int) -> None:
+    for _ in range(1000):
+        if acct.head_seq >= seq:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the log did not reach seq {seq} (head {acct.head_seq})")
+
+
 def _imap(port: int, password: str) -> imaplib.IMAP4_SSL:
     ctx = ssl.create_default_context()
     ctx.check_hostname = False

@@ -1,6 +1,7 @@
 """Group commit for one stream: concurrent appends share one write and one fsync, then subscribers hear of them."""
 
 import asyncio
+import collections
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,8 @@ _T = TypeVar("_T")
 # A stream commits one batch at a time, so this many streams commit at once.
 COMMIT_THREADS = 4
 _COMMIT_POOL = ThreadPoolExecutor(COMMIT_THREADS, thread_name_prefix="commit")
+# Batches of a stream written and waiting for the secondary's acknowledgement at once (sync mode).
+PIPELINE = 8
 
 
 async def _on_commit_thread(fn: Callable[..., _T], *args: object) -> _T:
@@ -91,6 +94,9 @@ class StreamWriter:
         self.subscribers: set[Subscription] = set()
         self._pending: Batch = []
         self._task: asyncio.Task[None] | None = None
+        # Written batches waiting for the gate, oldest first (sync mode), and what wakes _run.
+        self._showing: collections.deque[asyncio.Future[None]] = collections.deque()
+        self._kick: asyncio.Future[None] | None = None
         self.batches = 0  # fsyncs done, for metrics and the group-commit benchmark
         # Set by the store: awaited after the local fsync and before the commit is visible
         # (synchronous replication waits there for the secondary's acknowledgement).
@@ -110,18 +116,42 @@ class StreamWriter:
         self._pending.append((list(events), fut))
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run())
+        else:
+            self._wake()
         return fut
 
     async def append(self, events: Sequence[pb.Event]) -> list[Committed]:
         return await self.submit(events)
 
     async def _run(self) -> None:
+        """Write the queued batches one after another. In sync mode a batch written here waits
+        for the secondary (the gate) in a task of its own, and the next batch is written
+        meanwhile: up to PIPELINE batches are in flight, each shown (published, answered) only
+        after the one before it. Without that, each batch's local fsync waited for the previous
+        batch's round trip to the secondary and its fsyncs (docs/replication.md, "Pipelined sync
+        commits"); now they overlap, and the secondary writes the batches that arrive together
+        with one set of fsyncs."""
         batch: Batch = []
         try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                await self._commit(batch)
-                batch = []
+            while True:
+                while self._pending and len(self._showing) < PIPELINE:
+                    batch, self._pending = self._pending, []
+                    await self._commit(batch)
+                    batch = []
+                while self._showing and self._showing[0].done():
+                    self._showing.popleft()
+                if not self._showing:
+                    if not self._pending:
+                        return
+                    continue
+                # Wait for a new batch (submit) or the oldest shown batch, whichever comes first.
+                self._kick = asyncio.get_running_loop().create_future()
+                self._showing[0].add_done_callback(self._wake)
+                try:
+                    await self._kick
+                finally:
+                    self._showing[0].remove_done_callback(self._wake)
+                    self._kick = None
         except BaseException as e:
             # Cancelled (the loop is closing) or a bug: this batch and everything queued behind
             # it fail rather than wait forever.
@@ -130,7 +160,14 @@ class StreamWriter:
             # The interrupted write may still land in the log: the projections cannot be trusted.
             self.broken = self.broken or error
             _fail(batch + pending, error)
+            for showing in self._showing:
+                showing.cancel()  # each fails its own batch
+            self._showing.clear()
             raise
+
+    def _wake(self, _: object = None) -> None:
+        if self._kick is not None and not self._kick.done():
+            self._kick.set_result(None)
 
     async def _commit(self, batch: Batch) -> None:
         if self.broken is not None:
@@ -149,20 +186,48 @@ class StreamWriter:
         # Durable here: replication may ship it now (the gate below waits for exactly that).
         self.notify()
         committed = [Committed(self.log.stream, r.seq, r.time_us, ev) for r, ev in zip(records, flat, strict=True)]
-        error: Exception | None = None
-        if self.gate is not None:
-            # Synchronous replication: the commit becomes visible to other sessions (projection,
-            # subscribers) only once the secondary has it, or the gate gave up (docs/replication.md).
-            try:
-                await self.gate(self.log.stream, records[-1].seq)
-            except Exception as e:
-                error = e
+        if self.gate is None and not self._showing:
+            self._show(batch, committed, None)
+            return
+        # Synchronous replication: the commit becomes visible to other sessions (projection,
+        # subscribers) only once the secondary has it, or the gate gave up (docs/replication.md).
+        gate = None if self.gate is None else asyncio.ensure_future(self.gate(self.log.stream, records[-1].seq))
+        before = self._showing[-1] if self._showing else None
+        self._showing.append(asyncio.ensure_future(self._show_after(batch, committed, gate, before)))
+
+    async def _show_after(self, batch: Batch, committed: list[Committed], gate: "asyncio.Future[None] | None",
+                          before: "asyncio.Future[None] | None") -> None:
+        """Publish a written batch once the batch before it is shown and its own gate is passed.
+        Its gate is awaited from the start, beside the earlier ones': a secondary that is gone
+        costs every batch in flight one timeout, not one each after the other."""
+        try:
+            if before is not None:
+                await asyncio.wait([before])
+            error: Exception | None = None
+            if gate is not None:
+                try:
+                    await gate
+                except Exception as e:
+                    error = e
+        except BaseException:
+            if gate is not None:
+                gate.cancel()
+            _fail(batch, StoreError(f"stream {self.log.stream}: commit interrupted"))
+            raise
+        self._show(batch, committed, error)
+
+    def _show(self, batch: Batch, committed: list[Committed], error: Exception | None) -> None:
+        if self.broken is not None:
+            # An earlier batch's projections failed: this one is in the log but not shown; the
+            # reopened stream (projections rebuilt from the log) has it.
+            _fail(batch, StoreError(f"stream {self.log.stream}: a commit failed after its write; reopen it"))
+            return
         try:
             committed = self._publish(committed)
         except Exception as e:
             # The log has the batch, the projections do not: stop writing until reopened.
             log.error("stream %s: projections failed at seq %d: %s; the stream must be reopened",
-                      self.log.stream, records[0].seq, e)
+                      self.log.stream, committed[0].seq, e)
             self.broken = e
             _fail(batch, e)
             return
