@@ -1,7 +1,7 @@
 """Replication figures on a real pair on loopback: lag at a steady rate, catch-up rate, sync/async throughput.
 
     python bench/replica.py [--rate 20] [--seconds 10] [--backlog 5000] [--clients 4] [--busy]
-        [--parts lag,throughput,catchup,initial]
+        [--rounds 6] [--parts lag,throughput,catchup,initial]
 
 "initial" is the initial sync of a new secondary (an empty data directory) with everything the
 primary holds (the catch-up's backlog too when both run); its progress lines are printed.
@@ -126,6 +126,32 @@ def throughput(port: int, clients: int, seconds: float, tag: str) -> float:
     return count[0] / (time.monotonic() - t0)
 
 
+def alternating_throughput(directory: Path, clients: int, seconds: float, n: int) -> list[tuple[float, float]]:
+    """Async and sync pairs up side by side, loaded in turn (`n` rounds, each mode `seconds / n`
+    per round, which one goes first alternating): the ratio of two runs minutes apart moved with
+    the machine's load as much as with the code. (async, sync) msg/s of each round."""
+    pairs = {mode: make_pair(directory / mode, mode=mode, on_timeout="tempfail", sync_timeout=10.0)
+             for mode in ("async", "sync")}
+    try:
+        for a, b in pairs.values():
+            a.start()
+            b.start()
+        for a, b in pairs.values():
+            wait_until(lambda a=a, b=b: caught_up(b, a), what="initial catch-up")
+        for mode, (a, _) in pairs.items():  # untimed: each server's first deliveries open its account
+            throughput(a.ports["smtp"], clients, 1.0, f"{mode}-warm")
+        out = []
+        for r in range(n):
+            rates: dict[str, float] = {}
+            for mode in ("async", "sync") if r % 2 == 0 else ("sync", "async"):
+                rates[mode] = throughput(pairs[mode][0].ports["smtp"], clients, seconds / n, f"{mode}{r}")
+            out.append((rates["async"], rates["sync"]))
+        return out
+    finally:
+        for a, b in pairs.values():
+            close_pair(a, b)
+
+
 async def backlog(directory: Path, key_file: Path, n: int) -> None:
     """Append `n` deliveries to the stopped primary directly (group-committed, 50 at a time)."""
     store = await open_store(directory, load_master_key(directory, MasterKeySource(key_file=key_file)))
@@ -185,6 +211,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--backlog", type=int, default=5000, help="records the secondary catches up on")
     ap.add_argument("--clients", type=int, default=4)
+    ap.add_argument("--rounds", type=int, default=6, help="alternating async/sync rounds of the throughput part")
     ap.add_argument("--busy", action="store_true", help="run bench/smtp.py beside the lag measurement")
     ap.add_argument("--parts", default="lag,throughput,catchup,initial",
                     help="comma-separated subset of lag, throughput, catchup, initial")
@@ -195,8 +222,12 @@ def main() -> None:
     progress: list[str] = []
     with tempfile.TemporaryDirectory(prefix="eventmail-bench-replica-") as tmp:
         results: dict[str, float] = {}
-        modes = ("async", "sync") if "throughput" in parts else ("async",)
-        for mode in modes:
+        rounds: list[tuple[float, float]] = []
+        if "throughput" in parts:
+            rounds = alternating_throughput(Path(tmp) / "throughput", args.clients, args.seconds, args.rounds)
+            results["async_msgs_per_s"] = statistics.fmean(r[0] for r in rounds)
+            results["sync_msgs_per_s"] = statistics.fmean(r[1] for r in rounds)
+        for mode in ("async",) if parts & {"lag", "catchup", "initial"} else ():
             a, b = make_pair(Path(tmp) / mode, mode=mode, on_timeout="tempfail", sync_timeout=10.0)
             a.start()
             b.start()
@@ -218,8 +249,6 @@ def main() -> None:
                     results["lag_n"] = len(lags)
                     results["lag_clock_p50_ms"] = statistics.median(clocked) * 1000
                     results["lag_clock_p99_ms"] = pct(clocked, 99) * 1000
-                if "throughput" in parts:
-                    results[f"{mode}_msgs_per_s"] = throughput(a.ports["smtp"], args.clients, args.seconds, mode)
                 if mode == "async" and "catchup" in parts:
                     b.stop()
                     a.stop()
@@ -284,7 +313,9 @@ def main() -> None:
     if "throughput" in parts:
         ratio = results["sync_msgs_per_s"] / results["async_msgs_per_s"]
         print(f"SMTP throughput, {args.clients} clients: async {results['async_msgs_per_s']:.1f} msg/s, "
-          f"sync {results['sync_msgs_per_s']:.1f} msg/s, sync/async = {ratio:.2f}")
+          f"sync {results['sync_msgs_per_s']:.1f} msg/s, sync/async = {ratio:.2f} "
+          f"({len(rounds)} alternating rounds of {args.seconds / len(rounds):.1f} s each; ratio by round: "
+          f"{', '.join(f'{s / a:.2f}' for a, s in rounds)}, median {statistics.median(s / a for a, s in rounds):.2f})")
 
 
 if __name__ == "__main__":
