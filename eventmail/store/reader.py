@@ -29,10 +29,10 @@ import queue
 import subprocess
 import sys
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, TypeVar
 
 from .keyring import StreamKeys
 from .log import StreamLog
@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 PARALLEL_MIN = 30_000
 # Records this process reads itself while the child starts.
 HEAD_START = 10_000
+# A replay's share that this process reads and prepares itself (`prepared`): the rest, the
+# child's, comes ready to fold, so the two processes finish about together (measured: see
+# docs/replication.md, issue 14 seventh pass).
+REPLAY_SHARE = 0.0
 # Records per message through the pipe.
 BATCH = 500
 # Batches the parent holds for the caller at most (~10 MB of plaintexts).
@@ -53,6 +57,10 @@ _F_SETPIPE_SZ = 1031
 _PIPE_BYTES = 1 << 20
 
 Item = tuple[int, int, bytes]  # seq, time in µs, plaintext
+T = TypeVar("T")
+# (seq, time in µs, plaintext) -> what the caller folds (store.projection.prepare_record): pure,
+# picklable (a module-level function, or a functools.partial of one with picklable arguments).
+Prepare = Callable[[int, int, bytes], T]
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,7 @@ class _Job:
     since: int
     until: int
     verify_all: bool
+    prepare: Callable[[int, int, bytes], Any] | None = None
 
 
 def plaintexts(
@@ -72,26 +81,41 @@ def plaintexts(
     as `stream_log.plaintexts` gives them; read by a child process when there are many.
 
     This process reads the first `own_share` of them itself (at least HEAD_START): a caller
-    that does little with each record (`verify` parses it) balances the two processes so;
-    a replay, whose fold costs three times the reading, leaves the child all but the head start.
+    that does little with each record (`verify` parses it) balances the two processes so.
     With `verify_all` each process checks the chain from the first segment's header on
     (`StreamLog.records`), not from a position the log remembered."""
+    return _read(stream_log, since, until, own_share, verify_all, None)
+
+
+def prepared(stream_log: StreamLog, since: int, prepare: Prepare[T], own_share: float = REPLAY_SHARE) -> Iterator[T]:
+    """`prepare(seq, time, plaintext)` of each record after `since`, in order: a replay's items
+    made ready to fold (store.projection.prepare_record parses each event and builds a
+    delivery's rows). When there are many, the child process reads, decrypts *and* prepares its
+    share, so the folding process is left little more than SQLite's work for those; it
+    prepares its own share (the first `own_share`, at least HEAD_START) itself."""
+    return _read(stream_log, since, None, own_share, False, prepare)
+
+
+def _read(
+    stream_log: StreamLog, since: int, until: int | None, own_share: float, verify_all: bool,
+    prepare: Prepare[Any] | None,
+) -> Iterator[Any]:
     until = stream_log.head.seq if until is None else until
     if until - since < PARALLEL_MIN or stream_log.keys is None:
-        yield from _local(stream_log, since, until, verify_all)
+        yield from _local(stream_log, since, until, verify_all, prepare)
         return
     start = since + max(HEAD_START, int((until - since) * own_share))
-    child = _spawn(stream_log, start, until, verify_all)
+    child = _spawn(stream_log, start, until, verify_all, prepare)
     last = since
     if child is None:
-        yield from _local(stream_log, since, until, verify_all)
+        yield from _local(stream_log, since, until, verify_all, prepare)
         return
     assert child.stdout is not None
     drain = _Drain(child.stdout)
     drain.start()
     finished = False
     try:
-        for item in _local(stream_log, since, start, verify_all):
+        for item in _local(stream_log, since, start, verify_all, prepare):
             yield item
             last = item[0]
         last, finished = yield from _from_child(drain, last, stream_log.stream)
@@ -99,21 +123,28 @@ def plaintexts(
         drain.stop.set()
         _end(child, finished)
         drain.join()
-    yield from _local(stream_log, last, until, verify_all)
+    yield from _local(stream_log, last, until, verify_all, prepare)
 
 
-def _local(stream_log: StreamLog, since: int, until: int, verify_all: bool) -> Iterator[Item]:
+def _local(
+    stream_log: StreamLog, since: int, until: int, verify_all: bool, prepare: Prepare[Any] | None = None
+) -> Iterator[Any]:
     if since >= until:
         return
     for record, plaintext in stream_log.plaintexts(since, verify_all):
         if record.seq > until:
             return
-        yield record.seq, record.time_us, plaintext
+        if prepare is None:
+            yield record.seq, record.time_us, plaintext
+        else:
+            yield prepare(record.seq, record.time_us, plaintext)
 
 
-def _spawn(stream_log: StreamLog, since: int, until: int, verify_all: bool) -> subprocess.Popen[bytes] | None:
+def _spawn(
+    stream_log: StreamLog, since: int, until: int, verify_all: bool, prepare: Prepare[Any] | None
+) -> subprocess.Popen[bytes] | None:
     assert stream_log.keys is not None
-    job = _Job(stream_log.stream, str(stream_log.path), stream_log.keys, since, until, verify_all)
+    job = _Job(stream_log.stream, str(stream_log.path), stream_log.keys, since, until, verify_all, prepare)
     root = str(Path(__file__).resolve().parents[2])  # the directory holding the eventmail package
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
     child = None
@@ -165,7 +196,7 @@ class _Drain(threading.Thread):
                 continue
 
 
-def _from_child(drain: _Drain, last: int, stream: str) -> Generator[Item, None, tuple[int, bool]]:
+def _from_child(drain: _Drain, last: int, stream: str) -> Generator[Any, None, tuple[int, bool]]:
     """The child's records after `last`, as long as they continue it; returns the last seq given
     and whether the child sent all it had to."""
     while True:
@@ -206,10 +237,10 @@ def _child() -> None:
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     job: _Job = pickle.load(sys.stdin.buffer)
-    batch: list[Item] = []
+    batch: list[Any] = []
     try:
         stream_log = StreamLog(job.stream, Path(job.path), job.keys, writable=False)
-        for item in _local(stream_log, job.since, job.until, job.verify_all):
+        for item in _local(stream_log, job.since, job.until, job.verify_all, job.prepare):
             batch.append(item)
             if len(batch) >= BATCH:
                 pickle.dump(batch, out, pickle.HIGHEST_PROTOCOL)
