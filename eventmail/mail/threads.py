@@ -53,7 +53,13 @@ CREATE TABLE thread_subject(mailbox_id INTEGER NOT NULL, subject TEXT NOT NULL, 
 
 
 def _own_id(structure: pb.MessageStructure) -> bytes | None:
-    ids = message_ids(structure.envelope.message_id)
+    value = structure.envelope.message_id
+    # The common form, one "<id>" with no white space: the msg-id message_ids would find, without
+    # its unfolding and regex (a replay takes every delivery's).
+    if (len(value) > 2 and value[:1] == b"<" and value[-1:] == b">" and value.count(b"<") == 1
+            and value.count(b">") == 1 and len(value.split()) == 1):
+        return value[1:-1]
+    ids = message_ids(value)
     return ids[0] if ids else None
 
 

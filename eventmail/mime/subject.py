@@ -38,6 +38,12 @@ def base_subject_reply(raw: bytes) -> tuple[str, bool]:
             text = text.lstrip()  # (3) the subj-leader that is white space
             if text[:1] not in _MAY_LEAD:
                 break
+            # The common leaders, "Re:", "Fwd:", "Fw:" alone, are what _LEADER would match there.
+            low = text[:4].lower()
+            if low[:3] == "re:" or low[:3] == "fw:" or low == "fwd:":
+                reply = True
+                text = text[4 if low == "fwd:" else 3:]
+                continue
             m = _LEADER.match(text)
             if m:
                 reply = True

@@ -44,14 +44,15 @@ log = logging.getLogger(__name__)
 PARALLEL_MIN = 30_000
 # Records this process reads itself while the child starts.
 HEAD_START = 10_000
-# A replay's share that this process reads and prepares itself (`prepared`): the rest, the
-# child's, comes ready to fold, so the two processes finish about together (measured: see
-# docs/replication.md, issue 14 seventh pass).
-REPLAY_SHARE = 0.0
+# A replay's share that this process reads and prepares itself (`prepared`), the rest coming
+# ready from the child. Per record, reading and preparing cost ~40 µs of CPU, folding what came
+# ready ~25 µs: with a quarter here the two processes finish about together (docs/replication.md,
+# issue 14 seventh pass), and the child's run ahead meanwhile fits in QUEUED batches.
+REPLAY_SHARE = 0.25
 # Records per message through the pipe.
 BATCH = 500
-# Batches the parent holds for the caller at most (~10 MB of plaintexts).
-QUEUED = 50
+# Batches the parent holds for the caller at most, pickled (~25 MB for deliveries made ready).
+QUEUED = 80
 # Linux's F_SETPIPE_SZ: a 1 MiB pipe lets the child read a batch ahead of the fold.
 _F_SETPIPE_SZ = 1031
 _PIPE_BYTES = 1 << 20
@@ -87,13 +88,13 @@ def plaintexts(
     return _read(stream_log, since, until, own_share, verify_all, None)
 
 
-def prepared(stream_log: StreamLog, since: int, prepare: Prepare[T], own_share: float = REPLAY_SHARE) -> Iterator[T]:
+def prepared(stream_log: StreamLog, since: int, prepare: Prepare[T]) -> Iterator[T]:
     """`prepare(seq, time, plaintext)` of each record after `since`, in order: a replay's items
     made ready to fold (store.projection.prepare_record parses each event and builds a
     delivery's rows). When there are many, the child process reads, decrypts *and* prepares its
     share, so the folding process is left little more than SQLite's work for those; it
-    prepares its own share (the first `own_share`, at least HEAD_START) itself."""
-    return _read(stream_log, since, None, own_share, False, prepare)
+    prepares its own share (the first REPLAY_SHARE, at least HEAD_START) itself."""
+    return _read(stream_log, since, None, REPLAY_SHARE, False, prepare)
 
 
 def _read(
@@ -166,28 +167,37 @@ def _spawn(
     return child
 
 
+def _send(out: IO[bytes], message: object) -> None:
+    """One message to the parent: its pickle's length (4 bytes, big-endian), then the pickle."""
+    data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+    out.write(len(data).to_bytes(4, "big"))
+    out.write(data)
+
+
 class _Drain(threading.Thread):
-    """Reads the child's batches off the pipe as they come, into a bounded queue: the child runs
-    ahead by up to QUEUED batches while this process reads its own share or folds (a pipe alone
-    holds 1 MiB, a few thousand records, and the child would wait for the caller instead)."""
+    """Reads the child's messages off the pipe as they come, into a bounded queue, still pickled:
+    the child runs ahead by up to QUEUED batches while this process reads its own share or folds
+    (a pipe alone holds 1 MiB, a few thousand records, and the child would wait for the caller
+    instead), and a batch waiting there holds a third of the memory its objects would."""
 
     def __init__(self, pipe: IO[bytes]) -> None:
         super().__init__(name="replay-reader", daemon=True)
         self.pipe = pipe
-        self.queue: queue.Queue[object] = queue.Queue(QUEUED)
+        self.queue: queue.Queue[bytes | Exception] = queue.Queue(QUEUED)
         self.stop = threading.Event()
 
     def run(self) -> None:
         try:
             while True:
-                batch = pickle.load(self.pipe)
-                self._put(batch)
-                if not isinstance(batch, list):
-                    return
+                head = self.pipe.read(4)
+                data = self.pipe.read(int.from_bytes(head, "big")) if len(head) == 4 else b""
+                if not data or len(data) != int.from_bytes(head, "big"):
+                    raise EOFError("the replay reader's pipe closed")
+                self._put(data)
         except Exception as e:  # the pipe closed or garbled: the caller reads on itself
             self._put(e)
 
-    def _put(self, item: object) -> None:
+    def _put(self, item: bytes | Exception) -> None:
         while not self.stop.is_set():
             try:
                 self.queue.put(item, timeout=0.1)
@@ -200,7 +210,11 @@ def _from_child(drain: _Drain, last: int, stream: str) -> Generator[Any, None, t
     """The child's records after `last`, as long as they continue it; returns the last seq given
     and whether the child sent all it had to."""
     while True:
-        batch = drain.queue.get()
+        message = drain.queue.get()
+        try:
+            batch = pickle.loads(message) if isinstance(message, bytes) else message
+        except Exception as e:
+            batch = e
         if batch is None:
             return last, True
         if isinstance(batch, str):
@@ -243,18 +257,18 @@ def _child() -> None:
         for item in _local(stream_log, job.since, job.until, job.verify_all, job.prepare):
             batch.append(item)
             if len(batch) >= BATCH:
-                pickle.dump(batch, out, pickle.HIGHEST_PROTOCOL)
+                _send(out, batch)
                 batch = []
-        pickle.dump(batch, out, pickle.HIGHEST_PROTOCOL)
-        pickle.dump(None, out)
+        _send(out, batch)
+        _send(out, None)
     except BrokenPipeError:
         return  # the parent stopped reading (it has what it needed)
     except Exception as e:
         # What was read before it still goes out; the parent reads the rest itself and meets the
         # same problem there, with its own error and log line.
         with contextlib.suppress(BrokenPipeError):
-            pickle.dump(batch, out, pickle.HIGHEST_PROTOCOL)
-            pickle.dump(type(e).__name__, out)
+            _send(out, batch)
+            _send(out, type(e).__name__)
     with contextlib.suppress(BrokenPipeError):
         out.close()
 
