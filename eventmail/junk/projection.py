@@ -198,7 +198,7 @@ def _identity_keys(f: pb.JunkFeatures) -> list[tuple[str, str]]:
     if f.spf_domain:
         keys.append(("spf", f.spf_domain))
     keys.extend(("ip", n) for n in f.ip_nets if n)
-    return sorted(set(keys))
+    return keys  # a repeated one is inserted once (INSERT OR IGNORE: the key is the whole row)
 
 
 # What the projection needs of a delivery with junk features (`JunkProjection.prepare`): the
