@@ -114,7 +114,9 @@ def _distinct(words: Iterable[str]) -> list[str]:
 
 
 def _class(flags: str) -> int:
-    names = set(flags.split(" ")) if flags else set()
+    if "Junk" not in flags:  # most messages (a replay asks for each one with flags): no set made
+        return 0
+    names = set(flags.split(" "))
     if JUNK in names:
         return SPAM
     if NOT_JUNK in names:

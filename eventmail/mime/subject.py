@@ -27,10 +27,12 @@ def base_subject_reply(raw: bytes) -> tuple[str, bool]:
     Written with string methods where a regex would scan (a replay threads every delivery's
     subject, and "Re: [list] ..." is the common case): regex white space and str.isspace are one set."""
     text = decode_words(raw)
-    # (1) whitespace runs as one space; most subjects have none to fold (the test is a fifth of
-    # the substitution's cost)
-    if "  " in text or "\t" in text or "\r" in text or "\n" in text:
+    # (1) whitespace runs as one space; most subjects have none to fold
+    if "\t" in text or "\r" in text or "\n" in text:
         text = _WSP.sub(" ", text)
+    else:
+        while "  " in text:  # runs of spaces alone: a fifth of the substitution's cost
+            text = text.replace("  ", " ")
     reply = False
     while True:
         text = _strip_trailers(text)  # (2)
@@ -44,6 +46,13 @@ def base_subject_reply(raw: bytes) -> tuple[str, bool]:
                 reply = True
                 text = text[4 if low == "fwd:" else 3:]
                 continue
+            if text[0] == "[" and (close := text.find("]")) > 0 and text.find("[", 1, close) < 0:
+                # A lone subj-blob before a word that cannot lead ("[list] hello"): _LEADER cannot
+                # match there, and step (4) removes the blob, as its expression would.
+                rest = text[close + 1 :].lstrip()
+                if rest and rest[0] not in _MAY_LEAD:
+                    text = rest
+                    continue
             m = _LEADER.match(text)
             if m:
                 reply = True
