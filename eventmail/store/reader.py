@@ -45,10 +45,11 @@ PARALLEL_MIN = 30_000
 # Records this process reads itself while the child starts.
 HEAD_START = 10_000
 # A replay's share that this process reads and prepares itself (`prepared`), the rest coming
-# ready from the child. Per record, reading and preparing cost ~40 µs of CPU, folding what came
-# ready ~25 µs: with a quarter here the two processes finish about together (docs/replication.md,
-# issue 14 seventh pass), and the child's run ahead meanwhile fits in QUEUED batches.
-REPLAY_SHARE = 0.25
+# ready from the child. Measured per record (load 9-10, docs/replication.md, issue 14 seventh
+# pass): reading 11-17 µs, preparing and pickling 28-30, folding what came ready ~25, the child's
+# start 0.35 CPU s. With 30 % here the two processes finish about together, and what the child
+# makes meanwhile fits in QUEUED batches.
+REPLAY_SHARE = 0.3
 # Records per message through the pipe.
 BATCH = 500
 # Batches the parent holds for the caller at most, pickled (~25 MB for deliveries made ready).
