@@ -136,7 +136,8 @@ async def main(messages: int) -> None:
         events = acct.head_seq
         print(f"cold replay (decrypt + project, no checkpoint): {replay:.2f} s, {events / replay:.0f} events/s "
               f"({replay_cpu:.2f} CPU s folding, {events / replay_cpu:.0f} events per CPU second; "
-              f"{reader_cpu:.2f} CPU s in the reading child process)")
+              f"{reader_cpu:.2f} CPU s in the reading child process; both: "
+              f"{(replay_cpu + reader_cpu) / events * 1e6:.1f} CPU µs an event)")
         start = time.perf_counter()
         acct._checkpoint_seq = -1
         acct.write_checkpoint()

@@ -31,6 +31,7 @@ import sqlite3
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from ..proto import events_pb2 as pb
 from ..store import Account, Change, Delivery
@@ -112,12 +113,10 @@ def _distinct(words: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(words))
 
 
-def _words_in(f: pb.JunkFeatures | None) -> Iterable[str]:
-    return f.words if f is not None else ()
-
-
 def _class(flags: str) -> int:
-    names = set(flags.split(" ")) if flags else set()
+    if "Junk" not in flags:  # most messages (a replay asks for each one with flags): no set made
+        return 0
+    names = set(flags.split(" "))
     if JUNK in names:
         return SPAM
     if NOT_JUNK in names:
@@ -189,12 +188,6 @@ def _added_now(db: sqlite3.Connection, seq: int, mailbox_id: int, uid: int) -> b
     return row is not None and row[0] == seq
 
 
-def _ref_content(db: sqlite3.Connection, blob_id: bytes, words: Iterable[str]) -> None:
-    cur = db.execute("UPDATE junk_content SET refs=refs+1 WHERE blob_id=?", (blob_id,))
-    if not cur.rowcount:
-        db.execute("INSERT INTO junk_content VALUES (?,?,1)", (blob_id, _encode_words(_distinct(words))))
-
-
 def _identity_keys(f: pb.JunkFeatures) -> list[tuple[str, str]]:
     keys: list[tuple[str, str]] = []
     if f.from_validated and f.from_address:
@@ -207,78 +200,57 @@ def _identity_keys(f: pb.JunkFeatures) -> list[tuple[str, str]]:
     if f.spf_domain:
         keys.append(("spf", f.spf_domain))
     keys.extend(("ip", n) for n in f.ip_nets if n)
-    return sorted(set(keys))
+    return keys  # a repeated one is inserted once (INSERT OR IGNORE: the key is the whole row)
 
 
-def _message_added(db: sqlite3.Connection, seq: int, e: pb.Event) -> list[Change]:
-    m = e.message_added
+# What the projection needs of a delivery with junk features (`JunkProjection.prepare`): the
+# mailbox it was meant for (0: the one it is in), its identity keys, the addresses it was sent to
+# (each once, sorted), its reject key, and its word list as a content row keeps it.
+Facts = tuple[int, list[tuple[str, str]], list[str], bytes, bytes]
+_NO_WORDS = _encode_words([])
+
+
+def _prepare(m: pb.MessageAdded) -> Facts | None:
+    # A delivery without features (an import, a copy made by hand) has no words, identities,
+    # recipients or reject key: reading each empty field costs a replay 3 µs per message.
+    if not m.HasField("junk"):
+        return None
     f = m.junk
-    destined = f.destined_mailbox_id or m.mailbox_id
-    # Only a message the mailbox view took in with this very event (it refuses some) is
-    # indexed; the check and the insert are one statement (a replay runs it for every message).
-    if not db.execute(
-        "INSERT INTO junk_msg SELECT ?,?,?,0,?,? WHERE EXISTS "
-        "(SELECT 1 FROM message WHERE mailbox_id=? AND uid=? AND added_seq=?)",
-        (m.mailbox_id, m.uid, m.blob_id, destined, m.internal_date, m.mailbox_id, m.uid, seq),
-    ).rowcount:
-        return []
-    _ref_content(db, m.blob_id, f.words)
-    keys = _identity_keys(f)
-    if keys:
-        db.executemany(
-            "INSERT OR IGNORE INTO junk_key VALUES (?,?,0,?,?,?)",
-            [(k, v, m.internal_date, m.mailbox_id, m.uid) for k, v in keys],
-        )
-    for address in sorted(set(f.sent_to)):
-        db.execute(
-            "INSERT INTO junk_sent VALUES (?,?,1) ON CONFLICT(address) DO UPDATE SET last=max(last, excluded.last), "
-            "count=count+1",
-            (address, m.internal_date),
-        )
-    if f.reject_key:
-        db.execute("INSERT INTO junk_reject VALUES (?,?,?,?)", (m.mailbox_id, m.uid, f.reject_key, m.internal_date))
-    # The view has just stored the event's own flags: unclassified (most mail) leaves the
-    # message untrained, which is what it was inserted as, without reading both rows back.
-    if not _class(" ".join(m.flags)):
-        return []
-    return _sync_class(db, m.mailbox_id, m.uid)
+    return (f.destined_mailbox_id, _identity_keys(f), sorted(set(f.sent_to)), f.reject_key,
+            _encode_words(_distinct(f.words)))
 
 
 def _messages_added(db: sqlite3.Connection, run: Sequence[Delivery]) -> list[list[Change]]:
-    """`_message_added` of each delivery of a run, with one statement per table: the messages
-    the view took in are indexed, their content counted once per blob (its words kept from its
-    first message, as one by one), then the classified ones trained, in log order."""
+    """Fold the deliveries of a run with one statement per table: the messages the view took in
+    are indexed, their content counted once per blob (its words kept from its first message, as
+    one by one), then the classified ones trained, in log order."""
     msgs = []
     keys: list[tuple[str, str, int, int, int]] = []
     sent: list[tuple[str, int]] = []
     rejects = []
     refs: dict[bytes, int] = {}
-    first: dict[bytes, pb.JunkFeatures | None] = {}
+    first: dict[bytes, bytes] = {}
     classified = []
     out: list[list[Change]] = [[] for _ in run]
-    for i, d in enumerate(run):
-        if not d.taken:
+    for i, (row, facts) in enumerate(run):
+        if row is None:
             continue
-        m = d.added
-        mailbox_id, uid, blob_id, received = m.mailbox_id, m.uid, m.blob_id, m.internal_date
+        mailbox_id, uid, blob_id, received = row[0], row[1], row[2], row[4]
         destined = mailbox_id
-        # A delivery without features (an import, a copy made by hand) has no words, identities,
-        # recipients or reject key: reading each empty field costs a replay 3 µs per message.
-        if m.HasField("junk"):
-            f = m.junk
-            destined = f.destined_mailbox_id or mailbox_id
-            if blob_id not in first:
-                first[blob_id] = f
-            keys.extend((k, v, received, mailbox_id, uid) for k, v in _identity_keys(f))
-            if f.sent_to:
-                sent.extend((address, received) for address in sorted(set(f.sent_to)))
-            if f.reject_key:
-                rejects.append((mailbox_id, uid, f.reject_key, received))
-        elif blob_id not in first:
-            first[blob_id] = None
+        if facts is None:
+            words = _NO_WORDS
+        else:
+            destined_id, identities, sent_to, reject_key, words = cast(Facts, facts)
+            destined = destined_id or mailbox_id
+            keys.extend((k, v, received, mailbox_id, uid) for k, v in identities)
+            sent.extend((address, received) for address in sent_to)
+            if reject_key:
+                rejects.append((mailbox_id, uid, reject_key, received))
+        if blob_id not in first:
+            first[blob_id] = words
         msgs.append((mailbox_id, uid, blob_id, destined, received))
         refs[blob_id] = refs.get(blob_id, 0) + 1
-        if d.flags and _class(d.flags):
+        if row[6] and _class(row[6]):
             classified.append((i, mailbox_id, uid))
     db.executemany("INSERT INTO junk_msg VALUES (?,?,?,0,?,?)", msgs)
     known: set[bytes] = set()
@@ -288,8 +260,7 @@ def _messages_added(db: sqlite3.Connection, run: Sequence[Delivery]) -> list[lis
         q = f"SELECT blob_id FROM junk_content WHERE blob_id IN ({','.join('?' * len(chunk))})"
         known.update(r[0] for r in db.execute(q, chunk))
     db.executemany("UPDATE junk_content SET refs=refs+? WHERE blob_id=?", [(n, b) for b, n in refs.items() if b in known])
-    db.executemany("INSERT INTO junk_content VALUES (?,?,?)",
-                   [(b, _encode_words(_distinct(_words_in(first[b]))), n) for b, n in refs.items() if b not in known])
+    db.executemany("INSERT INTO junk_content VALUES (?,?,?)", [(b, first[b], n) for b, n in refs.items() if b not in known])
     db.executemany("INSERT OR IGNORE INTO junk_key VALUES (?,?,0,?,?,?)", keys)
     db.executemany(
         "INSERT INTO junk_sent VALUES (?,?,1) ON CONFLICT(address) DO UPDATE SET last=max(last, excluded.last), "
@@ -378,7 +349,6 @@ def _mailbox_deleted(db: sqlite3.Connection, seq: int, e: pb.Event) -> list[Chan
 
 
 _HANDLERS: dict[str, Callable[[sqlite3.Connection, int, pb.Event], list[Change]]] = {
-    "message_added": _message_added,
     "flags_changed": _flags_changed,
     "messages_copied": _messages_copied,
     "messages_expunged": _messages_expunged,
@@ -403,8 +373,15 @@ class JunkProjection:
         return handler(db, seq, event) if handler is not None else ()
 
 
+    @staticmethod
+    def prepare(added: pb.MessageAdded) -> Facts | None:
+        """What `apply_run` needs of a delivery, from its event alone (a cold replay computes it
+        in its reading child process, store.reader)."""
+        return _prepare(added)
+
     def apply_run(self, db: sqlite3.Connection, run: Sequence[Delivery]) -> Sequence[Sequence[Change]]:
-        """Fold a run of deliveries, after the mailbox view has folded the run. Pure."""
+        """Fold a run of deliveries (every MessageAdded folds so), after the mailbox view has
+        folded the run. Pure."""
         return _messages_added(db, run)
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from typing import cast
 
 from ..mime.headers import message_ids, references
 from ..mime.subject import base_subject_reply
@@ -52,53 +53,54 @@ CREATE TABLE thread_subject(mailbox_id INTEGER NOT NULL, subject TEXT NOT NULL, 
 
 
 def _own_id(structure: pb.MessageStructure) -> bytes | None:
-    ids = message_ids(structure.envelope.message_id)
+    value = structure.envelope.message_id
+    # The common form, one "<id>" with no white space: the msg-id message_ids would find, without
+    # its unfolding and regex (a replay takes every delivery's).
+    if (len(value) > 2 and value[:1] == b"<" and value[-1:] == b">" and value.count(b"<") == 1
+            and value.count(b">") == 1 and len(value.split()) == 1):
+        return value[1:-1]
+    ids = message_ids(value)
     return ids[0] if ids else None
 
 
 class ThreadIndex:
     """The projection `thread_of` reads: Message-ID -> thread, and (mailbox, base subject) ->
     newest thread. Pure: everything comes from the MessageAdded event and the row the mailbox
-    view just made of it."""
+    view made of it."""
 
     name = "threads-1"
     schema = _SCHEMA
 
     def apply(self, db: sqlite3.Connection, seq: int, event: pb.Event) -> Sequence[Change]:
-        if event.WhichOneof("kind") != "message_added":
-            return ()
-        m = event.message_added
-        row = db.execute("SELECT thread_id, saved_us FROM message WHERE mailbox_id=? AND uid=? AND added_seq=?",
-                         (m.mailbox_id, m.uid, seq)).fetchone()
-        if row is None:
-            return ()  # the view did not add it (its mailbox is gone): nothing to thread to
-        self._index(db, [(m, row[0], row[1])])
-        return ()
-
-    def apply_run(self, db: sqlite3.Connection, run: Sequence[Delivery]) -> Sequence[Sequence[Change]]:
-        """A run of deliveries: the messages the view took in, indexed in their order."""
-        self._index(db, [(d.added, d.thread_id, d.saved_us) for d in run if d.taken])
-        return [()] * len(run)
+        return ()  # only deliveries are indexed, and those fold in runs (apply_run)
 
     @staticmethod
-    def _index(db: sqlite3.Connection, added: Sequence[tuple[pb.MessageAdded, int, int]]) -> None:
-        """Index messages (each with the thread id and save date the view gave it), in log order."""
+    def prepare(added: pb.MessageAdded) -> tuple[bytes | None, str]:
+        """The index's keys of a delivery: its own Message-ID and its base subject (RFC 5256
+        §2.1). A cold replay computes them in its reading child process (store.reader)."""
+        structure = added.structure
+        return _own_id(structure), base_subject_reply(structure.envelope.subject)[0]
+
+    def apply_run(self, db: sqlite3.Connection, run: Sequence[Delivery]) -> Sequence[Sequence[Change]]:
+        """Index the messages of a run the view took in (each with the thread id and save date
+        it gave them), in log order."""
         ids: dict[bytes, tuple[bytes, int, str]] = {}
         subjects: dict[tuple[int, str], tuple[int, str, int, int]] = {}
-        for m, thread_id, saved_us in added:
-            structure = m.structure
-            subject, _reply = base_subject_reply(structure.envelope.subject)
-            own = _own_id(structure)
+        for row, facts in run:
+            if row is None:
+                continue
+            own, subject = cast(tuple[bytes | None, str], facts)  # this projection's prepare()
             if own is not None and own not in ids:
                 # The first message with a Message-ID keeps it: later ones joined its thread (rule 1).
-                ids[own] = (own, thread_id, subject)
+                ids[own] = (own, row[11], subject)
             if subject:
-                subjects[m.mailbox_id, subject] = (m.mailbox_id, subject, saved_us, thread_id)  # the newest
+                subjects[row[0], subject] = (row[0], subject, row[12], row[11])  # the newest
         # The two tables are independent, and each row is what the last statement of the log
         # order would leave: the first of a Message-ID (or the one already indexed), the newest
         # of a subject in a mailbox.
         db.executemany("INSERT OR IGNORE INTO thread_msgid VALUES (?,?,?)", ids.values())
         db.executemany("INSERT OR REPLACE INTO thread_subject VALUES (?,?,?,?)", subjects.values())
+        return [()] * len(run)
 
 
 THREAD_INDEX = ThreadIndex()

@@ -26,7 +26,13 @@ def base_subject_reply(raw: bytes) -> tuple[str, bool]:
 
     Written with string methods where a regex would scan (a replay threads every delivery's
     subject, and "Re: [list] ..." is the common case): regex white space and str.isspace are one set."""
-    text = _WSP.sub(" ", decode_words(raw))  # (1) decoded, whitespace runs as one space
+    text = decode_words(raw)
+    # (1) whitespace runs as one space; most subjects have none to fold
+    if "\t" in text or "\r" in text or "\n" in text:
+        text = _WSP.sub(" ", text)
+    else:
+        while "  " in text:  # runs of spaces alone: a fifth of the substitution's cost
+            text = text.replace("  ", " ")
     reply = False
     while True:
         text = _strip_trailers(text)  # (2)
@@ -34,6 +40,19 @@ def base_subject_reply(raw: bytes) -> tuple[str, bool]:
             text = text.lstrip()  # (3) the subj-leader that is white space
             if text[:1] not in _MAY_LEAD:
                 break
+            # The common leaders, "Re:", "Fwd:", "Fw:" alone, are what _LEADER would match there.
+            low = text[:4].lower()
+            if low[:3] == "re:" or low[:3] == "fw:" or low == "fwd:":
+                reply = True
+                text = text[4 if low == "fwd:" else 3:]
+                continue
+            if text[0] == "[" and (close := text.find("]")) > 0 and text.find("[", 1, close) < 0:
+                # A lone subj-blob before a word that cannot lead ("[list] hello"): _LEADER cannot
+                # match there, and step (4) removes the blob, as its expression would.
+                rest = text[close + 1 :].lstrip()
+                if rest and rest[0] not in _MAY_LEAD:
+                    text = rest
+                    continue
             m = _LEADER.match(text)
             if m:
                 reply = True

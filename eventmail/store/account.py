@@ -1,10 +1,11 @@
 """An open account: its log, blobs and mailbox view, and the writer-side decisions (UIDs, mailbox ids)."""
 
 import asyncio
+import functools
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from ..proto import events_pb2 as pb
@@ -14,7 +15,7 @@ from .errors import Conflict, NotFound, OverQuota, StoreError
 from .keyring import StreamKeys
 from .keywords import check_keywords
 from .log import StreamLog
-from .projection import Mailbox, MailboxView, Projector
+from .projection import Item, Mailbox, MailboxView, Projector, prepare_record, preparers
 from .registration import Registration
 from .stream import Committed, StreamWriter, Subscription
 
@@ -114,13 +115,11 @@ class Account:
             event.ParseFromString(plaintext)
             yield record.seq, record.time_us, event
 
-    def _replayed(self, since: int) -> Iterable[tuple[int, int, pb.Event]]:
-        """`_events_since` for a replay into the projections: a long one is read and decrypted by
-        a child process while this one folds (store.reader)."""
-        for seq, time_us, plaintext in reader.plaintexts(self._log, since):
-            event = pb.Event()
-            event.ParseFromString(plaintext)
-            yield seq, time_us, event
+    def _replayed(self, since: int) -> Iterator[Item]:
+        """`_events_since` for a replay into the projections, each delivery made ready to fold
+        (`Added`): a long one is read, decrypted and made ready by a child process while this
+        one folds (store.reader)."""
+        return reader.prepared(self._log, since, functools.partial(prepare_record, preparers(self.registration.projections)))
 
     def _apply_committed(self, committed: list[Committed]) -> list[Committed]:
         """Fold a commit into the projections (in the writer's error boundary); the commit with

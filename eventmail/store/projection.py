@@ -5,7 +5,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from ..proto import events_pb2 as pb
-from .registration import Change, Delivery, Projection, Registration
+from .registration import Change, MessageRow, Projection, Registration
 
 BLOB_INDEX = "CREATE INDEX message_blob ON message(mailbox_id, blob_id)"
 SCHEMA = f"""
@@ -135,9 +135,11 @@ def _flags(text: str) -> list[str]:
     return text.split(" ") if text else []
 
 
-def _flag_text(flags: Iterable[str]) -> str:
+def _flag_text(flags: Sequence[str]) -> str:
     if not flags:  # most deliveries: a replay folds 100,000 of them
         return ""
+    if len(flags) == 1:  # most others (\\Seen): no set, no sort
+        return flags[0]
     return " ".join(sorted(set(flags)))
 
 
@@ -154,23 +156,57 @@ def _touch(db: sqlite3.Connection, mailbox_id: int, seq: int) -> None:
     db.execute("UPDATE mailbox SET highest_modseq=? WHERE id=?", (seq, mailbox_id))
 
 
-def apply(
-    db: sqlite3.Connection, seq: int, time_us: int, event: pb.Event, registered: Sequence[Projection] = ()
-) -> tuple[Change, ...]:
-    """Fold one event into the mailbox view, then into each registered projection; returns what
-    changed. Pure: everything it needs is in the event.
+# A MessageAdded event made ready to fold (`prepare_added`): (seq, time in µs, the message
+# table's row if the view takes the message in, the delivery key or b"", each registered
+# projection's `prepare` of the event in registration order), computed from the event alone. A
+# long replay's reading child process makes these (store.reader), so the folding process runs
+# little more than SQLite for a delivery. A plain tuple, five long (an event to fold is three):
+# a pickled tuple subclass cost 2.5 µs more a delivery to send through the pipe and rebuild.
+Added = tuple[int, int, MessageRow, bytes, tuple[object, ...]]
+# An event to fold: (seq, time in µs, event), or a delivery made ready (Added).
+Item = tuple[int, int, pb.Event] | Added
 
-    Events that name something absent (a deleted mailbox, an expunged UID) change nothing, so
-    any sequence of events folds without error and replay equals the incremental state.
-    """
-    changes = _fold(db, seq, time_us, event, registered)
-    _set_meta(db, "seq", seq)
-    return changes
+
+# Each registered projection's `prepare` (None: it has none), in registration order.
+Preparers = tuple[Callable[[pb.MessageAdded], object] | None, ...]
+
+
+def preparers(registered: Sequence[Projection]) -> Preparers:
+    """The registered projections' `prepare` functions: looked up once per fold, not per delivery."""
+    return tuple(getattr(p, "prepare", None) for p in registered)
+
+
+def prepare_added(preps: Preparers, seq: int, time_us: int, m: pb.MessageAdded) -> Added:
+    """A delivery made ready to fold. Pure: everything comes from the event, its seq and time."""
+    email_id = m.email_id or seq
+    # Not deterministic=True: MessageStructure has no map field, the bytes are the same and
+    # upb's deterministic encoder is a quarter slower.
+    row = (m.mailbox_id, m.uid, m.blob_id, m.size, m.internal_date, m.internal_date_tz, _flag_text(m.flags), seq,
+           m.structure.SerializeToString(), seq, email_id, m.thread_id or email_id, time_us)
+    facts = tuple(None if prepare is None else prepare(m) for prepare in preps)
+    return seq, time_us, row, m.message_id_hash, facts
+
+
+def prepare_record(preps: Preparers, seq: int, time_us: int, plaintext: bytes) -> Item:
+    """A record's plaintext as an item to fold: a delivery made ready, any other event parsed.
+    Module-level and pure, so a replay's reading child runs it (store.reader; `preps` are
+    functions, pickled by name)."""
+    event = pb.Event()
+    event.ParseFromString(plaintext)
+    if event.WhichOneof("kind") == "message_added":
+        return prepare_added(preps, seq, time_us, event.message_added)
+    return seq, time_us, event
 
 
 def _fold(
     db: sqlite3.Connection, seq: int, time_us: int, event: pb.Event, registered: Sequence[Projection]
 ) -> tuple[Change, ...]:
+    """Fold one event other than a MessageAdded (those fold in runs, `_fold_added`) into the
+    mailbox view, then into each registered projection; what changed. Pure: everything it needs
+    is in the event.
+
+    Events that name something absent (a deleted mailbox, an expunged UID) change nothing, so
+    any sequence of events folds without error and replay equals the incremental state."""
     _set_meta(db, "time_us", time_us)  # first: the save date of what this event adds (RFC 8514)
     handler = _HANDLERS.get(event.WhichOneof("kind") or "")
     changes: list[Change] = list(handler(db, seq, event)) if handler is not None else []
@@ -181,15 +217,17 @@ def _fold(
 
 
 def apply_all(
-    db: sqlite3.Connection, items: Iterable[tuple[int, int, pb.Event]], registered: Sequence[Projection] = (),
+    db: sqlite3.Connection, items: Iterable[Item], registered: Sequence[Projection] = (),
     changes: bool = True,
 ) -> list[tuple[Change, ...]]:
     """Fold events in one transaction: all of them, or (on an error) none.
 
     Runs of consecutive MessageAdded events (deliveries: a catch-up, a cold replay, a commit of
-    several messages) are folded together, a few statements for the whole run (`_fold_added`);
-    every other event one by one. Both leave the state folding each event alone leaves
-    (tests/test_projection_batch.py).
+    one or several messages) are folded together, a few statements for the whole run
+    (`_fold_added`); every other event one by one. Both leave the state folding each event
+    alone leaves (tests/test_projection_batch.py). A delivery comes as its event or made ready
+    (`Added`, from a replay's reading child); both fold the same (`prepare_added` is the one
+    place that reads the event).
 
     The seq is written once at the end: nothing inside the transaction reads it, and a replay of
     100,000 events saves a statement per event. The time is set before each single event's fold
@@ -200,22 +238,27 @@ def apply_all(
     runs are not made and an empty list is returned; the state is the same."""
     out: list[tuple[Change, ...]] = []
     last: int | None = None
-    run: list[tuple[int, int, pb.Event]] = []
+    run: list[Added] = []
+    preps = preparers(registered)
     db.execute("BEGIN")
     try:
         for item in items:
-            if item[2].WhichOneof("kind") == "message_added":
+            if len(item) == 5:  # a delivery made ready (Added)
                 run.append(item)
-                if len(run) >= RUN_MAX:
-                    out += _fold_run(db, run, registered, changes)
-                    run = []
             else:
-                if run:
-                    out += _fold_run(db, run, registered, changes)
-                    run = []
-                folded = _fold(db, *item, registered)
-                if changes:
-                    out.append(folded)
+                seq, time_us, event = item
+                if event.WhichOneof("kind") == "message_added":
+                    run.append(prepare_added(preps, seq, time_us, event.message_added))
+                else:
+                    if run:
+                        out += _fold_run(db, run, registered, changes)
+                        run = []
+                    folded = _fold(db, seq, time_us, event, registered)
+                    if changes:
+                        out.append(folded)
+            if len(run) >= RUN_MAX:
+                out += _fold_run(db, run, registered, changes)
+                run = []
             last = item[0]
         if run:
             out += _fold_run(db, run, registered, changes)
@@ -233,64 +276,51 @@ RUN_MAX = 2000
 
 
 def _fold_run(
-    db: sqlite3.Connection, run: list[tuple[int, int, pb.Event]], registered: Sequence[Projection], want: bool = True,
+    db: sqlite3.Connection, run: list[Added], registered: Sequence[Projection], want: bool = True,
 ) -> list[tuple[Change, ...]]:
-    if len(run) == 1:
-        folded = _fold(db, *run[0], registered)
-        return [folded] if want else []
-    changes, deliveries = _fold_added(db, run, want)
-    if not want:
-        for p in registered:
-            p.apply_run(db, deliveries)
-        return []
-    for p in registered:
-        for mine, theirs in zip(changes, p.apply_run(db, deliveries), strict=True):
-            mine.extend(theirs)
+    changes, rows = _fold_added(db, run, want)
+    for i, p in enumerate(registered):
+        theirs = p.apply_run(db, list(zip(rows, [a[4][i] for a in run], strict=True)))
+        if want:
+            for mine, t in zip(changes, theirs, strict=True):
+                mine.extend(t)
     return [tuple(c) for c in changes]
 
 
 def _fold_added(
-    db: sqlite3.Connection, run: list[tuple[int, int, pb.Event]], want: bool = True
-) -> tuple[list[Changes], list[Delivery]]:
-    """Fold a run of MessageAdded events (one, for a single delivery) into the mailbox view, one
-    event after the other, on the mailboxes' UIDNEXT read once; the rows written with one
-    statement per table. Returns the changes of each event and each
-    delivery as the view took it in (for the registered projections); without `want`, no
-    changes (an empty list)."""
-    ids = {e.message_added.mailbox_id for _seq, _time, e in run}
+    db: sqlite3.Connection, run: list[Added], want: bool = True
+) -> tuple[list[Changes], list[MessageRow | None]]:
+    """Fold a run of deliveries (one, for a single delivery) into the mailbox view, one after
+    the other, on the mailboxes' UIDNEXT read once; the rows written with one statement per
+    table. Returns the changes of each delivery (without `want`, none: an empty list) and the
+    row the view wrote for each (None: refused), for the registered projections."""
+    ids = {a[2][0] for a in run}
     uidnext: dict[int, int] = dict(db.execute(
         f"SELECT id, uidnext FROM mailbox WHERE id IN ({','.join('?' * len(ids))})", tuple(ids)).fetchall())
     touched: dict[int, tuple[int, int]] = {}
-    rows = []
+    rows: list[MessageRow] = []
     keys = []
     size = 0
     out: list[Changes] = []
-    deliveries = []
-    for seq, time_us, e in run:
-        m = e.message_added
-        mid, uid = m.mailbox_id, m.uid
+    taken: list[MessageRow | None] = []
+    for seq, _time_us, row, key, _facts in run:
+        mid, uid = row[0], row[1]
         nxt = uidnext.get(mid)
         # As _insert_message: UIDs only grow (RFC 9051 §2.3.1.1), a missing mailbox takes nothing.
         if nxt is None or uid < 1 or nxt > uid:
             if want:
                 out.append([])
-            deliveries.append(Delivery(seq, m, False))
+            taken.append(None)
             continue
         uidnext[mid] = uid + 1
         touched[mid] = (uid + 1, seq)
-        email_id = m.email_id or seq
-        thread_id = m.thread_id or email_id
-        flags = _flag_text(m.flags)
-        # Not deterministic=True: MessageStructure has no map field, the bytes are the same and
-        # upb's deterministic encoder is a quarter slower.
-        rows.append((mid, uid, m.blob_id, m.size, m.internal_date, m.internal_date_tz, flags, seq,
-                     m.structure.SerializeToString(), seq, email_id, thread_id, time_us))
-        size += m.size
-        if m.message_id_hash:
-            keys.append((m.message_id_hash, mid, uid))
+        rows.append(row)
+        size += row[3]
+        if key:
+            keys.append((key, mid, uid))
         if want:
             out.append([MessagesChanged(mid, added=(uid,))])
-        deliveries.append(Delivery(seq, m, True, thread_id, time_us, flags))
+        taken.append(row)
     db.executemany("UPDATE mailbox SET uidnext=?, highest_modseq=? WHERE id=?",
                    [(n, seq, mid) for mid, (n, seq) in touched.items()])
     db.executemany("INSERT INTO message VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
@@ -298,7 +328,7 @@ def _fold_added(
     if size:
         db.execute("UPDATE meta SET value=value+? WHERE key='storage'", (size,))
     _set_meta(db, "time_us", run[-1][1])
-    return out, deliveries
+    return out, taken
 
 
 def _mailbox_created(db: sqlite3.Connection, seq: int, e: pb.Event) -> Changes:
@@ -368,17 +398,11 @@ def _insert_message(
     return True
 
 
-def _message_added(db: sqlite3.Connection, seq: int, e: pb.Event) -> Changes:
-    """One delivery: a run of one (the rules are `_fold_added`'s)."""
-    changes, _deliveries = _fold_added(db, [(seq, _meta(db, "time_us"), e)])
-    return changes[0]
-
-
 def _new_flags(old: str, add: Iterable[str], remove: Iterable[str], replace: bool) -> str:
     current = set() if replace else set(_flags(old))
     current |= set(add)
     current -= set(remove)
-    return _flag_text(current)
+    return " ".join(sorted(current))
 
 
 def _flags_changed(db: sqlite3.Connection, seq: int, e: pb.Event) -> Changes:
@@ -455,7 +479,6 @@ _HANDLERS: dict[str, Callable[[sqlite3.Connection, int, pb.Event], Changes]] = {
     "mailbox_deleted": _mailbox_deleted,
     "mailbox_subscription": _mailbox_subscription,
     "mailbox_special_use": _mailbox_special_use,
-    "message_added": _message_added,
     "flags_changed": _flags_changed,
     "messages_expunged": _messages_expunged,
     "messages_copied": _messages_copied,
@@ -649,11 +672,11 @@ class Projector:
         db = from_bytes(state, registration.projections)
         return None if db is None else cls(registration, db)
 
-    def apply(self, items: Iterable[tuple[int, int, pb.Event]]) -> list[tuple[Change, ...]]:
+    def apply(self, items: Iterable[Item]) -> list[tuple[Change, ...]]:
         """Fold events (seq, time in µs, event) in one transaction; the changes of each."""
         return apply_all(self.db, items, self.registration.projections)
 
-    def replay(self, items: Iterable[tuple[int, int, pb.Event]]) -> None:
+    def replay(self, items: Iterable[Item]) -> None:
         """Fold events as `apply` does, to the same state, making no change objects (nobody is
         told of a replay's changes).
 

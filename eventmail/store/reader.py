@@ -29,10 +29,10 @@ import queue
 import subprocess
 import sys
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, TypeVar
 
 from .keyring import StreamKeys
 from .log import StreamLog
@@ -44,15 +44,25 @@ log = logging.getLogger(__name__)
 PARALLEL_MIN = 30_000
 # Records this process reads itself while the child starts.
 HEAD_START = 10_000
+# A replay's share that this process reads and prepares itself (`prepared`), the rest coming
+# ready from the child. Measured per record (load 9-10, docs/replication.md, issue 14 seventh
+# pass): reading 11-17 µs, preparing and pickling 28-30, folding what came ready ~25, the child's
+# start 0.35 CPU s. With 30 % here the two processes finish about together, and what the child
+# makes meanwhile fits in QUEUED batches.
+REPLAY_SHARE = 0.3
 # Records per message through the pipe.
 BATCH = 500
-# Batches the parent holds for the caller at most (~10 MB of plaintexts).
-QUEUED = 50
+# Batches the parent holds for the caller at most, pickled (~25 MB for deliveries made ready).
+QUEUED = 80
 # Linux's F_SETPIPE_SZ: a 1 MiB pipe lets the child read a batch ahead of the fold.
 _F_SETPIPE_SZ = 1031
 _PIPE_BYTES = 1 << 20
 
 Item = tuple[int, int, bytes]  # seq, time in µs, plaintext
+T = TypeVar("T")
+# (seq, time in µs, plaintext) -> what the caller folds (store.projection.prepare_record): pure,
+# picklable (a module-level function, or a functools.partial of one with picklable arguments).
+Prepare = Callable[[int, int, bytes], T]
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,7 @@ class _Job:
     since: int
     until: int
     verify_all: bool
+    prepare: Callable[[int, int, bytes], Any] | None = None
 
 
 def plaintexts(
@@ -72,26 +83,41 @@ def plaintexts(
     as `stream_log.plaintexts` gives them; read by a child process when there are many.
 
     This process reads the first `own_share` of them itself (at least HEAD_START): a caller
-    that does little with each record (`verify` parses it) balances the two processes so;
-    a replay, whose fold costs three times the reading, leaves the child all but the head start.
+    that does little with each record (`verify` parses it) balances the two processes so.
     With `verify_all` each process checks the chain from the first segment's header on
     (`StreamLog.records`), not from a position the log remembered."""
+    return _read(stream_log, since, until, own_share, verify_all, None)
+
+
+def prepared(stream_log: StreamLog, since: int, prepare: Prepare[T]) -> Iterator[T]:
+    """`prepare(seq, time, plaintext)` of each record after `since`, in order: a replay's items
+    made ready to fold (store.projection.prepare_record parses each event and builds a
+    delivery's rows). When there are many, the child process reads, decrypts *and* prepares its
+    share, so the folding process is left little more than SQLite's work for those; it
+    prepares its own share (the first REPLAY_SHARE, at least HEAD_START) itself."""
+    return _read(stream_log, since, None, REPLAY_SHARE, False, prepare)
+
+
+def _read(
+    stream_log: StreamLog, since: int, until: int | None, own_share: float, verify_all: bool,
+    prepare: Prepare[Any] | None,
+) -> Iterator[Any]:
     until = stream_log.head.seq if until is None else until
     if until - since < PARALLEL_MIN or stream_log.keys is None:
-        yield from _local(stream_log, since, until, verify_all)
+        yield from _local(stream_log, since, until, verify_all, prepare)
         return
     start = since + max(HEAD_START, int((until - since) * own_share))
-    child = _spawn(stream_log, start, until, verify_all)
+    child = _spawn(stream_log, start, until, verify_all, prepare)
     last = since
     if child is None:
-        yield from _local(stream_log, since, until, verify_all)
+        yield from _local(stream_log, since, until, verify_all, prepare)
         return
     assert child.stdout is not None
     drain = _Drain(child.stdout)
     drain.start()
     finished = False
     try:
-        for item in _local(stream_log, since, start, verify_all):
+        for item in _local(stream_log, since, start, verify_all, prepare):
             yield item
             last = item[0]
         last, finished = yield from _from_child(drain, last, stream_log.stream)
@@ -99,21 +125,28 @@ def plaintexts(
         drain.stop.set()
         _end(child, finished)
         drain.join()
-    yield from _local(stream_log, last, until, verify_all)
+    yield from _local(stream_log, last, until, verify_all, prepare)
 
 
-def _local(stream_log: StreamLog, since: int, until: int, verify_all: bool) -> Iterator[Item]:
+def _local(
+    stream_log: StreamLog, since: int, until: int, verify_all: bool, prepare: Prepare[Any] | None = None
+) -> Iterator[Any]:
     if since >= until:
         return
     for record, plaintext in stream_log.plaintexts(since, verify_all):
         if record.seq > until:
             return
-        yield record.seq, record.time_us, plaintext
+        if prepare is None:
+            yield record.seq, record.time_us, plaintext
+        else:
+            yield prepare(record.seq, record.time_us, plaintext)
 
 
-def _spawn(stream_log: StreamLog, since: int, until: int, verify_all: bool) -> subprocess.Popen[bytes] | None:
+def _spawn(
+    stream_log: StreamLog, since: int, until: int, verify_all: bool, prepare: Prepare[Any] | None
+) -> subprocess.Popen[bytes] | None:
     assert stream_log.keys is not None
-    job = _Job(stream_log.stream, str(stream_log.path), stream_log.keys, since, until, verify_all)
+    job = _Job(stream_log.stream, str(stream_log.path), stream_log.keys, since, until, verify_all, prepare)
     root = str(Path(__file__).resolve().parents[2])  # the directory holding the eventmail package
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
     child = None
@@ -135,28 +168,37 @@ def _spawn(stream_log: StreamLog, since: int, until: int, verify_all: bool) -> s
     return child
 
 
+def _send(out: IO[bytes], message: object) -> None:
+    """One message to the parent: its pickle's length (4 bytes, big-endian), then the pickle."""
+    data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
+    out.write(len(data).to_bytes(4, "big"))
+    out.write(data)
+
+
 class _Drain(threading.Thread):
-    """Reads the child's batches off the pipe as they come, into a bounded queue: the child runs
-    ahead by up to QUEUED batches while this process reads its own share or folds (a pipe alone
-    holds 1 MiB, a few thousand records, and the child would wait for the caller instead)."""
+    """Reads the child's messages off the pipe as they come, into a bounded queue, still pickled:
+    the child runs ahead by up to QUEUED batches while this process reads its own share or folds
+    (a pipe alone holds 1 MiB, a few thousand records, and the child would wait for the caller
+    instead), and a batch waiting there holds a third of the memory its objects would."""
 
     def __init__(self, pipe: IO[bytes]) -> None:
         super().__init__(name="replay-reader", daemon=True)
         self.pipe = pipe
-        self.queue: queue.Queue[object] = queue.Queue(QUEUED)
+        self.queue: queue.Queue[bytes | Exception] = queue.Queue(QUEUED)
         self.stop = threading.Event()
 
     def run(self) -> None:
         try:
             while True:
-                batch = pickle.load(self.pipe)
-                self._put(batch)
-                if not isinstance(batch, list):
-                    return
+                head = self.pipe.read(4)
+                data = self.pipe.read(int.from_bytes(head, "big")) if len(head) == 4 else b""
+                if not data or len(data) != int.from_bytes(head, "big"):
+                    raise EOFError("the replay reader's pipe closed")
+                self._put(data)
         except Exception as e:  # the pipe closed or garbled: the caller reads on itself
             self._put(e)
 
-    def _put(self, item: object) -> None:
+    def _put(self, item: bytes | Exception) -> None:
         while not self.stop.is_set():
             try:
                 self.queue.put(item, timeout=0.1)
@@ -165,11 +207,15 @@ class _Drain(threading.Thread):
                 continue
 
 
-def _from_child(drain: _Drain, last: int, stream: str) -> Generator[Item, None, tuple[int, bool]]:
+def _from_child(drain: _Drain, last: int, stream: str) -> Generator[Any, None, tuple[int, bool]]:
     """The child's records after `last`, as long as they continue it; returns the last seq given
     and whether the child sent all it had to."""
     while True:
-        batch = drain.queue.get()
+        message = drain.queue.get()
+        try:
+            batch = pickle.loads(message) if isinstance(message, bytes) else message
+        except Exception as e:
+            batch = e
         if batch is None:
             return last, True
         if isinstance(batch, str):
@@ -206,24 +252,24 @@ def _child() -> None:
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
     job: _Job = pickle.load(sys.stdin.buffer)
-    batch: list[Item] = []
+    batch: list[Any] = []
     try:
         stream_log = StreamLog(job.stream, Path(job.path), job.keys, writable=False)
-        for item in _local(stream_log, job.since, job.until, job.verify_all):
+        for item in _local(stream_log, job.since, job.until, job.verify_all, job.prepare):
             batch.append(item)
             if len(batch) >= BATCH:
-                pickle.dump(batch, out, pickle.HIGHEST_PROTOCOL)
+                _send(out, batch)
                 batch = []
-        pickle.dump(batch, out, pickle.HIGHEST_PROTOCOL)
-        pickle.dump(None, out)
+        _send(out, batch)
+        _send(out, None)
     except BrokenPipeError:
         return  # the parent stopped reading (it has what it needed)
     except Exception as e:
         # What was read before it still goes out; the parent reads the rest itself and meets the
         # same problem there, with its own error and log line.
         with contextlib.suppress(BrokenPipeError):
-            pickle.dump(batch, out, pickle.HIGHEST_PROTOCOL)
-            pickle.dump(type(e).__name__, out)
+            _send(out, batch)
+            _send(out, type(e).__name__)
     with contextlib.suppress(BrokenPipeError):
         out.close()
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ..proto import events_pb2 as pb
 
@@ -28,21 +28,17 @@ class Change:
     junk.projection: the filter's training)."""
 
 
-class Delivery(NamedTuple):
-    """One MessageAdded event of a run, as the mailbox view took it in (`Projection.apply_run`).
+# The message table's row of a delivery, as the mailbox view writes it (store.projection.SCHEMA):
+# mailbox_id, uid, blob_id, size, internal_date, internal_date_tz, flags (space-separated), modseq,
+# structure (serialized), added_seq, email_id, thread_id (RFC 8474), saved_us (RFC 8514).
+MessageRow = tuple[int, int, bytes, int, int, int, str, int, bytes, int, int, int, int]
 
-    A named tuple, not a frozen dataclass: a replay makes one per delivery, and a frozen
-    dataclass's constructor (one `object.__setattr__` per field) cost 3 µs of the ~70 µs a
-    replayed delivery took."""
 
-    seq: int
-    added: pb.MessageAdded
-    # Whether the view added the message (it refuses a UID below UIDNEXT, a missing mailbox):
-    # a refused one changes nothing. When it did: the message's row as the view wrote it.
-    taken: bool
-    thread_id: int = 0  # RFC 8474 THREADID (the email id of a message that starts a thread)
-    saved_us: int = 0  # RFC 8514 save date
-    flags: str = ""  # the message's flags, space-separated
+# One MessageAdded event of a run, as the mailbox view took it in (`Projection.apply_run`): the
+# row the view wrote (None when it refused the message: a UID below UIDNEXT, a missing mailbox;
+# a refused one changes nothing), and what this projection's `prepare` made of the event (None
+# for a projection without one). A plain tuple: a replay makes one per delivery and projection.
+Delivery = tuple[MessageRow | None, object]
 
 
 class Projection(Protocol):
@@ -54,10 +50,17 @@ class Projection(Protocol):
     projection never decides; STYLE.md §3).
 
     `apply_run` folds a run of consecutive MessageAdded events at once, right after the mailbox
-    view folded the whole run (a catch-up, a cold replay, a commit of several deliveries), each
-    as the view took it in (`Delivery`); it returns the changes of each and must leave the state
-    that `apply` of each event in turn leaves (a later delivery of the run changes nothing an
-    earlier one's fold reads)."""
+    view folded the whole run (a catch-up, a cold replay, a commit of one or several deliveries:
+    every MessageAdded is folded so, `apply` never sees one), each as the view took it in
+    (`Delivery`); it returns the changes of each and must leave the state that folding each
+    delivery alone leaves (a later delivery of the run changes nothing an earlier one's fold reads).
+
+    A projection may also have `prepare(added: pb.MessageAdded) -> object`: what its `apply_run`
+    needs of a delivery's event, computed from the event alone (pure, and picklable: a long replay
+    runs it in the reading child process, store.reader, on the other core, and passes the result
+    through a pipe). Its result is the `facts` of the delivery; without `prepare` they are None.
+    It cannot be in the Protocol (an optional method); store.projection looks it up.
+    """
 
     @property
     def name(self) -> str: ...
