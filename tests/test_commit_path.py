@@ -25,7 +25,15 @@ import pytest
 
 from eventmail.opening import REGISTRATION
 from eventmail.proto import events_pb2 as pb
-from eventmail.store import Account, Projector, ReplicationTimeout, SettingChanged, Store, StoreError
+from eventmail.store import (
+    Account,
+    NotWriter,
+    Projector,
+    ReplicationTimeout,
+    SettingChanged,
+    Store,
+    StoreError,
+)
 from eventmail.store import account as account_mod
 from eventmail.store import log as log_mod
 from eventmail.store.log import StreamLog
@@ -440,3 +448,44 @@ def test_a_replicated_batch_is_acknowledged_once_fsynced_before_the_projections_
 
 def _stream_dir(keyed: Keyed, store: Store) -> Path:
     return keyed[0] / "streams" / store.keyring.streams["account/alice"].dir_name
+
+
+def test_no_write_is_taken_while_replicated_records_are_applied_a_promotion_in_that_window_waits(
+        keyed_dir: Keyed) -> None:
+    """A node promoted while it still applies its former leader's records: between their write and
+    their fold the projections lack them, and a write decided from the projections (a UID) could
+    take one of theirs. Appends are refused (NotWriter: a temporary failure for the client) until
+    the replicated batch is folded, then taken."""
+
+    async def go() -> None:
+        store = await open_store(keyed_dir)
+        await store.create_account("alice", ["alice@example.test"], None)
+        async with store.use_account("alice") as a:
+            for i in range(3):
+                await a.append([setting(f"k{i}")])
+            records = list(a._log.records())
+        await store.replication.truncate_stream("account/alice", 0)
+        writing, release = threading.Event(), threading.Event()
+
+        def before() -> None:  # the blob files of the batch, on the commit thread
+            writing.set()
+            release.wait(10)
+
+        acct = await store.account("alice")
+        writer = acct._writer
+        applying = asyncio.ensure_future(writer.append_raw(records, None, before))
+        await asyncio.to_thread(writing.wait, 10)
+        # This node writes the stream now (not fenced: a promotion cleared that), but the batch
+        # is not in its projections yet.
+        assert writer.fenced is None and acct.view.setting("k2") is None
+        with pytest.raises(NotWriter):
+            await acct.append([setting("during")])
+        release.set()
+        await asyncio.wait_for(applying, 10)
+        await acct.append([setting("after")])
+        assert acct.view.setting("k2") == acct.view.setting("after") == "v"
+        assert acct.view.setting("during") is None
+        await store.close()
+
+    run(go())
+

@@ -104,6 +104,9 @@ class StreamWriter:
         # Set by the store when this node is not the stream's writer (a follower, or fenced).
         self.fenced: str | None = None
         self.broken: BaseException | None = None
+        # Replicated appends in progress (append_raw): their records may be in the log while the
+        # projections do not have them yet.
+        self._applying = 0
         self.notify: Callable[[], None] = lambda: None
 
     def submit(self, events: Sequence[pb.Event]) -> "asyncio.Future[list[Committed]]":
@@ -112,6 +115,10 @@ class StreamWriter:
             raise NotWriter(f"stream {self.log.stream}: {self.fenced}")
         if self.broken is not None:
             raise StoreError(f"stream {self.log.stream}: a commit failed after its write ({self.broken}); reopen it")
+        if self._applying:
+            # A node promoted while it was still applying its former leader's records: what the
+            # caller decided (a UID, from the projections) may not count those records yet.
+            raise NotWriter(f"stream {self.log.stream}: still applying replicated records; try again")
         fut: asyncio.Future[list[Committed]] = asyncio.get_running_loop().create_future()
         self._pending.append((list(events), fut))
         if self._task is None or self._task.done():
@@ -257,33 +264,37 @@ class StreamWriter:
         are fsynced, before the projections take them (a follower acknowledges there: the
         acknowledgement promises durability, and a projection is rebuilt from the log after any
         failure)."""
-        await self.drain()
-        prev = self.log.head.chain
-
-        def write() -> None:
-            if before is not None:
-                before()
-            self.log.write_verbatim(records)
-
-        await _on_commit_thread(write)
-        self.notify()
-        if on_durable is not None:
-            on_durable()
-            # One turn of the loop before the fold (which runs on the loop and takes a while for
-            # a large batch): what on_durable queued (a follower's acknowledgement) can leave.
-            await asyncio.sleep(0)
-        committed = []
-        if self.log.keys is not None:
-            for r in records:
-                event = pb.Event()
-                event.ParseFromString(self.log.decrypt(r, prev))
-                prev = r.chain
-                committed.append(Committed(self.log.stream, r.seq, r.time_us, event))
+        self._applying += 1
         try:
-            return self._publish(committed)
-        except Exception as e:
-            self.broken = e
-            raise
+            await self.drain()
+            prev = self.log.head.chain
+
+            def write() -> None:
+                if before is not None:
+                    before()
+                self.log.write_verbatim(records)
+
+            await _on_commit_thread(write)
+            self.notify()
+            if on_durable is not None:
+                on_durable()
+                # One turn of the loop before the fold (which runs on the loop and takes a while
+                # for a large batch): what on_durable queued (a follower's acknowledgement) can leave.
+                await asyncio.sleep(0)
+            committed = []
+            if self.log.keys is not None:
+                for r in records:
+                    event = pb.Event()
+                    event.ParseFromString(self.log.decrypt(r, prev))
+                    prev = r.chain
+                    committed.append(Committed(self.log.stream, r.seq, r.time_us, event))
+            try:
+                return self._publish(committed)
+            except Exception as e:
+                self.broken = e
+                raise
+        finally:
+            self._applying -= 1
 
     def _seal_and_write(self, plaintexts: list[bytes]) -> list[Record]:
         with stage("append"):
