@@ -300,6 +300,14 @@ class Resolver:
     # -- shared front and back halves -------------------------------------------------
 
     def _front(self, name: str, rdtype: str) -> tuple[_CacheKey, dns.name.Name | None, DnsAnswer | None]:
+        key, qname, ready = self._known(name, rdtype)
+        if ready is None:
+            with self._stats_lock:
+                self.stats.queries += 1
+        return key, qname, ready
+
+    def _known(self, name: str, rdtype: str) -> tuple[_CacheKey, dns.name.Name | None, DnsAnswer | None]:
+        """The answer known without asking: the cache's, or the refusal of a name that cannot be asked."""
         rdtype = rdtype.upper()
         if rdtype not in SUPPORTED_TYPES:
             raise ValueError(f"unsupported record type {rdtype!r}")
@@ -315,10 +323,7 @@ class Resolver:
         if cached is not None:
             with self._stats_lock:
                 self.stats.cache_hits += 1
-            return key, qname, cached
-        with self._stats_lock:
-            self.stats.queries += 1
-        return key, qname, None
+        return key, qname, cached
 
     def _count(self, answer: DnsAnswer) -> DnsAnswer:
         if answer.status is DnsStatus.TEMPERROR:
@@ -468,7 +473,19 @@ class Resolver:
         qtype = qtype.upper()
         if qtype == "SPF":
             return []
-        answer = self.query_sync(name, qtype)
+        return self._pyspf_values(name, qtype, self.query_sync(name, qtype))
+
+    def pyspf_known(self, name: str, qtype: str) -> list[tuple[tuple[str, str], object]] | None:
+        """`pyspf_lookup` from what is known without asking (the cache): None when the network
+        would have to be asked. Never blocks, so an SPF check whose answers are all cached runs
+        on the event loop without a thread (mailauth.spf)."""
+        qtype = qtype.upper()
+        if qtype == "SPF":
+            return []
+        answer = self._known(name, qtype)[2]
+        return None if answer is None else self._pyspf_values(name, qtype, answer)
+
+    def _pyspf_values(self, name: str, qtype: str, answer: DnsAnswer) -> list[tuple[tuple[str, str], object]]:
         if answer.failed:
             raise DnsLookupFailed(answer)
         key = (name, qtype)
