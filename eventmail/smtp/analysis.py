@@ -59,20 +59,38 @@ class Incoming:
     features: pb.JunkFeatures
     dkim: DkimPrepared  # of the message as received (what the signer signed)
     named: tuple[str, ...]  # the To and Cc addresses, normalized (the junk plan's "names recipient")
+    shape: tuple[int, int]  # (depth, parts) of the MIME tree, for the limits on both
+
+
+def mime_shape(structure: pb.MessageStructure) -> tuple[int, int]:
+    """(depth, parts) of a message's MIME tree."""
+    depth = parts = 0
+    stack = [(structure.body, 1)]
+    while stack:
+        part, d = stack.pop()
+        parts += 1
+        depth = max(depth, d)
+        stack.extend((p, d + 1) for p in part.parts)
+        if part.HasField("message"):
+            stack.append((part.message, d + 1))
+    return depth, parts
 
 
 def analyze_incoming(message: bytes, authserv_id: str) -> tuple[
-        bytes | None, pb.MessageStructure, Author, pb.JunkFeatures, DkimPrepared, tuple[str, ...]]:
+        bytes | None, pb.MessageStructure, Author, pb.JunkFeatures, DkimPrepared, tuple[str, ...], tuple[int, int]]:
     """An SMTP message's pure work in one trip: forged verdicts cut (the bytes come back only
-    when that changed them), DKIM's per-byte part on the bytes as received, then the parse, the
-    content features and the To/Cc addresses of what is stored. Raises MimeTooDeep as parse_message does."""
+    when that changed them), DKIM's per-byte part on the bytes as received, then the parse (and
+    the shape of its tree), the content features and the To/Cc addresses of what is stored.
+    Raises MimeTooDeep as parse_message does."""
     with stage("dkim"):
         dkim = prepare_dkim(message)
     body = strip_forged_verdicts(message, authserv_id)
     parsed, features = analyze_message(body)
+    with stage("parse"):
+        shape = mime_shape(parsed.structure)
     with stage("junk features"):
         named = named_addresses(body)
-    return (None if body is message else body), parsed.structure, parsed.author, features, dkim, named
+    return (None if body is message else body), parsed.structure, parsed.author, features, dkim, named, shape
 
 
 def analyze(body: bytes) -> tuple[pb.MessageStructure, Author, pb.JunkFeatures]:
@@ -221,8 +239,9 @@ class Analyzer:
 
     async def incoming(self, message: bytes, authserv_id: str) -> Incoming:
         """`analyze_incoming` where the analysis runs (Raises MimeTooDeep)."""
-        body, structure, author, features, dkim, named = await self._run("incoming", message, authserv_id)
-        return Incoming(ParsedMessage(message if body is None else body, structure, author), features, dkim, named)
+        body, structure, author, features, dkim, named, shape = await self._run("incoming", message, authserv_id)
+        return Incoming(ParsedMessage(message if body is None else body, structure, author), features, dkim, named,
+                        shape)
 
     async def _run(self, name: str, *args: Any) -> Any:
         if self.workers > 0:
