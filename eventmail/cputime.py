@@ -16,10 +16,9 @@ they are named "analysis: <stage>", outside the process's own.
 
 The accounting starts when it is first asked for (`totals()`: the control socket's `stages`
 request, which bench/smtp.py sends) and costs nothing before: `stage` and `timed` then read no
-clock. A thread's CPU clock is a system call (vDSO has none for it), and the 45-50 reads a
-delivery takes cost the event loop's thread about 2 ms a message in bench/smtp.py (a sixth of
-the server's CPU; docs/architecture.md), far more than the calls themselves: a server nobody
-asks does not pay it.
+clock. A thread's CPU clock is a system call (vDSO has none for it), 45-50 of them a delivery:
+too little to measure in bench/smtp.py's runs (docs/architecture.md), but a server nobody asks
+has no reason to make them, nor a benchmark's compared runs.
 """
 
 from __future__ import annotations
