@@ -65,6 +65,8 @@ _cache_only: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar(
 
 class _NotCached(Exception):
     """A lookup of a check on the event loop that only the network could answer."""
+
+
 _original_lookup = pyspf.DNSLookup
 _install_lock = threading.Lock()
 _executor: concurrent.futures.ThreadPoolExecutor | None = None
