@@ -13,6 +13,12 @@ DNS replies, the selector, futures completed from threads, the kernel's share ou
 what remains of the process's CPU time, told apart for the event loop's thread and the others.
 The analysis processes (eventmail/smtp/analysis.py) send their stages back with each answer:
 they are named "analysis: <stage>", outside the process's own.
+
+The accounting starts when it is first asked for (`totals()`: the control socket's `stages`
+request, which bench/smtp.py sends) and costs nothing before: `stage` and `timed` then read no
+clock. A thread's CPU clock is a system call (vDSO has none for it), 45-50 of them a delivery:
+too little to measure in bench/smtp.py's runs (docs/architecture.md), but a server nobody asks
+has no reason to make them, nor a benchmark's compared runs.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ _ON_MAIN = {"staged": 0.0}  # stage time charged on the main thread (the event l
 _MAIN = threading.main_thread().ident
 _local = threading.local()
 _clock = time.thread_time  # the calling thread's CPU seconds (tests give a clock of their own)
+_on = [False]  # whether stages are counted: from the first `totals()` (or `enable()`) on
 
 T = TypeVar("T")
 
@@ -62,13 +69,27 @@ def _leave() -> None:
     _local.since = now  # the outer stage, if any, resumes
 
 
+def enable(on: bool = True) -> None:
+    """Start (or stop) counting stages in this process; an analysis worker follows its server's."""
+    _on[0] = on
+
+
+def enabled() -> bool:
+    return _on[0]
+
+
 @contextlib.contextmanager
-def stage(name: str) -> Iterator[None]:
+def _counted(name: str) -> Iterator[None]:
     _enter(name)
     try:
         yield
     finally:
         _leave()
+
+
+def stage(name: str) -> contextlib.AbstractContextManager[None]:
+    """Charge the calling thread's CPU in this block to `name` (nothing while not counting)."""
+    return _counted(name) if _on[0] else contextlib.nullcontext()
 
 
 class _Timed:
@@ -101,8 +122,9 @@ class _Timed:
 
 
 def timed(name: str, aw: Awaitable[T]) -> Awaitable[T]:
-    """`aw`, with the CPU time of its steps on the event loop charged to stage `name`."""
-    return _Timed(name, aw)
+    """`aw`, with the CPU time of its steps on the event loop charged to stage `name` (`aw`
+    itself while not counting)."""
+    return _Timed(name, aw) if _on[0] else aw
 
 
 _ELSEWHERE: dict[str, float] = {}  # stages of other processes (the analysis workers), by name
@@ -129,9 +151,10 @@ def add_elsewhere(spent: dict[str, float]) -> None:
 
 
 def totals() -> dict[str, float]:
-    """CPU seconds by stage since the process started; the process's own CPU seconds ("process"),
-    its main thread's ("main thread": the event loop's) and of that, what stages took ("main
-    thread staged")."""
+    """CPU seconds by stage since the accounting started (this call starts it when it is the
+    first); the process's own CPU seconds since it started ("process"), its main thread's ("main
+    thread": the event loop's) and of that, what stages took ("main thread staged")."""
+    _on[0] = True
     with _LOCK:
         out = dict(_TOTALS)
         out["main thread staged"] = _ON_MAIN["staged"]

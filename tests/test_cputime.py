@@ -27,6 +27,7 @@ class Clock:
 def clock(monkeypatch: pytest.MonkeyPatch) -> Iterator[Clock]:
     c = Clock()
     monkeypatch.setattr(cputime, "_clock", c)
+    monkeypatch.setattr(cputime, "_on", [False])
     yield c
 
 
@@ -96,3 +97,35 @@ def test_a_cancelled_timed_coroutine_gets_the_cancellation_and_leaves_no_stage_o
         clock.work(1)
     assert spent(before, "t-after") == pytest.approx(1)
     assert spent(before, "t-cancelled") == 0
+
+
+def test_nothing_is_counted_and_no_clock_read_until_the_first_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A thread's CPU clock is a system call: a server nobody asked for its stages reads none
+    (stage and timed do nothing); the first `totals()` (the control socket's `stages`) starts it."""
+    reads: list[int] = []
+
+    def counting_clock() -> float:
+        reads.append(1)
+        return float(len(reads))
+
+    monkeypatch.setattr(cputime, "_clock", counting_clock)
+    monkeypatch.setattr(cputime, "_on", [False])
+
+    async def work() -> str:
+        with cputime.stage("t-off-inner"):
+            await asyncio.sleep(0)
+        return "done"
+
+    async def main() -> str:
+        return await cputime.timed("t-off", work())
+
+    assert asyncio.run(main()) == "done"
+    with cputime.stage("t-off"):
+        pass
+    assert reads == []
+    before = cputime.totals()
+    assert "t-off" not in before and "t-off-inner" not in before
+    with cputime.stage("t-on"):
+        pass
+    assert len(reads) == 2
+    assert spent(before, "t-on") == pytest.approx(1)

@@ -180,3 +180,30 @@ def test_the_bundled_list_is_parsed_once_when_asked_at_once(monkeypatch: pytest.
     for t in threads:
         t.join()
     assert len(parses) == 1 and len(got) == 6 and all(g is got[0] for g in got)
+
+
+def test_a_domain_is_converted_once_and_a_bad_one_is_refused_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A delivery converts the same few domains many times (SPF, DKIM, DMARC, the junk features):
+    dnspython converts each text once; a text that is no domain raises each time it is asked."""
+    import dns.name
+
+    from eventmail.mailauth import domains
+
+    calls: list[str] = []
+    real = dns.name.from_text
+
+    def counted(text: str, *args: object, **kwargs: object) -> dns.name.Name:
+        calls.append(text)
+        return real(text, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dns.name, "from_text", counted)
+    name = "Once.Converted-Twice-Asked.test"
+    assert to_ascii_domain(name) == to_ascii_domain(name) == "once.converted-twice-asked.test"
+    assert calls == [name]
+    for _ in range(2):
+        with pytest.raises(DomainError):
+            to_ascii_domain("bad..converted.test")
+    # Texts longer than any name are converted (and refused) without being kept.
+    with pytest.raises(DomainError):
+        to_ascii_domain("a" * (domains.MAX_NAME_CHARS + 5))
+    assert domains._cached.cache_info().currsize <= domains.CACHED_DOMAINS

@@ -256,3 +256,27 @@ async def test_sync_shim_refuses_the_event_loop_thread(server: DnsServer) -> Non
 def test_config_from_system() -> None:
     config = ResolverConfig.from_system(port=5353, timeout=1.5)
     assert config.port == 5353 and config.timeout == 1.5 and config.nameservers
+
+
+@async_test
+async def test_a_name_asked_again_is_parsed_once(server: DnsServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every lookup, cached or not, turned its name into a dnspython name and back (the cache's
+    key): a name asked message after message is parsed once, and answered the same."""
+    import dns.name
+
+    from eventmail.mailauth import resolver as resolver_module
+
+    parsed: list[str] = []
+    real = dns.name.from_text
+
+    def counted(text: str, *args: object, **kwargs: object) -> dns.name.Name:
+        parsed.append(text)
+        return real(text, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dns.name, "from_text", counted)
+    resolver_module._cached_name.cache_clear()
+    r = fast(server)
+    first = await r.query("Mail.Res.Test.", "A")
+    again = await r.query("Mail.Res.Test.", "A")
+    assert first.addresses() == again.addresses() == ("192.0.2.1",) and again.from_cache
+    assert parsed.count("Mail.Res.Test") == 1

@@ -191,3 +191,36 @@ def test_hostile_envelopes_never_raise(resolver: Resolver, ip: str, mail_from: s
     result = asyncio.run(check_spf(ip, mail_from, helo, resolver, timeout=5))
     assert result.result in mspf.SPF_RESULTS
     assert SpfResult.from_dict(result.to_dict()) == result
+
+
+@async_test
+async def test_a_check_from_cached_answers_runs_without_a_thread_and_gives_the_same_result(
+    server: DnsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sender's records are cached after its first message: the next check runs on the event
+    loop (no thread's hand-offs) from the cache and decides as the check in a thread did."""
+    resolver = server.resolver()
+    first = await check_spf("198.51.100.3", "a@include.spf.test", "h", resolver)  # cold: a thread asks the network
+    asked = resolver.stats.queries
+    threads: list[object] = []
+    real_pool = mspf._pool
+    monkeypatch.setattr(mspf, "_pool", lambda: threads.append(1) or real_pool())
+    again = await check_spf("198.51.100.3", "a@include.spf.test", "h", resolver)
+    assert again == first and again.result == "pass"
+    assert threads == [] and resolver.stats.queries == asked
+    # A lookup the cache cannot answer (another sender) sends the check to a thread.
+    other = await check_spf("192.0.2.5", "a@ip4.spf.test", "h", resolver)
+    assert other.result == "pass" and threads == [1]
+
+
+@async_test
+async def test_a_lookup_pyspf_swallows_still_sends_the_check_to_a_thread(server: DnsServer) -> None:
+    """pyspf ignores a failed lookup of the exp= text: with the record cached and the explanation
+    not, the check on the loop would lose the explanation; the missed lookup sends it to a
+    thread, which asks for it, and the reason is the domain's own text."""
+    resolver = server.resolver()
+    await resolver.query("macro.spf.test", "TXT")  # the record and the exists: name, not exp=
+    await resolver.query("11.2.0.192.allow.spf.test", "A")
+    explained = await check_spf("192.0.2.11", "a@macro.spf.test", "h", resolver)
+    assert explained.result == "fail"
+    assert explained.reason == "192.0.2.11 is not one of macro.spf.test's designated mail servers"

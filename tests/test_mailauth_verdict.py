@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -414,3 +415,27 @@ def test_verdict_json_round_trip_and_header(
     check_structure(field)
     _, parsed = strict_parse(field)
     assert [m for m, _, _, _ in parsed] == ["spf", *(["dkim"] * max(1, len(dkim))), "dmarc"]
+
+
+def test_checks_whose_dns_never_answers_end_at_their_bounds_as_temperrors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DNS server that reads queries and answers none: DKIM and DMARC give up at their own
+    bounds (the verdict's, here made short) with temperrors that say so, and the evaluation
+    still returns a verdict rather than waiting for the resolver."""
+    import socket
+
+    from eventmail.mailauth import verdict as verdict_module
+
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    monkeypatch.setattr(verdict_module, "DKIM_TIMEOUT", 0.2)
+    monkeypatch.setattr(verdict_module, "DMARC_TIMEOUT", 0.2)
+    resolver = Resolver(ResolverConfig(nameservers=("127.0.0.1",), port=silent.getsockname()[1],
+                                       timeout=1.0, lifetime=1.0))
+    signed = b"DKIM-Signature: v=1; a=rsa-sha256; d=dmarc.test; s=sel; h=from; bh=AAAA; b=AAAA\r\n" + MESSAGE
+    try:
+        result = asyncio.run(evaluate(signed, "192.0.2.1", "mail.dmarc.test", "alice@dmarc.test", resolver))
+    finally:
+        silent.close()
+    assert (result.dmarc.result, result.dmarc.reason) == ("temperror", "DMARC policy lookup timed out")
+    assert [(d.result, d.reason) for d in result.dkim] == [("temperror", "DKIM verification timed out")]
+    assert result.spf.result == "temperror"

@@ -21,7 +21,7 @@ from eventmail.mime import (
 )
 from eventmail.mime.imapform import extract_section
 from eventmail.proto import events_pb2
-from eventmail.smtp.delivery import mime_shape
+from eventmail.smtp.analysis import mime_shape
 
 DEEP = settings(max_examples=60, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 LEVELS = st.lists(st.sampled_from(["multipart", "message", "digest"]), max_size=1200)

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from eventmail.mime.structure import parse_structure
-from eventmail.smtp.delivery import MAX_MIME_DEPTH, MAX_MIME_PARTS, mime_shape
+from eventmail.smtp.analysis import mime_shape
+from eventmail.smtp.delivery import MAX_MIME_DEPTH, MAX_MIME_PARTS
 
 from .dns_fixture import DnsServer, zone_text
 from .mailserver import MailServer, insecure_tls

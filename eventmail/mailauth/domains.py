@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import dns.exception
 import dns.name
 
@@ -26,6 +28,12 @@ def _codec() -> dns.name.IDNACodec:
 
 
 _IDNA = _codec()
+# Conversions remembered (a pure function of the text): a delivery converts the same few
+# domains 8-10 times (SPF, DKIM, DMARC, the junk features' From, To and Cc), at about 40 µs
+# each through dnspython, and the next message from that sender converts them again. Only
+# texts no longer than a name with its final dot are kept, at most CACHED_DOMAINS of them (the
+# least recently used go first); failures are not kept (they raise).
+CACHED_DOMAINS = 4096
 
 
 def to_ascii_domain(domain: str) -> str:
@@ -36,6 +44,17 @@ def to_ascii_domain(domain: str) -> str:
     control characters are rejected: they can never be looked up (RFC 7208 §4.3 treats such
     a sender domain as "none").
     """
+    if len(domain) <= MAX_NAME_CHARS + 1:
+        return _cached(domain)
+    return _convert(domain)
+
+
+@functools.lru_cache(maxsize=CACHED_DOMAINS)
+def _cached(domain: str) -> str:
+    return _convert(domain)
+
+
+def _convert(domain: str) -> str:
     text = domain.strip()
     if text.endswith("."):
         text = text[:-1]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import threading
 import time
 from collections import OrderedDict
@@ -245,6 +246,15 @@ def _check_records(name: str, rdtype: str, rrset: dns.rrset.RRset) -> str:
     return ""
 
 
+@functools.lru_cache(maxsize=4096)
+def _cached_name(name: str) -> tuple[dns.name.Name | str, str]:
+    """`_qname`, and the cache key of an askable name, remembered: every lookup, cached or not,
+    made both (dnspython parses and prints names in Python, ~30 µs a lookup), and a delivery
+    asks the same few names message after message. Names are immutable; at most 4,096 kept."""
+    qname = _qname(name)
+    return qname, "" if isinstance(qname, str) else qname.to_text(omit_final_dot=True).lower()
+
+
 def _qname(name: str) -> dns.name.Name | str:
     """The absolute query name for `name`, or the reason it cannot be asked for."""
     try:
@@ -300,25 +310,30 @@ class Resolver:
     # -- shared front and back halves -------------------------------------------------
 
     def _front(self, name: str, rdtype: str) -> tuple[_CacheKey, dns.name.Name | None, DnsAnswer | None]:
+        key, qname, ready = self._known(name, rdtype)
+        if ready is None:
+            with self._stats_lock:
+                self.stats.queries += 1
+        return key, qname, ready
+
+    def _known(self, name: str, rdtype: str) -> tuple[_CacheKey, dns.name.Name | None, DnsAnswer | None]:
+        """The answer known without asking: the cache's, or the refusal of a name that cannot be asked."""
         rdtype = rdtype.upper()
         if rdtype not in SUPPORTED_TYPES:
             raise ValueError(f"unsupported record type {rdtype!r}")
-        qname = _qname(name)
+        qname, text = _cached_name(name) if len(name) <= 255 else (_qname(name), "")
         if isinstance(qname, str):
             return (
                 (name, rdtype),
                 None,
                 self._count(DnsAnswer(name, rdtype, DnsStatus.PERMERROR, error=qname)),
             )
-        key = (qname.to_text(omit_final_dot=True).lower(), rdtype)
+        key = (text or qname.to_text(omit_final_dot=True).lower(), rdtype)
         cached = self._cache.get(key)
         if cached is not None:
             with self._stats_lock:
                 self.stats.cache_hits += 1
-            return key, qname, cached
-        with self._stats_lock:
-            self.stats.queries += 1
-        return key, qname, None
+        return key, qname, cached
 
     def _count(self, answer: DnsAnswer) -> DnsAnswer:
         if answer.status is DnsStatus.TEMPERROR:
@@ -468,7 +483,19 @@ class Resolver:
         qtype = qtype.upper()
         if qtype == "SPF":
             return []
-        answer = self.query_sync(name, qtype)
+        return self._pyspf_values(name, qtype, self.query_sync(name, qtype))
+
+    def pyspf_known(self, name: str, qtype: str) -> list[tuple[tuple[str, str], object]] | None:
+        """`pyspf_lookup` from what is known without asking (the cache): None when the network
+        would have to be asked. Never blocks, so an SPF check whose answers are all cached runs
+        on the event loop without a thread (mailauth.spf)."""
+        qtype = qtype.upper()
+        if qtype == "SPF":
+            return []
+        answer = self._known(name, qtype)[2]
+        return None if answer is None else self._pyspf_values(name, qtype, answer)
+
+    def _pyspf_values(self, name: str, qtype: str, answer: DnsAnswer) -> list[tuple[tuple[str, str], object]]:
         if answer.failed:
             raise DnsLookupFailed(answer)
         key = (name, qtype)

@@ -163,13 +163,18 @@ def decide(spf: SpfResult, dkim: tuple[DkimResult, ...], dmarc: DmarcResult) -> 
 
 
 async def _bounded(aw: Awaitable[T], seconds: float) -> T | None:
+    # asyncio.timeout, not wait_for: wait_for runs `aw` in a task of its own, a second task per
+    # check for every message (gather already gives each check one).
     try:
-        return await asyncio.wait_for(aw, seconds)
+        async with asyncio.timeout(seconds):
+            return await aw
     except TimeoutError:
         return None
 
 
 async def _discover_all(domains: tuple[str, ...], resolver: Resolver) -> list[Discovery]:
+    if len(domains) == 1:  # the usual case: one author domain, no task for it
+        return [await discover_policy(domains[0], resolver)]
     return list(await asyncio.gather(*(discover_policy(d, resolver) for d in domains)))
 
 

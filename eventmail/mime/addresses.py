@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from eventmail.proto import events_pb2
 
-from .headers import MAX_HEADER_BYTES, comment_end, header_end, read_fields, unfold, unquote
+from .headers import MAX_HEADER_BYTES, comment_end, header_end, named_fields, unfold, unquote
 
 # Placeholders for a missing local part or domain. An empty host with a mailbox would read as a
 # group start and an all-empty address as a group end (RFC 3501 §7.4.2), so a broken address
@@ -235,7 +235,7 @@ def read_author(raw: bytes, start: int = 0, end: int | None = None, limit: int =
     """
     if end is None:
         end = header_end(raw) if start == 0 else len(raw)
-    froms = [f for f in read_fields(raw, start, min(end, start + limit)) if f.name == b"from"]
+    froms = named_fields(raw, start, min(end, start + limit), b"from")
     lists = [tuple(parse_address_list(unfold(f.value))) for f in froms]
     first = lists[0] if lists else ()
     every = tuple(a for lst in lists for a in lst)

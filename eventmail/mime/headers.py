@@ -8,6 +8,7 @@ disagree on which fields a message has. The author (From) is read by `addresses.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from typing import NamedTuple
@@ -58,6 +59,29 @@ def read_fields(raw: bytes, start: int, end: int) -> list[Field]:
     return out
 
 
+@functools.lru_cache(maxsize=64)
+def _named(name: bytes) -> re.Pattern[bytes]:
+    """Where a field `name` starts, as FIELD_RE reads one: at a line start, the name in any case
+    (ASCII, as bytes.lower()), optional WSP, a colon. Names are the callers' constants."""
+    return re.compile(rb"^" + re.escape(name) + rb"[ \t]*:", re.M | re.I)
+
+
+def named_fields(raw: bytes, start: int, end: int, name: bytes) -> list[Field]:
+    """The fields `name` (lower-case) in raw[start:end], exactly as `read_fields` gives them, found
+    by a search in C for the name at a line start instead of reading every field in Python. The
+    same fields: a field starts at a line start that is no continuation (a continuation line
+    starts with WSP, a name cannot), and FIELD_RE reads it from there whatever came before."""
+    out: list[Field] = []
+    for found in _named(name).finditer(raw, start, end):
+        m = FIELD_RE.match(raw, found.start(), end)
+        assert m is not None  # the name, WSP and colon FIELD_RE wants are there
+        stop = m.end()
+        if stop < end and raw[stop] == 0x0A:
+            stop += 1
+        out.append(Field(name, m.group(2), m.start(), stop, m.start(2) - 1 > m.end(1)))
+    return out
+
+
 def header_fields(raw: bytes, start: int, end: int) -> list[tuple[bytes, bytes, int, int]]:
     """Every field in raw[start:end] as (lower-cased name, raw value, field start, field end)."""
     return [(f.name, f.value, f.start, f.end) for f in read_fields(raw, start, end)]
@@ -84,10 +108,13 @@ def top_fields(raw: bytes, limit: int = MAX_HEADER_BYTES) -> list[Field]:
 
 def first_value(raw: bytes, name: bytes) -> bytes | None:
     """The unfolded value of the first top-level field `name` (lower-case), or None."""
-    for f in top_fields(raw):
-        if f.name == name:
-            return unfold(f.value)
-    return None
+    end = min(header_end(raw), MAX_HEADER_BYTES)
+    found = _named(name).search(raw, 0, end)
+    if found is None:
+        return None
+    m = FIELD_RE.match(raw, found.start(), end)
+    assert m is not None
+    return unfold(m.group(2))
 
 
 # RFC 5322 §3.6.4 msg-id, leniently: whatever is between angle brackets, without white space.
@@ -114,9 +141,19 @@ def references(raw: bytes, header_start: int, body_start: int) -> list[bytes]:
     return refs or reply_to
 
 
-def without_fields(raw: bytes, drop: Callable[[Field], bool]) -> bytes:
-    """The message without the top-level fields for which `drop` is true (each with its folded lines)."""
-    cut = [f for f in top_fields(raw) if drop(f)]
+def without_fields(raw: bytes, drop: Callable[[Field], bool], names: tuple[bytes, ...] | None = None) -> bytes:
+    """The message without the top-level fields for which `drop` is true (each with its folded
+    lines). `names`: `drop` is false for every other name, so only fields of these are read."""
+    if names is None:
+        cut = [f for f in top_fields(raw) if drop(f)]
+    else:
+        end = min(header_end(raw), MAX_HEADER_BYTES)
+        cut = sorted((f for n in names for f in named_fields(raw, 0, end, n) if drop(f)), key=lambda f: f.start)
+    return _without(raw, cut)
+
+
+def _without(raw: bytes, cut: list[Field]) -> bytes:
+    """`raw` without the fields `cut` (in order of their start)."""
     if not cut:
         return raw
     out: list[bytes] = []

@@ -47,7 +47,7 @@ def strip_forged_verdicts(message: bytes, authserv_id: str) -> bytes:
             return f.value.strip().lower().split(b";")[0].strip() == ours
         return f.name == JUNK_FIELD
 
-    return without_fields(message, forged)
+    return without_fields(message, forged, names=(b"authentication-results", JUNK_FIELD))
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,20 +59,38 @@ class Incoming:
     features: pb.JunkFeatures
     dkim: DkimPrepared  # of the message as received (what the signer signed)
     named: tuple[str, ...]  # the To and Cc addresses, normalized (the junk plan's "names recipient")
+    shape: tuple[int, int]  # (depth, parts) of the MIME tree, for the limits on both
+
+
+def mime_shape(structure: pb.MessageStructure) -> tuple[int, int]:
+    """(depth, parts) of a message's MIME tree."""
+    depth = parts = 0
+    stack = [(structure.body, 1)]
+    while stack:
+        part, d = stack.pop()
+        parts += 1
+        depth = max(depth, d)
+        stack.extend((p, d + 1) for p in part.parts)
+        if part.HasField("message"):
+            stack.append((part.message, d + 1))
+    return depth, parts
 
 
 def analyze_incoming(message: bytes, authserv_id: str) -> tuple[
-        bytes | None, pb.MessageStructure, Author, pb.JunkFeatures, DkimPrepared, tuple[str, ...]]:
+        bytes | None, pb.MessageStructure, Author, pb.JunkFeatures, DkimPrepared, tuple[str, ...], tuple[int, int]]:
     """An SMTP message's pure work in one trip: forged verdicts cut (the bytes come back only
-    when that changed them), DKIM's per-byte part on the bytes as received, then the parse, the
-    content features and the To/Cc addresses of what is stored. Raises MimeTooDeep as parse_message does."""
+    when that changed them), DKIM's per-byte part on the bytes as received, then the parse (and
+    the shape of its tree), the content features and the To/Cc addresses of what is stored.
+    Raises MimeTooDeep as parse_message does."""
     with stage("dkim"):
         dkim = prepare_dkim(message)
     body = strip_forged_verdicts(message, authserv_id)
     parsed, features = analyze_message(body)
+    with stage("parse"):
+        shape = mime_shape(parsed.structure)
     with stage("junk features"):
         named = named_addresses(body)
-    return (None if body is message else body), parsed.structure, parsed.author, features, dkim, named
+    return (None if body is message else body), parsed.structure, parsed.author, features, dkim, named, shape
 
 
 def analyze(body: bytes) -> tuple[pb.MessageStructure, Author, pb.JunkFeatures]:
@@ -131,7 +149,8 @@ class _Worker:
             while True:
                 size = int.from_bytes(await out.readexactly(_HEAD), "big")
                 ok, value, spent = pickle.loads(await out.readexactly(size))
-                cputime.add_elsewhere(spent)
+                if spent:
+                    cputime.add_elsewhere(spent)
                 self.answered += 1
                 future = self.waiting.popleft()
                 if future.done():
@@ -156,7 +175,8 @@ class _Worker:
     async def call(self, name: str, *args: Any) -> Any:
         stdin = self.proc.stdin
         assert stdin is not None
-        data = pickle.dumps((name, args), protocol=pickle.HIGHEST_PROTOCOL)
+        # The worker counts its stages only while this process does (cputime: clock reads cost).
+        data = pickle.dumps((name, args, cputime.enabled()), protocol=pickle.HIGHEST_PROTOCOL)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.waiting.append(future)
         try:
@@ -219,8 +239,9 @@ class Analyzer:
 
     async def incoming(self, message: bytes, authserv_id: str) -> Incoming:
         """`analyze_incoming` where the analysis runs (Raises MimeTooDeep)."""
-        body, structure, author, features, dkim, named = await self._run("incoming", message, authserv_id)
-        return Incoming(ParsedMessage(message if body is None else body, structure, author), features, dkim, named)
+        body, structure, author, features, dkim, named, shape = await self._run("incoming", message, authserv_id)
+        return Incoming(ParsedMessage(message if body is None else body, structure, author), features, dkim, named,
+                        shape)
 
     async def _run(self, name: str, *args: Any) -> Any:
         if self.workers > 0:
@@ -255,13 +276,15 @@ def serve_worker() -> None:
         head = inp.read(_HEAD)
         if len(head) < _HEAD:
             return
-        name, args = pickle.loads(inp.read(int.from_bytes(head, "big")))
-        before = cputime.stages()  # the stages' CPU goes back with the answer, for `stages`
+        name, args, counting = pickle.loads(inp.read(int.from_bytes(head, "big")))
+        cputime.enable(counting)
+        before = cputime.stages() if counting else {}  # the stages' CPU goes back with the answer
         try:
             result = TASKS[name](*args)
-            reply = pickle.dumps((True, result, cputime.since(before)), protocol=pickle.HIGHEST_PROTOCOL)
+            spent = cputime.since(before) if counting else {}
+            reply = pickle.dumps((True, result, spent), protocol=pickle.HIGHEST_PROTOCOL)
         except Exception as e:  # raised in the server as it was raised here
-            spent = cputime.since(before)
+            spent = cputime.since(before) if counting else {}
             try:
                 reply = pickle.dumps((False, e, spent), protocol=pickle.HIGHEST_PROTOCOL)
             except Exception:

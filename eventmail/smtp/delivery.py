@@ -54,20 +54,6 @@ class Transaction:
         self._id = secrets.token_hex(6)
 
 
-def mime_shape(structure: pb.MessageStructure) -> tuple[int, int]:
-    """(depth, parts) of a message's MIME tree."""
-    depth = parts = 0
-    stack = [(structure.body, 1)]
-    while stack:
-        part, d = stack.pop()
-        parts += 1
-        depth = max(depth, d)
-        stack.extend((p, d + 1) for p in part.parts)
-        if part.HasField("message"):
-            stack.append((part.message, d + 1))
-    return depth, parts
-
-
 def received_header(tx: Transaction, hostname: str, recipient: str | None) -> bytes:
     """The trace field of RFC 5321 §4.4, with the protocol named as RFC 3848 has it."""
     proto = "ESMTP" + ("S" if tx.tls else "") + ("A" if tx.authenticated else "")
@@ -142,7 +128,7 @@ class InboundDelivery:
                      MAX_MIME_DEPTH)
             return Reply(554, "5.6.0", "MIME parts nested too deep", reason="mime_structure")
         parsed, content = incoming.parsed, incoming.features
-        depth, parts = mime_shape(parsed.structure)
+        depth, parts = incoming.shape
         if parts > MAX_MIME_PARTS:
             log.info("tx %s from %s: refused, MIME depth %d parts %d", tx.transaction_id, tx.remote_ip, depth, parts)
             return Reply(554, "5.6.0", "message structure too complex", reason="mime_structure")
