@@ -76,3 +76,19 @@ class Cli:
 @pytest.fixture
 def cli(tmp_path: Path) -> Cli:
     return Cli(tmp_path / "data", tmp_path / "keys" / "master.key")
+
+
+def count_name_parses(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every text dnspython turns into a name from now on (dns.name.from_text), in order."""
+    import dns.name
+
+    calls: list[str] = []
+    real = dns.name.from_text
+
+    def counted(text: str, *args: object, **kwargs: object) -> dns.name.Name:
+        calls.append(text)
+        return real(text, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dns.name, "from_text", counted)
+    return calls
+

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 from eventmail.mailauth.domains import DomainError, to_ascii_domain
 from eventmail.mailauth.psl import PublicSuffixList, default_list, organizational_domain
 
+from .conftest import count_name_parses
+
 # checkPublicSuffix(domain, registrable) vectors from the PSL project's test_psl.txt
 # (public domain, CC0), as shipped in publicsuffixlist 1.1.2.20261023.
 VECTORS: list[tuple[str | None, str | None]] = [
@@ -185,18 +187,9 @@ def test_the_bundled_list_is_parsed_once_when_asked_at_once(monkeypatch: pytest.
 def test_a_domain_is_converted_once_and_a_bad_one_is_refused_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """A delivery converts the same few domains many times (SPF, DKIM, DMARC, the junk features):
     dnspython converts each text once; a text that is no domain raises each time it is asked."""
-    import dns.name
-
     from eventmail.mailauth import domains
 
-    calls: list[str] = []
-    real = dns.name.from_text
-
-    def counted(text: str, *args: object, **kwargs: object) -> dns.name.Name:
-        calls.append(text)
-        return real(text, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(dns.name, "from_text", counted)
+    calls = count_name_parses(monkeypatch)
     name = "Once.Converted-Twice-Asked.test"
     assert to_ascii_domain(name) == to_ascii_domain(name) == "once.converted-twice-asked.test"
     assert calls == [name]

@@ -18,6 +18,8 @@ from eventmail.mailauth.resolver import (
 from tests import dns_fixture
 from tests.dns_fixture import DATA_DIR, DnsServer, async_test, txt_rdata, zone_text
 
+from .conftest import count_name_parses
+
 dns_servers = dns_fixture.dns_servers
 
 ZONE = zone_text(
@@ -262,18 +264,9 @@ def test_config_from_system() -> None:
 async def test_a_name_asked_again_is_parsed_once(server: DnsServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """Every lookup, cached or not, turned its name into a dnspython name and back (the cache's
     key): a name asked message after message is parsed once, and answered the same."""
-    import dns.name
-
     from eventmail.mailauth import resolver as resolver_module
 
-    parsed: list[str] = []
-    real = dns.name.from_text
-
-    def counted(text: str, *args: object, **kwargs: object) -> dns.name.Name:
-        parsed.append(text)
-        return real(text, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(dns.name, "from_text", counted)
+    parsed = count_name_parses(monkeypatch)
     resolver_module._cached_name.cache_clear()
     r = fast(server)
     first = await r.query("Mail.Res.Test.", "A")
