@@ -246,11 +246,17 @@ def _check_records(name: str, rdtype: str, rrset: dns.rrset.RRset) -> str:
     return ""
 
 
-@functools.lru_cache(maxsize=4096)
+# Query names parsed and kept (`_cached_name`), least recently used out; longer texts, which
+# cannot be names (RFC 1035 §2.3.4), are parsed each time and not kept.
+CACHED_NAMES = 4096
+CACHED_NAME_CHARS = 255
+
+
+@functools.lru_cache(maxsize=CACHED_NAMES)
 def _cached_name(name: str) -> tuple[dns.name.Name | str, str]:
     """`_qname`, and the cache key of an askable name, remembered: every lookup, cached or not,
     made both (dnspython parses and prints names in Python, ~30 µs a lookup), and a delivery
-    asks the same few names message after message. Names are immutable; at most 4,096 kept."""
+    asks the same few names message after message. Names are immutable; at most CACHED_NAMES kept."""
     qname = _qname(name)
     return qname, "" if isinstance(qname, str) else qname.to_text(omit_final_dot=True).lower()
 
@@ -321,7 +327,7 @@ class Resolver:
         rdtype = rdtype.upper()
         if rdtype not in SUPPORTED_TYPES:
             raise ValueError(f"unsupported record type {rdtype!r}")
-        qname, text = _cached_name(name) if len(name) <= 255 else (_qname(name), "")
+        qname, text = _cached_name(name) if len(name) <= CACHED_NAME_CHARS else (_qname(name), "")
         if isinstance(qname, str):
             return (
                 (name, rdtype),

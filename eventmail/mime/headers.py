@@ -50,13 +50,15 @@ class Field(NamedTuple):
 
 def read_fields(raw: bytes, start: int, end: int) -> list[Field]:
     """Every field in raw[start:end]; `start` must be at a line start."""
-    out: list[Field] = []
-    for m in FIELD_RE.finditer(raw, start, end):
-        stop = m.end()
-        if stop < end and raw[stop] == 0x0A:  # the field's own line break
-            stop += 1
-        out.append(Field(m.group(1).lower(), m.group(2), m.start(), stop, m.start(2) - 1 > m.end(1)))
-    return out
+    return [_field(m, raw, end, m.group(1).lower()) for m in FIELD_RE.finditer(raw, start, end)]
+
+
+def _field(m: re.Match[bytes], raw: bytes, end: int, name: bytes) -> Field:
+    """The Field of a FIELD_RE match, through the field's own line break."""
+    stop = m.end()
+    if stop < end and raw[stop] == 0x0A:
+        stop += 1
+    return Field(name, m.group(2), m.start(), stop, m.start(2) - 1 > m.end(1))
 
 
 @functools.lru_cache(maxsize=64)
@@ -75,10 +77,7 @@ def named_fields(raw: bytes, start: int, end: int, name: bytes) -> list[Field]:
     for found in _named(name).finditer(raw, start, end):
         m = FIELD_RE.match(raw, found.start(), end)
         assert m is not None  # the name, WSP and colon FIELD_RE wants are there
-        stop = m.end()
-        if stop < end and raw[stop] == 0x0A:
-            stop += 1
-        out.append(Field(name, m.group(2), m.start(), stop, m.start(2) - 1 > m.end(1)))
+        out.append(_field(m, raw, end, name))
     return out
 
 
