@@ -2,12 +2,13 @@
 
 import asyncio
 import os
+import zlib
 from pathlib import Path
 
 import pytest
 
 from eventmail.proto import events_pb2 as pb
-from eventmail.store import DamagedLog, Store, StoreError, StreamShredded, WrongKey, crypto
+from eventmail.store import DamagedLog, Store, StoreError, StreamShredded, WrongKey, checkpoint, crypto
 from eventmail.store.keyring import StreamKeys
 from eventmail.store.log import INDEX_EVERY, StreamLog
 from eventmail.store.records import SEGMENT_HEADER, Record, scan
@@ -60,6 +61,30 @@ def test_checkpoint_that_does_not_match_the_log_is_ignored(keyed_dir: Keyed) -> 
         data = bytearray(cp.read_bytes())
         data[-5] ^= 0xFF  # the sealed state no longer opens
         cp.write_bytes(bytes(data))
+        store = await open_store(keyed_dir)
+        async with store.use_account("alice") as a:
+            assert a.view.setting("k4") == "v4"
+        await store.close()
+
+    run(go())
+
+
+def test_checkpoints_are_written_with_zstandard_and_old_zlib_ones_still_read(keyed_dir: Keyed) -> None:
+    async def go() -> None:
+        store = await make_account(keyed_dir, n=5)
+        keys = store.keyring.streams["account/alice"]
+        await store.close()
+        (path,) = (keyed_dir[0] / "checkpoints").iterdir()
+        assert path.read_bytes().startswith(checkpoint.CHECKPOINT_MAGIC)
+        current = checkpoint.read(path, "account/alice", keys)
+        assert current is not None
+        # The same state sealed as EMCKPT01 (zlib) files were before: read back to the same bytes.
+        key_id, key = keys.current_key()
+        aad = checkpoint._aad(checkpoint.ZLIB_MAGIC, "account/alice", current.seq, current.chain)
+        nonce, ct = crypto.seal(key, zlib.compress(current.state, 1), aad)
+        head = checkpoint.CHECKPOINT_HEAD.pack(checkpoint.ZLIB_MAGIC, current.seq, current.chain, key_id)
+        path.write_bytes(head + nonce + ct)
+        assert checkpoint.read(path, "account/alice", keys) == current
         store = await open_store(keyed_dir)
         async with store.use_account("alice") as a:
             assert a.view.setting("k4") == "v4"

@@ -6,11 +6,19 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
+import zstandard
+
 from . import crypto
 from .fsutil import fsync_dir, make_dirs, write_atomic
 from .keyring import StreamKeys
 
-CHECKPOINT_MAGIC = b"EMCKPT01"
+# EMCKPT02: the database image compressed with Zstandard (level 3). EMCKPT01, zlib level 1, is
+# still read. On a 100,000-message account's 53.7 MB image (bench/store.py): zlib 18.8 MB,
+# 0.67 CPU s to compress and 0.23 to decompress; Zstandard 3.0 MB, 0.10 and 0.07 — open from
+# checkpoint is mostly this decompression, and the smaller file is less to read and decrypt.
+CHECKPOINT_MAGIC = b"EMCKPT02"
+ZLIB_MAGIC = b"EMCKPT01"
+ZSTD_LEVEL = 3
 CHECKPOINT_HEAD = struct.Struct(f">8sQ{crypto.HASH_BYTES}sI")  # magic, seq, chain at seq, key id
 
 
@@ -21,8 +29,8 @@ class Checkpoint:
     state: bytes
 
 
-def _aad(stream: str, seq: int, chain: bytes) -> bytes:
-    return CHECKPOINT_MAGIC + stream.encode() + b"\x00" + struct.pack(">Q", seq) + chain
+def _aad(magic: bytes, stream: str, seq: int, chain: bytes) -> bytes:
+    return magic + stream.encode() + b"\x00" + struct.pack(">Q", seq) + chain
 
 
 def write(path: Path, stream: str, keys: StreamKeys, cp: Checkpoint) -> None:
@@ -30,7 +38,8 @@ def write(path: Path, stream: str, keys: StreamKeys, cp: Checkpoint) -> None:
     key_id, key = keys.current_key()
     # Compressed before sealing: the file is at rest, no attacker chooses part of the plaintext
     # and watches its size, so compression leaks nothing here.
-    nonce, ct = crypto.seal(key, zlib.compress(cp.state, 1), _aad(stream, cp.seq, cp.chain))
+    packed = zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(cp.state)
+    nonce, ct = crypto.seal(key, packed, _aad(CHECKPOINT_MAGIC, stream, cp.seq, cp.chain))
     make_dirs(path.parent)
     write_atomic(path, CHECKPOINT_HEAD.pack(CHECKPOINT_MAGIC, cp.seq, cp.chain, key_id) + nonce + ct)
 
@@ -45,13 +54,16 @@ def read(path: Path, stream: str, keys: StreamKeys) -> Checkpoint | None:
         return None
     magic, seq, chain, key_id = CHECKPOINT_HEAD.unpack_from(raw)
     key = keys.keys.get(key_id)
-    if magic != CHECKPOINT_MAGIC or key is None:
+    if magic not in (CHECKPOINT_MAGIC, ZLIB_MAGIC) or key is None:
         return None
     body = raw[CHECKPOINT_HEAD.size :]
     try:
-        state = crypto.unseal(key, body[: crypto.NONCE_BYTES], body[crypto.NONCE_BYTES :], _aad(stream, seq, chain))
-        return Checkpoint(seq, chain, zlib.decompress(state))
-    except (crypto.DecryptError, zlib.error):
+        packed = crypto.unseal(key, body[: crypto.NONCE_BYTES], body[crypto.NONCE_BYTES :],
+                               _aad(magic, stream, seq, chain))
+        # The compressor wrote the image's size into the frame: one allocation, no guessing.
+        state = zlib.decompress(packed) if magic == ZLIB_MAGIC else zstandard.ZstdDecompressor().decompress(packed)
+        return Checkpoint(seq, chain, state)
+    except (crypto.DecryptError, zlib.error, zstandard.ZstdError):
         return None
 
 
