@@ -191,7 +191,7 @@ def profile(node: Node, out: str) -> subprocess.Popen[bytes]:
     assert node.proc is not None
     spy = Path(sys.executable).with_name("py-spy")
     return subprocess.Popen([str(spy), "record", "--pid", str(node.proc.pid), "--subprocesses", "-r", "200",
-                             "-f", "raw", "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--threads", "-f", "raw", "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 class SmtpBench:
