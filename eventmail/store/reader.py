@@ -300,7 +300,10 @@ class Worker:
     async def __call__(self, items: list[Item]) -> list[Any] | None:
         if len(items) < WORKER_MIN:
             return None
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self.run, items)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, self.run, items)
+        except RuntimeError:  # closed meanwhile (the follower stopped): this process does it
+            return None
 
     def start(self) -> None:
         """Start the child now if none runs (a follower expecting a catch-up: the child's start
@@ -322,21 +325,22 @@ class Worker:
 
     def run(self, items: list[Item]) -> list[Any] | None:
         """`prepare` of each item by the child, or None (then the caller does it)."""
-        if not self._start() or self._child is None:
+        child = self._child
+        if not self._start() or child is None:
             return None
         now = time.monotonic()
         try:
             if not self._ready:
-                if not _readable(self._child, 0):
+                if not _readable(child, 0):
                     return None  # still starting
-                if _receive(self._child, now + WORKER_TIMEOUT) != "ready":
+                if _receive(child, now + WORKER_TIMEOUT) != "ready":
                     raise EOFError("no ready message")
                 self._ready = True
-            _request(self._child, items, now + WORKER_TIMEOUT)
-            made = _receive(self._child, now + WORKER_TIMEOUT)
+            _request(child, items, now + WORKER_TIMEOUT)
+            made = _receive(child, now + WORKER_TIMEOUT)
             if not isinstance(made, list) or len(made) != len(items):
                 raise EOFError(f"answered {made if isinstance(made, str) else type(made).__name__}")
-        except (OSError, EOFError, TimeoutError, pickle.UnpicklingError) as e:
+        except Exception as e:  # whatever it was, this process makes the batch ready itself
             log.warning("the replicated batches' worker failed (%s); making them ready in this process", e)
             self._failed = now
             self._stop()
