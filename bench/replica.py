@@ -61,7 +61,7 @@ def durable(node: Node, stream: str = "account/alice") -> tuple[int, float | Non
     return (0, None) if row is None else (int(row["position"]), row.get("durable_at"))
 
 
-def lag(a: Node, b: Node, rate: float, seconds: float) -> tuple[list[float], list[float]]:
+def lag(a: Node, b: Node, rate: float, seconds: float, poll: float) -> tuple[list[float], list[float]]:
     """Send at a steady rate; for each 250, the time until the secondary holds that record: as
     its status poller saw it (from the end of the SMTP session, as the first figures of this
     bench), and by the secondary's own clock (from the 250 to the fsync; the same machine's
@@ -76,7 +76,7 @@ def lag(a: Node, b: Node, rate: float, seconds: float) -> tuple[list[float], lis
             if p != last:
                 seen.append((time.monotonic(), p, at))
                 last = p
-            time.sleep(0.002)
+            time.sleep(poll)
 
     base = position(a)
     watcher = threading.Thread(target=watch, daemon=True)
@@ -164,10 +164,34 @@ async def backlog(directory: Path, key_file: Path, n: int) -> None:
 
 
 def cpu(node: Node) -> float:
-    """User and system CPU seconds of a node's server process so far."""
+    """User and system CPU seconds of a node's server process so far (its worker process's,
+    eventmail.store.reader, included while it runs)."""
     assert node.proc is not None
-    t = psutil.Process(node.proc.pid).cpu_times()
+    return sum(own_cpu(p) for p in [psutil.Process(node.proc.pid), *children(node)])
+
+
+def children(node: Node) -> list[psutil.Process]:
+    assert node.proc is not None
+    try:
+        return list(psutil.Process(node.proc.pid).children(recursive=True))
+    except psutil.Error:
+        return []
+
+
+def own_cpu(p: psutil.Process) -> float:
+    try:
+        t = p.cpu_times()
+    except psutil.Error:
+        return 0.0
     return float(t.user + t.system)
+
+
+def profile(node: Node, out: str) -> subprocess.Popen[bytes]:
+    """py-spy recording the node's server process (and its children) until it gets SIGINT."""
+    assert node.proc is not None
+    spy = Path(sys.executable).with_name("py-spy")
+    return subprocess.Popen([str(spy), "record", "--pid", str(node.proc.pid), "--subprocesses", "-r", "200",
+                             "--threads", "-f", "raw", "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 class SmtpBench:
@@ -212,9 +236,13 @@ def main() -> None:
     ap.add_argument("--backlog", type=int, default=5000, help="records the secondary catches up on")
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--rounds", type=int, default=6, help="alternating async/sync rounds of the throughput part")
+    ap.add_argument("--poll-ms", type=float, default=2.0,
+                    help="the lag part's pause between two status requests to the secondary (each costs its loop)")
     ap.add_argument("--busy", action="store_true", help="run bench/smtp.py beside the lag measurement")
     ap.add_argument("--parts", default="lag,throughput,catchup,initial",
                     help="comma-separated subset of lag, throughput, catchup, initial")
+    ap.add_argument("--profile", metavar="FILE",
+                    help="py-spy (raw, 200 Hz, with native frames' idle left out) on the secondary during the catch-up")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
@@ -239,7 +267,7 @@ def main() -> None:
                         if load is not None:
                             wait_until(load.running, timeout=600, what="the SMTP bench to take load")
                         load_before = os.getloadavg()[0]
-                        lags, clocked = lag(a, b, args.rate, args.seconds)
+                        lags, clocked = lag(a, b, args.rate, args.seconds, args.poll_ms / 1000)
                         results["load"] = max(load_before, os.getloadavg()[0])
                     finally:
                         if load is not None:
@@ -260,10 +288,15 @@ def main() -> None:
                     b.start()
                     t1 = time.monotonic()  # the secondary's process is up; from here on it catches up
                     cpu0 = {n.name: cpu(n) for n in (a, b)}
+                    spy = profile(b, args.profile) if args.profile else None
                     wait_until(lambda a=a, b=b: caught_up(b, a), timeout=600, what="catch-up")  # type: ignore[misc]
                     done = time.monotonic()
+                    if spy is not None:
+                        spy.send_signal(signal.SIGINT)
+                        spy.wait(30)
                     results["catchup_cpu_a"] = cpu(a) - cpu0[a.name]
                     results["catchup_cpu_b"] = cpu(b) - cpu0[b.name]
+                    results["catchup_cpu_b_worker"] = sum(own_cpu(p) for p in children(b))
                     results["catchup_s"] = done - t1
                     results["catchup_with_start_s"] = done - t0
                     results["catchup_records_per_s"] = args.backlog / (done - t1)
@@ -285,6 +318,7 @@ def main() -> None:
                     results["initial_records"] = records
                     results["initial_s"] = done - t1
                     results["initial_cpu_b"] = cpu(b) - cpu0b
+                    results["initial_cpu_b_worker"] = sum(own_cpu(p) for p in children(b))
                     time.sleep(1.5)  # the leader's next heartbeat ends the catch-up: its last line
                     progress = [line for line in b.log_lines[mark:] if "catching up with" in line or "caught up with" in line]
             finally:
@@ -296,18 +330,20 @@ def main() -> None:
           f"p50 {results['lag_p50_ms']:.1f} ms, p99 {results['lag_p99_ms']:.1f} ms (250 to record durable on the secondary)"
           f"{', beside bench/smtp.py' if args.busy else ''}; load average {results['load']:.1f}")
         print(f"    by the secondary's clock (250 to its fsync, without the poller's delay): "
-              f"p50 {results['lag_clock_p50_ms']:.1f} ms, p99 {results['lag_clock_p99_ms']:.1f} ms")
+              f"p50 {results['lag_clock_p50_ms']:.1f} ms, p99 {results['lag_clock_p99_ms']:.1f} ms; status polled every {args.poll_ms:g} ms")
     if "catchup" in parts:
         print(f"catch-up: {args.backlog} records (each a delivery with its blob) in {results['catchup_s']:.1f} s "
           f"= {results['catchup_records_per_s']:.0f} records/s once the secondary runs "
           f"({results['catchup_with_start_s']:.1f} s including its start); CPU: secondary "
-          f"{results['catchup_cpu_b']:.2f} s ({args.backlog / results['catchup_cpu_b']:.0f} records per core-second), "
+          f"{results['catchup_cpu_b']:.2f} s ({args.backlog / results['catchup_cpu_b']:.0f} records per core-second; "
+          f"of it {results['catchup_cpu_b_worker']:.2f} s in its worker process), "
           f"primary {results['catchup_cpu_a']:.2f} s (user+system, polled every 0.2 s)")
     if "initial" in parts:
         print(f"initial sync of a new secondary: {results['initial_records']:.0f} records (every stream; the "
               f"account's each a delivery with its blob) in {results['initial_s']:.1f} s = "
               f"{results['initial_records'] / results['initial_s']:.0f} records/s once its process runs; CPU: secondary "
-              f"{results['initial_cpu_b']:.2f} s; its progress lines:")
+              f"{results['initial_cpu_b']:.2f} s (of it {results['initial_cpu_b_worker']:.2f} s in its worker process); "
+              "its progress lines:")
         for line in progress:
             print("    " + line.strip())
     if "throughput" in parts:

@@ -87,6 +87,11 @@ def _take_waiting(stream: str, wire: list[rpb.RawRecord], blobs: dict[str, list[
             return
 
 
+def _fold_ended(fold: "asyncio.Future[None]") -> None:
+    if not fold.cancelled() and fold.exception() is not None:
+        log.error("replication: folding replicated records failed: %s", fold.exception())
+
+
 class Follower:
     """Keeps one call open to the peer's leader service and applies what arrives."""
 
@@ -104,8 +109,24 @@ class Follower:
         self._catchup_started: float | None = None
         self._catchup_records = 0
         self._catchup_logged = False
+        # The last written batch's fold into the projections, under way while the next batch
+        # is received and written (docs/replication.md, "The secondary folds on the second core").
+        self._folding: asyncio.Future[None] | None = None
+        self._folding_stream = ""
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            self.store.replication.close()
+
+    async def _settle(self) -> None:
+        """Wait for the fold under way (raising what failed it)."""
+        folding, self._folding = self._folding, None
+        if folding is not None:
+            await folding
+
+    async def _run(self) -> None:
         delay = RETRY_SECONDS
         down_since: float | None = None
         said = 0.0
@@ -173,6 +194,7 @@ class Follower:
             reader = asyncio.get_running_loop().create_task(_receive(call, inbox))
             pending: collections.deque[rpb.FollowMessage | BaseException | None] = collections.deque()
             blobs: dict[str, list[tuple[bytes, bytes]]] = {}
+            first = True
             try:
                 while True:
                     msg = pending.popleft() if pending else await inbox.get()
@@ -181,6 +203,14 @@ class Follower:
                     if isinstance(msg, BaseException):
                         raise msg
                     kind = msg.WhichOneof("kind")
+                    if first and not self.node.is_primary:
+                        # The leader answers: a secondary may be about to catch up.
+                        self.store.replication.start_worker()
+                    first = False
+                    if kind not in ("records", "blob"):
+                        # Everything else (heads, divergence, a new epoch, a keyring) is handled
+                        # with the projections up to date with the log.
+                        await self._settle()
                     if kind == "heartbeat":
                         if not await self._heartbeat(msg.heartbeat):
                             call.cancel()
@@ -211,6 +241,10 @@ class Follower:
                         return
             finally:
                 reader.cancel()
+                folding, self._folding = self._folding, None
+                if folding is not None:
+                    # It goes on by itself (the log has its records): its failure is logged there.
+                    folding.add_done_callback(_fold_ended)
 
     async def _heartbeat(self, hb: rpb.Heartbeat) -> bool:
         leader = Epoch(hb.epoch.number, hb.epoch.primary)
@@ -267,6 +301,10 @@ class Follower:
             return
         if not self.store.replication.has_stream(stream):
             raise StoreError(f"records of {stream} arrived before its keys")
+        if self._folding_stream != stream:
+            # Another stream's fold may be what this one needs first (the system stream's names
+            # a new account before the account's records can be written).
+            await self._settle()
         records = [from_wire(r) for r in wire]
         head = await self.store.replication.head(stream)
         # Records we hold already (the leader starts at a common point that may lie below our
@@ -274,6 +312,7 @@ class Follower:
         while records and records[0].seq <= head.seq:
             mine = await self.store.replication.chain_at(stream, records[0].seq)
             if mine != records[0].chain:
+                await self._settle()
                 await self._diverged(stream, records[0].seq - 1)
                 head = await self.store.replication.head(stream)
                 break
@@ -292,7 +331,11 @@ class Follower:
         if records:
             if records[0].seq != head.seq + 1:
                 raise DamagedLog(stream, records[0].seq, f"replicated records skip ahead of our head {head.seq}")
-            await self.store.replication.append_raw(stream, records, durable, blobs)
+            fold = asyncio.ensure_future(await self.store.replication.write_raw(stream, records, durable, blobs))
+            # At most one batch folds while the next is written: wait for the one before (and
+            # hear of its failure) now that this one is durable and acknowledged.
+            await self._settle()
+            self._folding, self._folding_stream = fold, stream
             metrics.REPLICA_APPLIED.inc(len(records))
             self._applied_since_report += len(records)
             if self._catchup_started is None:

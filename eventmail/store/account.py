@@ -121,10 +121,12 @@ class Account:
         one folds (store.reader)."""
         return reader.prepared(self._log, since, functools.partial(prepare_record, preparers(self.registration.projections)))
 
-    def _apply_committed(self, committed: list[Committed]) -> list[Committed]:
+    def _apply_committed(self, committed: list[Committed], ready: list[Item] | None = None) -> list[Committed]:
         """Fold a commit into the projections (in the writer's error boundary); the commit with
-        each event's typed changes, as subscribers get it."""
-        changes = self.projector.apply((c.seq, c.time_us, c.event) for c in committed)
+        each event's typed changes, as subscribers get it. `ready`: the same events with the
+        deliveries made ready to fold (a follower's replicated batch, StreamWriter.write_raw)."""
+        items: Iterable[Item] = ready if ready is not None else ((c.seq, c.time_us, c.event) for c in committed)
+        changes = self.projector.apply(items)
         if self.view.seq - self._checkpoint_seq >= CHECKPOINT_EVERY and self._checkpointing is None:
             self._start_checkpoint()
         # The constructor, not dataclasses.replace: a catch-up publishes thousands a second.

@@ -20,16 +20,20 @@ logs nothing (its stderr is discarded; it reports a failure as a short text thro
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import logging
 import os
 import pickle
 import queue
+import select
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -54,6 +58,14 @@ REPLAY_SHARE = 0.3
 BATCH = 500
 # Batches the parent holds for the caller at most, pickled (~25 MB for deliveries made ready).
 QUEUED = 80
+# A follower's replicated batch is made ready by the Worker's child from this many deliveries
+# on: a steady state's few records cost less in-process than the hop (~1 ms) to it and back.
+WORKER_MIN = 64
+# Seconds the Worker's child may take for a batch (2,048 deliveries: ~60 ms) before it is ended.
+WORKER_TIMEOUT = 30.0
+# Seconds without a Worker's child after it failed, and its idle time before it ends itself.
+WORKER_RETRY = 60.0
+WORKER_IDLE = 120.0
 # Linux's F_SETPIPE_SZ: a 1 MiB pipe lets the child read a batch ahead of the fold.
 _F_SETPIPE_SZ = 1031
 _PIPE_BYTES = 1 << 20
@@ -147,6 +159,12 @@ def _spawn(
 ) -> subprocess.Popen[bytes] | None:
     assert stream_log.keys is not None
     job = _Job(stream_log.stream, str(stream_log.path), stream_log.keys, since, until, verify_all, prepare)
+    return _start_child(job, f"stream {stream_log.stream}: replay reader")
+
+
+def _start_child(job: object, what: str) -> subprocess.Popen[bytes] | None:
+    """`python -m eventmail.store.reader` with `job` on its stdin (which stays open), its
+    stdout a pipe to us; None (and a log line) when it cannot start."""
     root = str(Path(__file__).resolve().parents[2])  # the directory holding the eventmail package
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
     child = None
@@ -158,10 +176,12 @@ def _spawn(
         assert child.stdin is not None and child.stdout is not None
         with contextlib.suppress(OSError):
             fcntl.fcntl(child.stdout.fileno(), _F_SETPIPE_SZ, _PIPE_BYTES)
-        with child.stdin:
-            pickle.dump(job, child.stdin)
+        pickle.dump(job, child.stdin)
+        child.stdin.flush()
+        if isinstance(job, _Job):
+            child.stdin.close()
     except OSError as e:
-        log.warning("stream %s: replay reader did not start (%s); reading in this process", stream_log.stream, e)
+        log.warning("%s did not start (%s); working in this process", what, e)
         if child is not None:
             _end(child, False)
         return None
@@ -247,11 +267,184 @@ def _end(child: subprocess.Popen[bytes], finished: bool) -> None:
     child.wait()
 
 
+@dataclass(frozen=True)
+class _Serve:
+    """A Worker's job: `prepare` each record of every batch that comes on stdin."""
+
+    prepare: Callable[[int, int, bytes], Any]
+
+
+class Worker:
+    """A child process that makes a follower's replicated batches ready to fold, so the
+    secondary's server process is left the fold's SQLite and little more for them.
+
+    The same child as a replay's (`python -m eventmail.store.reader`, the same framing and
+    `prepare`: store.projection.prepare_record), kept running: each batch's MessageAdded records
+    go to it as (seq, time, plaintext) and come back made ready (store.projection.Added), in a
+    thread of the Worker's own while the event loop folds the batch before. A batch of fewer
+    than WORKER_MIN, a child not started yet (its imports take ~0.35 CPU s), one that errs,
+    dies, answers out of shape or takes longer than WORKER_TIMEOUT: the call returns None and
+    the caller prepares the batch itself, with the same result (the same function). A child that
+    failed is ended and not started again for WORKER_RETRY seconds; one idle for WORKER_IDLE
+    seconds ends itself, and the next batch starts a new one."""
+
+    def __init__(self, prepare: Prepare[Any]) -> None:
+        self.prepare = prepare
+        self._child: subprocess.Popen[bytes] | None = None
+        self._ready = False
+        self._used = 0.0
+        self._failed = -WORKER_RETRY
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="prepare")
+        self.batches = 0  # batches the child made ready (tests, metrics)
+
+    async def __call__(self, items: list[Item]) -> list[Any] | None:
+        if len(items) < WORKER_MIN:
+            return None
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, self.run, items)
+        except RuntimeError:  # closed meanwhile (the follower stopped): this process does it
+            return None
+
+    def start(self) -> None:
+        """Start the child now if none runs (a follower expecting a catch-up: the child's start
+        then overlaps the first batches' arrival)."""
+        self._pool.submit(self._start)
+
+    def _start(self) -> bool:
+        """Whether a child runs (one started when none did and none failed recently)."""
+        now = time.monotonic()
+        if self._child is not None and now - self._used > WORKER_IDLE - 5:
+            self._stop()  # it ends itself when idle: do not race it
+        self._used = now
+        if self._child is None and now - self._failed >= WORKER_RETRY:
+            self._child = _start_child(_Serve(self.prepare), "the replicated batches' worker")
+            if self._child is None:
+                self._failed = now
+            return False
+        return self._child is not None
+
+    def run(self, items: list[Item]) -> list[Any] | None:
+        """`prepare` of each item by the child, or None (then the caller does it)."""
+        child = self._child
+        if not self._start() or child is None:
+            return None
+        now = time.monotonic()
+        try:
+            if not self._ready:
+                if not _readable(child, 0):
+                    return None  # still starting
+                if _receive(child, now + WORKER_TIMEOUT) != "ready":
+                    raise EOFError("no ready message")
+                self._ready = True
+            _request(child, items, now + WORKER_TIMEOUT)
+            made = _receive(child, now + WORKER_TIMEOUT)
+            if not isinstance(made, list) or len(made) != len(items):
+                raise EOFError(f"answered {made if isinstance(made, str) else type(made).__name__}")
+        except Exception as e:  # whatever it was, this process makes the batch ready itself
+            log.warning("the replicated batches' worker failed (%s); making them ready in this process", e)
+            self._failed = now
+            self._stop()
+            return None
+        self.batches += 1
+        return made
+
+    def close(self) -> None:
+        self._stop()
+        self._pool.shutdown(wait=False)
+
+    def _stop(self) -> None:
+        child, self._child, self._ready = self._child, None, False
+        if child is not None:
+            with contextlib.suppress(OSError):
+                if child.stdin is not None:
+                    child.stdin.close()
+            _end(child, False)
+
+
+def _readable(child: subprocess.Popen[bytes], timeout: float) -> bool:
+    assert child.stdout is not None
+    return bool(select.select([child.stdout], [], [], max(timeout, 0))[0])
+
+
+def _receive(child: subprocess.Popen[bytes], deadline: float) -> Any:
+    """One framed message from the child (as `_send` writes them), waiting until `deadline`."""
+    assert child.stdout is not None
+    fd = child.stdout.fileno()
+
+    def exactly(n: int) -> bytes:
+        parts = []
+        while n:
+            if not select.select([fd], [], [], max(deadline - time.monotonic(), 0))[0]:
+                raise TimeoutError("no answer in time")
+            more = os.read(fd, min(n, _PIPE_BYTES))
+            if not more:
+                raise EOFError("the worker's pipe closed")
+            parts.append(more)
+            n -= len(more)
+        return b"".join(parts)
+
+    return pickle.loads(exactly(int.from_bytes(exactly(4), "big")))
+
+
+def _request(child: subprocess.Popen[bytes], items: list[Item], deadline: float) -> None:
+    """A batch to the child, framed as `_send` does, waiting at most until `deadline` to write."""
+    assert child.stdin is not None
+    fd = child.stdin.fileno()
+    data = pickle.dumps(items, pickle.HIGHEST_PROTOCOL)
+    view = memoryview(len(data).to_bytes(4, "big") + data)
+    os.set_blocking(fd, False)
+    while view:
+        if not select.select([], [fd], [], max(deadline - time.monotonic(), 0))[1]:
+            raise TimeoutError("the worker does not read")
+        try:
+            view = view[os.write(fd, view):]
+        except BlockingIOError:
+            continue
+
+
+def _read_exactly(fd: int, n: int) -> bytes:
+    """`n` bytes from `fd`, or fewer at its end."""
+    parts, left = [], n
+    while left:
+        more = os.read(fd, min(left, _PIPE_BYTES))
+        if not more:
+            break
+        parts.append(more)
+        left -= len(more)
+    return b"".join(parts)
+
+
+def _serve(job: _Serve, inp: IO[bytes], out: IO[bytes]) -> None:
+    """A Worker's child: answers each batch, in order, until its stdin closes or it idles."""
+    _send(out, "ready")
+    out.flush()
+    fd = inp.fileno()  # read unbuffered: select sees what is still to read
+    while select.select([fd], [], [], WORKER_IDLE)[0]:
+        head = _read_exactly(fd, 4)
+        data = _read_exactly(fd, int.from_bytes(head, "big")) if len(head) == 4 else b""
+        if not data:
+            return
+        try:
+            made = [job.prepare(*item) for item in pickle.loads(data)]
+        except Exception as e:
+            _send(out, type(e).__name__)  # the parent does this batch itself, and stops us
+            out.flush()
+            return
+        _send(out, made)
+        out.flush()
+
+
 def _child() -> None:
     # The pipe is our stdout: keep it for the records, and send anything else printed to stderr.
     out = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    job: _Job = pickle.load(sys.stdin.buffer)
+    from eventmail.store import reader as this  # the job's classes: this module runs as __main__
+
+    job = pickle.load(sys.stdin.buffer)
+    if isinstance(job, this._Serve):
+        with contextlib.suppress(BrokenPipeError):
+            _serve(job, sys.stdin.buffer, out)
+        return
     batch: list[Any] = []
     try:
         stream_log = StreamLog(job.stream, Path(job.path), job.keys, writable=False)

@@ -4,16 +4,19 @@ keyring, heads and chains, truncation, node state and the gate of synchronous mo
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ..proto import events_pb2 as pb
+from . import reader
 from .errors import StoreError
 from .fsutil import write_atomic
 from .keyring import Keyring
 from .log import Head, StreamLog
 from .names import NODE_STATE, QUEUE, SYSTEM
+from .projection import prepare_record, preparers
 from .records import GENESIS_CHAIN, Record
 from .stream import Committed
 from .system import SystemView
@@ -30,6 +33,7 @@ class ReplicationPort:
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        self._prepare_worker: reader.Worker | None = None
 
     def set_replication(
         self, gate: Callable[[str, int], Awaitable[None]] | None, fenced: Callable[[str], str | None]
@@ -152,8 +156,20 @@ class ReplicationPort:
         blobs: list[tuple[bytes, bytes]] | None = None,
     ) -> None:
         """Append another node's records verbatim (chain verified), fsynced (then `on_durable` is
-        called), then published. `blobs` (id, file), the files the records refer to, are stored
-        durably first, on the same thread hop (put_blob_files)."""
+        called), then published: `write_raw` and its fold."""
+        await (await self.write_raw(stream, records, on_durable, blobs))
+
+    async def write_raw(
+        self, stream: str, records: list[Record], on_durable: Callable[[], None] | None = None,
+        blobs: list[tuple[bytes, bytes]] | None = None,
+    ) -> Awaitable[None]:
+        """Write another node's records verbatim (chain verified) and fsync them (then
+        `on_durable` is called); returns their fold into the projections, under way (each
+        stream's batches fold in order, the next batch may be written meanwhile; until a fold is
+        done, the stream takes no local append: StreamWriter.write_raw). `blobs` (id, file), the
+        files the records refer to, are stored durably first, on the same thread hop
+        (put_blob_files). An account's deliveries are made ready to fold by the worker process
+        (store.reader.Worker) when a batch has many."""
         if stream not in self._store.keyring.streams:
             raise StoreError(f"no keys for stream {stream} (the keyring must arrive first)")
         before = None
@@ -163,13 +179,37 @@ class ReplicationPort:
             def before() -> None:
                 store.put_raw_files(blobs)
 
-        committed = await (await self._store._writer_for(stream)).append_raw(records, on_durable, before)
-        collected = [b for c in committed if c.event.WhichOneof("kind") == "blobs_collected"
-                     for b in c.event.blobs_collected.blob_ids]
-        if collected:
-            # As the primary did (Account.collect_blobs): the collection is recorded, then the
-            # files go. Else a backup keeps, for ever, mail its user deleted.
-            await asyncio.to_thread(self._store._blob_store(stream).remove, collected)
+        prepare = self._worker() if stream.startswith("account/") and len(records) >= reader.WORKER_MIN else None
+        fold = await (await self._store._writer_for(stream)).write_raw(records, on_durable, before, prepare)
+
+        async def folded() -> None:
+            committed = await fold
+            collected = [b for c in committed if c.event.WhichOneof("kind") == "blobs_collected"
+                         for b in c.event.blobs_collected.blob_ids]
+            if collected:
+                # As the primary did (Account.collect_blobs): the collection is recorded, then the
+                # files go. Else a backup keeps, for ever, mail its user deleted.
+                await asyncio.to_thread(self._store._blob_store(stream).remove, collected)
+
+        return folded()
+
+    def _worker(self) -> reader.Worker:
+        if self._prepare_worker is None:
+            preps = preparers(self._store.registration.projections)
+            self._prepare_worker = reader.Worker(functools.partial(prepare_record, preps))
+        return self._prepare_worker
+
+    def start_worker(self) -> None:
+        """Start the worker process that makes an account's replicated deliveries ready to fold
+        (store.reader.Worker), unless it runs: a secondary that connects to its leader may be
+        about to catch up, and the child's start (~0.35 CPU s of imports) then overlaps it."""
+        self._worker().start()
+
+    def close(self) -> None:
+        """End the worker process, if one runs (the store's close; it also ends when we exit)."""
+        if self._prepare_worker is not None:
+            self._prepare_worker.close()
+            self._prepare_worker = None
 
     async def put_blob_files(self, stream: str, files: list[tuple[bytes, bytes]]) -> int:
         """A batch of replicated blob files (id, file), checked, then made durable together."""

@@ -11,6 +11,7 @@ from ..cputime import stage
 from ..proto import events_pb2 as pb
 from .errors import NotWriter, StoreError
 from .log import StreamLog
+from .projection import Item
 from .records import Record
 from .registration import Change
 
@@ -23,6 +24,8 @@ _T = TypeVar("_T")
 # A stream commits one batch at a time, so this many streams commit at once.
 COMMIT_THREADS = 4
 _COMMIT_POOL = ThreadPoolExecutor(COMMIT_THREADS, thread_name_prefix="commit")
+# A replicated batch of this many records or more is decrypted on a commit thread, not the loop.
+DECRYPT_AWAY = 64
 # Batches of a stream written and waiting for the secondary's acknowledgement at once (sync mode).
 PIPELINE = 8
 
@@ -75,6 +78,10 @@ class Subscription:
         return await self.get()
 
 
+# What makes a replicated batch's deliveries ready to fold: their (seq, time in µs, plaintext) in,
+# store.projection.Added out in the same order, or None (not made: the fold parses them).
+PrepareRaw = Callable[[list[tuple[int, int, bytes]]], Awaitable["list[Item] | None"]]
+
 Batch = list[tuple[list[pb.Event], "asyncio.Future[list[Committed]]"]]
 
 
@@ -107,6 +114,8 @@ class StreamWriter:
         # Replicated appends in progress (append_raw): their records may be in the log while the
         # projections do not have them yet.
         self._applying = 0
+        # The last replicated batch's fold (write_raw), which the next one's waits for.
+        self._folding: asyncio.Future[list[Committed]] | None = None
         self.notify: Callable[[], None] = lambda: None
 
     def submit(self, events: Sequence[pb.Event]) -> "asyncio.Future[list[Committed]]":
@@ -247,26 +256,46 @@ class StreamWriter:
                     fut.set_result(committed[i : i + len(events)])
             i += len(events)
 
-    def _publish(self, committed: list[Committed]) -> list[Committed]:
+    def _publish(self, committed: list[Committed], ready: "list[Item] | None" = None) -> list[Committed]:
         with stage("projections"):
-            committed = self.on_commit(committed)
+            # `ready`: the same events, deliveries made ready to fold (write_raw); only an
+            # account's on_commit takes them.
+            committed = self.on_commit(committed) if ready is None else self.on_commit(committed, ready)  # type: ignore[call-arg]
         for sub in list(self.subscribers):
             for c in committed:
                 sub._put(c)
         return committed
 
     async def append_raw(self, records: list[Record], on_durable: Callable[[], None] | None = None,
-                         before: Callable[[], object] | None = None) -> list[Committed]:
-        """Append records made by another node, verbatim (their chain checked), then publish them.
+                         before: Callable[[], object] | None = None, prepare: PrepareRaw | None = None,
+                         ) -> list[Committed]:
+        """Append records made by another node, verbatim (their chain checked), then publish them
+        (`write_raw`, then its fold)."""
+        return await (await self.write_raw(records, on_durable, before, prepare))
+
+    async def write_raw(self, records: list[Record], on_durable: Callable[[], None] | None = None,
+                        before: Callable[[], object] | None = None, prepare: PrepareRaw | None = None,
+                        ) -> "asyncio.Future[list[Committed]]":
+        """Write records made by another node, verbatim (their chain checked), and fsync them;
+        returns their fold into the projections (and their publication), under way in a task.
 
         `before` runs first on the same commit thread (a follower stores the batch's blobs
         there: one hop to a thread rather than two). `on_durable` is called once the records
         are fsynced, before the projections take them (a follower acknowledges there: the
         acknowledgement promises durability, and a projection is rebuilt from the log after any
-        failure)."""
+        failure).
+
+        The fold runs after every earlier replicated batch's fold, so a follower writes its next
+        batch while this one folds (a catch-up's batch folds for as long as the next one takes to
+        arrive, be written and be fsynced; before, one waited for the other). With `prepare`,
+        the MessageAdded records' (seq, time, plaintext) are made ready to fold by it (a worker
+        process: store.reader.Worker) while the batch before folds; None from it means "not
+        made": the fold parses them as always. The fence stays up until the fold is done: no
+        local append while any replicated record is in the log and not in the projections
+        (`_applying`)."""
         self._applying += 1
         try:
-            await self.drain()
+            await self._drain_local()
             prev = self.log.head.chain
 
             def write() -> None:
@@ -278,23 +307,67 @@ class StreamWriter:
             self.notify()
             if on_durable is not None:
                 on_durable()
-                # One turn of the loop before the fold (which runs on the loop and takes a while
-                # for a large batch): what on_durable queued (a follower's acknowledgement) can leave.
-                await asyncio.sleep(0)
+        except BaseException:
+            self._applying -= 1
+            raise
+        previous, fold = self._folding, None
+        if previous is not None and previous.done():
+            previous = None
+        try:
+            fold = asyncio.ensure_future(self._fold_raw(records, prev, previous, prepare))
+        finally:
+            if fold is None:
+                self._applying -= 1
+        self._folding = fold
+        return fold
+
+    async def _fold_raw(self, records: list[Record], prev: bytes, previous: "asyncio.Future[list[Committed]] | None",
+                        prepare: PrepareRaw | None) -> list[Committed]:
+        """Decrypt and parse written replicated records, then fold them after `previous`."""
+        try:
             committed = []
+            added: list[tuple[int, int, bytes]] = []
             if self.log.keys is not None:
-                for r in records:
+                if len(records) >= DECRYPT_AWAY:
+                    # libsodium runs without the GIL: on a thread, beside the fold of the batch before.
+                    plaintexts = await _on_commit_thread(self._decrypt_all, records, prev)
+                else:
+                    plaintexts = self._decrypt_all(records, prev)
+                for r, plaintext in zip(records, plaintexts, strict=True):
                     event = pb.Event()
-                    event.ParseFromString(self.log.decrypt(r, prev))
-                    prev = r.chain
+                    event.ParseFromString(plaintext)
                     committed.append(Committed(self.log.stream, r.seq, r.time_us, event))
-            try:
-                return self._publish(committed)
-            except Exception as e:
-                self.broken = e
-                raise
+                    if prepare is not None and event.WhichOneof("kind") == "message_added":
+                        added.append((r.seq, r.time_us, plaintext))
+            made = await prepare(added) if added and prepare is not None else None
+            if made is not None and len(made) != len(added):
+                made = None
+            if previous is not None:
+                await asyncio.wait([previous])  # in log order; its own caller hears of its failure
+            if self.broken is not None:
+                raise StoreError(f"stream {self.log.stream}: a commit failed after its write; reopen it")
+            ready: list[Item] | None = None
+            if made is not None:
+                ready = []
+                by_seq = iter(made)
+                for c in committed:
+                    ready.append(next(by_seq) if c.event.WhichOneof("kind") == "message_added"
+                                 else (c.seq, c.time_us, c.event))
+            return self._publish(committed, ready)
+        except BaseException as e:
+            # In the log and not in the projections (a failed fold, or the loop closing): the
+            # stream must be reopened, its projections rebuilt from the log.
+            self.broken = self.broken or (e if isinstance(e, Exception) else StoreError("replicated fold interrupted"))
+            raise
         finally:
             self._applying -= 1
+
+    def _decrypt_all(self, records: list[Record], prev: bytes) -> list[bytes]:
+        out = []
+        for r in records:
+            out.append(self.log.decrypt(r, prev))
+            prev = r.chain
+        return out
 
     def _seal_and_write(self, plaintexts: list[bytes]) -> list[Record]:
         with stage("append"):
@@ -308,7 +381,13 @@ class StreamWriter:
         return sub
 
     async def drain(self) -> None:
-        """Wait until every queued append has been committed or failed."""
+        """Wait until every queued append has been committed or failed, and every written
+        replicated batch folded (or failed): an account closed then checkpoints what its log has."""
+        await self._drain_local()
+        while self._folding is not None and not self._folding.done():
+            await asyncio.wait([self._folding])
+
+    async def _drain_local(self) -> None:
         while self._task is not None and not self._task.done():
             # asyncio.wait: neither raises what ended the task (its waiters got that) nor cancels it.
             await asyncio.wait([self._task])
