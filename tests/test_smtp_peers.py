@@ -155,6 +155,24 @@ def test_replies_to_pipelined_commands_come_in_one_segment(server: MailServer) -
     assert any(b"one segment" in m for m in server.messages("bob"))
 
 
+def test_held_replies_are_written_a_hundred_at_a_time(server: MailServer) -> None:
+    """The replies held for one write are bounded (smtp.server.HELD_REPLIES): 150 pipelined
+    commands (MAIL and RSET, 75 times) in one packet are answered in two writes."""
+    from eventmail.smtp.server import HELD_REPLIES
+
+    assert HELD_REPLIES < 150 < 2 * HELD_REPLIES
+    with socket.create_connection(("127.0.0.1", server.ports["smtp"]), timeout=20) as s:
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(b"EHLO client.example.test\r\n")
+        while f.readline()[3:4] == b"-":
+            pass
+        before = data_segments_in(s)
+        s.sendall(b"MAIL FROM:<s@example.test>\r\nRSET\r\n" * 75)
+        assert all(f.readline().startswith(b"250 ") for _ in range(150))
+        assert data_segments_in(s) - before == 2
+
+
 def test_internationalised_domain_and_utf8_local_part(server: MailServer) -> None:
     with smtplib.SMTP("127.0.0.1", server.ports["smtp"]) as s:
         s.ehlo("client.example.test")

@@ -69,6 +69,12 @@ def password_lookup(store: Store, username: str) -> pb.PasswordSet | None:
     return info.password if info is not None else None
 
 
+# Replies held for one write at most (RFC 2920 §3.1): a group of the 100 recipients RFC 5321
+# §4.5.3.1.8 requires a server to take, in one segment; single-line replies of at most 512
+# octets (§4.5.3.1.5), so at most 51 KB held before the write and its drain.
+HELD_REPLIES = 100
+
+
 class SmtpSession:
     """One connection: feeds the core, answers its events with the policy of the role."""
 
@@ -109,6 +115,8 @@ class SmtpSession:
         while not self.conn.closed:
             for event in events:
                 held.append(await self.answer(event))
+                if len(held) >= HELD_REPLIES:
+                    await self._send(held)  # output stays bounded by the drain, as unheld
                 if isinstance(event, StartTls) and self.conn.phase.name == "TLS_HANDSHAKE":
                     await self._send(held)  # the 220 in the clear, then the handshake
                     await self._start_tls()
