@@ -1,13 +1,16 @@
 """SMTP benchmark: messages/s accepted by eventmail's MX beside Postfix delivering to Dovecot over LMTP, as a ratio.
 
     python bench/smtp.py [--messages 1000] [--clients 10] [--size 20000] [--reps 3] [--dir DIR] [--profile FILE]
+                         [--pipeline]
 
 The same load goes to both, in alternating runs (the median of --reps is reported):
 real messages from tests/data/corpus/ham, each padded with real body lines (or trimmed at a line
 boundary) to about --size bytes, given a From in the sender domain, a unique X-Bench-Seq header,
 and a DKIM signature (rsa-sha256, 2048 bits) made before the clock starts. --clients threads send
 over raw sockets, one message per connection as an inbound MX sees it: EHLO, MAIL (SIZE=, and
-BODY=8BITMIME when the message has 8-bit octets), RCPT, DATA, QUIT, no pipelining.
+BODY=8BITMIME when the message has 8-bit octets), RCPT, DATA, QUIT, no pipelining (as the anchor's
+load generator); with --pipeline, MAIL, RCPT and DATA go in one write when the server offers
+PIPELINING, as Postfix, Exim and Mox send them (RFC 2920), to both servers alike.
 
 - eventmail: `eventmail serve` as its own process; every message gets SPF, DKIM and DMARC
   (policy p=reject) evaluated against a local DNS server process (tests/dnsserver.py) serving the
@@ -237,8 +240,9 @@ class LoadResult:
         return 1000 * ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def send_load(port: int, rcpt: str, payloads: list[Payload], clients: int) -> LoadResult:
-    """Send every payload once, `clients` at a time, one message per connection."""
+def send_load(port: int, rcpt: str, payloads: list[Payload], clients: int, pipeline: bool = False) -> LoadResult:
+    """Send every payload once, `clients` at a time, one message per connection; with `pipeline`
+    MAIL, RCPT and DATA in one write where the server offers PIPELINING (RFC 2920)."""
     result = LoadResult()
     lock = threading.Lock()
     queue = iter(range(len(payloads)))
@@ -259,9 +263,16 @@ def send_load(port: int, rcpt: str, payloads: list[Payload], clients: int) -> Lo
                 if p.eight_bit and b"8BITMIME" in client.extensions:
                     params += b" BODY=8BITMIME"
                 t0 = time.perf_counter()
-                client.command(b"MAIL FROM:<" + MAIL_FROM.encode() + b">" + params, "mail", 250)
-                client.command(b"RCPT TO:<" + rcpt.encode() + b">", "rcpt", 250)
-                client.command(b"DATA", "data", 354)
+                mail = b"MAIL FROM:<" + MAIL_FROM.encode() + b">" + params
+                if pipeline and b"PIPELINING" in client.extensions:
+                    client.sock.sendall(mail + b"\r\nRCPT TO:<" + rcpt.encode() + b">\r\nDATA\r\n")
+                    client.expect("mail", 250)
+                    client.expect("rcpt", 250)
+                    client.expect("data", 354)
+                else:
+                    client.command(mail, "mail", 250)
+                    client.command(b"RCPT TO:<" + rcpt.encode() + b">", "rcpt", 250)
+                    client.command(b"DATA", "data", 354)
                 client.sock.sendall(p.wire)
                 client.expect("end of data", 250)
                 t1 = time.perf_counter()
@@ -327,7 +338,7 @@ def thread_seconds(pid: int, tid: int) -> float:
 
 
 def run_eventmail(server: MailServer, dns: DnsServer, payloads: list[Payload], clients: int,
-                  profile: Path | None = None, stages: bool = False) -> Run:
+                  profile: Path | None = None, stages: bool = False, pipeline: bool = False) -> Run:
     """One run of the load. The server's CPU per message is measured from outside (/proc): its
     process, its event loop's thread (the main one) and its analysis processes. With `stages`
     the server also counts CPU by stage (its first `stages` request starts that, and the clock
@@ -338,7 +349,7 @@ def run_eventmail(server: MailServer, dns: DnsServer, payloads: list[Payload], c
     cpu = CpuWindow({"eventmail": pid, "dns server": dns.process.pid}).start()
     proc0, loop0 = cpu_seconds(pid), thread_seconds(pid, pid)
     spy = start_profile(pid, profile) if profile else None
-    load = send_load(server.ports["smtp"], f"bench@{RECIPIENT_DOMAIN}", payloads, clients)
+    load = send_load(server.ports["smtp"], f"bench@{RECIPIENT_DOMAIN}", payloads, clients, pipeline)
     if spy is not None:
         spy.send_signal(signal.SIGINT)  # py-spy writes its samples when interrupted
         spy.wait(60)
@@ -388,11 +399,12 @@ def start_profile(pid: int, out: Path) -> subprocess.Popen[bytes]:
                              "-o", str(out)], stdout=subprocess.DEVNULL)
 
 
-def run_postfix(peers: Peers, payloads: list[Payload], clients: int, timeout: float = 300.0) -> Run:
+def run_postfix(peers: Peers, payloads: list[Payload], clients: int, timeout: float = 300.0,
+                pipeline: bool = False) -> Run:
     assert peers.postfix_pid is not None and peers.dovecot_pid is not None
     before = maildir_count(peers.maildir)
     cpu = CpuWindow({"postfix": peers.postfix_pid, "dovecot": peers.dovecot_pid}).start()
-    load = send_load(peers.smtp_port, peers.user, payloads, clients)
+    load = send_load(peers.smtp_port, peers.user, payloads, clients, pipeline)
     deadline = time.monotonic() + timeout
     delivered = maildir_count(peers.maildir) - before
     while delivered < load.accepted and time.monotonic() < deadline:
@@ -512,6 +524,7 @@ def main() -> int:
     ap.add_argument("--no-peers", action="store_true", help="measure eventmail only")
     ap.add_argument("--settings", default="", help="TOML settings for eventmail's configuration, e.g. 'analysis_workers = 0'")
     ap.add_argument("--profile", type=Path, help="record py-spy samples of the server during its first run into this file")
+    ap.add_argument("--pipeline", action="store_true", help="MAIL, RCPT and DATA in one write (RFC 2920), to both servers")
     a = ap.parse_args()
 
     scratch = Path(tempfile.mkdtemp(prefix="smtp-bench-", dir=a.dir)) if a.dir else Path(tempfile.mkdtemp(prefix="smtp-bench-"))
@@ -525,7 +538,7 @@ def main() -> int:
     eight = sum(p.eight_bit for p in payloads[tags[0]])
     print(f"SMTP in: {a.messages} messages per run (avg {avg:.0f} octets, {eight} with 8-bit octets, DKIM rsa-sha256 "
           f"signed; prepared in {time.perf_counter() - t0:.1f} s), {a.clients} clients, one message per connection, "
-          f"{a.reps} runs each; load average {loadavg()}")
+          f"{a.reps} runs each{', pipelined' if a.pipeline else ''}; load average {loadavg()}")
 
     dns = DnsServer.start(scratch / "dns", {SENDER_DOMAIN: sender_zone(key.txt)})
     server = MailServer(scratch / "eventmail", dns_port=dns.port, settings=a.settings.replace("\\n", "\n") + "\n")
@@ -542,10 +555,11 @@ def main() -> int:
             except PeersUnavailable as e:
                 print(f"Postfix -> Dovecot not measured: {e}")
         for rep, tag in enumerate(tags):
-            ours.append(run_eventmail(server, dns, payloads[tag], a.clients, a.profile if rep == 0 else None))
+            ours.append(run_eventmail(server, dns, payloads[tag], a.clients, a.profile if rep == 0 else None,
+                                      pipeline=a.pipeline))
             print(f"  run {rep + 1}: eventmail {ours[-1].load.accepted_per_s:.1f} msgs/s accepted", end="")
             if peers is not None:
-                theirs.append(run_postfix(peers, payloads[tag], a.clients))
+                theirs.append(run_postfix(peers, payloads[tag], a.clients, pipeline=a.pipeline))
                 print(f", Postfix {theirs[-1].load.accepted_per_s:.1f} accepted / "
                       f"{theirs[-1].delivered_per_s:.1f} delivered to Dovecot", end="")
             print(flush=True)
@@ -553,7 +567,7 @@ def main() -> int:
         memory = f"eventmail RSS after {sum(r.load.accepted for r in ours)} deliveries: {rss(server.proc.pid)}"
         # Where the CPU goes, in a run of its own: counting by stage costs the server clock reads,
         # which the runs above (the server as it runs unasked) do not pay.
-        staged = run_eventmail(server, dns, payloads[staged_tag], a.clients, stages=True)
+        staged = run_eventmail(server, dns, payloads[staged_tag], a.clients, stages=True, pipeline=a.pipeline)
         print(f"  run with CPU counted by stage (not in the figures below): eventmail "
               f"{staged.load.accepted_per_s:.1f} msgs/s accepted", flush=True)
         print()

@@ -56,3 +56,22 @@ def test_the_capped_tokens_are_the_first_seen_ones() -> None:
     words = text.split()
     unbounded = ["s:hi", "h:subject", "ct:text/plain", "cs:us-ascii", *words, *map(" ".join, itertools.pairwise(words))]
     assert got == unbounded[: tk.MAX_TOKENS]
+
+
+# The same within Latin-1 (the run-by-run reading's domain; beyond it _WORD reads all).
+LATIN1 = st.sampled_from([*"aZx9_'.-  \t\n\u00a0\x85\x1c\x1f,;!<>@/éßÅÿ", "ABC", "xyz" * 9])
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(st.lists(LATIN1, max_size=300), st.lists(ALPHABET, max_size=300)).map("".join))
+def test_mostly_ascii_text_read_run_by_run_gives_the_unicode_words(text: str) -> None:
+    """Text with non-ASCII characters is read by the ASCII pattern between the runs that hold
+    them (and by the Unicode one past _MIXED_RUNS of them): the words of the Unicode pattern."""
+    low = text.lower()
+    assert tk._mixed_words(low) == tk._WORD.findall(low)
+
+
+def test_many_non_ascii_runs_fall_back_to_the_unicode_pattern() -> None:
+    low = " ".join(f"w{i}é x{i} y" for i in range(3 * tk._MIXED_RUNS))
+    assert tk._mixed_words(low) == tk._WORD.findall(low)
+    assert tk._mixed_words("ascii only, then é") == ["ascii", "only", "then", "é"]

@@ -122,6 +122,57 @@ def test_a_retried_transaction_is_delivered_once(server: MailServer, tmp_path: P
     assert sum(b"retry-1@example.test" in m for m in server.messages("alice")) == 1
 
 
+def test_a_pipelining_client_delivers(server: MailServer) -> None:
+    """swaks sends MAIL, RCPT and DATA in one write when PIPELINING is offered (RFC 2920)."""
+    p = swaks("-s", "127.0.0.1", "-p", smtp_port(server), "-f", "s@example.test", "--h-From", "s@example.test",
+              "-t", "alice@mail.test", "--pipeline", "--h-Subject", "pipelined delivery")
+    assert p.returncode == 0, p.stdout
+    assert "250 2.0.0 queued as" in p.stdout
+    assert any(b"pipelined delivery" in m for m in server.messages("alice"))
+
+
+def data_segments_in(s: socket.socket) -> int:
+    """Segments with data this socket received (Linux TCP_INFO's tcpi_data_segs_in, since 4.6)."""
+    info = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return int.from_bytes(info[152:156], sys.byteorder)
+
+
+def test_replies_to_pipelined_commands_come_in_one_segment(server: MailServer) -> None:
+    """RFC 2920 §3.1: the replies to MAIL, RCPT and DATA sent in one packet go out in one write
+    (the server sends each write at once, TCP_NODELAY: one per reply before)."""
+    with socket.create_connection(("127.0.0.1", server.ports["smtp"]), timeout=20) as s:
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(b"EHLO client.example.test\r\n")
+        while f.readline()[3:4] == b"-":
+            pass
+        before = data_segments_in(s)
+        s.sendall(b"MAIL FROM:<s@example.test>\r\nRCPT TO:<bob@mail.test>\r\nDATA\r\n")
+        assert [f.readline()[:3] for _ in range(3)] == [b"250", b"250", b"354"]
+        assert data_segments_in(s) - before == 1
+        s.sendall(b"From: s@example.test\r\nSubject: one segment\r\n\r\nhello\r\n.\r\nQUIT\r\n")
+        assert [line[:3] for line in f.read().split(b"\r\n") if line] == [b"250", b"221"]
+    assert any(b"one segment" in m for m in server.messages("bob"))
+
+
+def test_held_replies_are_written_a_hundred_at_a_time(server: MailServer) -> None:
+    """The replies held for one write are bounded (smtp.server.HELD_REPLIES): 150 pipelined
+    commands (MAIL and RSET, 75 times) in one packet are answered in two writes."""
+    from eventmail.smtp.server import HELD_REPLIES
+
+    assert HELD_REPLIES < 150 < 2 * HELD_REPLIES
+    with socket.create_connection(("127.0.0.1", server.ports["smtp"]), timeout=20) as s:
+        f = s.makefile("rb")
+        f.readline()
+        s.sendall(b"EHLO client.example.test\r\n")
+        while f.readline()[3:4] == b"-":
+            pass
+        before = data_segments_in(s)
+        s.sendall(b"MAIL FROM:<s@example.test>\r\nRSET\r\n" * 75)
+        assert all(f.readline().startswith(b"250 ") for _ in range(150))
+        assert data_segments_in(s) - before == 2
+
+
 def test_internationalised_domain_and_utf8_local_part(server: MailServer) -> None:
     with smtplib.SMTP("127.0.0.1", server.ports["smtp"]) as s:
         s.ehlo("client.example.test")

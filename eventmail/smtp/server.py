@@ -69,6 +69,12 @@ def password_lookup(store: Store, username: str) -> pb.PasswordSet | None:
     return info.password if info is not None else None
 
 
+# Replies held for one write at most (RFC 2920 §3.1): a group of the 100 recipients RFC 5321
+# §4.5.3.1.8 requires a server to take, in one segment; single-line replies of at most 512
+# octets (§4.5.3.1.5), so at most 51 KB held before the write and its drain.
+HELD_REPLIES = 100
+
+
 class SmtpSession:
     """One connection: feeds the core, answers its events with the policy of the role."""
 
@@ -100,25 +106,41 @@ class SmtpSession:
         self.tls_bindings = dict(channel_bindings or {})
 
     async def run(self) -> None:
-        self.io.write(self.conn.greeting())
+        # Replies wait here while the input holds more commands (RFC 2920 §3.1: a server may
+        # hold them while commands are in its input buffer), and go out in one write before the
+        # next read: a pipelining client (Postfix, Exim, Mox: MAIL, RCPT and DATA in one packet)
+        # gets its replies in one segment, one send system call rather than one per command.
+        held = [self.conn.greeting()]
         events = self.conn.next_events()
         while not self.conn.closed:
             for event in events:
-                self.io.write(await self.answer(event))
+                held.append(await self.answer(event))
+                if len(held) >= HELD_REPLIES:
+                    await self._send(held)  # output stays bounded by the drain, as unheld
                 if isinstance(event, StartTls) and self.conn.phase.name == "TLS_HANDSHAKE":
+                    await self._send(held)  # the 220 in the clear, then the handshake
                     await self._start_tls()
                     break
-            # A client that does not read its replies is closed after the idle timeout
-            # (RFC 5321 §4.5.3.2.7 gives the server's 5 minutes for either direction).
-            await self.io.drain(self.idle_timeout)
+            if not self.conn.closed and (events := self.conn.next_events()):
+                continue
+            await self._send(held)
             if self.conn.closed:
                 break
-            events = self.conn.next_events()
-            if not events:
-                data = await self.io.read(self.idle_timeout)
-                if not data:
-                    break
-                events = self.conn.receive(data)
+            data = await self.io.read(self.idle_timeout)
+            if not data:
+                break
+            events = self.conn.receive(data)
+        if held:
+            await self._send(held)
+
+    async def _send(self, held: list[bytes]) -> None:
+        """Write the held replies at once. A client that does not read its replies is closed
+        after the idle timeout (RFC 5321 §4.5.3.2.7 gives the server's 5 minutes for either
+        direction)."""
+        if held:
+            self.io.write(b"".join(held))
+            held.clear()
+        await self.io.drain(self.idle_timeout)
 
     async def _start_tls(self) -> None:
         assert self.tls_context is not None
