@@ -3,8 +3,6 @@ results as in the server's own (a message, its junk features, and the refusal of
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 import smtplib
 from pathlib import Path
@@ -88,17 +86,6 @@ def test_the_server_counts_cpu_by_stage(tmp_path: Path) -> None:
         srv.stop()
 
 
-def analysis_workers(pid: int) -> list[psutil.Process]:
-    """The server's analysis workers: its processes but the forker they come from."""
-    return [p for p in psutil.Process(pid).children(recursive=True) if p.name() != "analysis-forker"]
-
-
-def send(srv: MailServer, subject: str) -> None:
-    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=30) as s:
-        s.sendmail("s@example.test", ["alice@mail.test"],
-                   f"From: s@example.test\r\nSubject: {subject}\r\n\r\nhello there\r\n".encode())
-
-
 def test_a_killed_worker_is_replaced(tmp_path: Path) -> None:
     """A worker that dies (killed here) costs no message: the delivery after it is analysed and
     answered 250, and the server starts a new worker process in its place."""
@@ -110,16 +97,20 @@ def test_a_killed_worker_is_replaced(tmp_path: Path) -> None:
     srv.add_account("alice", "alice@mail.test", "worker test password")
     srv.start()
     try:
-        send(srv, "first")
+        def send(subject: str) -> None:
+            with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=30) as s:
+                s.sendmail("s@example.test", ["alice@mail.test"],
+                           f"From: s@example.test\r\nSubject: {subject}\r\n\r\nhello there\r\n".encode())
+
+        send("first")
         assert srv.proc is not None
-        (first,) = analysis_workers(srv.proc.pid)
+        (first,) = psutil.Process(srv.proc.pid).children()
         first.send_signal(signal.SIGKILL)
-        with contextlib.suppress(psutil.TimeoutExpired):
-            first.wait(10)  # a forked worker is reaped by the kernel, not waited for here
-        send(srv, "after the kill")
-        send(srv, "and one more")
+        first.wait(10)
+        send("after the kill")
+        send("and one more")
         deadline = time.monotonic() + 30
-        while not [c for c in analysis_workers(srv.proc.pid) if c.pid != first.pid]:
+        while not [c for c in psutil.Process(srv.proc.pid).children() if c.pid != first.pid]:
             assert time.monotonic() < deadline, "no new analysis process"
             time.sleep(0.1)
         got = srv.wait_for("alice", 3)
@@ -127,59 +118,6 @@ def test_a_killed_worker_is_replaced(tmp_path: Path) -> None:
         assert any("worker process" in line and "ended" in line for line in srv.log_lines)
     finally:
         srv.stop()
-
-
-def test_workers_are_forked_from_a_forker_that_holds_nothing_of_the_server(tmp_path: Path) -> None:
-    """`eventmail serve` forks its analysis workers from a process forked at its start (before any
-    thread, port or key): the forker and its workers have one thread each and no file descriptor
-    but their sockets (and stdin, stdout, stderr), a killed worker is forked again, and a killed
-    forker leaves the workers to new interpreters: mail is analysed throughout."""
-    import signal
-    import time
-
-    srv = MailServer(tmp_path, settings="analysis_workers = 1\n", kinds=("smtp",))
-    srv.init()
-    srv.add_account("alice", "alice@mail.test", "worker test password")
-    srv.start()
-    try:
-        send(srv, "first")
-        assert srv.proc is not None
-        server = psutil.Process(srv.proc.pid)
-        (forker,) = [p for p in server.children() if p.name() == "analysis-forker"]
-        (worker,) = forker.children()
-        assert worker.name() == "analysis" and worker.ppid() == forker.pid
-        assert server.num_threads() > 1  # the server has threads; what it forked from had none
-        for p in (forker, worker):
-            assert p.num_threads() == 1, p
-            fds = {int(fd): os.readlink(f"/proc/{p.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{p.pid}/fd")}
-            # One socket (a worker reads and writes it through two descriptors), nothing else.
-            assert len({fds[fd] for fd in set(fds) - {0, 1, 2}}) == 1, fds
-            assert all(fds[fd].startswith("socket:") for fd in set(fds) - {0, 1, 2}), fds
-        worker.send_signal(signal.SIGKILL)
-        send(srv, "after the worker's kill")
-        deadline = time.monotonic() + 30
-        while not [c for c in forker.children() if c.pid != worker.pid]:
-            assert time.monotonic() < deadline, "no new worker forked"
-            time.sleep(0.1)
-        forked = forker.children()
-        forker.send_signal(signal.SIGKILL)
-        send(srv, "after the forker's kill")  # the worker forked before still answers
-        for w in forked:
-            w.send_signal(signal.SIGKILL)
-        send(srv, "after both")
-        send(srv, "and one more")
-        deadline = time.monotonic() + 30
-        while not [p for p in analysis_workers(srv.proc.pid) if p.status() != psutil.STATUS_ZOMBIE
-                   and "eventmail.smtp.analysis" in " ".join(p.cmdline())]:
-            assert time.monotonic() < deadline, "no new interpreter after the forker's end"
-            time.sleep(0.1)
-        got = b"".join(srv.wait_for("alice", 5))
-        for subject in ("after the worker's kill", "after the forker's kill", "after both", "and one more"):
-            assert f"Subject: {subject}".encode() in got, subject
-        assert any("the forker process ended" in line for line in srv.log_lines)
-    finally:
-        srv.stop()
-    assert not forker.is_running() or forker.status() == psutil.STATUS_ZOMBIE
 
 
 def test_workers_that_cannot_run_are_given_up(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,21 +14,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import ctypes
-import functools
-import gc
 import logging
 import os
 import pickle
 import signal
-import socket
 import sys
-import threading
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from .. import cputime
 from ..cputime import stage
@@ -125,17 +119,13 @@ class WorkerDied(Exception):
 
 
 class _Worker:
-    """One analysis process, requests on one stream and replies on another, answered in order: a
-    process forked by the Forker (a socket pair) or `python -m eventmail.smtp.analysis` (its stdin
-    and stdout). The streams are the event loop's own (no threads between the loop and the
-    worker, as a multiprocessing pool has: its feeder and manager threads cost the server's GIL
-    about as much as the parse they moved)."""
+    """One analysis process: `python -m eventmail.smtp.analysis`, requests on its stdin and replies
+    on its stdout, answered in order. The pipes are the event loop's own (no threads between the
+    loop and the worker, as a multiprocessing pool has: its feeder and manager threads cost the
+    server's GIL about as much as the parse they moved)."""
 
-    def __init__(self, pid: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, kill: Callable[[], None]) -> None:
-        self.pid = pid
-        self.reader_stream = reader
-        self.writer = writer
-        self.kill = kill  # for a worker that answered nonsense: one that ended needs none
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
         self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.alive = True
         self.answered = 0
@@ -143,28 +133,18 @@ class _Worker:
         self.reader = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
-    async def start(cls, forker: Forker | None = None) -> _Worker:
-        if forker is not None and forker.alive:
-            try:
-                pid, sock = await forker.fork()
-            except OSError as e:
-                log.error("analysis: the forker process ended (%s); workers are new interpreters from now on",
-                          type(e).__name__)
-            else:
-                reader, writer = await asyncio.open_unix_connection(sock=sock)
-                return cls(pid, reader, writer, functools.partial(_kill, pid))
+    async def start(cls) -> _Worker:
         # The package's own directory on the path: the worker imports what this process runs,
         # wherever it was started from.
         root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])]))
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", __name__, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env)
-        assert proc.stdout is not None and proc.stdin is not None
-        return cls(proc.pid, proc.stdout, proc.stdin, proc.kill)
+        return cls(proc)
 
     async def _read(self) -> None:
-        out = self.reader_stream
-        ended = False
+        out = self.proc.stdout
+        assert out is not None
         try:
             while True:
                 size = int.from_bytes(await out.readexactly(_HEAD), "big")
@@ -180,29 +160,28 @@ class _Worker:
                 else:
                     future.set_exception(value)
         except (asyncio.IncompleteReadError, ConnectionError, pickle.UnpicklingError, IndexError) as e:
-            ended = isinstance(e, (asyncio.IncompleteReadError, ConnectionError))
             if not self.closing:
                 log.error("analysis: worker process %d ended (%s); a new one is started for the next message",
-                          self.pid, type(e).__name__)
+                          self.proc.pid, type(e).__name__)
         finally:
             self.alive = False
             for future in self.waiting:
                 if not future.done():
                     future.set_exception(WorkerDied())
             self.waiting.clear()
-            self.writer.close()
-            if not ended:  # alive but talking nonsense (an ended one may be reaped: its pid reused)
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    self.kill()
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
 
     async def call(self, name: str, *args: Any) -> Any:
+        stdin = self.proc.stdin
+        assert stdin is not None
         # The worker counts its stages only while this process does (cputime: clock reads cost).
         data = pickle.dumps((name, args, cputime.enabled()), protocol=pickle.HIGHEST_PROTOCOL)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.waiting.append(future)
         try:
-            self.writer.write(len(data).to_bytes(_HEAD, "big") + data)
-            await self.writer.drain()
+            stdin.write(len(data).to_bytes(_HEAD, "big") + data)
+            await stdin.drain()
         except (ConnectionError, RuntimeError) as e:
             raise WorkerDied() from e
         return await future
@@ -210,149 +189,8 @@ class _Worker:
     def close(self) -> None:
         """End the worker: at the end of its input it exits."""
         self.closing = True
-        self.writer.close()
-
-
-def _kill(pid: int) -> None:
-    os.kill(pid, signal.SIGKILL)
-
-
-def _name_process(name: bytes) -> None:
-    """What `ps -o comm`, top and psutil's name() show for this process (Linux: PR_SET_NAME)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(15, ctypes.c_char_p(name[:15]), 0, 0, 0)
-
-
-class Forker:
-    """A small process that forks analysis workers: forked from the server at its start, before
-    any thread exists (forking a process with threads copies their locks in an unknown state),
-    with every module the analysis needs already imported. A worker forked from it shares those
-    pages with it and with the server until one of them writes to a page, where a new interpreter
-    (`python -m eventmail.smtp.analysis`) imported and built its own: docs/architecture.md has
-    the figures. The forker keeps no file descriptor but its socket to the server (and stdin,
-    stdout and the server's stderr for log lines), drops to the server's user at once, and ends
-    when the server closes that socket or ends; a worker it forks keeps only its own socket.
-
-    The server asks with one byte and the worker's end of a new socket pair (SCM_RIGHTS); the
-    forker answers with the worker's pid (4 octets). The kernel reaps the workers (SIGCHLD
-    ignored): the server sees a worker's end as the end of its socket."""
-
-    def __init__(self, sock: socket.socket, pid: int) -> None:
-        self.sock = sock
-        self.pid = pid
-        self.alive = True
-        self._lock = asyncio.Lock()
-
-    @classmethod
-    def launch(cls, become: Callable[[], None] = lambda: None) -> Forker | None:
-        """Fork the forker, which first calls `become` (the server's privileges drop); None (the
-        workers are then new interpreters) when this process already runs threads."""
-        if threading.active_count() > 1:
-            log.info("analysis: threads are running; workers are new interpreters, not forked")
-            return None
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        # Every object alive now out of the collector's sight (CPython's advice before a fork:
-        # a collection in a child would write to every object it walks, copying their pages).
-        gc.freeze()
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                ours.close()
-                _forker_main(theirs, become)
-                code = 0
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                os._exit(code)
-        theirs.close()
-        ours.setblocking(False)
-        return cls(ours, pid)
-
-    async def fork(self) -> tuple[int, socket.socket]:
-        """A new worker: its pid and the server's end of its socket."""
-        loop = asyncio.get_running_loop()
-        async with self._lock:
-            mine, its = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                try:
-                    socket.send_fds(self.sock, [b"w"], [its.fileno()])
-                    answer = b""
-                    while len(answer) < 4:
-                        got = await loop.sock_recv(self.sock, 4 - len(answer))
-                        if not got:
-                            raise ConnectionResetError("the forker ended")
-                        answer += got
-                except OSError:
-                    self.alive = False
-                    mine.close()
-                    with contextlib.suppress(ChildProcessError):
-                        os.waitpid(self.pid, os.WNOHANG)  # reaped now if it has ended, else at close()
-                    raise
-            finally:
-                its.close()
-        return int.from_bytes(answer, "big"), mine
-
-    async def close(self) -> None:
-        """End the forker (at the end of its socket it exits) and reap it."""
-        self.alive = False
-        self.sock.close()
-        with contextlib.suppress(ChildProcessError):
-            await asyncio.to_thread(os.waitpid, self.pid, 0)
-
-
-def _only_fds(keep: set[int]) -> None:
-    """Close every file descriptor above stderr but `keep` (the server's sockets, store files,
-    epoll: none is the forker's or a worker's business)."""
-    for fd in (int(name) for name in os.listdir("/proc/self/fd") if name.isdigit()):
-        if fd > 2 and fd not in keep:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-def _forker_main(sock: socket.socket, become: Callable[[], None]) -> None:
-    """The forker's loop: a worker for each request, until the server closes its end."""
-    signal.set_wakeup_fd(-1)  # the event loop's, which this process does not run
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN if sig == signal.SIGINT else signal.SIG_DFL)
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the workers
-    _only_fds({sock.fileno()})
-    become()
-    _name_process(b"analysis-forker")
-    sock.setblocking(True)
-    while True:
-        msg, fds, _, _ = socket.recv_fds(sock, 1, 1)
-        if not msg:
-            return
-        if len(fds) != 1:
-            for fd in fds:
-                os.close(fd)
-            continue
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                sock.close()
-                _worker_main(fds[0])
-                code = 0
-            except BaseException:
-                traceback.print_exc()
-            finally:
-                os._exit(code)
-        os.close(fds[0])
-        sock.sendall(pid.to_bytes(4, "big"))
-
-
-def _worker_main(fd: int) -> None:
-    """A forked worker: requests and replies on the socket `fd`."""
-    _name_process(b"analysis")
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    os.dup2(2, 1)  # a stray print cannot reach the server's stdout: the log's from here on
-    with os.fdopen(fd, "rb") as inp, os.fdopen(os.dup(fd), "wb") as out:
-        serve_worker(inp, out)
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
 
 
 def default_workers() -> int:
@@ -368,13 +206,12 @@ def default_workers() -> int:
 
 
 class Analyzer:
-    """Runs the analysis in `workers` processes (started on first use: forked by the Forker when
-    `prefork` started one, else new interpreters), or with 0 in a thread of the server. A request
-    goes to the worker with the fewest waiting."""
+    """Runs the analysis in `workers` processes (started on first use, as new interpreters: the
+    server's process has threads, which forking would copy in an unknown state), or with 0 in a
+    thread of the server. A request goes to the worker with the fewest waiting."""
 
     def __init__(self, workers: int | None = 0) -> None:
         self.workers = default_workers() if workers is None else workers
-        self.forker: Forker | None = None
         self._pool: list[_Worker] = []
         self._failures = 0  # workers in a row that could not start or died before any answer
         self._starting: asyncio.Lock | None = None
@@ -391,15 +228,9 @@ class Analyzer:
                 if self._failures >= MAX_FAILED_STARTS:
                     raise NoWorkers()
                 if len(self._pool) < self.workers:
-                    worker = await _Worker.start(self.forker)
+                    worker = await _Worker.start()
                     self._pool.append(worker)
         return min((w for w in self._pool if w.alive), key=lambda w: len(w.waiting))
-
-    def prefork(self, become: Callable[[], None] = lambda: None) -> None:
-        """Start the forker the workers will come from, if there are to be workers: call before
-        this process starts any thread, with every module imported (`become`: Forker.launch)."""
-        if self.workers > 0 and self.forker is None:
-            self.forker = Forker.launch(become)
 
     async def analyze(self, body: bytes) -> tuple[ParsedMessage, pb.JunkFeatures]:
         """`analyze` where the analysis runs (IMAP APPEND)."""
@@ -429,18 +260,18 @@ class Analyzer:
                 self.workers = 0
         return await asyncio.to_thread(TASKS[name], *args)
 
-    async def close(self) -> None:
+    def close(self) -> None:
         for w in self._pool:
             w.close()
         self._pool = []
-        if self.forker is not None:
-            await self.forker.close()
-            self.forker = None
 
 
-def serve_worker(inp: IO[bytes], out: IO[bytes]) -> None:
-    """The worker's loop: answer requests from `inp` on `out` until `inp` ends."""
+def serve_worker() -> None:
+    """The worker's main: answer requests from stdin on stdout until stdin ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the server's to handle
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # a stray print cannot corrupt a frame: stdout is the log's from here on
+    inp = sys.stdin.buffer
     while True:
         head = inp.read(_HEAD)
         if len(head) < _HEAD:
@@ -462,12 +293,5 @@ def serve_worker(inp: IO[bytes], out: IO[bytes]) -> None:
         out.flush()
 
 
-def main() -> None:
-    """A worker as a new interpreter: requests on stdin, replies on stdout."""
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # a stray print cannot corrupt a frame: stdout is the log's from here on
-    serve_worker(sys.stdin.buffer, out)
-
-
 if __name__ == "__main__":
-    main()
+    serve_worker()
