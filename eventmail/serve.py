@@ -83,6 +83,10 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
     who = privileges.target(cfg.user) if store is None else None
     if who is not None:
         privileges.check_owned(cfg.data_dir, who)
+    # Parsing, tokenizing and DKIM's hashing (eventmail/smtp/analysis.py) in processes forked from
+    # this one as it is now: every module imported, no thread yet, no key read, no port bound.
+    analyzer = Analyzer(cfg.analysis_workers)
+    await analyzer.prefork(lambda: privileges.drop(who))
     holder = CertificateHolder(server_context(cfg.tls_cert, cfg.tls_key))
     tls = holder.context
     if store is None:
@@ -100,7 +104,6 @@ async def start(cfg: Config, store: Store | None = None) -> Running:
             store = await open_store(cfg.data_dir, master)
     store.on_fsync = STORE_FSYNC_SECONDS.observe  # the store imports no metrics: it is told where
     resolver = Resolver(ResolverConfig(nameservers=cfg.resolver.nameservers, port=cfg.resolver.port))
-    analyzer = Analyzer(cfg.analysis_workers)  # parsing and tokenizing: eventmail/smtp/analysis.py
     inbound = InboundDelivery(store, resolver, cfg.hostname, analyzer=analyzer)
     closers: list[Callable[[], Awaitable[None]]] = []
     # ACME (docs/acme.md): the stored certificates (or self-signed ones) before any listener starts.
