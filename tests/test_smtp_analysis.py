@@ -186,3 +186,34 @@ def test_workers_that_cannot_run_are_given_up(monkeypatch: pytest.MonkeyPatch) -
 
     analyzer = asyncio.run(run())
     assert analyzer.workers == 0
+
+
+def test_prefork_builds_what_the_first_message_builds_then_forks() -> None:
+    """Analyzer.prefork, in a process with no thread (a new interpreter here): the parts the
+    analysis builds at its first message (the public suffix list) are built before the fork, so
+    the worker shares them, and the forked worker answers."""
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    code = """
+import asyncio
+from eventmail.mailauth import psl
+from eventmail.smtp import analysis
+
+async def main():
+    analyzer = analysis.Analyzer(1)
+    assert not psl._DEFAULT
+    await analyzer.prefork()
+    assert psl._DEFAULT, "the list was not parsed before the fork"
+    (worker,) = analyzer._pool
+    incoming = await analyzer.incoming(b"From: x@example.test\\r\\nSubject: forked\\r\\n\\r\\nhi\\r\\n", "mx.test")
+    assert incoming.parsed.structure.envelope.subject == b"forked" and worker.answered == 1
+    analyzer.close()
+
+asyncio.run(main())
+print("ok")
+"""
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr

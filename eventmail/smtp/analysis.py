@@ -105,6 +105,19 @@ def analyze(body: bytes) -> tuple[pb.MessageStructure, Author, pb.JunkFeatures]:
     return parsed.structure, parsed.author, features
 
 
+# A message that takes the analysis through its lazily built parts (Analyzer.prefork).
+_WARM_UP = (
+    b"DKIM-Signature: v=1; a=rsa-sha256; d=example.co.uk; s=s; c=relaxed/relaxed; h=from:to;\r\n"
+    b" bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; b=AAAA\r\n"
+    b"From: Warm Up <warm@mail.example.co.uk>\r\nTo: a@example.org\r\nCc: =?utf-8?q?B=C3=A9?= <b@example.org>\r\n"
+    b"Subject: =?iso-8859-1?q?caf=E9?=\r\nMIME-Version: 1.0\r\n"
+    b"Content-Type: multipart/alternative; boundary=b\r\n\r\n"
+    b"--b\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+    b"caf=E9 http://www.example.com/\r\n"
+    b"--b\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    b"PHA+Y2Fmw6k8L3A+\r\n--b--\r\n"
+)
+
 # What a worker may be asked to run, by name: nothing else crosses the pipe as code.
 TASKS: dict[str, Callable[..., Any]] = {"analyze": analyze, "incoming": analyze_incoming}
 _HEAD = 4  # a frame: its length (big-endian), then a pickle
@@ -315,6 +328,14 @@ class Analyzer:
         if threading.active_count() > 1:
             log.info("analysis: threads are running: the workers will be new interpreters, not forked")
             return
+        if self.workers > 0:
+            # What the analysis builds at its first message (the public suffix list parsed, about
+            # 1.2 MB; codecs and tables imported), built once here and shared with the workers,
+            # instead of once in each process.
+            try:
+                analyze_incoming(_WARM_UP, "localhost")
+            except Exception:
+                log.exception("analysis: the warm-up message failed")
         while len(self._pool) < self.workers:
             self._pool.append(await _Worker.forked_from_here(become))
 
