@@ -248,6 +248,11 @@ def fork_worker(become: Callable[[], None]) -> tuple[int, socket.socket]:
     if threading.active_count() > 1:
         raise RuntimeError("fork_worker: this process runs threads")
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    # The free pages inside glibc's heap back to the system first, so neither process keeps them
+    # (nor copies them when it allocates there).
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
     # Every object alive now out of the collector's sight (CPython's advice before a fork: a
     # collection in the child would write to every object it walks, copying their pages).
     gc.freeze()
