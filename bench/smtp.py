@@ -507,7 +507,7 @@ def rss(pid: int) -> str:
     parts = [f"server {text}"]
     for c in tree[1:]:
         text, pss = mb(c)
-        parts.append(f"child {c.pid} ({' '.join(c.cmdline()[1:4])}) {text}")
+        parts.append(f"child {c.pid} ({c.name()}: {' '.join(c.cmdline()[1:3])}) {text}")
         total += pss
     frames: set[int] = set()
     for p in tree:
