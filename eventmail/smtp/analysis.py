@@ -330,19 +330,24 @@ class Analyzer:
     async def prefork(self, become: Callable[[], None] = lambda: None) -> None:
         """Fork the workers now (fork_worker), if this process has no thread yet; `become` is
         called in each (the server's privileges drop). Else they start on first use."""
+        if self.workers <= 0:
+            return
         if threading.active_count() > 1:
             log.info("analysis: threads are running: the workers will be new interpreters, not forked")
             return
-        if self.workers > 0:
-            # What the analysis builds at its first message (the public suffix list parsed, about
-            # 1.2 MB; codecs and tables imported), built once here and shared with the workers,
-            # instead of once in each process.
-            try:
-                analyze_incoming(_WARM_UP, "localhost")
-            except Exception:
-                log.exception("analysis: the warm-up message failed")
+        # What the analysis builds at its first message (the public suffix list parsed, about
+        # 1.2 MB; codecs and tables imported), built once here and shared with the workers,
+        # instead of once in each process.
+        try:
+            analyze_incoming(_WARM_UP, "localhost")
+        except Exception:
+            log.exception("analysis: the warm-up message failed")
         while len(self._pool) < self.workers:
-            self._pool.append(await _Worker.forked_from_here(become))
+            try:
+                self._pool.append(await _Worker.forked_from_here(become))
+            except OSError as e:  # no memory or processes left: the first message starts one
+                log.error("analysis: could not fork a worker process: %s", e)
+                return
 
     async def analyze(self, body: bytes) -> tuple[ParsedMessage, pb.JunkFeatures]:
         """`analyze` where the analysis runs (IMAP APPEND)."""
