@@ -36,12 +36,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import os
 import secrets
 import shutil
 import signal
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -477,20 +479,54 @@ def breakdown(directory: Path, dns: DnsServer, payloads: list[Payload]) -> str:
     return "; ".join(f"{k} {1000 * v / len(messages):.2f}" for k, v in parts.items())
 
 
+def resident_pages(pid: int) -> set[int]:
+    """The physical frames (PFNs) of a process's resident pages, from /proc/PID/pagemap (bits 0-54
+    of a present page's entry, bit 63; the kernel shows the frame numbers to root only: empty
+    otherwise)."""
+    frames: set[int] = set()
+    page = os.sysconf("SC_PAGE_SIZE")
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+        for line in maps:
+            start, end = (int(x, 16) for x in line.split()[0].split("-"))
+            if line.rstrip().endswith("[vsyscall]"):
+                continue
+            pagemap.seek(start // page * 8)
+            data = pagemap.read((end - start) // page * 8)
+            for (entry,) in struct.iter_unpack("<Q", data):
+                if entry >> 63 and entry & ((1 << 55) - 1):
+                    frames.add(entry & ((1 << 55) - 1))
+    return frames
+
+
 def rss(pid: int) -> str:
-    """Resident memory of the server's process and of each child (the analysis worker), in MB;
-    with each one's unique memory (USS: what ending it would free, without the pages of the
-    interpreter and the libraries it shares with the server through the page cache)."""
+    """The memory of the server's process tree, in MB. For the server and each child (the analysis
+    workers and what starts them): its resident size (RSS), its unique memory (USS: what ending
+    it would free) and its proportional share (PSS: its unique pages, plus each page it shares
+    divided by the number of processes mapping it). Then the tree's total PSS, what the processes
+    together cost the machine (docs/architecture.md: the goal is judged on it), and, as root, the
+    tree's resident pages counted once: every page any of them maps, shared or not, counted once
+    (what they would take on a machine with no other process: the pages of libc or libpython that
+    other programs also map count in full here, and only in part in PSS)."""
     import psutil
 
-    def mb(p: psutil.Process) -> str:
+    def mb(p: psutil.Process) -> tuple[str, float]:
         full = p.memory_full_info()
-        return f"{full.rss / 1e6:.0f} MB (unique {full.uss / 1e6:.0f} MB)"
+        return f"{full.rss / 1e6:.0f} MB (unique {full.uss / 1e6:.0f}, PSS {full.pss / 1e6:.0f})", full.pss
 
     proc = psutil.Process(pid)
-    parts = [f"server {mb(proc)}"]
-    parts += [f"child {c.pid} {mb(c)}" for c in proc.children(recursive=True)]
-    return ", ".join(parts)
+    tree = [proc, *proc.children(recursive=True)]
+    text, total = mb(proc)
+    parts = [f"server {text}"]
+    for c in tree[1:]:
+        text, pss = mb(c)
+        parts.append(f"child {c.pid} ({c.name()}: {' '.join(c.cmdline()[1:3])}) {text}")
+        total += pss
+    frames: set[int] = set()
+    for p in tree:
+        with contextlib.suppress(OSError):
+            frames |= resident_pages(p.pid)
+    once = f", resident pages counted once {len(frames) * os.sysconf('SC_PAGE_SIZE') / 1e6:.0f} MB" if frames else ""
+    return ", ".join(parts) + f"; the tree's PSS {total / 1e6:.0f} MB{once}"
 
 
 def median(values: list[float]) -> float:

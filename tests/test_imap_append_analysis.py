@@ -40,21 +40,27 @@ def test_too_deep_is_raised_by_the_analysis() -> None:
 
 
 def test_append_is_analysed_in_the_worker_process(tmp_path: Path) -> None:
-    """With `analysis_workers = 1` an APPEND's parse and tokens come from the worker (it exists
-    once an APPEND has run, and no SMTP message was received), its features are recorded, and a
-    too-deep message is refused with NO [LIMIT] from there."""
+    """With `analysis_workers = 1` an APPEND's parse and tokens come from the worker (its CPU is
+    counted as the analysis process's, and no SMTP message was received), its features are
+    recorded, and a too-deep message is refused with NO [LIMIT] from there."""
+    from eventmail import control
+
     srv = MailServer(tmp_path, settings="analysis_workers = 1\n", kinds=("imap",), allow_plaintext_auth=True)
     srv.init()
     srv.add_account("alice", "alice@mail.test", "append worker password")
     srv.start()
     try:
         assert srv.proc is not None
-        assert not psutil.Process(srv.proc.pid).children(recursive=True)
+        assert psutil.Process(srv.proc.pid).children(recursive=True), "no analysis process"
+        assert control.request_in(srv.directory, "stages") is not None  # counting by stage from here
         with imaplib.IMAP4("127.0.0.1", srv.ports["imap"], timeout=30) as m:
             m.login("alice", "append worker password")
             typ, _ = m.append("INBOX", "", None, b"From: s@example.test\r\nSubject: appended\r\n\r\nzebra crossing\r\n")
             assert typ == "OK"
-            assert psutil.Process(srv.proc.pid).children(recursive=True), "no analysis process"
+            reply = control.request_in(srv.directory, "stages")
+            assert reply is not None
+            seconds = reply["cpu_seconds"]
+            assert seconds.get("analysis: parse", 0) > 0 and not seconds.get("parse"), seconds
             body = b""
             for level in range(40):
                 body = f'Content-Type: multipart/mixed; boundary="b{level}"\r\n\r\n--b{level}\r\n'.encode() + body

@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 
 from .conftest import ROOT
@@ -110,7 +111,7 @@ def test_serve_drops_root_after_binding_a_privileged_port(user: str, base: Path)
 
     entry = pwd.getpwnam(user)
     python, env = interpreter()
-    srv = MailServer(base, settings=f'user = "{user}"\n', python=python, env=env)
+    srv = MailServer(base, settings=f'user = "{user}"\nanalysis_workers = 1\n', python=python, env=env)
     srv.init()
     srv.add_account("alice", "alice@mail.test", "alice long password")
     port = privileged_port()
@@ -132,6 +133,11 @@ def test_serve_drops_root_after_binding_a_privileged_port(user: str, base: Path)
         assert st["Gid"] == [entry.pw_gid] * 4, st
         assert st["Groups"] == sorted(set(os.getgrouplist(user, entry.pw_gid))), st
         srv.wait_log(f"running as user {user} (uid {entry.pw_uid}")
+        # The analysis worker, forked before the ports were bound, dropped to the user too.
+        workers = psutil.Process(srv.proc.pid).children()  # type: ignore[union-attr]
+        assert workers
+        for w in workers:
+            assert status(w.pid)["Uid"] == [entry.pw_uid] * 4 and status(w.pid)["Gid"] == [entry.pw_gid] * 4, w
         # It serves on the privileged port, and writes its store as the user.
         with smtplib.SMTP("127.0.0.1", port, timeout=30) as s:
             s.ehlo("client.test")

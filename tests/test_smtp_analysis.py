@@ -3,6 +3,7 @@ results as in the server's own (a message, its junk features, and the refusal of
 
 from __future__ import annotations
 
+import os
 import shutil
 import smtplib
 from pathlib import Path
@@ -120,6 +121,50 @@ def test_a_killed_worker_is_replaced(tmp_path: Path) -> None:
         srv.stop()
 
 
+def test_the_worker_is_forked_at_start_and_holds_nothing_of_the_server(tmp_path: Path) -> None:
+    """`eventmail serve` forks its analysis worker at its start, before any thread, port or key:
+    the worker has one thread and no file descriptor but its socket (and stdin, stdout, stderr),
+    while the server has threads and its ports; one killed is replaced by a new interpreter."""
+    import signal
+    import time
+
+    srv = MailServer(tmp_path, settings="analysis_workers = 1\n", kinds=("smtp",))
+    srv.init()
+    srv.add_account("alice", "alice@mail.test", "worker test password")
+    srv.start()
+    try:
+        assert srv.proc is not None
+        server = psutil.Process(srv.proc.pid)
+        (worker,) = server.children()  # before any message: forked at the start
+        assert worker.name() == "analysis" and worker.cmdline() == server.cmdline()
+        assert worker.num_threads() == 1 and server.num_threads() > 1
+        fds = {int(fd): os.readlink(f"/proc/{worker.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{worker.pid}/fd")}
+        # One socket (read and written through two descriptors), nothing else of the server's.
+        assert len({fds[fd] for fd in set(fds) - {0, 1, 2}}) == 1, fds
+        assert all(fds[fd].startswith("socket:") for fd in set(fds) - {0, 1, 2}), fds
+        assert fds[0] == os.devnull and not worker.net_connections("inet")  # no listener, no DNS socket
+        send(srv, "parsed in the forked worker")
+        worker.send_signal(signal.SIGKILL)
+        worker.wait(10)  # reaped by the server
+        send(srv, "after the kill")
+        send(srv, "and one more")
+        deadline = time.monotonic() + 30
+        while not [c for c in server.children() if "eventmail.smtp.analysis" in c.cmdline()]:
+            assert time.monotonic() < deadline, "no new interpreter in the forked worker's place"
+            time.sleep(0.1)
+        got = b"".join(srv.wait_for("alice", 3))
+        for subject in ("parsed in the forked worker", "after the kill", "and one more"):
+            assert f"Subject: {subject}".encode() in got, subject
+    finally:
+        srv.stop()
+
+
+def send(srv: MailServer, subject: str) -> None:
+    with smtplib.SMTP("127.0.0.1", srv.ports["smtp"], timeout=30) as s:
+        s.sendmail("s@example.test", ["alice@mail.test"],
+                   f"From: s@example.test\r\nSubject: {subject}\r\n\r\nhello there\r\n".encode())
+
+
 def test_workers_that_cannot_run_are_given_up(monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker that cannot run (here an interpreter that exits at once, as one that cannot read
     the code would) is started again for the next messages, and given up after MAX_FAILED_STARTS
@@ -141,3 +186,34 @@ def test_workers_that_cannot_run_are_given_up(monkeypatch: pytest.MonkeyPatch) -
 
     analyzer = asyncio.run(run())
     assert analyzer.workers == 0
+
+
+def test_prefork_builds_what_the_first_message_builds_then_forks() -> None:
+    """Analyzer.prefork, in a process with no thread (a new interpreter here): the parts the
+    analysis builds at its first message (the public suffix list) are built before the fork, so
+    the worker shares them, and the forked worker answers."""
+    import subprocess
+    import sys
+
+    from .conftest import ROOT
+
+    code = """
+import asyncio
+from eventmail.mailauth import psl
+from eventmail.smtp import analysis
+
+async def main():
+    analyzer = analysis.Analyzer(1)
+    assert not psl._DEFAULT
+    await analyzer.prefork()
+    assert psl._DEFAULT, "the list was not parsed before the fork"
+    (worker,) = analyzer._pool
+    incoming = await analyzer.incoming(b"From: x@example.test\\r\\nSubject: forked\\r\\n\\r\\nhi\\r\\n", "mx.test")
+    assert incoming.parsed.structure.envelope.subject == b"forked" and worker.answered == 1
+    analyzer.close()
+
+asyncio.run(main())
+print("ok")
+"""
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout.strip() == "ok", p.stderr

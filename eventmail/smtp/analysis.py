@@ -14,15 +14,20 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ctypes
+import gc
 import logging
 import os
 import pickle
 import signal
+import socket
 import sys
+import threading
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from .. import cputime
 from ..cputime import stage
@@ -100,6 +105,19 @@ def analyze(body: bytes) -> tuple[pb.MessageStructure, Author, pb.JunkFeatures]:
     return parsed.structure, parsed.author, features
 
 
+# A message that takes the analysis through its lazily built parts (Analyzer.prefork).
+_WARM_UP = (
+    b"DKIM-Signature: v=1; a=rsa-sha256; d=example.co.uk; s=s; c=relaxed/relaxed; h=from:to;\r\n"
+    b" bh=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=; b=AAAA\r\n"
+    b"From: Warm Up <warm@mail.example.co.uk>\r\nTo: a@example.org\r\nCc: =?utf-8?q?B=C3=A9?= <b@example.org>\r\n"
+    b"Subject: =?iso-8859-1?q?caf=E9?=\r\nMIME-Version: 1.0\r\n"
+    b"Content-Type: multipart/alternative; boundary=b\r\n\r\n"
+    b"--b\r\nContent-Type: text/plain; charset=iso-8859-1\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n"
+    b"caf=E9 http://www.example.com/\r\n"
+    b"--b\r\nContent-Type: text/html; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n"
+    b"PHA+Y2Fmw6k8L3A+\r\n--b--\r\n"
+)
+
 # What a worker may be asked to run, by name: nothing else crosses the pipe as code.
 TASKS: dict[str, Callable[..., Any]] = {"analyze": analyze, "incoming": analyze_incoming}
 _HEAD = 4  # a frame: its length (big-endian), then a pickle
@@ -119,12 +137,18 @@ class WorkerDied(Exception):
 
 
 class _Worker:
-    """One analysis process: `python -m eventmail.smtp.analysis`, requests on its stdin and replies
-    on its stdout, answered in order. The pipes are the event loop's own (no threads between the
-    loop and the worker, as a multiprocessing pool has: its feeder and manager threads cost the
-    server's GIL about as much as the parse they moved)."""
+    """One analysis process, requests on one stream and replies on another, answered in order:
+    forked at the server's start (`fork_worker`, a socket pair) or `python -m
+    eventmail.smtp.analysis` (its stdin and stdout). The streams are the event loop's own (no
+    threads between the loop and the worker, as a multiprocessing pool has: its feeder and manager
+    threads cost the server's GIL about as much as the parse they moved)."""
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+    def __init__(self, pid: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 forked: bool = False, proc: asyncio.subprocess.Process | None = None) -> None:
+        self.pid = pid
+        self.stream = reader
+        self.writer = writer
+        self.forked = forked  # this process's child, to reap: asyncio's watcher reaps `proc`
         self.proc = proc
         self.waiting: collections.deque[asyncio.Future[Any]] = collections.deque()
         self.alive = True
@@ -134,17 +158,25 @@ class _Worker:
 
     @classmethod
     async def start(cls) -> _Worker:
+        """A worker as a new interpreter."""
         # The package's own directory on the path: the worker imports what this process runs,
         # wherever it was started from.
         root = str(Path(__file__).resolve().parents[2])
         env = dict(os.environ, PYTHONPATH=os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])]))
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", __name__, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env)
-        return cls(proc)
+        assert proc.stdout is not None and proc.stdin is not None
+        return cls(proc.pid, proc.stdout, proc.stdin, proc=proc)
+
+    @classmethod
+    async def forked_from_here(cls, become: Callable[[], None]) -> _Worker:
+        """A worker forked from this process (fork_worker)."""
+        pid, sock = fork_worker(become)
+        reader, writer = await asyncio.open_unix_connection(sock=sock)
+        return cls(pid, reader, writer, forked=True)
 
     async def _read(self) -> None:
-        out = self.proc.stdout
-        assert out is not None
+        out = self.stream
         try:
             while True:
                 size = int.from_bytes(await out.readexactly(_HEAD), "big")
@@ -162,26 +194,32 @@ class _Worker:
         except (asyncio.IncompleteReadError, ConnectionError, pickle.UnpicklingError, IndexError) as e:
             if not self.closing:
                 log.error("analysis: worker process %d ended (%s); a new one is started for the next message",
-                          self.proc.pid, type(e).__name__)
+                          self.pid, type(e).__name__)
         finally:
             self.alive = False
             for future in self.waiting:
                 if not future.done():
                     future.set_exception(WorkerDied())
             self.waiting.clear()
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
+            self.writer.close()
+            if self.proc is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    self.proc.kill()
+            elif self.forked:
+                # Not reaped yet, so the pid is still this worker's: the kill cannot hit another.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    await asyncio.to_thread(os.waitpid, self.pid, 0)
 
     async def call(self, name: str, *args: Any) -> Any:
-        stdin = self.proc.stdin
-        assert stdin is not None
         # The worker counts its stages only while this process does (cputime: clock reads cost).
         data = pickle.dumps((name, args, cputime.enabled()), protocol=pickle.HIGHEST_PROTOCOL)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.waiting.append(future)
         try:
-            stdin.write(len(data).to_bytes(_HEAD, "big") + data)
-            await stdin.drain()
+            self.writer.write(len(data).to_bytes(_HEAD, "big") + data)
+            await self.writer.drain()
         except (ConnectionError, RuntimeError) as e:
             raise WorkerDied() from e
         return await future
@@ -189,8 +227,63 @@ class _Worker:
     def close(self) -> None:
         """End the worker: at the end of its input it exits."""
         self.closing = True
-        if self.proc.stdin is not None:
-            self.proc.stdin.close()
+        self.writer.close()
+
+
+def _name_process(name: bytes) -> None:
+    """What `ps -o comm`, top and psutil's name() show for this process (Linux: PR_SET_NAME)."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).prctl(15, ctypes.c_char_p(name[:15]), 0, 0, 0)
+
+
+def fork_worker(become: Callable[[], None]) -> tuple[int, socket.socket]:
+    """A worker forked from this process, which must have no thread but the calling one (a fork
+    copies other threads' locks in whatever state they are): its pid and this side of its socket.
+
+    The worker shares this process's pages (the interpreter, every module imported) until one of
+    the two writes to a page, where a new interpreter builds its own (docs/architecture.md has the
+    figures). In the child: the event loop's signal wakeup and handlers are undone, every file
+    descriptor but the socket and stdin, stdout, stderr is closed (ports, store files, epoll: none
+    is a worker's business), and `become` drops the server's privileges before any request."""
+    if threading.active_count() > 1:
+        raise RuntimeError("fork_worker: this process runs threads")
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    # The free pages inside glibc's heap back to the system first, so neither process keeps them
+    # (nor copies them when it allocates there).
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
+    # Every object alive now out of the collector's sight (CPython's advice before a fork: a
+    # collection in the child would write to every object it walks, copying their pages).
+    gc.freeze()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            ours.close()
+            signal.set_wakeup_fd(-1)  # the event loop's, which the worker does not run
+            for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
+                signal.signal(sig, signal.SIG_DFL)
+            keep = theirs.detach()
+            for fd in [int(name) for name in os.listdir("/proc/self/fd") if name.isdigit()]:
+                if fd > 2 and fd != keep:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+            become()
+            _name_process(b"analysis")
+            null = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(null, 0)
+            os.close(null)
+            os.dup2(2, 1)  # a stray print cannot reach the server's stdout: the log's from here on
+            with os.fdopen(keep, "rb") as inp, os.fdopen(os.dup(keep), "wb") as out:
+                serve_worker(inp, out)
+            code = 0
+        except BaseException:
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    theirs.close()
+    return pid, ours
 
 
 def default_workers() -> int:
@@ -206,9 +299,11 @@ def default_workers() -> int:
 
 
 class Analyzer:
-    """Runs the analysis in `workers` processes (started on first use, as new interpreters: the
-    server's process has threads, which forking would copy in an unknown state), or with 0 in a
-    thread of the server. A request goes to the worker with the fewest waiting."""
+    """Runs the analysis in `workers` processes, or with 0 in a thread of the server. The workers
+    are forked by `prefork` at the server's start, before any thread; a worker started later (in
+    place of one that died, or without prefork) is a new interpreter: the server then has threads,
+    which a fork would copy in an unknown state. A request goes to the worker with the fewest
+    waiting."""
 
     def __init__(self, workers: int | None = 0) -> None:
         self.workers = default_workers() if workers is None else workers
@@ -231,6 +326,28 @@ class Analyzer:
                     worker = await _Worker.start()
                     self._pool.append(worker)
         return min((w for w in self._pool if w.alive), key=lambda w: len(w.waiting))
+
+    async def prefork(self, become: Callable[[], None] = lambda: None) -> None:
+        """Fork the workers now (fork_worker), if this process has no thread yet; `become` is
+        called in each (the server's privileges drop). Else they start on first use."""
+        if self.workers <= 0:
+            return
+        if threading.active_count() > 1:
+            log.info("analysis: threads are running: the workers will be new interpreters, not forked")
+            return
+        # What the analysis builds at its first message (the public suffix list parsed, about
+        # 1.2 MB; codecs and tables imported), built once here and shared with the workers,
+        # instead of once in each process.
+        try:
+            analyze_incoming(_WARM_UP, "localhost")
+        except Exception:
+            log.exception("analysis: the warm-up message failed")
+        while len(self._pool) < self.workers:
+            try:
+                self._pool.append(await _Worker.forked_from_here(become))
+            except OSError as e:  # no memory or processes left: the first message starts one
+                log.error("analysis: could not fork a worker process: %s", e)
+                return
 
     async def analyze(self, body: bytes) -> tuple[ParsedMessage, pb.JunkFeatures]:
         """`analyze` where the analysis runs (IMAP APPEND)."""
@@ -266,12 +383,9 @@ class Analyzer:
         self._pool = []
 
 
-def serve_worker() -> None:
-    """The worker's main: answer requests from stdin on stdout until stdin ends."""
+def serve_worker(inp: IO[bytes], out: IO[bytes]) -> None:
+    """The worker's loop: answer requests from `inp` on `out` until `inp` ends."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is the server's to handle
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # a stray print cannot corrupt a frame: stdout is the log's from here on
-    inp = sys.stdin.buffer
     while True:
         head = inp.read(_HEAD)
         if len(head) < _HEAD:
@@ -293,5 +407,12 @@ def serve_worker() -> None:
         out.flush()
 
 
+def main() -> None:
+    """A worker as a new interpreter: requests on stdin, replies on stdout."""
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # a stray print cannot corrupt a frame: stdout is the log's from here on
+    serve_worker(sys.stdin.buffer, out)
+
+
 if __name__ == "__main__":
-    serve_worker()
+    main()
