@@ -35,6 +35,16 @@ async def ready_worker(store: Store) -> reader.Worker:
     raise AssertionError("the worker process did not answer")
 
 
+async def filled_then_cut_back(keyed: Keyed, n: int) -> tuple[Store, dict[str, Any], list[Record], reader.Worker]:
+    """A store whose alice got `n` deliveries (her tables as the primary's own commits left them),
+    her records, her stream cut back to nothing, and the store's worker answering."""
+    store = await filled(keyed, n)
+    async with store.use_account("alice") as a:
+        live = tables(a.db)
+    records = await records_cut_back(store)
+    return store, live, records, await ready_worker(store)
+
+
 async def catch_up(store: Store, records: list[Record], size: int) -> None:
     """Write the records in batches as the follower does: each batch written (and durable) while
     the batch before it folds, that fold awaited after the write."""
@@ -56,11 +66,7 @@ def test_batches_folded_while_the_next_is_written_with_a_worker_give_the_state_o
     monkeypatch.setattr(reader, "WORKER_MIN", 4)
 
     async def go() -> None:
-        store = await filled(keyed_dir, 120)
-        async with store.use_account("alice") as a:
-            live = tables(a.db)
-        records = await records_cut_back(store)
-        worker = await ready_worker(store)
+        store, live, records, worker = await filled_then_cut_back(keyed_dir, 120)
         before = worker.batches
         await catch_up(store, records, 25)
         async with store.use_account("alice") as a:
@@ -82,11 +88,7 @@ def test_a_worker_that_dies_leaves_the_batches_to_this_process_with_the_same_sta
     monkeypatch.setattr(reader, "WORKER_MIN", 4)
 
     async def go() -> None:
-        store = await filled(keyed_dir, 120)
-        async with store.use_account("alice") as a:
-            live = tables(a.db)
-        records = await records_cut_back(store)
-        worker = await ready_worker(store)
+        store, live, records, worker = await filled_then_cut_back(keyed_dir, 120)
         assert worker._child is not None
         worker._child.kill()
         worker._child.wait()

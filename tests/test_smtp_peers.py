@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -137,15 +138,21 @@ def data_segments_in(s: socket.socket) -> int:
     return int.from_bytes(info[152:156], sys.byteorder)
 
 
+def greeted(s: socket.socket) -> BinaryIO:
+    """The socket's reading side, after the greeting and the replies to EHLO."""
+    f = s.makefile("rb")
+    f.readline()
+    s.sendall(b"EHLO client.example.test\r\n")
+    while f.readline()[3:4] == b"-":
+        pass
+    return f
+
+
 def test_replies_to_pipelined_commands_come_in_one_segment(server: MailServer) -> None:
     """RFC 2920 §3.1: the replies to MAIL, RCPT and DATA sent in one packet go out in one write
     (the server sends each write at once, TCP_NODELAY: one per reply before)."""
     with socket.create_connection(("127.0.0.1", server.ports["smtp"]), timeout=20) as s:
-        f = s.makefile("rb")
-        f.readline()
-        s.sendall(b"EHLO client.example.test\r\n")
-        while f.readline()[3:4] == b"-":
-            pass
+        f = greeted(s)
         before = data_segments_in(s)
         s.sendall(b"MAIL FROM:<s@example.test>\r\nRCPT TO:<bob@mail.test>\r\nDATA\r\n")
         assert [f.readline()[:3] for _ in range(3)] == [b"250", b"250", b"354"]
@@ -162,11 +169,7 @@ def test_held_replies_are_written_a_hundred_at_a_time(server: MailServer) -> Non
 
     assert HELD_REPLIES < 150 < 2 * HELD_REPLIES
     with socket.create_connection(("127.0.0.1", server.ports["smtp"]), timeout=20) as s:
-        f = s.makefile("rb")
-        f.readline()
-        s.sendall(b"EHLO client.example.test\r\n")
-        while f.readline()[3:4] == b"-":
-            pass
+        f = greeted(s)
         before = data_segments_in(s)
         s.sendall(b"MAIL FROM:<s@example.test>\r\nRSET\r\n" * 75)
         assert all(f.readline().startswith(b"250 ") for _ in range(150))
