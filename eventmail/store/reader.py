@@ -188,11 +188,14 @@ def _start_child(job: object, what: str) -> subprocess.Popen[bytes] | None:
     return child
 
 
-def _send(out: IO[bytes], message: object) -> None:
-    """One message to the parent: its pickle's length (4 bytes, big-endian), then the pickle."""
+def _frame(message: object) -> bytes:
+    """One message between parent and child: its pickle's length (4 bytes, big-endian), then the pickle."""
     data = pickle.dumps(message, pickle.HIGHEST_PROTOCOL)
-    out.write(len(data).to_bytes(4, "big"))
-    out.write(data)
+    return len(data).to_bytes(4, "big") + data
+
+
+def _send(out: IO[bytes], message: object) -> None:
+    out.write(_frame(message))
 
 
 class _Drain(threading.Thread):
@@ -372,16 +375,10 @@ def _receive(child: subprocess.Popen[bytes], deadline: float) -> Any:
     fd = child.stdout.fileno()
 
     def exactly(n: int) -> bytes:
-        parts = []
-        while n:
-            if not select.select([fd], [], [], max(deadline - time.monotonic(), 0))[0]:
-                raise TimeoutError("no answer in time")
-            more = os.read(fd, min(n, _PIPE_BYTES))
-            if not more:
-                raise EOFError("the worker's pipe closed")
-            parts.append(more)
-            n -= len(more)
-        return b"".join(parts)
+        data = _read_exactly(fd, n, deadline)
+        if len(data) < n:
+            raise EOFError("the worker's pipe closed")
+        return data
 
     return pickle.loads(exactly(int.from_bytes(exactly(4), "big")))
 
@@ -390,8 +387,7 @@ def _request(child: subprocess.Popen[bytes], items: list[Item], deadline: float)
     """A batch to the child, framed as `_send` does, waiting at most until `deadline` to write."""
     assert child.stdin is not None
     fd = child.stdin.fileno()
-    data = pickle.dumps(items, pickle.HIGHEST_PROTOCOL)
-    view = memoryview(len(data).to_bytes(4, "big") + data)
+    view = memoryview(_frame(items))
     os.set_blocking(fd, False)
     while view:
         if not select.select([], [fd], [], max(deadline - time.monotonic(), 0))[1]:
@@ -402,10 +398,13 @@ def _request(child: subprocess.Popen[bytes], items: list[Item], deadline: float)
             continue
 
 
-def _read_exactly(fd: int, n: int) -> bytes:
-    """`n` bytes from `fd`, or fewer at its end."""
+def _read_exactly(fd: int, n: int, deadline: float | None = None) -> bytes:
+    """`n` bytes from `fd`, or fewer at its end; with a `deadline` (monotonic), TimeoutError
+    when nothing more comes before it."""
     parts, left = [], n
     while left:
+        if deadline is not None and not select.select([fd], [], [], max(deadline - time.monotonic(), 0))[0]:
+            raise TimeoutError("no answer in time")
         more = os.read(fd, min(left, _PIPE_BYTES))
         if not more:
             break
