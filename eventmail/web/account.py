@@ -21,7 +21,7 @@ from ..sasl import Failure, FailureReason, LoginLimiter
 from ..store import Store, normalize_address
 from .clientconfig import Services
 from .render import HERE, Pages
-from .session import LoginTokens, Session, Sessions, check_password, csrf_ok
+from .session import LoginTokens, Session, Sessions, check_password
 
 log = logging.getLogger("eventmail.web.account")
 
@@ -39,8 +39,8 @@ def make_account_app(
     served, without its query) fill the "set up a mail client" section."""
     sessions = Sessions("eventmail_account", base)
     login_tokens = LoginTokens("eventmail_account_login", base)
-    pages = Pages(base, "account/login.html", login_tokens)
-    render, login_page = pages.render, pages.login_page
+    pages = Pages("account page", base, "account/login.html", login_tokens, sessions)
+    render, login_page, form_of = pages.render, pages.login_page, pages.form_of
     admin = Admin(store)
 
     async def index_page(s: Session, message: str = "", error: str = "", status: int = 200) -> web.Response:
@@ -63,9 +63,7 @@ def make_account_app(
 
     async def profile_qr(request: web.Request) -> web.StreamResponse:
         """The profile's address as a QR code (SVG), for a phone's camera: nothing secret in it."""
-        s = sessions.get(request)
-        if s is None:
-            raise web.HTTPSeeOther(location=base + "login")
+        s = pages.session(request)
         address = request.query.get("address", "")
         if (address.startswith("@") or store.system.addresses.get(normalize_address(address)) != s.account
                 or not profile_url):
@@ -75,26 +73,9 @@ def make_account_app(
         return web.Response(body=out.getvalue(), content_type="image/svg+xml",
                             headers={"Cache-Control": "no-store"})
 
-    async def form_of(request: web.Request) -> tuple[Session, dict[str, str]]:
-        """The session and form of a state-changing request, or the refusal raised."""
-        s = sessions.get(request)
-        if s is None:
-            raise web.HTTPSeeOther(location=base + "login")
-        form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
-        if not csrf_ok(s.csrf, form.get("csrf")):
-            log.warning("account %s: request without a valid CSRF token from %s", s.account, request.remote)
-            raise web.HTTPForbidden(text="403 - missing or wrong CSRF token\n")
-        return s, form
-
     async def index(request: web.Request) -> web.StreamResponse:
         s = sessions.get(request)
         return await index_page(s) if s is not None else login_page(request)
-
-    async def login_get(request: web.Request) -> web.StreamResponse:
-        s = sessions.get(request)
-        if s is not None:
-            raise web.HTTPSeeOther(location=base)
-        return login_page(request)
 
     async def login_post(request: web.Request) -> web.StreamResponse:
         form = await pages.login_form(request, allow_plaintext)
@@ -110,17 +91,7 @@ def make_account_app(
                 return login_page(request, "Too many failed logins: try again later.", 429)
             log.warning("account page: login failed for %r from %s: %s", username, peer, result.reason.value)
             return login_page(request, "Wrong email address or password.", 401)
-        response = web.HTTPSeeOther(location=base)
-        sessions.start(response, request, result.username)
-        response.del_cookie(login_tokens.cookie, path=base)
-        log.info("account page: %s logged in from %s", result.username, peer)
-        raise response
-
-    async def logout(request: web.Request) -> web.StreamResponse:
-        await form_of(request)
-        response = web.HTTPSeeOther(location=base + "login")
-        sessions.end(request, response)
-        raise response
+        pages.logged_in(request, result.username)
 
     async def password(request: web.Request) -> web.StreamResponse:
         s, form = await form_of(request)
@@ -172,9 +143,9 @@ def make_account_app(
     app = web.Application(client_max_size=64 * 1024)
     app[SESSIONS_KEY] = sessions
     app.router.add_get("/", index)
-    app.router.add_get("/login", login_get)
+    app.router.add_get("/login", pages.login_get)
     app.router.add_post("/login", login_post)
-    app.router.add_post("/logout", logout)
+    app.router.add_post("/logout", pages.logout)
     app.router.add_post("/password", password)
     app.router.add_post("/suppressions/add", suppression_add)
     app.router.add_post("/suppressions/remove", suppression_remove)

@@ -25,7 +25,7 @@ from ..proto import events_pb2 as pb
 from ..sasl import Failure, FailureReason, LoginLimiter, make_password_set
 from ..store import Store
 from .render import HERE, Pages
-from .session import LoginTokens, Session, Sessions, check_password, csrf_ok
+from .session import LoginTokens, Session, Sessions, check_password
 
 log = logging.getLogger("eventmail.web.admin")
 
@@ -66,8 +66,8 @@ def make_admin_app(
     def lookup(name: str) -> pb.PasswordSet | None:
         return _read_admin_password(password_file) if name == ADMIN_USER else None
 
-    pages = Pages(base, "admin/login.html", login_tokens)
-    render, login_page = pages.render, pages.login_page
+    pages = Pages("admin page", base, "admin/login.html", login_tokens, sessions)
+    render, login_page, form_of = pages.render, pages.login_page, pages.form_of
 
     async def index_page(s: Session, message: str = "", error: str = "", status: int = 200) -> web.Response:
         system = store.system
@@ -81,24 +81,9 @@ def make_admin_app(
         return render("admin/index.html", status=status, csrf=s.csrf, domains=sorted(system.domains),
                       accounts=accounts, dkim=dkim, queue=queued, audit=entries, message=message, error=error)
 
-    async def form_of(request: web.Request) -> tuple[Session, dict[str, str]]:
-        s = sessions.get(request)
-        if s is None:
-            raise web.HTTPSeeOther(location=base + "login")
-        form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
-        if not csrf_ok(s.csrf, form.get("csrf")):
-            log.warning("admin page: request without a valid CSRF token from %s", request.remote)
-            raise web.HTTPForbidden(text="403 - missing or wrong CSRF token\n")
-        return s, form
-
     async def index(request: web.Request) -> web.StreamResponse:
         s = sessions.get(request)
         return await index_page(s) if s is not None else login_page(request)
-
-    async def login_get(request: web.Request) -> web.StreamResponse:
-        if sessions.get(request) is not None:
-            raise web.HTTPSeeOther(location=base)
-        return login_page(request)
 
     async def login_post(request: web.Request) -> web.StreamResponse:
         form = await pages.login_form(request, allow_plaintext)
@@ -114,17 +99,7 @@ def make_admin_app(
                 return login_page(request, "Too many failed logins: try again later.", 429)
             log.warning("admin page: login failed from %s: %s", peer, result.reason.value)
             return login_page(request, "Wrong password.", 401)
-        response = web.HTTPSeeOther(location=base)
-        sessions.start(response, request, ADMIN_USER)
-        response.del_cookie(login_tokens.cookie, path=base)
-        log.info("admin page: admin logged in from %s", peer)
-        raise response
-
-    async def logout(request: web.Request) -> web.StreamResponse:
-        await form_of(request)
-        response = web.HTTPSeeOther(location=base + "login")
-        sessions.end(request, response)
-        raise response
+        pages.logged_in(request, ADMIN_USER)
 
     def operation(command: str, fields: tuple[str, ...]) -> Any:
         async def handler(request: web.Request) -> web.StreamResponse:
@@ -145,9 +120,9 @@ def make_admin_app(
 
     app = web.Application(client_max_size=64 * 1024)
     app.router.add_get("/", index)
-    app.router.add_get("/login", login_get)
+    app.router.add_get("/login", pages.login_get)
     app.router.add_post("/login", login_post)
-    app.router.add_post("/logout", logout)
+    app.router.add_post("/logout", pages.logout)
     app.router.add_post("/domain/add", operation("domain.add", ("domain",)))
     app.router.add_post("/account/add", operation("account.add", ("name", "address", "password")))
     app.router.add_post("/address/add", operation("account.add-address", ("name", "address")))

@@ -1,15 +1,18 @@
-"""Server-rendered pages: the package's Jinja2 templates (autoescaped) and the render and login-page helpers the account and admin pages share."""
+"""Server-rendered pages: the package's Jinja2 templates (autoescaped), and the rendering, login page and session handling the account and admin pages share."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import jinja2
 from aiohttp import web
 
 from ..sasl.guard import may_send_password
-from .session import LoginTokens
+from .session import LoginTokens, Session, Sessions, csrf_ok
+
+log = logging.getLogger("eventmail.web")
 
 HERE = Path(__file__).resolve().parent
 
@@ -21,13 +24,17 @@ def templates() -> jinja2.Environment:
 
 
 class Pages:
-    """One page family mounted at `base` (/account/, /admin/): its templates and login tokens."""
+    """One page family mounted at `base` (/account/, /admin/), named `name` in logs: its templates,
+    login tokens and sessions."""
 
-    def __init__(self, base: str, login_template: str, login_tokens: LoginTokens) -> None:
+    def __init__(self, name: str, base: str, login_template: str, login_tokens: LoginTokens,
+                 sessions: Sessions) -> None:
         self.env = templates()
+        self.name = name
         self.base = base
         self.login_template = login_template
         self.login_tokens = login_tokens
+        self.sessions = sessions
 
     def render(self, name: str, status: int = 200, **values: Any) -> web.Response:
         page = self.env.get_template(name).render(
@@ -52,3 +59,40 @@ class Pages:
         response = self.render(self.login_template, status=status, csrf=token, error=error)
         self.login_tokens.set(request, response, token)
         return response
+
+    def session(self, request: web.Request) -> Session:
+        """The request's session, or the redirect to the login page raised."""
+        s = self.sessions.get(request)
+        if s is None:
+            raise web.HTTPSeeOther(location=self.base + "login")
+        return s
+
+    async def form_of(self, request: web.Request) -> tuple[Session, dict[str, str]]:
+        """The session and form of a state-changing request, or the refusal raised: the form must
+        carry the session's CSRF token."""
+        s = self.session(request)
+        form = {k: v for k, v in (await request.post()).items() if isinstance(v, str)}
+        if not csrf_ok(s.csrf, form.get("csrf")):
+            log.warning("%s: %s sent a request without a valid CSRF token from %s", self.name, s.account,
+                        request.remote)
+            raise web.HTTPForbidden(text="403 - missing or wrong CSRF token\n")
+        return s, form
+
+    async def login_get(self, request: web.Request) -> web.StreamResponse:
+        if self.sessions.get(request) is not None:
+            raise web.HTTPSeeOther(location=self.base)
+        return self.login_page(request)
+
+    def logged_in(self, request: web.Request, account: str) -> NoReturn:
+        """Start `account`'s session after a good login and send the browser to the page."""
+        response = web.HTTPSeeOther(location=self.base)
+        self.sessions.start(response, request, account)
+        response.del_cookie(self.login_tokens.cookie, path=self.base)
+        log.info("%s: %s logged in from %s", self.name, account, request.remote or "")
+        raise response
+
+    async def logout(self, request: web.Request) -> web.StreamResponse:
+        await self.form_of(request)
+        response = web.HTTPSeeOther(location=self.base + "login")
+        self.sessions.end(request, response)
+        raise response
