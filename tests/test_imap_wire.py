@@ -169,7 +169,7 @@ def test_select_examine() -> None:
     )
     bad(b"a SELECT INBOX ()\r\n")
     bad(b"a SELECT INBOX (FOO)\r\n")
-    bad(b"a SELECT INBOX (CONDSTORE CONDSTORE)\r\n")
+    assert bad(b"a SELECT INBOX (CONDSTORE CONDSTORE)\r\n").text == "duplicate select parameter CONDSTORE"
     bad(b"a SELECT INBOX (QRESYNC (0 5))\r\n")  # uidvalidity is nz-number
     bad(b"a SELECT\r\n")
 
@@ -510,6 +510,7 @@ def test_fetch_errors(spec: bytes) -> None:
 def test_vanished_requires_uid_fetch() -> None:
     assert bad(b"a FETCH 1 (FLAGS) (CHANGEDSINCE 1 VANISHED)\r\n").text == "VANISHED is only allowed with UID FETCH"
     assert bad(b"a UID FETCH 1 (FLAGS) (VANISHED)\r\n").text == "VANISHED requires CHANGEDSINCE"
+    assert bad(b"a UID FETCH 1 (FLAGS) (VANISHED CHANGEDSINCE 1 VANISHED)\r\n").text == "duplicate fetch modifier VANISHED"
 
 
 # -- STORE, COPY, MOVE --------------------------------------------------------------------------

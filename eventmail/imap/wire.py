@@ -27,7 +27,7 @@ import datetime
 import enum
 import re
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from eventmail.imap import commands as c
@@ -536,23 +536,29 @@ class _Parser:
         qresync: c.QresyncParams | None = None
         if self.maybe(0x20):
             # RFC 4466 §2.1 select-params; CONDSTORE RFC 7162 §3.1.8; QRESYNC §3.2.5
-            self.open()
-            seen: set[str] = set()
-            while True:
-                param = self.atom("select parameter").upper()
-                if param in seen:
-                    raise _Syntax(f"duplicate select parameter {param}")
-                seen.add(param)
+            for param in self.parameters("select parameter"):
                 if param == "CONDSTORE":
                     condstore = True
                 elif param == "QRESYNC":
                     qresync = self.qresync_param()
                 else:
                     raise _Syntax(f"unknown select parameter {param}")
-                if not self.maybe(0x20):
-                    break
-            self.close()
         return c.Select(tag, mailbox, readonly, condstore, qresync)
+
+    def parameters(self, what: str) -> Iterator[str]:
+        """A parenthesized list of parameters, each named at most once (RFC 4466 §2.1): yields each
+        name upper-cased, after which the caller parses its value, if it has one."""
+        self.open()
+        seen: set[str] = set()
+        while True:
+            name = self.atom(what).upper()
+            if name in seen:
+                raise _Syntax(f"duplicate {what} {name}")
+            seen.add(name)
+            yield name
+            if not self.maybe(0x20):
+                break
+        self.close()
 
     def qresync_param(self) -> c.QresyncParams:
         self.sp()
@@ -1004,13 +1010,7 @@ class _Parser:
         changedsince: int | None = None
         vanished = False
         if self.maybe(0x20):
-            self.open()
-            seen: set[str] = set()
-            while True:
-                mod = self.atom("fetch modifier").upper()
-                if mod in seen:
-                    raise _Syntax(f"duplicate fetch modifier {mod}")
-                seen.add(mod)
+            for mod in self.parameters("fetch modifier"):
                 if mod == "CHANGEDSINCE":
                     self.sp()
                     changedsince = self.modseq()
@@ -1020,9 +1020,6 @@ class _Parser:
                     vanished = True
                 else:
                     raise _Syntax(f"unknown fetch modifier {mod}")
-                if not self.maybe(0x20):
-                    break
-            self.close()
             if vanished and changedsince is None:
                 raise _Syntax("VANISHED requires CHANGEDSINCE")
         return c.Fetch(tag, seqset, tuple(items), uid, changedsince, vanished, macro)
