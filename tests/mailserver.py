@@ -116,6 +116,23 @@ def eventmail(directory: Path, key_file: Path, *argv: str, stdin: str | None = N
     return p.stdout
 
 
+def stored_messages(directory: Path, key_file: Path, account: str, mailbox: str = "INBOX") -> list[bytes]:
+    """The messages of a mailbox of the data directory, read through a read-only store (a server
+    may be running on it)."""
+
+    async def read() -> list[bytes]:
+        key = load_master_key(directory, MasterKeySource(key_file=key_file))
+        store = await open_store(directory, key, writable=False)
+        try:
+            acct = await store.account(account)
+            mb = acct.mailbox_required(mailbox)
+            return [acct.read_message_sync(m.blob_id) for m in acct.view.messages(mb.id)]
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
 @dataclass
 class MailServer:
     """An instance. `start()` runs `eventmail serve`; `ports` maps listener kinds to ports."""
@@ -230,18 +247,7 @@ class MailServer:
 
     def messages(self, account: str, mailbox: str = "INBOX") -> list[bytes]:
         """The messages of a mailbox, read through a read-only store beside the running server."""
-
-        async def read() -> list[bytes]:
-            key = load_master_key(self.directory, MasterKeySource(key_file=self.key_file))
-            store = await open_store(self.directory, key, writable=False)
-            try:
-                acct = await store.account(account)
-                mb = acct.mailbox_required(mailbox)
-                return [acct.read_message_sync(m.blob_id) for m in acct.view.messages(mb.id)]
-            finally:
-                await store.close()
-
-        return asyncio.run(read())
+        return stored_messages(self.directory, self.key_file, account, mailbox)
 
     def wait_for(self, account: str, count: int, mailbox: str = "INBOX", timeout: float = 20) -> list[bytes]:
         deadline = time.time() + timeout

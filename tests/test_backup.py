@@ -4,7 +4,6 @@ and reached by an account's shredding at the next run."""
 
 from __future__ import annotations
 
-import asyncio
 import imaplib
 import os
 import signal
@@ -18,14 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from eventmail.opening import open_store
-from eventmail.store import MasterKeySource, load_master_key
 from eventmail.store.log import TAIL_HINT
 from eventmail.tls.certs import make_self_signed
 
 from .conftest import ROOT
 from .dns_fixture import DnsServer, zone_text
-from .mailserver import MailServer
+from .mailserver import MailServer, stored_messages
 
 PASSWORD = "backup test password"
 
@@ -48,20 +45,6 @@ def deliver(srv: MailServer, subjects: list[str], text: str = "") -> None:
         for subject in subjects:
             body = f"Subject: {subject}\r\nFrom: s@example.test\r\nTo: alice@mail.test\r\n\r\n{subject} body\r\n{text}"
             s.sendmail("s@example.test", ["alice@mail.test"], body)
-
-
-def messages_in(directory: Path, key_file: Path, account: str) -> list[bytes]:
-    async def read() -> list[bytes]:
-        key = load_master_key(directory, MasterKeySource(key_file=key_file))
-        store = await open_store(directory, key, writable=False)
-        try:
-            acct = await store.account(account)
-            mb = acct.mailbox_required("INBOX")
-            return [acct.read_message_sync(m.blob_id) for m in acct.view.messages(mb.id)]
-        finally:
-            await store.close()
-
-    return asyncio.run(read())
 
 
 def files_of(root: Path) -> dict[str, bytes]:
@@ -136,7 +119,7 @@ def test_backup_while_delivering_then_restore_and_serve(tmp_path: Path, dns: Dns
     new_dir = tmp_path / "restored" / "data"
     out = ok(new_dir, srv.key_file, "backup", "restore", str(repo))
     assert "DAMAGED" not in out and "account/alice" in out, out
-    assert messages_in(new_dir, srv.key_file, "alice") == messages_in(srv.directory, srv.key_file, "alice")
+    assert stored_messages(new_dir, srv.key_file, "alice") == stored_messages(srv.directory, srv.key_file, "alice")
 
     # The restored directory serves: the same mail over IMAP.
     srv2 = MailServer(tmp_path / "restored", kinds=("smtp", "imap"), allow_plaintext_auth=True, dns_port=dns.port)
@@ -226,7 +209,7 @@ def test_a_new_master_key_rewraps_the_keyring_only(tmp_path: Path, dns: DnsServe
     finally:
         srv.stop()
     before = files_of(srv.directory)
-    mail = messages_in(srv.directory, srv.key_file, "alice")
+    mail = stored_messages(srv.directory, srv.key_file, "alice")
     out = ok(srv.directory, srv.key_file, "key", "change", "--new-key-file", str(new_key))
     assert "no record or blob was rewritten" in out
     after = files_of(srv.directory)
@@ -234,7 +217,7 @@ def test_a_new_master_key_rewraps_the_keyring_only(tmp_path: Path, dns: DnsServe
     assert after == before  # every segment, blob and checkpoint as it was
     old = cli(srv.directory, srv.key_file, "verify")
     assert old.returncode == 2 and "does not open" in old.stderr
-    assert messages_in(srv.directory, new_key, "alice") == mail
+    assert stored_messages(srv.directory, new_key, "alice") == mail
 
     env = {**os.environ, "EM_NEW_PASSPHRASE": "a long new passphrase"}
     p = subprocess.run(

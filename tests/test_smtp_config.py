@@ -1,6 +1,5 @@
 """Starting the SMTP server: `serve --config` names the bad key, [limits] is validated, `make run` starts localserve."""
 
-import asyncio
 import os
 import shutil
 import signal
@@ -12,11 +11,9 @@ from pathlib import Path
 import pytest
 
 from eventmail.config import ConfigError, ServerLimits, parse
-from eventmail.opening import open_store
-from eventmail.store import MasterKeySource, load_master_key
 
 from .conftest import ROOT
-from .mailserver import free_port, started_lines
+from .mailserver import free_port, started_lines, stored_messages
 
 BASE = """
 hostname = "mail.example.test"
@@ -77,20 +74,6 @@ def test_serve_refuses_a_bad_config_naming_the_key(tmp_path: Path, change: tuple
     assert key in p.stderr and str(config) in p.stderr, p.stderr
 
 
-def read_mailbox(directory: Path, account: str) -> list[bytes]:
-    async def read() -> list[bytes]:
-        key = load_master_key(directory, MasterKeySource(key_file=directory / "keys" / "master.key"))
-        store = await open_store(directory, key, writable=False)
-        try:
-            acct = await store.account(account)
-            mb = acct.mailbox_required("INBOX")
-            return [acct.read_message_sync(m.blob_id) for m in acct.view.messages(mb.id)]
-        finally:
-            await store.close()
-
-    return asyncio.run(read())
-
-
 @pytest.mark.skipif(shutil.which("make") is None or not (ROOT / ".venv" / "bin" / "eventmail").exists(),
                     reason="needs make and the project's .venv (make venv)")
 def test_make_run_starts_localserve_and_mail_goes_in(tmp_path: Path) -> None:
@@ -115,7 +98,7 @@ def test_make_run_starts_localserve_and_mail_goes_in(tmp_path: Path) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(30)
-    inbox = b"\n".join(read_mailbox(data, "you"))
+    inbox = b"\n".join(stored_messages(data, data / "keys" / "master.key", "you"))
     assert b"leaves nowhere" in inbox  # localserve delivers every outgoing message locally
     assert b"came in" in inbox
 
