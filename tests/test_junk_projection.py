@@ -293,3 +293,33 @@ def test_a_row_made_by_the_analysis_is_taken_by_the_fold_of_exactly_its_delivery
     apply_all(replayed, events)
     assert jp.JunkView(live).dump() == jp.JunkView(replayed).dump()
     assert jp.JunkView(live).message_words(1, 3) == list(analysed[0][3].words)
+
+
+def test_history_of_several_identities_is_the_newest_sightings_of_any_of_them() -> None:
+    """JunkView.history reads every identity in one statement, each scan bounded by the limit: the
+    newest `limit` classified messages meant for the mailbox that have any of the identities,
+    each once, as a plain reading of every sighting (no limits) gives them."""
+    db = proj.connect(REGISTERED)
+    evs = [pb.Event(mailbox_created=pb.MailboxCreated(mailbox_id=i, name=n, uidvalidity=i))
+           for i, n in ((1, "INBOX"), (2, "Junk"))]
+    domains = ["a.test", "b.test", "c.test"]
+    for uid in range(1, 25):
+        dkim = [d for i, d in enumerate(domains) if (uid >> i) & 1]
+        f = pb.JunkFeatures(words=["w"], dkim_domains=dkim, ip_nets=["192.0.2.0/26"] if uid % 5 == 0 else [])
+        flags = ["$Junk"] if uid % 3 == 0 else ["$NotJunk"] if uid % 3 == 1 else []
+        evs.append(pb.Event(message_added=pb.MessageAdded(
+            mailbox_id=1 + uid % 2, uid=uid, blob_id=bytes([uid]) * 32, internal_date=1000 + uid % 7, junk=f,
+            flags=flags)))
+    apply_all(db, [(i, i, e) for i, e in enumerate(evs, 1)])
+    view = jp.JunkView(db)
+    keys = [("dkim", d) for d in domains] + [("ip", "192.0.2.0/26"), ("spf", "none.test")]
+    for destined, since, limit in ((1, 0, 4), (2, 0, 3), (1, 1003, 10), (2, 0, 100)):
+        rows = db.execute(
+            "SELECT DISTINCT m.mailbox_id, m.uid, m.class, m.received FROM junk_key k JOIN junk_msg m "
+            "ON m.mailbox_id=k.mailbox_id AND m.uid=k.uid WHERE k.classified=1 AND k.received>=? AND m.destined=? "
+            f"AND m.class!=0 AND (k.kind, k.value) IN (VALUES {','.join(['(?,?)'] * len(keys))})",
+            [since, destined, *(x for k in keys for x in k)]).fetchall()
+        newest = sorted(rows, key=lambda r: (-r[3], r[0], r[1]))[:limit]
+        want = [jp.Sighting(cls == jp.SPAM, received) for _m, _u, cls, received in newest]
+        assert want and view.history(keys, destined, since, limit) == want
+    assert view.history([], 1, 0, 5) == []
