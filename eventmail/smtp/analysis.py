@@ -31,7 +31,7 @@ from typing import IO, Any
 
 from .. import cputime
 from ..cputime import stage
-from ..junk.features import analyze_message, named_addresses
+from ..junk.features import analyze_message, analyze_message_tokens, named_addresses
 from ..junk.wordrows import content_row
 from ..mailauth.dkim import DkimPrepared, prepare_dkim
 from ..mime.addresses import Author
@@ -95,12 +95,12 @@ def analyze_incoming(message: bytes, authserv_id: str) -> tuple[
     with stage("dkim"):
         dkim = prepare_dkim(message)
     body = strip_forged_verdicts(message, authserv_id)
-    parsed, features = analyze_message(body)
+    parsed, features, tokens = analyze_message_tokens(body)
     with stage("parse"):
         shape = mime_shape(parsed.structure)
     with stage("junk features"):
         named = named_addresses(body)
-        row = content_row(features.words)
+        row = content_row(tokens)  # the features' words, as strings already
     return (None if body is message else body), parsed.structure, parsed.author, features, dkim, named, shape, row
 
 
