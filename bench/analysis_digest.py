@@ -4,7 +4,8 @@
 
 For every .eml file (CRLF line ends, as SMTP hands them over) it runs smtp.analysis.analyze_incoming
 and hashes all that comes back (the cut bytes, the structure, the author, the junk features with
-their tokens, DKIM's prepared checks, the To/Cc addresses, the tree's shape), and prints one
+their tokens, DKIM's prepared checks, the To/Cc addresses, the tree's shape; not the junk
+projection's content row, a function of the tokens that came after the first digests), and prints one
 SHA-256 over the corpus with the file count. Run it before and after a change: the same digest
 means the junk filter's figures (bench/junk.py) and every stored structure cannot have moved.
 """
@@ -36,7 +37,7 @@ def main() -> int:
     n = 0
     for path in sorted(p for d in dirs for p in d.rglob("*.eml")):
         try:
-            out: object = analyze_incoming(crlf(path), "mx.example.test")
+            out: object = analyze_incoming(crlf(path), "mx.example.test")[:7]
         except MimeTooDeep as e:
             out = repr(e)
         total.update(hashlib.sha256(pickle.dumps(out, protocol=5)).digest())

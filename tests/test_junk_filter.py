@@ -484,3 +484,14 @@ def test_the_same_message_gets_the_same_score_and_threshold_in_every_run(tmp_pat
         outcomes.append(p.stdout)
     assert outcomes[0].startswith("(") and "bayes" in outcomes[0], outcomes
     assert outcomes[1:] == outcomes[:1] * 2, outcomes
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(alphabet=st.sampled_from([*"ab (;)\"x", "\r", "\n", "\x00", "\u2028", "é", "\u0378", "\x85"]), max_size=300))
+def test_the_verdict_fields_text_is_cleaned_as_one_character_at_a_time(text: str) -> None:
+    """The X-Eventmail-Junk field's free text (reasons, words): non-printable characters and the
+    field's delimiters become spaces, at most 200 characters, as the plain definition has it,
+    whichever of its two forms runs."""
+    from eventmail.junk.analyze import _clean
+
+    assert _clean(text) == "".join(c if c.isprintable() and c not in "();" else " " for c in text)[:200]

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventmail.junk import projection as jp
+from eventmail.junk import wordrows
 from eventmail.junk.projection import JUNK_PROJECTION, junk_view
 from eventmail.opening import open_store
 from eventmail.proto import events_pb2 as pb
@@ -133,7 +134,7 @@ def test_a_word_counts_from_its_first_sighting() -> None:
 
 
 def test_short_word_lists_are_kept_plain_long_ones_compressed_and_both_train_exactly() -> None:
-    """A content row keeps a short word list uncompressed (zlib's set-up costs more than its
+    """A content row keeps a short word list uncompressed (the compressor's set-up costs more than its
     fold) and a long one compressed, each word once in its order, one with a newline in a word
     too; all read back as the message's words and untrain exactly."""
     db = proj.connect(REGISTERED)
@@ -147,7 +148,7 @@ def test_short_word_lists_are_kept_plain_long_ones_compressed_and_both_train_exa
     apply_all(db, [(i, i, e) for i, e in enumerate(evs, 1)])
     rows = dict(db.execute("SELECT blob_id, words FROM junk_content"))
     plain, packed = rows[bytes([1]) * 32], rows[bytes([2]) * 32]
-    assert len(plain) < jp.COMPRESS_FROM and b"lunch" in plain
+    assert len(plain) < wordrows.COMPRESS_FROM and b"lunch" in plain
     assert len(packed) < len("".join(long)) // 2 and b"w00001" not in packed
     view = jp.JunkView(db)
     assert [view.message_words(1, uid) for uid in (1, 2, 3)] == [short, long, odd]
@@ -256,3 +257,69 @@ def test_reputation_history_does_not_read_every_earlier_sighting() -> None:
     large, found_large = steps(5000)
     assert found_small == found_large == [True, False, True]  # the three classified, newest first
     assert large < 2 * small, (small, large)
+
+
+def test_a_row_made_by_the_analysis_is_taken_by_the_fold_of_exactly_its_delivery_and_folds_the_same() -> None:
+    """SMTP's analysis process makes a delivery's content row (`wordrows.content_row`, Incoming.row)
+    and the mail layer offers it while the delivery commits (`offered`): the fold takes it instead
+    of making it again on the event loop, only for an event recording exactly those features, and
+    what it folds is what a replay folds (the same bytes: a dump of every junk table)."""
+    from eventmail.smtp.analysis import analyze_incoming
+
+    corpus = Path(__file__).parent / "data" / "corpus"
+    paths = sorted((corpus / "ham").glob("*.eml"))[:6] + sorted((corpus / "spam").glob("*.eml"))[:6]
+    analysed = [analyze_incoming(p.read_bytes().replace(b"\n", b"\r\n"), "mx.example.test") for p in paths]
+    created = pb.Event(mailbox_created=pb.MailboxCreated(mailbox_id=1, name="INBOX", uidvalidity=1))
+    live, replayed = proj.connect(REGISTERED), proj.connect(REGISTERED)
+    apply_all(live, [(1, 1, created)])
+    apply_all(replayed, [(1, 1, created)])
+    events = []
+    for uid, out in enumerate(analysed, 1):
+        features, row = out[3], out[7]
+        assert len(features.words) > 100 and row == wordrows.encode(list(features.words))  # long: compressed
+        features.ip_nets.append("192.0.2.0/26")  # the identities the plan adds
+        event = pb.Event(message_added=pb.MessageAdded(mailbox_id=1, uid=2 * uid + 1, blob_id=bytes([uid]) * 32,
+                                                       junk=features))
+        other = pb.Event(message_added=pb.MessageAdded(mailbox_id=1, uid=2 * uid, blob_id=bytes([100 + uid]) * 32,
+                                                       junk=pb.JunkFeatures(words=["other"])))
+        with jp.offered(features, row):
+            assert jp._READY.rows
+            apply_all(live, [(2 * uid, 2 * uid, other)])
+            assert jp._READY.rows, "taken by a delivery with other features"
+            apply_all(live, [(2 * uid + 1, 2 * uid + 1, event)])
+            assert not jp._READY.rows, "not taken by the delivery it was made for"
+        events += [(2 * uid, 2 * uid, other), (2 * uid + 1, 2 * uid + 1, event)]
+    assert not jp._READY.rows
+    apply_all(replayed, events)
+    assert jp.JunkView(live).dump() == jp.JunkView(replayed).dump()
+    assert jp.JunkView(live).message_words(1, 3) == list(analysed[0][3].words)
+
+
+def test_history_of_several_identities_is_the_newest_sightings_of_any_of_them() -> None:
+    """JunkView.history reads every identity in one statement, each scan bounded by the limit: the
+    newest `limit` classified messages meant for the mailbox that have any of the identities,
+    each once, as a plain reading of every sighting (no limits) gives them."""
+    db = proj.connect(REGISTERED)
+    evs = [pb.Event(mailbox_created=pb.MailboxCreated(mailbox_id=i, name=n, uidvalidity=i))
+           for i, n in ((1, "INBOX"), (2, "Junk"))]
+    domains = ["a.test", "b.test", "c.test"]
+    for uid in range(1, 25):
+        dkim = [d for i, d in enumerate(domains) if (uid >> i) & 1]
+        f = pb.JunkFeatures(words=["w"], dkim_domains=dkim, ip_nets=["192.0.2.0/26"] if uid % 5 == 0 else [])
+        flags = ["$Junk"] if uid % 3 == 0 else ["$NotJunk"] if uid % 3 == 1 else []
+        evs.append(pb.Event(message_added=pb.MessageAdded(
+            mailbox_id=1 + uid % 2, uid=uid, blob_id=bytes([uid]) * 32, internal_date=1000 + uid % 7, junk=f,
+            flags=flags)))
+    apply_all(db, [(i, i, e) for i, e in enumerate(evs, 1)])
+    view = jp.JunkView(db)
+    keys = [("dkim", d) for d in domains] + [("ip", "192.0.2.0/26"), ("spf", "none.test")]
+    for destined, since, limit in ((1, 0, 4), (2, 0, 3), (1, 1003, 10), (2, 0, 100)):
+        rows = db.execute(
+            "SELECT DISTINCT m.mailbox_id, m.uid, m.class, m.received FROM junk_key k JOIN junk_msg m "
+            "ON m.mailbox_id=k.mailbox_id AND m.uid=k.uid WHERE k.classified=1 AND k.received>=? AND m.destined=? "
+            f"AND m.class!=0 AND (k.kind, k.value) IN (VALUES {','.join(['(?,?)'] * len(keys))})",
+            [since, destined, *(x for k in keys for x in k)]).fetchall()
+        newest = sorted(rows, key=lambda r: (-r[3], r[0], r[1]))[:limit]
+        want = [jp.Sighting(cls == jp.SPAM, received) for _m, _u, cls, received in newest]
+        assert want and view.history(keys, destined, since, limit) == want
+    assert view.history([], 1, 0, 5) == []

@@ -25,8 +25,8 @@ ALPHABET = st.sampled_from([*"aZQxé9_'’.-  \t\n\u00a0\u2003\x1c\x1f,;!<>@/Σ�
 def test_words_capitals_and_long_runs_match_the_plain_patterns(text: str) -> None:
     low = text.lower()
     assert tk._WORD.findall(low) == PLAIN_WORD.findall(low)
-    if low.isascii():
-        assert tk._WORD_ASCII.findall(low) == PLAIN_WORD.findall(low)
+    if tk._latin1(low):
+        assert tk._WORD_LATIN1.findall(low) == PLAIN_WORD.findall(low)
     assert tk._UPPER.findall(text) == PLAIN_UPPER.findall(text)
     assert [w for w in low.split() if len(w) > tk.MAX_WORD] == PLAIN_LONG.findall(low)
 
@@ -58,20 +58,23 @@ def test_the_capped_tokens_are_the_first_seen_ones() -> None:
     assert got == unbounded[: tk.MAX_TOKENS]
 
 
-# The same within Latin-1 (the run-by-run reading's domain; beyond it _WORD reads all).
-LATIN1 = st.sampled_from([*"aZx9_'.-  \t\n\u00a0\x85\x1c\x1f,;!<>@/éßÅÿ", "ABC", "xyz" * 9])
+# Every Latin-1 character, each alone and among letters: what _WORD_LATIN1 takes in.
+LATIN1 = st.one_of(st.sampled_from([*"aZx9_'.-  \t\n,;!<>@/", "ABC", "xyz" * 9]),
+                   st.integers(0, 255).map(chr))
 
 
 @settings(max_examples=1000, deadline=None)
-@given(st.one_of(st.lists(LATIN1, max_size=300), st.lists(ALPHABET, max_size=300)).map("".join))
-def test_mostly_ascii_text_read_run_by_run_gives_the_unicode_words(text: str) -> None:
-    """Text with non-ASCII characters is read by the ASCII pattern between the runs that hold
-    them (and by the Unicode one past _MIXED_RUNS of them): the words of the Unicode pattern."""
+@given(st.lists(LATIN1, max_size=300).map("".join))
+def test_latin1_text_read_by_its_own_pattern_gives_the_unicode_words(text: str) -> None:
+    """Latin-1 text (ASCII included) is read by _WORD_LATIN1: the words of the Unicode pattern,
+    for every one of its characters."""
     low = text.lower()
-    assert tk._mixed_words(low) == tk._WORD.findall(low)
+    assert tk._latin1(low)
+    assert tk._WORD_LATIN1.findall(low) == tk._WORD.findall(low) == PLAIN_WORD.findall(low)
 
 
-def test_many_non_ascii_runs_fall_back_to_the_unicode_pattern() -> None:
-    low = " ".join(f"w{i}é x{i} y" for i in range(3 * tk._MIXED_RUNS))
-    assert tk._mixed_words(low) == tk._WORD.findall(low)
-    assert tk._mixed_words("ascii only, then é") == ["ascii", "only", "then", "é"]
+def test_every_latin1_character_is_a_word_character_of_both_patterns_or_of_neither() -> None:
+    for c in map(chr, range(256)):
+        assert bool(tk._WORD_LATIN1.fullmatch(c)) == bool(tk._WORD.fullmatch(c)), repr(c)
+    assert not tk._latin1("curly ’ quotes") and tk._latin1("café") and tk._latin1("ascii")
+    assert tk._lower_words("l’été, café au lait") == ["l’été", "café", "au", "lait"]

@@ -166,7 +166,15 @@ def header(v: pb.JunkVerdict) -> str:
     return "X-Eventmail-Junk: " + value
 
 
+# "(", ")" and ";" as spaces: in C, for the printable text that the reasons and words almost
+# always are (a character at a time in Python was 1.5 % of the event loop's samples under load).
+_DELIMITERS_TO_SPACE = str.maketrans("();", "   ")
+
+
 def _clean(text: str) -> str:
+    """Non-printable characters and the field's delimiters as spaces, at most 200 characters."""
+    if text.isprintable():
+        return text.translate(_DELIMITERS_TO_SPACE)[:200]
     return "".join(c if c.isprintable() and c not in "();" else " " for c in text)[:200]
 
 

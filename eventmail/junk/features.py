@@ -109,11 +109,12 @@ def org(domain: str) -> str:
 
 
 def content_features(message: bytes, structure: pb.MessageStructure | None = None,
-                     author: Author | None = None) -> pb.JunkFeatures:
+                     author: Author | None = None, tokens: list[str] | None = None) -> pb.JunkFeatures:
     """What the message itself says: its tokens, its author (not yet verified) and List-Id. Pure
     and CPU-bound: SMTP delivery computes it in its analysis process (eventmail.smtp.analysis),
-    from the one parse (`structure`, `author`) of the message."""
-    f = pb.JunkFeatures(words=tokenize(message, structure))
+    from the one parse (`structure`, `author`) of the message. `tokens`: its `tokenize`, when the
+    caller made it (and keeps it: reading the words back out of the message makes each string again)."""
+    f = pb.JunkFeatures(words=tokenize(message, structure) if tokens is None else tokens)
     addr = from_address(message, author)
     if addr:
         f.from_address = addr
@@ -127,11 +128,18 @@ def analyze_message(message: bytes) -> tuple[ParsedMessage, pb.JunkFeatures]:
     """The message parsed once and its content features: the pure, CPU-bound work of a message
     coming in (SMTP delivery's analysis processes, IMAP APPEND). Raises MimeTooDeep as
     parse_message does."""
+    parsed, features, _tokens = analyze_message_tokens(message)
+    return parsed, features
+
+
+def analyze_message_tokens(message: bytes) -> tuple[ParsedMessage, pb.JunkFeatures, list[str]]:
+    """`analyze_message`, and the features' words as the list `tokenize` made."""
     with stage("parse"):
         parsed = parse_message(message)
     with stage("junk features"):
-        features = content_features(message, parsed.structure, parsed.author)
-    return parsed, features
+        tokens = tokenize(message, parsed.structure)
+        features = content_features(message, parsed.structure, parsed.author, tokens)
+    return parsed, features, tokens
 
 
 def with_identities(

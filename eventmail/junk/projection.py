@@ -27,14 +27,17 @@ No I/O, no clock, no randomness: everything needed is in the events (JunkFeature
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import sqlite3
-import zlib
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import cast
 
 from ..proto import events_pb2 as pb
 from ..store import Account, Change, Delivery
+from . import wordrows
 
 JUNK, NOT_JUNK = "$Junk", "$NotJunk"
 HAM, SPAM = 1, 2
@@ -77,40 +80,9 @@ EXPUNGED_KEPT = 1000
 _CHUNK = 500  # SQLite's default limit on host parameters is 32,766; small chunks stay fast
 
 
-# A content row's word list, after a one-byte tag: TEXT its words joined by newlines (UTF-8),
-# else (a word holds a newline, or there are none) the JunkFeatures message of its words; ZLIB
-# set when compressed. Only lists longer than COMPRESS_FROM bytes are compressed: zlib's set-up
-# alone costs ~30 µs here, more than a short list's whole fold (the many short messages of a
-# catch-up each add a content row). Joining is a tenth of building and serializing a message of
-# the words, which was, with sorting them, most of a long message's fold.
-_ZLIB, _TEXT = 1, 2
-COMPRESS_FROM = 1024
-
-
-def _encode_words(words: list[str]) -> bytes:
-    text = "\n".join(words)
-    if words and text.count("\n") == len(words) - 1:
-        tag, data = _TEXT, text.encode()
-    else:
-        tag, data = 0, pb.JunkFeatures(words=words).SerializeToString(deterministic=True)
-    if len(data) > COMPRESS_FROM:
-        tag, data = tag | _ZLIB, zlib.compress(data, 1)
-    return bytes([tag]) + data
-
-
-def _decode_words(data: bytes) -> list[str]:
-    tag, body = data[0], data[1:]
-    if tag & _ZLIB:
-        body = zlib.decompress(body)
-    if tag & _TEXT:
-        return body.decode().split("\n")
-    return list(pb.JunkFeatures.FromString(body).words)
-
-
-def _distinct(words: Iterable[str]) -> list[str]:
-    """A message's words, each once, in their order (as its content row keeps them): a tenth of
-    the cost of sorting a long message's 2,000 words."""
-    return list(dict.fromkeys(words))
+# A content row's bytes: eventmail.junk.wordrows (a module of its own, so that SMTP's analysis
+# process makes them without importing the store).
+_encode_words, _decode_words, _distinct = wordrows.encode, wordrows.decode, wordrows.distinct
 
 
 def _class(flags: str) -> int:
@@ -216,8 +188,62 @@ def _prepare(m: pb.MessageAdded) -> Facts | None:
     if not m.HasField("junk"):
         return None
     f = m.junk
-    return (f.destined_mailbox_id, _identity_keys(f), sorted(set(f.sent_to)), f.reject_key,
-            _encode_words(_distinct(f.words)))
+    words = _READY.take(f) if _READY.rows else None
+    if words is None:
+        words = _encode_words(_distinct(f.words))
+    return (f.destined_mailbox_id, _identity_keys(f), sorted(set(f.sent_to)), f.reject_key, words)
+
+
+class _ReadyRows:
+    """Content rows made where a message's words were found (SMTP's analysis process: its
+    `wordrows.content_row`), waiting for the commit of the delivery that records those features.
+
+    Making a row on the event loop was a tenth of its samples under load (2,000 words read out
+    of the event one by one, made distinct, joined and compressed: about 0.6 ms a message); the
+    analysis process already holds the words as strings. A row is found by the serialized
+    features it belongs to (the whole JunkFeatures of the delivery event: a byte string compared
+    in C, 30 µs), so it is used only for an event recording exactly those features, and then it
+    is the same bytes `_prepare` would make: the fold, a replay and a checkpoint are unchanged
+    (tests/test_junk_projection.py). Rows are offered only while their delivery is being
+    committed (`offered`), so few are ever held; the bound is a safety net."""
+
+    KEPT = 64
+
+    def __init__(self) -> None:
+        self.rows: dict[bytes, bytes] = {}
+        self._lock = threading.Lock()  # offered from the mail layer's threads, taken on the loop
+
+    def offer(self, features: pb.JunkFeatures, row: bytes) -> bytes:
+        key = features.SerializeToString()
+        with self._lock:
+            if len(self.rows) >= self.KEPT:
+                del self.rows[next(iter(self.rows))]
+            self.rows[key] = row
+        return key
+
+    def withdraw(self, key: bytes) -> None:
+        with self._lock:
+            self.rows.pop(key, None)
+
+    def take(self, features: pb.JunkFeatures) -> bytes | None:
+        with self._lock:
+            return self.rows.pop(features.SerializeToString(), None)
+
+
+_READY = _ReadyRows()
+
+
+@contextlib.contextmanager
+def offered(features: pb.JunkFeatures, row: bytes | None) -> Iterator[None]:
+    """While the `with` body runs, a delivery recording `features` (exactly) takes `row` as its
+    content row, and `_prepare` does not make it again. The caller vouches that `row` is
+    `wordrows.content_row(features.words)`, made where the words were found; None: nothing offered."""
+    key = _READY.offer(features, row) if row is not None else b""
+    try:
+        yield
+    finally:
+        if key:
+            _READY.withdraw(key)
 
 
 def _messages_added(db: sqlite3.Connection, run: Sequence[Delivery]) -> list[list[Change]]:
@@ -362,9 +388,10 @@ class JunkProjection:
 
     # The name marks the schema in checkpoints: "junk-2" since junk_key holds `classified` and
     # `received`, "junk-3" since words count from their first sighting, "junk-4" since word
-    # lists are kept in their order, joined, short ones uncompressed (a tag byte first), so a checkpoint of an older schema is
-    # not restored but rebuilt from the log.
-    name = "junk-4"
+    # lists are kept in their order, joined, short ones uncompressed (a tag byte first), "junk-5"
+    # since long ones are compressed with Zstandard (wordrows), so a checkpoint of an older
+    # schema is not restored but rebuilt from the log.
+    name = "junk-5"
     schema = SCHEMA
 
     def apply(self, db: sqlite3.Connection, seq: int, event: pb.Event) -> Sequence[Change]:
@@ -386,6 +413,20 @@ class JunkProjection:
 
 
 JUNK_PROJECTION = JunkProjection()
+
+
+_HISTORY_ARM = (
+    "SELECT * FROM (SELECT m.mailbox_id, m.uid, m.class, m.received FROM junk_key k "
+    "JOIN junk_msg m ON m.mailbox_id=k.mailbox_id AND m.uid=k.uid "
+    "WHERE k.kind=? AND k.value=? AND k.classified=1 AND k.received>=? AND m.destined=? AND m.class!=0 "
+    "ORDER BY k.received DESC, k.mailbox_id, k.uid LIMIT ?)"
+)
+
+
+@functools.lru_cache(maxsize=32)
+def _history_query(identities: int) -> str:
+    """JunkView.history's statement for this many identities (SQLite caches it prepared by its text)."""
+    return " UNION ALL ".join([_HISTORY_ARM] * identities)
 
 
 def junk_view(acct: Account) -> JunkView:
@@ -428,20 +469,20 @@ class JunkView:
     def history(self, keys: Sequence[tuple[str, str]], destined: int, since: int, limit: int) -> list[Sighting]:
         """The newest classified messages meant for `destined` having any of the (kind, value)
         identities, received since `since`, newest first."""
-        found: dict[tuple[int, int], tuple[int, int]] = {}
-        # junk_key's key is (identity, classified, received, ...): the newest classified sightings
-        # are read in index order and the scan stops after `limit` of them, so the cost does not
-        # grow with how much a sender has sent before (it did when every message of the identity,
-        # classified or not, was joined and sorted).
-        q = (
-            "SELECT m.mailbox_id, m.uid, m.class, m.received FROM junk_key k "
-            "JOIN junk_msg m ON m.mailbox_id=k.mailbox_id AND m.uid=k.uid "
-            "WHERE k.kind=? AND k.value=? AND k.classified=1 AND k.received>=? AND m.destined=? AND m.class!=0 "
-            "ORDER BY k.received DESC, k.mailbox_id, k.uid LIMIT ?"
-        )
+        if not keys:
+            return []
+        # junk_key's key is (identity, classified, received, ...): each identity's newest
+        # classified sightings are read in index order and its scan stops after `limit` of them,
+        # so the cost does not grow with how much a sender has sent before (it did when every
+        # message of the identity, classified or not, was joined and sorted). All identities in
+        # one statement (a compound SELECT, each arm with its own LIMIT): a sender without
+        # history has up to nine, and nine statements cost the event loop more than their scans.
+        params: list[object] = []
         for kind, value in keys:
-            for mailbox_id, uid, cls, received in self.db.execute(q, (kind, value, since, destined, limit)):
-                found[(mailbox_id, uid)] = (cls, received)
+            params += (kind, value, since, destined, limit)
+        found: dict[tuple[int, int], tuple[int, int]] = {}
+        for mailbox_id, uid, cls, received in self.db.execute(_history_query(len(keys)), params):
+            found[(mailbox_id, uid)] = (cls, received)
         newest = sorted(found.items(), key=lambda x: (-x[1][1], x[0]))[:limit]
         return [Sighting(cls == SPAM, int(received)) for _k, (cls, received) in newest]
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 
 from ..junk.features import analyze_message, stored_features
-from ..junk.projection import junk_view
+from ..junk.projection import junk_view, offered
 from ..mime.headers import first_value, without_fields
 from ..mime.parsed import ParsedMessage
 from ..proto import events_pb2 as pb
@@ -54,13 +54,16 @@ def _sent_key(acct: Account, structure: pb.MessageStructure) -> bytes | None:
 
 async def deliver(
     store: Store, acct: Account, mailbox: str, parsed: ParsedMessage, prefix: bytes, *, key_basis: bytes,
-    origin: pb.Origin, features: pb.JunkFeatures | None = None,
+    origin: pb.Origin, features: pb.JunkFeatures | None = None, row: bytes | None = None,
 ) -> Committed | None:
     """Deliver `prefix + parsed.raw` into `mailbox` (SMTP: the MX, and submission to local accounts).
 
     `prefix` is this account's whole header fields (Received, Authentication-Results, the junk
     verdict, a DKIM-Signature); the structure is the one parse moved past it, not a new parse.
-    `features` are the junk plan's (None: those of a message filed into that mailbox).
+    `features` are the junk plan's (None: those of a message filed into that mailbox); `row`, with
+    them, the junk projection's content row of their words, made where they were found
+    (`junk.wordrows.content_row`, in SMTP's analysis process), so that the fold does not make it
+    again on the event loop (`junk.projection.offered`).
 
     Deliveries are deduplicated by a keyed hash of `key_basis` (the message as the sender gave
     it) and its Message-ID: a retried transaction adds nothing and returns None, but only once
@@ -75,8 +78,9 @@ async def deliver(
 
     # CPU and the fsynced blob write in one trip off the loop (Account.add_message `blob_id`)
     junk, key, blob_id = await asyncio.to_thread(prepare)
-    added = await acct.add_message(mailbox, final, origin=origin, delivery_key=key, junk=junk,
-                                   structure=parsed.structure_with_prefix(len(prefix)), blob_id=blob_id)
+    with offered(junk, row if given is not None else None):
+        added = await acct.add_message(mailbox, final, origin=origin, delivery_key=key, junk=junk,
+                                       structure=parsed.structure_with_prefix(len(prefix)), blob_id=blob_id)
     if added is None:
         await store.stream(acct.stream_id).replicated()
     else:

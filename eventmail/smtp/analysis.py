@@ -31,7 +31,8 @@ from typing import IO, Any
 
 from .. import cputime
 from ..cputime import stage
-from ..junk.features import analyze_message, named_addresses
+from ..junk.features import analyze_message, analyze_message_tokens, named_addresses
+from ..junk.wordrows import content_row
 from ..mailauth.dkim import DkimPrepared, prepare_dkim
 from ..mime.addresses import Author
 from ..mime.headers import Field, without_fields
@@ -65,6 +66,9 @@ class Incoming:
     dkim: DkimPrepared  # of the message as received (what the signer signed)
     named: tuple[str, ...]  # the To and Cc addresses, normalized (the junk plan's "names recipient")
     shape: tuple[int, int]  # (depth, parts) of the MIME tree, for the limits on both
+    # The junk projection's content row of the features' words (junk.wordrows.content_row), made
+    # here rather than on the event loop when the delivery is folded (junk.projection.offered).
+    row: bytes
 
 
 def mime_shape(structure: pb.MessageStructure) -> tuple[int, int]:
@@ -82,20 +86,22 @@ def mime_shape(structure: pb.MessageStructure) -> tuple[int, int]:
 
 
 def analyze_incoming(message: bytes, authserv_id: str) -> tuple[
-        bytes | None, pb.MessageStructure, Author, pb.JunkFeatures, DkimPrepared, tuple[str, ...], tuple[int, int]]:
+        bytes | None, pb.MessageStructure, Author, pb.JunkFeatures, DkimPrepared, tuple[str, ...], tuple[int, int],
+        bytes]:
     """An SMTP message's pure work in one trip: forged verdicts cut (the bytes come back only
     when that changed them), DKIM's per-byte part on the bytes as received, then the parse (and
-    the shape of its tree), the content features and the To/Cc addresses of what is stored.
-    Raises MimeTooDeep as parse_message does."""
+    the shape of its tree), the content features, the To/Cc addresses of what is stored and the
+    junk projection's content row of its words. Raises MimeTooDeep as parse_message does."""
     with stage("dkim"):
         dkim = prepare_dkim(message)
     body = strip_forged_verdicts(message, authserv_id)
-    parsed, features = analyze_message(body)
+    parsed, features, tokens = analyze_message_tokens(body)
     with stage("parse"):
         shape = mime_shape(parsed.structure)
     with stage("junk features"):
         named = named_addresses(body)
-    return (None if body is message else body), parsed.structure, parsed.author, features, dkim, named, shape
+        row = content_row(tokens)  # the features' words, as strings already
+    return (None if body is message else body), parsed.structure, parsed.author, features, dkim, named, shape, row
 
 
 def analyze(body: bytes) -> tuple[pb.MessageStructure, Author, pb.JunkFeatures]:
@@ -356,9 +362,9 @@ class Analyzer:
 
     async def incoming(self, message: bytes, authserv_id: str) -> Incoming:
         """`analyze_incoming` where the analysis runs (Raises MimeTooDeep)."""
-        body, structure, author, features, dkim, named, shape = await self._run("incoming", message, authserv_id)
+        body, structure, author, features, dkim, named, shape, row = await self._run("incoming", message, authserv_id)
         return Incoming(ParsedMessage(message if body is None else body, structure, author), features, dkim, named,
-                        shape)
+                        shape, row)
 
     async def _run(self, name: str, *args: Any) -> Any:
         if self.workers > 0:

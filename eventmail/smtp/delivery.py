@@ -172,7 +172,8 @@ class InboundDelivery:
         try:
             await asyncio.gather(
                 *(timed("delivery", self._deliver_one(tx, account, addrs, parsed, message, auth_results, verdict,
-                                                      plans[account], quarantine and not plans[account].trusted))
+                                                      plans[account], quarantine and not plans[account].trusted,
+                                                      incoming.row))
                   for account, addrs in by_account.items())
             )
         except StoreFull:
@@ -221,8 +222,10 @@ class InboundDelivery:
 
     async def _deliver_one(
         self, tx: Transaction, account: str, addresses: list[str], parsed: ParsedMessage, original: bytes,
-        auth_results: str, verdict: AuthVerdict, plan: Plan, quarantine: bool,
+        auth_results: str, verdict: AuthVerdict, plan: Plan, quarantine: bool, row: bytes | None = None,
     ) -> None:
+        # `row`: the content row of the message's words (Incoming.row); the plan's features hold
+        # those same words (JunkFilter.plan adds identities, never words).
         trace = received_header(tx, self.hostname, addresses[0] if len(addresses) == 1 else None)
         prefix = trace + auth_results.encode() + b"\r\n" + junk_header(plan.verdict).encode() + b"\r\n"
         final = prefix + parsed.raw
@@ -251,7 +254,7 @@ class InboundDelivery:
                 return
             # A retried transaction adds nothing; its 250 waits, as the first copy's did, for the secondary.
             added = await ingest.deliver(self.store, acct, mailbox, parsed, prefix, key_basis=original, origin=origin,
-                                         features=plan.features)
+                                         features=plan.features, row=row)
             if added is None:
                 log.info("tx %s: %s already had this message (a retried transaction)", tx.transaction_id, account)
             if await rejects.accepted(acct, original):
