@@ -108,6 +108,11 @@ class RunningReplica:
 
 async def start(store: Store, settings: ReplicationSettings) -> tuple[RunningReplica, HandoffRecorder]:
     """Run replication for an open store; returns the runner and the MX's hand-off hook."""
+    for stream in store.replication.stream_names():
+        # Before anything opens the accounts (the leader's service, the follower, sessions):
+        # records a crash left durable without their blobs (written beside them, never
+        # acknowledged) go, and the leader sends them again.
+        await store.replication.cut_blobless_tail(stream)
     node = ReplicaNode(store, settings)
     server = grpc.aio.server(options=tlsauth.SERVER_OPTIONS)
     rpc.add_ReplicationServicer_to_server(ReplicationService(node), server)  # type: ignore[no-untyped-call]
