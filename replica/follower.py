@@ -325,11 +325,7 @@ class Follower:
 
         def durable() -> None:
             # Our position (status, lag metrics) and the acknowledgement: both mean "fsynced here".
-            f = self.node.following.setdefault(stream, FollowState())
-            f.local_seq = last.seq
-            f.local_time_us = last.time_us
-            f.durable_at = time.time()
-            f.leader_seq = max(f.leader_seq, last.seq)
+            self.node.following.setdefault(stream, FollowState()).durable(last.seq, last.time_us)
             ack(last.seq)
 
         if records:

@@ -93,7 +93,7 @@ class RunningReplica:
         node = self.node
 
         async def status(args: Mapping[str, Any]) -> dict[str, Any]:
-            return dict(await node.status())
+            return dict(await node.status(recent=bool(args.get("recent"))))
 
         async def promote(args: Mapping[str, Any]) -> dict[str, Any]:
             before = str(node.epoch)
