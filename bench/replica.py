@@ -56,9 +56,10 @@ def position(node: Node, stream: str = "account/alice") -> int:
     return int(node.positions().get(stream, 0))
 
 
-def durable(node: Node, stream: str = "account/alice") -> tuple[int, list[tuple[int, float]]]:
-    """The secondary's position, and its last positions that became durable and when (its clock)."""
-    reply = control.request(node.base / "replica.sock", "replica.status", {"recent": True}) or {}
+def durable(node: Node, since: int, stream: str = "account/alice") -> tuple[int, list[tuple[int, float]]]:
+    """The secondary's position, and its positions past `since` that became durable and when
+    (its clock; of its last 256)."""
+    reply = control.request(node.base / "replica.sock", "replica.status", {"recent_since": since}) or {}
     row = next((r for r in reply.get("streams", []) if r["stream"] == stream), None)
     if row is None:
         return 0, []
@@ -77,7 +78,7 @@ def lag(a: Node, b: Node, rate: float, seconds: float, poll: float) -> tuple[lis
     def watch() -> None:
         last = -1
         while not stop.is_set():
-            p, recent = durable(b)
+            p, recent = durable(b, max(last, 0))
             if p != last:
                 seen.append((time.monotonic(), p))
                 last = p

@@ -282,9 +282,10 @@ class ReplicaNode:
         metrics.REPLICA_LAG_RECORDS.set(sum(f.lag_records for f in self.following.values()))
         metrics.REPLICA_LAG_SECONDS.set(max((f.lag_seconds for f in self.following.values()), default=0.0))
 
-    async def status(self, recent: bool = False) -> dict[str, object]:
-        """Role, epoch and, per stream, positions and lag; with `recent`, a followed stream's last
-        positions that became durable here and when ([seq, Unix time], oldest first)."""
+    async def status(self, recent_since: int | None = None) -> dict[str, object]:
+        """Role, epoch and, per stream, positions and lag; with `recent_since`, a followed
+        stream's positions past it, of the last DURABLE_RECENT that became durable here, and
+        when ([seq, Unix time], oldest first)."""
         streams = []
         for stream in sorted(set(self.store.replication.stream_names())):
             if self.writes(stream):
@@ -306,8 +307,8 @@ class ReplicaNode:
                 row = {"stream": stream, "role": "follower", "position": f.local_seq,
                        "peer_position": f.leader_seq, "lag_records": f.lag_records,
                        "lag_seconds": round(f.lag_seconds, 3), "durable_at": f.durable_at or None}
-                if recent:
-                    row["durable_recent"] = [list(p) for p in f.recent]
+                if recent_since is not None:
+                    row["durable_recent"] = [list(p) for p in f.recent if p[0] > recent_since]
                 streams.append(row)
         return {
             "node": self.node, "peer": self.peer_node, "epoch": str(self.epoch), "primary": self.epoch.primary,

@@ -93,7 +93,8 @@ class RunningReplica:
         node = self.node
 
         async def status(args: Mapping[str, Any]) -> dict[str, Any]:
-            return dict(await node.status(recent=bool(args.get("recent"))))
+            since = args.get("recent_since")
+            return dict(await node.status(recent_since=None if since is None else int(since)))
 
         async def promote(args: Mapping[str, Any]) -> dict[str, Any]:
             before = str(node.epoch)
