@@ -16,7 +16,7 @@ from eventmail import metrics as server_metrics
 from eventmail.config import Config, ReplicationSettings
 from eventmail.proto import replication_pb2 as rpb
 from eventmail.proto import replication_pb2_grpc as rpc
-from eventmail.store import MasterKeySource, Store, load_master_key
+from eventmail.store import MasterKeySource, Store, StoreError, load_master_key
 
 from . import tlsauth
 from .follower import Follower
@@ -113,7 +113,10 @@ async def start(store: Store, settings: ReplicationSettings) -> tuple[RunningRep
         # Before anything opens the accounts (the leader's service, the follower, sessions):
         # records a crash left durable without their blobs (written beside them, never
         # acknowledged) go, and the leader sends them again.
-        await store.replication.cut_blobless_tail(stream)
+        try:
+            await store.replication.cut_blobless_tail(stream)
+        except StoreError as e:  # a damaged log: opening the account says so again, where it is used
+            log.error("replication: could not look at the tail of %s: %s", stream, e)
     node = ReplicaNode(store, settings)
     server = grpc.aio.server(options=tlsauth.SERVER_OPTIONS)
     rpc.add_ReplicationServicer_to_server(ReplicationService(node), server)  # type: ignore[no-untyped-call]
