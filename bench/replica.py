@@ -34,6 +34,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from eventmail import control  # noqa: E402
 from eventmail.opening import open_store  # noqa: E402
 from eventmail.store import MasterKeySource, load_master_key  # noqa: E402
 from tests.replica_pair import Node, caught_up, close_pair, make_pair, wait_until  # noqa: E402
@@ -55,10 +56,14 @@ def position(node: Node, stream: str = "account/alice") -> int:
     return int(node.positions().get(stream, 0))
 
 
-def durable(node: Node, stream: str = "account/alice") -> tuple[int, float | None]:
-    """The secondary's position and when (its clock) that position became durable there."""
-    row = next((r for r in node.status()["streams"] if r["stream"] == stream), None)
-    return (0, None) if row is None else (int(row["position"]), row.get("durable_at"))
+def durable(node: Node, since: int, stream: str = "account/alice") -> tuple[int, list[tuple[int, float]]]:
+    """The secondary's position, and its positions past `since` that became durable and when
+    (its clock; of its last 256)."""
+    reply = control.request(node.base / "replica.sock", "replica.status", {"recent_since": since}) or {}
+    row = next((r for r in reply.get("streams", []) if r["stream"] == stream), None)
+    if row is None:
+        return 0, []
+    return int(row["position"]), [(int(seq), float(at)) for seq, at in row.get("durable_recent", [])]
 
 
 def lag(a: Node, b: Node, rate: float, seconds: float, poll: float) -> tuple[list[float], list[float]]:
@@ -66,16 +71,18 @@ def lag(a: Node, b: Node, rate: float, seconds: float, poll: float) -> tuple[lis
     its status poller saw it (from the end of the SMTP session, as the first figures of this
     bench), and by the secondary's own clock (from the 250 to the fsync; the same machine's
     clock), which leaves out the poller's own waits for a CPU."""
-    seen: list[tuple[float, int, float | None]] = []
+    seen: list[tuple[float, int]] = []
+    became: dict[int, float] = {}  # position -> when it became durable (the secondary's clock)
     stop = threading.Event()
 
     def watch() -> None:
         last = -1
         while not stop.is_set():
-            p, at = durable(b)
+            p, recent = durable(b, max(last, 0))
             if p != last:
-                seen.append((time.monotonic(), p, at))
+                seen.append((time.monotonic(), p))
                 last = p
+            became.update(recent)
             time.sleep(poll)
 
     base = position(a)
@@ -94,13 +101,16 @@ def lag(a: Node, b: Node, rate: float, seconds: float, poll: float) -> tuple[lis
     stop.set()
     watcher.join()
     polled, clocked = [], []
+    positions = sorted(became.items())
     for t_ack, t_250, seq in acked:
-        first = next(((t, at) for t, p, at in seen if p >= seq), None)
+        first = next((t for t, p in seen if p >= seq), None)
         if first is not None:
-            polled.append(max(0.0, first[0] - t_ack))
-            if first[1] is not None:
-                # The first position seen at or past seq: seq was durable no later than that.
-                clocked.append(max(0.0, first[1] - t_250))
+            polled.append(max(0.0, first - t_ack))
+        # The first position at or past seq that became durable: seq did then (the secondary
+        # keeps its last 256, so a poll every few tens of ms misses none at this rate).
+        at = next((at for p, at in positions if p >= seq), None)
+        if at is not None:
+            clocked.append(max(0.0, at - t_250))
     return polled, clocked
 
 
@@ -243,6 +253,8 @@ def main() -> None:
                     help="comma-separated subset of lag, throughput, catchup, initial")
     ap.add_argument("--profile", metavar="FILE",
                     help="py-spy (raw, 200 Hz, with native frames' idle left out) on the secondary during the catch-up")
+    ap.add_argument("--profile-primary", metavar="FILE",
+                    help="py-spy likewise on the primary (the leader reading and shipping) during the catch-up")
     args = ap.parse_args()
     parts = set(args.parts.split(","))
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
@@ -289,11 +301,13 @@ def main() -> None:
                     t1 = time.monotonic()  # the secondary's process is up; from here on it catches up
                     cpu0 = {n.name: cpu(n) for n in (a, b)}
                     spy = profile(b, args.profile) if args.profile else None
+                    spy_a = profile(a, args.profile_primary) if args.profile_primary else None
                     wait_until(lambda a=a, b=b: caught_up(b, a), timeout=600, what="catch-up")  # type: ignore[misc]
                     done = time.monotonic()
-                    if spy is not None:
-                        spy.send_signal(signal.SIGINT)
-                        spy.wait(30)
+                    for s in (spy, spy_a):
+                        if s is not None:
+                            s.send_signal(signal.SIGINT)
+                            s.wait(30)
                     results["catchup_cpu_a"] = cpu(a) - cpu0[a.name]
                     results["catchup_cpu_b"] = cpu(b) - cpu0[b.name]
                     results["catchup_cpu_b_worker"] = sum(own_cpu(p) for p in children(b))

@@ -115,6 +115,10 @@ class Follower:
         self._folding_stream = ""
 
     async def run(self) -> None:
+        if not self.node.is_primary:
+            # Started with the secondary, not when its leader first answers: the child's start
+            # (~0.35 CPU s of imports) is then over before a catch-up's first batches arrive.
+            self.store.replication.start_worker()
         try:
             await self._run()
         finally:
@@ -321,11 +325,7 @@ class Follower:
 
         def durable() -> None:
             # Our position (status, lag metrics) and the acknowledgement: both mean "fsynced here".
-            f = self.node.following.setdefault(stream, FollowState())
-            f.local_seq = last.seq
-            f.local_time_us = last.time_us
-            f.durable_at = time.time()
-            f.leader_seq = max(f.leader_seq, last.seq)
+            self.node.following.setdefault(stream, FollowState()).durable(last.seq, last.time_us)
             ack(last.seq)
 
         if records:

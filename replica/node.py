@@ -1,9 +1,10 @@
 """A replicating node: its epoch and role, fencing, the synchronous-mode gate, and its status."""
 
 import asyncio
+import collections
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from eventmail import metrics
 from eventmail.config import ReplicationSettings
@@ -18,6 +19,8 @@ NO_PEER_REMINDER = 60.0
 # this long without any contact (a peer that is down cannot have been promoted... unless the link
 # alone is cut: docs/replication.md says what that costs).
 CONFIRM_GRACE_SECONDS = 30.0
+# Positions that became durable kept per followed stream for `status(recent=True)`.
+DURABLE_RECENT = 256
 
 
 @dataclass(frozen=True, order=True)
@@ -43,6 +46,18 @@ class FollowState:
     # When (Unix time, this node's clock) local_seq became durable here: 0.0 until it does in
     # this process (bench/replica.py measures the lag from the client's 250 to this).
     durable_at: float = 0.0
+    # The last DURABLE_RECENT positions that became durable here, with when (as durable_at):
+    # an observer that asks now and then (bench/replica.py) still learns when each record did.
+    recent: collections.deque[tuple[int, float]] = field(
+        default_factory=lambda: collections.deque(maxlen=DURABLE_RECENT))
+
+    def durable(self, seq: int, time_us: int) -> None:
+        """Our copy became durable up to `seq` (the record's time `time_us`) just now."""
+        self.local_seq = seq
+        self.local_time_us = time_us
+        self.durable_at = time.time()
+        self.leader_seq = max(self.leader_seq, seq)
+        self.recent.append((seq, self.durable_at))
 
     @property
     def lag_records(self) -> int:
@@ -267,7 +282,10 @@ class ReplicaNode:
         metrics.REPLICA_LAG_RECORDS.set(sum(f.lag_records for f in self.following.values()))
         metrics.REPLICA_LAG_SECONDS.set(max((f.lag_seconds for f in self.following.values()), default=0.0))
 
-    async def status(self) -> dict[str, object]:
+    async def status(self, recent_since: int | None = None) -> dict[str, object]:
+        """Role, epoch and, per stream, positions and lag; with `recent_since`, a followed
+        stream's positions past it, of the last DURABLE_RECENT that became durable here, and
+        when ([seq, Unix time], oldest first)."""
         streams = []
         for stream in sorted(set(self.store.replication.stream_names())):
             if self.writes(stream):
@@ -286,9 +304,12 @@ class ReplicaNode:
                     except Exception:
                         continue
                     f = FollowState(local_seq=seq, leader_seq=seq)
-                streams.append({"stream": stream, "role": "follower", "position": f.local_seq,
-                                "peer_position": f.leader_seq, "lag_records": f.lag_records,
-                                "lag_seconds": round(f.lag_seconds, 3), "durable_at": f.durable_at or None})
+                row = {"stream": stream, "role": "follower", "position": f.local_seq,
+                       "peer_position": f.leader_seq, "lag_records": f.lag_records,
+                       "lag_seconds": round(f.lag_seconds, 3), "durable_at": f.durable_at or None}
+                if recent_since is not None:
+                    row["durable_recent"] = [list(p) for p in f.recent if p[0] > recent_since]
+                streams.append(row)
         return {
             "node": self.node, "peer": self.peer_node, "epoch": str(self.epoch), "primary": self.epoch.primary,
             "role": "primary" if self.is_primary else "secondary", "mode": self.mode_name(),

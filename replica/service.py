@@ -16,7 +16,7 @@ from eventmail import metrics as server_metrics
 from eventmail.config import Config, ReplicationSettings
 from eventmail.proto import replication_pb2 as rpb
 from eventmail.proto import replication_pb2_grpc as rpc
-from eventmail.store import MasterKeySource, Store, load_master_key
+from eventmail.store import MasterKeySource, Store, StoreError, load_master_key
 
 from . import tlsauth
 from .follower import Follower
@@ -93,7 +93,8 @@ class RunningReplica:
         node = self.node
 
         async def status(args: Mapping[str, Any]) -> dict[str, Any]:
-            return dict(await node.status())
+            since = args.get("recent_since")
+            return dict(await node.status(recent_since=None if since is None else int(since)))
 
         async def promote(args: Mapping[str, Any]) -> dict[str, Any]:
             before = str(node.epoch)
@@ -108,6 +109,14 @@ class RunningReplica:
 
 async def start(store: Store, settings: ReplicationSettings) -> tuple[RunningReplica, HandoffRecorder]:
     """Run replication for an open store; returns the runner and the MX's hand-off hook."""
+    for stream in store.replication.stream_names():
+        # Before anything opens the accounts (the leader's service, the follower, sessions):
+        # records a crash left durable without their blobs (written beside them, never
+        # acknowledged) go, and the leader sends them again.
+        try:
+            await store.replication.cut_blobless_tail(stream)
+        except StoreError as e:  # a damaged log: opening the account says so again, where it is used
+            log.error("replication: could not look at the tail of %s: %s", stream, e)
     node = ReplicaNode(store, settings)
     server = grpc.aio.server(options=tlsauth.SERVER_OPTIONS)
     rpc.add_ReplicationServicer_to_server(ReplicationService(node), server)  # type: ignore[no-untyped-call]

@@ -138,6 +138,13 @@ class BlobStore:
         Each file is checked (it opens and matches its name) before anything is written; a
         crash leaves each blob whole or absent. Returns the number of blobs written (those
         already present are skipped)."""
+        todo = self.check_raw_files(files)
+        self.write_raw_files(todo)
+        return len(todo)
+
+    def check_raw_files(self, files: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """The replicated blob files of a batch not here yet, each checked (it opens and matches
+        its name: DamagedBlob otherwise), once each; nothing is written."""
         todo = []
         seen = set()
         for blob_id, data in files:
@@ -146,14 +153,18 @@ class BlobStore:
             seen.add(blob_id)
             self._open(blob_id, data)  # raises DamagedBlob before anything is written
             todo.append((blob_id, data))
+        return todo
+
+    def write_raw_files(self, todo: list[tuple[bytes, bytes]]) -> None:
+        """Write checked blob files (check_raw_files) durably: more than SMALL_BATCH_FILES as one
+        pack, fewer file by file (each fsynced, renamed, its directory fsynced)."""
         if len(todo) > SMALL_BATCH_FILES:
             self.packs.add(todo)
-            return len(todo)
+            return
         for blob_id, data in todo:
             f = self._file(blob_id)
             make_dirs(f.parent)
             write_atomic(f, data)  # fsynced, renamed, its directory fsynced
-        return len(todo)
 
     def _present(self, blob_id: bytes) -> bool:
         h = blob_id.hex()

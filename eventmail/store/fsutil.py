@@ -1,5 +1,6 @@
 """Durable file operations: fsync'd writes, atomic replacement, directory syncs."""
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -66,7 +67,8 @@ def write_atomic(path: Path, data: bytes, mode: int = 0o600) -> None:
         os.replace(tmp, path)
         fsync_dir(path.parent)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # e.g. ENOTDIR: there was never a temporary file
+            tmp.unlink()
         raise_store_error(e, f"writing {path.name}")
 
 

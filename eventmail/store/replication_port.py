@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ..proto import events_pb2 as pb
 from . import reader
+from .blobs import SMALL_BATCH_FILES
 from .errors import StoreError
 from .fsutil import write_atomic
 from .keyring import Keyring
@@ -24,8 +26,28 @@ from .system import SystemView
 if TYPE_CHECKING:
     from .store import Store
 
+_log = logging.getLogger(__name__)
+
 # Records after the follower's position few enough to read for shipping on the event loop.
 SHIP_INLINE_RECORDS = 4
+# An account's replicated batch of at most this many records (and at most
+# blobs.SMALL_BATCH_FILES blob files: the steady state's one delivery or few) has its blob files
+# written beside its records (StreamWriter.write_raw's `beside`), not before them. So the
+# records of at most this many can be durable without their blobs after a crash: the tail that
+# cut_blobless_tail looks at on the next start.
+BESIDE_RECORDS = 32
+
+
+def named_blob(event: pb.Event) -> bytes | None:
+    """The blob an event refers to (a delivery, a queued or handed-over message), if any."""
+    kind = event.WhichOneof("kind")
+    if kind == "message_added":
+        return event.message_added.blob_id
+    if kind == "outbound_queued":
+        return event.outbound_queued.blob_id
+    if kind == "handoff_queued":
+        return event.handoff_queued.blob_id
+    return None
 
 
 class ReplicationPort:
@@ -133,16 +155,8 @@ class ReplicationPort:
                 e = pb.Event()
                 e.ParseFromString(log_.decrypt(r, prev))
                 prev = r.chain
-                kind = e.WhichOneof("kind")
-                if kind == "message_added":
-                    blob_id = e.message_added.blob_id
-                elif kind == "outbound_queued":
-                    blob_id = e.outbound_queued.blob_id
-                elif kind == "handoff_queued":
-                    blob_id = e.handoff_queued.blob_id
-                else:
-                    continue
-                if blob_id not in sent:
+                blob_id = named_blob(e)
+                if blob_id is not None and blob_id not in sent:
                     sent.add(blob_id)
                     files.append((blob_id, blobs.raw_file(blob_id)))
             return records, files
@@ -172,15 +186,29 @@ class ReplicationPort:
         (store.reader.Worker) when a batch has many."""
         if stream not in self._store.keyring.streams:
             raise StoreError(f"no keys for stream {stream} (the keyring must arrive first)")
-        before = None
+        before = beside = None
         if blobs:
             store = self._store._blob_store(stream)
+            small = (stream.startswith("account/") and len(records) <= BESIDE_RECORDS
+                     and len(blobs) <= SMALL_BATCH_FILES)
+            todo: list[tuple[bytes, bytes]] = []
 
             def before() -> None:
-                store.put_raw_files(blobs)
+                # Checked before anything is written (a damaged file writes nothing); then a
+                # steady-state batch's few files are written beside its records, on a thread of
+                # their own, so that the two sets of fsyncs overlap (docs/replication.md,
+                # "Blobs beside their records"); a larger batch's pack first, as always.
+                todo.extend(store.check_raw_files(blobs))
+                if not small:
+                    store.write_raw_files(todo)
+
+            if small:
+                def beside() -> None:
+                    store.write_raw_files(todo)
 
         prepare = self._worker() if stream.startswith("account/") and len(records) >= reader.WORKER_MIN else None
-        fold = await (await self._store._writer_for(stream)).write_raw(records, on_durable, before, prepare)
+        writer = await self._store._writer_for(stream)
+        fold = await writer.write_raw(records, on_durable, before, prepare, beside)
 
         async def folded() -> None:
             committed = await fold
@@ -210,6 +238,52 @@ class ReplicationPort:
         if self._prepare_worker is not None:
             self._prepare_worker.close()
             self._prepare_worker = None
+
+    async def cut_blobless_tail(self, stream: str) -> int:
+        """Cut from an account's log a tail of replicated records whose blobs are not here; the
+        number of records cut (0 mostly). Run before the account is opened (replica.service).
+
+        A steady-state batch's blob files are written beside its records (write_raw), so a crash
+        can leave the records durable and a blob not: a batch never acknowledged (the leader
+        still has it, and sends it again from our head). Only the last BESIDE_RECORDS records can
+        be such a tail. A blob that a later record of the tail collected (retention) is absent
+        on purpose. The log is the truth: the account's projections are rebuilt from it when it
+        opens next."""
+        if not stream.startswith("account/") or stream not in self._store.keyring.streams:
+            return 0
+        keys = self._store.keyring.streams[stream]
+        blobs = self._store._blob_store(stream)
+        path = self._store.directory / "streams" / keys.dir_name
+
+        def find() -> tuple[int, int] | None:
+            slog = StreamLog(stream, path, keys, False)
+            try:
+                named: list[tuple[int, bytes]] = []
+                collected: set[bytes] = set()
+                for r, plaintext in slog.plaintexts(max(0, slog.head.seq - BESIDE_RECORDS)):
+                    e = pb.Event()
+                    e.ParseFromString(plaintext)
+                    blob_id = named_blob(e)
+                    if blob_id is not None:
+                        named.append((r.seq, blob_id))
+                    elif e.WhichOneof("kind") == "blobs_collected":
+                        collected.update(e.blobs_collected.blob_ids)
+                for seq, blob_id in named:
+                    if blob_id not in collected and not blobs.exists(blob_id):
+                        return seq - 1, slog.head.seq
+                return None
+            finally:
+                slog.close()
+
+        found = await asyncio.to_thread(find)
+        if found is None:
+            return 0
+        cut, head = found
+        _log.warning("stream %s: cutting %d replicated records (seq %d to %d) whose blobs are missing: written "
+                     "beside them when the node stopped, never acknowledged; the leader sends them again",
+                     stream, head - cut, cut + 1, head)
+        await self.truncate_stream(stream, cut)
+        return head - cut
 
     async def put_blob_files(self, stream: str, files: list[tuple[bytes, bytes]]) -> int:
         """A batch of replicated blob files (id, file), checked, then made durable together."""

@@ -4,7 +4,7 @@ import asyncio
 import collections
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from typing import NamedTuple, TypeVar
 
 from ..cputime import stage
@@ -24,6 +24,9 @@ _T = TypeVar("_T")
 # A stream commits one batch at a time, so this many streams commit at once.
 COMMIT_THREADS = 4
 _COMMIT_POOL = ThreadPoolExecutor(COMMIT_THREADS, thread_name_prefix="commit")
+# A replicated batch's blob files written (and fsynced) beside its records' write and fsync
+# (`write_raw`'s `beside`): a thread per stream writing at once, as the commit threads.
+_BESIDE_POOL = ThreadPoolExecutor(COMMIT_THREADS, thread_name_prefix="beside")
 # A replicated batch of this many records or more is decrypted on a commit thread, not the loop.
 DECRYPT_AWAY = 64
 # Batches of a stream written and waiting for the secondary's acknowledgement at once (sync mode).
@@ -268,22 +271,27 @@ class StreamWriter:
 
     async def append_raw(self, records: list[Record], on_durable: Callable[[], None] | None = None,
                          before: Callable[[], object] | None = None, prepare: PrepareRaw | None = None,
-                         ) -> list[Committed]:
+                         beside: Callable[[], object] | None = None) -> list[Committed]:
         """Append records made by another node, verbatim (their chain checked), then publish them
         (`write_raw`, then its fold)."""
-        return await (await self.write_raw(records, on_durable, before, prepare))
+        return await (await self.write_raw(records, on_durable, before, prepare, beside))
 
     async def write_raw(self, records: list[Record], on_durable: Callable[[], None] | None = None,
                         before: Callable[[], object] | None = None, prepare: PrepareRaw | None = None,
-                        ) -> "asyncio.Future[list[Committed]]":
+                        beside: Callable[[], object] | None = None) -> "asyncio.Future[list[Committed]]":
         """Write records made by another node, verbatim (their chain checked), and fsync them;
         returns their fold into the projections (and their publication), under way in a task.
 
         `before` runs first on the same commit thread (a follower stores the batch's blobs
-        there: one hop to a thread rather than two). `on_durable` is called once the records
-        are fsynced, before the projections take them (a follower acknowledges there: the
-        acknowledgement promises durability, and a projection is rebuilt from the log after any
-        failure).
+        there: one hop to a thread rather than two). `beside` runs on a thread of its own while
+        the records are written and fsynced (a follower's few blob files of a steady-state
+        batch: their fsyncs and the log's overlap instead of following one another);
+        `on_durable` is called once both are done, before the projections take the records (a
+        follower acknowledges there: the acknowledgement promises durability, and a projection
+        is rebuilt from the log after any failure). When `beside` fails after the records were
+        written, they are cut back out of the log before the error is raised: no record stays
+        whose blob is not stored. (A crash between the two can still leave such a tail, never
+        acknowledged: the store cuts it on the next start, ReplicationPort.cut_blobless_tail.)
 
         The fold runs after every earlier replicated batch's fold, so a follower writes its next
         batch while this one folds (a catch-up's batch folds for as long as the next one takes to
@@ -301,7 +309,27 @@ class StreamWriter:
             def write() -> None:
                 if before is not None:
                     before()
-                self.log.write_verbatim(records)
+                if beside is None:
+                    self.log.write_verbatim(records)
+                    return
+                side = _BESIDE_POOL.submit(beside)
+                try:
+                    written = self.log.write_verbatim(records)
+                except BaseException:
+                    wait([side])  # neither outlives the call; the blobs alone harm nothing
+                    raise
+                try:
+                    side.result()
+                except BaseException:
+                    # The records are in the log and their blobs are not: out with the records
+                    # (never acknowledged). If even that fails, the stream takes nothing more
+                    # and a restart cuts them.
+                    try:
+                        self.log.truncate(written.seq - len(records))
+                    except BaseException as e:
+                        self.broken = self.broken or StoreError(
+                            f"stream {self.log.stream}: records without their blobs could not be cut ({e})")
+                    raise
 
             await _on_commit_thread(write)
             self.notify()
