@@ -159,6 +159,23 @@ def test_webapi_send_delivers_and_the_webhook_fires(server: MailServer) -> None:
         server.cli("account", "webhook", "alice", "incoming", "")
 
 
+def test_webapi_takes_a_send_over_the_pages_body_limit(server: MailServer) -> None:
+    """The webapi's request bodies go up to webapi.MAX_REQUEST_BYTES (a Send with attachments), while
+    every other path keeps the 64 KiB of HttpLimits.max_body_bytes. aiohttp applies only the root
+    application's client_max_size, so a Send of 200 KB was refused with 413 before."""
+    text = "a long line of text for the webapi.\n" * 6000  # 210 KB, about 280 KB form-encoded
+    request = {"To": [{"Address": "alice@mail.test"}], "Subject": "a big webapi send", "Text": text}
+    before = len(server.messages("alice"))
+    status, body, _ = get(f"https://127.0.0.1:{server.ports['https']}/webapi/v0/Send", method="POST",
+                          form={"request": json.dumps(request)}, auth=("alice@mail.test", PASSWORD))
+    assert status == 200, body[:200]
+    msgs = server.wait_for("alice", before + 1)
+    assert any(b"a big webapi send" in m and len(m) > 200_000 for m in msgs[before:])
+    status, _, _ = get(f"https://127.0.0.1:{server.ports['https']}/account/login", method="POST",
+                       form={"username": "alice@mail.test", "password": "x" * 100_000})
+    assert status == 413
+
+
 def test_connections_per_network_and_slow_heads(server: MailServer) -> None:
     port = server.ports["http"]
     held = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]
