@@ -901,7 +901,7 @@ def build_parser() -> argparse.ArgumentParser:
         "certificate, and every outgoing message delivered locally",
     )
     p.set_defaults(handler=cmd_localserve)
-    p.add_argument("--dir", default=os.environ.get("EVENTMAIL_DIR", "localserve-data"), help="data directory (default ./localserve-data)")
+    p.add_argument("--dir", default=os.environ.get("EVENTMAIL_DIR", "localserve-data"), help="data directory (default: $EVENTMAIL_DIR or ./localserve-data)")
     p.add_argument("--key-file", help="master key file (default DIR/keys/master.key)")
     p.add_argument("--allow-key-file-mode", action="store_true", help=ALLOW_KEY_FILE_MODE_HELP)
     p.add_argument("--passphrase-env", help=argparse.SUPPRESS)
