@@ -827,7 +827,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shred", action="store_true", help="destroy its keys now (also for an account deleted before): "
                    "no way back")
     p = add(asub, "set", cmd_account_set, "set an account setting: junk.list-domains, junk.forwarders "
-            "or junk.dnsbl (comma-separated), retention.days, or quota_bytes (RFC 9208 storage limit; K, M, G "
+            "or junk.dnsbl (comma-separated), retention.days, or quota_bytes (RFC 9208 storage limit; K, M, G, T "
             "allowed; 0 for none) (an empty VALUE clears it)")
     p.add_argument("name")
     p.add_argument("key")
@@ -901,7 +901,7 @@ def build_parser() -> argparse.ArgumentParser:
         "certificate, and every outgoing message delivered locally",
     )
     p.set_defaults(handler=cmd_localserve)
-    p.add_argument("--dir", default=os.environ.get("EVENTMAIL_DIR", "localserve-data"), help="data directory (default ./localserve-data)")
+    p.add_argument("--dir", default=os.environ.get("EVENTMAIL_DIR", "localserve-data"), help="data directory (default: $EVENTMAIL_DIR or ./localserve-data)")
     p.add_argument("--key-file", help="master key file (default DIR/keys/master.key)")
     p.add_argument("--allow-key-file-mode", action="store_true", help=ALLOW_KEY_FILE_MODE_HELP)
     p.add_argument("--passphrase-env", help=argparse.SUPPRESS)

@@ -45,6 +45,12 @@ REPLICATION_KEYS = frozenset({"node", "peer_node", "listen", "peer", "cert", "ke
                               "mode", "sync_timeout", "on_timeout"})
 
 
+# With [replication], a message's blob crosses the link in one gRPC message, which carries at most
+# replica.tlsauth.MAX_MESSAGE_BYTES (80 MiB): a larger accepted message would stop replication
+# for good. 64 MiB leaves room for the trace fields added at delivery and the record framing.
+REPLICATED_MESSAGE_BYTES = 64 << 20
+
+
 class ConfigError(Exception):
     """A setting is missing or wrong; the message names the key."""
 
@@ -287,6 +293,9 @@ def parse(text: str, base: Path) -> Config:
     if max_bytes < 1024:
         raise ConfigError("max_message_bytes: too small")
     repl = _take(doc, "replication", dict, "", None)
+    if repl is not None and max_bytes > REPLICATED_MESSAGE_BYTES:
+        raise ConfigError(f"max_message_bytes: at most {REPLICATED_MESSAGE_BYTES} (64 MiB) with [replication], "
+                          "whose link carries a message in one piece")
     min_password = _take(doc, "min_password_length", int, "", 8)
     if not 8 <= min_password <= 1024:
         raise ConfigError("min_password_length: from 8 (NIST SP 800-63B's least) to 1024")

@@ -124,3 +124,23 @@ def test_config_describe_prints_the_reference() -> None:
     text = subprocess.run([sys.executable, "-m", "eventmail", "config", "describe"], capture_output=True, text=True,
                           timeout=60, cwd=ROOT).stdout
     assert "request_head_timeout" in text and "default: 30" in text
+
+
+REPLICATION = ('[replication]\nnode = "a"\npeer_node = "b"\nlisten = "127.0.0.1:1"\npeer = "127.0.0.1:2"\n'
+               'cert = "n.pem"\nkey = "n.key"\npeer_cert = "p.pem"\n')
+
+
+def test_a_replicated_message_fits_the_link(tmp_path: Path) -> None:
+    """With [replication] a message's blob crosses the link in one gRPC message: a size limit the
+    link cannot carry would stop replication at the first such message, so the file is refused."""
+    from eventmail.config import REPLICATED_MESSAGE_BYTES
+    from replica.tlsauth import MAX_MESSAGE_BYTES
+
+    assert REPLICATED_MESSAGE_BYTES + (1 << 20) < MAX_MESSAGE_BYTES  # room for trace fields and framing
+    big = f"max_message_bytes = {REPLICATED_MESSAGE_BYTES + 1}\n"
+    assert parse(big + GOOD, tmp_path).max_message_bytes == REPLICATED_MESSAGE_BYTES + 1  # no replication: fine
+    with pytest.raises(ConfigError) as info:
+        parse(big + GOOD + REPLICATION, tmp_path)
+    assert "max_message_bytes: at most" in str(info.value)
+    at_limit = f"max_message_bytes = {REPLICATED_MESSAGE_BYTES}\n"
+    assert parse(at_limit + GOOD + REPLICATION, tmp_path).replication is not None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import socket
 import ssl
@@ -157,6 +158,59 @@ def test_webapi_send_delivers_and_the_webhook_fires(server: MailServer) -> None:
     finally:
         receiver.stop()
         server.cli("account", "webhook", "alice", "incoming", "")
+
+
+def test_webapi_takes_a_send_over_the_pages_body_limit(server: MailServer) -> None:
+    """The webapi's request bodies go up to webapi.MAX_REQUEST_BYTES (a Send with attachments), while
+    every other path keeps the 64 KiB of HttpLimits.max_body_bytes. aiohttp applies only the root
+    application's client_max_size, so a Send of 200 KB was refused with 413 before."""
+    text = "a long line of text for the webapi.\n" * 6000  # 210 KB, about 280 KB form-encoded
+    request = {"To": [{"Address": "alice@mail.test"}], "Subject": "a big webapi send", "Text": text}
+    before = len(server.messages("alice"))
+    status, body, _ = get(f"https://127.0.0.1:{server.ports['https']}/webapi/v0/Send", method="POST",
+                          form={"request": json.dumps(request)}, auth=("alice@mail.test", PASSWORD))
+    assert status == 200, body[:200]
+    msgs = server.wait_for("alice", before + 1)
+    assert any(b"a big webapi send" in m and len(m) > 200_000 for m in msgs[before:])
+    status, _, _ = get(f"https://127.0.0.1:{server.ports['https']}/account/login", method="POST",
+                       form={"username": "alice@mail.test", "password": "x" * 100_000})
+    assert status == 413
+
+
+def test_a_request_sent_with_the_tls_finished_is_served_whole(server: MailServer) -> None:
+    """A TLS 1.3 client may send its whole request, body and all, right behind its Finished; those
+    bytes can reach the web listener before its TLS start has returned. Over 32 KiB of them closed
+    the connection (a webapi Send over HTTPS failed now and then); now the socket waits. The client
+    here puts its Finished and a 100 KB request into one write, so they always come together."""
+    import urllib.parse
+
+    form = urllib.parse.urlencode({"request": json.dumps(
+        {"To": [{"Address": "alice@mail.test"}], "Subject": "sent behind the finished", "Text": "z" * 100_000})})
+    auth = base64.b64encode(f"alice@mail.test:{PASSWORD}".encode()).decode()
+    request = (f"POST /webapi/v0/Send HTTP/1.1\r\nHost: mail.test\r\nAuthorization: Basic {auth}\r\n"
+               f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(form)}\r\n"
+               f"Connection: close\r\n\r\n{form}").encode()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = insecure_tls().wrap_bio(incoming, outgoing, server_hostname="mail.test")
+    with socket.create_connection(("127.0.0.1", server.ports["https"]), timeout=30) as sock:
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                sock.sendall(outgoing.read())
+                incoming.write(sock.recv(65536) or b"")
+        assert tls.version() == "TLSv1.3"
+        tls.write(request)
+        sock.sendall(outgoing.read())  # the Finished and the whole request in one write
+        answer = b""
+        while data := sock.recv(65536):
+            incoming.write(data)
+            with contextlib.suppress(ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+                while chunk := tls.read(65536):
+                    answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+    assert b"MessageID" in answer
 
 
 def test_connections_per_network_and_slow_heads(server: MailServer) -> None:

@@ -140,7 +140,9 @@ def make_account_app(
         await suppressions.remove(store, s.account, form.get("address", ""))
         raise web.HTTPSeeOther(location=base)
 
-    app = web.Application(client_max_size=64 * 1024)
+    # Form bodies are held to the root application's limit (web.server.HttpLimits.max_body_bytes):
+    # aiohttp ignores a sub-application's client_max_size.
+    app = web.Application()
     app[SESSIONS_KEY] = sessions
     app.router.add_get("/", index)
     app.router.add_get("/login", pages.login_get)

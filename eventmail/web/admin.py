@@ -118,7 +118,9 @@ def make_admin_app(
             return await index_page(s, message=str(result.get("message", "done")))
         return handler
 
-    app = web.Application(client_max_size=64 * 1024)
+    # Form bodies are held to the root application's limit (web.server.HttpLimits.max_body_bytes):
+    # aiohttp ignores a sub-application's client_max_size.
+    app = web.Application()
     app.router.add_get("/", index)
     app.router.add_get("/login", pages.login_get)
     app.router.add_post("/login", login_post)

@@ -288,13 +288,15 @@ class _Guarded(asyncio.Protocol):
         self.key: str | None = None
         self.counted = False
         self.transport: asyncio.Transport | None = None
+        self.raw: asyncio.Transport | None = None  # the TCP transport (under TLS, the one start_tls wraps)
         self.deadline: asyncio.TimerHandle | None = None
         self.handshake: asyncio.Task[None] | None = None
         self.early = b""
+        self.early_paused = False  # the TCP socket stopped reading while `early` is over its bound
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = self.raw = transport
         peer = transport.get_extra_info("peername")
         self.key = self.connections.acquire(peer[0] if peer else "")
         if self.key is None or self.runner.open >= self.runner.limits.max_connections:
@@ -335,6 +337,9 @@ class _Guarded(asyncio.Protocol):
         early, self.early = self.early, b""
         if early:
             self.inner.data_received(early)
+        if self.early_paused and self.raw is not None:
+            self.early_paused = False
+            self.raw.resume_reading()  # now the handler's flow control holds the client back
 
     def _arm(self) -> None:
         self._disarm()
@@ -366,11 +371,16 @@ class _Guarded(asyncio.Protocol):
         if self.inner is not None:
             self.inner.data_received(data)
             return
-        # Bytes that came with the end of the TLS handshake (a TLS 1.3 client sends its request
-        # with its Finished), before _start_tls resumed: kept for the handler, within a bound.
+        # Bytes that came with the end of the TLS handshake (a TLS 1.3 client sends its request,
+        # body and all, with its Finished), before _start_tls resumed: kept for the handler. Past
+        # the bound the socket stops being read until _serve hands them over (TCP flow control
+        # holds the client; what TLS had read already still arrives, at most one read of it). It
+        # closed the connection before, and with it every POST body over 32 KiB that came early.
         self.early += data
-        if len(self.early) > self.runner.limits.max_header_bytes * 4 and self.transport is not None:
-            self.transport.abort()
+        if (len(self.early) > self.runner.limits.max_header_bytes * 4 and not self.early_paused
+                and self.raw is not None):
+            self.early_paused = True
+            self.raw.pause_reading()
 
     def eof_received(self) -> bool | None:
         if self.inner is not None:

@@ -44,6 +44,9 @@ log = logging.getLogger("eventmail.webapi")
 
 # The largest request body: a Send with base64 attachments. Mox's default message size limit
 # is 100 MB; ours is kept lower until the listener's own limits land (docs/security.md).
+# aiohttp holds every request to the client_max_size of the application that made it, the root
+# one (64 KiB, web.server.HttpLimits.max_body_bytes), never a sub-application's: so the handler
+# raises it for itself, after the login, rather than in make_webapi_app.
 MAX_REQUEST_BYTES = 32 * 1024 * 1024
 
 
@@ -522,7 +525,7 @@ def make_webapi_app(
             return _unauthorized("use http basic auth with email address as username")
         assert isinstance(result, Success)
         account = result.username
-        form = await request.post()
+        form = await request.clone(client_max_size=MAX_REQUEST_BYTES).post()
         raw = form.get("request")
         if not isinstance(raw, str) or not raw:
             return _error("protocol", "missing/empty request")
@@ -544,7 +547,7 @@ def make_webapi_app(
         return web.Response(text=json.dumps(out, ensure_ascii=False) + "\n", content_type="application/json",
                             charset="utf-8")
 
-    app = web.Application(client_max_size=MAX_REQUEST_BYTES)
+    app = web.Application()
     app.router.add_get("/", root)
     app.router.add_get("/v0/", index)
     app.router.add_route("*", "/v0/{method}", method)
