@@ -1,6 +1,5 @@
 """The mailbox view of an account: a pure projection of its events into an in-memory SQLite database."""
 
-import operator
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -277,17 +276,14 @@ def apply_all(
 
 # Deliveries folded together at most: bounds the rows held in memory during a replay.
 RUN_MAX = 2000
-_FACTS = operator.itemgetter(4)  # an Added's facts
 
 
 def _fold_run(
     db: sqlite3.Connection, run: list[Added], registered: Sequence[Projection], want: bool = True,
 ) -> list[tuple[Change, ...]]:
     changes, rows = _fold_added(db, run, want)
-    # Each projection's facts of the run, in one transposition (C) rather than a loop per projection.
-    facts = list(zip(*map(_FACTS, run), strict=True))
     for i, p in enumerate(registered):
-        theirs = p.apply_run(db, list(zip(rows, facts[i], strict=True)))
+        theirs = p.apply_run(db, list(zip(rows, [a[4][i] for a in run], strict=True)))
         if want:
             for mine, t in zip(changes, theirs, strict=True):
                 mine.extend(t)
