@@ -29,6 +29,7 @@ replies join those threads by the rules above.
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from collections.abc import Sequence
 from typing import cast
@@ -52,13 +53,19 @@ CREATE TABLE thread_subject(mailbox_id INTEGER NOT NULL, subject TEXT NOT NULL, 
 """
 
 
+# The common form of a Message-ID field, one "<id>" with no white space (bytes.split's set: \s).
+_ONE_ID = re.compile(rb"<([^<>\s]+)>")
+
+
 def _own_id(structure: pb.MessageStructure) -> bytes | None:
-    value = structure.envelope.message_id
-    # The common form, one "<id>" with no white space: the msg-id message_ids would find, without
-    # its unfolding and regex (a replay takes every delivery's).
-    if (len(value) > 2 and value[:1] == b"<" and value[-1:] == b">" and value.count(b"<") == 1
-            and value.count(b">") == 1 and len(value.split()) == 1):
-        return value[1:-1]
+    return _own_id_of(structure.envelope.message_id)
+
+
+def _own_id_of(value: bytes) -> bytes | None:
+    # The common form: the msg-id message_ids would find, without its unfolding and scanning (a
+    # replay takes every delivery's).
+    if (m := _ONE_ID.fullmatch(value)) is not None:
+        return m.group(1)
     ids = message_ids(value)
     return ids[0] if ids else None
 
@@ -78,8 +85,8 @@ class ThreadIndex:
     def prepare(added: pb.MessageAdded) -> tuple[bytes | None, str]:
         """The index's keys of a delivery: its own Message-ID and its base subject (RFC 5256
         §2.1). A cold replay computes them in its reading child process (store.reader)."""
-        structure = added.structure
-        return _own_id(structure), base_subject_reply(structure.envelope.subject)[0]
+        envelope = added.structure.envelope  # each access of a nested field makes a new wrapper
+        return _own_id_of(envelope.message_id), base_subject_reply(envelope.subject)[0]
 
     def apply_run(self, db: sqlite3.Connection, run: Sequence[Delivery]) -> Sequence[Sequence[Change]]:
         """Index the messages of a run the view took in (each with the thread id and save date
