@@ -25,9 +25,8 @@ TOO_BIG = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 BARE_NEWLINE = Reply(550, "5.6.0", "Message contains bare CR or LF; lines must end with CRLF")
 # RFC 3463 §3.7 X.6.0 "other or undefined media error": the content cannot be carried as mail.
 NUL_BYTE = Reply(554, "5.6.0", "Message contains NUL bytes")
-LINE_TOO_LONG = Reply(
-    500, "5.5.2", "Line too long (RFC 5321 §4.5.3.1.6)"
-)  # §4.5.3.1.10's "500 Line too long"
+# §4.5.3.1.10's "500 Line too long"; the text is ASCII, as replies go out (a "§" would arrive as "?").
+LINE_TOO_LONG = Reply(500, "5.5.2", "Line too long (RFC 5321 section 4.5.3.1.6)")
 
 
 class ContentSink:
