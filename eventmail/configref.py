@@ -62,7 +62,7 @@ TABLES: tuple[Table, ...] = (
         Key('queue', 'table', '—',
             'table, below'),
         Key('max_message_bytes', 'integer', '`52428800` (50 MiB)',
-            'the SIZE limit of messages at the SMTP listeners, MX and submission (at least 1024; at most 64 MiB with `[replication]`, whose link carries a message in one piece; IMAP APPEND has its own 50 MiB APPENDLIMIT: [security](security.md))'),
+            'the size limit of a message: SMTP SIZE at the MX and submission listeners, and IMAP APPEND\'s APPENDLIMIT (a MULTIAPPEND takes twice it in all) (at least 1024; at most 64 MiB with `[replication]`, whose link carries a message in one piece: [security](security.md))'),
         Key('replication', 'table', '—',
             'table, below: this node of a primary/secondary pair'),
         Key('limits', 'table', '—',

@@ -325,7 +325,12 @@ async def _start_listener(
             starttls_context=tls if kind == "imap" else None,
             allow_plaintext_auth=cfg.allow_plaintext_auth, limiter=limiter, connections=connections,
             send_timeout=cfg.limits.idle_timeout, socket_limits=socket_limits,
-            limits=ImapLimits(max_errors=cfg.limits.protocol_errors), analyze=inbound.analyzer.analyze,
+            # One message size for SMTP and APPEND (a client saving a large sent message to Sent
+            # must not meet a smaller limit than the SMTP server took it with); MULTIAPPEND and a
+            # refused literal read and thrown away stay at twice it, as their defaults are.
+            limits=ImapLimits(max_errors=cfg.limits.protocol_errors, max_append=cfg.max_message_bytes,
+                              max_append_total=2 * cfg.max_message_bytes, max_discard=2 * cfg.max_message_bytes),
+            analyze=inbound.analyzer.analyze,
         )
         return server
     from .smtp.server import SmtpRole, start_smtp, tls_channel_bindings

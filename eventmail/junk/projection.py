@@ -33,11 +33,14 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from ..proto import events_pb2 as pb
-from ..store import Account, Change, Delivery
+from ..store import Change, Delivery
 from . import wordrows
+
+if TYPE_CHECKING:  # a type only: the replay's reading child, which imports this module, needs no Account
+    from ..store import Account
 
 JUNK, NOT_JUNK = "$Junk", "$NotJunk"
 HAM, SPAM = 1, 2

@@ -20,7 +20,6 @@ logs nothing (its stderr is discarded; it reports a failure as a short text thro
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import logging
@@ -303,6 +302,10 @@ class Worker:
     async def __call__(self, items: list[Item]) -> list[Any] | None:
         if len(items) < WORKER_MIN:
             return None
+        # Imported here, not at the top: the reading child runs this module and never needs
+        # asyncio, whose import was a third of the child's start.
+        import asyncio
+
         try:
             return await asyncio.get_running_loop().run_in_executor(self._pool, self.run, items)
         except RuntimeError:  # closed meanwhile (the follower stopped): this process does it
