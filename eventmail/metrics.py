@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 # One registry per process rather than the library's global one: tests start several servers'
 # code in one interpreter, and a global registry refuses a second metric of the same name.
 REGISTRY = CollectorRegistry()
+# The server process's own: resident memory, CPU seconds, open file descriptors (from /proc),
+# the series every Prometheus exporter has and operators alert on.
+ProcessCollector(registry=REGISTRY)
 
 OTHER = "other"
 

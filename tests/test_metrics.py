@@ -180,6 +180,9 @@ def test_counters_move_by_what_the_clients_did(server: MailServer) -> None:
     assert delta("eventmail_store_fsync_seconds_count") >= 3
     assert delta("eventmail_store_fsync_seconds_bucket", le="+Inf") == delta("eventmail_store_fsync_seconds_count")
     assert delta("eventmail_store_fsync_seconds_sum") > 0
+    # The server process's own: its resident memory, and CPU time that grew with the traffic.
+    assert value(after, "process_resident_memory_bytes") > 10 << 20
+    assert delta("process_cpu_seconds_total") > 0
     # No client text or address became a label value.
     for needle in ("FROBNICATE", "alice", "mail.test", "sender.test", "elsewhere.test", "127.0.0.1"):
         assert needle not in text
@@ -206,7 +209,7 @@ def known_names() -> set[str]:
 
 def referenced(text: str) -> set[str]:
     """The metric names in `text` (not a pattern such as eventmail_replica_*)."""
-    return set(re.findall(r"\beventmail_[a-z0-9_]+\b(?!\*)", text))
+    return set(re.findall(r"\b(?:eventmail|process)_[a-z0-9_]+\b(?!\*)", text))
 
 
 def test_every_documented_metric_exists_and_every_metric_is_documented() -> None:
