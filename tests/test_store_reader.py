@@ -220,3 +220,15 @@ def test_verify_with_a_child_checks_the_chain_from_the_first_segment_header(
         assert spawns.started
 
     asyncio.run(go())
+
+
+def test_the_reading_child_imports_no_asyncio_nor_the_whole_store() -> None:
+    # What the child imports at its start: its own module and the registered projections' preparers
+    # (unpickled by name). The store package names its modules lazily, so none of these pulls in
+    # asyncio, the account or the backup code.
+    code = ("import sys, eventmail.store.reader, eventmail.store.projection, eventmail.junk.projection, "
+            "eventmail.mail.threads; "
+            "print(sorted(m for m in ('asyncio', 'ssl', 'eventmail.store.account', 'eventmail.store.backup', "
+            "'eventmail.store.stream') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == "[]"

@@ -83,11 +83,6 @@ EXPUNGED_KEPT = 1000
 _CHUNK = 500  # SQLite's default limit on host parameters is 32,766; small chunks stay fast
 
 
-# A content row's bytes: eventmail.junk.wordrows (a module of its own, so that SMTP's analysis
-# process makes them without importing the store).
-_encode_words, _decode_words, _distinct = wordrows.encode, wordrows.decode, wordrows.distinct
-
-
 def _class(flags: str) -> int:
     if "Junk" not in flags:  # most messages (a replay asks for each one with flags): no set made
         return 0
@@ -133,7 +128,7 @@ def _untrain(db: sqlite3.Connection, words: Sequence[str], cls: int) -> None:
 
 def _words_of(db: sqlite3.Connection, blob_id: bytes) -> list[str]:
     row = db.execute("SELECT words FROM junk_content WHERE blob_id=?", (blob_id,)).fetchone()
-    return _decode_words(row[0]) if row else []
+    return wordrows.decode(row[0]) if row else []
 
 
 def _sync_class(db: sqlite3.Connection, mailbox_id: int, uid: int) -> list[Change]:
@@ -182,7 +177,7 @@ def _identity_keys(f: pb.JunkFeatures) -> list[tuple[str, str]]:
 # mailbox it was meant for (0: the one it is in), its identity keys, the addresses it was sent to
 # (each once, sorted), its reject key, and its word list as a content row keeps it.
 Facts = tuple[int, list[tuple[str, str]], list[str], bytes, bytes]
-_NO_WORDS = _encode_words([])
+_NO_WORDS = wordrows.encode([])
 
 
 def _prepare(m: pb.MessageAdded) -> Facts | None:
@@ -191,9 +186,11 @@ def _prepare(m: pb.MessageAdded) -> Facts | None:
     if not m.HasField("junk"):
         return None
     f = m.junk
+    # A content row's bytes are eventmail.junk.wordrows' (a module of its own, so that SMTP's
+    # analysis process makes them without importing the store).
     words = _READY.take(f) if _READY.rows else None
     if words is None:
-        words = _encode_words(_distinct(f.words))
+        words = wordrows.content_row(f.words)
     return (f.destined_mailbox_id, _identity_keys(f), sorted(set(f.sent_to)), f.reject_key, words)
 
 

@@ -253,7 +253,7 @@ class ReplicationPort:
             return 0
         keys = self._store.keyring.streams[stream]
         blobs = self._store._blob_store(stream)
-        path = self._store.directory / "streams" / keys.dir_name
+        path = self._store._stream_path(keys.dir_name)
 
         def find() -> tuple[int, int] | None:
             slog = StreamLog(stream, path, keys, False)
@@ -329,7 +329,7 @@ class ReplicationPort:
             name = stream.split("/", 1)[1]
             await self._store._close_account(name, checkpoint=False)
             keys = self._store.keyring.streams[stream]
-            slog = StreamLog(stream, self._store.directory / "streams" / keys.dir_name, keys, True)
+            slog = StreamLog(stream, self._store._stream_path(keys.dir_name), keys, True)
             try:
                 await asyncio.to_thread(slog.truncate, seq)
             finally:

@@ -126,9 +126,9 @@ class Store:
     def _stream_log(self, stream: str, create: bool) -> StreamLog:
         if not self.writable and stream not in self.keyring.streams and stream not in self.keyring.shredded:
             # A reader of a stream that was never written: an empty log.
-            return StreamLog(stream, self.directory / "streams" / self.keyring.dir_name(stream), None, False)
+            return StreamLog(stream, self._stream_path(self.keyring.dir_name(stream)), None, False)
         keys = self.keyring.stream(stream, create=create and self.writable)
-        slog = StreamLog(stream, self.directory / "streams" / keys.dir_name, keys, self.writable)
+        slog = StreamLog(stream, self._stream_path(keys.dir_name), keys, self.writable)
         slog.on_fsync = self._fsync_done
         return slog
 
@@ -279,7 +279,7 @@ class Store:
         keys = self.keyring.streams.get(stream)
         self.keyring.shred(stream)
         if keys is not None:
-            shutil.rmtree(self.directory / "streams" / keys.dir_name, ignore_errors=True)
+            shutil.rmtree(self._stream_path(keys.dir_name), ignore_errors=True)
             self.blob_cache.drop_stream(stream)
             BlobStore(stream, self.directory / "blobs" / keys.dir_name, None).remove_all()
             (self.directory / "checkpoints" / keys.dir_name).unlink(missing_ok=True)
@@ -376,6 +376,10 @@ class Store:
     def commit_signal(self) -> asyncio.Event:
         return self._commit_signal
 
+    def _stream_path(self, dir_name: str) -> Path:
+        """The directory of a stream's log (its keyring entry's `dir_name`)."""
+        return self.directory / "streams" / dir_name
+
     def _blob_store(self, stream: str) -> BlobStore:
         if stream == QUEUE and self.queue_blobs is not None:
             return self.queue_blobs
@@ -424,7 +428,7 @@ class Store:
         head = Head(0, prev)
         slog: StreamLog | None = None
         try:
-            slog = StreamLog(stream, self.directory / "streams" / keys.dir_name, keys, writable=False)
+            slog = StreamLog(stream, self._stream_path(keys.dir_name), keys, writable=False)
             # Every record from the first (its chain from the first segment's header on, and its
             # decryption checked: verify_all, a remembered position is not trusted); when there are
             # many, the later 60% read by a child process while this one reads and parses the
