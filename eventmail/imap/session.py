@@ -43,6 +43,7 @@ from eventmail.store import (
     StoreError,
     StoreFull,
     Subscription,
+    SubscriptionOverflow,
 )
 
 log = logging.getLogger("eventmail.imap")
@@ -183,7 +184,10 @@ class Session:
         if self.sub is None:
             await asyncio.Event().wait()  # nothing can change before login
             return
-        self._events.append(await self.sub.get())
+        try:
+            self._events.append(await self.sub.get())
+        except SubscriptionOverflow:
+            pass  # told by the next _sync (idle_updates)
 
     @property
     def notifying(self) -> bool:
@@ -198,6 +202,8 @@ class Session:
         except MailboxGone:
             self.action = "close"
             return [r.bye("the selected mailbox was deleted")]
+        except SubscriptionOverflow:
+            return [self._overflowed()]
 
     # ------------------------------------------------------------------ items
 
@@ -262,6 +268,9 @@ class Session:
         if self.uidonly and uses_sequence_numbers(cmd):
             yield r.bad(cmd.tag, "message sequence numbers are not used with UIDONLY", r.ResponseCode("UIDREQUIRED"))
             return
+        if self.sub is not None and self.sub.overflowed and not isinstance(cmd, c.Logout):
+            yield self._overflowed()  # before the command runs: nothing of it is done
+            return
         self.suppressed = set()
         try:
             if self.selected is not None and not isinstance(cmd, _NO_PRESYNC):
@@ -272,7 +281,14 @@ class Session:
                 # nothing between `* BYE` and LOGOUT's OK (RFC 9051 §6.1.3): the client has stopped
                 # counting sequence numbers
                 if isinstance(resp, r.StatusResponse) and resp.tag == cmd.tag and not isinstance(cmd, c.Logout):
-                    for update in self._sync(cmd):
+                    try:
+                        updates = self._sync(cmd)
+                    except SubscriptionOverflow:
+                        # what the command did is done: its result first, then the end
+                        yield resp
+                        yield self._overflowed()
+                        return
+                    for update in updates:
                         yield update
                     for update in await self.live_updates():
                         yield update
@@ -281,12 +297,19 @@ class Session:
                             yield update
                 yield resp
         except ImapError as e:
-            for update in self._sync(cmd):
+            try:
+                updates = self._sync(cmd)
+            except SubscriptionOverflow:
+                yield self._overflowed()
+                return
+            for update in updates:
                 yield update
             yield r.StatusResponse(e.status, e.text, cmd.tag, e.code)
         except MailboxGone:
             self.action = "close"
             yield r.bye("the selected mailbox was deleted")
+        except SubscriptionOverflow:
+            yield self._overflowed()
         except StoreFull:
             yield r.no(cmd.tag, "mail storage is full; try again later", r.ResponseCode("UNAVAILABLE"))
         except OverQuota as e:
@@ -326,6 +349,16 @@ class Session:
             return "no mailbox selected"
         return None
 
+    def _overflowed(self) -> r.Response:
+        """More changes waited for this session than Limits.max_queued_changes: they are gone,
+        so the session can no longer tell them; it ends (RFC 9051 §7.1.5 BYE) and the client
+        resyncs on its next login."""
+        log.warning("imap %s: more than %d changes waited for the session; closing it",
+                    self.conn, self.opts.limits.max_queued_changes)
+        self.action = "close"
+        self._events.clear()
+        return r.bye("too many changes waited for this session; log in again to resync")
+
     @property
     def vanished(self) -> bool:
         """Expunges are told as VANISHED: with QRESYNC (RFC 7162 §3.2.10) and with UIDONLY (RFC 9586 §3)."""
@@ -352,6 +385,9 @@ class Session:
             # no filter names the selected mailbox: its changes wait for the next command, as
             # without NOTIFY (the other mailboxes' are told now, and not again then)
             self._events.extend(events)
+            if len(self._events) > self.opts.limits.max_queued_changes:
+                self._events.clear()
+                raise SubscriptionOverflow(f"more than {self.opts.limits.max_queued_changes} changes held")
             sel = None
         if sel is not None:
             expunge_ok = cmd is None or not isinstance(cmd, _NO_EXPUNGE) or bool(getattr(cmd, "uid", False))
@@ -545,7 +581,7 @@ class Session:
         self.opts.auth.succeeded(self.peer, result.username, self.conn)
         self.account = result.username
         self.acct = await self._stack.enter_async_context(self.opts.store.use_account(result.username))
-        sub = self.acct.subscribe()
+        sub = self.acct.subscribe(self.opts.limits.max_queued_changes)
         self._stack.callback(sub.close)
         self.sub = sub
         self.state = State.AUTHENTICATED

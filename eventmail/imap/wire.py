@@ -103,10 +103,17 @@ class Limits:
     # `* BYE too many errors` and close: Postfix's smtpd_hard_error_limit, as for SMTP. A real
     # client makes none; each is a log line, so this bounds what one connection can log.
     max_errors: int = 20
+    # Changes of the account (other sessions', deliveries) waiting for a session to tell them:
+    # a client that sends no command and is not idling is told at its next command, and until
+    # then the events are held in memory (up to the 30-minute autologout). One more than this
+    # and the session is closed with BYE; the client logs in again and resyncs (its UIDs and
+    # MODSEQs are still valid, RFC 7162 §3.2.5). 10,000 is hours of a busy mailbox's changes.
+    max_queued_changes: int = 10_000
 
     def __post_init__(self) -> None:
         for name in ("max_line", "max_literal", "max_append", "max_append_total", "max_command",
-                     "max_literals", "max_depth", "max_discard", "max_preauth_literal", "max_errors"):
+                     "max_literals", "max_depth", "max_discard", "max_preauth_literal", "max_errors",
+                     "max_queued_changes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"Limits.{name} must be positive")
 

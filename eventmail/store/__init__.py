@@ -166,6 +166,7 @@ if TYPE_CHECKING:  # the names as mypy and readers see them; at run time, __geta
     from .store import StreamReport as StreamReport
     from .stream import Committed as Committed
     from .stream import Subscription as Subscription
+    from .stream import SubscriptionOverflow as SubscriptionOverflow
     from .system import (
         AccountInfo as AccountInfo,
     )
@@ -225,6 +226,7 @@ _WHERE = {
     "StreamReport": "store",
     "StreamShredded": "errors",
     "Subscription": "stream",
+    "SubscriptionOverflow": "stream",
     "SubscriptionChanged": "projection",
     "SystemView": "system",
     "ThreadOf": "registration",

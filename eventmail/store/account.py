@@ -197,9 +197,10 @@ class Account:
     def head_seq(self) -> int:
         return self._log.head.seq
 
-    def subscribe(self) -> Subscription:
-        """Committed events from now on, in log order, with their typed changes (IMAP IDLE, webmail)."""
-        return self._writer.subscribe()
+    def subscribe(self, limit: int | None = None) -> Subscription:
+        """Committed events from now on, in log order, with their typed changes (IMAP IDLE, webmail);
+        at most `limit` waiting (stream.Subscription)."""
+        return self._writer.subscribe(limit)
 
     async def read_message(self, blob_id: bytes) -> bytes:
         """A message's bytes, read and decrypted off the event loop (from memory if cached)."""

@@ -51,24 +51,51 @@ class Committed(NamedTuple):
     changes: tuple[Change, ...] = ()
 
 
-class Subscription:
-    """Committed events of one stream, in log order, from the moment of subscribing."""
+class SubscriptionOverflow(Exception):
+    """More committed events were queued for a subscription than its limit: they were dropped."""
 
-    def __init__(self, owner: "StreamWriter") -> None:
+
+class Subscription:
+    """Committed events of one stream, in log order, from the moment of subscribing.
+
+    `limit`: at most this many events wait for a reader that does not take them (an IMAP session
+    whose client sends no command). One more, and the queue is dropped and the subscription ends:
+    `get` and `pending` raise SubscriptionOverflow, and its owner must start over from the
+    projections. None (the server's own tasks, which always read): no limit."""
+
+    def __init__(self, owner: "StreamWriter", limit: int | None = None) -> None:
         self._owner = owner
-        self._queue: asyncio.Queue[Committed] = asyncio.Queue()
+        self._limit = limit
+        self.overflowed = False
+        # None in the queue: it overflowed (wakes a reader waiting in get)
+        self._queue: asyncio.Queue[Committed | None] = asyncio.Queue()
 
     def _put(self, c: Committed) -> None:
+        if self._limit is not None and self._queue.qsize() >= self._limit:
+            self.overflowed = True
+            self.close()
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self._queue.put_nowait(None)
+            return
         self._queue.put_nowait(c)
 
     async def get(self) -> Committed:
-        return await self._queue.get()
+        c = await self._queue.get()
+        if c is None:
+            self._queue.put_nowait(None)  # and every later call
+            raise SubscriptionOverflow(f"more than {self._limit} events were waiting")
+        return c
 
     def pending(self) -> list[Committed]:
         """Everything queued so far, without waiting."""
+        if self.overflowed:
+            raise SubscriptionOverflow(f"more than {self._limit} events were waiting")
         out = []
         while not self._queue.empty():
-            out.append(self._queue.get_nowait())
+            c = self._queue.get_nowait()
+            assert c is not None
+            out.append(c)
         return out
 
     def close(self) -> None:
@@ -403,8 +430,8 @@ class StreamWriter:
             self.log.write(records)
         return records
 
-    def subscribe(self) -> Subscription:
-        sub = Subscription(self)
+    def subscribe(self, limit: int | None = None) -> Subscription:
+        sub = Subscription(self, limit)
         self.subscribers.add(sub)
         return sub
 
