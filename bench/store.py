@@ -23,6 +23,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from eventmail.mail.threads import thread_keys  # noqa: E402
 from eventmail.mime.structure import parse_structure  # noqa: E402
 from eventmail.opening import open_store  # noqa: E402
 from eventmail.proto import events_pb2 as pb  # noqa: E402
@@ -85,9 +86,12 @@ def corpus_pool(n: int) -> list[tuple[bytes, pb.MessageStructure]]:
     return out
 
 
-async def big_account(store: Store, messages: int) -> float:
-    """Fill the account with `messages` deliveries (bytes from a pool of real messages, stored once)."""
+async def big_account(store: Store, messages: int, old_events: bool = False) -> float:
+    """Fill the account with `messages` deliveries (bytes from a pool of real messages, stored once),
+    each carrying the thread keys as Account.add_message records them (`old_events`: without them,
+    as events from before they were recorded)."""
     pool = corpus_pool(300)
+    keys = [thread_keys(structure) for _raw, structure in pool]
     start = time.perf_counter()
     async with store.use_account("big") as a:
         boxes = [a.mailbox_required(n).id for n in ("INBOX", "Archive", "Sent")]
@@ -102,12 +106,16 @@ async def big_account(store: Store, messages: int) -> float:
                 events.append(pb.Event(message_added=pb.MessageAdded(
                     mailbox_id=box, uid=uid[box], blob_id=blob_ids[i % len(pool)], size=len(raw),
                     internal_date=1_000_000_000 + i, flags=["\\Seen"] if i % 2 else [], structure=structure)))
+                if not old_events:
+                    own, subject = keys[i % len(pool)]
+                    events[-1].message_added.thread_message_id = own or b""
+                    events[-1].message_added.thread_subject = subject
                 uid[box] += 1
             await a.append(events)
     return time.perf_counter() - start
 
 
-async def main(messages: int, replays: int, profile: Path | None) -> None:
+async def main(messages: int, replays: int, profile: Path | None, old_events: bool) -> None:
     print(f"load average (1 min) at the start: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     tmp = Path(tempfile.mkdtemp(prefix="em-bench-"))
     try:
@@ -129,7 +137,7 @@ async def main(messages: int, replays: int, profile: Path | None) -> None:
         print(f"baseline SQLite WAL synchronous=FULL, 1 writer: {baseline:.0f} commits/s "
               f"-> eventmail 1 writer at {one / baseline:.2f}x of it")
 
-        fill = await big_account(store, messages)
+        fill = await big_account(store, messages, old_events)
         print(f"== account of {messages} messages: appended in {fill:.1f} s ({messages / fill:.0f} events/s)")
         await store.close()
 
@@ -197,5 +205,7 @@ if __name__ == "__main__":
     ap.add_argument("--messages", type=int, default=100_000)
     ap.add_argument("--replays", type=int, default=1, help="cold replays of the account, one after the other")
     ap.add_argument("--profile", type=Path, help="record py-spy samples of the first cold replay into this file")
+    ap.add_argument("--old-events", action="store_true",
+                    help="deliveries without the thread keys recorded (as before issue 14's eleventh pass)")
     args = ap.parse_args()
-    asyncio.run(main(args.messages, args.replays, args.profile))
+    asyncio.run(main(args.messages, args.replays, args.profile, args.old_events))

@@ -262,7 +262,7 @@ class JunkFeatures(_message.Message):
     def __init__(self, words: _Optional[_Iterable[str]] = ..., from_address: _Optional[str] = ..., from_domain: _Optional[str] = ..., from_org_domain: _Optional[str] = ..., from_validated: _Optional[bool] = ..., dkim_domains: _Optional[_Iterable[str]] = ..., spf_domain: _Optional[str] = ..., ip_nets: _Optional[_Iterable[str]] = ..., sent_to: _Optional[_Iterable[str]] = ..., destined_mailbox_id: _Optional[int] = ..., reject_key: _Optional[bytes] = ..., list_id: _Optional[str] = ...) -> None: ...
 
 class MessageAdded(_message.Message):
-    __slots__ = ("mailbox_id", "uid", "blob_id", "size", "internal_date", "internal_date_tz", "flags", "structure", "origin", "message_id_hash", "junk", "thread_id", "email_id")
+    __slots__ = ("mailbox_id", "uid", "blob_id", "size", "internal_date", "internal_date_tz", "flags", "structure", "origin", "message_id_hash", "junk", "thread_id", "email_id", "thread_message_id", "thread_subject")
     MAILBOX_ID_FIELD_NUMBER: _ClassVar[int]
     UID_FIELD_NUMBER: _ClassVar[int]
     BLOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -276,6 +276,8 @@ class MessageAdded(_message.Message):
     JUNK_FIELD_NUMBER: _ClassVar[int]
     THREAD_ID_FIELD_NUMBER: _ClassVar[int]
     EMAIL_ID_FIELD_NUMBER: _ClassVar[int]
+    THREAD_MESSAGE_ID_FIELD_NUMBER: _ClassVar[int]
+    THREAD_SUBJECT_FIELD_NUMBER: _ClassVar[int]
     mailbox_id: int
     uid: int
     blob_id: bytes
@@ -289,7 +291,9 @@ class MessageAdded(_message.Message):
     junk: JunkFeatures
     thread_id: int
     email_id: int
-    def __init__(self, mailbox_id: _Optional[int] = ..., uid: _Optional[int] = ..., blob_id: _Optional[bytes] = ..., size: _Optional[int] = ..., internal_date: _Optional[int] = ..., internal_date_tz: _Optional[int] = ..., flags: _Optional[_Iterable[str]] = ..., structure: _Optional[_Union[MessageStructure, _Mapping]] = ..., origin: _Optional[_Union[Origin, _Mapping]] = ..., message_id_hash: _Optional[bytes] = ..., junk: _Optional[_Union[JunkFeatures, _Mapping]] = ..., thread_id: _Optional[int] = ..., email_id: _Optional[int] = ...) -> None: ...
+    thread_message_id: bytes
+    thread_subject: str
+    def __init__(self, mailbox_id: _Optional[int] = ..., uid: _Optional[int] = ..., blob_id: _Optional[bytes] = ..., size: _Optional[int] = ..., internal_date: _Optional[int] = ..., internal_date_tz: _Optional[int] = ..., flags: _Optional[_Iterable[str]] = ..., structure: _Optional[_Union[MessageStructure, _Mapping]] = ..., origin: _Optional[_Union[Origin, _Mapping]] = ..., message_id_hash: _Optional[bytes] = ..., junk: _Optional[_Union[JunkFeatures, _Mapping]] = ..., thread_id: _Optional[int] = ..., email_id: _Optional[int] = ..., thread_message_id: _Optional[bytes] = ..., thread_subject: _Optional[str] = ...) -> None: ...
 
 class FlagsChanged(_message.Message):
     __slots__ = ("mailbox_id", "uids", "add", "remove", "replace")

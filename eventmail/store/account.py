@@ -372,18 +372,20 @@ class Account:
                 raise NotFound(f"mailbox {mb.name!r} was deleted")
             if enforce_quota:
                 self._check_quota(size)
-            thread_of = self.registration.thread_of
-            thread_id = thread_of(self.db, raw, structure, current, time.time_ns() // 1000) if thread_of else 0
-            uid = max(current.uidnext, self._uid_reserved.get(mb.id, 0))
-            self._uid_reserved[mb.id] = uid + 1
-            e = pb.Event(
-                message_added=pb.MessageAdded(
-                    mailbox_id=mb.id, uid=uid, blob_id=blob_id, size=size, thread_id=thread_id,
-                    internal_date=int(time.time() if internal_date is None else internal_date),
-                    internal_date_tz=internal_date_tz, flags=sorted(set(flags)), structure=structure, origin=origin,
-                    message_id_hash=delivery_key, junk=junk,
-                )
+            added = pb.MessageAdded(
+                mailbox_id=mb.id, blob_id=blob_id, size=size,
+                internal_date=int(time.time() if internal_date is None else internal_date),
+                internal_date_tz=internal_date_tz, flags=sorted(set(flags)), structure=structure, origin=origin,
+                message_id_hash=delivery_key, junk=junk,
             )
+            thread_of = self.registration.thread_of
+            if thread_of is not None:
+                # The keys go into the event with the decision: a replay indexes by them as is.
+                thread_id, own_id, subject = thread_of(self.db, raw, structure, current, time.time_ns() // 1000)
+                added.thread_id, added.thread_message_id, added.thread_subject = thread_id, own_id or b"", subject
+            added.uid = uid = max(current.uidnext, self._uid_reserved.get(mb.id, 0))
+            self._uid_reserved[mb.id] = uid + 1
+            e = pb.Event(message_added=added)
             fut = self._writer.submit([e])
             self._bytes_pending += size
             if delivery_key:

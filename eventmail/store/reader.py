@@ -48,11 +48,12 @@ PARALLEL_MIN = 30_000
 # Records this process reads itself while the child starts.
 HEAD_START = 10_000
 # A replay's share that this process reads and prepares itself (`prepared`), the rest coming
-# ready from the child. Measured per record (load 9-10, docs/replication.md, issue 14 seventh
-# pass): reading 11-17 µs, preparing and pickling 28-30, folding what came ready ~25, the child's
-# start 0.35 CPU s. With 30 % here the two processes finish about together, and what the child
-# makes meanwhile fits in QUEUED batches.
-REPLAY_SHARE = 0.3
+# ready from the child. Measured per delivery in instructions (docs/replication.md, issue 14
+# eleventh pass): the child reads one in ~46,000, prepares it in ~38,000 (the thread keys come
+# recorded) and pickles it in ~9,000; this process unpickles it in ~6,000 and folds it in ~70,000,
+# the fold now the larger half. So this process takes the least it can: the HEAD_START records it
+# reads while the child starts (a tenth of the bench's 100,000).
+REPLAY_SHARE = 0.1
 # Records per message through the pipe.
 BATCH = 500
 # Batches the parent holds for the caller at most, pickled (~25 MB for deliveries made ready).

@@ -82,9 +82,10 @@ MessageFacts = Callable[[bytes, "pb.Origin | None", "Mailbox"], tuple[pb.Message
 # training).
 CopyFlags = Callable[["Mailbox", "Mailbox", bool], tuple[list[str], list[str]]]
 # (the account's database, message bytes, its structure, the mailbox it is added to, now in µs) ->
-# the thread it belongs to (RFC 8474 THREADID; 0: it starts one): a decision of the layer above,
-# made under the account's write lock and recorded in the MessageAdded event.
-ThreadOf = Callable[[sqlite3.Connection, bytes, pb.MessageStructure, "Mailbox", int], int]
+# the thread it belongs to (RFC 8474 THREADID; 0: it starts one) and the two keys it was decided
+# by (own Message-ID or None, base subject): a decision of the layer above, made under the
+# account's write lock and recorded, keys and all, in the MessageAdded event.
+ThreadOf = Callable[[sqlite3.Connection, bytes, pb.MessageStructure, "Mailbox", int], tuple[int, bytes | None, str]]
 
 
 @dataclass(frozen=True)
