@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf import json_format
 
-from . import transfer
+from . import evloop, transfer
 from .junk.cli import add_commands as add_junk_commands
 from .logfmt import EscapingFormatter
 from .opening import open_store
@@ -998,7 +998,7 @@ def main(argv: list[str] | None = None) -> int:
     ))
     logging.basicConfig(level=logging.INFO if server else logging.WARNING, handlers=[handler])
     try:
-        asyncio.run(args.handler(args))
+        evloop.run(args.handler(args))
         sys.stdout.flush()  # here, where a reader that went away is caught, not at the exit
     except (MissingKey, WrongKey, KeyFileExposed, DirectoryLocked) as e:
         print(f"eventmail: {e}", file=sys.stderr)

@@ -31,7 +31,9 @@ import ssl
 import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import cast
 
+from .evloop import start_now
 from .sasl.ratelimit import address_key
 
 __all__ = ["Connection", "ConnectionLimiter", "SendTimeout", "Service", "SocketLimits", "TlsFailed", "listen"]
@@ -144,12 +146,13 @@ class Connection(asyncio.Protocol):
         self._room = asyncio.Event()
         self._room.set()
         self._transport_full = False  # between the transport's pause_writing() and resume_writing()
-        self._task: asyncio.Task[None] | None = None
+        self._task: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport: uvloop's have asyncio.Transport's methods without being its subclass.
+        transport = cast(asyncio.Transport, transport)
         if self.transport is not None:
             return  # the TLS transport of start_tls() does not call this; be safe if one does
         self.transport = transport
@@ -171,8 +174,11 @@ class Connection(asyncio.Protocol):
             return
         transport.set_write_buffer_limits(high=self.limits.write_high)
         if svc.implicit_tls is not None:
-            transport.pause_reading()  # the first octets are the ClientHello, for TLS to read
-        self._task = asyncio.get_running_loop().create_task(self._run())
+            # The first octets are the ClientHello, for TLS to read: the socket goes to TLS
+            # (_run's first step, start_tls) before this returns and the transport reads.
+            self._task = start_now(self._run())
+        else:
+            self._task = asyncio.get_running_loop().create_task(self._run())
 
     def data_received(self, data: bytes) -> None:
         self._in += data
@@ -405,7 +411,6 @@ class Connection(asyncio.Protocol):
             self._lost = True
             self._release()
             raise TlsFailed("connection closed during the TLS handshake")
-        assert isinstance(new, asyncio.Transport)
         self.transport = new
         self._transport_full = False
         new.set_write_buffer_limits(high=self.limits.write_high)

@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+import uvloop
 
-from eventmail import opening
+from eventmail import evloop, opening
 from eventmail.cli import main as cli_main
 from eventmail.store import MasterKeySource, Store, init_directory, load_master_key
 
@@ -18,9 +19,13 @@ T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "data" / "corpus"
 
+# The tests' own loops are the server's kind (eventmail.evloop): an in-process server, client or
+# store under test runs on uvloop as `eventmail serve` does, wherever a test calls asyncio.run.
+asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
+    return evloop.run(coro)
 
 
 def corpus_messages(kind: str = "ham", limit: int | None = None) -> list[Path]:

@@ -18,12 +18,14 @@ import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from ..config import MtaStsSettings
+from ..evloop import start_now
 from ..metrics import REGISTRY
 from ..netconn import ConnectionLimiter
 from ..sasl import LoginLimiter
@@ -290,12 +292,13 @@ class _Guarded(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.raw: asyncio.Transport | None = None  # the TCP transport (under TLS, the one start_tls wraps)
         self.deadline: asyncio.TimerHandle | None = None
-        self.handshake: asyncio.Task[None] | None = None
+        self.handshake: asyncio.Future[None] | None = None
         self.early = b""
         self.early_paused = False  # the TCP socket stopped reading while `early` is over its bound
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport: uvloop's have asyncio.Transport's methods without being its subclass.
+        transport = cast(asyncio.Transport, transport)
         self.transport = self.raw = transport
         peer = transport.get_extra_info("peername")
         self.key = self.connections.acquire(peer[0] if peer else "")
@@ -309,7 +312,9 @@ class _Guarded(asyncio.Protocol):
         if self.tls is None:
             self._serve(transport)
         else:
-            self.handshake = asyncio.get_running_loop().create_task(self._start_tls(transport, self.tls))
+            # The socket goes to TLS (_start_tls's first step) before this returns and the transport
+            # reads: else the ClientHello could reach data_received() here, as early plaintext.
+            self.handshake = start_now(self._start_tls(transport, self.tls))
 
     async def _start_tls(self, transport: asyncio.Transport, tls: ssl.SSLContext) -> None:
         loop = asyncio.get_running_loop()
