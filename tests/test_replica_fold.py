@@ -3,13 +3,14 @@
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import Awaitable
 from typing import Any
 
 import pytest
 
 from eventmail.proto import events_pb2 as pb
-from eventmail.store import NotWriter, Record, Store, reader
+from eventmail.store import NotWriter, Record, Store, StoreError, reader
 from tests.test_store_reader import Keyed, drop_checkpoints, filled, replayed_dump, tables
 
 STREAM = "account/alice"
@@ -165,5 +166,64 @@ def test_a_failed_fold_fails_the_batches_written_behind_it_and_the_reopened_acco
             assert tables(a.db) == live
         with contextlib.suppress(Exception):
             await store.close()
+
+    asyncio.run(go())
+
+
+def test_a_catch_up_batch_is_made_ready_while_it_is_written(keyed_dir: Keyed) -> None:
+    """A batch of DECRYPT_AWAY records or more goes to `prepare` (the worker) before its write
+    is done, not after: the write (here its `before`, on the commit thread) sees the call. The
+    fold then takes what was made ready: the tables of the primary's own commits."""
+    from eventmail.store import stream
+
+    async def go() -> None:
+        store = await filled(keyed_dir, 80)
+        async with store.use_account("alice") as a:
+            live = tables(a.db)
+        records = await records_cut_back(store)
+        assert len(records) >= stream.DECRYPT_AWAY
+        acct = await store.account("alice")
+        called = threading.Event()
+        seen_during_write: list[bool] = []
+
+        async def prepare(items: list[tuple[int, int, bytes]]) -> Any:
+            called.set()
+            return None  # not made: the fold parses them
+
+        def before() -> None:
+            seen_during_write.append(called.wait(30))
+
+        fold = await acct._writer.write_raw(records, None, before, prepare)
+        await fold
+        assert seen_during_write == [True]
+        assert tables(acct.db) == live
+        await store.close()
+
+    asyncio.run(go())
+
+
+def test_a_catch_up_batch_whose_write_fails_is_not_folded_and_the_stream_takes_it_again(keyed_dir: Keyed) -> None:
+    """Its preparing, under way while the write failed, is dropped: nothing folds, the writer is
+    not broken, and the same batch then goes in whole."""
+
+    async def go() -> None:
+        store = await filled(keyed_dir, 80)
+        async with store.use_account("alice") as a:
+            live = tables(a.db)
+        records = await records_cut_back(store)
+        acct = await store.account("alice")
+        prepared: list[int] = []
+
+        async def prepare(items: list[tuple[int, int, bytes]]) -> Any:
+            prepared.append(len(items))
+            return None
+
+        with pytest.raises(StoreError):
+            await acct._writer.write_raw(records[1:], None, None, prepare)  # does not continue the chain
+        assert acct._log.head.seq == 0 and acct.view.seq == 0
+        assert acct._writer.broken is None and acct._writer._applying == 0
+        await (await acct._writer.write_raw(records, None, None, prepare))
+        assert tables(acct.db) == live
+        await store.close()
 
     asyncio.run(go())

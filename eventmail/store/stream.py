@@ -5,7 +5,7 @@ import collections
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from typing import NamedTuple, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from ..cputime import stage
 from ..proto import events_pb2 as pb
@@ -329,9 +329,15 @@ class StreamWriter:
         local append while any replicated record is in the log and not in the projections
         (`_applying`)."""
         self._applying += 1
+        early: asyncio.Future[tuple[list[Committed], list[Item] | None]] | None = None
         try:
             await self._drain_local()
             prev = self.log.head.chain
+            if len(records) >= DECRYPT_AWAY:
+                # A catch-up's batch is decrypted, parsed and made ready (the worker) while it is
+                # written and fsynced, not after: its fold then waits for the write and the
+                # batch before, not for those and then its own preparing too.
+                early = asyncio.ensure_future(self._ready_raw(records, prev, prepare))
 
             def write() -> None:
                 if before is not None:
@@ -364,50 +370,56 @@ class StreamWriter:
                 on_durable()
         except BaseException:
             self._applying -= 1
+            if early is not None:
+                early.add_done_callback(_ignore_outcome)  # the write failed: nobody folds it
+                early.cancel()
             raise
         previous, fold = self._folding, None
         if previous is not None and previous.done():
             previous = None
         try:
-            fold = asyncio.ensure_future(self._fold_raw(records, prev, previous, prepare))
+            fold = asyncio.ensure_future(self._fold_raw(records, prev, previous, prepare, early))
         finally:
             if fold is None:
                 self._applying -= 1
         self._folding = fold
         return fold
 
+    async def _ready_raw(self, records: list[Record], prev: bytes,
+                         prepare: PrepareRaw | None) -> tuple[list[Committed], "list[Item] | None"]:
+        """Replicated records decrypted and parsed and, with `prepare`, their deliveries made
+        ready to fold (None: the fold parses them)."""
+        committed = []
+        added: list[tuple[int, int, bytes]] = []
+        if self.log.keys is not None:
+            if len(records) >= DECRYPT_AWAY:
+                # libsodium runs without the GIL: on a thread, beside the fold of the batch before.
+                plaintexts = await _on_commit_thread(self._decrypt_all, records, prev)
+            else:
+                plaintexts = self._decrypt_all(records, prev)
+            for r, plaintext in zip(records, plaintexts, strict=True):
+                event = pb.Event()
+                event.ParseFromString(plaintext)
+                committed.append(Committed(self.log.stream, r.seq, r.time_us, event))
+                if prepare is not None and event.WhichOneof("kind") == "message_added":
+                    added.append((r.seq, r.time_us, plaintext))
+        made = await prepare(added) if added and prepare is not None else None
+        if made is None or len(made) != len(added):
+            return committed, None
+        by_seq = iter(made)
+        return committed, [next(by_seq) if c.event.WhichOneof("kind") == "message_added" else (c.seq, c.time_us, c.event)
+                           for c in committed]
+
     async def _fold_raw(self, records: list[Record], prev: bytes, previous: "asyncio.Future[list[Committed]] | None",
-                        prepare: PrepareRaw | None) -> list[Committed]:
-        """Decrypt and parse written replicated records, then fold them after `previous`."""
+                        prepare: PrepareRaw | None,
+                        early: "asyncio.Future[tuple[list[Committed], list[Item] | None]] | None") -> list[Committed]:
+        """Fold written replicated records (made ready by `early`, or here) after `previous`."""
         try:
-            committed = []
-            added: list[tuple[int, int, bytes]] = []
-            if self.log.keys is not None:
-                if len(records) >= DECRYPT_AWAY:
-                    # libsodium runs without the GIL: on a thread, beside the fold of the batch before.
-                    plaintexts = await _on_commit_thread(self._decrypt_all, records, prev)
-                else:
-                    plaintexts = self._decrypt_all(records, prev)
-                for r, plaintext in zip(records, plaintexts, strict=True):
-                    event = pb.Event()
-                    event.ParseFromString(plaintext)
-                    committed.append(Committed(self.log.stream, r.seq, r.time_us, event))
-                    if prepare is not None and event.WhichOneof("kind") == "message_added":
-                        added.append((r.seq, r.time_us, plaintext))
-            made = await prepare(added) if added and prepare is not None else None
-            if made is not None and len(made) != len(added):
-                made = None
+            committed, ready = await (early if early is not None else self._ready_raw(records, prev, prepare))
             if previous is not None:
                 await asyncio.wait([previous])  # in log order; its own caller hears of its failure
             if self.broken is not None:
                 raise StoreError(f"stream {self.log.stream}: a commit failed after its write; reopen it")
-            ready: list[Item] | None = None
-            if made is not None:
-                ready = []
-                by_seq = iter(made)
-                for c in committed:
-                    ready.append(next(by_seq) if c.event.WhichOneof("kind") == "message_added"
-                                 else (c.seq, c.time_us, c.event))
             return self._publish(committed, ready)
         except BaseException as e:
             # In the log and not in the projections (a failed fold, or the loop closing): the
@@ -446,6 +458,12 @@ class StreamWriter:
         while self._task is not None and not self._task.done():
             # asyncio.wait: neither raises what ended the task (its waiters got that) nor cancels it.
             await asyncio.wait([self._task])
+
+
+def _ignore_outcome(fut: "asyncio.Future[Any]") -> None:
+    """Retrieve a future's exception nobody waits for (a batch's early preparing whose write failed)."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _fail(batch: Batch, error: BaseException) -> None:
