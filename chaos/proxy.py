@@ -88,6 +88,8 @@ class Proxy:
                     return
                 if self.mode == "delay":
                     await asyncio.sleep(self.delay)
+                if writer.is_closing():  # the other side went away (uvloop's write would raise)
+                    return
                 writer.write(data)
                 await writer.drain()
         writer.transport.abort()

@@ -264,3 +264,39 @@ def test_starttls_injection_arriving_late_is_refused() -> None:
         assert not any(r.code == 250 and "injected" in r.text for r in result.replies)  # type: ignore[attr-defined]
 
     run(handler, body)
+
+
+def test_a_server_that_closes_after_354_is_a_temporary_failure() -> None:
+    """The server goes away while the message is being sent: the attempt ends as a connection
+    failure, temporary, not as a bug (here the drain notices first; a write that finds the
+    transport already closed, which on uvloop raises RuntimeError, is turned into the same
+    failure by `_write`)."""
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 closing ESMTP\r\n")
+        try:
+            while line := await reader.readline():
+                verb = line[:4].upper()
+                if verb == b"EHLO":
+                    writer.write(b"250-closing\r\n250 PIPELINING\r\n")
+                elif verb == b"DATA":
+                    writer.write(b"354 go\r\n")
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+                    return  # and close, with the message under way
+                else:
+                    writer.write(b"250 2.0.0 ok\r\n")
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            writer.close()
+
+    async def body(port: int) -> None:
+        result = await attempt("mx.test", "127.0.0.1", port, "a@x.test", ["b@y.test"],
+                               b"Subject: big\r\n\r\n" + b"x" * 76 + b"\r\n" * 1 + (b"y" * 998 + b"\r\n") * 20000,
+                               tls=TlsRequirement.opportunistic(), helo="client.test", timeouts=FAST)
+        assert [r.outcome for r in result.rcpts] == [Outcome.TEMPORARY]
+        assert "connection" in (result.error or ""), result.error
+
+    for _ in range(3):
+        run(handler, body)

@@ -299,6 +299,10 @@ class _Attempt:
         self.result.writes += 1
         async with asyncio.timeout(timeout):
             for i in range(0, len(data), _SLICE):
+                if self._writer.is_closing():
+                    # the server went away: uvloop's write would raise RuntimeError here (asyncio's
+                    # drops the bytes and its drain raises this), so both loops end the same way
+                    raise ConnectionResetError("connection closed by the server")
                 self._writer.write(data[i : i + _SLICE])
                 await self._writer.drain()
 
