@@ -2,6 +2,7 @@
 
 import hashlib
 import os
+from typing import Any
 
 from nacl import bindings, pwhash
 from nacl._sodium import ffi, lib  # PyNaCl's own cffi binding of libsodium
@@ -36,10 +37,14 @@ def unseal(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
     """Decrypt and authenticate. Calls libsodium through PyNaCl's cffi module directly: the
     checked wrapper (`nacl.bindings`) costs about four times the decryption of a small record
     itself, and every record of a replay, a verify and a follower passes through here."""
+    return _open(ffi.new("unsigned char[]", max(len(ciphertext) - TAG_BYTES, 0) + 1),
+                 ffi.new("unsigned long long *"), key, nonce, ciphertext, aad)
+
+
+def _open(out: Any, out_len: Any, key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
+    """`unseal` into a given output buffer (at least the plaintext's size) and length cell."""
     if len(key) != KEY_BYTES or len(nonce) != NONCE_BYTES or len(ciphertext) < TAG_BYTES:
         raise DecryptError("bad key, nonce or ciphertext length")
-    out = ffi.new("unsigned char[]", len(ciphertext) - TAG_BYTES + 1)
-    out_len = ffi.new("unsigned long long *")
     if lib.crypto_aead_xchacha20poly1305_ietf_decrypt(
         out, out_len, ffi.NULL, ciphertext, len(ciphertext), aad, len(aad), nonce, key
     ) != 0:
@@ -50,8 +55,7 @@ def unseal(key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
 class Opener:
     """`unseal` for many records in a row (a replay, a verify, a follower's reads): one output
     buffer and length cell for all of them, grown when a record is longer, instead of cffi's two
-    allocations a record. Checks exactly what `unseal` checks. One per reading loop: not to be
-    shared between threads."""
+    allocations a record. One per reading loop: not to be shared between threads."""
 
     def __init__(self) -> None:
         self._size = 4096
@@ -59,17 +63,10 @@ class Opener:
         self._len = ffi.new("unsigned long long *")
 
     def __call__(self, key: bytes, nonce: bytes, ciphertext: bytes, aad: bytes) -> bytes:
-        n = len(ciphertext)
-        if len(key) != KEY_BYTES or len(nonce) != NONCE_BYTES or n < TAG_BYTES:
-            raise DecryptError("bad key, nonce or ciphertext length")
-        if n > self._size:
-            self._size = n
-            self._out = ffi.new("unsigned char[]", n)
-        if lib.crypto_aead_xchacha20poly1305_ietf_decrypt(
-            self._out, self._len, ffi.NULL, ciphertext, n, aad, len(aad), nonce, key
-        ) != 0:
-            raise DecryptError("ciphertext does not authenticate")
-        return bytes(ffi.buffer(self._out, self._len[0]))
+        if len(ciphertext) > self._size:
+            self._size = len(ciphertext)
+            self._out = ffi.new("unsigned char[]", self._size)
+        return _open(self._out, self._len, key, nonce, ciphertext, aad)
 
 
 def keyed_hash(key: bytes, data: bytes, person: bytes) -> bytes:

@@ -47,9 +47,6 @@ HINT_HEAD = struct.Struct(">8sQI")
 HINT_ENTRY = struct.Struct(f">QQ{32}s")
 HINT_MAGIC = b"EMTAIL01"
 
-# A record's seq in its associated data (records.associated_data).
-_SEQ = struct.Struct(">Q")
-
 # Segments roll over at 64 MiB: small enough to scan the last one quickly on open, large
 # enough that a busy account has few files.
 SEGMENT_MAX_BYTES = 64 << 20
@@ -413,14 +410,16 @@ class StreamLog:
         self._open()
         return self.head
 
-    def decrypt(self, record: Record, prev_chain: bytes) -> bytes:
+    def decrypt(self, record: Record, prev_chain: bytes,
+                unseal: Callable[[bytes, bytes, bytes, bytes], bytes] = crypto.unseal) -> bytes:
+        """A record's plaintext; `unseal`: crypto.unseal, or a crypto.Opener for a run of records."""
         if self.keys is None:
             raise StreamShredded(f"stream {self.stream}: its keys were deleted")
         key = self.keys.keys.get(record.key_id)
         if key is None:
             raise DamagedLog(self.stream, record.seq, f"unknown key id {record.key_id}")
         try:
-            return crypto.unseal(key, record.nonce, record.ciphertext, associated_data(self.stream, record.seq, prev_chain))
+            return unseal(key, record.nonce, record.ciphertext, associated_data(self.stream, record.seq, prev_chain))
         except crypto.DecryptError:
             raise DamagedLog(self.stream, record.seq, "does not decrypt (altered, or wrong key)") from None
 
@@ -436,22 +435,9 @@ class StreamLog:
         """Decrypted records with seq > since (`verify_all`: as `records`, the chain checked from
         the first segment's header on, not from a remembered position)."""
         prev = self.chain_before(since + 1)
-        # `decrypt` for each record, its per-record work done once: the associated data's stream
-        # part, the output buffer (crypto.Opener).
-        opener, pack_seq, stream = crypto.Opener(), _SEQ.pack, self.stream.encode() + b"\x00"
+        opener = crypto.Opener()  # one output buffer for the whole run
         for r in self.records(since, verify_all=verify_all):
-            keys = self.keys
-            if keys is None:
-                raise StreamShredded(f"stream {self.stream}: its keys were deleted")
-            key = keys.keys.get(r.key_id)
-            if key is None:
-                raise DamagedLog(self.stream, r.seq, f"unknown key id {r.key_id}")
-            try:
-                # associated_data(self.stream, r.seq, prev), assembled from its parts
-                plaintext = opener(key, r.nonce, r.ciphertext, stream + pack_seq(r.seq) + prev)
-            except crypto.DecryptError:
-                raise DamagedLog(self.stream, r.seq, "does not decrypt (altered, or wrong key)") from None
-            yield r, plaintext
+            yield r, self.decrypt(r, prev, opener)
             prev = r.chain
 
 
